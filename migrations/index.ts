@@ -1,0 +1,18 @@
+import { CreateEvaluations1763877600000 } from './1763877600000-CreateEvaluations';
+import { CreateEventLog1763877600001 } from './1763877600001-CreateEventLog';
+import { CreateEvaluationBodies1763877600002 } from './1763877600002-CreateEvaluationBodies';
+import { CreateEvaluationMetrics1763877600003 } from './1763877600003-CreateEvaluationMetrics';
+import { CreateSecurityAudit1763877600004 } from './1763877600004-CreateSecurityAudit';
+import { CreateSecurityEvents1763877600005 } from './1763877600005-CreateSecurityEvents';
+import { CreateReaderRole1763877600006 } from './1763877600006-CreateReaderRole';
+
+/** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
+export const MIGRATIONS = [
+  CreateEvaluations1763877600000,
+  CreateEventLog1763877600001,
+  CreateEvaluationBodies1763877600002,
+  CreateEvaluationMetrics1763877600003,
+  CreateSecurityAudit1763877600004,
+  CreateSecurityEvents1763877600005,
+  CreateReaderRole1763877600006,
+];

@@ -1,0 +1,1 @@
+export { changeChannel, encodeChange, decodeChange } from './change-feed';

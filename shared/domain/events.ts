@@ -1,0 +1,88 @@
+/**
+ * The events of an evaluation's life, as stored in `evaluation_events.data` (JSON) and folded
+ * into the read model by `evolve`. Both services share this module; it is the log's schema.
+ *
+ * Bodies (output, error) are never in an event: an event carries a preview and a reference.
+ */
+
+/** Where a whole body is kept. "" when there is none. */
+export type BodyLocation = '' | 'postgres' | 's3';
+
+export interface BodyRef {
+  /** The first bytes of the body, base64 (output is bytes) . */
+  readonly previewBase64: string;
+  readonly size: number;
+  readonly location: BodyLocation;
+  /** Object key when location is "s3". */
+  readonly s3Key?: string;
+}
+
+export interface EvaluationQueued {
+  readonly type: 'EvaluationQueued';
+  readonly data: {
+    readonly codeHash: string;
+    readonly codeSize: number;
+    readonly language: string;
+    readonly engine: string;
+    readonly timeoutSeconds: number;
+    readonly metadata: Record<string, unknown>;
+    /** ISO-8601 */
+    readonly createdAt: string;
+  };
+}
+
+export interface EvaluationStarted {
+  readonly type: 'EvaluationStarted';
+  readonly data: { readonly executorId: string; readonly containerId: string; readonly startedAt: string };
+}
+
+export interface EvaluationCompleted {
+  readonly type: 'EvaluationCompleted';
+  readonly data: { readonly exitCode: number; readonly completedAt: string; readonly output: BodyRef };
+}
+
+export type FailureKind = 'error' | 'timeout';
+
+export interface EvaluationFailed {
+  readonly type: 'EvaluationFailed';
+  readonly data: {
+    readonly exitCode: number;
+    readonly reason: FailureKind;
+    readonly completedAt: string;
+    readonly error: BodyRef;
+  };
+}
+
+export interface EvaluationCancelled {
+  readonly type: 'EvaluationCancelled';
+  readonly data: { readonly reason: string; readonly cancelledAt: string };
+}
+
+export type EvaluationEvent =
+  | EvaluationQueued
+  | EvaluationStarted
+  | EvaluationCompleted
+  | EvaluationFailed
+  | EvaluationCancelled;
+
+export type EvaluationEventType = EvaluationEvent['type'];
+
+export const EVALUATION_EVENT_TYPES: readonly EvaluationEventType[] = [
+  'EvaluationQueued',
+  'EvaluationStarted',
+  'EvaluationCompleted',
+  'EvaluationFailed',
+  'EvaluationCancelled',
+];
+
+/** An event as the log holds it: its place in the global order and in its evaluation's life. */
+export interface RecordedEvent {
+  /** Global, dense, commit-ordered position (decimal string: 64-bit). */
+  readonly position: string;
+  readonly evalId: string;
+  /** Revision of the evaluation after this event (decimal string). */
+  readonly revision: string;
+  /** ISO-8601 */
+  readonly recordedAt: string;
+  readonly event: EvaluationEvent;
+}

@@ -1,0 +1,127 @@
+import { Evaluation, EvaluationStatus, EventType, FailureReason } from '../generated/crucible/storage/v1/evaluation';
+import type { BodyRef, EvaluationEventType, RecordedEvent } from './events';
+import type { Status } from './status';
+
+export const STATUS_TO_PROTO: Readonly<Record<Status, EvaluationStatus>> = {
+  queued: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+  running: EvaluationStatus.EVALUATION_STATUS_RUNNING,
+  completed: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+  failed: EvaluationStatus.EVALUATION_STATUS_FAILED,
+  cancelled: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
+};
+
+export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
+  EvaluationQueued: EventType.EVENT_TYPE_EVALUATION_QUEUED,
+  EvaluationStarted: EventType.EVENT_TYPE_EVALUATION_STARTED,
+  EvaluationCompleted: EventType.EVENT_TYPE_EVALUATION_COMPLETED,
+  EvaluationFailed: EventType.EVENT_TYPE_EVALUATION_FAILED,
+  EvaluationCancelled: EventType.EVENT_TYPE_EVALUATION_CANCELLED,
+};
+
+export class ProjectionError extends Error {
+  override name = 'ProjectionError';
+}
+
+function runtimeMs(startedAt: Date | undefined, completedAt: Date): string {
+  return startedAt === undefined ? '0' : String(Math.max(0, completedAt.getTime() - startedAt.getTime()));
+}
+
+function bodyFields(body: BodyRef): { preview: Buffer; size: string; location: string } {
+  return { preview: Buffer.from(body.previewBase64, 'base64'), size: String(body.size), location: body.location };
+}
+
+/**
+ * Folds one recorded event into an evaluation's read-model state. Pure and deterministic:
+ * the command side uses it to publish the state after a command, the query side to rebuild
+ * the same state from the log, and the consistency checker relies on both agreeing.
+ *
+ * Throws ProjectionError when the event does not follow `state` (wrong revision, or an event
+ * other than EvaluationQueued for an unknown evaluation).
+ */
+export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): Evaluation {
+  const { event } = recorded;
+  const expectedRevision = state === undefined ? 1n : BigInt(state.revision) + 1n;
+  if (BigInt(recorded.revision) !== expectedRevision) {
+    throw new ProjectionError(
+      `event at position ${recorded.position} has revision ${recorded.revision} for ${recorded.evalId}, expected ${expectedRevision}`,
+    );
+  }
+  const common = { revision: recorded.revision, position: recorded.position, updatedAt: new Date(recorded.recordedAt) };
+  if (event.type === 'EvaluationQueued') {
+    if (state !== undefined) throw new ProjectionError(`${recorded.evalId} queued twice`);
+    const d = event.data;
+    return Evaluation.fromPartial({
+      evalId: recorded.evalId,
+      status: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+      codeHash: d.codeHash,
+      codeSize: String(d.codeSize),
+      language: d.language,
+      engine: d.engine,
+      timeoutSeconds: d.timeoutSeconds,
+      createdAt: new Date(d.createdAt),
+      metadata: d.metadata,
+      ...common,
+    });
+  }
+  if (state === undefined) {
+    throw new ProjectionError(`${event.type} for unknown evaluation ${recorded.evalId}`);
+  }
+  switch (event.type) {
+    case 'EvaluationStarted':
+      return {
+        ...state,
+        ...common,
+        status: EvaluationStatus.EVALUATION_STATUS_RUNNING,
+        executorId: event.data.executorId,
+        containerId: event.data.containerId,
+        startedAt: new Date(event.data.startedAt),
+      };
+    case 'EvaluationCompleted': {
+      const completedAt = new Date(event.data.completedAt);
+      const body = bodyFields(event.data.output);
+      return {
+        ...state,
+        ...common,
+        status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+        exitCode: event.data.exitCode,
+        completedAt,
+        runtimeMs: runtimeMs(state.startedAt, completedAt),
+        outputPreview: body.preview,
+        outputSize: body.size,
+        outputLocation: body.location,
+      };
+    }
+    case 'EvaluationFailed': {
+      const completedAt = new Date(event.data.completedAt);
+      const body = bodyFields(event.data.error);
+      return {
+        ...state,
+        ...common,
+        status: EvaluationStatus.EVALUATION_STATUS_FAILED,
+        exitCode: event.data.exitCode,
+        completedAt,
+        runtimeMs: runtimeMs(state.startedAt, completedAt),
+        errorPreview: body.preview.toString('utf8'),
+        errorSize: body.size,
+        errorLocation: body.location,
+        failureReason:
+          event.data.reason === 'timeout' ? FailureReason.FAILURE_REASON_TIMEOUT : FailureReason.FAILURE_REASON_ERROR,
+      };
+    }
+    case 'EvaluationCancelled': {
+      const completedAt = new Date(event.data.cancelledAt);
+      return {
+        ...state,
+        ...common,
+        status: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
+        completedAt,
+        runtimeMs: runtimeMs(state.startedAt, completedAt),
+        cancelReason: event.data.reason,
+      };
+    }
+    default: {
+      const unreachable: never = event;
+      throw new ProjectionError(`unknown event ${JSON.stringify(unreachable)}`);
+    }
+  }
+}

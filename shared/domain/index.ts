@@ -1,0 +1,4 @@
+export * from './events';
+export { canTransition, isTerminal, STATUSES } from './status';
+export type { Status } from './status';
+export { evolve, ProjectionError, STATUS_TO_PROTO, EVENT_TYPE_TO_PROTO } from './evolve';

@@ -1,0 +1,80 @@
+import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
+import {
+  AlreadyExistsError,
+  CrucibleError,
+  DeadlineError,
+  IllegalTransitionError,
+  NotFoundError,
+  OutOfRangeError,
+  RevisionConflictError,
+  SlowConsumerError,
+  UnavailableError,
+  ValidationError,
+} from '../errors';
+import { Any } from '../generated/google/protobuf/any';
+import { BadRequest, ErrorInfo, PreconditionFailure } from '../generated/google/rpc/error_details';
+import { Status as RpcStatus } from '../generated/google/rpc/status';
+import type { Logger } from '../logging';
+
+const ERROR_DOMAIN = 'storage.crucible.dev';
+
+export type StatusObject = Pick<ServiceError, 'code' | 'details' | 'metadata'>;
+
+function detail(typeName: string, bytes: Uint8Array): Any {
+  return { typeUrl: `type.googleapis.com/${typeName}`, value: Buffer.from(bytes) };
+}
+
+function withDetails(code: Status, message: string, details: Any[]): StatusObject {
+  const metadata = new Metadata();
+  if (details.length > 0) {
+    metadata.set('grpc-status-details-bin', Buffer.from(RpcStatus.encode({ code, message, details }).finish()));
+  }
+  return { code, details: message, metadata };
+}
+
+function reason(reasonCode: string, metadata: Record<string, string> = {}): Any {
+  return detail('google.rpc.ErrorInfo', ErrorInfo.encode({ reason: reasonCode, domain: ERROR_DOMAIN, metadata }).finish());
+}
+
+/**
+ * Maps any thrown value to the gRPC status the caller sees. Our typed errors carry a message
+ * meant for the caller plus google.rpc details; anything else is a bug, logged with its stack,
+ * and the caller gets a generic INTERNAL.
+ */
+export function toStatus(err: unknown, logger: Logger, method: string): StatusObject {
+  if (err instanceof ValidationError) {
+    const badRequest = BadRequest.encode({
+      fieldViolations: err.violations.map((v) => ({ field: v.field, description: v.description, reason: v.rule })),
+    }).finish();
+    return withDetails(Status.INVALID_ARGUMENT, err.message, [detail('google.rpc.BadRequest', badRequest)]);
+  }
+  if (err instanceof IllegalTransitionError) {
+    const failure = PreconditionFailure.encode({
+      violations: [{ type: 'STATUS', subject: `evaluations/${err.evalId}`, description: err.message }],
+    }).finish();
+    return withDetails(Status.FAILED_PRECONDITION, err.message, [
+      detail('google.rpc.PreconditionFailure', failure),
+      reason('ILLEGAL_TRANSITION', { from: err.from, to: err.to }),
+    ]);
+  }
+  if (err instanceof RevisionConflictError) {
+    return withDetails(Status.ABORTED, err.message, [
+      reason('REVISION_CONFLICT', { expected_revision: err.expected, current_revision: err.current }),
+    ]);
+  }
+  if (err instanceof NotFoundError) return withDetails(Status.NOT_FOUND, err.message, []);
+  if (err instanceof AlreadyExistsError) return withDetails(Status.ALREADY_EXISTS, err.message, []);
+  if (err instanceof OutOfRangeError) return withDetails(Status.OUT_OF_RANGE, err.message, []);
+  if (err instanceof DeadlineError) return withDetails(Status.DEADLINE_EXCEEDED, err.message, []);
+  if (err instanceof SlowConsumerError) return withDetails(Status.RESOURCE_EXHAUSTED, err.message, []);
+  if (err instanceof UnavailableError) {
+    logger.warn('dependency unavailable', { method, err });
+    return withDetails(Status.UNAVAILABLE, err.message, []);
+  }
+  if (err instanceof CrucibleError) {
+    logger.error('unmapped domain error', { method, err });
+  } else {
+    logger.error('unexpected error', { method, err });
+  }
+  return withDetails(Status.INTERNAL, 'internal error; the server log has the details', []);
+}

@@ -1,0 +1,2 @@
+export { createLogger, silentLogger } from './logger';
+export type { Logger, LogFields } from './logger';

@@ -1,0 +1,3 @@
+export { createDataSource, runMigrations } from './data-source';
+export type { PostgresOptions } from './data-source';
+export { isPostgresUnavailable, uniqueViolation } from './errors';
