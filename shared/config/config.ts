@@ -86,7 +86,7 @@ const LOCAL_DEFAULTS = {
 /** Per-environment defaults: local services for development and test, nothing for production. */
 const PRESETS: Record<Environment, Readonly<Record<string, string>>> = {
   development: { ...LOCAL_DEFAULTS, LOG_LEVEL: 'debug', HOST: '127.0.0.1' },
-  test: { ...LOCAL_DEFAULTS, LOG_LEVEL: 'warn', HOST: '127.0.0.1' },
+  test: { ...LOCAL_DEFAULTS, LOG_LEVEL: 'info', HOST: '127.0.0.1' },
   production: { LOG_LEVEL: 'info', HOST: '0.0.0.0', S3_FORCE_PATH_STYLE: 'false', S3_CHECKSUM_MODE: 'WHEN_SUPPORTED' },
 };
 
@@ -111,7 +111,7 @@ export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
   { key: 'HOST', help: 'interface both services bind (dev/test default 127.0.0.1, production 0.0.0.0)' },
   { key: 'COMMAND_PORT', help: 'command service port (default 50051; 0 picks a free one)' },
   { key: 'QUERY_PORT', help: 'query service port (default 50052; 0 picks a free one)' },
-  { key: 'LOG_LEVEL', help: 'debug | info | warn | error (dev debug, test warn, production info)' },
+  { key: 'LOG_LEVEL', help: 'debug | info | warn | error (development debug, otherwise info)' },
   { key: 'MAX_CODE_BYTES', help: 'largest accepted code (default 1048576)' },
   { key: 'MAX_OUTPUT_BYTES', help: 'largest accepted output or error (default 16777216)' },
   { key: 'MAX_METADATA_BYTES', help: 'largest accepted metadata, as JSON (default 65536)' },

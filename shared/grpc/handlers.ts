@@ -52,7 +52,8 @@ export function unary<Req, Res>(
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
     const { context, dispose } = contextOf(call);
-    handler(call.request, context).then(
+    // Through a promise so that a synchronous throw is mapped too, never left to grpc-js.
+    new Promise<Res>((resolve) => resolve(handler(call.request, context))).then(
       (response) => {
         dispose();
         callback(null, response);
@@ -101,7 +102,7 @@ export function serverStream<Req, Res>(
         });
       },
     };
-    handler(call.request, sink, context).then(
+    new Promise<void>((resolve) => resolve(handler(call.request, sink, context))).then(
       () => {
         dispose();
         untrack();

@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import { loadFileDescriptorSetFromBuffer } from '@grpc/proto-loader';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import type { Logger } from '../logging';
 
@@ -34,13 +36,21 @@ export interface GrpcServer {
   shutdown(graceMs: number): Promise<void>;
 }
 
-/**
- * The descriptor set `npm run generate` writes next to the generated code. Reflection is fed
- * from it rather than from proto-loader's parse of the .proto files because only the former
- * carries well-known-type imports (google/protobuf/struct.proto ...) exactly as protoc would,
- * which `buf curl --list-methods` needs.
- */
+/** The descriptor set `npm run generate` writes next to the generated code (buf build). */
 const DESCRIPTOR_SET_PATH = join(__dirname, '..', '..', '..', 'shared', 'generated', 'crucible.binpb');
+
+/**
+ * Reflection input holding the original files of the descriptor set. proto-loader's package
+ * definitions regroup symbols into one file per package and drop imports of well-known types
+ * (google/protobuf/struct.proto ...), so `buf curl` cannot resolve the schema from them;
+ * @grpc/reflection only reads `fileDescriptorProtos`, so we hand it the files as protoc/buf
+ * wrote them.
+ */
+function reflectionInput(): PackageDefinition {
+  const set = fromBinary(FileDescriptorSetSchema, readFileSync(DESCRIPTOR_SET_PATH));
+  const fileDescriptorProtos = set.file.map((file) => Buffer.from(toBinary(FileDescriptorProtoSchema, file)));
+  return { files: { fileDescriptorProtos } } as unknown as PackageDefinition;
+}
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const server = new Server({
@@ -54,8 +64,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, options.initialStatus])));
   health.addToServer(server);
 
-  const descriptorSet = loadFileDescriptorSetFromBuffer(readFileSync(DESCRIPTOR_SET_PATH));
-  new ReflectionService(descriptorSet).addToServer(server);
+  new ReflectionService(reflectionInput(), { services: options.services.map((s) => s.name) }).addToServer(server);
 
   return {
     listen: (host, port) =>

@@ -1,0 +1,52 @@
+import type { RecordedEvent, Status } from '../../../shared/domain';
+import type { BodyKind, Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
+
+/** A body as PostgreSQL records it: its bytes (small) or the S3 key they were uploaded to. */
+export type StoredBody =
+  | { readonly kind: BodyKind; readonly size: number; readonly content: Buffer; readonly s3Key?: undefined }
+  | { readonly kind: BodyKind; readonly size: number; readonly s3Key: string; readonly content?: undefined };
+
+/** What the write needs besides the decision. */
+export interface AppendRequest {
+  readonly decision: Extract<Decision, { kind: 'append' }>;
+  /** The submitted code (SubmitEvaluation only). */
+  readonly code?: string;
+  readonly body?: StoredBody;
+  readonly requestId?: string;
+  readonly commandHash: string;
+  readonly recordedAt: Date;
+}
+
+export type AppendOutcome =
+  | { readonly kind: 'appended'; readonly event: RecordedEvent }
+  /** Someone else changed the evaluation (or took the id, or the request id) first: decide again. */
+  | { readonly kind: 'conflict' };
+
+/** The write model in PostgreSQL. */
+export interface EvaluationStore {
+  /** Loads an evaluation and the earlier command with `requestId` (if any) in one round trip. */
+  load(
+    evalId: string | undefined,
+    requestId: string | undefined,
+  ): Promise<{ snapshot?: EvaluationSnapshot; priorRequest?: LoggedCommand }>;
+  /** Writes the state change and appends one event atomically, or reports a conflict. */
+  append(request: AppendRequest): Promise<AppendOutcome>;
+}
+
+/** Large bodies live here; the key is recorded in PostgreSQL. */
+export interface BlobStore {
+  put(key: string, content: Buffer): Promise<void>;
+}
+
+/** Announces committed events to the query side (best effort: the log is the truth). */
+export interface EventPublisher {
+  publish(event: RecordedEvent): Promise<void>;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+export type IdGenerator = () => string;
+
+export type { Status };

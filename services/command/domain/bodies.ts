@@ -1,0 +1,42 @@
+import { createHash } from 'node:crypto';
+import type { BodyRef } from '../../../shared/domain';
+
+export type BodyKind = 'output' | 'error';
+
+/** Where a body will be stored; decided before the transaction so a large one is uploaded first. */
+export type BodyPlan =
+  | { readonly ref: BodyRef; readonly storage: 'none' }
+  | { readonly ref: BodyRef; readonly storage: 'postgres'; readonly content: Buffer }
+  | { readonly ref: BodyRef; readonly storage: 's3'; readonly content: Buffer; readonly key: string };
+
+export interface BodyLimits {
+  readonly previewBytes: number;
+  readonly inlineOutputMaxBytes: number;
+}
+
+/** The first `max` bytes of a UTF-8 text, cut back to a character boundary. */
+export function utf8Prefix(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  // Step back over continuation bytes (10xxxxxx) so the cut never splits a character.
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end -= 1;
+  return bytes.subarray(0, end);
+}
+
+/**
+ * Plans how a body is kept: nothing when empty, in PostgreSQL up to the inline limit, in S3
+ * above it under a key derived from the content, so that a retried upload writes the same
+ * object and two racing commands with different bodies never overwrite each other's.
+ */
+export function planBody(evalId: string, kind: BodyKind, content: Buffer, limits: BodyLimits): BodyPlan {
+  const preview =
+    kind === 'error' ? utf8Prefix(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
+  const base = { previewBase64: preview.toString('base64'), size: content.length };
+  if (content.length === 0) return { ref: { ...base, location: '' }, storage: 'none' };
+  if (content.length <= limits.inlineOutputMaxBytes) {
+    return { ref: { ...base, location: 'postgres' }, storage: 'postgres', content };
+  }
+  const digest = createHash('sha256').update(content).digest('hex');
+  const key = `evaluations/${evalId}/${kind}/${digest}`;
+  return { ref: { ...base, location: 's3', s3Key: key }, storage: 's3', content, key };
+}

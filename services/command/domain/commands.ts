@@ -1,0 +1,61 @@
+import type { FailureKind } from '../../../shared/domain';
+
+/** Fields every command may carry. */
+interface CommandOptions {
+  /** Idempotency key; a repeat with the same key returns the original answer. */
+  readonly requestId?: string;
+  /** Optimistic concurrency: apply only at this revision (decimal string; "0" = must not exist). */
+  readonly expectedRevision?: string;
+}
+
+/** Validated commands, named in the imperative; each becomes exactly one event. */
+export interface SubmitEvaluation extends CommandOptions {
+  readonly type: 'SubmitEvaluation';
+  /** Undefined when the server must assign one. */
+  readonly evalId?: string;
+  readonly code: string;
+  readonly language: string;
+  readonly engine: string;
+  readonly timeoutSeconds: number;
+  readonly metadata: Record<string, unknown>;
+}
+
+export interface StartEvaluation extends CommandOptions {
+  readonly type: 'StartEvaluation';
+  readonly evalId: string;
+  readonly executorId: string;
+  readonly containerId: string;
+}
+
+export interface CompleteEvaluation extends CommandOptions {
+  readonly type: 'CompleteEvaluation';
+  readonly evalId: string;
+  readonly output: Buffer;
+  readonly exitCode: number;
+}
+
+export interface FailEvaluation extends CommandOptions {
+  readonly type: 'FailEvaluation';
+  readonly evalId: string;
+  readonly error: string;
+  readonly exitCode: number;
+  readonly reason: FailureKind;
+}
+
+export interface CancelEvaluation extends CommandOptions {
+  readonly type: 'CancelEvaluation';
+  readonly evalId: string;
+  readonly reason: string;
+}
+
+export type Command = SubmitEvaluation | StartEvaluation | CompleteEvaluation | FailEvaluation | CancelEvaluation;
+
+/** Every command but SubmitEvaluation acts on an existing evaluation. */
+export type EvaluationCommand = Exclude<Command, SubmitEvaluation>;
+
+/** What every command answers (and what an idempotent repeat answers again). */
+export interface CommandResult {
+  readonly evalId: string;
+  readonly revision: string;
+  readonly position: string;
+}

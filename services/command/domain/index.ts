@@ -1,0 +1,16 @@
+export type {
+  Command,
+  CommandResult,
+  EvaluationCommand,
+  SubmitEvaluation,
+  StartEvaluation,
+  CompleteEvaluation,
+  FailEvaluation,
+  CancelEvaluation,
+} from './commands';
+export { commandHash } from './command-hash';
+export { planBody, utf8Prefix } from './bodies';
+export type { BodyKind, BodyPlan, BodyLimits } from './bodies';
+export { decideSubmit, decideChange } from './decide';
+export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand } from './decide';
+export { validateSubmit, validateStart, validateComplete, validateFail, validateCancel } from './validate';

@@ -1,0 +1,14 @@
+import type { UnaryHandler } from '../../../shared/grpc';
+import type {
+  CancelEvaluationRequest,
+  CancelEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
+import type { CommandHandlerDeps } from './deps';
+import { validateCancel } from '../domain';
+
+export function cancelEvaluation({
+  executor,
+  limits,
+}: CommandHandlerDeps): UnaryHandler<CancelEvaluationRequest, CancelEvaluationResponse> {
+  return async (request) => executor.execute(validateCancel(request, limits));
+}

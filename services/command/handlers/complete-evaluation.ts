@@ -1,0 +1,14 @@
+import type { UnaryHandler } from '../../../shared/grpc';
+import type {
+  CompleteEvaluationRequest,
+  CompleteEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
+import type { CommandHandlerDeps } from './deps';
+import { validateComplete } from '../domain';
+
+export function completeEvaluation({
+  executor,
+  limits,
+}: CommandHandlerDeps): UnaryHandler<CompleteEvaluationRequest, CompleteEvaluationResponse> {
+  return async (request) => executor.execute(validateComplete(request, limits));
+}

@@ -1,0 +1,6 @@
+export { submitEvaluation } from './submit-evaluation';
+export { startEvaluation } from './start-evaluation';
+export { completeEvaluation } from './complete-evaluation';
+export { failEvaluation } from './fail-evaluation';
+export { cancelEvaluation } from './cancel-evaluation';
+export type { CommandHandlerDeps } from './deps';

@@ -1,0 +1,77 @@
+import { Redis } from 'ioredis';
+import { monotonicFactory } from 'ulid';
+import { CONFIG_KEYS, loadConfig } from '../../shared/config';
+import { createLogger } from '../../shared/logging';
+import { createDataSource, poolOf, runMigrations } from '../../shared/postgres';
+import { closeAll, exitOnFailure, helpText, onShutdownSignal, retryAtStartup, type Closeable } from '../../shared/runtime';
+import { createS3Client } from '../../shared/s3';
+import { createCommandExecutor } from './application/command-executor';
+import { createPostgresEvaluationStore } from './postgres/evaluation-store';
+import { createRedisChangePublisher } from './redis/change-publisher';
+import { createS3BlobStore } from './s3/blob-store';
+import { createCommandServer } from './server';
+
+const SUMMARY = `crucible-storage command service (gRPC crucible.storage.v1.EvaluationCommandService)
+
+Validates and records evaluation lifecycle commands from executors in PostgreSQL (+ S3 for
+large outputs), applying pending migrations at start-up, and publishes each change on Redis.`;
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(helpText(SUMMARY, CONFIG_KEYS));
+    return;
+  }
+  const config = loadConfig(process.env);
+  const logger = createLogger(config.logLevel, { service: 'command' });
+  const resources: Closeable[] = [];
+
+  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: 'crucible-command', poolSize: 20 });
+  await retryAtStartup('connecting to PostgreSQL', () => dataSource.initialize(), logger);
+  resources.push({ name: 'postgres', close: () => dataSource.destroy() });
+  const applied = await runMigrations(dataSource);
+  if (applied.length > 0) logger.info('migrations applied', { applied });
+
+  // Publishing never waits for a reconnect (no offline queue): the event is durable in
+  // PostgreSQL and the query side catches up from the log.
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  let redisDown = false;
+  redis.on('error', (err: Error) => {
+    if (!redisDown) logger.warn('redis unavailable; changes reach the query side through catch-up', { err: err.message });
+    redisDown = true;
+  });
+  redis.on('ready', () => {
+    if (redisDown) logger.info('redis available again');
+    redisDown = false;
+  });
+  resources.push({ name: 'redis', close: async () => void (await redis.quit().catch(() => redis.disconnect())) });
+
+  const s3 = createS3Client(config.s3);
+  resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
+
+  const newUlid = monotonicFactory();
+  const executor = createCommandExecutor({
+    store: createPostgresEvaluationStore(poolOf(dataSource)),
+    blobs: createS3BlobStore(s3, config.s3.bucket),
+    publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
+    clock: { now: () => new Date() },
+    newId: () => newUlid(),
+    limits: config.limits,
+    logger,
+  });
+  const server = createCommandServer({ executor, limits: config.limits, logger });
+  const port = await server.listen(config.host, config.commandPort);
+  logger.info('listening', { host: config.host, port, environment: config.environment });
+
+  onShutdownSignal((signal) => {
+    logger.info('shutting down', { signal });
+    void server
+      .shutdown(config.shutdownGraceMs)
+      .then(() => closeAll(resources, logger))
+      .then(() => {
+        logger.info('stopped');
+        process.exit(0);
+      });
+  });
+}
+
+main().catch(exitOnFailure);

@@ -1,0 +1,1 @@
+export { createS3Client } from './client';
