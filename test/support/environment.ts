@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { loadConfig, type Config } from '../../shared/config';
+import { createDataSource, runMigrations } from '../../shared/postgres';
+import { createS3Client } from '../../shared/s3';
+
+/**
+ * Per-spec isolation on the shared test servers: each spec file gets its own database, Redis
+ * key prefix and S3 bucket, so specs never see each other's data and can run in any order.
+ *
+ * The servers come from the environment `make test` sets up (DATABASE_URL's server, REDIS_URL,
+ * S3_ENDPOINT); the defaults are the local ones.
+ */
+export interface TestEnvironment {
+  readonly config: Config;
+  /** Environment variables that make a service process use this isolated environment. */
+  readonly env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+function uniqueName(prefix: string): string {
+  return `${prefix}${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+export interface TestEnvironmentOptions {
+  /** Extra configuration keys (e.g. smaller limits). */
+  readonly overrides?: Record<string, string>;
+  /** Skip creating a database (unit-level specs that only need Redis). */
+  readonly withoutDatabase?: boolean;
+}
+
+export async function createTestEnvironment(options: TestEnvironmentOptions = {}): Promise<TestEnvironment> {
+  const base = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
+  const database = uniqueName('crucible_t_');
+  const keyPrefix = uniqueName('t');
+  const bucket = uniqueName('t-').toLowerCase();
+  const admin = new Client({ connectionString: withDatabase(base.databaseUrl, 'postgres') });
+  const env: Record<string, string> = {
+    ENVIRONMENT: 'test',
+    DATABASE_URL: withDatabase(base.databaseUrl, database),
+    REDIS_URL: base.redisUrl,
+    REDIS_KEY_PREFIX: keyPrefix,
+    S3_ENDPOINT: base.s3.endpoint,
+    S3_BUCKET: bucket,
+    S3_ACCESS_KEY_ID: base.s3.accessKeyId,
+    S3_SECRET_ACCESS_KEY: base.s3.secretAccessKey,
+    S3_FORCE_PATH_STYLE: String(base.s3.forcePathStyle),
+    S3_CHECKSUM_MODE: base.s3.checksumMode,
+    COMMAND_PORT: '0',
+    QUERY_PORT: '0',
+    ...options.overrides,
+  };
+  const config = loadConfig(env);
+
+  if (options.withoutDatabase !== true) {
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${database}`);
+    const dataSource = createDataSource({ url: config.databaseUrl, applicationName: 'crucible-test-setup', poolSize: 1 });
+    await dataSource.initialize();
+    await runMigrations(dataSource);
+    await dataSource.destroy();
+  }
+  const s3 = createS3Client(config.s3);
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+
+  return {
+    config,
+    env,
+    async close() {
+      await emptyAndDeleteBucket(s3, bucket);
+      s3.destroy();
+      if (options.withoutDatabase !== true) {
+        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+        await admin.end();
+      }
+    },
+  };
+}
+
+async function emptyAndDeleteBucket(s3: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
+    const keys = (listed.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]));
+    if (keys.length === 0) break;
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys } }));
+  }
+  await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
