@@ -1,0 +1,173 @@
+import { join, resolve } from 'node:path';
+import { CONFIG_KEYS, ConfigError, loadConfig } from '../../shared/config';
+import type { StackContext } from './context';
+import { dependencyEnv, ensureDependencies, prepareDatabase } from './deps';
+import { createResourceStack } from './processes';
+import { createProgress, StackError } from './progress';
+import { assertBuilt, startService } from './services';
+import { parseSuites, runSuites, SUITES } from './suites';
+
+/**
+ * The local stack: `deps`, `migrate`, `up` and `test` (see USAGE). Composition root: the only
+ * place that reads process.env, handles signals and decides the exit code.
+ */
+
+const USAGE = `usage: node dist/tools/stack/main.js <command>   (npm run up | migrate | test, make ...)
+
+commands:
+  deps               make PostgreSQL, Redis and S3 answer at the configured addresses: use what
+                     answers, start local servers (data in .data/) for what does not; create the
+                     database and bucket, apply migrations. Keeps what it started running until
+                     Ctrl-C; exits at once if everything was already running.
+  migrate            create the database if missing and apply migrations (PostgreSQL must answer)
+  up                 deps, then run the command and query services (JSON logs on stdout) until
+                     Ctrl-C / SIGTERM, which stops the services, then whatever deps started
+  test [suite...]    deps with ENVIRONMENT=test, then run the suites in order (default: all of
+                     ${SUITES.join(', ')}); suites without compiled test files are skipped
+
+Progress goes to stderr. Servers are started only for local addresses (127.0.0.1, localhost).
+
+configuration (environment variables; ENVIRONMENT defaults to development):
+`;
+
+function help(): string {
+  const width = Math.max(...CONFIG_KEYS.map((k) => k.key.length));
+  return USAGE + CONFIG_KEYS.map((k) => `  ${k.key.padEnd(width)}  ${k.help}`).join('\n') + '\n';
+}
+
+/** Ctrl-C / SIGTERM / SIGHUP: the reason the tool's AbortSignal carries. */
+class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+    this.name = 'Interrupted';
+  }
+}
+
+const SIGNAL_EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+
+/** Waits for Ctrl-C (→ 0) or for something started to end on its own (→ 1). */
+async function holdUntilStopped(ctx: StackContext): Promise<number> {
+  const stopped = new Promise<void>((resolve) => {
+    if (ctx.signal.aborted) resolve();
+    ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  const ended = ctx.resources.firstEnded();
+  const first = await Promise.race([stopped.then(() => undefined), ended]);
+  if (first === undefined) return 0;
+  ctx.progress.warn(`${first} unexpectedly; stopping everything`);
+  return 1;
+}
+
+async function run(command: string, args: readonly string[], ctx: StackContext): Promise<number> {
+  switch (command) {
+    case 'deps': {
+      await ensureDependencies(loadConfig(process.env), ctx);
+      if (ctx.resources.names.length === 0) {
+        ctx.progress.ok('everything was already running; nothing to keep up');
+        return 0;
+      }
+      ctx.progress.ok(`ready; keeping ${ctx.resources.names.join(', ')} up until Ctrl-C`);
+      return holdUntilStopped(ctx);
+    }
+    case 'migrate': {
+      await prepareDatabase(loadConfig(process.env), ctx);
+      return 0;
+    }
+    case 'up': {
+      const config = loadConfig(process.env);
+      assertBuilt(ctx.projectRoot, ['command', 'query']);
+      await ensureDependencies(config, ctx);
+      const env = dependencyEnv(config);
+      await startService('command', env, config.shutdownGraceMs, ctx);
+      await startService('query', env, config.shutdownGraceMs, ctx);
+      ctx.progress.ok(
+        `up: command on ${config.host}:${config.commandPort}, query on ${config.host}:${config.queryPort}; Ctrl-C stops everything`,
+      );
+      return holdUntilStopped(ctx);
+    }
+    case 'test': {
+      const suites = parseSuites(args);
+      const config = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
+      await ensureDependencies(config, ctx);
+      const failed = await runSuites(suites, dependencyEnv(config), ctx);
+      if (failed.length > 0) {
+        ctx.progress.warn(`failed: ${failed.map((s) => `test:${s}`).join(', ')}`);
+        return 1;
+      }
+      ctx.progress.ok('all test suites passed');
+      return 0;
+    }
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${help()}`);
+      return 2;
+  }
+}
+
+function report(err: unknown, ctx: StackContext): number {
+  if (err instanceof Interrupted) {
+    ctx.progress.warn(err.message);
+    return SIGNAL_EXIT_CODES[err.signal as keyof typeof SIGNAL_EXIT_CODES] ?? 1;
+  }
+  if (err instanceof StackError) {
+    process.stderr.write(`[stack] FAILED: ${err.message}\n[stack]   what to do: ${err.advice}\n`);
+    return 1;
+  }
+  if (err instanceof ConfigError) {
+    process.stderr.write(
+      `[stack] FAILED: ${err.message}\n[stack]   what to do: fix these variables (--help lists them)\n`,
+    );
+    return 2;
+  }
+  process.stderr.write(
+    `[stack] FAILED unexpectedly: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  return 1;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === undefined || ['--help', '-h', 'help'].includes(command)) {
+    process.stdout.write(help());
+    return command === undefined ? 2 : 0;
+  }
+  const progress = createProgress();
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) {
+      progress.warn(`${signal} again: still stopping what was started, please wait`);
+      return;
+    }
+    progress.step(`${signal}: stopping`);
+    controller.abort(new Interrupted(signal));
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const signal of signals) process.on(signal, onSignal);
+
+  const projectRoot = resolve(__dirname, '..', '..', '..');
+  const ctx: StackContext = {
+    progress,
+    resources: createResourceStack(),
+    projectRoot,
+    dataDir: join(projectRoot, '.data'),
+    signal: controller.signal,
+  };
+  let code: number;
+  try {
+    code = await run(command, args, ctx);
+  } catch (err) {
+    code = report(err, ctx);
+  }
+  await ctx.resources.stopAll(progress);
+  for (const signal of signals) process.off(signal, onSignal);
+  return code;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`[stack] ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

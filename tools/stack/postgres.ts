@@ -1,0 +1,199 @@
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { Client } from 'pg';
+import { createDataSource, isPostgresUnavailable, runMigrations } from '../../shared/postgres';
+import type { StackContext } from './context';
+import type { Progress } from './progress';
+import { StackError } from './progress';
+import { errorMessage, runChecked } from './processes';
+import {
+  aptInstall,
+  asUser,
+  canInstallPackages,
+  findExecutable,
+  isLocalHost,
+  isRoot,
+  postgresBinDirs,
+  remoteServerDown,
+} from './system';
+
+/** initdb refuses to run as root, so as root the cluster belongs to this OS user (Debian's). */
+const OS_USER = 'postgres';
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+/** Where DATABASE_URL points, for messages (never the password). */
+function describe(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname}:${parsed.port || '5432'}`;
+}
+
+type Probe = { readonly answers: true } | { readonly answers: false; readonly down: boolean; readonly error: unknown };
+
+async function probe(url: string): Promise<Probe> {
+  const client = new Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return { answers: true };
+  } catch (error) {
+    return { answers: false, down: isPostgresUnavailable(error), error };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Makes sure the PostgreSQL server of `databaseUrl` answers: uses it when it does, otherwise
+ * (only if it is meant to run on this machine) starts one with its data in `.data/postgres`.
+ */
+export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Promise<void> {
+  const where = describe(databaseUrl);
+  // The server's own maintenance database: the configured one may not exist yet.
+  const adminUrl = withDatabase(databaseUrl, 'postgres');
+  const found = await probe(adminUrl);
+  if (found.answers) {
+    ctx.progress.ok(`postgres: ${where} answers; using it`);
+    return;
+  }
+  if (!found.down) {
+    throw new StackError(
+      `postgres: ${where} answers but refuses us: ${errorMessage(found.error)}`,
+      'fix the user, password or database in DATABASE_URL (or unset it to use the local default)',
+    );
+  }
+  const url = new URL(databaseUrl);
+  if (!isLocalHost(url.hostname)) throw remoteServerDown('PostgreSQL', 'DATABASE_URL', where);
+
+  ctx.progress.step(`postgres: nothing answers on ${where}; starting a local server`);
+  const { initdb, pgCtl } = await findOrInstallBinaries(ctx);
+  const dir = join(ctx.dataDir, 'postgres');
+  const shown = relative(ctx.projectRoot, dir);
+  const superuser = decodeURIComponent(url.username) || OS_USER;
+  const advice = isRoot()
+    ? `see ${shown}/server.log; the "${OS_USER}" OS user must be able to reach ${dir} (delete ${shown} to start afresh)`
+    : `see ${shown}/server.log (delete ${shown} to start afresh)`;
+
+  if (!existsSync(join(dir, 'PG_VERSION'))) {
+    ctx.progress.step(
+      `postgres: creating a cluster in ${shown} (superuser "${superuser}", trust auth on ${url.hostname})`,
+    );
+    mkdirSync(ctx.dataDir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Commands run as the postgres OS user start in '/': it may not be allowed into the checkout.
+    if (isRoot()) {
+      // The postgres OS user must get through .data/ to its own directory.
+      chmodSync(ctx.dataDir, 0o755);
+      await runChecked('chown', ['-R', `${OS_USER}:`, dir], '/', advice);
+    }
+    const args = ['-D', dir, '-U', superuser, '--auth=trust', '--encoding=UTF8', '--locale=C'];
+    await runChecked(...asUser(OS_USER, initdb, args), '/', advice);
+  }
+
+  const listen = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = url.port || '5432';
+  // No Unix socket: everything connects over TCP, and socket paths have a length limit.
+  const serverOptions = `-p ${port} -c listen_addresses=${listen} -c unix_socket_directories=''`;
+  const log = join(dir, 'server.log');
+  const pgCtlAs = (args: readonly string[]): [string, string[]] => asUser(OS_USER, pgCtl, ['-D', dir, ...args]);
+  await runChecked(
+    ...pgCtlAs(['start', '-w', '-t', '60', '-l', log, '-o', serverOptions]),
+    '/',
+    `${advice}; if a server from an earlier run still uses ${shown}, stop it: ${pgCtlAs(['stop']).flat().join(' ')}`,
+  );
+  ctx.resources.add({
+    name: `postgres on ${where}`,
+    stop: async () => {
+      await runChecked(...pgCtlAs(['stop', '-w', '-t', '60', '-m', 'fast']), '/', advice);
+    },
+  });
+  const started = await probe(adminUrl);
+  if (!started.answers) {
+    throw new StackError(`postgres: started on ${where} but does not answer: ${errorMessage(started.error)}`, advice);
+  }
+  ctx.progress.ok(`postgres: started on ${where} (data in ${shown})`);
+}
+
+async function findOrInstallBinaries(ctx: StackContext): Promise<{ initdb: string; pgCtl: string }> {
+  const find = (): { initdb: string; pgCtl: string } | undefined => {
+    const dirs = postgresBinDirs();
+    const initdb = findExecutable('initdb', dirs);
+    const pgCtl = findExecutable('pg_ctl', dirs);
+    return initdb !== undefined && pgCtl !== undefined ? { initdb, pgCtl } : undefined;
+  };
+  const found = find();
+  if (found !== undefined) return found;
+  const advice = 'install PostgreSQL (e.g. apt-get install postgresql), or point DATABASE_URL at a running server';
+  if (!canInstallPackages()) {
+    throw new StackError('postgres: initdb/pg_ctl not found on PATH or in /usr/lib/postgresql/*/bin', advice);
+  }
+  await aptInstall(['postgresql'], ctx.progress, ctx.projectRoot);
+  const installed = find();
+  if (installed === undefined)
+    throw new StackError('postgres: installed postgresql but found no initdb/pg_ctl', advice);
+  return installed;
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Creates the database named in `databaseUrl` on its server unless it exists. */
+export async function ensureDatabase(databaseUrl: string, progress: Progress): Promise<void> {
+  const name = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
+  if (name === '') return;
+  const admin = new Client({ connectionString: withDatabase(databaseUrl, 'postgres'), connectionTimeoutMillis: 3000 });
+  admin.on('error', () => undefined);
+  try {
+    await admin.connect();
+    const existing = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (existing.rowCount !== 0) {
+      progress.ok(`postgres: database "${name}" exists`);
+      return;
+    }
+    await admin.query(`CREATE DATABASE ${quoteIdentifier(name)}`);
+    progress.ok(`postgres: created database "${name}"`);
+  } catch (err) {
+    // 42P04 duplicate_database: someone else created it meanwhile, which is what we wanted.
+    if ((err as { code?: unknown }).code === '42P04') return;
+    if (isPostgresUnavailable(err)) {
+      throw new StackError(
+        `postgres: nothing answers on ${describe(databaseUrl)}: ${errorMessage(err)}`,
+        'start the dependencies first (npm run deps, or make up), or fix DATABASE_URL',
+      );
+    }
+    throw new StackError(
+      `postgres: could not create database "${name}" on ${describe(databaseUrl)}: ${errorMessage(err)}`,
+      'create it yourself (createdb) or give the DATABASE_URL user the CREATEDB privilege',
+    );
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+}
+
+/** Applies every pending migration to `databaseUrl`'s database. */
+export async function applyMigrations(databaseUrl: string, progress: Progress): Promise<void> {
+  const dataSource = createDataSource({ url: databaseUrl, applicationName: 'crucible-stack', poolSize: 1 });
+  try {
+    await dataSource.initialize();
+    const applied = await runMigrations(dataSource);
+    progress.ok(
+      applied.length === 0
+        ? 'postgres: schema is up to date'
+        : `postgres: applied ${applied.length} migration(s): ${applied.join(', ')}`,
+    );
+  } catch (err) {
+    throw new StackError(
+      `postgres: migrations failed on ${describe(databaseUrl)}: ${errorMessage(err)}`,
+      'fix the migration or the database; nothing after the failed migration was applied',
+      { cause: err },
+    );
+  } finally {
+    if (dataSource.isInitialized) await dataSource.destroy();
+  }
+}

@@ -1,0 +1,114 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import Redis from 'ioredis';
+import type { StackContext } from './context';
+import { StackError } from './progress';
+import { describeExit, errorMessage, indent, startChild, tail, waitUntil } from './processes';
+import { aptInstall, canInstallPackages, findExecutable, isLocalHost, remoteServerDown } from './system';
+
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+type Probe = { readonly answers: true } | { readonly answers: false; readonly down: boolean; readonly error: unknown };
+
+async function probe(url: string): Promise<Probe> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableOfflineQueue: false,
+  });
+  // ioredis rejects connect() with a bare "Connection is closed."; the cause comes as an event.
+  let networkError: unknown;
+  client.on('error', (err: unknown) => {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_ERRORS.has(code)) networkError = err;
+  });
+  try {
+    await client.connect();
+    await client.ping();
+    return { answers: true };
+  } catch (error) {
+    return { answers: false, down: networkError !== undefined, error: networkError ?? error };
+  } finally {
+    client.disconnect();
+  }
+}
+
+function describe(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname}:${parsed.port || '6379'}`;
+}
+
+/**
+ * Makes sure the Redis of `redisUrl` answers: uses it when it does, otherwise (only if it is
+ * meant to run on this machine) runs `redis-server` as a child, without persistence: the
+ * read models it holds are rebuilt from PostgreSQL's event log.
+ */
+export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<void> {
+  const where = describe(redisUrl);
+  const found = await probe(redisUrl);
+  if (found.answers) {
+    ctx.progress.ok(`redis: ${where} answers; using it`);
+    return;
+  }
+  if (!found.down) {
+    throw new StackError(
+      `redis: ${where} answers but refuses us: ${errorMessage(found.error)}`,
+      'fix the password or database number in REDIS_URL (or unset it to use the local default)',
+    );
+  }
+  const url = new URL(redisUrl);
+  if (!isLocalHost(url.hostname)) throw remoteServerDown('Redis', 'REDIS_URL', where);
+
+  ctx.progress.step(`redis: nothing answers on ${where}; starting redis-server`);
+  const binary = await findOrInstall(ctx);
+  const dir = join(ctx.dataDir, 'redis');
+  mkdirSync(dir, { recursive: true });
+  const logFile = join(dir, 'redis.log');
+  // prettier-ignore
+  const args = [
+    '--port', url.port || '6379',
+    '--bind', url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    '--save', '',
+    '--appendonly', 'no',
+    '--dir', dir,
+    '--logfile', logFile,
+    ...(url.password !== '' ? ['--requirepass', decodeURIComponent(url.password)] : []),
+  ];
+  const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
+  const exited = child.exited.then(describeExit);
+  ctx.resources.add({
+    name: `redis-server on ${where} (pid ${child.pid})`,
+    ended: exited,
+    stop: async () => {
+      await child.stop('SIGTERM', 10_000);
+    },
+  });
+  const shown = relative(ctx.projectRoot, logFile);
+  try {
+    await waitUntil(`redis: redis-server on ${where}`, async () => (await probe(redisUrl)).answers, {
+      timeoutMs: 15_000,
+      signal: ctx.signal,
+      giveUp: exited,
+      advice: `see ${shown}`,
+    });
+  } catch (err) {
+    if (!(err instanceof StackError)) throw err;
+    const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+    throw new StackError(`${err.message}\n${indent(tail(`${child.output()}${log}`))}`, err.advice);
+  }
+  ctx.progress.ok(`redis: started redis-server on ${where} (log in ${shown})`);
+}
+
+async function findOrInstall(ctx: StackContext): Promise<string> {
+  const dirs = ['/usr/bin', '/usr/sbin', '/usr/local/bin'];
+  const found = findExecutable('redis-server', dirs);
+  if (found !== undefined) return found;
+  const advice = 'install Redis (e.g. apt-get install redis-server), or point REDIS_URL at a running server';
+  if (!canInstallPackages()) throw new StackError('redis: redis-server not found on PATH', advice);
+  await aptInstall(['redis-server'], ctx.progress, ctx.projectRoot);
+  const installed = findExecutable('redis-server', dirs);
+  if (installed === undefined) throw new StackError('redis: installed redis-server but cannot find it', advice);
+  return installed;
+}

@@ -1,0 +1,67 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { StackContext } from './context';
+import { StackError } from './progress';
+import { describeExit, startChild, type Child } from './processes';
+
+/** Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>. */
+export const SUITES = ['unit', 'integration', 'e2e', 'fault'] as const;
+export type Suite = (typeof SUITES)[number];
+
+export function parseSuites(names: readonly string[]): Suite[] {
+  const unknown = names.filter((n) => !(SUITES as readonly string[]).includes(n));
+  if (unknown.length > 0) {
+    throw new StackError(`unknown test suite(s): ${unknown.join(', ')}`, `choose from ${SUITES.join(', ')}`);
+  }
+  return names.length === 0 ? [...SUITES] : SUITES.filter((s) => names.includes(s));
+}
+
+function hasTestFiles(dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).some((f) => f.endsWith('.test.js'));
+}
+
+/** npm itself: the one running us when started by `npm test`, else the one on PATH. */
+function npmCommand(): [string, string[]] {
+  const cli = process.env.npm_execpath;
+  return cli !== undefined && cli.endsWith('.js') ? [process.execPath, [cli]] : ['npm', []];
+}
+
+/**
+ * Runs the suites one after the other (they share the servers; each spec isolates itself),
+ * with their output passed through. Returns the names of the suites that failed.
+ */
+export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv, ctx: StackContext): Promise<Suite[]> {
+  const failed: Suite[] = [];
+  const [npm, npmArgs] = npmCommand();
+  for (const suite of suites) {
+    ctx.signal.throwIfAborted();
+    const dir = join(ctx.projectRoot, 'dist', 'test', suite);
+    if (!hasTestFiles(dir)) {
+      ctx.progress.warn(`test:${suite}: no test files in dist/test/${suite}; skipped`);
+      continue;
+    }
+    ctx.progress.step(`test:${suite}: running`);
+    const child: Child = await startChild({
+      command: npm,
+      args: [...npmArgs, 'run', `test:${suite}`],
+      cwd: ctx.projectRoot,
+      env,
+      detached: false,
+      output: 'inherit',
+    });
+    // A terminal's Ctrl-C reaches the suite directly (same process group); SIGTERM sent to us
+    // only is passed on, so the suite can end and we can stop what we started.
+    const onAbort = (): void => void child.stop('SIGTERM', 10_000);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const status = await child.exited;
+    ctx.signal.removeEventListener('abort', onAbort);
+    if (status.code === 0) {
+      ctx.progress.ok(`test:${suite}: passed`);
+    } else {
+      ctx.progress.warn(`test:${suite}: failed (${describeExit(status)})`);
+      failed.push(suite);
+    }
+  }
+  return failed;
+}
