@@ -45,7 +45,9 @@ function compare(committed: string, fresh: string): Drift & { readonly files: nu
 
 function main(): number {
   const root = resolve(__dirname, '..', '..');
-  const packageJson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
+  const packageJson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    scripts?: Record<string, string>;
+  };
   const script = packageJson.scripts?.generate;
   if (script === undefined) {
     process.stderr.write('check-generated: package.json has no "generate" script\n');
