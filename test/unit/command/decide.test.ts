@@ -1,0 +1,316 @@
+import { createHash } from 'node:crypto';
+import { expect } from 'chai';
+import { STATUSES, type BodyRef, type Status } from '../../../shared/domain';
+import {
+  AlreadyExistsError,
+  IllegalTransitionError,
+  NotFoundError,
+  RevisionConflictError,
+} from '../../../shared/errors';
+import {
+  commandHash,
+  decideChange,
+  decideSubmit,
+  type Decision,
+  type DecisionContext,
+  type EvaluationCommand,
+  type EvaluationSnapshot,
+  type LoggedCommand,
+  type SubmitEvaluation,
+} from '../../../services/command/domain';
+
+const NOW = new Date('2025-01-02T03:04:05.678Z');
+const BODY: BodyRef = { previewBase64: Buffer.from('out').toString('base64'), size: 3, location: 'postgres' };
+
+function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no body' = BODY): DecisionContext {
+  return { now: NOW, commandHash: commandHash(command), ...(body !== 'no body' ? { body } : {}) };
+}
+
+function logged(revision: string, position: string, hash: string, evalId = 'e1'): LoggedCommand {
+  return { evalId, revision, position, commandHash: hash };
+}
+
+function snapshot(status: Status, revision = '2', latestHash = 'f'.repeat(64)): EvaluationSnapshot {
+  return {
+    evalId: 'e1',
+    status,
+    revision,
+    submitted: logged('1', '10', 'a'.repeat(64)),
+    latest: logged(revision, '20', latestHash),
+  };
+}
+
+const SUBMIT: SubmitEvaluation = {
+  type: 'SubmitEvaluation',
+  evalId: 'e1',
+  code: 'print("héllo")',
+  language: 'python',
+  engine: 'docker',
+  timeoutSeconds: 30,
+  metadata: { team: 'a' },
+};
+
+const COMMANDS = {
+  StartEvaluation: { type: 'StartEvaluation', evalId: 'e1', executorId: 'x1', containerId: 'c1' },
+  CompleteEvaluation: { type: 'CompleteEvaluation', evalId: 'e1', output: Buffer.from('out'), exitCode: 0 },
+  FailEvaluation: { type: 'FailEvaluation', evalId: 'e1', error: 'boom', exitCode: 2, reason: 'timeout' },
+  CancelEvaluation: { type: 'CancelEvaluation', evalId: 'e1', reason: 'user' },
+} satisfies { [K in EvaluationCommand['type']]: Extract<EvaluationCommand, { type: K }> };
+
+const TARGET: Record<EvaluationCommand['type'], Status> = {
+  StartEvaluation: 'running',
+  CompleteEvaluation: 'completed',
+  FailEvaluation: 'failed',
+  CancelEvaluation: 'cancelled',
+};
+
+const ALLOWED: Record<Status, readonly Status[]> = {
+  queued: ['running', 'completed', 'failed', 'cancelled'],
+  running: ['completed', 'failed', 'cancelled'],
+  completed: [],
+  failed: [],
+  cancelled: [],
+};
+
+function appended(decision: Decision): Extract<Decision, { kind: 'append' }> {
+  if (decision.kind !== 'append') expect.fail(`expected an append, got ${JSON.stringify(decision)}`);
+  return decision;
+}
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return expect.fail('expected an error');
+}
+
+describe('decide', () => {
+  describe('decideSubmit', () => {
+    it('queues a new evaluation at revision 1 with the facts of the code', () => {
+      const decision = appended(decideSubmit(SUBMIT, 'e1', undefined, undefined, ctxFor(SUBMIT)));
+      const code = Buffer.from(SUBMIT.code, 'utf8');
+      expect(decision).to.deep.include({ evalId: 'e1', fromRevision: '0', toRevision: '1', status: 'queued' });
+      expect(decision.event).to.deep.equal({
+        type: 'EvaluationQueued',
+        data: {
+          codeHash: createHash('sha256').update(code).digest('hex'),
+          codeSize: code.length,
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 30,
+          metadata: { team: 'a' },
+          createdAt: NOW.toISOString(),
+        },
+      });
+      expect(code.length, 'code_size counts bytes, not characters').to.equal(SUBMIT.code.length + 1);
+    });
+
+    it('uses the id it is given (the server-assigned one when the request had none)', () => {
+      const { evalId: _omitted, ...anonymous } = SUBMIT;
+      const decision = appended(decideSubmit(anonymous, '01JASSIGNED', undefined, undefined, ctxFor(anonymous)));
+      expect(decision.evalId).to.equal('01JASSIGNED');
+    });
+
+    it('accepts expected_revision 0 and refuses any other with the current revision 0', () => {
+      const zero = { ...SUBMIT, expectedRevision: '0' };
+      expect(appended(decideSubmit(zero, 'e1', undefined, undefined, ctxFor(zero))).toRevision).to.equal('1');
+      const five = { ...SUBMIT, expectedRevision: '5' };
+      const err = thrown(() => decideSubmit(five, 'e1', undefined, undefined, ctxFor(five)));
+      expect(err).to.be.instanceOf(RevisionConflictError);
+      expect(err).to.include({ expected: '5', current: '0' });
+    });
+
+    it('refuses the same eval_id with different code (AlreadyExists)', () => {
+      const other = { ...SUBMIT, code: 'print(2)' };
+      const existing = { ...snapshot('queued', '1'), submitted: logged('1', '10', commandHash(SUBMIT)) };
+      expect(() => decideSubmit(other, 'e1', existing, undefined, ctxFor(other))).to.throw(AlreadyExistsError, /e1/);
+    });
+
+    it('answers a late retry of the original submit with the original answer, whatever happened since', () => {
+      for (const status of STATUSES) {
+        const existing = { ...snapshot(status, '3'), submitted: logged('1', '10', commandHash(SUBMIT)) };
+        const decision = decideSubmit(SUBMIT, 'e1', existing, undefined, ctxFor(SUBMIT));
+        expect(decision, status).to.deep.equal({
+          kind: 'unchanged',
+          result: { evalId: 'e1', revision: '1', position: '10' },
+        });
+      }
+    });
+
+    it('answers a repeated request_id with the original answer', () => {
+      const withRequest = { ...SUBMIT, requestId: 'r1' };
+      const prior = logged('1', '10', commandHash(withRequest));
+      const decision = decideSubmit(withRequest, 'e1', snapshot('running', '2'), prior, ctxFor(withRequest));
+      expect(decision).to.deep.equal({ kind: 'unchanged', result: { evalId: 'e1', revision: '1', position: '10' } });
+    });
+
+    it('answers a repeated request_id without eval_id with the first assigned id, not the fresh one', () => {
+      const { evalId: _omitted, ...anonymous } = { ...SUBMIT, requestId: 'r1' };
+      const prior = logged('1', '10', commandHash(anonymous), '01JFIRST');
+      const decision = decideSubmit(anonymous, '01JSECOND', undefined, prior, ctxFor(anonymous));
+      expect(decision).to.deep.equal({
+        kind: 'unchanged',
+        result: { evalId: '01JFIRST', revision: '1', position: '10' },
+      });
+    });
+
+    it('refuses a request_id reused for different content (AlreadyExists), even on another evaluation', () => {
+      const withRequest = { ...SUBMIT, requestId: 'r1' };
+      const prior = logged('2', '11', 'b'.repeat(64), 'other');
+      expect(() => decideSubmit(withRequest, 'e1', undefined, prior, ctxFor(withRequest))).to.throw(
+        AlreadyExistsError,
+        /r1/,
+      );
+    });
+  });
+
+  describe('decideChange: the status machine', () => {
+    for (const from of STATUSES) {
+      for (const [type, command] of Object.entries(COMMANDS)) {
+        const to = TARGET[type as EvaluationCommand['type']];
+        const allowed = ALLOWED[from].includes(to);
+        it(`${from} → ${to} (${type}) is ${allowed ? 'allowed' : 'FAILED_PRECONDITION'}`, () => {
+          const ctx = ctxFor(command);
+          if (allowed) {
+            const decision = appended(decideChange(command, snapshot(from, '2'), undefined, ctx));
+            expect(decision).to.deep.include({ evalId: 'e1', fromRevision: '2', toRevision: '3', status: to });
+          } else {
+            const err = thrown(() => decideChange(command, snapshot(from, '2'), undefined, ctx));
+            expect(err).to.be.instanceOf(IllegalTransitionError);
+            expect(err).to.include({ evalId: 'e1', from, to });
+          }
+        });
+      }
+    }
+
+    it('lets an executor report a fast job straight from QUEUED to COMPLETED', () => {
+      const command = COMMANDS.CompleteEvaluation;
+      const decision = appended(decideChange(command, snapshot('queued', '1'), undefined, ctxFor(command)));
+      expect(decision).to.deep.include({ fromRevision: '1', toRevision: '2', status: 'completed' });
+    });
+
+    it('keeps terminal states final for every command, including a second terminal one', () => {
+      for (const from of ['completed', 'failed', 'cancelled'] as const) {
+        for (const command of Object.values(COMMANDS)) {
+          expect(
+            () => decideChange(command, snapshot(from), undefined, ctxFor(command)),
+            `${from}/${command.type}`,
+          ).to.throw(IllegalTransitionError);
+        }
+      }
+    });
+  });
+
+  describe('decideChange: events', () => {
+    it('records who started it and when', () => {
+      const command = COMMANDS.StartEvaluation;
+      expect(appended(decideChange(command, snapshot('queued', '1'), undefined, ctxFor(command))).event).to.deep.equal({
+        type: 'EvaluationStarted',
+        data: { executorId: 'x1', containerId: 'c1', startedAt: NOW.toISOString() },
+      });
+    });
+
+    it('records the exit code and the planned output reference of a completion', () => {
+      const command = COMMANDS.CompleteEvaluation;
+      expect(appended(decideChange(command, snapshot('running'), undefined, ctxFor(command))).event).to.deep.equal({
+        type: 'EvaluationCompleted',
+        data: { exitCode: 0, completedAt: NOW.toISOString(), output: BODY },
+      });
+    });
+
+    it('records the reason, exit code and error reference of a failure', () => {
+      const command = COMMANDS.FailEvaluation;
+      expect(appended(decideChange(command, snapshot('running'), undefined, ctxFor(command))).event).to.deep.equal({
+        type: 'EvaluationFailed',
+        data: { exitCode: 2, reason: 'timeout', completedAt: NOW.toISOString(), error: BODY },
+      });
+    });
+
+    it('records the reason of a cancellation', () => {
+      const command = COMMANDS.CancelEvaluation;
+      expect(appended(decideChange(command, snapshot('queued', '1'), undefined, ctxFor(command))).event).to.deep.equal({
+        type: 'EvaluationCancelled',
+        data: { reason: 'user', cancelledAt: NOW.toISOString() },
+      });
+    });
+
+    it('refuses to complete or fail without a planned body', () => {
+      for (const command of [COMMANDS.CompleteEvaluation, COMMANDS.FailEvaluation]) {
+        expect(() => decideChange(command, snapshot('running'), undefined, ctxFor(command, 'no body'))).to.throw(
+          /body/,
+        );
+      }
+    });
+
+    it('counts revisions beyond 2^53 without losing precision', () => {
+      const command = COMMANDS.CancelEvaluation;
+      const decision = appended(
+        decideChange(command, snapshot('running', '9007199254740993'), undefined, ctxFor(command)),
+      );
+      expect(decision.fromRevision).to.equal('9007199254740993');
+      expect(decision.toRevision).to.equal('9007199254740994');
+    });
+  });
+
+  describe('decideChange: concurrency and idempotency', () => {
+    it('refuses an unknown evaluation (NotFound)', () => {
+      const command = COMMANDS.StartEvaluation;
+      expect(() => decideChange(command, undefined, undefined, ctxFor(command))).to.throw(NotFoundError, /e1/);
+    });
+
+    it('applies a command whose expected_revision matches', () => {
+      const command = { ...COMMANDS.StartEvaluation, expectedRevision: '1' };
+      expect(appended(decideChange(command, snapshot('queued', '1'), undefined, ctxFor(command))).toRevision).to.equal(
+        '2',
+      );
+    });
+
+    it('refuses an expected_revision mismatch and names the current revision', () => {
+      const command = { ...COMMANDS.CompleteEvaluation, expectedRevision: '1' };
+      const err = thrown(() => decideChange(command, snapshot('running', '2'), undefined, ctxFor(command)));
+      expect(err).to.be.instanceOf(RevisionConflictError);
+      expect(err).to.include({ evalId: 'e1', expected: '1', current: '2' });
+      expect((err as Error).message).to.include('revision 2');
+    });
+
+    it('answers a repeated request_id with the original answer, even after the evaluation moved on', () => {
+      const command = { ...COMMANDS.StartEvaluation, requestId: 'r1' };
+      const prior = logged('2', '15', commandHash(command));
+      const decision = decideChange(command, snapshot('completed', '3'), prior, ctxFor(command));
+      expect(decision).to.deep.equal({ kind: 'unchanged', result: { evalId: 'e1', revision: '2', position: '15' } });
+    });
+
+    it('refuses a request_id reused with different content (AlreadyExists)', () => {
+      const command = { ...COMMANDS.StartEvaluation, requestId: 'r1' };
+      const prior = logged('2', '15', commandHash({ ...command, executorId: 'someone-else' }));
+      expect(() => decideChange(command, snapshot('running', '2'), prior, ctxFor(command))).to.throw(
+        AlreadyExistsError,
+        /r1/,
+      );
+    });
+
+    it('answers the latest command repeated with the same content unchanged, even on a terminal evaluation', () => {
+      for (const command of Object.values(COMMANDS)) {
+        const status = TARGET[command.type];
+        // The retry may still carry the revision the first attempt expected.
+        const retry = { ...command, expectedRevision: '1' };
+        const decision = decideChange(retry, snapshot(status, '2', commandHash(command)), undefined, ctxFor(retry));
+        expect(decision, command.type).to.deep.equal({
+          kind: 'unchanged',
+          result: { evalId: 'e1', revision: '2', position: '20' },
+        });
+      }
+    });
+
+    it('does not treat the latest command with different content as a repeat', () => {
+      const command = COMMANDS.CompleteEvaluation;
+      const latest = commandHash(command);
+      const other = { ...command, output: Buffer.from('different') };
+      expect(() => decideChange(other, snapshot('completed', '3', latest), undefined, ctxFor(other))).to.throw(
+        IllegalTransitionError,
+      );
+    });
+  });
+});

@@ -1,0 +1,357 @@
+import { expect } from 'chai';
+import { loadConfig, type Limits } from '../../../shared/config';
+import { ValidationError } from '../../../shared/errors';
+import {
+  CancelEvaluationRequest,
+  CompleteEvaluationRequest,
+  FailEvaluationRequest,
+  StartEvaluationRequest,
+  SubmitEvaluationRequest,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
+import { FailureReason } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  validateCancel,
+  validateComplete,
+  validateFail,
+  validateStart,
+  validateSubmit,
+} from '../../../services/command/domain';
+
+const LIMITS: Limits = loadConfig({ ENVIRONMENT: 'test' }).limits;
+
+function limits(overrides: Partial<Limits>): Limits {
+  return { ...LIMITS, ...overrides };
+}
+
+/** The [field, rule] pairs a validation throws; fails the test when it does not throw. */
+function violationsOf(validate: () => unknown): [string, string][] {
+  try {
+    validate();
+  } catch (err) {
+    expect(err).to.be.instanceOf(ValidationError);
+    const violations = (err as ValidationError).violations;
+    for (const v of violations) expect(v.description, `${v.field}/${v.rule} has a description`).to.not.equal('');
+    return violations.map((v) => [v.field, v.rule]);
+  }
+  expect.fail('expected a ValidationError');
+}
+
+function submitRequest(overrides: Partial<SubmitEvaluationRequest> = {}): SubmitEvaluationRequest {
+  return SubmitEvaluationRequest.fromPartial({
+    evalId: 'eval-1',
+    code: 'print(1)',
+    language: 'python',
+    engine: 'docker',
+    timeoutSeconds: 30,
+    metadata: { team: 'a' },
+    ...overrides,
+  });
+}
+
+describe('command validation', () => {
+  describe('validateSubmit', () => {
+    it('turns a valid request into a SubmitEvaluation', () => {
+      const command = validateSubmit(submitRequest({ requestId: 'req-1', expectedRevision: '0' }), LIMITS);
+      expect(command).to.deep.equal({
+        type: 'SubmitEvaluation',
+        evalId: 'eval-1',
+        code: 'print(1)',
+        language: 'python',
+        engine: 'docker',
+        timeoutSeconds: 30,
+        metadata: { team: 'a' },
+        requestId: 'req-1',
+        expectedRevision: '0',
+      });
+    });
+
+    it('leaves eval_id, request_id and expected_revision out when they are not given', () => {
+      const command = validateSubmit(submitRequest({ evalId: '', metadata: undefined }), LIMITS);
+      expect(command).to.not.have.any.keys('evalId', 'requestId', 'expectedRevision');
+      expect(command.metadata).to.deep.equal({});
+    });
+
+    it('rejects an eval_id that breaks the pattern (PATTERN)', () => {
+      for (const evalId of ['-starts-with-dash', 'has space', 'a/b', 'x'.repeat(129)]) {
+        expect(
+          violationsOf(() => validateSubmit(submitRequest({ evalId }), LIMITS)),
+          evalId,
+        ).to.deep.equal([['eval_id', 'PATTERN']]);
+      }
+    });
+
+    it('uses the configured eval_id pattern', () => {
+      const strict = limits({ evalIdPattern: /^ev-[0-9]+$/ });
+      expect(() => validateSubmit(submitRequest({ evalId: 'ev-12' }), strict)).to.not.throw();
+      expect(violationsOf(() => validateSubmit(submitRequest({ evalId: 'eval-1' }), strict))).to.deep.equal([
+        ['eval_id', 'PATTERN'],
+      ]);
+    });
+
+    it('requires code that is not blank (REQUIRED)', () => {
+      for (const code of ['', '   \n\t']) {
+        expect(violationsOf(() => validateSubmit(submitRequest({ code }), LIMITS))).to.deep.equal([
+          ['code', 'REQUIRED'],
+        ]);
+      }
+    });
+
+    it('measures the code limit in UTF-8 bytes, not characters (TOO_LARGE)', () => {
+      const small = limits({ maxCodeBytes: 8 });
+      expect(() => validateSubmit(submitRequest({ code: '12345678' }), small)).to.not.throw();
+      // 4 characters, 12 bytes.
+      expect(violationsOf(() => validateSubmit(submitRequest({ code: '€€€€' }), small))).to.deep.equal([
+        ['code', 'TOO_LARGE'],
+      ]);
+    });
+
+    it('requires a known language and engine (REQUIRED, UNKNOWN)', () => {
+      expect(violationsOf(() => validateSubmit(submitRequest({ language: '', engine: '' }), LIMITS))).to.deep.equal([
+        ['language', 'REQUIRED'],
+        ['engine', 'REQUIRED'],
+      ]);
+      expect(
+        violationsOf(() => validateSubmit(submitRequest({ language: 'cobol', engine: 'vmware' }), LIMITS)),
+      ).to.deep.equal([
+        ['language', 'UNKNOWN'],
+        ['engine', 'UNKNOWN'],
+      ]);
+      const custom = limits({ languages: ['cobol'], engines: ['vmware'] });
+      expect(() => validateSubmit(submitRequest({ language: 'cobol', engine: 'vmware' }), custom)).to.not.throw();
+    });
+
+    it('accepts timeout_seconds from 1 to the maximum only (OUT_OF_RANGE)', () => {
+      const max = LIMITS.maxTimeoutSeconds;
+      for (const timeoutSeconds of [1, max]) {
+        expect(() => validateSubmit(submitRequest({ timeoutSeconds }), LIMITS), String(timeoutSeconds)).to.not.throw();
+      }
+      for (const timeoutSeconds of [0, -5, max + 1]) {
+        expect(
+          violationsOf(() => validateSubmit(submitRequest({ timeoutSeconds }), LIMITS)),
+          String(timeoutSeconds),
+        ).to.deep.equal([['timeout_seconds', 'OUT_OF_RANGE']]);
+      }
+    });
+
+    it('limits metadata by its JSON size (TOO_LARGE)', () => {
+      const small = limits({ maxMetadataBytes: 20 });
+      expect(() => validateSubmit(submitRequest({ metadata: { a: '1234' } }), small)).to.not.throw();
+      expect(
+        violationsOf(() => validateSubmit(submitRequest({ metadata: { a: 'x'.repeat(30) } }), small)),
+      ).to.deep.equal([['metadata', 'TOO_LARGE']]);
+    });
+
+    it('limits request_id to 128 printable characters (TOO_LONG, PATTERN)', () => {
+      expect(() => validateSubmit(submitRequest({ requestId: 'r'.repeat(128) }), LIMITS)).to.not.throw();
+      expect(violationsOf(() => validateSubmit(submitRequest({ requestId: 'r'.repeat(129) }), LIMITS))).to.deep.equal([
+        ['request_id', 'TOO_LONG'],
+      ]);
+      for (const requestId of ['has space', 'tab\there', 'ünï']) {
+        expect(
+          violationsOf(() => validateSubmit(submitRequest({ requestId }), LIMITS)),
+          requestId,
+        ).to.deep.equal([['request_id', 'PATTERN']]);
+      }
+    });
+
+    it('rejects a negative expected_revision (NOT_NEGATIVE) and normalises the others', () => {
+      expect(violationsOf(() => validateSubmit(submitRequest({ expectedRevision: '-1' }), LIMITS))).to.deep.equal([
+        ['expected_revision', 'NOT_NEGATIVE'],
+      ]);
+      expect(validateSubmit(submitRequest({ expectedRevision: '007' }), LIMITS).expectedRevision).to.equal('7');
+    });
+
+    it('reports every violation at once', () => {
+      const request = SubmitEvaluationRequest.fromPartial({
+        evalId: '!bad',
+        code: '',
+        language: 'cobol',
+        engine: '',
+        timeoutSeconds: 0,
+        metadata: { big: 'x'.repeat(100) },
+        requestId: 'r'.repeat(200),
+        expectedRevision: '-3',
+      });
+      expect(violationsOf(() => validateSubmit(request, limits({ maxMetadataBytes: 50 })))).to.have.deep.members([
+        ['eval_id', 'PATTERN'],
+        ['code', 'REQUIRED'],
+        ['language', 'UNKNOWN'],
+        ['engine', 'REQUIRED'],
+        ['timeout_seconds', 'OUT_OF_RANGE'],
+        ['metadata', 'TOO_LARGE'],
+        ['request_id', 'TOO_LONG'],
+        ['expected_revision', 'NOT_NEGATIVE'],
+      ]);
+    });
+
+    it('names each field in the error message', () => {
+      try {
+        validateSubmit(submitRequest({ language: 'cobol', timeoutSeconds: 0 }), LIMITS);
+        expect.fail('expected a ValidationError');
+      } catch (err) {
+        expect((err as Error).message).to.match(/^language: .+; timeout_seconds: /);
+      }
+    });
+  });
+
+  describe('validateStart', () => {
+    const request = (overrides: Partial<StartEvaluationRequest> = {}): StartEvaluationRequest =>
+      StartEvaluationRequest.fromPartial({ evalId: 'eval-1', executorId: 'exec-1', containerId: 'c-1', ...overrides });
+
+    it('turns a valid request into a StartEvaluation', () => {
+      expect(validateStart(request({ requestId: 'r1', expectedRevision: '1' }), LIMITS)).to.deep.equal({
+        type: 'StartEvaluation',
+        evalId: 'eval-1',
+        executorId: 'exec-1',
+        containerId: 'c-1',
+        requestId: 'r1',
+        expectedRevision: '1',
+      });
+      expect(() => validateStart(request({ containerId: '' }), LIMITS), 'container_id is optional').to.not.throw();
+    });
+
+    it('requires eval_id and executor_id (REQUIRED)', () => {
+      expect(violationsOf(() => validateStart(request({ evalId: '', executorId: '' }), LIMITS))).to.deep.equal([
+        ['eval_id', 'REQUIRED'],
+        ['executor_id', 'REQUIRED'],
+      ]);
+    });
+
+    it('limits executor_id to 128 and container_id to 256 characters (TOO_LONG)', () => {
+      expect(() =>
+        validateStart(request({ executorId: 'e'.repeat(128), containerId: 'c'.repeat(256) }), LIMITS),
+      ).to.not.throw();
+      expect(
+        violationsOf(() =>
+          validateStart(request({ executorId: 'e'.repeat(129), containerId: 'c'.repeat(257) }), LIMITS),
+        ),
+      ).to.deep.equal([
+        ['executor_id', 'TOO_LONG'],
+        ['container_id', 'TOO_LONG'],
+      ]);
+    });
+
+    it('checks eval_id, request_id and expected_revision like every command', () => {
+      expect(
+        violationsOf(() => validateStart(request({ evalId: 'a b', requestId: 'x y', expectedRevision: '-1' }), LIMITS)),
+      ).to.deep.equal([
+        ['eval_id', 'PATTERN'],
+        ['request_id', 'PATTERN'],
+        ['expected_revision', 'NOT_NEGATIVE'],
+      ]);
+    });
+  });
+
+  describe('validateComplete', () => {
+    const request = (overrides: Partial<CompleteEvaluationRequest> = {}): CompleteEvaluationRequest =>
+      CompleteEvaluationRequest.fromPartial({
+        evalId: 'eval-1',
+        output: Buffer.from('hello'),
+        exitCode: 0,
+        ...overrides,
+      });
+
+    it('keeps the output bytes and the exit code', () => {
+      const bytes = Buffer.from([0, 1, 2, 0xff, 0xfe]);
+      const command = validateComplete(request({ output: bytes, exitCode: 3 }), LIMITS);
+      expect(command.type).to.equal('CompleteEvaluation');
+      expect(Buffer.isBuffer(command.output)).to.equal(true);
+      expect(command.output.equals(bytes)).to.equal(true);
+      expect(command.exitCode).to.equal(3);
+    });
+
+    it('accepts an empty output and requires eval_id', () => {
+      expect(() => validateComplete(request({ output: Buffer.alloc(0) }), LIMITS)).to.not.throw();
+      expect(violationsOf(() => validateComplete(request({ evalId: '' }), LIMITS))).to.deep.equal([
+        ['eval_id', 'REQUIRED'],
+      ]);
+    });
+
+    it('limits the output to the configured size (TOO_LARGE)', () => {
+      const small = limits({ maxOutputBytes: 4 });
+      expect(() => validateComplete(request({ output: Buffer.alloc(4) }), small)).to.not.throw();
+      expect(violationsOf(() => validateComplete(request({ output: Buffer.alloc(5) }), small))).to.deep.equal([
+        ['output', 'TOO_LARGE'],
+      ]);
+    });
+  });
+
+  describe('validateFail', () => {
+    const request = (overrides: Partial<FailEvaluationRequest> = {}): FailEvaluationRequest =>
+      FailEvaluationRequest.fromPartial({
+        evalId: 'eval-1',
+        error: 'Traceback',
+        exitCode: 1,
+        reason: FailureReason.FAILURE_REASON_ERROR,
+        ...overrides,
+      });
+
+    it('maps the reason: TIMEOUT → timeout, ERROR and UNSPECIFIED → error', () => {
+      expect(validateFail(request({ reason: FailureReason.FAILURE_REASON_TIMEOUT }), LIMITS).reason).to.equal(
+        'timeout',
+      );
+      expect(validateFail(request({ reason: FailureReason.FAILURE_REASON_ERROR }), LIMITS).reason).to.equal('error');
+      expect(validateFail(request({ reason: FailureReason.FAILURE_REASON_UNSPECIFIED }), LIMITS).reason).to.equal(
+        'error',
+      );
+    });
+
+    it('rejects an unknown reason (UNKNOWN)', () => {
+      expect(violationsOf(() => validateFail(request({ reason: 7 as FailureReason }), LIMITS))).to.deep.equal([
+        ['reason', 'UNKNOWN'],
+      ]);
+      expect(violationsOf(() => validateFail(request({ reason: FailureReason.UNRECOGNIZED }), LIMITS))).to.deep.equal([
+        ['reason', 'UNKNOWN'],
+      ]);
+    });
+
+    it('measures the error limit in UTF-8 bytes (TOO_LARGE)', () => {
+      const small = limits({ maxOutputBytes: 6 });
+      expect(() => validateFail(request({ error: 'abcdef' }), small)).to.not.throw();
+      // 3 characters, 9 bytes.
+      expect(violationsOf(() => validateFail(request({ error: '€€€' }), small))).to.deep.equal([
+        ['error', 'TOO_LARGE'],
+      ]);
+    });
+
+    it('reports every violation at once', () => {
+      expect(
+        violationsOf(() =>
+          validateFail(
+            request({ evalId: '', error: 'x'.repeat(10), reason: 9 as FailureReason, requestId: ' ' }),
+            limits({ maxOutputBytes: 5 }),
+          ),
+        ),
+      ).to.deep.equal([
+        ['eval_id', 'REQUIRED'],
+        ['error', 'TOO_LARGE'],
+        ['reason', 'UNKNOWN'],
+        ['request_id', 'PATTERN'],
+      ]);
+    });
+  });
+
+  describe('validateCancel', () => {
+    const request = (overrides: Partial<CancelEvaluationRequest> = {}): CancelEvaluationRequest =>
+      CancelEvaluationRequest.fromPartial({ evalId: 'eval-1', reason: 'user asked', ...overrides });
+
+    it('turns a valid request into a CancelEvaluation; the reason is optional', () => {
+      expect(validateCancel(request(), LIMITS)).to.deep.equal({
+        type: 'CancelEvaluation',
+        evalId: 'eval-1',
+        reason: 'user asked',
+      });
+      expect(() => validateCancel(request({ reason: '' }), LIMITS)).to.not.throw();
+    });
+
+    it('limits the reason to 1024 characters (TOO_LONG) and requires eval_id', () => {
+      expect(() => validateCancel(request({ reason: 'r'.repeat(1024) }), LIMITS)).to.not.throw();
+      expect(
+        violationsOf(() => validateCancel(request({ evalId: '', reason: 'r'.repeat(1025) }), LIMITS)),
+      ).to.deep.equal([
+        ['eval_id', 'REQUIRED'],
+        ['reason', 'TOO_LONG'],
+      ]);
+    });
+  });
+});

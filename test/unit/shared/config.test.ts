@@ -1,0 +1,177 @@
+import { expect } from 'chai';
+import { ConfigError, loadConfig } from '../../../shared/config';
+
+function problemsOf(env: Record<string, string>): readonly string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  return expect.fail('expected a ConfigError');
+}
+
+const PRODUCTION = {
+  ENVIRONMENT: 'production',
+  DATABASE_URL: 'postgres://app@db.internal:5432/crucible',
+  REDIS_URL: 'rediss://cache.internal:6380/0',
+  S3_BUCKET: 'crucible-prod-outputs',
+};
+
+describe('loadConfig', () => {
+  it('defaults to development with local servers, debug logs and s3rver settings', () => {
+    const config = loadConfig({});
+    expect(config.environment).to.equal('development');
+    expect(config.logLevel).to.equal('debug');
+    expect(config.host).to.equal('127.0.0.1');
+    expect(config.commandPort).to.equal(50051);
+    expect(config.queryPort).to.equal(50052);
+    expect(config.databaseUrl).to.equal('postgres://postgres@127.0.0.1:5432/crucible');
+    expect(config.queryDatabaseUrl).to.equal(config.databaseUrl);
+    expect(config.redisUrl).to.equal('redis://127.0.0.1:6379/0');
+    expect(config.s3).to.deep.include({
+      endpoint: 'http://127.0.0.1:4569',
+      bucket: 'crucible-outputs',
+      forcePathStyle: true,
+      checksumMode: 'WHEN_REQUIRED',
+    });
+  });
+
+  it('uses the local servers with info logs for test', () => {
+    const config = loadConfig({ ENVIRONMENT: 'test' });
+    expect(config.environment).to.equal('test');
+    expect(config.logLevel).to.equal('info');
+    expect(config.redisUrl).to.equal('redis://127.0.0.1:6379/0');
+    expect(config.s3.checksumMode).to.equal('WHEN_REQUIRED');
+  });
+
+  it('has the documented limits by default', () => {
+    const { limits } = loadConfig({ ENVIRONMENT: 'test' });
+    expect(limits).to.deep.include({
+      maxCodeBytes: 1024 * 1024,
+      maxOutputBytes: 16 * 1024 * 1024,
+      maxMetadataBytes: 64 * 1024,
+      maxTimeoutSeconds: 3600,
+      previewBytes: 1024,
+      inlineOutputMaxBytes: 1024 * 1024,
+    });
+    expect(limits.languages).to.include.members(['python', 'javascript']);
+    expect(limits.engines).to.include.members(['docker', 'gvisor']);
+    expect(limits.evalIdPattern.test('01JABCDEF')).to.equal(true);
+  });
+
+  it('takes production settings from the environment only, with AWS-style S3 defaults', () => {
+    const config = loadConfig(PRODUCTION);
+    expect(config.environment).to.equal('production');
+    expect(config.host).to.equal('0.0.0.0');
+    expect(config.logLevel).to.equal('info');
+    expect(config.databaseUrl).to.equal(PRODUCTION.DATABASE_URL);
+    expect(config.redisUrl).to.equal(PRODUCTION.REDIS_URL);
+    expect(config.s3).to.deep.include({
+      endpoint: '',
+      bucket: PRODUCTION.S3_BUCKET,
+      accessKeyId: '',
+      forcePathStyle: false,
+      checksumMode: 'WHEN_SUPPORTED',
+    });
+  });
+
+  it('requires DATABASE_URL, REDIS_URL and S3_BUCKET in production, reporting all three at once', () => {
+    const problems = problemsOf({ ENVIRONMENT: 'production' });
+    expect(problems).to.have.length(3);
+    expect(problems.join('\n')).to.include('DATABASE_URL').and.include('REDIS_URL').and.include('S3_BUCKET');
+    for (const p of problems) expect(p).to.include('ENVIRONMENT=production');
+  });
+
+  it('treats an empty variable as unset', () => {
+    const problems = problemsOf({ ...PRODUCTION, DATABASE_URL: '' });
+    expect(problems).to.have.length(1);
+    expect(problems[0]).to.include('DATABASE_URL');
+    expect(loadConfig({ ENVIRONMENT: 'test', COMMAND_PORT: '' }).commandPort).to.equal(50051);
+  });
+
+  it('reads numbers and lists', () => {
+    const config = loadConfig({
+      COMMAND_PORT: '0',
+      QUERY_PORT: '6000',
+      MAX_CODE_BYTES: '100',
+      INLINE_OUTPUT_MAX_BYTES: '2048',
+      PREVIEW_BYTES: '16',
+      LANGUAGES: ' python , cobol ,',
+      ENGINES: 'docker',
+      EVAL_ID_PATTERN: '^ev-[0-9]+$',
+    });
+    expect(config.commandPort).to.equal(0);
+    expect(config.queryPort).to.equal(6000);
+    expect(config.limits).to.deep.include({ maxCodeBytes: 100, inlineOutputMaxBytes: 2048, previewBytes: 16 });
+    expect(config.limits.languages).to.deep.equal(['python', 'cobol']);
+    expect(config.limits.engines).to.deep.equal(['docker']);
+    expect(config.limits.evalIdPattern.test('ev-1')).to.equal(true);
+    expect(config.limits.evalIdPattern.test('eval-1')).to.equal(false);
+  });
+
+  it('rejects numbers that are not whole or out of range, naming key and value', () => {
+    for (const [key, value] of [
+      ['COMMAND_PORT', 'abc'],
+      ['COMMAND_PORT', '65536'],
+      ['QUERY_PORT', '-1'],
+      ['QUERY_PORT', '1.5'],
+      ['MAX_CODE_BYTES', '0'],
+      ['PREVIEW_BYTES', '1e9'],
+    ] as const) {
+      const problems = problemsOf({ ENVIRONMENT: 'test', [key]: value });
+      expect(problems, `${key}=${value}`).to.have.length(1);
+      expect(problems[0]).to.include(key).and.include(`"${value}"`);
+    }
+  });
+
+  it('reports every problem at once', () => {
+    const problems = problemsOf({
+      ENVIRONMENT: 'production',
+      COMMAND_PORT: 'x',
+      QUERY_PORT: '99999',
+      LOG_LEVEL: 'loud',
+      S3_FORCE_PATH_STYLE: 'maybe',
+      S3_CHECKSUM_MODE: 'ALWAYS',
+      DATABASE_URL: 'mysql://db/x',
+      REDIS_URL: 'not a url',
+      EVAL_ID_PATTERN: '([',
+      S3_ACCESS_KEY_ID: 'only-the-id',
+      LANGUAGES: ' , ',
+    });
+    const text = problems.join('\n');
+    for (const key of [
+      'COMMAND_PORT',
+      'QUERY_PORT',
+      'LOG_LEVEL',
+      'S3_FORCE_PATH_STYLE',
+      'S3_CHECKSUM_MODE',
+      'DATABASE_URL',
+      'REDIS_URL',
+      'EVAL_ID_PATTERN',
+      'S3_ACCESS_KEY_ID',
+      'LANGUAGES',
+      'S3_BUCKET',
+    ]) {
+      expect(text).to.include(key);
+    }
+    expect(problems).to.have.length(11);
+  });
+
+  it('puts every problem in the error message, one per line', () => {
+    try {
+      loadConfig({ ENVIRONMENT: 'staging' });
+      expect.fail('expected a ConfigError');
+    } catch (err) {
+      expect(err).to.be.instanceOf(ConfigError);
+      expect((err as Error).message).to.include('ENVIRONMENT must be development, test or production, not "staging"');
+    }
+  });
+
+  it('returns a frozen object', () => {
+    const config = loadConfig({ ENVIRONMENT: 'test' });
+    expect(Object.isFrozen(config)).to.equal(true);
+    expect(Object.isFrozen(config.s3)).to.equal(true);
+    expect(Object.isFrozen(config.limits)).to.equal(true);
+  });
+});

@@ -1,0 +1,190 @@
+import { expect } from 'chai';
+import { evolve, ProjectionError, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
+import {
+  EvaluationStatus,
+  FailureReason,
+  type Evaluation,
+} from '../../../shared/generated/crucible/storage/v1/evaluation';
+
+const CREATED = '2025-01-01T00:00:00.000Z';
+const STARTED = '2025-01-01T00:00:02.000Z';
+const ENDED = '2025-01-01T00:00:03.250Z';
+
+function recorded(revision: number, event: EvaluationEvent, position = revision * 10): RecordedEvent {
+  return { position: String(position), evalId: 'e1', revision: String(revision), recordedAt: CREATED, event };
+}
+
+const QUEUED = recorded(1, {
+  type: 'EvaluationQueued',
+  data: {
+    codeHash: 'ab'.repeat(32),
+    codeSize: 12,
+    language: 'python',
+    engine: 'docker',
+    timeoutSeconds: 30,
+    metadata: { team: 'a', n: 1 },
+    createdAt: CREATED,
+  },
+});
+
+const STARTED_EVENT: EvaluationEvent = {
+  type: 'EvaluationStarted',
+  data: { executorId: 'x1', containerId: 'c1', startedAt: STARTED },
+};
+
+const OUTPUT = Buffer.from('hello output');
+
+function completed(revision: number): RecordedEvent {
+  return recorded(revision, {
+    type: 'EvaluationCompleted',
+    data: {
+      exitCode: 0,
+      completedAt: ENDED,
+      output: { previewBase64: OUTPUT.subarray(0, 5).toString('base64'), size: OUTPUT.length, location: 'postgres' },
+    },
+  });
+}
+
+function fold(events: RecordedEvent[]): Evaluation {
+  let state: Evaluation | undefined;
+  for (const e of events) state = evolve(state, e);
+  if (state === undefined) return expect.fail('no events');
+  return state;
+}
+
+describe('evolve', () => {
+  it('creates the evaluation from EvaluationQueued', () => {
+    const state = evolve(undefined, QUEUED);
+    expect(state).to.deep.include({
+      evalId: 'e1',
+      status: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+      codeHash: 'ab'.repeat(32),
+      codeSize: '12',
+      language: 'python',
+      engine: 'docker',
+      timeoutSeconds: 30,
+      metadata: { team: 'a', n: 1 },
+      revision: '1',
+      position: '10',
+      runtimeMs: '0',
+    });
+    expect(state.createdAt?.toISOString()).to.equal(CREATED);
+    expect(state.startedAt).to.equal(undefined);
+  });
+
+  it('records the executor and start time from EvaluationStarted', () => {
+    const state = fold([QUEUED, recorded(2, STARTED_EVENT)]);
+    expect(state).to.deep.include({
+      status: EvaluationStatus.EVALUATION_STATUS_RUNNING,
+      executorId: 'x1',
+      containerId: 'c1',
+      revision: '2',
+      position: '20',
+      codeHash: 'ab'.repeat(32),
+    });
+    expect(state.startedAt?.toISOString()).to.equal(STARTED);
+  });
+
+  it('records exit code, output reference and runtime from EvaluationCompleted', () => {
+    const state = fold([QUEUED, recorded(2, STARTED_EVENT), completed(3)]);
+    expect(state).to.deep.include({
+      status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+      exitCode: 0,
+      outputSize: String(OUTPUT.length),
+      outputLocation: 'postgres',
+      runtimeMs: '1250',
+      revision: '3',
+      position: '30',
+      executorId: 'x1',
+    });
+    expect(state.outputPreview.toString()).to.equal('hello');
+    expect(state.completedAt?.toISOString()).to.equal(ENDED);
+  });
+
+  it('reports runtime 0 when the evaluation went from QUEUED straight to COMPLETED', () => {
+    const state = fold([QUEUED, completed(2)]);
+    expect(state.status).to.equal(EvaluationStatus.EVALUATION_STATUS_COMPLETED);
+    expect(state.runtimeMs).to.equal('0');
+  });
+
+  it('records reason, error reference and runtime from EvaluationFailed', () => {
+    for (const [reason, expected] of [
+      ['timeout', FailureReason.FAILURE_REASON_TIMEOUT],
+      ['error', FailureReason.FAILURE_REASON_ERROR],
+    ] as const) {
+      const state = fold([
+        QUEUED,
+        recorded(2, STARTED_EVENT),
+        recorded(3, {
+          type: 'EvaluationFailed',
+          data: {
+            exitCode: 137,
+            reason,
+            completedAt: ENDED,
+            error: { previewBase64: Buffer.from('Trace€').toString('base64'), size: 5000, location: 's3', s3Key: 'k' },
+          },
+        }),
+      ]);
+      expect(state, reason).to.deep.include({
+        status: EvaluationStatus.EVALUATION_STATUS_FAILED,
+        exitCode: 137,
+        failureReason: expected,
+        errorPreview: 'Trace€',
+        errorSize: '5000',
+        errorLocation: 's3',
+        runtimeMs: '1250',
+      });
+    }
+  });
+
+  it('records the reason and end from EvaluationCancelled', () => {
+    const state = fold([
+      QUEUED,
+      recorded(2, STARTED_EVENT),
+      recorded(3, { type: 'EvaluationCancelled', data: { reason: 'user', cancelledAt: ENDED } }),
+    ]);
+    expect(state).to.deep.include({
+      status: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
+      cancelReason: 'user',
+      runtimeMs: '1250',
+    });
+    expect(state.completedAt?.toISOString()).to.equal(ENDED);
+  });
+
+  it('never reports a negative runtime when clocks disagree', () => {
+    const early = recorded(3, { type: 'EvaluationCancelled', data: { reason: '', cancelledAt: CREATED } });
+    expect(fold([QUEUED, recorded(2, STARTED_EVENT), early]).runtimeMs).to.equal('0');
+  });
+
+  it('keeps 64-bit positions and revisions exact', () => {
+    const state = evolve(undefined, { ...QUEUED, position: '9007199254740993' });
+    expect(state.position).to.equal('9007199254740993');
+    const next = evolve(
+      { ...state, revision: '9007199254740992' },
+      { ...recorded(0, STARTED_EVENT), revision: '9007199254740993' },
+    );
+    expect(next.revision).to.equal('9007199254740993');
+  });
+
+  it('does not change the state it is given', () => {
+    const state = evolve(undefined, QUEUED);
+    const copy = structuredClone(state);
+    evolve(state, recorded(2, STARTED_EVENT));
+    expect(state).to.deep.equal(copy);
+  });
+
+  it('throws ProjectionError for an event that is not the next revision', () => {
+    const state = evolve(undefined, QUEUED);
+    expect(() => evolve(state, recorded(3, STARTED_EVENT))).to.throw(ProjectionError, /revision 3.*expected 2/);
+    expect(() => evolve(state, recorded(1, STARTED_EVENT))).to.throw(ProjectionError);
+    expect(() => evolve(undefined, recorded(2, QUEUED.event))).to.throw(ProjectionError);
+  });
+
+  it('throws ProjectionError for a change to an unknown evaluation or a second EvaluationQueued', () => {
+    expect(() => evolve(undefined, recorded(1, STARTED_EVENT))).to.throw(ProjectionError, /unknown evaluation/);
+    expect(() => evolve(evolve(undefined, QUEUED), recorded(2, QUEUED.event))).to.throw(
+      ProjectionError,
+      /queued twice/,
+    );
+  });
+});
