@@ -1,0 +1,48 @@
+import { ValidationError } from '../../../shared/errors';
+import type { CallContext } from '../../../shared/grpc';
+import type {
+  ListEvaluationsRequest,
+  ListEvaluationsResponse,
+} from '../../../shared/generated/crucible/storage/v1/query_service';
+import { RequestChecks } from '../domain/requests';
+import type { ChangeHub } from '../live/change-hub';
+import type { Readiness } from '../live/readiness';
+import { decodePageToken, type EvaluationList, type PageCursor } from '../read-models/evaluation-list';
+
+/**
+ * ListEvaluations: a newest-first page from the list indexes, optionally of one status,
+ * after an optional `min_position` wait. Page tokens are validated (INVALID_ARGUMENT on a
+ * token that is not ours or was issued for another status).
+ */
+export function createListEvaluations(deps: {
+  readonly list: EvaluationList;
+  readonly hub: ChangeHub;
+  readonly readiness: Readiness;
+  readonly shutdown: AbortSignal;
+}) {
+  return async function listEvaluations(
+    request: ListEvaluationsRequest,
+    context: CallContext,
+  ): Promise<ListEvaluationsResponse> {
+    const checks = new RequestChecks();
+    const status = checks.status(request.status, 'status');
+    const pageSize = checks.pageSize(request.pageSize);
+    const minPosition = checks.position(request.minPosition, 'min_position');
+    let cursor: PageCursor | undefined;
+    if (request.pageToken !== '') {
+      try {
+        cursor = decodePageToken(request.pageToken, status);
+      } catch (err) {
+        if (!(err instanceof ValidationError)) throw err;
+        for (const v of err.violations) checks.fail(v.field, v.rule, v.description);
+      }
+    }
+    checks.done();
+
+    await deps.readiness.ready(context);
+    if (minPosition !== undefined) {
+      await deps.hub.waitForPosition(minPosition, { signal: context.signal, deadline: context.deadline, shutdown: deps.shutdown });
+    }
+    return deps.list.page(status, pageSize, cursor);
+  };
+}

@@ -1,0 +1,82 @@
+import { NotFoundError } from '../../../shared/errors';
+import type { StreamConfig } from '../../../shared/config';
+import type { CallContext, StreamSink } from '../../../shared/grpc';
+import type { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type {
+  WatchEvaluationRequest,
+  WatchEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/query_service';
+import { isTerminalStatus, RequestChecks } from '../domain/requests';
+import type { ChangeHub } from '../live/change-hub';
+import type { Readiness } from '../live/readiness';
+import { createResumableStream } from '../live/resumable-stream';
+import type { EvaluationHistory } from '../read-models/evaluation-history';
+
+/**
+ * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
+ * first; with it, every stored revision above it. Then a caught-up marker, then live updates
+ * (no gap, no duplicate at the seam: see live/resumable-stream.ts), progress messages every
+ * `streams.progressIntervalMs`, and the end after a terminal state. NOT_FOUND when unknown.
+ */
+export function createWatchEvaluation(deps: {
+  readonly history: EvaluationHistory;
+  readonly hub: ChangeHub;
+  readonly readiness: Readiness;
+  readonly streams: StreamConfig;
+  readonly shutdown: AbortSignal;
+}) {
+  const { history, hub } = deps;
+  return async function watchEvaluation(
+    request: WatchEvaluationRequest,
+    sink: StreamSink<WatchEvaluationResponse>,
+    context: CallContext,
+  ): Promise<void> {
+    const checks = new RequestChecks();
+    const evalId = checks.evalId(request.evalId);
+    const afterRevision = checks.position(request.afterRevision, 'after_revision');
+    checks.done();
+
+    await deps.readiness.ready(context);
+    const latest = await history.latest(evalId);
+    if (latest === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
+    let lastPosition = 0n;
+    const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
+    if (afterRevision !== undefined && afterRevision >= BigInt(latest.revision) && isTerminalStatus(latest.evaluation?.status)) {
+      // The client has seen the end already: nothing will ever follow.
+      await sink.write({ caughtUp: { position: BigInt(latest.position) > position() ? latest.position : String(position()) } });
+      return;
+    }
+
+    const stream = createResumableStream<EvaluationUpdate>({
+      // Without after_revision, "replay from the revision before the latest" sends the current state first.
+      start: afterRevision ?? BigInt(latest.revision) - 1n,
+      replayFirst: true,
+      offeredThrough: undefined,
+      cursorOf: (u) => BigInt(u.revision),
+      matches: () => true,
+      isFinal: (u) => isTerminalStatus(u.evaluation?.status),
+      readAfter: async (revision) => ({ items: await history.after(evalId, revision), complete: true }),
+      output: {
+        update: async (update) => {
+          if (BigInt(update.position) > lastPosition) lastPosition = BigInt(update.position);
+          await sink.write({ update });
+        },
+        caughtUp: (p) => sink.write({ caughtUp: { position: p.toString() } }),
+        progress: (p) => sink.write({ progress: { position: p.toString() } }),
+      },
+      bufferLimit: deps.streams.bufferLimit,
+      progressIntervalMs: deps.streams.progressIntervalMs,
+      progressPosition: position,
+      caughtUpPosition: position,
+      describe: (revision) => `revision ${revision}`,
+      signal: context.signal,
+      shutdown: deps.shutdown,
+    });
+    const unsubscribe = hub.onEvaluation(evalId, (update) => stream.offer(update));
+    try {
+      await stream.run();
+    } finally {
+      unsubscribe();
+    }
+  };
+}

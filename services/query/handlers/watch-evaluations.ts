@@ -1,0 +1,92 @@
+import type { StreamConfig } from '../../../shared/config';
+import type { CallContext, StreamSink } from '../../../shared/grpc';
+import { EvaluationStatus, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type {
+  WatchEvaluationsRequest,
+  WatchEvaluationsResponse,
+} from '../../../shared/generated/crucible/storage/v1/query_service';
+import { MAX_WATCHED_IDS, RequestChecks } from '../domain/requests';
+import type { ChangeHub } from '../live/change-hub';
+import type { Readiness } from '../live/readiness';
+import { createResumableStream } from '../live/resumable-stream';
+import { outOfRange, type ChangeLog } from '../read-models/change-log';
+
+/** Change-log entries read per replay step (bounded memory per stream). */
+const REPLAY_PAGE = 256;
+
+/**
+ * WatchEvaluations: the firehose. With `after_position`, replays the change log after it
+ * (OUT_OF_RANGE when that part was trimmed), then goes live; without it, live from now.
+ * Filters by statuses and/or eval ids; progress messages carry the position reached even
+ * when the filter dropped every change, so idle clients can checkpoint.
+ */
+export function createWatchEvaluations(deps: {
+  readonly changeLog: ChangeLog;
+  readonly hub: ChangeHub;
+  readonly readiness: Readiness;
+  readonly streams: StreamConfig;
+  readonly shutdown: AbortSignal;
+  /** Told when a slow client's buffer is dropped (tests). */
+  readonly onFallback?: () => void;
+}) {
+  const { changeLog, hub } = deps;
+  return async function watchEvaluations(
+    request: WatchEvaluationsRequest,
+    sink: StreamSink<WatchEvaluationsResponse>,
+    context: CallContext,
+  ): Promise<void> {
+    const checks = new RequestChecks();
+    const afterPosition = checks.position(request.afterPosition, 'after_position');
+    const statuses = request.statuses.map((s, i) => checks.status(s, `statuses[${i}]`));
+    if (request.evalIds.length > MAX_WATCHED_IDS) {
+      checks.fail('eval_ids', 'TOO_MANY', `eval_ids may list at most ${MAX_WATCHED_IDS} ids, not ${request.evalIds.length}`);
+    }
+    request.evalIds.slice(0, MAX_WATCHED_IDS).forEach((id, i) => checks.evalId(id, `eval_ids[${i}]`));
+    checks.done();
+
+    await deps.readiness.ready(context);
+    if (afterPosition !== undefined) {
+      const oldest = await changeLog.oldestResumable();
+      if (afterPosition < oldest) throw outOfRange(oldest);
+    }
+    // UNSPECIFIED in the filter means "any status".
+    const statusSet =
+      statuses.length === 0 || statuses.includes(EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED) ? undefined : new Set(statuses);
+    const idSet = request.evalIds.length === 0 ? undefined : new Set(request.evalIds);
+    const matches = (u: EvaluationUpdate): boolean =>
+      (statusSet === undefined || statusSet.has(u.evaluation?.status ?? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)) &&
+      (idSet === undefined || idSet.has(u.evaluation?.evalId ?? ''));
+
+    // Read the applied position and register in the same tick: the next offer follows it.
+    const offeredThrough = hub.appliedPosition;
+    const stream = createResumableStream<EvaluationUpdate>({
+      start: afterPosition ?? offeredThrough,
+      replayFirst: afterPosition !== undefined,
+      offeredThrough,
+      cursorOf: (u) => BigInt(u.position),
+      matches,
+      isFinal: () => false,
+      readAfter: async (position) => {
+        const { entries, complete } = await changeLog.readAfter(position, REPLAY_PAGE);
+        return { items: entries.map((e) => e.update), complete };
+      },
+      output: {
+        update: (update) => sink.write({ update }),
+        caughtUp: (p) => sink.write({ caughtUp: { position: p.toString() } }),
+        progress: (p) => sink.write({ progress: { position: p.toString() } }),
+      },
+      bufferLimit: deps.streams.bufferLimit,
+      progressIntervalMs: deps.streams.progressIntervalMs,
+      describe: (position) => `position ${position}`,
+      signal: context.signal,
+      shutdown: deps.shutdown,
+      ...(deps.onFallback !== undefined ? { onFallback: deps.onFallback } : {}),
+    });
+    const unsubscribe = hub.onAny((update) => stream.offer(update));
+    try {
+      await stream.run();
+    } finally {
+      unsubscribe();
+    }
+  };
+}

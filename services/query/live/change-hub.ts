@@ -1,0 +1,141 @@
+import type { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { DeadlineError, UnavailableError } from '../../../shared/errors';
+
+export type UpdateListener = (update: EvaluationUpdate) => void;
+
+export interface WaitOptions {
+  /** The client went away: resolve quietly (the call is over anyway). */
+  readonly signal: AbortSignal;
+  readonly deadline: Date | undefined;
+  /** The server is shutting down: UNAVAILABLE. */
+  readonly shutdown: AbortSignal;
+}
+
+/**
+ * In-memory fan-out of applied changes to this replica's watchers, fed by the one change-log
+ * tail of the replica, in position order without gaps. It also knows the position the read
+ * models have reached (as far as this replica has read), for `min_position` waits.
+ */
+export interface ChangeHub {
+  /** Highest position dispatched (every position up to it is in the read models). */
+  readonly appliedPosition: bigint;
+  /** Every update, in position order. Returns the unsubscribe function. */
+  onAny(listener: UpdateListener): () => void;
+  /** Updates of one evaluation, in revision order. Returns the unsubscribe function. */
+  onEvaluation(evalId: string, listener: UpdateListener): () => void;
+  /** Dispatches the next update (called by the tail only). */
+  publish(update: EvaluationUpdate): void;
+  /** Moves the applied position without updates (the tail's starting point). */
+  advanceTo(position: bigint): void;
+  /**
+   * Resolves once `position` is applied. DeadlineError when the deadline passes first,
+   * UnavailableError on shutdown; resolves when the client cancels.
+   */
+  waitForPosition(position: bigint, options: WaitOptions): Promise<void>;
+  /** Listeners currently registered (tests, diagnostics). */
+  readonly listenerCount: number;
+}
+
+interface Waiter {
+  readonly position: bigint;
+  readonly resolve: () => void;
+}
+
+export function createChangeHub(): ChangeHub {
+  let applied = 0n;
+  const anyListeners = new Set<UpdateListener>();
+  const byEvaluation = new Map<string, Set<UpdateListener>>();
+  // Sorted by position, so that a dispatch releases a prefix.
+  let waiters: Waiter[] = [];
+
+  const release = (): void => {
+    if (waiters.length === 0 || (waiters[0]?.position ?? 0n) > applied) return;
+    const ready = waiters.filter((w) => w.position <= applied);
+    waiters = waiters.filter((w) => w.position > applied);
+    for (const w of ready) w.resolve();
+  };
+
+  const dispatch = (listeners: Iterable<UpdateListener>, update: EvaluationUpdate): void => {
+    for (const listener of [...listeners]) listener(update);
+  };
+
+  return {
+    get appliedPosition() {
+      return applied;
+    },
+    get listenerCount() {
+      let n = anyListeners.size;
+      for (const set of byEvaluation.values()) n += set.size;
+      return n;
+    },
+    onAny(listener) {
+      anyListeners.add(listener);
+      return () => anyListeners.delete(listener);
+    },
+    onEvaluation(evalId, listener) {
+      let set = byEvaluation.get(evalId);
+      if (set === undefined) byEvaluation.set(evalId, (set = new Set()));
+      set.add(listener);
+      return () => {
+        set.delete(listener);
+        if (set.size === 0 && byEvaluation.get(evalId) === set) byEvaluation.delete(evalId);
+      };
+    },
+    publish(update) {
+      const position = BigInt(update.position);
+      if (position <= applied) return;
+      applied = position;
+      const evalId = update.evaluation?.evalId;
+      const own = evalId === undefined ? undefined : byEvaluation.get(evalId);
+      if (own !== undefined) dispatch(own, update);
+      dispatch(anyListeners, update);
+      release();
+    },
+    advanceTo(position) {
+      if (position > applied) applied = position;
+      release();
+    },
+    waitForPosition(position, { signal, deadline, shutdown }) {
+      if (position <= applied) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        const cleanup = (): void => {
+          if (timer !== undefined) clearTimeout(timer);
+          signal.removeEventListener('abort', onCancel);
+          shutdown.removeEventListener('abort', onShutdown);
+          waiters = waiters.filter((w) => w !== waiter);
+        };
+        const waiter: Waiter = {
+          position,
+          resolve: () => {
+            cleanup();
+            resolve();
+          },
+        };
+        const onCancel = (): void => {
+          cleanup();
+          resolve();
+        };
+        const onShutdown = (): void => {
+          cleanup();
+          reject(new UnavailableError(`server shutting down; retry (position ${position} not yet applied)`));
+        };
+        if (signal.aborted) return onCancel();
+        if (shutdown.aborted) return onShutdown();
+        signal.addEventListener('abort', onCancel);
+        shutdown.addEventListener('abort', onShutdown);
+        if (deadline !== undefined) {
+          timer = setTimeout(() => {
+            cleanup();
+            reject(
+              new DeadlineError(`the read models have not reached position ${position} yet (they are at ${applied})`),
+            );
+          }, Math.min(2 ** 31 - 1, Math.max(0, deadline.getTime() - Date.now())));
+        }
+        const at = waiters.findIndex((w) => w.position > position);
+        if (at === -1) waiters.push(waiter);
+        else waiters.splice(at, 0, waiter);
+      });
+    },
+  };
+}

@@ -1,0 +1,49 @@
+import { UnavailableError } from '../../../shared/errors';
+import type { CallContext } from '../../../shared/grpc';
+
+/** What the readiness gate needs to know of the projector. */
+export interface CatchUpState {
+  status(): { readonly caughtUp: boolean; readonly checkpoint: bigint; readonly head: bigint };
+  whenCaughtUp(): Promise<void>;
+}
+
+export interface Readiness {
+  /**
+   * Resolves when the read models have caught up with the event log (at once, normally).
+   * While a replica is still catching up (start-up, rebuild) a call waits for it within its
+   * deadline and at most `maxWaitMs`, then gets UNAVAILABLE: stale reads are never served.
+   */
+  ready(context: CallContext): Promise<void>;
+}
+
+export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, maxWaitMs = 5000): Readiness {
+  return {
+    async ready(context) {
+      if (projector.status().caughtUp) return;
+      const limit = Math.min(maxWaitMs, context.deadline === undefined ? maxWaitMs : context.deadline.getTime() - Date.now());
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      const outcome = await Promise.race([
+        projector.whenCaughtUp().then(() => 'ready' as const),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), Math.max(0, limit));
+        }),
+        new Promise<'aborted'>((resolve) => {
+          onAbort = () => resolve('aborted');
+          context.signal.addEventListener('abort', onAbort);
+          shutdown.addEventListener('abort', onAbort);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (onAbort !== undefined) {
+        context.signal.removeEventListener('abort', onAbort);
+        shutdown.removeEventListener('abort', onAbort);
+      }
+      if (outcome === 'ready') return;
+      const { checkpoint, head } = projector.status();
+      throw new UnavailableError(
+        `the read models are still catching up with the event log (at position ${checkpoint} of ${head}); retry shortly`,
+      );
+    },
+  };
+}

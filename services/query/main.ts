@@ -1,0 +1,85 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { CONFIG_KEYS, ConfigError, loadConfig } from '../../shared/config';
+import { createLogger, type Logger } from '../../shared/logging';
+import { createDataSource } from '../../shared/postgres';
+import { createS3Client } from '../../shared/s3';
+import { createQueryService } from './query-service';
+
+/**
+ * Composition root of the query service: reads the environment, creates every connection,
+ * runs the service until SIGTERM/SIGINT, then closes everything in reverse order.
+ */
+async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    process.stdout.write('crucible query service: serves evaluations from Redis read models over gRPC.\n\nEnvironment:\n');
+    for (const { key, help } of CONFIG_KEYS) process.stdout.write(`  ${key.padEnd(28)} ${help}\n`);
+    return;
+  }
+  const config = loadConfig(process.env);
+  const logger = createLogger(config.logLevel, { service: 'query' });
+
+  const dataSource = createDataSource({
+    url: config.queryDatabaseUrl,
+    readOnly: true,
+    applicationName: 'crucible-query',
+    poolSize: 10,
+  });
+  await dataSource.initialize();
+  // Three Redis connections, each for one kind of work: commands (reads, projection scripts)
+  // fail fast when Redis is down so calls get UNAVAILABLE; the subscriber can run nothing but
+  // pub/sub; the blocking one is held by XREAD BLOCK and waits out an outage.
+  const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 }, logger);
+  const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' }, logger);
+  const blocking = connectRedis(config.redisUrl, { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null }, logger);
+  const s3 = createS3Client(config.s3);
+
+  const service = createQueryService(config, { dataSource, redis, subscriber, blocking, s3 }, logger);
+  const port = await service.start(config.host, config.queryPort);
+  // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
+  createLogger('info', { service: 'query' }).info('listening', { host: config.host, port });
+
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
+  await service.shutdown(config.shutdownGraceMs);
+  s3.destroy();
+  blocking.disconnect();
+  await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
+  await dataSource.destroy();
+  logger.info('stopped');
+}
+
+function connectRedis(url: string, options: RedisOptions, logger: Logger): Redis {
+  const client = new Redis(url, options);
+  let failing = false;
+  client.on('error', (err: unknown) => {
+    // ioredis reports every failed reconnect attempt; log the outage once, and its end.
+    if (!failing) logger.warn('redis connection failed; reconnecting', { connection: options.connectionName, err });
+    failing = true;
+  });
+  client.on('ready', () => {
+    if (failing) logger.info('redis connection back', { connection: options.connectionName });
+    failing = false;
+  });
+  return client;
+}
+
+async function closeRedis(client: Redis): Promise<void> {
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, 1000).unref());
+  await Promise.race([client.quit().then(() => undefined, () => undefined), timeout]);
+  client.disconnect();
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    createLogger('error', { service: 'query' }).error('query service failed', { err });
+    process.exit(1);
+  },
+);

@@ -1,0 +1,17 @@
+import type { RecordedEvent } from '../../../shared/domain';
+
+/**
+ * The event log as the projection reads it (PostgreSQL in production: postgres/event-log.ts).
+ * Positions are dense and become visible in commit order, so reading "after N" in position
+ * order never skips an event that commits later.
+ */
+export interface EventLog {
+  /** Events with a position above `after`, in position order, at most `limit`. */
+  readAfter(after: bigint, limit: number): Promise<RecordedEvent[]>;
+  /** The highest committed position (0 for an empty log). */
+  headPosition(): Promise<bigint>;
+  /** One evaluation's events up to and including position `upTo`, in order (repairs, checks). */
+  eventsOf(evalId: string, upTo: bigint): Promise<RecordedEvent[]>;
+  /** When the event at `position` was recorded, or undefined when there is none. */
+  recordedAt(position: bigint): Promise<Date | undefined>;
+}

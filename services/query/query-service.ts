@@ -1,0 +1,146 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Redis } from 'ioredis';
+import type { DataSource } from 'typeorm';
+import type { Config } from '../../shared/config';
+import type { Logger } from '../../shared/logging';
+import { createChangeHub, type ChangeHub } from './live/change-hub';
+import { createReadiness } from './live/readiness';
+import { createPostgresBodyStore } from './postgres/body-store';
+import { createPostgresEventLog } from './postgres/event-log';
+import { createProjectionApplier } from './projection/applier';
+import { createProjector, type Projector } from './projection/projector';
+import { createChangeLog } from './read-models/change-log';
+import { createCheckpoints, minCheckpoint } from './read-models/checkpoints';
+import { createEvaluationHistory } from './read-models/evaluation-history';
+import { createEvaluationList } from './read-models/evaluation-list';
+import { createEvaluationRecords } from './read-models/evaluation-record';
+import { createKeyLayout } from './read-models/keys';
+import { createChangeLogTail } from './redis/change-log-tail';
+import { subscribeToChanges } from './redis/change-subscriber';
+import { createRedisProjectionStore } from './redis/projection-store';
+import { createS3BlobReader } from './s3/blob-reader';
+import { createQueryServer } from './server';
+
+/** Everything that holds a socket, created (and closed) by main.ts or a test. */
+export interface QueryServiceConnections {
+  /** Read-only DataSource over the event log (initialised). */
+  readonly dataSource: DataSource;
+  /** Commands: reads and the projection's scripts. */
+  readonly redis: Redis;
+  /** Pub/sub only: a subscribed connection can run nothing else. */
+  readonly subscriber: Redis;
+  /** XREAD BLOCK only: a blocked connection holds every command behind it. */
+  readonly blocking: Redis;
+  readonly s3: S3Client;
+}
+
+export interface QueryService {
+  /** Binds host:port (0 picks one), then starts the projection and the live tail. Returns the port. */
+  start(host: string, port: number): Promise<number>;
+  /**
+   * Ends every open stream with UNAVAILABLE (naming its resume point), lets unary calls finish
+   * within `graceMs`, and stops the projection and the tail. Connections stay open: their
+   * owner closes them afterwards.
+   */
+  shutdown(graceMs: number): Promise<void>;
+  readonly projector: Projector;
+  readonly hub: ChangeHub;
+}
+
+export interface QueryServiceOptions {
+  /** Events per catch-up batch (default 500). */
+  readonly batchSize?: number;
+  /** Told when a firehose client is too slow and falls back to catch-up reads (tests). */
+  readonly onSlowConsumer?: () => void;
+}
+
+/**
+ * Wires the query side from its connections: read models over Redis, the projector fed by
+ * pub/sub and PostgreSQL, the replica's change-log tail and hub, and the gRPC server. Kept
+ * apart from main.ts (process concerns: env, signals, exit codes) so that tests compose the
+ * very same service in-process.
+ */
+export function createQueryService(
+  config: Config,
+  connections: QueryServiceConnections,
+  logger: Logger,
+  options: QueryServiceOptions = {},
+): QueryService {
+  const { dataSource, redis, subscriber, blocking, s3 } = connections;
+  const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
+  const shutdownController = new AbortController();
+
+  const eventLog = createPostgresEventLog(dataSource);
+  const checkpoints = createCheckpoints(redis, layout);
+  const records = createEvaluationRecords(redis, layout);
+  const hub = createChangeHub();
+
+  let setServing: (serving: boolean) => void = () => undefined;
+  const projector = createProjector({
+    eventLog,
+    applier: createProjectionApplier({
+      store: createRedisProjectionStore(redis, layout, config.streams.changeLogRetention),
+      eventLog,
+      layout,
+      logger: logger.child({ component: 'projection' }),
+    }),
+    checkpoints,
+    logger: logger.child({ component: 'projection' }),
+    catchUpIntervalMs: config.catchUpIntervalMs,
+    ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
+    onServingChange: (serving) => setServing(serving),
+  });
+  const tail = createChangeLogTail({ blocking, commands: redis, layout, hub, logger: logger.child({ component: 'tail' }) });
+
+  const server = createQueryServer({
+    records,
+    list: createEvaluationList(redis, layout, records),
+    history: createEvaluationHistory(redis, layout),
+    changeLog: createChangeLog(redis, layout),
+    checkpoints,
+    hub,
+    readiness: createReadiness(projector, shutdownController.signal),
+    projector,
+    eventLog,
+    bodies: createPostgresBodyStore(dataSource),
+    blobs: createS3BlobReader(s3, config.s3.bucket),
+    streams: config.streams,
+    shutdown: shutdownController.signal,
+    logger,
+    ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),
+  });
+  setServing = (serving) => server.setServing(serving);
+
+  let subscription: { close(): Promise<void> } | undefined;
+  const onCommandsReconnect = (): void => projector.requestCatchUp('redis reconnected');
+
+  return {
+    projector,
+    hub,
+    async start(host, port) {
+      const bound = await server.listen(host, port);
+      subscription = subscribeToChanges(
+        subscriber,
+        config.redisKeyPrefix,
+        {
+          onChange: (event) => projector.notify(event),
+          onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
+        },
+        logger,
+      );
+      redis.on('ready', onCommandsReconnect);
+      projector.start();
+      // The live tail starts where the read models are.
+      tail.start(async () => minCheckpoint(await checkpoints.readAll()));
+      return bound;
+    },
+    async shutdown(graceMs) {
+      shutdownController.abort();
+      redis.off('ready', onCommandsReconnect);
+      await server.shutdown(graceMs);
+      await subscription?.close();
+      await projector.stop();
+      await tail.stop();
+    },
+  };
+}

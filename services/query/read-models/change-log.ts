@@ -1,0 +1,134 @@
+import type { Redis } from 'ioredis';
+import { OutOfRangeError } from '../../../shared/errors';
+import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { partitionNumbers, type KeyLayout } from './keys';
+import type { WriteOp } from './write-ops';
+
+/**
+ * Read model: the replayable change log, one Redis Stream per partition. Entry ids are
+ * `<position>-0`, so "every change after position N" is `XRANGE key (N-0 +` with no lookup,
+ * and the entry carries the encoded EvaluationUpdate (field `u`). Each stream is trimmed to
+ * `streams.changeLogRetention` entries (MAXLEN ~). WatchEvaluations replays from it, and every
+ * replica's live tail follows it with XREAD BLOCK: it is written in the same atomic step as the
+ * records, so it is ordered and gap-free.
+ *
+ * How an event changes it: one entry is appended.
+ */
+export function changeLogWrites(layout: KeyLayout, partition: number, position: string, update: Buffer): WriteOp[] {
+  return [{ op: 'xadd', key: layout.changeLog(partition), position, value: update }];
+}
+
+export interface ChangeLogEntry {
+  readonly position: bigint;
+  readonly update: EvaluationUpdate;
+}
+
+export function positionOfEntryId(id: string): bigint {
+  const dash = id.indexOf('-');
+  return BigInt(dash === -1 ? id : id.slice(0, dash));
+}
+
+/** Decodes one stream entry as XRANGE/XREAD return it (fields as a flat name/value list). */
+export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffer[]): ChangeLogEntry {
+  let value: Buffer | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i]?.toString() === 'u') value = fields[i + 1];
+  }
+  if (value === undefined) throw new Error(`change log entry ${id.toString()} has no update`);
+  return { position: positionOfEntryId(id.toString()), update: EvaluationUpdate.decode(value) };
+}
+
+/**
+ * The longest run of consecutive positions after `after` in `entries` (sorted by position,
+ * possibly with duplicates or positions at or below `after`). `gap` says whether entries
+ * beyond the run were left out because a position is missing.
+ */
+export function contiguousRun(entries: readonly ChangeLogEntry[], after: bigint): { run: ChangeLogEntry[]; gap: boolean } {
+  const run: ChangeLogEntry[] = [];
+  let next = after + 1n;
+  for (const entry of entries) {
+    if (entry.position < next) continue;
+    if (entry.position !== next) return { run, gap: true };
+    run.push(entry);
+    next += 1n;
+  }
+  return { run, gap: false };
+}
+
+export function outOfRange(oldest: bigint): OutOfRangeError {
+  return new OutOfRangeError(
+    `oldest resumable position is ${oldest}; re-read state with ListEvaluations and resume from ${oldest}`,
+  );
+}
+
+export interface ChangeLog {
+  /**
+   * Consecutive changes after `after`, in position order, at most about `count`. `complete`
+   * is true when nothing more is stored right now. Throws OutOfRangeError when changes after
+   * `after` have been trimmed.
+   */
+  readAfter(after: bigint, count: number): Promise<{ entries: ChangeLogEntry[]; complete: boolean }>;
+  /** The smallest position a client may resume after (0 while nothing was trimmed). */
+  oldestResumable(): Promise<bigint>;
+}
+
+function xinfoField(reply: unknown, name: string): unknown {
+  if (!Array.isArray(reply)) return undefined;
+  for (let i = 0; i + 1 < reply.length; i += 2) {
+    if (String(reply[i]) === name) return reply[i + 1];
+  }
+  return undefined;
+}
+
+export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
+  const partitions = partitionNumbers(layout);
+
+  const oldestResumable = async (): Promise<bigint> => {
+    const bounds = await Promise.all(
+      partitions.map(async (p) => {
+        let info: unknown;
+        try {
+          info = await redis.xinfo('STREAM', layout.changeLog(p));
+        } catch (err) {
+          if (err instanceof Error && /no such key/i.test(err.message)) return 0n;
+          throw err;
+        }
+        const length = Number(xinfoField(info, 'length') ?? 0);
+        const added = Number(xinfoField(info, 'entries-added') ?? 0);
+        if (added <= length) return 0n; // nothing trimmed: everything since position 0 is here
+        const first = xinfoField(info, 'first-entry');
+        const firstId = Array.isArray(first) ? String(first[0]) : undefined;
+        // Positions of this partition below its first entry are gone: a client can resume
+        // only after (first - 1). An emptied stream (never with MAXLEN ~) resumes after its end.
+        if (firstId !== undefined) return positionOfEntryId(firstId) - 1n;
+        return positionOfEntryId(String(xinfoField(info, 'last-generated-id') ?? '0-0'));
+      }),
+    );
+    return bounds.reduce((max, b) => (b > max ? b : max), 0n);
+  };
+
+  return {
+    oldestResumable,
+    async readAfter(after, count) {
+      const pages = await Promise.all(
+        partitions.map((p) => redis.xrangeBuffer(layout.changeLog(p), `(${after}-0`, '+', 'COUNT', count)),
+      );
+      const entries = pages
+        .flat()
+        .map(([id, fields]) => decodeChangeLogEntry(id, fields))
+        .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
+      const { run, gap } = contiguousRun(entries, after);
+      const firstMissing = after + BigInt(run.length) + 1n;
+      // A missing position with later ones stored: either it was trimmed (the client is too far
+      // behind), or another partition's share of a batch is still being written. Only the
+      // first is an error; in the second case the rest arrives live.
+      if (gap) {
+        const oldest = await oldestResumable();
+        if (firstMissing - 1n < oldest) throw outOfRange(oldest);
+        return { entries: run, complete: true };
+      }
+      const fullPage = pages.some((page) => page.length >= count);
+      return { entries: run, complete: !fullPage };
+    },
+  };
+}

@@ -1,0 +1,31 @@
+import type { Redis } from 'ioredis';
+import { partitionNumbers, type KeyLayout } from './keys';
+
+/**
+ * Per-partition checkpoints: the highest global position each partition has applied. They are
+ * written only by the apply script, in the same atomic step as the data they cover. The read
+ * models as a whole have reached the smallest of them.
+ */
+export interface Checkpoints {
+  /** One per partition, in partition order (0 when a partition has none yet). */
+  readAll(): Promise<bigint[]>;
+}
+
+export function parseCheckpoint(value: string | null): bigint {
+  return value === null ? 0n : BigInt(value);
+}
+
+export function minCheckpoint(checkpoints: readonly bigint[]): bigint {
+  return checkpoints.reduce((min, c) => (c < min ? c : min), checkpoints[0] ?? 0n);
+}
+
+export function createCheckpoints(redis: Redis, layout: KeyLayout): Checkpoints {
+  return {
+    async readAll() {
+      // One GET per partition (never an MGET across hash slots); sent back to back, so one
+      // round trip on a single Redis.
+      const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
+      return values.map(parseCheckpoint);
+    },
+  };
+}

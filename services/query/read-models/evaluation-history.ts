@@ -1,0 +1,36 @@
+import type { Redis } from 'ioredis';
+import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { KeyLayout } from './keys';
+import type { WriteOp } from './write-ops';
+
+/**
+ * Read model: every update of one evaluation, in revision order (list index = revision - 1).
+ * WatchEvaluation replays it to a client resuming from `after_revision`, and its last entry is
+ * the "current state" message (the update carries the event type the record lacks).
+ *
+ * How an event changes it: the update is appended.
+ */
+export function historyWrites(layout: KeyLayout, partition: number, evalId: string, update: Buffer): WriteOp[] {
+  return [{ op: 'rpush', key: layout.history(partition, evalId), value: update }];
+}
+
+export interface EvaluationHistory {
+  /** The latest update (the current state), or undefined when the evaluation is unknown. */
+  latest(evalId: string): Promise<EvaluationUpdate | undefined>;
+  /** Every update with a revision above `revision`, oldest first. */
+  after(evalId: string, revision: bigint): Promise<EvaluationUpdate[]>;
+}
+
+export function createEvaluationHistory(redis: Redis, layout: KeyLayout): EvaluationHistory {
+  const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
+  return {
+    async latest(evalId) {
+      const bytes = await redis.lindexBuffer(key(evalId), -1);
+      return bytes === null ? undefined : EvaluationUpdate.decode(bytes);
+    },
+    async after(evalId, revision) {
+      const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
+      return entries.map((bytes) => EvaluationUpdate.decode(bytes));
+    },
+  };
+}

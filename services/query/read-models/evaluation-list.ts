@@ -1,0 +1,152 @@
+import type { Redis } from 'ioredis';
+import { ValidationError } from '../../../shared/errors';
+import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { EvaluationRecords } from './evaluation-record';
+import { partitionNumbers, type KeyLayout } from './keys';
+import type { WriteOp } from './write-ops';
+
+/**
+ * Read model: evaluations newest first by creation time, overall and per status.
+ *
+ * Each index is a sorted set with score 0 and member `<created-at ms, zero-padded>:<eval_id>`,
+ * so lexicographic order is (created_at, eval_id) and `ZRANGE key (<member> - BYLEX REV LIMIT
+ * 0 n` gives exact, stable newest-first pages: a page token is the last member served, and an
+ * evaluation created during paging never shifts or repeats a page.
+ *
+ * How an event changes it: EvaluationQueued adds the member to `all` and to the status index;
+ * a status change moves the member from the old status index to the new one.
+ */
+const CREATED_DIGITS = 15;
+const MEMBER_PATTERN = /^\d{15}:.+$/s;
+
+export function listMember(evaluation: Pick<Evaluation, 'createdAt' | 'evalId'>): string {
+  const ms = Math.max(0, evaluation.createdAt?.getTime() ?? 0);
+  return `${String(ms).padStart(CREATED_DIGITS, '0')}:${evaluation.evalId}`;
+}
+
+export function indexWrites(
+  layout: KeyLayout,
+  partition: number,
+  before: Evaluation | undefined,
+  after: Evaluation,
+): WriteOp[] {
+  const member = listMember(after);
+  const ops: WriteOp[] = [];
+  if (before === undefined) ops.push({ op: 'zadd', key: layout.indexAll(partition), member });
+  if (before?.status !== after.status) {
+    if (before !== undefined) ops.push({ op: 'zrem', key: layout.indexStatus(partition, before.status), member });
+    ops.push({ op: 'zadd', key: layout.indexStatus(partition, after.status), member });
+  }
+  return ops;
+}
+
+/** What a page token carries: the status it was issued for and the last member served. */
+export interface PageCursor {
+  readonly status: EvaluationStatus;
+  readonly after: string;
+}
+
+export function encodePageToken(cursor: PageCursor): string {
+  return Buffer.from(JSON.stringify({ v: 1, s: cursor.status, a: cursor.after }), 'utf8').toString('base64url');
+}
+
+function invalidToken(description: string): ValidationError {
+  return new ValidationError([{ field: 'page_token', rule: 'INVALID', description }]);
+}
+
+/**
+ * Decodes a page token and checks it was issued for the same status.
+ * Throws ValidationError (INVALID_ARGUMENT, field page_token) otherwise.
+ */
+export function decodePageToken(token: string, status: EvaluationStatus): PageCursor {
+  let parsed: unknown;
+  try {
+    if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new Error('not base64url');
+    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    throw invalidToken('page_token must be a next_page_token returned by ListEvaluations');
+  }
+  const { v, s, a } = (parsed ?? {}) as { v?: unknown; s?: unknown; a?: unknown };
+  if (v !== 1 || typeof s !== 'number' || typeof a !== 'string' || !MEMBER_PATTERN.test(a)) {
+    throw invalidToken('page_token must be a next_page_token returned by ListEvaluations');
+  }
+  if (s !== status) {
+    throw new ValidationError([
+      {
+        field: 'page_token',
+        rule: 'MISMATCH',
+        description: 'page_token was issued for a different status filter; repeat the first request with the same status',
+      },
+    ]);
+  }
+  return { status: s, after: a };
+}
+
+/**
+ * Merges the newest-first pages of several partitions (each fetched with limit pageSize+1)
+ * into one newest-first page of at most pageSize members. `hasMore` is exact: some partition
+ * holds a member after the last one returned.
+ */
+export function mergePages(pages: readonly (readonly string[])[], pageSize: number): { members: string[]; hasMore: boolean } {
+  const all = pages.flat();
+  // Members are ASCII-comparable strings; descending lexicographic = newest first.
+  all.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
+  return { members: all.slice(0, pageSize), hasMore: all.length > pageSize };
+}
+
+export interface EvaluationPage {
+  readonly evaluations: Evaluation[];
+  /** Token for the next page, or "" on the last page. */
+  readonly nextPageToken: string;
+}
+
+export interface EvaluationList {
+  /** One page, newest first; `status` UNSPECIFIED lists every status. */
+  page(status: EvaluationStatus, pageSize: number, cursor: PageCursor | undefined): Promise<EvaluationPage>;
+}
+
+export function createEvaluationList(redis: Redis, layout: KeyLayout, records: EvaluationRecords): EvaluationList {
+  const indexKey = (partition: number, status: EvaluationStatus): string =>
+    status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED
+      ? layout.indexAll(partition)
+      : layout.indexStatus(partition, status);
+  const memberId = (member: string): string => member.slice(CREATED_DIGITS + 1);
+
+  return {
+    async page(status, pageSize, cursor) {
+      const max = cursor === undefined ? '+' : `(${cursor.after}`;
+      const partitions = partitionNumbers(layout);
+      const pages = await Promise.all(
+        partitions.map((p) => redis.zrange(indexKey(p, status), max, '-', 'BYLEX', 'REV', 'LIMIT', 0, pageSize + 1)),
+      );
+      const { members, hasMore } = mergePages(pages, pageSize);
+      const byPartition = new Map<number, string[]>();
+      for (const member of members) {
+        const id = memberId(member);
+        const p = layout.partitionOf(id);
+        byPartition.set(p, [...(byPartition.get(p) ?? []), id]);
+      }
+      const found = new Map<string, Evaluation>();
+      await Promise.all(
+        [...byPartition].map(async ([p, ids]) => {
+          const evaluations = await records.getMany(p, ids);
+          evaluations.forEach((e, i) => {
+            if (e !== undefined) found.set(ids[i] ?? '', e);
+          });
+        }),
+      );
+      // Index and record are read in two steps; an evaluation whose status changed in between
+      // no longer matches the filter and is left out (the page may then be one shorter).
+      const evaluations = members.flatMap((m) => {
+        const e = found.get(memberId(m));
+        if (e === undefined) return [];
+        return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.status === status ? [e] : [];
+      });
+      const last = members[members.length - 1];
+      return {
+        evaluations,
+        nextPageToken: hasMore && last !== undefined ? encodePageToken({ status, after: last }) : '',
+      };
+    },
+  };
+}

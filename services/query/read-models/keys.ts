@@ -1,0 +1,78 @@
+import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
+
+/**
+ * Where every read-model key lives. Partition-ready for Redis Cluster: every key of partition
+ * n carries the hash tag `{<prefix>:<n>}`, so all keys one projection step touches hash to one
+ * slot and a single Lua script (or MULTI) can write them atomically. With one partition (the
+ * default) the tag is constant and everything sits in one slot of one Redis.
+ *
+ * Keys (P = prefix, n = partition):
+ *   P:{P:n}:checkpoint        string  highest global position applied to this partition
+ *   P:{P:n}:eval:<id>         string  ts-proto-encoded Evaluation
+ *   P:{P:n}:index:all         zset    members `<created ms, 15 digits>:<id>`, score 0
+ *   P:{P:n}:index:<status>    zset    same members, one set per status
+ *   P:{P:n}:history:<id>      list    encoded EvaluationUpdate per revision (index = revision-1)
+ *   P:{P:n}:changes           stream  entry id `<position>-0`, field `u` = encoded EvaluationUpdate
+ */
+export interface KeyLayout {
+  readonly prefix: string;
+  readonly partitions: number;
+  /** Stable partition of an evaluation: FNV-1a (UTF-8) of its id, modulo the partition count. */
+  partitionOf(evalId: string): number;
+  checkpoint(partition: number): string;
+  record(partition: number, evalId: string): string;
+  indexAll(partition: number): string;
+  /** Throws for UNSPECIFIED / unknown values: there is no such index. */
+  indexStatus(partition: number, status: EvaluationStatus): string;
+  history(partition: number, evalId: string): string;
+  changeLog(partition: number): string;
+  /** SCAN MATCH pattern covering every read-model key of this prefix (and nothing else). */
+  readonly scanPattern: string;
+}
+
+const STATUS_KEY_NAMES: ReadonlyMap<EvaluationStatus, string> = new Map([
+  [EvaluationStatus.EVALUATION_STATUS_QUEUED, 'queued'],
+  [EvaluationStatus.EVALUATION_STATUS_RUNNING, 'running'],
+  [EvaluationStatus.EVALUATION_STATUS_COMPLETED, 'completed'],
+  [EvaluationStatus.EVALUATION_STATUS_FAILED, 'failed'],
+  [EvaluationStatus.EVALUATION_STATUS_CANCELLED, 'cancelled'],
+]);
+
+/** The statuses that have an index (every stored status). */
+export const INDEXED_STATUSES: readonly EvaluationStatus[] = [...STATUS_KEY_NAMES.keys()];
+
+/** 32-bit FNV-1a over the UTF-8 bytes: stable across processes, versions and platforms. */
+export function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash >>> 0;
+}
+
+export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
+  if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be >= 1, not ${partitions}`);
+  const base = (partition: number): string => `${prefix}:{${prefix}:${partition}}`;
+  return Object.freeze({
+    prefix,
+    partitions,
+    partitionOf: (evalId: string) => (partitions === 1 ? 0 : fnv1a32(evalId) % partitions),
+    checkpoint: (p: number) => `${base(p)}:checkpoint`,
+    record: (p: number, evalId: string) => `${base(p)}:eval:${evalId}`,
+    indexAll: (p: number) => `${base(p)}:index:all`,
+    indexStatus: (p: number, status: EvaluationStatus) => {
+      const name = STATUS_KEY_NAMES.get(status);
+      if (name === undefined) throw new RangeError(`no index for status ${status}`);
+      return `${base(p)}:index:${name}`;
+    },
+    history: (p: number, evalId: string) => `${base(p)}:history:${evalId}`,
+    changeLog: (p: number) => `${base(p)}:changes`,
+    scanPattern: `${prefix}:{${prefix}:*}:*`,
+  });
+}
+
+/** 0 .. partitions-1, for loops over every partition. */
+export function partitionNumbers(layout: Pick<KeyLayout, 'partitions'>): number[] {
+  return Array.from({ length: layout.partitions }, (_, i) => i);
+}

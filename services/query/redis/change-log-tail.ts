@@ -1,0 +1,136 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../../shared/logging';
+import type { ChangeHub } from '../live/change-hub';
+import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
+import { partitionNumbers, type KeyLayout } from '../read-models/keys';
+
+export interface ChangeLogTail {
+  /**
+   * Starts following the change log after the position `from` resolves to (retried until
+   * Redis answers: normally the read models' checkpoint). Returns at once.
+   */
+  start(from: () => Promise<bigint>): void;
+  stop(): Promise<void>;
+}
+
+export interface ChangeLogTailOptions {
+  /**
+   * A connection used for nothing else: XREAD BLOCK holds it for up to `blockMs`, and every
+   * other command sent on it would wait behind the block.
+   */
+  readonly blocking: Redis;
+  /** A normal connection, to CLIENT UNBLOCK the blocking one on stop. */
+  readonly commands: Redis;
+  readonly layout: KeyLayout;
+  readonly hub: ChangeHub;
+  readonly logger: Logger;
+  readonly blockMs?: number;
+  readonly count?: number;
+}
+
+/**
+ * The replica's one live feed: follows every partition's change-log stream with XREAD BLOCK
+ * and hands the hub each change in global position order. The change log is written in the
+ * same atomic step as the read models, so what the hub dispatches is exactly what is applied,
+ * whichever replica applied it. Partitions are merged by position: an entry is dispatched only
+ * once every position before it was (one partition's share of a batch may land before
+ * another's).
+ */
+export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTail {
+  const { blocking, commands, layout, hub, logger } = options;
+  const blockMs = options.blockMs ?? 5000;
+  const count = options.count ?? 1000;
+  const partitions = partitionNumbers(layout);
+  const keys = partitions.map((p) => layout.changeLog(p));
+  let stopped = false;
+  let loop: Promise<void> | undefined;
+  let clientId: number | undefined;
+  let stopTimer: (() => void) | undefined;
+
+  const pause = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      stopTimer = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  async function run(resolveFrom: () => Promise<bigint>): Promise<void> {
+    let from: bigint | undefined;
+    let lastIds: string[] = [];
+    let next = 0n;
+    const pending = new Map<bigint, ChangeLogEntry>();
+    let failures = 0;
+    while (!stopped) {
+      try {
+        if (from === undefined) {
+          from = await resolveFrom();
+          hub.advanceTo(from);
+          lastIds = partitions.map(() => `${from}-0`);
+          next = from + 1n;
+        }
+        clientId ??= Number(await blocking.client('ID'));
+        const reply = await blocking.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
+        if (failures > 0) logger.info('change-log tail recovered', { failures });
+        failures = 0;
+        if (reply === null) continue;
+        for (const [key, entries] of reply) {
+          const partition = keys.indexOf(key.toString());
+          for (const [id, fields] of entries) {
+            lastIds[partition] = id.toString();
+            const position = positionOfEntryId(id.toString());
+            if (position >= next) pending.set(position, decodeChangeLogEntry(id, fields));
+          }
+        }
+        for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
+          pending.delete(next);
+          hub.publish(entry.update);
+          next += 1n;
+        }
+        // Every partition has moved past `next` and it never came: it was trimmed before this
+        // replica read it (the tail fell a whole retention behind). Skip it; streams that
+        // need continuity see the jump and re-read (getting OUT_OF_RANGE if it is gone).
+        const lowestRead = lastIds.reduce((m, id) => {
+          const p = positionOfEntryId(id);
+          return p < m ? p : m;
+        }, positionOfEntryId(lastIds[0] ?? '0-0'));
+        if (pending.size > 0 && lowestRead > next) {
+          const resume = [...pending.keys()].reduce((m, p) => (p < m ? p : m));
+          logger.warn('change-log tail skipped trimmed positions', { from: next.toString(), to: (resume - 1n).toString() });
+          next = resume;
+          for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
+            pending.delete(next);
+            hub.publish(entry.update);
+            next += 1n;
+          }
+        }
+      } catch (err) {
+        if (stopped) break;
+        failures += 1;
+        clientId = undefined;
+        const delay = Math.min(2000, 50 * 2 ** Math.min(failures, 6));
+        if (failures === 1 || failures % 20 === 0) logger.warn('change-log tail failed; retrying', { err, failures, retryInMs: delay });
+        await pause(delay);
+      }
+    }
+  }
+
+  return {
+    start(from) {
+      if (loop !== undefined) return;
+      loop = run(from);
+    },
+    async stop() {
+      stopped = true;
+      stopTimer?.();
+      if (loop === undefined) return;
+      if (clientId !== undefined) {
+        // Wake the blocked XREAD now instead of waiting up to blockMs.
+        await commands.client('UNBLOCK', clientId).catch(() => undefined);
+      }
+      // When Redis is down the XREAD waits for a reconnect; closing the connection ends it.
+      await Promise.race([loop, new Promise((resolve) => setTimeout(resolve, 500).unref())]);
+    },
+  };
+}

@@ -1,0 +1,97 @@
+import type { StreamConfig } from '../../shared/config';
+import { createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
+import type { CallContext, ServerStreamHandler, StreamSink, UnaryHandler } from '../../shared/grpc';
+import {
+  EvaluationQueryServiceService,
+  type EvaluationQueryServiceServer,
+} from '../../shared/generated/crucible/storage/v1/query_service';
+import type { Logger } from '../../shared/logging';
+import { createGetEvaluation } from './handlers/get-evaluation';
+import { createGetProjectionStatus } from './handlers/get-projection-status';
+import { createListEvaluations } from './handlers/list-evaluations';
+import { createReadOutput, type BlobReader, type BodyStore } from './handlers/read-output';
+import { createWatchEvaluation } from './handlers/watch-evaluation';
+import { createWatchEvaluations } from './handlers/watch-evaluations';
+import type { ChangeHub } from './live/change-hub';
+import type { Readiness } from './live/readiness';
+import type { EventLog } from './projection/event-log';
+import type { ProjectorStatus } from './projection/projector';
+import type { ChangeLog } from './read-models/change-log';
+import type { Checkpoints } from './read-models/checkpoints';
+import type { EvaluationHistory } from './read-models/evaluation-history';
+import type { EvaluationList } from './read-models/evaluation-list';
+import type { EvaluationRecords } from './read-models/evaluation-record';
+import { redisOutageToUnavailable } from './redis/errors';
+
+export const QUERY_SERVICE_NAME = 'crucible.storage.v1.EvaluationQueryService';
+
+/** Requests are small (the largest: 1000 eval ids); refuse anything bigger early. */
+const MAX_REQUEST_BYTES = 1024 * 1024;
+
+export interface QueryServerDeps {
+  readonly records: EvaluationRecords;
+  readonly list: EvaluationList;
+  readonly history: EvaluationHistory;
+  readonly changeLog: ChangeLog;
+  readonly checkpoints: Checkpoints;
+  readonly hub: ChangeHub;
+  readonly readiness: Readiness;
+  readonly projector: { status(): ProjectorStatus };
+  readonly eventLog: EventLog;
+  readonly bodies: BodyStore;
+  readonly blobs: BlobReader;
+  readonly streams: StreamConfig;
+  /** Aborted on SIGTERM: open streams end with UNAVAILABLE naming their resume point. */
+  readonly shutdown: AbortSignal;
+  readonly logger: Logger;
+  /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
+  readonly onSlowConsumer?: () => void;
+}
+
+function guardUnary<Req, Res>(handler: UnaryHandler<Req, Res>): UnaryHandler<Req, Res> {
+  return async (request: Req, context: CallContext) => {
+    try {
+      return await handler(request, context);
+    } catch (err) {
+      throw redisOutageToUnavailable(err);
+    }
+  };
+}
+
+function guardStream<Req, Res>(handler: ServerStreamHandler<Req, Res>): ServerStreamHandler<Req, Res> {
+  return async (request: Req, sink: StreamSink<Res>, context: CallContext) => {
+    try {
+      await handler(request, sink, context);
+    } catch (err) {
+      throw redisOutageToUnavailable(err);
+    }
+  };
+}
+
+/**
+ * Binds EvaluationQueryService to its handlers (one per RPC, in handlers/), with health
+ * (NOT_SERVING until the projection has caught up) and reflection.
+ */
+export function createQueryServer(deps: QueryServerDeps): GrpcServer {
+  const { logger } = deps;
+  const implementation: EvaluationQueryServiceServer = {
+    getEvaluation: unary('GetEvaluation', guardUnary(createGetEvaluation(deps)), logger),
+    listEvaluations: unary('ListEvaluations', guardUnary(createListEvaluations(deps)), logger),
+    readOutput: serverStream('ReadOutput', guardStream(createReadOutput(deps)), logger),
+    watchEvaluation: serverStream('WatchEvaluation', guardStream(createWatchEvaluation(deps)), logger),
+    watchEvaluations: serverStream(
+      'WatchEvaluations',
+      guardStream(
+        createWatchEvaluations({ ...deps, ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}) }),
+      ),
+      logger,
+    ),
+    getProjectionStatus: unary('GetProjectionStatus', guardUnary(createGetProjectionStatus(deps)), logger),
+  };
+  return createGrpcServer({
+    services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceService, implementation }],
+    logger,
+    maxReceiveMessageBytes: MAX_REQUEST_BYTES,
+    initialStatus: 'NOT_SERVING',
+  });
+}
