@@ -9,12 +9,13 @@ import { errorMessage, runChecked } from './processes';
 import {
   aptInstall,
   asUser,
+  cannotStart,
   canInstallPackages,
   findExecutable,
-  isLocalHost,
+  isConnectionRefused,
   isRoot,
   postgresBinDirs,
-  remoteServerDown,
+  type Probe,
 } from './system';
 
 /** initdb refuses to run as root, so as root the cluster belongs to this OS user (Debian's). */
@@ -32,17 +33,19 @@ function describe(url: string): string {
   return `${parsed.hostname}:${parsed.port || '5432'}`;
 }
 
-type Probe = { readonly answers: true } | { readonly answers: false; readonly down: boolean; readonly error: unknown };
-
 async function probe(url: string): Promise<Probe> {
   const client = new Client({ connectionString: url, connectionTimeoutMillis: 3000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
     await client.query('SELECT 1');
-    return { answers: true };
+    return { kind: 'answers' };
   } catch (error) {
-    return { answers: false, down: isPostgresUnavailable(error), error };
+    if (isConnectionRefused(error)) return { kind: 'nothing-listens' };
+    // A SQLSTATE means PostgreSQL itself answered (57P03: it is still starting up).
+    const code = (error as { code?: unknown }).code;
+    const answered = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && code !== '57P03';
+    return { kind: answered ? 'refuses' : 'unreachable', error };
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -56,19 +59,15 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
   const where = describe(databaseUrl);
   // The server's own maintenance database: the configured one may not exist yet.
   const adminUrl = withDatabase(databaseUrl, 'postgres');
+  const url = new URL(databaseUrl);
   const found = await probe(adminUrl);
-  if (found.answers) {
+  if (found.kind === 'answers') {
     ctx.progress.ok(`postgres: ${where} answers; using it`);
     return;
   }
-  if (!found.down) {
-    throw new StackError(
-      `postgres: ${where} answers but refuses us: ${errorMessage(found.error)}`,
-      'fix the user, password or database in DATABASE_URL (or unset it to use the local default)',
-    );
-  }
-  const url = new URL(databaseUrl);
-  if (!isLocalHost(url.hostname)) throw remoteServerDown('PostgreSQL', 'DATABASE_URL', where);
+  const port = url.port || '5432';
+  const refusal = cannotStart({ what: 'PostgreSQL', variable: 'DATABASE_URL', host: url.hostname, port }, found);
+  if (refusal !== undefined) throw refusal;
 
   ctx.progress.step(`postgres: nothing answers on ${where}; starting a local server`);
   const { initdb, pgCtl } = await findOrInstallBinaries(ctx);
@@ -96,7 +95,6 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
   }
 
   const listen = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  const port = url.port || '5432';
   // No Unix socket: everything connects over TCP, and socket paths have a length limit.
   const serverOptions = `-p ${port} -c listen_addresses=${listen} -c unix_socket_directories=''`;
   const log = join(dir, 'server.log');
@@ -113,8 +111,9 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
     },
   });
   const started = await probe(adminUrl);
-  if (!started.answers) {
-    throw new StackError(`postgres: started on ${where} but does not answer: ${errorMessage(started.error)}`, advice);
+  if (started.kind !== 'answers') {
+    const reason = 'error' in started ? errorMessage(started.error) : 'connection refused';
+    throw new StackError(`postgres: started on ${where} but does not answer: ${reason}`, advice);
   }
   ctx.progress.ok(`postgres: started on ${where} (data in ${shown})`);
 }

@@ -3,33 +3,31 @@ import { join, relative } from 'node:path';
 import Redis from 'ioredis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, errorMessage, indent, startChild, tail, waitUntil } from './processes';
-import { aptInstall, canInstallPackages, findExecutable, isLocalHost, remoteServerDown } from './system';
-
-const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-
-type Probe = { readonly answers: true } | { readonly answers: false; readonly down: boolean; readonly error: unknown };
+import { describeExit, indent, startChild, tail, waitUntil } from './processes';
+import { aptInstall, cannotStart, canInstallPackages, findExecutable, isConnectionRefused, type Probe } from './system';
 
 async function probe(url: string): Promise<Probe> {
   const client = new Redis(url, {
     lazyConnect: true,
     connectTimeout: 2000,
+    // Something that accepts connections but never answers is not a usable Redis.
+    commandTimeout: 2000,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     enableOfflineQueue: false,
   });
   // ioredis rejects connect() with a bare "Connection is closed."; the cause comes as an event.
-  let networkError: unknown;
-  client.on('error', (err: unknown) => {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_ERRORS.has(code)) networkError = err;
-  });
+  let connectionError: unknown;
+  client.on('error', (err: unknown) => (connectionError ??= err));
   try {
     await client.connect();
     await client.ping();
-    return { answers: true };
+    return { kind: 'answers' };
   } catch (error) {
-    return { answers: false, down: networkError !== undefined, error: networkError ?? error };
+    if (isConnectionRefused(connectionError)) return { kind: 'nothing-listens' };
+    // A ReplyError is Redis itself answering (NOAUTH, WRONGPASS ...).
+    const answered = error instanceof Error && error.name === 'ReplyError';
+    return { kind: answered ? 'refuses' : 'unreachable', error: connectionError ?? error };
   } finally {
     client.disconnect();
   }
@@ -47,19 +45,17 @@ function describe(url: string): string {
  */
 export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<void> {
   const where = describe(redisUrl);
+  const url = new URL(redisUrl);
   const found = await probe(redisUrl);
-  if (found.answers) {
+  if (found.kind === 'answers') {
     ctx.progress.ok(`redis: ${where} answers; using it`);
     return;
   }
-  if (!found.down) {
-    throw new StackError(
-      `redis: ${where} answers but refuses us: ${errorMessage(found.error)}`,
-      'fix the password or database number in REDIS_URL (or unset it to use the local default)',
-    );
-  }
-  const url = new URL(redisUrl);
-  if (!isLocalHost(url.hostname)) throw remoteServerDown('Redis', 'REDIS_URL', where);
+  const refusal = cannotStart(
+    { what: 'Redis', variable: 'REDIS_URL', host: url.hostname, port: url.port || '6379' },
+    found,
+  );
+  if (refusal !== undefined) throw refusal;
 
   ctx.progress.step(`redis: nothing answers on ${where}; starting redis-server`);
   const binary = await findOrInstall(ctx);
@@ -87,7 +83,7 @@ export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<
   });
   const shown = relative(ctx.projectRoot, logFile);
   try {
-    await waitUntil(`redis: redis-server on ${where}`, async () => (await probe(redisUrl)).answers, {
+    await waitUntil(`redis: redis-server on ${where}`, async () => (await probe(redisUrl)).kind === 'answers', {
       timeoutMs: 15_000,
       signal: ctx.signal,
       giveUp: exited,

@@ -10,7 +10,7 @@ import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
 import { errorMessage } from './processes';
-import { isLocalHost, isPortFree, remoteServerDown } from './system';
+import { cannotStart, isPortFree } from './system';
 
 /** True when anything answers HTTP at `endpoint` (an S3 server answers even unsigned requests, with an error). */
 function answersHttp(endpoint: URL): Promise<boolean> {
@@ -44,7 +44,11 @@ export async function ensureS3(config: S3Config, ctx: StackContext): Promise<voi
     if (await answersHttp(endpoint)) {
       ctx.progress.ok(`s3: ${where} answers; using it`);
     } else {
-      if (!isLocalHost(endpoint.hostname)) throw remoteServerDown('the S3 server', 'S3_ENDPOINT', where);
+      const refusal = cannotStart(
+        { what: 'an S3 server', variable: 'S3_ENDPOINT', host: endpoint.hostname, port: String(portOf(endpoint)) },
+        { kind: 'nothing-listens' },
+      );
+      if (refusal !== undefined) throw refusal;
       if (endpoint.protocol !== 'http:') {
         throw new StackError(
           `s3: nothing answers on ${config.endpoint}`,

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Progress } from './progress';
 import { StackError } from './progress';
-import { runChecked } from './processes';
+import { errorMessage, runChecked } from './processes';
 
 /** The first executable called `name` on PATH, then in `extraDirs`; undefined if none. */
 export function findExecutable(name: string, extraDirs: readonly string[] = []): string | undefined {
@@ -66,10 +66,56 @@ export function isPortFree(host: string, port: number): Promise<boolean> {
   });
 }
 
-/** Throws the usual "cannot start it here" error for a server that does not answer. */
-export function remoteServerDown(what: string, variable: string, where: string): StackError {
-  return new StackError(
-    `${what} at ${where} (${variable}) does not answer, and it is not on this machine, so it cannot be started here`,
-    `start ${what} at ${where}, or unset ${variable} to use a local one`,
-  );
+/** What probing a server found. */
+export type Probe =
+  | { readonly kind: 'answers' }
+  /** Connection refused: nothing listens, so a server could be started on that port. */
+  | { readonly kind: 'nothing-listens' }
+  /** Something listens but does not speak the protocol, or the host cannot be reached. */
+  | { readonly kind: 'unreachable'; readonly error: unknown }
+  /** The server answered with an error (authentication, unknown database ...). */
+  | { readonly kind: 'refuses'; readonly error: unknown };
+
+export interface ServerAddress {
+  /** "PostgreSQL", "Redis" ... */
+  readonly what: string;
+  /** The environment variable holding the address. */
+  readonly variable: string;
+  readonly host: string;
+  readonly port: string;
+}
+
+/**
+ * Decides what to do about a server that did not answer: undefined means "start one here"
+ * (nothing listens on a local port); otherwise the error to stop with, saying what to do.
+ */
+export function cannotStart(server: ServerAddress, probe: Exclude<Probe, { kind: 'answers' }>): StackError | undefined {
+  const where = `${server.host}:${server.port}`;
+  if (probe.kind === 'refuses') {
+    return new StackError(
+      `${server.what} at ${where} answers but refuses us: ${errorMessage(probe.error)}`,
+      `fix the user, password or database in ${server.variable} (or unset it to use the local default)`,
+    );
+  }
+  if (!isLocalHost(server.host)) {
+    return new StackError(
+      `${server.what} at ${where} (${server.variable}) does not answer, and it is not on this machine, so it cannot be started here`,
+      `start ${server.what} at ${where}, or unset ${server.variable} to use a local one`,
+    );
+  }
+  if (probe.kind === 'unreachable') {
+    return new StackError(
+      `something listens on ${where} but does not answer as ${server.what}: ${errorMessage(probe.error)}`,
+      `find what uses the port (ss -ltnp 'sport = :${server.port}'), or set ${server.variable} to another port`,
+    );
+  }
+  return undefined;
+}
+
+/** Whether a connection error means "nothing listens there" (as opposed to a silent or remote peer). */
+export function isConnectionRefused(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if ((err as { code?: unknown }).code === 'ECONNREFUSED') return true;
+  // Node's happy-eyeballs connect reports every address it tried.
+  return err instanceof AggregateError && err.errors.some(isConnectionRefused);
 }
