@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
 import { isPostgresUnavailable } from '../../../shared/postgres';
+import type { EvaluationSource } from '../projection/consistency-check';
 import type { EventLog } from '../projection/event-log';
 
 interface EventRow {
@@ -72,6 +73,28 @@ export function createPostgresEventLog(dataSource: DataSource): EventLog {
           [position.toString()],
         );
         return rows[0]?.recorded_at;
+      }),
+  };
+}
+
+/** The evaluations and their events, for the consistency checker. */
+export function createPostgresEvaluationSource(dataSource: DataSource): EvaluationSource {
+  return {
+    evaluationIds: (after, limit) =>
+      readOrUnavailable('listing evaluations', async () => {
+        const rows: { eval_id: string }[] = await dataSource.query(
+          `SELECT eval_id FROM evaluations WHERE eval_id > $1 ORDER BY eval_id LIMIT $2`,
+          [after, limit],
+        );
+        return rows.map((r) => r.eval_id);
+      }),
+    eventsOfMany: (evalIds, upTo) =>
+      readOrUnavailable('reading events', async () => {
+        const rows: EventRow[] = await dataSource.query(
+          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY position`,
+          [evalIds, upTo.toString()],
+        );
+        return rows.map(toRecordedEvent);
       }),
   };
 }
