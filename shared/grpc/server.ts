@@ -64,7 +64,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, options.initialStatus])));
   health.addToServer(server);
 
-  new ReflectionService(reflectionInput(), { services: options.services.map((s) => s.name) }).addToServer(server);
+  const reflected = [...options.services.map((s) => s.name), 'grpc.health.v1.Health'];
+  new ReflectionService(reflectionInput(), { services: reflected }).addToServer(server);
 
   return {
     listen: (host, port) =>

@@ -1,0 +1,195 @@
+import { randomBytes } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { EvaluationStatus, EventType } from '../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  OutputKind,
+  type ReadOutputResponse,
+  type WatchEvaluationResponse,
+} from '../../shared/generated/crucible/storage/v1/query_service';
+import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import { createTestEnvironment, type TestEnvironment } from '../support/environment';
+import { startService, waitForServing, type RunningService } from '../support/processes';
+
+const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
+const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+
+const submission = (overrides: Record<string, unknown> = {}) => ({
+  evalId: '',
+  code: 'print("hello")',
+  language: 'python',
+  engine: 'docker',
+  timeoutSeconds: 30,
+  metadata: { suite: 'e2e' },
+  requestId: '',
+  ...overrides,
+});
+
+describe('e2e: an evaluation from executor command to API query and live stream', function () {
+  this.timeout(60_000);
+  let environment: TestEnvironment;
+  let commandService: RunningService;
+  let queryService: RunningService;
+  let clients: Clients;
+
+  before(async () => {
+    environment = await createTestEnvironment();
+    commandService = await startService('command', environment.env);
+    queryService = await startService('query', environment.env);
+    await waitForServing(queryService.address, QUERY);
+    await waitForServing(commandService.address, COMMAND);
+    clients = createClients(commandService.address, queryService.address);
+  });
+
+  after(async () => {
+    clients?.close();
+    await queryService?.stop();
+    await commandService?.stop();
+    await environment?.close();
+  });
+
+  it('a watcher sees every step, in order, and the stream ends after the terminal state', async () => {
+    const { command, query } = clients;
+    const submitted = await call(command, command.submitEvaluation, submission());
+    expect(submitted.revision).to.equal('1');
+
+    const watch = readStream<WatchEvaluationResponse>(
+      query.watchEvaluation({ evalId: submitted.evalId }),
+    );
+    const updates: WatchEvaluationResponse[] = [];
+    const nextUpdate = async (): Promise<WatchEvaluationResponse> => {
+      for (;;) {
+        const message = await watch.next();
+        if (message.update !== undefined) {
+          updates.push(message);
+          return message;
+        }
+      }
+    };
+    const first = await nextUpdate();
+    expect(first.update?.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_QUEUED);
+    expect(first.update?.revision).to.equal('1');
+
+    await call(command, command.startEvaluation, { evalId: submitted.evalId, executorId: 'executor-1', containerId: 'c-1', requestId: '' });
+    const started = await nextUpdate();
+    expect(started.update?.eventType).to.equal(EventType.EVENT_TYPE_EVALUATION_STARTED);
+    expect(started.update?.evaluation?.executorId).to.equal('executor-1');
+
+    const done = await call(command, command.completeEvaluation, {
+      evalId: submitted.evalId,
+      output: Buffer.from('hello\n'),
+      exitCode: 0,
+      requestId: '',
+    });
+    const completed = await nextUpdate();
+    expect(completed.update?.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_COMPLETED);
+    expect(completed.update?.position).to.equal(done.position);
+    expect(Buffer.from(completed.update?.evaluation?.outputPreview ?? []).toString()).to.equal('hello\n');
+    expect(await watch.finished).to.equal(undefined);
+    expect(updates.map((u) => u.update?.revision)).to.deep.equal(['1', '2', '3']);
+  });
+
+  it('reads its own write with min_position, and lists newest first', async () => {
+    const { command, query } = clients;
+    const a = await call(command, command.submitEvaluation, submission({ code: 'a = 1' }));
+    const b = await call(command, command.submitEvaluation, submission({ code: 'b = 2' }));
+    const got = await call(query, query.getEvaluation, { evalId: b.evalId, minPosition: b.position });
+    expect(got.evaluation?.evalId).to.equal(b.evalId);
+    expect(got.evaluation?.metadata).to.deep.equal({ suite: 'e2e' });
+    expect(got.evaluation?.codeHash).to.match(/^[0-9a-f]{64}$/);
+
+    const listed = await call(query, query.listEvaluations, {
+      status: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+      pageSize: 1,
+      pageToken: '',
+      minPosition: b.position,
+    });
+    expect(listed.evaluations.map((e) => e.evalId)).to.deep.equal([b.evalId]);
+    const nextPage = await call(query, query.listEvaluations, {
+      status: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+      pageSize: 1,
+      pageToken: listed.nextPageToken,
+    });
+    expect(nextPage.evaluations.map((e) => e.evalId)).to.deep.equal([a.evalId]);
+  });
+
+  it('a 3 MiB output round-trips through S3 with its preview', async () => {
+    const { command, query } = clients;
+    const output = randomBytes(3 * 1024 * 1024);
+    const { evalId } = await call(command, command.submitEvaluation, submission());
+    const done = await call(command, command.completeEvaluation, { evalId, output, exitCode: 0, requestId: '' }, 30_000);
+    const got = await call(query, query.getEvaluation, { evalId, minPosition: done.position });
+    expect(got.evaluation?.outputLocation).to.equal('s3');
+    expect(got.evaluation?.outputSize).to.equal(String(output.length));
+    expect(Buffer.from(got.evaluation?.outputPreview ?? []).equals(output.subarray(0, 1024))).to.equal(true);
+
+    const stream = readStream<ReadOutputResponse>(query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }));
+    const chunks: Buffer[] = [];
+    let offset = 0;
+    for (;;) {
+      let chunk: ReadOutputResponse;
+      try {
+        chunk = await stream.next();
+      } catch {
+        break;
+      }
+      expect(chunk.offset).to.equal(String(offset));
+      expect(chunk.totalSize).to.equal(String(output.length));
+      chunks.push(Buffer.from(chunk.chunk));
+      offset += chunk.chunk.length;
+    }
+    expect(await stream.finished).to.equal(undefined);
+    expect(Buffer.concat(chunks).equals(output)).to.equal(true);
+  });
+
+  it('answers every error class with its status code and details', async () => {
+    const { command, query } = clients;
+    const invalid = await expectError(call(command, command.submitEvaluation, submission({ code: '', language: 'cobol' })));
+    expect(invalid.code).to.equal(status.INVALID_ARGUMENT);
+    const violations = statusDetails(invalid).badRequest?.fieldViolations ?? [];
+    expect(violations.map((v) => [v.field, v.reason])).to.deep.include.members([
+      ['code', 'REQUIRED'],
+      ['language', 'UNKNOWN'],
+    ]);
+
+    const missing = await expectError(call(command, command.startEvaluation, { evalId: 'no-such-eval', executorId: 'x', containerId: '', requestId: '' }));
+    expect(missing.code).to.equal(status.NOT_FOUND);
+    const missingRead = await expectError(call(query, query.getEvaluation, { evalId: 'no-such-eval' }));
+    expect(missingRead.code).to.equal(status.NOT_FOUND);
+
+    const { evalId } = await call(command, command.submitEvaluation, submission({ evalId: `e2e-${Date.now()}` }));
+    const taken = await expectError(call(command, command.submitEvaluation, submission({ evalId, code: 'other()' })));
+    expect(taken.code).to.equal(status.ALREADY_EXISTS);
+
+    const stale = await expectError(
+      call(command, command.cancelEvaluation, { evalId, reason: 'stop', requestId: '', expectedRevision: '7' }),
+    );
+    expect(stale.code).to.equal(status.ABORTED);
+    expect(stale.details).to.contain('revision 1');
+    expect(statusDetails(stale).errorInfo?.metadata).to.include({ current_revision: '1' });
+
+    await call(command, command.failEvaluation, { evalId, error: 'boom', exitCode: 1, reason: 0, requestId: '' });
+    const illegal = await expectError(call(command, command.startEvaluation, { evalId, executorId: 'x', containerId: '', requestId: '' }));
+    expect(illegal.code).to.equal(status.FAILED_PRECONDITION);
+    expect(statusDetails(illegal).typeUrls).to.include('type.googleapis.com/google.rpc.PreconditionFailure');
+
+    const unknownWatch = readStream(query.watchEvaluation({ evalId: 'never-submitted' }));
+    const watchError = await unknownWatch.finished;
+    expect(watchError?.code).to.equal(status.NOT_FOUND);
+  });
+
+  it('concurrent duplicate submits write one evaluation and all get the same answer', async () => {
+    const { command } = clients;
+    const requestId = `dup-${Date.now()}`;
+    const answers = await Promise.all(
+      Array.from({ length: 16 }, () => call(command, command.submitEvaluation, submission({ requestId, code: 'dup()' }))),
+    );
+    const distinct = new Set(answers.map((a) => `${a.evalId}/${a.revision}/${a.position}`));
+    expect(distinct.size).to.equal(1);
+    const evalId = answers[0]?.evalId ?? '';
+    const sameId = await Promise.all(
+      Array.from({ length: 16 }, () => call(command, command.submitEvaluation, submission({ evalId: `${evalId}-x`, code: 'same()' }))),
+    );
+    expect(new Set(sameId.map((a) => a.position)).size).to.equal(1);
+  });
+});
