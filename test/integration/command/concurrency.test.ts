@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
 import { AlreadyExistsError, IllegalTransitionError } from '../../../shared/errors';
 import type { CommandResult } from '../../../services/command/domain';
@@ -13,6 +15,7 @@ import {
 } from './harness';
 
 const PARALLEL = 20;
+const MiB = 1024 * 1024;
 
 function outcomes(settled: PromiseSettledResult<CommandResult>[]): {
   answers: CommandResult[];
@@ -150,6 +153,26 @@ describe('command executor: concurrent commands', function () {
       expect(rows[0]?.status, evalId).to.equal(status);
       expect(rows[0]?.bodies, 'only a completion leaves a body').to.equal(status === 'completed' ? 1 : 0);
     }
+  });
+
+  it('lets one of several identical completes with an S3 output write; the object stays intact', async () => {
+    const parties = 5;
+    const output = randomBytes(MiB + 4096);
+    await h.commands.submit({ evalId: 'dup-large' });
+    const { commands, race } = racing(parties);
+    const settled = await Promise.allSettled(
+      Array.from({ length: parties }, () => commands.complete({ evalId: 'dup-large', output, exitCode: 0 })),
+    );
+    expect(race.appends).to.deep.equal({ appended: 1, conflicts: parties - 1 });
+    const { answers, errors } = outcomes(settled);
+    expect(errors).to.deep.equal([]);
+    expect(new Set(answers.map((a) => JSON.stringify(a))).size, 'one answer for all').to.equal(1);
+    const { rows } = await h.sql.query<{ s3_key: string }>(
+      `SELECT s3_key FROM evaluation_bodies WHERE eval_id = 'dup-large' AND kind = 'output'`,
+    );
+    expect(rows).to.have.length(1);
+    const object = await h.s3.send(new GetObjectCommand({ Bucket: h.env.config.s3.bucket, Key: rows[0]?.s3_key }));
+    expect(Buffer.from((await object.Body?.transformToByteArray()) ?? []).equals(output)).to.equal(true);
   });
 
   it('keeps positions dense and revisions consecutive under many writers on many evaluations', async () => {
