@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Client } from 'pg';
@@ -5,7 +6,7 @@ import { createDataSource, isPostgresUnavailable, runMigrations } from '../../sh
 import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
-import { errorMessage, runChecked } from './processes';
+import { errorMessage, runChecked, runCommand } from './processes';
 import {
   aptInstall,
   asUser,
@@ -71,25 +72,18 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
 
   ctx.progress.step(`postgres: nothing answers on ${where}; starting a local server`);
   const { initdb, pgCtl } = await findOrInstallBinaries(ctx);
-  const dir = join(ctx.dataDir, 'postgres');
-  const shown = relative(ctx.projectRoot, dir);
+  const dir = await clusterDirectory(ctx);
+  const shown = relative(ctx.projectRoot, dir).startsWith('..') ? dir : relative(ctx.projectRoot, dir);
   const superuser = decodeURIComponent(url.username) || OS_USER;
-  const advice = isRoot()
-    ? `see ${shown}/server.log; the "${OS_USER}" OS user must be able to reach ${dir} (delete ${shown} to start afresh)`
-    : `see ${shown}/server.log (delete ${shown} to start afresh)`;
+  const advice = `see ${shown}/server.log (delete ${shown} to start afresh)`;
 
   if (!existsSync(join(dir, 'PG_VERSION'))) {
     ctx.progress.step(
       `postgres: creating a cluster in ${shown} (superuser "${superuser}", trust auth on ${url.hostname})`,
     );
-    mkdirSync(ctx.dataDir, { recursive: true });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     // Commands run as the postgres OS user start in '/': it may not be allowed into the checkout.
-    if (isRoot()) {
-      // The postgres OS user must get through .data/ to its own directory.
-      chmodSync(ctx.dataDir, 0o755);
-      await runChecked('chown', ['-R', `${OS_USER}:`, dir], '/', advice);
-    }
+    if (isRoot()) await runChecked('chown', ['-R', `${OS_USER}:`, dir], '/', advice);
     const args = ['-D', dir, '-U', superuser, '--auth=trust', '--encoding=UTF8', '--locale=C'];
     await runChecked(...asUser(OS_USER, initdb, args), '/', advice);
   }
@@ -116,6 +110,27 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
     throw new StackError(`postgres: started on ${where} but does not answer: ${reason}`, advice);
   }
   ctx.progress.ok(`postgres: started on ${where} (data in ${shown})`);
+}
+
+/**
+ * The cluster lives in .data/postgres. As root it belongs to the postgres OS user, which must
+ * be able to walk there; a checkout under a private directory (/root, `mktemp -d`) does not
+ * allow that, so the cluster then goes to /var/tmp, under a name derived from the checkout.
+ */
+async function clusterDirectory(ctx: StackContext): Promise<string> {
+  mkdirSync(ctx.dataDir, { recursive: true });
+  const local = join(ctx.dataDir, 'postgres');
+  if (!isRoot()) return local;
+  chmodSync(ctx.dataDir, 0o755);
+  const reachable = await runCommand('runuser', ['-u', OS_USER, '--', 'test', '-x', ctx.dataDir], '/');
+  if (reachable.status.code === 0) return local;
+  const checkout = createHash('sha256').update(ctx.projectRoot).digest('hex').slice(0, 12);
+  const outside = join('/var/tmp', `crucible-storage-${checkout}`, 'postgres');
+  ctx.progress.warn(
+    `postgres: the "${OS_USER}" OS user cannot enter ${ctx.dataDir} (a parent directory is private); ` +
+      `the cluster goes to ${outside} instead`,
+  );
+  return outside;
 }
 
 async function findOrInstallBinaries(ctx: StackContext): Promise<{ initdb: string; pgCtl: string }> {
