@@ -1,0 +1,47 @@
+import { Redis } from 'ioredis';
+import { openLoop } from '../support/load';
+import { createLatencyRecorder, type LatencySummary } from '../support/stats';
+
+/**
+ * Floor for update propagation: Redis PUBLISH on one connection → message on a subscribed
+ * connection, at a fixed rate; latency from just before PUBLISH to the message's arrival.
+ */
+export async function measurePubSubRoundTrip(
+  redisUrl: string,
+  channel: string,
+  ratePerSecond: number,
+  durationMs: number,
+): Promise<{ latency: LatencySummary; achievedRate: number }> {
+  const publisher = new Redis(redisUrl);
+  // A subscribed connection can run no other command, hence its own.
+  const subscriber = new Redis(redisUrl);
+  try {
+    await subscriber.subscribe(channel);
+    const sentAt = new Map<string, bigint>();
+    const latency = createLatencyRecorder();
+    const pending = new Map<string, () => void>();
+    subscriber.on('message', (_channel: string, message: string) => {
+      const sent = sentAt.get(message);
+      if (sent === undefined) return;
+      latency.recordNs(Number(process.hrtime.bigint() - sent));
+      pending.get(message)?.();
+    });
+    // A 200-byte payload, about the size of a change message.
+    const padding = 'x'.repeat(200);
+    const { achievedRate } = await openLoop({
+      ratePerSecond,
+      durationMs,
+      op: (index) =>
+        new Promise<void>((resolve, reject) => {
+          const message = `${index}:${padding}`;
+          pending.set(message, resolve);
+          sentAt.set(message, process.hrtime.bigint());
+          publisher.publish(channel, message).catch(reject);
+        }),
+    });
+    return { latency: latency.summary(), achievedRate };
+  } finally {
+    subscriber.disconnect();
+    publisher.disconnect();
+  }
+}
