@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { Client } from 'pg';
 import { createDataSource, isPostgresUnavailable, runMigrations } from '../../shared/postgres';
 import type { StackContext } from './context';
@@ -81,6 +81,8 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
     ctx.progress.step(
       `postgres: creating a cluster in ${shown} (superuser "${superuser}", trust auth on ${url.hostname})`,
     );
+    // Only the cluster itself is private; the postgres OS user must get through its parent.
+    mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     // Commands run as the postgres OS user start in '/': it may not be allowed into the checkout.
     if (isRoot()) await runChecked('chown', ['-R', `${OS_USER}:`, dir], '/', advice);
