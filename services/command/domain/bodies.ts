@@ -24,13 +24,22 @@ export function utf8Prefix(bytes: Buffer, max: number): Buffer {
 }
 
 /**
+ * An error's preview is text (a PostgreSQL text column and a proto string): U+0000, which a
+ * crashed program's stderr may well contain, becomes U+FFFD there. The whole body keeps the
+ * exact bytes.
+ */
+function errorPreview(content: Buffer, max: number): Buffer {
+  const prefix = utf8Prefix(content, max);
+  return prefix.includes(0) ? Buffer.from(prefix.toString('utf8').replaceAll('\u0000', '\uFFFD'), 'utf8') : prefix;
+}
+
+/**
  * Plans how a body is kept: nothing when empty, in PostgreSQL up to the inline limit, in S3
  * above it under a key derived from the content, so that a retried upload writes the same
  * object and two racing commands with different bodies never overwrite each other's.
  */
 export function planBody(evalId: string, kind: BodyKind, content: Buffer, limits: BodyLimits): BodyPlan {
-  const preview =
-    kind === 'error' ? utf8Prefix(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
+  const preview = kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
   const base = { previewBase64: preview.toString('base64'), size: content.length };
   if (content.length === 0) return { ref: { ...base, location: '' }, storage: 'none' };
   if (content.length <= limits.inlineOutputMaxBytes) {

@@ -22,6 +22,24 @@ const MAX_CONTAINER_ID = 256;
 const MAX_CANCEL_REASON = 1024;
 const PRINTABLE = /^[\x21-\x7e]+$/;
 
+/** PostgreSQL text and jsonb cannot hold U+0000, although protobuf strings can. */
+function hasNul(value: string): boolean {
+  return value.includes('\u0000');
+}
+
+function metadataHasNul(value: unknown): boolean {
+  if (typeof value === 'string') return hasNul(value);
+  if (Array.isArray(value)) return value.some(metadataHasNul);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([k, v]) => hasNul(k) || metadataHasNul(v));
+  }
+  return false;
+}
+
+function nulViolation(v: Violations, field: string): void {
+  v.add(field, 'INVALID_CHARACTER', `${field} must not contain the character U+0000`);
+}
+
 /** Collects every violation of a request, so the caller learns all of them at once. */
 class Violations {
   private readonly list: FieldViolation[] = [];
@@ -66,6 +84,7 @@ function checkText(v: Violations, field: string, value: string, max: number, req
     return;
   }
   if (value.length > max) v.add(field, 'TOO_LONG', `${field} must be at most ${max} characters, got ${value.length}`);
+  else if (hasNul(value)) nulViolation(v, field);
 }
 
 function options(requestId: string, expectedRevision: string | undefined): { requestId?: string; expectedRevision?: string } {
@@ -82,7 +101,7 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
   if (request.code.trim() === '') v.add('code', 'REQUIRED', 'code is required and must not be blank');
   else if (codeBytes > limits.maxCodeBytes) {
     v.add('code', 'TOO_LARGE', `code must be at most ${limits.maxCodeBytes} bytes, got ${codeBytes}`);
-  }
+  } else if (hasNul(request.code)) nulViolation(v, 'code');
   if (request.language === '') v.add('language', 'REQUIRED', 'language is required');
   else if (!limits.languages.includes(request.language)) {
     v.add('language', 'UNKNOWN', `language must be one of ${limits.languages.join(', ')}`);
@@ -102,7 +121,7 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
   const metadataBytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
   if (metadataBytes > limits.maxMetadataBytes) {
     v.add('metadata', 'TOO_LARGE', `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${metadataBytes}`);
-  }
+  } else if (metadataHasNul(metadata)) nulViolation(v, 'metadata');
   checkRequestId(v, request.requestId);
   checkExpectedRevision(v, request.expectedRevision);
   v.throwIfAny();
