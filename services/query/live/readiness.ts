@@ -16,11 +16,16 @@ export interface Readiness {
   ready(context: CallContext): Promise<void>;
 }
 
+const DEADLINE_MARGIN_MS = 50;
+
 export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, maxWaitMs = 5000): Readiness {
   return {
     async ready(context) {
       if (projector.status().caughtUp) return;
-      const limit = Math.min(maxWaitMs, context.deadline === undefined ? maxWaitMs : context.deadline.getTime() - Date.now());
+      // Give up a little before the deadline, so the caller gets this UNAVAILABLE (retryable,
+      // with the reason) rather than a bare DEADLINE_EXCEEDED.
+      const untilDeadline = context.deadline === undefined ? maxWaitMs : context.deadline.getTime() - Date.now() - DEADLINE_MARGIN_MS;
+      const limit = Math.min(maxWaitMs, untilDeadline);
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
       const outcome = await Promise.race([

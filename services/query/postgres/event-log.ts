@@ -46,7 +46,7 @@ export function createPostgresEventLog(dataSource: DataSource): EventLog {
     readAfter: (after, limit) =>
       readOrUnavailable('reading the event log', async () => {
         const rows: EventRow[] = await dataSource.query(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT $2`,
+          `SELECT ${COLUMNS} FROM evaluation_events WHERE position > $1 ORDER BY evaluation_events.position LIMIT $2`,
           [after.toString(), limit],
         );
         return rows.map(toRecordedEvent);
@@ -61,7 +61,7 @@ export function createPostgresEventLog(dataSource: DataSource): EventLog {
     eventsOf: (evalId, upTo) =>
       readOrUnavailable('reading an evaluation\'s events', async () => {
         const rows: EventRow[] = await dataSource.query(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = $1 AND position <= $2 ORDER BY revision`,
+          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = $1 AND position <= $2 ORDER BY evaluation_events.revision`,
           [evalId, upTo.toString()],
         );
         return rows.map(toRecordedEvent);
@@ -91,7 +91,7 @@ export function createPostgresEvaluationSource(dataSource: DataSource): Evaluati
     eventsOfMany: (evalIds, upTo) =>
       readOrUnavailable('reading events', async () => {
         const rows: EventRow[] = await dataSource.query(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY position`,
+          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
           [evalIds, upTo.toString()],
         );
         return rows.map(toRecordedEvent);

@@ -1,0 +1,264 @@
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import type { RecordedEvent } from '../../../shared/domain';
+import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { silentLogger } from '../../../shared/logging';
+import { createPostgresEvaluationSource, createPostgresEventLog } from '../../../services/query/postgres/event-log';
+import { createProjectionApplier } from '../../../services/query/projection/applier';
+import { checkConsistency } from '../../../services/query/projection/consistency-check';
+import { rebuildReadModels } from '../../../services/query/projection/rebuild';
+import { createCheckpoints } from '../../../services/query/read-models/checkpoints';
+import { createKeyLayout, partitionNumbers, type KeyLayout } from '../../../services/query/read-models/keys';
+import { createRedisProjectionStore } from '../../../services/query/redis/projection-store';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { QUERY_SERVICE_NAME } from '../../../services/query/server';
+import { call, expectError } from '../../support/clients';
+import { waitForServing } from '../../support/processes';
+import { createQueryHarness, type QueryHarness, type Replica } from './harness';
+
+/** Repeats a probe (a round trip each time, never a sleep) until it holds. */
+async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+  }
+}
+
+/** Resolves once the replica's read models have applied `position` (an awaited event). */
+async function reached(replica: Replica, position: string | bigint): Promise<void> {
+  const never = new AbortController();
+  await replica.service.hub.waitForPosition(BigInt(position), {
+    signal: never.signal,
+    shutdown: never.signal,
+    deadline: new Date(Date.now() + 15_000),
+  });
+}
+
+async function lifecycles(h: QueryHarness, count: number, prefix: string, publish: boolean): Promise<RecordedEvent> {
+  let last: RecordedEvent | undefined;
+  for (let i = 0; i < count; i += 1) {
+    const id = `${prefix}-${i}`;
+    last = await h.writer.submit(id, { publish });
+    if (i % 2 === 0) last = await h.writer.start(id, { publish });
+    if (i % 3 === 0) last = await h.writer.complete(id, { publish });
+  }
+  if (last === undefined) throw new Error('no events written');
+  return last;
+}
+
+async function consistency(h: QueryHarness, layout: KeyLayout): Promise<string[]> {
+  const dataSourceReplica = await h.startReplica();
+  try {
+    const report = await checkConsistency({
+      source: createPostgresEvaluationSource(dataSourceReplica.dataSource),
+      redis: h.redis,
+      layout,
+    });
+    return report.differences;
+  } finally {
+    await dataSourceReplica.close();
+  }
+}
+
+describe('query projection (PostgreSQL event log → Redis read models)', function () {
+  this.timeout(60_000);
+  let h: QueryHarness;
+  let layout: KeyLayout;
+
+  before(async () => {
+    h = await createQueryHarness({ CATCH_UP_INTERVAL_MS: '60000' });
+    layout = createKeyLayout(h.config.redisKeyPrefix, h.config.readModelPartitions);
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  it('catches up from PostgreSQL at start and serves only once caught up', async () => {
+    const last = await lifecycles(h, 30, 'start', false);
+    // Hold the log still: the replica's catch-up read waits for this lock.
+    await h.sql.query('BEGIN');
+    await h.sql.query('LOCK TABLE evaluation_events IN ACCESS EXCLUSIVE MODE');
+    const replica = await h.startReplica();
+    try {
+      const early = await call(replica.client, replica.client.getProjectionStatus, {}, 5000);
+      expect(early.caughtUp).to.equal(false);
+      const refused = await expectError(call(replica.client, replica.client.getEvaluation, { evalId: 'start-0' }, 300));
+      expect(refused.code).to.equal(grpcStatus.UNAVAILABLE);
+      expect(refused.details).to.contain('still catching up');
+    } finally {
+      await h.sql.query('COMMIT');
+    }
+    await waitForServing(replica.address, QUERY_SERVICE_NAME);
+    await replica.service.projector.whenCaughtUp();
+    const status = replica.service.projector.status();
+    expect(status.caughtUp).to.equal(true);
+    expect(status.checkpoint >= BigInt(last.position)).to.equal(true);
+    expect(status.catchUpEvents).to.equal(BigInt(last.position));
+    const { evaluation } = await call(replica.client, replica.client.getEvaluation, { evalId: 'start-0' });
+    expect(evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_COMPLETED);
+    expect(evaluation?.revision).to.equal('3');
+    const projection = await call(replica.client, replica.client.getProjectionStatus, {});
+    expect(projection).to.include({ checkpoint: last.position, headPosition: last.position, lagPositions: '0', caughtUp: true });
+    expect(projection.partitionCheckpoints).to.deep.equal([last.position]);
+    expect(await consistency(h, layout)).to.deep.equal([]);
+    await replica.close();
+  });
+
+  it('applies the next position from pub/sub without reading PostgreSQL, and catches up on a gap', async () => {
+    const replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    const before = replica.service.projector.status().catchUpEvents;
+    const fast = await h.writer.submit('fast-1', { publish: true });
+    await reached(replica, fast.position);
+    expect(replica.service.projector.status().catchUpEvents).to.equal(before);
+
+    // A lost message: the next one is a gap, so the projector reads the log.
+    await h.writer.start('fast-1', { publish: false });
+    const after = await h.writer.complete('fast-1', { publish: true });
+    await reached(replica, after.position);
+    // The tail can dispatch the change before the projector has counted it: ask until it has.
+    await until('the catch-up is counted', async () => {
+      const status = await call(replica.client, replica.client.getProjectionStatus, {});
+      return status.catchUpEvents === String(before + 2n);
+    });
+    const { evaluation } = await call(replica.client, replica.client.getEvaluation, { evalId: 'fast-1' });
+    expect(evaluation).to.include({ revision: '3', position: after.position, status: EvaluationStatus.EVALUATION_STATUS_COMPLETED });
+    await replica.close();
+  });
+
+  it('ignores events at or below the checkpoint (re-applying a batch changes nothing)', async () => {
+    const replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    const eventLog = createPostgresEventLog(replica.dataSource);
+    const applier = createProjectionApplier({
+      store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
+      eventLog,
+      layout,
+      logger: silentLogger,
+    });
+    const events = await eventLog.readAfter(0n, 1000);
+    const xlen = await h.redis.xlen(layout.changeLog(0));
+    const history = await h.redis.llen(layout.history(0, 'start-0'));
+    const result = await applier.apply(events);
+    expect(result.applied).to.equal(0);
+    expect(await h.redis.xlen(layout.changeLog(0))).to.equal(xlen);
+    expect(await h.redis.llen(layout.history(0, 'start-0'))).to.equal(history);
+    await replica.close();
+  });
+
+  it('keeps two racing appliers from applying anything twice', async () => {
+    await lifecycles(h, 40, 'race', false);
+    const replica = await h.startReplica({ overrides: { CATCH_UP_INTERVAL_MS: '60000' } });
+    await replica.service.projector.whenCaughtUp();
+    await replica.close();
+    // Two appliers on separate connections apply the same new batch at the same moment.
+    await lifecycles(h, 40, 'race2', false);
+    const probe = await h.startReplica();
+    const eventLog = createPostgresEventLog(probe.dataSource);
+    const connections = [new Redis(h.config.redisUrl), new Redis(h.config.redisUrl)];
+    try {
+      const from = (await createCheckpoints(h.redis, layout).readAll())[0] ?? 0n;
+      const batch = await eventLog.readAfter(from, 10_000);
+      const appliers = connections.map((redis) =>
+        createProjectionApplier({
+          store: createRedisProjectionStore(redis, layout, h.config.streams.changeLogRetention),
+          eventLog,
+          layout,
+          logger: silentLogger,
+        }),
+      );
+      const results = await Promise.all(appliers.map((a) => a.apply(batch)));
+      // The probe replica may also have applied some (it was catching up): never more than once.
+      await probe.service.projector.whenCaughtUp();
+      expect(results.map((r) => r.applied).reduce((a, b) => a + b)).to.be.at.most(batch.length);
+      expect(await consistency(h, layout)).to.deep.equal([]);
+    } finally {
+      for (const c of connections) c.disconnect();
+      await probe.close();
+    }
+  });
+
+  it('keeps two replicas on one Redis exactly-once under a burst of published changes', async () => {
+    const [a, b] = await Promise.all([h.startReplica(), h.startReplica()]);
+    if (a === undefined || b === undefined) throw new Error('replicas');
+    await Promise.all([a.service.projector.whenCaughtUp(), b.service.projector.whenCaughtUp()]);
+    const last = await lifecycles(h, 60, 'burst', true);
+    await Promise.all([reached(a, last.position), reached(b, last.position)]);
+    expect(await h.redis.xlen(layout.changeLog(0))).to.equal(Number(last.position));
+    expect(await consistency(h, layout)).to.deep.equal([]);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('rebuilds by itself when Redis lost the read models, serving only once caught up', async () => {
+    const replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    await h.flushReadModels();
+    const next = await h.writer.submit('after-flush', { publish: true });
+    await reached(replica, next.position);
+    await replica.service.projector.whenCaughtUp();
+    const { evaluation } = await call(replica.client, replica.client.getEvaluation, { evalId: 'start-0' });
+    expect(evaluation?.revision).to.equal('3');
+    expect(await consistency(h, layout)).to.deep.equal([]);
+    await replica.close();
+  });
+
+  it('rebuilds from position 0 with the rebuild routine, and the checker names a broken record', async () => {
+    const helper = await h.startReplica();
+    try {
+      await helper.service.projector.whenCaughtUp();
+      const eventLog = createPostgresEventLog(helper.dataSource);
+      const result = await rebuildReadModels({
+        redis: h.redis,
+        layout,
+        eventLog,
+        store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
+        logger: silentLogger,
+        batchSize: 50,
+      });
+      expect(result.checkpoint).to.equal(await eventLog.headPosition());
+      expect(result.deletedKeys).to.be.greaterThan(0);
+    } finally {
+      await helper.close();
+    }
+    expect(await consistency(h, layout)).to.deep.equal([]);
+    // Break one record and one index entry: the checker names both.
+    await h.redis.del(layout.record(0, 'start-1'));
+    const newest = (await h.redis.zrange(layout.indexAll(0), -1, -1))[0] ?? '';
+    await h.redis.zrem(layout.indexAll(0), newest);
+    const differences = await consistency(h, layout);
+    expect(differences.some((d) => d.startsWith('start-1: record missing'))).to.equal(true);
+    expect(differences.some((d) => d.includes('missing from the index of all evaluations'))).to.equal(true);
+  });
+});
+
+describe('query projection with partitioned read models', function () {
+  this.timeout(60_000);
+  let h: QueryHarness;
+  let layout: KeyLayout;
+
+  before(async () => {
+    h = await createQueryHarness({ READ_MODEL_PARTITIONS: '3', CATCH_UP_INTERVAL_MS: '60000' });
+    layout = createKeyLayout(h.config.redisKeyPrefix, h.config.readModelPartitions);
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  it('spreads evaluations over partitions, advances every checkpoint, and stays consistent', async () => {
+    await lifecycles(h, 30, 'part', false);
+    const [a, b] = await Promise.all([h.startReplica(), h.startReplica()]);
+    if (a === undefined || b === undefined) throw new Error('replicas');
+    await Promise.all([a.service.projector.whenCaughtUp(), b.service.projector.whenCaughtUp()]);
+    const last = await lifecycles(h, 30, 'part-live', true);
+    await Promise.all([reached(a, last.position), reached(b, last.position)]);
+    const checkpoints = await createCheckpoints(h.redis, layout).readAll();
+    expect(checkpoints).to.deep.equal([0, 1, 2].map(() => BigInt(last.position)));
+    const lengths = await Promise.all(partitionNumbers(layout).map((p) => h.redis.xlen(layout.changeLog(p))));
+    expect(lengths.every((n) => n > 0)).to.equal(true);
+    expect(lengths.reduce((x, y) => x + y)).to.equal(Number(last.position));
+    expect(await consistency(h, layout)).to.deep.equal([]);
+    const status = await call(a.client, a.client.getProjectionStatus, {});
+    expect(status.partitionCheckpoints).to.deep.equal([last.position, last.position, last.position]);
+    await Promise.all([a.close(), b.close()]);
+  });
+});
