@@ -15,9 +15,7 @@ export class CreateEvaluationMetrics1763877600003 implements MigrationInterface 
         labels        jsonb NOT NULL DEFAULT '{}',
         recorded_at   timestamptz NOT NULL
       )`);
-    await q.query(
-      `CREATE INDEX evaluation_metrics_eval_idx ON evaluation_metrics (eval_id, metric_name, recorded_at)`,
-    );
+    await q.query(`CREATE INDEX evaluation_metrics_eval_idx ON evaluation_metrics (eval_id, metric_name, recorded_at)`);
   }
 
   async down(q: QueryRunner): Promise<void> {

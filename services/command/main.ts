@@ -3,7 +3,14 @@ import { monotonicFactory } from 'ulid';
 import { CONFIG_KEYS, loadConfig } from '../../shared/config';
 import { createLogger } from '../../shared/logging';
 import { createDataSource, poolOf, runMigrations } from '../../shared/postgres';
-import { closeAll, exitOnFailure, helpText, onShutdownSignal, retryAtStartup, type Closeable } from '../../shared/runtime';
+import {
+  closeAll,
+  exitOnFailure,
+  helpText,
+  onShutdownSignal,
+  retryAtStartup,
+  type Closeable,
+} from '../../shared/runtime';
 import { createS3Client } from '../../shared/s3';
 import { createCommandExecutor } from './application/command-executor';
 import { createPostgresEvaluationStore } from './postgres/evaluation-store';
@@ -36,7 +43,8 @@ async function main(): Promise<void> {
   const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   let redisDown = false;
   redis.on('error', (err: Error) => {
-    if (!redisDown) logger.warn('redis unavailable; changes reach the query side through catch-up', { err: err.message });
+    if (!redisDown)
+      logger.warn('redis unavailable; changes reach the query side through catch-up', { err: err.message });
     redisDown = true;
   });
   redis.on('ready', () => {

@@ -96,15 +96,27 @@ const DEFAULT_ENGINES = 'docker,gvisor,firecracker,kubernetes,local';
 /** Documented here once; `--help` and the README print this table. */
 export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
   { key: 'ENVIRONMENT', help: 'development | test | production (default development); picks the defaults below' },
-  { key: 'DATABASE_URL', help: `PostgreSQL URL (dev/test default ${LOCAL_DEFAULTS.DATABASE_URL}; required in production)` },
+  {
+    key: 'DATABASE_URL',
+    help: `PostgreSQL URL (dev/test default ${LOCAL_DEFAULTS.DATABASE_URL}; required in production)`,
+  },
   { key: 'QUERY_DATABASE_URL', help: 'PostgreSQL URL the query side reads the event log with (default DATABASE_URL)' },
   { key: 'REDIS_URL', help: `Redis URL (dev/test default ${LOCAL_DEFAULTS.REDIS_URL}; required in production)` },
   { key: 'REDIS_KEY_PREFIX', help: 'prefix of every Redis key and channel (default crucible)' },
   { key: 'READ_MODEL_PARTITIONS', help: 'read-model partitions (Redis Cluster hash tags), 1-1024 (default 1)' },
-  { key: 'S3_ENDPOINT', help: `S3 API endpoint (dev/test default ${LOCAL_DEFAULTS.S3_ENDPOINT}; production default AWS)` },
-  { key: 'S3_BUCKET', help: `bucket for large outputs (dev/test default ${LOCAL_DEFAULTS.S3_BUCKET}; required in production)` },
+  {
+    key: 'S3_ENDPOINT',
+    help: `S3 API endpoint (dev/test default ${LOCAL_DEFAULTS.S3_ENDPOINT}; production default AWS)`,
+  },
+  {
+    key: 'S3_BUCKET',
+    help: `bucket for large outputs (dev/test default ${LOCAL_DEFAULTS.S3_BUCKET}; required in production)`,
+  },
   { key: 'S3_REGION', help: 'S3 region (default us-east-1)' },
-  { key: 'S3_ACCESS_KEY_ID', help: 'S3 access key (dev/test default S3RVER; production default: SDK credential chain)' },
+  {
+    key: 'S3_ACCESS_KEY_ID',
+    help: 'S3 access key (dev/test default S3RVER; production default: SDK credential chain)',
+  },
   { key: 'S3_SECRET_ACCESS_KEY', help: 'S3 secret key (set together with S3_ACCESS_KEY_ID)' },
   { key: 'S3_FORCE_PATH_STYLE', help: 'true for s3rver/MinIO-style servers (dev/test default true, production false)' },
   { key: 'S3_CHECKSUM_MODE', help: 'WHEN_REQUIRED (s3rver) | WHEN_SUPPORTED (AWS; production default)' },
@@ -116,15 +128,27 @@ export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
   { key: 'MAX_OUTPUT_BYTES', help: 'largest accepted output or error (default 16777216)' },
   { key: 'MAX_METADATA_BYTES', help: 'largest accepted metadata, as JSON (default 65536)' },
   { key: 'MAX_TIMEOUT_SECONDS', help: 'largest accepted timeout_seconds (default 3600)' },
-  { key: 'EVAL_ID_PATTERN', help: 'regular expression a client-chosen eval_id must match (default ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$)' },
+  {
+    key: 'EVAL_ID_PATTERN',
+    help: 'regular expression a client-chosen eval_id must match (default ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$)',
+  },
   { key: 'LANGUAGES', help: `comma-separated known languages (default ${DEFAULT_LANGUAGES})` },
   { key: 'ENGINES', help: `comma-separated known engines (default ${DEFAULT_ENGINES})` },
   { key: 'PREVIEW_BYTES', help: 'bytes of output/error kept as a preview (default 1024)' },
-  { key: 'INLINE_OUTPUT_MAX_BYTES', help: 'bodies up to this size stay in PostgreSQL, larger go to S3 (default 1048576)' },
+  {
+    key: 'INLINE_OUTPUT_MAX_BYTES',
+    help: 'bodies up to this size stay in PostgreSQL, larger go to S3 (default 1048576)',
+  },
   { key: 'STREAM_PROGRESS_INTERVAL_MS', help: 'how often streams send a progress message (default 5000)' },
-  { key: 'STREAM_BUFFER_LIMIT', help: 'live messages buffered for a slow stream client before it falls back to catch-up (default 1000)' },
+  {
+    key: 'STREAM_BUFFER_LIMIT',
+    help: 'live messages buffered for a slow stream client before it falls back to catch-up (default 1000)',
+  },
   { key: 'CHANGE_LOG_RETENTION', help: 'changes kept replayable in Redis per partition (default 1000000)' },
-  { key: 'CATCH_UP_INTERVAL_MS', help: 'how often the query side polls the event log when pub/sub is quiet (default 1000)' },
+  {
+    key: 'CATCH_UP_INTERVAL_MS',
+    help: 'how often the query side polls the event log when pub/sub is quiet (default 1000)',
+  },
   { key: 'SHUTDOWN_GRACE_MS', help: 'how long in-flight calls may run after SIGTERM (default 10000)' },
 ];
 
@@ -177,7 +201,9 @@ export function loadConfig(env: Env): Config {
     try {
       const parsed = new URL(value);
       if (!protocols.includes(parsed.protocol)) {
-        problems.push(`${key} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, not "${parsed.protocol}"`);
+        problems.push(
+          `${key} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, not "${parsed.protocol}"`,
+        );
       }
     } catch {
       problems.push(`${key} is not a valid URL: "${value}"`);
@@ -224,9 +250,10 @@ export function loadConfig(env: Env): Config {
     }
   }
   const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
-  const queryDatabaseUrl = get('QUERY_DATABASE_URL') === undefined ? databaseUrl : url('QUERY_DATABASE_URL', ['postgres:', 'postgresql:']);
+  const queryDatabaseUrl =
+    get('QUERY_DATABASE_URL') === undefined ? databaseUrl : url('QUERY_DATABASE_URL', ['postgres:', 'postgresql:']);
   const redisKeyPrefix = get('REDIS_KEY_PREFIX') ?? 'crucible';
-  if (!/^[A-Za-z0-9:_.-]{1,64}$/.test(redisKeyPrefix) ) {
+  if (!/^[A-Za-z0-9:_.-]{1,64}$/.test(redisKeyPrefix)) {
     problems.push(`REDIS_KEY_PREFIX must be 1-64 characters of [A-Za-z0-9:_.-], not "${redisKeyPrefix}"`);
   }
   const previewBytes = int('PREVIEW_BYTES', 1024, 0, 65536);

@@ -59,11 +59,7 @@ export interface EvaluationCancelled {
 }
 
 export type EvaluationEvent =
-  | EvaluationQueued
-  | EvaluationStarted
-  | EvaluationCompleted
-  | EvaluationFailed
-  | EvaluationCancelled;
+  EvaluationQueued | EvaluationStarted | EvaluationCompleted | EvaluationFailed | EvaluationCancelled;
 
 export type EvaluationEventType = EvaluationEvent['type'];
 

@@ -23,7 +23,11 @@ export interface StreamSink<Res> {
   readonly pending: number;
 }
 
-export type ServerStreamHandler<Req, Res> = (request: Req, sink: StreamSink<Res>, context: CallContext) => Promise<void>;
+export type ServerStreamHandler<Req, Res> = (
+  request: Req,
+  sink: StreamSink<Res>,
+  context: CallContext,
+) => Promise<void>;
 
 function deadlineOf(call: { getDeadline(): Date | number }): Date | undefined {
   const deadline = call.getDeadline();

@@ -33,7 +33,10 @@ function withDetails(code: Status, message: string, details: Any[]): StatusObjec
 }
 
 function reason(reasonCode: string, metadata: Record<string, string> = {}): Any {
-  return detail('google.rpc.ErrorInfo', ErrorInfo.encode({ reason: reasonCode, domain: ERROR_DOMAIN, metadata }).finish());
+  return detail(
+    'google.rpc.ErrorInfo',
+    ErrorInfo.encode({ reason: reasonCode, domain: ERROR_DOMAIN, metadata }).finish(),
+  );
 }
 
 /**

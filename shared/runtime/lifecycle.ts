@@ -23,7 +23,11 @@ export async function retryAtStartup<T>(
       return await fn();
     } catch (err) {
       if (attempt >= attempts) throw err;
-      logger.warn(`${what} failed; retrying`, { attempt, attempts, err: err instanceof Error ? err.message : String(err) });
+      logger.warn(`${what} failed; retrying`, {
+        attempt,
+        attempts,
+        err: err instanceof Error ? err.message : String(err),
+      });
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
   }

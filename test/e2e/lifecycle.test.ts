@@ -53,9 +53,7 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     const submitted = await call(command, command.submitEvaluation, submission());
     expect(submitted.revision).to.equal('1');
 
-    const watch = readStream<WatchEvaluationResponse>(
-      query.watchEvaluation({ evalId: submitted.evalId }),
-    );
+    const watch = readStream<WatchEvaluationResponse>(query.watchEvaluation({ evalId: submitted.evalId }));
     const updates: WatchEvaluationResponse[] = [];
     const nextUpdate = async (): Promise<WatchEvaluationResponse> => {
       for (;;) {
@@ -70,7 +68,12 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     expect(first.update?.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_QUEUED);
     expect(first.update?.revision).to.equal('1');
 
-    await call(command, command.startEvaluation, { evalId: submitted.evalId, executorId: 'executor-1', containerId: 'c-1', requestId: '' });
+    await call(command, command.startEvaluation, {
+      evalId: submitted.evalId,
+      executorId: 'executor-1',
+      containerId: 'c-1',
+      requestId: '',
+    });
     const started = await nextUpdate();
     expect(started.update?.eventType).to.equal(EventType.EVENT_TYPE_EVALUATION_STARTED);
     expect(started.update?.evaluation?.executorId).to.equal('executor-1');
@@ -117,7 +120,12 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     const { command, query } = clients;
     const output = randomBytes(3 * 1024 * 1024);
     const { evalId } = await call(command, command.submitEvaluation, submission());
-    const done = await call(command, command.completeEvaluation, { evalId, output, exitCode: 0, requestId: '' }, 30_000);
+    const done = await call(
+      command,
+      command.completeEvaluation,
+      { evalId, output, exitCode: 0, requestId: '' },
+      30_000,
+    );
     const got = await call(query, query.getEvaluation, { evalId, minPosition: done.position });
     expect(got.evaluation?.outputLocation).to.equal('s3');
     expect(got.evaluation?.outputSize).to.equal(String(output.length));
@@ -144,7 +152,9 @@ describe('e2e: an evaluation from executor command to API query and live stream'
 
   it('answers every error class with its status code and details', async () => {
     const { command, query } = clients;
-    const invalid = await expectError(call(command, command.submitEvaluation, submission({ code: '', language: 'cobol' })));
+    const invalid = await expectError(
+      call(command, command.submitEvaluation, submission({ code: '', language: 'cobol' })),
+    );
     expect(invalid.code).to.equal(status.INVALID_ARGUMENT);
     const violations = statusDetails(invalid).badRequest?.fieldViolations ?? [];
     expect(violations.map((v) => [v.field, v.reason])).to.deep.include.members([
@@ -152,7 +162,14 @@ describe('e2e: an evaluation from executor command to API query and live stream'
       ['language', 'UNKNOWN'],
     ]);
 
-    const missing = await expectError(call(command, command.startEvaluation, { evalId: 'no-such-eval', executorId: 'x', containerId: '', requestId: '' }));
+    const missing = await expectError(
+      call(command, command.startEvaluation, {
+        evalId: 'no-such-eval',
+        executorId: 'x',
+        containerId: '',
+        requestId: '',
+      }),
+    );
     expect(missing.code).to.equal(status.NOT_FOUND);
     const missingRead = await expectError(call(query, query.getEvaluation, { evalId: 'no-such-eval' }));
     expect(missingRead.code).to.equal(status.NOT_FOUND);
@@ -169,7 +186,9 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     expect(statusDetails(stale).errorInfo?.metadata).to.include({ current_revision: '1' });
 
     await call(command, command.failEvaluation, { evalId, error: 'boom', exitCode: 1, reason: 0, requestId: '' });
-    const illegal = await expectError(call(command, command.startEvaluation, { evalId, executorId: 'x', containerId: '', requestId: '' }));
+    const illegal = await expectError(
+      call(command, command.startEvaluation, { evalId, executorId: 'x', containerId: '', requestId: '' }),
+    );
     expect(illegal.code).to.equal(status.FAILED_PRECONDITION);
     expect(statusDetails(illegal).typeUrls).to.include('type.googleapis.com/google.rpc.PreconditionFailure');
 
@@ -182,13 +201,17 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     const { command } = clients;
     const requestId = `dup-${Date.now()}`;
     const answers = await Promise.all(
-      Array.from({ length: 16 }, () => call(command, command.submitEvaluation, submission({ requestId, code: 'dup()' }))),
+      Array.from({ length: 16 }, () =>
+        call(command, command.submitEvaluation, submission({ requestId, code: 'dup()' })),
+      ),
     );
     const distinct = new Set(answers.map((a) => `${a.evalId}/${a.revision}/${a.position}`));
     expect(distinct.size).to.equal(1);
     const evalId = answers[0]?.evalId ?? '';
     const sameId = await Promise.all(
-      Array.from({ length: 16 }, () => call(command, command.submitEvaluation, submission({ evalId: `${evalId}-x`, code: 'same()' }))),
+      Array.from({ length: 16 }, () =>
+        call(command, command.submitEvaluation, submission({ evalId: `${evalId}-x`, code: 'same()' })),
+      ),
     );
     expect(new Set(sameId.map((a) => a.position)).size).to.equal(1);
   });

@@ -15,7 +15,9 @@ const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
 const QUERY = 'crucible.storage.v1.EvaluationQueryService';
 
 async function bufCurl(url: string, args: string[] = []): Promise<string> {
-  const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args, url], { timeout: 30_000 });
+  const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args, url], {
+    timeout: 30_000,
+  });
   return stdout;
 }
 
@@ -42,13 +44,20 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
     const commandMethods = (await bufCurl(`http://${commandService.address}`, ['--list-methods'])).trim().split('\n');
     expect(commandMethods).to.include.members(['grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch']);
     expect(commandMethods.filter((m) => m.startsWith(COMMAND))).to.have.members(
-      ['SubmitEvaluation', 'StartEvaluation', 'CompleteEvaluation', 'FailEvaluation', 'CancelEvaluation'].map((m) => `${COMMAND}/${m}`),
+      ['SubmitEvaluation', 'StartEvaluation', 'CompleteEvaluation', 'FailEvaluation', 'CancelEvaluation'].map(
+        (m) => `${COMMAND}/${m}`,
+      ),
     );
     const queryMethods = (await bufCurl(`http://${queryService.address}`, ['--list-methods'])).trim().split('\n');
     expect(queryMethods.filter((m) => m.startsWith(QUERY))).to.have.members(
-      ['GetEvaluation', 'ListEvaluations', 'ReadOutput', 'WatchEvaluation', 'WatchEvaluations', 'GetProjectionStatus'].map(
-        (m) => `${QUERY}/${m}`,
-      ),
+      [
+        'GetEvaluation',
+        'ListEvaluations',
+        'ReadOutput',
+        'WatchEvaluation',
+        'WatchEvaluations',
+        'GetProjectionStatus',
+      ].map((m) => `${QUERY}/${m}`),
     );
   });
 
@@ -56,7 +65,13 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
     const submitted = JSON.parse(
       await bufCurl(`http://${commandService.address}/${COMMAND}/SubmitEvaluation`, [
         '-d',
-        JSON.stringify({ code: 'print(1)', language: 'python', engine: 'docker', timeoutSeconds: 5, metadata: { via: 'buf' } }),
+        JSON.stringify({
+          code: 'print(1)',
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 5,
+          metadata: { via: 'buf' },
+        }),
       ]),
     ) as { evalId: string; position: string };
     const got = JSON.parse(
@@ -76,7 +91,9 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
       ['', queryService.address],
       [QUERY, queryService.address],
     ] as const) {
-      const answer = JSON.parse(await bufCurl(`http://${address}/grpc.health.v1.Health/Check`, ['-d', JSON.stringify({ service })])) as {
+      const answer = JSON.parse(
+        await bufCurl(`http://${address}/grpc.health.v1.Health/Check`, ['-d', JSON.stringify({ service })]),
+      ) as {
         status: string;
       };
       expect(answer.status, `${address} "${service}"`).to.equal('SERVING');
@@ -87,11 +104,21 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
     const help = await run(process.execPath, [join(ROOT, 'dist', 'services', 'command', 'main.js'), '--help']);
     expect(help.stdout).to.contain('DATABASE_URL').and.to.contain('S3_CHECKSUM_MODE');
     const failure = await run(process.execPath, [join(ROOT, 'dist', 'services', 'query', 'main.js')], {
-      env: { ...process.env, ENVIRONMENT: 'production', QUERY_PORT: 'many', DATABASE_URL: '', REDIS_URL: '', S3_BUCKET: '' },
+      env: {
+        ...process.env,
+        ENVIRONMENT: 'production',
+        QUERY_PORT: 'many',
+        DATABASE_URL: '',
+        REDIS_URL: '',
+        S3_BUCKET: '',
+      },
     }).catch((err: { code: number; stderr: string }) => err);
     expect(failure).to.have.property('code', 2);
     const stderr = (failure as { stderr: string }).stderr;
-    expect(stderr).to.contain('QUERY_PORT').and.to.contain('DATABASE_URL is required').and.to.contain('S3_BUCKET is required');
+    expect(stderr)
+      .to.contain('QUERY_PORT')
+      .and.to.contain('DATABASE_URL is required')
+      .and.to.contain('S3_BUCKET is required');
   });
 
   it('SIGTERM ends open streams with UNAVAILABLE and the process exits 0', async () => {

@@ -1,4 +1,11 @@
-import { credentials, Metadata, type CallOptions, type ClientReadableStream, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  type CallOptions,
+  type ClientReadableStream,
+  type ClientUnaryCall,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
 import { BadRequest, ErrorInfo } from '../../shared/generated/google/rpc/error_details';
@@ -12,7 +19,12 @@ type UnaryMethod<Req, Res> = (
 ) => ClientUnaryCall;
 
 /** Calls a generated client's unary method with a deadline: `await call(client, client.getEvaluation, {...})`. */
-export function call<Req, Res>(client: object, method: UnaryMethod<Req, Res>, request: Req, deadlineMs = 10_000): Promise<Res> {
+export function call<Req, Res>(
+  client: object,
+  method: UnaryMethod<Req, Res>,
+  request: Req,
+  deadlineMs = 10_000,
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     method.call(client, request, new Metadata(), { deadline: new Date(Date.now() + deadlineMs) }, (err, res) => {
       if (err !== null) reject(err);
@@ -32,7 +44,11 @@ export async function expectError(promise: Promise<unknown>): Promise<ServiceErr
 }
 
 /** The google.rpc.Status a failed call carried in `grpc-status-details-bin`, if any. */
-export function statusDetails(err: ServiceError): { badRequest?: BadRequest; errorInfo?: ErrorInfo; typeUrls: string[] } {
+export function statusDetails(err: ServiceError): {
+  badRequest?: BadRequest;
+  errorInfo?: ErrorInfo;
+  typeUrls: string[];
+} {
   const raw = err.metadata?.get('grpc-status-details-bin')[0];
   if (raw === undefined || typeof raw === 'string') return { typeUrls: [] };
   const status = Status.decode(raw);
@@ -101,7 +117,10 @@ export interface Clients {
 }
 
 export function createClients(commandAddress: string, queryAddress: string): Clients {
-  const options = { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
+  const options = {
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  };
   const command = new EvaluationCommandServiceClient(commandAddress, credentials.createInsecure(), options);
   const query = new EvaluationQueryServiceClient(queryAddress, credentials.createInsecure(), options);
   return {

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../shared/config';
 import { createDataSource, runMigrations } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
@@ -62,7 +68,11 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
   if (options.withoutDatabase !== true) {
     await admin.connect();
     await admin.query(`CREATE DATABASE ${database}`);
-    const dataSource = createDataSource({ url: config.databaseUrl, applicationName: 'crucible-test-setup', poolSize: 1 });
+    const dataSource = createDataSource({
+      url: config.databaseUrl,
+      applicationName: 'crucible-test-setup',
+      poolSize: 1,
+    });
     await dataSource.initialize();
     await runMigrations(dataSource);
     await dataSource.destroy();

@@ -10,7 +10,15 @@ import {
   type CommandResult,
   type Decision,
 } from '../domain';
-import type { AppendRequest, BlobStore, Clock, EvaluationStore, EventPublisher, IdGenerator, StoredBody } from './ports';
+import type {
+  AppendRequest,
+  BlobStore,
+  Clock,
+  EvaluationStore,
+  EventPublisher,
+  IdGenerator,
+  StoredBody,
+} from './ports';
 
 export interface CommandExecutorDeps {
   readonly store: EvaluationStore;
@@ -49,7 +57,13 @@ function storedBody(command: Command, plan: BodyPlan | undefined): StoredBody | 
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const { store, blobs, publisher, clock, limits, logger } = deps;
 
-  async function decide(command: Command, evalId: string, hash: string, plan: BodyPlan | undefined, now: Date): Promise<Decision> {
+  async function decide(
+    command: Command,
+    evalId: string,
+    hash: string,
+    plan: BodyPlan | undefined,
+    now: Date,
+  ): Promise<Decision> {
     const { snapshot, priorRequest } = await store.load(evalId, command.requestId);
     const ctx = { now, commandHash: hash, ...(plan !== undefined ? { body: plan.ref } : {}) };
     return command.type === 'SubmitEvaluation'

@@ -39,7 +39,8 @@ function errorPreview(content: Buffer, max: number): Buffer {
  * object and two racing commands with different bodies never overwrite each other's.
  */
 export function planBody(evalId: string, kind: BodyKind, content: Buffer, limits: BodyLimits): BodyPlan {
-  const preview = kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
+  const preview =
+    kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
   const base = { previewBase64: preview.toString('base64'), size: content.length };
   if (content.length === 0) return { ref: { ...base, location: '' }, storage: 'none' };
   if (content.length <= limits.inlineOutputMaxBytes) {

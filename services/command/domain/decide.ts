@@ -1,10 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  canTransition,
-  type BodyRef,
-  type EvaluationEvent,
-  type Status,
-} from '../../../shared/domain';
+import { canTransition, type BodyRef, type EvaluationEvent, type Status } from '../../../shared/domain';
 import {
   AlreadyExistsError,
   IllegalTransitionError,
@@ -64,7 +59,11 @@ function resultOf(logged: LoggedCommand): CommandResult {
   return { evalId: logged.evalId, revision: logged.revision, position: logged.position };
 }
 
-function replayOfRequest(command: Command, prior: LoggedCommand | undefined, ctx: DecisionContext): CommandResult | undefined {
+function replayOfRequest(
+  command: Command,
+  prior: LoggedCommand | undefined,
+  ctx: DecisionContext,
+): CommandResult | undefined {
   if (prior === undefined) return undefined;
   if (prior.commandHash !== ctx.commandHash) {
     throw new AlreadyExistsError(
@@ -95,7 +94,8 @@ export function decideSubmit(
   if (replay !== undefined) return { kind: 'unchanged', result: replay };
   if (existing !== undefined) {
     // A late retry of the original submit gets the original answer, whatever happened since.
-    if (existing.submitted.commandHash === ctx.commandHash) return { kind: 'unchanged', result: resultOf(existing.submitted) };
+    if (existing.submitted.commandHash === ctx.commandHash)
+      return { kind: 'unchanged', result: resultOf(existing.submitted) };
     throw new AlreadyExistsError(`evaluation ${evalId} already exists with different content`);
   }
   checkExpectedRevision(command, evalId, '0');

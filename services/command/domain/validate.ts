@@ -87,7 +87,10 @@ function checkText(v: Violations, field: string, value: string, max: number, req
   else if (hasNul(value)) nulViolation(v, field);
 }
 
-function options(requestId: string, expectedRevision: string | undefined): { requestId?: string; expectedRevision?: string } {
+function options(
+  requestId: string,
+  expectedRevision: string | undefined,
+): { requestId?: string; expectedRevision?: string } {
   return {
     ...(requestId !== '' ? { requestId } : {}),
     ...(expectedRevision !== undefined ? { expectedRevision: BigInt(expectedRevision).toString() } : {}),
@@ -120,7 +123,11 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
   const metadata = request.metadata ?? {};
   const metadataBytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
   if (metadataBytes > limits.maxMetadataBytes) {
-    v.add('metadata', 'TOO_LARGE', `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${metadataBytes}`);
+    v.add(
+      'metadata',
+      'TOO_LARGE',
+      `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${metadataBytes}`,
+    );
   } else if (metadataHasNul(metadata)) nulViolation(v, 'metadata');
   checkRequestId(v, request.requestId);
   checkExpectedRevision(v, request.expectedRevision);

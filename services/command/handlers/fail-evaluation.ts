@@ -1,8 +1,14 @@
 import type { UnaryHandler } from '../../../shared/grpc';
-import type { FailEvaluationRequest, FailEvaluationResponse } from '../../../shared/generated/crucible/storage/v1/command_service';
+import type {
+  FailEvaluationRequest,
+  FailEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
 import type { CommandHandlerDeps } from './deps';
 import { validateFail } from '../domain';
 
-export function failEvaluation({ executor, limits }: CommandHandlerDeps): UnaryHandler<FailEvaluationRequest, FailEvaluationResponse> {
+export function failEvaluation({
+  executor,
+  limits,
+}: CommandHandlerDeps): UnaryHandler<FailEvaluationRequest, FailEvaluationResponse> {
   return async (request) => executor.execute(validateFail(request, limits));
 }

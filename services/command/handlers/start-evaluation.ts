@@ -1,8 +1,14 @@
 import type { UnaryHandler } from '../../../shared/grpc';
-import type { StartEvaluationRequest, StartEvaluationResponse } from '../../../shared/generated/crucible/storage/v1/command_service';
+import type {
+  StartEvaluationRequest,
+  StartEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
 import type { CommandHandlerDeps } from './deps';
 import { validateStart } from '../domain';
 
-export function startEvaluation({ executor, limits }: CommandHandlerDeps): UnaryHandler<StartEvaluationRequest, StartEvaluationResponse> {
+export function startEvaluation({
+  executor,
+  limits,
+}: CommandHandlerDeps): UnaryHandler<StartEvaluationRequest, StartEvaluationResponse> {
   return async (request) => executor.execute(validateStart(request, limits));
 }

@@ -1,8 +1,14 @@
 import type { UnaryHandler } from '../../../shared/grpc';
-import type { SubmitEvaluationRequest, SubmitEvaluationResponse } from '../../../shared/generated/crucible/storage/v1/command_service';
+import type {
+  SubmitEvaluationRequest,
+  SubmitEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
 import type { CommandHandlerDeps } from './deps';
 import { validateSubmit } from '../domain';
 
-export function submitEvaluation({ executor, limits }: CommandHandlerDeps): UnaryHandler<SubmitEvaluationRequest, SubmitEvaluationResponse> {
+export function submitEvaluation({
+  executor,
+  limits,
+}: CommandHandlerDeps): UnaryHandler<SubmitEvaluationRequest, SubmitEvaluationResponse> {
   return async (request) => executor.execute(validateSubmit(request, limits));
 }

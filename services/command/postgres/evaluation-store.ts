@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
 import { isPostgresUnavailable, uniqueViolation } from '../../../shared/postgres';
-import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
+import type { AppendOutcome, EvaluationStore } from '../application/ports';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import type { Status } from '../../../shared/domain';
 
@@ -94,7 +94,8 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
     try {
       return await fn();
     } catch (err) {
-      if (isPostgresUnavailable(err)) throw new UnavailableError(`PostgreSQL is unavailable (${what}); retry`, { cause: err });
+      if (isPostgresUnavailable(err))
+        throw new UnavailableError(`PostgreSQL is unavailable (${what}); retry`, { cause: err });
       throw err;
     }
   }
@@ -106,7 +107,12 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
         let snapshot: EvaluationSnapshot | undefined;
         let priorRequest: LoggedCommand | undefined;
         for (const row of rows) {
-          const latest = { evalId: row.eval_id, revision: row.revision, position: row.position, commandHash: row.command_hash };
+          const latest = {
+            evalId: row.eval_id,
+            revision: row.revision,
+            position: row.position,
+            commandHash: row.command_hash,
+          };
           if (row.source === 'request') {
             priorRequest = latest;
           } else if (row.status !== null && row.submitted_position !== null && row.submitted_hash !== null) {
@@ -124,7 +130,10 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
             };
           }
         }
-        return { ...(snapshot !== undefined ? { snapshot } : {}), ...(priorRequest !== undefined ? { priorRequest } : {}) };
+        return {
+          ...(snapshot !== undefined ? { snapshot } : {}),
+          ...(priorRequest !== undefined ? { priorRequest } : {}),
+        };
       });
     },
 
@@ -149,7 +158,9 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
             ON CONFLICT (eval_id) DO NOTHING
             RETURNING eval_id)`);
         } else {
-          const assignments = Object.entries(columnsOf(event, decision.status)).map(([column, value]) => `${column} = ${p.add(value)}`);
+          const assignments = Object.entries(columnsOf(event, decision.status)).map(
+            ([column, value]) => `${column} = ${p.add(value)}`,
+          );
           ctes.push(`changed AS (
             UPDATE evaluations SET ${assignments.join(', ')}, updated_at = ${recordedAt}, revision = ${toRevision}
              WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}

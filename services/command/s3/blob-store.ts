@@ -14,7 +14,9 @@ export function createS3BlobStore(client: S3Client, bucket: string): BlobStore {
   return {
     async put(key, content) {
       try {
-        await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: content, ContentLength: content.length }));
+        await client.send(
+          new PutObjectCommand({ Bucket: bucket, Key: key, Body: content, ContentLength: content.length }),
+        );
       } catch (err) {
         // Bucket names stay out of the caller's message; the log has the cause.
         if (isS3Unavailable(err)) throw new UnavailableError('output store (S3) is unavailable; retry', { cause: err });
