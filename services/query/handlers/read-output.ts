@@ -1,4 +1,4 @@
-import { NotFoundError } from '../../../shared/errors';
+import { NotFoundError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import type { ReadOutputRequest, ReadOutputResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
@@ -76,16 +76,21 @@ export function createReadOutput(deps: { readonly bodies: BodyStore; readonly bl
       const stream = await deps.blobs.open(body.location.key, download.signal);
       let pending: Buffer[] = [];
       let pendingBytes = 0;
-      for await (const part of stream) {
-        if (context.signal.aborted) return;
-        pending.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
-        pendingBytes += part.byteLength;
-        while (pendingBytes >= CHUNK_BYTES) {
-          const joined = Buffer.concat(pending);
-          await send(joined.subarray(0, CHUNK_BYTES));
-          pending = [joined.subarray(CHUNK_BYTES)];
-          pendingBytes = joined.length - CHUNK_BYTES;
+      try {
+        for await (const part of stream) {
+          if (context.signal.aborted) return;
+          pending.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+          pendingBytes += part.byteLength;
+          while (pendingBytes >= CHUNK_BYTES) {
+            const joined = Buffer.concat(pending);
+            await send(joined.subarray(0, CHUNK_BYTES));
+            pending = [joined.subarray(CHUNK_BYTES)];
+            pendingBytes = joined.length - CHUNK_BYTES;
+          }
         }
+      } catch (err) {
+        if (context.signal.aborted) return;
+        throw new UnavailableError(`the output store failed after ${offset} bytes; read again`, { cause: err });
       }
       if (pendingBytes > 0 && !context.signal.aborted) await send(Buffer.concat(pending));
     } finally {

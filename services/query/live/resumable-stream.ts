@@ -2,9 +2,9 @@ import { CrucibleError, UnavailableError } from '../../../shared/errors';
 
 /** Where a resumable stream sends what it has to say (the handler builds the messages). */
 export interface StreamOutput<T> {
-  update(item: T): Promise<void>;
-  caughtUp(cursor: bigint): Promise<void>;
-  progress(cursor: bigint): Promise<void>;
+  readonly update: (item: T) => Promise<void>;
+  readonly caughtUp: (cursor: bigint) => Promise<void>;
+  readonly progress: (cursor: bigint) => Promise<void>;
 }
 
 export interface ResumableStreamOptions<T> {
@@ -17,32 +17,32 @@ export interface ResumableStreamOptions<T> {
    * the hub's applied position; the next offer must follow it). Undefined when unknown.
    */
   readonly offeredThrough: bigint | undefined;
-  cursorOf(item: T): bigint;
+  readonly cursorOf: (item: T) => bigint;
   /** Whether the client wants the item; others still move the cursor. */
-  matches(item: T): boolean;
+  readonly matches: (item: T) => boolean;
   /** The stream ends after this item (a terminal state). */
-  isFinal(item: T): boolean;
+  readonly isFinal: (item: T) => boolean;
   /**
    * Stored items after `cursor`, consecutive, oldest first. `complete` when nothing more is
    * stored right now. May throw OutOfRangeError.
    */
-  readAfter(cursor: bigint): Promise<{ items: T[]; complete: boolean }>;
+  readonly readAfter: (cursor: bigint) => Promise<{ items: T[]; complete: boolean }>;
   readonly output: StreamOutput<T>;
   /** Live items held for a slow client before the stream drops them and re-reads instead. */
   readonly bufferLimit: number;
   readonly progressIntervalMs: number;
   /** The position progress messages carry; defaults to the stream's reached cursor. */
-  progressPosition?(reached: bigint): bigint;
+  readonly progressPosition?: (reached: bigint) => bigint;
   /** The position the caught-up marker carries; defaults to the reached cursor. */
-  caughtUpPosition?(reached: bigint): bigint;
+  readonly caughtUpPosition?: (reached: bigint) => bigint;
   /** "position 42", "revision 3": how the UNAVAILABLE message names the resume point. */
-  describe(cursor: bigint): string;
+  readonly describe: (cursor: bigint) => string;
   /** The client went away. */
   readonly signal: AbortSignal;
   /** The server is shutting down. */
   readonly shutdown: AbortSignal;
   /** Told when a slow client's buffer is dropped (tests, logs). */
-  onFallback?(): void;
+  readonly onFallback?: () => void;
 }
 
 export interface ResumableStream<T> {

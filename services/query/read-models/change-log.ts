@@ -97,11 +97,12 @@ export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
         const added = Number(xinfoField(info, 'entries-added') ?? 0);
         if (added <= length) return 0n; // nothing trimmed: everything since position 0 is here
         const first = xinfoField(info, 'first-entry');
-        const firstId = Array.isArray(first) ? String(first[0]) : undefined;
+        const firstId = Array.isArray(first) && typeof first[0] === 'string' ? first[0] : undefined;
         // Positions of this partition below its first entry are gone: a client can resume
         // only after (first - 1). An emptied stream (never with MAXLEN ~) resumes after its end.
         if (firstId !== undefined) return positionOfEntryId(firstId) - 1n;
-        return positionOfEntryId(String(xinfoField(info, 'last-generated-id') ?? '0-0'));
+        const lastId = xinfoField(info, 'last-generated-id');
+        return positionOfEntryId(typeof lastId === 'string' ? lastId : '0-0');
       }),
     );
     return bounds.reduce((max, b) => (b > max ? b : max), 0n);
