@@ -102,8 +102,22 @@ export async function checkConsistency(deps: {
         return;
       }
       const want = expected.get(id);
-      const record = recordBytes === null ? undefined : decodeRecord(recordBytes as Buffer);
-      const history = (historyEntries as Buffer[]).map((b) => EvaluationUpdate.decode(b));
+      let record: Evaluation | undefined;
+      try {
+        record = recordBytes === null ? undefined : decodeRecord(recordBytes as Buffer);
+      } catch {
+        differences.push(`${id}: the record cannot be decoded`);
+        return;
+      }
+      const history: EvaluationUpdate[] = [];
+      for (const [index, bytes] of (historyEntries as Buffer[]).entries()) {
+        try {
+          history.push(EvaluationUpdate.decode(bytes));
+        } catch {
+          differences.push(`${id}: history entry ${index + 1} cannot be decoded`);
+          history.push(EvaluationUpdate.fromPartial({}));
+        }
+      }
       if (want === undefined) {
         if (record !== undefined) differences.push(`${id}: the read model has a record before its first event (checkpoint ${checkpoints[p]})`);
         return;

@@ -161,6 +161,8 @@ export function createProjector(options: ProjectorOptions): Projector {
         applied: result.applied,
         checkpoint: result.checkpoint.toString(),
         lagPositions: (head - result.checkpoint).toString(),
+        // Age of the oldest event this batch applied: how far behind the read models were.
+        lagSeconds: Math.max(0, (clock() - Date.parse(events[0]?.recordedAt ?? '')) / 1000) || 0,
       };
       if (result.applied > 0) logger.info('catch-up batch applied', fields);
       else logger.debug('catch-up batch already applied by another replica', fields);
