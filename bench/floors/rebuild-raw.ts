@@ -6,18 +6,20 @@ interface EventRow {
   eval_id: string;
   revision: string;
   event_type: string;
-  data: Record<string, unknown>;
+  data: string;
 }
 
 const BATCH = 10_000;
-const SQL = `SELECT position::text AS position, eval_id, revision::text AS revision, event_type, data
-               FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT ${BATCH}`;
+// ORDER BY names the column: a bare `position` would be the text alias, ordered as text.
+const SQL = `SELECT position::text AS position, eval_id, revision::text AS revision, event_type, data::text AS data
+               FROM evaluation_events WHERE position > $1 ORDER BY evaluation_events.position LIMIT ${BATCH}`;
 
 /**
  * Floor for read-model rebuild: reads the event log in position order (keyset pages of
- * 10,000) and writes each event into a per-evaluation Redis hash, one pipeline per page plus
- * its checkpoint, reading the next page while the last one is written. No ordering checks,
- * indexes or atomic scripts: the fastest the two stores go together on this machine.
+ * 10,000) and writes each event as it was read (type, revision, position, data as JSON text)
+ * into a per-evaluation Redis hash, one pipeline per page plus its checkpoint, reading the
+ * next page while the last one is written. No decoding, folding, ordering checks, indexes or
+ * atomic scripts: the fastest the two stores go together on this machine.
  */
 export async function rawRebuild(
   pool: Pool,

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { openLoop } from '../support/load';
+import { openLoop, type OpenLoopResult } from '../support/load';
 import { createLatencyRecorder, type LatencySummary } from '../support/stats';
 
 /**
@@ -11,7 +11,7 @@ export async function measurePubSubRoundTrip(
   channel: string,
   ratePerSecond: number,
   durationMs: number,
-): Promise<{ latency: LatencySummary; achievedRate: number }> {
+): Promise<{ latency: LatencySummary; rate: OpenLoopResult }> {
   const publisher = new Redis(redisUrl);
   // A subscribed connection can run no other command, hence its own.
   const subscriber = new Redis(redisUrl);
@@ -28,7 +28,7 @@ export async function measurePubSubRoundTrip(
     });
     // A 200-byte payload, about the size of a change message.
     const padding = 'x'.repeat(200);
-    const { achievedRate } = await openLoop({
+    const rate = await openLoop({
       ratePerSecond,
       durationMs,
       op: (index) =>
@@ -39,7 +39,7 @@ export async function measurePubSubRoundTrip(
           publisher.publish(channel, message).catch(reject);
         }),
     });
-    return { latency: latency.summary(), achievedRate };
+    return { latency: latency.summary(), rate };
   } finally {
     subscriber.disconnect();
     publisher.disconnect();

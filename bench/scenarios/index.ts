@@ -1,5 +1,10 @@
 import type { Scenario } from '../support/scenario';
+import { commands } from './commands';
+import { fanout } from './fanout';
 import { getEvaluation } from './get-evaluation';
+import { output } from './output';
+import { propagation } from './propagation';
+import { rebuild } from './rebuild';
 
 /** Every scenario, in the order a run measures them. */
-export const SCENARIOS: readonly Scenario[] = [getEvaluation];
+export const SCENARIOS: readonly Scenario[] = [getEvaluation, commands, propagation, fanout, rebuild, output];

@@ -75,14 +75,23 @@ export interface OpenLoopOptions {
   readonly ratePerSecond: number;
   readonly durationMs: number;
   readonly op: (index: number) => Promise<unknown>;
+  /** How long the operations may take to finish after the last one started (default 30 s). */
+  readonly drainMs?: number;
+}
+
+export interface OpenLoopResult {
+  readonly started: number;
+  /** Operations started per second (the offered load). */
+  readonly startRate: number;
+  /** Operations finished per second, from the first start to the last end (what the system kept up with). */
+  readonly completionRate: number;
 }
 
 /**
  * Open-loop load: starts operations on a fixed schedule, whatever the previous ones are
  * doing (each timer tick starts every operation that is due), then waits for all of them.
- * Resolves with the start rate achieved.
  */
-export async function openLoop(options: OpenLoopOptions): Promise<{ started: number; achievedRate: number }> {
+export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult> {
   const total = Math.max(2, Math.round((options.ratePerSecond * options.durationMs) / 1000));
   const intervalMs = 1000 / options.ratePerSecond;
   const inFlight: Promise<unknown>[] = [];
@@ -94,8 +103,12 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ started: num
     lastStartedAt = performance.now();
     await sleep(Math.max(0, start + next * intervalMs - lastStartedAt));
   }
-  await withWatchdog(Promise.all(inFlight), STALL_MS);
-  return { started: total, achievedRate: ((total - 1) * 1000) / Math.max(lastStartedAt - start, intervalMs) };
+  await withWatchdog(Promise.all(inFlight), options.drainMs ?? STALL_MS, 'open-loop run');
+  return {
+    started: total,
+    startRate: ((total - 1) * 1000) / Math.max(lastStartedAt - start, intervalMs),
+    completionRate: (total * 1000) / (performance.now() - start),
+  };
 }
 
 /** Runs `fn` over `items` with at most `concurrency` calls in flight (setup work). */

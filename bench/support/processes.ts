@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 
 /** A Node process started by the bench that announced the port it listens on. */
@@ -103,4 +104,28 @@ export async function startListening(options: StartOptions): Promise<ListeningPr
 /** Prints the line every bench-owned server prints once it is bound (see startListening). */
 export function announceListening(port: number): void {
   process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`);
+}
+
+/** Runs `node <script>` to its end; resolves with the seconds it took, rejects unless it exits 0. */
+export async function runToCompletion(options: StartOptions): Promise<{ seconds: number; tail: string }> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--enable-source-maps', options.script], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  const lines: string[] = [];
+  const keep = (line: string): void => {
+    lines.push(line);
+    if (lines.length > TAIL_LINES) lines.shift();
+  };
+  createInterface({ input: child.stdout }).on('line', keep);
+  createInterface({ input: child.stderr }).on('line', keep);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 600_000);
+  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  clearTimeout(timer);
+  running.delete(child);
+  const tail = lines.join('\n');
+  if (code !== 0) throw new Error(`${options.name} failed (code ${code}, signal ${signal})\n${tail}`);
+  return { seconds: (performance.now() - started) / 1000, tail };
 }

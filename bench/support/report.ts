@@ -67,6 +67,7 @@ export function loadFigures(name: string, result: LoadResult, unit: string): Mea
 function formatNumber(value: number): string {
   if (!Number.isFinite(value)) return 'n/a';
   const abs = Math.abs(value);
+  if (abs < 0.001) return '0';
   if (abs >= 100) return Math.round(value).toLocaleString('en-US');
   if (abs >= 10) return value.toFixed(1);
   if (abs >= 1) return value.toFixed(2);

@@ -1,0 +1,148 @@
+import { randomBytes } from 'node:crypto';
+import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
+import {
+  EvaluationQueryServiceClient,
+  OutputKind,
+  type ReadOutputResponse,
+} from '../../shared/generated/crucible/storage/v1/query_service';
+import { createS3Client } from '../../shared/s3';
+import { rawS3Transfer } from '../floors/s3-raw';
+import { completeRequest, getEvaluation, startRequest, submitRequest } from '../support/evaluations';
+import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { watchPeakMemory } from '../support/memory';
+import { figure, type Check, type Measured } from '../support/report';
+import type { Scenario } from '../support/scenario';
+import { createBenchStack } from '../support/stack';
+import { median } from '../support/stats';
+
+const MB = 1e6;
+
+/** Reads a whole output through ReadOutput. */
+function readOutput(client: EvaluationQueryServiceClient, evalId: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const stream = client.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT });
+    stream.on('data', (message: ReadOutputResponse) => chunks.push(message.chunk));
+    stream.on('error', reject);
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+const seconds = async (work: () => Promise<unknown>): Promise<number> => {
+  const start = performance.now();
+  await work();
+  return (performance.now() - start) / 1000;
+};
+
+export const output: Scenario = {
+  name: 'output',
+  description:
+    'the largest output CompleteEvaluation accepts, stored in S3 and read back with ReadOutput (MB/s, peak RSS growth of each service) beside raw @aws-sdk/client-s3 put/get of the same bytes',
+  async run(ctx) {
+    // The smoke run lowers the limit, but keeps the output above the 1 MiB inline threshold (S3).
+    const stack = await createBenchStack(ctx, ctx.smoke ? { MAX_OUTPUT_BYTES: String(2 * 1024 * 1024) } : {});
+    const s3 = createS3Client(stack.environment.config.s3);
+    try {
+      const size = stack.environment.config.limits.maxOutputBytes;
+      const command = await stack.start('command');
+      const query = await stack.start('query');
+      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
+      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
+      const body = randomBytes(size);
+      const runs = {
+        write: [] as number[],
+        read: [] as number[],
+        put: [] as number[],
+        get: [] as number[],
+        commandGrowth: [] as number[],
+        queryGrowth: [] as number[],
+      };
+      const repetitions = ctx.smoke ? 1 : 3;
+      for (let rep = 0; rep < repetitions; rep++) {
+        ctx.progress(
+          `output: ${(size / 2 ** 20).toFixed(0)} MiB, round ${rep + 1}/${repetitions}: CompleteEvaluation → ReadOutput, then raw S3 put/get`,
+        );
+        const { evalId } = await unary(
+          commandClient!,
+          commandClient!.submitEvaluation,
+          submitRequest(rep),
+          SETUP_DEADLINE_MS,
+        );
+        await unary(commandClient!, commandClient!.startEvaluation, startRequest(evalId), SETUP_DEADLINE_MS);
+
+        const commandMemory = watchPeakMemory(command.pid);
+        let position = '0';
+        runs.write.push(
+          await seconds(async () => {
+            ({ position } = await unary(
+              commandClient!,
+              commandClient!.completeEvaluation,
+              completeRequest(evalId, body),
+              SETUP_DEADLINE_MS,
+            ));
+          }),
+        );
+        runs.commandGrowth.push(commandMemory.stop().growthMiB);
+        const stored = await getEvaluation(queryClient!, evalId, BigInt(position));
+        if (stored.outputLocation !== 's3')
+          throw new Error(`a ${size}-byte output was kept in "${stored.outputLocation}", not S3`);
+
+        const queryMemory = watchPeakMemory(query.pid);
+        let read: Buffer = Buffer.alloc(0);
+        runs.read.push(await seconds(async () => (read = await readOutput(queryClient!, evalId))));
+        runs.queryGrowth.push(queryMemory.stop().growthMiB);
+        if (!read.equals(body))
+          throw new Error(`ReadOutput returned ${read.length} bytes that differ from the ${size} completed`);
+
+        const raw = await rawS3Transfer(s3, stack.environment.config.s3.bucket, `bench-floor/${rep}`, body);
+        runs.put.push(raw.putSeconds);
+        runs.get.push(raw.getSeconds);
+      }
+      closeAll([commandClient!, queryClient!]);
+
+      const mbps = (list: number[]): number => size / MB / median(list);
+      const service = (name: string, list: number[], growth: number[]): Measured => ({
+        name,
+        figures: [figure('', mbps(list), 'MB/s'), figure('peak RSS growth', Math.max(...growth), 'MiB')],
+      });
+      const raw = (name: string, list: number[]): Measured => ({ name, figures: [figure('', mbps(list), 'MB/s')] });
+      const sizeCase = `${(size / 2 ** 20).toFixed(0)} MiB`;
+      const writeRatio = mbps(runs.write) / mbps(runs.put);
+      const readRatio = mbps(runs.read) / mbps(runs.get);
+      const checks: Check[] = [
+        { target: 'Output write ≥ 0.7× raw S3 put', actual: `${writeRatio.toFixed(2)}×`, met: writeRatio >= 0.7 },
+        { target: 'Output read ≥ 0.7× raw S3 get', actual: `${readRatio.toFixed(2)}×`, met: readRatio >= 0.7 },
+        {
+          target: 'Peak RSS growth under 64 MiB (both services)',
+          actual: `command +${Math.max(...runs.commandGrowth).toFixed(0)} MiB, query +${Math.max(...runs.queryGrowth).toFixed(0)} MiB`,
+          met: Math.max(...runs.commandGrowth, ...runs.queryGrowth) < 64,
+        },
+      ];
+      return {
+        rows: [
+          {
+            scenario: 'largest output: CompleteEvaluation (to S3)',
+            case: sizeCase,
+            subject: service('command service', runs.write, runs.commandGrowth),
+            floors: [raw('raw S3 PutObject', runs.put)],
+            ratio: writeRatio,
+          },
+          {
+            scenario: 'largest output: ReadOutput (from S3)',
+            case: sizeCase,
+            subject: service('query service', runs.read, runs.queryGrowth),
+            floors: [raw('raw S3 GetObject', runs.get)],
+            ratio: readRatio,
+          },
+        ],
+        checks,
+        notes: [
+          'Output rows: MB/s is 10^6 bytes per second, the median of the rounds; RSS growth is the largest over the rounds (peak during the call minus RSS before it).',
+        ],
+      };
+    } finally {
+      s3.destroy();
+      await stack.close();
+    }
+  },
+};

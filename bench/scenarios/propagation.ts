@@ -1,0 +1,138 @@
+import type { ClientReadableStream } from '@grpc/grpc-js';
+import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
+import {
+  EvaluationQueryServiceClient,
+  type WatchEvaluationsResponse,
+} from '../../shared/generated/crucible/storage/v1/query_service';
+import { measurePubSubRoundTrip } from '../floors/redis-pubsub';
+import { submitRequest } from '../support/evaluations';
+import { closeAll, createClients, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { openLoop, withWatchdog, type OpenLoopResult } from '../support/load';
+import { figure, type Check, type Row } from '../support/report';
+import type { Scenario } from '../support/scenario';
+import { createBenchStack } from '../support/stack';
+import { createLatencyRecorder, type LatencySummary } from '../support/stats';
+
+/** Offered update rates and how long each is held (the 1,000/s run is short: see the notes). */
+const RATES = [
+  { perSecond: 100, durationMs: 10_000 },
+  { perSecond: 1000, durationMs: 5_000 },
+];
+const SMOKE_RATES = RATES.map((r) => ({ ...r, durationMs: 300 }));
+
+/**
+ * A WatchEvaluations firehose that resolves, per position, when the update arrives
+ * (process.hrtime.bigint()).
+ */
+function watchPositions(stream: ClientReadableStream<WatchEvaluationsResponse>): {
+  caughtUp: Promise<void>;
+  arrival(position: string): Promise<bigint>;
+} {
+  const arrived = new Map<string, bigint>();
+  const waiting = new Map<string, (at: bigint) => void>();
+  let caughtUp: () => void = () => undefined;
+  const caughtUpPromise = new Promise<void>((resolve) => (caughtUp = resolve));
+  stream.on('data', (message: WatchEvaluationsResponse) => {
+    if (message.caughtUp !== undefined) caughtUp();
+    if (message.update === undefined) return;
+    const at = process.hrtime.bigint();
+    const waiter = waiting.get(message.update.position);
+    if (waiter !== undefined) waiter(at);
+    else arrived.set(message.update.position, at);
+  });
+  return {
+    caughtUp: caughtUpPromise,
+    arrival: (position) => {
+      const at = arrived.get(position);
+      if (at !== undefined) return Promise.resolve(at);
+      return new Promise((resolve) => waiting.set(position, resolve));
+    },
+  };
+}
+
+function latencyFigures(latency: LatencySummary, rate: OpenLoopResult): ReturnType<typeof figure>[] {
+  return [
+    figure('p50', latency.p50Ms, 'ms'),
+    figure('p99', latency.p99Ms, 'ms'),
+    figure('offered', rate.startRate, '/s'),
+    figure('done', rate.completionRate, '/s'),
+  ];
+}
+
+export const propagation: Scenario = {
+  name: 'propagation',
+  description:
+    'command acknowledged → WatchEvaluations watcher receives the update, at 100 and 1,000 updates/s, beside a raw Redis publish → subscriber round trip',
+  async run(ctx) {
+    const stack = await createBenchStack(ctx);
+    try {
+      const command = await stack.start('command');
+      const query = await stack.start('query');
+      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1);
+      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1);
+      const { position: start } = await unary(
+        commandClient!,
+        commandClient!.submitEvaluation,
+        submitRequest(0),
+        SETUP_DEADLINE_MS,
+      );
+      const stream = queryClient!.watchEvaluations({ afterPosition: start, statuses: [], evalIds: [] });
+      stream.on('error', () => undefined); // cancelled at the end
+      const watcher = watchPositions(stream);
+      await withWatchdog(watcher.caughtUp, SETUP_DEADLINE_MS, 'WatchEvaluations caught-up marker');
+
+      const rows: Row[] = [];
+      const at1000: { service?: LatencySummary } = {};
+      for (const { perSecond, durationMs } of ctx.smoke ? SMOKE_RATES : RATES) {
+        const seconds = durationMs / 1000;
+        ctx.progress(`propagation: ${perSecond} updates/s for ${seconds} s: command service → query service → watcher`);
+        const latency = createLatencyRecorder();
+        const offered = await openLoop({
+          ratePerSecond: perSecond,
+          durationMs,
+          // The command side may fall behind the offered rate; its backlog must still drain.
+          drainMs: 120_000,
+          op: async (n) => {
+            const { position } = await unary(commandClient!, commandClient!.submitEvaluation, submitRequest(n));
+            const acknowledged = process.hrtime.bigint();
+            const received = await watcher.arrival(position);
+            // The update can reach the watcher before the acknowledgement reaches the client: 0.
+            latency.recordNs(Math.max(0, Number(received - acknowledged)));
+          },
+        });
+        ctx.progress(`propagation: ${perSecond} messages/s for ${seconds} s: raw Redis publish → subscriber`);
+        const floor = await measurePubSubRoundTrip(
+          stack.environment.config.redisUrl,
+          `${stack.environment.config.redisKeyPrefix}-floor:changes`,
+          perSecond,
+          durationMs,
+        );
+        const service = latency.summary();
+        if (perSecond === 1000) at1000.service = service;
+        rows.push({
+          scenario: 'update propagation (ack → watcher)',
+          case: `${perSecond}/s`,
+          subject: { name: 'command → query → WatchEvaluations', figures: latencyFigures(service, offered) },
+          floors: [{ name: 'Redis PUBLISH → subscriber', figures: latencyFigures(floor.latency, floor.rate) }],
+          // Latency: the floor's p99 over the service's, so that higher is better as elsewhere.
+          ratio: floor.latency.p99Ms / service.p99Ms,
+        });
+      }
+      stream.cancel();
+      closeAll([commandClient!, queryClient!]);
+      const p99 = at1000.service?.p99Ms ?? NaN;
+      const checks: Check[] = [
+        { target: 'Propagation p99 ≤ 5 ms at 1,000 updates/s', actual: `${p99.toFixed(2)} ms`, met: p99 <= 5 },
+      ];
+      return {
+        rows,
+        checks,
+        notes: [
+          'Propagation: one SubmitEvaluation per update, started on schedule (open loop) whatever the service is doing; latency from the acknowledgement to the WatchEvaluations update (0 when the update came first). "offered" is the start rate, "done" the rate commands completed at: below the offered rate, the command side was the limit and the backlog drained after the schedule. Ratio: floor p99 ÷ service p99 (higher is better).',
+        ],
+      };
+    } finally {
+      await stack.close();
+    }
+  },
+};
