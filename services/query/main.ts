@@ -11,7 +11,9 @@ import { createQueryService } from './query-service';
  */
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
-    process.stdout.write('crucible query service: serves evaluations from Redis read models over gRPC.\n\nEnvironment:\n');
+    process.stdout.write(
+      'crucible query service: serves evaluations from Redis read models over gRPC.\n\nEnvironment:\n',
+    );
     for (const { key, help } of CONFIG_KEYS) process.stdout.write(`  ${key.padEnd(28)} ${help}\n`);
     return;
   }
@@ -30,7 +32,11 @@ async function main(): Promise<void> {
   // pub/sub; the blocking one is held by XREAD BLOCK and waits out an outage.
   const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 }, logger);
   const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' }, logger);
-  const blocking = connectRedis(config.redisUrl, { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null }, logger);
+  const blocking = connectRedis(
+    config.redisUrl,
+    { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null },
+    logger,
+  );
   const s3 = createS3Client(config.s3);
 
   const service = createQueryService(config, { dataSource, redis, subscriber, blocking, s3 }, logger);
@@ -68,7 +74,13 @@ function connectRedis(url: string, options: RedisOptions, logger: Logger): Redis
 
 async function closeRedis(client: Redis): Promise<void> {
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, 1000).unref());
-  await Promise.race([client.quit().then(() => undefined, () => undefined), timeout]);
+  await Promise.race([
+    client.quit().then(
+      () => undefined,
+      () => undefined,
+    ),
+    timeout,
+  ]);
   client.disconnect();
 }
 

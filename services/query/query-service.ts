@@ -90,7 +90,13 @@ export function createQueryService(
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
     onServingChange: (serving) => setServing(serving),
   });
-  const tail = createChangeLogTail({ blocking, commands: redis, layout, hub, logger: logger.child({ component: 'tail' }) });
+  const tail = createChangeLogTail({
+    blocking,
+    commands: redis,
+    layout,
+    hub,
+    logger: logger.child({ component: 'tail' }),
+  });
 
   const server = createQueryServer({
     records,

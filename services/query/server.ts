@@ -82,7 +82,10 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     watchEvaluations: serverStream(
       'WatchEvaluations',
       guardStream(
-        createWatchEvaluations({ ...deps, ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}) }),
+        createWatchEvaluations({
+          ...deps,
+          ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}),
+        }),
       ),
       logger,
     ),

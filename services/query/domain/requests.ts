@@ -38,7 +38,11 @@ export class RequestChecks {
   pageSize(value: number): number {
     if (value === 0) return DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(value) || value < 1 || value > MAX_PAGE_SIZE) {
-      this.fail('page_size', 'OUT_OF_RANGE', `page_size must be from 1 to ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}), not ${value}`);
+      this.fail(
+        'page_size',
+        'OUT_OF_RANGE',
+        `page_size must be from 1 to ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}), not ${value}`,
+      );
       return DEFAULT_PAGE_SIZE;
     }
     return value;

@@ -1,6 +1,9 @@
 import { NotFoundError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
-import type { GetEvaluationRequest, GetEvaluationResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type {
+  GetEvaluationRequest,
+  GetEvaluationResponse,
+} from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
@@ -17,7 +20,10 @@ export function createGetEvaluation(deps: {
   readonly readiness: Readiness;
   readonly shutdown: AbortSignal;
 }) {
-  return async function getEvaluation(request: GetEvaluationRequest, context: CallContext): Promise<GetEvaluationResponse> {
+  return async function getEvaluation(
+    request: GetEvaluationRequest,
+    context: CallContext,
+  ): Promise<GetEvaluationResponse> {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const minPosition = checks.position(request.minPosition, 'min_position');
@@ -25,7 +31,11 @@ export function createGetEvaluation(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
-      await deps.hub.waitForPosition(minPosition, { signal: context.signal, deadline: context.deadline, shutdown: deps.shutdown });
+      await deps.hub.waitForPosition(minPosition, {
+        signal: context.signal,
+        deadline: context.deadline,
+        shutdown: deps.shutdown,
+      });
     }
     const evaluation = await deps.records.get(evalId);
     if (evaluation === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);

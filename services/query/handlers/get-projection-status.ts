@@ -22,7 +22,9 @@ export function createGetProjectionStatus(deps: {
   readonly clock?: () => number;
 }) {
   const clock = deps.clock ?? Date.now;
-  return async function getProjectionStatus(_request: GetProjectionStatusRequest): Promise<GetProjectionStatusResponse> {
+  return async function getProjectionStatus(
+    _request: GetProjectionStatusRequest,
+  ): Promise<GetProjectionStatusResponse> {
     const partitionCheckpoints = await deps.checkpoints.readAll();
     const checkpoint = minCheckpoint(partitionCheckpoints);
     const status = deps.projector.status();

@@ -41,7 +41,11 @@ export function createListEvaluations(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
-      await deps.hub.waitForPosition(minPosition, { signal: context.signal, deadline: context.deadline, shutdown: deps.shutdown });
+      await deps.hub.waitForPosition(minPosition, {
+        signal: context.signal,
+        deadline: context.deadline,
+        shutdown: deps.shutdown,
+      });
     }
     return deps.list.page(status, pageSize, cursor);
   };

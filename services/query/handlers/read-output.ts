@@ -1,6 +1,9 @@
 import { NotFoundError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
-import type { ReadOutputRequest, ReadOutputResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type {
+  ReadOutputRequest,
+  ReadOutputResponse,
+} from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
 
 export type BodyKind = 'output' | 'error';

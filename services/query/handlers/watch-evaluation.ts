@@ -41,9 +41,15 @@ export function createWatchEvaluation(deps: {
     if (latest === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
-    if (afterRevision !== undefined && afterRevision >= BigInt(latest.revision) && isTerminalStatus(latest.evaluation?.status)) {
+    if (
+      afterRevision !== undefined &&
+      afterRevision >= BigInt(latest.revision) &&
+      isTerminalStatus(latest.evaluation?.status)
+    ) {
       // The client has seen the end already: nothing will ever follow.
-      await sink.write({ caughtUp: { position: BigInt(latest.position) > position() ? latest.position : String(position()) } });
+      await sink.write({
+        caughtUp: { position: BigInt(latest.position) > position() ? latest.position : String(position()) },
+      });
       return;
     }
 

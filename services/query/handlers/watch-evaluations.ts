@@ -39,7 +39,11 @@ export function createWatchEvaluations(deps: {
     const afterPosition = checks.position(request.afterPosition, 'after_position');
     const statuses = request.statuses.map((s, i) => checks.status(s, `statuses[${i}]`));
     if (request.evalIds.length > MAX_WATCHED_IDS) {
-      checks.fail('eval_ids', 'TOO_MANY', `eval_ids may list at most ${MAX_WATCHED_IDS} ids, not ${request.evalIds.length}`);
+      checks.fail(
+        'eval_ids',
+        'TOO_MANY',
+        `eval_ids may list at most ${MAX_WATCHED_IDS} ids, not ${request.evalIds.length}`,
+      );
     }
     request.evalIds.slice(0, MAX_WATCHED_IDS).forEach((id, i) => checks.evalId(id, `eval_ids[${i}]`));
     checks.done();
@@ -51,10 +55,13 @@ export function createWatchEvaluations(deps: {
     }
     // UNSPECIFIED in the filter means "any status".
     const statusSet =
-      statuses.length === 0 || statuses.includes(EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED) ? undefined : new Set(statuses);
+      statuses.length === 0 || statuses.includes(EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)
+        ? undefined
+        : new Set(statuses);
     const idSet = request.evalIds.length === 0 ? undefined : new Set(request.evalIds);
     const matches = (u: EvaluationUpdate): boolean =>
-      (statusSet === undefined || statusSet.has(u.evaluation?.status ?? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)) &&
+      (statusSet === undefined ||
+        statusSet.has(u.evaluation?.status ?? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)) &&
       (idSet === undefined || idSet.has(u.evaluation?.evalId ?? ''));
 
     // Read the applied position and register in the same tick: the next offer follows it.

@@ -125,12 +125,15 @@ export function createChangeHub(): ChangeHub {
         signal.addEventListener('abort', onCancel);
         shutdown.addEventListener('abort', onShutdown);
         if (deadline !== undefined) {
-          timer = setTimeout(() => {
-            cleanup();
-            reject(
-              new DeadlineError(`the read models have not reached position ${position} yet (they are at ${applied})`),
-            );
-          }, Math.min(2 ** 31 - 1, Math.max(0, deadline.getTime() - Date.now())));
+          timer = setTimeout(
+            () => {
+              cleanup();
+              reject(
+                new DeadlineError(`the read models have not reached position ${position} yet (they are at ${applied})`),
+              );
+            },
+            Math.min(2 ** 31 - 1, Math.max(0, deadline.getTime() - Date.now())),
+          );
         }
         const at = waiters.findIndex((w) => w.position > position);
         if (at === -1) waiters.push(waiter);

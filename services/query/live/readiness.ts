@@ -24,7 +24,8 @@ export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, 
       if (projector.status().caughtUp) return;
       // Give up a little before the deadline, so the caller gets this UNAVAILABLE (retryable,
       // with the reason) rather than a bare DEADLINE_EXCEEDED.
-      const untilDeadline = context.deadline === undefined ? maxWaitMs : context.deadline.getTime() - Date.now() - DEADLINE_MARGIN_MS;
+      const untilDeadline =
+        context.deadline === undefined ? maxWaitMs : context.deadline.getTime() - Date.now() - DEADLINE_MARGIN_MS;
       const limit = Math.min(maxWaitMs, untilDeadline);
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;

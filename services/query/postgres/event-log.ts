@@ -59,7 +59,7 @@ export function createPostgresEventLog(dataSource: DataSource): EventLog {
         return BigInt(rows[0]?.position ?? '0');
       }),
     eventsOf: (evalId, upTo) =>
-      readOrUnavailable('reading an evaluation\'s events', async () => {
+      readOrUnavailable("reading an evaluation's events", async () => {
         const rows: EventRow[] = await dataSource.query(
           `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = $1 AND position <= $2 ORDER BY evaluation_events.revision`,
           [evalId, upTo.toString()],

@@ -100,7 +100,8 @@ export function createProjectionApplier(deps: {
           continue;
         }
         const checkpoints = snapshots.map((s) => s.checkpoint);
-        if (plan.writes.length === 0) return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints };
+        if (plan.writes.length === 0)
+          return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints };
         const results = await store.write(plan.writes);
         let conflicted = false;
         results.forEach((result, i) => {

@@ -67,7 +67,7 @@ export async function checkConsistency(deps: {
   const known = new Set<string>();
   let count = 0;
 
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const ids = await source.evaluationIds(after, pageSize);
     if (ids.length === 0) break;
     after = ids[ids.length - 1] ?? after;
@@ -119,7 +119,8 @@ export async function checkConsistency(deps: {
         }
       }
       if (want === undefined) {
-        if (record !== undefined) differences.push(`${id}: the read model has a record before its first event (checkpoint ${checkpoints[p]})`);
+        if (record !== undefined)
+          differences.push(`${id}: the read model has a record before its first event (checkpoint ${checkpoints[p]})`);
         return;
       }
       if (record === undefined) {
@@ -131,7 +132,8 @@ export async function checkConsistency(deps: {
         differences.push(`${id}: history has ${history.length} updates, expected ${want.revision}`);
       }
       history.forEach((u, index) => {
-        if (u.revision !== String(index + 1)) differences.push(`${id}: history entry ${index + 1} has revision ${u.revision}`);
+        if (u.revision !== String(index + 1))
+          differences.push(`${id}: history entry ${index + 1} has revision ${u.revision}`);
       });
       const lastUpdate = history[history.length - 1]?.evaluation;
       if (lastUpdate !== undefined && canonical(lastUpdate) !== canonical(want)) {
@@ -140,14 +142,20 @@ export async function checkConsistency(deps: {
       const member = listMember(want);
       memberChecks.push({ id, key: layout.indexAll(p), want: true, what: 'index of all evaluations' });
       for (const status of INDEXED_STATUSES) {
-        memberChecks.push({ id, key: layout.indexStatus(p, status), want: status === want.status, what: `index ${layout.indexStatus(p, status)}` });
+        memberChecks.push({
+          id,
+          key: layout.indexStatus(p, status),
+          want: status === want.status,
+          what: `index ${layout.indexStatus(p, status)}`,
+        });
       }
       for (const check of memberChecks.slice(-1 - INDEXED_STATUSES.length)) membership.zscore(check.key, member);
     });
     const memberReplies = (await membership.exec()) ?? [];
     memberChecks.forEach((check, i) => {
       const present = memberReplies[i]?.[1] !== null && memberReplies[i]?.[1] !== undefined;
-      if (present !== check.want) differences.push(`${check.id}: ${check.want ? 'missing from' : 'wrongly in'} the ${check.what}`);
+      if (present !== check.want)
+        differences.push(`${check.id}: ${check.want ? 'missing from' : 'wrongly in'} the ${check.what}`);
     });
   }
 

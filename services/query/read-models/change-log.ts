@@ -43,7 +43,10 @@ export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffe
  * possibly with duplicates or positions at or below `after`). `gap` says whether entries
  * beyond the run were left out because a position is missing.
  */
-export function contiguousRun(entries: readonly ChangeLogEntry[], after: bigint): { run: ChangeLogEntry[]; gap: boolean } {
+export function contiguousRun(
+  entries: readonly ChangeLogEntry[],
+  after: bigint,
+): { run: ChangeLogEntry[]; gap: boolean } {
   const run: ChangeLogEntry[] = [];
   let next = after + 1n;
   for (const entry of entries) {

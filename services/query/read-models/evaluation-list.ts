@@ -75,7 +75,8 @@ export function decodePageToken(token: string, status: EvaluationStatus): PageCu
       {
         field: 'page_token',
         rule: 'MISMATCH',
-        description: 'page_token was issued for a different status filter; repeat the first request with the same status',
+        description:
+          'page_token was issued for a different status filter; repeat the first request with the same status',
       },
     ]);
   }
@@ -87,7 +88,10 @@ export function decodePageToken(token: string, status: EvaluationStatus): PageCu
  * into one newest-first page of at most pageSize members. `hasMore` is exact: some partition
  * holds a member after the last one returned.
  */
-export function mergePages(pages: readonly (readonly string[])[], pageSize: number): { members: string[]; hasMore: boolean } {
+export function mergePages(
+  pages: readonly (readonly string[])[],
+  pageSize: number,
+): { members: string[]; hasMore: boolean } {
   const all = pages.flat();
   // Members are ASCII-comparable strings; descending lexicographic = newest first.
   all.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));

@@ -52,7 +52,8 @@ export function fnv1a32(text: string): number {
 }
 
 export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
-  if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be >= 1, not ${partitions}`);
+  if (!Number.isInteger(partitions) || partitions < 1)
+    throw new RangeError(`partitions must be >= 1, not ${partitions}`);
   const base = (partition: number): string => `${prefix}:{${prefix}:${partition}}`;
   return Object.freeze({
     prefix,

@@ -91,13 +91,19 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
         // Every partition has moved past `next` and it never came: it was trimmed before this
         // replica read it (the tail fell a whole retention behind). Skip it; streams that
         // need continuity see the jump and re-read (getting OUT_OF_RANGE if it is gone).
-        const lowestRead = lastIds.reduce((m, id) => {
-          const p = positionOfEntryId(id);
-          return p < m ? p : m;
-        }, positionOfEntryId(lastIds[0] ?? '0-0'));
+        const lowestRead = lastIds.reduce(
+          (m, id) => {
+            const p = positionOfEntryId(id);
+            return p < m ? p : m;
+          },
+          positionOfEntryId(lastIds[0] ?? '0-0'),
+        );
         if (pending.size > 0 && lowestRead > next) {
           const resume = [...pending.keys()].reduce((m, p) => (p < m ? p : m));
-          logger.warn('change-log tail skipped trimmed positions', { from: next.toString(), to: (resume - 1n).toString() });
+          logger.warn('change-log tail skipped trimmed positions', {
+            from: next.toString(),
+            to: (resume - 1n).toString(),
+          });
           next = resume;
           for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
             pending.delete(next);
@@ -110,7 +116,8 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
         failures += 1;
         clientId = undefined;
         const delay = Math.min(2000, 50 * 2 ** Math.min(failures, 6));
-        if (failures === 1 || failures % 20 === 0) logger.warn('change-log tail failed; retrying', { err, failures, retryInMs: delay });
+        if (failures === 1 || failures % 20 === 0)
+          logger.warn('change-log tail failed; retrying', { err, failures, retryInMs: delay });
         await pause(delay);
       }
     }

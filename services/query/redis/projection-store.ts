@@ -10,7 +10,11 @@ import { encodePartitionWrite } from '../read-models/write-ops';
 import { createApplyScript } from './apply-script';
 
 /** The projection's view of Redis: atomic per-partition reads and compare-and-set writes. */
-export function createRedisProjectionStore(redis: Redis, layout: KeyLayout, changeLogRetention: number): ProjectionStore {
+export function createRedisProjectionStore(
+  redis: Redis,
+  layout: KeyLayout,
+  changeLogRetention: number,
+): ProjectionStore {
   const applyScript = createApplyScript(redis);
   return {
     async load(evalIdsByPartition) {
@@ -36,7 +40,9 @@ export function createRedisProjectionStore(redis: Redis, layout: KeyLayout, chan
     },
     async write(writes) {
       return Promise.all(
-        writes.map((write) => applyScript(encodePartitionWrite(write, layout.checkpoint(write.partition), changeLogRetention))),
+        writes.map((write) =>
+          applyScript(encodePartitionWrite(write, layout.checkpoint(write.partition), changeLogRetention)),
+        ),
       );
     },
   };

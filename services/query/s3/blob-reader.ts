@@ -13,7 +13,8 @@ export function createS3BlobReader(client: S3Client, bucket: string): BlobReader
         body = response.Body;
       } catch (err) {
         // A missing object behind a committed row is a bug or lost data, not an outage: INTERNAL.
-        if (err instanceof NoSuchKey) throw new Error(`stored body ${key} is missing from the object store`, { cause: err });
+        if (err instanceof NoSuchKey)
+          throw new Error(`stored body ${key} is missing from the object store`, { cause: err });
         throw new UnavailableError('the output store is unavailable', { cause: err });
       }
       if (body === undefined) throw new Error(`object store returned no body for ${key}`);

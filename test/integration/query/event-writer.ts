@@ -13,13 +13,20 @@ import type { BodyRef, EvaluationEvent, RecordedEvent } from '../../../shared/do
 export interface EventWriter {
   /** Appends one event for `evalId` at its next revision; publishes it when `publish`. */
   append(evalId: string, event: EvaluationEvent, options?: { publish?: boolean }): Promise<RecordedEvent>;
-  submit(evalId: string, options?: { createdAt?: Date; metadata?: Record<string, unknown>; publish?: boolean }): Promise<RecordedEvent>;
+  submit(
+    evalId: string,
+    options?: { createdAt?: Date; metadata?: Record<string, unknown>; publish?: boolean },
+  ): Promise<RecordedEvent>;
   start(evalId: string, options?: { publish?: boolean }): Promise<RecordedEvent>;
   complete(evalId: string, options?: { output?: BodyRef; publish?: boolean }): Promise<RecordedEvent>;
   fail(evalId: string, options?: { error?: BodyRef; publish?: boolean }): Promise<RecordedEvent>;
   cancel(evalId: string, options?: { publish?: boolean }): Promise<RecordedEvent>;
   /** Stores a whole body row (inline bytes, or an S3 key). */
-  putBody(evalId: string, kind: 'output' | 'error', body: { content: Buffer } | { s3Key: string; size: number }): Promise<void>;
+  putBody(
+    evalId: string,
+    kind: 'output' | 'error',
+    body: { content: Buffer } | { s3Key: string; size: number },
+  ): Promise<void>;
 }
 
 const STATUS_OF: Record<EvaluationEvent['type'], string> = {
@@ -30,7 +37,12 @@ const STATUS_OF: Record<EvaluationEvent['type'], string> = {
   EvaluationCancelled: 'cancelled',
 };
 
-export function createEventWriter(sql: Client, redis: Redis, keyPrefix: string, clock: () => Date = () => new Date()): EventWriter {
+export function createEventWriter(
+  sql: Client,
+  redis: Redis,
+  keyPrefix: string,
+  clock: () => Date = () => new Date(),
+): EventWriter {
   // One transaction at a time on this connection (pg queues queries, not transactions).
   let queue: Promise<unknown> = Promise.resolve();
   const serially = <T>(work: () => Promise<T>): Promise<T> => {
@@ -51,7 +63,17 @@ export function createEventWriter(sql: Client, redis: Redis, keyPrefix: string, 
             `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
                                       metadata, created_at, updated_at, revision)
              VALUES ($1, 'queued', 'print(1)', $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
-            [evalId, d.codeHash, d.codeSize, d.language, d.engine, d.timeoutSeconds, JSON.stringify(d.metadata), d.createdAt, recordedAt],
+            [
+              evalId,
+              d.codeHash,
+              d.codeSize,
+              d.language,
+              d.engine,
+              d.timeoutSeconds,
+              JSON.stringify(d.metadata),
+              d.createdAt,
+              recordedAt,
+            ],
           );
           revision = '1';
         } else {
@@ -107,7 +129,11 @@ export function createEventWriter(sql: Client, redis: Redis, keyPrefix: string, 
         publishOf(options),
       ),
     start: (evalId, options = {}) =>
-      append(evalId, { type: 'EvaluationStarted', data: { executorId: 'exec-1', containerId: 'c-1', startedAt: now() } }, publishOf(options)),
+      append(
+        evalId,
+        { type: 'EvaluationStarted', data: { executorId: 'exec-1', containerId: 'c-1', startedAt: now() } },
+        publishOf(options),
+      ),
     complete: (evalId, options = {}) =>
       append(
         evalId,

@@ -39,7 +39,11 @@ export interface QueryHarness {
   readonly writer: EventWriter;
   readonly s3: S3Client;
   /** Starts a replica over the spec's database and prefix (config keys may be overridden). */
-  startReplica(options?: { overrides?: Record<string, string>; service?: QueryServiceOptions; logger?: Logger }): Promise<Replica>;
+  startReplica(options?: {
+    overrides?: Record<string, string>;
+    service?: QueryServiceOptions;
+    logger?: Logger;
+  }): Promise<Replica>;
   /** Deletes every Redis key of the spec's prefix (a flush of "our" Redis). */
   flushReadModels(): Promise<void>;
   close(): Promise<void>;
@@ -102,7 +106,8 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
         const service = createQueryService(
           config,
           { dataSource, redis: replicaRedis, subscriber, blocking, s3: replicaS3 },
-          options.logger ?? (process.env.QUERY_IT_LOG === '1' ? createLogger('debug', { replica: replicas.length }) : silentLogger),
+          options.logger ??
+            (process.env.QUERY_IT_LOG === '1' ? createLogger('debug', { replica: replicas.length }) : silentLogger),
           options.service,
         );
         const port = await service.start('127.0.0.1', 0);

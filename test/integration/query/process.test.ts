@@ -39,7 +39,10 @@ describe('query service process (main.ts)', function () {
     const client = new EvaluationQueryServiceClient(service.address, credentials.createInsecure());
     try {
       await waitForServing(service.address, QUERY_SERVICE_NAME);
-      const { evaluation } = await call(client, client.getEvaluation, { evalId: 'proc-1', minPosition: written.position });
+      const { evaluation } = await call(client, client.getEvaluation, {
+        evalId: 'proc-1',
+        minPosition: written.position,
+      });
       expect(evaluation?.position).to.equal(written.position);
       const live = await h.writer.start('proc-1', { publish: true });
       const after = await call(client, client.getEvaluation, { evalId: 'proc-1', minPosition: live.position });
@@ -48,7 +51,10 @@ describe('query service process (main.ts)', function () {
       client.close();
       expect(await service.stop('SIGTERM')).to.equal(0);
     }
-    const lines = service.logs().split('\n').filter((l) => l.includes('"msg":"listening"'));
+    const lines = service
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"msg":"listening"'));
     expect(lines).to.have.length(1);
   });
 });

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import { Client } from 'pg';
 import type { RecordedEvent } from '../../../shared/domain';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
@@ -98,7 +99,12 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     expect(evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_COMPLETED);
     expect(evaluation?.revision).to.equal('3');
     const projection = await call(replica.client, replica.client.getProjectionStatus, {});
-    expect(projection).to.include({ checkpoint: last.position, headPosition: last.position, lagPositions: '0', caughtUp: true });
+    expect(projection).to.include({
+      checkpoint: last.position,
+      headPosition: last.position,
+      lagPositions: '0',
+      caughtUp: true,
+    });
     expect(projection.partitionCheckpoints).to.deep.equal([last.position]);
     expect(await consistency(h, layout)).to.deep.equal([]);
     await replica.close();
@@ -122,8 +128,74 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
       return status.catchUpEvents === String(before + 2n);
     });
     const { evaluation } = await call(replica.client, replica.client.getEvaluation, { evalId: 'fast-1' });
-    expect(evaluation).to.include({ revision: '3', position: after.position, status: EvaluationStatus.EVALUATION_STATUS_COMPLETED });
+    expect(evaluation).to.include({
+      revision: '3',
+      position: after.position,
+      status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+    });
     await replica.close();
+  });
+
+  it('never skips a late commit: a second writer waits for the first, so positions commit in order', async () => {
+    const replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    const slow = new Client({ connectionString: h.config.databaseUrl });
+    const probe = new Client({ connectionString: h.config.databaseUrl });
+    await Promise.all([slow.connect(), probe.connect()]);
+    try {
+      // Writer A takes the next position and does not commit yet.
+      await slow.query('BEGIN');
+      await slow.query(
+        `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
+                                  created_at, updated_at, revision)
+         VALUES ('late-a', 'queued', 'x', repeat('0', 64), 1, 'python', 'docker', 5, now(), now(), 1)`,
+      );
+      const taken = await slow.query<{ position: string }>(
+        `UPDATE event_log_head SET position = position + 1 WHERE id = 1 RETURNING position::text AS position`,
+      );
+      const positionA = taken.rows[0]?.position ?? '';
+      const at = new Date().toISOString();
+      await slow.query(
+        `INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, command_hash, recorded_at)
+         VALUES ($1, 'late-a', 1, 'EvaluationQueued', $2, repeat('0', 64), $3)`,
+        [
+          positionA,
+          JSON.stringify({
+            codeHash: '0'.repeat(64),
+            codeSize: 1,
+            language: 'python',
+            engine: 'docker',
+            timeoutSeconds: 5,
+            metadata: {},
+            createdAt: at,
+          }),
+          at,
+        ],
+      );
+      // Writer B tries to commit after it (and publish): it must wait for A's head row lock.
+      const b = h.writer.submit('late-b', { publish: true });
+      await until('writer B waits for the head row', async () => {
+        const { rows } = await probe.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
+        return (rows[0]?.n ?? 0) > 0;
+      });
+      // Meanwhile the projector reads the log: nothing new is visible, so nothing is skipped.
+      const during = await call(replica.client, replica.client.getProjectionStatus, {});
+      expect(BigInt(during.checkpoint)).to.equal(BigInt(positionA) - 1n);
+      await slow.query('COMMIT');
+      const recordedB = await b;
+      expect(BigInt(recordedB.position)).to.equal(BigInt(positionA) + 1n);
+      // B's message arrives with A's never published: a gap, filled from the log.
+      await reached(replica, recordedB.position);
+      const { evaluation } = await call(replica.client, replica.client.getEvaluation, { evalId: 'late-a' });
+      expect(evaluation?.position).to.equal(positionA);
+      expect(await consistency(h, layout)).to.deep.equal([]);
+    } finally {
+      await slow.end();
+      await probe.end();
+      await replica.close();
+    }
   });
 
   it('ignores events at or below the checkpoint (re-applying a batch changes nothing)', async () => {

@@ -7,7 +7,11 @@ import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 
 const CHUNK = 64 * 1024;
 
-function readAll(replica: Replica, evalId: string, kind = OutputKind.OUTPUT_KIND_UNSPECIFIED): Promise<ReadOutputResponse[]> {
+function readAll(
+  replica: Replica,
+  evalId: string,
+  kind = OutputKind.OUTPUT_KIND_UNSPECIFIED,
+): Promise<ReadOutputResponse[]> {
   return new Promise((resolve, reject) => {
     const chunks: ReadOutputResponse[] = [];
     const stream = replica.client.readOutput({ evalId, kind });

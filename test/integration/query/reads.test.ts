@@ -8,7 +8,10 @@ import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 const QUEUED = EvaluationStatus.EVALUATION_STATUS_QUEUED;
 const RUNNING = EvaluationStatus.EVALUATION_STATUS_RUNNING;
 
-async function listAll(replica: Replica, request: Partial<ListEvaluationsRequest>): Promise<{ ids: string[]; pages: number }> {
+async function listAll(
+  replica: Replica,
+  request: Partial<ListEvaluationsRequest>,
+): Promise<{ ids: string[]; pages: number }> {
   const ids: string[] = [];
   let pageToken = '';
   let pages = 0;
@@ -77,32 +80,60 @@ for (const partitions of ['1', '3']) {
     });
 
     it('does not shift pages when evaluations are created while paging', async () => {
-      const first = await call(replica.client, replica.client.listEvaluations, { status: 0, pageSize: 5, pageToken: '' });
+      const first = await call(replica.client, replica.client.listEvaluations, {
+        status: 0,
+        pageSize: 5,
+        pageToken: '',
+      });
       const newer = await h.writer.submit('list-new', { createdAt: new Date(Date.UTC(2030, 0, 1)), publish: true });
       await call(replica.client, replica.client.getEvaluation, { evalId: 'list-new', minPosition: newer.position });
-      const second = await call(replica.client, replica.client.listEvaluations, { status: 0, pageSize: 5, pageToken: first.nextPageToken });
-      expect([...first.evaluations, ...second.evaluations].map((e) => e.evalId)).to.deep.equal(newestFirst.slice(0, 10));
+      const second = await call(replica.client, replica.client.listEvaluations, {
+        status: 0,
+        pageSize: 5,
+        pageToken: first.nextPageToken,
+      });
+      expect([...first.evaluations, ...second.evaluations].map((e) => e.evalId)).to.deep.equal(
+        newestFirst.slice(0, 10),
+      );
     });
 
     it('refuses bad page sizes, statuses and tokens with field violations', async () => {
       const err = await expectError(
-        call(replica.client, replica.client.listEvaluations, { status: 17 as EvaluationStatus, pageSize: 1001, pageToken: 'garbage!' }),
+        call(replica.client, replica.client.listEvaluations, {
+          status: 17 as EvaluationStatus,
+          pageSize: 1001,
+          pageToken: 'garbage!',
+        }),
       );
       expect(err.code).to.equal(grpcStatus.INVALID_ARGUMENT);
       const violations = statusDetails(err).badRequest?.fieldViolations.map((v) => `${v.field}:${v.reason}`);
       expect(violations).to.deep.equal(['status:UNKNOWN_VALUE', 'page_size:OUT_OF_RANGE', 'page_token:INVALID']);
-      const page = await call(replica.client, replica.client.listEvaluations, { status: QUEUED, pageSize: 1, pageToken: '' });
+      const page = await call(replica.client, replica.client.listEvaluations, {
+        status: QUEUED,
+        pageSize: 1,
+        pageToken: '',
+      });
       const mismatch = await expectError(
-        call(replica.client, replica.client.listEvaluations, { status: RUNNING, pageSize: 1, pageToken: page.nextPageToken }),
+        call(replica.client, replica.client.listEvaluations, {
+          status: RUNNING,
+          pageSize: 1,
+          pageToken: page.nextPageToken,
+        }),
       );
-      expect(statusDetails(mismatch).badRequest?.fieldViolations[0]).to.include({ field: 'page_token', reason: 'MISMATCH' });
+      expect(statusDetails(mismatch).badRequest?.fieldViolations[0]).to.include({
+        field: 'page_token',
+        reason: 'MISMATCH',
+      });
     });
 
     it('waits for min_position, then reads its own write; DEADLINE_EXCEEDED when it never comes', async () => {
       // Written without pub/sub and the catch-up timer far away: only a catch-up applies it, and
       // the reads below wait for it instead of answering NOT_FOUND or a stale list.
       const written = await h.writer.submit('mine', { publish: false });
-      const read = call(replica.client, replica.client.getEvaluation, { evalId: 'mine', minPosition: written.position });
+      const read = call(replica.client, replica.client.getEvaluation, {
+        evalId: 'mine',
+        minPosition: written.position,
+      });
       const listed = call(replica.client, replica.client.listEvaluations, {
         status: QUEUED,
         pageSize: 1000,
@@ -114,10 +145,17 @@ for (const partitions of ['1', '3']) {
       expect((await listed).evaluations.map((e) => e.evalId)).to.include('mine');
 
       const far = String(BigInt(written.position) + 1000n);
-      const late = await expectError(call(replica.client, replica.client.getEvaluation, { evalId: 'mine', minPosition: far }, 300));
+      const late = await expectError(
+        call(replica.client, replica.client.getEvaluation, { evalId: 'mine', minPosition: far }, 300),
+      );
       expect(late.code).to.equal(grpcStatus.DEADLINE_EXCEEDED);
-      const bad = await expectError(call(replica.client, replica.client.getEvaluation, { evalId: '', minPosition: '-3' }));
-      expect(statusDetails(bad).badRequest?.fieldViolations.map((v) => v.field)).to.deep.equal(['eval_id', 'min_position']);
+      const bad = await expectError(
+        call(replica.client, replica.client.getEvaluation, { evalId: '', minPosition: '-3' }),
+      );
+      expect(statusDetails(bad).badRequest?.fieldViolations.map((v) => v.field)).to.deep.equal([
+        'eval_id',
+        'min_position',
+      ]);
     });
   });
 }

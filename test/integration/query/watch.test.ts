@@ -38,7 +38,10 @@ function watch(replica: Replica, evalId: string, afterRevision?: string): Stream
   );
 }
 
-function firehose(replica: Replica, request: Partial<WatchEvaluationsRequest> = {}): StreamReader<WatchEvaluationsResponse> {
+function firehose(
+  replica: Replica,
+  request: Partial<WatchEvaluationsRequest> = {},
+): StreamReader<WatchEvaluationsResponse> {
   return readStream(replica.client.watchEvaluations({ statuses: [], evalIds: [], ...request }));
 }
 
@@ -54,7 +57,11 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
   let replica: Replica;
 
   before(async () => {
-    h = await createQueryHarness({ STREAM_PROGRESS_INTERVAL_MS: '50', CHANGE_LOG_RETENTION: '100', STREAM_BUFFER_LIMIT: '5' });
+    h = await createQueryHarness({
+      STREAM_PROGRESS_INTERVAL_MS: '50',
+      CHANGE_LOG_RETENTION: '100',
+      STREAM_BUFFER_LIMIT: '5',
+    });
     replica = await h.startReplica();
     await replica.service.projector.whenCaughtUp();
   });
@@ -72,12 +79,19 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       });
       const reader = watch(replica, 'w-1');
       const first = await nextChange(reader);
-      expect(first.update).to.deep.include({ revision: '1', position: queued.position, eventType: EventType.EVENT_TYPE_EVALUATION_QUEUED });
+      expect(first.update).to.deep.include({
+        revision: '1',
+        position: queued.position,
+        eventType: EventType.EVENT_TYPE_EVALUATION_QUEUED,
+      });
       expect(first.update?.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_QUEUED);
       expect((await nextChange(reader)).caughtUp?.position).to.equal(queued.position);
       const started = await h.writer.start('w-1', { publish: true });
       const done = await h.writer.complete('w-1', { publish: true });
-      expect(await changes(reader, 2)).to.deep.equal([`update w-1@2 (${started.position})`, `update w-1@3 (${done.position})`]);
+      expect(await changes(reader, 2)).to.deep.equal([
+        `update w-1@2 (${started.position})`,
+        `update w-1@3 (${done.position})`,
+      ]);
       expect(await reader.finished).to.equal(undefined); // ended OK after the terminal state
       expect(replica.service.hub.listenerCount).to.equal(0);
     });
@@ -191,7 +205,10 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
     });
 
     it('filters by status and ids, and still reports the position reached in progress messages', async () => {
-      const reader = firehose(replica, { statuses: [EvaluationStatus.EVALUATION_STATUS_RUNNING], evalIds: ['flt-1', 'flt-2'] });
+      const reader = firehose(replica, {
+        statuses: [EvaluationStatus.EVALUATION_STATUS_RUNNING],
+        evalIds: ['flt-1', 'flt-2'],
+      });
       await nextChange(reader);
       await h.writer.submit('flt-1', { publish: true });
       await h.writer.submit('flt-3', { publish: true });
@@ -217,7 +234,9 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       const old = firehose(replica, { afterPosition: '0' });
       const err = (await old.finished) as ServiceError;
       expect(err.code).to.equal(grpcStatus.OUT_OF_RANGE);
-      const match = /^oldest resumable position is (\d+); re-read state with ListEvaluations and resume from \1$/.exec(err.details);
+      const match = /^oldest resumable position is (\d+); re-read state with ListEvaluations and resume from \1$/.exec(
+        err.details,
+      );
       expect(match, err.details).to.not.equal(null);
       const oldest = match?.[1] ?? '0';
       expect(BigInt(oldest) > 0n).to.equal(true);
@@ -279,7 +298,8 @@ describe('query streams: a slow WatchEvaluations client', function () {
     await client.caughtUp;
     stream.pause(); // the client stops reading; HTTP/2 flow control soon stops the server's writes
     const written: string[] = [];
-    for (let i = 0; i < 300; i += 1) written.push((await h.writer.submit(`slow-${i}`, { publish: true, metadata: BIG })).position);
+    for (let i = 0; i < 300; i += 1)
+      written.push((await h.writer.submit(`slow-${i}`, { publish: true, metadata: BIG })).position);
     await fellBack;
     let onAll: () => void = () => undefined;
     const all = new Promise<void>((resolve) => (onAll = resolve));

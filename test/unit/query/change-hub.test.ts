@@ -21,7 +21,7 @@ function waitOptions(deadlineMs?: number) {
 }
 
 describe('change hub', () => {
-  it('dispatches to every-change listeners and to the evaluation\'s own, and unsubscribes', () => {
+  it("dispatches to every-change listeners and to the evaluation's own, and unsubscribes", () => {
     const hub = createChangeHub();
     const all: string[] = [];
     const mine: string[] = [];

@@ -7,7 +7,10 @@ import {
   type ChangeLogEntry,
 } from '../../../services/query/read-models/change-log';
 
-const entry = (position: number): ChangeLogEntry => ({ position: BigInt(position), update: EvaluationUpdate.fromPartial({ position: String(position) }) });
+const entry = (position: number): ChangeLogEntry => ({
+  position: BigInt(position),
+  update: EvaluationUpdate.fromPartial({ position: String(position) }),
+});
 
 describe('change log', () => {
   it('reads positions from entry ids', () => {
@@ -17,7 +20,10 @@ describe('change log', () => {
 
   it('decodes an entry from its field list', () => {
     const update = EvaluationUpdate.fromPartial({ position: '5', revision: '2' });
-    const decoded = decodeChangeLogEntry(Buffer.from('5-0'), [Buffer.from('u'), Buffer.from(EvaluationUpdate.encode(update).finish())]);
+    const decoded = decodeChangeLogEntry(Buffer.from('5-0'), [
+      Buffer.from('u'),
+      Buffer.from(EvaluationUpdate.encode(update).finish()),
+    ]);
     expect(decoded.position).to.equal(5n);
     expect(decoded.update).to.deep.include({ position: '5', revision: '2' });
     expect(() => decodeChangeLogEntry('6-0', [])).to.throw(/no update/);

@@ -79,8 +79,16 @@ describe('evaluation list read model', () => {
     });
 
     it('refuse garbage with INVALID on page_token', () => {
-      for (const token of ['not a token', 'bm90IGpzb24', encodePageToken({ status: QUEUED, after: 'no-digits' }), '!!']) {
-        expect(violationOf(() => decodePageToken(token, QUEUED)), token).to.deep.equal({ field: 'page_token', rule: 'INVALID' });
+      for (const token of [
+        'not a token',
+        'bm90IGpzb24',
+        encodePageToken({ status: QUEUED, after: 'no-digits' }),
+        '!!',
+      ]) {
+        expect(
+          violationOf(() => decodePageToken(token, QUEUED)),
+          token,
+        ).to.deep.equal({ field: 'page_token', rule: 'INVALID' });
       }
       const wrongVersion = Buffer.from(JSON.stringify({ v: 2, s: 1, a: '001763877600123:e' })).toString('base64url');
       expect(violationOf(() => decodePageToken(wrongVersion, QUEUED)).rule).to.equal('INVALID');
@@ -88,7 +96,10 @@ describe('evaluation list read model', () => {
 
     it('refuse a token issued for another status with MISMATCH', () => {
       const token = encodePageToken({ status: QUEUED, after: '001763877600123:e' });
-      expect(violationOf(() => decodePageToken(token, RUNNING))).to.deep.equal({ field: 'page_token', rule: 'MISMATCH' });
+      expect(violationOf(() => decodePageToken(token, RUNNING))).to.deep.equal({
+        field: 'page_token',
+        rule: 'MISMATCH',
+      });
     });
   });
 
@@ -97,14 +108,22 @@ describe('evaluation list read model', () => {
       const p0 = ['0009:a', '0007:c', '0001:x'];
       const p1 = ['0008:b', '0002:y'];
       expect(mergePages([p0, p1], 3)).to.deep.equal({ members: ['0009:a', '0008:b', '0007:c'], hasMore: true });
-      expect(mergePages([p0, p1], 5)).to.deep.equal({ members: ['0009:a', '0008:b', '0007:c', '0002:y', '0001:x'], hasMore: false });
+      expect(mergePages([p0, p1], 5)).to.deep.equal({
+        members: ['0009:a', '0008:b', '0007:c', '0002:y', '0001:x'],
+        hasMore: false,
+      });
       expect(mergePages([[], []], 5)).to.deep.equal({ members: [], hasMore: false });
     });
 
     it('pages through several partitions without loss or repetition', () => {
       // Each partition is fetched with limit pageSize+1 after the previous page's last member.
       const all = Array.from({ length: 47 }, (_, i) => `${String(1000 + i).padStart(15, '0')}:e${i}`);
-      const partitions = [0, 1, 2].map((p) => all.filter((_, i) => i % 3 === p).sort().reverse());
+      const partitions = [0, 1, 2].map((p) =>
+        all
+          .filter((_, i) => i % 3 === p)
+          .sort()
+          .reverse(),
+      );
       const seen: string[] = [];
       let after: string | undefined;
       for (let guard = 0; guard < 20; guard += 1) {

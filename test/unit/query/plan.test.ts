@@ -1,6 +1,11 @@
 import { expect } from 'chai';
 import { evolve, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
-import { EvaluationUpdate, EvaluationStatus, EventType, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  EvaluationUpdate,
+  EvaluationStatus,
+  EventType,
+  type Evaluation,
+} from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { FoldError, GapError, planBatch, type PartitionSnapshot } from '../../../services/query/projection/plan';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
 import { encodePartitionWrite, type PartitionWrite, type WriteOp } from '../../../services/query/read-models/write-ops';
@@ -15,7 +20,15 @@ function queued(evalId: string, position: number): RecordedEvent {
     recordedAt: AT,
     event: {
       type: 'EvaluationQueued',
-      data: { codeHash: 'h', codeSize: 1, language: 'python', engine: 'docker', timeoutSeconds: 5, metadata: {}, createdAt: AT },
+      data: {
+        codeHash: 'h',
+        codeSize: 1,
+        language: 'python',
+        engine: 'docker',
+        timeoutSeconds: 5,
+        metadata: {},
+        createdAt: AT,
+      },
     },
   };
 }
@@ -24,7 +37,10 @@ function next(evalId: string, position: number, revision: number, event: Evaluat
   return { position: String(position), evalId, revision: String(revision), recordedAt: AT, event };
 }
 
-const started: EvaluationEvent = { type: 'EvaluationStarted', data: { executorId: 'x', containerId: 'c', startedAt: AT } };
+const started: EvaluationEvent = {
+  type: 'EvaluationStarted',
+  data: { executorId: 'x', containerId: 'c', startedAt: AT },
+};
 
 function empty(layout: KeyLayout, checkpoint = 0n): PartitionSnapshot[] {
   return Array.from({ length: layout.partitions }, () => ({ checkpoint, states: new Map<string, Evaluation>() }));
@@ -55,13 +71,19 @@ describe('planBatch (pure projection step)', () => {
     expect(last).to.include({ revision: '2', position: '3', eventType: EventType.EVENT_TYPE_EVALUATION_STARTED });
     expect(last.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_RUNNING);
     // a: added to all + queued, then moved queued -> running.
-    expect(opsOf(write, 'zrem').map((o) => o.key)).to.deep.equal([one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED)]);
+    expect(opsOf(write, 'zrem').map((o) => o.key)).to.deep.equal([
+      one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED),
+    ]);
   });
 
   it('ignores events at or below the checkpoint (idempotent re-apply)', () => {
     const events = [queued('a', 1), queued('b', 2)];
     expect(planBatch(events, empty(one, 2n), one).writes).to.deep.equal([]);
-    const partly = planBatch([...events, next('a', 3, 2, started)], [{ checkpoint: 2n, states: new Map([['a', evolve(undefined, queued('a', 1))]]) }], one);
+    const partly = planBatch(
+      [...events, next('a', 3, 2, started)],
+      [{ checkpoint: 2n, states: new Map([['a', evolve(undefined, queued('a', 1))]]) }],
+      one,
+    );
     expect(partly.eventsPerPartition.get(0)).to.equal(1);
     expect(opsOf(partly.writes[0], 'xadd')).to.have.length(1);
   });
@@ -106,7 +128,8 @@ describe('planBatch (pure projection step)', () => {
       const checkpoint = p === 0 ? 5n : 2n;
       const states = new Map<string, Evaluation>();
       events.forEach((e) => {
-        if (two.partitionOf(e.evalId) === p && BigInt(e.position) <= checkpoint) states.set(e.evalId, evolve(undefined, e));
+        if (two.partitionOf(e.evalId) === p && BigInt(e.position) <= checkpoint)
+          states.set(e.evalId, evolve(undefined, e));
       });
       return { checkpoint, states };
     });
@@ -114,7 +137,12 @@ describe('planBatch (pure projection step)', () => {
     const expectedFor = (p: number, above: number): string[] =>
       events.filter((e) => two.partitionOf(e.evalId) === p && Number(e.position) > above).map((e) => e.position);
     const positions = (p: number): string[] =>
-      (opsOf(writes.find((w) => w.partition === p), 'xadd') as Extract<WriteOp, { op: 'xadd' }>[]).map((o) => o.position);
+      (
+        opsOf(
+          writes.find((w) => w.partition === p),
+          'xadd',
+        ) as Extract<WriteOp, { op: 'xadd' }>[]
+      ).map((o) => o.position);
     expect(positions(0)).to.deep.equal(expectedFor(0, 5));
     expect(positions(1)).to.deep.equal(expectedFor(1, 2));
     expect(eventsPerPartition.get(0)).to.equal(expectedFor(0, 5).length);
@@ -139,8 +167,29 @@ describe('encodePartitionWrite', () => {
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
     expect(keys).to.deep.equal(['k:cp', 'k:rec', 'k:all', 'k:q', 'k:hist', 'k:log']);
-    expect(args.map(String)).to.deep.equal(
-      ['7', '9', '1000', 'S', '2', 'r', 'Z', '3', 'm', 'R', '4', 'm', 'L', '5', 'h', 'X', '6', '9-0', 'u', 'S', '2', 'r2'],
-    );
+    expect(args.map(String)).to.deep.equal([
+      '7',
+      '9',
+      '1000',
+      'S',
+      '2',
+      'r',
+      'Z',
+      '3',
+      'm',
+      'R',
+      '4',
+      'm',
+      'L',
+      '5',
+      'h',
+      'X',
+      '6',
+      '9-0',
+      'u',
+      'S',
+      '2',
+      'r2',
+    ]);
   });
 });

@@ -34,7 +34,9 @@ describe('query request checks', () => {
     expect(checks.position('18446744073709551615', 'min_position')).to.equal(18446744073709551615n);
     expect(checks.pageSize(0)).to.equal(50);
     expect(checks.pageSize(1000)).to.equal(1000);
-    expect(checks.status(EvaluationStatus.EVALUATION_STATUS_FAILED, 'status')).to.equal(EvaluationStatus.EVALUATION_STATUS_FAILED);
+    expect(checks.status(EvaluationStatus.EVALUATION_STATUS_FAILED, 'status')).to.equal(
+      EvaluationStatus.EVALUATION_STATUS_FAILED,
+    );
     expect(checks.outputKind(OutputKind.OUTPUT_KIND_UNSPECIFIED)).to.equal('output');
     expect(checks.outputKind(OutputKind.OUTPUT_KIND_ERROR)).to.equal('error');
     checks.done();

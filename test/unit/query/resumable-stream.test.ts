@@ -8,7 +8,8 @@ interface Item {
   readonly final?: boolean;
 }
 
-type Message = { kind: 'update'; cursor: bigint } | { kind: 'caughtUp'; cursor: bigint } | { kind: 'progress'; cursor: bigint };
+type Message =
+  { kind: 'update'; cursor: bigint } | { kind: 'caughtUp'; cursor: bigint } | { kind: 'progress'; cursor: bigint };
 
 /** Collects what the stream sends; `next()` awaits the next message (no sleeps). */
 function recorder() {
@@ -139,7 +140,9 @@ describe('resumable stream (replay → live seam)', () => {
     expect(await t.out.next()).to.deep.equal(u(7));
     t.client.abort();
     await run;
-    expect(t.out.messages.filter((m) => m.kind === 'update').map((m) => Number(m.cursor))).to.deep.equal([1, 2, 3, 4, 5, 6, 7]);
+    expect(t.out.messages.filter((m) => m.kind === 'update').map((m) => Number(m.cursor))).to.deep.equal([
+      1, 2, 3, 4, 5, 6, 7,
+    ]);
   });
 
   it('skips live items the replay already sent', async () => {
@@ -155,7 +158,7 @@ describe('resumable stream (replay → live seam)', () => {
     await run;
   });
 
-  it('keeps a slow client\'s buffer bounded and still delivers everything once, in order', async () => {
+  it("keeps a slow client's buffer bounded and still delivers everything once, in order", async () => {
     const t = setup({ stored: [], start: 0n, replayFirst: false, offeredThrough: 0n, bufferLimit: 10, pageSize: 7 });
     const run = t.stream.run();
     expect(await t.out.next()).to.deep.equal(caught(0));
@@ -168,7 +171,9 @@ describe('resumable stream (replay → live seam)', () => {
     expect(t.fallbacks()).to.be.greaterThan(0);
     release();
     const got = await take(t.out, 500);
-    expect(got.map((m) => (m.kind === 'update' ? Number(m.cursor) : -1))).to.deep.equal(items(1, 500).map((i) => Number(i.cursor)));
+    expect(got.map((m) => (m.kind === 'update' ? Number(m.cursor) : -1))).to.deep.equal(
+      items(1, 500).map((i) => Number(i.cursor)),
+    );
     t.client.abort();
     await run;
   });
