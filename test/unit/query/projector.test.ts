@@ -1,0 +1,163 @@
+import { expect } from 'chai';
+import type { RecordedEvent } from '../../../shared/domain';
+import { UnavailableError } from '../../../shared/errors';
+import { silentLogger } from '../../../shared/logging';
+import type { ApplyResult, ProjectionApplier } from '../../../services/query/projection/applier';
+import type { EventLog } from '../../../services/query/projection/event-log';
+import { GapError } from '../../../services/query/projection/plan';
+import { createProjector, type Projector } from '../../../services/query/projection/projector';
+
+const event = (position: number): RecordedEvent => ({
+  position: String(position),
+  evalId: `e${position}`,
+  revision: '1',
+  recordedAt: '2025-01-01T00:00:00.000Z',
+  event: {
+    type: 'EvaluationQueued',
+    data: {
+      codeHash: 'h',
+      codeSize: 1,
+      language: 'python',
+      engine: 'docker',
+      timeoutSeconds: 1,
+      metadata: {},
+      createdAt: '2025-01-01T00:00:00.000Z',
+    },
+  },
+});
+
+/** An in-memory log and read model: the applier applies the next positions, like the real one. */
+function world(logSize: number) {
+  const log = Array.from({ length: logSize }, (_, i) => event(i + 1));
+  let checkpoint = 0n;
+  let logFailures = 0;
+  const reads: bigint[] = [];
+  const waiters: { position: bigint; resolve: () => void }[] = [];
+  const eventLog: EventLog = {
+    readAfter(after, limit) {
+      reads.push(after);
+      if (logFailures > 0) {
+        logFailures -= 1;
+        return Promise.reject(new UnavailableError('PostgreSQL is unavailable (test)'));
+      }
+      return Promise.resolve(log.filter((e) => BigInt(e.position) > after).slice(0, limit));
+    },
+    headPosition: () => Promise.resolve(BigInt(log.length)),
+    eventsOf: () => Promise.resolve([]),
+    recordedAt: () => Promise.resolve(undefined),
+  };
+  const applier: ProjectionApplier = {
+    apply(events): Promise<ApplyResult> {
+      const first = BigInt(events[0]?.position ?? '0');
+      if (first > checkpoint + 1n) return Promise.reject(new GapError(first, checkpoint));
+      let applied = 0;
+      for (const e of events) {
+        if (BigInt(e.position) === checkpoint + 1n) {
+          checkpoint += 1n;
+          applied += 1;
+        }
+      }
+      for (const w of waiters.filter((w) => w.position <= checkpoint)) w.resolve();
+      return Promise.resolve({ applied, checkpoint, partitionCheckpoints: [checkpoint] });
+    },
+  };
+  return {
+    log,
+    reads,
+    eventLog,
+    applier,
+    checkpoints: { readAll: () => Promise.resolve([checkpoint]) },
+    get checkpoint() {
+      return checkpoint;
+    },
+    /** Simulates Redis losing its data. */
+    reset: () => (checkpoint = 0n),
+    failLogReads: (n: number) => (logFailures = n),
+    appended: (position: number) => {
+      const e = event(position);
+      log.push(e);
+      return e;
+    },
+    applied: (position: number) =>
+      new Promise<void>((resolve) => {
+        if (checkpoint >= BigInt(position)) resolve();
+        else waiters.push({ position: BigInt(position), resolve });
+      }),
+  };
+}
+
+function projectorOf(w: ReturnType<typeof world>, serving: boolean[]): Projector {
+  return createProjector({
+    eventLog: w.eventLog,
+    applier: w.applier,
+    checkpoints: w.checkpoints,
+    logger: silentLogger,
+    catchUpIntervalMs: 60_000,
+    batchSize: 10,
+    onServingChange: (s) => serving.push(s),
+  });
+}
+
+describe('projector', () => {
+  let projector: Projector | undefined;
+  afterEach(async () => {
+    await projector?.stop();
+    projector = undefined;
+  });
+
+  it('catches up from the log in batches at start and only then turns serving', async () => {
+    const w = world(25);
+    const serving: boolean[] = [];
+    projector = projectorOf(w, serving);
+    expect(projector.status().caughtUp).to.equal(false);
+    projector.start();
+    await projector.whenCaughtUp();
+    expect(w.checkpoint).to.equal(25n);
+    expect(w.reads).to.deep.equal([0n, 10n, 20n]);
+    expect(serving).to.deep.equal([true]);
+    expect(projector.status()).to.include({ caughtUp: true, checkpoint: 25n, head: 25n, catchUpEvents: 25n });
+  });
+
+  it('applies the next pub/sub position without reading the log, ignores old ones, and catches up on a gap', async () => {
+    const w = world(3);
+    projector = projectorOf(w, []);
+    projector.start();
+    await projector.whenCaughtUp();
+    const readsBefore = w.reads.length;
+    projector.notify(w.appended(4));
+    await w.applied(4);
+    projector.notify(event(2)); // already applied: ignored
+    expect(w.reads.length).to.equal(readsBefore);
+    w.appended(5); // its message is lost
+    projector.notify(w.appended(6));
+    await w.applied(6);
+    expect(w.reads.length).to.be.greaterThan(readsBefore);
+    await projector.stop(); // the step that applied 6 has finished its bookkeeping
+    expect(projector.status().catchUpEvents).to.equal(3n + 2n);
+  });
+
+  it('retries with backoff while the log is unavailable, serving only once caught up', async () => {
+    const w = world(5);
+    w.failLogReads(2);
+    const serving: boolean[] = [];
+    projector = projectorOf(w, serving);
+    projector.start();
+    await projector.whenCaughtUp();
+    expect(w.checkpoint).to.equal(5n);
+    expect(w.reads.filter((r) => r === 0n).length).to.equal(3);
+    expect(serving).to.deep.equal([true]);
+  });
+
+  it('stops serving when the read models go backwards (Redis lost data), and serves again once rebuilt', async () => {
+    const w = world(8);
+    const serving: boolean[] = [];
+    projector = projectorOf(w, serving);
+    projector.start();
+    await projector.whenCaughtUp();
+    w.reset();
+    projector.requestCatchUp('test');
+    await w.applied(8);
+    await projector.whenCaughtUp();
+    expect(serving).to.deep.equal([true, false, true]);
+  });
+});
