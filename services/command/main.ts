@@ -68,7 +68,12 @@ async function main(): Promise<void> {
   });
   const server = createCommandServer({ executor, limits: config.limits, logger });
   const port = await server.listen(config.host, config.commandPort);
-  logger.info('listening', { host: config.host, port, environment: config.environment });
+  // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
+  createLogger('info', { service: 'command' }).info('listening', {
+    host: config.host,
+    port,
+    environment: config.environment,
+  });
 
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
