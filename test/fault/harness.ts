@@ -1,0 +1,652 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { Client } from 'pg';
+import {
+  EvaluationStatus,
+  eventTypeToJSON,
+  FailureReason,
+  type EventType,
+  type EvaluationUpdate,
+} from '../../shared/generated/crucible/storage/v1/evaluation';
+import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
+import type {
+  EvaluationQueryServiceClient,
+  WatchEvaluationResponse,
+  WatchEvaluationsRequest,
+  WatchEvaluationsResponse,
+} from '../../shared/generated/crucible/storage/v1/query_service';
+import { call } from '../support/clients';
+import { startService, waitForServing, type RunningService } from '../support/processes';
+
+/**
+ * What the fault specs share: services as processes, bursts of commands, watchers that record
+ * everything they receive, and the event log in PostgreSQL as the reference to compare with.
+ */
+
+export const COMMAND_SERVICE = 'crucible.storage.v1.EvaluationCommandService';
+export const QUERY_SERVICE = 'crucible.storage.v1.EvaluationQueryService';
+const PROJECT_ROOT = join(__dirname, '..', '..', '..');
+
+/** Starts a service and waits until it is SERVING; a service that never is gets killed (and its log shown). */
+async function startServing(
+  kind: 'command' | 'query',
+  name: string,
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<RunningService> {
+  const service = await startService(kind, env, { startTimeoutMs: timeoutMs });
+  try {
+    await waitForServing(service.address, name, timeoutMs);
+  } catch (err) {
+    await service.kill9();
+    throw new Error(`${(err as Error).message}; its output:\n${service.logs().slice(-4000)}`, { cause: err });
+  }
+  return service;
+}
+
+export function startCommandService(env: Record<string, string>, timeoutMs = 20_000): Promise<RunningService> {
+  return startServing('command', COMMAND_SERVICE, env, timeoutMs);
+}
+
+/** Starts a query replica and waits until it is SERVING (caught up with the log). */
+export function startQueryService(env: Record<string, string>, timeoutMs = 30_000): Promise<RunningService> {
+  return startServing('query', QUERY_SERVICE, env, timeoutMs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+export type Step = 'submit' | 'start' | 'complete' | 'fail' | 'cancel';
+
+/** One evaluation's life as a list of commands, run in order. */
+export interface Plan {
+  readonly evalId: string;
+  readonly steps: readonly Step[];
+}
+
+const SHAPES: readonly (readonly Step[])[] = [
+  ['submit', 'start', 'complete'],
+  ['submit', 'start', 'fail'],
+  ['submit', 'cancel'],
+  ['submit', 'start', 'cancel'],
+];
+
+/** Plans for evaluations `<prefix>-0`, `<prefix>-1` …, cycling through four life shapes, with at least `commands` commands in all. */
+export function plansFor(prefix: string, commands: number): Plan[] {
+  const plans: Plan[] = [];
+  for (let total = 0, i = 0; total < commands; i += 1) {
+    const shape = SHAPES[i % SHAPES.length] ?? SHAPES[0] ?? [];
+    const steps = shape.slice(0, Math.min(shape.length, commands - total));
+    plans.push({ evalId: `${prefix}-${i}`, steps });
+    total += steps.length;
+  }
+  return plans;
+}
+
+export interface CommandResult {
+  readonly evalId: string;
+  readonly revision: string;
+  readonly position: string;
+}
+
+export interface StepOptions {
+  readonly requestId?: string;
+  readonly metadata?: Record<string, unknown>;
+  readonly deadlineMs?: number;
+}
+
+/** Runs one command of an evaluation's life through the command service. */
+export function runStep(
+  command: EvaluationCommandServiceClient,
+  evalId: string,
+  step: Step,
+  options: StepOptions = {},
+): Promise<CommandResult> {
+  const requestId = options.requestId ?? '';
+  const deadline = options.deadlineMs ?? 15_000;
+  switch (step) {
+    case 'submit':
+      return call(
+        command,
+        command.submitEvaluation,
+        {
+          evalId,
+          code: `print(${JSON.stringify(evalId)})`,
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 60,
+          metadata: options.metadata ?? { suite: 'fault' },
+          requestId,
+        },
+        deadline,
+      );
+    case 'start':
+      return call(
+        command,
+        command.startEvaluation,
+        { evalId, executorId: 'executor-1', containerId: `c-${evalId}`, requestId },
+        deadline,
+      );
+    case 'complete':
+      return call(
+        command,
+        command.completeEvaluation,
+        { evalId, output: Buffer.from(`${evalId} done\n`), exitCode: 0, requestId },
+        deadline,
+      );
+    case 'fail':
+      return call(
+        command,
+        command.failEvaluation,
+        { evalId, error: `${evalId} broke`, exitCode: 3, reason: FailureReason.FAILURE_REASON_ERROR, requestId },
+        deadline,
+      );
+    case 'cancel':
+      return call(command, command.cancelEvaluation, { evalId, reason: 'fault test', requestId }, deadline);
+    default: {
+      const unreachable: never = step;
+      throw new Error(`unknown step ${String(unreachable)}`);
+    }
+  }
+}
+
+export interface CommandFailure {
+  readonly evalId: string;
+  readonly step: Step;
+  readonly error: ServiceError;
+}
+
+export interface Burst {
+  /** Commands that succeeded so far. */
+  readonly succeeded: number;
+  readonly failures: readonly CommandFailure[];
+  /** Resolves once at least `count` commands succeeded (rejects if the burst ends first). */
+  whenSucceeded(count: number): Promise<void>;
+  /** Resolves when every plan ran (a failed command ends its plan). */
+  readonly done: Promise<void>;
+}
+
+export interface BurstOptions {
+  /** Plans run at the same time (default 8). */
+  readonly concurrency?: number;
+  readonly metadata?: Record<string, unknown>;
+}
+
+/**
+ * Runs the plans with modest concurrency: each worker takes the next plan and runs its steps
+ * in order. A failed command is recorded and ends its plan (its later steps would be illegal).
+ */
+export function startBurst(
+  command: EvaluationCommandServiceClient,
+  plans: readonly Plan[],
+  options: BurstOptions = {},
+): Burst {
+  let succeeded = 0;
+  const failures: CommandFailure[] = [];
+  const waiters: { count: number; resolve: () => void; reject: (err: Error) => void }[] = [];
+  const settle = (): void => {
+    for (const waiter of [...waiters]) {
+      if (succeeded >= waiter.count) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  };
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let plan = plans[next++]; plan !== undefined; plan = plans[next++]) {
+      for (const step of plan.steps) {
+        try {
+          await runStep(
+            command,
+            plan.evalId,
+            step,
+            options.metadata !== undefined ? { metadata: options.metadata } : {},
+          );
+          succeeded += 1;
+          settle();
+        } catch (err) {
+          failures.push({ evalId: plan.evalId, step, error: err as ServiceError });
+          break;
+        }
+      }
+    }
+  };
+  const concurrency = options.concurrency ?? 8;
+  const done = Promise.all(Array.from({ length: concurrency }, () => worker())).then(() => {
+    for (const waiter of waiters.splice(0)) {
+      waiter.reject(new Error(`the burst ended after ${succeeded} successful commands, before ${waiter.count}`));
+    }
+  });
+  return {
+    get succeeded() {
+      return succeeded;
+    },
+    failures,
+    whenSucceeded(count) {
+      if (succeeded >= count) return Promise.resolve();
+      return new Promise((resolve, reject) => waiters.push({ count, resolve, reject }));
+    },
+    done,
+  };
+}
+
+export function describeFailures(failures: readonly CommandFailure[]): string {
+  return failures
+    .slice(0, 10)
+    .map((f) => `${f.step} ${f.evalId}: ${status[f.error.code] ?? f.error.code} ${f.error.details}`)
+    .join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The event log in PostgreSQL: the reference every read model and watcher is compared with.
+
+export interface LoggedEvent {
+  readonly position: bigint;
+  readonly evalId: string;
+  readonly revision: bigint;
+  readonly eventType: string;
+}
+
+export async function withDatabase<T>(databaseUrl: string, fn: (client: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: databaseUrl, application_name: 'crucible-fault-test' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export function readEventLog(databaseUrl: string): Promise<LoggedEvent[]> {
+  return withDatabase(databaseUrl, async (client) => {
+    const { rows } = await client.query<{ position: string; eval_id: string; revision: string; event_type: string }>(
+      `SELECT e.position::text AS position, e.eval_id, e.revision::text AS revision, e.event_type FROM evaluation_events e ORDER BY e.position`,
+    );
+    return rows.map((r) => ({
+      position: BigInt(r.position),
+      evalId: r.eval_id,
+      revision: BigInt(r.revision),
+      eventType: r.event_type,
+    }));
+  });
+}
+
+export interface StoredEvaluation {
+  readonly evalId: string;
+  readonly status: string;
+  readonly revision: bigint;
+}
+
+export function readEvaluations(databaseUrl: string): Promise<StoredEvaluation[]> {
+  return withDatabase(databaseUrl, async (client) => {
+    const { rows } = await client.query<{ eval_id: string; status: string; revision: string }>(
+      `SELECT e.eval_id, e.status, e.revision::text AS revision FROM evaluations e ORDER BY e.eval_id`,
+    );
+    return rows.map((r) => ({ evalId: r.eval_id, status: r.status, revision: BigInt(r.revision) }));
+  });
+}
+
+const STATUS_NAMES: Record<string, EvaluationStatus> = {
+  queued: EvaluationStatus.EVALUATION_STATUS_QUEUED,
+  running: EvaluationStatus.EVALUATION_STATUS_RUNNING,
+  completed: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+  failed: EvaluationStatus.EVALUATION_STATUS_FAILED,
+  cancelled: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
+};
+
+export function wireStatus(stored: string): EvaluationStatus {
+  const value = STATUS_NAMES[stored];
+  if (value === undefined) throw new Error(`unknown stored status ${stored}`);
+  return value;
+}
+
+/** The wire's EventType as the log spells it (EVENT_TYPE_EVALUATION_QUEUED → EvaluationQueued). */
+export function logEventType(eventType: EventType): string {
+  return eventTypeToJSON(eventType)
+    .replace(/^EVENT_TYPE_/, '')
+    .toLowerCase()
+    .split('_')
+    .map((w) => (w[0]?.toUpperCase() ?? '') + w.slice(1))
+    .join('');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The consistency checker, as an operator runs it.
+
+export interface CheckerResult {
+  readonly code: number;
+  readonly output: string;
+  /** Every partition checkpoint the checker compared at. */
+  readonly checkpoints: bigint[];
+  readonly evaluations: number;
+}
+
+export function runConsistencyChecker(env: Record<string, string>): Promise<CheckerResult> {
+  const script = join(PROJECT_ROOT, 'dist', 'services', 'query', 'cli', 'check-consistency.js');
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [script],
+      { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, timeout: 60_000, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+        if (code === -1) {
+          reject(new Error(`consistency checker did not run: ${err?.message ?? ''}\n${stderr}`));
+          return;
+        }
+        const summary = /checked (\d+) evaluations at checkpoints ([\d, ]+):/.exec(stdout);
+        resolve({
+          code,
+          output: `${stdout}${stderr}`,
+          checkpoints: (summary?.[2] ?? '')
+            .split(',')
+            .filter((s) => s.trim() !== '')
+            .map((s) => BigInt(s.trim())),
+          evaluations: Number(summary?.[1] ?? -1),
+        });
+      },
+    );
+  });
+}
+
+/**
+ * The checker reports no difference, at a checkpoint equal to the log's head (a checker that
+ * compares at a stale checkpoint would find nothing wrong with read models that lag), over
+ * every evaluation PostgreSQL has.
+ */
+export async function expectReadModelsEqualLog(env: Record<string, string>, databaseUrl: string): Promise<void> {
+  const log = await readEventLog(databaseUrl);
+  const evaluations = await readEvaluations(databaseUrl);
+  const head = log[log.length - 1]?.position ?? 0n;
+  const result = await runConsistencyChecker(env);
+  expect(result.code, `consistency checker found differences:\n${result.output}`).to.equal(0);
+  expect(result.output).to.contain('no differences');
+  expect(result.evaluations, result.output).to.equal(evaluations.length);
+  expect(result.checkpoints.length, result.output).to.be.greaterThan(0);
+  for (const checkpoint of result.checkpoints) expect(checkpoint, result.output).to.equal(head);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for the projection (no event exists for "caught up with position N" across
+// processes, so this polls GetProjectionStatus with a small interval and a deadline).
+
+export async function waitForProjection(
+  query: EvaluationQueryServiceClient,
+  position: bigint,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: string;
+  for (;;) {
+    try {
+      const answer = await call(query, query.getProjectionStatus, {}, 2_000);
+      last = `checkpoint ${answer.checkpoint}, head ${answer.headPosition}, caught up ${String(answer.caughtUp)}`;
+      if (answer.caughtUp && BigInt(answer.checkpoint) >= position) return;
+    } catch (err) {
+      last = `GetProjectionStatus failed: ${(err as Error).message}`;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`projection did not reach position ${position} within ${timeoutMs / 1000}s (${last})`);
+    await sleep(50);
+  }
+}
+
+/** Polls `check` every `intervalMs` until it answers true; fails after `timeoutMs` saying `what`. */
+export async function pollUntil(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 15_000,
+  intervalMs = 50,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watchers that record everything.
+
+interface Waiter {
+  readonly ready: () => boolean;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+class Recorder {
+  private readonly waiters: Waiter[] = [];
+  ended: ServiceError | 'ok' | undefined;
+
+  notify(): void {
+    for (const waiter of [...this.waiters]) {
+      if (waiter.ready()) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  end(result: ServiceError | 'ok'): void {
+    this.ended = result;
+    this.notify();
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.reject(
+        new Error(`the stream ended (${result === 'ok' ? 'OK' : `${status[result.code]}: ${result.details}`}) first`),
+      );
+    }
+  }
+
+  waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<void> {
+    if (ready()) return Promise.resolve();
+    if (this.ended !== undefined) return Promise.reject(new Error(`the stream ended before ${what}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`));
+      }, timeoutMs);
+      const waiter: Waiter = {
+        ready,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+export interface StreamRecord {
+  /** Updates in the order received. */
+  readonly updates: EvaluationUpdate[];
+  /** How the stream ended: undefined while open, 'ok' for a clean end, or the error. */
+  readonly ended: ServiceError | 'ok' | undefined;
+  /** Resolves when the stream ended (never rejects). */
+  readonly finished: Promise<ServiceError | 'ok'>;
+  readonly call: ClientReadableStream<unknown>;
+  cancel(): void;
+}
+
+export interface FirehoseRecord extends StreamRecord {
+  /** The highest position an update, progress or caught-up message carried (resume point). */
+  readonly reached: bigint;
+  readonly caughtUpAt: bigint | undefined;
+  whenReached(position: bigint, timeoutMs?: number): Promise<void>;
+  whenCaughtUp(timeoutMs?: number): Promise<void>;
+}
+
+export function recordFirehose(
+  query: EvaluationQueryServiceClient,
+  request: Partial<WatchEvaluationsRequest>,
+): FirehoseRecord {
+  const stream = query.watchEvaluations({ statuses: [], evalIds: [], ...request });
+  const recorder = new Recorder();
+  const updates: EvaluationUpdate[] = [];
+  let reached = BigInt(request.afterPosition ?? '0');
+  let caughtUpAt: bigint | undefined;
+  const see = (position: string | undefined): void => {
+    if (position !== undefined && BigInt(position) > reached) reached = BigInt(position);
+  };
+  stream.on('data', (message: WatchEvaluationsResponse) => {
+    if (message.update !== undefined) {
+      updates.push(message.update);
+      see(message.update.position);
+    } else if (message.progress !== undefined) {
+      see(message.progress.position);
+    } else if (message.caughtUp !== undefined) {
+      caughtUpAt ??= BigInt(message.caughtUp.position);
+      see(message.caughtUp.position);
+    }
+    recorder.notify();
+  });
+  const finished = new Promise<ServiceError | 'ok'>((resolve) => {
+    stream.on('error', (err: ServiceError) => {
+      recorder.end(err);
+      resolve(err);
+    });
+    stream.on('end', () => {
+      // 'end' can precede the status; an error (if any) arrives as 'error' instead.
+      setImmediate(() => {
+        if (recorder.ended === undefined) {
+          recorder.end('ok');
+          resolve('ok');
+        }
+      });
+    });
+  });
+  return {
+    updates,
+    get ended() {
+      return recorder.ended;
+    },
+    finished,
+    call: stream,
+    cancel: () => stream.cancel(),
+    get reached() {
+      return reached;
+    },
+    get caughtUpAt() {
+      return caughtUpAt;
+    },
+    whenReached: (position, timeoutMs = 30_000) =>
+      recorder.waitFor(`position ${position} (reached ${reached})`, () => reached >= position, timeoutMs),
+    whenCaughtUp: (timeoutMs = 30_000) =>
+      recorder.waitFor('the caught-up marker', () => caughtUpAt !== undefined, timeoutMs),
+  };
+}
+
+export interface EvaluationWatchRecord extends StreamRecord {
+  /** The highest revision received. */
+  readonly lastRevision: bigint;
+  whenRevision(revision: bigint, timeoutMs?: number): Promise<void>;
+}
+
+export function recordEvaluationWatch(
+  query: EvaluationQueryServiceClient,
+  evalId: string,
+  afterRevision?: bigint,
+): EvaluationWatchRecord {
+  const stream = query.watchEvaluation({
+    evalId,
+    ...(afterRevision !== undefined ? { afterRevision: afterRevision.toString() } : {}),
+  });
+  const recorder = new Recorder();
+  const updates: EvaluationUpdate[] = [];
+  let lastRevision = afterRevision ?? 0n;
+  stream.on('data', (message: WatchEvaluationResponse) => {
+    if (message.update !== undefined) {
+      updates.push(message.update);
+      if (BigInt(message.update.revision) > lastRevision) lastRevision = BigInt(message.update.revision);
+    }
+    recorder.notify();
+  });
+  const finished = new Promise<ServiceError | 'ok'>((resolve) => {
+    stream.on('error', (err: ServiceError) => {
+      recorder.end(err);
+      resolve(err);
+    });
+    stream.on('end', () => {
+      setImmediate(() => {
+        if (recorder.ended === undefined) {
+          recorder.end('ok');
+          resolve('ok');
+        }
+      });
+    });
+  });
+  return {
+    updates,
+    get ended() {
+      return recorder.ended;
+    },
+    finished,
+    call: stream,
+    cancel: () => stream.cancel(),
+    get lastRevision() {
+      return lastRevision;
+    },
+    whenRevision: (revision, timeoutMs = 30_000) =>
+      recorder.waitFor(
+        `revision ${revision} of ${evalId} (last ${lastRevision})`,
+        () => lastRevision >= revision,
+        timeoutMs,
+      ),
+  };
+}
+
+/** Short form of updates for assertion messages and comparisons: "position evalId@revision EventType". */
+export function describeUpdate(u: EvaluationUpdate): string {
+  return `${u.position} ${u.evaluation?.evalId ?? '?'}@${u.revision} ${logEventType(u.eventType)}`;
+}
+
+export function describeLogged(e: LoggedEvent): string {
+  return `${e.position} ${e.evalId}@${e.revision} ${e.eventType}`;
+}
+
+/**
+ * The updates a firehose delivered equal the log after `after`, one for one: same positions
+ * (so no gap and no duplicate), same evaluation and revision at each.
+ */
+export function expectSameAsLog(
+  updates: readonly EvaluationUpdate[],
+  log: readonly LoggedEvent[],
+  after = 0n,
+  what = 'firehose',
+): void {
+  const expected = log.filter((e) => e.position > after).map(describeLogged);
+  const actual = updates.map(describeUpdate);
+  if (actual.length !== expected.length || actual.some((a, i) => a !== expected[i])) {
+    const firstDiff = actual.findIndex((a, i) => a !== expected[i]);
+    const at = firstDiff === -1 ? Math.min(actual.length, expected.length) : firstDiff;
+    throw new Error(
+      `${what}: ${actual.length} updates vs ${expected.length} events in the log; first difference at index ${at}: ` +
+        `got ${actual.slice(Math.max(0, at - 2), at + 3).join(', ') || '(none)'}, ` +
+        `expected ${expected.slice(Math.max(0, at - 2), at + 3).join(', ') || '(none)'}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process memory.
+
+/** Resident set size of a process in bytes (Linux: VmRSS in /proc/<pid>/status). */
+export function residentBytes(pid: number): number {
+  const statusText = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = /VmRSS:\s+(\d+)\s+kB/.exec(statusText)?.[1];
+  if (kib === undefined) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(kib) * 1024;
+}
+
+export const MiB = 1024 * 1024;

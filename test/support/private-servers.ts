@@ -1,0 +1,280 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from '../../shared/config';
+import { createS3Client } from '../../shared/s3';
+import type { StackContext } from '../../tools/stack/context';
+import { applyMigrations, ensureDatabase, ensurePostgres } from '../../tools/stack/postgres';
+import { createResourceStack, type ResourceStack } from '../../tools/stack/processes';
+import { createProgress, type Progress } from '../../tools/stack/progress';
+import { ensureRedis } from '../../tools/stack/redis';
+import { ensureS3 } from '../../tools/stack/s3';
+
+/**
+ * Servers that fault tests may stop, kill and restart: a PostgreSQL cluster and a Redis of
+ * their own, on free ports, with their data under a temporary folder. They are started with
+ * the stack tool's code (tools/stack: initdb/pg_ctl as the `postgres` OS user when root,
+ * redis-server without persistence), never touch the shared servers, and are killed when the
+ * test process exits, whatever happened.
+ */
+
+/** Killed (SIGKILL / immediate shutdown) when mocha's process exits with servers still up. */
+const leftovers = new Map<string, () => void>();
+process.once('exit', () => {
+  for (const kill of leftovers.values()) kill();
+});
+
+/** A port nothing listens on right now (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The stack tool's context over `dataDir`, quiet: its progress lines are kept for error messages. */
+function quietContext(dataDir: string, resources: ResourceStack, lines: string[]): StackContext {
+  const progress: Progress = createProgress((line) => void lines.push(line));
+  return { progress, resources, projectRoot: dataDir, dataDir, signal: new AbortController().signal };
+}
+
+/** One server's life: start adds its resources to a fresh stack, stop stops exactly those. */
+function lifecycle(
+  dataDir: string,
+  ensure: (ctx: StackContext) => Promise<void>,
+): { start(): Promise<void>; stop(): Promise<void>; readonly running: boolean; log(): string } {
+  const lines: string[] = [];
+  let resources: ResourceStack | undefined;
+  return {
+    async start() {
+      if (resources !== undefined) throw new Error('already running');
+      const started = createResourceStack();
+      try {
+        await ensure(quietContext(dataDir, started, lines));
+      } catch (err) {
+        await started.stopAll(createProgress((line) => void lines.push(line)));
+        throw err;
+      }
+      resources = started;
+    },
+    async stop() {
+      const started = resources;
+      resources = undefined;
+      await started?.stopAll(createProgress((line) => void lines.push(line)));
+    },
+    get running() {
+      return resources !== undefined;
+    },
+    log: () => lines.join(''),
+  };
+}
+
+export interface PrivatePostgres {
+  readonly port: number;
+  /** Superuser URL of `database` on this cluster. */
+  urlOf(database: string): string;
+  /** `pg_ctl stop -m fast`: sessions are ended, the server is gone until `start`. */
+  stop(): Promise<void>;
+  /** Starts the cluster again on the same port and data folder. */
+  start(): Promise<void>;
+  readonly running: boolean;
+  /** Stops the server (if running) and deletes its data folder. */
+  close(): Promise<void>;
+}
+
+/** initdb + pg_ctl start of a new cluster on a free port (trust auth on 127.0.0.1, no Unix socket). */
+export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-pg-'));
+  const port = await freePort();
+  const urlOf = (database: string): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
+  const cluster = join(dataDir, 'postgres');
+  const server = lifecycle(dataDir, (ctx) => ensurePostgres(urlOf('postgres'), ctx));
+  const key = `postgres:${port}`;
+  const start = async (): Promise<void> => {
+    await server.start();
+    // SIGQUIT to the postmaster is PostgreSQL's immediate shutdown.
+    const pid = Number(readFileSync(join(cluster, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    leftovers.set(key, () => killQuietly(pid, 'SIGQUIT'));
+  };
+  try {
+    await start();
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`could not start a private PostgreSQL: ${String(err)}\n${server.log()}`, { cause: err });
+  }
+  return {
+    port,
+    urlOf,
+    async stop() {
+      await server.stop();
+      leftovers.delete(key);
+    },
+    start,
+    get running() {
+      return server.running;
+    },
+    async close() {
+      await server.stop();
+      leftovers.delete(key);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PrivateRedis {
+  readonly port: number;
+  readonly url: string;
+  /** SIGTERM; there is no persistence, so the next `start` comes back empty. */
+  stop(): Promise<void>;
+  /** Starts redis-server again on the same port (empty). */
+  start(): Promise<void>;
+  readonly running: boolean;
+  close(): Promise<void>;
+}
+
+/** redis-server on a free port, without persistence. */
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-redis-'));
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}/0`;
+  const server = lifecycle(dataDir, (ctx) => ensureRedis(url, ctx));
+  const key = `redis:${port}`;
+  const start = async (): Promise<void> => {
+    await server.start();
+    // The stack tool starts redis-server in its own process group (Ctrl-C must not reach
+    // it), so it would outlive a crashed test run: remember its pid to kill it at exit.
+    const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await client.connect();
+      const info = await client.info('server');
+      const pid = Number(/process_id:(\d+)/.exec(info)?.[1] ?? NaN);
+      if (Number.isInteger(pid)) leftovers.set(key, () => killQuietly(pid, 'SIGKILL'));
+    } finally {
+      client.disconnect();
+    }
+  };
+  try {
+    await start();
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`could not start a private Redis: ${String(err)}\n${server.log()}`, { cause: err });
+  }
+  return {
+    port,
+    url,
+    async stop() {
+      await server.stop();
+      leftovers.delete(key);
+    },
+    start,
+    get running() {
+      return server.running;
+    },
+    async close() {
+      await server.stop();
+      leftovers.delete(key);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+export interface PrivateStack {
+  readonly postgres: PrivatePostgres;
+  readonly redis: PrivateRedis;
+  /** Superuser URL of this stack's database on the private cluster. */
+  readonly databaseUrl: string;
+  readonly config: Config;
+  /** Environment of a service or CLI process using this stack (ports 0: free ones). */
+  readonly env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export interface PrivateStackOptions {
+  /** Extra configuration keys for the services (e.g. STREAM_BUFFER_LIMIT). */
+  readonly overrides?: Record<string, string>;
+}
+
+/**
+ * A private PostgreSQL and Redis, a migrated database, and a bucket of its own on the S3 API
+ * at S3_ENDPOINT (s3rver in this process, with its files in the temp folder, when nothing
+ * answers there).
+ */
+export async function startPrivateStack(options: PrivateStackOptions = {}): Promise<PrivateStack> {
+  const base = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (let close = closers.pop(); close !== undefined; close = closers.pop()) await close();
+  };
+  try {
+    const postgres = await startPrivatePostgres();
+    closers.push(() => postgres.close());
+    const redis = await startPrivateRedis();
+    closers.push(() => redis.close());
+
+    const databaseUrl = postgres.urlOf('crucible');
+    const lines: string[] = [];
+    const s3Dir = mkdtempSync(join(tmpdir(), 'crucible-fault-s3-'));
+    closers.push(() => Promise.resolve(rmSync(s3Dir, { recursive: true, force: true })));
+    const s3Resources = createResourceStack();
+    const ctx = quietContext(s3Dir, s3Resources, lines);
+    closers.push(() => s3Resources.stopAll(ctx.progress));
+    await ensureDatabase(databaseUrl, ctx.progress);
+    await applyMigrations(databaseUrl, ctx.progress);
+
+    const bucket = `fault-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const env: Record<string, string> = {
+      ENVIRONMENT: 'test',
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redis.url,
+      REDIS_KEY_PREFIX: 'fault',
+      S3_ENDPOINT: base.s3.endpoint,
+      S3_BUCKET: bucket,
+      S3_ACCESS_KEY_ID: base.s3.accessKeyId,
+      S3_SECRET_ACCESS_KEY: base.s3.secretAccessKey,
+      S3_FORCE_PATH_STYLE: String(base.s3.forcePathStyle),
+      S3_CHECKSUM_MODE: base.s3.checksumMode,
+      COMMAND_PORT: '0',
+      QUERY_PORT: '0',
+      ...options.overrides,
+    };
+    const config = loadConfig(env);
+    // Creates the bucket; starts s3rver here first if nothing answers at S3_ENDPOINT.
+    await ensureS3(config.s3, ctx);
+    const s3 = createS3Client(config.s3);
+    closers.push(async () => {
+      await emptyAndDeleteBucket(s3, bucket).catch(() => undefined);
+      s3.destroy();
+    });
+    return { postgres, redis, databaseUrl, config, env, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+async function emptyAndDeleteBucket(s3: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
+    const keys = (listed.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]));
+    if (keys.length === 0) break;
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys } }));
+  }
+  await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
