@@ -73,7 +73,7 @@ export function createQueryService(
   const eventLog = createPostgresEventLog(dataSource);
   const checkpoints = createCheckpoints(redis, layout);
   const records = createEvaluationRecords(redis, layout);
-  const hub = createChangeHub();
+  const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
 
   let setServing: (serving: boolean) => void = () => undefined;
   const projector = createProjector({

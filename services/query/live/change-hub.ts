@@ -41,7 +41,7 @@ interface Waiter {
   readonly resolve: () => void;
 }
 
-export function createChangeHub(): ChangeHub {
+export function createChangeHub(onListenerError: (err: unknown) => void = () => undefined): ChangeHub {
   let applied = 0n;
   const anyListeners = new Set<UpdateListener>();
   const byEvaluation = new Map<string, Set<UpdateListener>>();
@@ -56,7 +56,14 @@ export function createChangeHub(): ChangeHub {
   };
 
   const dispatch = (listeners: Iterable<UpdateListener>, update: EvaluationUpdate): void => {
-    for (const listener of [...listeners]) listener(update);
+    for (const listener of [...listeners]) {
+      try {
+        listener(update);
+      } catch (err) {
+        // One broken watcher must not stop the others, nor the replica's feed.
+        onListenerError(err);
+      }
+    }
   };
 
   return {

@@ -117,9 +117,19 @@ export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
       const pages = await Promise.all(
         partitions.map((p) => redis.xrangeBuffer(layout.changeLog(p), `(${after}-0`, '+', 'COUNT', count)),
       );
+      // A full page may stop before another partition's page does: beyond the lowest last
+      // position of the full pages, this read knows nothing, so it looks no further.
+      let horizon: bigint | undefined;
+      for (const page of pages) {
+        const last = page[page.length - 1];
+        if (page.length < count || last === undefined) continue;
+        const position = positionOfEntryId(last[0].toString());
+        if (horizon === undefined || position < horizon) horizon = position;
+      }
       const entries = pages
         .flat()
         .map(([id, fields]) => decodeChangeLogEntry(id, fields))
+        .filter((e) => horizon === undefined || e.position <= horizon)
         .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
       const { run, gap } = contiguousRun(entries, after);
       const firstMissing = after + BigInt(run.length) + 1n;
@@ -131,8 +141,7 @@ export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
         if (firstMissing - 1n < oldest) throw outOfRange(oldest);
         return { entries: run, complete: true };
       }
-      const fullPage = pages.some((page) => page.length >= count);
-      return { entries: run, complete: !fullPage };
+      return { entries: run, complete: horizon === undefined };
     },
   };
 }

@@ -353,3 +353,36 @@ describe('query streams on shutdown', function () {
     expect(oneErr?.details).to.equal('server shutting down; resume from revision 1');
   });
 });
+
+describe('query streams over partitioned read models', function () {
+  this.timeout(60_000);
+  let h: QueryHarness;
+
+  before(async () => {
+    h = await createQueryHarness({ READ_MODEL_PARTITIONS: '3' });
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  it('replays the partitions merged in global order, across many pages, then goes live', async () => {
+    const written: string[] = [];
+    for (let i = 0; i < 700; i += 1) written.push((await h.writer.submit(`pp-${i}`)).position);
+    const replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    const reader = firehose(replica, { afterPosition: '0' });
+    const received: string[] = [];
+    for (;;) {
+      const m = await nextChange(reader);
+      if (m.caughtUp !== undefined) break;
+      received.push(m.update?.position ?? '?');
+    }
+    expect(received).to.deep.equal(written);
+    const live = await h.writer.start('pp-3', { publish: true });
+    expect(await changes(reader, 1)).to.deep.equal([`update pp-3@2 (${live.position})`]);
+    await cancelled(reader);
+    const one = watch(replica, 'pp-3');
+    expect(await changes(one, 2)).to.deep.equal([`update pp-3@2 (${live.position})`, `caught_up ${live.position}`]);
+    await cancelled(one);
+  });
+});
