@@ -2,7 +2,17 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  loadPackageDefinition,
+  status,
+  type Client as GrpcClient,
+  type ClientReadableStream,
+  type ServiceClientConstructor,
+  type ServiceError,
+} from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
 import { Client } from 'pg';
 import {
@@ -636,6 +646,50 @@ export function expectSameAsLog(
         `expected ${expected.slice(Math.max(0, at - 2), at + 3).join(', ') || '(none)'}`,
     );
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health.
+
+interface HealthClient extends GrpcClient {
+  Watch(request: { service: string }): ClientReadableStream<{ status: string }>;
+}
+
+export interface HealthRecord {
+  /** Every status the server pushed, in order. */
+  readonly statuses: string[];
+  whenStatus(wanted: string, afterIndex: number, timeoutMs?: number): Promise<void>;
+  close(): void;
+}
+
+/** Follows grpc.health.v1.Health/Watch of `service` and records every status pushed. */
+export function recordHealth(address: string, service: string): HealthRecord {
+  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String, longs: String, defaults: true });
+  const grpcObject = loadPackageDefinition(definition) as unknown as {
+    grpc: { health: { v1: { Health: ServiceClientConstructor } } };
+  };
+  const client = new grpcObject.grpc.health.v1.Health(address, credentials.createInsecure()) as unknown as HealthClient;
+  const stream = client.Watch({ service });
+  const recorder = new Recorder();
+  const statuses: string[] = [];
+  stream.on('data', (message: { status: string }) => {
+    statuses.push(message.status);
+    recorder.notify();
+  });
+  stream.on('error', (err: ServiceError) => recorder.end(err));
+  return {
+    statuses,
+    whenStatus: (wanted, afterIndex, timeoutMs = 30_000) =>
+      recorder.waitFor(
+        `health ${wanted} after status #${afterIndex} (seen ${statuses.join(', ')})`,
+        () => statuses.slice(afterIndex).includes(wanted),
+        timeoutMs,
+      ),
+    close() {
+      stream.cancel();
+      client.close();
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
