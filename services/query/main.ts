@@ -1,20 +1,23 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { CONFIG_KEYS, ConfigError, loadConfig } from '../../shared/config';
+import { CONFIG_KEYS, loadConfig } from '../../shared/config';
 import { createLogger, type Logger } from '../../shared/logging';
 import { createDataSource } from '../../shared/postgres';
+import { exitOnFailure, helpText, retryAtStartup } from '../../shared/runtime';
 import { createS3Client } from '../../shared/s3';
 import { createQueryService } from './query-service';
+
+const SUMMARY = `crucible-storage query service (gRPC crucible.storage.v1.EvaluationQueryService)
+
+Keeps read models in Redis from the command side's event log in PostgreSQL and serves lookups,
+lists, outputs and resumable live streams from them. NOT_SERVING until caught up.`;
 
 /**
  * Composition root of the query service: reads the environment, creates every connection,
  * runs the service until SIGTERM/SIGINT, then closes everything in reverse order.
  */
 async function main(): Promise<void> {
-  if (process.argv.includes('--help')) {
-    process.stdout.write(
-      'crucible query service: serves evaluations from Redis read models over gRPC.\n\nEnvironment:\n',
-    );
-    for (const { key, help } of CONFIG_KEYS) process.stdout.write(`  ${key.padEnd(28)} ${help}\n`);
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(helpText(SUMMARY, CONFIG_KEYS));
     return;
   }
   const config = loadConfig(process.env);
@@ -26,7 +29,7 @@ async function main(): Promise<void> {
     applicationName: 'crucible-query',
     poolSize: 10,
   });
-  await dataSource.initialize();
+  await retryAtStartup('connecting to PostgreSQL', () => dataSource.initialize(), logger);
   // Three Redis connections, each for one kind of work: commands (reads, projection scripts)
   // fail fast when Redis is down so calls get UNAVAILABLE; the subscriber can run nothing but
   // pub/sub; the blocking one is held by XREAD BLOCK and waits out an outage.
@@ -84,14 +87,4 @@ async function closeRedis(client: Redis): Promise<void> {
   client.disconnect();
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(2);
-    }
-    createLogger('error', { service: 'query' }).error('query service failed', { err });
-    process.exit(1);
-  },
-);
+main().then(() => process.exit(0), exitOnFailure);

@@ -31,7 +31,8 @@ export interface GrpcServer {
   setServing(serving: boolean): void;
   /**
    * Stops accepting calls, lets in-flight unary calls finish for up to `graceMs`, then cancels
-   * what is left. Streams should have been ended with UNAVAILABLE before (see StreamRegistry).
+   * what is left. Long-lived streams should be ended with UNAVAILABLE before (the query service
+   * signals its handlers, which end their streams naming the position to resume from).
    */
   shutdown(graceMs: number): Promise<void>;
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { Client } from 'pg';
 import {
   CreateBucketCommand,
@@ -84,6 +85,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     config,
     env,
     async close() {
+      await deleteRedisKeys(config.redisUrl, keyPrefix);
       await emptyAndDeleteBucket(s3, bucket);
       s3.destroy();
       if (options.withoutDatabase !== true) {
@@ -92,6 +94,20 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
       }
     },
   };
+}
+
+async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
 }
 
 async function emptyAndDeleteBucket(s3: S3Client, bucket: string): Promise<void> {
