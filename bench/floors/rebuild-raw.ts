@@ -34,14 +34,8 @@ export async function rawRebuild(
     const last = page[page.length - 1]!;
     const pipeline = redis.pipeline();
     for (const event of page) {
-      const fields: Record<string, string> = {
-        eventType: event.event_type,
-        revision: event.revision,
-        position: event.position,
-      };
-      for (const [key, value] of Object.entries(event.data))
-        fields[key] = typeof value === 'string' ? value : JSON.stringify(value);
-      pipeline.hset(`${keyPrefix}${event.eval_id}`, fields);
+      const { event_type: eventType, revision, position, data } = event;
+      pipeline.hset(`${keyPrefix}${event.eval_id}`, { eventType, revision, position, data });
     }
     pipeline.set(`${keyPrefix}checkpoint`, last.position);
     events += page.length;
