@@ -56,6 +56,7 @@ function latencyFigures(latency: LatencySummary, rate: OpenLoopResult): ReturnTy
     figure('p99', latency.p99Ms, 'ms'),
     figure('offered', rate.startRate, '/s'),
     figure('done', rate.completionRate, '/s'),
+    ...(rate.failed > 0 ? [figure('failed', rate.failed, `of ${rate.started}`)] : []),
   ];
 }
 
@@ -82,6 +83,7 @@ export const propagation: Scenario = {
       await withWatchdog(watcher.caughtUp, SETUP_DEADLINE_MS, 'WatchEvaluations caught-up marker');
 
       const rows: Row[] = [];
+      const notes: string[] = [];
       const at1000: { service?: LatencySummary } = {};
       for (const { perSecond, durationMs } of ctx.smoke ? SMOKE_RATES : RATES) {
         const seconds = durationMs / 1000;
@@ -107,6 +109,11 @@ export const propagation: Scenario = {
           perSecond,
           durationMs,
         );
+        if (offered.firstError !== undefined) {
+          notes.push(
+            `Propagation at ${perSecond}/s: ${offered.failed} of ${offered.started} commands failed, e.g. "${offered.firstError}".`,
+          );
+        }
         const service = latency.summary();
         if (perSecond === 1000) at1000.service = service;
         rows.push({
@@ -129,6 +136,7 @@ export const propagation: Scenario = {
         checks,
         notes: [
           'Propagation: one SubmitEvaluation per update, started on schedule (open loop) whatever the service is doing; latency from the acknowledgement to the WatchEvaluations update (0 when the update came first). "offered" is the start rate, "done" the rate commands completed at: below the offered rate, the command side was the limit and the backlog drained after the schedule. Ratio: floor p99 ÷ service p99 (higher is better).',
+          ...notes,
         ],
       };
     } finally {

@@ -81,33 +81,49 @@ export interface OpenLoopOptions {
 
 export interface OpenLoopResult {
   readonly started: number;
+  /** Operations that failed (an overloaded service may shed load), and the first error. */
+  readonly failed: number;
+  readonly firstError?: string;
   /** Operations started per second (the offered load). */
   readonly startRate: number;
-  /** Operations finished per second, from the first start to the last end (what the system kept up with). */
+  /** Operations that succeeded per second, from the first start to the last end (what the system kept up with). */
   readonly completionRate: number;
 }
 
 /**
  * Open-loop load: starts operations on a fixed schedule, whatever the previous ones are
  * doing (each timer tick starts every operation that is due), then waits for all of them.
+ * Failures are counted, not thrown: under an offered load above its capacity a service may
+ * refuse work, and that is a result.
  */
 export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult> {
   const total = Math.max(2, Math.round((options.ratePerSecond * options.durationMs) / 1000));
   const intervalMs = 1000 / options.ratePerSecond;
   const inFlight: Promise<unknown>[] = [];
+  let failed = 0;
+  let firstError: string | undefined;
   const start = performance.now();
   let lastStartedAt = start;
   for (let next = 0; next < total;) {
     const due = Math.min(total, Math.floor((performance.now() - start) / intervalMs) + 1);
-    for (; next < due; next++) inFlight.push(options.op(next));
+    for (; next < due; next++) {
+      inFlight.push(
+        options.op(next).catch((err: unknown) => {
+          failed++;
+          firstError ??= err instanceof Error ? err.message : String(err);
+        }),
+      );
+    }
     lastStartedAt = performance.now();
     await sleep(Math.max(0, start + next * intervalMs - lastStartedAt));
   }
   await withWatchdog(Promise.all(inFlight), options.drainMs ?? STALL_MS, 'open-loop run');
   return {
     started: total,
+    failed,
+    ...(firstError !== undefined ? { firstError } : {}),
     startRate: ((total - 1) * 1000) / Math.max(lastStartedAt - start, intervalMs),
-    completionRate: (total * 1000) / (performance.now() - start),
+    completionRate: ((total - failed) * 1000) / (performance.now() - start),
   };
 }
 

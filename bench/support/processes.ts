@@ -27,8 +27,12 @@ export interface StartOptions {
 
 const TAIL_LINES = 30;
 
-// Every child still running, so that an interrupted bench can stop them (see stopAllNow).
+// Every child still running, so that an interrupted bench can stop them (see stopAllNow), and
+// so that none outlives the bench, whatever ends it.
 const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 /** SIGTERM to every process the bench started and has not stopped (on Ctrl-C / SIGTERM). */
 export function stopAllNow(): void {
