@@ -1,0 +1,120 @@
+import { status } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
+import { createClients, type Clients } from '../support/clients';
+import type { RunningService } from '../support/processes';
+import { startPrivateStack, type PrivateStack } from '../support/private-servers';
+import {
+  describeFailures,
+  expectSameAsLog,
+  MiB,
+  plansFor,
+  readEventLog,
+  recordFirehose,
+  residentBytes,
+  startBurst,
+  startCommandService,
+  startQueryService,
+  waitForProjection,
+} from './harness';
+
+/** Live messages the server may hold for one stream (the test's STREAM_BUFFER_LIMIT). */
+const BUFFER_LIMIT = 20;
+/** Each update carries the evaluation's metadata: 240 KiB makes buffering visible in RSS. */
+const METADATA = { blob: 'x'.repeat(240 * 1024) };
+/**
+ * Growth of the query process allowed while its only firehose client reads nothing. Measured
+ * here: 25–50 MiB with the buffer limit of 20 (garbage of the projection's large messages
+ * awaiting GC), about 470 MiB when the limit is lifted (STREAM_BUFFER_LIMIT=1000000, i.e.
+ * buffering everything for the client).
+ */
+const RSS_BOUND = 200 * MiB;
+
+describe('fault: a firehose client that stops reading', function () {
+  this.timeout(240_000);
+  let stack: PrivateStack;
+  let commandService: RunningService | undefined;
+  let queryService: RunningService | undefined;
+  let clients: Clients | undefined;
+
+  before(async () => {
+    stack = await startPrivateStack({
+      overrides: { STREAM_BUFFER_LIMIT: String(BUFFER_LIMIT), MAX_METADATA_BYTES: String(256 * 1024) },
+    });
+    commandService = await startCommandService(stack.env);
+    queryService = await startQueryService(stack.env);
+    clients = createClients(commandService.address, queryService.address);
+  });
+
+  after(async () => {
+    clients?.close();
+    await queryService?.stop();
+    await commandService?.stop();
+    await stack?.close();
+  });
+
+  it('does not grow the server memory without bound, and gets every change once it reads again', async () => {
+    if (clients === undefined || queryService === undefined) throw new Error('set-up failed');
+    const { command, query } = clients;
+    const pid = queryService.pid;
+
+    // Warm up the paths the burst takes (JIT, heap, Redis and PostgreSQL connections).
+    const warmUp = startBurst(command, plansFor('warm', 90), { concurrency: 4, metadata: METADATA });
+    await warmUp.done;
+    expect(warmUp.failures, describeFailures(warmUp.failures)).to.deep.equal([]);
+    const warmLog = await readEventLog(stack.databaseUrl);
+    await waitForProjection(query, warmLog[warmLog.length - 1]?.position ?? 0n);
+
+    const slow = recordFirehose(query, { afterPosition: '0' });
+    await slow.whenCaughtUp();
+    slow.call.pause();
+    const pausedAt = slow.reached;
+    const baseline = residentBytes(pid);
+
+    let peak = baseline;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, residentBytes(pid));
+    }, 100);
+    let log: Awaited<ReturnType<typeof readEventLog>>;
+    try {
+      const burst = startBurst(command, plansFor('burst', 1800), { concurrency: 8, metadata: METADATA });
+      await burst.done;
+      expect(burst.failures, describeFailures(burst.failures)).to.deep.equal([]);
+      log = await readEventLog(stack.databaseUrl);
+      await waitForProjection(query, log[log.length - 1]?.position ?? 0n, 60_000);
+      peak = Math.max(peak, residentBytes(pid));
+    } finally {
+      clearInterval(sampler);
+    }
+    const head = log[log.length - 1]?.position ?? 0n;
+    expect(
+      peak - baseline,
+      `RSS grew from ${(baseline / MiB).toFixed(0)} to ${(peak / MiB).toFixed(0)} MiB`,
+    ).to.be.lessThan(RSS_BOUND);
+
+    // Reading again: the stream goes on without a gap, or ends with a resumable error and
+    // resuming from the last position received yields the rest.
+    slow.call.resume();
+    const outcome = await Promise.race([slow.whenReached(head, 60_000).then(() => 'reached' as const), slow.finished]);
+    let updates = [...slow.updates];
+    if (outcome !== 'reached') {
+      expect(outcome === 'ok' ? 'OK' : status[outcome.code], 'how the slow stream ended').to.be.oneOf([
+        'RESOURCE_EXHAUSTED',
+        'UNAVAILABLE',
+      ]);
+      const resumed = recordFirehose(query, { afterPosition: slow.reached.toString() });
+      await resumed.whenReached(head, 60_000);
+      resumed.cancel();
+      updates = [...updates, ...resumed.updates];
+    }
+    slow.cancel();
+    expectSameAsLog(updates, log);
+
+    // The bound means something: had the server kept every message for the paused client, it
+    // would have held far more than the bound.
+    const withheld = updates
+      .filter((u) => BigInt(u.position) > pausedAt)
+      .reduce((n, u) => n + EvaluationUpdate.encode(u).finish().length, 0);
+    expect(withheld, 'bytes the paused client had to receive').to.be.greaterThan(2 * RSS_BOUND);
+  });
+});
