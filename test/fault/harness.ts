@@ -431,6 +431,26 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
+/**
+ * Streams still open. A grpc-js client's close() lets ongoing calls finish, so a stream left
+ * open by a failed test would keep mocha's process alive for good: after hooks cancel them all.
+ */
+const openStreams = new Set<{ cancel(): void }>();
+
+function track(stream: ClientReadableStream<unknown>): void {
+  openStreams.add(stream);
+  const forget = (): void => void openStreams.delete(stream);
+  stream.once('error', forget);
+  stream.once('end', forget);
+  stream.once('close', forget);
+}
+
+/** Cancels every stream a recorder opened and that is still open (for after hooks). */
+export function cancelOpenStreams(): void {
+  for (const stream of [...openStreams]) stream.cancel();
+  openStreams.clear();
+}
+
 class Recorder {
   private readonly waiters: Waiter[] = [];
   ended: ServiceError | 'ok' | undefined;
@@ -502,6 +522,7 @@ export function recordFirehose(
   request: Partial<WatchEvaluationsRequest>,
 ): FirehoseRecord {
   const stream = query.watchEvaluations({ statuses: [], evalIds: [], ...request });
+  track(stream);
   const recorder = new Recorder();
   const updates: EvaluationUpdate[] = [];
   let reached = BigInt(request.afterPosition ?? '0');
@@ -572,6 +593,7 @@ export function recordEvaluationWatch(
     evalId,
     ...(afterRevision !== undefined ? { afterRevision: afterRevision.toString() } : {}),
   });
+  track(stream);
   const recorder = new Recorder();
   const updates: EvaluationUpdate[] = [];
   let lastRevision = afterRevision ?? 0n;
@@ -670,6 +692,7 @@ export function recordHealth(address: string, service: string): HealthRecord {
   };
   const client = new grpcObject.grpc.health.v1.Health(address, credentials.createInsecure()) as unknown as HealthClient;
   const stream = client.Watch({ service });
+  track(stream);
   const recorder = new Recorder();
   const statuses: string[] = [];
   stream.on('data', (message: { status: string }) => {

@@ -17,6 +17,7 @@ import {
   withDatabase,
   type CommandResult,
   type FirehoseRecord,
+  cancelOpenStreams,
 } from './harness';
 
 /**
@@ -51,6 +52,7 @@ describe('fault: a forced out-of-order commit', function () {
   });
 
   after(async () => {
+    cancelOpenStreams();
     firehose?.cancel();
     clients?.close();
     await queryService?.stop();

@@ -14,6 +14,7 @@ import {
   waitForProjection,
   withDatabase,
   type Step,
+  cancelOpenStreams,
 } from './harness';
 
 describe('fault: PostgreSQL stops (pg_ctl stop -m fast) and comes back', function () {
@@ -31,6 +32,7 @@ describe('fault: PostgreSQL stops (pg_ctl stop -m fast) and comes back', functio
   });
 
   after(async () => {
+    cancelOpenStreams();
     clients?.close();
     await queryService?.stop();
     await commandService?.stop();

@@ -18,6 +18,7 @@ import {
   startCommandService,
   startQueryService,
   type EvaluationWatchRecord,
+  cancelOpenStreams,
 } from './harness';
 
 describe('fault: kill -9 of the query service during a burst of commands', function () {
@@ -36,6 +37,7 @@ describe('fault: kill -9 of the query service during a burst of commands', funct
   });
 
   after(async () => {
+    cancelOpenStreams();
     clients?.close();
     restartedClients?.close();
     await queryService?.stop();

@@ -16,6 +16,7 @@ import {
   waitForProjection,
   wireStatus,
   type HealthRecord,
+  cancelOpenStreams,
 } from './harness';
 
 describe('fault: Redis restarts (empty) during a burst of commands', function () {
@@ -34,6 +35,7 @@ describe('fault: Redis restarts (empty) during a burst of commands', function ()
   });
 
   after(async () => {
+    cancelOpenStreams();
     health?.close();
     clients?.close();
     await queryService?.stop();

@@ -20,6 +20,7 @@ import {
   waitForProjection,
   type EvaluationWatchRecord,
   type FirehoseRecord,
+  cancelOpenStreams,
 } from './harness';
 
 describe('fault: two query replicas share one Redis', function () {
@@ -40,6 +41,7 @@ describe('fault: two query replicas share one Redis', function () {
   });
 
   after(async () => {
+    cancelOpenStreams();
     for (const c of clients) c.close();
     for (const replica of replicas) await replica.stop();
     await commandService?.stop();

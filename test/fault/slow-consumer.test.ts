@@ -16,6 +16,7 @@ import {
   startCommandService,
   startQueryService,
   waitForProjection,
+  cancelOpenStreams,
 } from './harness';
 
 /** Live messages the server may hold for one stream (the test's STREAM_BUFFER_LIMIT). */
@@ -47,6 +48,7 @@ describe('fault: a firehose client that stops reading', function () {
   });
 
   after(async () => {
+    cancelOpenStreams();
     clients?.close();
     await queryService?.stop();
     await commandService?.stop();
