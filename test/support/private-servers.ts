@@ -64,6 +64,10 @@ function lifecycle(
         await started.stopAll(createProgress((line) => void lines.push(line)));
         throw err;
       }
+      // The stack tool uses a server that already answers; a test must never stop one it did
+      // not start (the port was taken between picking it and starting on it).
+      if (started.names.length === 0)
+        throw new Error(`a server that this test did not start answers there:\n${lines.join('')}`);
       resources = started;
     },
     async stop() {
