@@ -92,7 +92,7 @@ export const commands: Scenario = {
         checks: [
           {
             target: 'Commands ≥ 0.7× the bare pg service at every concurrency',
-            actual: `lowest ${worst.ratio?.toFixed(2)}× (${worst.scenario}, ${worst.case})`,
+            actual: `lowest ${worst.ratio?.toFixed(3)}× (${worst.scenario}, ${worst.case})`,
             met: rows.every((r) => (r.ratio ?? 0) >= 0.7),
           },
         ],

@@ -141,7 +141,7 @@ export const fanout: Scenario = {
         checks: [
           {
             target: 'Fan-out to 10,000 streams ≤ 2× the bare server’s time',
-            actual: `${(1 / ratio).toFixed(2)}× (${median(service.times).toFixed(0)} vs ${median(bare.times).toFixed(0)} ms, ${streams} streams)`,
+            actual: `${(1 / ratio).toFixed(3)}× (${median(service.times).toFixed(0)} vs ${median(bare.times).toFixed(0)} ms, ${streams} streams)`,
             met: 1 / ratio <= 2,
           },
           {

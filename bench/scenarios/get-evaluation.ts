@@ -87,7 +87,7 @@ export const getEvaluation: Scenario = {
       const checks: Check[] = [
         {
           target: 'GetEvaluation throughput at c=64 ≥ 0.8× the bare unary service',
-          actual: `${throughput.toFixed(2)}×`,
+          actual: `${throughput.toFixed(3)}×`,
           met: throughput >= 0.8,
         },
         {

@@ -110,8 +110,8 @@ export const output: Scenario = {
       const writeRatio = mbps(runs.write) / mbps(runs.put);
       const readRatio = mbps(runs.read) / mbps(runs.get);
       const checks: Check[] = [
-        { target: 'Output write ≥ 0.7× raw S3 put', actual: `${writeRatio.toFixed(2)}×`, met: writeRatio >= 0.7 },
-        { target: 'Output read ≥ 0.7× raw S3 get', actual: `${readRatio.toFixed(2)}×`, met: readRatio >= 0.7 },
+        { target: 'Output write ≥ 0.7× raw S3 put', actual: `${writeRatio.toFixed(3)}×`, met: writeRatio >= 0.7 },
+        { target: 'Output read ≥ 0.7× raw S3 get', actual: `${readRatio.toFixed(3)}×`, met: readRatio >= 0.7 },
         {
           target: 'Peak RSS growth under 64 MiB (both services)',
           actual: `command +${Math.max(...runs.commandGrowth).toFixed(0)} MiB, query +${Math.max(...runs.queryGrowth).toFixed(0)} MiB`,

@@ -98,7 +98,7 @@ export const rebuild: Scenario = {
       const cli = await runToCompletion({
         name: 'rebuild CLI',
         script: join(PROJECT_ROOT, 'dist', 'services', 'query', 'cli', 'rebuild.js'),
-        env: stack.env,
+        env: stack.serviceEnv,
       });
 
       // The rebuilt read models must be whole: a query service started on them is caught up at once.

@@ -21,6 +21,8 @@ export function floorScript(name: string): string {
 export interface BenchStack {
   readonly environment: TestEnvironment;
   readonly env: Record<string, string>;
+  /** `env` plus NODE_OPTIONS for service processes (--profile): for the services and their CLIs. */
+  readonly serviceEnv: Record<string, string>;
   readonly redis: Redis;
   /** Starts a service process on a free port (test/support/processes.ts), resolved once SERVING. */
   start(kind: ServiceKind, timeoutMs?: number): Promise<RunningService>;
@@ -33,6 +35,7 @@ export interface BenchStack {
 export async function createBenchStack(ctx: BenchContext, overrides: Record<string, string> = {}): Promise<BenchStack> {
   const environment = await createTestEnvironment({ overrides: { S3_ENDPOINT: ctx.s3Endpoint, ...overrides } });
   const env = environment.env;
+  const serviceEnv = ctx.serviceNodeOptions !== undefined ? { ...env, NODE_OPTIONS: ctx.serviceNodeOptions } : env;
   const redis = new Redis(environment.config.redisUrl);
   const processes: { stop(): Promise<unknown> }[] = [];
   const track = <P extends { stop(): Promise<unknown> }>(p: P): P => {
@@ -42,9 +45,9 @@ export async function createBenchStack(ctx: BenchContext, overrides: Record<stri
   return {
     environment,
     env,
+    serviceEnv,
     redis,
     async start(kind, timeoutMs = 120_000) {
-      const serviceEnv = ctx.serviceNodeOptions !== undefined ? { ...env, NODE_OPTIONS: ctx.serviceNodeOptions } : env;
       const started = track(await startService(kind, serviceEnv, { startTimeoutMs: timeoutMs }));
       await waitForServing(started.address, '', timeoutMs);
       return started;
