@@ -15,10 +15,10 @@ import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
 import { Client } from 'pg';
+import { EVENT_TYPE_TO_PROTO, STATUS_TO_PROTO, type Status } from '../../shared/domain';
 import {
-  EvaluationStatus,
-  eventTypeToJSON,
   FailureReason,
+  type EvaluationStatus,
   type EventType,
   type EvaluationUpdate,
 } from '../../shared/generated/crucible/storage/v1/evaluation';
@@ -302,28 +302,18 @@ export function readEvaluations(databaseUrl: string): Promise<StoredEvaluation[]
   });
 }
 
-const STATUS_NAMES: Record<string, EvaluationStatus> = {
-  queued: EvaluationStatus.EVALUATION_STATUS_QUEUED,
-  running: EvaluationStatus.EVALUATION_STATUS_RUNNING,
-  completed: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  failed: EvaluationStatus.EVALUATION_STATUS_FAILED,
-  cancelled: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-};
-
+/** The wire's status of a status as PostgreSQL stores it ("completed"). */
 export function wireStatus(stored: string): EvaluationStatus {
-  const value = STATUS_NAMES[stored];
+  const value = STATUS_TO_PROTO[stored as Status] as EvaluationStatus | undefined;
   if (value === undefined) throw new Error(`unknown stored status ${stored}`);
   return value;
 }
 
 /** The wire's EventType as the log spells it (EVENT_TYPE_EVALUATION_QUEUED → EvaluationQueued). */
 export function logEventType(eventType: EventType): string {
-  return eventTypeToJSON(eventType)
-    .replace(/^EVENT_TYPE_/, '')
-    .toLowerCase()
-    .split('_')
-    .map((w) => (w[0]?.toUpperCase() ?? '') + w.slice(1))
-    .join('');
+  return (
+    Object.entries(EVENT_TYPE_TO_PROTO).find(([, wire]) => wire === eventType)?.[0] ?? `unknown event type ${eventType}`
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
