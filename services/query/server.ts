@@ -1,10 +1,7 @@
 import type { StreamConfig } from '../../shared/config';
 import { createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
 import type { CallContext, ServerStreamHandler, StreamSink, UnaryHandler } from '../../shared/grpc';
-import {
-  EvaluationQueryServiceService,
-  type EvaluationQueryServiceServer,
-} from '../../shared/generated/crucible/storage/v1/query_service';
+import type { EvaluationQueryServiceServer } from '../../shared/generated/crucible/storage/v1/query_service';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
@@ -22,6 +19,7 @@ import type { EvaluationHistory } from './read-models/evaluation-history';
 import type { EvaluationList } from './read-models/evaluation-list';
 import type { EvaluationRecords } from './read-models/evaluation-record';
 import { redisOutageToUnavailable } from './redis/errors';
+import { EvaluationQueryServiceWire } from './wire/encoded-messages';
 
 export const QUERY_SERVICE_NAME = 'crucible.storage.v1.EvaluationQueryService';
 
@@ -92,7 +90,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     getProjectionStatus: unary('GetProjectionStatus', guardUnary(createGetProjectionStatus(deps)), logger),
   };
   return createGrpcServer({
-    services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceService, implementation }],
+    services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],
     logger,
     maxReceiveMessageBytes: MAX_REQUEST_BYTES,
     initialStatus: 'NOT_SERVING',

@@ -3,6 +3,7 @@ import { OutOfRangeError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { partitionNumbers, type KeyLayout } from './keys';
 import type { WriteOp } from './write-ops';
+import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
  * Read model: the replayable change log, one Redis Stream per partition. Entry ids are
@@ -35,7 +36,7 @@ export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffe
     if (fields[i]?.toString() === 'u') value = fields[i + 1];
   }
   if (value === undefined) throw new Error(`change log entry ${id.toString()} has no update`);
-  return { position: positionOfEntryId(id.toString()), update: EvaluationUpdate.decode(value) };
+  return { position: positionOfEntryId(id.toString()), update: decodeRemembering(EvaluationUpdate, value) };
 }
 
 /**

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteOp } from './write-ops';
+import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
  * Read model: every update of one evaluation, in revision order (list index = revision - 1).
@@ -26,11 +27,11 @@ export function createEvaluationHistory(redis: Redis, layout: KeyLayout): Evalua
   return {
     async latest(evalId) {
       const bytes = await redis.lindexBuffer(key(evalId), -1);
-      return bytes === null ? undefined : EvaluationUpdate.decode(bytes);
+      return bytes === null ? undefined : decodeRemembering(EvaluationUpdate, bytes);
     },
     async after(evalId, revision) {
       const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
-      return entries.map((bytes) => EvaluationUpdate.decode(bytes));
+      return entries.map((bytes) => decodeRemembering(EvaluationUpdate, bytes));
     },
   };
 }

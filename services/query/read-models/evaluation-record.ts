@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteOp } from './write-ops';
+import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
  * Read model: one record per evaluation, its current state as ts-proto-encoded `Evaluation`
@@ -19,7 +20,7 @@ export function encodeRecord(state: Evaluation): Buffer {
 }
 
 export function decodeRecord(bytes: Buffer): Evaluation {
-  return Evaluation.decode(bytes);
+  return decodeRemembering(Evaluation, bytes);
 }
 
 /** How the record is read. */
