@@ -69,11 +69,9 @@ async function main(argv: readonly string[]): Promise<number> {
   const ctx: BenchContext = {
     smoke: options.smoke,
     s3Endpoint: `http://${s3.address}`,
-    ...(options.profile
-      ? {
-          serviceNodeOptions: `--cpu-prof --cpu-prof-dir=${join(resultsDir, 'profiles', startedAt.replace(/[:.]/g, '-'))}`,
-        }
-      : {}),
+    serviceNodeArgs: options.profile
+      ? ['--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles', startedAt.replace(/[:.]/g, '-'))}`]
+      : [],
     load: options.smoke
       ? { warmupMs: 100, durationMs: 300, rounds: 1 }
       : { warmupMs: 1000, durationMs: 3000, rounds: 3 },

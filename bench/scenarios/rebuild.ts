@@ -98,7 +98,8 @@ export const rebuild: Scenario = {
       const cli = await runToCompletion({
         name: 'rebuild CLI',
         script: join(PROJECT_ROOT, 'dist', 'services', 'query', 'cli', 'rebuild.js'),
-        env: stack.serviceEnv,
+        env: stack.env,
+        nodeArgs: ctx.serviceNodeArgs,
       });
 
       // The rebuilt read models must be whole: a query service started on them is caught up at once.

@@ -6,8 +6,8 @@ export interface BenchContext {
   readonly smoke: boolean;
   /** Endpoint of the bench's own s3rver. */
   readonly s3Endpoint: string;
-  /** NODE_OPTIONS for service processes (--cpu-prof with --profile), else undefined. */
-  readonly serviceNodeOptions?: string;
+  /** Node flags for service processes and their CLIs (--cpu-prof with --profile). */
+  readonly serviceNodeArgs: readonly string[];
   /** Closed-loop load runs: warm-up, measured time, and rounds alternating service and floor. */
   readonly load: { readonly warmupMs: number; readonly durationMs: number; readonly rounds: number };
   progress(message: string): void;

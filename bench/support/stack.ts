@@ -1,12 +1,17 @@
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { createTestEnvironment, type TestEnvironment } from '../../test/support/environment';
-import { startService, waitForServing, type RunningService, type ServiceKind } from '../../test/support/processes';
+import { waitForServing, type ServiceKind } from '../../test/support/processes';
 import { startListening, type ListeningProcess } from './processes';
 import type { BenchContext } from './scenario';
 
 /** The project root, from dist/bench/support. */
 export const PROJECT_ROOT = resolve(__dirname, '..', '..', '..');
+
+/** A service's entry point, as `npm run start:<kind>` runs it. */
+export function serviceScript(kind: ServiceKind): string {
+  return join(PROJECT_ROOT, 'dist', 'services', kind, 'main.js');
+}
 
 /** A floor server's entry point (bench/floors/<name>.ts, compiled). */
 export function floorScript(name: string): string {
@@ -21,11 +26,12 @@ export function floorScript(name: string): string {
 export interface BenchStack {
   readonly environment: TestEnvironment;
   readonly env: Record<string, string>;
-  /** `env` plus NODE_OPTIONS for service processes (--profile): for the services and their CLIs. */
-  readonly serviceEnv: Record<string, string>;
   readonly redis: Redis;
-  /** Starts a service process on a free port (test/support/processes.ts), resolved once SERVING. */
-  start(kind: ServiceKind, timeoutMs?: number): Promise<RunningService>;
+  /**
+   * Starts a service process on a free port, with the run's service Node flags (--profile),
+   * resolved once its health check says SERVING.
+   */
+  start(kind: ServiceKind, timeoutMs?: number): Promise<ListeningProcess>;
   /** Starts a floor server process (bench/floors/<name>) with this stack's environment. */
   startFloor(name: string, env?: Record<string, string>): Promise<ListeningProcess>;
   close(): Promise<void>;
@@ -35,20 +41,26 @@ export interface BenchStack {
 export async function createBenchStack(ctx: BenchContext, overrides: Record<string, string> = {}): Promise<BenchStack> {
   const environment = await createTestEnvironment({ overrides: { S3_ENDPOINT: ctx.s3Endpoint, ...overrides } });
   const env = environment.env;
-  const serviceEnv = ctx.serviceNodeOptions !== undefined ? { ...env, NODE_OPTIONS: ctx.serviceNodeOptions } : env;
   const redis = new Redis(environment.config.redisUrl);
-  const processes: { stop(): Promise<unknown> }[] = [];
-  const track = <P extends { stop(): Promise<unknown> }>(p: P): P => {
+  const processes: ListeningProcess[] = [];
+  const track = (p: ListeningProcess): ListeningProcess => {
     processes.push(p);
     return p;
   };
   return {
     environment,
     env,
-    serviceEnv,
     redis,
     async start(kind, timeoutMs = 120_000) {
-      const started = track(await startService(kind, serviceEnv, { startTimeoutMs: timeoutMs }));
+      const started = track(
+        await startListening({
+          name: `${kind} service`,
+          script: serviceScript(kind),
+          env,
+          nodeArgs: ctx.serviceNodeArgs,
+          timeoutMs,
+        }),
+      );
       await waitForServing(started.address, '', timeoutMs);
       return started;
     },
