@@ -500,6 +500,7 @@ export interface StreamRecord {
 }
 
 export interface FirehoseRecord extends StreamRecord {
+  readonly request: Partial<WatchEvaluationsRequest>;
   /** The highest position an update, progress or caught-up message carried (resume point). */
   readonly reached: bigint;
   readonly caughtUpAt: bigint | undefined;
@@ -548,6 +549,7 @@ export function recordFirehose(
     });
   });
   return {
+    request,
     updates,
     get ended() {
       return recorder.ended;
@@ -626,6 +628,41 @@ export function recordEvaluationWatch(
         timeoutMs,
       ),
   };
+}
+
+/** Statuses a firehose client resumes on (from its last position). */
+const RESUMABLE = ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'];
+
+/**
+ * Everything a firehose client gets up to `head`, as a client that resumes would: when the
+ * stream ends with a resumable status it opens a new one after the last position it reached
+ * (at most `maxResumes` times). Fails on any other end. Returns the updates and how many
+ * times it resumed.
+ */
+export async function readFirehoseThrough(
+  query: EvaluationQueryServiceClient,
+  first: FirehoseRecord,
+  head: bigint,
+  maxResumes = 5,
+  timeoutMs = 60_000,
+): Promise<{ updates: EvaluationUpdate[]; resumes: number }> {
+  const updates: EvaluationUpdate[] = [];
+  let record = first;
+  for (let resumes = 0; ; resumes += 1) {
+    const outcome = await Promise.race([
+      record.whenReached(head, timeoutMs).then(() => 'reached' as const),
+      record.finished,
+    ]);
+    updates.push(...record.updates);
+    if (outcome === 'reached') {
+      record.cancel();
+      return { updates, resumes };
+    }
+    const code = outcome === 'ok' ? 'OK' : (status[outcome.code] ?? String(outcome.code));
+    expect(code, `the firehose ended before position ${head} (reached ${record.reached})`).to.be.oneOf(RESUMABLE);
+    expect(resumes, 'resumes').to.be.lessThan(maxResumes);
+    record = recordFirehose(query, { ...first.request, afterPosition: record.reached.toString() });
+  }
 }
 
 /** Short form of updates for assertion messages and comparisons: "position evalId@revision EventType". */

@@ -5,6 +5,9 @@ import { startPrivateStack, type PrivateStack } from '../support/private-servers
 import {
   describeFailures,
   expectReadModelsEqualLog,
+  expectSameAsLog,
+  readFirehoseThrough,
+  recordFirehose,
   plansFor,
   QUERY_SERVICE,
   readEvaluations,
@@ -43,11 +46,13 @@ describe('fault: Redis restarts (empty) during a burst of commands', function ()
     await stack?.close();
   });
 
-  it('no command fails; once Redis is back the query service rebuilds and its read models equal PostgreSQL', async () => {
+  it('no command fails; once Redis is back the query service rebuilds, its read models equal PostgreSQL, and a firehose misses nothing', async () => {
     if (clients === undefined || queryService === undefined) throw new Error('set-up failed');
     const { command, query } = clients;
     health = recordHealth(queryService.address, QUERY_SERVICE);
     await health.whenStatus('SERVING', 0);
+    const firehose = recordFirehose(query, { afterPosition: '0' });
+    await firehose.whenCaughtUp();
 
     const burst = startBurst(command, plansFor('burst', 1000), { concurrency: 8 });
     await burst.whenSucceeded(250);
@@ -73,6 +78,11 @@ describe('fault: Redis restarts (empty) during a burst of commands', function ()
     expect(log.length).to.equal(1000);
     await waitForProjection(query, head, 60_000);
     await expectReadModelsEqualLog(stack.env, stack.databaseUrl);
+
+    // A firehose client that was watching (and resumes from its last position if its stream
+    // broke) has every change exactly once, in order.
+    const { updates } = await readFirehoseThrough(query, firehose, head);
+    expectSameAsLog(updates, log);
 
     // Every evaluation reads back in its final state.
     const evaluations = await readEvaluations(stack.databaseUrl);

@@ -1,4 +1,3 @@
-import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { createClients, type Clients } from '../support/clients';
@@ -7,6 +6,7 @@ import { startPrivateStack, type PrivateStack } from '../support/private-servers
 import {
   describeFailures,
   expectSameAsLog,
+  readFirehoseThrough,
   MiB,
   plansFor,
   readEventLog,
@@ -97,19 +97,7 @@ describe('fault: a firehose client that stops reading', function () {
     // Reading again: the stream goes on without a gap, or ends with a resumable error and
     // resuming from the last position received yields the rest.
     slow.call.resume();
-    const outcome = await Promise.race([slow.whenReached(head, 60_000).then(() => 'reached' as const), slow.finished]);
-    let updates = [...slow.updates];
-    if (outcome !== 'reached') {
-      expect(outcome === 'ok' ? 'OK' : status[outcome.code], 'how the slow stream ended').to.be.oneOf([
-        'RESOURCE_EXHAUSTED',
-        'UNAVAILABLE',
-      ]);
-      const resumed = recordFirehose(query, { afterPosition: slow.reached.toString() });
-      await resumed.whenReached(head, 60_000);
-      resumed.cancel();
-      updates = [...updates, ...resumed.updates];
-    }
-    slow.cancel();
+    const { updates } = await readFirehoseThrough(query, slow, head);
     expectSameAsLog(updates, log);
 
     // The bound means something: had the server kept every message for the paused client, it
