@@ -83,27 +83,44 @@ function formatMeasured(m: Measured): string {
 
 const cell = (text: string): string => text.replace(/\|/g, '\\|');
 
+/** A markdown table with its columns padded to one width (as Prettier writes it, so readable as text). */
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    `| ${widths.map((w, i) => (cells[i] ?? '').padEnd(w)).join(' | ')} |`;
+  return [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)];
+}
+
 /** The results as markdown: the machine, one table of every row, and the targets. */
 export function renderMarkdown(report: Report): string {
+  const rows: string[][] = [];
+  for (const { name, result, error } of report.scenarios) {
+    if (error !== undefined) rows.push([name, '—', `**failed**: ${cell(error.split('\n')[0] ?? '')}`, '', '']);
+    for (const row of result?.rows ?? []) {
+      const ratio = row.ratio === undefined || !Number.isFinite(row.ratio) ? '' : `${row.ratio.toFixed(2)}×`;
+      rows.push([
+        row.scenario,
+        row.case,
+        cell(formatMeasured(row.subject)),
+        cell(row.floors.map(formatMeasured).join('<br>')),
+        ratio,
+      ]);
+    }
+  }
   const lines = [
     `Run ${report.startedAt} (${report.mode}, ${Math.round(report.seconds)} s) on ${formatMachine(report.machine)}.`,
     '',
-    '| scenario | case | service | floor, measured in the same run | ratio |',
-    '|---|---|---|---|---|',
+    ...table(['scenario', 'case', 'service', 'floor, measured in the same run', 'ratio'], rows),
   ];
-  for (const { name, result, error } of report.scenarios) {
-    if (error !== undefined) lines.push(`| ${name} | — | **failed**: ${cell(error.split('\n')[0] ?? '')} | | |`);
-    for (const row of result?.rows ?? []) {
-      const ratio = row.ratio === undefined || !Number.isFinite(row.ratio) ? '' : `${row.ratio.toFixed(2)}×`;
-      lines.push(
-        `| ${row.scenario} | ${row.case} | ${cell(formatMeasured(row.subject))} | ${cell(row.floors.map(formatMeasured).join('<br>'))} | ${ratio} |`,
-      );
-    }
-  }
   const checks = report.scenarios.flatMap((s) => s.result?.checks ?? []);
   if (checks.length > 0) {
-    lines.push('', '| target | this run | met |', '|---|---|---|');
-    for (const c of checks) lines.push(`| ${cell(c.target)} | ${cell(c.actual)} | ${c.met ? 'yes' : '**no**'} |`);
+    lines.push(
+      '',
+      ...table(
+        ['target', 'this run', 'met'],
+        checks.map((c) => [cell(c.target), cell(c.actual), c.met ? 'yes' : '**no**']),
+      ),
+    );
   }
   const notes = report.scenarios.flatMap((s) => s.result?.notes ?? []);
   if (notes.length > 0) lines.push('', ...notes.map((n) => `- ${n}`));
