@@ -52,6 +52,9 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     const { command, query } = clients;
     const submitted = await call(command, command.submitEvaluation, submission());
     expect(submitted.revision).to.equal('1');
+    // Reads are eventually consistent: an id the read model has not applied yet is NOT_FOUND
+    // to a watcher, so a client that just wrote reads its write first.
+    await call(query, query.getEvaluation, { evalId: submitted.evalId, minPosition: submitted.position });
 
     const watch = readStream<WatchEvaluationResponse>(query.watchEvaluation({ evalId: submitted.evalId }));
     const updates: WatchEvaluationResponse[] = [];

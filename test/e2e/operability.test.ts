@@ -134,6 +134,10 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         timeoutSeconds: 5,
         requestId: '',
       });
+      await call(clients.query, clients.query.getEvaluation, {
+        evalId: submitted.evalId,
+        minPosition: submitted.position,
+      });
       const watch = readStream<WatchEvaluationResponse>(clients.query.watchEvaluation({ evalId: submitted.evalId }));
       const first = await watch.next();
       expect(first.update?.revision ?? first.caughtUp?.position).to.not.equal(undefined);
