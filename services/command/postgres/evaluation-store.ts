@@ -94,8 +94,17 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
     try {
       return await fn();
     } catch (err) {
-      if (isPostgresUnavailable(err))
-        throw new UnavailableError(`PostgreSQL is unavailable (${what}); retry`, { cause: err });
+      if (isPostgresUnavailable(err)) {
+        // pg-pool reports "no free connection in time" like a refused connection: under
+        // overload the caller should hear that, not that the database is down.
+        const overloaded = err instanceof Error && err.message.includes('timeout exceeded when trying to connect');
+        throw new UnavailableError(
+          overloaded
+            ? `command service overloaded: no PostgreSQL connection free in time (${what}); retry with backoff`
+            : `PostgreSQL is unavailable (${what}); retry`,
+          { cause: err },
+        );
+      }
       throw err;
     }
   }
