@@ -4,11 +4,13 @@ import {
   commandHash,
   decideChange,
   decideSubmit,
+  memoizeDigest,
   planBody,
   type BodyPlan,
   type Command,
   type CommandResult,
   type Decision,
+  type Digest,
 } from '../domain';
 import type {
   AppendRequest,
@@ -39,10 +41,12 @@ export interface CommandExecutor {
 // in a row means a hot loop of writers on one evaluation, which no retry here would fix.
 const MAX_ROUNDS = 8;
 
-function planOf(command: Command, limits: Limits): BodyPlan | undefined {
-  if (command.type === 'CompleteEvaluation') return planBody(command.evalId, 'output', command.output, limits);
+type Loaded = Awaited<ReturnType<EvaluationStore['load']>>;
+
+function planOf(command: Command, limits: Limits, digest: Digest): BodyPlan | undefined {
+  if (command.type === 'CompleteEvaluation') return planBody(command.evalId, 'output', command.output, limits, digest);
   if (command.type === 'FailEvaluation') {
-    return planBody(command.evalId, 'error', Buffer.from(command.error, 'utf8'), limits);
+    return planBody(command.evalId, 'error', Buffer.from(command.error, 'utf8'), limits, digest);
   }
   return undefined;
 }
@@ -57,14 +61,14 @@ function storedBody(command: Command, plan: BodyPlan | undefined): StoredBody | 
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const { store, blobs, publisher, clock, limits, logger } = deps;
 
-  async function decide(
+  function decide(
     command: Command,
     evalId: string,
     hash: string,
     plan: BodyPlan | undefined,
     now: Date,
-  ): Promise<Decision> {
-    const { snapshot, priorRequest } = await store.load(evalId, command.requestId);
+    { snapshot, priorRequest }: Loaded,
+  ): Decision {
     const ctx = { now, commandHash: hash, ...(plan !== undefined ? { body: plan.ref } : {}) };
     return command.type === 'SubmitEvaluation'
       ? decideSubmit(command, evalId, snapshot, priorRequest, ctx)
@@ -73,20 +77,28 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 
   return {
     async execute(command) {
-      const hash = commandHash(command);
-      const plan = planOf(command, limits);
-      const body = storedBody(command, plan);
       // A submit without an id gets one fresh id, so that every round retries the same id.
       const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
+      // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
+      // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
+      let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
+      firstLoad.catch(() => undefined);
+      // One SHA-256 of a large body serves the command hash, the S3 key and the upload's signature.
+      const digest = memoizeDigest();
+      const hash = commandHash(command, digest);
+      const plan = planOf(command, limits, digest);
+      const body = storedBody(command, plan);
       let uploaded = false;
       for (let round = 1; round <= MAX_ROUNDS; round += 1) {
         const now = clock.now();
-        const decision = await decide(command, evalId, hash, plan, now);
+        const loaded = await (firstLoad ?? store.load(evalId, command.requestId));
+        firstLoad = undefined;
+        const decision = decide(command, evalId, hash, plan, now, loaded);
         if (decision.kind === 'unchanged') return decision.result;
         if (plan?.storage === 's3' && !uploaded) {
           // Uploaded before the transaction: if the write then fails, an unreferenced object is
           // left (same key on retry), never a reference to a missing object.
-          await blobs.put(plan.key, plan.content);
+          await blobs.put(plan.key, plan.content, plan.digest);
           uploaded = true;
         }
         const request: AppendRequest = {

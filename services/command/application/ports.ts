@@ -35,7 +35,8 @@ export interface EvaluationStore {
 
 /** Large bodies live here; the key is recorded in PostgreSQL. */
 export interface BlobStore {
-  put(key: string, content: Buffer): Promise<void>;
+  /** `sha256Hex`, when the caller has it, spares the store hashing `content` again to sign the upload. */
+  put(key: string, content: Buffer, sha256Hex?: string): Promise<void>;
 }
 
 /** Announces committed events to the query side (best effort: the log is the truth). */

@@ -7,7 +7,39 @@ export type BodyKind = 'output' | 'error';
 export type BodyPlan =
   | { readonly ref: BodyRef; readonly storage: 'none' }
   | { readonly ref: BodyRef; readonly storage: 'postgres'; readonly content: Buffer }
-  | { readonly ref: BodyRef; readonly storage: 's3'; readonly content: Buffer; readonly key: string };
+  | {
+      readonly ref: BodyRef;
+      readonly storage: 's3';
+      readonly content: Buffer;
+      readonly key: string;
+      /** The content's {@link contentDigest}: S3 can sign the upload with it instead of hashing again. */
+      readonly digest: string;
+    };
+
+/** How a body's hex SHA-256 is obtained: {@link contentDigest}, or a memo of it. */
+export type Digest = (content: Buffer) => string;
+
+/**
+ * Hex SHA-256 of a body. It names the body's S3 object, stands for the body in the command
+ * hash and is the payload hash S3's request signature needs, so a caller that holds a large
+ * body computes it once (see {@link memoizeDigest}) and hands it to all three.
+ */
+export function contentDigest(content: Buffer): string {
+  return createHash('sha256').update(content).digest('hex');
+}
+
+/** {@link contentDigest} that hashes each distinct Buffer once (for one command's bodies). */
+export function memoizeDigest(): Digest {
+  const digests = new WeakMap<Buffer, string>();
+  return (content) => {
+    let digest = digests.get(content);
+    if (digest === undefined) {
+      digest = contentDigest(content);
+      digests.set(content, digest);
+    }
+    return digest;
+  };
+}
 
 export interface BodyLimits {
   readonly previewBytes: number;
@@ -37,8 +69,15 @@ function errorPreview(content: Buffer, max: number): Buffer {
  * Plans how a body is kept: nothing when empty, in PostgreSQL up to the inline limit, in S3
  * above it under a key derived from the content, so that a retried upload writes the same
  * object and two racing commands with different bodies never overwrite each other's.
+ * `digest` lets the caller share one hash of the body with the command hash.
  */
-export function planBody(evalId: string, kind: BodyKind, content: Buffer, limits: BodyLimits): BodyPlan {
+export function planBody(
+  evalId: string,
+  kind: BodyKind,
+  content: Buffer,
+  limits: BodyLimits,
+  digest: Digest = contentDigest,
+): BodyPlan {
   const preview =
     kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
   const base = { previewBase64: preview.toString('base64'), size: content.length };
@@ -46,7 +85,7 @@ export function planBody(evalId: string, kind: BodyKind, content: Buffer, limits
   if (content.length <= limits.inlineOutputMaxBytes) {
     return { ref: { ...base, location: 'postgres' }, storage: 'postgres', content };
   }
-  const digest = createHash('sha256').update(content).digest('hex');
-  const key = `evaluations/${evalId}/${kind}/${digest}`;
-  return { ref: { ...base, location: 's3', s3Key: key }, storage: 's3', content, key };
+  const hex = digest(content);
+  const key = `evaluations/${evalId}/${kind}/${hex}`;
+  return { ref: { ...base, location: 's3', s3Key: key }, storage: 's3', content, key, digest: hex };
 }

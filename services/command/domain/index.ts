@@ -9,8 +9,8 @@ export type {
   CancelEvaluation,
 } from './commands';
 export { commandHash } from './command-hash';
-export { planBody, utf8Prefix } from './bodies';
-export type { BodyKind, BodyPlan, BodyLimits } from './bodies';
+export { contentDigest, memoizeDigest, planBody, utf8Prefix } from './bodies';
+export type { BodyKind, BodyPlan, BodyLimits, Digest } from './bodies';
 export { decideSubmit, decideChange } from './decide';
 export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand } from './decide';
 export { validateSubmit, validateStart, validateComplete, validateFail, validateCancel } from './validate';

@@ -1,6 +1,15 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { planBody, utf8Prefix, type BodyLimits, type BodyPlan } from '../../../services/command/domain';
+import {
+  commandHash,
+  contentDigest,
+  memoizeDigest,
+  planBody,
+  utf8Prefix,
+  type BodyLimits,
+  type BodyPlan,
+  type CompleteEvaluation,
+} from '../../../services/command/domain';
 
 const LIMITS: BodyLimits = { previewBytes: 1024, inlineOutputMaxBytes: 1024 * 1024 };
 
@@ -111,6 +120,28 @@ describe('bodies', () => {
       const plan = planBody('e1', 'error', content, { previewBytes: 4, inlineOutputMaxBytes: 100 });
       expect(preview(plan).toString('utf8')).to.equal('a€');
       expect(plan.ref.size).to.equal(content.length);
+    });
+  });
+
+  describe('one digest per body', () => {
+    it('hashes each Buffer once when memoized', () => {
+      const memo = memoizeDigest();
+      const content = Buffer.from('abc');
+      const first = memo(content);
+      expect(first).to.equal(createHash('sha256').update('abc').digest('hex'));
+      content[0] = 0x78; // a Buffer is not changed in a command; this shows the memo did not hash again
+      expect(memo(content)).to.equal(first);
+      expect(memo(Buffer.from(content))).to.equal(contentDigest(Buffer.from('xbc')));
+    });
+
+    it('gives the command hash and the plan the results they compute alone', () => {
+      const output = randomBytes(LIMITS.inlineOutputMaxBytes + 1);
+      const command: CompleteEvaluation = { type: 'CompleteEvaluation', evalId: 'e1', output, exitCode: 0 };
+      const memo = memoizeDigest();
+      expect(commandHash(command, memo)).to.equal(commandHash(command));
+      const plan = planBody('e1', 'output', output, LIMITS, memo);
+      expect(plan).to.deep.equal(planBody('e1', 'output', output, LIMITS));
+      expect(plan.storage === 's3' && plan.digest).to.equal(contentDigest(output));
     });
   });
 });

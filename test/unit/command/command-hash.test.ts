@@ -39,7 +39,7 @@ describe('commandHash', () => {
       { ...SUBMIT, metadata: { team: 'a', nested: { x: 1, y: [2, 1] } } },
       { ...SUBMIT, metadata: { team: 'a', nested: { x: '1', y: [1, 2] } } },
     ];
-    const hashes = new Set([commandHash(SUBMIT), ...variants.map(commandHash)]);
+    const hashes = new Set([commandHash(SUBMIT), ...variants.map((variant) => commandHash(variant))]);
     expect(hashes.size).to.equal(variants.length + 1);
   });
 

@@ -1,0 +1,54 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { S3Client } from '@aws-sdk/client-s3';
+import { expect } from 'chai';
+import { createS3BlobStore } from '../../../services/command/s3/blob-store';
+
+interface SentRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: unknown;
+}
+
+/** An S3 client whose transport records each request and answers 200 (no I/O). */
+function recordingClient(): { client: S3Client; sent: SentRequest[] } {
+  const sent: SentRequest[] = [];
+  const client = new S3Client({
+    region: 'us-east-1',
+    endpoint: 'http://s3.invalid',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'id', secretAccessKey: 'secret' },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: {
+      handle: (request: SentRequest) => {
+        sent.push(request);
+        return Promise.resolve({ response: { statusCode: 200, headers: {}, body: Readable.from([]) } });
+      },
+    },
+  });
+  return { client, sent };
+}
+
+describe('S3 blob store', () => {
+  const content = Buffer.from('x'.repeat(1000));
+  const sha256 = createHash('sha256').update(content).digest('hex');
+
+  it('signs the upload with the digest it is given (no second hash of the body)', async () => {
+    const { client, sent } = recordingClient();
+    await createS3BlobStore(client, 'bucket').put('evaluations/e1/output/abc', content, sha256);
+    expect(sent).to.have.length(1);
+    expect(sent[0]!.method).to.equal('PUT');
+    expect(sent[0]!.path).to.equal('/bucket/evaluations/e1/output/abc');
+    expect(sent[0]!.headers['x-amz-content-sha256']).to.equal(sha256);
+    expect(sent[0]!.headers.authorization).to.include('x-amz-content-sha256');
+    expect(sent[0]!.body).to.equal(content);
+  });
+
+  it('hashes the body itself when given no digest, to the same header', async () => {
+    const { client, sent } = recordingClient();
+    await createS3BlobStore(client, 'bucket').put('k', content);
+    expect(sent[0]!.headers['x-amz-content-sha256']).to.equal(sha256);
+  });
+});
