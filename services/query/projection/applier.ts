@@ -59,13 +59,7 @@ export function createProjectionApplier(deps: {
 
   return {
     async apply(events) {
-      const idsByPartition = new Map<number, string[]>();
-      for (const event of events) {
-        const p = layout.partitionOf(event.evalId);
-        const ids = idsByPartition.get(p) ?? [];
-        if (!ids.includes(event.evalId)) ids.push(event.evalId);
-        idsByPartition.set(p, ids);
-      }
+      const idsByPartition = evalIdsByPartition(events, layout);
       // States repaired from the log, valid for the checkpoint they were folded at.
       const repairs = new Map<string, { checkpoint: bigint; state: Evaluation | undefined }>();
       let applied = 0;
@@ -120,6 +114,24 @@ export function createProjectionApplier(deps: {
       throw new Error(`projection step kept conflicting after ${MAX_ATTEMPTS} attempts`);
     },
   };
+}
+
+/** The distinct evaluations of `events`, per partition, in order of first appearance. */
+export function evalIdsByPartition(
+  events: readonly RecordedEvent[],
+  layout: Pick<KeyLayout, 'partitionOf'>,
+): Map<number, string[]> {
+  const seen = new Set<string>();
+  const idsByPartition = new Map<number, string[]>();
+  for (const { evalId } of events) {
+    if (seen.has(evalId)) continue;
+    seen.add(evalId);
+    const p = layout.partitionOf(evalId);
+    const ids = idsByPartition.get(p);
+    if (ids === undefined) idsByPartition.set(p, [evalId]);
+    else ids.push(evalId);
+  }
+  return idsByPartition;
 }
 
 function min(values: readonly bigint[]): bigint {

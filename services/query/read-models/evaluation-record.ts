@@ -9,10 +9,15 @@ import { decodeRemembering } from '../wire/encoded-messages';
  * bytes (served by GetEvaluation and ListEvaluations without any transformation but a decode).
  *
  * How an event changes it: the record is replaced by the state after the event (only the
- * last state of a batch is written).
+ * last state of a batch is written). `encoded` is `encodeRecord(state)` when the caller has it.
  */
-export function recordWrites(layout: KeyLayout, partition: number, state: Evaluation): WriteOp[] {
-  return [{ op: 'set', key: layout.record(partition, state.evalId), value: encodeRecord(state) }];
+export function recordWrites(
+  layout: KeyLayout,
+  partition: number,
+  state: Evaluation,
+  encoded: Buffer = encodeRecord(state),
+): WriteOp[] {
+  return [{ op: 'set', key: layout.record(partition, state.evalId), value: encoded }];
 }
 
 export function encodeRecord(state: Evaluation): Buffer {

@@ -25,53 +25,171 @@ export interface EncodedScriptCall {
   readonly args: (string | Buffer)[];
 }
 
-const OP_CODES = { set: 'S', zadd: 'Z', zrem: 'R', rpush: 'L', xadd: 'X' } as const;
+/**
+ * Most items one script op carries: the script spreads them onto the Lua stack (`unpack`),
+ * which holds about 8,000 values.
+ */
+export const MAX_OP_ITEMS = 1000;
+
+/** One item of the ops array: an op code, a key index or count, a member, id or value. */
+type Item = string | Buffer | number;
 
 /**
  * Encodes a partition write as the KEYS and ARGV of the apply script. Every key is declared in
  * KEYS (as Redis Cluster requires); ops refer to keys by index. KEYS[1] is the checkpoint.
- * ARGV: expected checkpoint, new checkpoint, change-log retention, then per op:
- * code, key index, operand(s).
+ * ARGV: expected checkpoint, new checkpoint, change-log retention, and the ops, packed into one
+ * MessagePack array (see packItems): per script op, code, key index, item count, items (see
+ * redis/apply-script.ts). One argument instead of several per event spares the client and
+ * Redis the per-argument work of the protocol; the script unpacks it with `cmsgpack`.
+ *
+ * Ops on the same key are merged into variadic commands, which leaves every key as the ops
+ * in order would: a list gets its values in order (RPUSH v1 v2 …), a stream its entries in
+ * order, a string its last value, and a sorted set (every member has score 0) holds a member
+ * exactly when the last op on it was a `zadd`. Ops on different keys commute, and a key only
+ * ever sees one kind of op (each read-model key holds one Redis type).
  */
 export function encodePartitionWrite(
   write: PartitionWrite,
   checkpointKey: string,
   changeLogRetention: number,
 ): EncodedScriptCall {
-  const keys = [checkpointKey];
-  const indexOf = new Map<string, number>([[checkpointKey, 1]]);
-  const keyIndex = (key: string): string => {
-    let index = indexOf.get(key);
-    if (index === undefined) {
-      keys.push(key);
-      index = keys.length;
-      indexOf.set(key, index);
-    }
-    return String(index);
-  };
-  const args: (string | Buffer)[] = [
-    write.expectedCheckpoint.toString(),
-    write.newCheckpoint.toString(),
-    String(changeLogRetention),
-  ];
-  for (const op of write.ops) {
+  const { keys, items } = scriptOps(write.ops, checkpointKey);
+  const args = [write.expectedCheckpoint.toString(), write.newCheckpoint.toString(), String(changeLogRetention)];
+  return { keys, args: [...args, packItems(items)] };
+}
+
+/** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
+function scriptOps(ops: readonly WriteOp[], checkpointKey: string): { keys: string[]; items: Item[] } {
+  const sets = new Map<string, Buffer>();
+  const lists = new Map<string, Buffer[]>();
+  const streams = new Map<string, Item[]>();
+  const zsets = new Map<string, Map<string, boolean>>();
+  for (const op of ops) {
     switch (op.op) {
       case 'set':
-      case 'rpush':
-        args.push(OP_CODES[op.op], keyIndex(op.key), op.value);
+        sets.set(op.key, op.value);
         break;
+      case 'rpush': {
+        const values = lists.get(op.key);
+        if (values === undefined) lists.set(op.key, [op.value]);
+        else values.push(op.value);
+        break;
+      }
+      case 'xadd': {
+        const entries = streams.get(op.key);
+        if (entries === undefined) streams.set(op.key, [`${op.position}-0`, op.value]);
+        else entries.push(`${op.position}-0`, op.value);
+        break;
+      }
       case 'zadd':
-      case 'zrem':
-        args.push(OP_CODES[op.op], keyIndex(op.key), op.member);
+      case 'zrem': {
+        let members = zsets.get(op.key);
+        if (members === undefined) zsets.set(op.key, (members = new Map<string, boolean>()));
+        members.set(op.member, op.op === 'zadd');
         break;
-      case 'xadd':
-        args.push(OP_CODES.xadd, keyIndex(op.key), `${op.position}-0`, op.value);
-        break;
+      }
       default: {
         const unreachable: never = op;
         throw new Error(`unknown write op ${JSON.stringify(unreachable)}`);
       }
     }
   }
-  return { keys, args };
+
+  const keys = [checkpointKey];
+  const items: Item[] = [];
+  const indexOf = new Map<string, number>([[checkpointKey, 1]]);
+  const declare = (key: string): number => {
+    let index = indexOf.get(key);
+    if (index === undefined) indexOf.set(key, (index = keys.push(key)));
+    return index;
+  };
+  /** `perItem`: list entries per item (a stream entry is an id and a value). */
+  const push = (code: string, key: string, list: readonly Item[], perItem = 1): void => {
+    const index = declare(key);
+    const step = MAX_OP_ITEMS * perItem;
+    for (let from = 0; from < list.length; from += step) {
+      const to = Math.min(list.length, from + step);
+      items.push(code, index, (to - from) / perItem);
+      for (let i = from; i < to; i += 1) items.push(list[i] as Item);
+    }
+  };
+  for (const [key, entries] of streams) push('X', key, entries, 2);
+  // A history entry is the same update as a change-log entry of the write: it is sent once,
+  // and the list item refers to it by its (1-based) place in the array.
+  const sent = new Map<Item, number>();
+  items.forEach((item, i) => {
+    if (Buffer.isBuffer(item)) sent.set(item, i + 1);
+  });
+  for (const [key, values] of lists)
+    push(
+      'L',
+      key,
+      values.map((value) => sent.get(value) ?? value),
+    );
+  for (const [key, members] of zsets) {
+    const added: string[] = [];
+    const removed: string[] = [];
+    for (const [member, present] of members) (present ? added : removed).push(member);
+    if (removed.length > 0) push('R', key, removed);
+    if (added.length > 0) push('Z', key, added);
+  }
+  for (const [key, value] of sets) push('S', key, [value]);
+  return { keys, items };
+}
+
+/**
+ * Packs items as one MessagePack array (array 32 of str and uint 32), the subset Redis'
+ * `cmsgpack.unpack` turns into a Lua table of strings (binary-safe) and numbers. Empty for no
+ * items. Numbers are key indexes, counts, and references to an earlier item.
+ */
+export function packItems(items: readonly Item[]): Buffer {
+  if (items.length === 0) return Buffer.alloc(0);
+  const lengths = new Array<number>(items.length);
+  let size = 5;
+  for (let i = 0; i < items.length; i += 1) {
+    const item = items[i] as Item;
+    if (typeof item === 'number') {
+      if (!Number.isInteger(item) || item < 0 || item > 0xffffffff) throw new RangeError(`cannot pack ${item}`);
+      size += 5;
+      continue;
+    }
+    const length = typeof item === 'string' ? Buffer.byteLength(item) : item.length;
+    lengths[i] = length;
+    size += headerSize(length) + length;
+  }
+  const out = Buffer.allocUnsafe(size);
+  out[0] = 0xdd;
+  out.writeUInt32BE(items.length, 1);
+  let pos = 5;
+  for (let i = 0; i < items.length; i += 1) {
+    const item = items[i] as Item;
+    if (typeof item === 'number') {
+      out[pos] = 0xce;
+      out.writeUInt32BE(item, pos + 1);
+      pos += 5;
+      continue;
+    }
+    const length = lengths[i] as number;
+    if (length < 32) out[pos++] = 0xa0 | length;
+    else if (length < 0x100) {
+      out[pos++] = 0xd9;
+      out[pos++] = length;
+    } else if (length < 0x10000) {
+      out[pos++] = 0xda;
+      pos = out.writeUInt16BE(length, pos);
+    } else {
+      out[pos++] = 0xdb;
+      pos = out.writeUInt32BE(length, pos);
+    }
+    if (typeof item === 'string') pos += out.write(item, pos, 'utf8');
+    else {
+      out.set(item, pos);
+      pos += length;
+    }
+  }
+  return out;
+}
+
+function headerSize(length: number): number {
+  return length < 32 ? 1 : length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
 }

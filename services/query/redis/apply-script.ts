@@ -7,31 +7,56 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * and moves the checkpoint, atomically (Redis runs a script without interleaving). Another
  * replica that got there first makes it return the checkpoint it found instead.
  *
- * Ops are fixed-arity (see read-models/write-ops.ts). XADD runs under pcall: an entry id at or
- * below the stream's top can only mean the entry is already there (keys deleted by hand), and
- * must not abort the script half-way (Redis does not roll a script back).
+ * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
+ * code, key index, item count, items. `S` sets a string (one item), `Z` adds members with
+ * score 0, `R` removes members, `L` appends to a list (an item that is a number stands for the
+ * item at that place: an update the write also appends to the change log), `X` appends `count`
+ * stream entries (id, value). XADD runs under pcall: an entry id at or below the stream's top can only mean the
+ * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
+ * does not roll a script back).
  */
 export const APPLY_LUA = `
 local current = redis.call('GET', KEYS[1])
 if not current then current = '0' end
 if current ~= ARGV[1] then return {0, current} end
-local i = 4
-local n = #ARGV
-while i <= n do
-  local op = ARGV[i]
-  local key = KEYS[tonumber(ARGV[i + 1])]
-  if op == 'S' then
-    redis.call('SET', key, ARGV[i + 2]); i = i + 3
-  elseif op == 'Z' then
-    redis.call('ZADD', key, 0, ARGV[i + 2]); i = i + 3
-  elseif op == 'R' then
-    redis.call('ZREM', key, ARGV[i + 2]); i = i + 3
-  elseif op == 'L' then
-    redis.call('RPUSH', key, ARGV[i + 2]); i = i + 3
-  elseif op == 'X' then
-    redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[3], ARGV[i + 2], 'u', ARGV[i + 3]); i = i + 4
-  else
-    return redis.error_reply('unknown op ' .. tostring(op))
+if ARGV[4] ~= '' then
+  local ops = cmsgpack.unpack(ARGV[4])
+  local i = 1
+  local n = #ops
+  while i <= n do
+    local op = ops[i]
+    local key = KEYS[ops[i + 1]]
+    local count = ops[i + 2]
+    local first = i + 3
+    local last = first + count - 1
+    if op == 'S' then
+      redis.call('SET', key, ops[first])
+    elseif op == 'Z' then
+      local scored = {}
+      for j = first, last do
+        scored[#scored + 1] = '0'
+        scored[#scored + 1] = ops[j]
+      end
+      redis.call('ZADD', key, unpack(scored))
+    elseif op == 'R' then
+      redis.call('ZREM', key, unpack(ops, first, last))
+    elseif op == 'L' then
+      local values = {}
+      for j = first, last do
+        local value = ops[j]
+        if type(value) == 'number' then value = ops[value] end
+        values[#values + 1] = value
+      end
+      redis.call('RPUSH', key, unpack(values))
+    elseif op == 'X' then
+      last = first + 2 * count - 1
+      for j = first, last, 2 do
+        redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[3], ops[j], 'u', ops[j + 1])
+      end
+    else
+      return redis.error_reply('unknown op ' .. tostring(op))
+    end
+    i = last + 1
   end
 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -40,7 +65,7 @@ return {1}
 
 const COMMAND = 'crucibleApplyPartition';
 
-type ScriptRunner = (numKeys: number, ...args: (string | Buffer)[]) => Promise<unknown>;
+type ScriptRunner = (numKeys: number, ...args: (string | Buffer | (string | Buffer)[])[]) => Promise<unknown>;
 
 /**
  * Binds the apply script to a connection (EVALSHA, loading it on NOSCRIPT). Returns true when
@@ -51,7 +76,8 @@ export function createApplyScript(redis: Redis): (call: EncodedScriptCall) => Pr
   const run = (redis as unknown as Record<string, ScriptRunner>)[COMMAND]?.bind(redis);
   if (run === undefined) throw new Error('ioredis did not define the apply script');
   return async ({ keys, args }) => {
-    const reply = (await run(keys.length, ...keys, ...args)) as [number, string?];
+    // Arrays are flattened by ioredis: no spread of tens of thousands of arguments.
+    const reply = (await run(keys.length, keys, args)) as [number, string?];
     if (reply[0] === 1) return true;
     return BigInt(reply[1] ?? '0');
   };

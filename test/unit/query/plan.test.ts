@@ -1,14 +1,27 @@
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { expect } from 'chai';
 import { evolve, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
 import {
+  Evaluation,
   EvaluationUpdate,
   EvaluationStatus,
   EventType,
-  type Evaluation,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { FoldError, GapError, planBatch, type PartitionSnapshot } from '../../../services/query/projection/plan';
+import {
+  encodeUpdate,
+  FoldError,
+  GapError,
+  planBatch,
+  updateFor,
+  type PartitionSnapshot,
+} from '../../../services/query/projection/plan';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
-import { encodePartitionWrite, type PartitionWrite, type WriteOp } from '../../../services/query/read-models/write-ops';
+import {
+  encodePartitionWrite,
+  MAX_OP_ITEMS,
+  type PartitionWrite,
+  type WriteOp,
+} from '../../../services/query/read-models/write-ops';
 
 const AT = '2025-01-01T00:00:00.000Z';
 
@@ -150,8 +163,33 @@ describe('planBatch (pure projection step)', () => {
   });
 });
 
+/** Reads back the MessagePack array encodePartitionWrite packs (array 32 of str and uint 32). */
+function unpackOps(packed: string | Buffer | undefined): string[] {
+  if (!Buffer.isBuffer(packed) || packed.length === 0) return [];
+  expect(packed[0]).to.equal(0xdd);
+  const items: string[] = [];
+  let pos = 5;
+  for (let i = 0; i < packed.readUInt32BE(1); i += 1) {
+    const type = packed[pos++] ?? 0;
+    let length: number;
+    if (type === 0xce) {
+      items.push(String(packed.readUInt32BE(pos)));
+      pos += 4;
+      continue;
+    } else if ((type & 0xe0) === 0xa0) length = type & 0x1f;
+    else if (type === 0xd9) length = packed[pos++] ?? 0;
+    else if (type === 0xda) [length, pos] = [packed.readUInt16BE(pos), pos + 2];
+    else if (type === 0xdb) [length, pos] = [packed.readUInt32BE(pos), pos + 4];
+    else throw new Error(`unexpected type ${type}`);
+    items.push(packed.toString('utf8', pos, pos + length));
+    pos += length;
+  }
+  expect(pos).to.equal(packed.length);
+  return items;
+}
+
 describe('encodePartitionWrite', () => {
-  it('declares every key once, checkpoint first, and refers to keys by index', () => {
+  it('declares every key once, checkpoint first, and merges the ops of a key into variadic script ops', () => {
     const write: PartitionWrite = {
       partition: 0,
       expectedCheckpoint: 7n,
@@ -161,35 +199,113 @@ describe('encodePartitionWrite', () => {
         { op: 'zadd', key: 'k:all', member: 'm' },
         { op: 'zrem', key: 'k:q', member: 'm' },
         { op: 'rpush', key: 'k:hist', value: Buffer.from('h') },
-        { op: 'xadd', key: 'k:log', position: '9', value: Buffer.from('u') },
+        { op: 'xadd', key: 'k:log', position: '8', value: Buffer.from('u') },
+        { op: 'rpush', key: 'k:hist', value: Buffer.from('h'.repeat(300)) },
+        { op: 'xadd', key: 'k:log', position: '9', value: Buffer.from('u'.repeat(70_000)) },
         { op: 'set', key: 'k:rec', value: Buffer.from('r2') },
       ],
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
-    expect(keys).to.deep.equal(['k:cp', 'k:rec', 'k:all', 'k:q', 'k:hist', 'k:log']);
-    expect(args.map(String)).to.deep.equal([
-      '7',
-      '9',
-      '1000',
-      'S',
-      '2',
-      'r',
-      'Z',
-      '3',
-      'm',
-      'R',
-      '4',
-      'm',
-      'L',
-      '5',
-      'h',
-      'X',
-      '6',
-      '9-0',
-      'u',
-      'S',
-      '2',
-      'r2',
+    expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist', 'k:all', 'k:q', 'k:rec']);
+    expect(args.slice(0, 3)).to.deep.equal(['7', '9', '1000']);
+    expect(unpackOps(args[3])).to.deep.equal(
+      ['X', '2', '2', '8-0', 'u', '9-0', 'u'.repeat(70_000)]
+        .concat(['L', '3', '2', 'h', 'h'.repeat(300)])
+        .concat(['Z', '4', '1', 'm'])
+        .concat(['R', '5', '1', 'm'])
+        .concat(['S', '6', '1', 'r2']),
+    );
+  });
+
+  it('sends an update once when it goes to the history and to the change log', () => {
+    const update = Buffer.from('u');
+    const write: PartitionWrite = {
+      partition: 0,
+      expectedCheckpoint: 4n,
+      newCheckpoint: 5n,
+      ops: [
+        { op: 'rpush', key: 'k:hist', value: update },
+        { op: 'xadd', key: 'k:log', position: '5', value: update },
+      ],
+    };
+    const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
+    expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist']);
+    // The list item is the (1-based) place of the stream entry's value.
+    expect(unpackOps(args[3])).to.deep.equal(['X', '2', '1', '5-0', 'u', 'L', '3', '1', '5']);
+  });
+
+  it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
+    const { keys, args } = encodePartitionWrite(
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops: [] },
+      'k:cp',
+      1000,
+    );
+    expect(keys).to.deep.equal(['k:cp']);
+    expect(args).to.deep.equal(['0', '1', '1000', Buffer.alloc(0)]);
+  });
+
+  it('keeps a member in a sorted set exactly when the last op on it was zadd', () => {
+    const ops: WriteOp[] = [
+      { op: 'zadd', key: 'k:q', member: 'a' },
+      { op: 'zadd', key: 'k:q', member: 'b' },
+      { op: 'zrem', key: 'k:q', member: 'a' },
+      { op: 'zrem', key: 'k:q', member: 'c' },
+      { op: 'zadd', key: 'k:q', member: 'c' },
+    ];
+    const { args } = encodePartitionWrite(
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops },
+      'k:cp',
+      1000,
+    );
+    expect(unpackOps(args[3])).to.deep.equal(['R', '2', '1', 'a', 'Z', '2', '2', 'b', 'c']);
+  });
+
+  it(`splits ops of more than ${MAX_OP_ITEMS} items (the Lua stack bounds unpack)`, () => {
+    const count = MAX_OP_ITEMS * 2 + 1;
+    const ops: WriteOp[] = [];
+    for (let i = 1; i <= count; i += 1) {
+      ops.push({ op: 'zadd', key: 'k:all', member: `m${i}` });
+      ops.push({ op: 'xadd', key: 'k:log', position: String(i), value: Buffer.from('u') });
+    }
+    const { keys, args } = encodePartitionWrite(
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: BigInt(count), ops },
+      'k:cp',
+      1000,
+    );
+    expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:all']);
+    const items = unpackOps(args[3]);
+    const counts: string[] = [];
+    for (let i = 0; i < items.length;) {
+      const n = Number(items[i + 2]);
+      counts.push(`${items[i]}${n}`);
+      i += 3 + (items[i] === 'X' ? 2 * n : n);
+    }
+    expect(counts).to.deep.equal([
+      `X${MAX_OP_ITEMS}`,
+      `X${MAX_OP_ITEMS}`,
+      'X1',
+      `Z${MAX_OP_ITEMS}`,
+      `Z${MAX_OP_ITEMS}`,
+      'Z1',
     ]);
+  });
+});
+
+describe('encodeUpdate', () => {
+  it('is byte for byte what ts-proto encodes for the update, and for the state (the record)', () => {
+    const a1 = queued('a', 1);
+    const a2 = next('a', 12345678901, 2, started);
+    const s1 = evolve(undefined, a1);
+    const s2 = evolve(s1, { ...a2, event: { ...started, data: { ...started.data, executorId: 'x'.repeat(300) } } });
+    const writer = new BinaryWriter();
+    for (const [event, state] of [
+      [a1, s1],
+      [a2, s2],
+      [a1, s1],
+    ] as const) {
+      const { update, record } = encodeUpdate(event, state, writer);
+      expect(update.equals(EvaluationUpdate.encode(updateFor(event, state)).finish())).to.equal(true);
+      expect(record.equals(Evaluation.encode(state).finish())).to.equal(true);
+    }
   });
 });
