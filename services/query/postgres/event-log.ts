@@ -1,7 +1,8 @@
+import { types } from 'pg';
 import type { DataSource } from 'typeorm';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
-import { isPostgresUnavailable } from '../../../shared/postgres';
+import { isPostgresUnavailable, poolOf } from '../../../shared/postgres';
 import type { EvaluationSource } from '../projection/consistency-check';
 import type { EventLog } from '../projection/event-log';
 
@@ -15,6 +16,41 @@ interface EventRow {
 }
 
 const COLUMNS = `position::text AS position, eval_id, revision::text AS revision, event_type, data, recorded_at`;
+
+/** A row of COLUMNS read with `rowMode: 'array'` and TIMESTAMP_AS_TEXT: the same values, in order. */
+type EventRowArray = [string, string, string, EvaluationEvent['type'], EvaluationEvent['data'], string];
+
+const parseTimestamptz = types.getTypeParser(types.builtins.TIMESTAMPTZ) as (text: string) => Date;
+
+const asText = (text: string): string => text;
+
+/** The readAfter query's types: pg's, except `recorded_at` stays text (see isoTimestamp). */
+const TIMESTAMP_AS_TEXT = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary'): unknown =>
+    oid === (types.builtins.TIMESTAMPTZ as number)
+      ? asText
+      : types.getTypeParser(oid, format)) as typeof types.getTypeParser,
+};
+
+/** What PostgreSQL prints for a timestamptz in a UTC session. */
+const UTC_TIMESTAMP = /^[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?\+00$/;
+
+/**
+ * `parseTimestamptz(text).toISOString()` — what pg's parser (postgres-date) and toRecordedEvent
+ * make of a timestamptz — without the parser's regexes and a Date, for the form a UTC session
+ * prints: the same fields, and the milliseconds computed as postgres-date does (1000 × the
+ * fraction, truncated by Date.UTC). Any other form goes through the parser.
+ */
+export function isoTimestamp(text: string): string {
+  if (!UTC_TIMESTAMP.test(text)) return parseTimestamptz(text).toISOString();
+  const fraction = text.slice(19, -3);
+  const ms = fraction === '' ? 0 : Math.trunc(1000 * parseFloat(fraction));
+  return `${text.slice(0, 10)}T${text.slice(11, 19)}.${String(ms).padStart(3, '0')}Z`;
+}
+
+function fromRowArray([position, evalId, revision, type, data, recordedAt]: EventRowArray): RecordedEvent {
+  return { position, evalId, revision, recordedAt: isoTimestamp(recordedAt), event: { type, data } as EvaluationEvent };
+}
 
 export function toRecordedEvent(row: EventRow): RecordedEvent {
   return {
@@ -43,13 +79,17 @@ export async function readOrUnavailable<T>(what: string, read: () => Promise<T>)
  */
 export function createPostgresEventLog(dataSource: DataSource): EventLog {
   return {
+    // The hot read (catch-up, rebuild: thousands of rows a call) goes to the pool directly,
+    // rows as arrays: TypeORM's runner and an object per row cost more than the query.
     readAfter: (after, limit) =>
       readOrUnavailable('reading the event log', async () => {
-        const rows: EventRow[] = await dataSource.query(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE position > $1 ORDER BY evaluation_events.position LIMIT $2`,
-          [after.toString(), limit],
-        );
-        return rows.map(toRecordedEvent);
+        const result = await poolOf(dataSource).query<EventRowArray>({
+          text: `SELECT ${COLUMNS} FROM evaluation_events WHERE position > $1 ORDER BY evaluation_events.position LIMIT $2`,
+          values: [after.toString(), limit],
+          rowMode: 'array',
+          types: TIMESTAMP_AS_TEXT,
+        });
+        return result.rows.map(fromRowArray);
       }),
     headPosition: () =>
       readOrUnavailable('reading the event log head', async () => {
