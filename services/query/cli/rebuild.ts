@@ -9,8 +9,9 @@ import { createRedisProjectionStore } from '../redis/projection-store';
 
 /**
  * `npm run rebuild-read-models`: deletes this prefix's read-model keys and projects the whole
- * event log again from position 0, in batches (the next batch is read from PostgreSQL while
- * the current one is written to Redis). Prints progress and events per second.
+ * event log again from position 0 (projection/rebuild.ts: the next batch is read from
+ * PostgreSQL and folded while the last ones are written to Redis). Prints progress about once
+ * a second, and events per second.
  *
  * Running query replicas need no restart: they see the checkpoints drop, stop serving
  * (NOT_SERVING) and help with the rebuild, and the compare-and-set keeps every event applied
@@ -30,13 +31,19 @@ async function main(): Promise<void> {
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
     const eventLog = createPostgresEventLog(dataSource);
+    let reported = 0;
     const result = await rebuildReadModels({
       redis,
       layout,
       eventLog,
       store: createRedisProjectionStore(redis, layout, config.streams.changeLogRetention),
       logger,
-      onProgress: (applied, position) => process.stdout.write(`applied ${applied} events (position ${position})\n`),
+      // About once a second: batches are small.
+      onProgress: (applied, position) => {
+        if (Date.now() - reported < 1000) return;
+        reported = Date.now();
+        process.stdout.write(`applied ${applied} events (position ${position})\n`);
+      },
     });
     const rate = result.seconds > 0 ? Math.round(result.events / result.seconds) : result.events;
     process.stdout.write(

@@ -303,6 +303,30 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
   });
 });
 
+/** Every read-model key of the layout and its content, read back logically (key names without the prefix). */
+async function readModels(redis: Redis, layout: KeyLayout): Promise<Map<string, string>> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', layout.scanPattern, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  const contents = new Map<string, string>();
+  for (const key of keys.sort()) {
+    const type = await redis.type(key);
+    let values: (string | Buffer)[];
+    if (type === 'string') values = [(await redis.getBuffer(key)) ?? Buffer.alloc(0)];
+    else if (type === 'list') values = await redis.lrangeBuffer(key, 0, -1);
+    else if (type === 'zset') values = await redis.zrange(key, 0, -1, 'WITHSCORES');
+    else if (type === 'stream')
+      values = (await redis.xrangeBuffer(key, '-', '+')).flatMap(([id, fields]) => [id, ...fields]);
+    else throw new Error(`unexpected ${type} at ${key}`);
+    contents.set(key.split(layout.prefix).join('P'), `${type} ${values.map((v) => v.toString('hex')).join(' ')}`);
+  }
+  return contents;
+}
+
 describe('query projection with partitioned read models', function () {
   this.timeout(60_000);
   let h: QueryHarness;
@@ -332,5 +356,66 @@ describe('query projection with partitioned read models', function () {
     const status = await call(a.client, a.client.getProjectionStatus, {});
     expect(status.partitionCheckpoints).to.deep.equal([last.position, last.position, last.position]);
     await Promise.all([a.close(), b.close()]);
+  });
+
+  it('rebuilds the same read models when it must read states back and when another applier races it', async () => {
+    await lifecycles(h, 40, 'rebuild-race', false);
+    const replica = await h.startReplica();
+    const eventLog = createPostgresEventLog(replica.dataSource);
+    const retention = h.config.streams.changeLogRetention;
+    const racer = new Redis(h.config.redisUrl, { maxRetriesPerRequest: 1 });
+    try {
+      await replica.service.projector.stop();
+      const head = await eventLog.headPosition();
+      const small = { batchSize: 7, writeSize: 3 };
+      const rebuild = (options: Partial<Parameters<typeof rebuildReadModels>[0]>) =>
+        rebuildReadModels({
+          redis: h.redis,
+          layout,
+          eventLog,
+          store: createRedisProjectionStore(h.redis, layout, retention),
+          logger: silentLogger,
+          ...small,
+          ...options,
+        });
+
+      // Reference: no state kept in memory, so every later event of an evaluation reads its state back.
+      expect((await rebuild({ stateCacheSize: 0 })).checkpoint).to.equal(head);
+      const expected = await readModels(h.redis, layout);
+      expect(await consistency(h, layout)).to.deep.equal([]);
+
+      // Before some of the rebuild's writes, another applier applies the next events first.
+      const racing = createProjectionApplier({
+        store: createRedisProjectionStore(racer, layout, retention),
+        eventLog,
+        layout,
+        logger: silentLogger,
+      });
+      const racerCheckpoints = createCheckpoints(racer, layout);
+      const inner = createRedisProjectionStore(h.redis, layout, retention);
+      let writes = 0;
+      const messages: string[] = [];
+      const result = await rebuild({
+        store: {
+          load: (ids) => inner.load(ids),
+          async write(partitionWrites) {
+            writes += 1;
+            if (writes % 5 === 3) {
+              const from = (await racerCheckpoints.readAll()).reduce((m, c) => (c < m ? c : m));
+              await racing.apply(await eventLog.readAfter(from, 4));
+            }
+            return inner.write(partitionWrites);
+          },
+        },
+        logger: { ...silentLogger, info: (msg: string) => void messages.push(msg) },
+      });
+      expect(result.checkpoint).to.equal(head);
+      expect(messages.filter((m) => m.includes('moved under it')).length).to.be.greaterThan(0);
+      expect(await readModels(h.redis, layout)).to.deep.equal(expected);
+      expect(await consistency(h, layout)).to.deep.equal([]);
+    } finally {
+      racer.disconnect();
+      await replica.close();
+    }
   });
 });
