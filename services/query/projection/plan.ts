@@ -123,24 +123,25 @@ export function planBatch(
   const lastEvent = events[events.length - 1];
   if (first === undefined || lastEvent === undefined)
     return { writes: [], eventsPerPartition: new Map(), states: new Map() };
-  let expected = BigInt(first.position);
-  for (const event of events) {
+  const firstPosition = BigInt(first.position);
+  const last = BigInt(lastEvent.position);
+  events.forEach((event, i) => {
+    const expected = firstPosition + BigInt(i);
     if (BigInt(event.position) !== expected) {
       throw new Error(`batch is not consecutive: position ${event.position} where ${expected} was expected`);
     }
-    expected += 1n;
-  }
-  const last = BigInt(lastEvent.position);
+  });
   const lowest = snapshots.reduce((min, s) => (s.checkpoint < min ? s.checkpoint : min), last);
-  if (BigInt(first.position) > lowest + 1n) throw new GapError(BigInt(first.position), lowest);
+  if (firstPosition > lowest + 1n) throw new GapError(firstPosition, lowest);
 
-  const byPartition = new Map<number, RecordedEvent[]>();
-  for (const event of events) {
+  /** Per partition, the indexes of its events (event i is at position firstPosition + i). */
+  const byPartition = new Map<number, number[]>();
+  events.forEach((event, i) => {
     const p = layout.partitionOf(event.evalId);
     const list = byPartition.get(p);
-    if (list === undefined) byPartition.set(p, [event]);
-    else list.push(event);
-  }
+    if (list === undefined) byPartition.set(p, [i]);
+    else list.push(i);
+  });
   // The writes are grouped by key when encoded: handing out one string per key spares building
   // and hashing a new one for every op.
   const keys = memoizedKeys(layout);
@@ -152,15 +153,18 @@ export function planBatch(
   snapshots.forEach((snapshot, partition) => {
     if (snapshot.checkpoint >= last) return;
     const states = new Map(snapshot.states);
-    // The encoding of each touched evaluation's latest state: its record.
+    // Each touched evaluation's latest update: its state's encoding is the record.
     const touched = new Map<string, Buffer>();
     const ops: WriteOp[] = [];
     let applied = 0;
     // Every update of the partition goes into one buffer (one allocation, not one per event),
     // each length-delimited; the writes hold views into it.
     const folded: { event: RecordedEvent; before: Evaluation | undefined; after: Evaluation }[] = [];
-    for (const event of byPartition.get(partition) ?? []) {
-      if (BigInt(event.position) <= snapshot.checkpoint) continue;
+    // Events at or below the partition's checkpoint are applied already.
+    const applyFrom = snapshot.checkpoint < firstPosition ? 0 : Number(snapshot.checkpoint - firstPosition) + 1;
+    for (const i of byPartition.get(partition) ?? []) {
+      const event = events[i] as RecordedEvent;
+      if (i < applyFrom) continue;
       const before = states.get(event.evalId);
       let after: Evaluation;
       try {
@@ -184,13 +188,13 @@ export function planBatch(
         ...historyWrites(keys, partition, event.evalId, update),
         ...changeLogWrites(keys, partition, event.position, update),
       );
-      touched.set(event.evalId, embeddedState(update));
+      touched.set(event.evalId, update);
       applied += 1;
     }
-    for (const [evalId, encoded] of touched) {
+    for (const [evalId, update] of touched) {
       const state = states.get(evalId);
       if (state === undefined) continue;
-      ops.push(...recordWrites(keys, partition, state, encoded));
+      ops.push(...recordWrites(keys, partition, state, embeddedState(update)));
       changed.set(evalId, state);
     }
     writes.push({ partition, expectedCheckpoint: snapshot.checkpoint, newCheckpoint: last, ops });

@@ -135,16 +135,18 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
     if (first === undefined || last === undefined) return;
     const states = partitions.map(() => new Map<string, Evaluation>());
     const missing = new Map<number, string[]>();
-    const seen = new Set<string>();
+    /** The chunk's evaluations: true for those it creates (revision 1 above the checkpoint). */
+    const created = new Map<string, boolean>();
     for (const event of chunk) {
       const id = event.evalId;
-      if (seen.has(id)) continue;
-      seen.add(id);
+      if (created.has(id)) continue;
       const p = layout.partitionOf(id);
+      const isNew = event.revision === '1' && BigInt(event.position) > (checkpoints[p] ?? 0n);
+      created.set(id, isNew);
+      if (isNew) continue; // no state before this chunk, none in memory
       const state = cache.get(id);
       if (state !== undefined) states[p]?.set(id, state);
-      // Revision 1 above the checkpoint: the evaluation has no state yet.
-      else if (event.revision !== '1' || BigInt(event.position) <= (checkpoints[p] ?? 0n)) {
+      else {
         const ids = missing.get(p);
         if (ids === undefined) missing.set(p, [id]);
         else ids.push(id);
@@ -179,8 +181,8 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
     sentUpTo = BigInt(last.position);
     for (const write of plan.writes) checkpoints[write.partition] = write.newCheckpoint;
     for (const [id, state] of plan.states) {
-      if (TERMINAL.has(state.status)) cache.delete(id);
-      else cache.set(id, state);
+      if (!TERMINAL.has(state.status)) cache.set(id, state);
+      else if (created.get(id) !== true) cache.delete(id);
     }
     await settle((deleting ? MAX_WRITES_PLANNED_AHEAD : MAX_WRITES_IN_FLIGHT) - 1);
     if (conflicted) await resync(sentUpTo, 'conflict');
