@@ -20,6 +20,7 @@ import { subscribeToChanges } from './redis/change-subscriber';
 import { createRedisProjectionStore } from './redis/projection-store';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
+import { createShutdown } from './live/shutdown';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
 export interface QueryServiceConnections {
@@ -68,7 +69,7 @@ export function createQueryService(
 ): QueryService {
   const { dataSource, redis, subscriber, blocking, s3 } = connections;
   const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
-  const shutdownController = new AbortController();
+  const shutdown = createShutdown();
 
   const eventLog = createPostgresEventLog(dataSource);
   const checkpoints = createCheckpoints(redis, layout);
@@ -105,13 +106,13 @@ export function createQueryService(
     changeLog: createChangeLog(redis, layout),
     checkpoints,
     hub,
-    readiness: createReadiness(projector, shutdownController.signal),
+    readiness: createReadiness(projector, shutdown.shutdown),
     projector,
     eventLog,
     bodies: createPostgresBodyStore(dataSource),
     blobs: createS3BlobReader(s3, config.s3.bucket),
     streams: config.streams,
-    shutdown: shutdownController.signal,
+    shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),
   });
@@ -141,7 +142,7 @@ export function createQueryService(
       return bound;
     },
     async shutdown(graceMs) {
-      shutdownController.abort();
+      shutdown.begin();
       redis.off('ready', onCommandsReconnect);
       await server.shutdown(graceMs);
       await subscription?.close();

@@ -20,6 +20,7 @@ import type { EvaluationList } from './read-models/evaluation-list';
 import type { EvaluationRecords } from './read-models/evaluation-record';
 import { redisOutageToUnavailable } from './redis/errors';
 import { EvaluationQueryServiceWire } from './wire/encoded-messages';
+import type { Shutdown } from './live/shutdown';
 
 export const QUERY_SERVICE_NAME = 'crucible.storage.v1.EvaluationQueryService';
 
@@ -40,7 +41,7 @@ export interface QueryServerDeps {
   readonly blobs: BlobReader;
   readonly streams: StreamConfig;
   /** Aborted on SIGTERM: open streams end with UNAVAILABLE naming their resume point. */
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
   readonly logger: Logger;
   /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
   readonly onSlowConsumer?: () => void;

@@ -8,6 +8,7 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
+import type { Shutdown } from '../live/shutdown';
 
 /**
  * GetEvaluation: one evaluation from its Redis record. With `min_position`, first waits
@@ -18,7 +19,7 @@ export function createGetEvaluation(deps: {
   readonly records: EvaluationRecords;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
 }) {
   return async function getEvaluation(
     request: GetEvaluationRequest,

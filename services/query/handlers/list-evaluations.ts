@@ -8,6 +8,7 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { decodePageToken, type EvaluationList, type PageCursor } from '../read-models/evaluation-list';
+import type { Shutdown } from '../live/shutdown';
 
 /**
  * ListEvaluations: a newest-first page from the list indexes, optionally of one status,
@@ -18,7 +19,7 @@ export function createListEvaluations(deps: {
   readonly list: EvaluationList;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
 }) {
   return async function listEvaluations(
     request: ListEvaluationsRequest,

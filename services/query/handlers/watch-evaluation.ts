@@ -11,6 +11,7 @@ import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
 import type { EvaluationHistory } from '../read-models/evaluation-history';
+import type { Shutdown } from '../live/shutdown';
 
 /**
  * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
@@ -23,7 +24,7 @@ export function createWatchEvaluation(deps: {
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
 }) {
   const { history, hub } = deps;
   return async function watchEvaluation(

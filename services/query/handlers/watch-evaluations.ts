@@ -10,6 +10,7 @@ import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
 import { outOfRange, type ChangeLog } from '../read-models/change-log';
+import type { Shutdown } from '../live/shutdown';
 
 /** Change-log entries read per replay step (bounded memory per stream). */
 const REPLAY_PAGE = 256;
@@ -25,7 +26,7 @@ export function createWatchEvaluations(deps: {
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
   /** Told when a slow client's buffer is dropped (tests). */
   readonly onFallback?: () => void;
 }) {

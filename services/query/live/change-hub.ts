@@ -1,5 +1,6 @@
 import type { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { DeadlineError, UnavailableError } from '../../../shared/errors';
+import type { Shutdown } from './shutdown';
 
 export type UpdateListener = (update: EvaluationUpdate) => void;
 
@@ -8,7 +9,7 @@ export interface WaitOptions {
   readonly signal: AbortSignal;
   readonly deadline: Date | undefined;
   /** The server is shutting down: UNAVAILABLE. */
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
 }
 
 /**
@@ -106,10 +107,11 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
       if (position <= applied) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
+        let unsubscribe = (): void => undefined;
         const cleanup = (): void => {
           if (timer !== undefined) clearTimeout(timer);
           signal.removeEventListener('abort', onCancel);
-          shutdown.removeEventListener('abort', onShutdown);
+          unsubscribe();
           waiters = waiters.filter((w) => w !== waiter);
         };
         const waiter: Waiter = {
@@ -130,7 +132,7 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
         if (signal.aborted) return onCancel();
         if (shutdown.aborted) return onShutdown();
         signal.addEventListener('abort', onCancel);
-        shutdown.addEventListener('abort', onShutdown);
+        unsubscribe = shutdown.subscribe(onShutdown);
         if (deadline !== undefined) {
           timer = setTimeout(
             () => {

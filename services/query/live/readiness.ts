@@ -1,5 +1,6 @@
 import { UnavailableError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
+import type { Shutdown } from './shutdown';
 
 /** What the readiness gate needs to know of the projector. */
 export interface CatchUpState {
@@ -18,7 +19,7 @@ export interface Readiness {
 
 const DEADLINE_MARGIN_MS = 50;
 
-export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, maxWaitMs = 5000): Readiness {
+export function createReadiness(projector: CatchUpState, shutdown: Shutdown, maxWaitMs = 5000): Readiness {
   return {
     async ready(context) {
       if (projector.status().caughtUp) return;
@@ -29,6 +30,7 @@ export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, 
       const limit = Math.min(maxWaitMs, untilDeadline);
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
+      let unsubscribe = (): void => undefined;
       const outcome = await Promise.race([
         projector.whenCaughtUp().then(() => 'ready' as const),
         new Promise<'timeout'>((resolve) => {
@@ -37,13 +39,13 @@ export function createReadiness(projector: CatchUpState, shutdown: AbortSignal, 
         new Promise<'aborted'>((resolve) => {
           onAbort = () => resolve('aborted');
           context.signal.addEventListener('abort', onAbort);
-          shutdown.addEventListener('abort', onAbort);
+          unsubscribe = shutdown.subscribe(onAbort);
         }),
       ]);
       clearTimeout(timer);
       if (onAbort !== undefined) {
         context.signal.removeEventListener('abort', onAbort);
-        shutdown.removeEventListener('abort', onAbort);
+        unsubscribe();
       }
       if (outcome === 'ready') return;
       const { checkpoint, head } = projector.status();

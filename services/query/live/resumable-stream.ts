@@ -1,4 +1,5 @@
 import { CrucibleError, UnavailableError } from '../../../shared/errors';
+import type { Shutdown } from './shutdown';
 
 /** Where a resumable stream sends what it has to say (the handler builds the messages). */
 export interface StreamOutput<T> {
@@ -40,7 +41,7 @@ export interface ResumableStreamOptions<T> {
   /** The client went away. */
   readonly signal: AbortSignal;
   /** The server is shutting down. */
-  readonly shutdown: AbortSignal;
+  readonly shutdown: Shutdown;
   /** Told when a slow client's buffer is dropped (tests, logs). */
   readonly onFallback?: () => void;
 }
@@ -168,7 +169,7 @@ export function createResumableStream<T>(options: ResumableStreamOptions<T>): Re
     async run() {
       const onAbort = (): void => wake();
       signal.addEventListener('abort', onAbort);
-      shutdown.addEventListener('abort', onAbort);
+      const unsubscribe = shutdown.subscribe(onAbort);
       const timer = setInterval(() => {
         progressDue = true;
         wake();
@@ -211,7 +212,7 @@ export function createResumableStream<T>(options: ResumableStreamOptions<T>): Re
       } finally {
         clearInterval(timer);
         signal.removeEventListener('abort', onAbort);
-        shutdown.removeEventListener('abort', onAbort);
+        unsubscribe();
       }
     },
   };

@@ -16,6 +16,7 @@ import { QUERY_SERVICE_NAME } from '../../../services/query/server';
 import { call, expectError } from '../../support/clients';
 import { waitForServing } from '../../support/processes';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
+import { createShutdown } from '../../../services/query/live/shutdown';
 
 /** Repeats a probe (a round trip each time, never a sleep) until it holds. */
 async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
@@ -30,7 +31,7 @@ async function reached(replica: Replica, position: string | bigint): Promise<voi
   const never = new AbortController();
   await replica.service.hub.waitForPosition(BigInt(position), {
     signal: never.signal,
-    shutdown: never.signal,
+    shutdown: createShutdown().shutdown,
     deadline: new Date(Date.now() + 15_000),
   });
 }

@@ -8,6 +8,7 @@ import type {
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { readStream, type StreamReader } from '../../support/clients';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
+import { createShutdown } from '../../../services/query/live/shutdown';
 
 type Message = WatchEvaluationResponse | WatchEvaluationsResponse;
 
@@ -74,7 +75,7 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       const queued = await h.writer.submit('w-1', { publish: true });
       await replica.service.hub.waitForPosition(BigInt(queued.position), {
         signal: new AbortController().signal,
-        shutdown: new AbortController().signal,
+        shutdown: createShutdown().shutdown,
         deadline: undefined,
       });
       const reader = watch(replica, 'w-1');
@@ -102,7 +103,7 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       const last = await h.writer.cancel('w-2', { publish: true });
       await replica.service.hub.waitForPosition(BigInt(last.position), {
         signal: new AbortController().signal,
-        shutdown: new AbortController().signal,
+        shutdown: createShutdown().shutdown,
         deadline: undefined,
       });
       const resumed = watch(replica, 'w-2', '1');
@@ -124,7 +125,7 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       const queued = await h.writer.submit('w-3', { publish: true });
       await replica.service.hub.waitForPosition(BigInt(queued.position), {
         signal: new AbortController().signal,
-        shutdown: new AbortController().signal,
+        shutdown: createShutdown().shutdown,
         deadline: undefined,
       });
       const reader = watch(replica, 'w-3');
@@ -228,7 +229,7 @@ describe('query streams: WatchEvaluation and WatchEvaluations', function () {
       if (last === undefined) throw new Error('nothing written');
       await replica.service.hub.waitForPosition(BigInt(last.position), {
         signal: new AbortController().signal,
-        shutdown: new AbortController().signal,
+        shutdown: createShutdown().shutdown,
         deadline: undefined,
       });
       const old = firehose(replica, { afterPosition: '0' });
@@ -337,7 +338,7 @@ describe('query streams on shutdown', function () {
     const queued = await h.writer.submit('bye', { publish: true });
     await replica.service.hub.waitForPosition(BigInt(queued.position), {
       signal: new AbortController().signal,
-      shutdown: new AbortController().signal,
+      shutdown: createShutdown().shutdown,
       deadline: undefined,
     });
     const all = firehose(replica, { afterPosition: '0' });

@@ -2,19 +2,20 @@ import { expect } from 'chai';
 import { DeadlineError, UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { createChangeHub } from '../../../services/query/live/change-hub';
+import { createShutdown } from '../../../services/query/live/shutdown';
 
 const update = (position: number, evalId = 'e'): EvaluationUpdate =>
   EvaluationUpdate.fromPartial({ position: String(position), revision: '1', evaluation: { evalId } });
 
 function waitOptions(deadlineMs?: number) {
   const client = new AbortController();
-  const shutdown = new AbortController();
+  const shutdown = createShutdown();
   return {
     client,
     shutdown,
     options: {
       signal: client.signal,
-      shutdown: shutdown.signal,
+      shutdown: shutdown.shutdown,
       deadline: deadlineMs === undefined ? undefined : new Date(Date.now() + deadlineMs),
     },
   };
@@ -65,7 +66,7 @@ describe('change hub', () => {
     }
     const s = waitOptions();
     const onShutdown = hub.waitForPosition(3n, s.options);
-    s.shutdown.abort();
+    s.shutdown.begin();
     try {
       await onShutdown;
       expect.fail('expected UNAVAILABLE');

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { UnavailableError } from '../../../shared/errors';
 import { createResumableStream, type ResumableStream } from '../../../services/query/live/resumable-stream';
+import { createShutdown } from '../../../services/query/live/shutdown';
 
 interface Item {
   readonly cursor: bigint;
@@ -63,7 +64,7 @@ function setup(options: {
 }) {
   const out = recorder();
   const client = new AbortController();
-  const shutdown = new AbortController();
+  const shutdown = createShutdown();
   const store = options.stored;
   let fallbacks = 0;
   let reads = 0;
@@ -87,7 +88,7 @@ function setup(options: {
     progressIntervalMs: options.progressIntervalMs ?? 60_000,
     describe: (c) => `position ${c}`,
     signal: client.signal,
-    shutdown: shutdown.signal,
+    shutdown: shutdown.shutdown,
     onFallback: () => (fallbacks += 1),
   });
   /** Stores an item and offers it live, as the projection + tail would. */
@@ -224,7 +225,7 @@ describe('resumable stream (replay → live seam)', () => {
     const t = setup({ stored: items(1, 4), start: 0n });
     const run = t.stream.run();
     await take(t.out, 5);
-    t.shutdown.abort();
+    t.shutdown.begin();
     try {
       await run;
       expect.fail('expected UNAVAILABLE');
