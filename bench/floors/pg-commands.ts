@@ -16,7 +16,8 @@ import { requiredEnv, serveFloor } from './serve';
  * driver (pool of 20, like the service): the load query, then one statement of chained
  * data-modifying CTEs (state change, body, next position from event_log_head, event). The SQL
  * is copied from services/command/postgres/evaluation-store.ts, not imported, so this stays a
- * floor: no validation, decision, idempotency checks, retries, S3 or publishing.
+ * floor: no validation, decision, idempotency checks, retries, S3 or publishing. Statements are
+ * named (prepared once per connection), as the service's are.
  */
 const pool = new Pool({
   connectionString: requiredEnv('DATABASE_URL'),
@@ -70,7 +71,11 @@ interface Loaded {
 }
 
 async function load(evalId: string): Promise<Loaded | undefined> {
-  const { rows } = await pool.query<{ source: string; revision: string }>(LOAD_SQL, [evalId, null]);
+  const { rows } = await pool.query<{ source: string; revision: string }>({
+    name: 'load',
+    text: LOAD_SQL,
+    values: [evalId, null],
+  });
   return rows.find((r) => r.source === 'state');
 }
 
@@ -97,15 +102,11 @@ async function append(
   hash: string,
   rest: unknown[],
 ): Promise<Response> {
-  const { rows } = await pool.query<{ position: string }>(sql, [
-    evalId,
-    revision,
-    new Date().toISOString(),
-    type,
-    JSON.stringify(data),
-    hash,
-    ...rest,
-  ]);
+  const { rows } = await pool.query<{ position: string }>({
+    name: type,
+    text: sql,
+    values: [evalId, revision, new Date().toISOString(), type, JSON.stringify(data), hash, ...rest],
+  });
   const position = rows[0]?.position;
   if (position === undefined) throw new Error(`write conflict on ${evalId}`);
   return { evalId, revision: String(revision), position };

@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
-import { isPostgresUnavailable, uniqueViolation } from '../../../shared/postgres';
+import { isPostgresUnavailable, preparedStatement, uniqueViolation } from '../../../shared/postgres';
 import type { AppendOutcome, EvaluationStore } from '../application/ports';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import type { Status } from '../../../shared/domain';
@@ -112,7 +112,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
   return {
     load(evalId, requestId) {
       return run('load', async () => {
-        const { rows } = await pool.query<LoadRow>(LOAD_SQL, [evalId ?? '', requestId ?? null]);
+        const { rows } = await pool.query<LoadRow>(preparedStatement(LOAD_SQL, [evalId ?? '', requestId ?? null]));
         let snapshot: EvaluationSnapshot | undefined;
         let priorRequest: LoggedCommand | undefined;
         for (const row of rows) {
@@ -193,7 +193,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
             FROM head
           RETURNING position::text AS position`;
         try {
-          const { rows } = await pool.query<{ position: string }>(sql, p.values);
+          const { rows } = await pool.query<{ position: string }>(preparedStatement(sql, p.values));
           const row = rows[0];
           if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
           const recorded: RecordedEvent = {
