@@ -4,7 +4,9 @@ import {
   EvaluationQueryServiceClient,
   type WatchEvaluationsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
+import { availableParallelism } from 'node:os';
 import { measurePubSubRoundTrip } from '../floors/redis-pubsub';
+import { measureCpu, type CpuUse } from '../support/cpu';
 import { submitRequest } from '../support/evaluations';
 import { closeAll, createClients, SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { openLoop, withWatchdog, type OpenLoopResult } from '../support/load';
@@ -50,6 +52,23 @@ function watchPositions(stream: ClientReadableStream<WatchEvaluationsResponse>):
   };
 }
 
+/**
+ * What one update cost in CPU, per process group and for the whole machine, and the rate at
+ * which the machine's cores would be saturated at that cost: an upper bound on the updates/s
+ * this machine can carry through the whole path, whatever the code's latency.
+ */
+function cpuNote(perSecond: number, cpu: CpuUse, updates: number): string {
+  const perUpdateMs = (seconds: number): string => ((seconds * 1000) / Math.max(1, updates)).toFixed(2);
+  const cores = availableParallelism();
+  const machineMs = (cpu.machineSeconds * 1000) / Math.max(1, updates);
+  return (
+    `CPU per update at ${perSecond}/s (${updates} updates in ${cpu.wallSeconds.toFixed(1)} s): ` +
+    cpu.groups.map((g) => `${g.name} ${perUpdateMs(g.seconds)} ms`).join(', ') +
+    `; the whole machine ${machineMs.toFixed(2)} ms, so its ${cores} cores are saturated at about ` +
+    `${Math.round((cores * 1000) / machineMs)} updates/s.`
+  );
+}
+
 function latencyFigures(latency: LatencySummary, rate: OpenLoopResult): ReturnType<typeof figure>[] {
   return [
     figure('p50', latency.p50Ms, 'ms'),
@@ -89,6 +108,13 @@ export const propagation: Scenario = {
         const seconds = durationMs / 1000;
         ctx.progress(`propagation: ${perSecond} updates/s for ${seconds} s: command service → query service → watcher`);
         const latency = createLatencyRecorder();
+        const cpu = measureCpu([
+          { name: 'command service', pids: [command.pid] },
+          { name: 'query service', pids: [query.pid] },
+          { name: 'PostgreSQL', comm: 'postgres' },
+          { name: 'Redis', comm: 'redis-server' },
+          { name: 'bench client', pids: [process.pid] },
+        ]);
         const offered = await openLoop({
           ratePerSecond: perSecond,
           durationMs,
@@ -102,6 +128,7 @@ export const propagation: Scenario = {
             latency.recordNs(Math.max(0, Number(received - acknowledged)));
           },
         });
+        notes.push(cpuNote(perSecond, cpu.stop(), offered.started - offered.failed));
         ctx.progress(`propagation: ${perSecond} messages/s for ${seconds} s: raw Redis publish → subscriber`);
         const floor = await measurePubSubRoundTrip(
           stack.environment.config.redisUrl,
