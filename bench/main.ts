@@ -69,6 +69,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const ctx: BenchContext = {
     smoke: options.smoke,
     s3Endpoint: `http://${s3.address}`,
+    s3Pid: s3.pid,
     serviceNodeArgs: options.profile
       ? ['--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles', startedAt.replace(/[:.]/g, '-'))}`]
       : [],

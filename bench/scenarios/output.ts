@@ -9,6 +9,7 @@ import { createS3Client } from '../../shared/s3';
 import { rawS3Transfer } from '../floors/s3-raw';
 import { completeRequest, getEvaluation, startRequest, submitRequest } from '../support/evaluations';
 import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { measureCpu, type CpuUse } from '../support/cpu';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Measured } from '../support/report';
 import type { Scenario } from '../support/scenario';
@@ -34,6 +35,15 @@ const seconds = async (work: () => Promise<unknown>): Promise<number> => {
   return (performance.now() - start) / 1000;
 };
 
+/** CPU milliseconds per MB moved, of each group and of the whole machine, summed over the rounds. */
+function cpuPerMB(uses: CpuUse[], bytes: number): string {
+  const megabytes = (bytes * uses.length) / MB;
+  const names = uses[0]?.groups.map((g) => g.name) ?? [];
+  const ms = (seconds: number): string => ((seconds * 1000) / megabytes).toFixed(1);
+  const parts = names.map((name, i) => `${name} ${ms(uses.reduce((sum, u) => sum + (u.groups[i]?.seconds ?? 0), 0))}`);
+  return `${parts.join(', ')}; machine ${ms(uses.reduce((sum, u) => sum + u.machineSeconds, 0))} ms/MB`;
+}
+
 export const output: Scenario = {
   name: 'output',
   description:
@@ -57,6 +67,9 @@ export const output: Scenario = {
         commandGrowth: [] as number[],
         queryGrowth: [] as number[],
       };
+      const cpu = { write: [] as CpuUse[], read: [] as CpuUse[], put: [] as CpuUse[], get: [] as CpuUse[] };
+      const bench = { name: 'bench client', pids: [process.pid] };
+      const s3rver = { name: 's3rver', pids: [ctx.s3Pid] };
       const repetitions = ctx.smoke ? 1 : 3;
       for (let rep = 0; rep < repetitions; rep++) {
         ctx.progress(
@@ -71,6 +84,7 @@ export const output: Scenario = {
         await unary(commandClient!, commandClient!.startEvaluation, startRequest(evalId), SETUP_DEADLINE_MS);
 
         const commandMemory = watchPeakMemory(command.pid);
+        const writeCpu = measureCpu([bench, { name: 'command service', pids: [command.pid] }, s3rver]);
         let position = '0';
         runs.write.push(
           await seconds(async () => {
@@ -82,19 +96,26 @@ export const output: Scenario = {
             ));
           }),
         );
+        cpu.write.push(writeCpu.stop());
         runs.commandGrowth.push(commandMemory.stop().growthMiB);
         const stored = await getEvaluation(queryClient!, evalId, BigInt(position));
         if (stored.outputLocation !== 's3')
           throw new Error(`a ${size}-byte output was kept in "${stored.outputLocation}", not S3`);
 
         const queryMemory = watchPeakMemory(query.pid);
+        const readCpu = measureCpu([bench, { name: 'query service', pids: [query.pid] }, s3rver]);
         let read: Buffer = Buffer.alloc(0);
         runs.read.push(await seconds(async () => (read = await readOutput(queryClient!, evalId))));
+        cpu.read.push(readCpu.stop());
         runs.queryGrowth.push(queryMemory.stop().growthMiB);
         if (!read.equals(body))
           throw new Error(`ReadOutput returned ${read.length} bytes that differ from the ${size} completed`);
 
-        const raw = await rawS3Transfer(s3, stack.environment.config.s3.bucket, `bench-floor/${rep}`, body);
+        const raw = await rawS3Transfer(s3, stack.environment.config.s3.bucket, `bench-floor/${rep}`, body, () =>
+          measureCpu([bench, s3rver]),
+        );
+        cpu.put.push(raw.putCpu);
+        cpu.get.push(raw.getCpu);
         runs.put.push(raw.putSeconds);
         runs.get.push(raw.getSeconds);
       }
@@ -138,6 +159,7 @@ export const output: Scenario = {
         checks,
         notes: [
           'Output rows: MB/s is 10^6 bytes per second, the median of the rounds; RSS growth is the largest over the rounds (peak during the call minus RSS before it).',
+          `Output CPU per MB (all rounds): CompleteEvaluation: ${cpuPerMB(cpu.write, size)}; raw PutObject: ${cpuPerMB(cpu.put, size)}. ReadOutput: ${cpuPerMB(cpu.read, size)}; raw GetObject: ${cpuPerMB(cpu.get, size)}. Where the machine's cores are the limit, a path's throughput relative to raw S3 is at most raw CPU per MB ÷ its own.`,
         ],
       };
     } finally {

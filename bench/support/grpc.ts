@@ -42,6 +42,7 @@ export const SETUP_DEADLINE_MS = 30_000;
 export const LARGE_MESSAGES: ChannelOptions = {
   'grpc.max_send_message_length': -1,
   'grpc.max_receive_message_length': -1,
+  'grpc-node.flow_control_window': 16 * 1024 * 1024,
 };
 
 type ClientConstructor<C> = new (

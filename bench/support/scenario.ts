@@ -6,6 +6,8 @@ export interface BenchContext {
   readonly smoke: boolean;
   /** Endpoint of the bench's own s3rver. */
   readonly s3Endpoint: string;
+  /** Its process, for CPU accounting. */
+  readonly s3Pid: number;
   /** Node flags for service processes and their CLIs (--cpu-prof with --profile). */
   readonly serviceNodeArgs: readonly string[];
   /** Closed-loop load runs: warm-up, measured time, and rounds alternating service and floor. */
