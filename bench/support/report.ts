@@ -81,10 +81,10 @@ function formatMeasured(m: Measured): string {
   return `**${m.name}**: ${figures.join(', ')}`;
 }
 
-const cell = (text: string): string => text.replace(/\|/g, '\\|');
+export const cell = (text: string): string => text.replace(/\|/g, '\\|');
 
 /** A markdown table with its columns padded to one width (as Prettier writes it, so readable as text). */
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string[] {
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     `| ${widths.map((w, i) => (cells[i] ?? '').padEnd(w)).join(' | ')} |`;
