@@ -1,12 +1,14 @@
 import { evolve, EVENT_TYPE_TO_PROTO, ProjectionError, type RecordedEvent } from '../../../shared/domain';
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { Evaluation, EventType, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { changeLogWrites } from '../read-models/change-log';
 import { historyWrites } from '../read-models/evaluation-history';
 import { indexWrites } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
 import type { KeyLayout } from '../read-models/keys';
-import type { PartitionWrite, WriteOp } from '../read-models/write-ops';
+import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
+import { UpdateEncoder } from '../read-models/update-encoding';
+
+type EncodedAt = ReturnType<UpdateEncoder['append']>;
 
 /** What one partition holds before a projection step: its checkpoint and the batch's states. */
 export interface PartitionSnapshot {
@@ -62,46 +64,17 @@ export function updateFor(event: RecordedEvent, state: Evaluation): EvaluationUp
  * Encodes the update a watcher receives for `event` — `EvaluationUpdate.encode(updateFor(event,
  * state))`, byte for byte — and returns with it the state's own encoding (`Evaluation.encode
  * (state)`, the record), which the update embeds: a view into the same bytes, so a state is
- * encoded once. `writer` may be reused across calls (it keeps its grown buffer).
+ * encoded once. `encoder` may be reused across calls.
  */
 export function encodeUpdate(
   event: RecordedEvent,
   state: Evaluation,
-  writer: BinaryWriter = new BinaryWriter(),
+  encoder: UpdateEncoder = new UpdateEncoder(1024),
 ): { update: Buffer; record: Buffer } {
-  const update = bufferOf(writeUpdate(writer, event, state).finish());
-  return { update, record: embeddedState(update) };
-}
-
-/** Appends the encoded update to `writer` (field order and defaults as ts-proto writes them). */
-function writeUpdate(writer: BinaryWriter, event: RecordedEvent, state: Evaluation): BinaryWriter {
-  Evaluation.encode(state, writer.uint32(10).fork()).join();
-  const eventType = EVENT_TYPE_TO_PROTO[event.event.type];
-  if (eventType !== EventType.EVENT_TYPE_UNSPECIFIED) writer.uint32(16).int32(eventType);
-  if (event.revision !== '0') writer.uint32(24).int64(event.revision);
-  if (event.position !== '0') writer.uint32(32).int64(event.position);
-  return writer;
-}
-
-/** The length-delimited bytes at `offset` (a varint length, then the bytes). */
-function delimited(bytes: Buffer, offset: number): Buffer {
-  let pos = offset;
-  let length = 0;
-  for (let shift = 0; ; shift += 7) {
-    const byte = bytes[pos++] ?? 0;
-    length += (byte & 0x7f) * 2 ** shift;
-    if (byte < 0x80) break;
-  }
-  return bytes.subarray(pos, pos + length);
-}
-
-/** The state an encoded update embeds: field 1, after its one-byte tag. */
-function embeddedState(update: Buffer): Buffer {
-  return delimited(update, 1);
-}
-
-function bufferOf(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  encoder.reset();
+  const at = encoder.append(event, state);
+  const bytes = encoder.finish();
+  return { update: bytes.subarray(at.start, at.end), record: bytes.subarray(at.stateStart, at.stateEnd) };
 }
 
 /**
@@ -149,17 +122,18 @@ export function planBatch(
   const writes: PartitionWrite[] = [];
   const eventsPerPartition = new Map<number, number>();
   const changed = new Map<string, Evaluation>();
-  const writer = new BinaryWriter();
+  const encoder = new UpdateEncoder(Math.max(4096, events.length * 512));
   snapshots.forEach((snapshot, partition) => {
     if (snapshot.checkpoint >= last) return;
     const states = new Map(snapshot.states);
-    // Each touched evaluation's latest update: its state's encoding is the record.
+    // Each touched evaluation's latest state's encoding (the record: a view into its update).
     const touched = new Map<string, Buffer>();
-    const ops: WriteOp[] = [];
+    const ops = new WriteSet();
     let applied = 0;
     // Every update of the partition goes into one buffer (one allocation, not one per event),
     // each length-delimited; the writes hold views into it.
-    const folded: { event: RecordedEvent; before: Evaluation | undefined; after: Evaluation }[] = [];
+    const folded: { event: RecordedEvent; before: Evaluation | undefined; after: Evaluation; at: EncodedAt }[] = [];
+    encoder.reset();
     // Events at or below the partition's checkpoint are applied already.
     const applyFrom = snapshot.checkpoint < firstPosition ? 0 : Number(snapshot.checkpoint - firstPosition) + 1;
     for (const i of byPartition.get(partition) ?? []) {
@@ -173,31 +147,34 @@ export function planBatch(
         if (err instanceof ProjectionError) throw new FoldError(event.evalId, partition, snapshot.checkpoint, err);
         throw err;
       }
-      writeUpdate(writer.fork(), event, after).join();
       states.set(event.evalId, after);
-      folded.push({ event, before, after });
+      folded.push({ event, before, after, at: encoder.append(event, after) });
     }
-    const updates = bufferOf(writer.finish());
-    let offset = 0;
-    for (const { event, before, after } of folded) {
+    const updates = encoder.finish();
+    for (const { event, before, after, at } of folded) {
       // One encoding of the state per event: the update embeds it, the record is the last one.
-      const update = delimited(updates, offset);
-      offset = update.byteOffset - updates.byteOffset + update.length;
-      ops.push(
-        ...indexWrites(keys, partition, before, after),
-        ...historyWrites(keys, partition, event.evalId, update),
-        ...changeLogWrites(keys, partition, event.position, update),
-      );
-      touched.set(event.evalId, update);
+      const update = updates.subarray(at.start, at.end);
+      indexWrites(keys, partition, before, after, ops);
+      historyWrites(keys, partition, event.evalId, update, ops);
+      changeLogWrites(keys, partition, event.position, update, ops);
+      touched.set(event.evalId, updates.subarray(at.stateStart, at.stateEnd));
       applied += 1;
     }
-    for (const [evalId, update] of touched) {
+    for (const [evalId, record] of touched) {
       const state = states.get(evalId);
       if (state === undefined) continue;
-      ops.push(...recordWrites(keys, partition, state, embeddedState(update)));
+      recordWrites(keys, partition, state, ops, record);
       changed.set(evalId, state);
     }
-    writes.push({ partition, expectedCheckpoint: snapshot.checkpoint, newCheckpoint: last, ops });
+    writes.push({
+      partition,
+      expectedCheckpoint: snapshot.checkpoint,
+      newCheckpoint: last,
+      get ops() {
+        return ops.toOps();
+      },
+      writeSet: ops,
+    });
     eventsPerPartition.set(partition, applied);
   });
   return { writes, eventsPerPartition, states: changed };

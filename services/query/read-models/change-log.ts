@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { OutOfRangeError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { partitionNumbers, type KeyLayout } from './keys';
-import type { WriteOp } from './write-ops';
+import type { WriteSink } from './write-ops';
 import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
@@ -15,8 +15,14 @@ import { decodeRemembering } from '../wire/encoded-messages';
  *
  * How an event changes it: one entry is appended.
  */
-export function changeLogWrites(layout: KeyLayout, partition: number, position: string, update: Buffer): WriteOp[] {
-  return [{ op: 'xadd', key: layout.changeLog(partition), position, value: update }];
+export function changeLogWrites(
+  layout: KeyLayout,
+  partition: number,
+  position: string,
+  update: Buffer,
+  out: WriteSink,
+): void {
+  out.xadd(layout.changeLog(partition), position, update);
 }
 
 export interface ChangeLogEntry {

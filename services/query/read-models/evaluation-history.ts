@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
-import type { WriteOp } from './write-ops';
+import type { WriteSink } from './write-ops';
 import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
@@ -11,8 +11,14 @@ import { decodeRemembering } from '../wire/encoded-messages';
  *
  * How an event changes it: the update is appended.
  */
-export function historyWrites(layout: KeyLayout, partition: number, evalId: string, update: Buffer): WriteOp[] {
-  return [{ op: 'rpush', key: layout.history(partition, evalId), value: update }];
+export function historyWrites(
+  layout: KeyLayout,
+  partition: number,
+  evalId: string,
+  update: Buffer,
+  out: WriteSink,
+): void {
+  out.rpush(layout.history(partition, evalId), update);
 }
 
 export interface EvaluationHistory {

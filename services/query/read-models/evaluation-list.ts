@@ -3,7 +3,7 @@ import { ValidationError } from '../../../shared/errors';
 import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from './evaluation-record';
 import { partitionNumbers, type KeyLayout } from './keys';
-import type { WriteOp } from './write-ops';
+import type { WriteSink } from './write-ops';
 
 /**
  * Read model: evaluations newest first by creation time, overall and per status.
@@ -29,15 +29,13 @@ export function indexWrites(
   partition: number,
   before: Evaluation | undefined,
   after: Evaluation,
-): WriteOp[] {
+  out: WriteSink,
+): void {
+  if (before !== undefined && before.status === after.status) return;
   const member = listMember(after);
-  const ops: WriteOp[] = [];
-  if (before === undefined) ops.push({ op: 'zadd', key: layout.indexAll(partition), member });
-  if (before?.status !== after.status) {
-    if (before !== undefined) ops.push({ op: 'zrem', key: layout.indexStatus(partition, before.status), member });
-    ops.push({ op: 'zadd', key: layout.indexStatus(partition, after.status), member });
-  }
-  return ops;
+  if (before === undefined) out.zadd(layout.indexAll(partition), member);
+  else out.zrem(layout.indexStatus(partition, before.status), member);
+  out.zadd(layout.indexStatus(partition, after.status), member);
 }
 
 /** What a page token carries: the status it was issued for and the last member served. */

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
-import type { WriteOp } from './write-ops';
+import type { WriteSink } from './write-ops';
 import { decodeRemembering } from '../wire/encoded-messages';
 
 /**
@@ -15,9 +15,10 @@ export function recordWrites(
   layout: KeyLayout,
   partition: number,
   state: Evaluation,
+  out: WriteSink,
   encoded: Buffer = encodeRecord(state),
-): WriteOp[] {
-  return [{ op: 'set', key: layout.record(partition, state.evalId), value: encoded }];
+): void {
+  out.set(layout.record(partition, state.evalId), encoded);
 }
 
 export function encodeRecord(state: Evaluation): Buffer {

@@ -11,6 +11,100 @@ export type WriteOp =
   /** Appends stream entry `<position>-0` with field `u`, trimming to the retention (MAXLEN ~). */
   | { readonly op: 'xadd'; readonly key: string; readonly position: string; readonly value: Buffer };
 
+/** Where a read model puts the ops an event causes. */
+export interface WriteSink {
+  set(key: string, value: Buffer): void;
+  zadd(key: string, member: string): void;
+  zrem(key: string, member: string): void;
+  rpush(key: string, value: Buffer): void;
+  xadd(key: string, position: string, value: Buffer): void;
+}
+
+/**
+ * The ops of one partition write, merged per key as they come (see encodePartitionWrite for why
+ * that leaves every key as the ops in order would): the projection's hot loop fills it directly,
+ * without an object per op.
+ */
+export class WriteSet implements WriteSink {
+  readonly sets = new Map<string, Buffer>();
+  readonly lists = new Map<string, Buffer[]>();
+  /** Per stream, id and value of each entry, in order. */
+  readonly streams = new Map<string, (string | Buffer)[]>();
+  /** Per sorted set, each member and whether the last op on it was a `zadd`. */
+  readonly zsets = new Map<string, Map<string, boolean>>();
+
+  static of(ops: readonly WriteOp[]): WriteSet {
+    const set = new WriteSet();
+    for (const op of ops) {
+      switch (op.op) {
+        case 'set':
+          set.set(op.key, op.value);
+          break;
+        case 'rpush':
+          set.rpush(op.key, op.value);
+          break;
+        case 'xadd':
+          set.xadd(op.key, op.position, op.value);
+          break;
+        case 'zadd':
+          set.zadd(op.key, op.member);
+          break;
+        case 'zrem':
+          set.zrem(op.key, op.member);
+          break;
+        default: {
+          const unreachable: never = op;
+          throw new Error(`unknown write op ${JSON.stringify(unreachable)}`);
+        }
+      }
+    }
+    return set;
+  }
+
+  set(key: string, value: Buffer): void {
+    this.sets.set(key, value);
+  }
+
+  rpush(key: string, value: Buffer): void {
+    const values = this.lists.get(key);
+    if (values === undefined) this.lists.set(key, [value]);
+    else values.push(value);
+  }
+
+  xadd(key: string, position: string, value: Buffer): void {
+    const entries = this.streams.get(key);
+    if (entries === undefined) this.streams.set(key, [`${position}-0`, value]);
+    else entries.push(`${position}-0`, value);
+  }
+
+  zadd(key: string, member: string): void {
+    this.member(key, member, true);
+  }
+
+  zrem(key: string, member: string): void {
+    this.member(key, member, false);
+  }
+
+  /** The merged ops (stream entries, list appends, sorted-set changes, then sets). */
+  toOps(): WriteOp[] {
+    const ops: WriteOp[] = [];
+    for (const [key, entries] of this.streams)
+      for (let i = 0; i < entries.length; i += 2)
+        ops.push({ op: 'xadd', key, position: (entries[i] as string).slice(0, -2), value: entries[i + 1] as Buffer });
+    for (const [key, values] of this.lists) for (const value of values) ops.push({ op: 'rpush', key, value });
+    for (const [key, members] of this.zsets)
+      for (const [member, present] of members) ops.push({ op: present ? 'zadd' : 'zrem', key, member });
+    for (const [key, value] of this.sets) ops.push({ op: 'set', key, value });
+    return ops;
+  }
+
+  private member(key: string, member: string, present: boolean): void {
+    let members = this.zsets.get(key);
+    if (members === undefined) this.zsets.set(key, (members = new Map<string, boolean>()));
+    members.set(member, present);
+  }
+}
+
 /** One partition's share of a projection step. */
 export interface PartitionWrite {
   readonly partition: number;
@@ -18,6 +112,8 @@ export interface PartitionWrite {
   readonly expectedCheckpoint: bigint;
   readonly newCheckpoint: bigint;
   readonly ops: readonly WriteOp[];
+  /** The same ops, merged per key, when the planner built them so (then `ops` is derived). */
+  readonly writeSet?: WriteSet;
 }
 
 export interface EncodedScriptCall {
@@ -53,48 +149,14 @@ export function encodePartitionWrite(
   checkpointKey: string,
   changeLogRetention: number,
 ): EncodedScriptCall {
-  const { keys, items } = scriptOps(write.ops, checkpointKey);
+  const { keys, items } = scriptOps(write.writeSet ?? WriteSet.of(write.ops), checkpointKey);
   const args = [write.expectedCheckpoint.toString(), write.newCheckpoint.toString(), String(changeLogRetention)];
   return { keys, args: [...args, packItems(items)] };
 }
 
 /** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
-function scriptOps(ops: readonly WriteOp[], checkpointKey: string): { keys: string[]; items: Item[] } {
-  const sets = new Map<string, Buffer>();
-  const lists = new Map<string, Buffer[]>();
-  const streams = new Map<string, Item[]>();
-  const zsets = new Map<string, Map<string, boolean>>();
-  for (const op of ops) {
-    switch (op.op) {
-      case 'set':
-        sets.set(op.key, op.value);
-        break;
-      case 'rpush': {
-        const values = lists.get(op.key);
-        if (values === undefined) lists.set(op.key, [op.value]);
-        else values.push(op.value);
-        break;
-      }
-      case 'xadd': {
-        const entries = streams.get(op.key);
-        if (entries === undefined) streams.set(op.key, [`${op.position}-0`, op.value]);
-        else entries.push(`${op.position}-0`, op.value);
-        break;
-      }
-      case 'zadd':
-      case 'zrem': {
-        let members = zsets.get(op.key);
-        if (members === undefined) zsets.set(op.key, (members = new Map<string, boolean>()));
-        members.set(op.member, op.op === 'zadd');
-        break;
-      }
-      default: {
-        const unreachable: never = op;
-        throw new Error(`unknown write op ${JSON.stringify(unreachable)}`);
-      }
-    }
-  }
-
+function scriptOps(ops: WriteSet, checkpointKey: string): { keys: string[]; items: Item[] } {
+  const { sets, lists, streams, zsets } = ops;
   const keys = [checkpointKey];
   const items: Item[] = [];
   const indexOf = new Map<string, number>([[checkpointKey, 1]]);
@@ -133,7 +195,15 @@ function scriptOps(ops: readonly WriteOp[], checkpointKey: string): { keys: stri
     if (removed.length > 0) push('R', key, removed);
     if (added.length > 0) push('Z', key, added);
   }
-  for (const [key, value] of sets) push('S', key, [value]);
+  // Every record in one MSET (the same strings as a SET each, without a call per record):
+  // code, a key index the op does not use, count, then key index and value per record.
+  const records: Item[] = [];
+  for (const [key, value] of sets) records.push(declare(key), value);
+  for (let from = 0; from < records.length; from += 2 * MAX_OP_ITEMS) {
+    const to = Math.min(records.length, from + 2 * MAX_OP_ITEMS);
+    items.push('M', 1, (to - from) / 2);
+    for (let i = from; i < to; i += 1) items.push(records[i] as Item);
+  }
   return { keys, items };
 }
 

@@ -29,7 +29,15 @@ if ARGV[4] ~= '' then
     local count = ops[i + 2]
     local first = i + 3
     local last = first + count - 1
-    if op == 'S' then
+    if op == 'M' then
+      last = first + 2 * count - 1
+      local kv = {}
+      for j = first, last, 2 do
+        kv[#kv + 1] = KEYS[ops[j]]
+        kv[#kv + 1] = ops[j + 1]
+      end
+      redis.call('MSET', unpack(kv))
+    elseif op == 'S' then
       redis.call('SET', key, ops[first])
     elseif op == 'Z' then
       local scored = {}

@@ -9,6 +9,7 @@ import {
   mergePages,
 } from '../../../services/query/read-models/evaluation-list';
 import { createKeyLayout } from '../../../services/query/read-models/keys';
+import { WriteSet, type WriteOp } from '../../../services/query/read-models/write-ops';
 
 const QUEUED = EvaluationStatus.EVALUATION_STATUS_QUEUED;
 const RUNNING = EvaluationStatus.EVALUATION_STATUS_RUNNING;
@@ -53,9 +54,14 @@ describe('evaluation list read model', () => {
 
   describe('indexWrites', () => {
     const layout = createKeyLayout('p', 1);
+    const opsOf = (before: Evaluation | undefined, after: Evaluation): WriteOp[] => {
+      const ops = new WriteSet();
+      indexWrites(layout, 0, before, after, ops);
+      return ops.toOps();
+    };
     it('adds a new evaluation to "all" and to its status', () => {
       const e = evaluation('e1', 1000);
-      expect(indexWrites(layout, 0, undefined, e)).to.deep.equal([
+      expect(opsOf(undefined, e)).to.deep.equal([
         { op: 'zadd', key: layout.indexAll(0), member: listMember(e) },
         { op: 'zadd', key: layout.indexStatus(0, QUEUED), member: listMember(e) },
       ]);
@@ -63,11 +69,11 @@ describe('evaluation list read model', () => {
     it('moves it between status indexes when the status changes, and does nothing otherwise', () => {
       const before = evaluation('e1', 1000);
       const after = evaluation('e1', 1000, RUNNING);
-      expect(indexWrites(layout, 0, before, after)).to.deep.equal([
+      expect(opsOf(before, after)).to.deep.equal([
         { op: 'zrem', key: layout.indexStatus(0, QUEUED), member: listMember(before) },
         { op: 'zadd', key: layout.indexStatus(0, RUNNING), member: listMember(after) },
       ]);
-      expect(indexWrites(layout, 0, after, after)).to.deep.equal([]);
+      expect(opsOf(after, after)).to.deep.equal([]);
     });
   });
 

@@ -1,4 +1,3 @@
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { expect } from 'chai';
 import { evolve, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
 import {
@@ -22,6 +21,8 @@ import {
   type PartitionWrite,
   type WriteOp,
 } from '../../../services/query/read-models/write-ops';
+import { encodeStruct, UpdateEncoder } from '../../../services/query/read-models/update-encoding';
+import { Struct } from '../../../shared/generated/google/protobuf/struct';
 
 const AT = '2025-01-01T00:00:00.000Z';
 
@@ -213,7 +214,7 @@ describe('encodePartitionWrite', () => {
         .concat(['L', '3', '2', 'h', 'h'.repeat(300)])
         .concat(['Z', '4', '1', 'm'])
         .concat(['R', '5', '1', 'm'])
-        .concat(['S', '6', '1', 'r2']),
+        .concat(['M', '1', '1', '6', 'r2']),
     );
   });
 
@@ -297,15 +298,140 @@ describe('encodeUpdate', () => {
     const a2 = next('a', 12345678901, 2, started);
     const s1 = evolve(undefined, a1);
     const s2 = evolve(s1, { ...a2, event: { ...started, data: { ...started.data, executorId: 'x'.repeat(300) } } });
-    const writer = new BinaryWriter();
+    const encoder = new UpdateEncoder(16);
     for (const [event, state] of [
       [a1, s1],
       [a2, s2],
       [a1, s1],
     ] as const) {
-      const { update, record } = encodeUpdate(event, state, writer);
+      const { update, record } = encodeUpdate(event, state, encoder);
       expect(update.equals(EvaluationUpdate.encode(updateFor(event, state)).finish())).to.equal(true);
       expect(record.equals(Evaluation.encode(state).finish())).to.equal(true);
     }
+  });
+
+  it('is what ts-proto encodes for states with every field, unusual values, and appended one after another', () => {
+    let seed = 7;
+    const random = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)] as T;
+    const strings = [
+      '',
+      'a',
+      'ü',
+      '€uro',
+      '😀',
+      'x'.repeat(42),
+      'é'.repeat(43),
+      'y'.repeat(200),
+      '\ud800',
+      'q'.repeat(20_000),
+    ];
+    // Mostly values the fast path covers; now and then one it hands to ts-proto.
+    const rarely =
+      <T>(usual: readonly T[], unusual: readonly T[]): (() => T) =>
+      () =>
+        random() < 0.01 ? pick(unusual) : pick(usual);
+    const int64 = rarely(
+      ['0', '1', '127', '128', '16384', '4294967295', '4294967296', '9007199254740991'],
+      ['9007199254740993', '9223372036854775807', '-1', '-300', '007'],
+    );
+    const int32 = rarely([0, 1, 127, 128, 300, 2147483647], [-1, -2147483648]);
+    const date = rarely(
+      [
+        undefined,
+        new Date(0),
+        new Date(1),
+        new Date(999),
+        new Date(1000),
+        new Date(Date.UTC(2026, 0, 1, 0, 0, 0, 123)),
+        new Date(8.64e15),
+      ],
+      [new Date(-1), new Date(-1500)],
+    );
+    const metadatas = [
+      undefined,
+      {},
+      { suite: 'bench', task: 7 },
+      { nested: { a: [1, 'b', null, true] }, long: 'z'.repeat(300) },
+    ];
+    const events = [queued('a', 1), next('a', 2, 2, started), next('b', 9007199254740991, 99, started)];
+    const big = { ...queued('c', 3), position: '9223372036854775807', revision: '-2' };
+    const encoder = new UpdateEncoder(8);
+    const expected: { update: Buffer; record: Buffer }[] = [];
+    const places: ReturnType<UpdateEncoder['append']>[] = [];
+    for (let i = 0; i < 400; i += 1) {
+      const state: Evaluation = {
+        ...Evaluation.fromPartial({}),
+        evalId: pick(strings),
+        status: int32(),
+        codeHash: pick(strings),
+        codeSize: int64(),
+        language: pick(strings),
+        engine: pick(strings),
+        timeoutSeconds: int32(),
+        executorId: pick(strings),
+        containerId: pick(strings),
+        exitCode: pick([undefined, int32()]),
+        createdAt: date(),
+        startedAt: date(),
+        completedAt: date(),
+        runtimeMs: int64(),
+        outputPreview: pick([Buffer.alloc(0), Buffer.from('ok'), Buffer.alloc(300, 1)]),
+        outputSize: int64(),
+        outputLocation: pick(strings),
+        errorPreview: pick(strings),
+        errorSize: int64(),
+        errorLocation: pick(strings),
+        failureReason: int32(),
+        cancelReason: pick(strings),
+        metadata: pick(metadatas),
+        revision: int64(),
+        position: int64(),
+        updatedAt: date(),
+      };
+      const event = pick([...events, big]);
+      places.push(encoder.append(event, state));
+      expected.push({
+        update: Buffer.from(EvaluationUpdate.encode(updateFor(event, state)).finish()),
+        record: Buffer.from(Evaluation.encode(state).finish()),
+      });
+      // Every few states a new buffer, as planBatch starts one per partition.
+      if (i % 50 === 49) {
+        const bytes = encoder.finish();
+        places.forEach((at, j) => {
+          expect(bytes.subarray(at.start, at.end).equals(expected[j]?.update as Buffer)).to.equal(true, `update ${j}`);
+          expect(bytes.subarray(at.stateStart, at.stateEnd).equals(expected[j]?.record as Buffer)).to.equal(
+            true,
+            `record ${j}`,
+          );
+        });
+        expect(bytes.length).to.equal(places[places.length - 1]?.end);
+        expected.length = 0;
+        places.length = 0;
+        encoder.reset();
+      }
+    }
+  });
+});
+
+describe('encodeStruct', () => {
+  it('is what ts-proto encodes for Struct.wrap(object)', () => {
+    const objects: Record<string, unknown>[] = [
+      {},
+      { suite: 'bench', task: 7 },
+      { '': 'empty key', n: null, t: true, f: false, z: 0, neg: -0, pi: 3.14159, big: 1e300, s: '' },
+      { list: [1, 'two', null, false, [3, [4]], { in: 'side' }, undefined], skipped: undefined },
+      { ünïcode: 'naïve ☃ 😀', lone: '\ud800', long: 'x'.repeat(200), deep: { a: { b: { c: 'y'.repeat(300) } } } },
+      JSON.parse('{"__proto__": {"x": 1}, "after": 2, "10": "int-like", "2": "first"}') as Record<string, unknown>,
+      { many: Array.from({ length: 100 }, (_, i) => ({ i, s: 's'.repeat(i) })) },
+    ];
+    for (const object of objects) {
+      const expected = Buffer.from(Struct.encode(Struct.wrap(object)).finish());
+      expect(Buffer.from(encodeStruct(object)).equals(expected)).to.equal(true, JSON.stringify(object));
+    }
+    expect(() => encodeStruct({ f: () => 1 })).to.throw(/Unsupported any value type/);
   });
 });
