@@ -64,6 +64,7 @@ async function main(): Promise<void> {
     clock: { now: () => new Date() },
     newId: () => newUlid(),
     limits: config.limits,
+    maxPending: config.maxPendingCommands,
     logger,
   });
   const server = createCommandServer({ executor, limits: config.limits, logger });

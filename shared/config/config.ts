@@ -63,6 +63,8 @@ export interface Config {
   /** How often the query side polls the event log when pub/sub is quiet. */
   readonly catchUpIntervalMs: number;
   readonly shutdownGraceMs: number;
+  /** Commands the command service runs at once before it refuses more (UNAVAILABLE). */
+  readonly maxPendingCommands: number;
 }
 
 export class ConfigError extends Error {
@@ -150,6 +152,10 @@ export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
     help: 'how often the query side polls the event log when pub/sub is quiet (default 1000)',
   },
   { key: 'SHUTDOWN_GRACE_MS', help: 'how long in-flight calls may run after SIGTERM (default 10000)' },
+  {
+    key: 'MAX_PENDING_COMMANDS',
+    help: 'commands the command service runs at once; more are refused with UNAVAILABLE (default 256)',
+  },
 ];
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -297,6 +303,7 @@ export function loadConfig(env: Env): Config {
     }),
     catchUpIntervalMs: int('CATCH_UP_INTERVAL_MS', 1000, 10, 3_600_000),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    maxPendingCommands: int('MAX_PENDING_COMMANDS', 256, 1, 1_000_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

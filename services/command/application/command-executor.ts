@@ -1,4 +1,5 @@
 import type { Limits } from '../../../shared/config';
+import { UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import {
   commandHash,
@@ -29,6 +30,12 @@ export interface CommandExecutorDeps {
   readonly clock: Clock;
   readonly newId: IdGenerator;
   readonly limits: Limits;
+  /**
+   * Commands in progress at once (waiting for PostgreSQL included) before more are refused at
+   * once with UNAVAILABLE: under overload, a caller hears it in microseconds, not when a pool
+   * wait times out seconds later, and the accepted commands keep their latency.
+   */
+  readonly maxPending: number;
   readonly logger: Logger;
 }
 
@@ -75,54 +82,70 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       : decideChange(command, snapshot, priorRequest, ctx);
   }
 
+  let pending = 0;
+
   return {
     async execute(command) {
-      // A submit without an id gets one fresh id, so that every round retries the same id.
-      const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
-      // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
-      // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
-      let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
-      firstLoad.catch(() => undefined);
-      // One SHA-256 of a large body serves the command hash, the S3 key and the upload's signature.
-      const digest = memoizeDigest();
-      const hash = commandHash(command, digest);
-      const plan = planOf(command, limits, digest);
-      const body = storedBody(command, plan);
-      let uploaded = false;
-      for (let round = 1; round <= MAX_ROUNDS; round += 1) {
-        const now = clock.now();
-        const loaded = await (firstLoad ?? store.load(evalId, command.requestId));
-        firstLoad = undefined;
-        const decision = decide(command, evalId, hash, plan, now, loaded);
-        if (decision.kind === 'unchanged') return decision.result;
-        if (plan?.storage === 's3' && !uploaded) {
-          // Uploaded before the transaction: if the write then fails, an unreferenced object is
-          // left (same key on retry), never a reference to a missing object.
-          await blobs.put(plan.key, plan.content, plan.digest);
-          uploaded = true;
-        }
-        const request: AppendRequest = {
-          decision,
-          commandHash: hash,
-          recordedAt: now,
-          ...(command.type === 'SubmitEvaluation' ? { code: command.code } : {}),
-          ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
-          ...(body !== undefined ? { body } : {}),
-        };
-        const outcome = await store.append(request);
-        if (outcome.kind === 'appended') {
-          publisher.publish(outcome.event).catch((err: unknown) => {
-            // Durable in PostgreSQL already; the query side catches up from the log.
-            logger.warn('publish failed; the query side will catch up from the event log', {
-              position: outcome.event.position,
-              err,
-            });
-          });
-          return { evalId: decision.evalId, revision: decision.toRevision, position: outcome.event.position };
-        }
-        logger.debug('write conflict; deciding again', { evalId, round });
+      if (pending >= deps.maxPending) {
+        throw new UnavailableError(
+          `command service overloaded: ${pending} commands in progress (MAX_PENDING_COMMANDS); retry with backoff`,
+        );
       }
-      throw new Error(`gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds`);
+      pending += 1;
+      try {
+        return await run(command);
+      } finally {
+        pending -= 1;
+      }
     },
   };
+
+  async function run(command: Command): Promise<CommandResult> {
+    // A submit without an id gets one fresh id, so that every round retries the same id.
+    const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
+    // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
+    // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
+    let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
+    firstLoad.catch(() => undefined);
+    // One SHA-256 of a large body serves the command hash, the S3 key and the upload's signature.
+    const digest = memoizeDigest();
+    const hash = commandHash(command, digest);
+    const plan = planOf(command, limits, digest);
+    const body = storedBody(command, plan);
+    let uploaded = false;
+    for (let round = 1; round <= MAX_ROUNDS; round += 1) {
+      const now = clock.now();
+      const loaded = await (firstLoad ?? store.load(evalId, command.requestId));
+      firstLoad = undefined;
+      const decision = decide(command, evalId, hash, plan, now, loaded);
+      if (decision.kind === 'unchanged') return decision.result;
+      if (plan?.storage === 's3' && !uploaded) {
+        // Uploaded before the transaction: if the write then fails, an unreferenced object is
+        // left (same key on retry), never a reference to a missing object.
+        await blobs.put(plan.key, plan.content, plan.digest);
+        uploaded = true;
+      }
+      const request: AppendRequest = {
+        decision,
+        commandHash: hash,
+        recordedAt: now,
+        ...(command.type === 'SubmitEvaluation' ? { code: command.code } : {}),
+        ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
+        ...(body !== undefined ? { body } : {}),
+      };
+      const outcome = await store.append(request);
+      if (outcome.kind === 'appended') {
+        publisher.publish(outcome.event).catch((err: unknown) => {
+          // Durable in PostgreSQL already; the query side catches up from the log.
+          logger.warn('publish failed; the query side will catch up from the event log', {
+            position: outcome.event.position,
+            err,
+          });
+        });
+        return { evalId: decision.evalId, revision: decision.toRevision, position: outcome.event.position };
+      }
+      logger.debug('write conflict; deciding again', { evalId, round });
+    }
+    throw new Error(`gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds`);
+  }
 }

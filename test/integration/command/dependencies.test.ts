@@ -154,3 +154,49 @@ describe('command executor: unavailable dependencies', function () {
     expect(Buffer.from((await object.Body?.transformToByteArray()) ?? []).equals(output)).to.equal(true);
   });
 });
+
+describe('command executor: overload', function () {
+  this.timeout(30_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await createHarness({ MAX_PENDING_COMMANDS: '2' });
+  });
+
+  after(async () => {
+    await h.close();
+  });
+
+  it('refuses commands past MAX_PENDING_COMMANDS at once with UNAVAILABLE, writes none of them, and admits again', async () => {
+    // A store whose loads wait at a gate: the commands stay in progress until it opens.
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let arrivedTwo: () => void = () => undefined;
+    const twoArrived = new Promise<void>((resolve) => (arrivedTwo = resolve));
+    let arrived = 0;
+    const gated: EvaluationStore = {
+      load: async (evalId, requestId) => {
+        if (++arrived === 2) arrivedTwo();
+        await gate;
+        return h.store.load(evalId, requestId);
+      },
+      append: (request) => h.store.append(request),
+    };
+    const commands = commandsOf(h.executorWith({ store: gated }), h.env.config.limits);
+    const first = commands.submit({ evalId: 'busy-1' });
+    const second = commands.submit({ evalId: 'busy-2' });
+    await twoArrived;
+
+    const refused = await rejection(commands.submit({ evalId: 'refused' }));
+    expect(refused).to.be.instanceOf(UnavailableError);
+    expect((refused as Error).message).to.match(/overloaded: 2 commands in progress \(MAX_PENDING_COMMANDS\)/);
+    expect(arrived).to.equal(2, 'the refused command never reached the store');
+
+    open();
+    expect((await first).evalId).to.equal('busy-1');
+    expect((await second).evalId).to.equal('busy-2');
+    expect((await commands.submit({ evalId: 'after' })).evalId).to.equal('after', 'admitted once the load is gone');
+    const { rows } = await h.sql.query<{ eval_id: string }>('SELECT eval_id FROM evaluations ORDER BY eval_id');
+    expect(rows.map((r) => r.eval_id)).to.deep.equal(['after', 'busy-1', 'busy-2']);
+  });
+});

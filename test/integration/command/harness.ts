@@ -157,6 +157,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
         clock,
         newId,
         limits: env.config.limits,
+        maxPending: env.config.maxPendingCommands,
         logger: silentLogger,
       });
     const executor = executorWith({});
