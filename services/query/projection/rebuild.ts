@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { RecordedEvent } from '../../../shared/domain';
-import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { isTerminalStatus } from '../domain/requests';
 import type { Logger } from '../../../shared/logging';
 import { minCheckpoint, createCheckpoints } from '../read-models/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
@@ -43,11 +44,6 @@ const MAX_WRITES_IN_FLIGHT = 2;
 /** Writes planned while the old keys are being deleted (a SCAN of the whole keyspace). */
 const MAX_WRITES_PLANNED_AHEAD = 32;
 const SCAN_COUNT = 10_000;
-const TERMINAL: ReadonlySet<EvaluationStatus> = new Set([
-  EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  EvaluationStatus.EVALUATION_STATUS_FAILED,
-  EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-]);
 
 /**
  * Deletes every read-model key of the layout's prefix and projects the event log again from
@@ -181,7 +177,7 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
     sentUpTo = BigInt(last.position);
     for (const write of plan.writes) checkpoints[write.partition] = write.newCheckpoint;
     for (const [id, state] of plan.states) {
-      if (!TERMINAL.has(state.status)) cache.set(id, state);
+      if (!isTerminalStatus(state.status)) cache.set(id, state);
       else if (created.get(id) !== true) cache.delete(id);
     }
     await settle((deleting ? MAX_WRITES_PLANNED_AHEAD : MAX_WRITES_IN_FLIGHT) - 1);

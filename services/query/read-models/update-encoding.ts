@@ -105,27 +105,15 @@ export class UpdateEncoder {
   /** Evaluation.encode's fields, in its order and with its defaults; false when not covered. */
   private writeState(s: Evaluation, metadata: Uint8Array | undefined): boolean {
     if (s.evalId !== '') this.stringField(10, s.evalId);
-    if (s.status !== 0) {
-      if (!isUint31(s.status)) return false;
-      this.buf[this.pos++] = 16;
-      this.varint(s.status);
-    }
+    if (s.status !== 0 && !this.uint31Field(16, s.status)) return false;
     if (s.codeHash !== '') this.stringField(26, s.codeHash);
     if (s.codeSize !== '0' && !this.int64Field(32, s.codeSize)) return false;
     if (s.language !== '') this.stringField(42, s.language);
     if (s.engine !== '') this.stringField(50, s.engine);
-    if (s.timeoutSeconds !== 0) {
-      if (!isUint31(s.timeoutSeconds)) return false;
-      this.buf[this.pos++] = 56;
-      this.varint(s.timeoutSeconds);
-    }
+    if (s.timeoutSeconds !== 0 && !this.uint31Field(56, s.timeoutSeconds)) return false;
     if (s.executorId !== '') this.stringField(66, s.executorId);
     if (s.containerId !== '') this.stringField(74, s.containerId);
-    if (s.exitCode !== undefined) {
-      if (!isUint31(s.exitCode)) return false;
-      this.buf[this.pos++] = 80;
-      this.varint(s.exitCode);
-    }
+    if (s.exitCode !== undefined && !this.uint31Field(80, s.exitCode)) return false;
     if (s.createdAt !== undefined && !this.timestampField(90, s.createdAt)) return false;
     if (s.startedAt !== undefined && !this.timestampField(98, s.startedAt)) return false;
     if (s.completedAt !== undefined && !this.timestampField(106, s.completedAt)) return false;
@@ -141,11 +129,7 @@ export class UpdateEncoder {
     if (s.errorPreview !== '') this.stringField(146, s.errorPreview);
     if (s.errorSize !== '0' && !this.int64Field(152, s.errorSize)) return false;
     if (s.errorLocation !== '') this.stringField(162, s.errorLocation);
-    if (s.failureReason !== 0) {
-      if (!isUint31(s.failureReason)) return false;
-      this.varint(168);
-      this.varint(s.failureReason);
-    }
+    if (s.failureReason !== 0 && !this.uint31Field(168, s.failureReason)) return false;
     if (s.cancelReason !== '') this.stringField(178, s.cancelReason);
     if (metadata !== undefined) {
       this.varint(186);
@@ -175,6 +159,14 @@ export class UpdateEncoder {
   }
 
   /** An int64 field given as a decimal string (skipped by the caller when "0"). */
+  /** A varint field (enum, int32, uint32) whose value is in [0, 2^31); false otherwise. */
+  private uint31Field(tag: number, value: number): boolean {
+    if (!isUint31(value)) return false;
+    this.varint(tag);
+    this.varint(value);
+    return true;
+  }
+
   private int64Field(tag: number, text: string): boolean {
     const value = plainDecimal(text);
     if (value === undefined) return false;
