@@ -1,4 +1,10 @@
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  type ServerOptions,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import { announceListening } from '../support/processes';
 
 /**
@@ -11,8 +17,17 @@ export function serveFloor(
   implementation: UntypedServiceImplementation,
   onStop: () => Promise<void> = () => Promise.resolve(),
 ): Server {
-  const server = new Server();
-  server.addService(definition, implementation);
+  return serveFloors([{ definition, implementation }], onStop);
+}
+
+/** {@link serveFloor} for several services on one server, with the server's options. */
+export function serveFloors(
+  services: readonly { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[],
+  onStop: () => Promise<void> = () => Promise.resolve(),
+  options: ServerOptions = {},
+): Server {
+  const server = new Server(options);
+  for (const { definition, implementation } of services) server.addService(definition, implementation);
   server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {
     if (err !== null) {
       process.stderr.write(`${err.message}\n`);

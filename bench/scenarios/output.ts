@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import {
   EvaluationQueryServiceClient,
@@ -44,6 +45,36 @@ function cpuPerMB(uses: CpuUse[], bytes: number): string {
   return `${parts.join(', ')}; machine ${ms(uses.reduce((sum, u) => sum + u.machineSeconds, 0))} ms/MB`;
 }
 
+const machineMsPerMB = (uses: CpuUse[], bytes: number): number =>
+  (uses.reduce((sum, u) => sum + u.machineSeconds, 0) * 1000) / ((bytes * uses.length) / MB);
+
+/**
+ * The best ratio to raw S3 the output path can reach on this stack, from its two hops measured
+ * apart: the gRPC hop alone (bare grpc-js, to or from memory) and the S3 hop (raw put/get).
+ */
+function outputBounds(
+  runs: Record<'put' | 'get' | 'grpcWrite' | 'grpcRead', number[]>,
+  cpu: Record<'put' | 'get' | 'grpcWrite' | 'grpcRead', CpuUse[]>,
+  size: number,
+): string {
+  const put = median(runs.put);
+  const get = median(runs.get);
+  // Unary: the service has the output only once the whole request has arrived, so its upload
+  // follows the gRPC hop; at best the two take their times measured apart, one after the other.
+  const writeBound = put / (median(runs.grpcWrite) + put);
+  // ReadOutput streams, so the hops may overlap: it is bounded by the slower hop, and by the
+  // rate at which the machine's cores can do the work of both hops (CPU per MB of each, apart).
+  const readByTime = Math.min(1, get / median(runs.grpcRead));
+  const cpuMsPerMB = machineMsPerMB(cpu.get, size) + machineMsPerMB(cpu.grpcRead, size);
+  const readByCpu = (availableParallelism() * 1000) / cpuMsPerMB / (size / MB / get);
+  const f = (x: number): string => `${x.toFixed(2)}×`;
+  return (
+    `Bounds from the hops measured apart: CompleteEvaluation is unary, so its S3 upload can only start once the gRPC hop has ended: ` +
+    `at best ${f(writeBound)} raw PutObject (put time ÷ (gRPC hop time + put time)). ReadOutput streams, so its hops can overlap: ` +
+    `at best ${f(readByTime)} raw GetObject by the slower hop's time, and ${f(readByCpu)} by the CPU both hops need per MB on these ${availableParallelism()} cores.`
+  );
+}
+
 export const output: Scenario = {
   name: 'output',
   description:
@@ -58,16 +89,29 @@ export const output: Scenario = {
       const query = await stack.start('query');
       const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
       const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
+      const transfer = await stack.startFloor('grpc-transfer', { FLOOR_TRANSFER_BYTES: String(size) });
+      const [floorCommandClient] = createClients(EvaluationCommandServiceClient, transfer.address, 1, LARGE_MESSAGES);
+      const [floorQueryClient] = createClients(EvaluationQueryServiceClient, transfer.address, 1, LARGE_MESSAGES);
       const body = randomBytes(size);
       const runs = {
         write: [] as number[],
         read: [] as number[],
         put: [] as number[],
         get: [] as number[],
+        grpcWrite: [] as number[],
+        grpcRead: [] as number[],
         commandGrowth: [] as number[],
         queryGrowth: [] as number[],
       };
-      const cpu = { write: [] as CpuUse[], read: [] as CpuUse[], put: [] as CpuUse[], get: [] as CpuUse[] };
+      const cpu = {
+        write: [] as CpuUse[],
+        read: [] as CpuUse[],
+        put: [] as CpuUse[],
+        get: [] as CpuUse[],
+        grpcWrite: [] as CpuUse[],
+        grpcRead: [] as CpuUse[],
+      };
+      const floorServer = { name: 'bare server', pids: [transfer.pid] };
       const bench = { name: 'bench client', pids: [process.pid] };
       const s3rver = { name: 's3rver', pids: [ctx.s3Pid] };
       const repetitions = ctx.smoke ? 1 : 3;
@@ -114,12 +158,33 @@ export const output: Scenario = {
         const raw = await rawS3Transfer(s3, stack.environment.config.s3.bucket, `bench-floor/${rep}`, body, () =>
           measureCpu([bench, s3rver]),
         );
+
+        // The gRPC hop alone: the same request and the same chunks, to and from memory.
+        const grpcWriteCpu = measureCpu([bench, floorServer]);
+        runs.grpcWrite.push(
+          await seconds(() =>
+            unary(
+              floorCommandClient!,
+              floorCommandClient!.completeEvaluation,
+              completeRequest(evalId, body),
+              SETUP_DEADLINE_MS,
+            ),
+          ),
+        );
+        cpu.grpcWrite.push(grpcWriteCpu.stop());
+        const grpcReadCpu = measureCpu([bench, floorServer]);
+        let floorRead: Buffer = Buffer.alloc(0);
+        runs.grpcRead.push(await seconds(async () => (floorRead = await readOutput(floorQueryClient!, evalId))));
+        cpu.grpcRead.push(grpcReadCpu.stop());
+        if (floorRead.length !== size)
+          throw new Error(`the gRPC floor streamed ${floorRead.length} bytes, not ${size}`);
+
         cpu.put.push(raw.putCpu);
         cpu.get.push(raw.getCpu);
         runs.put.push(raw.putSeconds);
         runs.get.push(raw.getSeconds);
       }
-      closeAll([commandClient!, queryClient!]);
+      closeAll([commandClient!, queryClient!, floorCommandClient!, floorQueryClient!]);
 
       const mbps = (list: number[]): number => size / MB / median(list);
       const service = (name: string, list: number[], growth: number[]): Measured => ({
@@ -145,21 +210,28 @@ export const output: Scenario = {
             scenario: 'largest output: CompleteEvaluation (to S3)',
             case: sizeCase,
             subject: service('command service', runs.write, runs.commandGrowth),
-            floors: [raw('raw S3 PutObject', runs.put)],
+            floors: [
+              raw('raw S3 PutObject', runs.put),
+              raw('bare grpc-js, to memory (the gRPC hop alone)', runs.grpcWrite),
+            ],
             ratio: writeRatio,
           },
           {
             scenario: 'largest output: ReadOutput (from S3)',
             case: sizeCase,
             subject: service('query service', runs.read, runs.queryGrowth),
-            floors: [raw('raw S3 GetObject', runs.get)],
+            floors: [
+              raw('raw S3 GetObject', runs.get),
+              raw('bare grpc-js, from memory (the gRPC hop alone)', runs.grpcRead),
+            ],
             ratio: readRatio,
           },
         ],
         checks,
         notes: [
           'Output rows: MB/s is 10^6 bytes per second, the median of the rounds; RSS growth is the largest over the rounds (peak during the call minus RSS before it).',
-          `Output CPU per MB (all rounds): CompleteEvaluation: ${cpuPerMB(cpu.write, size)}; raw PutObject: ${cpuPerMB(cpu.put, size)}. ReadOutput: ${cpuPerMB(cpu.read, size)}; raw GetObject: ${cpuPerMB(cpu.get, size)}. Where the machine's cores are the limit, a path's throughput relative to raw S3 is at most raw CPU per MB ÷ its own.`,
+          `Output CPU per MB (all rounds): CompleteEvaluation: ${cpuPerMB(cpu.write, size)}; raw PutObject: ${cpuPerMB(cpu.put, size)}; gRPC hop alone: ${cpuPerMB(cpu.grpcWrite, size)}. ReadOutput: ${cpuPerMB(cpu.read, size)}; raw GetObject: ${cpuPerMB(cpu.get, size)}; gRPC hop alone: ${cpuPerMB(cpu.grpcRead, size)}. Where the machine's cores are the limit, a path's throughput relative to raw S3 is at most raw CPU per MB ÷ its own.`,
+          outputBounds(runs, cpu, size),
         ],
       };
     } finally {
