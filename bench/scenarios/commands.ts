@@ -1,7 +1,9 @@
+import { availableParallelism } from 'node:os';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
+import { measureCpu, type CpuGroup, type CpuUse } from '../support/cpu';
 import { completeRequest, startRequest, submitRequest } from '../support/evaluations';
 import { closeAll, createClients, unary } from '../support/grpc';
-import { closedLoop, interleave, type LoadTarget } from '../support/load';
+import { closedLoop, interleave, type LoadResult, type LoadTarget } from '../support/load';
 import { loadFigures, type Row } from '../support/report';
 import type { Scenario } from '../support/scenario';
 import { createBenchStack } from '../support/stack';
@@ -35,6 +37,55 @@ function lifecycleOp(client: EvaluationCommandServiceClient, concurrency: number
   };
 }
 
+/** CPU seconds of one subject, summed over its rounds (the same groups in the same order each time). */
+interface CpuTotal {
+  groups: number[];
+  machineSeconds: number;
+}
+
+function addCpu(total: CpuTotal, use: CpuUse): void {
+  use.groups.forEach((g, i) => (total.groups[i] = (total.groups[i] ?? 0) + g.seconds));
+  total.machineSeconds += use.machineSeconds;
+}
+
+/**
+ * Closed-loop run whose CPU is measured over its measured window only (after the warm-up, until
+ * its end), so that it matches the commands counted in `ops`: commands that end after the
+ * window neither count nor are charged.
+ */
+async function closedLoopWithCpu(
+  options: Parameters<typeof closedLoop>[0],
+  groups: readonly CpuGroup[],
+  total: CpuTotal,
+): Promise<LoadResult> {
+  let cpu: ReturnType<typeof measureCpu> | undefined;
+  const from = setTimeout(() => (cpu = measureCpu(groups)), options.warmupMs);
+  const to = setTimeout(() => {
+    if (cpu !== undefined) addCpu(total, cpu.stop());
+    cpu = undefined;
+  }, options.warmupMs + options.durationMs);
+  try {
+    return await closedLoop(options);
+  } finally {
+    clearTimeout(from);
+    clearTimeout(to);
+  }
+}
+
+/**
+ * One subject's CPU per command, e.g. `command service: service process 0.45, PostgreSQL 0.58,
+ * bench client 0.26, whole machine 1.35 ms/cmd → 2 cores saturated at ~1,481 cmd/s`.
+ */
+function cpuPerCommand(name: string, groupNames: readonly string[], total: CpuTotal, ops: number): string {
+  const ms = (seconds: number): number => (seconds * 1000) / Math.max(1, ops);
+  const machineMs = ms(total.machineSeconds);
+  const saturation = Math.round((availableParallelism() * 1000) / machineMs).toLocaleString('en-US');
+  return (
+    `${name}: ${groupNames.map((g, i) => `${g} ${ms(total.groups[i] ?? 0).toFixed(2)}`).join(', ')}, ` +
+    `whole machine ${machineMs.toFixed(2)} ms/cmd → ${availableParallelism()} cores saturated at ~${saturation} cmd/s`
+  );
+}
+
 export const commands: Scenario = {
   name: 'commands',
   description:
@@ -49,6 +100,16 @@ export const commands: Scenario = {
         ...createClients(EvaluationCommandServiceClient, floor.address, 1),
       ];
       const rows: Row[] = [];
+      const notes: string[] = [];
+      const cpuGroups = (server: string, pid: number): CpuGroup[] => [
+        { name: server, pids: [pid] },
+        { name: 'PostgreSQL', comm: 'postgres' },
+        { name: 'bench client', pids: [process.pid] },
+      ];
+      const subjects = {
+        service: { name: 'command service', groups: cpuGroups('service process', service.pid) },
+        floor: { name: 'bare grpc-js + pg, same SQL', groups: cpuGroups('floor server', floor.pid) },
+      };
       const kinds = [
         { name: 'SubmitEvaluation', op: (client: EvaluationCommandServiceClient) => submitOp(client) },
         {
@@ -58,18 +119,30 @@ export const commands: Scenario = {
       ];
       for (const kind of kinds) {
         for (const concurrency of CONCURRENCY) {
-          const target = (name: string, client: EvaluationCommandServiceClient): LoadTarget => ({
-            name,
-            run: () =>
-              closedLoop({
-                concurrency,
-                warmupMs: ctx.load.warmupMs,
-                durationMs: ctx.load.durationMs,
-                op: kind.op(client, concurrency),
-              }),
-          });
+          const cpu = new Map<string, CpuTotal>();
+          const target = (
+            { name, groups }: { name: string; groups: CpuGroup[] },
+            client: EvaluationCommandServiceClient,
+          ): LoadTarget => {
+            const total: CpuTotal = { groups: [], machineSeconds: 0 };
+            cpu.set(name, total);
+            return {
+              name,
+              run: () =>
+                closedLoopWithCpu(
+                  {
+                    concurrency,
+                    warmupMs: ctx.load.warmupMs,
+                    durationMs: ctx.load.durationMs,
+                    op: kind.op(client, concurrency),
+                  },
+                  groups,
+                  total,
+                ),
+            };
+          };
           const results = await interleave(
-            [target('command service', serviceClient!), target('bare grpc-js + pg, same SQL', floorClient!)],
+            [target(subjects.service, serviceClient!), target(subjects.floor, floorClient!)],
             ctx.load.rounds,
             (name, round) =>
               ctx.progress(`commands: ${kind.name} c=${concurrency} round ${round + 1}/${ctx.load.rounds}: ${name}`),
@@ -83,6 +156,17 @@ export const commands: Scenario = {
             floors: [loadFigures('bare grpc-js + pg, same SQL', bare, 'cmd/s')],
             ratio: subject.rate / bare.rate,
           });
+          const perCommand = (s: { name: string; groups: CpuGroup[] }, result: LoadResult): string =>
+            cpuPerCommand(
+              s.name,
+              s.groups.map((g) => g.name),
+              cpu.get(s.name)!,
+              result.ops,
+            );
+          notes.push(
+            `CPU per command, ${kind.name} c=${concurrency} (measured windows of all rounds): ` +
+              `${perCommand(subjects.service, subject)}; ${perCommand(subjects.floor, bare)}.`,
+          );
         }
       }
       closeAll([serviceClient!, floorClient!]);
@@ -95,6 +179,10 @@ export const commands: Scenario = {
             actual: `lowest ${worst.ratio?.toFixed(3)}× (${worst.scenario}, ${worst.case})`,
             met: rows.every((r) => (r.ratio ?? 0) >= 0.7),
           },
+        ],
+        notes: [
+          `Commands: CPU per command is read from /proc over each round's measured window (after its warm-up) and summed over the rounds of each subject, divided by the commands that subject completed in those windows; "PostgreSQL" is every postgres process, "whole machine" everything busy on the machine (kernel included), and the saturation rate is ${availableParallelism()} cores ÷ that cost.`,
+          ...notes,
         ],
       };
     } finally {

@@ -15,6 +15,9 @@ import type { Scenario } from '../support/scenario';
 import { createBenchStack } from '../support/stack';
 import { createLatencyRecorder, type LatencySummary } from '../support/stats';
 
+/** The second floor of each row: the command half alone (no projection, no watcher). */
+const COMMAND_FLOOR = 'bare grpc-js + pg, same SQL, open loop (command half alone): ack latency';
+
 /** Offered update rates and how long each is held (the 1,000/s run is short: see the notes). */
 const RATES = [
   { perSecond: 100, durationMs: 10_000 },
@@ -53,19 +56,19 @@ function watchPositions(stream: ClientReadableStream<WatchEvaluationsResponse>):
 }
 
 /**
- * What one update cost in CPU, per process group and for the whole machine, and the rate at
- * which the machine's cores would be saturated at that cost: an upper bound on the updates/s
- * this machine can carry through the whole path, whatever the code's latency.
+ * What one update (or command) cost in CPU, per process group and for the whole machine, and
+ * the rate at which the machine's cores would be saturated at that cost: an upper bound on the
+ * rate this machine can carry through the measured path, whatever the code's latency.
  */
-function cpuNote(perSecond: number, cpu: CpuUse, updates: number): string {
-  const perUpdateMs = (seconds: number): string => ((seconds * 1000) / Math.max(1, updates)).toFixed(2);
+function cpuNote(what: string, perSecond: number, cpu: CpuUse, count: number, unit = 'updates'): string {
+  const perUnitMs = (seconds: number): string => ((seconds * 1000) / Math.max(1, count)).toFixed(2);
   const cores = availableParallelism();
-  const machineMs = (cpu.machineSeconds * 1000) / Math.max(1, updates);
+  const machineMs = (cpu.machineSeconds * 1000) / Math.max(1, count);
   return (
-    `CPU per update at ${perSecond}/s (${updates} updates in ${cpu.wallSeconds.toFixed(1)} s): ` +
-    cpu.groups.map((g) => `${g.name} ${perUpdateMs(g.seconds)} ms`).join(', ') +
+    `${what} at ${perSecond}/s (${count} ${unit} in ${cpu.wallSeconds.toFixed(1)} s): ` +
+    cpu.groups.map((g) => `${g.name} ${perUnitMs(g.seconds)} ms`).join(', ') +
     `; the whole machine ${machineMs.toFixed(2)} ms, so its ${cores} cores are saturated at about ` +
-    `${Math.round((cores * 1000) / machineMs)} updates/s.`
+    `${Math.round((cores * 1000) / machineMs)} ${unit}/s.`
   );
 }
 
@@ -88,7 +91,9 @@ export const propagation: Scenario = {
     try {
       const command = await stack.start('command');
       const query = await stack.start('query');
+      const commandFloor = await stack.startFloor('pg-commands');
       const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1);
+      const [floorClient] = createClients(EvaluationCommandServiceClient, commandFloor.address, 1);
       const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1);
       const { position: start } = await unary(
         commandClient!,
@@ -114,6 +119,16 @@ export const propagation: Scenario = {
         },
       });
       if (warmUp.firstError !== undefined) throw new Error(`warm-up command failed: ${warmUp.firstError}`);
+      ctx.progress('propagation: warm-up at 100 commands/s: the command half alone (bare grpc-js + pg)');
+      const floorWarmUp = await openLoop({
+        ratePerSecond: 100,
+        durationMs: ctx.smoke ? 100 : 3000,
+        drainMs: 120_000,
+        op: (n) => unary(floorClient!, floorClient!.submitEvaluation, submitRequest(-1 - n)),
+      });
+      if (floorWarmUp.firstError !== undefined) {
+        throw new Error(`floor warm-up command failed: ${floorWarmUp.firstError}`);
+      }
 
       const rows: Row[] = [];
       const notes: string[] = [];
@@ -142,7 +157,7 @@ export const propagation: Scenario = {
             latency.recordNs(Math.max(0, Number(received - acknowledged)));
           },
         });
-        notes.push(cpuNote(perSecond, cpu.stop(), offered.started - offered.failed));
+        notes.push(cpuNote('CPU per update', perSecond, cpu.stop(), offered.started - offered.failed));
         ctx.progress(`propagation: ${perSecond} messages/s for ${seconds} s: raw Redis publish → subscriber`);
         const floor = await measurePubSubRoundTrip(
           stack.environment.config.redisUrl,
@@ -155,19 +170,55 @@ export const propagation: Scenario = {
             `Propagation at ${perSecond}/s: ${offered.failed} of ${offered.started} commands failed, e.g. "${offered.firstError}".`,
           );
         }
+        ctx.progress(
+          `propagation: ${perSecond} commands/s for ${seconds} s: the command half alone (bare grpc-js + pg, same SQL)`,
+        );
+        const ackLatency = createLatencyRecorder();
+        const floorCpu = measureCpu([
+          { name: 'floor server', pids: [commandFloor.pid] },
+          { name: 'PostgreSQL', comm: 'postgres' },
+          { name: 'bench client', pids: [process.pid] },
+        ]);
+        const floorOffered = await openLoop({
+          ratePerSecond: perSecond,
+          durationMs,
+          drainMs: 120_000,
+          op: async (n) => {
+            const startedAt = process.hrtime.bigint();
+            await unary(floorClient!, floorClient!.submitEvaluation, submitRequest(n));
+            ackLatency.recordNs(Number(process.hrtime.bigint() - startedAt));
+          },
+        });
+        notes.push(
+          cpuNote(
+            'Command half alone (bare grpc-js + pg floor, SubmitEvaluation open loop), CPU per command',
+            perSecond,
+            floorCpu.stop(),
+            floorOffered.started - floorOffered.failed,
+            'commands',
+          ),
+        );
+        if (floorOffered.firstError !== undefined) {
+          notes.push(
+            `Command half alone at ${perSecond}/s: ${floorOffered.failed} of ${floorOffered.started} commands failed, e.g. "${floorOffered.firstError}".`,
+          );
+        }
         const service = latency.summary();
         if (perSecond === 1000) at1000.service = service;
         rows.push({
           scenario: 'update propagation (ack → watcher)',
           case: `${perSecond}/s`,
           subject: { name: 'command → query → WatchEvaluations', figures: latencyFigures(service, offered) },
-          floors: [{ name: 'Redis PUBLISH → subscriber', figures: latencyFigures(floor.latency, floor.rate) }],
+          floors: [
+            { name: 'Redis PUBLISH → subscriber', figures: latencyFigures(floor.latency, floor.rate) },
+            { name: COMMAND_FLOOR, figures: latencyFigures(ackLatency.summary(), floorOffered) },
+          ],
           // Latency: the floor's p99 over the service's, so that higher is better as elsewhere.
           ratio: floor.latency.p99Ms / service.p99Ms,
         });
       }
       stream.cancel();
-      closeAll([commandClient!, queryClient!]);
+      closeAll([commandClient!, queryClient!, floorClient!]);
       const p99 = at1000.service?.p99Ms ?? NaN;
       const checks: Check[] = [
         { target: 'Propagation p99 ≤ 5 ms at 1,000 updates/s', actual: `${p99.toFixed(2)} ms`, met: p99 <= 5 },
@@ -176,7 +227,7 @@ export const propagation: Scenario = {
         rows,
         checks,
         notes: [
-          'Propagation: one SubmitEvaluation per update, started on schedule (open loop) whatever the service is doing; latency from the acknowledgement to the WatchEvaluations update (0 when the update came first). "offered" is the start rate, "done" the rate commands completed at: below the offered rate, the command side was the limit and the backlog drained after the schedule. Ratio: floor p99 ÷ service p99 (higher is better).',
+          'Propagation: one SubmitEvaluation per update, started on schedule (open loop) whatever the service is doing; latency from the acknowledgement to the WatchEvaluations update (0 when the update came first). "offered" is the start rate, "done" the rate commands completed at: below the offered rate, the command side was the limit and the backlog drained after the schedule. Ratio: floor p99 ÷ service p99 (higher is better), with the Redis floor. The second floor is the command half alone: the bare grpc-js + pg floor (the command service\'s SQL, nothing else) driven open loop at the same rate, its latency from the call\'s start to its acknowledgement: whether the command side by itself can carry the rate on this machine.',
           ...notes,
         ],
       };
