@@ -1,4 +1,4 @@
-import { createGrpcServer, unary, type GrpcServer } from '../../shared/grpc';
+import { clientStream, createGrpcServer, unary, type GrpcServer } from '../../shared/grpc';
 import {
   EvaluationCommandServiceService,
   type EvaluationCommandServiceServer,
@@ -7,6 +7,7 @@ import type { Logger } from '../../shared/logging';
 import {
   cancelEvaluation,
   completeEvaluation,
+  completeEvaluationStream,
   failEvaluation,
   startEvaluation,
   submitEvaluation,
@@ -24,6 +25,7 @@ export function createCommandServer(deps: CommandHandlerDeps & { readonly logger
     submitEvaluation: unary('SubmitEvaluation', submitEvaluation(deps), logger),
     startEvaluation: unary('StartEvaluation', startEvaluation(deps), logger),
     completeEvaluation: unary('CompleteEvaluation', completeEvaluation(deps), logger),
+    completeEvaluationStream: clientStream('CompleteEvaluationStream', completeEvaluationStream(deps), logger),
     failEvaluation: unary('FailEvaluation', failEvaluation(deps), logger),
     cancelEvaluation: unary('CancelEvaluation', cancelEvaluation(deps), logger),
   };

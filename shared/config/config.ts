@@ -25,6 +25,8 @@ export interface S3Config {
 export interface Limits {
   readonly maxCodeBytes: number;
   readonly maxOutputBytes: number;
+  /** Largest output CompleteEvaluationStream accepts (it never holds one whole in memory). */
+  readonly maxStreamedOutputBytes: number;
   readonly maxMetadataBytes: number;
   readonly maxTimeoutSeconds: number;
   readonly evalIdPattern: RegExp;
@@ -127,7 +129,11 @@ export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
   { key: 'QUERY_PORT', help: 'query service port (default 50052; 0 picks a free one)' },
   { key: 'LOG_LEVEL', help: 'debug | info | warn | error (development debug, otherwise info)' },
   { key: 'MAX_CODE_BYTES', help: 'largest accepted code (default 1048576)' },
-  { key: 'MAX_OUTPUT_BYTES', help: 'largest accepted output or error (default 16777216)' },
+  { key: 'MAX_OUTPUT_BYTES', help: 'largest accepted output or error in one message (default 16777216)' },
+  {
+    key: 'MAX_STREAMED_OUTPUT_BYTES',
+    help: 'largest output CompleteEvaluationStream accepts (default 1073741824; at most 5 GiB, one S3 PutObject)',
+  },
   { key: 'MAX_METADATA_BYTES', help: 'largest accepted metadata, as JSON (default 65536)' },
   { key: 'MAX_TIMEOUT_SECONDS', help: 'largest accepted timeout_seconds (default 3600)' },
   {
@@ -288,6 +294,7 @@ export function loadConfig(env: Env): Config {
     limits: Object.freeze({
       maxCodeBytes: int('MAX_CODE_BYTES', 1024 * 1024, 1, 64 * 1024 * 1024),
       maxOutputBytes,
+      maxStreamedOutputBytes: int('MAX_STREAMED_OUTPUT_BYTES', 1024 * 1024 * 1024, 0, 5 * 1024 * 1024 * 1024),
       maxMetadataBytes: int('MAX_METADATA_BYTES', 64 * 1024, 0, 16 * 1024 * 1024),
       maxTimeoutSeconds: int('MAX_TIMEOUT_SECONDS', 3600, 1, 7 * 24 * 3600),
       evalIdPattern,

@@ -1,4 +1,13 @@
-import type { ServerUnaryCall, ServerWritableStream, sendUnaryData, Metadata } from '@grpc/grpc-js';
+import type { EventEmitter } from 'node:events';
+import { addAbortSignal } from 'node:stream';
+import {
+  status as Status,
+  type Metadata,
+  type ServerReadableStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+} from '@grpc/grpc-js';
 import type { Logger } from '../logging';
 import { toStatus } from './status';
 
@@ -29,13 +38,23 @@ export type ServerStreamHandler<Req, Res> = (
   context: CallContext,
 ) => Promise<void>;
 
+/**
+ * A client stream as handlers see it: the messages in order, read as the handler asks for them
+ * (the transport's flow control holds the client back meanwhile). Iterating throws when the
+ * client goes away, so a handler never waits forever for a message that will not come.
+ */
+export type ClientStreamHandler<Req, Res> = (messages: AsyncIterable<Req>, context: CallContext) => Promise<Res>;
+
 function deadlineOf(call: { getDeadline(): Date | number }): Date | undefined {
   const deadline = call.getDeadline();
   if (deadline instanceof Date) return deadline;
   return Number.isFinite(deadline) ? new Date(deadline) : undefined;
 }
 
-function contextOf(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): {
+/** What every kind of call has: its cancellation event, deadline and metadata. */
+type AnyCall = EventEmitter & { getDeadline(): Date | number; readonly metadata: Metadata };
+
+function contextOf(call: AnyCall): {
   context: CallContext;
   dispose: () => void;
 } {
@@ -65,6 +84,31 @@ export function unary<Req, Res>(
       (err: unknown) => {
         dispose();
         callback(toStatus(err, logger, method));
+      },
+    );
+  };
+}
+
+/** Adapts an async client-stream handler: answers exactly once, mapping every throw. */
+export function clientStream<Req, Res>(
+  method: string,
+  handler: ClientStreamHandler<Req, Res>,
+  logger: Logger,
+): (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    const { context, dispose } = contextOf(call);
+    // A cancelled call's readable side may never end: destroying it makes the iteration throw.
+    addAbortSignal(context.signal, call);
+    new Promise<Res>((resolve) => resolve(handler(call, context))).then(
+      (response) => {
+        dispose();
+        callback(null, response);
+      },
+      (err: unknown) => {
+        dispose();
+        // The client is gone: nobody hears the status, and a cancel is not the server's error.
+        if (context.signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
+        else callback(toStatus(err, logger, method));
       },
     );
   };

@@ -153,6 +153,78 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     expect(Buffer.concat(chunks).equals(output)).to.equal(true);
   });
 
+  it('a 3 MiB output streamed with CompleteEvaluationStream reads back whole; the same bytes sent whole are a repeat', async () => {
+    const { command, query } = clients;
+    const output = randomBytes(3 * 1024 * 1024 + 5);
+    const { evalId } = await call(command, command.submitEvaluation, submission());
+    const header = { evalId, exitCode: 0, outputSize: String(output.length), requestId: '' };
+    const chunks = Array.from({ length: Math.ceil(output.length / 65536) }, (_, i) =>
+      output.subarray(i * 65536, (i + 1) * 65536),
+    );
+    const done = await completeStreamed([{ header }, ...chunks.map((outputChunk) => ({ outputChunk }))]);
+    expect(done.revision).to.equal('2');
+
+    const got = await call(query, query.getEvaluation, { evalId, minPosition: done.position });
+    expect(got.evaluation?.outputLocation).to.equal('s3');
+    expect(got.evaluation?.outputSize).to.equal(String(output.length));
+    expect(Buffer.from(got.evaluation?.outputPreview ?? []).equals(output.subarray(0, 1024))).to.equal(true);
+    const stream = readStream<ReadOutputResponse>(query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }));
+    const read: Buffer[] = [];
+    for (;;) {
+      try {
+        read.push(Buffer.from((await stream.next()).chunk));
+      } catch {
+        break;
+      }
+    }
+    expect(await stream.finished).to.equal(undefined);
+    expect(Buffer.concat(read).equals(output), 'ReadOutput returns the bytes streamed').to.equal(true);
+
+    const repeat = await call(
+      command,
+      command.completeEvaluation,
+      { evalId, output, exitCode: 0, requestId: '' },
+      30_000,
+    );
+    expect(repeat).to.deep.equal(done);
+  });
+
+  it('CompleteEvaluationStream names the field and rule of a malformed stream, and writes nothing', async () => {
+    const { command } = clients;
+    const { evalId } = await call(command, command.submitEvaluation, submission());
+    const header = (outputSize: number) => ({ evalId, exitCode: 0, outputSize: String(outputSize), requestId: '' });
+    const cases: [object[], string, string][] = [
+      [[{ outputChunk: Buffer.from('no header') }], 'header', 'REQUIRED'],
+      [[], 'header', 'REQUIRED'],
+      [[{ header: header(10) }, { outputChunk: Buffer.from('short') }], 'output_chunk', 'SIZE_MISMATCH'],
+      [[{ header: header(3) }, { outputChunk: Buffer.from('too long') }], 'output_chunk', 'SIZE_MISMATCH'],
+      [[{ header: header(2) }, { header: header(2) }], 'header', 'ONLY_FIRST'],
+      [[{ header: header(2 ** 40) }], 'header.output_size', 'TOO_LARGE'],
+      [[{ header: { ...header(1), evalId: '' } }, { outputChunk: Buffer.from('x') }], 'header.eval_id', 'REQUIRED'],
+    ];
+    for (const [messages, field, rule] of cases) {
+      const err = await expectError(completeStreamed(messages));
+      expect(err.code, `${field} ${rule}`).to.equal(status.INVALID_ARGUMENT);
+      const violations = statusDetails(err).badRequest?.fieldViolations ?? [];
+      expect(violations.map((v) => [v.field, v.reason])).to.deep.include([field, rule]);
+    }
+    // Nothing was written: the evaluation is still at revision 1 and can complete.
+    const done = await completeStreamed([{ header: header(2) }, { outputChunk: Buffer.from('ok') }]);
+    expect(done.revision).to.equal('2');
+  });
+
+  /** One CompleteEvaluationStream call: writes `messages`, ends, and resolves with the answer. */
+  function completeStreamed(messages: object[]): Promise<{ evalId: string; revision: string; position: string }> {
+    const { command } = clients;
+    return new Promise((resolve, reject) => {
+      const stream = command.completeEvaluationStream((err, response) =>
+        err !== null ? reject(err) : resolve(response),
+      );
+      for (const message of messages) stream.write(message);
+      stream.end();
+    });
+  }
+
   it('answers every error class with its status code and details', async () => {
     const { command, query } = clients;
     const invalid = await expectError(

@@ -44,9 +44,14 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
     const commandMethods = (await bufCurl(`http://${commandService.address}`, ['--list-methods'])).trim().split('\n');
     expect(commandMethods).to.include.members(['grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch']);
     expect(commandMethods.filter((m) => m.startsWith(COMMAND))).to.have.members(
-      ['SubmitEvaluation', 'StartEvaluation', 'CompleteEvaluation', 'FailEvaluation', 'CancelEvaluation'].map(
-        (m) => `${COMMAND}/${m}`,
-      ),
+      [
+        'SubmitEvaluation',
+        'StartEvaluation',
+        'CompleteEvaluation',
+        'CompleteEvaluationStream',
+        'FailEvaluation',
+        'CancelEvaluation',
+      ].map((m) => `${COMMAND}/${m}`),
     );
     const queryMethods = (await bufCurl(`http://${queryService.address}`, ['--list-methods'])).trim().split('\n');
     expect(queryMethods.filter((m) => m.startsWith(QUERY))).to.have.members(

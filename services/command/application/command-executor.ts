@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Limits } from '../../../shared/config';
 import { UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
@@ -7,9 +8,11 @@ import {
   decideSubmit,
   memoizeDigest,
   planBody,
+  UploadedOutput,
   type BodyPlan,
   type Command,
   type CommandResult,
+  type CompletionHeader,
   type Decision,
   type Digest,
 } from '../domain';
@@ -42,6 +45,13 @@ export interface CommandExecutorDeps {
 export interface CommandExecutor {
   /** Runs a validated command: load → decide → (upload) → write → publish. */
   execute(command: Command): Promise<CommandResult>;
+  /**
+   * CompleteEvaluation whose output arrives as `output`, exactly `header.outputSize` bytes (the
+   * caller checks the count and throws otherwise). Above the inline limit the bytes go to S3 as
+   * they arrive, under a key of their own; the command is then decided as `execute` does, and
+   * the object deleted if the command does not keep it.
+   */
+  completeStreamed(header: CompletionHeader, output: AsyncIterable<Buffer>): Promise<CommandResult>;
 }
 
 // Each round lost to a concurrent writer re-reads and decides again; losing this many times
@@ -61,7 +71,7 @@ function planOf(command: Command, limits: Limits, digest: Digest): BodyPlan | un
 function storedBody(command: Command, plan: BodyPlan | undefined): StoredBody | undefined {
   if (plan === undefined || plan.storage === 'none') return undefined;
   const kind = command.type === 'FailEvaluation' ? 'error' : 'output';
-  const size = plan.content.length;
+  const size = plan.ref.size;
   return plan.storage === 'postgres' ? { kind, size, content: plan.content } : { kind, size, s3Key: plan.key };
 }
 
@@ -84,23 +94,94 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 
   let pending = 0;
 
+  async function admitted<T>(work: () => Promise<T>): Promise<T> {
+    if (pending >= deps.maxPending) {
+      throw new UnavailableError(
+        `command service overloaded: ${pending} commands in progress (MAX_PENDING_COMMANDS); retry with backoff`,
+      );
+    }
+    pending += 1;
+    try {
+      return await work();
+    } finally {
+      pending -= 1;
+    }
+  }
+
   return {
-    async execute(command) {
-      if (pending >= deps.maxPending) {
-        throw new UnavailableError(
-          `command service overloaded: ${pending} commands in progress (MAX_PENDING_COMMANDS); retry with backoff`,
-        );
-      }
-      pending += 1;
-      try {
-        return await run(command);
-      } finally {
-        pending -= 1;
-      }
-    },
+    execute: (command) => admitted(() => run(command)),
+    completeStreamed: (header, chunks) =>
+      admitted(async () => {
+        const output =
+          header.outputSize <= limits.inlineOutputMaxBytes ? await collect(chunks) : await upload(header, chunks);
+        return run({
+          type: 'CompleteEvaluation',
+          evalId: header.evalId,
+          exitCode: header.exitCode,
+          output,
+          ...header.options,
+        });
+      }),
   };
 
+  async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const chunk of chunks) parts.push(chunk);
+    return Buffer.concat(parts);
+  }
+
+  /** Streams an output to S3, hashing it and keeping its head on the way. */
+  async function upload(header: CompletionHeader, chunks: AsyncIterable<Buffer>): Promise<UploadedOutput> {
+    // Not derived from the content, which is known only at the end: a key of its own per upload.
+    const key = `evaluations/${header.evalId}/output/streamed-${deps.newId()}`;
+    const hash = createHash('sha256');
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    async function* observed(): AsyncGenerator<Buffer> {
+      for await (const chunk of chunks) {
+        hash.update(chunk);
+        if (headBytes < limits.previewBytes) {
+          const part = chunk.subarray(0, limits.previewBytes - headBytes);
+          head.push(Buffer.from(part)); // a copy: the chunk's memory is not kept alive by the preview
+          headBytes += part.length;
+        }
+        yield chunk;
+      }
+    }
+    await blobs.putStream(key, header.outputSize, observed());
+    return new UploadedOutput(key, header.outputSize, hash.digest('hex'), Buffer.concat(head));
+  }
+
+  /**
+   * Runs the command; an output uploaded before it (a streamed completion) that it turns out
+   * not to keep (refused, or a repeat answered as before) is deleted. Not after a failed
+   * write: the write may have committed unseen, and then the object is referred to.
+   */
   async function run(command: Command): Promise<CommandResult> {
+    const upload =
+      command.type === 'CompleteEvaluation' && command.output instanceof UploadedOutput ? command.output : undefined;
+    if (upload === undefined) return decideAndWrite(command);
+    const write = { maybeWritten: false };
+    try {
+      return await decideAndWrite(command, write);
+    } finally {
+      // Awaited, so that when the caller hears the answer the object is gone.
+      if (!write.maybeWritten) {
+        await blobs.delete(upload.key).catch((err: unknown) => {
+          logger.warn('could not delete an unused upload', { key: upload.key, err });
+        });
+      }
+    }
+  }
+
+  /**
+   * load → decide → (upload) → write → publish, again after a conflict. `write.maybeWritten` is
+   * true from the moment a write is sent until it is known to have written nothing.
+   */
+  async function decideAndWrite(
+    command: Command,
+    write: { maybeWritten: boolean } = { maybeWritten: false },
+  ): Promise<CommandResult> {
     // A submit without an id gets one fresh id, so that every round retries the same id.
     const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
     // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
@@ -133,6 +214,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
         ...(body !== undefined ? { body } : {}),
       };
+      write.maybeWritten = true;
       const outcome = await store.append(request);
       if (outcome.kind === 'appended') {
         publisher.publish(outcome.event).catch((err: unknown) => {
@@ -144,6 +226,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         });
         return { evalId: decision.evalId, revision: decision.toRevision, position: outcome.event.position };
       }
+      write.maybeWritten = false; // a conflict wrote nothing
       logger.debug('write conflict; deciding again', { evalId, round });
     }
     throw new Error(`gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds`);

@@ -37,6 +37,13 @@ export interface EvaluationStore {
 export interface BlobStore {
   /** `sha256Hex`, when the caller has it, spares the store hashing `content` again to sign the upload. */
   put(key: string, content: Buffer, sha256Hex?: string): Promise<void>;
+  /**
+   * Stores exactly `size` bytes read from `source` as they come (one request: nothing is held
+   * whole). Fails, leaving no object, when `source` throws or the upload does.
+   */
+  putStream(key: string, size: number, source: AsyncIterable<Buffer>): Promise<void>;
+  /** Removes an object no record refers to; absent already is fine. */
+  delete(key: string): Promise<void>;
 }
 
 /** Announces committed events to the query side (best effort: the log is the truth). */

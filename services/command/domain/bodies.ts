@@ -14,7 +14,25 @@ export type BodyPlan =
       readonly key: string;
       /** The content's {@link contentDigest}: S3 can sign the upload with it instead of hashing again. */
       readonly digest: string;
-    };
+    }
+  /** In S3 already (a streamed completion): only the reference is written. */
+  | { readonly ref: BodyRef; readonly storage: 'uploaded'; readonly key: string };
+
+/**
+ * An output stored in S3 as it streamed in, before the command is decided: what the command
+ * needs of it. A class, so that nothing a client sends (metadata is arbitrary JSON) can pass
+ * for one.
+ */
+export class UploadedOutput {
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    /** Hex SHA-256 of the bytes: the command hash counts the output by it, as for a Buffer. */
+    readonly digest: string,
+    /** The output's first bytes, at least as many as the preview keeps. */
+    readonly head: Buffer,
+  ) {}
+}
 
 /** How a body's hex SHA-256 is obtained: {@link contentDigest}, or a memo of it. */
 export type Digest = (content: Buffer) => string;
@@ -69,15 +87,24 @@ function errorPreview(content: Buffer, max: number): Buffer {
  * Plans how a body is kept: nothing when empty, in PostgreSQL up to the inline limit, in S3
  * above it under a key derived from the content, so that a retried upload writes the same
  * object and two racing commands with different bodies never overwrite each other's.
- * `digest` lets the caller share one hash of the body with the command hash.
+ * `digest` lets the caller share one hash of the body with the command hash. An output already
+ * uploaded is kept where it is.
  */
 export function planBody(
   evalId: string,
   kind: BodyKind,
-  content: Buffer,
+  content: Buffer | UploadedOutput,
   limits: BodyLimits,
   digest: Digest = contentDigest,
 ): BodyPlan {
+  if (content instanceof UploadedOutput) {
+    const previewBase64 = content.head.subarray(0, limits.previewBytes).toString('base64');
+    return {
+      ref: { previewBase64, size: content.size, location: 's3', s3Key: content.key },
+      storage: 'uploaded',
+      key: content.key,
+    };
+  }
   const preview =
     kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
   const base = { previewBase64: preview.toString('base64'), size: content.length };

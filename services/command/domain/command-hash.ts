@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
-import { contentDigest, type Digest } from './bodies';
+import { contentDigest, UploadedOutput, type Digest } from './bodies';
 import type { Command } from './commands';
 
 function canonical(value: unknown, digest: Digest): unknown {
   if (Buffer.isBuffer(value)) return `sha256:${digest(value)}`;
+  // The same bytes streamed: the same command as when sent in one message.
+  if (value instanceof UploadedOutput) return `sha256:${value.digest}`;
   if (Array.isArray(value)) return value.map((item) => canonical(item, digest));
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(

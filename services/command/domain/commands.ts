@@ -1,4 +1,5 @@
 import type { FailureKind } from '../../../shared/domain';
+import type { UploadedOutput } from './bodies';
 
 /** Fields every command may carry. */
 interface CommandOptions {
@@ -30,7 +31,8 @@ export interface StartEvaluation extends CommandOptions {
 export interface CompleteEvaluation extends CommandOptions {
   readonly type: 'CompleteEvaluation';
   readonly evalId: string;
-  readonly output: Buffer;
+  /** The bytes, or (a streamed completion) where they were stored as they arrived. */
+  readonly output: Buffer | UploadedOutput;
   readonly exitCode: number;
 }
 

@@ -9,8 +9,16 @@ export type {
   CancelEvaluation,
 } from './commands';
 export { commandHash } from './command-hash';
-export { contentDigest, memoizeDigest, planBody, utf8Prefix } from './bodies';
+export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
 export type { BodyKind, BodyPlan, BodyLimits, Digest } from './bodies';
 export { decideSubmit, decideChange } from './decide';
 export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand } from './decide';
-export { validateSubmit, validateStart, validateComplete, validateFail, validateCancel } from './validate';
+export {
+  validateSubmit,
+  validateStart,
+  validateComplete,
+  validateCompleteHeader,
+  validateFail,
+  validateCancel,
+} from './validate';
+export type { CompletionHeader } from './validate';

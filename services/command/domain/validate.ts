@@ -2,6 +2,7 @@ import type { Limits } from '../../../shared/config';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import type {
   CancelEvaluationRequest,
+  CompleteEvaluationHeader,
   CompleteEvaluationRequest,
   FailEvaluationRequest,
   StartEvaluationRequest,
@@ -44,8 +45,11 @@ function nulViolation(v: Violations, field: string): void {
 class Violations {
   private readonly list: FieldViolation[] = [];
 
+  /** `prefix` names the message the fields are in (e.g. "header." for a stream's first message). */
+  constructor(private readonly prefix = '') {}
+
   add(field: string, rule: string, description: string): void {
-    this.list.push({ field, rule, description });
+    this.list.push({ field: this.prefix + field, rule, description });
   }
 
   throwIfAny(): void {
@@ -161,7 +165,10 @@ export function validateStart(request: StartEvaluationRequest, limits: Limits): 
   };
 }
 
-export function validateComplete(request: CompleteEvaluationRequest, limits: Limits): CompleteEvaluation {
+export function validateComplete(
+  request: CompleteEvaluationRequest,
+  limits: Limits,
+): CompleteEvaluation & { readonly output: Buffer } {
   const v = new Violations();
   checkEvalId(v, request.evalId, limits, true);
   if (request.output.length > limits.maxOutputBytes) {
@@ -176,6 +183,47 @@ export function validateComplete(request: CompleteEvaluationRequest, limits: Lim
     output: Buffer.from(request.output.buffer, request.output.byteOffset, request.output.byteLength),
     exitCode: request.exitCode,
     ...options(request.requestId, request.expectedRevision),
+  };
+}
+
+/** CompleteEvaluationStream's header, validated: the command but its output, and the output's size. */
+export interface CompletionHeader {
+  readonly evalId: string;
+  readonly exitCode: number;
+  readonly outputSize: number;
+  readonly options: { readonly requestId?: string; readonly expectedRevision?: string };
+}
+
+/** Validates a streamed completion's first message (fields named `header.<field>`). */
+export function validateCompleteHeader(header: CompleteEvaluationHeader | undefined, limits: Limits): CompletionHeader {
+  if (header === undefined) {
+    throw new ValidationError([
+      {
+        field: 'header',
+        rule: 'REQUIRED',
+        description: 'the first message must be the header (eval_id, exit_code, output_size); output chunks follow it',
+      },
+    ]);
+  }
+  const v = new Violations('header.');
+  checkEvalId(v, header.evalId, limits, true);
+  const size = BigInt(header.outputSize);
+  if (size < 0n) v.add('output_size', 'NOT_NEGATIVE', `output_size must be 0 or more, got ${size}`);
+  else if (size > BigInt(limits.maxStreamedOutputBytes)) {
+    v.add(
+      'output_size',
+      'TOO_LARGE',
+      `output_size must be at most ${limits.maxStreamedOutputBytes} bytes, got ${size}`,
+    );
+  }
+  checkRequestId(v, header.requestId);
+  checkExpectedRevision(v, header.expectedRevision);
+  v.throwIfAny();
+  return {
+    evalId: header.evalId,
+    exitCode: header.exitCode,
+    outputSize: Number(size),
+    options: options(header.requestId, header.expectedRevision),
   };
 }
 

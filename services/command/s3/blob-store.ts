@@ -1,4 +1,5 @@
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Readable } from 'node:stream';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { UnavailableError } from '../../../shared/errors';
 import type { BlobStore } from '../application/ports';
 
@@ -30,15 +31,58 @@ function putObject(bucket: string, key: string, content: Buffer, sha256Hex: stri
   return command;
 }
 
+function unavailableOr(err: unknown): unknown {
+  // Bucket names stay out of the caller's message; the log has the cause.
+  return isS3Unavailable(err) ? new UnavailableError('output store (S3) is unavailable; retry', { cause: err }) : err;
+}
+
 export function createS3BlobStore(client: S3Client, bucket: string): BlobStore {
   return {
     async put(key, content, sha256Hex) {
       try {
         await client.send(putObject(bucket, key, content, sha256Hex));
       } catch (err) {
-        // Bucket names stay out of the caller's message; the log has the cause.
-        if (isS3Unavailable(err)) throw new UnavailableError('output store (S3) is unavailable; retry', { cause: err });
-        throw err;
+        throw unavailableOr(err);
+      }
+    },
+
+    async putStream(key, size, source) {
+      // A source that throws ends the request (the SDK would otherwise wait for the rest of
+      // ContentLength), and its error, not the abort's, is what the caller hears.
+      const abort = new AbortController();
+      let sourceError: Error | undefined;
+      async function* watched(): AsyncGenerator<Buffer> {
+        try {
+          yield* source;
+        } catch (err) {
+          sourceError = err instanceof Error ? err : new Error(String(err));
+          abort.abort();
+          throw err;
+        }
+      }
+      const body = Readable.from(watched(), { objectMode: false });
+      body.on('error', () => undefined); // reported through sourceError
+      try {
+        // A stream body is sent with an UNSIGNED-PAYLOAD signature: the service hashes it on the way.
+        await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: size }), {
+          abortSignal: abort.signal,
+        });
+      } catch (err) {
+        if (sourceError === undefined) throw unavailableOr(err);
+        // S3 stores nothing of a PutObject cut short, but not every S3 server is so careful
+        // (s3rver keeps what it got): the key is this upload's own, so removing it is safe.
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined);
+        throw sourceError;
+      } finally {
+        body.destroy();
+      }
+    },
+
+    async delete(key) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+      } catch (err) {
+        throw unavailableOr(err);
       }
     },
   };

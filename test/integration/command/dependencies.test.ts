@@ -39,6 +39,11 @@ function countingBlobs(inner: BlobStore): { blobs: BlobStore; puts: string[] } {
         puts.push(key);
         await inner.put(key, content);
       },
+      putStream: async (key, size, source) => {
+        puts.push(key);
+        await inner.putStream(key, size, source);
+      },
+      delete: (key) => inner.delete(key),
     },
   };
 }

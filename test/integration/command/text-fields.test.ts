@@ -30,9 +30,9 @@ describe('command executor: text fields', function () {
     const err = await Promise.resolve()
       .then(command)
       .then(
-      () => undefined,
-      (e: unknown) => e ?? new Error('rejected with nothing'),
-    );
+        () => undefined,
+        (e: unknown) => e ?? new Error('rejected with nothing'),
+      );
     if (err === undefined) {
       expect(await eventCount(h.sql)).to.equal(count + 1);
       return 'stored';

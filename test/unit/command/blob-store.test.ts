@@ -51,4 +51,21 @@ describe('S3 blob store', () => {
     await createS3BlobStore(client, 'bucket').put('k', content);
     expect(sent[0]!.headers['x-amz-content-sha256']).to.equal(sha256);
   });
+
+  it('streams a body of a declared size in one PUT, signed UNSIGNED-PAYLOAD (it is hashed by the caller)', async () => {
+    const { client, sent } = recordingClient();
+    const parts = Readable.from([content.subarray(0, 400), content.subarray(400)]);
+    await createS3BlobStore(client, 'bucket').putStream('evaluations/e1/output/streamed-1', content.length, parts);
+    expect(sent).to.have.length(1);
+    expect(sent[0]!.method).to.equal('PUT');
+    expect(sent[0]!.headers['content-length']).to.equal(String(content.length));
+    expect(sent[0]!.headers['x-amz-content-sha256']).to.equal('UNSIGNED-PAYLOAD');
+    expect(sent[0]!.body).to.be.instanceOf(Readable);
+  });
+
+  it('deletes with one DELETE of the key', async () => {
+    const { client, sent } = recordingClient();
+    await createS3BlobStore(client, 'bucket').delete('evaluations/e1/output/streamed-1');
+    expect(sent.map((r) => [r.method, r.path])).to.deep.equal([['DELETE', '/bucket/evaluations/e1/output/streamed-1']]);
+  });
 });

@@ -1,5 +1,11 @@
 import { expect } from 'chai';
-import { commandHash, type CompleteEvaluation, type SubmitEvaluation } from '../../../services/command/domain';
+import { createHash } from 'node:crypto';
+import {
+  commandHash,
+  UploadedOutput,
+  type CompleteEvaluation,
+  type SubmitEvaluation,
+} from '../../../services/command/domain';
 
 const SUBMIT: SubmitEvaluation = {
   type: 'SubmitEvaluation',
@@ -56,6 +62,21 @@ describe('commandHash', () => {
       commandHash({ ...COMPLETE, output: Buffer.from([0xfe, 0xff]) }),
     );
     expect(commandHash({ ...COMPLETE, exitCode: 1 })).to.not.equal(commandHash(COMPLETE));
+  });
+
+  it('counts a streamed (uploaded) output by its digest: the same bytes are the same command either way', () => {
+    const digest = createHash('sha256').update('out').digest('hex');
+    const streamed = (hex: string): CompleteEvaluation => ({
+      ...COMPLETE,
+      output: new UploadedOutput('evaluations/e1/output/streamed-1', 3, hex, Buffer.from('out')),
+    });
+    expect(commandHash(streamed(digest))).to.equal(commandHash(COMPLETE));
+    expect(commandHash(streamed(digest.replace(/^./, '0')))).to.not.equal(commandHash(COMPLETE));
+    // Metadata shaped like an upload is still data: only the class counts as one.
+    const lookalike = { key: 'k', size: 3, digest, head: 'out' };
+    expect(commandHash({ ...SUBMIT, metadata: { a: lookalike } })).to.not.equal(
+      commandHash({ ...SUBMIT, metadata: { a: { ...lookalike, key: 'other' } } }),
+    );
   });
 
   it('does not depend on key order, at any depth', () => {

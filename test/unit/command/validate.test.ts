@@ -3,6 +3,7 @@ import { loadConfig, type Limits } from '../../../shared/config';
 import { ValidationError } from '../../../shared/errors';
 import {
   CancelEvaluationRequest,
+  CompleteEvaluationHeader,
   CompleteEvaluationRequest,
   FailEvaluationRequest,
   StartEvaluationRequest,
@@ -12,6 +13,7 @@ import { FailureReason } from '../../../shared/generated/crucible/storage/v1/eva
 import {
   validateCancel,
   validateComplete,
+  validateCompleteHeader,
   validateFail,
   validateStart,
   validateSubmit,
@@ -273,6 +275,39 @@ describe('command validation', () => {
       expect(violationsOf(() => validateComplete(request({ output: Buffer.alloc(5) }), small))).to.deep.equal([
         ['output', 'TOO_LARGE'],
       ]);
+    });
+  });
+
+  describe('validateCompleteHeader (CompleteEvaluationStream)', () => {
+    const header = (overrides: Partial<CompleteEvaluationHeader> = {}): CompleteEvaluationHeader =>
+      CompleteEvaluationHeader.fromPartial({ evalId: 'eval-1', exitCode: 2, outputSize: '300', ...overrides });
+
+    it('keeps the completion and the output size, and the options as CompleteEvaluation does', () => {
+      expect(validateCompleteHeader(header({ requestId: 'r-1', expectedRevision: '2' }), LIMITS)).to.deep.equal({
+        evalId: 'eval-1',
+        exitCode: 2,
+        outputSize: 300,
+        options: { requestId: 'r-1', expectedRevision: '2' },
+      });
+    });
+
+    it('requires a header first', () => {
+      expect(violationsOf(() => validateCompleteHeader(undefined, LIMITS))).to.deep.equal([['header', 'REQUIRED']]);
+    });
+
+    it('names every broken field of the header, under header.', () => {
+      const small = limits({ maxStreamedOutputBytes: 100 });
+      expect(
+        violationsOf(() => validateCompleteHeader(header({ evalId: '', outputSize: '101', requestId: 'a b' }), small)),
+      ).to.deep.equal([
+        ['header.eval_id', 'REQUIRED'],
+        ['header.output_size', 'TOO_LARGE'],
+        ['header.request_id', 'PATTERN'],
+      ]);
+      expect(violationsOf(() => validateCompleteHeader(header({ outputSize: '-1' }), LIMITS))).to.deep.equal([
+        ['header.output_size', 'NOT_NEGATIVE'],
+      ]);
+      expect(validateCompleteHeader(header({ outputSize: '100' }), small).outputSize).to.equal(100);
     });
   });
 

@@ -50,6 +50,7 @@ describe('loadConfig', () => {
     expect(limits).to.deep.include({
       maxCodeBytes: 1024 * 1024,
       maxOutputBytes: 16 * 1024 * 1024,
+      maxStreamedOutputBytes: 1024 * 1024 * 1024,
       maxMetadataBytes: 64 * 1024,
       maxTimeoutSeconds: 3600,
       previewBytes: 1024,

@@ -12,6 +12,8 @@ import {
   Client,
   type ClientOptions,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -102,6 +104,43 @@ export interface CompleteEvaluationRequest {
 
 /** CompleteEvaluationResponse is the result of CompleteEvaluation. */
 export interface CompleteEvaluationResponse {
+  /** The evaluation's id. */
+  evalId: string;
+  /** The evaluation's revision after the command. */
+  revision: string;
+  /** Global position of the event written. */
+  position: string;
+}
+
+/** CompleteEvaluationStreamRequest is one message of a streamed completion. */
+export interface CompleteEvaluationStreamRequest {
+  /** The first message, and only the first. */
+  header?:
+    | CompleteEvaluationHeader
+    | undefined;
+  /** The next bytes of the output (any size the message limit allows; 64 KiB-1 MiB works well). */
+  outputChunk?: Buffer | undefined;
+}
+
+/** CompleteEvaluationHeader is CompleteEvaluationRequest without the output, plus its size. */
+export interface CompleteEvaluationHeader {
+  /** Required. The evaluation that completed. */
+  evalId: string;
+  /** The process exit code. */
+  exitCode: number;
+  /**
+   * Required. The output's size in bytes: the chunks must add up to it exactly. At most the
+   * configured streamed size (1 GiB by default).
+   */
+  outputSize: string;
+  /** Optional idempotency key (1-128 characters). */
+  requestId: string;
+  /** Optional. When set, the command applies only if the evaluation is at this revision. */
+  expectedRevision?: string | undefined;
+}
+
+/** CompleteEvaluationStreamResponse is the result of CompleteEvaluationStream. */
+export interface CompleteEvaluationStreamResponse {
   /** The evaluation's id. */
   evalId: string;
   /** The evaluation's revision after the command. */
@@ -981,6 +1020,361 @@ export const CompleteEvaluationResponse: MessageFns<CompleteEvaluationResponse> 
   },
 };
 
+function createBaseCompleteEvaluationStreamRequest(): CompleteEvaluationStreamRequest {
+  return { header: undefined, outputChunk: undefined };
+}
+
+export const CompleteEvaluationStreamRequest: MessageFns<CompleteEvaluationStreamRequest> = {
+  encode(message: CompleteEvaluationStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      CompleteEvaluationHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.outputChunk !== undefined) {
+      writer.uint32(18).bytes(message.outputChunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteEvaluationStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteEvaluationStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = CompleteEvaluationHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.outputChunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompleteEvaluationStreamRequest {
+    return {
+      header: isSet(object.header) ? CompleteEvaluationHeader.fromJSON(object.header) : undefined,
+      outputChunk: isSet(object.outputChunk)
+        ? Buffer.from(bytesFromBase64(object.outputChunk))
+        : isSet(object.output_chunk)
+        ? Buffer.from(bytesFromBase64(object.output_chunk))
+        : undefined,
+    };
+  },
+
+  toJSON(message: CompleteEvaluationStreamRequest): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = CompleteEvaluationHeader.toJSON(message.header);
+    }
+    if (message.outputChunk !== undefined) {
+      obj.outputChunk = base64FromBytes(message.outputChunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CompleteEvaluationStreamRequest>, I>>(base?: I): CompleteEvaluationStreamRequest {
+    return CompleteEvaluationStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompleteEvaluationStreamRequest>, I>>(
+    object: I,
+  ): CompleteEvaluationStreamRequest {
+    const message = createBaseCompleteEvaluationStreamRequest();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? CompleteEvaluationHeader.fromPartial(object.header)
+      : undefined;
+    message.outputChunk = object.outputChunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCompleteEvaluationHeader(): CompleteEvaluationHeader {
+  return { evalId: "", exitCode: 0, outputSize: "0", requestId: "", expectedRevision: undefined };
+}
+
+export const CompleteEvaluationHeader: MessageFns<CompleteEvaluationHeader> = {
+  encode(message: CompleteEvaluationHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.exitCode !== 0) {
+      writer.uint32(16).int32(message.exitCode);
+    }
+    if (message.outputSize !== "0") {
+      writer.uint32(24).int64(message.outputSize);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(34).string(message.requestId);
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(40).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteEvaluationHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteEvaluationHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.exitCode = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outputSize = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.expectedRevision = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompleteEvaluationHeader {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      exitCode: isSet(object.exitCode)
+        ? globalThis.Number(object.exitCode)
+        : isSet(object.exit_code)
+        ? globalThis.Number(object.exit_code)
+        : 0,
+      outputSize: isSet(object.outputSize)
+        ? globalThis.String(object.outputSize)
+        : isSet(object.output_size)
+        ? globalThis.String(object.output_size)
+        : "0",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.String(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.String(object.expected_revision)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CompleteEvaluationHeader): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.exitCode !== 0) {
+      obj.exitCode = Math.round(message.exitCode);
+    }
+    if (message.outputSize !== "0") {
+      obj.outputSize = message.outputSize;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = message.expectedRevision;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CompleteEvaluationHeader>, I>>(base?: I): CompleteEvaluationHeader {
+    return CompleteEvaluationHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompleteEvaluationHeader>, I>>(object: I): CompleteEvaluationHeader {
+    const message = createBaseCompleteEvaluationHeader();
+    message.evalId = object.evalId ?? "";
+    message.exitCode = object.exitCode ?? 0;
+    message.outputSize = object.outputSize ?? "0";
+    message.requestId = object.requestId ?? "";
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCompleteEvaluationStreamResponse(): CompleteEvaluationStreamResponse {
+  return { evalId: "", revision: "0", position: "0" };
+}
+
+export const CompleteEvaluationStreamResponse: MessageFns<CompleteEvaluationStreamResponse> = {
+  encode(message: CompleteEvaluationStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteEvaluationStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteEvaluationStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompleteEvaluationStreamResponse {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: CompleteEvaluationStreamResponse): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CompleteEvaluationStreamResponse>, I>>(
+    base?: I,
+  ): CompleteEvaluationStreamResponse {
+    return CompleteEvaluationStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompleteEvaluationStreamResponse>, I>>(
+    object: I,
+  ): CompleteEvaluationStreamResponse {
+    const message = createBaseCompleteEvaluationStreamResponse();
+    message.evalId = object.evalId ?? "";
+    message.revision = object.revision ?? "0";
+    message.position = object.position ?? "0";
+    return message;
+  },
+};
+
 function createBaseFailEvaluationRequest(): FailEvaluationRequest {
   return { evalId: "", error: "", exitCode: 0, reason: 0, requestId: "", expectedRevision: undefined };
 }
@@ -1544,6 +1938,29 @@ export const EvaluationCommandServiceService = {
       Buffer.from(CompleteEvaluationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CompleteEvaluationResponse => CompleteEvaluationResponse.decode(value),
   },
+  /**
+   * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
+   * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
+   * header, every following one the next bytes of the output. An output above the inline limit
+   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
+   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
+   * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
+   * content, sent either way, is the same command.
+   */
+  completeEvaluationStream: {
+    path: "/crucible.storage.v1.EvaluationCommandService/CompleteEvaluationStream" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: CompleteEvaluationStreamRequest): Buffer =>
+      Buffer.from(CompleteEvaluationStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CompleteEvaluationStreamRequest =>
+      CompleteEvaluationStreamRequest.decode(value),
+    responseSerialize: (value: CompleteEvaluationStreamResponse): Buffer =>
+      Buffer.from(CompleteEvaluationStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CompleteEvaluationStreamResponse =>
+      CompleteEvaluationStreamResponse.decode(value),
+  },
   /** Records a failure or timeout (EVALUATION_FAILED): QUEUED|RUNNING -> FAILED. */
   failEvaluation: {
     path: "/crucible.storage.v1.EvaluationCommandService/FailEvaluation" as const,
@@ -1580,6 +1997,20 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
   startEvaluation: handleUnaryCall<StartEvaluationRequest, StartEvaluationResponse>;
   /** Records a successful end with its output (EVALUATION_COMPLETED): QUEUED|RUNNING -> COMPLETED. */
   completeEvaluation: handleUnaryCall<CompleteEvaluationRequest, CompleteEvaluationResponse>;
+  /**
+   * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
+   * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
+   * header, every following one the next bytes of the output. An output above the inline limit
+   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
+   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
+   * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
+   * content, sent either way, is the same command.
+   */
+  completeEvaluationStream: handleClientStreamingCall<
+    CompleteEvaluationStreamRequest,
+    CompleteEvaluationStreamResponse
+  >;
   /** Records a failure or timeout (EVALUATION_FAILED): QUEUED|RUNNING -> FAILED. */
   failEvaluation: handleUnaryCall<FailEvaluationRequest, FailEvaluationResponse>;
   /** Records a cancellation (EVALUATION_CANCELLED): QUEUED|RUNNING -> CANCELLED. */
@@ -1638,6 +2069,32 @@ export interface EvaluationCommandServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CompleteEvaluationResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
+   * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
+   * header, every following one the next bytes of the output. An output above the inline limit
+   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
+   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
+   * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
+   * content, sent either way, is the same command.
+   */
+  completeEvaluationStream(
+    callback: (error: ServiceError | null, response: CompleteEvaluationStreamResponse) => void,
+  ): ClientWritableStream<CompleteEvaluationStreamRequest>;
+  completeEvaluationStream(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CompleteEvaluationStreamResponse) => void,
+  ): ClientWritableStream<CompleteEvaluationStreamRequest>;
+  completeEvaluationStream(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CompleteEvaluationStreamResponse) => void,
+  ): ClientWritableStream<CompleteEvaluationStreamRequest>;
+  completeEvaluationStream(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CompleteEvaluationStreamResponse) => void,
+  ): ClientWritableStream<CompleteEvaluationStreamRequest>;
   /** Records a failure or timeout (EVALUATION_FAILED): QUEUED|RUNNING -> FAILED. */
   failEvaluation(
     request: FailEvaluationRequest,
