@@ -1,10 +1,12 @@
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import {
   EvaluationCommandServiceService,
   type CompleteEvaluationRequest,
   type CompleteEvaluationResponse,
+  type CompleteEvaluationStreamRequest,
+  type CompleteEvaluationStreamResponse,
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import {
   EvaluationQueryServiceService,
@@ -16,8 +18,9 @@ import { requiredEnv, serveFloors } from './serve';
 
 /**
  * Floor for output transfer through gRPC alone: the command service's CompleteEvaluation and
- * the query service's ReadOutput served by bare grpc-js from memory, with the services' message
- * size limit. CompleteEvaluation receives the whole request and drops it; ReadOutput streams
+ * CompleteEvaluationStream and the query service's ReadOutput served by bare grpc-js from
+ * memory, with the services' message size limit. The completions receive every byte and drop
+ * them; ReadOutput streams
  * FLOOR_TRANSFER_BYTES bytes in the service's chunk size, waiting for `drain` as the service
  * does. It is the gRPC hop of the output path without S3: the same client, the same messages.
  */
@@ -34,6 +37,14 @@ serveFloors(
           callback: sendUnaryData<CompleteEvaluationResponse>,
         ) {
           callback(null, { evalId: call.request.evalId, revision: '3', position: '1' });
+        },
+        completeEvaluationStream(
+          call: ServerReadableStream<CompleteEvaluationStreamRequest, CompleteEvaluationStreamResponse>,
+          callback: sendUnaryData<CompleteEvaluationStreamResponse>,
+        ) {
+          let evalId = '';
+          call.on('data', (message: CompleteEvaluationStreamRequest) => (evalId ||= message.header?.evalId ?? ''));
+          call.on('end', () => callback(null, { evalId, revision: '3', position: '1' }));
         },
       },
     },
