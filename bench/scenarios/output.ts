@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import {
   EvaluationCommandServiceClient,
@@ -88,6 +88,8 @@ type Measure = 'write' | 'read' | 'put' | 'get' | 'grpcWrite' | 'grpcRead';
 
 interface CaseResult {
   readonly case: OutputCase;
+  /** CPU ms per MB of one SHA-256 of the body, which the command service must take (the content digest). */
+  readonly digestMsPerMB: number;
   readonly seconds: Record<Measure, number[]>;
   readonly cpu: Record<Measure, CpuUse[]>;
   readonly commandGrowth: number[];
@@ -116,8 +118,13 @@ async function measureCase(
   const floor = await stack.startFloor('grpc-transfer', { FLOOR_TRANSFER_BYTES: String(size) });
   const [floorCommand] = createClients(EvaluationCommandServiceClient, floor.address, 1, LARGE_MESSAGES);
   const [floorQuery] = createClients(EvaluationQueryServiceClient, floor.address, 1, LARGE_MESSAGES);
+  const body = randomBytes(size);
+  const hashing = process.cpuUsage();
+  createHash('sha256').update(body).digest();
+  const hashed = process.cpuUsage(hashing);
   const result: CaseResult = {
     case: outputCase,
+    digestMsPerMB: (hashed.user + hashed.system) / 1000 / (size / MB),
     seconds: { write: [], read: [], put: [], get: [], grpcWrite: [], grpcRead: [] },
     cpu: { write: [], read: [], put: [], get: [], grpcWrite: [], grpcRead: [] },
     commandGrowth: [],
@@ -126,7 +133,6 @@ async function measureCase(
   const bench = { name: 'bench client', pids: [process.pid] };
   const s3rver = { name: 's3rver', pids: [ctx.s3Pid] };
   const floorServer = { name: 'bare server', pids: [floor.pid] };
-  const body = randomBytes(size);
   const send = (client: EvaluationCommandServiceClient, evalId: string): Promise<{ position: string }> =>
     transfer === 'unary'
       ? unary(client, client.completeEvaluation, completeRequest(evalId, body), SETUP_DEADLINE_MS)
@@ -202,15 +208,15 @@ function bounds(r: CaseResult): string {
   const f = (x: number): string => `${x.toFixed(2)}×`;
   const put = median(r.seconds.put);
   const cores = availableParallelism();
-  /** What the cores allow when both hops' work must be done for each MB, over the raw rate. */
-  const byCpu = (a: CpuUse[], b: CpuUse[], rawSeconds: number): number =>
-    (cores * 1000) / (machineMsPerMB(a, size) + machineMsPerMB(b, size)) / (size / MB / rawSeconds);
+  /** What the cores allow when both hops' work (and `extraMs` per MB) must be done for each MB, over the raw rate. */
+  const byCpu = (a: CpuUse[], b: CpuUse[], rawSeconds: number, extraMs = 0): number =>
+    (cores * 1000) / (machineMsPerMB(a, size) + machineMsPerMB(b, size) + extraMs) / (size / MB / rawSeconds);
   const writes =
     transfer === 'unary'
       ? // One message: the service has the output only once the whole request is in, so the
         // upload follows the gRPC hop; at best the two take their times measured apart.
         `${writeName(transfer)} is one message, so its upload to S3 starts once the gRPC hop has ended: at best ${f(put / (median(r.seconds.grpcWrite) + put))} raw PutObject`
-      : `${writeName(transfer)} uploads as the bytes arrive, so its hops overlap: at best ${f(Math.min(1, put / median(r.seconds.grpcWrite)))} raw PutObject by the slower hop's time, ${f(byCpu(r.cpu.put, r.cpu.grpcWrite, put))} by the CPU both hops need per MB on ${cores} cores`;
+      : `${writeName(transfer)} uploads as the bytes arrive, so its hops overlap: at best ${f(Math.min(1, put / median(r.seconds.grpcWrite)))} raw PutObject by the slower hop's time, ${f(byCpu(r.cpu.put, r.cpu.grpcWrite, put))} by the CPU both hops need per MB on ${cores} cores, ${f(byCpu(r.cpu.put, r.cpu.grpcWrite, put, r.digestMsPerMB))} with the SHA-256 the service must also take of the bytes (${r.digestMsPerMB.toFixed(2)} ms/MB here)`;
   if (!r.case.read) return `${sizeName(size)}: ${writes}.`;
   const get = median(r.seconds.get);
   return (
