@@ -5,6 +5,7 @@ import type {
   ReadOutputResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
+import { allocateReadOutputChunk } from '../wire/encoded-messages';
 
 export type BodyKind = 'output' | 'error';
 
@@ -36,14 +37,14 @@ export interface BlobReader {
  * the copying (with 64 KiB chunks a grpc-js client spent 1.8× the CPU on a 16 MiB body), small
  * enough that a slow client makes the stream hold at most grpc-js's 16 queued messages (8 MiB)
  * however large the body (1 MiB chunks were no faster). 64 bytes under 512 KiB so that a chunk
- * with its protobuf framing fits the 512 KiB buffer ts-proto's writer grows to; 512 KiB exactly
- * would make it allocate 1 MiB per message.
+ * with its protobuf fields (wire/encoded-messages.ts) stays within 512 KiB.
  */
 export const CHUNK_BYTES = 512 * 1024 - 64;
 
 /**
  * Regroups a byte stream into `size`-byte Buffers (the last one shorter) with one copy per
- * byte; each Buffer is new, since the one handed out is still queued for the wire.
+ * byte; each Buffer is new, since the one handed out is still queued for the wire, and has room
+ * in front for the response's other fields, so that it is not copied again to be encoded.
  */
 async function* inChunks(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
   let chunk: Buffer | undefined;
@@ -51,7 +52,7 @@ async function* inChunks(source: AsyncIterable<Uint8Array>, size: number): Async
   for await (const part of source) {
     let at = 0;
     while (at < part.byteLength) {
-      chunk ??= Buffer.allocUnsafeSlow(size);
+      chunk ??= allocateReadOutputChunk(size);
       const take = Math.min(size - filled, part.byteLength - at);
       chunk.set(part.subarray(at, at + take), filled);
       filled += take;

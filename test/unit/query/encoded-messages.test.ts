@@ -9,9 +9,14 @@ import {
   EvaluationQueryServiceService,
   GetEvaluationResponse,
   ListEvaluationsResponse,
+  ReadOutputResponse,
   WatchEvaluationResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
-import { decodeRemembering, EvaluationQueryServiceWire } from '../../../services/query/wire/encoded-messages';
+import {
+  allocateReadOutputChunk,
+  decodeRemembering,
+  EvaluationQueryServiceWire,
+} from '../../../services/query/wire/encoded-messages';
 
 const evaluation = Evaluation.fromPartial({
   evalId: 'e-1',
@@ -65,7 +70,51 @@ describe('wire: responses reuse the bytes a message was decoded from', () => {
     expect(EvaluationQueryServiceWire.watchEvaluation.responseSerialize(progress)).to.deep.equal(
       Buffer.from(WatchEvaluationResponse.encode(progress).finish()),
     );
-    expect(EvaluationQueryServiceWire.readOutput).to.equal(EvaluationQueryServiceService.readOutput);
+    expect(EvaluationQueryServiceWire.getProjectionStatus).to.equal(EvaluationQueryServiceService.getProjectionStatus);
     expect(Object.keys(EvaluationQueryServiceWire)).to.have.members(Object.keys(EvaluationQueryServiceService));
+  });
+
+  it('writes ReadOutput responses byte for byte as the generated encoder does, at every size and default', () => {
+    const sizes = [0, 1, 127, 128, 16_383, 16_384, 524_224, 2_097_152];
+    const positions = ['0', '1', '127', '128', '300', '2097152', '4294967296', '1073741824000'];
+    for (const size of sizes) {
+      const chunk = Buffer.alloc(size, size % 251);
+      for (const offset of positions) {
+        for (const totalSize of ['0', '5', offset, '9007199254740991']) {
+          const value = { chunk, offset, totalSize };
+          const wire = EvaluationQueryServiceWire.readOutput.responseSerialize(value);
+          const generated = Buffer.from(ReadOutputResponse.encode(value).finish());
+          expect(wire.equals(generated), `${size} ${offset} ${totalSize}`).to.equal(true);
+        }
+      }
+    }
+  });
+
+  it('writes a ReadOutput chunk with headroom without copying it: its fields go in front, and it decodes the same', () => {
+    for (const size of [1, 127, 128, 524_224]) {
+      for (const [offset, totalSize] of [
+        ['0', '0'],
+        ['0', String(size)],
+        ['524224', '1073741824'],
+        ['9007199254740991', '9007199254740991'],
+      ] as const) {
+        const chunk = allocateReadOutputChunk(size);
+        chunk.fill(size % 251);
+        const wire = EvaluationQueryServiceWire.readOutput.responseSerialize({ chunk, offset, totalSize });
+        expect(wire.buffer, 'the chunk’s own memory').to.equal(chunk.buffer);
+        expect(ReadOutputResponse.decode(wire)).to.deep.equal({ chunk, offset, totalSize });
+      }
+    }
+    // A view that does not start at the headroom is copied as any other chunk.
+    const inner = allocateReadOutputChunk(1000).subarray(10, 20);
+    const copied = EvaluationQueryServiceWire.readOutput.responseSerialize({
+      chunk: inner,
+      offset: '1',
+      totalSize: '2',
+    });
+    expect(copied.buffer).to.not.equal(inner.buffer);
+    expect(
+      copied.equals(Buffer.from(ReadOutputResponse.encode({ chunk: inner, offset: '1', totalSize: '2' }).finish())),
+    ).to.equal(true);
   });
 });
