@@ -67,26 +67,42 @@ function contextOf(call: AnyCall): {
   };
 }
 
+/**
+ * Runs a call that has one answer and gives it to grpc-js exactly once, mapping every throw
+ * (through a promise, so that a synchronous throw is mapped too, never left to grpc-js).
+ * `quietOnCancel`: a throw after the client went away answers CANCELLED unlogged (a client
+ * stream's reads fail then by design: nobody hears the status, and it is not the server's error).
+ */
+function answerOnce<Res>(
+  call: AnyCall,
+  callback: sendUnaryData<Res>,
+  method: string,
+  logger: Logger,
+  run: (context: CallContext) => Promise<Res>,
+  quietOnCancel = false,
+): void {
+  const { context, dispose } = contextOf(call);
+  new Promise<Res>((resolve) => resolve(run(context))).then(
+    (response) => {
+      dispose();
+      callback(null, response);
+    },
+    (err: unknown) => {
+      dispose();
+      if (quietOnCancel && context.signal.aborted)
+        callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
+      else callback(toStatus(err, logger, method));
+    },
+  );
+}
+
 /** Adapts an async handler to grpc-js: answers the callback exactly once, mapping every throw. */
 export function unary<Req, Res>(
   method: string,
   handler: UnaryHandler<Req, Res>,
   logger: Logger,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    const { context, dispose } = contextOf(call);
-    // Through a promise so that a synchronous throw is mapped too, never left to grpc-js.
-    new Promise<Res>((resolve) => resolve(handler(call.request, context))).then(
-      (response) => {
-        dispose();
-        callback(null, response);
-      },
-      (err: unknown) => {
-        dispose();
-        callback(toStatus(err, logger, method));
-      },
-    );
-  };
+  return (call, callback) => answerOnce(call, callback, method, logger, (context) => handler(call.request, context));
 }
 
 /** Adapts an async client-stream handler: answers exactly once, mapping every throw. */
@@ -95,23 +111,19 @@ export function clientStream<Req, Res>(
   handler: ClientStreamHandler<Req, Res>,
   logger: Logger,
 ): (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    const { context, dispose } = contextOf(call);
-    // A cancelled call's readable side may never end: destroying it makes the iteration throw.
-    addAbortSignal(context.signal, call);
-    new Promise<Res>((resolve) => resolve(handler(call, context))).then(
-      (response) => {
-        dispose();
-        callback(null, response);
+  return (call, callback) =>
+    answerOnce(
+      call,
+      callback,
+      method,
+      logger,
+      (context) => {
+        // A cancelled call's readable side may never end: destroying it makes the iteration throw.
+        addAbortSignal(context.signal, call);
+        return handler(call, context);
       },
-      (err: unknown) => {
-        dispose();
-        // The client is gone: nobody hears the status, and a cancel is not the server's error.
-        if (context.signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
-        else callback(toStatus(err, logger, method));
-      },
+      true,
     );
-  };
 }
 
 /** Adapts an async stream handler: ends the stream when it returns, maps a throw to the status. */

@@ -134,23 +134,7 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     expect(got.evaluation?.outputSize).to.equal(String(output.length));
     expect(Buffer.from(got.evaluation?.outputPreview ?? []).equals(output.subarray(0, 1024))).to.equal(true);
 
-    const stream = readStream<ReadOutputResponse>(query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }));
-    const chunks: Buffer[] = [];
-    let offset = 0;
-    for (;;) {
-      let chunk: ReadOutputResponse;
-      try {
-        chunk = await stream.next();
-      } catch {
-        break;
-      }
-      expect(chunk.offset).to.equal(String(offset));
-      expect(chunk.totalSize).to.equal(String(output.length));
-      chunks.push(Buffer.from(chunk.chunk));
-      offset += chunk.chunk.length;
-    }
-    expect(await stream.finished).to.equal(undefined);
-    expect(Buffer.concat(chunks).equals(output)).to.equal(true);
+    expect((await readWholeOutput(evalId)).equals(output)).to.equal(true);
   });
 
   it('a 3 MiB output streamed with CompleteEvaluationStream reads back whole; the same bytes sent whole are a repeat', async () => {
@@ -168,17 +152,7 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     expect(got.evaluation?.outputLocation).to.equal('s3');
     expect(got.evaluation?.outputSize).to.equal(String(output.length));
     expect(Buffer.from(got.evaluation?.outputPreview ?? []).equals(output.subarray(0, 1024))).to.equal(true);
-    const stream = readStream<ReadOutputResponse>(query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }));
-    const read: Buffer[] = [];
-    for (;;) {
-      try {
-        read.push(Buffer.from((await stream.next()).chunk));
-      } catch {
-        break;
-      }
-    }
-    expect(await stream.finished).to.equal(undefined);
-    expect(Buffer.concat(read).equals(output), 'ReadOutput returns the bytes streamed').to.equal(true);
+    expect((await readWholeOutput(evalId)).equals(output), 'ReadOutput returns the bytes streamed').to.equal(true);
 
     const repeat = await call(
       command,
@@ -212,6 +186,32 @@ describe('e2e: an evaluation from executor command to API query and live stream'
     const done = await completeStreamed([{ header: header(2) }, { outputChunk: Buffer.from('ok') }]);
     expect(done.revision).to.equal('2');
   });
+
+  /** Reads an evaluation's output with ReadOutput, checking each chunk's offset and the total size. */
+  async function readWholeOutput(evalId: string): Promise<Buffer> {
+    const stream = readStream<ReadOutputResponse>(
+      clients.query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }),
+    );
+    const chunks: Buffer[] = [];
+    let offset = 0;
+    let totalSize: string | undefined;
+    for (;;) {
+      let chunk: ReadOutputResponse;
+      try {
+        chunk = await stream.next();
+      } catch {
+        break;
+      }
+      expect(chunk.offset).to.equal(String(offset));
+      totalSize ??= chunk.totalSize;
+      expect(chunk.totalSize).to.equal(totalSize);
+      chunks.push(Buffer.from(chunk.chunk));
+      offset += chunk.chunk.length;
+    }
+    expect(await stream.finished).to.equal(undefined);
+    expect(String(offset)).to.equal(totalSize);
+    return Buffer.concat(chunks);
+  }
 
   /** One CompleteEvaluationStream call: writes `messages`, ends, and resolves with the answer. */
   function completeStreamed(messages: object[]): Promise<{ evalId: string; revision: string; position: string }> {

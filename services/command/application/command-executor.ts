@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Limits } from '../../../shared/config';
-import { UnavailableError } from '../../../shared/errors';
+import { NotFoundError, UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import {
   commandHash,
@@ -112,8 +112,15 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     execute: (command) => admitted(() => run(command)),
     completeStreamed: (header, chunks) =>
       admitted(async () => {
-        const output =
-          header.outputSize <= limits.inlineOutputMaxBytes ? await collect(chunks) : await upload(header, chunks);
+        let output: Buffer | UploadedOutput;
+        if (header.outputSize <= limits.inlineOutputMaxBytes) output = await collect(chunks);
+        else {
+          // Before taking in up to a GiB: an evaluation that does not exist cannot complete.
+          if ((await store.load(header.evalId, undefined)).snapshot === undefined) {
+            throw new NotFoundError(`evaluation ${header.evalId} not found`);
+          }
+          output = await upload(header, chunks);
+        }
         return run({
           type: 'CompleteEvaluation',
           evalId: header.evalId,
@@ -158,17 +165,17 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
    * write: the write may have committed unseen, and then the object is referred to.
    */
   async function run(command: Command): Promise<CommandResult> {
-    const upload =
+    const uploaded =
       command.type === 'CompleteEvaluation' && command.output instanceof UploadedOutput ? command.output : undefined;
-    if (upload === undefined) return decideAndWrite(command);
+    if (uploaded === undefined) return decideAndWrite(command);
     const write = { maybeWritten: false };
     try {
       return await decideAndWrite(command, write);
     } finally {
       // Awaited, so that when the caller hears the answer the object is gone.
       if (!write.maybeWritten) {
-        await blobs.delete(upload.key).catch((err: unknown) => {
-          logger.warn('could not delete an unused upload', { key: upload.key, err });
+        await blobs.delete(uploaded.key).catch((err: unknown) => {
+          logger.warn('could not delete an unused upload', { key: uploaded.key, err });
         });
       }
     }

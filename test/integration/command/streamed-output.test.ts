@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
-import { IllegalTransitionError, ValidationError } from '../../../shared/errors';
+import { IllegalTransitionError, NotFoundError, ValidationError } from '../../../shared/errors';
 import { validateCompleteHeader } from '../../../services/command/domain';
 import { createHarness, eventsOf, type Harness } from './harness';
 
@@ -108,6 +108,25 @@ describe('command executor: outputs completed as a stream', function () {
     expect(refused).to.be.instanceOf(IllegalTransitionError);
     expect(await keysOf('streamed-refused')).to.deep.equal([]);
     expect(await eventsOf(h.sql, 'streamed-refused')).to.have.length(2);
+  });
+
+  it('answers NOT_FOUND for an unknown evaluation before taking in a large output', async () => {
+    let pulled = 0;
+    function* counted(): Generator<Buffer> {
+      for (let i = 0; i < 4; i++) {
+        pulled += 1;
+        yield randomBytes(MiB);
+      }
+    }
+    const missing = await h.executor
+      .completeStreamed(header('streamed-nobody', 4 * MiB), Readable.from(counted()))
+      .then(
+        () => expect.fail('an unknown evaluation cannot complete'),
+        (err: unknown) => err,
+      );
+    expect(missing).to.be.instanceOf(NotFoundError);
+    expect(pulled, 'no output chunk was read').to.equal(0);
+    expect(await keysOf('streamed-nobody')).to.deep.equal([]);
   });
 
   it('stores nothing when the stream fails part-way, and hears the stream’s own error', async () => {

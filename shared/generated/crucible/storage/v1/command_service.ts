@@ -1942,8 +1942,9 @@ export const EvaluationCommandServiceService = {
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
-   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * before such an output is read; otherwise the command is decided once the last byte is in,
+   * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
    * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
    * content, sent either way, is the same command.
@@ -2001,8 +2002,9 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
-   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * before such an output is read; otherwise the command is decided once the last byte is in,
+   * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
    * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
    * content, sent either way, is the same command.
@@ -2073,8 +2075,9 @@ export interface EvaluationCommandServiceClient extends Client {
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. The command is decided once the
-   * last byte is in; an output the command does not keep (refused, or a repeat) is deleted.
+   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * before such an output is read; otherwise the command is decided once the last byte is in,
+   * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
    * bytes do not add up to `output_size`. A repeat of a CompleteEvaluation with the same
    * content, sent either way, is the same command.
