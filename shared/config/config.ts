@@ -160,7 +160,7 @@ export const CONFIG_KEYS: readonly { key: string; help: string }[] = [
   { key: 'SHUTDOWN_GRACE_MS', help: 'how long in-flight calls may run after SIGTERM (default 10000)' },
   {
     key: 'MAX_PENDING_COMMANDS',
-    help: 'commands the command service runs at once; more are refused with UNAVAILABLE (default 256)',
+    help: 'commands the command service runs at once; more are refused with UNAVAILABLE (default 256; a streamed output counts once its bytes are in)',
   },
 ];
 

@@ -94,8 +94,10 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 
   let pending = 0;
 
-  async function admitted<T>(work: () => Promise<T>): Promise<T> {
+  /** Runs `work` as a command in progress, or refuses it at once (`beforeRefusal` first) when there are too many. */
+  async function admitted<T>(work: () => Promise<T>, beforeRefusal?: () => Promise<void>): Promise<T> {
     if (pending >= deps.maxPending) {
+      await beforeRefusal?.();
       throw new UnavailableError(
         `command service overloaded: ${pending} commands in progress (MAX_PENDING_COMMANDS); retry with backoff`,
       );
@@ -110,26 +112,36 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 
   return {
     execute: (command) => admitted(() => run(command)),
-    completeStreamed: (header, chunks) =>
-      admitted(async () => {
-        let output: Buffer | UploadedOutput;
-        if (header.outputSize <= limits.inlineOutputMaxBytes) output = await collect(chunks);
-        else {
-          // Before taking in up to a GiB: an evaluation that does not exist cannot complete.
-          if ((await store.load(header.evalId, undefined)).snapshot === undefined) {
-            throw new NotFoundError(`evaluation ${header.evalId} not found`);
-          }
-          output = await upload(header, chunks);
+    async completeStreamed(header, chunks) {
+      // While its bytes arrive a streamed completion is not a command in progress: a slow
+      // uploader must not make the service refuse other executors' commands. Its command is.
+      let output: Buffer | UploadedOutput;
+      if (header.outputSize <= limits.inlineOutputMaxBytes) output = await collect(chunks);
+      else {
+        // Before taking in up to a GiB: an evaluation that does not exist cannot complete.
+        if ((await store.load(header.evalId, undefined)).snapshot === undefined) {
+          throw new NotFoundError(`evaluation ${header.evalId} not found`);
         }
-        return run({
-          type: 'CompleteEvaluation',
-          evalId: header.evalId,
-          exitCode: header.exitCode,
-          output,
-          ...header.options,
-        });
-      }),
+        output = await upload(header, chunks);
+      }
+      const command: Command = {
+        type: 'CompleteEvaluation',
+        evalId: header.evalId,
+        exitCode: header.exitCode,
+        output,
+        ...header.options,
+      };
+      const uploaded = output instanceof UploadedOutput ? output : undefined;
+      return admitted(() => run(command), uploaded && (() => discardUpload(uploaded)));
+    },
   };
+
+  /** Deletes an uploaded output no record refers to; a failure leaves an orphan, logged. */
+  async function discardUpload(uploaded: UploadedOutput): Promise<void> {
+    await blobs.delete(uploaded.key).catch((err: unknown) => {
+      logger.warn('could not delete an unused upload', { key: uploaded.key, err });
+    });
+  }
 
   async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
     const parts: Buffer[] = [];
@@ -173,11 +185,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       return await decideAndWrite(command, write);
     } finally {
       // Awaited, so that when the caller hears the answer the object is gone.
-      if (!write.maybeWritten) {
-        await blobs.delete(uploaded.key).catch((err: unknown) => {
-          logger.warn('could not delete an unused upload', { key: uploaded.key, err });
-        });
-      }
+      if (!write.maybeWritten) await discardUpload(uploaded);
     }
   }
 

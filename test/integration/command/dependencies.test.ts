@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
 import { Pool } from 'pg';
 import { UnavailableError } from '../../../shared/errors';
 import { createS3Client } from '../../../shared/s3';
 import type { BlobStore, EvaluationStore } from '../../../services/command/application/ports';
+import { validateCompleteHeader } from '../../../services/command/domain';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
 import { createS3BlobStore } from '../../../services/command/s3/blob-store';
 import { commandsOf, createHarness, denseLog, eventCount, type Harness } from './harness';
@@ -203,5 +204,61 @@ describe('command executor: overload', function () {
     expect((await commands.submit({ evalId: 'after' })).evalId).to.equal('after', 'admitted once the load is gone');
     const { rows } = await h.sql.query<{ eval_id: string }>('SELECT eval_id FROM evaluations ORDER BY eval_id');
     expect(rows.map((r) => r.eval_id)).to.deep.equal(['after', 'busy-1', 'busy-2']);
+  });
+  it('does not count a streamed output while its bytes arrive; refused after them, its upload is deleted', async () => {
+    await h.commands.submit({ evalId: 'streamed-late' });
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let arrivedTwo: () => void = () => undefined;
+    const twoArrived = new Promise<void>((resolve) => (arrivedTwo = resolve));
+    let arrived = 0;
+    const gated: EvaluationStore = {
+      load: async (evalId, requestId) => {
+        if (evalId?.startsWith('slot-') === true) {
+          if (++arrived === 2) arrivedTwo();
+          await gate;
+        }
+        return h.store.load(evalId, requestId);
+      },
+      append: (request) => h.store.append(request),
+    };
+    const executor = h.executorWith({ store: gated });
+    const commands = commandsOf(executor, h.env.config.limits);
+
+    // An upload that stalls part-way, as a slow executor's would.
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let firstSent: () => void = () => undefined;
+    const sentFirst = new Promise<void>((resolve) => (firstSent = resolve));
+    async function* slowly(): AsyncGenerator<Buffer> {
+      yield Buffer.alloc(MiB, 1);
+      firstSent();
+      await released;
+      yield Buffer.alloc(MiB, 2);
+    }
+    const header = validateCompleteHeader(
+      { evalId: 'streamed-late', exitCode: 0, outputSize: String(2 * MiB), requestId: '' },
+      h.env.config.limits,
+    );
+    const streamed = rejection(executor.completeStreamed(header, slowly()));
+    await sentFirst;
+
+    // Both slots are free for commands while the bytes arrive.
+    const first = commands.submit({ evalId: 'slot-1' });
+    const second = commands.submit({ evalId: 'slot-2' });
+    await twoArrived;
+
+    release();
+    const refused = await streamed;
+    expect(refused).to.be.instanceOf(UnavailableError);
+    expect((refused as Error).message).to.match(/overloaded: 2 commands in progress/);
+    const listed = await h.s3.send(
+      new ListObjectsV2Command({ Bucket: h.env.config.s3.bucket, Prefix: 'evaluations/streamed-late/' }),
+    );
+    expect(listed.KeyCount ?? 0, 'the refused upload is deleted').to.equal(0);
+
+    open();
+    expect((await first).evalId).to.equal('slot-1');
+    expect((await second).evalId).to.equal('slot-2');
   });
 });
