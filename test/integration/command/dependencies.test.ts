@@ -173,56 +173,64 @@ describe('command executor: overload', function () {
     await h.close();
   });
 
-  it('refuses commands past MAX_PENDING_COMMANDS at once with UNAVAILABLE, writes none of them, and admits again', async () => {
-    // A store whose loads wait at a gate: the commands stay in progress until it opens.
+  /**
+   * The harness's store, but loads of the ids `holds` picks wait at a gate until `open()`:
+   * their commands stay in progress. `twoArrived` resolves once two of them wait.
+   */
+  function gatedStore(holds: (evalId: string | undefined) => boolean): {
+    store: EvaluationStore;
+    open: () => void;
+    twoArrived: Promise<void>;
+    readonly arrived: number;
+  } {
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (open = resolve));
     let arrivedTwo: () => void = () => undefined;
     const twoArrived = new Promise<void>((resolve) => (arrivedTwo = resolve));
     let arrived = 0;
-    const gated: EvaluationStore = {
-      load: async (evalId, requestId) => {
-        if (++arrived === 2) arrivedTwo();
-        await gate;
-        return h.store.load(evalId, requestId);
+    return {
+      store: {
+        load: async (evalId, requestId) => {
+          if (holds(evalId)) {
+            if (++arrived === 2) arrivedTwo();
+            await gate;
+          }
+          return h.store.load(evalId, requestId);
+        },
+        append: (request) => h.store.append(request),
       },
-      append: (request) => h.store.append(request),
+      open: () => open(),
+      twoArrived,
+      get arrived() {
+        return arrived;
+      },
     };
-    const commands = commandsOf(h.executorWith({ store: gated }), h.env.config.limits);
+  }
+
+  it('refuses commands past MAX_PENDING_COMMANDS at once with UNAVAILABLE, writes none of them, and admits again', async () => {
+    const gated = gatedStore(() => true);
+    const commands = commandsOf(h.executorWith({ store: gated.store }), h.env.config.limits);
     const first = commands.submit({ evalId: 'busy-1' });
     const second = commands.submit({ evalId: 'busy-2' });
-    await twoArrived;
+    await gated.twoArrived;
 
     const refused = await rejection(commands.submit({ evalId: 'refused' }));
     expect(refused).to.be.instanceOf(UnavailableError);
     expect((refused as Error).message).to.match(/overloaded: 2 commands in progress \(MAX_PENDING_COMMANDS\)/);
-    expect(arrived).to.equal(2, 'the refused command never reached the store');
+    expect(gated.arrived).to.equal(2, 'the refused command never reached the store');
 
-    open();
+    gated.open();
     expect((await first).evalId).to.equal('busy-1');
     expect((await second).evalId).to.equal('busy-2');
     expect((await commands.submit({ evalId: 'after' })).evalId).to.equal('after', 'admitted once the load is gone');
     const { rows } = await h.sql.query<{ eval_id: string }>('SELECT eval_id FROM evaluations ORDER BY eval_id');
     expect(rows.map((r) => r.eval_id)).to.deep.equal(['after', 'busy-1', 'busy-2']);
   });
+
   it('does not count a streamed output while its bytes arrive; refused after them, its upload is deleted', async () => {
     await h.commands.submit({ evalId: 'streamed-late' });
-    let open: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    let arrivedTwo: () => void = () => undefined;
-    const twoArrived = new Promise<void>((resolve) => (arrivedTwo = resolve));
-    let arrived = 0;
-    const gated: EvaluationStore = {
-      load: async (evalId, requestId) => {
-        if (evalId?.startsWith('slot-') === true) {
-          if (++arrived === 2) arrivedTwo();
-          await gate;
-        }
-        return h.store.load(evalId, requestId);
-      },
-      append: (request) => h.store.append(request),
-    };
-    const executor = h.executorWith({ store: gated });
+    const gated = gatedStore((evalId) => evalId?.startsWith('slot-') === true);
+    const executor = h.executorWith({ store: gated.store });
     const commands = commandsOf(executor, h.env.config.limits);
 
     // An upload that stalls part-way, as a slow executor's would.
@@ -246,7 +254,7 @@ describe('command executor: overload', function () {
     // Both slots are free for commands while the bytes arrive.
     const first = commands.submit({ evalId: 'slot-1' });
     const second = commands.submit({ evalId: 'slot-2' });
-    await twoArrived;
+    await gated.twoArrived;
 
     release();
     const refused = await streamed;
@@ -257,7 +265,7 @@ describe('command executor: overload', function () {
     );
     expect(listed.KeyCount ?? 0, 'the refused upload is deleted').to.equal(0);
 
-    open();
+    gated.open();
     expect((await first).evalId).to.equal('slot-1');
     expect((await second).evalId).to.equal('slot-2');
   });
