@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   });
   resources.push({ name: 'redis', close: async () => void (await redis.quit().catch(() => redis.disconnect())) });
 
-  const s3 = createS3Client(config.s3);
+  const s3 = createS3Client(config.s3, logger);
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
   const newUlid = monotonicFactory();

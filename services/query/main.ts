@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null },
     logger,
   );
-  const s3 = createS3Client(config.s3);
+  const s3 = createS3Client(config.s3, logger);
 
   const service = createQueryService(config, { dataSource, redis, subscriber, blocking, s3 }, logger);
   const port = await service.start(config.host, config.queryPort);

@@ -1,13 +1,42 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import type { S3Config } from '../config';
+import type { Logger } from '../logging';
+
+type SdkLog = (...parts: unknown[]) => void;
+
+/** Text of what the SDK logs: a command's record (with its input, a whole body included) comes down to its name and error. */
+function describe(part: unknown): string {
+  if (typeof part === 'string') return part;
+  if (part instanceof Error) return part.message;
+  const { commandName, error } = (part ?? {}) as { commandName?: unknown; error?: unknown };
+  if (typeof commandName === 'string') return `${commandName}${error instanceof Error ? `: ${error.message}` : ''}`;
+  return Object.prototype.toString.call(part);
+}
 
 /**
- * Creates an S3 client from the validated config. For s3rver (and other servers without
- * aws-chunked support) the config turns checksums to WHEN_REQUIRED: with the SDK default a
- * streamed body is stored with its chunk framing, i.e. corrupted. Real S3 keeps the defaults.
+ * Our logger behind the SDK's logger interface. Its warnings go to the JSON log; its records of
+ * every command (info) are dropped, and those of failed ones (error) go to debug: the caller
+ * already answers and logs the failure in its own terms (UNAVAILABLE, a cancelled upload).
  */
-export function createS3Client(config: S3Config): S3Client {
+function sdkLogger(logger: Logger): { debug: SdkLog; info: SdkLog; warn: SdkLog; error: SdkLog } {
+  const detail = (parts: unknown[]): { detail: string } => ({ detail: parts.map(describe).join(' ') });
+  return {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (...parts) => logger.warn('s3 client', detail(parts)),
+    error: (...parts) => logger.debug('s3 client: command failed', detail(parts)),
+  };
+}
+
+/**
+ * Creates an S3 client from the validated config; the SDK's warnings go to `logger` when given
+ * (otherwise to the console). For s3rver (and other servers without aws-chunked support) the
+ * config turns checksums to WHEN_REQUIRED: with the SDK default a streamed body is stored with
+ * its chunk framing, i.e. corrupted. Real S3 keeps the defaults.
+ */
+export function createS3Client(config: S3Config, logger?: Logger): S3Client {
   return new S3Client({
+    ...(logger !== undefined ? { logger: sdkLogger(logger) } : {}),
     region: config.region,
     ...(config.endpoint !== '' ? { endpoint: config.endpoint } : {}),
     forcePathStyle: config.forcePathStyle,
