@@ -94,7 +94,10 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 
   let pending = 0;
 
-  /** Runs `work` as a command in progress, or refuses it at once (`beforeRefusal` first) when there are too many. */
+  /**
+   * Runs `work` as a command in progress, or refuses it at once when there are too many
+   * (running `beforeRefusal` first).
+   */
   async function admitted<T>(work: () => Promise<T>, beforeRefusal?: () => Promise<void>): Promise<T> {
     if (pending >= deps.maxPending) {
       await beforeRefusal?.();
