@@ -3,6 +3,7 @@ import { EVENT_TYPE_TO_PROTO } from '../../../shared/domain';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Struct } from '../../../shared/generated/google/protobuf/struct';
 import { Evaluation, EventType } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { varintSize, writeVarintAt } from '../wire/varint';
 
 /**
  * `EvaluationUpdate.encode({ evaluation: state, eventType, revision, position })` — what ts-proto
@@ -243,29 +244,6 @@ function plainDecimal(text: string): number | undefined {
     value = value * 10 + digit;
   }
   return value;
-}
-
-function varintSize(value: number): number {
-  let size = 1;
-  while (value >= 128) {
-    value = Math.floor(value / 128);
-    size += 1;
-  }
-  return size;
-}
-
-/** Writes a non-negative integer (up to 2^53) as a varint; returns the position after it. */
-function writeVarintAt(buf: Buffer, at: number, value: number): number {
-  while (value > 0x7fffffff) {
-    buf[at++] = (value % 128) | 128;
-    value = Math.floor(value / 128);
-  }
-  while (value >= 128) {
-    buf[at++] = (value & 127) | 128;
-    value >>>= 7;
-  }
-  buf[at++] = value;
-  return at;
 }
 
 /** More than the encoded state can take (strings at 3 bytes per unit). */

@@ -8,6 +8,7 @@ import {
   WatchEvaluationResponse,
   WatchEvaluationsResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
+import { varintSize, writeVarintAt } from './varint';
 
 /**
  * The read models hold ts-proto-encoded messages, and serving one used to mean decoding it,
@@ -54,21 +55,6 @@ function serializeUpdateResponse(value: WatchEvaluationResponse | WatchEvaluatio
   return toBuffer(WatchEvaluationResponse.encode(value).finish());
 }
 
-/** Bytes of `n` (a non-negative safe integer) as a protobuf varint. */
-function varintLength(n: number): number {
-  let length = 1;
-  for (let rest = n; rest >= 128; rest = Math.floor(rest / 128)) length += 1;
-  return length;
-}
-
-function writeVarint(buffer: Buffer, at: number, n: number): number {
-  let rest = n;
-  let i = at;
-  for (; rest >= 128; rest = Math.floor(rest / 128)) buffer[i++] = (rest % 128) | 128;
-  buffer[i++] = rest;
-  return i;
-}
-
 /** Room in front of a ReadOutput chunk for the response's other bytes: 3 tags and 3 varints. */
 const READ_OUTPUT_HEADROOM = 32;
 /** Backing stores of the chunks {@link allocateReadOutputChunk} handed out (and so may write in front of). */
@@ -101,23 +87,23 @@ export function serializeReadOutput(value: ReadOutputResponse): Buffer {
   }
   const { chunk } = value;
   // Each field is left out at its default, as ts-proto does.
-  const chunkField = chunk.length > 0 ? 1 + varintLength(chunk.length) : 0;
-  const numbers = (offset > 0 ? 1 + varintLength(offset) : 0) + (totalSize > 0 ? 1 + varintLength(totalSize) : 0);
+  const chunkField = chunk.length > 0 ? 1 + varintSize(chunk.length) : 0;
+  const numbers = (offset > 0 ? 1 + varintSize(offset) : 0) + (totalSize > 0 ? 1 + varintSize(totalSize) : 0);
   const writeNumbers = (buffer: Buffer, at: number): number => {
     let i = at;
     if (offset > 0) {
       buffer[i++] = 0x10; // field 2, varint
-      i = writeVarint(buffer, i, offset);
+      i = writeVarintAt(buffer, i, offset);
     }
     if (totalSize > 0) {
       buffer[i++] = 0x18; // field 3, varint
-      i = writeVarint(buffer, i, totalSize);
+      i = writeVarintAt(buffer, i, totalSize);
     }
     return i;
   };
   const writeChunkTag = (buffer: Buffer, at: number): number => {
     buffer[at] = 0x0a; // field 1, length-delimited
-    return writeVarint(buffer, at + 1, chunk.length);
+    return writeVarintAt(buffer, at + 1, chunk.length);
   };
   if (chunk.length > 0 && chunk.byteOffset === READ_OUTPUT_HEADROOM && withHeadroom.has(chunk.buffer)) {
     const start = READ_OUTPUT_HEADROOM - numbers - chunkField;
