@@ -8,8 +8,8 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * replica that got there first makes it return the checkpoint it found instead.
  *
  * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
- * code, key index, item count, items. `S` sets a string (one item), `Z` adds members with
- * score 0, `R` removes members, `L` appends to a list (an item that is a number stands for the
+ * code, key index, item count, items. `M` sets `count` strings (key index and value per
+ * string; the op's own key index is unused), `Z` adds members with score 0, `R` removes members, `L` appends to a list (an item that is a number stands for the
  * item at that place: an update the write also appends to the change log), `X` appends `count`
  * stream entries (id, value). XADD runs under pcall: an entry id at or below the stream's top can only mean the
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
@@ -37,8 +37,6 @@ if ARGV[4] ~= '' then
         kv[#kv + 1] = ops[j + 1]
       end
       redis.call('MSET', unpack(kv))
-    elseif op == 'S' then
-      redis.call('SET', key, ops[first])
     elseif op == 'Z' then
       local scored = {}
       for j = first, last do
