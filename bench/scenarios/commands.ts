@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import { measureCpu, type CpuGroup, type CpuUse } from '../support/cpu';
+import { cpuPerUnit, measureCpu, sumCpu, type CpuGroup, type CpuUse } from '../support/cpu';
 import { completeRequest, startRequest, submitRequest } from '../support/evaluations';
 import { closeAll, createClients, unary } from '../support/grpc';
 import { closedLoop, interleave, type LoadResult, type LoadTarget } from '../support/load';
@@ -37,31 +37,20 @@ function lifecycleOp(client: EvaluationCommandServiceClient, concurrency: number
   };
 }
 
-/** CPU seconds of one subject, summed over its rounds (the same groups in the same order each time). */
-interface CpuTotal {
-  groups: number[];
-  machineSeconds: number;
-}
-
-function addCpu(total: CpuTotal, use: CpuUse): void {
-  use.groups.forEach((g, i) => (total.groups[i] = (total.groups[i] ?? 0) + g.seconds));
-  total.machineSeconds += use.machineSeconds;
-}
-
 /**
  * Closed-loop run whose CPU is measured over its measured window only (after the warm-up, until
  * its end), so that it matches the commands counted in `ops`: commands that end after the
- * window neither count nor are charged.
+ * window neither count nor are charged. The measurement is added to `uses`.
  */
 async function closedLoopWithCpu(
   options: Parameters<typeof closedLoop>[0],
   groups: readonly CpuGroup[],
-  total: CpuTotal,
+  uses: CpuUse[],
 ): Promise<LoadResult> {
   let cpu: ReturnType<typeof measureCpu> | undefined;
   const from = setTimeout(() => (cpu = measureCpu(groups)), options.warmupMs);
   const to = setTimeout(() => {
-    if (cpu !== undefined) addCpu(total, cpu.stop());
+    if (cpu !== undefined) uses.push(cpu.stop());
     cpu = undefined;
   }, options.warmupMs + options.durationMs);
   try {
@@ -76,13 +65,12 @@ async function closedLoopWithCpu(
  * One subject's CPU per command, e.g. `command service: service process 0.45, PostgreSQL 0.58,
  * bench client 0.26, whole machine 1.35 ms/cmd → 2 cores saturated at ~1,481 cmd/s`.
  */
-function cpuPerCommand(name: string, groupNames: readonly string[], total: CpuTotal, ops: number): string {
-  const ms = (seconds: number): number => (seconds * 1000) / Math.max(1, ops);
-  const machineMs = ms(total.machineSeconds);
-  const saturation = Math.round((availableParallelism() * 1000) / machineMs).toLocaleString('en-US');
+function cpuPerCommand(name: string, uses: readonly CpuUse[], ops: number): string {
+  const per = cpuPerUnit(sumCpu(uses), ops);
+  const saturation = Math.round(per.saturationPerSecond).toLocaleString('en-US');
   return (
-    `${name}: ${groupNames.map((g, i) => `${g} ${ms(total.groups[i] ?? 0).toFixed(2)}`).join(', ')}, ` +
-    `whole machine ${machineMs.toFixed(2)} ms/cmd → ${availableParallelism()} cores saturated at ~${saturation} cmd/s`
+    `${name}: ${per.groups.map((g) => `${g.name} ${g.ms.toFixed(2)}`).join(', ')}, ` +
+    `whole machine ${per.machineMs.toFixed(2)} ms/cmd → ${availableParallelism()} cores saturated at ~${saturation} cmd/s`
   );
 }
 
@@ -119,13 +107,13 @@ export const commands: Scenario = {
       ];
       for (const kind of kinds) {
         for (const concurrency of CONCURRENCY) {
-          const cpu = new Map<string, CpuTotal>();
+          const cpu = new Map<string, CpuUse[]>();
           const target = (
             { name, groups }: { name: string; groups: CpuGroup[] },
             client: EvaluationCommandServiceClient,
           ): LoadTarget => {
-            const total: CpuTotal = { groups: [], machineSeconds: 0 };
-            cpu.set(name, total);
+            const uses: CpuUse[] = [];
+            cpu.set(name, uses);
             return {
               name,
               run: () =>
@@ -137,7 +125,7 @@ export const commands: Scenario = {
                     op: kind.op(client, concurrency),
                   },
                   groups,
-                  total,
+                  uses,
                 ),
             };
           };
@@ -156,13 +144,8 @@ export const commands: Scenario = {
             floors: [loadFigures('bare grpc-js + pg, same SQL', bare, 'cmd/s')],
             ratio: subject.rate / bare.rate,
           });
-          const perCommand = (s: { name: string; groups: CpuGroup[] }, result: LoadResult): string =>
-            cpuPerCommand(
-              s.name,
-              s.groups.map((g) => g.name),
-              cpu.get(s.name)!,
-              result.ops,
-            );
+          const perCommand = (s: { name: string }, result: LoadResult): string =>
+            cpuPerCommand(s.name, cpu.get(s.name) ?? [], result.ops);
           notes.push(
             `CPU per command, ${kind.name} c=${concurrency} (measured windows of all rounds): ` +
               `${perCommand(subjects.service, subject)}; ${perCommand(subjects.floor, bare)}.`,

@@ -14,7 +14,7 @@ import { createS3Client } from '../../shared/s3';
 import { rawS3Transfer } from '../floors/s3-raw';
 import { completeRequest, getEvaluation, startRequest, submitRequest } from '../support/evaluations';
 import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
-import { measureCpu, type CpuUse } from '../support/cpu';
+import { cpuPerUnit, measureCpu, sumCpu, type CpuUse } from '../support/cpu';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
@@ -62,17 +62,15 @@ const seconds = async (work: () => Promise<unknown>): Promise<number> => {
   return (performance.now() - start) / 1000;
 };
 
-/** CPU milliseconds per MB moved, of each group and of the whole machine, summed over the rounds. */
-function cpuPerMB(uses: CpuUse[], bytes: number): string {
-  const megabytes = (bytes * uses.length) / MB;
-  const names = uses[0]?.groups.map((g) => g.name) ?? [];
-  const ms = (seconds: number): string => ((seconds * 1000) / megabytes).toFixed(1);
-  const parts = names.map((name, i) => `${name} ${ms(uses.reduce((sum, u) => sum + (u.groups[i]?.seconds ?? 0), 0))}`);
-  return `${parts.join(', ')}; machine ${ms(uses.reduce((sum, u) => sum + u.machineSeconds, 0))} ms/MB`;
+/** CPU milliseconds per MB moved, of each group and of the whole machine, over all the rounds. */
+function cpuPerMB(uses: CpuUse[], bytes: number): ReturnType<typeof cpuPerUnit> {
+  return cpuPerUnit(sumCpu(uses), (bytes * uses.length) / MB);
 }
 
-const machineMsPerMB = (uses: CpuUse[], bytes: number): number =>
-  (uses.reduce((sum, u) => sum + u.machineSeconds, 0) * 1000) / ((bytes * uses.length) / MB);
+function describeCpuPerMB(uses: CpuUse[], bytes: number): string {
+  const per = cpuPerMB(uses, bytes);
+  return `${per.groups.map((g) => `${g.name} ${g.ms.toFixed(1)}`).join(', ')}; machine ${per.machineMs.toFixed(1)} ms/MB`;
+}
 
 /** How an output is sent: CompleteEvaluation (one message) or CompleteEvaluationStream. */
 type Transfer = 'unary' | 'stream';
@@ -210,7 +208,7 @@ function bounds(r: CaseResult): string {
   const cores = availableParallelism();
   /** What the cores allow when both hops' work (and `extraMs` per MB) must be done for each MB, over the raw rate. */
   const byCpu = (a: CpuUse[], b: CpuUse[], rawSeconds: number, extraMs = 0): number =>
-    (cores * 1000) / (machineMsPerMB(a, size) + machineMsPerMB(b, size) + extraMs) / (size / MB / rawSeconds);
+    (cores * 1000) / (cpuPerMB(a, size).machineMs + cpuPerMB(b, size).machineMs + extraMs) / (size / MB / rawSeconds);
   const writes =
     transfer === 'unary'
       ? // One message: the service has the output only once the whole request is in, so the
@@ -298,9 +296,9 @@ export const output: Scenario = {
           });
         }
         notes.push(
-          `Output CPU per MB, ${sizeName(size)} by ${writeName(transfer)} (all rounds): the write ${cpuPerMB(r.cpu.write, size)}; raw PutObject ${cpuPerMB(r.cpu.put, size)}; gRPC hop alone ${cpuPerMB(r.cpu.grpcWrite, size)}` +
+          `Output CPU per MB, ${sizeName(size)} by ${writeName(transfer)} (all rounds): the write ${describeCpuPerMB(r.cpu.write, size)}; raw PutObject ${describeCpuPerMB(r.cpu.put, size)}; gRPC hop alone ${describeCpuPerMB(r.cpu.grpcWrite, size)}` +
             (r.case.read
-              ? `. ReadOutput ${cpuPerMB(r.cpu.read, size)}; raw GetObject ${cpuPerMB(r.cpu.get, size)}; gRPC hop alone ${cpuPerMB(r.cpu.grpcRead, size)}.`
+              ? `. ReadOutput ${describeCpuPerMB(r.cpu.read, size)}; raw GetObject ${describeCpuPerMB(r.cpu.get, size)}; gRPC hop alone ${describeCpuPerMB(r.cpu.grpcRead, size)}.`
               : '.'),
           `Bounds from the hops measured apart, ${bounds(r)}`,
         );

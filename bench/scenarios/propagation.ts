@@ -6,7 +6,7 @@ import {
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { availableParallelism } from 'node:os';
 import { measurePubSubRoundTrip } from '../floors/redis-pubsub';
-import { measureCpu, type CpuUse } from '../support/cpu';
+import { cpuPerUnit, measureCpu, type CpuUse } from '../support/cpu';
 import { submitRequest } from '../support/evaluations';
 import { closeAll, createClients, SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { openLoop, withWatchdog, type OpenLoopResult } from '../support/load';
@@ -55,20 +55,14 @@ function watchPositions(stream: ClientReadableStream<WatchEvaluationsResponse>):
   };
 }
 
-/**
- * What one update (or command) cost in CPU, per process group and for the whole machine, and
- * the rate at which the machine's cores would be saturated at that cost: an upper bound on the
- * rate this machine can carry through the measured path, whatever the code's latency.
- */
+/** What one update (or command) cost in CPU, and where the machine's cores saturate at that cost. */
 function cpuNote(what: string, perSecond: number, cpu: CpuUse, count: number, unit = 'updates'): string {
-  const perUnitMs = (seconds: number): string => ((seconds * 1000) / Math.max(1, count)).toFixed(2);
-  const cores = availableParallelism();
-  const machineMs = (cpu.machineSeconds * 1000) / Math.max(1, count);
+  const per = cpuPerUnit(cpu, count);
   return (
     `${what} at ${perSecond}/s (${count} ${unit} in ${cpu.wallSeconds.toFixed(1)} s): ` +
-    cpu.groups.map((g) => `${g.name} ${perUnitMs(g.seconds)} ms`).join(', ') +
-    `; the whole machine ${machineMs.toFixed(2)} ms, so its ${cores} cores are saturated at about ` +
-    `${Math.round((cores * 1000) / machineMs)} ${unit}/s.`
+    per.groups.map((g) => `${g.name} ${g.ms.toFixed(2)} ms`).join(', ') +
+    `; the whole machine ${per.machineMs.toFixed(2)} ms, so its ${availableParallelism()} cores are saturated at about ` +
+    `${Math.round(per.saturationPerSecond)} ${unit}/s.`
   );
 }
 

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 
 /** Linux reports process times in clock ticks of 1/100 s (USER_HZ, fixed at 100 on x86_64). */
 const TICKS_PER_SECOND = 100;
@@ -78,5 +79,33 @@ export function measureCpu(groups: readonly CpuGroup[]): { stop(): CpuUse } {
         wallSeconds,
       };
     },
+  };
+}
+
+/** Measurements of the same groups (in the same order), added up: one subject over its rounds. */
+export function sumCpu(uses: readonly CpuUse[]): CpuUse {
+  const total = (seconds: (use: CpuUse) => number): number => uses.reduce((sum, use) => sum + seconds(use), 0);
+  return {
+    groups: (uses[0]?.groups ?? []).map(({ name }, i) => ({ name, seconds: total((u) => u.groups[i]?.seconds ?? 0) })),
+    machineSeconds: total((u) => u.machineSeconds),
+    wallSeconds: total((u) => u.wallSeconds),
+  };
+}
+
+/**
+ * CPU milliseconds per unit of work (`units` of it done in `use`), of each group and of the
+ * whole machine, and the rate at which the machine's cores saturate at that cost: an upper
+ * bound on the rate the machine can carry the work at, whatever its latency.
+ */
+export function cpuPerUnit(
+  use: CpuUse,
+  units: number,
+): { groups: { name: string; ms: number }[]; machineMs: number; saturationPerSecond: number } {
+  const ms = (seconds: number): number => (seconds * 1000) / Math.max(1, units);
+  const machineMs = ms(use.machineSeconds);
+  return {
+    groups: use.groups.map(({ name, seconds }) => ({ name, ms: ms(seconds) })),
+    machineMs,
+    saturationPerSecond: (availableParallelism() * 1000) / machineMs,
   };
 }
