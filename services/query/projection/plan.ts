@@ -170,10 +170,7 @@ export function planBatch(
       partition,
       expectedCheckpoint: snapshot.checkpoint,
       newCheckpoint: last,
-      get ops() {
-        return ops.toOps();
-      },
-      writeSet: ops,
+      ops,
     });
     eventsPerPartition.set(partition, applied);
   });

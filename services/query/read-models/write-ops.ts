@@ -111,9 +111,8 @@ export interface PartitionWrite {
   /** The checkpoint the partition must still have; the write is refused otherwise. */
   readonly expectedCheckpoint: bigint;
   readonly newCheckpoint: bigint;
-  readonly ops: readonly WriteOp[];
-  /** The same ops, merged per key, when the planner built them so (then `ops` is derived). */
-  readonly writeSet?: WriteSet;
+  /** The ops, merged per key as the planner made them (`WriteSet.of` builds one from a list). */
+  readonly ops: WriteSet;
 }
 
 export interface EncodedScriptCall {
@@ -149,7 +148,7 @@ export function encodePartitionWrite(
   checkpointKey: string,
   changeLogRetention: number,
 ): EncodedScriptCall {
-  const { keys, items } = scriptOps(write.writeSet ?? WriteSet.of(write.ops), checkpointKey);
+  const { keys, items } = scriptOps(write.ops, checkpointKey);
   const args = [write.expectedCheckpoint.toString(), write.newCheckpoint.toString(), String(changeLogRetention)];
   return { keys, args: [...args, packItems(items)] };
 }

@@ -19,6 +19,7 @@ import {
   encodePartitionWrite,
   MAX_OP_ITEMS,
   type PartitionWrite,
+  WriteSet,
   type WriteOp,
 } from '../../../services/query/read-models/write-ops';
 import { encodeStruct, UpdateEncoder } from '../../../services/query/read-models/update-encoding';
@@ -61,7 +62,7 @@ function empty(layout: KeyLayout, checkpoint = 0n): PartitionSnapshot[] {
 }
 
 function opsOf(write: PartitionWrite | undefined, op: WriteOp['op']): WriteOp[] {
-  return (write?.ops ?? []).filter((o) => o.op === op);
+  return (write?.ops.toOps() ?? []).filter((o) => o.op === op);
 }
 
 describe('planBatch (pure projection step)', () => {
@@ -195,7 +196,7 @@ describe('encodePartitionWrite', () => {
       partition: 0,
       expectedCheckpoint: 7n,
       newCheckpoint: 9n,
-      ops: [
+      ops: WriteSet.of([
         { op: 'set', key: 'k:rec', value: Buffer.from('r') },
         { op: 'zadd', key: 'k:all', member: 'm' },
         { op: 'zrem', key: 'k:q', member: 'm' },
@@ -204,7 +205,7 @@ describe('encodePartitionWrite', () => {
         { op: 'rpush', key: 'k:hist', value: Buffer.from('h'.repeat(300)) },
         { op: 'xadd', key: 'k:log', position: '9', value: Buffer.from('u'.repeat(70_000)) },
         { op: 'set', key: 'k:rec', value: Buffer.from('r2') },
-      ],
+      ]),
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
     expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist', 'k:all', 'k:q', 'k:rec']);
@@ -224,10 +225,10 @@ describe('encodePartitionWrite', () => {
       partition: 0,
       expectedCheckpoint: 4n,
       newCheckpoint: 5n,
-      ops: [
+      ops: WriteSet.of([
         { op: 'rpush', key: 'k:hist', value: update },
         { op: 'xadd', key: 'k:log', position: '5', value: update },
-      ],
+      ]),
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
     expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist']);
@@ -237,7 +238,7 @@ describe('encodePartitionWrite', () => {
 
   it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
     const { keys, args } = encodePartitionWrite(
-      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops: [] },
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops: new WriteSet() },
       'k:cp',
       1000,
     );
@@ -254,7 +255,7 @@ describe('encodePartitionWrite', () => {
       { op: 'zadd', key: 'k:q', member: 'c' },
     ];
     const { args } = encodePartitionWrite(
-      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops },
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops: WriteSet.of(ops) },
       'k:cp',
       1000,
     );
@@ -269,7 +270,7 @@ describe('encodePartitionWrite', () => {
       ops.push({ op: 'xadd', key: 'k:log', position: String(i), value: Buffer.from('u') });
     }
     const { keys, args } = encodePartitionWrite(
-      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: BigInt(count), ops },
+      { partition: 0, expectedCheckpoint: 0n, newCheckpoint: BigInt(count), ops: WriteSet.of(ops) },
       'k:cp',
       1000,
     );
