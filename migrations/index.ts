@@ -5,6 +5,7 @@ import { CreateEvaluationMetrics1763877600003 } from './1763877600003-CreateEval
 import { CreateSecurityAudit1763877600004 } from './1763877600004-CreateSecurityAudit';
 import { CreateSecurityEvents1763877600005 } from './1763877600005-CreateSecurityEvents';
 import { CreateReaderRole1763877600006 } from './1763877600006-CreateReaderRole';
+import { EventDataBytes1763877600007 } from './1763877600007-EventDataBytes';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -15,4 +16,5 @@ export const MIGRATIONS = [
   CreateSecurityAudit1763877600004,
   CreateSecurityEvents1763877600005,
   CreateReaderRole1763877600006,
+  EventDataBytes1763877600007,
 ];

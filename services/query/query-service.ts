@@ -130,7 +130,7 @@ export function createQueryService(
         subscriber,
         config.redisKeyPrefix,
         {
-          onChange: (event) => projector.notify(event),
+          onChange: (event, bytes) => projector.notify(event, bytes),
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
         },
         logger,

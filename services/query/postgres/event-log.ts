@@ -17,8 +17,8 @@ interface EventRow {
 
 const COLUMNS = `position::text AS position, eval_id, revision::text AS revision, event_type, data, recorded_at`;
 
-/** A row of COLUMNS read with `rowMode: 'array'` and TIMESTAMP_AS_TEXT: the same values, in order. */
-type EventRowArray = [string, string, string, EvaluationEvent['type'], EvaluationEvent['data'], string];
+/** A row of READ_AFTER_SQL read with `rowMode: 'array'` and TIMESTAMP_AS_TEXT: COLUMNS in order, then data_bytes. */
+type EventRowArray = [string, string, string, EvaluationEvent['type'], EvaluationEvent['data'], string, number];
 
 const parseTimestamptz = types.getTypeParser(types.builtins.TIMESTAMPTZ) as (text: string) => Date;
 
@@ -73,23 +73,47 @@ export async function readOrUnavailable<T>(what: string, read: () => Promise<T>)
 }
 
 /**
+ * What one catch-up or rebuild read may hold of event data (JSON text, as `data_bytes` counts
+ * it), beside the count the caller asks for: a batch of large events (metadata near its limit)
+ * read by count alone held hundreds of MiB at once in the query service, and several times
+ * that on its way into Redis.
+ */
+export const EVENT_BATCH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Events after $1 in position order, at most $2 of them, stopping once $3 bytes of data were
+ * taken: an event is taken when the bytes of the ones before it are below the budget, so the
+ * first always is and a batch exceeds the budget by less than one event.
+ */
+export const READ_AFTER_SQL = `SELECT ${COLUMNS}, data_bytes FROM (
+    SELECT *, sum(data_bytes) OVER (ORDER BY position ROWS UNBOUNDED PRECEDING) - data_bytes AS bytes_before
+    FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT $2
+  ) AS batch WHERE bytes_before < $3 ORDER BY batch.position`;
+
+/**
  * The event log in PostgreSQL, read through the query side's read-only connection.
  * `position > $1 ORDER BY position` is gap-safe because positions are taken under the
  * `event_log_head` row lock and so become visible in commit order (docs/event-log.md).
  */
-export function createPostgresEventLog(dataSource: DataSource): EventLog {
+export function createPostgresEventLog(dataSource: DataSource, options: { maxBatchBytes?: number } = {}): EventLog {
+  const maxBatchBytes = options.maxBatchBytes ?? EVENT_BATCH_BYTES;
   return {
     // The hot read (catch-up, rebuild: thousands of rows a call) goes to the pool directly,
     // rows as arrays: TypeORM's runner and an object per row cost more than the query.
     readAfter: (after, limit) =>
       readOrUnavailable('reading the event log', async () => {
         const result = await poolOf(dataSource).query<EventRowArray>({
-          text: `SELECT ${COLUMNS} FROM evaluation_events WHERE position > $1 ORDER BY evaluation_events.position LIMIT $2`,
-          values: [after.toString(), limit],
+          text: READ_AFTER_SQL,
+          values: [after.toString(), limit, maxBatchBytes],
           rowMode: 'array',
           types: TIMESTAMP_AS_TEXT,
         });
-        return result.rows.map(fromRowArray);
+        let bytes = 0;
+        const events = result.rows.map((row) => {
+          bytes += row[6];
+          return fromRowArray(row);
+        });
+        return { events, full: events.length >= limit || bytes >= maxBatchBytes };
       }),
     headPosition: () =>
       readOrUnavailable('reading the event log head', async () => {

@@ -24,8 +24,11 @@ export interface Projector {
   start(): void;
   /** Stops the loop after the step in progress. */
   stop(): Promise<void>;
-  /** A change announced on pub/sub: applied directly when it is the next position. */
-  notify(event: RecordedEvent): void;
+  /**
+   * A change announced on pub/sub (`bytes`: the size of its message): applied directly when
+   * it is the next position.
+   */
+  notify(event: RecordedEvent, bytes: number): void;
   /** Asks for a catch-up from PostgreSQL (reconnects, gaps, timers). */
   requestCatchUp(reason: string): void;
   status(): ProjectorStatus;
@@ -47,7 +50,13 @@ export interface ProjectorOptions {
   readonly clock?: () => number;
 }
 
+/**
+ * Announced changes held for the fast path, by count and by bytes: past either, the queue is
+ * dropped and a catch-up reads the same events from the log in byte-bounded batches (a burst
+ * of large changes held by count alone would take GiBs).
+ */
 const MAX_FAST_QUEUE = 10_000;
+const MAX_FAST_QUEUE_BYTES = 16 * 1024 * 1024;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 
@@ -76,7 +85,8 @@ export function createProjector(options: ProjectorOptions): Projector {
   let catchUpEvents = 0n;
   let behindSince: number | undefined;
   let catchUpReason: string | undefined = 'start';
-  let fastQueue: RecordedEvent[] = [];
+  let fastQueue: { event: RecordedEvent; bytes: number }[] = [];
+  let fastQueueBytes = 0;
   let wakeUp: (() => void) | undefined;
   // One shared promise for everyone waiting to be caught up (not one resolver per call).
   let caughtUpSignal: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -143,7 +153,7 @@ export function createProjector(options: ProjectorOptions): Projector {
           options.onServingChange?.(false);
         }
       }
-      const events = await eventLog.readAfter(from, batchSize);
+      const { events, full } = await eventLog.readAfter(from, batchSize);
       const last = events[events.length - 1];
       if (last === undefined) {
         setCheckpoint(from);
@@ -166,7 +176,7 @@ export function createProjector(options: ProjectorOptions): Projector {
       };
       if (result.applied > 0) logger.info('catch-up batch applied', fields);
       else logger.debug('catch-up batch already applied by another replica', fields);
-      if (events.length < batchSize) return;
+      if (!full) return;
     }
   }
 
@@ -200,9 +210,10 @@ export function createProjector(options: ProjectorOptions): Projector {
           failures = 0;
           continue;
         }
-        const event = fastQueue.shift();
-        if (event !== undefined) {
-          await applyFast(event);
+        const queued = fastQueue.shift();
+        if (queued !== undefined) {
+          fastQueueBytes -= queued.bytes;
+          await applyFast(queued.event);
           continue;
         }
         const waitMs = catchUpReason !== undefined ? Math.max(0, retryAt - clock()) : catchUpIntervalMs;
@@ -230,14 +241,16 @@ export function createProjector(options: ProjectorOptions): Projector {
       wake();
       await loop;
     },
-    notify(event) {
+    notify(event, bytes) {
       seeHead(BigInt(event.position));
-      if (fastQueue.length >= MAX_FAST_QUEUE) {
+      if (fastQueue.length >= MAX_FAST_QUEUE || fastQueueBytes + bytes > MAX_FAST_QUEUE_BYTES) {
         fastQueue = [];
+        fastQueueBytes = 0;
         requestCatchUp('fast-path queue full');
         return;
       }
-      fastQueue.push(event);
+      fastQueue.push({ event, bytes });
+      fastQueueBytes += bytes;
       wake();
     },
     requestCatchUp,

@@ -7,7 +7,7 @@ import { minCheckpoint, createCheckpoints } from '../read-models/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import type { PartitionWrite } from '../read-models/write-ops';
 import { createProjectionApplier, type ProjectionStore } from './applier';
-import type { EventLog } from './event-log';
+import type { EventBatch, EventLog } from './event-log';
 import { FoldError, GapError, planBatch, type PlannedBatch } from './plan';
 
 export interface RebuildResult {
@@ -119,7 +119,7 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
       checkpoints = await checkpointReader.readAll();
       const from = minCheckpoint(checkpoints);
       if (from >= upTo) return;
-      const events = await eventLog.readAfter(from, Math.min(batchSize, Number(upTo - from)));
+      const { events } = await eventLog.readAfter(from, Math.min(batchSize, Number(upTo - from)));
       if (events.length === 0) return;
       applied += (await applier.apply(events)).applied;
     }
@@ -185,12 +185,12 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
   };
 
   for (;;) {
-    const batch = await reads.next();
+    const { events: batch, full } = await reads.next();
     const lastEvent = batch[batch.length - 1];
     if (lastEvent === undefined) break;
     for (let from = 0; from < batch.length; from += writeSize) await writeChunk(batch.slice(from, from + writeSize));
     deps.onProgress?.(applied, BigInt(lastEvent.position));
-    if (batch.length < batchSize) break;
+    if (!full) break;
   }
   await settle(0);
   if (conflicted) await resync(sentUpTo, 'conflict');
@@ -248,23 +248,23 @@ async function sendWrites(store: ProjectionStore, plan: PlannedBatch): Promise<{
   return { applied, conflict };
 }
 
-/** Reads the log in batches, one batch ahead of the caller (none after a short batch). */
-function prefetching(eventLog: EventLog, batchSize: number): { next(): Promise<RecordedEvent[]> } {
+/** Reads the log in batches, one batch ahead of the caller (none after the last). */
+function prefetching(eventLog: EventLog, batchSize: number): { next(): Promise<EventBatch> } {
   let after = 0n;
-  const read = (): Promise<RecordedEvent[]> => {
+  const read = (): Promise<EventBatch> => {
     const promise = eventLog.readAfter(after, batchSize);
     // Handled when awaited; until then it must not count as an unhandled rejection.
     promise.catch(() => undefined);
     return promise;
   };
-  let ahead: Promise<RecordedEvent[]> | undefined = read();
+  let ahead: Promise<EventBatch> | undefined = read();
   return {
     async next() {
       const batch = await (ahead ?? read());
       ahead = undefined;
-      const last = batch[batch.length - 1];
+      const last = batch.events[batch.events.length - 1];
       if (last !== undefined) after = BigInt(last.position);
-      if (batch.length === batchSize) ahead = read();
+      if (batch.full) ahead = read();
       return batch;
     },
   };

@@ -4,6 +4,7 @@ import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/
 import { partitionNumbers, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
 import { decodeRemembering } from '../wire/encoded-messages';
+import { createBoundedRangeReader } from '../redis/bounded-range';
 
 /**
  * Read model: the replayable change log, one Redis Stream per partition. Entry ids are
@@ -71,11 +72,17 @@ export function outOfRange(oldest: bigint): OutOfRangeError {
   );
 }
 
+/**
+ * What one replay read of the change log may hold (encoded updates), beside its count: a
+ * resuming firehose client reads its backlog in steps of this size, however large the updates.
+ */
+export const CHANGE_LOG_READ_BYTES = 4 * 1024 * 1024;
+
 export interface ChangeLog {
   /**
-   * Consecutive changes after `after`, in position order, at most about `count`. `complete`
-   * is true when nothing more is stored right now. Throws OutOfRangeError when changes after
-   * `after` have been trimmed.
+   * Consecutive changes after `after`, in position order, at most about `count` and about
+   * CHANGE_LOG_READ_BYTES. `complete` is true when nothing more is stored right now. Throws
+   * OutOfRangeError when changes after `after` have been trimmed.
    */
   readAfter(after: bigint, count: number): Promise<{ entries: ChangeLogEntry[]; complete: boolean }>;
   /** The smallest position a client may resume after (0 while nothing was trimmed). */
@@ -92,6 +99,9 @@ function xinfoField(reply: unknown, name: string): unknown {
 
 export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
   const partitions = partitionNumbers(layout);
+  const boundedRange = createBoundedRangeReader(redis);
+  // Each partition's share; never so small that an update of a typical size does not fit.
+  const partitionBytes = Math.max(64 * 1024, Math.floor(CHANGE_LOG_READ_BYTES / partitions.length));
 
   const oldestResumable = async (): Promise<bigint> => {
     const bounds = await Promise.all(
@@ -122,19 +132,19 @@ export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
     oldestResumable,
     async readAfter(after, count) {
       const pages = await Promise.all(
-        partitions.map((p) => redis.xrangeBuffer(layout.changeLog(p), `(${after}-0`, '+', 'COUNT', count)),
+        partitions.map((p) => boundedRange(layout.changeLog(p), `(${after}-0`, count, partitionBytes)),
       );
       // A full page may stop before another partition's page does: beyond the lowest last
       // position of the full pages, this read knows nothing, so it looks no further.
       let horizon: bigint | undefined;
       for (const page of pages) {
-        const last = page[page.length - 1];
-        if (page.length < count || last === undefined) continue;
+        const last = page.entries[page.entries.length - 1];
+        if (!page.full || last === undefined) continue;
         const position = positionOfEntryId(last[0].toString());
         if (horizon === undefined || position < horizon) horizon = position;
       }
       const entries = pages
-        .flat()
+        .flatMap((page) => page.entries)
         .map(([id, fields]) => decodeChangeLogEntry(id, fields))
         .filter((e) => horizon === undefined || e.position <= horizon)
         .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));

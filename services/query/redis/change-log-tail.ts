@@ -3,6 +3,7 @@ import type { Logger } from '../../../shared/logging';
 import type { ChangeHub } from '../live/change-hub';
 import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { createBoundedRangeReader } from './bounded-range';
 
 export interface ChangeLogTail {
   /**
@@ -25,8 +26,13 @@ export interface ChangeLogTailOptions {
   readonly hub: ChangeHub;
   readonly logger: Logger;
   readonly blockMs?: number;
+  /** Entries per partition the blocking XREAD returns (it has no byte bound: keep it small). */
   readonly count?: number;
 }
+
+/** Entries and bytes per partition of one drain step (see BOUNDED_RANGE_LUA). */
+const DRAIN_COUNT = 1000;
+const DRAIN_BYTES = 4 * 1024 * 1024;
 
 /**
  * The replica's one live feed: follows every partition's change-log stream with XREAD BLOCK
@@ -35,13 +41,20 @@ export interface ChangeLogTailOptions {
  * whichever replica applied it. Partitions are merged by position: an entry is dispatched only
  * once every position before it was (one partition's share of a batch may land before
  * another's).
+ *
+ * Memory stays bounded however large the entries: the blocking XREAD, which Redis cannot bound
+ * by bytes, asks for a few entries only; when it returns that many (a backlog), the tail drains
+ * with byte-bounded reads until they come back short, then blocks again. A quiet feed costs one
+ * round trip per wake-up, as before.
  */
 export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTail {
   const { blocking, commands, layout, hub, logger } = options;
   const blockMs = options.blockMs ?? 5000;
-  const count = options.count ?? 1000;
+  const count = options.count ?? 16;
   const partitions = partitionNumbers(layout);
   const keys = partitions.map((p) => layout.changeLog(p));
+  const boundedRange = createBoundedRangeReader(blocking);
+  const drainBytes = Math.max(64 * 1024, Math.floor(DRAIN_BYTES / partitions.length));
   let stopped = false;
   let loop: Promise<void> | undefined;
   let clientId: number | undefined;
@@ -62,6 +75,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
     let next = 0n;
     const pending = new Map<bigint, ChangeLogEntry>();
     let failures = 0;
+    let draining = false;
     while (!stopped) {
       try {
         if (from === undefined) {
@@ -71,12 +85,26 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
           next = from + 1n;
         }
         clientId ??= Number(await blocking.client('ID'));
-        const reply = await blocking.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
+        let reply: (readonly [partition: number, entries: [Buffer, Buffer[]][]])[];
+        if (draining) {
+          const pages = await Promise.all(
+            keys.map((key, p) => boundedRange(key, `(${lastIds[p]}`, DRAIN_COUNT, drainBytes)),
+          );
+          draining = pages.some((page) => page.full);
+          reply = pages.map((page, p) => [p, page.entries] as const);
+        } else {
+          const read = await blocking.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
+          if (read === null) {
+            reply = [];
+          } else {
+            draining = read.some(([, entries]) => entries.length >= count);
+            reply = read.map(([key, entries]) => [keys.indexOf(key.toString()), entries] as const);
+          }
+        }
         if (failures > 0) logger.info('change-log tail recovered', { failures });
         failures = 0;
-        if (reply === null) continue;
-        for (const [key, entries] of reply) {
-          const partition = keys.indexOf(key.toString());
+        if (reply.length === 0) continue;
+        for (const [partition, entries] of reply) {
           for (const [id, fields] of entries) {
             lastIds[partition] = id.toString();
             const position = positionOfEntryId(id.toString());
@@ -115,6 +143,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
         if (stopped) break;
         failures += 1;
         clientId = undefined;
+        draining = false;
         const delay = Math.min(2000, 50 * 2 ** Math.min(failures, 6));
         if (failures === 1 || failures % 20 === 0)
           logger.warn('change-log tail failed; retrying', { err, failures, retryInMs: delay });

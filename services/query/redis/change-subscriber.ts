@@ -16,7 +16,7 @@ export interface ChangeSubscription {
 export function subscribeToChanges(
   subscriber: Redis,
   keyPrefix: string,
-  handlers: { onChange(event: RecordedEvent): void; onReconnect(): void },
+  handlers: { onChange(event: RecordedEvent, bytes: number): void; onReconnect(): void },
   logger: Logger,
 ): ChangeSubscription {
   const channel = changeChannel(keyPrefix);
@@ -28,7 +28,7 @@ export function subscribeToChanges(
       logger.warn('ignoring a malformed change message', { channel });
       return;
     }
-    handlers.onChange(event);
+    handlers.onChange(event, message.length);
   };
   const onReady = (): void => {
     if (readyOnce) handlers.onReconnect();

@@ -209,7 +209,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
       layout,
       logger: silentLogger,
     });
-    const events = await eventLog.readAfter(0n, 1000);
+    const { events } = await eventLog.readAfter(0n, 1000);
     const xlen = await h.redis.xlen(layout.changeLog(0));
     const history = await h.redis.llen(layout.history(0, 'start-0'));
     const result = await applier.apply(events);
@@ -231,7 +231,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     const connections = [new Redis(h.config.redisUrl), new Redis(h.config.redisUrl)];
     try {
       const from = (await createCheckpoints(h.redis, layout).readAll())[0] ?? 0n;
-      const batch = await eventLog.readAfter(from, 10_000);
+      const { events: batch } = await eventLog.readAfter(from, 10_000);
       const appliers = connections.map((redis) =>
         createProjectionApplier({
           store: createRedisProjectionStore(redis, layout, h.config.streams.changeLogRetention),
@@ -403,7 +403,7 @@ describe('query projection with partitioned read models', function () {
             writes += 1;
             if (writes % 5 === 3) {
               const from = (await racerCheckpoints.readAll()).reduce((m, c) => (c < m ? c : m));
-              await racing.apply(await eventLog.readAfter(from, 4));
+              await racing.apply((await eventLog.readAfter(from, 4)).events);
             }
             return inner.write(partitionWrites);
           },

@@ -40,7 +40,8 @@ function world(logSize: number) {
         logFailures -= 1;
         return Promise.reject(new UnavailableError('PostgreSQL is unavailable (test)'));
       }
-      return Promise.resolve(log.filter((e) => BigInt(e.position) > after).slice(0, limit));
+      const events = log.filter((e) => BigInt(e.position) > after).slice(0, limit);
+      return Promise.resolve({ events, full: events.length === limit });
     },
     headPosition: () => Promise.resolve(BigInt(log.length)),
     eventsOf: () => Promise.resolve([]),
@@ -124,16 +125,31 @@ describe('projector', () => {
     projector.start();
     await projector.whenCaughtUp();
     const readsBefore = w.reads.length;
-    projector.notify(w.appended(4));
+    projector.notify(w.appended(4), 100);
     await w.applied(4);
-    projector.notify(event(2)); // already applied: ignored
+    projector.notify(event(2), 100); // already applied: ignored
     expect(w.reads.length).to.equal(readsBefore);
     w.appended(5); // its message is lost
-    projector.notify(w.appended(6));
+    projector.notify(w.appended(6), 100);
     await w.applied(6);
     expect(w.reads.length).to.be.greaterThan(readsBefore);
     await projector.stop(); // the step that applied 6 has finished its bookkeeping
     expect(projector.status().catchUpEvents).to.equal(3n + 2n);
+  });
+
+  it('holds announced changes up to a byte budget: a burst of large ones is read from the log instead', async () => {
+    const w = world(3);
+    projector = projectorOf(w, []);
+    projector.start();
+    await projector.whenCaughtUp();
+    const readsBefore = w.reads.length;
+    // 40 consecutive 1 MiB messages in one tick, before the loop can take any: 40 is far
+    // under the count bound, so only the byte bound (16 MiB) drops the queue.
+    for (let p = 4; p <= 43; p += 1) projector.notify(w.appended(p), 1024 * 1024);
+    await w.applied(43);
+    expect(w.reads.length, 'catch-up reads after the queue was dropped').to.be.greaterThan(readsBefore);
+    await projector.stop();
+    expect(Number(projector.status().catchUpEvents)).to.be.above(3);
   });
 
   it('retries with backoff while the log is unavailable, serving only once caught up', async () => {
