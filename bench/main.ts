@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { describeMachine, formatMachine } from './support/machine';
-import { startListening, stopAllNow } from './support/processes';
+import { createChildGroup, type ChildGroup } from '../tools/process';
+import { startListening } from './support/processes';
 import { progress } from './support/progress';
 import { renderMarkdown, writeReport, type Report } from './support/report';
 import type { BenchContext } from './support/scenario';
@@ -50,7 +51,7 @@ function parseArgs(argv: readonly string[]): Options | undefined {
   return { smoke, only, profile };
 }
 
-async function main(argv: readonly string[]): Promise<number> {
+async function main(argv: readonly string[], processes: ChildGroup): Promise<number> {
   const options = parseArgs(argv);
   if (options === undefined || argv.includes('--help')) {
     process.stdout.write(USAGE);
@@ -64,12 +65,18 @@ async function main(argv: readonly string[]): Promise<number> {
   progress(`machine: ${formatMachine(machine)}`);
 
   const resultsDir = join(PROJECT_ROOT, 'bench', 'results');
-  const s3 = await startListening({ name: 's3rver', script: join(__dirname, 'support', 's3-server.js'), env: {} });
+  const s3 = await startListening({
+    name: 's3rver',
+    script: join(__dirname, 'support', 's3-server.js'),
+    env: {},
+    owner: processes,
+  });
   progress(`s3rver (bench's own) on ${s3.address}`);
   const ctx: BenchContext = {
     smoke: options.smoke,
     s3Endpoint: `http://${s3.address}`,
     s3Pid: s3.pid,
+    processes,
     serviceNodeArgs: options.profile
       ? ['--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles', startedAt.replace(/[:.]/g, '-'))}`]
       : [],
@@ -111,19 +118,24 @@ async function main(argv: readonly string[]): Promise<number> {
   return failed.length > 0 ? 1 : 0;
 }
 
+/** Every process the run starts: an interrupted or failed run stops them before it exits. */
+const processes = createChildGroup();
+const stopAndExit = async (code: number): Promise<never> => {
+  await processes.stopAll('SIGTERM', 5_000);
+  process.exit(code);
+};
+
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     progress(`${signal}: stopping what the bench started`);
-    stopAllNow();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    void stopAndExit(signal === 'SIGINT' ? 130 : 143);
   });
 }
 
-main(process.argv.slice(2)).then(
+main(process.argv.slice(2), processes).then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    stopAllNow();
-    process.exit(1);
+    void stopAndExit(1);
   },
 );

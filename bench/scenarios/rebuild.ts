@@ -100,6 +100,7 @@ export const rebuild: Scenario = {
         script: join(PROJECT_ROOT, 'dist', 'services', 'query', 'cli', 'rebuild.js'),
         env: stack.env,
         nodeArgs: ctx.serviceNodeArgs,
+        owner: ctx.processes,
       });
 
       // The rebuilt read models must be whole: a query service started on them is caught up at once.

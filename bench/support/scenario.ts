@@ -1,3 +1,4 @@
+import type { ChildGroup } from '../../tools/process';
 import type { ScenarioResult } from './report';
 
 /** What every scenario is given by the runner. */
@@ -8,6 +9,8 @@ export interface BenchContext {
   readonly s3Endpoint: string;
   /** Its process, for CPU accounting. */
   readonly s3Pid: number;
+  /** Every process the run starts is adopted here (stopped all at once on Ctrl-C). */
+  readonly processes: ChildGroup;
   /** Node flags for service processes and their CLIs (--cpu-prof with --profile). */
   readonly serviceNodeArgs: readonly string[];
   /** Closed-loop load runs: warm-up, measured time, and rounds alternating service and floor. */

@@ -59,6 +59,7 @@ export async function createBenchStack(ctx: BenchContext, overrides: Record<stri
           env,
           nodeArgs: ctx.serviceNodeArgs,
           timeoutMs,
+          owner: ctx.processes,
         }),
       );
       await waitForServing(started.address, '', timeoutMs);
@@ -66,7 +67,12 @@ export async function createBenchStack(ctx: BenchContext, overrides: Record<stri
     },
     async startFloor(name, extra = {}) {
       return track(
-        await startListening({ name: `floor ${name}`, script: floorScript(name), env: { ...env, ...extra } }),
+        await startListening({
+          name: `floor ${name}`,
+          script: floorScript(name),
+          env: { ...env, ...extra },
+          owner: ctx.processes,
+        }),
       );
     },
     async close() {

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../shared/config';
 import { createS3Client } from '../../shared/s3';
 import type { StackContext } from '../../tools/stack/context';
@@ -18,15 +17,9 @@ import { ensureS3 } from '../../tools/stack/s3';
  * Servers that fault tests may stop, kill and restart: a PostgreSQL cluster and a Redis of
  * their own, on free ports, with their data under a temporary folder. They are started with
  * the stack tool's code (tools/stack: initdb/pg_ctl as the `postgres` OS user when root,
- * redis-server without persistence), never touch the shared servers, and are killed when the
- * test process exits, whatever happened.
+ * redis-server without persistence, each under its supervisor), never touch the shared
+ * servers, and are stopped by whoever started them (the spec's `after` hook: `close`).
  */
-
-/** Killed (SIGKILL / immediate shutdown) when mocha's process exits with servers still up. */
-const leftovers = new Map<string, () => void>();
-process.once('exit', () => {
-  for (const kill of leftovers.values()) kill();
-});
 
 /** A port nothing listens on right now (the OS picks it). */
 export function freePort(): Promise<number> {
@@ -100,15 +93,8 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-pg-'));
   const port = await freePort();
   const urlOf = (database: string): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
-  const cluster = join(dataDir, 'postgres');
   const server = lifecycle(dataDir, (ctx) => ensurePostgres(urlOf('postgres'), ctx));
-  const key = `postgres:${port}`;
-  const start = async (): Promise<void> => {
-    await server.start();
-    // SIGQUIT to the postmaster is PostgreSQL's immediate shutdown.
-    const pid = Number(readFileSync(join(cluster, 'postmaster.pid'), 'utf8').split('\n')[0]);
-    leftovers.set(key, () => killQuietly(pid, 'SIGQUIT'));
-  };
+  const start = (): Promise<void> => server.start();
   try {
     await start();
   } catch (err) {
@@ -120,7 +106,6 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     urlOf,
     async stop() {
       await server.stop();
-      leftovers.delete(key);
     },
     start,
     get running() {
@@ -128,7 +113,6 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     },
     async close() {
       await server.stop();
-      leftovers.delete(key);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
@@ -151,21 +135,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   const port = await freePort();
   const url = `redis://127.0.0.1:${port}/0`;
   const server = lifecycle(dataDir, (ctx) => ensureRedis(url, ctx));
-  const key = `redis:${port}`;
-  const start = async (): Promise<void> => {
-    await server.start();
-    // The stack tool starts redis-server in its own process group (Ctrl-C must not reach
-    // it), so it would outlive a crashed test run: remember its pid to kill it at exit.
-    const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-    try {
-      await client.connect();
-      const info = await client.info('server');
-      const pid = Number(/process_id:(\d+)/.exec(info)?.[1] ?? NaN);
-      if (Number.isInteger(pid)) leftovers.set(key, () => killQuietly(pid, 'SIGKILL'));
-    } finally {
-      client.disconnect();
-    }
-  };
+  const start = (): Promise<void> => server.start();
   try {
     await start();
   } catch (err) {
@@ -177,7 +147,6 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     url,
     async stop() {
       await server.stop();
-      leftovers.delete(key);
     },
     start,
     get running() {
@@ -185,18 +154,9 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     },
     async close() {
       await server.stop();
-      leftovers.delete(key);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-function killQuietly(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
-  }
 }
 
 export interface PrivateStack {

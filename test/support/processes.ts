@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import {
   credentials,
@@ -12,6 +11,7 @@ import {
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { startListening } from '../../tools/process';
 
 /**
  * End-to-end helpers: the services as real processes (what `npm run start:*` runs), and the
@@ -45,111 +45,50 @@ export interface StartOptions {
 
 const PROJECT_ROOT = join(__dirname, '..', '..', '..');
 
-// A spec that fails or is interrupted half-way must not leave services running: whatever is
-// still alive when mocha's process exits is killed.
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
 /**
  * Starts `node dist/services/<kind>/main.js` with the test's environment (ports default to 0,
- * i.e. free ones) and resolves once it logged `{"msg":"listening","port":...}`.
+ * i.e. free ones) and resolves once it logged `{"msg":"listening","port":...}`. The caller
+ * owns its stop (an `after` hook), as with every process tools/process starts.
  */
-export function startService(
+export async function startService(
   kind: ServiceKind,
   env: Record<string, string>,
   options: StartOptions = {},
 ): Promise<RunningService> {
-  const startTimeoutMs = options.startTimeoutMs ?? 20_000;
   const stopTimeoutMs = options.stopTimeoutMs ?? 20_000;
-  const child = spawn(
-    process.execPath,
-    ['--enable-source-maps', join(PROJECT_ROOT, 'dist', 'services', kind, 'main.js')],
+  const { child, port } = await startListening(
+    `${kind} service`,
     {
+      command: process.execPath,
+      args: ['--enable-source-maps', join(PROJECT_ROOT, 'dist', 'services', kind, 'main.js')],
       cwd: PROJECT_ROOT,
       env: { ...process.env, COMMAND_PORT: '0', QUERY_PORT: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // Tests read a service's whole log (what it said at start-up, too).
+      captureLimit: Number.POSITIVE_INFINITY,
     },
+    options.startTimeoutMs ?? 20_000,
   );
-  running.add(child);
-  let output = '';
-  let partialLine = '';
-  let onListening: ((port: number) => void) | undefined;
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    output += chunk;
-    const lines = (partialLine + chunk).split('\n');
-    partialLine = lines.pop() ?? '';
-    for (const line of lines) {
-      const port = listeningPort(line);
-      if (port !== undefined) onListening?.(port);
-    }
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    output += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
-      running.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  const describe = (what: string): string => `${kind} service ${what}; its output:\n${output || '(none)'}`;
-
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
-    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-    child.kill(signal);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), stopTimeoutMs)));
-    const result = await Promise.race([exited, timedOut]);
-    clearTimeout(timer);
-    if (result === 'timeout') {
-      child.kill('SIGKILL');
-      await exited;
-      throw new Error(describe(`did not exit within ${stopTimeoutMs / 1000}s of ${signal} (killed)`));
-    }
-    return result.code;
+  let killed = false;
+  return {
+    port,
+    address: `127.0.0.1:${port}`,
+    pid: child.pid,
+    async stop(signal = 'SIGTERM') {
+      const status = await child.stop(signal, stopTimeoutMs);
+      // SIGKILL that nobody sent on purpose: child.stop's, after the grace period.
+      if (!killed && signal !== 'SIGKILL' && status.signal === 'SIGKILL') {
+        throw new Error(
+          `${kind} service did not exit within ${stopTimeoutMs / 1000}s of ${signal} (killed); its output:\n${child.output()}`,
+        );
+      }
+      return status.code;
+    },
+    kill9: async () => {
+      killed = true;
+      await child.stop('SIGKILL', 0);
+    },
+    logs: () => child.output(),
   };
-
-  return new Promise<RunningService>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(describe(`did not log "listening" within ${startTimeoutMs / 1000}s (killed)`)));
-    }, startTimeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(describe(`could not be started: ${err.message}`)));
-    });
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(describe(`exited (${signal ?? `code ${String(code)}`}) before listening`)));
-    });
-    onListening = (port) => {
-      clearTimeout(timer);
-      onListening = undefined;
-      resolve({
-        port,
-        address: `127.0.0.1:${port}`,
-        pid: child.pid ?? -1,
-        stop,
-        kill9: async () => {
-          child.kill('SIGKILL');
-          await exited;
-        },
-        logs: () => output,
-      });
-    };
-  });
-}
-
-function listeningPort(line: string): number | undefined {
-  if (!line.startsWith('{')) return undefined;
-  try {
-    const record = JSON.parse(line) as { msg?: unknown; port?: unknown };
-    return record.msg === 'listening' && typeof record.port === 'number' ? record.port : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 interface HealthClient extends Client {

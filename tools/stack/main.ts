@@ -21,11 +21,15 @@ commands:
                      Ctrl-C; exits at once if everything was already running.
   migrate            create the database if missing and apply migrations (PostgreSQL must answer)
   up                 deps, then run the command and query services (JSON logs on stdout) until
-                     Ctrl-C / SIGTERM, which stops the services, then whatever deps started
+                     Ctrl-C / SIGTERM, which stops the services, then whatever deps started.
+                     A service or server it started that exits on its own is started again
+                     (after 0.5 s, doubling to 30 s while it keeps failing; reset after a
+                     minute of running), the others untouched
   test [suite...]    deps with ENVIRONMENT=test, then run the suites in order (default: all of
-                     ${SUITES.join(', ')}); suites without compiled test files are skipped
+                     ${SUITES.join(', ')}); a suite without compiled test files fails
 
-Progress goes to stderr. Servers are started only for local addresses (127.0.0.1, localhost).
+Progress goes to stderr. Servers are started only for local addresses (127.0.0.1, localhost),
+with their data under STACK_DATA_DIR (default: .data/ in the checkout).
 
 configuration (environment variables; ENVIRONMENT defaults to development):
 `;
@@ -45,17 +49,13 @@ class Interrupted extends Error {
 
 const SIGNAL_EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
 
-/** Waits for Ctrl-C (→ 0) or for something started to end on its own (→ 1). */
+/** Waits for Ctrl-C / SIGTERM; meanwhile what crashes is restarted by its supervisor. */
 async function holdUntilStopped(ctx: StackContext): Promise<number> {
-  const stopped = new Promise<void>((resolve) => {
+  await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) resolve();
     ctx.signal.addEventListener('abort', () => resolve(), { once: true });
   });
-  const ended = ctx.resources.firstEnded();
-  const first = await Promise.race([stopped.then(() => undefined), ended]);
-  if (first === undefined) return 0;
-  ctx.progress.warn(`${first} unexpectedly; stopping everything`);
-  return 1;
+  return 0;
 }
 
 async function run(command: string, args: readonly string[], ctx: StackContext): Promise<number> {
@@ -148,7 +148,7 @@ async function main(argv: readonly string[]): Promise<number> {
     progress,
     resources: createResourceStack(),
     projectRoot,
-    dataDir: join(projectRoot, '.data'),
+    dataDir: resolve(process.env.STACK_DATA_DIR ?? join(projectRoot, '.data')),
     signal: controller.signal,
   };
   let code: number;

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { Client } from 'pg';
 import { createDataSource, isPostgresUnavailable, runMigrations } from '../../shared/postgres';
 import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
+import { supervise, type Child, type ExitStatus } from '../process';
 import { errorMessage, runChecked, runCommand } from './processes';
 import {
   aptInstall,
@@ -95,17 +96,24 @@ export async function ensurePostgres(databaseUrl: string, ctx: StackContext): Pr
   const serverOptions = `-p ${port} -c listen_addresses=${listen} -c unix_socket_directories=''`;
   const log = join(dir, 'server.log');
   const pgCtlAs = (args: readonly string[]): [string, string[]] => asUser(OS_USER, pgCtl, ['-D', dir, ...args]);
-  await runChecked(
-    ...pgCtlAs(['start', '-w', '-t', '60', '-l', log, '-o', serverOptions]),
-    '/',
-    `${advice}; if a server from an earlier run still uses ${shown}, stop it: ${pgCtlAs(['stop']).flat().join(' ')}`,
-  );
-  ctx.resources.add({
-    name: `postgres on ${where}`,
-    stop: async () => {
+  const startServer = async (): Promise<Child> => {
+    await runChecked(
+      ...pgCtlAs(['start', '-w', '-t', '60', '-l', log, '-o', serverOptions]),
+      '/',
+      `${advice}; if a server from an earlier run still uses ${shown}, stop it: ${pgCtlAs(['stop']).flat().join(' ')}`,
+    );
+    return watchDaemon(join(dir, 'postmaster.pid'), async () => {
       await runChecked(...pgCtlAs(['stop', '-w', '-t', '60', '-m', 'fast']), '/', advice);
-    },
+    });
+  };
+  // pg_ctl daemonises the server; its supervisor watches the postmaster's pid instead of a
+  // child, and restarts it on the same data directory.
+  const server = await supervise({
+    name: `postgres on ${where}`,
+    start: startServer,
+    log: (line) => ctx.progress.warn(`postgres: ${line}`),
   });
+  ctx.resources.add({ name: `postgres on ${where}`, stop: () => server.stop('SIGTERM', 60_000) });
   const started = await probe(adminUrl);
   if (started.kind !== 'answers') {
     const reason = 'error' in started ? errorMessage(started.error) : 'connection refused';
@@ -211,5 +219,45 @@ export async function applyMigrations(databaseUrl: string, progress: Progress): 
     );
   } finally {
     if (dataSource.isInitialized) await dataSource.destroy();
+  }
+}
+
+/** How often a daemon's pid is checked: a crash is noticed within this. */
+const DAEMON_POLL_MS = 1000;
+
+/**
+ * A daemonised server seen as a child: `exited` settles once the pid its pid file names is
+ * gone (or the file is), and `stop` runs the server's own stop command.
+ */
+function watchDaemon(pidFile: string, stopServer: () => Promise<void>): Child {
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  let resolveExit: (status: ExitStatus) => void = () => undefined;
+  const exited = new Promise<ExitStatus>((resolve) => (resolveExit = resolve));
+  const timer = setInterval(() => {
+    if (!isAlive(pid)) {
+      clearInterval(timer);
+      resolveExit({ code: null, signal: null });
+    }
+  }, DAEMON_POLL_MS);
+  return {
+    pid,
+    exited,
+    output: () => '',
+    async stop() {
+      await stopServer();
+      clearInterval(timer);
+      resolveExit({ code: 0, signal: null });
+      return exited;
+    },
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: alive, but another user's (not as root).
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -1,16 +1,14 @@
-import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { describeExit, startChild, type ExitStatus } from '../process';
 import type { Progress } from './progress';
 import { StackError } from './progress';
 
-/** Something the tool started and must stop: a child process, an in-process server. */
+/**
+ * Something the tool started and must stop: a supervised child process (restarted when it
+ * exits on its own: tools/process), a daemonised PostgreSQL, an in-process server.
+ */
 export interface Resource {
   readonly name: string;
-  /**
-   * Settles, with a sentence saying what happened, if the resource goes away on its own (a
-   * child process exiting). Absent when that cannot be watched (a daemonised PostgreSQL).
-   */
-  readonly ended?: Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -21,8 +19,6 @@ export interface Resource {
 export interface ResourceStack {
   add(resource: Resource): void;
   readonly names: readonly string[];
-  /** Resolves when the first watchable resource ends on its own; never if none can. */
-  firstEnded(): Promise<string>;
   /** Stops every resource in reverse order; a failure is reported and the rest still stopped. */
   stopAll(progress: Progress): Promise<void>;
 }
@@ -34,10 +30,6 @@ export function createResourceStack(): ResourceStack {
     get names() {
       return resources.map((r) => r.name);
     },
-    firstEnded: () =>
-      Promise.race(
-        resources.flatMap((r) => (r.ended === undefined ? [] : [r.ended.then((what) => `${r.name} ${what}`)])),
-      ),
     async stopAll(progress) {
       for (let resource = resources.pop(); resource !== undefined; resource = resources.pop()) {
         progress.step(`stopping ${resource.name}`);
@@ -50,79 +42,6 @@ export function createResourceStack(): ResourceStack {
       }
     },
   };
-}
-
-export interface ExitStatus {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-export function describeExit(status: ExitStatus): string {
-  return status.signal !== null ? `was killed by ${status.signal}` : `exited with code ${String(status.code)}`;
-}
-
-export interface Child {
-  readonly pid: number;
-  readonly exited: Promise<ExitStatus>;
-  /** The last 64 KiB of output when started with `output: 'capture'`, else ''. */
-  output(): string;
-  /** Sends `signal`, sends SIGKILL if the process is still there after `graceMs`, resolves once it exited. */
-  stop(signal: NodeJS.Signals, graceMs: number): Promise<ExitStatus>;
-}
-
-export interface ChildOptions {
-  readonly command: string;
-  readonly args: readonly string[];
-  readonly cwd: string;
-  readonly env?: NodeJS.ProcessEnv;
-  /**
-   * Own process group: a terminal's Ctrl-C then reaches only the tool, which stops children
-   * in order (services first, then the servers they use) instead of all at once.
-   */
-  readonly detached: boolean;
-  /** `inherit` passes output through; `capture` keeps its tail for error messages. */
-  readonly output: 'inherit' | 'capture';
-}
-
-const CAPTURE_LIMIT = 64 * 1024;
-
-/** Spawns a process; rejects (e.g. binary not found) instead of emitting 'error' later. */
-export function startChild(options: ChildOptions): Promise<Child> {
-  const child = spawn(options.command, options.args, {
-    cwd: options.cwd,
-    env: options.env ?? process.env,
-    detached: options.detached,
-    stdio: options.output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
-  });
-  let captured = '';
-  const capture = (chunk: Buffer): void => {
-    captured = (captured + chunk.toString('utf8')).slice(-CAPTURE_LIMIT);
-  };
-  child.stdout?.on('data', capture);
-  child.stderr?.on('data', capture);
-  const exited = new Promise<ExitStatus>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('spawn', () => {
-      child.off('error', reject);
-      // A later error (a failed kill) must not crash the tool; the exit status tells the story.
-      child.on('error', () => undefined);
-      resolve({
-        pid: child.pid ?? -1,
-        exited,
-        output: () => captured,
-        async stop(signal, graceMs) {
-          if (child.exitCode !== null || child.signalCode !== null) return exited;
-          child.kill(signal);
-          const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-          const status = await exited;
-          clearTimeout(timer);
-          return status;
-        },
-      });
-    });
-  });
 }
 
 export interface CommandResult {

@@ -3,7 +3,8 @@ import { join, relative } from 'node:path';
 import Redis from 'ioredis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, indent, startChild, tail, waitUntil } from './processes';
+import { describeExit, startChild, supervise, type Child } from '../process';
+import { indent, tail, waitUntil } from './processes';
 import { aptInstall, cannotStart, canInstallPackages, findExecutable, isConnectionRefused, type Probe } from './system';
 
 async function probe(url: string): Promise<Probe> {
@@ -72,28 +73,28 @@ export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<
     '--logfile', logFile,
     ...(url.password !== '' ? ['--requirepass', decodeURIComponent(url.password)] : []),
   ];
-  const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
-  const exited = child.exited.then(describeExit);
-  ctx.resources.add({
-    name: `redis-server on ${where} (pid ${child.pid})`,
-    ended: exited,
-    stop: async () => {
-      await child.stop('SIGTERM', 10_000);
-    },
-  });
   const shown = relative(ctx.projectRoot, logFile);
-  try {
-    await waitUntil(`redis: redis-server on ${where}`, async () => (await probe(redisUrl)).kind === 'answers', {
-      timeoutMs: 15_000,
-      signal: ctx.signal,
-      giveUp: exited,
-      advice: `see ${shown}`,
-    });
-  } catch (err) {
-    if (!(err instanceof StackError)) throw err;
-    const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
-    throw new StackError(`${err.message}\n${indent(tail(`${child.output()}${log}`))}`, err.advice);
-  }
+  const name = `redis-server on ${where}`;
+  const start = async (): Promise<Child> => {
+    const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
+    try {
+      await waitUntil(`redis: ${name}`, async () => (await probe(redisUrl)).kind === 'answers', {
+        timeoutMs: 15_000,
+        signal: ctx.signal,
+        giveUp: child.exited.then(describeExit),
+        advice: `see ${shown}`,
+      });
+    } catch (err) {
+      await child.stop('SIGKILL', 0);
+      if (!(err instanceof StackError)) throw err;
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+      throw new StackError(`${err.message}\n${indent(tail(`${child.output()}${log}`))}`, err.advice);
+    }
+    return child;
+  };
+  // Restarted empty when it dies (it keeps nothing on disk): the query side rebuilds from the log.
+  const server = await supervise({ name, start, log: (line) => ctx.progress.warn(`redis: ${line}`) });
+  ctx.resources.add({ name, stop: () => server.stop('SIGTERM', 10_000) });
   ctx.progress.ok(`redis: started redis-server on ${where} (log in ${shown})`);
 }
 

@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, startChild } from './processes';
+import { startListening, supervise, type Child, type Supervised } from '../process';
+import { errorMessage } from './processes';
 
 export type ServiceKind = 'command' | 'query';
 
@@ -23,8 +24,10 @@ export function assertBuilt(projectRoot: string, kinds: readonly ServiceKind[]):
 }
 
 /**
- * Runs a service as a child whose JSON log lines go straight to our stdout. It is stopped
- * with SIGTERM and given its shutdown grace period (plus a margin) before SIGKILL.
+ * Runs a service as a supervised child whose JSON log lines go straight to our stdout, and
+ * resolves once it listens. When it exits on its own it is started again (tools/process:
+ * exponential backoff, reset after a minute of service), the other services untouched. It is
+ * stopped with SIGTERM and given its shutdown grace period (plus a margin) before SIGKILL.
  */
 export async function startService(
   kind: ServiceKind,
@@ -34,20 +37,35 @@ export async function startService(
 ): Promise<void> {
   assertBuilt(ctx.projectRoot, [kind]);
   const entry = serviceEntry(ctx.projectRoot, kind);
-  const child = await startChild({
-    command: process.execPath,
-    args: ['--enable-source-maps', entry],
-    cwd: ctx.projectRoot,
-    env,
-    detached: true,
-    output: 'inherit',
-  });
-  ctx.resources.add({
-    name: `${kind} service (pid ${child.pid})`,
-    ended: child.exited.then(describeExit),
-    stop: async () => {
-      await child.stop('SIGTERM', graceMs + 5000);
-    },
-  });
-  ctx.progress.ok(`started the ${kind} service (pid ${child.pid})`);
+  const name = `${kind} service`;
+  const start = async (): Promise<Child> => {
+    const { child } = await startListening(
+      name,
+      {
+        command: process.execPath,
+        args: ['--enable-source-maps', entry],
+        cwd: ctx.projectRoot,
+        env,
+        detached: true,
+        output: 'forward',
+      },
+      START_TIMEOUT_MS,
+    );
+    return child;
+  };
+  let service: Supervised;
+  try {
+    service = await supervise({
+      name,
+      start,
+      log: (line) => ctx.progress.warn(line),
+      onStarted: (child) => ctx.progress.ok(`${name} listening (pid ${child.pid})`),
+    });
+  } catch (err) {
+    throw new StackError(errorMessage(err), 'see its log lines above; `make up` restarts it once it has started');
+  }
+  ctx.resources.add({ name, stop: () => service.stop('SIGTERM', graceMs + 5000) });
 }
+
+/** How long a service may take to bind (it catches up after it listens). */
+const START_TIMEOUT_MS = 60_000;

@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, startChild, type Child } from './processes';
+import { describeExit, startChild, type Child } from '../process';
 
 /** Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>. */
 export const SUITES = ['unit', 'integration', 'e2e', 'fault'] as const;
@@ -38,7 +38,9 @@ export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv
     ctx.signal.throwIfAborted();
     const dir = join(ctx.projectRoot, 'dist', 'test', suite);
     if (!hasTestFiles(dir)) {
-      ctx.progress.warn(`test:${suite}: no test files in dist/test/${suite}; skipped`);
+      // A suite asked for that has nothing to run is a broken build, not a pass.
+      ctx.progress.warn(`test:${suite}: failed: no compiled test files in dist/test/${suite} (run npm run build)`);
+      failed.push(suite);
       continue;
     }
     ctx.progress.step(`test:${suite}: running`);

@@ -24,17 +24,6 @@ describe('stack tool', () => {
       expect(stopped).to.deep.equal(['service', 's3rver', 'redis', 'postgres']);
       expect(resources.names).to.deep.equal([]);
     });
-
-    it('reports the first resource that ends on its own', async () => {
-      const resources = createResourceStack();
-      resources.add({ name: 'postgres', stop: () => Promise.resolve() });
-      resources.add({
-        name: 'redis-server',
-        ended: Promise.resolve('exited with code 1'),
-        stop: () => Promise.resolve(),
-      });
-      expect(await resources.firstEnded()).to.equal('redis-server exited with code 1');
-    });
   });
 
   describe('suites', () => {
