@@ -1,4 +1,5 @@
 import type { Limits } from '../../../shared/config';
+import { evalIdViolation } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import type {
   CancelEvaluationRequest,
@@ -58,13 +59,9 @@ class Violations {
 }
 
 function checkEvalId(v: Violations, evalId: string, limits: Limits, required: boolean): void {
-  if (evalId === '') {
-    if (required) v.add('eval_id', 'REQUIRED', 'eval_id is required');
-    return;
-  }
-  if (!limits.evalIdPattern.test(evalId)) {
-    v.add('eval_id', 'PATTERN', `eval_id must match ${limits.evalIdPattern.source}`);
-  }
+  if (evalId === '' && !required) return;
+  const violation = evalIdViolation(evalId, 'eval_id', limits.evalIdPattern);
+  if (violation !== undefined) v.add(violation.field, violation.rule, violation.description);
 }
 
 function checkRequestId(v: Violations, requestId: string): void {

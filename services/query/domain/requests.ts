@@ -1,3 +1,4 @@
+import { evalIdViolation } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -18,9 +19,10 @@ export class RequestChecks {
     this.violations.push({ field, rule, description });
   }
 
+  /** The shared rule, less the configurable pattern: ids accepted under an earlier one stay readable. */
   evalId(value: string, field = 'eval_id'): string {
-    if (value === '') this.fail(field, 'REQUIRED', `${field} is required`);
-    else if (value.length > 256) this.fail(field, 'TOO_LONG', `${field} must be at most 256 characters`);
+    const violation = evalIdViolation(value, field);
+    if (violation !== undefined) this.violations.push(violation);
     return value;
   }
 

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { RequestChecks } from '../../../services/query/domain/requests';
 import { loadConfig, type Limits } from '../../../shared/config';
 import { ValidationError } from '../../../shared/errors';
 import {
@@ -74,12 +75,25 @@ describe('command validation', () => {
     });
 
     it('rejects an eval_id that breaks the pattern (PATTERN)', () => {
-      for (const evalId of ['-starts-with-dash', 'has space', 'a/b', 'x'.repeat(129)]) {
+      for (const evalId of ['-starts-with-dash', 'has space', 'a/b']) {
         expect(
           violationsOf(() => validateSubmit(submitRequest({ evalId }), LIMITS)),
           evalId,
         ).to.deep.equal([['eval_id', 'PATTERN']]);
       }
+    });
+
+    it('caps eval_id at 128 characters whatever the pattern allows (TOO_LONG), as the query side does', () => {
+      const permissive = limits({ evalIdPattern: /^.+$/ });
+      expect(() => validateSubmit(submitRequest({ evalId: 'x'.repeat(128) }), permissive)).to.not.throw();
+      for (const l of [LIMITS, permissive]) {
+        expect(violationsOf(() => validateSubmit(submitRequest({ evalId: 'x'.repeat(129) }), l))).to.deep.equal([
+          ['eval_id', 'TOO_LONG'],
+        ]);
+      }
+      const query = new RequestChecks();
+      query.evalId('x'.repeat(129));
+      expect(() => query.done()).to.throw(/at most 128 characters/);
     });
 
     it('uses the configured eval_id pattern', () => {
