@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { monotonicFactory } from 'ulid';
-import { CONFIG_KEYS, loadConfig } from '../../shared/config';
+import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger } from '../../shared/logging';
 import { createDataSource, poolOf, runMigrations } from '../../shared/postgres';
 import {
@@ -25,7 +25,7 @@ large outputs), applying pending migrations at start-up, and publishes each chan
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    process.stdout.write(helpText(SUMMARY, CONFIG_KEYS));
+    process.stdout.write(helpText(SUMMARY, settingsHelp()));
     return;
   }
   const config = loadConfig(process.env);

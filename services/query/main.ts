@@ -1,5 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { CONFIG_KEYS, loadConfig } from '../../shared/config';
+import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger, type Logger } from '../../shared/logging';
 import { createDataSource } from '../../shared/postgres';
 import { exitOnFailure, helpText, retryAtStartup } from '../../shared/runtime';
@@ -17,7 +17,7 @@ lists, outputs and resumable live streams from them. NOT_SERVING until caught up
  */
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    process.stdout.write(helpText(SUMMARY, CONFIG_KEYS));
+    process.stdout.write(helpText(SUMMARY, settingsHelp()));
     return;
   }
   const config = loadConfig(process.env);

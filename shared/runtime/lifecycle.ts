@@ -74,8 +74,7 @@ export function exitOnFailure(err: unknown): never {
   process.exit(1);
 }
 
-/** Text for `--help`: what the program does, then every configuration key. */
-export function helpText(summary: string, keys: readonly { key: string; help: string }[]): string {
-  const width = Math.max(...keys.map((k) => k.key.length));
-  return `${summary}\n\nConfiguration (environment variables):\n${keys.map((k) => `  ${k.key.padEnd(width)}  ${k.help}`).join('\n')}\n`;
+/** Text for `--help`: what the program does, then every setting (shared/config's settingsHelp). */
+export function helpText(summary: string, settings: string): string {
+  return `${summary}\n\nConfiguration (environment variables):\n${settings}\n`;
 }

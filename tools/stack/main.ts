@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { CONFIG_KEYS, ConfigError, loadConfig } from '../../shared/config';
+import { ConfigError, loadConfig, settingsHelp } from '../../shared/config';
 import type { StackContext } from './context';
 import { dependencyEnv, ensureDependencies, prepareDatabase } from './deps';
 import { createResourceStack } from './processes';
@@ -35,8 +35,7 @@ configuration (environment variables; ENVIRONMENT defaults to development):
 `;
 
 function help(): string {
-  const width = Math.max(...CONFIG_KEYS.map((k) => k.key.length));
-  return USAGE + CONFIG_KEYS.map((k) => `  ${k.key.padEnd(width)}  ${k.help}`).join('\n') + '\n';
+  return `${USAGE}${settingsHelp()}\n`;
 }
 
 /** Ctrl-C / SIGTERM / SIGHUP: the reason the tool's AbortSignal carries. */

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { ConfigError, loadConfig } from '../../../shared/config';
+import { ConfigError, loadConfig, SETTINGS, settingsHelp, settingsTable } from '../../../shared/config';
+import { defaultIn, ENVIRONMENTS, REQUIRED, type Setting, type SettingKey } from '../../../shared/config/settings';
 
 function problemsOf(env: Record<string, string>): readonly string[] {
   try {
@@ -174,5 +175,35 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(config)).to.equal(true);
     expect(Object.isFrozen(config.s3)).to.equal(true);
     expect(Object.isFrozen(config.limits)).to.equal(true);
+  });
+
+  it('takes every default from the settings table, and each default passes its own parser', () => {
+    for (const key of Object.keys(SETTINGS) as SettingKey[]) {
+      for (const environment of ENVIRONMENTS) {
+        const value = defaultIn(key, environment);
+        if (value === undefined || value === REQUIRED) continue;
+        expect(
+          () => (SETTINGS[key] as Setting<unknown>).parser.parse(value),
+          `${key} in ${environment}`,
+        ).to.not.throw();
+      }
+    }
+    // A default changed in the table is the default loadConfig uses.
+    expect(loadConfig({ ENVIRONMENT: 'test' }).maxPendingCommands).to.equal(
+      Number(SETTINGS.MAX_PENDING_COMMANDS.defaults.all),
+    );
+  });
+
+  it('lists every setting in --help and in the README table, with its default', () => {
+    const help = settingsHelp();
+    const table = settingsTable();
+    for (const key of Object.keys(SETTINGS)) {
+      expect(help).to.match(new RegExp(`^  ${key} `, 'm'));
+      expect(table).to.include(`| \`${key}\` |`);
+    }
+    expect(help)
+      .to.include('STREAM_BUFFER_LIMIT')
+      .and.to.match(/STREAM_BUFFER_LIMIT .*\(default: 1000\)/);
+    expect(table).to.match(/\| `DATABASE_URL` \| .* \| dev\/test `postgres:.*`; required in production \|/);
   });
 });

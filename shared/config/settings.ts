@@ -1,0 +1,337 @@
+import { DEFAULT_EVAL_ID_PATTERN } from '../domain/eval-id';
+
+/**
+ * Every configuration setting of the services, once: its variable, how it is parsed and
+ * checked, its default in each environment, and what it means. `loadConfig` parses with it,
+ * `--help` prints it, and the README's configuration table is generated from it
+ * (`npm run docs:config`; `make lint` fails when the README drifts).
+ */
+
+export type Environment = 'development' | 'test' | 'production';
+export const ENVIRONMENTS: readonly Environment[] = ['development', 'test', 'production'];
+
+/** A parser turns the variable's text into a value, or throws a Problem saying what it must be. */
+export interface Parser<T> {
+  parse(raw: string): T;
+}
+
+/** Why a value was refused; the message completes "KEY must …". */
+export class Problem extends Error {}
+
+/** Marks a setting that has no default in an environment: it must be set there. */
+export const REQUIRED = Symbol('required');
+
+export interface Setting<T> {
+  readonly parser: Parser<T>;
+  /** The default, as the variable's text, per environment (`all` for every one not named). */
+  readonly defaults: Partial<Record<Environment | 'all', string | typeof REQUIRED>>;
+  /** What the setting means, one line (no default: that is printed from `defaults`). */
+  readonly help: string;
+  /** How the default reads when its text says little (an empty value: "AWS's endpoint"). */
+  readonly shownDefault?: string;
+}
+
+const setting = <T>(definition: Setting<T>): Setting<T> => definition;
+
+// Parsers ---------------------------------------------------------------------------------
+
+export function wholeNumber(min: number, max: number): Parser<number> {
+  return {
+    parse(raw) {
+      const value = Number(raw);
+      if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+        throw new Problem(`be a whole number from ${min} to ${max}`);
+      }
+      return value;
+    },
+  };
+}
+
+export function oneOf<T extends string>(values: readonly T[]): Parser<T> {
+  return {
+    parse(raw) {
+      if ((values as readonly string[]).includes(raw)) return raw as T;
+      const shown = values.length > 1 ? `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}` : values[0];
+      throw new Problem(`be ${shown}`);
+    },
+  };
+}
+
+export const bool: Parser<boolean> = {
+  parse(raw) {
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0') return false;
+    throw new Problem('be true or false');
+  },
+};
+
+export const text: Parser<string> = { parse: (raw) => raw };
+
+/** A URL with one of `protocols` (an empty value is allowed when `optional`). */
+export function url(protocols: readonly string[], options: { optional?: boolean } = {}): Parser<string> {
+  return {
+    parse(raw) {
+      if (raw === '' && options.optional === true) return raw;
+      let parsed: URL;
+      try {
+        parsed = new URL(raw);
+      } catch {
+        throw new Problem('be a valid URL');
+      }
+      if (protocols.length > 0 && !protocols.includes(parsed.protocol)) {
+        throw new Problem(`start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+      }
+      return raw;
+    },
+  };
+}
+
+export function matching(pattern: RegExp, description: string): Parser<string> {
+  return {
+    parse(raw) {
+      if (!pattern.test(raw)) throw new Problem(`be ${description}`);
+      return raw;
+    },
+  };
+}
+
+/** Comma-separated, trimmed, at least one. */
+export const list: Parser<readonly string[]> = {
+  parse(raw) {
+    const items = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (items.length === 0) throw new Problem('list at least one value');
+    return Object.freeze(items);
+  },
+};
+
+export const regularExpression: Parser<RegExp> = {
+  parse(raw) {
+    try {
+      return new RegExp(raw);
+    } catch {
+      throw new Problem('be a valid regular expression');
+    }
+  },
+};
+
+// The settings ----------------------------------------------------------------------------
+
+/** The same default in development and test (local servers), another (or none) in production. */
+const LOCAL = (value: string, production: string | typeof REQUIRED = REQUIRED): Setting<unknown>['defaults'] => ({
+  development: value,
+  test: value,
+  production,
+});
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+export const SETTINGS = {
+  ENVIRONMENT: setting({
+    parser: oneOf(ENVIRONMENTS),
+    defaults: { all: 'development' },
+    help: 'picks the defaults of the other settings: local servers in development and test, none in production',
+  }),
+  DATABASE_URL: setting({
+    parser: url(['postgres:', 'postgresql:']),
+    defaults: LOCAL('postgres://postgres@127.0.0.1:5432/crucible'),
+    help: 'PostgreSQL URL',
+  }),
+  QUERY_DATABASE_URL: setting({
+    parser: url(['postgres:', 'postgresql:']),
+    defaults: {},
+    shownDefault: 'DATABASE_URL',
+    help: 'URL the query side reads the log with; its sessions are read-only',
+  }),
+  REDIS_URL: setting({
+    parser: url(['redis:', 'rediss:']),
+    defaults: LOCAL('redis://127.0.0.1:6379/0'),
+    help: 'Redis URL',
+  }),
+  REDIS_KEY_PREFIX: setting({
+    parser: matching(/^[A-Za-z0-9:_.-]{1,64}$/, '1-64 characters of [A-Za-z0-9:_.-]'),
+    defaults: { all: 'crucible' },
+    help: 'prefix of every Redis key and channel',
+  }),
+  READ_MODEL_PARTITIONS: setting({
+    parser: wholeNumber(1, 1024),
+    defaults: { all: '1' },
+    help: 'read-model partitions for Redis Cluster, 1-1024',
+  }),
+  S3_ENDPOINT: setting({
+    parser: url([], { optional: true }),
+    defaults: LOCAL('http://127.0.0.1:4569', ''),
+    shownDefault: "dev/test `http://127.0.0.1:4569`; production: AWS's endpoint",
+    help: 'S3 API endpoint',
+  }),
+  S3_BUCKET: setting({ parser: text, defaults: LOCAL('crucible-outputs'), help: 'bucket for large outputs' }),
+  S3_REGION: setting({ parser: text, defaults: { all: 'us-east-1' }, help: 'S3 region' }),
+  S3_ACCESS_KEY_ID: setting({
+    parser: text,
+    defaults: LOCAL('S3RVER', ''),
+    shownDefault: "dev/test `S3RVER`; production: the SDK's credential chain",
+    help: 'S3 access key (set together with S3_SECRET_ACCESS_KEY)',
+  }),
+  S3_SECRET_ACCESS_KEY: setting({
+    parser: text,
+    defaults: LOCAL('S3RVER', ''),
+    shownDefault: "dev/test `S3RVER`; production: the SDK's credential chain",
+    help: 'S3 secret key',
+  }),
+  S3_FORCE_PATH_STYLE: setting({
+    parser: bool,
+    defaults: LOCAL('true', 'false'),
+    help: '`true` for s3rver/MinIO-style servers',
+  }),
+  S3_CHECKSUM_MODE: setting({
+    parser: oneOf(['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const),
+    defaults: LOCAL('WHEN_REQUIRED', 'WHEN_SUPPORTED'),
+    help: '`WHEN_REQUIRED` for s3rver, `WHEN_SUPPORTED` for AWS',
+  }),
+  HOST: setting({
+    parser: text,
+    defaults: LOCAL('127.0.0.1', '0.0.0.0'),
+    help: 'interface both services bind',
+  }),
+  COMMAND_PORT: setting({
+    parser: wholeNumber(0, 65535),
+    defaults: { all: '50051' },
+    help: 'command service port (0 picks a free one)',
+  }),
+  QUERY_PORT: setting({
+    parser: wholeNumber(0, 65535),
+    defaults: { all: '50052' },
+    help: 'query service port (0 picks a free one)',
+  }),
+  LOG_LEVEL: setting({
+    parser: oneOf(['debug', 'info', 'warn', 'error'] as const),
+    defaults: { development: 'debug', all: 'info' },
+    help: '`debug`, `info`, `warn` or `error`',
+  }),
+  MAX_CODE_BYTES: setting({
+    parser: wholeNumber(1, 64 * MiB),
+    defaults: { all: String(MiB) },
+    help: 'largest code accepted',
+  }),
+  MAX_OUTPUT_BYTES: setting({
+    parser: wholeNumber(0, GiB),
+    defaults: { all: String(16 * MiB) },
+    help: 'largest output or error accepted in one message',
+  }),
+  MAX_STREAMED_OUTPUT_BYTES: setting({
+    parser: wholeNumber(0, 5 * GiB),
+    defaults: { all: String(GiB) },
+    help: 'largest output `CompleteEvaluationStream` accepts (at most 5 GiB, one S3 PutObject)',
+  }),
+  MAX_METADATA_BYTES: setting({
+    parser: wholeNumber(0, 16 * MiB),
+    defaults: { all: String(64 * KiB) },
+    help: 'largest metadata, as JSON',
+  }),
+  MAX_TIMEOUT_SECONDS: setting({
+    parser: wholeNumber(1, 7 * 24 * 3600),
+    defaults: { all: '3600' },
+    help: 'largest `timeout_seconds`',
+  }),
+  EVAL_ID_PATTERN: setting({
+    parser: regularExpression,
+    defaults: { all: DEFAULT_EVAL_ID_PATTERN },
+    help: 'what a client-chosen `eval_id` must match (and it is at most 128 characters whatever the pattern)',
+  }),
+  LANGUAGES: setting({
+    parser: list,
+    defaults: { all: 'python,javascript,typescript,bash,ruby,go,rust,java,c,cpp' },
+    help: 'comma-separated known languages',
+  }),
+  ENGINES: setting({
+    parser: list,
+    defaults: { all: 'docker,gvisor,firecracker,kubernetes,local' },
+    help: 'comma-separated known engines',
+  }),
+  PREVIEW_BYTES: setting({
+    parser: wholeNumber(0, 64 * KiB),
+    defaults: { all: '1024' },
+    help: 'preview kept on the row',
+  }),
+  INLINE_OUTPUT_MAX_BYTES: setting({
+    parser: wholeNumber(0, 64 * MiB),
+    defaults: { all: String(MiB) },
+    help: 'bodies up to this stay in PostgreSQL, larger go to S3',
+  }),
+  STREAM_PROGRESS_INTERVAL_MS: setting({
+    parser: wholeNumber(10, 3_600_000),
+    defaults: { all: '5000' },
+    help: 'progress message period on streams',
+  }),
+  STREAM_BUFFER_LIMIT: setting({
+    parser: wholeNumber(1, 1_000_000),
+    defaults: { all: '1000' },
+    help: 'live messages held for a slow stream client before it falls back to catch-up reads',
+  }),
+  CHANGE_LOG_RETENTION: setting({
+    parser: wholeNumber(100, 1_000_000_000),
+    defaults: { all: '1000000' },
+    help: 'changes kept replayable in Redis per partition',
+  }),
+  CATCH_UP_INTERVAL_MS: setting({
+    parser: wholeNumber(10, 3_600_000),
+    defaults: { all: '1000' },
+    help: "quiet-timer period of the query side's catch-up",
+  }),
+  SHUTDOWN_GRACE_MS: setting({
+    parser: wholeNumber(0, 600_000),
+    defaults: { all: '10000' },
+    help: 'time in-flight calls get after SIGTERM',
+  }),
+  MAX_PENDING_COMMANDS: setting({
+    parser: wholeNumber(1, 1_000_000),
+    defaults: { all: '256' },
+    help: 'commands in progress at once; more are refused at once with `UNAVAILABLE`; a streamed output counts once its bytes are in',
+  }),
+} satisfies Record<string, Setting<unknown>>;
+
+export type SettingKey = keyof typeof SETTINGS;
+export type SettingValues = { readonly [K in SettingKey]: ReturnType<(typeof SETTINGS)[K]['parser']['parse']> };
+
+/** The default's text in `environment`: a string, REQUIRED, or undefined (derived elsewhere). */
+export function defaultIn(key: SettingKey, environment: Environment): string | typeof REQUIRED | undefined {
+  const { defaults } = SETTINGS[key] as Setting<unknown>;
+  return environment in defaults ? defaults[environment] : defaults.all;
+}
+
+/** How the defaults read in one sentence: "`1000`", "dev/test `x`; required in production". */
+export function describeDefault(key: SettingKey): string {
+  const s = SETTINGS[key] as Setting<unknown>;
+  if (s.shownDefault !== undefined) return s.shownDefault.includes('`') ? s.shownDefault : `\`${s.shownDefault}\``;
+  const show = (value: string | typeof REQUIRED | undefined): string =>
+    value === REQUIRED ? 'required' : value === undefined || value === '' ? 'none' : `\`${value}\``;
+  const values = ENVIRONMENTS.map((e) => defaultIn(key, e));
+  const [dev, test, prod] = values;
+  if (dev === test && test === prod) return show(dev);
+  if (dev === test)
+    return `dev/test ${show(dev)}; ${prod === REQUIRED ? 'required in production' : `production ${show(prod)}`}`;
+  return ENVIRONMENTS.map((e, i) => `${e} ${show(values[i])}`).join('; ');
+}
+
+/** `--help`'s lines: every variable, what it means, and its default. */
+export function settingsHelp(): string {
+  const keys = Object.keys(SETTINGS) as SettingKey[];
+  const width = Math.max(...keys.map((k) => k.length));
+  return keys
+    .map(
+      (k) =>
+        `  ${k.padEnd(width)}  ${(SETTINGS[k] as Setting<unknown>).help} (default: ${describeDefault(k).replace(/`/g, '')})`,
+    )
+    .join('\n');
+}
+
+/** The README's configuration table (generated: tools/docs-config.ts). */
+export function settingsTable(): string {
+  const keys = Object.keys(SETTINGS) as SettingKey[];
+  const rows = keys.map((k) => `| \`${k}\` | ${(SETTINGS[k] as Setting<unknown>).help} | ${describeDefault(k)} |`);
+  return ['| variable | meaning | default |', '| --- | --- | --- |', ...rows].join('\n');
+}
