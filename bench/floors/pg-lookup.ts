@@ -1,5 +1,6 @@
 import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Pool } from 'pg';
+import { parseStatus, statusToProto } from '../../shared/domain';
 import {
   EvaluationStatus,
   FailureReason,
@@ -54,20 +55,17 @@ const SQL = `SELECT eval_id, status, code_hash, code_size, language, engine, tim
                     error_preview, error_size, error_location, created_at, started_at, completed_at, updated_at, revision
                FROM evaluations WHERE eval_id = $1`;
 
-const STATUSES: Record<string, EvaluationStatus> = {
-  queued: EvaluationStatus.EVALUATION_STATUS_QUEUED,
-  running: EvaluationStatus.EVALUATION_STATUS_RUNNING,
-  completed: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  failed: EvaluationStatus.EVALUATION_STATUS_FAILED,
-  cancelled: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-};
+function wireStatus(stored: string): EvaluationStatus {
+  const status = parseStatus(stored);
+  return status === undefined ? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED : statusToProto(status);
+}
 
 function toEvaluation(row: EvaluationRow): Evaluation {
   const runtime =
     row.started_at !== null && row.completed_at !== null ? row.completed_at.getTime() - row.started_at.getTime() : 0;
   return {
     evalId: row.eval_id,
-    status: STATUSES[row.status] ?? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED,
+    status: wireStatus(row.status),
     codeHash: row.code_hash,
     codeSize: String(row.code_size),
     language: row.language,

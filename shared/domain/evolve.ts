@@ -1,14 +1,5 @@
 import { Evaluation, EvaluationStatus, EventType, FailureReason } from '../generated/crucible/storage/v1/evaluation';
 import type { BodyRef, EvaluationEventType, RecordedEvent } from './events';
-import type { Status } from './status';
-
-export const STATUS_TO_PROTO: Readonly<Record<Status, EvaluationStatus>> = {
-  queued: EvaluationStatus.EVALUATION_STATUS_QUEUED,
-  running: EvaluationStatus.EVALUATION_STATUS_RUNNING,
-  completed: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  failed: EvaluationStatus.EVALUATION_STATUS_FAILED,
-  cancelled: EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-};
 
 export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
   EvaluationQueued: EventType.EVENT_TYPE_EVALUATION_QUEUED,

@@ -1,23 +1,49 @@
+import { EvaluationStatus } from '../generated/crucible/storage/v1/evaluation';
+
 /**
- * The status state machine. An executor may report a fast job's end without its start, so
- * QUEUED may go straight to a terminal status; terminal statuses are final.
+ * The status of an evaluation, the one place that knows it: its names (as PostgreSQL's
+ * `evaluations.status` and the read models' index keys spell them), its wire enum, and the
+ * state machine. An executor may report a fast job's end without its start, so QUEUED may go
+ * straight to a terminal status; terminal statuses are final.
  */
 export type Status = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
-export const STATUSES: readonly Status[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
-
-const ALLOWED: Readonly<Record<Status, readonly Status[]>> = {
-  queued: ['running', 'completed', 'failed', 'cancelled'],
-  running: ['completed', 'failed', 'cancelled'],
-  completed: [],
-  failed: [],
-  cancelled: [],
+const FACTS: Readonly<Record<Status, { readonly proto: EvaluationStatus; readonly next: readonly Status[] }>> = {
+  queued: { proto: EvaluationStatus.EVALUATION_STATUS_QUEUED, next: ['running', 'completed', 'failed', 'cancelled'] },
+  running: { proto: EvaluationStatus.EVALUATION_STATUS_RUNNING, next: ['completed', 'failed', 'cancelled'] },
+  completed: { proto: EvaluationStatus.EVALUATION_STATUS_COMPLETED, next: [] },
+  failed: { proto: EvaluationStatus.EVALUATION_STATUS_FAILED, next: [] },
+  cancelled: { proto: EvaluationStatus.EVALUATION_STATUS_CANCELLED, next: [] },
 };
 
+export const STATUSES: readonly Status[] = Object.keys(FACTS) as Status[];
+
+const BY_PROTO: ReadonlyMap<EvaluationStatus, Status> = new Map(STATUSES.map((s) => [FACTS[s].proto, s]));
+
 export function canTransition(from: Status, to: Status): boolean {
-  return ALLOWED[from].includes(to);
+  return FACTS[from].next.includes(to);
 }
 
 export function isTerminal(status: Status): boolean {
-  return ALLOWED[status].length === 0;
+  return FACTS[status].next.length === 0;
+}
+
+export function statusToProto(status: Status): EvaluationStatus {
+  return FACTS[status].proto;
+}
+
+/** The status of a wire value; undefined for UNSPECIFIED and values this version does not know. */
+export function statusOfProto(value: EvaluationStatus | undefined): Status | undefined {
+  return value === undefined ? undefined : BY_PROTO.get(value);
+}
+
+/** The status stored as text (PostgreSQL); undefined for text that is no status. */
+export function parseStatus(text: string): Status | undefined {
+  return Object.hasOwn(FACTS, text) ? (text as Status) : undefined;
+}
+
+/** Terminal, given a wire value (the read models and streams hold those). */
+export function isTerminalProto(value: EvaluationStatus | undefined): boolean {
+  const status = statusOfProto(value);
+  return status !== undefined && isTerminal(status);
 }

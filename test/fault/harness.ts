@@ -15,7 +15,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
 import { Client } from 'pg';
-import { EVENT_TYPE_TO_PROTO, STATUS_TO_PROTO, type Status } from '../../shared/domain';
+import { EVENT_TYPE_TO_PROTO, parseStatus, statusToProto } from '../../shared/domain';
 import {
   FailureReason,
   type EvaluationStatus,
@@ -304,9 +304,9 @@ export function readEvaluations(databaseUrl: string): Promise<StoredEvaluation[]
 
 /** The wire's status of a status as PostgreSQL stores it ("completed"). */
 export function wireStatus(stored: string): EvaluationStatus {
-  const value = STATUS_TO_PROTO[stored as Status] as EvaluationStatus | undefined;
-  if (value === undefined) throw new Error(`unknown stored status ${stored}`);
-  return value;
+  const status = parseStatus(stored);
+  if (status === undefined) throw new Error(`unknown stored status ${stored}`);
+  return statusToProto(status);
 }
 
 /** The wire's EventType as the log spells it (EVENT_TYPE_EVALUATION_QUEUED → EvaluationQueued). */

@@ -1,4 +1,4 @@
-import { evalIdViolation } from '../../../shared/domain';
+import { evalIdViolation, statusOfProto } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -52,7 +52,7 @@ export class RequestChecks {
 
   /** A status filter; UNSPECIFIED means "any". */
   status(value: EvaluationStatus, field: string): EvaluationStatus {
-    if (!KNOWN_STATUSES.has(value)) {
+    if (value !== EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED && statusOfProto(value) === undefined) {
       this.fail(field, 'UNKNOWN_VALUE', `${field} has an unknown status value ${value}`);
       return EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED;
     }
@@ -71,23 +71,3 @@ export class RequestChecks {
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 1000;
 export const MAX_WATCHED_IDS = 1000;
-
-const KNOWN_STATUSES: ReadonlySet<number> = new Set([
-  EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED,
-  EvaluationStatus.EVALUATION_STATUS_QUEUED,
-  EvaluationStatus.EVALUATION_STATUS_RUNNING,
-  EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  EvaluationStatus.EVALUATION_STATUS_FAILED,
-  EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-]);
-
-const TERMINAL_STATUSES: ReadonlySet<EvaluationStatus> = new Set([
-  EvaluationStatus.EVALUATION_STATUS_COMPLETED,
-  EvaluationStatus.EVALUATION_STATUS_FAILED,
-  EvaluationStatus.EVALUATION_STATUS_CANCELLED,
-]);
-
-/** Terminal statuses are final: nothing changes an evaluation after them. */
-export function isTerminalStatus(status: EvaluationStatus | undefined): boolean {
-  return status !== undefined && TERMINAL_STATUSES.has(status);
-}

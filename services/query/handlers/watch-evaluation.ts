@@ -6,7 +6,8 @@ import type {
   WatchEvaluationRequest,
   WatchEvaluationResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
-import { isTerminalStatus, RequestChecks } from '../domain/requests';
+import { isTerminalProto } from '../../../shared/domain';
+import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
@@ -45,7 +46,7 @@ export function createWatchEvaluation(deps: {
     if (
       afterRevision !== undefined &&
       afterRevision >= BigInt(latest.revision) &&
-      isTerminalStatus(latest.evaluation?.status)
+      isTerminalProto(latest.evaluation?.status)
     ) {
       // The client has seen the end already: nothing will ever follow.
       await sink.write({
@@ -61,7 +62,7 @@ export function createWatchEvaluation(deps: {
       offeredThrough: undefined,
       cursorOf: (u) => BigInt(u.revision),
       matches: () => true,
-      isFinal: (u) => isTerminalStatus(u.evaluation?.status),
+      isFinal: (u) => isTerminalProto(u.evaluation?.status),
       readAfter: async (revision) => ({ items: await history.after(evalId, revision), complete: true }),
       output: {
         update: async (update) => {

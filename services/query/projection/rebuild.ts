@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
-import type { RecordedEvent } from '../../../shared/domain';
+import { isTerminalProto, type RecordedEvent } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { isTerminalStatus } from '../domain/requests';
 import type { Logger } from '../../../shared/logging';
 import { minCheckpoint, createCheckpoints } from '../read-models/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
@@ -177,7 +176,7 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
     sentUpTo = BigInt(last.position);
     for (const write of plan.writes) checkpoints[write.partition] = write.newCheckpoint;
     for (const [id, state] of plan.states) {
-      if (!isTerminalStatus(state.status)) cache.set(id, state);
+      if (!isTerminalProto(state.status)) cache.set(id, state);
       else if (created.get(id) !== true) cache.delete(id);
     }
     await settle((deleting ? MAX_WRITES_PLANNED_AHEAD : MAX_WRITES_IN_FLIGHT) - 1);

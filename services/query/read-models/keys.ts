@@ -1,4 +1,5 @@
-import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { statusOfProto, statusToProto, STATUSES } from '../../../shared/domain';
+import type { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 
 /**
  * Where every read-model key lives. Partition-ready for Redis Cluster: every key of partition
@@ -30,16 +31,8 @@ export interface KeyLayout {
   readonly scanPattern: string;
 }
 
-const STATUS_KEY_NAMES: ReadonlyMap<EvaluationStatus, string> = new Map([
-  [EvaluationStatus.EVALUATION_STATUS_QUEUED, 'queued'],
-  [EvaluationStatus.EVALUATION_STATUS_RUNNING, 'running'],
-  [EvaluationStatus.EVALUATION_STATUS_COMPLETED, 'completed'],
-  [EvaluationStatus.EVALUATION_STATUS_FAILED, 'failed'],
-  [EvaluationStatus.EVALUATION_STATUS_CANCELLED, 'cancelled'],
-]);
-
-/** The statuses that have an index (every stored status). */
-export const INDEXED_STATUSES: readonly EvaluationStatus[] = [...STATUS_KEY_NAMES.keys()];
+/** The statuses that have an index (every stored status), each named as shared/domain names it. */
+export const INDEXED_STATUSES: readonly EvaluationStatus[] = STATUSES.map(statusToProto);
 
 /** 32-bit FNV-1a over the UTF-8 bytes: stable across processes, versions and platforms. */
 export function fnv1a32(text: string): number {
@@ -63,7 +56,7 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
     record: (p: number, evalId: string) => `${base(p)}:eval:${evalId}`,
     indexAll: (p: number) => `${base(p)}:index:all`,
     indexStatus: (p: number, status: EvaluationStatus) => {
-      const name = STATUS_KEY_NAMES.get(status);
+      const name = statusOfProto(status);
       if (name === undefined) throw new RangeError(`no index for status ${status}`);
       return `${base(p)}:index:${name}`;
     },

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { ValidationError } from '../../../shared/errors';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind } from '../../../shared/generated/crucible/storage/v1/query_service';
-import { isTerminalStatus, RequestChecks } from '../../../services/query/domain/requests';
+import { RequestChecks } from '../../../services/query/domain/requests';
+import { isTerminalProto as isTerminalStatus } from '../../../shared/domain';
 
 describe('query request checks', () => {
   it('collects every violation and throws them at once', () => {
