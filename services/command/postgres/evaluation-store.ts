@@ -2,13 +2,14 @@ import type { Pool } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
 import { isPostgresUnavailable, preparedStatement, uniqueViolation } from '../../../shared/postgres';
-import type { AppendOutcome, EvaluationStore } from '../application/ports';
+import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import type { Status } from '../../../shared/domain';
 
 // One round trip: the evaluation with its first and latest command, and the earlier command
-// with this request id (which may belong to another evaluation).
-const LOAD_SQL = `
+// with this request id (which may belong to another evaluation). $1 eval_id, $2 request_id.
+// Exported for the bench's command floor, which must run the very statements it is a floor of.
+export const LOAD_SQL = `
   SELECT 'state' AS source, e.eval_id, e.status, e.revision::text AS revision,
          cur.position::text AS position, cur.command_hash,
          sub.position::text AS submitted_position, sub.command_hash AS submitted_hash
@@ -83,6 +84,59 @@ class Params {
 }
 
 /**
+ * The one statement that appends a command (see createPostgresEvaluationStore), with its
+ * parameters: state change, body, next position, event. It returns the new position, or no
+ * row when the state row did not match (a conflict). Exported for the bench's command floor.
+ */
+export function appendStatement(request: AppendRequest): { text: string; values: unknown[] } {
+  const { decision } = request;
+  const { event } = decision;
+  const p = new Params();
+  const evalId = p.add(decision.evalId);
+  const toRevision = p.add(decision.toRevision);
+  const recordedAt = p.add(request.recordedAt.toISOString());
+  const ctes: string[] = [];
+
+  if (event.type === 'EvaluationQueued') {
+    const d = event.data;
+    ctes.push(`changed AS (
+      INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine,
+                               timeout_seconds, metadata, created_at, updated_at, revision)
+      VALUES (${evalId}, 'queued', ${p.add(request.code ?? '')}, ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
+              ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
+              ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision})
+      ON CONFLICT (eval_id) DO NOTHING
+      RETURNING eval_id)`);
+  } else {
+    const assignments = Object.entries(columnsOf(event, decision.status)).map(
+      ([column, value]) => `${column} = ${p.add(value)}`,
+    );
+    ctes.push(`changed AS (
+      UPDATE evaluations SET ${assignments.join(', ')}, updated_at = ${recordedAt}, revision = ${toRevision}
+       WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
+      RETURNING eval_id)`);
+  }
+  if (request.body !== undefined) {
+    ctes.push(`body AS (
+      INSERT INTO evaluation_bodies (eval_id, kind, size, content, s3_key)
+      SELECT eval_id, ${p.add(request.body.kind)}, ${p.add(request.body.size)},
+             ${p.add(request.body.content ?? null)}::bytea, ${p.add(request.body.s3Key ?? null)}::text
+        FROM changed)`);
+  }
+  ctes.push(`head AS (
+    UPDATE event_log_head SET position = position + 1
+     WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)
+    RETURNING position)`);
+  const text = `WITH ${ctes.join(',\n')}
+    INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
+    SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},
+           ${p.add(request.requestId ?? null)}, ${p.add(request.commandHash)}, ${recordedAt}
+      FROM head
+    RETURNING position::text AS position`;
+  return { text, values: p.values };
+}
+
+/**
  * The write model in PostgreSQL. A command is one autocommitted statement: the state change,
  * the body (if kept in PostgreSQL), the next position from `event_log_head` and the event are
  * data-modifying CTEs chained so that each runs only if the previous one matched. The
@@ -149,51 +203,9 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
     append(request) {
       return run('append', async () => {
         const { decision } = request;
-        const { event } = decision;
-        const p = new Params();
-        const evalId = p.add(decision.evalId);
-        const toRevision = p.add(decision.toRevision);
-        const recordedAt = p.add(request.recordedAt.toISOString());
-        const ctes: string[] = [];
-
-        if (event.type === 'EvaluationQueued') {
-          const d = event.data;
-          ctes.push(`changed AS (
-            INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine,
-                                     timeout_seconds, metadata, created_at, updated_at, revision)
-            VALUES (${evalId}, 'queued', ${p.add(request.code ?? '')}, ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
-                    ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
-                    ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision})
-            ON CONFLICT (eval_id) DO NOTHING
-            RETURNING eval_id)`);
-        } else {
-          const assignments = Object.entries(columnsOf(event, decision.status)).map(
-            ([column, value]) => `${column} = ${p.add(value)}`,
-          );
-          ctes.push(`changed AS (
-            UPDATE evaluations SET ${assignments.join(', ')}, updated_at = ${recordedAt}, revision = ${toRevision}
-             WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
-            RETURNING eval_id)`);
-        }
-        if (request.body !== undefined) {
-          ctes.push(`body AS (
-            INSERT INTO evaluation_bodies (eval_id, kind, size, content, s3_key)
-            SELECT eval_id, ${p.add(request.body.kind)}, ${p.add(request.body.size)},
-                   ${p.add(request.body.content ?? null)}::bytea, ${p.add(request.body.s3Key ?? null)}::text
-              FROM changed)`);
-        }
-        ctes.push(`head AS (
-          UPDATE event_log_head SET position = position + 1
-           WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)
-          RETURNING position)`);
-        const sql = `WITH ${ctes.join(',\n')}
-          INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
-          SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},
-                 ${p.add(request.requestId ?? null)}, ${p.add(request.commandHash)}, ${recordedAt}
-            FROM head
-          RETURNING position::text AS position`;
+        const { text, values } = appendStatement(request);
         try {
-          const { rows } = await pool.query<{ position: string }>(preparedStatement(sql, p.values));
+          const { rows } = await pool.query<{ position: string }>(preparedStatement(text, values));
           const row = rows[0];
           if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
           const recorded: RecordedEvent = {
@@ -201,7 +213,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
             evalId: decision.evalId,
             revision: decision.toRevision,
             recordedAt: request.recordedAt.toISOString(),
-            event,
+            event: decision.event,
           };
           return { kind: 'appended', event: recorded } satisfies AppendOutcome;
         } catch (err) {
