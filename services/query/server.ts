@@ -1,7 +1,6 @@
 import type { StreamConfig } from '../../shared/config';
 import { createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
 import type { CallContext, ServerStreamHandler, StreamSink, UnaryHandler } from '../../shared/grpc';
-import type { EvaluationQueryServiceServer } from '../../shared/generated/crucible/storage/v1/query_service';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
@@ -19,7 +18,7 @@ import type { EvaluationHistory } from './read-models/evaluation-history';
 import type { EvaluationList } from './read-models/evaluation-list';
 import type { EvaluationRecords } from './read-models/evaluation-record';
 import { redisOutageToUnavailable } from './redis/errors';
-import { EvaluationQueryServiceWire } from './wire/encoded-messages';
+import { EvaluationQueryServiceWire, type QueryServiceImplementation } from './wire/encoded-messages';
 import type { Shutdown } from './live/shutdown';
 
 export const QUERY_SERVICE_NAME = 'crucible.storage.v1.EvaluationQueryService';
@@ -73,7 +72,7 @@ function guardStream<Req, Res>(handler: ServerStreamHandler<Req, Res>): ServerSt
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
-  const implementation: EvaluationQueryServiceServer = {
+  const implementation: QueryServiceImplementation = {
     getEvaluation: unary('GetEvaluation', guardUnary(createGetEvaluation(deps)), logger),
     listEvaluations: unary('ListEvaluations', guardUnary(createListEvaluations(deps)), logger),
     readOutput: serverStream('ReadOutput', guardStream(createReadOutput(deps)), logger),

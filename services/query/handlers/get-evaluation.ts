@@ -1,9 +1,7 @@
 import { NotFoundError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
-import type {
-  GetEvaluationRequest,
-  GetEvaluationResponse,
-} from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { GetEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { GetEvaluationOut } from '../wire/encoded-messages';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
@@ -21,10 +19,7 @@ export function createGetEvaluation(deps: {
   readonly readiness: Readiness;
   readonly shutdown: Shutdown;
 }) {
-  return async function getEvaluation(
-    request: GetEvaluationRequest,
-    context: CallContext,
-  ): Promise<GetEvaluationResponse> {
+  return async function getEvaluation(request: GetEvaluationRequest, context: CallContext): Promise<GetEvaluationOut> {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const minPosition = checks.position(request.minPosition, 'min_position');

@@ -1,9 +1,7 @@
 import { ValidationError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
-import type {
-  ListEvaluationsRequest,
-  ListEvaluationsResponse,
-} from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { ListEvaluationsRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { ListEvaluationsOut } from '../wire/encoded-messages';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
@@ -24,7 +22,7 @@ export function createListEvaluations(deps: {
   return async function listEvaluations(
     request: ListEvaluationsRequest,
     context: CallContext,
-  ): Promise<ListEvaluationsResponse> {
+  ): Promise<ListEvaluationsOut> {
     const checks = new RequestChecks();
     const status = checks.status(request.status, 'status');
     const pageSize = checks.pageSize(request.pageSize);

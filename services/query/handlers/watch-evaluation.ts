@@ -1,11 +1,9 @@
 import { NotFoundError } from '../../../shared/errors';
 import type { StreamConfig } from '../../../shared/config';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
-import type { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import type {
-  WatchEvaluationRequest,
-  WatchEvaluationResponse,
-} from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { WatchEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
+import { changeOf, type Change } from '../live/change';
+import type { WatchOut } from '../wire/encoded-messages';
 import { isTerminalProto } from '../../../shared/domain';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
@@ -30,7 +28,7 @@ export function createWatchEvaluation(deps: {
   const { history, hub } = deps;
   return async function watchEvaluation(
     request: WatchEvaluationRequest,
-    sink: StreamSink<WatchEvaluationResponse>,
+    sink: StreamSink<WatchOut>,
     context: CallContext,
   ): Promise<void> {
     const checks = new RequestChecks();
@@ -39,35 +37,31 @@ export function createWatchEvaluation(deps: {
     checks.done();
 
     await deps.readiness.ready(context);
-    const latest = await history.latest(evalId);
-    if (latest === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
+    const stored = await history.latest(evalId);
+    if (stored === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
+    const latest = changeOf(stored);
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
-    if (
-      afterRevision !== undefined &&
-      afterRevision >= BigInt(latest.revision) &&
-      isTerminalProto(latest.evaluation?.status)
-    ) {
+    if (afterRevision !== undefined && afterRevision >= latest.revision && isTerminalProto(latest.status)) {
       // The client has seen the end already: nothing will ever follow.
-      await sink.write({
-        caughtUp: { position: BigInt(latest.position) > position() ? latest.position : String(position()) },
-      });
+      const at = latest.position > position() ? latest.position : position();
+      await sink.write({ caughtUp: { position: at.toString() } });
       return;
     }
 
-    const stream = createResumableStream<EvaluationUpdate>({
+    const stream = createResumableStream<Change>({
       // Without after_revision, "replay from the revision before the latest" sends the current state first.
-      start: afterRevision ?? BigInt(latest.revision) - 1n,
+      start: afterRevision ?? latest.revision - 1n,
       replayFirst: true,
       offeredThrough: undefined,
-      cursorOf: (u) => BigInt(u.revision),
+      cursorOf: (c) => c.revision,
       matches: () => true,
-      isFinal: (u) => isTerminalProto(u.evaluation?.status),
-      readAfter: async (revision) => ({ items: await history.after(evalId, revision), complete: true }),
+      isFinal: (c) => isTerminalProto(c.status),
+      readAfter: async (revision) => ({ items: (await history.after(evalId, revision)).map(changeOf), complete: true }),
       output: {
-        update: async (update) => {
-          if (BigInt(update.position) > lastPosition) lastPosition = BigInt(update.position);
-          await sink.write({ update });
+        update: async (change) => {
+          if (change.position > lastPosition) lastPosition = change.position;
+          await sink.write({ update: change.update });
         },
         caughtUp: (p) => sink.write({ caughtUp: { position: p.toString() } }),
         progress: (p) => sink.write({ progress: { position: p.toString() } }),
@@ -80,7 +74,7 @@ export function createWatchEvaluation(deps: {
       signal: context.signal,
       shutdown: deps.shutdown,
     });
-    const unsubscribe = hub.onEvaluation(evalId, (update) => stream.offer(update));
+    const unsubscribe = hub.onEvaluation(evalId, (change) => stream.offer(change));
     try {
       await stream.run();
     } finally {

@@ -1,10 +1,9 @@
 import type { StreamConfig } from '../../../shared/config';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
-import { EvaluationStatus, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import type {
-  WatchEvaluationsRequest,
-  WatchEvaluationsResponse,
-} from '../../../shared/generated/crucible/storage/v1/query_service';
+import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { WatchEvaluationsRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { Change } from '../live/change';
+import type { WatchOut } from '../wire/encoded-messages';
 import { MAX_WATCHED_IDS, RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
@@ -33,7 +32,7 @@ export function createWatchEvaluations(deps: {
   const { changeLog, hub } = deps;
   return async function watchEvaluations(
     request: WatchEvaluationsRequest,
-    sink: StreamSink<WatchEvaluationsResponse>,
+    sink: StreamSink<WatchOut>,
     context: CallContext,
   ): Promise<void> {
     const checks = new RequestChecks();
@@ -60,26 +59,24 @@ export function createWatchEvaluations(deps: {
         ? undefined
         : new Set(statuses);
     const idSet = request.evalIds.length === 0 ? undefined : new Set(request.evalIds);
-    const matches = (u: EvaluationUpdate): boolean =>
-      (statusSet === undefined ||
-        statusSet.has(u.evaluation?.status ?? EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)) &&
-      (idSet === undefined || idSet.has(u.evaluation?.evalId ?? ''));
+    const matches = (c: Change): boolean =>
+      (statusSet === undefined || statusSet.has(c.status)) && (idSet === undefined || idSet.has(c.evalId));
 
     // Read the applied position and register in the same tick: the next offer follows it.
     const offeredThrough = hub.appliedPosition;
-    const stream = createResumableStream<EvaluationUpdate>({
+    const stream = createResumableStream<Change>({
       start: afterPosition ?? offeredThrough,
       replayFirst: afterPosition !== undefined,
       offeredThrough,
-      cursorOf: (u) => BigInt(u.position),
+      cursorOf: (c) => c.position,
       matches,
       isFinal: () => false,
       readAfter: async (position) => {
         const { entries, complete } = await changeLog.readAfter(position, REPLAY_PAGE);
-        return { items: entries.map((e) => e.update), complete };
+        return { items: entries.map((e) => e.change), complete };
       },
       output: {
-        update: (update) => sink.write({ update }),
+        update: (change) => sink.write({ update: change.update }),
         caughtUp: (p) => sink.write({ caughtUp: { position: p.toString() } }),
         progress: (p) => sink.write({ progress: { position: p.toString() } }),
       },
@@ -90,7 +87,7 @@ export function createWatchEvaluations(deps: {
       shutdown: deps.shutdown,
       ...(deps.onFallback !== undefined ? { onFallback: deps.onFallback } : {}),
     });
-    const unsubscribe = hub.onAny((update) => stream.offer(update));
+    const unsubscribe = hub.onAny((change) => stream.offer(change));
     try {
       await stream.run();
     } finally {

@@ -1,8 +1,8 @@
-import type { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { DeadlineError, UnavailableError } from '../../../shared/errors';
+import type { Change } from './change';
 import type { Shutdown } from './shutdown';
 
-export type UpdateListener = (update: EvaluationUpdate) => void;
+export type ChangeListener = (change: Change) => void;
 
 export interface WaitOptions {
   /** The client went away: resolve quietly (the call is over anyway). */
@@ -20,12 +20,12 @@ export interface WaitOptions {
 export interface ChangeHub {
   /** Highest position dispatched (every position up to it is in the read models). */
   readonly appliedPosition: bigint;
-  /** Every update, in position order. Returns the unsubscribe function. */
-  onAny(listener: UpdateListener): () => void;
-  /** Updates of one evaluation, in revision order. Returns the unsubscribe function. */
-  onEvaluation(evalId: string, listener: UpdateListener): () => void;
-  /** Dispatches the next update (called by the tail only). */
-  publish(update: EvaluationUpdate): void;
+  /** Every change, in position order. Returns the unsubscribe function. */
+  onAny(listener: ChangeListener): () => void;
+  /** Changes of one evaluation, in revision order. Returns the unsubscribe function. */
+  onEvaluation(evalId: string, listener: ChangeListener): () => void;
+  /** Dispatches the next change (called by the tail only). */
+  publish(change: Change): void;
   /** Moves the applied position without updates (the tail's starting point). */
   advanceTo(position: bigint): void;
   /**
@@ -44,8 +44,8 @@ interface Waiter {
 
 export function createChangeHub(onListenerError: (err: unknown) => void = () => undefined): ChangeHub {
   let applied = 0n;
-  const anyListeners = new Set<UpdateListener>();
-  const byEvaluation = new Map<string, Set<UpdateListener>>();
+  const anyListeners = new Set<ChangeListener>();
+  const byEvaluation = new Map<string, Set<ChangeListener>>();
   // Sorted by position, so that a dispatch releases a prefix.
   let waiters: Waiter[] = [];
 
@@ -56,10 +56,10 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
     for (const w of ready) w.resolve();
   };
 
-  const dispatch = (listeners: Iterable<UpdateListener>, update: EvaluationUpdate): void => {
+  const dispatch = (listeners: Iterable<ChangeListener>, change: Change): void => {
     for (const listener of [...listeners]) {
       try {
-        listener(update);
+        listener(change);
       } catch (err) {
         // One broken watcher must not stop the others, nor the replica's feed.
         onListenerError(err);
@@ -89,14 +89,12 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
         if (set.size === 0 && byEvaluation.get(evalId) === set) byEvaluation.delete(evalId);
       };
     },
-    publish(update) {
-      const position = BigInt(update.position);
-      if (position <= applied) return;
-      applied = position;
-      const evalId = update.evaluation?.evalId;
-      const own = evalId === undefined ? undefined : byEvaluation.get(evalId);
-      if (own !== undefined) dispatch(own, update);
-      dispatch(anyListeners, update);
+    publish(change) {
+      if (change.position <= applied) return;
+      applied = change.position;
+      const own = byEvaluation.get(change.evalId);
+      if (own !== undefined) dispatch(own, change);
+      dispatch(anyListeners, change);
       release();
     },
     advanceTo(position) {

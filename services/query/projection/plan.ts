@@ -156,7 +156,14 @@ export function planBatch(
       const update = updates.subarray(at.start, at.end);
       indexWrites(keys, partition, before, after, ops);
       historyWrites(keys, partition, event.evalId, update, ops);
-      changeLogWrites(keys, partition, event.position, update, ops);
+      changeLogWrites(
+        keys,
+        partition,
+        event.position,
+        update,
+        { evalId: event.evalId, status: after.status, revision: event.revision },
+        ops,
+      );
       touched.set(event.evalId, updates.subarray(at.stateStart, at.stateEnd));
       applied += 1;
     }

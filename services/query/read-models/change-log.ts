@@ -2,14 +2,17 @@ import type { Redis } from 'ioredis';
 import { OutOfRangeError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { partitionNumbers, type KeyLayout } from './keys';
-import type { WriteSink } from './write-ops';
-import { decodeRemembering } from '../wire/encoded-messages';
+import type { ChangeMeta, WriteSink } from './write-ops';
+import { fromBytes } from '../wire/encoded';
+import { changeOf, type Change } from '../live/change';
 import { createBoundedRangeReader } from '../redis/bounded-range';
 
 /**
  * Read model: the replayable change log, one Redis Stream per partition. Entry ids are
  * `<position>-0`, so "every change after position N" is `XRANGE key (N-0 +` with no lookup,
- * and the entry carries the encoded EvaluationUpdate (field `u`). Each stream is trimmed to
+ * and the entry carries the encoded EvaluationUpdate (field `u`) and, beside it, what the live
+ * path routes and filters by: eval id `e`, status `s`, revision `r` (entries written before
+ * those fields existed are decoded for them). Each stream is trimmed to
  * `streams.changeLogRetention` entries (MAXLEN ~). WatchEvaluations replays from it, and every
  * replica's live tail follows it with XREAD BLOCK: it is written in the same atomic step as the
  * records, so it is ordered and gap-free.
@@ -21,14 +24,15 @@ export function changeLogWrites(
   partition: number,
   position: string,
   update: Buffer,
+  meta: ChangeMeta,
   out: WriteSink,
 ): void {
-  out.xadd(layout.changeLog(partition), position, update);
+  out.xadd(layout.changeLog(partition), position, update, meta);
 }
 
 export interface ChangeLogEntry {
   readonly position: bigint;
-  readonly update: EvaluationUpdate;
+  readonly change: Change;
 }
 
 export function positionOfEntryId(id: string): bigint {
@@ -36,14 +40,32 @@ export function positionOfEntryId(id: string): bigint {
   return BigInt(dash === -1 ? id : id.slice(0, dash));
 }
 
-/** Decodes one stream entry as XRANGE/XREAD return it (fields as a flat name/value list). */
+/**
+ * One stream entry as XRANGE/XREAD return it (fields as a flat name/value list), without
+ * decoding its update when the entry carries the change's fields.
+ */
 export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffer[]): ChangeLogEntry {
   let value: Buffer | undefined;
+  let evalId: string | undefined;
+  let status: number | undefined;
+  let revision: bigint | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i]?.toString() === 'u') value = fields[i + 1];
+    const name = fields[i];
+    const field = fields[i + 1] as Buffer;
+    // One-byte names: compare the byte, not a string made of it.
+    if (name?.length !== 1) continue;
+    if (name[0] === 0x75 /* u */) value = field;
+    else if (name[0] === 0x65 /* e */) evalId = field.toString();
+    else if (name[0] === 0x73 /* s */) status = Number(field.toString());
+    else if (name[0] === 0x72 /* r */) revision = BigInt(field.toString());
   }
   if (value === undefined) throw new Error(`change log entry ${id.toString()} has no update`);
-  return { position: positionOfEntryId(id.toString()), update: decodeRemembering(EvaluationUpdate, value) };
+  const position = positionOfEntryId(id.toString());
+  const update = fromBytes(EvaluationUpdate, value);
+  if (evalId === undefined || status === undefined || revision === undefined) {
+    return { position, change: changeOf(update) };
+  }
+  return { position, change: { position, revision, evalId, status, update } };
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { decodeRemembering } from '../wire/encoded-messages';
+import { fromBytes, type Encoded } from '../wire/encoded';
 
 /**
  * Read model: every update of one evaluation, in revision order (list index = revision - 1).
@@ -23,9 +23,9 @@ export function historyWrites(
 
 export interface EvaluationHistory {
   /** The latest update (the current state), or undefined when the evaluation is unknown. */
-  latest(evalId: string): Promise<EvaluationUpdate | undefined>;
+  latest(evalId: string): Promise<Encoded<EvaluationUpdate> | undefined>;
   /** Every update with a revision above `revision`, oldest first. */
-  after(evalId: string, revision: bigint): Promise<EvaluationUpdate[]>;
+  after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[]>;
 }
 
 export function createEvaluationHistory(redis: Redis, layout: KeyLayout): EvaluationHistory {
@@ -33,11 +33,11 @@ export function createEvaluationHistory(redis: Redis, layout: KeyLayout): Evalua
   return {
     async latest(evalId) {
       const bytes = await redis.lindexBuffer(key(evalId), -1);
-      return bytes === null ? undefined : decodeRemembering(EvaluationUpdate, bytes);
+      return bytes === null ? undefined : fromBytes(EvaluationUpdate, bytes);
     },
     async after(evalId, revision) {
       const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
-      return entries.map((bytes) => decodeRemembering(EvaluationUpdate, bytes));
+      return entries.map((bytes) => fromBytes(EvaluationUpdate, bytes));
     },
   };
 }

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { ValidationError } from '../../../shared/errors';
 import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from './evaluation-record';
+import type { Encoded } from '../wire/encoded';
 import { partitionNumbers, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
 
@@ -97,7 +98,7 @@ export function mergePages(
 }
 
 export interface EvaluationPage {
-  readonly evaluations: Evaluation[];
+  readonly evaluations: Encoded<Evaluation>[];
   /** Token for the next page, or "" on the last page. */
   readonly nextPageToken: string;
 }
@@ -128,7 +129,7 @@ export function createEvaluationList(redis: Redis, layout: KeyLayout, records: E
         const p = layout.partitionOf(id);
         byPartition.set(p, [...(byPartition.get(p) ?? []), id]);
       }
-      const found = new Map<string, Evaluation>();
+      const found = new Map<string, Encoded<Evaluation>>();
       await Promise.all(
         [...byPartition].map(async ([p, ids]) => {
           const evaluations = await records.getMany(p, ids);
@@ -142,7 +143,7 @@ export function createEvaluationList(redis: Redis, layout: KeyLayout, records: E
       const evaluations = members.flatMap((m) => {
         const e = found.get(memberId(m));
         if (e === undefined) return [];
-        return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.status === status ? [e] : [];
+        return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.message.status === status ? [e] : [];
       });
       const last = members[members.length - 1];
       return {

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { decodeRemembering } from '../wire/encoded-messages';
+import { fromBytes, type Encoded } from '../wire/encoded';
 
 /**
  * Read model: one record per evaluation, its current state as ts-proto-encoded `Evaluation`
@@ -26,27 +26,27 @@ export function encodeRecord(state: Evaluation): Buffer {
 }
 
 export function decodeRecord(bytes: Buffer): Evaluation {
-  return decodeRemembering(Evaluation, bytes);
+  return Evaluation.decode(bytes);
 }
 
-/** How the record is read. */
+/** How the record is read: its bytes, served as they are, and the state decoded when asked for. */
 export interface EvaluationRecords {
-  get(evalId: string): Promise<Evaluation | undefined>;
+  get(evalId: string): Promise<Encoded<Evaluation> | undefined>;
   /** Records of one partition's evaluations, in the order asked (undefined where missing). */
-  getMany(partition: number, evalIds: readonly string[]): Promise<(Evaluation | undefined)[]>;
+  getMany(partition: number, evalIds: readonly string[]): Promise<(Encoded<Evaluation> | undefined)[]>;
 }
 
 export function createEvaluationRecords(redis: Redis, layout: KeyLayout): EvaluationRecords {
   return {
     async get(evalId) {
       const bytes = await redis.getBuffer(layout.record(layout.partitionOf(evalId), evalId));
-      return bytes === null ? undefined : decodeRecord(bytes);
+      return bytes === null ? undefined : fromBytes(Evaluation, bytes);
     },
     async getMany(partition, evalIds) {
       if (evalIds.length === 0) return [];
       // One MGET per partition: its keys share a hash slot.
       const values = await redis.mgetBuffer(...evalIds.map((id) => layout.record(partition, id)));
-      return values.map((bytes) => (bytes === null ? undefined : decodeRecord(bytes)));
+      return values.map((bytes) => (bytes === null ? undefined : fromBytes(Evaluation, bytes)));
     },
   };
 }

@@ -8,8 +8,24 @@ export type WriteOp =
   | { readonly op: 'zadd'; readonly key: string; readonly member: string }
   | { readonly op: 'zrem'; readonly key: string; readonly member: string }
   | { readonly op: 'rpush'; readonly key: string; readonly value: Buffer }
-  /** Appends stream entry `<position>-0` with field `u`, trimming to the retention (MAXLEN ~). */
-  | { readonly op: 'xadd'; readonly key: string; readonly position: string; readonly value: Buffer };
+  /**
+   * Appends stream entry `<position>-0` with field `u` (the update) and, beside it, the
+   * change's eval id `e`, status `s` and revision `r`; trimmed to the retention (MAXLEN ~).
+   */
+  | {
+      readonly op: 'xadd';
+      readonly key: string;
+      readonly position: string;
+      readonly value: Buffer;
+      readonly meta: ChangeMeta;
+    };
+
+/** What the live path reads of a change without decoding its update (live/change.ts). */
+export interface ChangeMeta {
+  readonly evalId: string;
+  readonly status: number;
+  readonly revision: string;
+}
 
 /** Where a read model puts the ops an event causes. */
 export interface WriteSink {
@@ -17,7 +33,7 @@ export interface WriteSink {
   zadd(key: string, member: string): void;
   zrem(key: string, member: string): void;
   rpush(key: string, value: Buffer): void;
-  xadd(key: string, position: string, value: Buffer): void;
+  xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void;
 }
 
 /**
@@ -28,7 +44,7 @@ export interface WriteSink {
 export class WriteSet implements WriteSink {
   readonly sets = new Map<string, Buffer>();
   readonly lists = new Map<string, Buffer[]>();
-  /** Per stream, id and value of each entry, in order. */
+  /** Per stream, STREAM_ITEMS items per entry (id, value, eval id, status, revision), in order. */
   readonly streams = new Map<string, (string | Buffer)[]>();
   /** Per sorted set, each member and whether the last op on it was a `zadd`. */
   readonly zsets = new Map<string, Map<string, boolean>>();
@@ -44,7 +60,7 @@ export class WriteSet implements WriteSink {
           set.rpush(op.key, op.value);
           break;
         case 'xadd':
-          set.xadd(op.key, op.position, op.value);
+          set.xadd(op.key, op.position, op.value, op.meta);
           break;
         case 'zadd':
           set.zadd(op.key, op.member);
@@ -71,10 +87,10 @@ export class WriteSet implements WriteSink {
     else values.push(value);
   }
 
-  xadd(key: string, position: string, value: Buffer): void {
-    const entries = this.streams.get(key);
-    if (entries === undefined) this.streams.set(key, [`${position}-0`, value]);
-    else entries.push(`${position}-0`, value);
+  xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void {
+    let entries = this.streams.get(key);
+    if (entries === undefined) this.streams.set(key, (entries = []));
+    entries.push(`${position}-0`, value, meta.evalId, String(meta.status), meta.revision);
   }
 
   zadd(key: string, member: string): void {
@@ -89,8 +105,18 @@ export class WriteSet implements WriteSink {
   toOps(): WriteOp[] {
     const ops: WriteOp[] = [];
     for (const [key, entries] of this.streams)
-      for (let i = 0; i < entries.length; i += 2)
-        ops.push({ op: 'xadd', key, position: (entries[i] as string).slice(0, -2), value: entries[i + 1] as Buffer });
+      for (let i = 0; i < entries.length; i += STREAM_ITEMS)
+        ops.push({
+          op: 'xadd',
+          key,
+          position: (entries[i] as string).slice(0, -2),
+          value: entries[i + 1] as Buffer,
+          meta: {
+            evalId: entries[i + 2] as string,
+            status: Number(entries[i + 3]),
+            revision: entries[i + 4] as string,
+          },
+        });
     for (const [key, values] of this.lists) for (const value of values) ops.push({ op: 'rpush', key, value });
     for (const [key, members] of this.zsets)
       for (const [member, present] of members) ops.push({ op: present ? 'zadd' : 'zrem', key, member });
@@ -104,6 +130,9 @@ export class WriteSet implements WriteSink {
     members.set(member, present);
   }
 }
+
+/** Items of one stream entry in WriteSet.streams and in the script's X op. */
+export const STREAM_ITEMS = 5;
 
 /** One partition's share of a projection step. */
 export interface PartitionWrite {
@@ -174,7 +203,7 @@ function scriptOps(ops: WriteSet, checkpointKey: string): { keys: string[]; item
       for (let i = from; i < to; i += 1) items.push(list[i] as Item);
     }
   };
-  for (const [key, entries] of streams) push('X', key, entries, 2);
+  for (const [key, entries] of streams) push('X', key, entries, STREAM_ITEMS);
   // A history entry is the same update as a change-log entry of the write: it is sent once,
   // and the list item refers to it by its (1-based) place in the array.
   const sent = new Map<Item, number>();

@@ -11,7 +11,7 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * code, key index, item count, items. `M` sets `count` strings (key index and value per
  * string; the op's own key index is unused), `Z` adds members with score 0, `R` removes members, `L` appends to a list (an item that is a number stands for the
  * item at that place: an update the write also appends to the change log), `X` appends `count`
- * stream entries (id, value). XADD runs under pcall: an entry id at or below the stream's top can only mean the
+ * stream entries (id, update, eval id, status, revision). XADD runs under pcall: an entry id at or below the stream's top can only mean the
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
  * does not roll a script back).
  */
@@ -55,9 +55,9 @@ if ARGV[4] ~= '' then
       end
       redis.call('RPUSH', key, unpack(values))
     elseif op == 'X' then
-      last = first + 2 * count - 1
-      for j = first, last, 2 do
-        redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[3], ops[j], 'u', ops[j + 1])
+      last = first + 5 * count - 1
+      for j = first, last, 5 do
+        redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[3], ops[j], 'u', ops[j + 1], 'e', ops[j + 2], 's', ops[j + 3], 'r', ops[j + 4])
       end
     else
       return redis.error_reply('unknown op ' .. tostring(op))

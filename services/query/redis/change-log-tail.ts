@@ -113,7 +113,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
         }
         for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
           pending.delete(next);
-          hub.publish(entry.update);
+          hub.publish(entry.change);
           next += 1n;
         }
         // Every partition has moved past `next` and it never came: it was trimmed before this
@@ -135,7 +135,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
           next = resume;
           for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
             pending.delete(next);
-            hub.publish(entry.update);
+            hub.publish(entry.change);
             next += 1n;
           }
         }

@@ -1,43 +1,37 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { handleServerStreamingCall, handleUnaryCall } from '@grpc/grpc-js';
+import type { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import {
   EvaluationQueryServiceService,
-  GetEvaluationResponse,
-  ListEvaluationsResponse,
   ReadOutputResponse,
   WatchEvaluationResponse,
-  WatchEvaluationsResponse,
+  type CaughtUp,
+  type EvaluationQueryServiceServer,
+  type GetEvaluationRequest,
+  type ListEvaluationsRequest,
+  type ReadOutputRequest,
+  type StreamProgress,
+  type WatchEvaluationRequest,
+  type WatchEvaluationsRequest,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
+import type { Encoded } from './encoded';
 import { varintSize, writeVarintAt } from './varint';
 
-/**
- * The read models hold ts-proto-encoded messages, and serving one used to mean decoding it,
- * then encoding it again for the wire — once per call, and once per stream for a change that
- * 10,000 watchers receive. This module remembers the bytes a message was decoded from, and the
- * service definition below writes those bytes as they are (a length-delimited field is the
- * same bytes whether encoded again or copied).
- *
- * Keyed by object identity in a WeakMap: an entry lives exactly as long as its message, and a
- * message is never mutated after decoding (read models replace, never patch, their states).
- * This is a pure memo of `encode`, so one map serves every server in the process.
- */
-const encodedBy = new WeakMap<object, Uint8Array>();
-
-/** Decodes `bytes` and remembers them as the message's encoding. */
-export function decodeRemembering<T extends object>(codec: { decode(input: Uint8Array): T }, bytes: Uint8Array): T {
-  const message = codec.decode(bytes);
-  encodedBy.set(message, bytes);
-  return message;
+/** GetEvaluation's answer: the record's bytes, written as they were read. */
+export interface GetEvaluationOut {
+  readonly evaluation: Encoded<Evaluation>;
 }
 
-function encoded<T extends object>(codec: { encode(message: T): BinaryWriter }, message: T): Uint8Array {
-  let bytes = encodedBy.get(message);
-  if (bytes === undefined) {
-    bytes = codec.encode(message).finish();
-    encodedBy.set(message, bytes);
-  }
-  return bytes;
+export interface ListEvaluationsOut {
+  readonly evaluations: readonly Encoded<Evaluation>[];
+  readonly nextPageToken: string;
 }
+
+/** A WatchEvaluation(s) message: an update already encoded (one encoding for every watcher), or a marker. */
+export type WatchOut =
+  | { readonly update: Encoded<EvaluationUpdate> }
+  | { readonly caughtUp: CaughtUp }
+  | { readonly progress: StreamProgress };
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -48,11 +42,12 @@ function fieldOne(bytes: Uint8Array, writer = new BinaryWriter()): BinaryWriter 
   return writer.uint32(10).bytes(bytes);
 }
 
-function serializeUpdateResponse(value: WatchEvaluationResponse | WatchEvaluationsResponse): Buffer {
-  if (value.update !== undefined && value.progress === undefined && value.caughtUp === undefined) {
-    return toBuffer(fieldOne(encoded(EvaluationUpdate, value.update)).finish());
-  }
-  return toBuffer(WatchEvaluationResponse.encode(value).finish());
+/** WatchEvaluationResponse and WatchEvaluationsResponse have the same wire shape (a test checks it). */
+function serializeWatchOut(value: WatchOut): Buffer {
+  const update = 'update' in value ? value.update : undefined;
+  if (update !== undefined) return toBuffer(fieldOne(update.bytes).finish());
+  // A marker (caught up, progress): no update, so it is ts-proto's message as it is.
+  return toBuffer(WatchEvaluationResponse.encode(value as Omit<WatchEvaluationResponse, 'update'>).finish());
 }
 
 /** Room in front of a ReadOutput chunk for the response's other bytes: 3 tags and 3 varints. */
@@ -118,29 +113,39 @@ export function serializeReadOutput(value: ReadOutputResponse): Buffer {
 }
 
 /**
- * EvaluationQueryService's definition with response serialisers that reuse remembered bytes
- * (WatchEvaluationResponse and WatchEvaluationsResponse have the same wire shape), and one that
- * copies ReadOutput's chunks once.
+ * EvaluationQueryService's definition with response serialisers that write the bytes the read
+ * models hold (handlers answer with the Out types above), and one that copies ReadOutput's
+ * chunks once.
  */
-export const EvaluationQueryServiceWire: typeof EvaluationQueryServiceService = {
+export const EvaluationQueryServiceWire = {
   ...EvaluationQueryServiceService,
   getEvaluation: {
     ...EvaluationQueryServiceService.getEvaluation,
-    responseSerialize: (value: GetEvaluationResponse): Buffer =>
-      value.evaluation === undefined
-        ? toBuffer(GetEvaluationResponse.encode(value).finish())
-        : toBuffer(fieldOne(encoded(Evaluation, value.evaluation)).finish()),
+    responseSerialize: (value: GetEvaluationOut): Buffer => toBuffer(fieldOne(value.evaluation.bytes).finish()),
   },
   listEvaluations: {
     ...EvaluationQueryServiceService.listEvaluations,
-    responseSerialize: (value: ListEvaluationsResponse): Buffer => {
+    responseSerialize: (value: ListEvaluationsOut): Buffer => {
       const writer = new BinaryWriter();
-      for (const evaluation of value.evaluations) fieldOne(encoded(Evaluation, evaluation), writer);
+      for (const evaluation of value.evaluations) fieldOne(evaluation.bytes, writer);
       if (value.nextPageToken !== '') writer.uint32(18).string(value.nextPageToken);
       return toBuffer(writer.finish());
     },
   },
   readOutput: { ...EvaluationQueryServiceService.readOutput, responseSerialize: serializeReadOutput },
-  watchEvaluation: { ...EvaluationQueryServiceService.watchEvaluation, responseSerialize: serializeUpdateResponse },
-  watchEvaluations: { ...EvaluationQueryServiceService.watchEvaluations, responseSerialize: serializeUpdateResponse },
+  watchEvaluation: { ...EvaluationQueryServiceService.watchEvaluation, responseSerialize: serializeWatchOut },
+  watchEvaluations: { ...EvaluationQueryServiceService.watchEvaluations, responseSerialize: serializeWatchOut },
+} as const;
+
+/**
+ * The handlers EvaluationQueryServiceWire serves: ts-proto's, with the Out types as answers. (A
+ * type, not an interface: grpc-js takes implementations as an index-signature record.)
+ */
+export type QueryServiceImplementation = {
+  getEvaluation: handleUnaryCall<GetEvaluationRequest, GetEvaluationOut>;
+  listEvaluations: handleUnaryCall<ListEvaluationsRequest, ListEvaluationsOut>;
+  readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
+  watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchOut>;
+  watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchOut>;
+  getProjectionStatus: EvaluationQueryServiceServer['getProjectionStatus'];
 };

@@ -1,11 +1,18 @@
 import { expect } from 'chai';
 import { DeadlineError, UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { changeOf, type Change } from '../../../services/query/live/change';
 import { createChangeHub } from '../../../services/query/live/change-hub';
+import { encodeOnce } from '../../../services/query/wire/encoded';
 import { createShutdown } from '../../../services/query/live/shutdown';
 
-const update = (position: number, evalId = 'e'): EvaluationUpdate =>
-  EvaluationUpdate.fromPartial({ position: String(position), revision: '1', evaluation: { evalId } });
+const update = (position: number, evalId = 'e'): Change =>
+  changeOf(
+    encodeOnce(
+      EvaluationUpdate,
+      EvaluationUpdate.fromPartial({ position: String(position), revision: '1', evaluation: { evalId } }),
+    ),
+  );
 
 function waitOptions(deadlineMs?: number) {
   const client = new AbortController();
@@ -26,8 +33,8 @@ describe('change hub', () => {
     const hub = createChangeHub();
     const all: string[] = [];
     const mine: string[] = [];
-    const offAll = hub.onAny((u) => all.push(u.position));
-    const offMine = hub.onEvaluation('a', (u) => mine.push(u.position));
+    const offAll = hub.onAny((c) => all.push(String(c.position)));
+    const offMine = hub.onEvaluation('a', (c) => mine.push(String(c.position)));
     hub.publish(update(1, 'a'));
     hub.publish(update(2, 'b'));
     hub.publish(update(2, 'b')); // already dispatched: ignored

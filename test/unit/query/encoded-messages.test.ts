@@ -12,11 +12,8 @@ import {
   ReadOutputResponse,
   WatchEvaluationResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
-import {
-  allocateReadOutputChunk,
-  decodeRemembering,
-  EvaluationQueryServiceWire,
-} from '../../../services/query/wire/encoded-messages';
+import { allocateReadOutputChunk, EvaluationQueryServiceWire } from '../../../services/query/wire/encoded-messages';
+import { encodeOnce, fromBytes } from '../../../services/query/wire/encoded';
 
 const evaluation = Evaluation.fromPartial({
   evalId: 'e-1',
@@ -37,19 +34,35 @@ const update = EvaluationUpdate.fromPartial({
   position: '9007199254740993',
 });
 
-describe('wire: responses reuse the bytes a message was decoded from', () => {
-  it('serialises exactly as the generated encoder does, for fresh and remembered messages', () => {
+describe('wire: responses write the bytes the read models hold', () => {
+  it('serialises exactly as the generated encoder does, for messages read from bytes and encoded once', () => {
     const stored = Buffer.from(Evaluation.encode(evaluation).finish());
-    const remembered = decodeRemembering(Evaluation, stored);
-    for (const value of [evaluation, remembered]) {
-      const expected = Buffer.from(GetEvaluationResponse.encode({ evaluation: value }).finish());
+    for (const value of [fromBytes(Evaluation, stored), encodeOnce(Evaluation, evaluation)]) {
+      const expected = Buffer.from(GetEvaluationResponse.encode({ evaluation }).finish());
       expect(EvaluationQueryServiceWire.getEvaluation.responseSerialize({ evaluation: value })).to.deep.equal(expected);
-      const page = { evaluations: [value, evaluation], nextPageToken: 'next' };
+      const page = { evaluations: [value, encodeOnce(Evaluation, evaluation)], nextPageToken: 'next' };
       expect(EvaluationQueryServiceWire.listEvaluations.responseSerialize(page)).to.deep.equal(
-        Buffer.from(ListEvaluationsResponse.encode(page).finish()),
+        Buffer.from(
+          ListEvaluationsResponse.encode({ evaluations: [evaluation, evaluation], nextPageToken: 'next' }).finish(),
+        ),
       );
     }
-    expect(EvaluationQueryServiceWire.getEvaluation.responseSerialize({})).to.deep.equal(Buffer.alloc(0));
+  });
+
+  it('decodes a record read from bytes only when its message is asked for', () => {
+    let decodes = 0;
+    const counting = {
+      decode: (bytes: Uint8Array): Evaluation => {
+        decodes += 1;
+        return Evaluation.decode(bytes);
+      },
+    };
+    const encoded = fromBytes(counting, Buffer.from(Evaluation.encode(evaluation).finish()));
+    EvaluationQueryServiceWire.getEvaluation.responseSerialize({ evaluation: encoded });
+    expect(decodes, 'serving the record').to.equal(0);
+    expect(encoded.message.evalId).to.equal('e-1');
+    expect(encoded.message.evalId).to.equal('e-1');
+    expect(decodes, 'reading it twice').to.equal(1);
   });
 
   it('writes the remembered bytes themselves, not a new encoding', () => {
@@ -59,8 +72,8 @@ describe('wire: responses reuse the bytes a message was decoded from', () => {
       Buffer.from(EvaluationUpdate.encode(update).finish()),
       Buffer.from([0x98, 0x06, 0x01]),
     ]);
-    const remembered = decodeRemembering(EvaluationUpdate, withUnknown);
-    const wire = EvaluationQueryServiceWire.watchEvaluations.responseSerialize({ update: remembered });
+    const stored = fromBytes(EvaluationUpdate, withUnknown);
+    const wire = EvaluationQueryServiceWire.watchEvaluations.responseSerialize({ update: stored });
     expect(wire.subarray(wire.length - withUnknown.length)).to.deep.equal(withUnknown);
     expect(WatchEvaluationResponse.decode(wire).update).to.deep.equal(update);
   });

@@ -18,6 +18,7 @@ import { createKeyLayout, type KeyLayout } from '../../../services/query/read-mo
 import {
   encodePartitionWrite,
   MAX_OP_ITEMS,
+  STREAM_ITEMS,
   type PartitionWrite,
   WriteSet,
   type WriteOp,
@@ -201,9 +202,21 @@ describe('encodePartitionWrite', () => {
         { op: 'zadd', key: 'k:all', member: 'm' },
         { op: 'zrem', key: 'k:q', member: 'm' },
         { op: 'rpush', key: 'k:hist', value: Buffer.from('h') },
-        { op: 'xadd', key: 'k:log', position: '8', value: Buffer.from('u') },
+        {
+          op: 'xadd',
+          key: 'k:log',
+          position: '8',
+          value: Buffer.from('u'),
+          meta: { evalId: 'e', status: 2, revision: '1' },
+        },
         { op: 'rpush', key: 'k:hist', value: Buffer.from('h'.repeat(300)) },
-        { op: 'xadd', key: 'k:log', position: '9', value: Buffer.from('u'.repeat(70_000)) },
+        {
+          op: 'xadd',
+          key: 'k:log',
+          position: '9',
+          value: Buffer.from('u'.repeat(70_000)),
+          meta: { evalId: 'e', status: 2, revision: '1' },
+        },
         { op: 'set', key: 'k:rec', value: Buffer.from('r2') },
       ]),
     };
@@ -211,7 +224,7 @@ describe('encodePartitionWrite', () => {
     expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist', 'k:all', 'k:q', 'k:rec']);
     expect(args.slice(0, 3)).to.deep.equal(['7', '9', '1000']);
     expect(unpackOps(args[3])).to.deep.equal(
-      ['X', '2', '2', '8-0', 'u', '9-0', 'u'.repeat(70_000)]
+      ['X', '2', '2', '8-0', 'u', 'e', '2', '1', '9-0', 'u'.repeat(70_000), 'e', '2', '1']
         .concat(['L', '3', '2', 'h', 'h'.repeat(300)])
         .concat(['Z', '4', '1', 'm'])
         .concat(['R', '5', '1', 'm'])
@@ -227,13 +240,13 @@ describe('encodePartitionWrite', () => {
       newCheckpoint: 5n,
       ops: WriteSet.of([
         { op: 'rpush', key: 'k:hist', value: update },
-        { op: 'xadd', key: 'k:log', position: '5', value: update },
+        { op: 'xadd', key: 'k:log', position: '5', value: update, meta: { evalId: 'e', status: 2, revision: '1' } },
       ]),
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
     expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist']);
     // The list item is the (1-based) place of the stream entry's value.
-    expect(unpackOps(args[3])).to.deep.equal(['X', '2', '1', '5-0', 'u', 'L', '3', '1', '5']);
+    expect(unpackOps(args[3])).to.deep.equal(['X', '2', '1', '5-0', 'u', 'e', '2', '1', 'L', '3', '1', '5']);
   });
 
   it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
@@ -267,7 +280,13 @@ describe('encodePartitionWrite', () => {
     const ops: WriteOp[] = [];
     for (let i = 1; i <= count; i += 1) {
       ops.push({ op: 'zadd', key: 'k:all', member: `m${i}` });
-      ops.push({ op: 'xadd', key: 'k:log', position: String(i), value: Buffer.from('u') });
+      ops.push({
+        op: 'xadd',
+        key: 'k:log',
+        position: String(i),
+        value: Buffer.from('u'),
+        meta: { evalId: 'e', status: 2, revision: '1' },
+      });
     }
     const { keys, args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 0n, newCheckpoint: BigInt(count), ops: WriteSet.of(ops) },
@@ -280,7 +299,7 @@ describe('encodePartitionWrite', () => {
     for (let i = 0; i < items.length;) {
       const n = Number(items[i + 2]);
       counts.push(`${items[i]}${n}`);
-      i += 3 + (items[i] === 'X' ? 2 * n : n);
+      i += 3 + (items[i] === 'X' ? STREAM_ITEMS * n : n);
     }
     expect(counts).to.deep.equal([
       `X${MAX_OP_ITEMS}`,

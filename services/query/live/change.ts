@@ -1,0 +1,27 @@
+import type { EvaluationStatus, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { Encoded } from '../wire/encoded';
+
+/**
+ * One applied change as the live path carries it (tail → hub → streams): what routing,
+ * filters and cursors need, beside the encoded update that every watcher is sent as it is.
+ * The change log stores the same fields beside the update, so the live path decodes nothing.
+ */
+export interface Change {
+  readonly position: bigint;
+  readonly revision: bigint;
+  readonly evalId: string;
+  readonly status: EvaluationStatus;
+  readonly update: Encoded<EvaluationUpdate>;
+}
+
+/** The change an encoded update describes (history entries, and change-log entries written without the fields). */
+export function changeOf(update: Encoded<EvaluationUpdate>): Change {
+  const { message } = update;
+  return {
+    position: BigInt(message.position),
+    revision: BigInt(message.revision),
+    evalId: message.evaluation?.evalId ?? '',
+    status: message.evaluation?.status ?? 0,
+    update,
+  };
+}
