@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { monotonicFactory } from 'ulid';
 import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger } from '../../shared/logging';
-import { createDataSource, poolOf, runMigrations } from '../../shared/postgres';
+import { createPool, runMigrations } from '../../shared/postgres';
 import {
   closeAll,
   exitOnFailure,
@@ -32,11 +32,16 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel, { service: 'command' });
   const resources: Closeable[] = [];
 
-  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: 'crucible-command', poolSize: 20 });
-  await retryAtStartup('connecting to PostgreSQL', () => dataSource.initialize(), logger);
-  resources.push({ name: 'postgres', close: () => dataSource.destroy() });
-  const applied = await runMigrations(dataSource);
+  const applied = await retryAtStartup(
+    'connecting to PostgreSQL',
+    () => runMigrations({ url: config.databaseUrl, applicationName: 'crucible-command' }),
+    logger,
+  );
   if (applied.length > 0) logger.info('migrations applied', { applied });
+  const pool = createPool({ url: config.databaseUrl, applicationName: 'crucible-command', poolSize: 20 }, (err) =>
+    logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
+  );
+  resources.push({ name: 'postgres', close: () => pool.end() });
 
   // Publishing never waits for a reconnect (no offline queue): the event is durable in
   // PostgreSQL and the query side catches up from the log.
@@ -58,7 +63,7 @@ async function main(): Promise<void> {
 
   const newUlid = monotonicFactory();
   const executor = createCommandExecutor({
-    store: createPostgresEvaluationStore(poolOf(dataSource)),
+    store: createPostgresEvaluationStore(pool),
     blobs: createS3BlobStore(s3, config.s3.bucket),
     publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
     clock: { now: () => new Date() },

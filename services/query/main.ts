@@ -1,8 +1,15 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger, type Logger } from '../../shared/logging';
-import { createDataSource } from '../../shared/postgres';
-import { exitOnFailure, helpText, retryAtStartup } from '../../shared/runtime';
+import { createPool } from '../../shared/postgres';
+import {
+  closeAll,
+  exitOnFailure,
+  helpText,
+  onShutdownSignal,
+  retryAtStartup,
+  type Closeable,
+} from '../../shared/runtime';
 import { createS3Client } from '../../shared/s3';
 import { createQueryService } from './query-service';
 
@@ -13,7 +20,8 @@ lists, outputs and resumable live streams from them. NOT_SERVING until caught up
 
 /**
  * Composition root of the query service: reads the environment, creates every connection,
- * runs the service until SIGTERM/SIGINT, then closes everything in reverse order.
+ * runs the service until SIGTERM/SIGINT, then closes everything in reverse order (as the
+ * command service's main.ts does).
  */
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -22,42 +30,45 @@ async function main(): Promise<void> {
   }
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel, { service: 'query' });
+  const resources: Closeable[] = [];
 
-  const dataSource = createDataSource({
-    url: config.queryDatabaseUrl,
-    readOnly: true,
-    applicationName: 'crucible-query',
-    poolSize: 10,
-  });
-  await retryAtStartup('connecting to PostgreSQL', () => dataSource.initialize(), logger);
+  const pool = createPool(
+    { url: config.queryDatabaseUrl, readOnly: true, applicationName: 'crucible-query', poolSize: 10 },
+    (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
+  );
+  resources.push({ name: 'postgres', close: () => pool.end() });
+  await retryAtStartup('connecting to PostgreSQL', () => pool.query('SELECT 1'), logger);
   // Three Redis connections, each for one kind of work: commands (reads, projection scripts)
   // fail fast when Redis is down so calls get UNAVAILABLE; the subscriber can run nothing but
   // pub/sub; the blocking one is held by XREAD BLOCK and waits out an outage.
   const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 }, logger);
+  resources.push({ name: 'redis', close: () => closeRedis(redis) });
   const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' }, logger);
+  resources.push({ name: 'redis pub/sub', close: () => closeRedis(subscriber) });
   const blocking = connectRedis(
     config.redisUrl,
     { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null },
     logger,
   );
+  resources.push({ name: 'redis tail', close: () => Promise.resolve(blocking.disconnect()) });
   const s3 = createS3Client(config.s3, logger);
+  resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
-  const service = createQueryService(config, { dataSource, redis, subscriber, blocking, s3 }, logger);
+  const service = createQueryService(config, { pool, redis, subscriber, blocking, s3 }, logger);
   const port = await service.start(config.host, config.queryPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
   createLogger('info', { service: 'query' }).info('listening', { host: config.host, port });
 
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
+  onShutdownSignal((signal) => {
+    logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
+    void service
+      .shutdown(config.shutdownGraceMs)
+      .then(() => closeAll(resources, logger))
+      .then(() => {
+        logger.info('stopped');
+        process.exit(0);
+      });
   });
-  logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
-  await service.shutdown(config.shutdownGraceMs);
-  s3.destroy();
-  blocking.disconnect();
-  await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
-  await dataSource.destroy();
-  logger.info('stopped');
 }
 
 function connectRedis(url: string, options: RedisOptions, logger: Logger): Redis {
@@ -87,4 +98,4 @@ async function closeRedis(client: Redis): Promise<void> {
   client.disconnect();
 }
 
-main().then(() => process.exit(0), exitOnFailure);
+main().catch(exitOnFailure);

@@ -1,6 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Redis } from 'ioredis';
-import type { DataSource } from 'typeorm';
+import type { Pool } from 'pg';
 import type { Config } from '../../shared/config';
 import type { Logger } from '../../shared/logging';
 import { createChangeHub, type ChangeHub } from './live/change-hub';
@@ -9,14 +9,15 @@ import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresEventLog } from './postgres/event-log';
 import { createProjectionApplier } from './projection/applier';
 import { createProjector, type Projector } from './projection/projector';
-import { createChangeLog } from './read-models/change-log';
-import { createCheckpoints, minCheckpoint } from './read-models/checkpoints';
-import { createEvaluationHistory } from './read-models/evaluation-history';
-import { createEvaluationList } from './read-models/evaluation-list';
-import { createEvaluationRecords } from './read-models/evaluation-record';
+import { minCheckpoint } from './read-models/checkpoints';
+import { createChangeLog } from './redis/change-log';
+import { createCheckpoints } from './redis/checkpoints';
+import { createEvaluationHistory } from './redis/evaluation-history';
+import { createEvaluationList } from './redis/evaluation-list';
+import { createEvaluationRecords } from './redis/evaluation-records';
 import { createKeyLayout } from './read-models/keys';
 import { createChangeLogTail } from './redis/change-log-tail';
-import { subscribeToChanges } from './redis/change-subscriber';
+import { subscribeToChanges, type ChangeSubscription } from './redis/change-subscriber';
 import { createRedisProjectionStore } from './redis/projection-store';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
@@ -24,8 +25,8 @@ import { createShutdown } from './live/shutdown';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
 export interface QueryServiceConnections {
-  /** Read-only DataSource over the event log (initialised). */
-  readonly dataSource: DataSource;
+  /** Read-only sessions over the event log. */
+  readonly pool: Pool;
   /** Commands: reads and the projection's scripts. */
   readonly redis: Redis;
   /** Pub/sub only: a subscribed connection can run nothing else. */
@@ -67,11 +68,11 @@ export function createQueryService(
   logger: Logger,
   options: QueryServiceOptions = {},
 ): QueryService {
-  const { dataSource, redis, subscriber, blocking, s3 } = connections;
+  const { pool, redis, subscriber, blocking, s3 } = connections;
   const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
   const shutdown = createShutdown();
 
-  const eventLog = createPostgresEventLog(dataSource);
+  const eventLog = createPostgresEventLog(pool);
   const checkpoints = createCheckpoints(redis, layout);
   const records = createEvaluationRecords(redis, layout);
   const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
@@ -109,7 +110,7 @@ export function createQueryService(
     readiness: createReadiness(projector, shutdown.shutdown),
     projector,
     eventLog,
-    bodies: createPostgresBodyStore(dataSource),
+    bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobReader(s3, config.s3.bucket),
     streams: config.streams,
     shutdown: shutdown.shutdown,
@@ -118,7 +119,7 @@ export function createQueryService(
   });
   setServing = (serving) => server.setServing(serving);
 
-  let subscription: { close(): Promise<void> } | undefined;
+  let subscription: ChangeSubscription | undefined;
   const onCommandsReconnect = (): void => projector.requestCatchUp('redis reconnected');
 
   return {
@@ -136,6 +137,10 @@ export function createQueryService(
         logger,
       );
       redis.on('ready', onCommandsReconnect);
+      // Subscribed before the first catch-up reads the log: a change committed after that read
+      // is then announced, not left to the quiet timer. Bounded: a Redis that is down must not
+      // hold the start (ioredis subscribes once it is back, and the timer covers the gap).
+      await Promise.race([subscription.ready, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       projector.start();
       // The live tail starts where the read models are.
       tail.start(async () => minCheckpoint(await checkpoints.readAll()));

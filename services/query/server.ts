@@ -1,6 +1,5 @@
 import type { StreamConfig } from '../../shared/config';
 import { createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
-import type { CallContext, ServerStreamHandler, StreamSink, UnaryHandler } from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
@@ -17,7 +16,6 @@ import type { Checkpoints } from './read-models/checkpoints';
 import type { EvaluationHistory } from './read-models/evaluation-history';
 import type { EvaluationList } from './read-models/evaluation-list';
 import type { EvaluationRecords } from './read-models/evaluation-record';
-import { redisOutageToUnavailable } from './redis/errors';
 import { EvaluationQueryServiceWire, type QueryServiceImplementation } from './wire/encoded-messages';
 import type { Shutdown } from './live/shutdown';
 
@@ -46,26 +44,6 @@ export interface QueryServerDeps {
   readonly onSlowConsumer?: () => void;
 }
 
-function guardUnary<Req, Res>(handler: UnaryHandler<Req, Res>): UnaryHandler<Req, Res> {
-  return async (request: Req, context: CallContext) => {
-    try {
-      return await handler(request, context);
-    } catch (err) {
-      throw redisOutageToUnavailable(err);
-    }
-  };
-}
-
-function guardStream<Req, Res>(handler: ServerStreamHandler<Req, Res>): ServerStreamHandler<Req, Res> {
-  return async (request: Req, sink: StreamSink<Res>, context: CallContext) => {
-    try {
-      await handler(request, sink, context);
-    } catch (err) {
-      throw redisOutageToUnavailable(err);
-    }
-  };
-}
-
 /**
  * Binds EvaluationQueryService to its handlers (one per RPC, in handlers/), with health
  * (NOT_SERVING until the projection has caught up) and reflection.
@@ -73,21 +51,19 @@ function guardStream<Req, Res>(handler: ServerStreamHandler<Req, Res>): ServerSt
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
   const implementation: QueryServiceImplementation = {
-    getEvaluation: unary('GetEvaluation', guardUnary(createGetEvaluation(deps)), logger),
-    listEvaluations: unary('ListEvaluations', guardUnary(createListEvaluations(deps)), logger),
-    readOutput: serverStream('ReadOutput', guardStream(createReadOutput(deps)), logger),
-    watchEvaluation: serverStream('WatchEvaluation', guardStream(createWatchEvaluation(deps)), logger),
+    getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), logger),
+    listEvaluations: unary('ListEvaluations', createListEvaluations(deps), logger),
+    readOutput: serverStream('ReadOutput', createReadOutput(deps), logger),
+    watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), logger),
     watchEvaluations: serverStream(
       'WatchEvaluations',
-      guardStream(
-        createWatchEvaluations({
-          ...deps,
-          ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}),
-        }),
-      ),
+      createWatchEvaluations({
+        ...deps,
+        ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}),
+      }),
       logger,
     ),
-    getProjectionStatus: unary('GetProjectionStatus', guardUnary(createGetProjectionStatus(deps)), logger),
+    getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), logger),
   };
   return createGrpcServer({
     services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],

@@ -1,5 +1,4 @@
-export { createDataSource, runMigrations } from './data-source';
-export type { PostgresOptions } from './data-source';
+export { runMigrations } from './data-source';
+export { createPool, type PostgresOptions } from './pool';
 export { isPostgresUnavailable, uniqueViolation } from './errors';
-export { poolOf } from './pool';
 export { preparedStatement } from './statements';

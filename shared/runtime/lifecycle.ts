@@ -60,8 +60,8 @@ export function onShutdownSignal(onSignal: (signal: NodeJS.Signals) => void): vo
 }
 
 /**
- * The one `.catch` of a service's main(): a configuration problem prints what to fix and
- * exits 2; anything else is logged and exits 1.
+ * The one failure handler of every entry point's main() (both services and the CLIs): a
+ * configuration problem prints what to fix and exits 2; anything else is logged and exits 1.
  */
 export function exitOnFailure(err: unknown): never {
   if (err instanceof ConfigError) {

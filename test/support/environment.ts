@@ -9,7 +9,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../shared/config';
-import { createDataSource, runMigrations } from '../../shared/postgres';
+import { runMigrations } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
 
 /**
@@ -69,14 +69,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
   if (options.withoutDatabase !== true) {
     await admin.connect();
     await admin.query(`CREATE DATABASE ${database}`);
-    const dataSource = createDataSource({
-      url: config.databaseUrl,
-      applicationName: 'crucible-test-setup',
-      poolSize: 1,
-    });
-    await dataSource.initialize();
-    await runMigrations(dataSource);
-    await dataSource.destroy();
+    await runMigrations({ url: config.databaseUrl, applicationName: 'crucible-test-setup' });
   }
   const s3 = createS3Client(config.s3);
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));

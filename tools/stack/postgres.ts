@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { Client } from 'pg';
-import { createDataSource, isPostgresUnavailable, runMigrations } from '../../shared/postgres';
+import { isPostgresUnavailable, runMigrations } from '../../shared/postgres';
 import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
@@ -202,10 +202,8 @@ export async function ensureDatabase(databaseUrl: string, progress: Progress): P
 
 /** Applies every pending migration to `databaseUrl`'s database. */
 export async function applyMigrations(databaseUrl: string, progress: Progress): Promise<void> {
-  const dataSource = createDataSource({ url: databaseUrl, applicationName: 'crucible-stack', poolSize: 1 });
   try {
-    await dataSource.initialize();
-    const applied = await runMigrations(dataSource);
+    const applied = await runMigrations({ url: databaseUrl, applicationName: 'crucible-stack' });
     progress.ok(
       applied.length === 0
         ? 'postgres: schema is up to date'
@@ -217,8 +215,6 @@ export async function applyMigrations(databaseUrl: string, progress: Progress): 
       'fix the migration or the database; nothing after the failed migration was applied',
       { cause: err },
     );
-  } finally {
-    if (dataSource.isInitialized) await dataSource.destroy();
   }
 }
 

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
-import { ConfigError, loadConfig } from '../../../shared/config';
-import { createDataSource } from '../../../shared/postgres';
+import { loadConfig } from '../../../shared/config';
+import { createPool } from '../../../shared/postgres';
+import { exitOnFailure } from '../../../shared/runtime';
 import { createPostgresEvaluationSource } from '../postgres/event-log';
 import { checkConsistency } from '../projection/consistency-check';
 import { createKeyLayout } from '../read-models/keys';
@@ -12,17 +13,16 @@ import { createKeyLayout } from '../read-models/keys';
  */
 async function main(): Promise<number> {
   const config = loadConfig(process.env);
-  const dataSource = createDataSource({
+  const pool = createPool({
     url: config.queryDatabaseUrl,
     readOnly: true,
     applicationName: 'crucible-check-consistency',
     poolSize: 2,
   });
-  await dataSource.initialize();
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
-    const report = await checkConsistency({ source: createPostgresEvaluationSource(dataSource), redis, layout });
+    const report = await checkConsistency({ source: createPostgresEvaluationSource(pool), redis, layout });
     for (const difference of report.differences) process.stdout.write(`${difference}\n`);
     process.stdout.write(
       `checked ${report.evaluations} evaluations at checkpoints ${report.partitionCheckpoints.join(', ')}: ` +
@@ -31,16 +31,8 @@ async function main(): Promise<number> {
     return report.differences.length === 0 ? 0 : 1;
   } finally {
     redis.disconnect();
-    await dataSource.destroy();
+    await pool.end();
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(
-      `${err instanceof ConfigError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(err instanceof ConfigError ? 2 : 1);
-  },
-);
+main().then((code) => process.exit(code), exitOnFailure);

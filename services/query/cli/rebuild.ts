@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
-import { ConfigError, loadConfig } from '../../../shared/config';
+import { loadConfig } from '../../../shared/config';
 import { createLogger } from '../../../shared/logging';
-import { createDataSource } from '../../../shared/postgres';
+import { createPool } from '../../../shared/postgres';
+import { exitOnFailure } from '../../../shared/runtime';
 import { createPostgresEventLog } from '../postgres/event-log';
 import { rebuildReadModels } from '../projection/rebuild';
 import { createKeyLayout } from '../read-models/keys';
@@ -20,17 +21,16 @@ import { createRedisProjectionStore } from '../redis/projection-store';
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'info', { service: 'rebuild-read-models' });
-  const dataSource = createDataSource({
+  const pool = createPool({
     url: config.queryDatabaseUrl,
     readOnly: true,
     applicationName: 'crucible-rebuild',
     poolSize: 2,
   });
-  await dataSource.initialize();
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
-    const eventLog = createPostgresEventLog(dataSource);
+    const eventLog = createPostgresEventLog(pool);
     let reported = 0;
     const result = await rebuildReadModels({
       redis,
@@ -52,16 +52,8 @@ async function main(): Promise<void> {
     );
   } finally {
     redis.disconnect();
-    await dataSource.destroy();
+    await pool.end();
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(
-      `${err instanceof ConfigError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(err instanceof ConfigError ? 2 : 1);
-  },
-);
+main().then(() => process.exit(0), exitOnFailure);

@@ -1,20 +1,24 @@
-import type { DataSource } from 'typeorm';
+import type { Pool } from 'pg';
 import type { BodyStore } from '../handlers/read-output';
 import { readOrUnavailable } from './event-log';
 
 /** Body rows (`evaluation_bodies`) through the read-only connection. */
-export function createPostgresBodyStore(dataSource: DataSource): BodyStore {
+export function createPostgresBodyStore(pool: Pool): BodyStore {
   return {
     find: (evalId, kind) =>
       readOrUnavailable('reading an output', async () => {
-        const rows: { known: string | null; size: string | null; inline: boolean | null; s3_key: string | null }[] =
-          await dataSource.query(
-            `SELECT e.eval_id AS known, b.size::text AS size, b.content IS NOT NULL AS inline, b.s3_key
+        const { rows } = await pool.query<{
+          known: string | null;
+          size: string | null;
+          inline: boolean | null;
+          s3_key: string | null;
+        }>(
+          `SELECT e.eval_id AS known, b.size::text AS size, b.content IS NOT NULL AS inline, b.s3_key
                FROM evaluations e
                LEFT JOIN evaluation_bodies b ON b.eval_id = e.eval_id AND b.kind = $2
               WHERE e.eval_id = $1`,
-            [evalId, kind],
-          );
+          [evalId, kind],
+        );
         const row = rows[0];
         if (row === undefined) return 'unknown-evaluation';
         if (row.size === null) return undefined;
@@ -25,7 +29,7 @@ export function createPostgresBodyStore(dataSource: DataSource): BodyStore {
     readInline: (evalId, kind, offset, length) =>
       readOrUnavailable('reading an output', async () => {
         // substring() on bytea is 1-based and cheap: only this window leaves the server.
-        const rows: { part: Buffer | null }[] = await dataSource.query(
+        const { rows } = await pool.query<{ part: Buffer | null }>(
           `SELECT substring(content FROM $3 FOR $4) AS part FROM evaluation_bodies WHERE eval_id = $1 AND kind = $2`,
           [evalId, kind, offset + 1, length],
         );

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { evolve, type RecordedEvent } from '../../../shared/domain';
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { createCheckpoints } from '../read-models/checkpoints';
+import { createCheckpoints } from '../redis/checkpoints';
 import { decodeRecord } from '../read-models/evaluation-record';
 import { listMember } from '../read-models/evaluation-list';
 import { INDEXED_STATUSES, partitionNumbers, type KeyLayout } from '../read-models/keys';

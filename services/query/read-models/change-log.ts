@@ -1,11 +1,9 @@
-import type { Redis } from 'ioredis';
 import { OutOfRangeError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { partitionNumbers, type KeyLayout } from './keys';
+import type { KeyLayout } from './keys';
 import type { ChangeMeta, WriteSink } from './write-ops';
 import { fromBytes } from '../wire/encoded';
 import { changeOf, type Change } from '../live/change';
-import { createBoundedRangeReader } from '../redis/bounded-range';
 
 /**
  * Read model: the replayable change log, one Redis Stream per partition. Entry ids are
@@ -109,78 +107,4 @@ export interface ChangeLog {
   readAfter(after: bigint, count: number): Promise<{ entries: ChangeLogEntry[]; complete: boolean }>;
   /** The smallest position a client may resume after (0 while nothing was trimmed). */
   oldestResumable(): Promise<bigint>;
-}
-
-function xinfoField(reply: unknown, name: string): unknown {
-  if (!Array.isArray(reply)) return undefined;
-  for (let i = 0; i + 1 < reply.length; i += 2) {
-    if (String(reply[i]) === name) return reply[i + 1];
-  }
-  return undefined;
-}
-
-export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
-  const partitions = partitionNumbers(layout);
-  const boundedRange = createBoundedRangeReader(redis);
-  // Each partition's share; never so small that an update of a typical size does not fit.
-  const partitionBytes = Math.max(64 * 1024, Math.floor(CHANGE_LOG_READ_BYTES / partitions.length));
-
-  const oldestResumable = async (): Promise<bigint> => {
-    const bounds = await Promise.all(
-      partitions.map(async (p) => {
-        let info: unknown;
-        try {
-          info = await redis.xinfo('STREAM', layout.changeLog(p));
-        } catch (err) {
-          if (err instanceof Error && /no such key/i.test(err.message)) return 0n;
-          throw err;
-        }
-        const length = Number(xinfoField(info, 'length') ?? 0);
-        const added = Number(xinfoField(info, 'entries-added') ?? 0);
-        if (added <= length) return 0n; // nothing trimmed: everything since position 0 is here
-        const first = xinfoField(info, 'first-entry');
-        const firstId = Array.isArray(first) && typeof first[0] === 'string' ? first[0] : undefined;
-        // Positions of this partition below its first entry are gone: a client can resume
-        // only after (first - 1). An emptied stream (never with MAXLEN ~) resumes after its end.
-        if (firstId !== undefined) return positionOfEntryId(firstId) - 1n;
-        const lastId = xinfoField(info, 'last-generated-id');
-        return positionOfEntryId(typeof lastId === 'string' ? lastId : '0-0');
-      }),
-    );
-    return bounds.reduce((max, b) => (b > max ? b : max), 0n);
-  };
-
-  return {
-    oldestResumable,
-    async readAfter(after, count) {
-      const pages = await Promise.all(
-        partitions.map((p) => boundedRange(layout.changeLog(p), `(${after}-0`, count, partitionBytes)),
-      );
-      // A full page may stop before another partition's page does: beyond the lowest last
-      // position of the full pages, this read knows nothing, so it looks no further.
-      let horizon: bigint | undefined;
-      for (const page of pages) {
-        const last = page.entries[page.entries.length - 1];
-        if (!page.full || last === undefined) continue;
-        const position = positionOfEntryId(last[0].toString());
-        if (horizon === undefined || position < horizon) horizon = position;
-      }
-      const entries = pages
-        .flatMap((page) => page.entries)
-        .map(([id, fields]) => decodeChangeLogEntry(id, fields))
-        .filter((e) => horizon === undefined || e.position <= horizon)
-        .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
-      const { run, gap } = contiguousRun(entries, after);
-      const firstMissing = after + BigInt(run.length) + 1n;
-      // A missing position with later ones stored: either it was trimmed (the client is too far
-      // behind), or another partition's share of a batch is still being written. Only the
-      // first is an error; in the second case the rest arrives live.
-      if (gap) {
-        const oldest = await oldestResumable();
-        if (firstMissing - 1n < oldest) throw outOfRange(oldest);
-        return { entries: run, complete: true };
-      }
-      return { entries: run, complete: horizon === undefined };
-    },
-  };
 }

@@ -1,6 +1,3 @@
-import type { Redis } from 'ioredis';
-import { partitionNumbers, type KeyLayout } from './keys';
-
 /**
  * Per-partition checkpoints: the highest global position each partition has applied. They are
  * written only by the apply script, in the same atomic step as the data they cover. The read
@@ -17,15 +14,4 @@ export function parseCheckpoint(value: string | null): bigint {
 
 export function minCheckpoint(checkpoints: readonly bigint[]): bigint {
   return checkpoints.reduce((min, c) => (c < min ? c : min), checkpoints[0] ?? 0n);
-}
-
-export function createCheckpoints(redis: Redis, layout: KeyLayout): Checkpoints {
-  return {
-    async readAll() {
-      // One GET per partition (never an MGET across hash slots); sent back to back, so one
-      // round trip on a single Redis.
-      const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
-      return values.map(parseCheckpoint);
-    },
-  };
 }

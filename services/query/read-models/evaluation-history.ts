@@ -1,8 +1,7 @@
-import type { Redis } from 'ioredis';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { fromBytes, type Encoded } from '../wire/encoded';
+import type { Encoded } from '../wire/encoded';
 
 /**
  * Read model: every update of one evaluation, in revision order (list index = revision - 1).
@@ -26,18 +25,4 @@ export interface EvaluationHistory {
   latest(evalId: string): Promise<Encoded<EvaluationUpdate> | undefined>;
   /** Every update with a revision above `revision`, oldest first. */
   after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[]>;
-}
-
-export function createEvaluationHistory(redis: Redis, layout: KeyLayout): EvaluationHistory {
-  const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
-  return {
-    async latest(evalId) {
-      const bytes = await redis.lindexBuffer(key(evalId), -1);
-      return bytes === null ? undefined : fromBytes(EvaluationUpdate, bytes);
-    },
-    async after(evalId, revision) {
-      const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
-      return entries.map((bytes) => fromBytes(EvaluationUpdate, bytes));
-    },
-  };
 }

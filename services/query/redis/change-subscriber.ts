@@ -4,6 +4,11 @@ import type { RecordedEvent } from '../../../shared/domain';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
+  /**
+   * Settles once Redis confirmed the subscription (or refused it: then ioredis subscribes again
+   * when the connection is back, and the catch-up timer covers the gap). Never rejects.
+   */
+  readonly ready: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -36,11 +41,23 @@ export function subscribeToChanges(
   };
   subscriber.on('message', onMessage);
   subscriber.on('ready', onReady);
-  subscriber.subscribe(channel).catch((err: unknown) => {
-    // ioredis re-subscribes by itself once the connection is back; the timer covers the gap.
-    logger.warn('could not subscribe to changes yet', { channel, err });
-  });
+  const subscribe = (): Promise<void> =>
+    subscriber.subscribe(channel).then(
+      () => undefined,
+      (err: unknown) => {
+        // ioredis re-subscribes by itself once the connection is back; the timer covers the gap.
+        logger.warn('could not subscribe to changes yet', { channel, err });
+      },
+    );
+  // Not before the connection is ready: ioredis 5.8+ may interleave a SUBSCRIBE sent while it
+  // connects with its own handshake commands, which then fail "in subscriber mode" and drop
+  // the connection, and with it the subscription (redis/ioredis#2037).
+  const ready =
+    subscriber.status === 'ready'
+      ? subscribe()
+      : new Promise<void>((resolve) => subscriber.once('ready', () => resolve(subscribe())));
   return {
+    ready,
     async close() {
       subscriber.off('message', onMessage);
       subscriber.off('ready', onReady);

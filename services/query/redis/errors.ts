@@ -10,7 +10,28 @@ export function isRedisUnavailable(err: unknown): boolean {
 }
 
 /** Maps a Redis outage to UnavailableError; anything else passes through unchanged. */
-export function redisOutageToUnavailable(err: unknown): unknown {
+export function redisOutageToUnavailable(err: unknown, what: string): unknown {
   if (err instanceof CrucibleError || !isRedisUnavailable(err)) return err;
-  return new UnavailableError('the read models (Redis) are unavailable; retry', { cause: err });
+  return new UnavailableError(`the read models (Redis) are unavailable (${what}); retry`, { cause: err });
+}
+
+/**
+ * The adapter with every method's Redis outage turned into UnavailableError where it happens,
+ * so that every caller (a handler, the projection) hears UNAVAILABLE: retry.
+ */
+export function mappingOutages<T extends object>(what: string, adapter: T): T {
+  const mapped: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(adapter)) {
+    mapped[name] =
+      typeof method === 'function'
+        ? async (...args: unknown[]): Promise<unknown> => {
+            try {
+              return await (method as (...a: unknown[]) => Promise<unknown>).apply(adapter, args);
+            } catch (err) {
+              throw redisOutageToUnavailable(err, what);
+            }
+          }
+        : method;
+  }
+  return mapped as T;
 }

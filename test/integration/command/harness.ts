@@ -1,7 +1,6 @@
 import { Redis } from 'ioredis';
 import { Client, type Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { DataSource } from 'typeorm';
 import type { Limits } from '../../../shared/config';
 import {
   CancelEvaluationRequest,
@@ -11,7 +10,7 @@ import {
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import { silentLogger } from '../../../shared/logging';
-import { createDataSource, poolOf } from '../../../shared/postgres';
+import { createPool } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
 import type { BlobStore, EvaluationStore, EventPublisher } from '../../../services/command/application/ports';
@@ -88,7 +87,6 @@ export function commandsOf(executor: CommandExecutor, limits: Limits): Commands 
  */
 export interface Harness {
   readonly env: TestEnvironment;
-  readonly dataSource: DataSource;
   readonly pool: Pool;
   /** A separate connection for inspection and manual transactions. */
   readonly sql: Client;
@@ -115,13 +113,8 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     for (const closer of closers.reverse()) await closer();
   };
   try {
-    const dataSource = createDataSource({
-      url: env.config.databaseUrl,
-      applicationName: EXECUTOR_APPLICATION,
-      poolSize: 30,
-    });
-    await dataSource.initialize();
-    closers.push(() => dataSource.destroy());
+    const pool = createPool({ url: env.config.databaseUrl, applicationName: EXECUTOR_APPLICATION, poolSize: 30 });
+    closers.push(() => pool.end());
     const sql = new Client({
       connectionString: env.config.databaseUrl,
       application_name: 'crucible-command-it-inspect',
@@ -138,7 +131,6 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     const s3 = createS3Client(env.config.s3);
     closers.push(() => Promise.resolve(s3.destroy()));
 
-    const pool = poolOf(dataSource);
     const store = createPostgresEvaluationStore(pool);
     const blobs = createS3BlobStore(s3, env.config.s3.bucket);
     const publisher = createRedisChangePublisher(redis, env.config.redisKeyPrefix);
@@ -163,7 +155,6 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     const executor = executorWith({});
     return {
       env,
-      dataSource,
       pool,
       sql,
       s3,

@@ -25,7 +25,7 @@ describe('reads bounded by bytes as well as count', function () {
   it('the event log stops a batch once the budget is reached, and the next batches carry on without a gap', async () => {
     const replica = await h.startReplica();
     try {
-      const eventLog = createPostgresEventLog(replica.dataSource, { maxBatchBytes: 250 * KiB });
+      const eventLog = createPostgresEventLog(replica.pool, { maxBatchBytes: 250 * KiB });
       const head = await eventLog.headPosition();
       const written: RecordedEvent[] = [];
       for (let i = 0; i < 10; i += 1) {
@@ -50,7 +50,7 @@ describe('reads bounded by bytes as well as count', function () {
       // The count still bounds a batch of small events; one event larger than the budget is
       // read alone rather than never.
       expect((await eventLog.readAfter(head, 2)).events).to.have.length(2);
-      const tiny = createPostgresEventLog(replica.dataSource, { maxBatchBytes: 1 });
+      const tiny = createPostgresEventLog(replica.pool, { maxBatchBytes: 1 });
       const alone = await tiny.readAfter(head, 1000);
       expect(alone.events.map((e) => e.evalId)).to.deep.equal(['bytes-0']);
       expect(alone.full).to.equal(true);

@@ -4,13 +4,12 @@ import { join } from 'node:path';
 import { ListBucketsCommand } from '@aws-sdk/client-s3';
 import { credentials } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
-import { Client } from 'pg';
+import { Client, type Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { DataSource } from 'typeorm';
 import { loadConfig, type Config } from '../../../shared/config';
 import { EvaluationQueryServiceClient } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { createLogger, silentLogger, type Logger } from '../../../shared/logging';
-import { createDataSource } from '../../../shared/postgres';
+import { createPool } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createQueryService, type QueryService, type QueryServiceOptions } from '../../../services/query/query-service';
 import { createTestEnvironment, type TestEnvironment } from '../../support/environment';
@@ -24,7 +23,7 @@ export interface Replica {
   readonly redis: Redis;
   readonly blocking: Redis;
   readonly subscriber: Redis;
-  readonly dataSource: DataSource;
+  readonly pool: Pool;
   /** Shuts the service down and closes its connections (idempotent). */
   close(): Promise<void>;
 }
@@ -91,13 +90,12 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
       s3,
       async startReplica(options = {}) {
         const config = loadConfig({ ...env.env, ...options.overrides });
-        const dataSource = createDataSource({
+        const pool = createPool({
           url: config.queryDatabaseUrl,
           readOnly: true,
           applicationName: 'crucible-query-it',
           poolSize: 4,
         });
-        await dataSource.initialize();
         const quiet = (client: Redis): Redis => client.on('error', () => undefined);
         const replicaRedis = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: 1 }));
         const subscriber = quiet(new Redis(config.redisUrl));
@@ -105,7 +103,7 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
         const replicaS3 = createS3Client(config.s3);
         const service = createQueryService(
           config,
-          { dataSource, redis: replicaRedis, subscriber, blocking, s3: replicaS3 },
+          { pool, redis: replicaRedis, subscriber, blocking, s3: replicaS3 },
           options.logger ??
             (process.env.QUERY_IT_LOG === '1' ? createLogger('debug', { replica: replicas.length }) : silentLogger),
           options.service,
@@ -121,7 +119,7 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
           redis: replicaRedis,
           blocking,
           subscriber,
-          dataSource,
+          pool,
           close() {
             closed ??= (async () => {
               client.close();
@@ -130,7 +128,7 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
               blocking.disconnect();
               subscriber.disconnect();
               replicaRedis.disconnect();
-              await dataSource.destroy();
+              await pool.end();
             })();
             return closed;
           },

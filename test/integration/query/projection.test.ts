@@ -8,7 +8,7 @@ import { createPostgresEvaluationSource, createPostgresEventLog } from '../../..
 import { createProjectionApplier } from '../../../services/query/projection/applier';
 import { checkConsistency } from '../../../services/query/projection/consistency-check';
 import { rebuildReadModels } from '../../../services/query/projection/rebuild';
-import { createCheckpoints } from '../../../services/query/read-models/checkpoints';
+import { createCheckpoints } from '../../../services/query/redis/checkpoints';
 import { createKeyLayout, partitionNumbers, type KeyLayout } from '../../../services/query/read-models/keys';
 import { createRedisProjectionStore } from '../../../services/query/redis/projection-store';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -52,7 +52,7 @@ async function consistency(h: QueryHarness, layout: KeyLayout): Promise<string[]
   const dataSourceReplica = await h.startReplica();
   try {
     const report = await checkConsistency({
-      source: createPostgresEvaluationSource(dataSourceReplica.dataSource),
+      source: createPostgresEvaluationSource(dataSourceReplica.pool),
       redis: h.redis,
       layout,
     });
@@ -202,7 +202,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
   it('ignores events at or below the checkpoint (re-applying a batch changes nothing)', async () => {
     const replica = await h.startReplica();
     await replica.service.projector.whenCaughtUp();
-    const eventLog = createPostgresEventLog(replica.dataSource);
+    const eventLog = createPostgresEventLog(replica.pool);
     const applier = createProjectionApplier({
       store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
       eventLog,
@@ -227,7 +227,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     // Two appliers on separate connections apply the same new batch at the same moment.
     await lifecycles(h, 40, 'race2', false);
     const probe = await h.startReplica();
-    const eventLog = createPostgresEventLog(probe.dataSource);
+    const eventLog = createPostgresEventLog(probe.pool);
     const connections = [new Redis(h.config.redisUrl), new Redis(h.config.redisUrl)];
     try {
       const from = (await createCheckpoints(h.redis, layout).readAll())[0] ?? 0n;
@@ -279,7 +279,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     const helper = await h.startReplica();
     try {
       await helper.service.projector.whenCaughtUp();
-      const eventLog = createPostgresEventLog(helper.dataSource);
+      const eventLog = createPostgresEventLog(helper.pool);
       const result = await rebuildReadModels({
         redis: h.redis,
         layout,
@@ -362,7 +362,7 @@ describe('query projection with partitioned read models', function () {
   it('rebuilds the same read models when it must read states back and when another applier races it', async () => {
     await lifecycles(h, 40, 'rebuild-race', false);
     const replica = await h.startReplica();
-    const eventLog = createPostgresEventLog(replica.dataSource);
+    const eventLog = createPostgresEventLog(replica.pool);
     const retention = h.config.streams.changeLogRetention;
     const racer = new Redis(h.config.redisUrl, { maxRetriesPerRequest: 1 });
     try {

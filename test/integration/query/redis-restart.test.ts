@@ -101,7 +101,7 @@ describe('query projection across a Redis restart (a private Redis that loses it
     const inspect = new Redis(redis.url);
     try {
       const report = await checkConsistency({
-        source: createPostgresEvaluationSource(replica.dataSource),
+        source: createPostgresEvaluationSource(replica.pool),
         redis: inspect,
         layout: createKeyLayout(h.config.redisKeyPrefix, 1),
       });

@@ -1,0 +1,16 @@
+import type { Redis } from 'ioredis';
+import { parseCheckpoint, type Checkpoints } from '../read-models/checkpoints';
+import { partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { mappingOutages } from './errors';
+
+/** The partition checkpoints read from Redis (read-models/checkpoints.ts says what they mean). */
+export function createCheckpoints(redis: Redis, layout: KeyLayout): Checkpoints {
+  return mappingOutages<Checkpoints>('reading checkpoints', {
+    async readAll() {
+      // One GET per partition (never an MGET across hash slots); sent back to back, so one
+      // round trip on a single Redis.
+      const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
+      return values.map(parseCheckpoint);
+    },
+  });
+}
