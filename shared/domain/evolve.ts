@@ -23,8 +23,9 @@ function bodyFields(body: BodyRef): { preview: Buffer; size: string; location: s
 
 /**
  * Folds one recorded event into an evaluation's read-model state. Pure and deterministic:
- * the command side uses it to publish the state after a command, the query side to rebuild
- * the same state from the log, and the consistency checker relies on both agreeing.
+ * the query side's projection and rebuild build every state with it, and the consistency
+ * checker folds the log with it to compare (it lives in shared/ because it is the log's
+ * meaning, next to the events it folds).
  *
  * Throws ProjectionError when the event does not follow `state` (wrong revision, or an event
  * other than EvaluationQueued for an unknown evaluation).

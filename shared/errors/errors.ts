@@ -76,11 +76,6 @@ export class DeadlineError extends CrucibleError {
   readonly kind = 'deadline';
 }
 
-/** A stream client fell too far behind. → RESOURCE_EXHAUSTED (resumable) */
-export class SlowConsumerError extends CrucibleError {
-  readonly kind = 'slow_consumer';
-}
-
 /** Builds a ValidationError from a list, or returns undefined when it is empty. */
 export function validationErrorOf(violations: readonly FieldViolation[]): ValidationError | undefined {
   return violations.length === 0 ? undefined : new ValidationError(violations);

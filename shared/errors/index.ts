@@ -8,7 +8,6 @@ export {
   UnavailableError,
   OutOfRangeError,
   DeadlineError,
-  SlowConsumerError,
   validationErrorOf,
 } from './errors';
 export type { FieldViolation } from './errors';

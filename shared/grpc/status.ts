@@ -7,7 +7,6 @@ import {
   NotFoundError,
   OutOfRangeError,
   RevisionConflictError,
-  SlowConsumerError,
   UnavailableError,
   ValidationError,
 } from '../errors';
@@ -69,7 +68,6 @@ export function toStatus(err: unknown, logger: Logger, method: string): StatusOb
   if (err instanceof AlreadyExistsError) return withDetails(Status.ALREADY_EXISTS, err.message, []);
   if (err instanceof OutOfRangeError) return withDetails(Status.OUT_OF_RANGE, err.message, []);
   if (err instanceof DeadlineError) return withDetails(Status.DEADLINE_EXCEEDED, err.message, []);
-  if (err instanceof SlowConsumerError) return withDetails(Status.RESOURCE_EXHAUSTED, err.message, []);
   if (err instanceof UnavailableError) {
     logger.warn('dependency unavailable', { method, err });
     return withDetails(Status.UNAVAILABLE, err.message, []);

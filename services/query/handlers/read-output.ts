@@ -34,9 +34,9 @@ export interface BlobReader {
 /**
  * Bodies are streamed in chunks of this size (the last one shorter). Large enough that the
  * per-message costs (encoding, gRPC framing, callbacks, the client's decode) are small beside
- * the copying (with 64 KiB chunks a grpc-js client spent 1.8× the CPU on a 16 MiB body), small
- * enough that a slow client makes the stream hold at most grpc-js's 16 queued messages (8 MiB)
- * however large the body (1 MiB chunks were no faster). 64 bytes under 512 KiB so that a chunk
+ * the copying (64 KiB chunks cost a grpc-js client far more CPU per MB), small enough that a
+ * slow client makes the stream hold at most grpc-js's 16 queued messages (8 MiB) however large
+ * the body (1 MiB chunks were no faster; figures in docs/benchmarks.md). 64 bytes under 512 KiB so that a chunk
  * with its protobuf fields (wire/encoded-messages.ts) stays within 512 KiB.
  */
 export const CHUNK_BYTES = 512 * 1024 - 64;

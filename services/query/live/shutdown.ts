@@ -1,8 +1,9 @@
 /**
  * The server's shutdown as its calls see it. Every open stream and waiting read subscribes, and
  * there may be 10,000 of them: an AbortSignal walks its whole listener list on every
- * addEventListener (to drop duplicates), which made opening n streams O(n²) (4.5% of the query
- * service's CPU when 10,000 streams opened); a Set adds and removes in O(1).
+ * addEventListener (to drop duplicates), which made opening n streams O(n²) (a visible share of
+ * the query service's CPU when 10,000 streams opened: docs/benchmarks.md); a Set adds and
+ * removes in O(1).
  */
 export interface Shutdown {
   readonly aborted: boolean;
