@@ -5,12 +5,12 @@ import {
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import type { Logger } from '../../shared/logging';
 import {
-  cancelEvaluation,
-  completeEvaluation,
-  completeEvaluationStream,
-  failEvaluation,
-  startEvaluation,
-  submitEvaluation,
+  createCancelEvaluation,
+  createCompleteEvaluation,
+  createCompleteEvaluationStream,
+  createFailEvaluation,
+  createStartEvaluation,
+  createSubmitEvaluation,
   type CommandHandlerDeps,
 } from './handlers';
 
@@ -22,12 +22,12 @@ const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 export function createCommandServer(deps: CommandHandlerDeps & { readonly logger: Logger }): GrpcServer {
   const { logger } = deps;
   const implementation: EvaluationCommandServiceServer = {
-    submitEvaluation: unary('SubmitEvaluation', submitEvaluation(deps), logger),
-    startEvaluation: unary('StartEvaluation', startEvaluation(deps), logger),
-    completeEvaluation: unary('CompleteEvaluation', completeEvaluation(deps), logger),
-    completeEvaluationStream: clientStream('CompleteEvaluationStream', completeEvaluationStream(deps), logger),
-    failEvaluation: unary('FailEvaluation', failEvaluation(deps), logger),
-    cancelEvaluation: unary('CancelEvaluation', cancelEvaluation(deps), logger),
+    submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), logger),
+    startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), logger),
+    completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), logger),
+    completeEvaluationStream: clientStream('CompleteEvaluationStream', createCompleteEvaluationStream(deps), logger),
+    failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), logger),
+    cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), logger),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],

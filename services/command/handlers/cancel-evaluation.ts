@@ -6,7 +6,7 @@ import type {
 import type { CommandHandlerDeps } from './deps';
 import { validateCancel } from '../domain';
 
-export function cancelEvaluation({
+export function createCancelEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<CancelEvaluationRequest, CancelEvaluationResponse> {

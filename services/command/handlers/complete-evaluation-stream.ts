@@ -36,7 +36,7 @@ async function* outputChunks(
   }
 }
 
-export function completeEvaluationStream({
+export function createCompleteEvaluationStream({
   executor,
   limits,
 }: CommandHandlerDeps): ClientStreamHandler<CompleteEvaluationStreamRequest, CompleteEvaluationStreamResponse> {

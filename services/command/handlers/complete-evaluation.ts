@@ -6,7 +6,7 @@ import type {
 import type { CommandHandlerDeps } from './deps';
 import { validateComplete } from '../domain';
 
-export function completeEvaluation({
+export function createCompleteEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<CompleteEvaluationRequest, CompleteEvaluationResponse> {

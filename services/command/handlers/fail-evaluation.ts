@@ -6,7 +6,7 @@ import type {
 import type { CommandHandlerDeps } from './deps';
 import { validateFail } from '../domain';
 
-export function failEvaluation({
+export function createFailEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<FailEvaluationRequest, FailEvaluationResponse> {

@@ -1,7 +1,7 @@
-export { submitEvaluation } from './submit-evaluation';
-export { startEvaluation } from './start-evaluation';
-export { completeEvaluation } from './complete-evaluation';
-export { completeEvaluationStream } from './complete-evaluation-stream';
-export { failEvaluation } from './fail-evaluation';
-export { cancelEvaluation } from './cancel-evaluation';
+export { createSubmitEvaluation } from './submit-evaluation';
+export { createStartEvaluation } from './start-evaluation';
+export { createCompleteEvaluation } from './complete-evaluation';
+export { createCompleteEvaluationStream } from './complete-evaluation-stream';
+export { createFailEvaluation } from './fail-evaluation';
+export { createCancelEvaluation } from './cancel-evaluation';
 export type { CommandHandlerDeps } from './deps';

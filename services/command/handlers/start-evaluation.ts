@@ -6,7 +6,7 @@ import type {
 import type { CommandHandlerDeps } from './deps';
 import { validateStart } from '../domain';
 
-export function startEvaluation({
+export function createStartEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<StartEvaluationRequest, StartEvaluationResponse> {

@@ -6,7 +6,7 @@ import type {
 import type { CommandHandlerDeps } from './deps';
 import { validateSubmit } from '../domain';
 
-export function submitEvaluation({
+export function createSubmitEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<SubmitEvaluationRequest, SubmitEvaluationResponse> {
