@@ -60,6 +60,254 @@ const MAX_FAST_QUEUE_BYTES = 16 * 1024 * 1024;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 
+/** How long to wait before retrying after `failures` failed steps in a row (1 or more). */
+export function backoffDelayMs(failures: number): number {
+  return Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(failures - 1, 16));
+}
+
+/** Whether the `failures`-th failure in a row is logged: the first, then every 20th (no flood). */
+export function logsFailure(failures: number): boolean {
+  return failures === 1 || failures % 20 === 0;
+}
+
+/** The fast path's queue of announced changes, bounded by count and by bytes. */
+export interface FastQueue {
+  /**
+   * Queues a change, or — when it would pass either bound — drops everything queued (the change
+   * included) and returns false: the caller then catches up from the log.
+   */
+  offer(event: RecordedEvent, bytes: number): boolean;
+  /** The oldest queued change, removed from the queue. */
+  take(): RecordedEvent | undefined;
+}
+
+export function createFastQueue(maxCount = MAX_FAST_QUEUE, maxBytes = MAX_FAST_QUEUE_BYTES): FastQueue {
+  let queue: { event: RecordedEvent; bytes: number }[] = [];
+  let queuedBytes = 0;
+  return {
+    offer(event, bytes) {
+      if (queue.length >= maxCount || queuedBytes + bytes > maxBytes) {
+        queue = [];
+        queuedBytes = 0;
+        return false;
+      }
+      queue.push({ event, bytes });
+      queuedBytes += bytes;
+      return true;
+    },
+    take() {
+      const queued = queue.shift();
+      if (queued === undefined) return undefined;
+      queuedBytes -= queued.bytes;
+      return queued.event;
+    },
+  };
+}
+
+/**
+ * Where this replica stands (checkpoint, head, catch-up count) and whether it serves: it serves
+ * once the checkpoint reaches the target (the log head seen at start, or after Redis lost data).
+ */
+export interface ServingState {
+  readonly checkpoint: bigint;
+  readonly head: bigint;
+  readonly caughtUp: boolean;
+  /** True once `startServingAt` set a target. */
+  readonly started: boolean;
+  /** Sets the head to reach before serving, and sees it. */
+  startServingAt(target: bigint): void;
+  /** The read models went backwards: stop serving until the head seen so far is reached again. */
+  stopServing(): void;
+  /** A new checkpoint (what a step applied up to); serves once it reaches the target. */
+  setCheckpoint(value: bigint): void;
+  /** A position known to exist in the log (log head or pub/sub). */
+  seeHead(position: bigint): void;
+  countCatchUp(applied: number): void;
+  status(): ProjectorStatus;
+  /** Resolves once caught up (at once when already). */
+  whenCaughtUp(): Promise<void>;
+}
+
+export function createServingState(deps: {
+  readonly logger: Logger;
+  readonly clock: () => number;
+  readonly onServingChange?: (serving: boolean) => void;
+}): ServingState {
+  const { logger, clock } = deps;
+  let checkpoint = 0n;
+  let head = 0n;
+  let target: bigint | undefined; // the head to reach before serving
+  let caughtUp = false;
+  let catchUpEvents = 0n;
+  let behindSince: number | undefined;
+  // One shared promise for everyone waiting to be caught up (not one resolver per call).
+  let caughtUpSignal: { promise: Promise<void>; resolve: () => void } | undefined;
+
+  const seeHead = (position: bigint): void => {
+    if (position > head) head = position;
+    if (checkpoint < head) behindSince ??= clock();
+  };
+
+  return {
+    get checkpoint() {
+      return checkpoint;
+    },
+    get head() {
+      return head;
+    },
+    get caughtUp() {
+      return caughtUp;
+    },
+    get started() {
+      return target !== undefined;
+    },
+    startServingAt(value) {
+      target = value;
+      seeHead(target);
+    },
+    stopServing() {
+      if (caughtUp) {
+        caughtUp = false;
+        target = head;
+        deps.onServingChange?.(false);
+      }
+    },
+    setCheckpoint(value) {
+      checkpoint = value;
+      if (head < checkpoint) head = checkpoint;
+      if (checkpoint >= head) behindSince = undefined;
+      else behindSince ??= clock();
+      if (!caughtUp && target !== undefined && checkpoint >= target) {
+        caughtUp = true;
+        logger.info('projection caught up; serving', { checkpoint: checkpoint.toString(), head: head.toString() });
+        caughtUpSignal?.resolve();
+        caughtUpSignal = undefined;
+        deps.onServingChange?.(true);
+      }
+    },
+    seeHead,
+    countCatchUp(applied) {
+      catchUpEvents += BigInt(applied);
+    },
+    status: () => ({ checkpoint, head, caughtUp, catchUpEvents, behindSince }),
+    whenCaughtUp() {
+      if (caughtUp) return Promise.resolve();
+      if (caughtUpSignal === undefined) {
+        let resolve: () => void = () => undefined;
+        const promise = new Promise<void>((r) => (resolve = r));
+        caughtUpSignal = { promise, resolve };
+      }
+      return caughtUpSignal.promise;
+    },
+  };
+}
+
+/** A timed sleep the loop's other inputs (notify, requestCatchUp, stop) can cut short. */
+export interface Waker {
+  /** Ends the sleep in progress, if any. */
+  wake(): void;
+  /** Resolves true when woken, false when the time ran out. */
+  sleep(ms: number): Promise<boolean>;
+}
+
+export function createWaker(): Waker {
+  let wakeUp: (() => void) | undefined;
+  return {
+    wake() {
+      const w = wakeUp;
+      wakeUp = undefined;
+      w?.();
+    },
+    sleep: (ms) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          wakeUp = undefined;
+          resolve(false);
+        }, ms);
+        wakeUp = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+      }),
+  };
+}
+
+/** What a projection step needs: the projector's options, resolved, and its serving state. */
+interface StepDeps {
+  readonly eventLog: EventLog;
+  readonly applier: ProjectionApplier;
+  readonly checkpoints: Checkpoints;
+  readonly logger: Logger;
+  readonly batchSize: number;
+  readonly clock: () => number;
+  readonly serving: ServingState;
+  readonly requestCatchUp: (reason: string) => void;
+}
+
+/** Reads the log from the lowest partition checkpoint and applies it, batch by batch, to its end. */
+async function catchUp(deps: StepDeps, reason: string): Promise<void> {
+  const { eventLog, applier, checkpoints, logger, batchSize, clock, serving } = deps;
+  if (!serving.started) {
+    const target = await eventLog.headPosition();
+    serving.startServingAt(target);
+    logger.info('projection starting', { head: target.toString() });
+  }
+  for (;;) {
+    const from = minCheckpoint(await checkpoints.readAll());
+    if (from < serving.checkpoint) {
+      // The read models went backwards: Redis was flushed or restarted without its data.
+      logger.warn('read models are behind what this replica applied before (Redis lost data); rebuilding', {
+        checkpoint: from.toString(),
+        previous: serving.checkpoint.toString(),
+      });
+      serving.stopServing();
+    }
+    const { events, full } = await eventLog.readAfter(from, batchSize);
+    const last = events[events.length - 1];
+    if (last === undefined) {
+      serving.setCheckpoint(from);
+      return;
+    }
+    serving.seeHead(BigInt(last.position));
+    const result = await applier.apply(events);
+    serving.countCatchUp(result.applied);
+    serving.setCheckpoint(result.checkpoint);
+    const fields = {
+      reason,
+      from: from.toString(),
+      to: last.position,
+      events: events.length,
+      applied: result.applied,
+      checkpoint: result.checkpoint.toString(),
+      lagPositions: (serving.head - result.checkpoint).toString(),
+      // Age of the oldest event this batch applied: how far behind the read models were.
+      lagSeconds: Math.max(0, (clock() - Date.parse(events[0]?.recordedAt ?? '')) / 1000) || 0,
+    };
+    if (result.applied > 0) logger.info('catch-up batch applied', fields);
+    else logger.debug('catch-up batch already applied by another replica', fields);
+    if (!full) return;
+  }
+}
+
+/** Applies an announced change when it is the next position; anything else asks for a catch-up. */
+async function applyFast(deps: StepDeps, event: RecordedEvent): Promise<void> {
+  const { applier, logger, serving, requestCatchUp } = deps;
+  const position = BigInt(event.position);
+  if (position <= serving.checkpoint) return;
+  if (position !== serving.checkpoint + 1n) {
+    requestCatchUp('gap in pub/sub');
+    return;
+  }
+  try {
+    const result = await applier.apply([event]);
+    serving.setCheckpoint(result.checkpoint);
+    logger.debug('applied change', { position: event.position, evalId: event.evalId, applied: result.applied });
+  } catch (err) {
+    if (!(err instanceof GapError)) throw err;
+    requestCatchUp('read models behind the pub/sub message');
+  }
+}
+
 /**
  * Keeps the read models up to date with the event log, exactly once and in order.
  *
@@ -72,130 +320,30 @@ const BACKOFF_MAX_MS = 5_000;
  * exponential backoff.
  */
 export function createProjector(options: ProjectorOptions): Projector {
-  const { eventLog, applier, checkpoints, logger, catchUpIntervalMs } = options;
-  const batchSize = options.batchSize ?? 500;
+  const { logger, catchUpIntervalMs } = options;
   const clock = options.clock ?? Date.now;
+  const serving = createServingState({ logger, clock, onServingChange: options.onServingChange });
+  const fastQueue = createFastQueue();
+  const waker = createWaker();
 
   let stopped = false;
   let loop: Promise<void> | undefined;
-  let checkpoint = 0n;
-  let head = 0n;
-  let target: bigint | undefined; // the head to reach before serving
-  let caughtUp = false;
-  let catchUpEvents = 0n;
-  let behindSince: number | undefined;
   let catchUpReason: string | undefined = 'start';
-  let fastQueue: { event: RecordedEvent; bytes: number }[] = [];
-  let fastQueueBytes = 0;
-  let wakeUp: (() => void) | undefined;
-  // One shared promise for everyone waiting to be caught up (not one resolver per call).
-  let caughtUpSignal: { promise: Promise<void>; resolve: () => void } | undefined;
-
-  const wake = (): void => {
-    const w = wakeUp;
-    wakeUp = undefined;
-    w?.();
-  };
-  /** Resolves true when woken, false when the time ran out. */
-  const sleep = (ms: number): Promise<boolean> =>
-    new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        wakeUp = undefined;
-        resolve(false);
-      }, ms);
-      wakeUp = () => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-    });
-
-  const setCheckpoint = (value: bigint): void => {
-    checkpoint = value;
-    if (head < checkpoint) head = checkpoint;
-    if (checkpoint >= head) behindSince = undefined;
-    else behindSince ??= clock();
-    if (!caughtUp && target !== undefined && checkpoint >= target) {
-      caughtUp = true;
-      logger.info('projection caught up; serving', { checkpoint: checkpoint.toString(), head: head.toString() });
-      caughtUpSignal?.resolve();
-      caughtUpSignal = undefined;
-      options.onServingChange?.(true);
-    }
-  };
-
-  const seeHead = (position: bigint): void => {
-    if (position > head) head = position;
-    if (checkpoint < head) behindSince ??= clock();
-  };
 
   const requestCatchUp = (reason: string): void => {
     catchUpReason ??= reason;
-    wake();
+    waker.wake();
   };
-
-  async function catchUp(reason: string): Promise<void> {
-    if (target === undefined) {
-      target = await eventLog.headPosition();
-      seeHead(target);
-      logger.info('projection starting', { head: target.toString() });
-    }
-    for (;;) {
-      const from = minCheckpoint(await checkpoints.readAll());
-      if (from < checkpoint) {
-        // The read models went backwards: Redis was flushed or restarted without its data.
-        logger.warn('read models are behind what this replica applied before (Redis lost data); rebuilding', {
-          checkpoint: from.toString(),
-          previous: checkpoint.toString(),
-        });
-        if (caughtUp) {
-          caughtUp = false;
-          target = head;
-          options.onServingChange?.(false);
-        }
-      }
-      const { events, full } = await eventLog.readAfter(from, batchSize);
-      const last = events[events.length - 1];
-      if (last === undefined) {
-        setCheckpoint(from);
-        return;
-      }
-      seeHead(BigInt(last.position));
-      const result = await applier.apply(events);
-      catchUpEvents += BigInt(result.applied);
-      setCheckpoint(result.checkpoint);
-      const fields = {
-        reason,
-        from: from.toString(),
-        to: last.position,
-        events: events.length,
-        applied: result.applied,
-        checkpoint: result.checkpoint.toString(),
-        lagPositions: (head - result.checkpoint).toString(),
-        // Age of the oldest event this batch applied: how far behind the read models were.
-        lagSeconds: Math.max(0, (clock() - Date.parse(events[0]?.recordedAt ?? '')) / 1000) || 0,
-      };
-      if (result.applied > 0) logger.info('catch-up batch applied', fields);
-      else logger.debug('catch-up batch already applied by another replica', fields);
-      if (!full) return;
-    }
-  }
-
-  async function applyFast(event: RecordedEvent): Promise<void> {
-    const position = BigInt(event.position);
-    if (position <= checkpoint) return;
-    if (position !== checkpoint + 1n) {
-      requestCatchUp('gap in pub/sub');
-      return;
-    }
-    try {
-      const result = await applier.apply([event]);
-      setCheckpoint(result.checkpoint);
-      logger.debug('applied change', { position: event.position, evalId: event.evalId, applied: result.applied });
-    } catch (err) {
-      if (!(err instanceof GapError)) throw err;
-      requestCatchUp('read models behind the pub/sub message');
-    }
-  }
+  const steps: StepDeps = {
+    eventLog: options.eventLog,
+    applier: options.applier,
+    checkpoints: options.checkpoints,
+    logger,
+    batchSize: options.batchSize ?? 500,
+    clock,
+    serving,
+    requestCatchUp,
+  };
 
   async function run(): Promise<void> {
     let failures = 0;
@@ -205,26 +353,26 @@ export function createProjector(options: ProjectorOptions): Projector {
         if (catchUpReason !== undefined && clock() >= retryAt) {
           const reason = catchUpReason;
           catchUpReason = undefined;
-          await catchUp(reason);
-          if (failures > 0) logger.info('projection recovered', { failures, checkpoint: checkpoint.toString() });
+          await catchUp(steps, reason);
+          if (failures > 0)
+            logger.info('projection recovered', { failures, checkpoint: serving.checkpoint.toString() });
           failures = 0;
           continue;
         }
-        const queued = fastQueue.shift();
+        const queued = fastQueue.take();
         if (queued !== undefined) {
-          fastQueueBytes -= queued.bytes;
-          await applyFast(queued.event);
+          await applyFast(steps, queued);
           continue;
         }
         const waitMs = catchUpReason !== undefined ? Math.max(0, retryAt - clock()) : catchUpIntervalMs;
-        const woken = await sleep(waitMs);
+        const woken = await waker.sleep(waitMs);
         if (!woken && !stopped) catchUpReason ??= 'timer';
       } catch (err) {
         failures += 1;
-        const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(failures - 1, 16));
+        const delay = backoffDelayMs(failures);
         retryAt = clock() + delay;
         catchUpReason ??= 'retry';
-        if (failures === 1 || failures % 20 === 0) {
+        if (logsFailure(failures)) {
           logger.warn('projection step failed; retrying', { err, failures, retryInMs: delay });
         }
       }
@@ -238,31 +386,19 @@ export function createProjector(options: ProjectorOptions): Projector {
     },
     async stop() {
       stopped = true;
-      wake();
+      waker.wake();
       await loop;
     },
     notify(event, bytes) {
-      seeHead(BigInt(event.position));
-      if (fastQueue.length >= MAX_FAST_QUEUE || fastQueueBytes + bytes > MAX_FAST_QUEUE_BYTES) {
-        fastQueue = [];
-        fastQueueBytes = 0;
+      serving.seeHead(BigInt(event.position));
+      if (!fastQueue.offer(event, bytes)) {
         requestCatchUp('fast-path queue full');
         return;
       }
-      fastQueue.push({ event, bytes });
-      fastQueueBytes += bytes;
-      wake();
+      waker.wake();
     },
     requestCatchUp,
-    status: () => ({ checkpoint, head, caughtUp, catchUpEvents, behindSince }),
-    whenCaughtUp() {
-      if (caughtUp) return Promise.resolve();
-      if (caughtUpSignal === undefined) {
-        let resolve: () => void = () => undefined;
-        const promise = new Promise<void>((r) => (resolve = r));
-        caughtUpSignal = { promise, resolve };
-      }
-      return caughtUpSignal.promise;
-    },
+    status: () => serving.status(),
+    whenCaughtUp: () => serving.whenCaughtUp(),
   };
 }

@@ -2,11 +2,11 @@ import type { Redis } from 'ioredis';
 import { isTerminalProto, type RecordedEvent } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Logger } from '../../../shared/logging';
-import { minCheckpoint } from '../read-models/checkpoints';
+import { minCheckpoint, type Checkpoints } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import type { PartitionWrite } from '../read-models/write-ops';
-import { createProjectionApplier, type ProjectionStore } from './applier';
+import { createProjectionApplier, type ProjectionApplier, type ProjectionStore } from './applier';
 import type { EventBatch, EventLog } from './event-log';
 import { FoldError, GapError, planBatch, type PlannedBatch } from './plan';
 
@@ -74,144 +74,286 @@ export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildRe
 
   const reads = prefetching(eventLog, batchSize);
   // The first writes are planned while the old keys are deleted, and sent once they are.
-  let deleting = true;
-  const deletion = deleteReadModels(redis, layout).then((deletedKeys) => {
-    deleting = false;
-    logger.info('read models deleted', { deletedKeys, prefix: layout.prefix });
-    return deletedKeys;
-  });
-  deletion.catch(() => undefined); // awaited with the first write
+  const deletion = startDeletion(redis, layout, logger);
 
   const applier = createProjectionApplier({ store, eventLog, layout, logger });
   const checkpointReader = createCheckpoints(redis, layout);
   const partitions = partitionNumbers(layout);
-  /**
-   * What each partition's checkpoint is once the writes sent so far are applied: none after
-   * the deletion. (A replica that writes first makes the first write conflict.)
-   */
-  let checkpoints = partitions.map(() => 0n);
-  /** States at `checkpoints` of unfinished evaluations this run wrote (the most recent ones). */
-  const cache = createStateCache(cacheSize);
-  const inFlight: Promise<{ applied: number; conflict: boolean }>[] = [];
-  let applied = 0;
-  let conflicted = false;
-  let sentUpTo = 0n;
-
-  /** Waits for writes in flight until at most `keep` remain. */
-  const settle = async (keep: number): Promise<void> => {
-    while (inFlight.length > keep) {
-      const result = await (inFlight.shift() as (typeof inFlight)[number]);
-      applied += result.applied;
-      if (result.conflict) conflicted = true;
-    }
+  const expected: ExpectedReadModels = {
+    // None after the deletion. (A replica that writes first makes the first write conflict.)
+    checkpoints: partitions.map(() => 0n),
+    cache: createStateCache(cacheSize),
   };
-
-  /** After a conflict: apply everything up to `upTo` the way the live projection does. */
-  const resync = async (upTo: bigint, reason: string): Promise<void> => {
-    await settle(0);
-    cache.clear();
-    conflicted = false;
-    logger.info('rebuild: read models moved under it; catching up from the log', {
-      reason,
-      upTo: upTo.toString(),
-    });
-    for (;;) {
-      checkpoints = await checkpointReader.readAll();
-      const from = minCheckpoint(checkpoints);
-      if (from >= upTo) return;
-      const { events } = await eventLog.readAfter(from, Math.min(batchSize, Number(upTo - from)));
-      if (events.length === 0) return;
-      applied += (await applier.apply(events)).applied;
-    }
-  };
-
-  const writeChunk = async (chunk: readonly RecordedEvent[]): Promise<void> => {
-    const first = chunk[0];
-    const last = chunk[chunk.length - 1];
-    if (first === undefined || last === undefined) return;
-    const states = partitions.map(() => new Map<string, Evaluation>());
-    const missing = new Map<number, string[]>();
-    /** The chunk's evaluations: true for those it creates (revision 1 above the checkpoint). */
-    const created = new Map<string, boolean>();
-    for (const event of chunk) {
-      const id = event.evalId;
-      if (created.has(id)) continue;
-      const p = layout.partitionOf(id);
-      const isNew = event.revision === '1' && BigInt(event.position) > (checkpoints[p] ?? 0n);
-      created.set(id, isNew);
-      if (isNew) continue; // no state before this chunk, none in memory
-      const state = cache.get(id);
-      if (state !== undefined) states[p]?.set(id, state);
-      else {
-        const ids = missing.get(p);
-        if (ids === undefined) missing.set(p, [id]);
-        else ids.push(id);
-      }
-    }
-    if (missing.size > 0) {
-      // Read after the writes in flight: the states must be those of `checkpoints`.
-      await settle(0);
-      if (conflicted) return resync(BigInt(last.position), 'conflict');
-      const loaded = await store.load(missing);
-      if (loaded.some((snapshot, p) => snapshot.checkpoint !== checkpoints[p]))
-        return resync(BigInt(last.position), 'checkpoint moved');
-      loaded.forEach((snapshot, p) => {
-        for (const [id, state] of snapshot.states) states[p]?.set(id, state);
-      });
-    }
-    let plan: PlannedBatch;
-    try {
-      plan = planBatch(
-        chunk,
-        partitions.map((p) => ({ checkpoint: checkpoints[p] ?? 0n, states: states[p] ?? new Map() })),
-        layout,
-      );
-    } catch (err) {
-      if (!(err instanceof FoldError || err instanceof GapError)) throw err;
-      // The applier repairs a state that does not fold, as the live projection does.
-      return resync(BigInt(last.position), err.message);
-    }
-    const sending = deletion.then(() => sendWrites(store, plan));
-    sending.catch(() => undefined); // handled when settled; until then not an unhandled rejection
-    inFlight.push(sending);
-    sentUpTo = BigInt(last.position);
-    for (const write of plan.writes) checkpoints[write.partition] = write.newCheckpoint;
-    for (const [id, state] of plan.states) {
-      if (!isTerminalProto(state.status)) cache.set(id, state);
-      else if (created.get(id) !== true) cache.delete(id);
-    }
-    await settle((deleting ? MAX_WRITES_PLANNED_AHEAD : MAX_WRITES_IN_FLIGHT) - 1);
-    if (conflicted) await resync(sentUpTo, 'conflict');
-  };
+  const pipeline = createWritePipeline();
+  const resync = (upTo: bigint, reason: string): Promise<void> =>
+    resyncFromLog({ pipeline, expected, checkpointReader, eventLog, applier, batchSize, logger }, upTo, reason);
+  const chunks: ChunkWriterDeps = { layout, partitions, store, deletion, pipeline, expected, resync };
 
   for (;;) {
     const { events: batch, full } = await reads.next();
     const lastEvent = batch[batch.length - 1];
     if (lastEvent === undefined) break;
-    for (let from = 0; from < batch.length; from += writeSize) await writeChunk(batch.slice(from, from + writeSize));
-    deps.onProgress?.(applied, BigInt(lastEvent.position));
+    for (let from = 0; from < batch.length; from += writeSize)
+      await writeChunk(chunks, batch.slice(from, from + writeSize));
+    deps.onProgress?.(pipeline.applied, BigInt(lastEvent.position));
     if (!full) break;
   }
-  await settle(0);
-  if (conflicted) await resync(sentUpTo, 'conflict');
-  const deletedKeys = await deletion;
+  await pipeline.settle(0);
+  if (pipeline.conflicted) await resync(pipeline.sentUpTo, 'conflict');
+  const deletedKeys = await deletion.done;
 
   const checkpoint = minCheckpoint(await checkpointReader.readAll());
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  logger.info('read models rebuilt', { events: applied, checkpoint: checkpoint.toString(), seconds });
-  return { deletedKeys, events: applied, checkpoint, seconds };
+  logger.info('read models rebuilt', { events: pipeline.applied, checkpoint: checkpoint.toString(), seconds });
+  return { deletedKeys, events: pipeline.applied, checkpoint, seconds };
+}
+
+/** What the rebuild expects the read models to hold once the writes sent so far are applied. */
+export interface ExpectedReadModels {
+  /** Each partition's checkpoint. */
+  checkpoints: bigint[];
+  /** States at `checkpoints` of unfinished evaluations this run wrote (the most recent ones). */
+  readonly cache: StateCache;
+}
+
+/** What a write sent to Redis reports once answered. */
+export interface WriteOutcome {
+  /** Events the write applied. */
+  readonly applied: number;
+  /** True when a partition's checkpoint was not the one expected (a replica wrote first). */
+  readonly conflict: boolean;
+}
+
+/**
+ * The writes sent to Redis and not yet answered, and what the answered ones applied. Writes are
+ * sent without waiting for the one before (Redis runs them in order on the connection) and
+ * settled oldest first.
+ */
+export interface WritePipeline {
+  /** Events applied so far: by settled writes and by `count`. */
+  readonly applied: number;
+  /** True when a settled write conflicted and no `resolved()` followed. */
+  readonly conflicted: boolean;
+  /** Last position of the writes sent so far (0 before the first). */
+  readonly sentUpTo: bigint;
+  /** Adds a write in flight covering the log up to `upTo`. */
+  send(write: Promise<WriteOutcome>, upTo: bigint): void;
+  /** Waits for writes in flight, oldest first, until at most `keep` remain. */
+  settle(keep: number): Promise<void>;
+  /** Counts events applied outside the pipeline (a catch-up after a conflict). */
+  count(applied: number): void;
+  /** The conflict was dealt with. */
+  resolved(): void;
+}
+
+export function createWritePipeline(): WritePipeline {
+  const inFlight: Promise<WriteOutcome>[] = [];
+  let applied = 0;
+  let conflicted = false;
+  let sentUpTo = 0n;
+  return {
+    get applied() {
+      return applied;
+    },
+    get conflicted() {
+      return conflicted;
+    },
+    get sentUpTo() {
+      return sentUpTo;
+    },
+    send(write, upTo) {
+      write.catch(() => undefined); // handled when settled; until then not an unhandled rejection
+      inFlight.push(write);
+      sentUpTo = upTo;
+    },
+    async settle(keep) {
+      while (inFlight.length > keep) {
+        const result = await (inFlight.shift() as Promise<WriteOutcome>);
+        applied += result.applied;
+        if (result.conflict) conflicted = true;
+      }
+    },
+    count(n) {
+      applied += n;
+    },
+    resolved() {
+      conflicted = false;
+    },
+  };
+}
+
+interface ResyncDeps {
+  readonly pipeline: WritePipeline;
+  readonly expected: ExpectedReadModels;
+  readonly checkpointReader: Checkpoints;
+  readonly eventLog: EventLog;
+  readonly applier: ProjectionApplier;
+  readonly batchSize: number;
+  readonly logger: Logger;
+}
+
+/** After a conflict: apply everything up to `upTo` the way the live projection does. */
+async function resyncFromLog(deps: ResyncDeps, upTo: bigint, reason: string): Promise<void> {
+  const { pipeline, expected, checkpointReader, eventLog, applier, batchSize, logger } = deps;
+  await pipeline.settle(0);
+  expected.cache.clear();
+  pipeline.resolved();
+  logger.info('rebuild: read models moved under it; catching up from the log', {
+    reason,
+    upTo: upTo.toString(),
+  });
+  for (;;) {
+    expected.checkpoints = await checkpointReader.readAll();
+    const from = minCheckpoint(expected.checkpoints);
+    if (from >= upTo) return;
+    const { events } = await eventLog.readAfter(from, Math.min(batchSize, Number(upTo - from)));
+    if (events.length === 0) return;
+    pipeline.count((await applier.apply(events)).applied);
+  }
+}
+
+/** The states a chunk's write needs, as far as memory knows them. */
+export interface ChunkStates {
+  /** Per partition: the states known (from the cache). */
+  readonly states: Map<string, Evaluation>[];
+  /** Per partition: the evaluations whose state must be read from Redis. */
+  readonly missing: Map<number, string[]>;
+  /** The chunk's evaluations: true for those it creates (revision 1 above the checkpoint). */
+  readonly created: Map<string, boolean>;
+}
+
+/**
+ * Sorts a chunk's evaluations into those it creates (no state before it), those whose state
+ * the cache holds, and those to read from Redis.
+ */
+export function statesInMemory(
+  chunk: readonly RecordedEvent[],
+  expected: ExpectedReadModels,
+  layout: Pick<KeyLayout, 'partitionOf'>,
+  partitions: readonly number[],
+): ChunkStates {
+  const states = partitions.map(() => new Map<string, Evaluation>());
+  const missing = new Map<number, string[]>();
+  const created = new Map<string, boolean>();
+  for (const event of chunk) {
+    const id = event.evalId;
+    if (created.has(id)) continue;
+    const p = layout.partitionOf(id);
+    const isNew = event.revision === '1' && BigInt(event.position) > (expected.checkpoints[p] ?? 0n);
+    created.set(id, isNew);
+    if (isNew) continue; // no state before this chunk, none in memory
+    const state = expected.cache.get(id);
+    if (state !== undefined) states[p]?.set(id, state);
+    else {
+      const ids = missing.get(p);
+      if (ids === undefined) missing.set(p, [id]);
+      else ids.push(id);
+    }
+  }
+  return { states, missing, created };
+}
+
+/**
+ * Moves `expected` to what a sent plan leaves in Redis: its checkpoints, and its states of
+ * unfinished evaluations (a finished one is dropped; one the chunk created was never cached).
+ */
+export function rememberPlan(
+  expected: ExpectedReadModels,
+  plan: Pick<PlannedBatch, 'writes' | 'states'>,
+  created: ReadonlyMap<string, boolean>,
+): void {
+  for (const write of plan.writes) expected.checkpoints[write.partition] = write.newCheckpoint;
+  for (const [id, state] of plan.states) {
+    if (!isTerminalProto(state.status)) expected.cache.set(id, state);
+    else if (created.get(id) !== true) expected.cache.delete(id);
+  }
+}
+
+interface ChunkWriterDeps {
+  readonly layout: KeyLayout;
+  readonly partitions: readonly number[];
+  readonly store: ProjectionStore;
+  readonly deletion: Deletion;
+  readonly pipeline: WritePipeline;
+  readonly expected: ExpectedReadModels;
+  readonly resync: (upTo: bigint, reason: string) => Promise<void>;
+}
+
+/** Plans one chunk's atomic write and sends it, or catches up from the log when memory is wrong. */
+async function writeChunk(deps: ChunkWriterDeps, chunk: readonly RecordedEvent[]): Promise<void> {
+  const { layout, partitions, store, deletion, pipeline, expected, resync } = deps;
+  const first = chunk[0];
+  const last = chunk[chunk.length - 1];
+  if (first === undefined || last === undefined) return;
+  const { states, missing, created } = statesInMemory(chunk, expected, layout, partitions);
+  if (missing.size > 0) {
+    // Read after the writes in flight: the states must be those of `expected.checkpoints`.
+    await pipeline.settle(0);
+    if (pipeline.conflicted) return resync(BigInt(last.position), 'conflict');
+    const loaded = await store.load(missing);
+    if (loaded.some((snapshot, p) => snapshot.checkpoint !== expected.checkpoints[p]))
+      return resync(BigInt(last.position), 'checkpoint moved');
+    loaded.forEach((snapshot, p) => {
+      for (const [id, state] of snapshot.states) states[p]?.set(id, state);
+    });
+  }
+  let plan: PlannedBatch;
+  try {
+    plan = planBatch(
+      chunk,
+      partitions.map((p) => ({ checkpoint: expected.checkpoints[p] ?? 0n, states: states[p] ?? new Map() })),
+      layout,
+    );
+  } catch (err) {
+    if (!(err instanceof FoldError || err instanceof GapError)) throw err;
+    // The applier repairs a state that does not fold, as the live projection does.
+    return resync(BigInt(last.position), err.message);
+  }
+  pipeline.send(
+    deletion.done.then(() => sendWrites(store, plan)),
+    BigInt(last.position),
+  );
+  rememberPlan(expected, plan, created);
+  await pipeline.settle((deletion.deleting ? MAX_WRITES_PLANNED_AHEAD : MAX_WRITES_IN_FLIGHT) - 1);
+  if (pipeline.conflicted) await resync(pipeline.sentUpTo, 'conflict');
+}
+
+/** The deletion of the old read models, under way while the first writes are planned. */
+interface Deletion {
+  /** The number of keys deleted; rejects when the deletion failed. */
+  readonly done: Promise<number>;
+  readonly deleting: boolean;
+}
+
+function startDeletion(redis: Redis, layout: KeyLayout, logger: Logger): Deletion {
+  let deleting = true;
+  const done = deleteReadModels(redis, layout).then((deletedKeys) => {
+    deleting = false;
+    logger.info('read models deleted', { deletedKeys, prefix: layout.prefix });
+    return deletedKeys;
+  });
+  done.catch(() => undefined); // awaited with the first write
+  return {
+    done,
+    get deleting() {
+      return deleting;
+    },
+  };
+}
+
+/** The states the rebuild keeps in memory between writes. */
+export interface StateCache {
+  get(id: string): Evaluation | undefined;
+  set(id: string, state: Evaluation): void;
+  delete(id: string): void;
+  clear(): void;
 }
 
 /**
  * At most about `size` states, the most recently written kept: two generations, the older
  * dropped whole when the newer is full (no per-entry bookkeeping).
  */
-function createStateCache(size: number): {
-  get(id: string): Evaluation | undefined;
-  set(id: string, state: Evaluation): void;
-  delete(id: string): void;
-  clear(): void;
-} {
+export function createStateCache(size: number): StateCache {
   let current = new Map<string, Evaluation>();
   let previous = new Map<string, Evaluation>();
   const limit = Math.max(1, Math.ceil(size / 2));
@@ -236,7 +378,7 @@ function createStateCache(size: number): {
   };
 }
 
-async function sendWrites(store: ProjectionStore, plan: PlannedBatch): Promise<{ applied: number; conflict: boolean }> {
+async function sendWrites(store: ProjectionStore, plan: PlannedBatch): Promise<WriteOutcome> {
   const results = await store.write(plan.writes);
   let applied = 0;
   let conflict = false;

@@ -1,0 +1,181 @@
+import { expect } from 'chai';
+import type { RecordedEvent } from '../../../shared/domain';
+import { silentLogger, type Logger } from '../../../shared/logging';
+import {
+  backoffDelayMs,
+  createFastQueue,
+  createServingState,
+  createWaker,
+  logsFailure,
+} from '../../../services/query/projection/projector';
+
+const event = (position: number): RecordedEvent => ({
+  position: String(position),
+  evalId: `e${position}`,
+  revision: '1',
+  recordedAt: '2025-01-01T00:00:00.000Z',
+  event: {
+    type: 'EvaluationQueued',
+    data: {
+      codeHash: 'h',
+      codeSize: 1,
+      language: 'python',
+      engine: 'docker',
+      timeoutSeconds: 1,
+      metadata: {},
+      createdAt: '2025-01-01T00:00:00.000Z',
+    },
+  },
+});
+
+const drain = (queue: ReturnType<typeof createFastQueue>): string[] => {
+  const positions: string[] = [];
+  for (let e = queue.take(); e !== undefined; e = queue.take()) positions.push(e.position);
+  return positions;
+};
+
+describe('projector parts', () => {
+  describe('backoff', () => {
+    it('doubles from 100 ms and stops at 5 s', () => {
+      expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map(backoffDelayMs)).to.deep.equal([
+        100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000,
+      ]);
+    });
+
+    it('logs the first failure and then every 20th', () => {
+      const logged = Array.from({ length: 60 }, (_, i) => i + 1).filter(logsFailure);
+      expect(logged).to.deep.equal([1, 20, 40, 60]);
+    });
+  });
+
+  describe('fast-path queue', () => {
+    it('hands changes back oldest first', () => {
+      const queue = createFastQueue(10, 1000);
+      for (const p of [1, 2, 3]) expect(queue.offer(event(p), 10)).to.equal(true);
+      expect(drain(queue)).to.deep.equal(['1', '2', '3']);
+      expect(queue.take()).to.equal(undefined);
+    });
+
+    it('drops everything once the count bound is reached', () => {
+      const queue = createFastQueue(2, 1000);
+      expect(queue.offer(event(1), 1)).to.equal(true);
+      expect(queue.offer(event(2), 1)).to.equal(true);
+      expect(queue.offer(event(3), 1)).to.equal(false);
+      expect(drain(queue)).to.deep.equal([]);
+    });
+
+    it('drops everything when a change would pass the byte bound, and takes exactly the bound', () => {
+      const queue = createFastQueue(100, 100);
+      expect(queue.offer(event(1), 60)).to.equal(true);
+      expect(queue.offer(event(2), 40)).to.equal(true); // 100: at the bound, not past it
+      expect(queue.offer(event(3), 1)).to.equal(false);
+      expect(drain(queue)).to.deep.equal([]);
+      // The bytes were reset with the queue: a full-size change fits again.
+      expect(queue.offer(event(4), 100)).to.equal(true);
+      expect(drain(queue)).to.deep.equal(['4']);
+    });
+
+    it('frees the bytes of a change once taken', () => {
+      const queue = createFastQueue(100, 100);
+      expect(queue.offer(event(1), 80)).to.equal(true);
+      expect(queue.take()?.position).to.equal('1');
+      expect(queue.offer(event(2), 80)).to.equal(true);
+      expect(drain(queue)).to.deep.equal(['2']);
+    });
+  });
+
+  describe('serving state', () => {
+    function serving() {
+      let now = 1000;
+      const changes: boolean[] = [];
+      const infos: string[] = [];
+      const logger: Logger = { ...silentLogger, info: (msg) => infos.push(msg) };
+      const state = createServingState({ logger, clock: () => now, onServingChange: (s) => changes.push(s) });
+      return { state, changes, infos, tick: (ms: number) => (now += ms) };
+    }
+
+    it('serves once the checkpoint reaches the target, and tells it once', async () => {
+      const { state, changes, infos } = serving();
+      expect(state.started).to.equal(false);
+      state.setCheckpoint(5n); // no target yet: not serving
+      expect(state.caughtUp).to.equal(false);
+      state.startServingAt(10n);
+      expect(state.started).to.equal(true);
+      expect(state.head).to.equal(10n);
+      let resolved = false;
+      const waiting = state.whenCaughtUp().then(() => (resolved = true));
+      state.setCheckpoint(9n);
+      await Promise.resolve();
+      expect([state.caughtUp, resolved, changes]).to.deep.equal([false, false, []]);
+      state.setCheckpoint(10n);
+      await waiting;
+      state.setCheckpoint(11n);
+      expect(state.caughtUp).to.equal(true);
+      expect(changes).to.deep.equal([true]);
+      expect(infos).to.deep.equal(['projection caught up; serving']);
+      await state.whenCaughtUp(); // at once when already
+    });
+
+    it('keeps the head at or above the checkpoint, and never lowers it', () => {
+      const { state } = serving();
+      state.seeHead(7n);
+      state.seeHead(3n);
+      expect(state.head).to.equal(7n);
+      state.setCheckpoint(9n);
+      expect(state.head).to.equal(9n);
+    });
+
+    it('knows since when the checkpoint has been behind the head', () => {
+      const { state, tick } = serving();
+      expect(state.status().behindSince).to.equal(undefined);
+      state.seeHead(5n);
+      expect(state.status().behindSince).to.equal(1000);
+      tick(500);
+      state.setCheckpoint(3n); // still behind: since the first time
+      state.seeHead(6n);
+      expect(state.status().behindSince).to.equal(1000);
+      state.setCheckpoint(6n);
+      expect(state.status().behindSince).to.equal(undefined);
+      state.seeHead(7n);
+      expect(state.status().behindSince).to.equal(1500);
+    });
+
+    it('after losing data stops serving until the head seen so far is reached again', () => {
+      const { state, changes } = serving();
+      state.startServingAt(4n);
+      state.setCheckpoint(4n);
+      state.seeHead(8n);
+      state.stopServing();
+      expect(state.caughtUp).to.equal(false);
+      state.stopServing(); // not serving: nothing more to tell
+      state.setCheckpoint(7n);
+      expect(state.caughtUp).to.equal(false);
+      state.setCheckpoint(8n);
+      expect(state.caughtUp).to.equal(true);
+      expect(changes).to.deep.equal([true, false, true]);
+    });
+
+    it('counts catch-up events', () => {
+      const { state } = serving();
+      state.countCatchUp(3);
+      state.countCatchUp(0);
+      state.countCatchUp(4);
+      expect(state.status().catchUpEvents).to.equal(7n);
+    });
+  });
+
+  describe('waker', () => {
+    it('resolves false when the time runs out', async () => {
+      const waker = createWaker();
+      expect(await waker.sleep(1)).to.equal(false);
+      waker.wake(); // no sleep in progress: nothing happens
+    });
+
+    it('resolves true when woken, long before the time runs out', async () => {
+      const waker = createWaker();
+      const sleeping = waker.sleep(60_000);
+      waker.wake();
+      expect(await sleeping).to.equal(true);
+    });
+  });
+});
