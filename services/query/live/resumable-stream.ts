@@ -76,144 +76,294 @@ export interface ResumableStream<T> {
  *    client still gets every item once, in order.
  */
 export function createResumableStream<T>(options: ResumableStreamOptions<T>): ResumableStream<T> {
-  const { cursorOf, matches, isFinal, output, signal, shutdown } = options;
-  let sent = options.start;
-  let lastOffered = options.offeredThrough;
-  let buffer: T[] = [];
-  let mustCatchUp = options.replayFirst;
-  let caughtUpSent = false;
-  let progressDue = false;
-  let wakeUp: (() => void) | undefined;
-
-  const wake = (): void => {
-    const w = wakeUp;
-    wakeUp = undefined;
-    w?.();
-  };
-  const reached = (): bigint =>
-    buffer.length === 0 && !mustCatchUp && lastOffered !== undefined && lastOffered > sent ? lastOffered : sent;
-  const stopped = (): boolean => signal.aborted || shutdown.aborted;
-
-  const fallBack = (): void => {
-    buffer = [];
-    mustCatchUp = true;
-    options.onFallback?.();
-  };
-
-  async function catchUp(): Promise<'ended' | 'continue'> {
-    mustCatchUp = false;
-    buffer = [];
-    const r0 = lastOffered;
-    let read: { items: T[]; complete: boolean };
-    try {
-      read = await options.readAfter(sent);
-    } catch (err) {
-      if (err instanceof CrucibleError) throw err;
-      throw new UnavailableError(`read models unavailable; resume from ${options.describe(reached())}`, { cause: err });
-    }
-    let final = false;
-    for (const item of read.items) {
-      if (stopped()) return 'continue';
-      const cursor = cursorOf(item);
-      if (cursor > sent) {
-        sent = cursor;
-        if (matches(item)) await output.update(item);
-      }
-      if (isFinal(item)) {
-        final = true;
-        break;
-      }
-    }
-    if (final) {
-      if (!caughtUpSent && !stopped()) await output.caughtUp(caughtUpPositionOf(sent));
-      return 'ended';
-    }
-    if (!read.complete || (r0 !== undefined && sent < r0)) {
-      mustCatchUp = true;
-      if (read.items.length === 0) await idle(); // nothing readable yet (e.g. a rebuild): wait for news
-    } else if (!caughtUpSent) {
-      caughtUpSent = true;
-      await output.caughtUp(caughtUpPositionOf(sent));
-    }
-    return 'continue';
-  }
-
-  const caughtUpPositionOf = (cursor: bigint): bigint => options.caughtUpPosition?.(cursor) ?? cursor;
-
-  const idle = (): Promise<void> =>
-    new Promise((resolve) => {
-      wakeUp = resolve;
-    });
+  const { matches, isFinal, output, signal, shutdown } = options;
+  const waker = createWaker();
+  const live = createLiveBuffer<T>({
+    cursorOf: options.cursorOf,
+    keeps: (item) => matches(item) || isFinal(item),
+    limit: options.bufferLimit,
+    offeredThrough: options.offeredThrough,
+    catchUpFirst: options.replayFirst,
+    onFallback: options.onFallback,
+  });
+  const seam: Seam<T> = { options, live, waker, sent: options.start, caughtUpSent: false };
 
   return {
     get reached() {
-      return reached();
+      return reachedOf(seam);
     },
     get buffered() {
-      return buffer.length;
+      return live.size;
     },
     offer(item) {
-      const cursor = cursorOf(item);
-      if (lastOffered !== undefined) {
-        if (cursor <= lastOffered) return;
-        // Live items must follow one another; a jump means the feed skipped something.
-        if (cursor !== lastOffered + 1n) fallBack();
-      }
-      lastOffered = cursor;
-      if (!mustCatchUp && (matches(item) || isFinal(item))) {
-        buffer.push(item);
-        if (buffer.length > options.bufferLimit) fallBack();
-      }
-      wake();
+      // A repeat is no news: only a new cursor wakes the run loop.
+      if (live.offer(item)) waker.wake();
     },
     async run() {
-      const onAbort = (): void => wake();
-      signal.addEventListener('abort', onAbort);
-      const unsubscribe = shutdown.subscribe(onAbort);
-      const timer = setInterval(() => {
-        progressDue = true;
-        wake();
-      }, options.progressIntervalMs);
+      const stopListening = listenForStop(signal, shutdown, waker.wake);
+      const progress = startProgressClock(options.progressIntervalMs, waker.wake);
       try {
-        if (!mustCatchUp) {
-          caughtUpSent = true;
-          await output.caughtUp(caughtUpPositionOf(sent));
+        if (!live.mustCatchUp) {
+          seam.caughtUpSent = true;
+          await output.caughtUp(caughtUpPositionOf(options, seam.sent));
         }
         for (;;) {
           if (signal.aborted) return;
           if (shutdown.aborted) {
-            throw new UnavailableError(`server shutting down; resume from ${options.describe(reached())}`);
+            throw new UnavailableError(`server shutting down; resume from ${options.describe(reachedOf(seam))}`);
           }
-          if (progressDue) {
-            progressDue = false;
-            const at = reached();
+          if (progress.takeDue()) {
+            const at = reachedOf(seam);
             await output.progress(options.progressPosition?.(at) ?? at);
             continue;
           }
-          if (mustCatchUp) {
-            if ((await catchUp()) === 'ended') return;
+          if (live.mustCatchUp) {
+            if ((await catchUp(seam)) === 'ended') return;
             continue;
           }
-          const item = buffer.shift();
+          // Live send, inline: an async helper would add turns between a send and the next
+          // check, and offers landing in them could change when the buffer overflows.
+          const item = live.shift();
           if (item !== undefined) {
-            const cursor = cursorOf(item);
-            if (cursor <= sent) {
-              if (isFinal(item)) return;
-              continue;
-            }
-            sent = cursor;
-            if (matches(item)) await output.update(item);
+            if (advancePast(seam, item) && matches(item)) await output.update(item);
             if (isFinal(item)) return;
             continue;
           }
-          if (lastOffered !== undefined && lastOffered > sent) sent = lastOffered;
-          await idle();
+          // Everything offered was sent or filtered out: the client has reached it.
+          const through = live.lastOffered;
+          if (through !== undefined && through > seam.sent) seam.sent = through;
+          await waker.idle();
         }
       } finally {
-        clearInterval(timer);
-        signal.removeEventListener('abort', onAbort);
-        unsubscribe();
+        progress.stop();
+        stopListening();
       }
+    },
+  };
+}
+
+/** The state the steps of one stream share: its options, its live buffer and what was sent. */
+interface Seam<T> {
+  readonly options: ResumableStreamOptions<T>;
+  readonly live: LiveBuffer<T>;
+  readonly waker: Waker;
+  /** The client has every item up to this cursor (sent, or filtered out). */
+  sent: bigint;
+  /** The caught-up marker goes out once per stream. */
+  caughtUpSent: boolean;
+}
+
+const reachedOf = <T>(seam: Seam<T>): bigint => seam.live.reached(seam.sent);
+
+const stopped = <T>({ options }: Seam<T>): boolean => options.signal.aborted || options.shutdown.aborted;
+
+const caughtUpPositionOf = <T>(options: ResumableStreamOptions<T>, cursor: bigint): bigint =>
+  options.caughtUpPosition?.(cursor) ?? cursor;
+
+/**
+ * Moves the sent cursor to `item`'s when the client does not have it yet; false when it does
+ * (the other side of the seam already sent it), so the caller sends it only when true.
+ */
+function advancePast<T>(seam: Seam<T>, item: T): boolean {
+  const cursor = seam.options.cursorOf(item);
+  if (cursor <= seam.sent) return false;
+  seam.sent = cursor;
+  return true;
+}
+
+/**
+ * Step 1 of the seam (see createResumableStream): drops the live buffer, reads the stored items
+ * after the sent cursor and sends them, then either sends the caught-up marker or asks for another
+ * catch-up. 'ended' when a final item was replayed.
+ */
+async function catchUp<T>(seam: Seam<T>): Promise<'ended' | 'continue'> {
+  const { options, live } = seam;
+  const { output } = options;
+  const r0 = live.beginCatchUp();
+  let read: { items: T[]; complete: boolean };
+  try {
+    read = await options.readAfter(seam.sent);
+  } catch (err) {
+    throw readFailure(seam, err);
+  }
+  let final = false;
+  for (const item of read.items) {
+    if (stopped(seam)) return 'continue';
+    if (advancePast(seam, item) && options.matches(item)) await output.update(item);
+    if (options.isFinal(item)) {
+      final = true;
+      break;
+    }
+  }
+  if (final) {
+    if (!seam.caughtUpSent && !stopped(seam)) await output.caughtUp(caughtUpPositionOf(options, seam.sent));
+    return 'ended';
+  }
+  if (mustReadAgain(read.complete, r0, seam.sent)) {
+    live.requireCatchUp();
+    if (read.items.length === 0) await seam.waker.idle(); // nothing readable yet (e.g. a rebuild): wait for news
+  } else if (!seam.caughtUpSent) {
+    seam.caughtUpSent = true;
+    await output.caughtUp(caughtUpPositionOf(options, seam.sent));
+  }
+  return 'continue';
+}
+
+/**
+ * Whether a catch-up must read again: the store holds more than the read returned, or the read
+ * stopped short of `liveAt`, the cursor live items had reached when the buffer was dropped (items
+ * up to it were offered before the drop, so only the store has them).
+ */
+export function mustReadAgain(complete: boolean, liveAt: bigint | undefined, sent: bigint): boolean {
+  return !complete || (liveAt !== undefined && sent < liveAt);
+}
+
+/** A typed error passes through (OutOfRange…); anything else is the store being unavailable. */
+function readFailure<T>(seam: Seam<T>, err: unknown): Error {
+  if (err instanceof CrucibleError) return err;
+  return new UnavailableError(`read models unavailable; resume from ${seam.options.describe(reachedOf(seam))}`, {
+    cause: err,
+  });
+}
+
+export interface LiveBufferOptions<T> {
+  readonly cursorOf: (item: T) => bigint;
+  /** Whether a live item is worth holding (the client wants it, or it ends the stream). */
+  readonly keeps: (item: T) => boolean;
+  /** Items held at most; one more drops the buffer. */
+  readonly limit: number;
+  /** The cursor live items have already reached (see ResumableStreamOptions.offeredThrough). */
+  readonly offeredThrough: bigint | undefined;
+  /** Start in catch-up (replay first): hold nothing until the first catch-up begins. */
+  readonly catchUpFirst: boolean;
+  readonly onFallback?: () => void;
+}
+
+/**
+ * The live side of the seam: items offered since the last catch-up began, in cursor order, at
+ * most `limit` of them. A jump in offered cursors or one item too many drops the buffer and asks
+ * for a catch-up (the store has every dropped item); while one is due, offers only move the
+ * offered cursor.
+ */
+export interface LiveBuffer<T> {
+  /** Takes a live item; false (and nothing changes) when its cursor was offered already. */
+  offer(item: T): boolean;
+  /** Drops the buffer as a catch-up begins; returns how far live items had come (r0). */
+  beginCatchUp(): bigint | undefined;
+  /** The catch-up has to run again; what was buffered since it began stays until it does. */
+  requireCatchUp(): void;
+  /** The oldest held item, removed. */
+  shift(): T | undefined;
+  /** How far a client that has everything up to `sent` has got, counting filtered-out live items. */
+  reached(sent: bigint): bigint;
+  readonly mustCatchUp: boolean;
+  /** The highest cursor offered (or `offeredThrough`). */
+  readonly lastOffered: bigint | undefined;
+  readonly size: number;
+}
+
+export function createLiveBuffer<T>(options: LiveBufferOptions<T>): LiveBuffer<T> {
+  const { cursorOf, keeps, limit, onFallback } = options;
+  let items: T[] = [];
+  let lastOffered = options.offeredThrough;
+  let mustCatchUp = options.catchUpFirst;
+
+  const fallBack = (): void => {
+    items = [];
+    mustCatchUp = true;
+    onFallback?.();
+  };
+
+  return {
+    offer(item) {
+      const cursor = cursorOf(item);
+      if (lastOffered !== undefined) {
+        if (cursor <= lastOffered) return false;
+        // Live items must follow one another; a jump means the feed skipped something.
+        if (cursor !== lastOffered + 1n) fallBack();
+      }
+      lastOffered = cursor;
+      if (!mustCatchUp && keeps(item)) {
+        items.push(item);
+        if (items.length > limit) fallBack();
+      }
+      return true;
+    },
+    beginCatchUp() {
+      mustCatchUp = false;
+      items = [];
+      return lastOffered;
+    },
+    requireCatchUp() {
+      mustCatchUp = true;
+    },
+    shift() {
+      return items.shift();
+    },
+    // Nothing held and nothing to re-read: every offered item up to lastOffered was sent or
+    // filtered out.
+    reached(sent) {
+      return items.length === 0 && !mustCatchUp && lastOffered !== undefined && lastOffered > sent ? lastOffered : sent;
+    },
+    get mustCatchUp() {
+      return mustCatchUp;
+    },
+    get lastOffered() {
+      return lastOffered;
+    },
+    get size() {
+      return items.length;
+    },
+  };
+}
+
+/** One waiter at a time: `idle` resolves on the next `wake` (a later idle replaces it). */
+interface Waker {
+  readonly wake: () => void;
+  readonly idle: () => Promise<void>;
+}
+
+function createWaker(): Waker {
+  let wakeUp: (() => void) | undefined;
+  return {
+    wake: () => {
+      const w = wakeUp;
+      wakeUp = undefined;
+      w?.();
+    },
+    idle: () =>
+      new Promise((resolve) => {
+        wakeUp = resolve;
+      }),
+  };
+}
+
+/** Wakes the run loop when the client cancels or the server shuts down; returns the undo. */
+function listenForStop(signal: AbortSignal, shutdown: Shutdown, wake: () => void): () => void {
+  const onAbort = (): void => wake();
+  signal.addEventListener('abort', onAbort);
+  const unsubscribe = shutdown.subscribe(onAbort);
+  return () => {
+    signal.removeEventListener('abort', onAbort);
+    unsubscribe();
+  };
+}
+
+/** A progress message falls due every `intervalMs`; the run loop takes it between sends. */
+function startProgressClock(intervalMs: number, wake: () => void): { takeDue(): boolean; stop(): void } {
+  let due = false;
+  const timer = setInterval(() => {
+    due = true;
+    wake();
+  }, intervalMs);
+  return {
+    takeDue() {
+      if (!due) return false;
+      due = false;
+      return true;
+    },
+    stop() {
+      clearInterval(timer);
     },
   };
 }

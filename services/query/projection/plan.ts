@@ -98,23 +98,11 @@ export function planBatch(
     return { writes: [], eventsPerPartition: new Map(), states: new Map() };
   const firstPosition = BigInt(first.position);
   const last = BigInt(lastEvent.position);
-  events.forEach((event, i) => {
-    const expected = firstPosition + BigInt(i);
-    if (BigInt(event.position) !== expected) {
-      throw new Error(`batch is not consecutive: position ${event.position} where ${expected} was expected`);
-    }
-  });
-  const lowest = snapshots.reduce((min, s) => (s.checkpoint < min ? s.checkpoint : min), last);
+  assertConsecutive(events, firstPosition);
+  const lowest = lowestCheckpoint(snapshots, last);
   if (firstPosition > lowest + 1n) throw new GapError(firstPosition, lowest);
 
-  /** Per partition, the indexes of its events (event i is at position firstPosition + i). */
-  const byPartition = new Map<number, number[]>();
-  events.forEach((event, i) => {
-    const p = layout.partitionOf(event.evalId);
-    const list = byPartition.get(p);
-    if (list === undefined) byPartition.set(p, [i]);
-    else list.push(i);
-  });
+  const byPartition = eventIndexesByPartition(events, layout);
   // The writes are grouped by key when encoded: handing out one string per key spares building
   // and hashing a new one for every op.
   const keys = memoizedKeys(layout);
@@ -125,54 +113,15 @@ export function planBatch(
   const encoder = new UpdateEncoder(Math.max(4096, events.length * 512));
   snapshots.forEach((snapshot, partition) => {
     if (snapshot.checkpoint >= last) return;
-    const states = new Map(snapshot.states);
-    // Each touched evaluation's latest state's encoding (the record: a view into its update).
-    const touched = new Map<string, Buffer>();
-    const ops = new WriteSet();
-    let applied = 0;
-    // Every update of the partition goes into one buffer (one allocation, not one per event),
-    // each length-delimited; the writes hold views into it.
-    const folded: { event: RecordedEvent; before: Evaluation | undefined; after: Evaluation; at: EncodedAt }[] = [];
-    encoder.reset();
-    // Events at or below the partition's checkpoint are applied already.
-    const applyFrom = snapshot.checkpoint < firstPosition ? 0 : Number(snapshot.checkpoint - firstPosition) + 1;
-    for (const i of byPartition.get(partition) ?? []) {
-      const event = events[i] as RecordedEvent;
-      if (i < applyFrom) continue;
-      const before = states.get(event.evalId);
-      let after: Evaluation;
-      try {
-        after = evolve(before, event);
-      } catch (err) {
-        if (err instanceof ProjectionError) throw new FoldError(event.evalId, partition, snapshot.checkpoint, err);
-        throw err;
-      }
-      states.set(event.evalId, after);
-      folded.push({ event, before, after, at: encoder.append(event, after) });
-    }
-    const updates = encoder.finish();
-    for (const { event, before, after, at } of folded) {
-      // One encoding of the state per event: the update embeds it, the record is the last one.
-      const update = updates.subarray(at.start, at.end);
-      indexWrites(keys, partition, before, after, ops);
-      historyWrites(keys, partition, event.evalId, update, ops);
-      changeLogWrites(
-        keys,
-        partition,
-        event.position,
-        update,
-        { evalId: event.evalId, status: after.status, revision: event.revision },
-        ops,
-      );
-      touched.set(event.evalId, updates.subarray(at.stateStart, at.stateEnd));
-      applied += 1;
-    }
-    for (const [evalId, record] of touched) {
-      const state = states.get(evalId);
-      if (state === undefined) continue;
-      recordWrites(keys, partition, state, ops, record);
-      changed.set(evalId, state);
-    }
+    const fold = foldPartition(
+      events,
+      byPartition.get(partition) ?? [],
+      firstUnapplied(snapshot.checkpoint, firstPosition),
+      partition,
+      snapshot,
+      encoder,
+    );
+    const { ops, applied } = partitionWriteSet(keys, partition, fold, changed);
     writes.push({
       partition,
       expectedCheckpoint: snapshot.checkpoint,
@@ -182,6 +131,133 @@ export function planBatch(
     eventsPerPartition.set(partition, applied);
   });
   return { writes, eventsPerPartition, states: changed };
+}
+
+/** Throws unless event i is at position `firstPosition + i`. */
+function assertConsecutive(events: readonly RecordedEvent[], firstPosition: bigint): void {
+  events.forEach((event, i) => {
+    const expected = firstPosition + BigInt(i);
+    if (BigInt(event.position) !== expected) {
+      throw new Error(`batch is not consecutive: position ${event.position} where ${expected} was expected`);
+    }
+  });
+}
+
+/** The lowest partition checkpoint, or `last` when every partition is at or above it. */
+function lowestCheckpoint(snapshots: readonly PartitionSnapshot[], last: bigint): bigint {
+  return snapshots.reduce((min, s) => (s.checkpoint < min ? s.checkpoint : min), last);
+}
+
+/**
+ * Per partition, the indexes of its events in `events`, in batch order (event i is at position
+ * firstPosition + i). Partitions without events are absent.
+ */
+export function eventIndexesByPartition(events: readonly RecordedEvent[], layout: KeyLayout): Map<number, number[]> {
+  const byPartition = new Map<number, number[]>();
+  events.forEach((event, i) => {
+    const p = layout.partitionOf(event.evalId);
+    const list = byPartition.get(p);
+    if (list === undefined) byPartition.set(p, [i]);
+    else list.push(i);
+  });
+  return byPartition;
+}
+
+/**
+ * The index in the batch of the first event a partition at `checkpoint` has not applied: events
+ * at or below its checkpoint are applied already.
+ */
+export function firstUnapplied(checkpoint: bigint, firstPosition: bigint): number {
+  return checkpoint < firstPosition ? 0 : Number(checkpoint - firstPosition) + 1;
+}
+
+/** One event folded into its partition: the states around it and where its update was encoded. */
+interface FoldedEvent {
+  readonly event: RecordedEvent;
+  readonly before: Evaluation | undefined;
+  readonly after: Evaluation;
+  readonly at: EncodedAt;
+}
+
+/** A partition's events folded: the states after them, each event, and the buffer of updates. */
+interface PartitionFold {
+  readonly states: ReadonlyMap<string, Evaluation>;
+  readonly folded: readonly FoldedEvent[];
+  /** Every update of the partition, each length-delimited; `folded[].at` are offsets into it. */
+  readonly updates: Buffer;
+}
+
+/**
+ * Folds the partition's events from index `applyFrom` on into its snapshot's states with
+ * `evolve`, appending each event's update to `encoder` (one buffer per partition, not one per
+ * event). Throws FoldError when an event does not follow the stored state.
+ */
+function foldPartition(
+  events: readonly RecordedEvent[],
+  indexes: readonly number[],
+  applyFrom: number,
+  partition: number,
+  snapshot: PartitionSnapshot,
+  encoder: UpdateEncoder,
+): PartitionFold {
+  const states = new Map(snapshot.states);
+  const folded: FoldedEvent[] = [];
+  encoder.reset();
+  for (const i of indexes) {
+    const event = events[i] as RecordedEvent;
+    if (i < applyFrom) continue;
+    const before = states.get(event.evalId);
+    let after: Evaluation;
+    try {
+      after = evolve(before, event);
+    } catch (err) {
+      if (err instanceof ProjectionError) throw new FoldError(event.evalId, partition, snapshot.checkpoint, err);
+      throw err;
+    }
+    states.set(event.evalId, after);
+    folded.push({ event, before, after, at: encoder.append(event, after) });
+  }
+  return { states, folded, updates: encoder.finish() };
+}
+
+/**
+ * The writes of one folded partition: per event its index moves, history entry and change-log
+ * entry; per touched evaluation one record, its latest state (added to `changed`). The writes
+ * hold views into `fold.updates`.
+ */
+function partitionWriteSet(
+  keys: KeyLayout,
+  partition: number,
+  { states, folded, updates }: PartitionFold,
+  changed: Map<string, Evaluation>,
+): { ops: WriteSet; applied: number } {
+  const ops = new WriteSet();
+  // Each touched evaluation's latest state's encoding (the record: a view into its update).
+  const touched = new Map<string, Buffer>();
+  let applied = 0;
+  for (const { event, before, after, at } of folded) {
+    // One encoding of the state per event: the update embeds it, the record is the last one.
+    const update = updates.subarray(at.start, at.end);
+    indexWrites(keys, partition, before, after, ops);
+    historyWrites(keys, partition, event.evalId, update, ops);
+    changeLogWrites(
+      keys,
+      partition,
+      event.position,
+      update,
+      { evalId: event.evalId, status: after.status, revision: event.revision },
+      ops,
+    );
+    touched.set(event.evalId, updates.subarray(at.stateStart, at.stateEnd));
+    applied += 1;
+  }
+  for (const [evalId, record] of touched) {
+    const state = states.get(evalId);
+    if (state === undefined) continue;
+    recordWrites(keys, partition, state, ops, record);
+    changed.set(evalId, state);
+  }
+  return { ops, applied };
 }
 
 /** `layout`, handing out the same string object each time it is asked for the same key. */
