@@ -14,7 +14,7 @@ import {
   type CommandHandlerDeps,
 } from './handlers';
 
-export const COMMAND_SERVICE_NAME = 'crucible.storage.v1.EvaluationCommandService';
+const COMMAND_SERVICE_NAME = 'crucible.storage.v1.EvaluationCommandService';
 
 /** Room for the request's other fields and framing around the largest output or code. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;

@@ -35,7 +35,7 @@ const setting = <T>(definition: Setting<T>): Setting<T> => definition;
 
 // Parsers ---------------------------------------------------------------------------------
 
-export function wholeNumber(min: number, max: number): Parser<number> {
+function wholeNumber(min: number, max: number): Parser<number> {
   return {
     parse(raw) {
       const value = Number(raw);
@@ -107,7 +107,7 @@ export const list: Parser<readonly string[]> = {
   },
 };
 
-export const regularExpression: Parser<RegExp> = {
+const regularExpression: Parser<RegExp> = {
   parse(raw) {
     try {
       return new RegExp(raw);
@@ -304,7 +304,7 @@ export function defaultIn(key: SettingKey, environment: Environment): string | t
 }
 
 /** How the defaults read in one sentence: "`1000`", "dev/test `x`; required in production". */
-export function describeDefault(key: SettingKey): string {
+function describeDefault(key: SettingKey): string {
   const s = SETTINGS[key] as Setting<unknown>;
   if (s.shownDefault !== undefined) return s.shownDefault.includes('`') ? s.shownDefault : `\`${s.shownDefault}\``;
   const show = (value: string | typeof REQUIRED | undefined): string =>

@@ -63,14 +63,6 @@ export type EvaluationEvent =
 
 export type EvaluationEventType = EvaluationEvent['type'];
 
-export const EVALUATION_EVENT_TYPES: readonly EvaluationEventType[] = [
-  'EvaluationQueued',
-  'EvaluationStarted',
-  'EvaluationCompleted',
-  'EvaluationFailed',
-  'EvaluationCancelled',
-];
-
 /** An event as the log holds it: its place in the global order and in its evaluation's life. */
 export interface RecordedEvent {
   /** Global, dense, commit-ordered position (decimal string: 64-bit). */

@@ -100,7 +100,7 @@ export function startChild(options: ChildOptions): Promise<Child> {
 }
 
 /** The port of the services' ready line, `{"msg":"listening","port":N}` (floors print it too). */
-export function listeningPort(line: string): number | undefined {
+function listeningPort(line: string): number | undefined {
   if (!line.startsWith('{') || !line.includes('"listening"')) return undefined;
   try {
     const record = JSON.parse(line) as { msg?: unknown; port?: unknown };

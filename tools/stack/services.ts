@@ -8,7 +8,7 @@ import { errorMessage } from './processes';
 export type ServiceKind = 'command' | 'query';
 
 /** Where the built entry point of a service is. */
-export function serviceEntry(projectRoot: string, kind: ServiceKind): string {
+function serviceEntry(projectRoot: string, kind: ServiceKind): string {
   return join(projectRoot, 'dist', 'services', kind, 'main.js');
 }
 

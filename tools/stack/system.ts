@@ -53,7 +53,7 @@ export function asUser(user: string, command: string, args: readonly string[]): 
 }
 
 /** Only a server on this machine can be started here; a remote one must be started by its owner. */
-export function isLocalHost(host: string): boolean {
+function isLocalHost(host: string): boolean {
   return ['127.0.0.1', 'localhost', '::1', '[::1]', ''].includes(host);
 }
 

@@ -59,7 +59,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
  * it turns out not to keep (refused, or a repeat answered as before) is deleted. Not after a
  * failed write: the write may have committed unseen, and then the object is referred to.
  */
-export async function runDiscardingUnkeptUpload(
+async function runDiscardingUnkeptUpload(
   command: Command,
   write: (tracker: WriteTracker) => Promise<CommandResult>,
   discard: (uploaded: UploadedOutput) => Promise<void>,

@@ -90,7 +90,7 @@ export async function decideAndAppend(
 }
 
 /** The pure decision for one round, against what was just loaded. */
-export function decideCommand(
+function decideCommand(
   command: Command,
   evalId: string,
   { hash, plan }: PreparedCommand,
@@ -104,7 +104,7 @@ export function decideCommand(
 }
 
 /** What the store needs to write a decision: the decision and what is recorded beside its event. */
-export function appendRequestOf(
+function appendRequestOf(
   command: Command,
   decision: Append,
   { hash, body }: PreparedCommand,
@@ -121,7 +121,7 @@ export function appendRequestOf(
 }
 
 /** The answer to a command that was appended: the new revision at the position the store gave it. */
-export function answerOf(decision: Append, event: RecordedEvent): CommandResult {
+function answerOf(decision: Append, event: RecordedEvent): CommandResult {
   return { evalId: decision.evalId, revision: decision.toRevision, position: event.position };
 }
 
@@ -129,7 +129,7 @@ export function answerOf(decision: Append, event: RecordedEvent): CommandResult 
  * Announces a committed event without waiting for it: a failure is logged, never thrown, since
  * the event is durable in PostgreSQL already and the query side catches up from the log.
  */
-export function publishAfterCommit(
+function publishAfterCommit(
   deps: Pick<DecideAndAppendDeps, 'publisher' | 'logger'>,
   event: RecordedEvent,
 ): void {

@@ -31,7 +31,7 @@ export function prepareCommand(command: Command, limits: BodyLimits): PreparedCo
 }
 
 /** The plan for the command's body: the output of a Complete, the error text of a Fail. */
-export function planCommandBody(command: Command, limits: BodyLimits, digest: Digest): BodyPlan | undefined {
+function planCommandBody(command: Command, limits: BodyLimits, digest: Digest): BodyPlan | undefined {
   if (command.type === 'CompleteEvaluation') return planBody(command.evalId, 'output', command.output, limits, digest);
   if (command.type === 'FailEvaluation') {
     return planBody(command.evalId, 'error', Buffer.from(command.error, 'utf8'), limits, digest);
@@ -40,7 +40,7 @@ export function planCommandBody(command: Command, limits: BodyLimits, digest: Di
 }
 
 /** The body row the write records: its bytes when kept in PostgreSQL, else its S3 key. */
-export function storedBodyOf(command: Command, plan: BodyPlan | undefined): StoredBody | undefined {
+function storedBodyOf(command: Command, plan: BodyPlan | undefined): StoredBody | undefined {
   if (plan === undefined || plan.storage === 'none') return undefined;
   const kind = command.type === 'FailEvaluation' ? 'error' : 'output';
   const size = plan.ref.size;

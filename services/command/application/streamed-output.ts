@@ -29,14 +29,14 @@ export async function receiveOutput(
 }
 
 /** The chunks, concatenated. */
-export async function collectOutput(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+async function collectOutput(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const chunk of chunks) parts.push(chunk);
   return Buffer.concat(parts);
 }
 
 /** Streams an output to S3, hashing it and keeping its head on the way. */
-export async function uploadOutput(
+async function uploadOutput(
   { blobs, newId, limits }: Pick<StreamedOutputDeps, 'blobs' | 'newId' | 'limits'>,
   header: CompletionHeader,
   chunks: AsyncIterable<Buffer>,

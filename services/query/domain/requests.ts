@@ -68,6 +68,6 @@ export class RequestChecks {
   }
 }
 
-export const DEFAULT_PAGE_SIZE = 50;
-export const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 1000;
 export const MAX_WATCHED_IDS = 1000;

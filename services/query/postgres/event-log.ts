@@ -51,7 +51,7 @@ function fromRowArray([position, evalId, revision, type, data, recordedAt]: Even
   return { position, evalId, revision, recordedAt: isoTimestamp(recordedAt), event: { type, data } as EvaluationEvent };
 }
 
-export function toRecordedEvent(row: EventRow): RecordedEvent {
+function toRecordedEvent(row: EventRow): RecordedEvent {
   return {
     position: row.position,
     evalId: row.eval_id,

@@ -20,7 +20,7 @@ export function recordWrites(
   out.set(layout.record(partition, state.evalId), encoded);
 }
 
-export function encodeRecord(state: Evaluation): Buffer {
+function encodeRecord(state: Evaluation): Buffer {
   return Buffer.from(Evaluation.encode(state).finish());
 }
 

@@ -240,7 +240,7 @@ function scriptOps(ops: WriteSet, checkpointKey: string): { keys: string[]; item
  * `cmsgpack.unpack` turns into a Lua table of strings (binary-safe) and numbers. Empty for no
  * items. Numbers are key indexes, counts, and references to an earlier item.
  */
-export function packItems(items: readonly Item[]): Buffer {
+function packItems(items: readonly Item[]): Buffer {
   if (items.length === 0) return Buffer.alloc(0);
   const lengths = new Array<number>(items.length);
   let size = 5;

@@ -15,7 +15,7 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
  * does not roll a script back).
  */
-export const APPLY_LUA = `
+const APPLY_LUA = `
 local current = redis.call('GET', KEYS[1])
 if not current then current = '0' end
 if current ~= ARGV[1] then return {0, current} end
