@@ -1,6 +1,7 @@
 import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Pool } from 'pg';
 import { parseStatus, statusToProto } from '../../shared/domain';
+import type { EvaluationRow } from '../../shared/postgres';
 import {
   EvaluationStatus,
   FailureReason,
@@ -22,33 +23,6 @@ const pool = new Pool({
   max: 20,
   application_name: 'crucible-bench-floor',
 });
-
-interface EvaluationRow {
-  eval_id: string;
-  status: string;
-  code_hash: string;
-  code_size: number;
-  language: string;
-  engine: string;
-  timeout_seconds: number;
-  metadata: Record<string, unknown>;
-  executor_id: string | null;
-  container_id: string | null;
-  exit_code: number | null;
-  failure_reason: string | null;
-  cancel_reason: string | null;
-  output_preview: Buffer | null;
-  output_size: string;
-  output_location: string;
-  error_preview: string | null;
-  error_size: string;
-  error_location: string;
-  created_at: Date;
-  started_at: Date | null;
-  completed_at: Date | null;
-  updated_at: Date;
-  revision: string;
-}
 
 const SQL = `SELECT eval_id, status, code_hash, code_size, language, engine, timeout_seconds, metadata, executor_id,
                     container_id, exit_code, failure_reason, cancel_reason, output_preview, output_size, output_location,

@@ -1,18 +1,12 @@
 import { types, type Pool } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
-import { isPostgresUnavailable } from '../../../shared/postgres';
+import { isPostgresUnavailable, type EvaluationEventRow } from '../../../shared/postgres';
 import type { EvaluationSource } from '../projection/consistency-check';
 import type { EventLog } from '../projection/event-log';
 
-interface EventRow {
-  position: string;
-  eval_id: string;
-  revision: string;
-  event_type: EvaluationEvent['type'];
-  data: EvaluationEvent['data'];
-  recorded_at: Date;
-}
+/** The columns of COLUMNS, as pg returns them. */
+type EventRow = Pick<EvaluationEventRow, 'position' | 'eval_id' | 'revision' | 'event_type' | 'data' | 'recorded_at'>;
 
 const COLUMNS = `position::text AS position, eval_id, revision::text AS revision, event_type, data, recorded_at`;
 

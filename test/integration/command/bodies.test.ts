@@ -1,15 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
+import type { EvaluationBodyRow } from '../../../shared/postgres';
 import { createHarness, denseLog, eventsOf, type Harness } from './harness';
 
 const MiB = 1024 * 1024;
 
-interface BodyRow {
-  size: string;
-  content: Buffer | null;
-  s3_key: string | null;
-}
+type BodyRow = Pick<EvaluationBodyRow, 'size' | 'content' | 's3_key'>;
 
 describe('command executor: where outputs are kept (PostgreSQL or S3)', function () {
   this.timeout(60_000);

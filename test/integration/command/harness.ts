@@ -10,7 +10,7 @@ import {
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import { silentLogger } from '../../../shared/logging';
-import { createPool } from '../../../shared/postgres';
+import { createPool, type EvaluationEventRow } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
 import type { BlobStore, EvaluationStore, EventPublisher } from '../../../services/command/application/ports';
@@ -175,16 +175,10 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
   }
 }
 
-export interface EventRow {
-  position: string;
-  eval_id: string;
-  revision: string;
-  event_type: string;
+/** The columns eventsOf selects; `data` loosely typed: a test reads the fields of the event it expects. */
+export type EventRow = Omit<EvaluationEventRow, 'transaction_id' | 'data_bytes' | 'data'> & {
   data: Record<string, unknown>;
-  request_id: string | null;
-  command_hash: string;
-  recorded_at: Date;
-}
+};
 
 export async function eventsOf(sql: Client, evalId: string): Promise<EventRow[]> {
   const { rows } = await sql.query<EventRow>(

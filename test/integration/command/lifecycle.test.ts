@@ -1,39 +1,12 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
+import type { EvaluationRow } from '../../../shared/postgres';
 import { FailureReason } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { commandHash, validateStart } from '../../../services/command/domain';
 import { StartEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/command_service';
 import { createHarness, denseLog, eventsOf, type Harness } from './harness';
 
 const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
-
-interface EvaluationRow {
-  eval_id: string;
-  status: string;
-  code: string;
-  code_hash: string;
-  code_size: number;
-  language: string;
-  engine: string;
-  timeout_seconds: number;
-  metadata: Record<string, unknown>;
-  executor_id: string | null;
-  container_id: string | null;
-  exit_code: number | null;
-  failure_reason: string | null;
-  cancel_reason: string | null;
-  output_preview: Buffer | null;
-  output_size: string;
-  output_location: string;
-  error_preview: string | null;
-  error_size: string;
-  error_location: string;
-  created_at: Date;
-  started_at: Date | null;
-  completed_at: Date | null;
-  updated_at: Date;
-  revision: string;
-}
 
 describe('command executor: lifecycle in PostgreSQL', function () {
   let h: Harness;
