@@ -1,5 +1,6 @@
 import { CrucibleError, UnavailableError } from '../../../shared/errors';
 import type { Shutdown } from './shutdown';
+import { createWaker, type Waker } from './waker';
 
 /** Where a resumable stream sends what it has to say (the handler builds the messages). */
 export interface StreamOutput<T> {
@@ -314,27 +315,6 @@ export function createLiveBuffer<T>(options: LiveBufferOptions<T>): LiveBuffer<T
     get size() {
       return items.length;
     },
-  };
-}
-
-/** One waiter at a time: `idle` resolves on the next `wake` (a later idle replaces it). */
-interface Waker {
-  readonly wake: () => void;
-  readonly idle: () => Promise<void>;
-}
-
-function createWaker(): Waker {
-  let wakeUp: (() => void) | undefined;
-  return {
-    wake: () => {
-      const w = wakeUp;
-      wakeUp = undefined;
-      w?.();
-    },
-    idle: () =>
-      new Promise((resolve) => {
-        wakeUp = resolve;
-      }),
   };
 }
 

@@ -4,6 +4,7 @@ import type { Checkpoints } from '../read-models/checkpoints';
 import { minCheckpoint } from '../read-models/checkpoints';
 import type { ProjectionApplier } from './applier';
 import type { EventLog } from './event-log';
+import { createWaker } from '../live/waker';
 import { GapError } from './plan';
 
 export interface ProjectorStatus {
@@ -199,36 +200,6 @@ export function createServingState(deps: {
       }
       return caughtUpSignal.promise;
     },
-  };
-}
-
-/** A timed sleep the loop's other inputs (notify, requestCatchUp, stop) can cut short. */
-export interface Waker {
-  /** Ends the sleep in progress, if any. */
-  wake(): void;
-  /** Resolves true when woken, false when the time ran out. */
-  sleep(ms: number): Promise<boolean>;
-}
-
-export function createWaker(): Waker {
-  let wakeUp: (() => void) | undefined;
-  return {
-    wake() {
-      const w = wakeUp;
-      wakeUp = undefined;
-      w?.();
-    },
-    sleep: (ms) =>
-      new Promise((resolve) => {
-        const timer = setTimeout(() => {
-          wakeUp = undefined;
-          resolve(false);
-        }, ms);
-        wakeUp = () => {
-          clearTimeout(timer);
-          resolve(true);
-        };
-      }),
   };
 }
 

@@ -34,6 +34,14 @@ return {1, out}
 
 const COMMAND = 'crucibleBoundedRange';
 
+/**
+ * Each partition's share of a read's byte budget, so that a read over every partition stays
+ * within it; never so small that an update of a typical size does not fit.
+ */
+export function partitionShare(totalBytes: number, partitions: number): number {
+  return Math.max(64 * 1024, Math.floor(totalBytes / partitions));
+}
+
 /** One stream entry as XRANGE returns it with buffers: id, then the flat field/value list. */
 export type StreamEntry = [id: Buffer, fields: Buffer[]];
 

@@ -3,7 +3,7 @@ import type { Logger } from '../../../shared/logging';
 import type { ChangeHub } from '../live/change-hub';
 import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
-import { createBoundedRangeReader } from './bounded-range';
+import { createBoundedRangeReader, partitionShare } from './bounded-range';
 
 export interface ChangeLogTail {
   /**
@@ -54,7 +54,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
   const partitions = partitionNumbers(layout);
   const keys = partitions.map((p) => layout.changeLog(p));
   const boundedRange = createBoundedRangeReader(blocking);
-  const drainBytes = Math.max(64 * 1024, Math.floor(DRAIN_BYTES / partitions.length));
+  const drainBytes = partitionShare(DRAIN_BYTES, partitions.length);
   let stopped = false;
   let loop: Promise<void> | undefined;
   let clientId: number | undefined;

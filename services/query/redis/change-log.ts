@@ -8,7 +8,7 @@ import {
   type ChangeLog,
 } from '../read-models/change-log';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
-import { createBoundedRangeReader } from './bounded-range';
+import { createBoundedRangeReader, partitionShare } from './bounded-range';
 import { mappingOutages } from './errors';
 
 function xinfoField(reply: unknown, name: string): unknown {
@@ -22,8 +22,7 @@ function xinfoField(reply: unknown, name: string): unknown {
 export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
   const partitions = partitionNumbers(layout);
   const boundedRange = createBoundedRangeReader(redis);
-  // Each partition's share; never so small that an update of a typical size does not fit.
-  const partitionBytes = Math.max(64 * 1024, Math.floor(CHANGE_LOG_READ_BYTES / partitions.length));
+  const partitionBytes = partitionShare(CHANGE_LOG_READ_BYTES, partitions.length);
 
   const oldestResumable = async (): Promise<bigint> => {
     const bounds = await Promise.all(

@@ -5,9 +5,9 @@ import {
   backoffDelayMs,
   createFastQueue,
   createServingState,
-  createWaker,
   logsFailure,
 } from '../../../services/query/projection/projector';
+import { createWaker } from '../../../services/query/live/waker';
 
 const event = (position: number): RecordedEvent => ({
   position: String(position),
@@ -176,6 +176,16 @@ describe('projector parts', () => {
       const sleeping = waker.sleep(60_000);
       waker.wake();
       expect(await sleeping).to.equal(true);
+    });
+
+    it('ends an untimed wait on the next wake, and only that one', async () => {
+      const waker = createWaker();
+      let woken = 0;
+      const waiting = waker.idle().then(() => (woken += 1));
+      waker.wake();
+      waker.wake(); // nobody waits any more
+      await waiting;
+      expect(woken).to.equal(1);
     });
   });
 });
