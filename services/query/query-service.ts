@@ -131,7 +131,7 @@ export function createQueryService(
         subscriber,
         config.redisKeyPrefix,
         {
-          onChange: (event, bytes) => projector.notify(event, bytes),
+          onChange: (position) => projector.notify(position),
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
         },
         logger,

@@ -3,17 +3,35 @@ import type { RecordedEvent } from '../domain';
 /**
  * The Redis pub/sub channel on which the command side announces each committed event.
  *
- * Pub/sub delivers at most once, so it is only the fast path: the query side applies a
- * message when it is the next position, and otherwise (gap, restart, Redis outage) catches up
- * from the event log in PostgreSQL, which is the source of truth.
+ * Pub/sub delivers at most once, and anyone who can reach Redis can publish on it, so a
+ * message is only a wake-up call: the query side reads what it applies from the event log in
+ * PostgreSQL, the source of truth, and believes nothing else of the message.
  */
 export function changeChannel(keyPrefix: string): string {
   return `${keyPrefix}:changes`;
 }
 
-/** Encodes a recorded event as a pub/sub message (JSON: small, and readable in redis-cli). */
+/**
+ * Encodes a recorded event as a pub/sub message (JSON: small, and readable in redis-cli). The
+ * position comes first, whatever order the event's own keys are in: announcedPosition reads it
+ * from there.
+ */
 export function encodeChange(event: RecordedEvent): string {
-  return JSON.stringify(event);
+  const { position, evalId, revision, recordedAt } = event;
+  return JSON.stringify({ position, evalId, revision, recordedAt, event: event.event });
+}
+
+/** `"position":"<digits>"` first: encodeChange writes the position before anything else. */
+const LEADING_POSITION = /^\{"position":"([1-9]\d{0,18})"/;
+
+/**
+ * The position a message announces, or undefined when it names none. Read from the message's
+ * start without parsing the rest (a message may carry tens of KiB of metadata that the query
+ * side never uses); a forged message can name a position, which costs one read of the log.
+ */
+export function announcedPosition(message: string): bigint | undefined {
+  const match = LEADING_POSITION.exec(message);
+  return match?.[1] === undefined ? undefined : BigInt(match[1]);
 }
 
 /** Decodes a pub/sub message; undefined when it is not a recorded event (never trust a channel). */

@@ -1,1 +1,1 @@
-export { changeChannel, encodeChange, decodeChange } from './change-feed';
+export { announcedPosition, changeChannel, encodeChange, decodeChange } from './change-feed';

@@ -1,20 +1,18 @@
-import type { RecordedEvent } from '../../../shared/domain';
 import type { Logger } from '../../../shared/logging';
 import type { Checkpoints } from '../read-models/checkpoints';
 import { minCheckpoint } from '../read-models/checkpoints';
 import type { ProjectionApplier } from './applier';
 import type { EventLog } from './event-log';
 import { createWaker } from '../live/waker';
-import { GapError } from './plan';
 
 export interface ProjectorStatus {
   /** Lowest partition checkpoint this replica knows of. */
   readonly checkpoint: bigint;
-  /** Highest event-log position this replica has seen (log head or pub/sub). */
+  /** Highest event-log position this replica has read from the log. */
   readonly head: bigint;
   /** True once the read models reached the log head seen at start (health: SERVING). */
   readonly caughtUp: boolean;
-  /** Events this replica applied by reading PostgreSQL (not the pub/sub fast path). */
+  /** Events this replica applied (every one read from PostgreSQL). */
   readonly catchUpEvents: bigint;
   /** Since when (clock ms) the checkpoint has been behind the head; undefined when not. */
   readonly behindSince: number | undefined;
@@ -26,10 +24,11 @@ export interface Projector {
   /** Stops the loop after the step in progress. */
   stop(): Promise<void>;
   /**
-   * A change announced on pub/sub (`bytes`: the size of its message): applied directly when
-   * it is the next position.
+   * A change was announced on pub/sub at `position`: a hint that the log has grown, never a
+   * fact. It wakes a catch-up from the log (when the position is beyond the checkpoint); the
+   * message itself is never applied, and does not move the head this replica reports.
    */
-  notify(event: RecordedEvent, bytes: number): void;
+  notify(position: bigint): void;
   /** Asks for a catch-up from PostgreSQL (reconnects, gaps, timers). */
   requestCatchUp(reason: string): void;
   status(): ProjectorStatus;
@@ -51,13 +50,8 @@ export interface ProjectorOptions {
   readonly clock?: () => number;
 }
 
-/**
- * Announced changes held for the fast path, by count and by bytes: past either, the queue is
- * dropped and a catch-up reads the same events from the log in byte-bounded batches (a burst
- * of large changes held by count alone would take GiBs).
- */
-const MAX_FAST_QUEUE = 10_000;
-const MAX_FAST_QUEUE_BYTES = 16 * 1024 * 1024;
+/** The catch-up reason of a step a pub/sub message woke. */
+const ANNOUNCED = 'change announced';
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 
@@ -69,40 +63,6 @@ export function backoffDelayMs(failures: number): number {
 /** Whether the `failures`-th failure in a row is logged: the first, then every 20th (no flood). */
 export function logsFailure(failures: number): boolean {
   return failures === 1 || failures % 20 === 0;
-}
-
-/** The fast path's queue of announced changes, bounded by count and by bytes. */
-export interface FastQueue {
-  /**
-   * Queues a change, or — when it would pass either bound — drops everything queued (the change
-   * included) and returns false: the caller then catches up from the log.
-   */
-  offer(event: RecordedEvent, bytes: number): boolean;
-  /** The oldest queued change, removed from the queue. */
-  take(): RecordedEvent | undefined;
-}
-
-export function createFastQueue(maxCount = MAX_FAST_QUEUE, maxBytes = MAX_FAST_QUEUE_BYTES): FastQueue {
-  let queue: { event: RecordedEvent; bytes: number }[] = [];
-  let queuedBytes = 0;
-  return {
-    offer(event, bytes) {
-      if (queue.length >= maxCount || queuedBytes + bytes > maxBytes) {
-        queue = [];
-        queuedBytes = 0;
-        return false;
-      }
-      queue.push({ event, bytes });
-      queuedBytes += bytes;
-      return true;
-    },
-    take() {
-      const queued = queue.shift();
-      if (queued === undefined) return undefined;
-      queuedBytes -= queued.bytes;
-      return queued.event;
-    },
-  };
 }
 
 /**
@@ -121,7 +81,7 @@ export interface ServingState {
   stopServing(): void;
   /** A new checkpoint (what a step applied up to); serves once it reaches the target. */
   setCheckpoint(value: bigint): void;
-  /** A position known to exist in the log (log head or pub/sub). */
+  /** A position known to exist in the log (read from it: never a pub/sub message's word). */
   seeHead(position: bigint): void;
   countCatchUp(applied: number): void;
   status(): ProjectorStatus;
@@ -212,7 +172,6 @@ interface StepDeps {
   readonly batchSize: number;
   readonly clock: () => number;
   readonly serving: ServingState;
-  readonly requestCatchUp: (reason: string) => void;
 }
 
 /** Reads the log from the lowest partition checkpoint and applies it, batch by batch, to its end. */
@@ -254,38 +213,22 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
       // Age of the oldest event this batch applied: how far behind the read models were.
       lagSeconds: Math.max(0, (clock() - Date.parse(events[0]?.recordedAt ?? '')) / 1000) || 0,
     };
-    if (result.applied > 0) logger.info('catch-up batch applied', fields);
+    // A step woken by an announced change is the normal path, one per change when quiet.
+    if (result.applied > 0 && reason !== ANNOUNCED) logger.info('catch-up batch applied', fields);
+    else if (result.applied > 0) logger.debug('announced changes applied', fields);
     else logger.debug('catch-up batch already applied by another replica', fields);
     if (!full) return;
-  }
-}
-
-/** Applies an announced change when it is the next position; anything else asks for a catch-up. */
-async function applyFast(deps: StepDeps, event: RecordedEvent): Promise<void> {
-  const { applier, logger, serving, requestCatchUp } = deps;
-  const position = BigInt(event.position);
-  if (position <= serving.checkpoint) return;
-  if (position !== serving.checkpoint + 1n) {
-    requestCatchUp('gap in pub/sub');
-    return;
-  }
-  try {
-    const result = await applier.apply([event]);
-    serving.setCheckpoint(result.checkpoint);
-    logger.debug('applied change', { position: event.position, evalId: event.evalId, applied: result.applied });
-  } catch (err) {
-    if (!(err instanceof GapError)) throw err;
-    requestCatchUp('read models behind the pub/sub message');
   }
 }
 
 /**
  * Keeps the read models up to date with the event log, exactly once and in order.
  *
- * One loop per replica does all the work, one step at a time: a pub/sub message whose position
- * is the checkpoint + 1 is applied directly (the fast path: no PostgreSQL read); anything else
- * — start-up, a gap, a reconnect, a quiet period, a failed step — becomes a catch-up that reads
- * the log from the lowest partition checkpoint in batches. Each step is an atomic
+ * One loop per replica does all the work, one step at a time: every step is a catch-up that
+ * reads the log from the lowest partition checkpoint in batches — woken by a pub/sub message,
+ * a reconnect, a quiet period or a failed step. Pub/sub carries hints, not truth: a message is
+ * never applied, so a forged or malformed one cannot change a read model (at most it costs one
+ * read of the log), and hints that arrive while a step runs fold into one next step. Each step is an atomic
  * compare-and-set per partition (see ProjectionApplier), so replicas sharing a Redis never
  * apply an event twice or skip one. Failures (PostgreSQL or Redis down) are retried with
  * exponential backoff.
@@ -294,7 +237,6 @@ export function createProjector(options: ProjectorOptions): Projector {
   const { logger, catchUpIntervalMs } = options;
   const clock = options.clock ?? Date.now;
   const serving = createServingState({ logger, clock, onServingChange: options.onServingChange });
-  const fastQueue = createFastQueue();
   const waker = createWaker();
 
   let stopped = false;
@@ -313,7 +255,6 @@ export function createProjector(options: ProjectorOptions): Projector {
     batchSize: options.batchSize ?? 500,
     clock,
     serving,
-    requestCatchUp,
   };
 
   async function run(): Promise<void> {
@@ -328,11 +269,6 @@ export function createProjector(options: ProjectorOptions): Projector {
           if (failures > 0)
             logger.info('projection recovered', { failures, checkpoint: serving.checkpoint.toString() });
           failures = 0;
-          continue;
-        }
-        const queued = fastQueue.take();
-        if (queued !== undefined) {
-          await applyFast(steps, queued);
           continue;
         }
         const waitMs = catchUpReason !== undefined ? Math.max(0, retryAt - clock()) : catchUpIntervalMs;
@@ -360,13 +296,8 @@ export function createProjector(options: ProjectorOptions): Projector {
       waker.wake();
       await loop;
     },
-    notify(event, bytes) {
-      serving.seeHead(BigInt(event.position));
-      if (!fastQueue.offer(event, bytes)) {
-        requestCatchUp('fast-path queue full');
-        return;
-      }
-      waker.wake();
+    notify(position) {
+      if (position > serving.checkpoint) requestCatchUp(ANNOUNCED);
     },
     requestCatchUp,
     status: () => serving.status(),

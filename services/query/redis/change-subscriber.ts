@@ -1,6 +1,5 @@
 import type { Redis } from 'ioredis';
-import { changeChannel, decodeChange } from '../../../shared/changes';
-import type { RecordedEvent } from '../../../shared/domain';
+import { announcedPosition, changeChannel } from '../../../shared/changes';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
@@ -14,26 +13,36 @@ export interface ChangeSubscription {
 
 /**
  * Listens to the command side's pub/sub channel on a dedicated connection (a subscribed
- * connection can run no other command). Messages are the projection's fast path and wake-up
- * signal; after a reconnect (messages may have been lost meanwhile) `onReconnect` asks for a
- * catch-up.
+ * connection can run no other command). A message is only a wake-up call: `onChange` gets the
+ * position it announces, nothing else of it is believed. A message that names no position
+ * (garbage, a forged or older format) is dropped and counted, logged once per minute at most.
+ * After a reconnect (messages may have been lost meanwhile) `onReconnect` asks for a catch-up.
  */
+const MALFORMED_LOG_INTERVAL_MS = 60_000;
+
 export function subscribeToChanges(
   subscriber: Redis,
   keyPrefix: string,
-  handlers: { onChange(event: RecordedEvent, bytes: number): void; onReconnect(): void },
+  handlers: { onChange(position: bigint): void; onReconnect(): void },
   logger: Logger,
+  clock: () => number = Date.now,
 ): ChangeSubscription {
   const channel = changeChannel(keyPrefix);
   let readyOnce = subscriber.status === 'ready';
+  let malformed = 0;
+  let malformedLoggedAt = -Infinity;
   const onMessage = (from: string, message: string): void => {
     if (from !== channel) return;
-    const event = decodeChange(message);
-    if (event === undefined) {
-      logger.warn('ignoring a malformed change message', { channel });
+    const position = announcedPosition(message);
+    if (position === undefined) {
+      malformed += 1;
+      if (clock() - malformedLoggedAt >= MALFORMED_LOG_INTERVAL_MS) {
+        malformedLoggedAt = clock();
+        logger.warn('ignoring malformed change messages', { channel, malformedSoFar: malformed });
+      }
       return;
     }
-    handlers.onChange(event, message.length);
+    handlers.onChange(position);
   };
   const onReady = (): void => {
     if (readyOnce) handlers.onReconnect();

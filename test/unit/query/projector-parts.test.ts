@@ -1,38 +1,7 @@
 import { expect } from 'chai';
-import type { RecordedEvent } from '../../../shared/domain';
 import { silentLogger, type Logger } from '../../../shared/logging';
-import {
-  backoffDelayMs,
-  createFastQueue,
-  createServingState,
-  logsFailure,
-} from '../../../services/query/projection/projector';
+import { backoffDelayMs, createServingState, logsFailure } from '../../../services/query/projection/projector';
 import { createWaker } from '../../../services/query/live/waker';
-
-const event = (position: number): RecordedEvent => ({
-  position: String(position),
-  evalId: `e${position}`,
-  revision: '1',
-  recordedAt: '2025-01-01T00:00:00.000Z',
-  event: {
-    type: 'EvaluationQueued',
-    data: {
-      codeHash: 'h',
-      codeSize: 1,
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 1,
-      metadata: {},
-      createdAt: '2025-01-01T00:00:00.000Z',
-    },
-  },
-});
-
-const drain = (queue: ReturnType<typeof createFastQueue>): string[] => {
-  const positions: string[] = [];
-  for (let e = queue.take(); e !== undefined; e = queue.take()) positions.push(e.position);
-  return positions;
-};
 
 describe('projector parts', () => {
   describe('backoff', () => {
@@ -45,42 +14,6 @@ describe('projector parts', () => {
     it('logs the first failure and then every 20th', () => {
       const logged = Array.from({ length: 60 }, (_, i) => i + 1).filter(logsFailure);
       expect(logged).to.deep.equal([1, 20, 40, 60]);
-    });
-  });
-
-  describe('fast-path queue', () => {
-    it('hands changes back oldest first', () => {
-      const queue = createFastQueue(10, 1000);
-      for (const p of [1, 2, 3]) expect(queue.offer(event(p), 10)).to.equal(true);
-      expect(drain(queue)).to.deep.equal(['1', '2', '3']);
-      expect(queue.take()).to.equal(undefined);
-    });
-
-    it('drops everything once the count bound is reached', () => {
-      const queue = createFastQueue(2, 1000);
-      expect(queue.offer(event(1), 1)).to.equal(true);
-      expect(queue.offer(event(2), 1)).to.equal(true);
-      expect(queue.offer(event(3), 1)).to.equal(false);
-      expect(drain(queue)).to.deep.equal([]);
-    });
-
-    it('drops everything when a change would pass the byte bound, and takes exactly the bound', () => {
-      const queue = createFastQueue(100, 100);
-      expect(queue.offer(event(1), 60)).to.equal(true);
-      expect(queue.offer(event(2), 40)).to.equal(true); // 100: at the bound, not past it
-      expect(queue.offer(event(3), 1)).to.equal(false);
-      expect(drain(queue)).to.deep.equal([]);
-      // The bytes were reset with the queue: a full-size change fits again.
-      expect(queue.offer(event(4), 100)).to.equal(true);
-      expect(drain(queue)).to.deep.equal(['4']);
-    });
-
-    it('frees the bytes of a change once taken', () => {
-      const queue = createFastQueue(100, 100);
-      expect(queue.offer(event(1), 80)).to.equal(true);
-      expect(queue.take()?.position).to.equal('1');
-      expect(queue.offer(event(2), 80)).to.equal(true);
-      expect(drain(queue)).to.deep.equal(['2']);
     });
   });
 

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { changeChannel, decodeChange, encodeChange } from '../../../shared/changes';
+import { announcedPosition, changeChannel, decodeChange, encodeChange } from '../../../shared/changes';
 import type { RecordedEvent } from '../../../shared/domain';
 
 const EVENT: RecordedEvent = {
@@ -34,6 +34,30 @@ describe('change feed', () => {
       JSON.stringify({ ...EVENT, evalId: undefined }),
     ]) {
       expect(decodeChange(message), message).to.equal(undefined);
+    }
+  });
+
+  it('reads the announced position from the start of a message, whatever the event key order', () => {
+    const reordered = { event: EVENT.event, recordedAt: EVENT.recordedAt, revision: '2', evalId: 'e1', position: '77' };
+    expect(announcedPosition(encodeChange(EVENT))).to.equal(9007199254740993n);
+    expect(announcedPosition(encodeChange(reordered))).to.equal(77n);
+  });
+
+  it('finds no position in garbage, forged shapes, or non-numeric and zero positions', () => {
+    for (const message of [
+      'not json',
+      '',
+      '{}',
+      '{"position":5}',
+      '{"position":"5x"',
+      '{"position":"abc","evalId":"e"}',
+      '{"position":"0"}',
+      '{"position":"-3"}',
+      '{"position":"99999999999999999999"}',
+      ' {"position":"5"}',
+      JSON.stringify({ evalId: 'e1', position: '5' }),
+    ]) {
+      expect(announcedPosition(message), message).to.equal(undefined);
     }
   });
 });

@@ -210,7 +210,7 @@ export interface GetProjectionStatusResponse {
   caughtUp: boolean;
   /** Per-partition checkpoints (one partition unless the read models are partitioned). */
   partitionCheckpoints: string[];
-  /** Events applied by catch-up reads from PostgreSQL (not via the pub/sub fast path) since start. */
+  /** Events this service applied since start (every one read from PostgreSQL). */
   catchUpEvents: string;
 }
 
