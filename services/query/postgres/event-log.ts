@@ -116,11 +116,11 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
         );
         return BigInt(rows[0]?.position ?? '0');
       }),
-    eventsOf: (evalId, upTo) =>
-      readOrUnavailable("reading an evaluation's events", async () => {
+    eventsOf: (evalIds, upTo) =>
+      readOrUnavailable("reading evaluations' events", async () => {
         const { rows } = await pool.query<EventRow>(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = $1 AND position <= $2 ORDER BY evaluation_events.revision`,
-          [evalId, upTo.toString()],
+          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
+          [evalIds, upTo.toString()],
         );
         return rows.map(toRecordedEvent);
       }),

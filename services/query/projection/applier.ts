@@ -40,7 +40,17 @@ export interface ProjectionApplier {
   apply(events: readonly RecordedEvent[]): Promise<ApplyResult>;
 }
 
+/**
+ * Attempts of one step: each is a conflict with another replica, or one repair of every state
+ * the batch found wrong. Past them the step fails and the projector retries it with backoff.
+ */
 const MAX_ATTEMPTS = 20;
+
+/** A state taken from the log, valid while its partition is still at `checkpoint`. */
+interface Repair {
+  readonly checkpoint: bigint;
+  readonly state: Evaluation | undefined;
+}
 
 export function createProjectionApplier(deps: {
   readonly store: ProjectionStore;
@@ -50,18 +60,48 @@ export function createProjectionApplier(deps: {
 }): ProjectionApplier {
   const { store, eventLog, layout, logger } = deps;
 
-  /** The state an evaluation must have at `checkpoint`, folded from the log (repairs only). */
-  async function foldFromLog(evalId: string, checkpoint: bigint): Promise<Evaluation | undefined> {
-    let state: Evaluation | undefined;
-    for (const event of await eventLog.eventsOf(evalId, checkpoint)) state = evolve(state, event);
-    return state;
+  /** The states the evaluations must have at `checkpoint`, folded from the log (repairs only). */
+  async function foldFromLog(evalIds: readonly string[], checkpoint: bigint): Promise<Map<string, Evaluation>> {
+    const states = new Map<string, Evaluation>();
+    for (const event of await eventLog.eventsOf(evalIds, checkpoint))
+      states.set(event.evalId, evolve(states.get(event.evalId), event));
+    return states;
+  }
+
+  /**
+   * Takes the states of every evaluation `err` names from the log, at the checkpoint each was
+   * read at. Throws `err` when a state repaired at that checkpoint still does not fold: then
+   * the log itself does not (a bug, not lost keys).
+   */
+  async function repair(err: FoldError, repairs: Map<string, Repair>): Promise<void> {
+    const byCheckpoint = new Map<bigint, string[]>();
+    for (const { evalId, checkpoint } of err.failures) {
+      if (repairs.get(evalId)?.checkpoint === checkpoint) throw err;
+      const ids = byCheckpoint.get(checkpoint);
+      if (ids === undefined) byCheckpoint.set(checkpoint, [evalId]);
+      else ids.push(evalId);
+    }
+    const [first] = err.failures;
+    // The read models disagree with the log (keys deleted or lost, a checkpoint gone, a rebuild
+    // running): one line for the lot, not one per evaluation.
+    logger.warn('read model states disagree with the event log; repairing them from the log', {
+      evaluations: err.failures.length,
+      first: first?.evalId,
+      partition: first?.partition,
+      checkpoint: first?.checkpoint.toString(),
+      reason: first?.reason,
+    });
+    for (const [checkpoint, evalIds] of byCheckpoint) {
+      const states = await foldFromLog(evalIds, checkpoint);
+      for (const evalId of evalIds) repairs.set(evalId, { checkpoint, state: states.get(evalId) });
+    }
   }
 
   return {
     async apply(events) {
       const idsByPartition = evalIdsByPartition(events, layout);
       // States repaired from the log, valid for the checkpoint they were folded at.
-      const repairs = new Map<string, { checkpoint: bigint; state: Evaluation | undefined }>();
+      const repairs = new Map<string, Repair>();
       let applied = 0;
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
         const loaded = await store.load(idsByPartition);
@@ -80,17 +120,7 @@ export function createProjectionApplier(deps: {
           plan = planBatch(events, snapshots, layout);
         } catch (err) {
           if (!(err instanceof FoldError)) throw err;
-          const known = repairs.get(err.evalId);
-          if (known !== undefined && known.checkpoint === err.checkpoint) throw err; // the log itself does not fold
-          // The read model disagrees with the log (e.g. keys were deleted by hand, or a rebuild
-          // is running): take the evaluation's state from the source of truth and go on.
-          logger.warn('read model state disagrees with the event log; repairing it from the log', {
-            evalId: err.evalId,
-            partition: err.partition,
-            checkpoint: err.checkpoint.toString(),
-            reason: err.message,
-          });
-          repairs.set(err.evalId, { checkpoint: err.checkpoint, state: await foldFromLog(err.evalId, err.checkpoint) });
+          await repair(err, repairs);
           continue;
         }
         const checkpoints = snapshots.map((s) => s.checkpoint);

@@ -24,8 +24,8 @@ export interface EventLog {
   readAfter(after: bigint, limit: number): Promise<EventBatch>;
   /** The highest committed position (0 for an empty log). */
   headPosition(): Promise<bigint>;
-  /** One evaluation's events up to and including position `upTo`, in order (repairs, checks). */
-  eventsOf(evalId: string, upTo: bigint): Promise<RecordedEvent[]>;
+  /** The events of the given evaluations up to and including position `upTo`, in position order (repairs). */
+  eventsOf(evalIds: readonly string[], upTo: bigint): Promise<RecordedEvent[]>;
   /** When the event at `position` was recorded, or undefined when there is none. */
   recordedAt(position: bigint): Promise<Date | undefined>;
 }

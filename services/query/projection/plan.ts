@@ -28,16 +28,30 @@ export class GapError extends Error {
   }
 }
 
-/** An event does not follow the state the read model holds (evolve refused it). */
+/** One evaluation whose event does not follow the state its read model holds. */
+export interface FoldFailure {
+  readonly evalId: string;
+  readonly partition: number;
+  /** The checkpoint of its partition when the state was read. */
+  readonly checkpoint: bigint;
+  readonly reason: string;
+}
+
+/**
+ * Events do not follow the states the read models hold (evolve refused them): every such
+ * evaluation of the batch, so that one repair covers them all (one per attempt gave up on a
+ * lost checkpoint with a few dozen evaluations).
+ */
 export class FoldError extends Error {
   override name = 'FoldError';
-  constructor(
-    readonly evalId: string,
-    readonly partition: number,
-    readonly checkpoint: bigint,
-    cause: ProjectionError,
-  ) {
-    super(`cannot fold ${evalId} in partition ${partition} at checkpoint ${checkpoint}: ${cause.message}`, { cause });
+  constructor(readonly failures: readonly FoldFailure[]) {
+    const [first] = failures;
+    super(
+      `cannot fold ${failures.length} evaluation(s)` +
+        (first === undefined
+          ? ''
+          : `, first ${first.evalId} in partition ${first.partition} at checkpoint ${first.checkpoint}: ${first.reason}`),
+    );
   }
 }
 
@@ -84,8 +98,8 @@ export function encodeUpdate(
  * position, even when none of the events are its own (so idle partitions keep up and the
  * lowest checkpoint is the read models' position).
  *
- * Throws GapError when the batch starts after the lowest checkpoint + 1, FoldError when an
- * event does not follow the stored state.
+ * Throws GapError when the batch starts after the lowest checkpoint + 1, FoldError (naming
+ * every such evaluation) when events do not follow the stored states.
  */
 export function planBatch(
   events: readonly RecordedEvent[],
@@ -110,6 +124,7 @@ export function planBatch(
   const writes: PartitionWrite[] = [];
   const eventsPerPartition = new Map<number, number>();
   const changed = new Map<string, Evaluation>();
+  const failures: FoldFailure[] = [];
   const encoder = new UpdateEncoder(Math.max(4096, events.length * 512));
   snapshots.forEach((snapshot, partition) => {
     if (snapshot.checkpoint >= last) return;
@@ -120,7 +135,9 @@ export function planBatch(
       partition,
       snapshot,
       encoder,
+      failures,
     );
+    if (failures.length > 0) return; // nothing is written; the rest is folded to find them all
     const { ops, applied } = partitionWriteSet(keys, partition, fold, changed);
     writes.push({
       partition,
@@ -130,6 +147,7 @@ export function planBatch(
     });
     eventsPerPartition.set(partition, applied);
   });
+  if (failures.length > 0) throw new FoldError(failures);
   return { writes, eventsPerPartition, states: changed };
 }
 
@@ -190,7 +208,8 @@ interface PartitionFold {
 /**
  * Folds the partition's events from index `applyFrom` on into its snapshot's states with
  * `evolve`, appending each event's update to `encoder` (one buffer per partition, not one per
- * event). Throws FoldError when an event does not follow the stored state.
+ * event). An event that does not follow the stored state is added to `failures` and its
+ * evaluation's later events are skipped (the fold goes on to find the other failures).
  */
 function foldPartition(
   events: readonly RecordedEvent[],
@@ -199,20 +218,24 @@ function foldPartition(
   partition: number,
   snapshot: PartitionSnapshot,
   encoder: UpdateEncoder,
+  failures: FoldFailure[],
 ): PartitionFold {
   const states = new Map(snapshot.states);
   const folded: FoldedEvent[] = [];
+  const failed = new Set<string>();
   encoder.reset();
   for (const i of indexes) {
     const event = events[i] as RecordedEvent;
-    if (i < applyFrom) continue;
+    if (i < applyFrom || failed.has(event.evalId)) continue;
     const before = states.get(event.evalId);
     let after: Evaluation;
     try {
       after = evolve(before, event);
     } catch (err) {
-      if (err instanceof ProjectionError) throw new FoldError(event.evalId, partition, snapshot.checkpoint, err);
-      throw err;
+      if (!(err instanceof ProjectionError)) throw err;
+      failed.add(event.evalId);
+      failures.push({ evalId: event.evalId, partition, checkpoint: snapshot.checkpoint, reason: err.message });
+      continue;
     }
     states.set(event.evalId, after);
     folded.push({ event, before, after, at: encoder.append(event, after) });
@@ -239,7 +262,7 @@ function partitionWriteSet(
     // One encoding of the state per event: the update embeds it, the record is the last one.
     const update = updates.subarray(at.start, at.end);
     indexWrites(keys, partition, before, after, ops);
-    historyWrites(keys, partition, event.evalId, update, ops);
+    historyWrites(keys, partition, event.evalId, event.revision, update, ops);
     changeLogWrites(
       keys,
       partition,

@@ -8,16 +8,19 @@ import type { Encoded } from '../wire/encoded';
  * WatchEvaluation replays it to a client resuming from `after_revision`, and its last entry is
  * the "current state" message (the update carries the event type the record lacks).
  *
- * How an event changes it: the update is appended.
+ * How an event changes it: the update is put at index revision - 1, replacing that entry and
+ * any after it if they are there already (an event applied again after a lost checkpoint, or a
+ * repair folding the evaluation from the log) — never appended twice.
  */
 export function historyWrites(
   layout: KeyLayout,
   partition: number,
   evalId: string,
+  revision: string,
   update: Buffer,
   out: WriteSink,
 ): void {
-  out.rpush(layout.history(partition, evalId), update);
+  out.putAt(layout.history(partition, evalId), Number(revision) - 1, update);
 }
 
 export interface EvaluationHistory {

@@ -7,7 +7,12 @@ export type WriteOp =
   | { readonly op: 'set'; readonly key: string; readonly value: Buffer }
   | { readonly op: 'zadd'; readonly key: string; readonly member: string }
   | { readonly op: 'zrem'; readonly key: string; readonly member: string }
-  | { readonly op: 'rpush'; readonly key: string; readonly value: Buffer }
+  /**
+   * Puts `value` at list index `index` (0-based), dropping whatever the list held from there
+   * on: an entry written again (a replay from a lost checkpoint, a repair) replaces itself
+   * instead of being appended twice. Consecutive puts on a key extend the list.
+   */
+  | { readonly op: 'putAt'; readonly key: string; readonly index: number; readonly value: Buffer }
   /**
    * Appends stream entry `<position>-0` with field `u` (the update) and, beside it, the
    * change's eval id `e`, status `s` and revision `r`; trimmed to the retention (MAXLEN ~).
@@ -32,7 +37,7 @@ export interface WriteSink {
   set(key: string, value: Buffer): void;
   zadd(key: string, member: string): void;
   zrem(key: string, member: string): void;
-  rpush(key: string, value: Buffer): void;
+  putAt(key: string, index: number, value: Buffer): void;
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void;
 }
 
@@ -43,7 +48,8 @@ export interface WriteSink {
  */
 export class WriteSet implements WriteSink {
   readonly sets = new Map<string, Buffer>();
-  readonly lists = new Map<string, Buffer[]>();
+  /** Per list, the index of its first value and the values, consecutive. */
+  readonly lists = new Map<string, { readonly from: number; readonly values: Buffer[] }>();
   /** Per stream, STREAM_ITEMS items per entry (id, value, eval id, status, revision), in order. */
   readonly streams = new Map<string, (string | Buffer)[]>();
   /** Per sorted set, each member and whether the last op on it was a `zadd`. */
@@ -56,8 +62,8 @@ export class WriteSet implements WriteSink {
         case 'set':
           set.set(op.key, op.value);
           break;
-        case 'rpush':
-          set.rpush(op.key, op.value);
+        case 'putAt':
+          set.putAt(op.key, op.index, op.value);
           break;
         case 'xadd':
           set.xadd(op.key, op.position, op.value, op.meta);
@@ -81,10 +87,16 @@ export class WriteSet implements WriteSink {
     this.sets.set(key, value);
   }
 
-  rpush(key: string, value: Buffer): void {
-    const values = this.lists.get(key);
-    if (values === undefined) this.lists.set(key, [value]);
-    else values.push(value);
+  putAt(key: string, index: number, value: Buffer): void {
+    const list = this.lists.get(key);
+    if (list === undefined) {
+      this.lists.set(key, { from: index, values: [value] });
+      return;
+    }
+    // A fold puts an evaluation's revisions in order; anything else is a bug, not a case to merge.
+    if (index !== list.from + list.values.length)
+      throw new Error(`list ${key}: put at ${index} does not follow ${list.from + list.values.length - 1}`);
+    list.values.push(value);
   }
 
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void {
@@ -117,7 +129,8 @@ export class WriteSet implements WriteSink {
             revision: entries[i + 4] as string,
           },
         });
-    for (const [key, values] of this.lists) for (const value of values) ops.push({ op: 'rpush', key, value });
+    for (const [key, { from, values }] of this.lists)
+      values.forEach((value, i) => ops.push({ op: 'putAt', key, index: from + i, value }));
     for (const [key, members] of this.zsets)
       for (const [member, present] of members) ops.push({ op: present ? 'zadd' : 'zrem', key, member });
     for (const [key, value] of this.sets) ops.push({ op: 'set', key, value });
@@ -167,7 +180,7 @@ type Item = string | Buffer | number;
  * Redis the per-argument work of the protocol; the script unpacks it with `cmsgpack`.
  *
  * Ops on the same key are merged into variadic commands, which leaves every key as the ops
- * in order would: a list gets its values in order (RPUSH v1 v2 …), a stream its entries in
+ * in order would: a list gets its values in order (cut, then RPUSH v1 v2 …), a stream its entries in
  * order, a string its last value, and a sorted set (every member has score 0) holds a member
  * exactly when the last op on it was a `zadd`. Ops on different keys commute, and a key only
  * ever sees one kind of op (each read-model key holds one Redis type).
@@ -210,12 +223,15 @@ function scriptOps(ops: WriteSet, checkpointKey: string): { keys: string[]; item
   items.forEach((item, i) => {
     if (Buffer.isBuffer(item)) sent.set(item, i + 1);
   });
-  for (const [key, values] of lists)
-    push(
-      'L',
-      key,
-      values.map((value) => sent.get(value) ?? value),
-    );
+  // A list op is its first index, then its values: the script cuts the list there first.
+  for (const [key, { from, values }] of lists) {
+    const index = declare(key);
+    for (let start = 0; start < values.length; start += MAX_OP_ITEMS) {
+      const chunk = values.slice(start, start + MAX_OP_ITEMS);
+      items.push('L', index, chunk.length + 1, from + start);
+      for (const value of chunk) items.push(sent.get(value) ?? value);
+    }
+  }
   for (const [key, members] of zsets) {
     const added: string[] = [];
     const removed: string[] = [];

@@ -80,7 +80,7 @@ describe('planBatch (pure projection step)', () => {
     // Only the final state of each record is written.
     const sets = opsOf(write, 'set');
     expect(sets.map((o) => o.key)).to.deep.equal([one.record(0, 'a'), one.record(0, 'b')]);
-    expect(opsOf(write, 'rpush')).to.have.length(3);
+    expect(opsOf(write, 'putAt')).to.have.length(3);
     const xadds = opsOf(write, 'xadd') as Extract<WriteOp, { op: 'xadd' }>[];
     expect(xadds.map((o) => o.position)).to.deep.equal(['1', '2', '3']);
     const last = EvaluationUpdate.decode(xadds[2]?.value ?? Buffer.alloc(0));
@@ -109,13 +109,24 @@ describe('planBatch (pure projection step)', () => {
     expect(() => planBatch([queued('a', 1), queued('b', 3)], empty(one), one)).to.throw(/not consecutive/);
   });
 
-  it('reports an event that does not follow the stored state as a FoldError naming it', () => {
+  it('reports every evaluation whose events do not follow the stored state in one FoldError', () => {
+    const four = createKeyLayout('p', 4);
+    const ghosts = ['g1', 'g2', 'g3', 'g4', 'g5', 'g6'];
+    // Each ghost's first event here is its revision 2 (no state), then a revision 3 that is skipped.
+    const events = [queued('ok', 1)];
+    for (const id of ghosts) events.push(next(id, events.length + 1, 2, started));
+    for (const id of ghosts) events.push(next(id, events.length + 1, 3, started));
     try {
-      planBatch([next('ghost', 1, 2, started)], empty(one), one);
+      planBatch(events, empty(four), four);
       expect.fail('expected a FoldError');
     } catch (err) {
       expect(err).to.be.instanceOf(FoldError);
-      expect(err).to.include({ evalId: 'ghost', partition: 0, checkpoint: 0n });
+      const { failures } = err as FoldError;
+      expect(failures.map((f) => f.evalId).sort()).to.deep.equal(ghosts);
+      for (const failure of failures) {
+        expect(failure).to.include({ partition: four.partitionOf(failure.evalId), checkpoint: 0n });
+        expect(failure.reason).to.be.a('string').and.not.equal('');
+      }
     }
   });
 
@@ -201,7 +212,7 @@ describe('encodePartitionWrite', () => {
         { op: 'set', key: 'k:rec', value: Buffer.from('r') },
         { op: 'zadd', key: 'k:all', member: 'm' },
         { op: 'zrem', key: 'k:q', member: 'm' },
-        { op: 'rpush', key: 'k:hist', value: Buffer.from('h') },
+        { op: 'putAt', key: 'k:hist', index: 4, value: Buffer.from('h') },
         {
           op: 'xadd',
           key: 'k:log',
@@ -209,7 +220,7 @@ describe('encodePartitionWrite', () => {
           value: Buffer.from('u'),
           meta: { evalId: 'e', status: 2, revision: '1' },
         },
-        { op: 'rpush', key: 'k:hist', value: Buffer.from('h'.repeat(300)) },
+        { op: 'putAt', key: 'k:hist', index: 5, value: Buffer.from('h'.repeat(300)) },
         {
           op: 'xadd',
           key: 'k:log',
@@ -225,7 +236,7 @@ describe('encodePartitionWrite', () => {
     expect(args.slice(0, 3)).to.deep.equal(['7', '9', '1000']);
     expect(unpackOps(args[3])).to.deep.equal(
       ['X', '2', '2', '8-0', 'u', 'e', '2', '1', '9-0', 'u'.repeat(70_000), 'e', '2', '1']
-        .concat(['L', '3', '2', 'h', 'h'.repeat(300)])
+        .concat(['L', '3', '3', '4', 'h', 'h'.repeat(300)])
         .concat(['Z', '4', '1', 'm'])
         .concat(['R', '5', '1', 'm'])
         .concat(['M', '1', '1', '6', 'r2']),
@@ -239,14 +250,14 @@ describe('encodePartitionWrite', () => {
       expectedCheckpoint: 4n,
       newCheckpoint: 5n,
       ops: WriteSet.of([
-        { op: 'rpush', key: 'k:hist', value: update },
+        { op: 'putAt', key: 'k:hist', index: 0, value: update },
         { op: 'xadd', key: 'k:log', position: '5', value: update, meta: { evalId: 'e', status: 2, revision: '1' } },
       ]),
     };
     const { keys, args } = encodePartitionWrite(write, 'k:cp', 1000);
     expect(keys).to.deep.equal(['k:cp', 'k:log', 'k:hist']);
     // The list item is the (1-based) place of the stream entry's value.
-    expect(unpackOps(args[3])).to.deep.equal(['X', '2', '1', '5-0', 'u', 'e', '2', '1', 'L', '3', '1', '5']);
+    expect(unpackOps(args[3])).to.deep.equal(['X', '2', '1', '5-0', 'u', 'e', '2', '1', 'L', '3', '2', '0', '5']);
   });
 
   it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
