@@ -5,6 +5,7 @@ import type { Config } from '../../shared/config';
 import type { Logger } from '../../shared/logging';
 import { createChangeHub, type ChangeHub } from './live/change-hub';
 import { createReadiness } from './live/readiness';
+import { createReadGuard } from './live/read-guard';
 import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresEventLog } from './postgres/event-log';
 import { createProjectionApplier } from './projection/applier';
@@ -108,6 +109,11 @@ export function createQueryService(
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),
+    guard: createReadGuard({
+      projection: projector,
+      firstPositionOf: (evalId) => eventLog.firstPositionOf(evalId),
+      logger: logger.child({ component: 'read-guard' }),
+    }),
     projector,
     eventLog,
     bodies: createPostgresBodyStore(pool),

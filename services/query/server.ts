@@ -9,6 +9,7 @@ import { createWatchEvaluation } from './handlers/watch-evaluation';
 import { createWatchEvaluations } from './handlers/watch-evaluations';
 import type { ChangeHub } from './live/change-hub';
 import type { Readiness } from './live/readiness';
+import type { ReadGuard } from './live/read-guard';
 import type { EventLog } from './projection/event-log';
 import type { ProjectorStatus } from './projection/projector';
 import type { ChangeLog } from './read-models/change-log';
@@ -32,6 +33,7 @@ export interface QueryServerDeps {
   readonly checkpoints: Checkpoints;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
+  readonly guard: ReadGuard;
   readonly projector: { status(): ProjectorStatus };
   readonly eventLog: EventLog;
   readonly bodies: BodyStore;

@@ -441,7 +441,8 @@ export function cancelOpenStreams(): void {
   openStreams.clear();
 }
 
-class Recorder {
+/** Waiters on a condition over what a recorder saw, woken by `notify` (no polling). */
+export class Recorder {
   private readonly waiters: Waiter[] = [];
   ended: ServiceError | 'ok' | undefined;
 

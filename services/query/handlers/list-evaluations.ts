@@ -7,14 +7,19 @@ import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { decodePageToken, type EvaluationList, type PageCursor } from '../read-models/evaluation-list';
 import type { Shutdown } from '../live/shutdown';
+import type { Checkpoints } from '../read-models/checkpoints';
+import type { ReadGuard } from '../live/read-guard';
 
 /**
  * ListEvaluations: a newest-first page from the list indexes, optionally of one status,
  * after an optional `min_position` wait. Page tokens are validated (INVALID_ARGUMENT on a
- * token that is not ours or was issued for another status).
+ * token that is not ours or was issued for another status). The partitions' checkpoints are
+ * read after the page: a Redis that lost data meanwhile gets UNAVAILABLE, not an empty page.
  */
 export function createListEvaluations(deps: {
   readonly list: EvaluationList;
+  readonly checkpoints: Checkpoints;
+  readonly guard: ReadGuard;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly shutdown: Shutdown;
@@ -46,6 +51,9 @@ export function createListEvaluations(deps: {
         shutdown: deps.shutdown,
       });
     }
-    return deps.list.page(status, pageSize, cursor);
+    const page = await deps.list.page(status, pageSize, cursor);
+    for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint);
+    deps.guard.reportLost(page.missing);
+    return { evaluations: page.evaluations, nextPageToken: page.nextPageToken };
   };
 }

@@ -11,6 +11,8 @@ import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
 import type { EvaluationHistory } from '../read-models/evaluation-history';
 import type { Shutdown } from '../live/shutdown';
+import type { Checkpoints } from '../read-models/checkpoints';
+import type { ReadGuard } from '../live/read-guard';
 
 /**
  * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
@@ -20,6 +22,8 @@ import type { Shutdown } from '../live/shutdown';
  */
 export function createWatchEvaluation(deps: {
   readonly history: EvaluationHistory;
+  readonly checkpoints: Checkpoints;
+  readonly guard: ReadGuard;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
@@ -37,8 +41,12 @@ export function createWatchEvaluation(deps: {
     checks.done();
 
     await deps.readiness.ready(context);
-    const stored = await history.latest(evalId);
-    if (stored === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
+    const [stored, checkpoint] = await Promise.all([history.latest(evalId), deps.checkpoints.readFor(evalId)]);
+    deps.guard.checkFresh(checkpoint);
+    if (stored === undefined) {
+      await deps.guard.confirmMissing(evalId, checkpoint);
+      throw new NotFoundError(`evaluation ${evalId} not found`);
+    }
     const latest = changeOf(stored);
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);

@@ -124,6 +124,15 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
         );
         return rows.map(toRecordedEvent);
       }),
+    firstPositionOf: (evalId) =>
+      readOrUnavailable('looking an evaluation up in the event log', async () => {
+        const { rows } = await pool.query<{ position: string }>(
+          `SELECT position::text AS position FROM evaluation_events WHERE eval_id = $1 AND revision = 1`,
+          [evalId],
+        );
+        const position = rows[0]?.position;
+        return position === undefined ? undefined : BigInt(position);
+      }),
     recordedAt: (position) =>
       readOrUnavailable('reading the event log', async () => {
         const { rows } = await pool.query<{ recorded_at: Date }>(

@@ -4,7 +4,7 @@ import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
 import type { PartitionWrite } from '../read-models/write-ops';
 import type { EventLog } from './event-log';
-import { FoldError, planBatch, type PartitionSnapshot } from './plan';
+import { FoldError, planBatch, planRepair, type PartitionSnapshot } from './plan';
 
 /** Where the projection keeps the read models (Redis: redis/projection-store.ts). */
 export interface ProjectionStore {
@@ -38,6 +38,13 @@ export interface ProjectionApplier {
    * lowest checkpoint + 1.
    */
   apply(events: readonly RecordedEvent[]): Promise<ApplyResult>;
+  /**
+   * Puts the read models of evaluations a read found lost back as the log has them at their
+   * partition's checkpoint (planRepair), retrying when a step moves the checkpoint meanwhile.
+   * Returns how many evaluations were rewritten (those with no event up to the checkpoint
+   * have nothing to repair).
+   */
+  repair(evalIds: readonly string[]): Promise<number>;
 }
 
 /**
@@ -143,12 +150,43 @@ export function createProjectionApplier(deps: {
       }
       throw new Error(`projection step kept conflicting after ${MAX_ATTEMPTS} attempts`);
     },
+    async repair(evalIds) {
+      let pending = evalIdsByPartition(
+        evalIds.map((evalId) => ({ evalId })),
+        layout,
+      );
+      let repaired = 0;
+      for (let attempt = 1; attempt <= MAX_ATTEMPTS && pending.size > 0; attempt += 1) {
+        const snapshots = await store.load(new Map());
+        const writes = await Promise.all(
+          [...pending].map(async ([partition, ids]) => {
+            const checkpoint = snapshots[partition]?.checkpoint ?? 0n;
+            const events = await eventLog.eventsOf(ids, checkpoint);
+            return {
+              ids,
+              evaluations: new Set(events.map((e) => e.evalId)).size,
+              write: planRepair(events, partition, checkpoint, layout),
+            };
+          }),
+        );
+        const results = await store.write(writes.map((w) => w.write));
+        const retry = new Map<number, string[]>();
+        results.forEach((result, i) => {
+          const { ids, evaluations, write } = writes[i] as (typeof writes)[number];
+          if (result === true) repaired += evaluations;
+          else retry.set(write.partition, ids);
+        });
+        pending = retry;
+      }
+      if (pending.size > 0) throw new Error(`repair kept conflicting after ${MAX_ATTEMPTS} attempts`);
+      return repaired;
+    },
   };
 }
 
 /** The distinct evaluations of `events`, per partition, in order of first appearance. */
 export function evalIdsByPartition(
-  events: readonly RecordedEvent[],
+  events: readonly Pick<RecordedEvent, 'evalId'>[],
   layout: Pick<KeyLayout, 'partitionOf'>,
 ): Map<number, string[]> {
   const seen = new Set<string>();

@@ -26,6 +26,8 @@ export interface EventLog {
   headPosition(): Promise<bigint>;
   /** The events of the given evaluations up to and including position `upTo`, in position order (repairs). */
   eventsOf(evalIds: readonly string[], upTo: bigint): Promise<RecordedEvent[]>;
+  /** The position of the evaluation's first event, or undefined when the log has none. */
+  firstPositionOf(evalId: string): Promise<bigint | undefined>;
   /** When the event at `position` was recorded, or undefined when there is none. */
   recordedAt(position: bigint): Promise<Date | undefined>;
 }

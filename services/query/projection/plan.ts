@@ -2,9 +2,9 @@ import { evolve, EVENT_TYPE_TO_PROTO, ProjectionError, type RecordedEvent } from
 import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { changeLogWrites } from '../read-models/change-log';
 import { historyWrites } from '../read-models/evaluation-history';
-import { indexWrites } from '../read-models/evaluation-list';
+import { indexWrites, listMember } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
-import type { KeyLayout } from '../read-models/keys';
+import { INDEXED_STATUSES, type KeyLayout } from '../read-models/keys';
 import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
 import { UpdateEncoder } from '../read-models/update-encoding';
 
@@ -149,6 +149,49 @@ export function planBatch(
   });
   if (failures.length > 0) throw new FoldError(failures);
   return { writes, eventsPerPartition, states: changed };
+}
+
+/**
+ * The write that puts evaluations' read models back as the log has them at the partition's
+ * checkpoint, when a read found one lost (a record, or its history, deleted or evicted):
+ * the record, every history entry (put at its revision, so the list ends exactly at the last
+ * one), and the index membership (added to `all` and its status, removed from every other
+ * status). Change-log entries are not per evaluation and are left as they are. The checkpoint
+ * stays where it is: the write only applies if no step moved it meanwhile.
+ *
+ * `events`: every event of those evaluations (all in `partition`) up to the checkpoint, in
+ * position order. An evaluation without events there has nothing to repair.
+ */
+export function planRepair(
+  events: readonly RecordedEvent[],
+  partition: number,
+  checkpoint: bigint,
+  layout: KeyLayout,
+): PartitionWrite {
+  const ops = new WriteSet();
+  const encoder = new UpdateEncoder(Math.max(4096, events.length * 512));
+  const states = new Map<string, { state: Evaluation; record: Buffer }>();
+  for (const event of events) {
+    if (BigInt(event.position) > checkpoint) break;
+    if (layout.partitionOf(event.evalId) !== partition)
+      throw new Error(`${event.evalId} is not in partition ${partition}`);
+    const state = evolve(states.get(event.evalId)?.state, event);
+    encoder.reset();
+    const at = encoder.append(event, state);
+    const bytes = encoder.finish();
+    historyWrites(layout, partition, event.evalId, event.revision, bytes.subarray(at.start, at.end), ops);
+    states.set(event.evalId, { state, record: bytes.subarray(at.stateStart, at.stateEnd) });
+  }
+  for (const { state, record } of states.values()) {
+    recordWrites(layout, partition, state, ops, record);
+    const member = listMember(state);
+    ops.zadd(layout.indexAll(partition), member);
+    for (const status of INDEXED_STATUSES) {
+      if (status === state.status) ops.zadd(layout.indexStatus(partition, status), member);
+      else ops.zrem(layout.indexStatus(partition, status), member);
+    }
+  }
+  return { partition, expectedCheckpoint: checkpoint, newCheckpoint: checkpoint, ops };
 }
 
 /** Throws unless event i is at position `firstPosition + i`. */

@@ -31,6 +31,11 @@ export interface Projector {
   notify(position: bigint): void;
   /** Asks for a catch-up from PostgreSQL (reconnects, gaps, timers). */
   requestCatchUp(reason: string): void;
+  /**
+   * A read found these evaluations' read models lost (a record deleted or evicted): they are
+   * rewritten from the log, in the loop between steps (never beside one of this replica's).
+   */
+  repair(evalIds: readonly string[]): void;
   status(): ProjectorStatus;
   /** Resolves once caught up (at once when already). */
   whenCaughtUp(): Promise<void>;
@@ -39,7 +44,7 @@ export interface Projector {
 export interface ProjectorOptions {
   readonly eventLog: EventLog;
   readonly applier: ProjectionApplier;
-  readonly checkpoints: Checkpoints;
+  readonly checkpoints: Pick<Checkpoints, 'readAll'>;
   readonly logger: Logger;
   /** Catch up when pub/sub has been quiet this long. */
   readonly catchUpIntervalMs: number;
@@ -50,6 +55,8 @@ export interface ProjectorOptions {
   readonly clock?: () => number;
 }
 
+/** Evaluations waiting for a repair; past this, more are dropped (a later read finds them again). */
+const MAX_PENDING_REPAIRS = 10_000;
 /** The catch-up reason of a step a pub/sub message woke. */
 const ANNOUNCED = 'change announced';
 const BACKOFF_BASE_MS = 100;
@@ -167,7 +174,7 @@ export function createServingState(deps: {
 interface StepDeps {
   readonly eventLog: EventLog;
   readonly applier: ProjectionApplier;
-  readonly checkpoints: Checkpoints;
+  readonly checkpoints: Pick<Checkpoints, 'readAll'>;
   readonly logger: Logger;
   readonly batchSize: number;
   readonly clock: () => number;
@@ -242,6 +249,7 @@ export function createProjector(options: ProjectorOptions): Projector {
   let stopped = false;
   let loop: Promise<void> | undefined;
   let catchUpReason: string | undefined = 'start';
+  const pendingRepairs = new Set<string>();
 
   const requestCatchUp = (reason: string): void => {
     catchUpReason ??= reason;
@@ -257,11 +265,32 @@ export function createProjector(options: ProjectorOptions): Projector {
     serving,
   };
 
+  const addRepair = (evalId: string): void => {
+    if (pendingRepairs.size < MAX_PENDING_REPAIRS) pendingRepairs.add(evalId);
+  };
+
   async function run(): Promise<void> {
     let failures = 0;
     let retryAt = 0;
     while (!stopped) {
       try {
+        // Before any catch-up: a read is refusing until these are back.
+        if (pendingRepairs.size > 0 && serving.started && clock() >= retryAt) {
+          const evalIds = [...pendingRepairs];
+          pendingRepairs.clear();
+          try {
+            const repaired = await options.applier.repair(evalIds);
+            logger.warn('read models found lost by a read were rewritten from the log', {
+              asked: evalIds.length,
+              repaired,
+              first: evalIds[0],
+            });
+          } catch (err) {
+            for (const evalId of evalIds) addRepair(evalId);
+            throw err;
+          }
+          continue;
+        }
         if (catchUpReason !== undefined && clock() >= retryAt) {
           const reason = catchUpReason;
           catchUpReason = undefined;
@@ -300,6 +329,10 @@ export function createProjector(options: ProjectorOptions): Projector {
       if (position > serving.checkpoint) requestCatchUp(ANNOUNCED);
     },
     requestCatchUp,
+    repair(evalIds) {
+      for (const evalId of evalIds) addRepair(evalId);
+      waker.wake();
+    },
     status: () => serving.status(),
     whenCaughtUp: () => serving.whenCaughtUp(),
   };

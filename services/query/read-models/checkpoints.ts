@@ -6,6 +6,8 @@
 export interface Checkpoints {
   /** One per partition, in partition order (0 when a partition has none yet). */
   readAll(): Promise<bigint[]>;
+  /** The checkpoint of the partition that holds `evalId`. */
+  readFor(evalId: string): Promise<bigint>;
 }
 
 export function parseCheckpoint(value: string | null): bigint {

@@ -99,6 +99,11 @@ export interface EvaluationPage {
   readonly evaluations: Encoded<Evaluation>[];
   /** Token for the next page, or "" on the last page. */
   readonly nextPageToken: string;
+  /**
+   * Ids the index listed without a record: index and record are written in one atomic step,
+   * so these records were lost (deleted, evicted), and the page is not the truth.
+   */
+  readonly missing: string[];
 }
 
 export interface EvaluationList {

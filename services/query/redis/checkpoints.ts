@@ -12,5 +12,8 @@ export function createCheckpoints(redis: Redis, layout: KeyLayout): Checkpoints 
       const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
       return values.map(parseCheckpoint);
     },
+    async readFor(evalId) {
+      return parseCheckpoint(await redis.get(layout.checkpoint(layout.partitionOf(evalId))));
+    },
   });
 }

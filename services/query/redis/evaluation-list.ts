@@ -39,15 +39,20 @@ export function createEvaluationList(redis: Redis, layout: KeyLayout, records: E
       );
       // Index and record are read in two steps; an evaluation whose status changed in between
       // no longer matches the filter and is left out (the page may then be one shorter).
+      const missing: string[] = [];
       const evaluations = members.flatMap((m) => {
         const e = found.get(memberId(m));
-        if (e === undefined) return [];
+        if (e === undefined) {
+          missing.push(memberId(m));
+          return [];
+        }
         return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.message.status === status ? [e] : [];
       });
       const last = members[members.length - 1];
       return {
         evaluations,
         nextPageToken: hasMore && last !== undefined ? encodePageToken({ status, after: last }) : '',
+        missing,
       };
     },
   });

@@ -9,6 +9,7 @@ import {
 import {
   encodeUpdate,
   FoldError,
+  planRepair,
   GapError,
   planBatch,
   updateFor,
@@ -201,6 +202,38 @@ function unpackOps(packed: string | Buffer | undefined): string[] {
   expect(pos).to.equal(packed.length);
   return items;
 }
+
+describe('planRepair (rewriting lost read models from the log)', () => {
+  const one = createKeyLayout('p', 1);
+
+  it('rewrites record, every history entry from index 0, and the index membership, at the same checkpoint', () => {
+    const events = [queued('a', 1), next('a', 3, 2, started), queued('b', 4), next('a', 9, 3, started)];
+    const write = planRepair(events, 0, 5n, one);
+    expect(write).to.include({ partition: 0, expectedCheckpoint: 5n, newCheckpoint: 5n });
+    const puts = opsOf(write, 'putAt') as Extract<WriteOp, { op: 'putAt' }>[];
+    // Only events up to the checkpoint: a's revision 3 at position 9 is not applied yet.
+    expect(puts.map((o) => [o.key, o.index])).to.deep.equal([
+      [one.history(0, 'a'), 0],
+      [one.history(0, 'a'), 1],
+      [one.history(0, 'b'), 0],
+    ]);
+    const record = opsOf(write, 'set').find((o) => o.key === one.record(0, 'a')) as Extract<WriteOp, { op: 'set' }>;
+    expect(Evaluation.decode(record.value)).to.include({
+      revision: '2',
+      status: EvaluationStatus.EVALUATION_STATUS_RUNNING,
+    });
+    const running = one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING);
+    const queuedIndex = one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED);
+    const added = opsOf(write, 'zadd').map(
+      (o) => `${o.key} ${(o as { member: string }).member.endsWith(':a') ? 'a' : 'b'}`,
+    );
+    expect(added).to.include.members([`${one.indexAll(0)} a`, `${running} a`, `${queuedIndex} b`]);
+    const removed = opsOf(write, 'zrem').map(
+      (o) => `${o.key} ${(o as { member: string }).member.endsWith(':a') ? 'a' : 'b'}`,
+    );
+    expect(removed).to.include(`${queuedIndex} a`).and.not.include(`${running} a`);
+  });
+});
 
 describe('encodePartitionWrite', () => {
   it('declares every key once, checkpoint first, and merges the ops of a key into variadic script ops', () => {

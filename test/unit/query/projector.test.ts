@@ -45,9 +45,15 @@ function world(logSize: number) {
     },
     headPosition: () => Promise.resolve(BigInt(log.length)),
     eventsOf: () => Promise.resolve([]),
+    firstPositionOf: () => Promise.resolve(undefined),
     recordedAt: () => Promise.resolve(undefined),
   };
+  const repaired: string[][] = [];
   const applier: ProjectionApplier = {
+    repair(evalIds) {
+      repaired.push([...evalIds]);
+      return Promise.resolve(evalIds.length);
+    },
     apply(events): Promise<ApplyResult> {
       const first = BigInt(events[0]?.position ?? '0');
       if (first > checkpoint + 1n) return Promise.reject(new GapError(first, checkpoint));
@@ -65,6 +71,7 @@ function world(logSize: number) {
   return {
     log,
     reads,
+    repaired,
     eventLog,
     applier,
     checkpoints: { readAll: () => Promise.resolve([checkpoint]) },
@@ -155,6 +162,20 @@ describe('projector', () => {
     await projector.stop();
     expect(projector.status()).to.include({ checkpoint: 4n, head: 4n, caughtUp: true });
     expect(projector.status().behindSince).to.equal(undefined);
+  });
+
+  it('repairs what reads report lost between steps, each evaluation once however often reported', async () => {
+    const w = world(3);
+    projector = projectorOf(w, []);
+    projector.start();
+    await projector.whenCaughtUp();
+    projector.repair(['e1', 'e2']);
+    projector.repair(['e2']);
+    w.appended(4);
+    projector.notify(4n);
+    await w.applied(4);
+    await projector.stop();
+    expect(w.repaired.flat().sort()).to.deep.equal(['e1', 'e2']);
   });
 
   it('retries with backoff while the log is unavailable, serving only once caught up', async () => {

@@ -1,0 +1,84 @@
+import { UnavailableError } from '../../../shared/errors';
+import type { Logger } from '../../../shared/logging';
+
+/** What the guard needs of the projector: what this replica applied, and its repair hooks. */
+export interface GuardedProjection {
+  status(): { readonly checkpoint: bigint };
+  requestCatchUp(reason: string): void;
+  repair(evalIds: readonly string[]): void;
+}
+
+/** Where an evaluation first appears in the log (PostgreSQL), if it does at all. */
+export type FirstPositionOf = (evalId: string) => Promise<bigint | undefined>;
+
+export interface ReadGuard {
+  /**
+   * Throws UNAVAILABLE unless a read's partition `checkpoint` (read in the same round trip
+   * as the data, after it) is at least what this replica already applied: a lower one means
+   * Redis lost data (flushed, restarted empty, the key deleted) since, and whatever the read
+   * found cannot be trusted. A catch-up is asked for. (A `min_position` wait that passed on
+   * the tail's memory of a lost Redis is caught here too: the tail is never behind what this
+   * replica applied. Comparing with `min_position` itself would refuse reads racing an idle
+   * partition's checkpoint write.)
+   */
+  checkFresh(checkpoint: bigint): void;
+  /**
+   * Before answering NOT_FOUND for `evalId` at `checkpoint`: when the log has the evaluation
+   * at or below that checkpoint, its read model was lost (deleted, evicted) — a repair is
+   * asked for and the call gets UNAVAILABLE instead of a wrong NOT_FOUND.
+   */
+  confirmMissing(evalId: string, checkpoint: bigint): Promise<void>;
+  /** Evaluations a read found lost for certain (an index entry without its record): repair, UNAVAILABLE. */
+  reportLost(evalIds: readonly string[]): void;
+}
+
+/**
+ * The query side's last line against answering wrong from a Redis that lost data between two
+ * catch-ups (the projector notices such a loss only on its next step).
+ *
+ * A NOT_FOUND costs one indexed PostgreSQL lookup: it is the one answer an empty Redis gives
+ * for everything, and it is rare otherwise (an id read before its submit was projected).
+ */
+export function createReadGuard(deps: {
+  readonly projection: GuardedProjection;
+  readonly firstPositionOf: FirstPositionOf;
+  readonly logger: Logger;
+}): ReadGuard {
+  const { projection, firstPositionOf, logger } = deps;
+  return {
+    checkFresh(checkpoint) {
+      const applied = projection.status().checkpoint;
+      if (checkpoint >= applied) return;
+      projection.requestCatchUp('a read found the read models behind what was applied');
+      throw new UnavailableError(
+        `the read models are at position ${checkpoint}, behind the ${applied} this replica applied ` +
+          '(Redis lost data): they are being rebuilt from the event log; retry shortly',
+      );
+    },
+    async confirmMissing(evalId, checkpoint) {
+      const first = await firstPositionOf(evalId);
+      if (first === undefined || first > checkpoint) return;
+      logger.warn('an evaluation the log has was missing from the read models; repairing it', {
+        evalId,
+        firstPosition: first.toString(),
+        checkpoint: checkpoint.toString(),
+      });
+      projection.repair([evalId]);
+      throw new UnavailableError(
+        `the read model of evaluation ${evalId} was lost and is being rewritten from the event log; retry shortly`,
+      );
+    },
+    reportLost(evalIds) {
+      if (evalIds.length === 0) return;
+      logger.warn('listed evaluations were missing their records; repairing them', {
+        evaluations: evalIds.length,
+        first: evalIds[0],
+      });
+      projection.repair(evalIds);
+      throw new UnavailableError(
+        `${evalIds.length} listed evaluation(s), first ${evalIds[0]}, lost their records and are being rewritten ` +
+          'from the event log; retry shortly',
+      );
+    },
+  };
+}

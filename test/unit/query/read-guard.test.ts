@@ -1,0 +1,61 @@
+import { expect } from 'chai';
+import { UnavailableError } from '../../../shared/errors';
+import { silentLogger } from '../../../shared/logging';
+import { createReadGuard } from '../../../services/query/live/read-guard';
+
+function guardOver(applied: bigint, firstPositions: Record<string, bigint> = {}) {
+  const catchUps: string[] = [];
+  const repairs: string[][] = [];
+  const guard = createReadGuard({
+    projection: {
+      status: () => ({ checkpoint: applied }),
+      requestCatchUp: (reason) => catchUps.push(reason),
+      repair: (evalIds) => repairs.push([...evalIds]),
+    },
+    firstPositionOf: (evalId) => Promise.resolve(firstPositions[evalId]),
+    logger: silentLogger,
+  });
+  return { guard, catchUps, repairs };
+}
+
+describe('read guard', () => {
+  it('passes a read whose checkpoint is at or above what the replica applied', () => {
+    const { guard, catchUps } = guardOver(10n);
+    guard.checkFresh(10n);
+    guard.checkFresh(11n);
+    expect(catchUps).to.deep.equal([]);
+  });
+
+  it('refuses a read whose checkpoint went below what the replica applied, and asks for a catch-up', () => {
+    const { guard, catchUps } = guardOver(10n);
+    expect(() => guard.checkFresh(0n))
+      .to.throw(UnavailableError)
+      .with.property('message')
+      .that.contains('Redis lost data');
+    expect(catchUps).to.have.length(1);
+  });
+
+  it('lets NOT_FOUND stand for an id the log does not have, or has only past the checkpoint', async () => {
+    const { guard, repairs } = guardOver(10n, { later: 11n });
+    await guard.confirmMissing('unknown', 10n);
+    await guard.confirmMissing('later', 10n);
+    expect(repairs).to.deep.equal([]);
+  });
+
+  it('turns a NOT_FOUND for an id the log has at or below the checkpoint into UNAVAILABLE and a repair', async () => {
+    const { guard, repairs } = guardOver(10n, { lost: 4n, edge: 10n });
+    for (const evalId of ['lost', 'edge']) {
+      let refused: unknown;
+      await guard.confirmMissing(evalId, 10n).catch((err: unknown) => (refused = err));
+      expect(refused, evalId).to.be.instanceOf(UnavailableError);
+    }
+    expect(repairs).to.deep.equal([['lost'], ['edge']]);
+  });
+
+  it('repairs and refuses what a list found lost for certain, and lets a whole page pass', () => {
+    const { guard, repairs } = guardOver(10n);
+    guard.reportLost([]);
+    expect(() => guard.reportLost(['x', 'y'])).to.throw(UnavailableError, /2 listed evaluation/);
+    expect(repairs).to.deep.equal([['x', 'y']]);
+  });
+});
