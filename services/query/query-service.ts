@@ -10,6 +10,7 @@ import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresEventLog } from './postgres/event-log';
 import { createProjectionApplier } from './projection/applier';
 import { createProjector, type Projector } from './projection/projector';
+import { rebuildReadModels } from './projection/rebuild';
 import { minCheckpoint } from './read-models/checkpoints';
 import { createChangeLog } from './redis/change-log';
 import { createCheckpoints } from './redis/checkpoints';
@@ -79,16 +80,21 @@ export function createQueryService(
   const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
 
   let setServing: (serving: boolean) => void = () => undefined;
+  const store = createRedisProjectionStore(redis, layout, config.streams.changeLogRetention);
+  const projectionLogger = logger.child({ component: 'projection' });
   const projector = createProjector({
     eventLog,
     applier: createProjectionApplier({
-      store: createRedisProjectionStore(redis, layout, config.streams.changeLogRetention),
+      store,
       eventLog,
       layout,
-      logger: logger.child({ component: 'projection' }),
+      logger: projectionLogger,
     }),
     checkpoints,
-    logger: logger.child({ component: 'projection' }),
+    logger: projectionLogger,
+    rebuild: async () => {
+      await rebuildReadModels({ redis, layout, eventLog, store, logger: projectionLogger });
+    },
     catchUpIntervalMs: config.catchUpIntervalMs,
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
     onServingChange: (serving) => setServing(serving),

@@ -16,9 +16,11 @@ export interface ProjectionStore {
   load(evalIdsByPartition: ReadonlyMap<number, readonly string[]>): Promise<PartitionSnapshot[]>;
   /**
    * Applies each write atomically if its partition still has the expected checkpoint. Returns,
-   * per write, true or the checkpoint found instead (another replica got there first).
+   * per write, true or the checkpoint found instead (another replica got there first). Throws
+   * FencedError (redis/apply-script.ts) while a rebuild holds a partition, unless
+   * `fenceToken` is the rebuild's own.
    */
-  write(writes: readonly PartitionWrite[]): Promise<(true | bigint)[]>;
+  write(writes: readonly PartitionWrite[], fenceToken?: string): Promise<(true | bigint)[]>;
 }
 
 export interface ApplyResult {

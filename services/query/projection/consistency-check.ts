@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { evolve, type RecordedEvent } from '../../../shared/domain';
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { parseCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
 import { decodeRecord } from '../read-models/evaluation-record';
 import { listMember } from '../read-models/evaluation-list';
@@ -45,13 +46,26 @@ function fieldDifferences(expected: Evaluation, actual: Evaluation): string[] {
     .map((k) => `${k}: expected ${JSON.stringify(a[k])}, read model has ${JSON.stringify(b[k])}`);
 }
 
+/** Far above any position: "every event of these evaluations so far". */
+const ALL_POSITIONS = (1n << 62n) - 1n;
+
+/** One evaluation's keys as one MULTI read them, with its partition's checkpoint of that moment. */
+interface Snapshot {
+  readonly checkpoint: bigint;
+  readonly record: Buffer | null;
+  readonly history: Buffer[];
+  /** Per index key, whether the evaluation's member is in it. */
+  readonly inIndex: ReadonlyMap<string, boolean>;
+}
+
 /**
- * Compares every evaluation of the event log with the read models: each partition is
- * compared at its own checkpoint (the log's events up to it are folded with `evolve`), so the
- * check is exact even while the projection runs. Reports, per evaluation: a missing or extra
- * record, differing fields, a history that is not revisions 1..n ending in the current state,
- * and index entries that are missing or in the wrong status. Also reports index entries and
- * records of evaluations the log does not have.
+ * Compares every evaluation of the event log with the read models. For each page of
+ * evaluations, one MULTI per partition reads the partition's checkpoint together with the
+ * page's records, histories and index memberships, and the log's events up to that checkpoint
+ * are folded with `evolve`: the check is exact even while the projection (or a rebuild) runs.
+ * Reports, per evaluation: a missing or extra record, differing fields, a history that is not
+ * revisions 1..n ending in the current state, and index entries that are missing or in the
+ * wrong status. Also reports index entries of evaluations the log does not have.
  */
 export async function checkConsistency(deps: {
   readonly source: EvaluationSource;
@@ -61,8 +75,8 @@ export async function checkConsistency(deps: {
 }): Promise<ConsistencyReport> {
   const { source, redis, layout } = deps;
   const pageSize = deps.pageSize ?? 500;
-  const checkpoints = await createCheckpoints(redis, layout).readAll();
-  const maxCheckpoint = checkpoints.reduce((m, c) => (c > m ? c : m), 0n);
+  // The lowest checkpoint each partition was compared at (all equal once the projection rests).
+  const compared: (bigint | undefined)[] = partitionNumbers(layout).map(() => undefined);
   const differences: string[] = [];
   const known = new Set<string>();
   let count = 0;
@@ -73,99 +87,144 @@ export async function checkConsistency(deps: {
     after = ids[ids.length - 1] ?? after;
     count += ids.length;
     for (const id of ids) known.add(id);
-    const events = await source.eventsOfMany(ids, maxCheckpoint);
-    const expected = new Map<string, Evaluation>();
-    for (const event of events) {
-      const p = layout.partitionOf(event.evalId);
-      if (BigInt(event.position) > (checkpoints[p] ?? 0n)) continue;
-      try {
-        expected.set(event.evalId, evolve(expected.get(event.evalId), event));
-      } catch (err) {
-        differences.push(`${event.evalId}: the event log does not fold at position ${event.position}: ${String(err)}`);
-      }
-    }
-    const pipeline = redis.pipeline();
+    // The first events give the index members (creation time and id never change); the events
+    // to fold are read after the snapshot, so that none it covers is missing.
+    const snapshots = await readSnapshots(
+      redis,
+      layout,
+      ids,
+      groupByEvaluation(await source.eventsOfMany(ids, ALL_POSITIONS)),
+    );
+    const upTo = [...snapshots.values()].reduce((m, s) => (s.checkpoint > m ? s.checkpoint : m), 0n);
+    const eventsOf = groupByEvaluation(await source.eventsOfMany(ids, upTo));
     for (const id of ids) {
+      const snapshot = snapshots.get(id);
+      if (snapshot === undefined) continue;
       const p = layout.partitionOf(id);
-      pipeline.getBuffer(layout.record(p, id));
-      pipeline.lrangeBuffer(layout.history(p, id), 0, -1);
+      const seen = compared[p];
+      if (seen === undefined || snapshot.checkpoint < seen) compared[p] = snapshot.checkpoint;
+      differences.push(...compare(id, eventsOf.get(id) ?? [], snapshot, layout).map((d) => `${id}: ${d}`));
     }
-    const replies = (await pipeline.exec()) ?? [];
-    const membership = redis.pipeline();
-    const memberChecks: { id: string; key: string; want: boolean; what: string }[] = [];
-    ids.forEach((id, i) => {
-      const p = layout.partitionOf(id);
-      const [recordErr, recordBytes] = replies[2 * i] ?? [];
-      const [historyErr, historyEntries] = replies[2 * i + 1] ?? [];
-      if (recordErr || historyErr) {
-        differences.push(`${id}: could not read the read model: ${String(recordErr ?? historyErr)}`);
-        return;
-      }
-      const want = expected.get(id);
-      let record: Evaluation | undefined;
-      try {
-        record = recordBytes === null ? undefined : decodeRecord(recordBytes as Buffer);
-      } catch {
-        differences.push(`${id}: the record cannot be decoded`);
-        return;
-      }
-      const history: EvaluationUpdate[] = [];
-      for (const [index, bytes] of (historyEntries as Buffer[]).entries()) {
-        try {
-          history.push(EvaluationUpdate.decode(bytes));
-        } catch {
-          differences.push(`${id}: history entry ${index + 1} cannot be decoded`);
-          history.push(EvaluationUpdate.fromPartial({}));
-        }
-      }
-      if (want === undefined) {
-        if (record !== undefined)
-          differences.push(`${id}: the read model has a record before its first event (checkpoint ${checkpoints[p]})`);
-        return;
-      }
-      if (record === undefined) {
-        differences.push(`${id}: record missing (expected revision ${want.revision})`);
-      } else {
-        for (const d of fieldDifferences(want, record)) differences.push(`${id}: ${d}`);
-      }
-      if (String(history.length) !== want.revision) {
-        differences.push(`${id}: history has ${history.length} updates, expected ${want.revision}`);
-      }
-      history.forEach((u, index) => {
-        if (u.revision !== String(index + 1))
-          differences.push(`${id}: history entry ${index + 1} has revision ${u.revision}`);
-      });
-      const lastUpdate = history[history.length - 1]?.evaluation;
-      if (lastUpdate !== undefined && canonical(lastUpdate) !== canonical(want)) {
-        differences.push(`${id}: the latest history entry differs from the state folded from the log`);
-      }
-      const member = listMember(want);
-      memberChecks.push({ id, key: layout.indexAll(p), want: true, what: 'index of all evaluations' });
-      for (const status of INDEXED_STATUSES) {
-        memberChecks.push({
-          id,
-          key: layout.indexStatus(p, status),
-          want: status === want.status,
-          what: `index ${layout.indexStatus(p, status)}`,
-        });
-      }
-      for (const check of memberChecks.slice(-1 - INDEXED_STATUSES.length)) membership.zscore(check.key, member);
-    });
-    const memberReplies = (await membership.exec()) ?? [];
-    memberChecks.forEach((check, i) => {
-      const present = memberReplies[i]?.[1] !== null && memberReplies[i]?.[1] !== undefined;
-      if (present !== check.want)
-        differences.push(`${check.id}: ${check.want ? 'missing from' : 'wrongly in'} the ${check.what}`);
-    });
   }
 
-  // Entries of evaluations the log does not know.
+  // Index entries of evaluations the log does not know (one may have been submitted since its
+  // page was listed: those are asked for again).
   for (const p of partitionNumbers(layout)) {
     const members = await redis.zrange(layout.indexAll(p), 0, -1);
-    for (const member of members) {
-      const id = member.slice(member.indexOf(':') + 1);
-      if (!known.has(id)) differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
+    const unknown = members.map((member) => member.slice(member.indexOf(':') + 1)).filter((id) => !known.has(id));
+    const inLog = new Set((await source.eventsOfMany(unknown, ALL_POSITIONS)).map((e) => e.evalId));
+    for (const id of unknown)
+      if (!inLog.has(id)) differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
+  }
+  // A partition none of whose evaluations was compared is reported at its checkpoint now.
+  const now = compared.includes(undefined) ? await createCheckpoints(redis, layout).readAll() : [];
+  const partitionCheckpoints = compared.map((c, p) => c ?? now[p] ?? 0n);
+  return { evaluations: count, partitionCheckpoints, differences };
+}
+
+function groupByEvaluation(events: readonly RecordedEvent[]): Map<string, RecordedEvent[]> {
+  const byEvaluation = new Map<string, RecordedEvent[]>();
+  for (const event of events) {
+    const list = byEvaluation.get(event.evalId);
+    if (list === undefined) byEvaluation.set(event.evalId, [event]);
+    else list.push(event);
+  }
+  return byEvaluation;
+}
+
+/** Per partition one MULTI: its checkpoint, then each evaluation's record, history and memberships. */
+async function readSnapshots(
+  redis: Redis,
+  layout: KeyLayout,
+  ids: readonly string[],
+  eventsOf: ReadonlyMap<string, readonly RecordedEvent[]>,
+): Promise<Map<string, Snapshot>> {
+  const byPartition = new Map<number, string[]>();
+  for (const id of ids) {
+    const p = layout.partitionOf(id);
+    byPartition.set(p, [...(byPartition.get(p) ?? []), id]);
+  }
+  const indexKeys = (p: number): string[] => [
+    layout.indexAll(p),
+    ...INDEXED_STATUSES.map((status) => layout.indexStatus(p, status)),
+  ];
+  const snapshots = new Map<string, Snapshot>();
+  await Promise.all(
+    [...byPartition].map(async ([p, partitionIds]) => {
+      const tx = redis.multi().get(layout.checkpoint(p));
+      for (const id of partitionIds) {
+        tx.getBuffer(layout.record(p, id)).lrangeBuffer(layout.history(p, id), 0, -1);
+        // The member is fixed by the first event (creation time and id), whatever came after.
+        const first = eventsOf.get(id)?.[0];
+        const member = first === undefined ? '' : listMember(evolve(undefined, first));
+        for (const key of indexKeys(p)) tx.zscore(key, member);
+      }
+      const replies = (await tx.exec()) ?? [];
+      for (const [err] of replies) if (err !== null) throw err;
+      const checkpoint = parseCheckpoint(replies[0]?.[1] as string | null);
+      let at = 1;
+      for (const id of partitionIds) {
+        const record = replies[at++]?.[1] as Buffer | null;
+        const history = replies[at++]?.[1] as Buffer[];
+        const inIndex = new Map<string, boolean>();
+        for (const key of indexKeys(p)) inIndex.set(key, (replies[at++]?.[1] ?? null) !== null);
+        snapshots.set(id, { checkpoint, record, history, inIndex });
+      }
+    }),
+  );
+  return snapshots;
+}
+
+/** What is wrong with one evaluation's read model, given its events and its snapshot. */
+function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapshot, layout: KeyLayout): string[] {
+  const differences: string[] = [];
+  const p = layout.partitionOf(id);
+  let want: Evaluation | undefined;
+  for (const event of events) {
+    if (BigInt(event.position) > snapshot.checkpoint) break;
+    try {
+      want = evolve(want, event);
+    } catch (err) {
+      differences.push(`the event log does not fold at position ${event.position}: ${String(err)}`);
+      return differences;
     }
   }
-  return { evaluations: count, partitionCheckpoints: checkpoints, differences };
+  let record: Evaluation | undefined;
+  try {
+    record = snapshot.record === null ? undefined : decodeRecord(snapshot.record);
+  } catch {
+    return [...differences, 'the record cannot be decoded'];
+  }
+  const history: EvaluationUpdate[] = [];
+  for (const [index, bytes] of snapshot.history.entries()) {
+    try {
+      history.push(EvaluationUpdate.decode(bytes));
+    } catch {
+      differences.push(`history entry ${index + 1} cannot be decoded`);
+      history.push(EvaluationUpdate.fromPartial({}));
+    }
+  }
+  if (want === undefined) {
+    if (record !== undefined)
+      differences.push(`the read model has a record before its first event (checkpoint ${snapshot.checkpoint})`);
+    return differences;
+  }
+  if (record === undefined) differences.push(`record missing (expected revision ${want.revision})`);
+  else differences.push(...fieldDifferences(want, record));
+  if (String(history.length) !== want.revision)
+    differences.push(`history has ${history.length} updates, expected ${want.revision}`);
+  history.forEach((u, index) => {
+    if (u.revision !== String(index + 1)) differences.push(`history entry ${index + 1} has revision ${u.revision}`);
+  });
+  const lastUpdate = history[history.length - 1]?.evaluation;
+  if (lastUpdate !== undefined && canonical(lastUpdate) !== canonical(want))
+    differences.push('the latest history entry differs from the state folded from the log');
+  for (const [key, present] of snapshot.inIndex) {
+    const wanted = key === layout.indexAll(p) || key === layout.indexStatus(p, want.status);
+    if (present !== wanted) {
+      const what = key === layout.indexAll(p) ? 'index of all evaluations' : `index ${key}`;
+      differences.push(`${wanted ? 'missing from' : 'wrongly in'} the ${what}`);
+    }
+  }
+  return differences;
 }

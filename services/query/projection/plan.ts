@@ -5,6 +5,7 @@ import { historyWrites } from '../read-models/evaluation-history';
 import { indexWrites, listMember } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
 import { INDEXED_STATUSES, type KeyLayout } from '../read-models/keys';
+import { eventMark } from '../read-models/checkpoints';
 import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
 import { UpdateEncoder } from '../read-models/update-encoding';
 
@@ -143,6 +144,7 @@ export function planBatch(
       partition,
       expectedCheckpoint: snapshot.checkpoint,
       newCheckpoint: last,
+      checkpointEvent: eventMark(lastEvent),
       ops,
     });
     eventsPerPartition.set(partition, applied);

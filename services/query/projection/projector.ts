@@ -1,8 +1,8 @@
 import type { Logger } from '../../../shared/logging';
 import type { Checkpoints } from '../read-models/checkpoints';
-import { minCheckpoint } from '../read-models/checkpoints';
+import { eventMark, minCheckpoint, type CheckpointMark } from '../read-models/checkpoints';
 import type { ProjectionApplier } from './applier';
-import type { EventLog } from './event-log';
+import type { EventBatch, EventLog } from './event-log';
 import { createWaker } from '../live/waker';
 
 export interface ProjectorStatus {
@@ -44,8 +44,14 @@ export interface Projector {
 export interface ProjectorOptions {
   readonly eventLog: EventLog;
   readonly applier: ProjectionApplier;
-  readonly checkpoints: Pick<Checkpoints, 'readAll'>;
+  readonly checkpoints: Pick<Checkpoints, 'readMarks'>;
   readonly logger: Logger;
+  /**
+   * Deletes the read models and projects the log again (projection/rebuild.ts): run when the
+   * read models were built from another log (LogChangedError). Throws RebuildRunningError
+   * while another replica's rebuild holds the fence (the step is then retried).
+   */
+  readonly rebuild: () => Promise<void>;
   /** Catch up when pub/sub has been quiet this long. */
   readonly catchUpIntervalMs: number;
   /** Events read from PostgreSQL per step. */
@@ -84,8 +90,12 @@ export interface ServingState {
   readonly started: boolean;
   /** Sets the head to reach before serving, and sees it. */
   startServingAt(target: bigint): void;
-  /** The read models went backwards: stop serving until the head seen so far is reached again. */
-  stopServing(): void;
+  /**
+   * The read models went backwards (Redis lost data) or were built from another log: stop
+   * serving until `logHead`, the log's head now, is reached. The head is reset to it: a log
+   * that went backwards has a lower head than the one seen before.
+   */
+  stopServing(logHead: bigint): void;
   /** A new checkpoint (what a step applied up to); serves once it reaches the target. */
   setCheckpoint(value: bigint): void;
   /** A position known to exist in the log (read from it: never a pub/sub message's word). */
@@ -133,10 +143,12 @@ export function createServingState(deps: {
       target = value;
       seeHead(target);
     },
-    stopServing() {
+    stopServing(logHead) {
+      target = logHead;
+      head = logHead;
+      if (checkpoint < head) behindSince ??= clock();
       if (caughtUp) {
         caughtUp = false;
-        target = head;
         deps.onServingChange?.(false);
       }
     },
@@ -174,32 +186,75 @@ export function createServingState(deps: {
 interface StepDeps {
   readonly eventLog: EventLog;
   readonly applier: ProjectionApplier;
-  readonly checkpoints: Pick<Checkpoints, 'readAll'>;
+  readonly checkpoints: Pick<Checkpoints, 'readMarks'>;
   readonly logger: Logger;
   readonly batchSize: number;
   readonly clock: () => number;
   readonly serving: ServingState;
+  readonly rebuild: () => Promise<void>;
+}
+
+/** The read models were built from another event log than the one PostgreSQL has now. */
+export class LogChangedError extends Error {
+  override name = 'LogChangedError';
+}
+
+/**
+ * Reads the batch after `from`, starting one event earlier to check that the log still has the
+ * event the checkpoint names (no extra round trip). Throws LogChangedError when it does not:
+ * the log went backwards (restored from a backup, a failover that lost commits, a database
+ * recreated under a live Redis) and its positions are being reused by other events.
+ */
+async function readVerified(
+  deps: Pick<StepDeps, 'eventLog' | 'batchSize'>,
+  from: bigint,
+  marks: readonly CheckpointMark[],
+): Promise<EventBatch> {
+  const expected = marks.find((m) => m.position === from && m.event !== undefined)?.event;
+  if (from === 0n || expected === undefined) return deps.eventLog.readAfter(from, deps.batchSize);
+  const { events, full } = await deps.eventLog.readAfter(from - 1n, deps.batchSize + 1);
+  const [at, ...after] = events;
+  if (at === undefined || at.position !== from.toString() || eventMark(at) !== expected) {
+    throw new LogChangedError(
+      `the read models are at position ${from}, event ${expected}, but the event log has ` +
+        (at === undefined || at.position !== from.toString() ? 'no event there' : `${eventMark(at)} there`),
+    );
+  }
+  return { events: after, full };
 }
 
 /** Reads the log from the lowest partition checkpoint and applies it, batch by batch, to its end. */
 async function catchUp(deps: StepDeps, reason: string): Promise<void> {
-  const { eventLog, applier, checkpoints, logger, batchSize, clock, serving } = deps;
+  const { eventLog, applier, checkpoints, logger, clock, serving } = deps;
   if (!serving.started) {
     const target = await eventLog.headPosition();
     serving.startServingAt(target);
     logger.info('projection starting', { head: target.toString() });
   }
   for (;;) {
-    const from = minCheckpoint(await checkpoints.readAll());
+    const marks = await checkpoints.readMarks();
+    const from = minCheckpoint(marks.map((m) => m.position));
     if (from < serving.checkpoint) {
       // The read models went backwards: Redis was flushed or restarted without its data.
       logger.warn('read models are behind what this replica applied before (Redis lost data); rebuilding', {
         checkpoint: from.toString(),
         previous: serving.checkpoint.toString(),
       });
-      serving.stopServing();
+      serving.stopServing(await eventLog.headPosition());
     }
-    const { events, full } = await eventLog.readAfter(from, batchSize);
+    let batch: EventBatch;
+    try {
+      batch = await readVerified(deps, from, marks);
+    } catch (err) {
+      if (!(err instanceof LogChangedError)) throw err;
+      logger.error('the event log is not the one the read models were built from; rebuilding them', {
+        reason: err.message,
+      });
+      serving.stopServing(await eventLog.headPosition());
+      await deps.rebuild();
+      continue;
+    }
+    const { events, full } = batch;
     const last = events[events.length - 1];
     if (last === undefined) {
       serving.setCheckpoint(from);
@@ -263,6 +318,7 @@ export function createProjector(options: ProjectorOptions): Projector {
     batchSize: options.batchSize ?? 500,
     clock,
     serving,
+    rebuild: options.rebuild,
   };
 
   const addRepair = (evalId: string): void => {

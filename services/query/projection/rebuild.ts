@@ -8,6 +8,7 @@ import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import type { PartitionWrite } from '../read-models/write-ops';
 import { createProjectionApplier, type ProjectionApplier, type ProjectionStore } from './applier';
 import type { EventBatch, EventLog } from './event-log';
+import { takeRebuildFence } from '../redis/rebuild-fence';
 import { FoldError, GapError, planBatch, type PlannedBatch } from './plan';
 
 export interface RebuildResult {
@@ -37,6 +38,8 @@ export interface RebuildOptions {
   /** States of unfinished evaluations kept in memory between writes (default 100,000). */
   readonly stateCacheSize?: number;
   readonly onProgress?: (applied: number, position: bigint) => void;
+  /** How long the fence outlives a rebuild that died (default 30 s; redis/rebuild-fence.ts). */
+  readonly fenceTtlMs?: number;
 }
 
 /** Writes sent to Redis and not yet answered; the next write is planned meanwhile. */
@@ -48,8 +51,11 @@ const SCAN_COUNT = 10_000;
 /**
  * Deletes every read-model key of the layout's prefix and projects the event log again from
  * position 0, through the same fold (`planBatch`) and the same atomic compare-and-set script
- * per partition as the live projection, so the result is the same, and replicas running
- * meanwhile can help without an event being applied twice.
+ * per partition as the live projection, so the result is the same. It holds the rebuild fence
+ * (redis/rebuild-fence.ts) throughout: replicas running meanwhile write nothing (they retry
+ * with backoff and catch up after), and a second rebuild is refused (RebuildRunningError).
+ * The checkpoints are deleted first, so a rebuild that dies half-way leaves none claiming data
+ * that is gone: replicas then replay the log over what is left, which the repair path handles.
  *
  * What makes it fast, compared with a catch-up:
  * - the first writes are planned while the old keys are deleted;
@@ -66,7 +72,21 @@ const SCAN_COUNT = 10_000;
  * going on.
  */
 export async function rebuildReadModels(deps: RebuildOptions): Promise<RebuildResult> {
-  const { redis, layout, eventLog, store, logger } = deps;
+  const fence = await takeRebuildFence(deps.redis, deps.layout, deps.logger, deps.fenceTtlMs);
+  try {
+    return await rebuildBehindFence(deps, fence.token);
+  } finally {
+    await fence.release();
+  }
+}
+
+async function rebuildBehindFence(deps: RebuildOptions, fenceToken: string): Promise<RebuildResult> {
+  const { redis, layout, eventLog, logger } = deps;
+  // Every write of the rebuild passes the fence; the replicas' writes do not.
+  const store: ProjectionStore = {
+    load: (ids) => deps.store.load(ids),
+    write: (writes) => deps.store.write(writes, fenceToken),
+  };
   const batchSize = deps.batchSize ?? 1000;
   const writeSize = deps.writeSize ?? 1000;
   const cacheSize = deps.stateCacheSize ?? 100_000;
@@ -412,12 +432,20 @@ function prefetching(eventLog: EventLog, batchSize: number): { next(): Promise<E
   };
 }
 
-/** SCAN + UNLINK of every read-model key of the layout (UNLINK frees big values off the main thread). */
+/**
+ * The checkpoints first, then SCAN + UNLINK of every other read-model key of the layout but the
+ * fences (UNLINK frees big values off the main thread).
+ */
 async function deleteReadModels(redis: Redis, layout: KeyLayout): Promise<number> {
-  const unlinks: Promise<number>[] = [];
+  const partitions = partitionNumbers(layout);
+  const fences = new Set(partitions.map((p) => layout.fence(p)));
+  // One DEL per partition: the checkpoints sit in different slots on a cluster.
+  const checkpoints = await Promise.all(partitions.map((p) => redis.del(layout.checkpoint(p))));
+  const unlinks: Promise<number>[] = [Promise.resolve(checkpoints.reduce((sum, n) => sum + n, 0))];
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', layout.scanPattern, 'COUNT', SCAN_COUNT);
+    const [next, found] = await redis.scan(cursor, 'MATCH', layout.scanPattern, 'COUNT', SCAN_COUNT);
+    const keys = found.filter((key) => !fences.has(key));
     cursor = next;
     // Not awaited one by one: the next SCAN goes out while Redis unlinks.
     if (keys.length > 0) unlinks.push(redis.unlink(...keys));

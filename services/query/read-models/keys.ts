@@ -8,7 +8,9 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
  * default) the tag is constant and everything sits in one slot of one Redis.
  *
  * Keys (P = prefix, n = partition):
- *   P:{P:n}:checkpoint        string  highest global position applied to this partition
+ *   P:{P:n}:checkpoint        string  highest global position applied to this partition, and
+ *                                     which event of the log it was (checkpoints.ts)
+ *   P:{P:n}:fence             string  set while a rebuild owns the partition (its token)
  *   P:{P:n}:eval:<id>         string  ts-proto-encoded Evaluation
  *   P:{P:n}:index:all         zset    members `<created ms, 15 digits>:<id>`, score 0
  *   P:{P:n}:index:<status>    zset    same members, one set per status
@@ -21,6 +23,8 @@ export interface KeyLayout {
   /** Stable partition of an evaluation: FNV-1a (UTF-8) of its id, modulo the partition count. */
   partitionOf(evalId: string): number;
   checkpoint(partition: number): string;
+  /** Held by a rebuild: the apply script refuses every other writer while it exists. */
+  fence(partition: number): string;
   record(partition: number, evalId: string): string;
   indexAll(partition: number): string;
   /** Throws for UNSPECIFIED / unknown values: there is no such index. */
@@ -53,6 +57,7 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
     partitions,
     partitionOf: (evalId: string) => (partitions === 1 ? 0 : fnv1a32(evalId) % partitions),
     checkpoint: (p: number) => `${base(p)}:checkpoint`,
+    fence: (p: number) => `${base(p)}:fence`,
     record: (p: number, evalId: string) => `${base(p)}:eval:${evalId}`,
     indexAll: (p: number) => `${base(p)}:index:all`,
     indexStatus: (p: number, status: EvaluationStatus) => {

@@ -1,3 +1,4 @@
+import { checkpointValue } from './checkpoints';
 /**
  * The primitive writes a projection step makes to one partition. Each read model says which
  * ops an event causes; the projector collects them per partition and hands them, with the
@@ -153,6 +154,11 @@ export interface PartitionWrite {
   /** The checkpoint the partition must still have; the write is refused otherwise. */
   readonly expectedCheckpoint: bigint;
   readonly newCheckpoint: bigint;
+  /**
+   * eventMark() of the event at newCheckpoint, recorded with it (read-models/checkpoints.ts).
+   * Undefined when the write leaves the checkpoint as it is (a repair: new = expected).
+   */
+  readonly checkpointEvent?: string;
   /** The ops, merged per key as the planner made them (`WriteSet.of` builds one from a list). */
   readonly ops: WriteSet;
 }
@@ -171,10 +177,18 @@ export const MAX_OP_ITEMS = 1000;
 /** One item of the ops array: an op code, a key index or count, a member, id or value. */
 type Item = string | Buffer | number;
 
+/** The keys every partition write declares first: KEYS[1] and KEYS[2] of the apply script. */
+export interface PartitionKeys {
+  readonly checkpoint: string;
+  readonly fence: string;
+}
+
 /**
  * Encodes a partition write as the KEYS and ARGV of the apply script. Every key is declared in
- * KEYS (as Redis Cluster requires); ops refer to keys by index. KEYS[1] is the checkpoint.
- * ARGV: expected checkpoint, new checkpoint, change-log retention, and the ops, packed into one
+ * KEYS (as Redis Cluster requires); ops refer to keys by index. KEYS[1] is the checkpoint,
+ * KEYS[2] the fence. ARGV: expected checkpoint position, the new checkpoint value ('' to leave
+ * it: a write that does not move it and names no event), change-log retention, the ops, and
+ * the writer's fence token ('' for the live projection). The ops are packed into one
  * MessagePack array (see packItems): per script op, code, key index, item count, items (see
  * redis/apply-script.ts). One argument instead of several per event spares the client and
  * Redis the per-argument work of the protocol; the script unpacks it with `cmsgpack`.
@@ -187,20 +201,26 @@ type Item = string | Buffer | number;
  */
 export function encodePartitionWrite(
   write: PartitionWrite,
-  checkpointKey: string,
+  partitionKeys: PartitionKeys,
   changeLogRetention: number,
+  fenceToken = '',
 ): EncodedScriptCall {
-  const { keys, items } = scriptOps(write.ops, checkpointKey);
-  const args = [write.expectedCheckpoint.toString(), write.newCheckpoint.toString(), String(changeLogRetention)];
-  return { keys, args: [...args, packItems(items)] };
+  const { keys, items } = scriptOps(write.ops, partitionKeys);
+  const keeps = write.newCheckpoint === write.expectedCheckpoint && write.checkpointEvent === undefined;
+  const newCheckpoint = keeps ? '' : checkpointValue(write.newCheckpoint, write.checkpointEvent);
+  const args = [write.expectedCheckpoint.toString(), newCheckpoint, String(changeLogRetention)];
+  return { keys, args: [...args, packItems(items), fenceToken] };
 }
 
 /** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
-function scriptOps(ops: WriteSet, checkpointKey: string): { keys: string[]; items: Item[] } {
+function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[]; items: Item[] } {
   const { sets, lists, streams, zsets } = ops;
-  const keys = [checkpointKey];
+  const keys = [partitionKeys.checkpoint, partitionKeys.fence];
   const items: Item[] = [];
-  const indexOf = new Map<string, number>([[checkpointKey, 1]]);
+  const indexOf = new Map<string, number>([
+    [partitionKeys.checkpoint, 1],
+    [partitionKeys.fence, 2],
+  ]);
   const declare = (key: string): number => {
     let index = indexOf.get(key);
     if (index === undefined) indexOf.set(key, (index = keys.push(key)));

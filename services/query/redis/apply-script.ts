@@ -2,10 +2,13 @@ import type { Redis } from 'ioredis';
 import type { EncodedScriptCall } from '../read-models/write-ops';
 
 /**
- * The one script that writes a partition of the read models: it compares the partition's
- * checkpoint with the one the projector read, and only if it is unchanged runs every write op
- * and moves the checkpoint, atomically (Redis runs a script without interleaving). Another
- * replica that got there first makes it return the checkpoint it found instead.
+ * The one script that writes a partition of the read models: it compares the position of the
+ * partition's checkpoint with the one the projector read, and only if it is unchanged runs
+ * every write op and sets the checkpoint (position and event, ARGV[2]; an empty ARGV[2] leaves
+ * it as it is: a repair), atomically (Redis runs a script without interleaving). Another
+ * replica that got there first makes it return the position it found instead. While a rebuild
+ * holds the partition's fence (KEYS[2]), only a writer with its token (ARGV[5]) gets through:
+ * the others are told the fence is up and write nothing.
  *
  * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
  * code, key index, item count, items. `M` sets `count` strings (key index and value per
@@ -18,9 +21,12 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * does not roll a script back).
  */
 const APPLY_LUA = `
+local fence = redis.call('GET', KEYS[2])
+if fence and fence ~= ARGV[5] then return {2, fence} end
 local current = redis.call('GET', KEYS[1])
-if not current then current = '0' end
-if current ~= ARGV[1] then return {0, current} end
+local at = '0'
+if current then at = string.match(current, '^%d+') or '0' end
+if at ~= ARGV[1] then return {0, at} end
 if ARGV[4] ~= '' then
   local ops = cmsgpack.unpack(ARGV[4])
   local i = 1
@@ -70,7 +76,7 @@ if ARGV[4] ~= '' then
     i = last + 1
   end
 end
-redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
 return {1}
 `;
 
@@ -78,9 +84,15 @@ const COMMAND = 'crucibleApplyPartition';
 
 type ScriptRunner = (numKeys: number, ...args: (string | Buffer | (string | Buffer)[])[]) => Promise<unknown>;
 
+/** A rebuild holds the partition (its fence): nothing was written. */
+export class FencedError extends Error {
+  override name = 'FencedError';
+}
+
 /**
  * Binds the apply script to a connection (EVALSHA, loading it on NOSCRIPT). Returns true when
- * applied, or the checkpoint found instead.
+ * applied, or the checkpoint found instead; throws FencedError while a rebuild holds the
+ * partition for another writer.
  */
 export function createApplyScript(redis: Redis): (call: EncodedScriptCall) => Promise<true | bigint> {
   redis.defineCommand(COMMAND, { lua: APPLY_LUA });
@@ -90,6 +102,7 @@ export function createApplyScript(redis: Redis): (call: EncodedScriptCall) => Pr
     // Arrays are flattened by ioredis: no spread of tens of thousands of arguments.
     const reply = (await run(keys.length, keys, args)) as [number, string?];
     if (reply[0] === 1) return true;
+    if (reply[0] === 2) throw new FencedError('a rebuild of the read models holds the partition; retrying later');
     return BigInt(reply[1] ?? '0');
   };
 }

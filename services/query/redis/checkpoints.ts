@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { parseCheckpoint, type Checkpoints } from '../read-models/checkpoints';
+import { parseCheckpoint, parseCheckpointMark, type Checkpoints } from '../read-models/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { mappingOutages } from './errors';
 
@@ -11,6 +11,10 @@ export function createCheckpoints(redis: Redis, layout: KeyLayout): Checkpoints 
       // round trip on a single Redis.
       const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
       return values.map(parseCheckpoint);
+    },
+    async readMarks() {
+      const values = await Promise.all(partitionNumbers(layout).map((p) => redis.get(layout.checkpoint(p))));
+      return values.map(parseCheckpointMark);
     },
     async readFor(evalId) {
       return parseCheckpoint(await redis.get(layout.checkpoint(layout.partitionOf(evalId))));

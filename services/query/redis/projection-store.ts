@@ -38,10 +38,17 @@ export function createRedisProjectionStore(
         }),
       );
     },
-    async write(writes) {
+    async write(writes, fenceToken) {
       return Promise.all(
         writes.map((write) =>
-          applyScript(encodePartitionWrite(write, layout.checkpoint(write.partition), changeLogRetention)),
+          applyScript(
+            encodePartitionWrite(
+              write,
+              { checkpoint: layout.checkpoint(write.partition), fence: layout.fence(write.partition) },
+              changeLogRetention,
+              fenceToken,
+            ),
+          ),
         ),
       );
     },

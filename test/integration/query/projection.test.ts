@@ -406,9 +406,13 @@ describe('query projection with partitioned read models', function () {
       const expected = await readModels(h.redis, layout);
       expect(await consistency(h, layout)).to.deep.equal([]);
 
-      // Before some of the rebuild's writes, another applier applies the next events first.
+      // Before some of the rebuild's writes, another applier applies the next events first. The
+      // fence keeps replicas out of a rebuild, so this racer passes it with the rebuild's own
+      // token: what a replica could do if the fence expired under a stalled rebuild.
+      let fenceToken: string | undefined;
+      const racerStore = createRedisProjectionStore(racer, layout, retention);
       const racing = createProjectionApplier({
-        store: createRedisProjectionStore(racer, layout, retention),
+        store: { load: (ids) => racerStore.load(ids), write: (w) => racerStore.write(w, fenceToken) },
         eventLog,
         layout,
         logger: silentLogger,
@@ -420,13 +424,14 @@ describe('query projection with partitioned read models', function () {
       const result = await rebuild({
         store: {
           load: (ids) => inner.load(ids),
-          async write(partitionWrites) {
+          async write(partitionWrites, token) {
+            fenceToken = token;
             writes += 1;
             if (writes % 5 === 3) {
               const from = (await racerCheckpoints.readAll()).reduce((m, c) => (c < m ? c : m));
               await racing.apply((await eventLog.readAfter(from, 4)).events);
             }
-            return inner.write(partitionWrites);
+            return inner.write(partitionWrites, token);
           },
         },
         logger: { ...silentLogger, info: (msg: string) => void messages.push(msg) },

@@ -73,17 +73,28 @@ describe('projector parts', () => {
       expect(state.status().behindSince).to.equal(1500);
     });
 
-    it('after losing data stops serving until the head seen so far is reached again', () => {
+    it('after losing data stops serving until the log head it is given is reached', () => {
       const { state, changes } = serving();
       state.startServingAt(4n);
       state.setCheckpoint(4n);
       state.seeHead(8n);
-      state.stopServing();
+      state.stopServing(8n);
       expect(state.caughtUp).to.equal(false);
-      state.stopServing(); // not serving: nothing more to tell
+      state.stopServing(8n); // not serving: nothing more to tell
       state.setCheckpoint(7n);
       expect(state.caughtUp).to.equal(false);
       state.setCheckpoint(8n);
+      expect(state.caughtUp).to.equal(true);
+      expect(changes).to.deep.equal([true, false, true]);
+    });
+
+    it('takes a lower log head when the log went backwards, instead of waiting for the old one', () => {
+      const { state, changes } = serving();
+      state.startServingAt(10n);
+      state.setCheckpoint(10n);
+      state.stopServing(6n);
+      expect(state.status().head).to.equal(6n);
+      state.setCheckpoint(6n);
       expect(state.caughtUp).to.equal(true);
       expect(changes).to.deep.equal([true, false, true]);
     });

@@ -74,7 +74,7 @@ function world(logSize: number) {
     repaired,
     eventLog,
     applier,
-    checkpoints: { readAll: () => Promise.resolve([checkpoint]) },
+    checkpoints: { readMarks: () => Promise.resolve([{ position: checkpoint, event: undefined }]) },
     get checkpoint() {
       return checkpoint;
     },
@@ -101,6 +101,7 @@ function projectorOf(w: ReturnType<typeof world>, serving: boolean[]): Projector
     checkpoints: w.checkpoints,
     logger: silentLogger,
     catchUpIntervalMs: 60_000,
+    rebuild: () => Promise.reject(new Error('no rebuild in this test')),
     batchSize: 10,
     onServingChange: (s) => serving.push(s),
   });
