@@ -21,6 +21,7 @@ import { createKeyLayout } from './read-models/keys';
 import { createChangeLogTail } from './redis/change-log-tail';
 import { subscribeToChanges, type ChangeSubscription } from './redis/change-subscriber';
 import { createRedisProjectionStore } from './redis/projection-store';
+import { redisRefusesWrites } from './redis/errors';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
 import { createShutdown } from './live/shutdown';
@@ -98,6 +99,7 @@ export function createQueryService(
     catchUpIntervalMs: config.catchUpIntervalMs,
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
     onServingChange: (serving) => setServing(serving),
+    stallReason: redisRefusesWrites,
   });
   const tail = createChangeLogTail({
     blocking,

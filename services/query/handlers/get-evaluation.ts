@@ -33,6 +33,7 @@ export function createGetEvaluation(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
+      deps.guard.checkReachable(minPosition);
       await deps.hub.waitForPosition(minPosition, {
         signal: context.signal,
         deadline: context.deadline,

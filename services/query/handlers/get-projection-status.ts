@@ -59,6 +59,7 @@ export function createGetProjectionStatus(deps: {
       caughtUp: status.caughtUp,
       partitionCheckpoints: partitionCheckpoints.map(String),
       catchUpEvents: status.catchUpEvents.toString(),
+      stalledReason: status.stalled ?? '',
     };
   };
 }

@@ -45,6 +45,7 @@ export function createListEvaluations(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
+      deps.guard.checkReachable(minPosition);
       await deps.hub.waitForPosition(minPosition, {
         signal: context.signal,
         deadline: context.deadline,

@@ -3,7 +3,7 @@ import type { Logger } from '../../../shared/logging';
 
 /** What the guard needs of the projector: what this replica applied, and its repair hooks. */
 export interface GuardedProjection {
-  status(): { readonly checkpoint: bigint };
+  status(): { readonly checkpoint: bigint; readonly stalled: string | undefined };
   requestCatchUp(reason: string): void;
   repair(evalIds: readonly string[]): void;
 }
@@ -12,6 +12,12 @@ export interface GuardedProjection {
 export type FirstPositionOf = (evalId: string) => Promise<bigint | undefined>;
 
 export interface ReadGuard {
+  /**
+   * Before a `min_position` wait: throws UNAVAILABLE at once when the read models are behind
+   * `minPosition` and cannot move (Redis refuses writes), instead of letting the call wait out
+   * its deadline for a position that will not come.
+   */
+  checkReachable(minPosition: bigint): void;
   /**
    * Throws UNAVAILABLE unless a read's partition `checkpoint` (read in the same round trip
    * as the data, after it) is at least what this replica already applied: a lower one means
@@ -46,6 +52,13 @@ export function createReadGuard(deps: {
 }): ReadGuard {
   const { projection, firstPositionOf, logger } = deps;
   return {
+    checkReachable(minPosition) {
+      const { checkpoint, stalled } = projection.status();
+      if (stalled === undefined || minPosition <= checkpoint) return;
+      throw new UnavailableError(
+        `min_position ${minPosition} is beyond the read models (at ${checkpoint}), which cannot move: ${stalled}`,
+      );
+    },
     checkFresh(checkpoint) {
       const applied = projection.status().checkpoint;
       if (checkpoint >= applied) return;

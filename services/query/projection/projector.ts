@@ -16,6 +16,12 @@ export interface ProjectorStatus {
   readonly catchUpEvents: bigint;
   /** Since when (clock ms) the checkpoint has been behind the head; undefined when not. */
   readonly behindSince: number | undefined;
+  /**
+   * Why the read models cannot move although the log can (Redis refuses writes: out of memory,
+   * read-only); undefined while they can. The replica is then NOT_SERVING (health) but still
+   * answers reads at its checkpoint.
+   */
+  readonly stalled: string | undefined;
 }
 
 export interface Projector {
@@ -56,8 +62,13 @@ export interface ProjectorOptions {
   readonly catchUpIntervalMs: number;
   /** Events read from PostgreSQL per step. */
   readonly batchSize?: number;
-  /** Told when the replica becomes ready to serve (caught up) or stops being ready. */
+  /**
+   * Told when the replica's health changes: SERVING when caught up and not stalled (see
+   * ProjectorStatus.stalled), NOT_SERVING otherwise.
+   */
   readonly onServingChange?: (serving: boolean) => void;
+  /** Why a failed step means the read models cannot move (undefined: an ordinary failure). */
+  readonly stallReason?: (err: unknown) => string | undefined;
   readonly clock?: () => number;
 }
 
@@ -101,6 +112,8 @@ export interface ServingState {
   /** A position known to exist in the log (read from it: never a pub/sub message's word). */
   seeHead(position: bigint): void;
   countCatchUp(applied: number): void;
+  /** A step failed because Redis refuses writes (`reason`), or one succeeded (undefined). */
+  setStalled(reason: string | undefined): void;
   status(): ProjectorStatus;
   /** Resolves once caught up (at once when already). */
   whenCaughtUp(): Promise<void>;
@@ -116,8 +129,17 @@ export function createServingState(deps: {
   let head = 0n;
   let target: bigint | undefined; // the head to reach before serving
   let caughtUp = false;
+  let stalled: string | undefined;
   let catchUpEvents = 0n;
   let behindSince: number | undefined;
+  // What health says: caught up and not stalled, told only when it changes.
+  let healthy = false;
+  const tellHealth = (): void => {
+    const now = caughtUp && stalled === undefined;
+    if (now === healthy) return;
+    healthy = now;
+    deps.onServingChange?.(now);
+  };
   // One shared promise for everyone waiting to be caught up (not one resolver per call).
   let caughtUpSignal: { promise: Promise<void>; resolve: () => void } | undefined;
 
@@ -147,10 +169,8 @@ export function createServingState(deps: {
       target = logHead;
       head = logHead;
       if (checkpoint < head) behindSince ??= clock();
-      if (caughtUp) {
-        caughtUp = false;
-        deps.onServingChange?.(false);
-      }
+      caughtUp = false;
+      tellHealth();
     },
     setCheckpoint(value) {
       checkpoint = value;
@@ -162,14 +182,21 @@ export function createServingState(deps: {
         logger.info('projection caught up; serving', { checkpoint: checkpoint.toString(), head: head.toString() });
         caughtUpSignal?.resolve();
         caughtUpSignal = undefined;
-        deps.onServingChange?.(true);
+        tellHealth();
       }
     },
     seeHead,
     countCatchUp(applied) {
       catchUpEvents += BigInt(applied);
     },
-    status: () => ({ checkpoint, head, caughtUp, catchUpEvents, behindSince }),
+    setStalled(reason) {
+      if (reason === stalled) return;
+      if (reason !== undefined) logger.error('the read models cannot move: NOT_SERVING until they can', { reason });
+      else logger.info('the read models move again', { checkpoint: checkpoint.toString() });
+      stalled = reason;
+      tellHealth();
+    },
+    status: () => ({ checkpoint, head, caughtUp, catchUpEvents, behindSince, stalled }),
     whenCaughtUp() {
       if (caughtUp) return Promise.resolve();
       if (caughtUpSignal === undefined) {
@@ -351,6 +378,7 @@ export function createProjector(options: ProjectorOptions): Projector {
           const reason = catchUpReason;
           catchUpReason = undefined;
           await catchUp(steps, reason);
+          serving.setStalled(undefined);
           if (failures > 0)
             logger.info('projection recovered', { failures, checkpoint: serving.checkpoint.toString() });
           failures = 0;
@@ -364,6 +392,8 @@ export function createProjector(options: ProjectorOptions): Projector {
         const delay = backoffDelayMs(failures);
         retryAt = clock() + delay;
         catchUpReason ??= 'retry';
+        const stalled = options.stallReason?.(err);
+        if (stalled !== undefined) serving.setStalled(stalled);
         if (logsFailure(failures)) {
           logger.warn('projection step failed; retrying', { err, failures, retryInMs: delay });
         }

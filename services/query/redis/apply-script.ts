@@ -20,7 +20,11 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
  * does not roll a script back).
  */
-const APPLY_LUA = `
+// The shebang makes Redis refuse the whole script before it starts when it is out of memory
+// (maxmemory, noeviction): a script without one fails at its first write that adds data,
+// after the ones before it (a DEL, an LTRIM, an XADD under pcall) have run. It also requires
+// every key to be declared in KEYS, which they are.
+const APPLY_LUA = `#!lua
 local fence = redis.call('GET', KEYS[2])
 if fence and fence ~= ARGV[5] then return {2, fence} end
 local current = redis.call('GET', KEYS[1])

@@ -9,6 +9,29 @@ function isRedisUnavailable(err: unknown): boolean {
   return err.name === 'MaxRetriesPerRequestError' || UNAVAILABLE_MESSAGES.test(err.message);
 }
 
+/**
+ * Redis answers but takes no writes: out of memory (`maxmemory` reached, noeviction), a read-only
+ * replica, or a failed snapshot that stops writes. The read models cannot move until it does;
+ * the reason is what an operator must act on.
+ */
+export function redisRefusesWrites(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  // Out of memory, Redis refuses even reads queued in a MULTI (the queue takes memory): EXEC
+  // then fails as EXECABORT, ioredis keeping the queued commands' errors beside it.
+  const previous = (err as { previousErrors?: unknown }).previousErrors;
+  if (err.message.startsWith('EXECABORT') && Array.isArray(previous)) {
+    for (const cause of previous) {
+      const reason = redisRefusesWrites(cause);
+      if (reason !== undefined) return reason;
+    }
+  }
+  if (err.message.startsWith('OOM '))
+    return 'Redis is out of memory (maxmemory reached): free memory or raise maxmemory';
+  if (err.message.startsWith('READONLY ')) return 'Redis is a read-only replica: point REDIS_URL at the primary';
+  if (err.message.startsWith('MISCONF ')) return 'Redis refuses writes after a failed snapshot (MISCONF): see its log';
+  return undefined;
+}
+
 /** Maps a Redis outage to UnavailableError; anything else passes through unchanged. */
 function redisOutageToUnavailable(err: unknown, what: string): unknown {
   if (err instanceof CrucibleError || !isRedisUnavailable(err)) return err;

@@ -99,6 +99,18 @@ describe('projector parts', () => {
       expect(changes).to.deep.equal([true, false, true]);
     });
 
+    it('is unhealthy while stalled even when caught up, and healthy again once the read models move', () => {
+      const { state, changes } = serving();
+      state.startServingAt(2n);
+      state.setCheckpoint(2n);
+      state.setStalled('Redis is out of memory');
+      state.setStalled('Redis is out of memory'); // the same reason: nothing more to tell
+      expect(state.status()).to.include({ caughtUp: true, stalled: 'Redis is out of memory' });
+      state.setStalled(undefined);
+      expect(state.status().stalled).to.equal(undefined);
+      expect(changes).to.deep.equal([true, false, true]);
+    });
+
     it('counts catch-up events', () => {
       const { state } = serving();
       state.countCatchUp(3);

@@ -3,12 +3,12 @@ import { UnavailableError } from '../../../shared/errors';
 import { silentLogger } from '../../../shared/logging';
 import { createReadGuard } from '../../../services/query/live/read-guard';
 
-function guardOver(applied: bigint, firstPositions: Record<string, bigint> = {}) {
+function guardOver(applied: bigint, firstPositions: Record<string, bigint> = {}, stalled?: string) {
   const catchUps: string[] = [];
   const repairs: string[][] = [];
   const guard = createReadGuard({
     projection: {
-      status: () => ({ checkpoint: applied }),
+      status: () => ({ checkpoint: applied, stalled }),
       requestCatchUp: (reason) => catchUps.push(reason),
       repair: (evalIds) => repairs.push([...evalIds]),
     },
@@ -50,6 +50,13 @@ describe('read guard', () => {
       expect(refused, evalId).to.be.instanceOf(UnavailableError);
     }
     expect(repairs).to.deep.equal([['lost'], ['edge']]);
+  });
+
+  it('refuses at once a min_position beyond read models that cannot move, and lets the others wait', () => {
+    guardOver(10n).guard.checkReachable(50n);
+    const { guard } = guardOver(10n, {}, 'Redis is out of memory');
+    guard.checkReachable(10n);
+    expect(() => guard.checkReachable(11n)).to.throw(UnavailableError, /cannot move: Redis is out of memory/);
   });
 
   it('repairs and refuses what a list found lost for certain, and lets a whole page pass', () => {

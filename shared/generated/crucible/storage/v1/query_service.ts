@@ -206,12 +206,21 @@ export interface GetProjectionStatusResponse {
   lagPositions: string;
   /** Age in seconds of the oldest event not yet applied; 0 when caught up. */
   lagSeconds: number;
-  /** True once the service has caught up since start-up (its health check is SERVING). */
+  /**
+   * True once the service has caught up since start-up, or since Redis lost data (reads are
+   * served). Its health check is SERVING when caught up and not stalled.
+   */
   caughtUp: boolean;
   /** Per-partition checkpoints (one partition unless the read models are partitioned). */
   partitionCheckpoints: string[];
   /** Events this service applied since start (every one read from PostgreSQL). */
   catchUpEvents: string;
+  /**
+   * Why the read models cannot move although the event log does (Redis refuses writes: out of
+   * memory, a read-only replica), what to do about it; empty while they can. Meanwhile reads
+   * are answered at `checkpoint` and a min_position beyond it is UNAVAILABLE at once.
+   */
+  stalledReason: string;
 }
 
 function createBaseGetEvaluationRequest(): GetEvaluationRequest {
@@ -1425,6 +1434,7 @@ function createBaseGetProjectionStatusResponse(): GetProjectionStatusResponse {
     caughtUp: false,
     partitionCheckpoints: [],
     catchUpEvents: "0",
+    stalledReason: "",
   };
 }
 
@@ -1454,6 +1464,9 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
     }
     if (message.catchUpEvents !== "0") {
       writer.uint32(56).int64(message.catchUpEvents);
+    }
+    if (message.stalledReason !== "") {
+      writer.uint32(66).string(message.stalledReason);
     }
     return writer;
   },
@@ -1537,6 +1550,14 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
             message.catchUpEvents = reader.int64().toString();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.stalledReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1582,6 +1603,11 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
         : isSet(object.catch_up_events)
         ? globalThis.String(object.catch_up_events)
         : "0",
+      stalledReason: isSet(object.stalledReason)
+        ? globalThis.String(object.stalledReason)
+        : isSet(object.stalled_reason)
+        ? globalThis.String(object.stalled_reason)
+        : "",
     };
   },
 
@@ -1608,6 +1634,9 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
     if (message.catchUpEvents !== "0") {
       obj.catchUpEvents = message.catchUpEvents;
     }
+    if (message.stalledReason !== "") {
+      obj.stalledReason = message.stalledReason;
+    }
     return obj;
   },
 
@@ -1623,6 +1652,7 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
     message.caughtUp = object.caughtUp ?? false;
     message.partitionCheckpoints = object.partitionCheckpoints?.map((e) => e) || [];
     message.catchUpEvents = object.catchUpEvents ?? "0";
+    message.stalledReason = object.stalledReason ?? "";
     return message;
   },
 };

@@ -1,0 +1,95 @@
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { call, createClients, expectError, type Clients } from '../support/clients';
+import type { RunningService } from '../support/processes';
+import { startPrivateStack, type PrivateStack } from '../support/private-servers';
+import {
+  cancelOpenStreams,
+  describeFailures,
+  expectReadModelsEqualLog,
+  plansFor,
+  QUERY_SERVICE,
+  readEventLog,
+  recordHealth,
+  startBurst,
+  startCommandService,
+  startQueryService,
+  waitForProjection,
+  type HealthRecord,
+} from './harness';
+
+describe('fault: Redis reaches maxmemory (noeviction) while commands go on', function () {
+  this.timeout(180_000);
+  let stack: PrivateStack;
+  let commandService: RunningService | undefined;
+  let queryService: RunningService | undefined;
+  let clients: Clients | undefined;
+  let health: HealthRecord | undefined;
+  let redis: Redis | undefined;
+
+  before(async () => {
+    stack = await startPrivateStack();
+    commandService = await startCommandService(stack.env);
+    queryService = await startQueryService(stack.env);
+    clients = createClients(commandService.address, queryService.address);
+    redis = new Redis(stack.env.REDIS_URL ?? '', { maxRetriesPerRequest: 1 });
+  });
+
+  after(async () => {
+    cancelOpenStreams();
+    health?.close();
+    clients?.close();
+    await redis?.config('SET', 'maxmemory', '0').catch(() => undefined);
+    redis?.disconnect();
+    await queryService?.stop();
+    await commandService?.stop();
+    await stack?.close();
+  });
+
+  it('stops moving and says so, answers at its checkpoint, refuses min_position beyond it, and catches up once memory frees', async () => {
+    if (clients === undefined || queryService === undefined || redis === undefined) throw new Error('set-up failed');
+    const { command, query } = clients;
+    const burst = async (prefix: string, commands: number): Promise<void> => {
+      const b = startBurst(command, plansFor(prefix, commands), { concurrency: 4 });
+      await b.done;
+      expect(b.failures, describeFailures(b.failures)).to.deep.equal([]);
+    };
+    await burst('roomy', 100);
+    const before = await readEventLog(stack.databaseUrl);
+    const applied = before[before.length - 1]?.position ?? 0n;
+    await waitForProjection(query, applied);
+    health = recordHealth(queryService.address, QUERY_SERVICE);
+    await health.whenStatus('SERVING', 0);
+    const seen = health.statuses.length;
+
+    // One byte: every command that adds data is refused from now on.
+    expect(await redis.config('SET', 'maxmemory', '1')).to.equal('OK');
+    await burst('full', 60);
+    const log = await readEventLog(stack.databaseUrl);
+    const head = log[log.length - 1]?.position ?? 0n;
+
+    await health.whenStatus('NOT_SERVING', seen);
+    const status = await call(query, query.getProjectionStatus, {});
+    expect(status.stalledReason).to.contain('out of memory');
+    expect(BigInt(status.checkpoint)).to.equal(applied);
+    // What is there is the truth at the checkpoint: still served.
+    const { evaluation } = await call(query, query.getEvaluation, { evalId: 'roomy-0' });
+    expect(evaluation?.evalId).to.equal('roomy-0');
+    // A position the read models cannot reach is refused at once, not waited for until the deadline.
+    const startedAt = Date.now();
+    const refused = await expectError(
+      call(query, query.getEvaluation, { evalId: 'full-0', minPosition: head.toString() }, 20_000),
+    );
+    expect(refused.code).to.equal(grpcStatus.UNAVAILABLE);
+    expect(refused.details).to.contain('out of memory');
+    expect(Date.now() - startedAt, 'refused well before its 20 s deadline').to.be.below(5_000);
+
+    expect(await redis.config('SET', 'maxmemory', '0')).to.equal('OK');
+    await health.whenStatus('SERVING', health.statuses.indexOf('NOT_SERVING', seen) + 1, 30_000);
+    await waitForProjection(query, head);
+    const after = await call(query, query.getProjectionStatus, {});
+    expect(after.stalledReason).to.equal('');
+    await expectReadModelsEqualLog(stack.env, stack.databaseUrl);
+  });
+});
