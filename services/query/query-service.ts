@@ -21,6 +21,7 @@ import { createKeyLayout } from './read-models/keys';
 import { createChangeLogTail } from './redis/change-log-tail';
 import { subscribeToChanges, type ChangeSubscription } from './redis/change-subscriber';
 import { createRedisProjectionStore } from './redis/projection-store';
+import { createUndecodableEntries } from './redis/undecodable-entries';
 import { redisRefusesWrites } from './redis/errors';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
@@ -77,7 +78,9 @@ export function createQueryService(
 
   const eventLog = createPostgresEventLog(pool);
   const checkpoints = createCheckpoints(redis, layout);
-  const records = createEvaluationRecords(redis, layout);
+  // One count and one rate-limited log line for every reader that skips an undecodable entry.
+  const undecodable = createUndecodableEntries(logger.child({ component: 'read-models' }));
+  const records = createEvaluationRecords(redis, layout, undecodable);
   const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
 
   let setServing: (serving: boolean) => void = () => undefined;
@@ -106,14 +109,15 @@ export function createQueryService(
     commands: redis,
     layout,
     hub,
+    undecodable,
     logger: logger.child({ component: 'tail' }),
   });
 
   const server = createQueryServer({
     records,
     list: createEvaluationList(redis, layout, records),
-    history: createEvaluationHistory(redis, layout),
-    changeLog: createChangeLog(redis, layout),
+    history: createEvaluationHistory(redis, layout, undecodable),
+    changeLog: createChangeLog(redis, layout, undecodable),
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),

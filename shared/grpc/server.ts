@@ -7,6 +7,7 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import type { Logger } from '../logging';
+import { refuseMalformedCalls, tolerantDefinition } from './malformed';
 
 export interface ServiceRegistration {
   /** Full service name, e.g. "crucible.storage.v1.EvaluationQueryService". */
@@ -53,20 +54,30 @@ function reflectionInput(): PackageDefinition {
   return { files: { fileDescriptorProtos } } as unknown as PackageDefinition;
 }
 
+/**
+ * A gRPC server whose every method (health and reflection too) answers a request that does not
+ * decode, or a unary call without exactly one message, with INVALID_ARGUMENT (grpc/malformed.ts).
+ */
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const server = new Server({
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
+    interceptors: [refuseMalformedCalls],
   });
-  for (const service of options.services) server.addService(service.definition, service.implementation);
+  // Health and reflection add their own services: they get this server's addService only.
+  const registrar = {
+    addService: (definition: ServiceDefinition, implementation: UntypedServiceImplementation) =>
+      server.addService(tolerantDefinition(definition), implementation),
+  };
+  for (const service of options.services) registrar.addService(service.definition, service.implementation);
 
   const names = ['', ...options.services.map((s) => s.name)];
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, options.initialStatus])));
-  health.addToServer(server);
+  health.addToServer(registrar);
 
   const reflected = [...options.services.map((s) => s.name), 'grpc.health.v1.Health'];
-  new ReflectionService(reflectionInput(), { services: reflected }).addToServer(server);
+  new ReflectionService(reflectionInput(), { services: reflected }).addToServer(registrar);
 
   return {
     listen: (host, port) =>

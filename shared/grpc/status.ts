@@ -38,6 +38,22 @@ function reason(reasonCode: string, metadata: Record<string, string> = {}): Any 
   );
 }
 
+function badRequest(violations: readonly { field: string; rule: string; description: string }[]): Any {
+  const encoded = BadRequest.encode({
+    fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: v.rule })),
+  }).finish();
+  return detail('google.rpc.BadRequest', encoded);
+}
+
+/**
+ * INVALID_ARGUMENT for a call refused before any handler ran (grpc/malformed.ts): one field
+ * violation with the field "" (the request itself, as protovalidate names a message-level
+ * rule) and `rule`; the message is `description` alone.
+ */
+export function invalidRequestStatus(rule: string, description: string): StatusObject {
+  return withDetails(Status.INVALID_ARGUMENT, description, [badRequest([{ field: '', rule, description }])]);
+}
+
 /**
  * Maps any thrown value to the gRPC status the caller sees. Our typed errors carry a message
  * meant for the caller plus google.rpc details; anything else is a bug, logged with its stack,
@@ -45,10 +61,7 @@ function reason(reasonCode: string, metadata: Record<string, string> = {}): Any 
  */
 export function toStatus(err: unknown, logger: Logger, method: string): StatusObject {
   if (err instanceof ValidationError) {
-    const badRequest = BadRequest.encode({
-      fieldViolations: err.violations.map((v) => ({ field: v.field, description: v.description, reason: v.rule })),
-    }).finish();
-    return withDetails(Status.INVALID_ARGUMENT, err.message, [detail('google.rpc.BadRequest', badRequest)]);
+    return withDetails(Status.INVALID_ARGUMENT, err.message, [badRequest(err.violations)]);
   }
   if (err instanceof IllegalTransitionError) {
     const failure = PreconditionFailure.encode({

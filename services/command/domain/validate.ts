@@ -24,9 +24,91 @@ const MAX_CONTAINER_ID = 256;
 const MAX_CANCEL_REASON = 1024;
 const PRINTABLE = /^[\x21-\x7e]+$/;
 
+/**
+ * How deep metadata may nest, counting objects and lists (`{"a": 1}` is 1, `{"a": [1]}` is 2).
+ * Protobuf decoders stop at 100 nested messages (ts-proto counts the outermost one too; C++,
+ * Java and Python upb count below it), and every level of metadata costs up to three: an
+ * object is a Struct, a map entry and a Value, a list a ListValue and a Value. The deepest
+ * message that carries metadata, a WatchEvaluation(s)Response (→ EvaluationUpdate → Evaluation
+ * → Struct …), then nests 3 × depth + 3 levels: 51 at this limit, half of what a client takes,
+ * so that an envelope around it (a proxy's, a future field) still decodes. 33 levels, which
+ * the request decoder itself lets through, made updates no client could read.
+ */
+export const MAX_METADATA_DEPTH = 16;
+
+/**
+ * Largest metadata as protobuf, the form every read carries. A client receives at most 4 MiB
+ * per message unless it raises the limit (grpc-js, C++, Java, Go and Python alike); the rest of
+ * an Evaluation is well under 200 KiB (previews, ids, reasons), so an evaluation with this much
+ * metadata still fits any single response. Protobuf can be 5.5 times the JSON (a number in a
+ * list is 2 bytes of JSON, 11 of protobuf): this binds only when MAX_METADATA_BYTES is raised
+ * above about 190 KiB.
+ */
+export const MAX_METADATA_WIRE_BYTES = 1024 * 1024;
+
 /** PostgreSQL text and jsonb cannot hold U+0000, although protobuf strings can. */
 function hasNul(value: string): boolean {
   return value.includes('\u0000');
+}
+
+/**
+ * Levels of objects and lists in `value`, counted no further than `limit + 1`. A loop with its
+ * own stack, not a recursion: metadata 100,000 levels deep must be refused, not overflow the
+ * stack (JSON.stringify and the other checks recurse, so they run only once this one passed).
+ */
+function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [value: unknown, depth: number][] = [[value, 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next;
+    if (item === null || typeof item !== 'object') continue;
+    if (depth > deepest) deepest = depth;
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+    }
+  }
+  return deepest;
+}
+
+function varintBytes(value: number): number {
+  let bytes = 1;
+  for (let rest = value; rest >= 128; rest = Math.floor(rest / 128)) bytes += 1;
+  return bytes;
+}
+
+/** A length-delimited field holding `length` bytes: its tag, its length and the bytes. */
+const delimited = (length: number): number => 1 + varintBytes(length) + length;
+
+/**
+ * Bytes of `google.protobuf.Struct` for `object` as ts-proto encodes it: own keys but
+ * `__proto__` (Struct.wrap's assignment makes that one no field) whose value is not undefined;
+ * an empty key is left out of its entry, as proto3 leaves out defaults. Recursive: it runs only
+ * on metadata within MAX_METADATA_DEPTH. A test holds it equal to
+ * `Struct.encode(Struct.wrap(object))`, which costs several times as much.
+ */
+function structBytes(object: object): number {
+  let bytes = 0;
+  for (const [key, value] of Object.entries(object)) {
+    if (value === undefined || key === '__proto__') continue;
+    const keyBytes = key === '' ? 0 : delimited(Buffer.byteLength(key, 'utf8'));
+    bytes += delimited(keyBytes + delimited(valueBytes(value)));
+  }
+  return bytes;
+}
+
+/** Bytes of the `google.protobuf.Value` for `value` (a list item decoded from an empty Value is undefined). */
+function valueBytes(value: unknown): number {
+  if (value === undefined) return 0;
+  if (value === null || typeof value === 'boolean') return 2;
+  if (typeof value === 'number') return 9;
+  if (typeof value === 'string') return delimited(Buffer.byteLength(value, 'utf8'));
+  if (Array.isArray(value)) {
+    let items = 0;
+    for (const item of value) items += delimited(valueBytes(item));
+    return delimited(items);
+  }
+  return delimited(structBytes(value));
 }
 
 function metadataHasNul(value: unknown): boolean {
@@ -88,6 +170,36 @@ function checkText(v: Violations, field: string, value: string, max: number, req
   else if (hasNul(value)) nulViolation(v, field);
 }
 
+/** Metadata's limits, each one a standard client or the read side has (README, "Metadata"). */
+function checkMetadata(v: Violations, metadata: object, limits: Limits): void {
+  const depth = nestingDepth(metadata, MAX_METADATA_DEPTH);
+  if (depth > MAX_METADATA_DEPTH) {
+    v.add(
+      'metadata',
+      'TOO_DEEP',
+      `metadata must nest at most ${MAX_METADATA_DEPTH} levels of objects and lists, got more than ${MAX_METADATA_DEPTH}`,
+    );
+    return;
+  }
+  const jsonBytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
+  if (jsonBytes > limits.maxMetadataBytes) {
+    v.add(
+      'metadata',
+      'TOO_LARGE',
+      `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${jsonBytes}`,
+    );
+    return;
+  }
+  const wireBytes = structBytes(metadata);
+  if (wireBytes > MAX_METADATA_WIRE_BYTES) {
+    v.add(
+      'metadata',
+      'TOO_LARGE',
+      `metadata must be at most ${MAX_METADATA_WIRE_BYTES} bytes as protobuf (what every read of the evaluation carries), got ${wireBytes}`,
+    );
+  } else if (metadataHasNul(metadata)) nulViolation(v, 'metadata');
+}
+
 function options(
   requestId: string,
   expectedRevision: string | undefined,
@@ -122,14 +234,7 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
     );
   }
   const metadata = request.metadata ?? {};
-  const metadataBytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
-  if (metadataBytes > limits.maxMetadataBytes) {
-    v.add(
-      'metadata',
-      'TOO_LARGE',
-      `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${metadataBytes}`,
-    );
-  } else if (metadataHasNul(metadata)) nulViolation(v, 'metadata');
+  checkMetadata(v, metadata, limits);
   checkRequestId(v, request.requestId);
   checkExpectedRevision(v, request.expectedRevision);
   v.throwIfAny();

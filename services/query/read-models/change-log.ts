@@ -2,7 +2,8 @@ import { OutOfRangeError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { ChangeMeta, WriteSink } from './write-ops';
-import { fromBytes } from '../wire/encoded';
+import { fromBytes, undecodable } from '../wire/encoded';
+import { updateInResponse } from '../wire/readability';
 import { changeOf, type Change } from '../live/change';
 
 /**
@@ -31,6 +32,12 @@ export function changeLogWrites(
 export interface ChangeLogEntry {
   readonly position: bigint;
   readonly change: Change;
+  /**
+   * Why no client could decode its update, when none could: the change is then a stand-in made
+   * of the fields beside it (wire/encoded.ts `unreadable`), which streams pass as a progress
+   * marker. The reader reports it; it never stops a read.
+   */
+  readonly unreadable?: string;
 }
 
 export function positionOfEntryId(id: string): bigint {
@@ -38,15 +45,28 @@ export function positionOfEntryId(id: string): bigint {
   return BigInt(dash === -1 ? id : id.slice(0, dash));
 }
 
+/** The routing fields beside an entry's update, when all three are there and well-formed. */
+function sideFields(
+  evalId: string | undefined,
+  status: string | undefined,
+  revision: string | undefined,
+): Pick<Change, 'evalId' | 'status' | 'revision'> | undefined {
+  if (evalId === undefined || status === undefined || revision === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(status) || !/^\d{1,19}$/.test(revision)) return undefined;
+  return { evalId, status: Number(status), revision: BigInt(revision) };
+}
+
 /**
  * One stream entry as XRANGE/XREAD return it (fields as a flat name/value list), without
- * decoding its update when the entry carries the change's fields.
+ * decoding its update when the entry carries the change's fields. Never throws: an update no
+ * client could decode (or none at all) makes an entry that says so (`unreadable`), at its
+ * position, so that a read goes on past it in order.
  */
 export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffer[]): ChangeLogEntry {
   let value: Buffer | undefined;
   let evalId: string | undefined;
-  let status: number | undefined;
-  let revision: bigint | undefined;
+  let status: string | undefined;
+  let revision: string | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const name = fields[i];
     const field = fields[i + 1] as Buffer;
@@ -54,16 +74,26 @@ export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffe
     if (name?.length !== 1) continue;
     if (name[0] === 0x75 /* u */) value = field;
     else if (name[0] === 0x65 /* e */) evalId = field.toString();
-    else if (name[0] === 0x73 /* s */) status = Number(field.toString());
-    else if (name[0] === 0x72 /* r */) revision = BigInt(field.toString());
+    else if (name[0] === 0x73 /* s */) status = field.toString();
+    else if (name[0] === 0x72 /* r */) revision = field.toString();
   }
-  if (value === undefined) throw new Error(`change log entry ${id.toString()} has no update`);
   const position = positionOfEntryId(id.toString());
-  const update = fromBytes(EvaluationUpdate, value);
-  if (evalId === undefined || status === undefined || revision === undefined) {
-    return { position, change: changeOf(update) };
+  const side = sideFields(evalId, status, revision);
+  const unreadable = value === undefined ? 'the entry holds no update (field u)' : updateInResponse(value);
+  if (unreadable !== undefined) {
+    const known = side ?? { evalId: '', status: 0, revision: 0n };
+    const standIn = EvaluationUpdate.fromPartial({
+      position: position.toString(),
+      revision: known.revision.toString(),
+      evaluation: { evalId: known.evalId, status: known.status },
+    });
+    const update = undecodable(value ?? new Uint8Array(0), standIn, unreadable);
+    return { position, change: { position, ...known, update }, unreadable };
   }
-  return { position, change: { position, revision, evalId, status, update } };
+  const update = fromBytes(EvaluationUpdate, value as Buffer);
+  // The entry id is the position, whatever the update says: it is what the stream is ordered by.
+  if (side === undefined) return { position, change: { ...changeOf(update), position } };
+  return { position, change: { position, ...side, update } };
 }
 
 /**
@@ -102,7 +132,8 @@ export interface ChangeLog {
   /**
    * Consecutive changes after `after`, in position order, at most about `count` and about
    * CHANGE_LOG_READ_BYTES. `complete` is true when nothing more is stored right now. Throws
-   * OutOfRangeError when changes after `after` have been trimmed.
+   * OutOfRangeError when changes after `after` have been trimmed. An entry no client could
+   * decode comes in its place, marked `unreadable` (and reported).
    */
   readAfter(after: bigint, count: number): Promise<{ entries: ChangeLogEntry[]; complete: boolean }>;
   /** The smallest position a client may resume after (0 while nothing was trimmed). */

@@ -24,8 +24,11 @@ export function historyWrites(
 }
 
 export interface EvaluationHistory {
-  /** The latest update (the current state), or undefined when the evaluation is unknown. */
+  /**
+   * The latest update (the current state), or undefined when the evaluation is unknown.
+   * UnavailableError when no client could decode it (an older one is not the current state).
+   */
   latest(evalId: string): Promise<Encoded<EvaluationUpdate> | undefined>;
-  /** Every update with a revision above `revision`, oldest first. */
+  /** Every update with a revision above `revision`, oldest first, but those no client could decode. */
   after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[]>;
 }

@@ -4,6 +4,7 @@ import type { ChangeHub } from '../live/change-hub';
 import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { createBoundedRangeReader, partitionShare } from './bounded-range';
+import type { UndecodableEntries } from './undecodable-entries';
 
 export interface ChangeLogTail {
   /**
@@ -28,6 +29,11 @@ export interface ChangeLogTailOptions {
   readonly blockMs?: number;
   /** Entries per partition the blocking XREAD returns (it has no byte bound: keep it small). */
   readonly count?: number;
+  /**
+   * Told of each entry no client could decode; the tail publishes it as such, in its place
+   * (read-models/change-log.ts). Defaults to reports on `logger`.
+   */
+  readonly undecodable: UndecodableEntries;
 }
 
 /** Entries and bytes per partition of one drain step (see BOUNDED_RANGE_LUA). */
@@ -46,9 +52,13 @@ const DRAIN_BYTES = 4 * 1024 * 1024;
  * by bytes, asks for a few entries only; when it returns that many (a backlog), the tail drains
  * with byte-bounded reads until they come back short, then blocks again. A quiet feed costs one
  * round trip per wake-up, as before.
+ *
+ * An entry no client could decode is published in its place, marked `unreadable` (streams send
+ * a progress message for it), and reported: it never stops the feed.
  */
 export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTail {
   const { blocking, commands, layout, hub, logger } = options;
+  const { undecodable } = options;
   const blockMs = options.blockMs ?? 5000;
   const count = options.count ?? 16;
   const partitions = partitionNumbers(layout);
@@ -108,7 +118,12 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
           for (const [id, fields] of entries) {
             lastIds[partition] = id.toString();
             const position = positionOfEntryId(id.toString());
-            if (position >= next) pending.set(position, decodeChangeLogEntry(id, fields));
+            if (position < next) continue;
+            const entry = decodeChangeLogEntry(id, fields);
+            if (entry.unreadable !== undefined) {
+              undecodable.report({ key: keys[partition] ?? '', position, reason: entry.unreadable });
+            }
+            pending.set(position, entry);
           }
         }
         for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {

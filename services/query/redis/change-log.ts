@@ -10,6 +10,7 @@ import {
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { createBoundedRangeReader, partitionShare } from './bounded-range';
 import { mappingOutages } from './errors';
+import type { UndecodableEntries } from './undecodable-entries';
 
 function xinfoField(reply: unknown, name: string): unknown {
   if (!Array.isArray(reply)) return undefined;
@@ -19,7 +20,15 @@ function xinfoField(reply: unknown, name: string): unknown {
   return undefined;
 }
 
-export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
+/**
+ * The change log read from Redis. An entry no client could decode is reported to `undecodable`
+ * and passed on as such (read-models/change-log.ts), in its place: the read goes on past it.
+ */
+export function createChangeLog(
+  redis: Redis,
+  layout: KeyLayout,
+  undecodable: UndecodableEntries,
+): ChangeLog {
   const partitions = partitionNumbers(layout);
   const boundedRange = createBoundedRangeReader(redis);
   const partitionBytes = partitionShare(CHANGE_LOG_READ_BYTES, partitions.length);
@@ -65,8 +74,16 @@ export function createChangeLog(redis: Redis, layout: KeyLayout): ChangeLog {
         if (horizon === undefined || position < horizon) horizon = position;
       }
       const entries = pages
-        .flatMap((page) => page.entries)
-        .map(([id, fields]) => decodeChangeLogEntry(id, fields))
+        .flatMap((page, p) =>
+          page.entries.map(([id, fields]) => {
+            const entry = decodeChangeLogEntry(id, fields);
+            if (entry.unreadable !== undefined) {
+              const { position, unreadable: reason } = entry;
+              undecodable.report({ key: layout.changeLog(p), position, reason });
+            }
+            return entry;
+          }),
+        )
         .filter((e) => horizon === undefined || e.position <= horizon)
         .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
       const { run, gap } = contiguousRun(entries, after);

@@ -1,21 +1,45 @@
 import type { Redis } from 'ioredis';
+import { UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationHistory } from '../read-models/evaluation-history';
 import type { KeyLayout } from '../read-models/keys';
-import { fromBytes } from '../wire/encoded';
+import { fromBytes, type Encoded } from '../wire/encoded';
+import { updateInResponse } from '../wire/readability';
 import { mappingOutages } from './errors';
+import type { UndecodableEntries } from './undecodable-entries';
 
-/** Histories read from Redis (read-models/evaluation-history.ts says what they hold). */
-export function createEvaluationHistory(redis: Redis, layout: KeyLayout): EvaluationHistory {
+/**
+ * Histories read from Redis (read-models/evaluation-history.ts says what they hold). An update
+ * no client could decode is reported to `undecodable`: left out of a replay, and the latest
+ * update refused as UNAVAILABLE rather than answered with an older one.
+ */
+export function createEvaluationHistory(
+  redis: Redis,
+  layout: KeyLayout,
+  undecodable: UndecodableEntries,
+): EvaluationHistory {
   const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
   return mappingOutages<EvaluationHistory>('reading an evaluation history', {
     async latest(evalId) {
       const bytes = await redis.lindexBuffer(key(evalId), -1);
-      return bytes === null ? undefined : fromBytes(EvaluationUpdate, bytes);
+      if (bytes === null) return undefined;
+      const reason = updateInResponse(bytes);
+      if (reason === undefined) return fromBytes(EvaluationUpdate, bytes);
+      const revision = BigInt(await redis.llen(key(evalId)));
+      undecodable.report({ key: key(evalId), revision, reason });
+      throw new UnavailableError(
+        `evaluation ${evalId}'s latest update (revision ${revision}) cannot be decoded by a client (${reason}); it is left out, and the server log says where`,
+      );
     },
     async after(evalId, revision) {
       const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
-      return entries.map((bytes) => fromBytes(EvaluationUpdate, bytes));
+      return entries.flatMap((bytes, i): Encoded<EvaluationUpdate>[] => {
+        const reason = updateInResponse(bytes);
+        if (reason === undefined) return [fromBytes(EvaluationUpdate, bytes)];
+        // List index = revision - 1.
+        undecodable.report({ key: key(evalId), revision: revision + BigInt(i) + 1n, reason });
+        return [];
+      });
     },
   });
 }

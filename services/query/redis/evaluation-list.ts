@@ -46,6 +46,8 @@ export function createEvaluationList(redis: Redis, layout: KeyLayout, records: E
           missing.push(memberId(m));
           return [];
         }
+        // A record no client could decode (reported by the records reader) is left out.
+        if (e.unreadable !== undefined) return [];
         return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.message.status === status ? [e] : [];
       });
       const last = members[members.length - 1];

@@ -1,22 +1,49 @@
 import type { Redis } from 'ioredis';
+import { UnavailableError } from '../../../shared/errors';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { KeyLayout } from '../read-models/keys';
-import { fromBytes } from '../wire/encoded';
+import { fromBytes, undecodable as unreadableRecord, type Encoded } from '../wire/encoded';
+import { evaluationInResponse } from '../wire/readability';
 import { mappingOutages } from './errors';
+import type { UndecodableEntries } from './undecodable-entries';
 
-/** Records read from Redis (read-models/evaluation-record.ts says what they hold). */
-export function createEvaluationRecords(redis: Redis, layout: KeyLayout): EvaluationRecords {
+/**
+ * Records read from Redis (read-models/evaluation-record.ts says what they hold). A record no
+ * client could decode is reported to `undecodable`: `get` refuses it as UNAVAILABLE, and
+ * `getMany` hands it out marked `unreadable` (its message holds the id only), which a list
+ * leaves out; it is not "missing" (the record is there).
+ */
+export function createEvaluationRecords(
+  redis: Redis,
+  layout: KeyLayout,
+  undecodable: UndecodableEntries,
+): EvaluationRecords {
+  const read = (key: string, evalId: string, bytes: Buffer): Encoded<Evaluation> => {
+    const reason = evaluationInResponse(bytes);
+    if (reason === undefined) return fromBytes(Evaluation, bytes);
+    undecodable.report({ key, reason });
+    return unreadableRecord(bytes, Evaluation.fromPartial({ evalId }), reason);
+  };
   return mappingOutages<EvaluationRecords>('reading evaluation records', {
     async get(evalId) {
-      const bytes = await redis.getBuffer(layout.record(layout.partitionOf(evalId), evalId));
-      return bytes === null ? undefined : fromBytes(Evaluation, bytes);
+      const key = layout.record(layout.partitionOf(evalId), evalId);
+      const bytes = await redis.getBuffer(key);
+      if (bytes === null) return undefined;
+      const record = read(key, evalId, bytes);
+      if (record.unreadable !== undefined) {
+        throw new UnavailableError(
+          `evaluation ${evalId}'s record cannot be decoded by a client (${record.unreadable}); it is left out, and the server log says where`,
+        );
+      }
+      return record;
     },
     async getMany(partition, evalIds) {
       if (evalIds.length === 0) return [];
       // One MGET per partition: its keys share a hash slot.
-      const values = await redis.mgetBuffer(...evalIds.map((id) => layout.record(partition, id)));
-      return values.map((bytes) => (bytes === null ? undefined : fromBytes(Evaluation, bytes)));
+      const keys = evalIds.map((id) => layout.record(partition, id));
+      const values = await redis.mgetBuffer(...keys);
+      return values.map((bytes, i) => (bytes === null ? undefined : read(keys[i] ?? '', evalIds[i] ?? '', bytes)));
     },
   });
 }

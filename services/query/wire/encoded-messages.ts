@@ -45,6 +45,12 @@ function fieldOne(bytes: Uint8Array, writer = new BinaryWriter()): BinaryWriter 
 /** WatchEvaluationResponse and WatchEvaluationsResponse have the same wire shape (a test checks it). */
 function serializeWatchOut(value: WatchOut): Buffer {
   const update = 'update' in value ? value.update : undefined;
+  if (update?.unreadable !== undefined) {
+    // No client could decode it: a progress marker at its position moves the client's cursor
+    // past it (resuming from there does not meet it again), as for a change its filter drops.
+    const progress = { position: update.message.position };
+    return toBuffer(WatchEvaluationResponse.encode({ progress }).finish());
+  }
   if (update !== undefined) return toBuffer(fieldOne(update.bytes).finish());
   // A marker (caught up, progress): no update, so it is ts-proto's message as it is.
   return toBuffer(WatchEvaluationResponse.encode(value as Omit<WatchEvaluationResponse, 'update'>).finish());

@@ -10,6 +10,14 @@ export interface Encoded<T> {
   readonly bytes: Uint8Array;
   /** Decoded on first use, then kept. */
   readonly message: T;
+  /**
+   * Why `bytes` would not decode in a client (wire/readability.ts), when they would not: an
+   * entry an older version wrote, or a damaged one. `message` then holds only what was stored
+   * beside the bytes (a change-log update: its position, revision, eval id and status).
+   * Readers leave such a message out; a stream sends a progress marker at its position instead
+   * (wire/encoded-messages.ts), so that the client's cursor still moves past it.
+   */
+  readonly unreadable?: string;
 }
 
 interface Codec<T> {
@@ -39,4 +47,9 @@ export function fromBytes<T>(codec: Pick<Codec<T>, 'decode'>, bytes: Uint8Array)
 /** A message and its encoding, made once (a message that was not read from bytes). */
 export function encodeOnce<T>(codec: Pick<Codec<T>, 'encode'>, message: T): Encoded<T> {
   return { bytes: codec.encode(message).finish(), message };
+}
+
+/** Bytes that would not decode in a client, with the stand-in `message` made of what is known of them. */
+export function undecodable<T>(bytes: Uint8Array, message: T, reason: string): Encoded<T> {
+  return { bytes, message, unreadable: reason };
 }

@@ -19,6 +19,8 @@ import {
   validateStart,
   validateSubmit,
 } from '../../../services/command/domain';
+import { MAX_METADATA_DEPTH, MAX_METADATA_WIRE_BYTES } from '../../../services/command/domain/validate';
+import { Struct } from '../../../shared/generated/google/protobuf/struct';
 
 const LIMITS: Limits = loadConfig({ ENVIRONMENT: 'test' }).limits;
 
@@ -155,6 +157,94 @@ describe('command validation', () => {
       expect(
         violationsOf(() => validateSubmit(submitRequest({ metadata: { a: 'x'.repeat(30) } }), small)),
       ).to.deep.equal([['metadata', 'TOO_LARGE']]);
+    });
+
+    it(`limits metadata to ${MAX_METADATA_DEPTH} levels of objects and lists (TOO_DEEP)`, () => {
+      const objects = (depth: number): Record<string, unknown> => {
+        let value: Record<string, unknown> = { leaf: 1 };
+        for (let i = 1; i < depth; i += 1) value = { level: value };
+        return value;
+      };
+      /** `value` inside `depth` lists. */
+      const inLists = (value: unknown, depth: number): unknown => {
+        for (let i = 0; i < depth; i += 1) value = [value];
+        return value;
+      };
+      const accepted: [string, Record<string, unknown>][] = [
+        ['objects', objects(MAX_METADATA_DEPTH)],
+        ['lists under the top object', { a: inLists(1, MAX_METADATA_DEPTH - 1) }],
+        ['an empty object at the last level', { a: inLists({}, MAX_METADATA_DEPTH - 2) }],
+        ['objects in lists', { a: [{ b: [{ c: objects(MAX_METADATA_DEPTH - 5) }] }] }],
+        ['many shallow keys beside one deep one', { ...objects(MAX_METADATA_DEPTH), x: 1, y: [2], z: {} }],
+      ];
+      for (const [what, metadata] of accepted) {
+        expect(() => validateSubmit(submitRequest({ metadata }), LIMITS), what).to.not.throw();
+      }
+      const refused: [string, Record<string, unknown>][] = [
+        ['objects', objects(MAX_METADATA_DEPTH + 1)],
+        ['lists under the top object', { a: inLists(1, MAX_METADATA_DEPTH) }],
+        ['an empty object one level too deep', { x: 1, a: inLists({}, MAX_METADATA_DEPTH - 1) }],
+        ['objects in lists', { a: [{ b: [{ c: objects(MAX_METADATA_DEPTH - 4) }] }] }],
+        ['what the request decoder let through', objects(33)],
+      ];
+      for (const [what, metadata] of refused) {
+        expect(
+          violationsOf(() => validateSubmit(submitRequest({ metadata }), LIMITS)),
+          what,
+        ).to.deep.equal([['metadata', 'TOO_DEEP']]);
+      }
+    });
+
+    it('refuses metadata 100,000 levels deep as TOO_DEEP, without overflowing the stack', () => {
+      let objects: Record<string, unknown> = {};
+      let lists: unknown[] = [];
+      for (let i = 0; i < 100_000; i += 1) {
+        objects = { a: objects };
+        lists = [lists];
+      }
+      for (const metadata of [objects, { lists }]) {
+        // A JSON size or U+0000 check first would recurse (JSON.stringify throws a RangeError).
+        expect(violationsOf(() => validateSubmit(submitRequest({ metadata }), LIMITS))).to.deep.equal([
+          ['metadata', 'TOO_DEEP'],
+        ]);
+      }
+    });
+
+    it(`limits metadata to ${MAX_METADATA_WIRE_BYTES} bytes as protobuf, counted as ts-proto encodes it (TOO_LARGE)`, () => {
+      const roomy = limits({ maxMetadataBytes: 16 * 1024 * 1024 });
+      const wireBytes = (metadata: Record<string, unknown>): number =>
+        Struct.encode(Struct.wrap(metadata)).finish().length;
+      // Numbers in a list: 2 bytes of JSON each, 11 of protobuf. Find the longest list that fits.
+      const numbers = (n: number): Record<string, unknown> => ({ n: new Array<number>(n).fill(0) });
+      let n = Math.floor(MAX_METADATA_WIRE_BYTES / 11);
+      while (wireBytes(numbers(n + 1)) <= MAX_METADATA_WIRE_BYTES) n += 1;
+      while (wireBytes(numbers(n)) > MAX_METADATA_WIRE_BYTES) n -= 1;
+      expect(() => validateSubmit(submitRequest({ metadata: numbers(n) }), roomy)).to.not.throw();
+      expect(violationsOf(() => validateSubmit(submitRequest({ metadata: numbers(n + 1) }), roomy))).to.deep.equal([
+        ['metadata', 'TOO_LARGE'],
+      ]);
+      // The count it reports is ts-proto's, for every kind of value (and an empty key, which
+      // proto3 leaves out, a list item decoded from an empty Value, multi-byte characters).
+      const pad = 'p'.repeat(MAX_METADATA_WIRE_BYTES);
+      const samples: Record<string, unknown>[] = [
+        { pad },
+        { pad, '': 'empty key', null: null, t: true, f: false, zero: 0, pi: 3.14, s: '', ü: 'ünïcødé ✓' },
+        { pad, list: [1, 'two', null, false, [], {}, [[{ deep: ['x'] }]], undefined] },
+        { pad, o: { a: { b: { c: 'd' } }, e: [] }, undefinedIsDropped: undefined },
+        { pad: 'q'.repeat(100), many: Object.fromEntries(Array.from({ length: 70_000 }, (_, i) => [`k${i}`, i])) },
+      ];
+      for (const metadata of samples) {
+        const expected = wireBytes(metadata);
+        expect(expected).to.be.above(MAX_METADATA_WIRE_BYTES);
+        try {
+          validateSubmit(submitRequest({ metadata }), roomy);
+          expect.fail('expected a ValidationError');
+        } catch (err) {
+          expect((err as ValidationError).violations[0]?.description).to.match(
+            new RegExp(`as protobuf.*got ${expected}$`),
+          );
+        }
+      }
     });
 
     it('limits request_id to 128 printable characters (TOO_LONG, PATTERN)', () => {

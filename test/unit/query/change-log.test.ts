@@ -42,7 +42,52 @@ describe('change log', () => {
     const routed = decodeChangeLogEntry(Buffer.from('5-0'), fields('other', '4', '7'));
     expect(routed.change).to.deep.include({ evalId: 'other', status: 4, revision: 7n });
     expect(routed.change.update.message).to.deep.include({ position: '5', revision: '2' });
-    expect(() => decodeChangeLogEntry('6-0', [])).to.throw(/no update/);
+    expect(entry.unreadable).to.equal(undefined);
+  });
+
+  it('makes an entry no client could decode a stand-in at its position, from the fields beside it, and never throws', () => {
+    const side = ['e', 'e-1', 's', '2', 'r', '4'];
+    const buffers = (...fields: (string | Buffer)[]): Buffer[] =>
+      fields.map((f) => (Buffer.isBuffer(f) ? f : Buffer.from(f)));
+    const cases: [string, Buffer[], RegExp][] = [
+      ['garbage', buffers('u', Buffer.from([0x0a, 0x7f]), ...side), /run past/],
+      ['no update at all', buffers(...side), /no update/],
+      ['nothing', [], /no update/],
+    ];
+    for (const [what, fields, reason] of cases) {
+      const entry = decodeChangeLogEntry('7-0', fields);
+      expect(entry.unreadable, what).to.match(reason);
+      expect(entry.position, what).to.equal(7n);
+      expect(entry.change.update.unreadable, what).to.equal(entry.unreadable);
+      // What streams route and filter by, and the position a progress marker carries.
+      expect(entry.change.update.message, what).to.deep.include({ position: '7' });
+      if (fields.length > 0) {
+        expect(entry.change, what).to.deep.include({ position: 7n, evalId: 'e-1', status: 2, revision: 4n });
+        expect(entry.change.update.message.evaluation, what).to.deep.include({ evalId: 'e-1', status: 2 });
+      } else {
+        expect(entry.change, what).to.deep.include({ position: 7n, evalId: '', status: 0, revision: 0n });
+      }
+    }
+  });
+
+  it('reads routing fields that are not numbers from the update instead, and takes the position from the id', () => {
+    const update = EvaluationUpdate.fromPartial({
+      position: '99',
+      revision: '3',
+      evaluation: { evalId: 'e-2', status: EvaluationStatus.EVALUATION_STATUS_FAILED },
+    });
+    const bytes = Buffer.from(EvaluationUpdate.encode(update).finish());
+    const entry = decodeChangeLogEntry(
+      '8-0',
+      ['u', bytes, 'e', 'e-2', 's', 'x', 'r', '-1'].map((f) => (Buffer.isBuffer(f) ? f : Buffer.from(f))),
+    );
+    expect(entry.unreadable).to.equal(undefined);
+    expect(entry.change).to.deep.include({
+      position: 8n,
+      revision: 3n,
+      evalId: 'e-2',
+      status: EvaluationStatus.EVALUATION_STATUS_FAILED,
+    });
   });
 
   it('reads an entry written before the fields existed by decoding its update', () => {

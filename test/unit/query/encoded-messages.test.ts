@@ -13,7 +13,7 @@ import {
   WatchEvaluationResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { allocateReadOutputChunk, EvaluationQueryServiceWire } from '../../../services/query/wire/encoded-messages';
-import { encodeOnce, fromBytes } from '../../../services/query/wire/encoded';
+import { encodeOnce, fromBytes, undecodable } from '../../../services/query/wire/encoded';
 
 const evaluation = Evaluation.fromPartial({
   evalId: 'e-1',
@@ -76,6 +76,14 @@ describe('wire: responses write the bytes the read models hold', () => {
     const wire = EvaluationQueryServiceWire.watchEvaluations.responseSerialize({ update: stored });
     expect(wire.subarray(wire.length - withUnknown.length)).to.deep.equal(withUnknown);
     expect(WatchEvaluationResponse.decode(wire).update).to.deep.equal(update);
+  });
+
+  it('sends an update no client could decode as a progress marker at its position, on both watch RPCs', () => {
+    const standIn = EvaluationUpdate.fromPartial({ position: '42', revision: '2', evaluation: { evalId: 'e-1' } });
+    const value = { update: undecodable(Buffer.from([0x0a, 0x7f]), standIn, 'its 127 bytes run past its message') };
+    const expected = Buffer.from(WatchEvaluationResponse.encode({ progress: { position: '42' } }).finish());
+    expect(EvaluationQueryServiceWire.watchEvaluation.responseSerialize(value)).to.deep.equal(expected);
+    expect(EvaluationQueryServiceWire.watchEvaluations.responseSerialize(value)).to.deep.equal(expected);
   });
 
   it('non-update stream messages and the rest of the service are unchanged', () => {
