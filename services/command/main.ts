@@ -34,12 +34,13 @@ async function main(): Promise<void> {
 
   const applied = await retryAtStartup(
     'connecting to PostgreSQL',
-    () => runMigrations({ url: config.databaseUrl, applicationName: 'crucible-command' }),
+    () => runMigrations({ url: config.databaseUrl, applicationName: 'crucible-command', session: config.postgres }),
     logger,
   );
   if (applied.length > 0) logger.info('migrations applied', { applied });
-  const pool = createPool({ url: config.databaseUrl, applicationName: 'crucible-command', poolSize: 20 }, (err) =>
-    logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
+  const pool = createPool(
+    { url: config.databaseUrl, applicationName: 'crucible-command', poolSize: 20, session: config.postgres },
+    (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
   );
   resources.push({ name: 'postgres', close: () => pool.end() });
 

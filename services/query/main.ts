@@ -33,7 +33,13 @@ async function main(): Promise<void> {
   const resources: Closeable[] = [];
 
   const pool = createPool(
-    { url: config.queryDatabaseUrl, readOnly: true, applicationName: 'crucible-query', poolSize: 10 },
+    {
+      url: config.queryDatabaseUrl,
+      readOnly: true,
+      applicationName: 'crucible-query',
+      poolSize: 10,
+      session: config.postgres,
+    },
     (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
   );
   resources.push({ name: 'postgres', close: () => pool.end() });

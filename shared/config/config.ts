@@ -58,6 +58,17 @@ export interface StreamConfig {
   readonly changeLogRetention: number;
 }
 
+/** What every PostgreSQL session is opened with (shared/postgres/pool.ts). */
+export interface PostgresSessionConfig {
+  readonly statementTimeoutMs: number;
+  readonly lockTimeoutMs: number;
+  readonly idleInTransactionTimeoutMs: number;
+  /** Idle time before TCP keepalive probes. */
+  readonly keepAliveDelayMs: number;
+  /** statement_timeout of the migration session; 0 leaves the server's own. */
+  readonly migrationStatementTimeoutMs: number;
+}
+
 export interface Config {
   readonly environment: Environment;
   readonly logLevel: LogLevel;
@@ -67,6 +78,7 @@ export interface Config {
   readonly databaseUrl: string;
   /** The query side reads the event log through this URL (a read-only role in production). */
   readonly queryDatabaseUrl: string;
+  readonly postgres: PostgresSessionConfig;
   readonly redisUrl: string;
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
   readonly redisKeyPrefix: string;
@@ -130,6 +142,25 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
   return { values: values as SettingValues, problems };
 }
 
+function postgresSessionOf(v: SettingValues): PostgresSessionConfig {
+  return Object.freeze({
+    statementTimeoutMs: v.PG_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs: v.PG_LOCK_TIMEOUT_MS,
+    idleInTransactionTimeoutMs: v.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    keepAliveDelayMs: v.PG_KEEPALIVE_DELAY_MS,
+    migrationStatementTimeoutMs: v.PG_MIGRATION_STATEMENT_TIMEOUT_MS,
+  });
+}
+
+/**
+ * The PostgreSQL session settings at their defaults (the same in every environment), for code
+ * that opens sessions without a Config (the stack tool, test set-up). Parsed from the table, so
+ * the defaults are still written once.
+ */
+export function defaultPostgresSession(): PostgresSessionConfig {
+  return postgresSessionOf(parseSettings({ ENVIRONMENT: 'test' }).values);
+}
+
 /** Reads and validates the whole configuration; throws one ConfigError listing every problem. */
 export function loadConfig(env: Env): Config {
   const { values: v, problems } = parseSettings(env);
@@ -142,6 +173,7 @@ export function loadConfig(env: Env): Config {
     queryPort: v.QUERY_PORT,
     databaseUrl: v.DATABASE_URL,
     queryDatabaseUrl: v.QUERY_DATABASE_URL,
+    postgres: postgresSessionOf(v),
     redisUrl: v.REDIS_URL,
     redisKeyPrefix: v.REDIS_KEY_PREFIX,
     readModelPartitions: v.READ_MODEL_PARTITIONS,

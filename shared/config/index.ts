@@ -1,3 +1,12 @@
-export { loadConfig, ConfigError } from './config';
-export type { Config, Environment, LogLevel, Limits, S3Config, StreamConfig, ChecksumMode } from './config';
+export { loadConfig, ConfigError, defaultPostgresSession } from './config';
+export type {
+  Config,
+  Environment,
+  LogLevel,
+  Limits,
+  PostgresSessionConfig,
+  S3Config,
+  StreamConfig,
+  ChecksumMode,
+} from './config';
 export { SETTINGS, settingsHelp, settingsTable } from './settings';

@@ -292,6 +292,48 @@ export const SETTINGS = {
     defaults: { all: '256' },
     help: 'commands in progress at once; more are refused at once with `UNAVAILABLE`; a streamed output counts once its bytes are in',
   }),
+  // Sessions of the services, the CLIs and the migrations (shared/postgres/pool.ts). The
+  // services' statements take milliseconds (a one-statement append, reads of at most 500
+  // events / 4 MiB), so 30 s is far above any of them, and a runaway one still gives its
+  // connection (one of a pool of 10-20) back within half a minute.
+  PG_STATEMENT_TIMEOUT_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: '30000' },
+    help: "PostgreSQL `statement_timeout` of the services' sessions; a command's write is also bounded by the call's deadline",
+  }),
+  // The append lock (event_log_head) is held for one statement and its commit: waits behind
+  // other commands are milliseconds. Five seconds of waiting means a session outside the
+  // service holds it (a psql left in a transaction, a stuck tool): the command is refused with
+  // the reason, below most clients' deadlines, instead of every command piling up behind it.
+  PG_LOCK_TIMEOUT_MS: setting({
+    parser: wholeNumber(10, 600_000),
+    defaults: { all: '5000' },
+    help: "PostgreSQL `lock_timeout`: a command waiting longer for a lock (the event log's append lock) is refused with `UNAVAILABLE`",
+  }),
+  // The services never leave a transaction idle (an append's COMMIT goes out with it; migrations
+  // run statement after statement), so an idle transaction is a frozen process of ours holding
+  // locks. Twice the lock timeout: waiters hear why first, then the holder is cut off.
+  PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: '10000' },
+    help: 'PostgreSQL `idle_in_transaction_session_timeout`: a session of ours idle that long inside a transaction is ended, freeing its locks',
+  }),
+  // Without it, a connection whose server vanished (no FIN, no RST) is noticed after Linux's
+  // two hours. Node sets only the idle time; on Node 20 the probe interval and count are the
+  // kernel's (75 s × 9 by default on Linux).
+  PG_KEEPALIVE_DELAY_MS: setting({
+    parser: wholeNumber(1000, 7_200_000),
+    defaults: { all: '10000' },
+    help: 'idle time before TCP keepalive probes on PostgreSQL connections',
+  }),
+  // A migration's time grows with the tables it rewrites or indexes; cutting one off midway
+  // only makes every start-up retry it from the beginning. Its lock waits are still bounded by
+  // PG_LOCK_TIMEOUT_MS (a DDL queued on a lock would block every query behind it).
+  PG_MIGRATION_STATEMENT_TIMEOUT_MS: setting({
+    parser: wholeNumber(0, 86_400_000),
+    defaults: { all: '0' },
+    help: "`statement_timeout` of migrations; 0 leaves the server's (none unless the role or database sets one)",
+  }),
 } satisfies Record<string, Setting<unknown>>;
 
 export type SettingKey = keyof typeof SETTINGS;

@@ -66,6 +66,13 @@ export class UnavailableError extends CrucibleError {
   }
 }
 
+/**
+ * A write was sent and then its connection failed, so it may or may not have committed. →
+ * UNAVAILABLE, like any outage, but its message must not say "nothing was written": it says
+ * the outcome is unknown and how a retry learns it.
+ */
+export class CommitOutcomeUnknownError extends UnavailableError {}
+
 /** A stream cannot resume from the requested point. → OUT_OF_RANGE */
 export class OutOfRangeError extends CrucibleError {
   readonly kind = 'out_of_range';

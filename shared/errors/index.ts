@@ -6,6 +6,7 @@ export {
   IllegalTransitionError,
   RevisionConflictError,
   UnavailableError,
+  CommitOutcomeUnknownError,
   OutOfRangeError,
   DeadlineError,
   validationErrorOf,

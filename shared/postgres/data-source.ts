@@ -1,7 +1,8 @@
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
+import { defaultPostgresSession } from '../config';
 import { MIGRATIONS } from '../../migrations';
-import type { PostgresOptions } from './pool';
+import { sessionConfig, type PostgresOptions } from './pool';
 
 /**
  * Any number that no other tool of the database uses: the advisory lock migrations hold, so
@@ -13,9 +14,22 @@ const MIGRATION_LOCK = 0x63727563; // "cruc"
  * Applies every pending migration (TypeORM, each in its own transaction) while holding the
  * migration lock on a session of its own. Returns the names applied (none when another
  * instance applied them while this one waited for the lock).
+ *
+ * The migrations' session has the services' lock and idle-in-transaction timeouts: a DDL
+ * queued on a lock blocks every later query of that table, so it gives up after
+ * `lockTimeoutMs` instead (rolled back; the caller's start-up retry runs it again). Its
+ * statement timeout is `migrationStatementTimeoutMs`, since a migration's time grows with
+ * the tables. The lock session has neither: it waits, as long as it takes, for another
+ * instance that is migrating.
  */
 export async function runMigrations(options: Omit<PostgresOptions, 'poolSize' | 'readOnly'>): Promise<string[]> {
-  const lock = new Client({ connectionString: options.url, application_name: `${options.applicationName}-migrations` });
+  const session = options.session ?? defaultPostgresSession();
+  const lock = new Client({
+    connectionString: options.url,
+    application_name: `${options.applicationName}-migrations`,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: session.keepAliveDelayMs,
+  });
   await lock.connect();
   try {
     await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
@@ -29,6 +43,8 @@ export async function runMigrations(options: Omit<PostgresOptions, 'poolSize' | 
       logging: false,
       applicationName: options.applicationName,
       poolSize: 1,
+      // pg sends no statement_timeout for 0: the server's own applies.
+      extra: { ...sessionConfig(session), statement_timeout: session.migrationStatementTimeoutMs },
     });
     await dataSource.initialize();
     try {

@@ -1,5 +1,5 @@
 export { runMigrations } from './data-source';
 export { createPool, type PostgresOptions } from './pool';
-export { isPostgresUnavailable, uniqueViolation } from './errors';
+export { isPostgresUnavailable, leavesOutcomeUnknown, postgresUnavailableCause, uniqueViolation } from './errors';
 export { preparedStatement } from './statements';
 export type { EvaluationBodyRow, EvaluationEventRow, EvaluationRow } from './rows';

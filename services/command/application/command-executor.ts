@@ -18,16 +18,22 @@ export interface CommandExecutorDeps {
   readonly logger: Logger;
 }
 
+/** What a command knows of the call that carries it (a handler passes its CallContext). */
+export interface CommandCall {
+  /** The call's deadline: the command's write does not commit after it. */
+  readonly deadline?: Date | undefined;
+}
+
 export interface CommandExecutor {
   /** Runs a validated command: load → decide → (upload) → write → publish. */
-  execute(command: Command): Promise<CommandResult>;
+  execute(command: Command, call?: CommandCall): Promise<CommandResult>;
   /**
    * CompleteEvaluation whose output arrives as `output`, exactly `header.outputSize` bytes (the
    * caller checks the count and throws otherwise). Above the inline limit the bytes go to S3 as
    * they arrive, under a key of their own; the command is then decided as `execute` does, and
    * the object deleted if the command does not keep it.
    */
-  completeStreamed(header: CompletionHeader, output: AsyncIterable<Buffer>): Promise<CommandResult>;
+  completeStreamed(header: CompletionHeader, output: AsyncIterable<Buffer>, call?: CommandCall): Promise<CommandResult>;
 }
 
 /**
@@ -38,18 +44,18 @@ export interface CommandExecutor {
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const admission = createAdmission(deps.maxPending);
   const discard = (uploaded: UploadedOutput): Promise<void> => discardUpload(deps, uploaded);
-  const run = (command: Command): Promise<CommandResult> =>
-    runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write), discard);
+  const run = (command: Command, call: CommandCall | undefined): Promise<CommandResult> =>
+    runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call?.deadline), discard);
 
   return {
-    execute: (command) => admission.admit(() => run(command)),
-    async completeStreamed(header, chunks) {
+    execute: (command, call) => admission.admit(() => run(command, call)),
+    async completeStreamed(header, chunks, call) {
       // While its bytes arrive a streamed completion is not a command in progress: a slow
       // uploader must not make the service refuse other executors' commands. Its command is.
       const output = await receiveOutput(deps, header, chunks);
       const command = completionOf(header, output);
       const uploaded = output instanceof UploadedOutput ? output : undefined;
-      return admission.admit(() => run(command), uploaded && (() => discard(uploaded)));
+      return admission.admit(() => run(command, call), uploaded && (() => discard(uploaded)));
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { RecordedEvent } from '../../../shared/domain';
-import { UnavailableError } from '../../../shared/errors';
+import { CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import {
   decideChange,
@@ -9,8 +9,17 @@ import {
   type CommandResult,
   type Decision,
 } from '../domain';
+import { outcomeUnknown } from './outcome-unknown';
 import { prepareCommand, type PreparedCommand } from './prepared-command';
-import type { AppendRequest, BlobStore, Clock, EvaluationStore, EventPublisher, IdGenerator } from './ports';
+import type {
+  AppendOutcome,
+  AppendRequest,
+  BlobStore,
+  Clock,
+  EvaluationStore,
+  EventPublisher,
+  IdGenerator,
+} from './ports';
 
 // Each round lost to a concurrent writer re-reads and decides again; losing this many times
 // in a row means a hot loop of writers on one evaluation, which no retry here would fix.
@@ -43,12 +52,19 @@ export interface WriteTracker {
 /**
  * load → decide → (upload) → append → publish, again after a conflict, at most MAX_ROUNDS times.
  * A large body is uploaded once, before the first append; the answer does not wait for the
- * publish.
+ * publish. The append must not commit after `deadline` (the call's).
+ *
+ * A write whose outcome is unknown (its connection failed after it was sent) is read back once:
+ * the next round's load shows it if it committed, and the decision then answers as for a
+ * repeat; if it did not, the round writes it again (a write still in flight on the old session
+ * holds the rows the new one needs, so the two cannot both commit). Only when that read or
+ * write fails too does the caller hear that the outcome is unknown.
  */
 export async function decideAndAppend(
   deps: DecideAndAppendDeps,
   command: Command,
   write: WriteTracker = { maybeWritten: false },
+  deadline?: Date,
 ): Promise<CommandResult> {
   const { store, blobs, clock, limits, logger } = deps;
   // A submit without an id gets one fresh id, so that every round retries the same id.
@@ -60,9 +76,17 @@ export async function decideAndAppend(
   const prepared = prepareCommand(command, limits);
   const { plan } = prepared;
   let uploaded = false;
+  let unknown: CommitOutcomeUnknownError | undefined;
+  // After a write of unknown outcome, no failure may be reported as "nothing was written".
+  const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
-    const loaded = await (firstLoad ?? store.load(evalId, command.requestId));
+    let loaded: Loaded;
+    try {
+      loaded = await (firstLoad ?? store.load(evalId, command.requestId));
+    } catch (err) {
+      throw failure(err);
+    }
     firstLoad = undefined;
     const decision = decideCommand(command, evalId, prepared, now, loaded);
     if (decision.kind === 'unchanged') return decision.result;
@@ -72,20 +96,33 @@ export async function decideAndAppend(
       await blobs.put(plan.key, plan.content, plan.digest);
       uploaded = true;
     }
-    const request = appendRequestOf(command, decision, prepared, now);
+    const request = appendRequestOf(command, decision, prepared, now, deadline);
     write.maybeWritten = true;
-    const outcome = await store.append(request);
+    let outcome: AppendOutcome;
+    try {
+      outcome = await store.append(request);
+    } catch (err) {
+      if (err instanceof CommitOutcomeUnknownError && unknown === undefined) {
+        unknown = err;
+        logger.warn('write outcome unknown; reading it back', { evalId, err });
+        continue;
+      }
+      throw failure(err);
+    }
     if (outcome.kind === 'appended') {
       publishAfterCommit(deps, outcome.event);
       return answerOf(decision, outcome.event);
     }
-    write.maybeWritten = false; // a conflict wrote nothing
+    // A conflict wrote nothing; but a write of unknown outcome before it may have.
+    if (unknown === undefined) write.maybeWritten = false;
     logger.debug('write conflict; deciding again', { evalId, round });
   }
   // Nothing was written: a client retrying (with backoff) is safe, so this is UNAVAILABLE,
   // not an internal error.
-  throw new UnavailableError(
-    `gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds; retry with backoff`,
+  throw failure(
+    new UnavailableError(
+      `gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds; retry with backoff`,
+    ),
   );
 }
 
@@ -109,11 +146,13 @@ function appendRequestOf(
   decision: Append,
   { hash, body }: PreparedCommand,
   recordedAt: Date,
+  deadline: Date | undefined,
 ): AppendRequest {
   return {
     decision,
     commandHash: hash,
     recordedAt,
+    ...(deadline !== undefined ? { deadline } : {}),
     ...(command.type === 'SubmitEvaluation' ? { code: command.code } : {}),
     ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
     ...(body !== undefined ? { body } : {}),
@@ -129,10 +168,7 @@ function answerOf(decision: Append, event: RecordedEvent): CommandResult {
  * Announces a committed event without waiting for it: a failure is logged, never thrown, since
  * the event is durable in PostgreSQL already and the query side catches up from the log.
  */
-function publishAfterCommit(
-  deps: Pick<DecideAndAppendDeps, 'publisher' | 'logger'>,
-  event: RecordedEvent,
-): void {
+function publishAfterCommit(deps: Pick<DecideAndAppendDeps, 'publisher' | 'logger'>, event: RecordedEvent): void {
   deps.publisher.publish(event).catch((err: unknown) => {
     deps.logger.warn('publish failed; the query side will catch up from the event log', {
       position: event.position,

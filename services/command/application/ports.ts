@@ -15,6 +15,8 @@ export interface AppendRequest {
   readonly requestId?: string;
   readonly commandHash: string;
   readonly recordedAt: Date;
+  /** The call's deadline: the write must not commit after it (it fails instead). */
+  readonly deadline?: Date;
 }
 
 export type AppendOutcome =
@@ -29,7 +31,11 @@ export interface EvaluationStore {
     evalId: string | undefined,
     requestId: string | undefined,
   ): Promise<{ snapshot?: EvaluationSnapshot; priorRequest?: LoggedCommand }>;
-  /** Writes the state change and appends one event atomically, or reports a conflict. */
+  /**
+   * Writes the state change and appends one event atomically, or reports a conflict. It throws
+   * CommitOutcomeUnknownError when the write may have committed (its connection failed after it
+   * was sent); any other UnavailableError, and DeadlineError, mean it wrote nothing.
+   */
   append(request: AppendRequest): Promise<AppendOutcome>;
 }
 

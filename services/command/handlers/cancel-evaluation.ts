@@ -10,5 +10,5 @@ export function createCancelEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<CancelEvaluationRequest, CancelEvaluationResponse> {
-  return async (request) => executor.execute(validateCancel(request, limits));
+  return async (request, context) => executor.execute(validateCancel(request, limits), context);
 }

@@ -40,10 +40,10 @@ export function createCompleteEvaluationStream({
   executor,
   limits,
 }: CommandHandlerDeps): ClientStreamHandler<CompleteEvaluationStreamRequest, CompleteEvaluationStreamResponse> {
-  return async (messages) => {
+  return async (messages, context) => {
     const iterator = messages[Symbol.asyncIterator]();
     const first = await iterator.next();
     const header = validateCompleteHeader(first.done === true ? undefined : first.value.header, limits);
-    return executor.completeStreamed(header, outputChunks(iterator, header.outputSize));
+    return executor.completeStreamed(header, outputChunks(iterator, header.outputSize), context);
   };
 }

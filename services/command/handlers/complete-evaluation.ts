@@ -10,5 +10,5 @@ export function createCompleteEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<CompleteEvaluationRequest, CompleteEvaluationResponse> {
-  return async (request) => executor.execute(validateComplete(request, limits));
+  return async (request, context) => executor.execute(validateComplete(request, limits), context);
 }

@@ -10,5 +10,5 @@ export function createFailEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<FailEvaluationRequest, FailEvaluationResponse> {
-  return async (request) => executor.execute(validateFail(request, limits));
+  return async (request, context) => executor.execute(validateFail(request, limits), context);
 }

@@ -10,5 +10,5 @@ export function createStartEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<StartEvaluationRequest, StartEvaluationResponse> {
-  return async (request) => executor.execute(validateStart(request, limits));
+  return async (request, context) => executor.execute(validateStart(request, limits), context);
 }

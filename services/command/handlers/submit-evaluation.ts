@@ -10,5 +10,5 @@ export function createSubmitEvaluation({
   executor,
   limits,
 }: CommandHandlerDeps): UnaryHandler<SubmitEvaluationRequest, SubmitEvaluationResponse> {
-  return async (request) => executor.execute(validateSubmit(request, limits));
+  return async (request, context) => executor.execute(validateSubmit(request, limits), context);
 }

@@ -1,7 +1,12 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient, QueryConfig } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
-import { UnavailableError } from '../../../shared/errors';
-import { isPostgresUnavailable, preparedStatement, uniqueViolation } from '../../../shared/postgres';
+import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../../../shared/errors';
+import {
+  leavesOutcomeUnknown,
+  postgresUnavailableCause,
+  preparedStatement,
+  uniqueViolation,
+} from '../../../shared/postgres';
 import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import type { Status } from '../../../shared/domain';
@@ -137,35 +142,31 @@ export function appendStatement(request: AppendRequest): { text: string; values:
 }
 
 /**
- * The write model in PostgreSQL. A command is one autocommitted statement: the state change,
- * the body (if kept in PostgreSQL), the next position from `event_log_head` and the event are
- * data-modifying CTEs chained so that each runs only if the previous one matched. The
- * evaluation's row is locked first and `event_log_head` last, so the lock that serialises
- * appends is held only for the rest of the statement and its commit (see docs/event-log.md).
+ * The write model in PostgreSQL. A command is one statement: the state change, the body (if
+ * kept in PostgreSQL), the next position from `event_log_head` and the event are data-modifying
+ * CTEs chained so that each runs only if the previous one matched. The evaluation's row is
+ * locked first and `event_log_head` last, so the lock that serialises appends is held only for
+ * the rest of the statement and its commit (see docs/event-log.md).
+ *
+ * A write whose call has a deadline nearer than the sessions' statement_timeout runs as
+ * `BEGIN; SET LOCAL statement_timeout = <ms left>`, the statement, `COMMIT`, all three sent at
+ * once on the pipelined session (one round trip, as the statement alone; the head lock is not
+ * held across a round trip): PostgreSQL cancels it at the deadline, so a call the client gave
+ * up on does not commit later, unseen.
+ *
+ * A failed write says what is known of it: UnavailableError when PostgreSQL answered with an
+ * error (the transaction rolled back: nothing was written) or the write was never sent;
+ * CommitOutcomeUnknownError when the connection failed after it was sent.
  */
 export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
-  async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (isPostgresUnavailable(err)) {
-        // pg-pool reports "no free connection in time" like a refused connection: under
-        // overload the caller should hear that, not that the database is down.
-        const overloaded = err instanceof Error && err.message.includes('timeout exceeded when trying to connect');
-        throw new UnavailableError(
-          overloaded
-            ? `command service overloaded: no PostgreSQL connection free in time (${what}); retry with backoff`
-            : `PostgreSQL is unavailable (${what}); retry`,
-          { cause: err },
-        );
-      }
-      throw err;
-    }
-  }
+  // The sessions' own statement_timeout (shared/postgres/pool.ts): a deadline further away
+  // than this needs no bound of its own.
+  const sessionTimeout = pool.options.statement_timeout;
+  const sessionTimeoutMs = typeof sessionTimeout === 'number' && sessionTimeout > 0 ? sessionTimeout : Infinity;
 
   return {
     load(evalId, requestId) {
-      return run('load', async () => {
+      return readOrUnavailable('load', async () => {
         const { rows } = await pool.query<LoadRow>(preparedStatement(LOAD_SQL, [evalId ?? '', requestId ?? null]));
         let snapshot: EvaluationSnapshot | undefined;
         let priorRequest: LoggedCommand | undefined;
@@ -200,29 +201,127 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
       });
     },
 
-    append(request) {
-      return run('append', async () => {
-        const { decision } = request;
-        const { text, values } = appendStatement(request);
-        try {
-          const { rows } = await pool.query<{ position: string }>(preparedStatement(text, values));
-          const row = rows[0];
-          if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
-          const recorded: RecordedEvent = {
-            position: row.position,
-            evalId: decision.evalId,
-            revision: decision.toRevision,
-            recordedAt: request.recordedAt.toISOString(),
-            event: decision.event,
-          };
-          return { kind: 'appended', event: recorded } satisfies AppendOutcome;
-        } catch (err) {
-          // A concurrent duplicate (same request id, or the same eval id inserted first by
-          // another transaction) lost the race: the caller re-reads and answers as the winner did.
-          if (uniqueViolation(err) !== undefined) return { kind: 'conflict' } satisfies AppendOutcome;
-          throw err;
-        }
-      });
+    async append(request) {
+      const { decision } = request;
+      const boundMs = deadlineBound(request.deadline, sessionTimeoutMs);
+      if (boundMs !== undefined && boundMs <= 0) {
+        throw new DeadlineError("the call's deadline passed before the write was sent; nothing was written");
+      }
+      const { text, values } = appendStatement(request);
+      const statement = preparedStatement(text, values);
+      const client = await readOrUnavailable('append', () => pool.connect());
+      // A checked-out client has no listener of pg-pool's: a connection error while it is held
+      // would otherwise end the process. The query in flight fails with it too.
+      let broken = false;
+      const onError = (): void => void (broken = true);
+      client.on('error', onError);
+      try {
+        const rows = await (boundMs === undefined
+          ? writeAlone(client, statement)
+          : writeBounded(client, statement, boundMs));
+        const row = rows[0];
+        if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
+        const recorded: RecordedEvent = {
+          position: row.position,
+          evalId: decision.evalId,
+          revision: decision.toRevision,
+          recordedAt: request.recordedAt.toISOString(),
+          event: decision.event,
+        };
+        return { kind: 'appended', event: recorded } satisfies AppendOutcome;
+      } catch (err) {
+        // A concurrent duplicate (same request id, or the same eval id inserted first by
+        // another transaction) lost the race: the caller re-reads and answers as the winner did.
+        if (uniqueViolation(err) !== undefined) return { kind: 'conflict' } satisfies AppendOutcome;
+        broken = true;
+        throw writeFailure(err, boundMs !== undefined);
+      } finally {
+        client.off('error', onError);
+        // A session that failed a write is not reused: it may be broken, on a standby (a new
+        // connection may reach the new primary), or in a state nobody checked.
+        client.release(broken);
+      }
     },
   };
+}
+
+/** The statement_timeout a write needs for the call's deadline, when it is nearer than the session's own. */
+function deadlineBound(deadline: Date | undefined, sessionTimeoutMs: number): number | undefined {
+  if (deadline === undefined) return undefined;
+  const left = deadline.getTime() - Date.now();
+  return left < sessionTimeoutMs ? Math.ceil(left) : undefined;
+}
+
+type AppendRow = { position: string };
+
+/** The append, autocommitted. */
+async function writeAlone(client: PoolClient, statement: QueryConfig): Promise<AppendRow[]> {
+  return (await client.query<AppendRow>(statement)).rows;
+}
+
+/**
+ * The append in a transaction that PostgreSQL cancels after `boundMs`. The three are sent
+ * without waiting (the pool's sessions are pipelined) and all three answers awaited, so that
+ * the session is released only once the transaction has ended.
+ */
+async function writeBounded(client: PoolClient, statement: QueryConfig, boundMs: number): Promise<AppendRow[]> {
+  const [begin, write, commit] = await Promise.allSettled([
+    client.query(`BEGIN; SET LOCAL statement_timeout = ${boundMs}`),
+    client.query<AppendRow>(statement),
+    client.query('COMMIT'),
+  ]);
+  // The write's error comes first: after it, COMMIT only rolls back. A failed BEGIN would have
+  // failed the write too (or left it autocommitted, which the write's answer then reports).
+  if (write.status === 'rejected') throw write.reason;
+  if (commit.status === 'rejected') throw commit.reason;
+  if (begin.status === 'rejected') throw begin.reason;
+  return write.value.rows;
+}
+
+/** What a failed write tells its caller: how much is known of what it did. */
+function writeFailure(err: unknown, boundedByDeadline: boolean): unknown {
+  const cause = postgresUnavailableCause(err);
+  if (leavesOutcomeUnknown(err)) {
+    return new CommitOutcomeUnknownError(
+      `the connection to PostgreSQL failed after the write was sent (${cause ?? 'the session ended'}); it may or may not have committed`,
+      { cause: err },
+    );
+  }
+  if (cause === undefined) return err;
+  const code = (err as { code?: unknown }).code;
+  if (boundedByDeadline && code === '57014') {
+    return new UnavailableError(
+      "the write did not finish before the call's deadline (it waited for a lock, or PostgreSQL was slow) and PostgreSQL cancelled it; nothing was written",
+      { cause: err },
+    );
+  }
+  if (code === '55P03') {
+    return new UnavailableError(
+      "PostgreSQL: the write waited longer than lock_timeout for a lock another session holds (the event log's append lock, event_log_head, or this evaluation's row); nothing was written; retry with backoff",
+      { cause: err },
+    );
+  }
+  return new UnavailableError(`PostgreSQL refused the write: ${cause}; nothing was written; retry`, { cause: err });
+}
+
+/**
+ * Runs a read (or the checkout of a session, before anything is sent): a PostgreSQL that
+ * cannot do it becomes UnavailableError; nothing was written.
+ */
+async function readOrUnavailable<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const cause = postgresUnavailableCause(err);
+    if (cause === undefined) throw err;
+    // pg-pool reports "no free connection in time" like a refused connection: under
+    // overload the caller should hear that, not that the database is down.
+    const overloaded = err instanceof Error && err.message.includes('timeout exceeded when trying to connect');
+    throw new UnavailableError(
+      overloaded
+        ? `command service overloaded: no PostgreSQL connection free in time (${what}); retry with backoff`
+        : `PostgreSQL is unavailable (${what}): ${cause}; retry`,
+      { cause: err },
+    );
+  }
 }

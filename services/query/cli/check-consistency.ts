@@ -18,6 +18,7 @@ async function main(): Promise<number> {
     readOnly: true,
     applicationName: 'crucible-check-consistency',
     poolSize: 2,
+    session: config.postgres,
   });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {

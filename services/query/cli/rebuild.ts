@@ -26,6 +26,7 @@ async function main(): Promise<void> {
     readOnly: true,
     applicationName: 'crucible-rebuild',
     poolSize: 2,
+    session: config.postgres,
   });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {

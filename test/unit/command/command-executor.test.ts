@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { loadConfig, type Limits } from '../../../shared/config';
 import {
   AlreadyExistsError,
+  CommitOutcomeUnknownError,
   IllegalTransitionError,
   NotFoundError,
   RevisionConflictError,
@@ -342,6 +343,119 @@ describe('command executor', () => {
       expect(err).to.equal(down);
       expect(w.journal).to.deep.equal(['store.load e1']);
       expect(w.publisher.published).to.deep.equal([]);
+    });
+  });
+
+  describe('a write whose outcome is unknown', () => {
+    const lost = (): CommitOutcomeUnknownError =>
+      new CommitOutcomeUnknownError('the connection to PostgreSQL failed after the write was sent (test)');
+
+    /** The next append loses its answer: after writing (`committed`) or before. */
+    function loseNextAnswer(w: ReturnType<typeof world>, { committed }: { committed: boolean }): void {
+      const append = w.store.append.bind(w.store);
+      w.store.append = async (request) => {
+        w.store.append = append;
+        if (committed) await append(request);
+        throw lost();
+      };
+    }
+
+    const { evalId: _evalId, ...ANONYMOUS } = SUBMIT;
+
+    it('reads it back and answers as committed when it was, writing nothing more', async () => {
+      const w = world();
+      loseNextAnswer(w, { committed: true });
+      const warned = w.logger.next('warn');
+      const result = await w.executor.execute(ANONYMOUS);
+
+      expect(result).to.deep.equal({ evalId: 'id-1', revision: '1', position: '41' });
+      expect(w.journal).to.deep.equal(['store.load id-1', 'store.append id-1@1', 'store.load id-1']);
+      expect(w.store.events).to.have.length(1);
+      expect((await warned).msg).to.equal('write outcome unknown; reading it back');
+    });
+
+    it('reads it back and writes again, under the same id, when it had not committed', async () => {
+      const w = world();
+      loseNextAnswer(w, { committed: false });
+      const result = await w.executor.execute(ANONYMOUS);
+
+      expect(result).to.deep.equal({ evalId: 'id-1', revision: '1', position: '41' });
+      expect(w.newId.issued).to.deep.equal(['id-1']);
+      expect(w.journal).to.deep.equal(['store.load id-1', 'store.load id-1', 'store.append id-1@1', 'publish 41']);
+    });
+
+    it('says the outcome is unknown when the read-back fails: for a submit without ids, the id it would have and the risk of a duplicate', async () => {
+      const w = world();
+      loseNextAnswer(w, { committed: true });
+      let loads = 0;
+      w.store.beforeLoad = () => {
+        if (++loads === 2) throw new UnavailableError('PostgreSQL is unavailable (load): test; retry');
+      };
+      const err = await rejection(w.executor.execute(ANONYMOUS));
+
+      expect(err).to.be.instanceOf(CommitOutcomeUnknownError);
+      expect(codeOf(err)).to.equal(GrpcStatus.UNAVAILABLE);
+      const message = (err as Error).message;
+      expect(message).to.include('SubmitEvaluation of evaluation id-1: the outcome is unknown');
+      expect(message).to.include('its eval_id is "id-1"');
+      expect(message).to.include('a retry without request_id or eval_id may create a duplicate evaluation');
+      expect(message).to.not.include('nothing was written');
+    });
+
+    it('names the retry that learns the outcome: the same request_id, or the same command', async () => {
+      const w = world();
+      await w.executor.execute(SUBMIT);
+      for (const [command, retry] of [
+        [{ ...SUBMIT, evalId: 'e2', requestId: 'r1' }, 'a retry with the same request_id is safe'],
+        [{ ...SUBMIT, evalId: 'e3' }, 'a retry of the same command (same eval_id) is safe'],
+        [START, 'a retry of the same command (same eval_id) is safe'],
+      ] as const) {
+        loseNextAnswer(w, { committed: false });
+        w.store.beforeAppend = () => {
+          w.store.beforeAppend = () => undefined;
+          throw new UnavailableError('PostgreSQL refused the write: test; nothing was written; retry');
+        };
+        const err = await rejection(w.executor.execute(command));
+        expect(err, command.type).to.be.instanceOf(CommitOutcomeUnknownError);
+        // The second failure said "nothing was written" of itself; the first write is still unknown.
+        expect((err as Error).message, command.type)
+          .to.include('the outcome is unknown')
+          .and.include(retry);
+      }
+    });
+
+    it('reads back once: a second unknown outcome is reported', async () => {
+      const w = world();
+      w.store.append = () => Promise.reject(lost());
+      const err = await rejection(w.executor.execute(SUBMIT));
+
+      expect(err).to.be.instanceOf(CommitOutcomeUnknownError);
+      expect(w.journal).to.deep.equal(['store.load e1', 'store.load e1']);
+    });
+
+    it('keeps a streamed upload when the write read back turns out committed: its row refers to it', async () => {
+      const w = world();
+      await w.executor.execute(SUBMIT);
+      loseNextAnswer(w, { committed: true });
+      const result = await w.executor.completeStreamed(header(LARGE.length), chunksOf(LARGE));
+
+      expect(result).to.deep.equal({ evalId: 'e1', revision: '2', position: '42' });
+      expect(w.store.bodies).to.deep.equal([
+        { kind: 'output', size: LARGE.length, s3Key: 'evaluations/e1/output/streamed-id-1' },
+      ]);
+      expect([...w.blobs.objects.keys()]).to.deep.equal(['evaluations/e1/output/streamed-id-1']);
+    });
+  });
+
+  describe("the call's deadline", () => {
+    it('goes with the write, which must not commit after it', async () => {
+      const w = world();
+      const deadline = new Date(Date.now() + 5000);
+      await w.executor.execute(SUBMIT, { deadline });
+      await w.executor.completeStreamed(header(LARGE.length), chunksOf(LARGE), { deadline });
+      await w.executor.execute({ ...SUBMIT, evalId: 'e2' });
+
+      expect(w.store.appended.map((r) => r.deadline)).to.deep.equal([deadline, deadline, undefined]);
     });
   });
 

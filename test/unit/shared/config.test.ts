@@ -1,5 +1,12 @@
 import { expect } from 'chai';
-import { ConfigError, loadConfig, SETTINGS, settingsHelp, settingsTable } from '../../../shared/config';
+import {
+  ConfigError,
+  defaultPostgresSession,
+  loadConfig,
+  SETTINGS,
+  settingsHelp,
+  settingsTable,
+} from '../../../shared/config';
 import { defaultIn, ENVIRONMENTS, REQUIRED, type Setting, type SettingKey } from '../../../shared/config/settings';
 
 function problemsOf(env: Record<string, string>): readonly string[] {
@@ -125,6 +132,46 @@ describe('loadConfig', () => {
       expect(problems, `${key}=${value}`).to.have.length(1);
       expect(problems[0]).to.include(key).and.include(`"${value}"`);
     }
+  });
+
+  it('bounds every PostgreSQL session by default, migrations without a statement timeout of their own', () => {
+    const expected = {
+      statementTimeoutMs: 30_000,
+      lockTimeoutMs: 5_000,
+      idleInTransactionTimeoutMs: 10_000,
+      keepAliveDelayMs: 10_000,
+      migrationStatementTimeoutMs: 0,
+    };
+    expect(loadConfig({ ENVIRONMENT: 'test' }).postgres).to.deep.equal(expected);
+    expect(loadConfig(PRODUCTION).postgres).to.deep.equal(expected);
+    // What tools and tests open sessions with when they have no Config: the same table's defaults.
+    expect(defaultPostgresSession()).to.deep.equal(expected);
+  });
+
+  it('reads the PostgreSQL timeouts and refuses ones that would turn a bound off', () => {
+    const config = loadConfig({
+      ENVIRONMENT: 'test',
+      PG_STATEMENT_TIMEOUT_MS: '1500',
+      PG_LOCK_TIMEOUT_MS: '250',
+      PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: '2000',
+      PG_KEEPALIVE_DELAY_MS: '5000',
+      PG_MIGRATION_STATEMENT_TIMEOUT_MS: '600000',
+    });
+    expect(config.postgres).to.deep.equal({
+      statementTimeoutMs: 1500,
+      lockTimeoutMs: 250,
+      idleInTransactionTimeoutMs: 2000,
+      keepAliveDelayMs: 5000,
+      migrationStatementTimeoutMs: 600_000,
+    });
+    expect(Object.isFrozen(config.postgres)).to.equal(true);
+    // 0 is PostgreSQL's "no limit": refused for the services' sessions.
+    for (const key of ['PG_STATEMENT_TIMEOUT_MS', 'PG_LOCK_TIMEOUT_MS', 'PG_IDLE_IN_TRANSACTION_TIMEOUT_MS']) {
+      const problems = problemsOf({ ENVIRONMENT: 'test', [key]: '0' });
+      expect(problems, key).to.have.length(1);
+      expect(problems[0]).to.include(key).and.include('"0"');
+    }
+    expect(problemsOf({ ENVIRONMENT: 'test', PG_KEEPALIVE_DELAY_MS: '10s' })[0]).to.include('PG_KEEPALIVE_DELAY_MS');
   });
 
   it('reports every problem at once', () => {
