@@ -14,9 +14,10 @@ import { createRedisProjectionStore } from '../redis/projection-store';
  * PostgreSQL and folded while the last ones are written to Redis). Prints progress about once
  * a second, and events per second.
  *
- * Running query replicas need no restart: they see the checkpoints drop, stop serving
- * (NOT_SERVING) and help with the rebuild, and the compare-and-set keeps every event applied
- * once. Live streams should be expected to end and resume.
+ * Running query replicas need no restart: the rebuild holds a fence over the read models
+ * (redis/rebuild-fence.ts) that keeps their writes out while it deletes and rewrites; they see
+ * the checkpoints drop, stop serving (NOT_SERVING) and catch up once it is done. A second
+ * rebuild is refused while one runs. Live streams should be expected to end and resume.
  */
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
