@@ -22,6 +22,7 @@ import { createChangeLogTail } from './redis/change-log-tail';
 import { subscribeToChanges, type ChangeSubscription } from './redis/change-subscriber';
 import { createRedisProjectionStore } from './redis/projection-store';
 import { createUndecodableEntries } from './redis/undecodable-entries';
+import { checkMemoryPolicy } from './redis/memory-policy';
 import { redisRefusesWrites } from './redis/errors';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
@@ -144,6 +145,7 @@ export function createQueryService(
     projector,
     hub,
     async start(host, port) {
+      await checkMemoryPolicy(redis, config.redisAllowEviction, logger);
       const bound = await server.listen(host, port);
       subscription = subscribeToChanges(
         subscriber,

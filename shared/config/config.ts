@@ -83,6 +83,8 @@ export interface Config {
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
   readonly redisKeyPrefix: string;
   readonly readModelPartitions: number;
+  /** Whether the query side runs on a Redis that evicts keys (see redis/memory-policy.ts). */
+  readonly redisAllowEviction: boolean;
   readonly s3: S3Config;
   readonly limits: Limits;
   readonly streams: StreamConfig;
@@ -177,6 +179,7 @@ export function loadConfig(env: Env): Config {
     redisUrl: v.REDIS_URL,
     redisKeyPrefix: v.REDIS_KEY_PREFIX,
     readModelPartitions: v.READ_MODEL_PARTITIONS,
+    redisAllowEviction: v.REDIS_ALLOW_EVICTION,
     s3: Object.freeze({
       endpoint: v.S3_ENDPOINT,
       bucket: v.S3_BUCKET,

@@ -157,6 +157,11 @@ export const SETTINGS = {
     defaults: { all: 'crucible' },
     help: 'prefix of every Redis key and channel',
   }),
+  REDIS_ALLOW_EVICTION: setting({
+    parser: bool,
+    defaults: { all: 'false' },
+    help: 'query side: start on a Redis whose maxmemory-policy evicts keys (lost keys are then repaired on read); refused otherwise',
+  }),
   READ_MODEL_PARTITIONS: setting({
     parser: wholeNumber(1, 1024),
     defaults: { all: '1' },

@@ -2,7 +2,7 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { call, createClients, expectError, type Clients } from '../support/clients';
-import type { RunningService } from '../support/processes';
+import { startService, type RunningService } from '../support/processes';
 import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
   cancelOpenStreams,
@@ -91,5 +91,29 @@ describe('fault: Redis reaches maxmemory (noeviction) while commands go on', fun
     const after = await call(query, query.getProjectionStatus, {});
     expect(after.stalledReason).to.equal('');
     await expectReadModelsEqualLog(stack.env, stack.databaseUrl);
+  });
+
+  it('refuses to start on a Redis that evicts keys, unless told to run anyway', async () => {
+    if (redis === undefined) throw new Error('set-up failed');
+    expect(await redis.config('SET', 'maxmemory-policy', 'allkeys-lru')).to.equal('OK');
+    try {
+      let refusal = '';
+      await startService('query', stack.env, { startTimeoutMs: 20_000 }).then(
+        async (started) => {
+          await started.stop();
+          expect.fail('the query service started on an evicting Redis');
+        },
+        (err: unknown) => (refusal = (err as Error).message),
+      );
+      expect(refusal).to.contain('maxmemory-policy allkeys-lru').and.contain('REDIS_ALLOW_EVICTION');
+      const allowed = await startQueryService({ ...stack.env, REDIS_ALLOW_EVICTION: 'true' });
+      try {
+        expect(allowed.logs()).to.contain('running anyway');
+      } finally {
+        await allowed.stop();
+      }
+    } finally {
+      await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    }
   });
 });

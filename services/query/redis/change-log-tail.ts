@@ -4,6 +4,7 @@ import type { ChangeHub } from '../live/change-hub';
 import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { createBoundedRangeReader, partitionShare } from './bounded-range';
+import { isChangeLogHole } from './change-log-holes';
 import type { UndecodableEntries } from './undecodable-entries';
 
 export interface ChangeLogTail {
@@ -35,6 +36,16 @@ export interface ChangeLogTailOptions {
    */
   readonly undecodable: UndecodableEntries;
 }
+
+/**
+ * How long entries may wait behind a missing position before the tail asks whether it is a
+ * hole (one round trip for the checkpoints, one for the position): a partition's share of a
+ * step normally lands within a script's run, and asking at every out-of-order landing would
+ * double the tail's Redis calls. Also the XREAD block time while entries wait.
+ */
+const HOLE_WAIT_MS = 250;
+/** Entries held behind a missing position past which the tail asks at once. */
+const MAX_PENDING = 10_000;
 
 /** Entries and bytes per partition of one drain step (see BOUNDED_RANGE_LUA). */
 const DRAIN_COUNT = 1000;
@@ -86,6 +97,15 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
     const pending = new Map<bigint, ChangeLogEntry>();
     let failures = 0;
     let draining = false;
+    // Since when entries have waited behind `next` (undefined: none wait).
+    let waitingSince: number | undefined;
+    const publishReady = (): void => {
+      for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
+        pending.delete(next);
+        hub.publish(entry.change);
+        next += 1n;
+      }
+    };
     while (!stopped) {
       try {
         if (from === undefined) {
@@ -103,7 +123,8 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
           draining = pages.some((page) => page.full);
           reply = pages.map((page, p) => [p, page.entries] as const);
         } else {
-          const read = await blocking.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
+          const block = pending.size > 0 ? HOLE_WAIT_MS : blockMs;
+          const read = await blocking.xreadBuffer('COUNT', count, 'BLOCK', block, 'STREAMS', ...keys, ...lastIds);
           if (read === null) {
             reply = [];
           } else {
@@ -113,7 +134,6 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
         }
         if (failures > 0) logger.info('change-log tail recovered', { failures });
         failures = 0;
-        if (reply.length === 0) continue;
         for (const [partition, entries] of reply) {
           for (const [id, fields] of entries) {
             lastIds[partition] = id.toString();
@@ -126,11 +146,28 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
             pending.set(position, entry);
           }
         }
-        for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
-          pending.delete(next);
-          hub.publish(entry.change);
-          next += 1n;
+        const before = next;
+        publishReady();
+        if (pending.size === 0 || next !== before) waitingSince = pending.size === 0 ? undefined : Date.now();
+        else waitingSince ??= Date.now();
+        // Entries wait behind a position no stream has although every checkpoint is past it:
+        // deleted (a hole). Skipped, so that no watcher waits for it for good (an idle partition
+        // never moves the trim rule below); a stream that needs continuity sees the jump and
+        // re-reads, getting OUT_OF_RANGE naming the position after the hole.
+        if (waitingSince !== undefined && (Date.now() - waitingSince >= HOLE_WAIT_MS || pending.size >= MAX_PENDING)) {
+          const from = next;
+          while (pending.size > 0 && !pending.has(next) && (await isChangeLogHole(blocking, layout, next))) {
+            next += 1n;
+            publishReady();
+          }
+          if (next !== from)
+            logger.warn('change-log tail skipped positions no stream has (holes)', {
+              from: from.toString(),
+              resumedAt: next.toString(),
+            });
+          waitingSince = pending.size === 0 ? undefined : Date.now();
         }
+        if (reply.length === 0) continue;
         // Every partition has moved past `next` and it never came: it was trimmed before this
         // replica read it (the tail fell a whole retention behind). Skip it; streams that
         // need continuity see the jump and re-read (getting OUT_OF_RANGE if it is gone).
@@ -148,11 +185,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
             to: (resume - 1n).toString(),
           });
           next = resume;
-          for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
-            pending.delete(next);
-            hub.publish(entry.change);
-            next += 1n;
-          }
+          publishReady();
         }
       } catch (err) {
         if (stopped) break;

@@ -10,6 +10,7 @@ import {
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { createBoundedRangeReader, partitionShare } from './bounded-range';
 import { mappingOutages } from './errors';
+import { isChangeLogHole } from './change-log-holes';
 import type { UndecodableEntries } from './undecodable-entries';
 
 function xinfoField(reply: unknown, name: string): unknown {
@@ -24,11 +25,7 @@ function xinfoField(reply: unknown, name: string): unknown {
  * The change log read from Redis. An entry no client could decode is reported to `undecodable`
  * and passed on as such (read-models/change-log.ts), in its place: the read goes on past it.
  */
-export function createChangeLog(
-  redis: Redis,
-  layout: KeyLayout,
-  undecodable: UndecodableEntries,
-): ChangeLog {
+export function createChangeLog(redis: Redis, layout: KeyLayout, undecodable: UndecodableEntries): ChangeLog {
   const partitions = partitionNumbers(layout);
   const boundedRange = createBoundedRangeReader(redis);
   const partitionBytes = partitionShare(CHANGE_LOG_READ_BYTES, partitions.length);
@@ -88,12 +85,16 @@ export function createChangeLog(
         .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
       const { run, gap } = contiguousRun(entries, after);
       const firstMissing = after + BigInt(run.length) + 1n;
-      // A missing position with later ones stored: either it was trimmed (the client is too far
-      // behind), or another partition's share of a batch is still being written. Only the
-      // first is an error; in the second case the rest arrives live.
+      // A missing position with later ones stored: it was trimmed (the client is too far
+      // behind), or deleted (a hole: no stream has it although every checkpoint is past it),
+      // or another partition's share of a batch is still being written. The first two are
+      // OUT_OF_RANGE, naming where a client can resume (after the hole: what came before it is
+      // served first, so a client resuming from there misses only the hole); in the third case
+      // the rest arrives live.
       if (gap) {
         const oldest = await oldestResumable();
         if (firstMissing - 1n < oldest) throw outOfRange(oldest);
+        if (run.length === 0 && (await isChangeLogHole(redis, layout, firstMissing))) throw outOfRange(firstMissing);
         return { entries: run, complete: true };
       }
       return { entries: run, complete: horizon === undefined };

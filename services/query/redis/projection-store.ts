@@ -32,7 +32,14 @@ export function createRedisProjectionStore(
           const records = (replies[1]?.[1] ?? []) as (Buffer | null)[];
           records.forEach((bytes, i) => {
             const id = ids[i];
-            if (bytes !== null && id !== undefined) states.set(id, decodeRecord(bytes));
+            if (bytes === null || id === undefined) return;
+            // A record that does not decode is as good as lost: without its state the fold
+            // refuses the next event (FoldError) and the applier takes the state from the log.
+            try {
+              states.set(id, decodeRecord(bytes));
+            } catch {
+              // left out
+            }
           });
           return { checkpoint, states };
         }),
