@@ -1,7 +1,7 @@
 # One-line aliases for the package.json scripts (they are the source of truth).
 # `make up` on a fresh clone installs, builds and starts everything; only Node is needed.
 
-.PHONY: install build up deps command query migrate test lint generate format bench bench-smoke clean
+.PHONY: install build up deps command query migrate test soak lint generate format bench bench-smoke clean
 
 # npm ci when node_modules is missing or older than package-lock.json (npm writes the marker).
 # The lock file lacks @bufbuild/buf's binaries for other platforms (the registry mirror it was
@@ -32,6 +32,9 @@ migrate: build
 
 test: build
 	npm test
+
+soak: build
+	npm run soak
 
 lint: build
 	npm run lint
