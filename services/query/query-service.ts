@@ -6,6 +6,7 @@ import type { Logger } from '../../shared/logging';
 import { createChangeHub, type ChangeHub } from './live/change-hub';
 import { createReadiness } from './live/readiness';
 import { createReadGuard } from './live/read-guard';
+import { createOpenCalls } from './live/open-calls';
 import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresEventLog } from './postgres/event-log';
 import { createProjectionApplier } from './projection/applier';
@@ -122,6 +123,7 @@ export function createQueryService(
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),
+    openCalls: createOpenCalls(config.streams),
     guard: createReadGuard({
       projection: projector,
       firstPositionOf: (evalId) => eventLog.firstPositionOf(evalId),

@@ -10,6 +10,7 @@ import { createWatchEvaluations } from './handlers/watch-evaluations';
 import type { ChangeHub } from './live/change-hub';
 import type { Readiness } from './live/readiness';
 import type { ReadGuard } from './live/read-guard';
+import type { OpenCalls } from './live/open-calls';
 import type { EventLog } from './projection/event-log';
 import type { ProjectorStatus } from './projection/projector';
 import type { ChangeLog } from './read-models/change-log';
@@ -34,6 +35,7 @@ export interface QueryServerDeps {
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly guard: ReadGuard;
+  readonly openCalls: OpenCalls;
   readonly projector: { status(): ProjectorStatus };
   readonly eventLog: EventLog;
   readonly bodies: BodyStore;

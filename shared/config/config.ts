@@ -56,6 +56,9 @@ export interface StreamConfig {
   readonly bufferLimit: number;
   /** Entries kept in the replayable change log in Redis (per partition). */
   readonly changeLogRetention: number;
+  /** Streams and min_position waits open at once, in all and per client connection. */
+  readonly maxOpen: number;
+  readonly maxOpenPerConnection: number;
 }
 
 /** What every PostgreSQL session is opened with (shared/postgres/pool.ts). */
@@ -205,6 +208,8 @@ export function loadConfig(env: Env): Config {
       progressIntervalMs: v.STREAM_PROGRESS_INTERVAL_MS,
       bufferLimit: v.STREAM_BUFFER_LIMIT,
       changeLogRetention: v.CHANGE_LOG_RETENTION,
+      maxOpen: v.MAX_STREAMS,
+      maxOpenPerConnection: v.MAX_STREAMS_PER_CONNECTION,
     }),
     catchUpIntervalMs: v.CATCH_UP_INTERVAL_MS,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,

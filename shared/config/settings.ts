@@ -277,6 +277,16 @@ export const SETTINGS = {
     defaults: { all: '1000' },
     help: 'live messages held for a slow stream client before it falls back to catch-up reads',
   }),
+  MAX_STREAMS: setting({
+    parser: wholeNumber(1, 10_000_000),
+    defaults: { all: '20000' },
+    help: 'query side: open streams and min_position waits in all, past which calls are RESOURCE_EXHAUSTED',
+  }),
+  MAX_STREAMS_PER_CONNECTION: setting({
+    parser: wholeNumber(1, 10_000_000),
+    defaults: { all: '1000' },
+    help: 'query side: the same, per client connection',
+  }),
   CHANGE_LOG_RETENTION: setting({
     parser: wholeNumber(100, 1_000_000_000),
     defaults: { all: '1000000' },

@@ -78,6 +78,11 @@ export class OutOfRangeError extends CrucibleError {
   readonly kind = 'out_of_range';
 }
 
+/** A cap on what callers may hold open (streams, waits) is reached. → RESOURCE_EXHAUSTED */
+export class ResourceExhaustedError extends CrucibleError {
+  readonly kind = 'resource_exhausted';
+}
+
 /** A wait (e.g. for `min_position`) outlived the call's deadline. → DEADLINE_EXCEEDED */
 export class DeadlineError extends CrucibleError {
   readonly kind = 'deadline';

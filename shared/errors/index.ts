@@ -9,6 +9,7 @@ export {
   CommitOutcomeUnknownError,
   OutOfRangeError,
   DeadlineError,
+  ResourceExhaustedError,
   validationErrorOf,
 } from './errors';
 export type { FieldViolation } from './errors';

@@ -17,6 +17,8 @@ export interface CallContext {
   /** The call's deadline, or undefined when the client set none. */
   readonly deadline: Date | undefined;
   readonly metadata: Metadata;
+  /** The client's address and port: one per connection. */
+  readonly peer: string;
 }
 
 export type UnaryHandler<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
@@ -52,7 +54,7 @@ function deadlineOf(call: { getDeadline(): Date | number }): Date | undefined {
 }
 
 /** What every kind of call has: its cancellation event, deadline and metadata. */
-type AnyCall = EventEmitter & { getDeadline(): Date | number; readonly metadata: Metadata };
+type AnyCall = EventEmitter & { getDeadline(): Date | number; getPeer(): string; readonly metadata: Metadata };
 
 function contextOf(call: AnyCall): {
   context: CallContext;
@@ -62,7 +64,7 @@ function contextOf(call: AnyCall): {
   const onCancel = (): void => controller.abort();
   call.on('cancelled', onCancel);
   return {
-    context: { signal: controller.signal, deadline: deadlineOf(call), metadata: call.metadata },
+    context: { signal: controller.signal, deadline: deadlineOf(call), metadata: call.metadata, peer: call.getPeer() },
     dispose: () => call.off('cancelled', onCancel),
   };
 }

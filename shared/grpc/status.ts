@@ -6,6 +6,7 @@ import {
   IllegalTransitionError,
   NotFoundError,
   OutOfRangeError,
+  ResourceExhaustedError,
   RevisionConflictError,
   UnavailableError,
   ValidationError,
@@ -81,6 +82,7 @@ export function toStatus(err: unknown, logger: Logger, method: string): StatusOb
   if (err instanceof AlreadyExistsError) return withDetails(Status.ALREADY_EXISTS, err.message, []);
   if (err instanceof OutOfRangeError) return withDetails(Status.OUT_OF_RANGE, err.message, []);
   if (err instanceof DeadlineError) return withDetails(Status.DEADLINE_EXCEEDED, err.message, []);
+  if (err instanceof ResourceExhaustedError) return withDetails(Status.RESOURCE_EXHAUSTED, err.message, []);
   if (err instanceof UnavailableError) {
     logger.warn('dependency unavailable', { method, err });
     return withDetails(Status.UNAVAILABLE, err.message, []);

@@ -8,6 +8,7 @@ import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { Checkpoints } from '../read-models/checkpoints';
 import type { ReadGuard } from '../live/read-guard';
+import type { OpenCalls } from '../live/open-calls';
 import type { Shutdown } from '../live/shutdown';
 
 /**
@@ -21,6 +22,7 @@ export function createGetEvaluation(deps: {
   readonly records: EvaluationRecords;
   readonly checkpoints: Checkpoints;
   readonly guard: ReadGuard;
+  readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly shutdown: Shutdown;
@@ -34,11 +36,16 @@ export function createGetEvaluation(deps: {
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
       deps.guard.checkReachable(minPosition);
-      await deps.hub.waitForPosition(minPosition, {
-        signal: context.signal,
-        deadline: context.deadline,
-        shutdown: deps.shutdown,
-      });
+      const close = deps.openCalls.open(context.peer, 'a GetEvaluation min_position wait');
+      try {
+        await deps.hub.waitForPosition(minPosition, {
+          signal: context.signal,
+          deadline: context.deadline,
+          shutdown: deps.shutdown,
+        });
+      } finally {
+        close();
+      }
     }
     // The checkpoint after the record: a loss between the two reads shows as a low checkpoint.
     const [evaluation, checkpoint] = await Promise.all([deps.records.get(evalId), deps.checkpoints.readFor(evalId)]);

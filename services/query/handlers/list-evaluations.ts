@@ -9,6 +9,7 @@ import { decodePageToken, type EvaluationList, type PageCursor } from '../read-m
 import type { Shutdown } from '../live/shutdown';
 import type { Checkpoints } from '../read-models/checkpoints';
 import type { ReadGuard } from '../live/read-guard';
+import type { OpenCalls } from '../live/open-calls';
 
 /**
  * ListEvaluations: a newest-first page from the list indexes, optionally of one status,
@@ -20,6 +21,7 @@ export function createListEvaluations(deps: {
   readonly list: EvaluationList;
   readonly checkpoints: Checkpoints;
   readonly guard: ReadGuard;
+  readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly shutdown: Shutdown;
@@ -46,11 +48,16 @@ export function createListEvaluations(deps: {
     await deps.readiness.ready(context);
     if (minPosition !== undefined) {
       deps.guard.checkReachable(minPosition);
-      await deps.hub.waitForPosition(minPosition, {
-        signal: context.signal,
-        deadline: context.deadline,
-        shutdown: deps.shutdown,
-      });
+      const close = deps.openCalls.open(context.peer, 'a ListEvaluations min_position wait');
+      try {
+        await deps.hub.waitForPosition(minPosition, {
+          signal: context.signal,
+          deadline: context.deadline,
+          shutdown: deps.shutdown,
+        });
+      } finally {
+        close();
+      }
     }
     const page = await deps.list.page(status, pageSize, cursor);
     for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint);

@@ -13,6 +13,7 @@ import type { EvaluationHistory } from '../read-models/evaluation-history';
 import type { Shutdown } from '../live/shutdown';
 import type { Checkpoints } from '../read-models/checkpoints';
 import type { ReadGuard } from '../live/read-guard';
+import type { OpenCalls } from '../live/open-calls';
 
 /**
  * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
@@ -24,6 +25,7 @@ export function createWatchEvaluation(deps: {
   readonly history: EvaluationHistory;
   readonly checkpoints: Checkpoints;
   readonly guard: ReadGuard;
+  readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
@@ -40,6 +42,20 @@ export function createWatchEvaluation(deps: {
     const afterRevision = checks.position(request.afterRevision, 'after_revision');
     checks.done();
 
+    const close = deps.openCalls.open(context.peer, 'a WatchEvaluation stream');
+    try {
+      await follow(evalId, afterRevision, sink, context);
+    } finally {
+      close();
+    }
+  };
+
+  async function follow(
+    evalId: string,
+    afterRevision: bigint | undefined,
+    sink: StreamSink<WatchOut>,
+    context: CallContext,
+  ): Promise<void> {
     await deps.readiness.ready(context);
     const [stored, checkpoint] = await Promise.all([history.latest(evalId), deps.checkpoints.readFor(evalId)]);
     deps.guard.checkFresh(checkpoint);
@@ -88,5 +104,5 @@ export function createWatchEvaluation(deps: {
     } finally {
       unsubscribe();
     }
-  };
+  }
 }

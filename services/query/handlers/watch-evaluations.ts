@@ -7,6 +7,7 @@ import type { WatchOut } from '../wire/encoded-messages';
 import { MAX_WATCHED_IDS, RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
+import type { OpenCalls } from '../live/open-calls';
 import { createResumableStream } from '../live/resumable-stream';
 import { outOfRange, type ChangeLog } from '../read-models/change-log';
 import type { Shutdown } from '../live/shutdown';
@@ -24,6 +25,7 @@ export function createWatchEvaluations(deps: {
   readonly changeLog: ChangeLog;
   readonly hub: ChangeHub;
   readonly readiness: Readiness;
+  readonly openCalls: OpenCalls;
   readonly streams: StreamConfig;
   readonly shutdown: Shutdown;
   /** Told when a slow client's buffer is dropped (tests). */
@@ -48,6 +50,21 @@ export function createWatchEvaluations(deps: {
     request.evalIds.slice(0, MAX_WATCHED_IDS).forEach((id, i) => checks.evalId(id, `eval_ids[${i}]`));
     checks.done();
 
+    const close = deps.openCalls.open(context.peer, 'a WatchEvaluations stream');
+    try {
+      await watch(afterPosition, statuses, request.evalIds, sink, context);
+    } finally {
+      close();
+    }
+  };
+
+  async function watch(
+    afterPosition: bigint | undefined,
+    statuses: readonly EvaluationStatus[],
+    evalIds: readonly string[],
+    sink: StreamSink<WatchOut>,
+    context: CallContext,
+  ): Promise<void> {
     await deps.readiness.ready(context);
     if (afterPosition !== undefined) {
       const oldest = await changeLog.oldestResumable();
@@ -58,7 +75,7 @@ export function createWatchEvaluations(deps: {
       statuses.length === 0 || statuses.includes(EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)
         ? undefined
         : new Set(statuses);
-    const idSet = request.evalIds.length === 0 ? undefined : new Set(request.evalIds);
+    const idSet = evalIds.length === 0 ? undefined : new Set(evalIds);
     const matches = (c: Change): boolean =>
       (statusSet === undefined || statusSet.has(c.status)) && (idSet === undefined || idSet.has(c.evalId));
 
@@ -93,5 +110,5 @@ export function createWatchEvaluations(deps: {
     } finally {
       unsubscribe();
     }
-  };
+  }
 }

@@ -26,7 +26,7 @@ function collector(): StreamSink<ReadOutputResponse> & { readonly messages: Read
 }
 
 function contextOf(controller = new AbortController()): CallContext {
-  return { signal: controller.signal, deadline: undefined, metadata: new Metadata() };
+  return { signal: controller.signal, deadline: undefined, metadata: new Metadata(), peer: 'ipv4:127.0.0.1:1' };
 }
 
 function bodies(found: StoredBody | undefined | 'unknown-evaluation', inline = Buffer.alloc(0)): BodyStore {
