@@ -25,7 +25,7 @@ describe('caps on what clients hold open: RESOURCE_EXHAUSTED past them, room aga
   function connection(): EvaluationQueryServiceClient {
     const client = new EvaluationQueryServiceClient(replica.address, credentials.createInsecure(), {
       'grpc.channel_id': extra.length,
-    } as Record<string, number>);
+    });
     extra.push(client);
     return client;
   }
