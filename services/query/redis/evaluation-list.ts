@@ -7,7 +7,19 @@ import type { Encoded } from '../wire/encoded';
 import { mappingOutages } from './errors';
 
 /** List pages read from the indexes and records in Redis (read-models/evaluation-list.ts). */
-export function createEvaluationList(redis: Redis, layout: KeyLayout, records: EvaluationRecords): EvaluationList {
+/**
+ * Record bytes a page holds at most (beside its count): standard clients receive at most 4 MiB
+ * per message by default, and a thousand records near the metadata limit would be tens of MiB.
+ * A page always holds at least one record; one larger than this goes alone.
+ */
+export const LIST_PAGE_BYTES = 3 * 1024 * 1024;
+
+export function createEvaluationList(
+  redis: Redis,
+  layout: KeyLayout,
+  records: EvaluationRecords,
+  pageBytes = LIST_PAGE_BYTES,
+): EvaluationList {
   const indexKey = (partition: number, status: EvaluationStatus): string =>
     status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED
       ? layout.indexAll(partition)
@@ -40,20 +52,31 @@ export function createEvaluationList(redis: Redis, layout: KeyLayout, records: E
       // Index and record are read in two steps; an evaluation whose status changed in between
       // no longer matches the filter and is left out (the page may then be one shorter).
       const missing: string[] = [];
-      const evaluations = members.flatMap((m) => {
+      const evaluations: Encoded<Evaluation>[] = [];
+      let bytes = 0;
+      // The page ends at the last member it considered: the budget may end it early.
+      let last = members[members.length - 1];
+      let more = hasMore;
+      for (const [i, m] of members.entries()) {
         const e = found.get(memberId(m));
         if (e === undefined) {
           missing.push(memberId(m));
-          return [];
+          continue;
         }
         // A record no client could decode (reported by the records reader) is left out.
-        if (e.unreadable !== undefined) return [];
-        return status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED || e.message.status === status ? [e] : [];
-      });
-      const last = members[members.length - 1];
+        if (e.unreadable !== undefined) continue;
+        if (status !== EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED && e.message.status !== status) continue;
+        if (evaluations.length > 0 && bytes + e.bytes.length > pageBytes) {
+          last = members[i - 1];
+          more = true;
+          break;
+        }
+        evaluations.push(e);
+        bytes += e.bytes.length;
+      }
       return {
         evaluations,
-        nextPageToken: hasMore && last !== undefined ? encodePageToken({ status, after: last }) : '',
+        nextPageToken: more && last !== undefined ? encodePageToken({ status, after: last }) : '',
         missing,
       };
     },

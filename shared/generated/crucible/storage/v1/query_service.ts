@@ -89,7 +89,10 @@ export interface GetEvaluationResponse {
 export interface ListEvaluationsRequest {
   /** Optional. Only evaluations in this status; UNSPECIFIED lists all. */
   status: EvaluationStatus;
-  /** Optional. 1-1000; 0 means 50. */
+  /**
+   * Optional. 1-1000; 0 means 50. A page also stops at about 3 MiB of records (so that it
+   * fits a client's default 4 MiB message limit), holding fewer: page on with the token.
+   */
   pageSize: number;
   /** Optional. The `next_page_token` of the previous page; the other fields must not change. */
   pageToken: string;
