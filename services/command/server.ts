@@ -25,7 +25,12 @@ export function createCommandServer(deps: CommandHandlerDeps & { readonly logger
     submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), logger),
     startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), logger),
     completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), logger),
-    completeEvaluationStream: clientStream('CompleteEvaluationStream', createCompleteEvaluationStream(deps), logger),
+    completeEvaluationStream: clientStream(
+      'CompleteEvaluationStream',
+      createCompleteEvaluationStream(deps),
+      logger,
+      deps.limits.clientStreamIdleMs,
+    ),
     failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), logger),
     cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), logger),
   };

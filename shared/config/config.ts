@@ -39,6 +39,8 @@ export interface Limits {
   readonly maxOutputBytes: number;
   /** Largest output CompleteEvaluationStream accepts (it never holds one whole in memory). */
   readonly maxStreamedOutputBytes: number;
+  /** A client stream that sends nothing this long is cut: it holds an upload and a call slot. */
+  readonly clientStreamIdleMs: number;
   readonly maxMetadataBytes: number;
   readonly maxTimeoutSeconds: number;
   readonly evalIdPattern: RegExp;
@@ -196,6 +198,7 @@ export function loadConfig(env: Env): Config {
       maxCodeBytes: v.MAX_CODE_BYTES,
       maxOutputBytes: v.MAX_OUTPUT_BYTES,
       maxStreamedOutputBytes: v.MAX_STREAMED_OUTPUT_BYTES,
+      clientStreamIdleMs: v.CLIENT_STREAM_IDLE_MS,
       maxMetadataBytes: v.MAX_METADATA_BYTES,
       maxTimeoutSeconds: v.MAX_TIMEOUT_SECONDS,
       evalIdPattern: v.EVAL_ID_PATTERN,

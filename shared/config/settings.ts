@@ -232,6 +232,11 @@ export const SETTINGS = {
     defaults: { all: String(GiB) },
     help: 'largest output `CompleteEvaluationStream` accepts (at most 5 GiB, one S3 PutObject)',
   }),
+  CLIENT_STREAM_IDLE_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: '30000' },
+    help: 'a client stream (`CompleteEvaluationStream`) that sends nothing this long is cut (DEADLINE_EXCEEDED)',
+  }),
   MAX_METADATA_BYTES: setting({
     parser: wholeNumber(0, 16 * MiB),
     defaults: { all: String(64 * KiB) },

@@ -8,6 +8,7 @@ import {
   type ServerWritableStream,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import { DeadlineError } from '../errors';
 import type { Logger } from '../logging';
 import { toStatus } from './status';
 
@@ -107,11 +108,43 @@ export function unary<Req, Res>(
   return (call, callback) => answerOnce(call, callback, method, logger, (context) => handler(call.request, context));
 }
 
+/**
+ * The messages of a client stream, cut (the iteration throws DeadlineError) when the client
+ * sends nothing for `idleMs` while the handler waits for it: a stalled uploader would otherwise
+ * hold its upload, its buffers and a call slot for good. Time the handler spends on a message
+ * does not count.
+ */
+function idleBounded<Req>(
+  call: ServerReadableStream<Req, unknown>,
+  idleMs: number,
+  method: string,
+): AsyncIterable<Req> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      const messages = call[Symbol.asyncIterator]() as AsyncIterator<Req>;
+      for (;;) {
+        const timer = setTimeout(() => {
+          call.destroy(new DeadlineError(`${method}: the client sent nothing for ${idleMs} ms; the call is cut`));
+        }, idleMs);
+        let next: IteratorResult<Req>;
+        try {
+          next = await messages.next();
+        } finally {
+          clearTimeout(timer);
+        }
+        if (next.done === true) return;
+        yield next.value;
+      }
+    },
+  };
+}
+
 /** Adapts an async client-stream handler: answers exactly once, mapping every throw. */
 export function clientStream<Req, Res>(
   method: string,
   handler: ClientStreamHandler<Req, Res>,
   logger: Logger,
+  idleMs = Number.POSITIVE_INFINITY,
 ): (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) =>
     answerOnce(
@@ -122,7 +155,7 @@ export function clientStream<Req, Res>(
       (context) => {
         // A cancelled call's readable side may never end: destroying it makes the iteration throw.
         addAbortSignal(context.signal, call);
-        return handler(call, context);
+        return handler(Number.isFinite(idleMs) ? idleBounded(call, idleMs, method) : call, context);
       },
       true,
     );

@@ -28,6 +28,11 @@ function sdkLogger(logger: Logger): { debug: SdkLog; info: SdkLog; warn: SdkLog;
   };
 }
 
+const S3_CONNECT_TIMEOUT_MS = 3_000;
+const S3_IDLE_SOCKET_TIMEOUT_MS = 60_000;
+/** Connections per client: past them requests queue (the SDK warns when they pile up). */
+const S3_MAX_SOCKETS = 64;
+
 /**
  * Creates an S3 client from the validated config; the SDK's warnings go to `logger` when given
  * (otherwise to the console). For s3rver (and other servers without aws-chunked support) the
@@ -47,5 +52,14 @@ export function createS3Client(config: S3Config, logger?: Logger): S3Client {
       : {}),
     // Fail fast when the S3 server is down: the command answers UNAVAILABLE and the executor retries.
     maxAttempts: 2,
+    requestHandler: {
+      connectionTimeout: S3_CONNECT_TIMEOUT_MS,
+      // A socket that moves no byte this long is closed: a ReadOutput whose client stopped
+      // reading (the body is piped with backpressure) gives its S3 connection back instead of
+      // holding one of the pool's sockets for good; an upload whose client stalls, the same.
+      socketTimeout: S3_IDLE_SOCKET_TIMEOUT_MS,
+      httpAgent: { keepAlive: true, maxSockets: S3_MAX_SOCKETS },
+      httpsAgent: { keepAlive: true, maxSockets: S3_MAX_SOCKETS },
+    },
   });
 }
