@@ -1,4 +1,4 @@
-import { clientStream, createGrpcServer, unary, type GrpcServer } from '../../shared/grpc';
+import { clientStream, createCallLog, createGrpcServer, unary, type GrpcServer } from '../../shared/grpc';
 import {
   EvaluationCommandServiceService,
   type EvaluationCommandServiceServer,
@@ -21,18 +21,19 @@ const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
 export function createCommandServer(deps: CommandHandlerDeps & { readonly logger: Logger }): GrpcServer {
   const { logger } = deps;
+  const log = createCallLog(logger);
   const implementation: EvaluationCommandServiceServer = {
-    submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), logger),
-    startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), logger),
-    completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), logger),
+    submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), log),
+    startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), log),
+    completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), log),
     completeEvaluationStream: clientStream(
       'CompleteEvaluationStream',
       createCompleteEvaluationStream(deps),
-      logger,
+      log,
       deps.limits.clientStreamIdleMs,
     ),
-    failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), logger),
-    cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), logger),
+    failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), log),
+    cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), log),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],

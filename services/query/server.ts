@@ -1,5 +1,5 @@
 import type { StreamConfig } from '../../shared/config';
-import { createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
+import { createCallLog, createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
@@ -54,20 +54,21 @@ export interface QueryServerDeps {
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
+  const log = createCallLog(logger);
   const implementation: QueryServiceImplementation = {
-    getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), logger),
-    listEvaluations: unary('ListEvaluations', createListEvaluations(deps), logger),
-    readOutput: serverStream('ReadOutput', createReadOutput(deps), logger),
-    watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), logger),
+    getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), log),
+    listEvaluations: unary('ListEvaluations', createListEvaluations(deps), log),
+    readOutput: serverStream('ReadOutput', createReadOutput(deps), log),
+    watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), log),
     watchEvaluations: serverStream(
       'WatchEvaluations',
       createWatchEvaluations({
         ...deps,
         ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}),
       }),
-      logger,
+      log,
     ),
-    getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), logger),
+    getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), log),
   };
   return createGrpcServer({
     services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],

@@ -9,7 +9,7 @@ import {
   type sendUnaryData,
 } from '@grpc/grpc-js';
 import { DeadlineError } from '../errors';
-import type { Logger } from '../logging';
+import type { CallLog } from './call-log';
 import { toStatus } from './status';
 
 /** What a handler may know of its call: a signal that fires when the client goes away. */
@@ -80,7 +80,7 @@ function answerOnce<Res>(
   call: AnyCall,
   callback: sendUnaryData<Res>,
   method: string,
-  logger: Logger,
+  log: CallLog,
   run: (context: CallContext) => Promise<Res>,
   quietOnCancel = false,
 ): void {
@@ -94,7 +94,7 @@ function answerOnce<Res>(
       dispose();
       if (quietOnCancel && context.signal.aborted)
         callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
-      else callback(toStatus(err, logger, method));
+      else callback(toStatus(err, log, method));
     },
   );
 }
@@ -103,9 +103,9 @@ function answerOnce<Res>(
 export function unary<Req, Res>(
   method: string,
   handler: UnaryHandler<Req, Res>,
-  logger: Logger,
+  log: CallLog,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => answerOnce(call, callback, method, logger, (context) => handler(call.request, context));
+  return (call, callback) => answerOnce(call, callback, method, log, (context) => handler(call.request, context));
 }
 
 /**
@@ -143,7 +143,7 @@ function idleBounded<Req>(
 export function clientStream<Req, Res>(
   method: string,
   handler: ClientStreamHandler<Req, Res>,
-  logger: Logger,
+  log: CallLog,
   idleMs = Number.POSITIVE_INFINITY,
 ): (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) =>
@@ -151,7 +151,7 @@ export function clientStream<Req, Res>(
       call,
       callback,
       method,
-      logger,
+      log,
       (context) => {
         // A cancelled call's readable side may never end: destroying it makes the iteration throw.
         addAbortSignal(context.signal, call);
@@ -165,7 +165,7 @@ export function clientStream<Req, Res>(
 export function serverStream<Req, Res>(
   method: string,
   handler: ServerStreamHandler<Req, Res>,
-  logger: Logger,
+  log: CallLog,
   track?: (call: ServerWritableStream<Req, Res>) => () => void,
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
@@ -206,7 +206,7 @@ export function serverStream<Req, Res>(
       (err: unknown) => {
         dispose();
         untrack();
-        if (!context.signal.aborted) call.emit('error', toStatus(err, logger, method));
+        if (!context.signal.aborted) call.emit('error', toStatus(err, log, method));
       },
     );
   };

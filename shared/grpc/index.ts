@@ -3,4 +3,6 @@ export type { GrpcServer, GrpcServerOptions, ServiceRegistration } from './serve
 export { unary, serverStream, clientStream } from './handlers';
 export type { CallContext, UnaryHandler, ServerStreamHandler, ClientStreamHandler, StreamSink } from './handlers';
 export { toStatus } from './status';
+export { createCallLog } from './call-log';
+export type { CallLog } from './call-log';
 export type { StatusObject } from './status';

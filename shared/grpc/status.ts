@@ -14,7 +14,7 @@ import {
 import { Any } from '../generated/google/protobuf/any';
 import { BadRequest, ErrorInfo, PreconditionFailure } from '../generated/google/rpc/error_details';
 import { Status as RpcStatus } from '../generated/google/rpc/status';
-import type { Logger } from '../logging';
+import type { CallLog } from './call-log';
 
 const ERROR_DOMAIN = 'storage.crucible.dev';
 
@@ -60,7 +60,8 @@ export function invalidRequestStatus(rule: string, description: string): StatusO
  * meant for the caller plus google.rpc details; anything else is a bug, logged with its stack,
  * and the caller gets a generic INTERNAL.
  */
-export function toStatus(err: unknown, logger: Logger, method: string): StatusObject {
+export function toStatus(err: unknown, log: CallLog, method: string): StatusObject {
+  const { logger } = log;
   if (err instanceof ValidationError) {
     return withDetails(Status.INVALID_ARGUMENT, err.message, [badRequest(err.violations)]);
   }
@@ -84,7 +85,7 @@ export function toStatus(err: unknown, logger: Logger, method: string): StatusOb
   if (err instanceof DeadlineError) return withDetails(Status.DEADLINE_EXCEEDED, err.message, []);
   if (err instanceof ResourceExhaustedError) return withDetails(Status.RESOURCE_EXHAUSTED, err.message, []);
   if (err instanceof UnavailableError) {
-    logger.warn('dependency unavailable', { method, err });
+    log.refused(method, err);
     return withDetails(Status.UNAVAILABLE, err.message, []);
   }
   if (err instanceof CrucibleError) {

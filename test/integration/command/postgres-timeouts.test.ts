@@ -8,7 +8,7 @@ import {
   EvaluationCommandServiceClient,
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
-import { toStatus } from '../../../shared/grpc';
+import { createCallLog, toStatus } from '../../../shared/grpc';
 import { silentLogger } from '../../../shared/logging';
 import { createPool } from '../../../shared/postgres';
 import type { CommandExecutor } from '../../../services/command/application/command-executor';
@@ -191,7 +191,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
           expect(Date.now() - startedAt, 'refused within lock_timeout, not at the end of the test').to.be.below(3000);
           expect(err).to.be.instanceOf(UnavailableError);
           expect(err).to.not.be.instanceOf(CommitOutcomeUnknownError);
-          expect(toStatus(err, silentLogger, 'test').code).to.equal(GrpcStatus.UNAVAILABLE);
+          expect(toStatus(err, createCallLog(silentLogger), 'test').code).to.equal(GrpcStatus.UNAVAILABLE);
           expect((err as Error).message).to.match(/waited longer than lock_timeout .*append lock, event_log_head/);
           expect((err as Error).message).to.include('nothing was written');
         }
@@ -329,7 +329,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
       try {
         const err = await rejection(executor.execute(submitOf(undefined, 'req-unknown')));
         expect(err).to.be.instanceOf(CommitOutcomeUnknownError);
-        expect(toStatus(err, silentLogger, 'test').code).to.equal(GrpcStatus.UNAVAILABLE);
+        expect(toStatus(err, createCallLog(silentLogger), 'test').code).to.equal(GrpcStatus.UNAVAILABLE);
         expect((err as Error).message).to.include('the outcome is unknown');
         expect((err as Error).message).to.include('a retry with the same request_id is safe and answers what happened');
         expect((err as Error).message).to.not.include('nothing was written');

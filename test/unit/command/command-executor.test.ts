@@ -10,7 +10,7 @@ import {
   RevisionConflictError,
   UnavailableError,
 } from '../../../shared/errors';
-import { toStatus } from '../../../shared/grpc';
+import { createCallLog, toStatus } from '../../../shared/grpc';
 import { silentLogger } from '../../../shared/logging';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
 import { MAX_ROUNDS } from '../../../services/command/application/decide-and-append';
@@ -89,7 +89,7 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   return expect.fail('expected a rejection');
 }
 
-const codeOf = (err: unknown): GrpcStatus => toStatus(err, silentLogger, 'test').code;
+const codeOf = (err: unknown): GrpcStatus => toStatus(err, createCallLog(silentLogger), 'test').code;
 
 /** `content` in chunks of `size`, arriving asynchronously as from a socket. */
 async function* chunksOf(content: Buffer, size = 50): AsyncGenerator<Buffer> {

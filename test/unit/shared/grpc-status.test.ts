@@ -10,7 +10,7 @@ import {
 } from '../../../shared/errors';
 import { BadRequest, ErrorInfo, PreconditionFailure } from '../../../shared/generated/google/rpc/error_details';
 import { Status as RpcStatus } from '../../../shared/generated/google/rpc/status';
-import { toStatus, type StatusObject } from '../../../shared/grpc';
+import { createCallLog, toStatus, type StatusObject } from '../../../shared/grpc';
 import { createLogger, type Logger } from '../../../shared/logging';
 
 interface Captured {
@@ -46,7 +46,7 @@ describe('toStatus', () => {
       { field: 'code', rule: 'REQUIRED', description: 'code is required' },
       { field: 'timeout_seconds', rule: 'OUT_OF_RANGE', description: 'timeout_seconds must be from 1 to 3600, got 0' },
     ]);
-    const status = toStatus(err, capturingLogger().logger, 'SubmitEvaluation');
+    const status = toStatus(err, createCallLog(capturingLogger().logger), 'SubmitEvaluation');
     expect(status.code).to.equal(GrpcStatus.INVALID_ARGUMENT);
     expect(status.details).to.include('code is required').and.include('timeout_seconds');
     const rpc = detailsOf(status);
@@ -64,7 +64,11 @@ describe('toStatus', () => {
   });
 
   it('maps RevisionConflictError to ABORTED, naming the current revision in message and ErrorInfo', () => {
-    const status = toStatus(new RevisionConflictError('e1', '2', '5'), capturingLogger().logger, 'CancelEvaluation');
+    const status = toStatus(
+      new RevisionConflictError('e1', '2', '5'),
+      createCallLog(capturingLogger().logger),
+      'CancelEvaluation',
+    );
     expect(status.code).to.equal(GrpcStatus.ABORTED);
     expect(status.details).to.include('revision 5');
     const info = ErrorInfo.decode(detailOf(detailsOf(status), 'google.rpc.ErrorInfo'));
@@ -75,7 +79,7 @@ describe('toStatus', () => {
   it('maps IllegalTransitionError to FAILED_PRECONDITION with a PreconditionFailure', () => {
     const status = toStatus(
       new IllegalTransitionError('e1', 'completed', 'running'),
-      capturingLogger().logger,
+      createCallLog(capturingLogger().logger),
       'StartEvaluation',
     );
     expect(status.code).to.equal(GrpcStatus.FAILED_PRECONDITION);
@@ -96,7 +100,7 @@ describe('toStatus', () => {
       [new UnavailableError('PostgreSQL is unavailable (load); retry'), GrpcStatus.UNAVAILABLE],
     ];
     for (const [err, code] of cases) {
-      const status = toStatus(err, logger, 'M');
+      const status = toStatus(err, createCallLog(logger), 'M');
       expect(status.code, err.constructor.name).to.equal(code);
       expect(status.details).to.equal(err.message);
     }
@@ -105,15 +109,38 @@ describe('toStatus', () => {
   it('keeps the cause of an UnavailableError in the server log only', () => {
     const { logger, lines } = capturingLogger();
     const cause = new Error('connect ECONNREFUSED 10.1.2.3:5432');
-    const status = toStatus(new UnavailableError('PostgreSQL is unavailable; retry', { cause }), logger, 'M');
+    const status = toStatus(
+      new UnavailableError('PostgreSQL is unavailable; retry', { cause }),
+      createCallLog(logger),
+      'M',
+    );
     expect(status.details).to.not.include('10.1.2.3');
     expect(JSON.stringify(lines)).to.include('10.1.2.3');
+  });
+
+  it('counts refusals and logs one line per method and reason per interval, without a stack, saying how many it did not log', () => {
+    const { logger, lines } = capturingLogger();
+    let now = 0;
+    const log = createCallLog(logger, { intervalMs: 10_000, clock: () => now });
+    const overloaded = new UnavailableError('command service overloaded; retry with backoff');
+    for (let i = 0; i < 500; i += 1) toStatus(overloaded, log, 'SubmitEvaluation');
+    toStatus(overloaded, log, 'StartEvaluation');
+    now = 10_000;
+    toStatus(overloaded, log, 'SubmitEvaluation');
+    expect(log.refusals.get('SubmitEvaluation')).to.equal(501);
+    const refusals = lines.filter((l) => l.msg === 'refused: dependency unavailable');
+    expect(refusals.map((l) => [l.method, l.refusedSinceLastLine])).to.deep.equal([
+      ['SubmitEvaluation', 0],
+      ['StartEvaluation', 0],
+      ['SubmitEvaluation', 499],
+    ]);
+    expect(JSON.stringify(refusals)).to.not.include('    at ');
   });
 
   it('maps an unknown error to INTERNAL with a generic message, logging the original with its stack', () => {
     const { logger, lines } = capturingLogger();
     const err = new TypeError('relation "evaluations" password=hunter2 at /srv/app.js');
-    const status = toStatus(err, logger, 'SubmitEvaluation');
+    const status = toStatus(err, createCallLog(logger), 'SubmitEvaluation');
     expect(status.code).to.equal(GrpcStatus.INTERNAL);
     expect(status.details).to.not.include('hunter2').and.not.include('evaluations').and.not.include('TypeError');
     expect(status.metadata.get('grpc-status-details-bin')).to.have.length(0);
@@ -125,7 +152,7 @@ describe('toStatus', () => {
 
   it('maps thrown non-errors to INTERNAL too', () => {
     for (const thrown of ['a string', 42, undefined, { code: 5 }]) {
-      expect(toStatus(thrown, capturingLogger().logger, 'M').code).to.equal(GrpcStatus.INTERNAL);
+      expect(toStatus(thrown, createCallLog(capturingLogger().logger), 'M').code).to.equal(GrpcStatus.INTERNAL);
     }
   });
 });
