@@ -44,11 +44,18 @@ async function main(): Promise<void> {
   );
   resources.push({ name: 'postgres', close: () => pool.end() });
   await retryAtStartup('connecting to PostgreSQL', () => pool.query('SELECT 1'), logger);
-  // Three Redis connections, each for one kind of work: commands (reads, projection scripts)
-  // fail fast when Redis is down so calls get UNAVAILABLE; the subscriber can run nothing but
-  // pub/sub; the blocking one is held by XREAD BLOCK and waits out an outage.
+  // Four Redis connections, each for one kind of work: reads and the projection (each its own,
+  // so that a large replay never holds a projection step behind it) fail fast when Redis is
+  // down so calls get UNAVAILABLE and steps retry; the subscriber can run nothing but pub/sub;
+  // the blocking one is held by XREAD BLOCK and waits out an outage.
   const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 }, logger);
   resources.push({ name: 'redis', close: () => closeRedis(redis) });
+  const projection = connectRedis(
+    config.redisUrl,
+    { connectionName: 'crucible-query-projection', maxRetriesPerRequest: 1 },
+    logger,
+  );
+  resources.push({ name: 'redis projection', close: () => closeRedis(projection) });
   const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' }, logger);
   resources.push({ name: 'redis pub/sub', close: () => closeRedis(subscriber) });
   const blocking = connectRedis(
@@ -60,7 +67,7 @@ async function main(): Promise<void> {
   const s3 = createS3Client(config.s3, logger);
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
-  const service = createQueryService(config, { pool, redis, subscriber, blocking, s3 }, logger);
+  const service = createQueryService(config, { pool, redis, projection, subscriber, blocking, s3 }, logger);
   const port = await service.start(config.host, config.queryPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
   createLogger('info', { service: 'query' }).info('listening', { host: config.host, port });

@@ -33,8 +33,14 @@ import { createShutdown } from './live/shutdown';
 export interface QueryServiceConnections {
   /** Read-only sessions over the event log. */
   readonly pool: Pool;
-  /** Commands: reads and the projection's scripts. */
+  /** Reads: lookups, lists, replays, the read guard's checkpoints. */
   readonly redis: Redis;
+  /**
+   * The projection's own: its reads, scripts and rebuilds. Replies come in order on a
+   * connection, so a replay from position 0 (MiBs of change log) on the readers' connection
+   * would hold the projection's next step behind it.
+   */
+  readonly projection: Redis;
   /** Pub/sub only: a subscribed connection can run nothing else. */
   readonly subscriber: Redis;
   /** XREAD BLOCK only: a blocked connection holds every command behind it. */
@@ -74,7 +80,7 @@ export function createQueryService(
   logger: Logger,
   options: QueryServiceOptions = {},
 ): QueryService {
-  const { pool, redis, subscriber, blocking, s3 } = connections;
+  const { pool, redis, projection, subscriber, blocking, s3 } = connections;
   const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
   const shutdown = createShutdown();
 
@@ -86,7 +92,7 @@ export function createQueryService(
   const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
 
   let setServing: (serving: boolean) => void = () => undefined;
-  const store = createRedisProjectionStore(redis, layout, config.streams.changeLogRetention);
+  const store = createRedisProjectionStore(projection, layout, config.streams.changeLogRetention);
   const projectionLogger = logger.child({ component: 'projection' });
   const projector = createProjector({
     eventLog,
@@ -96,10 +102,10 @@ export function createQueryService(
       layout,
       logger: projectionLogger,
     }),
-    checkpoints,
+    checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
     rebuild: async () => {
-      await rebuildReadModels({ redis, layout, eventLog, store, logger: projectionLogger });
+      await rebuildReadModels({ redis: projection, layout, eventLog, store, logger: projectionLogger });
     },
     catchUpIntervalMs: config.catchUpIntervalMs,
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
@@ -141,13 +147,13 @@ export function createQueryService(
   setServing = (serving) => server.setServing(serving);
 
   let subscription: ChangeSubscription | undefined;
-  const onCommandsReconnect = (): void => projector.requestCatchUp('redis reconnected');
+  const onProjectionReconnect = (): void => projector.requestCatchUp('redis reconnected');
 
   return {
     projector,
     hub,
     async start(host, port) {
-      await checkMemoryPolicy(redis, config.redisAllowEviction, logger);
+      await checkMemoryPolicy(projection, config.redisAllowEviction, logger);
       const bound = await server.listen(host, port);
       subscription = subscribeToChanges(
         subscriber,
@@ -158,7 +164,7 @@ export function createQueryService(
         },
         logger,
       );
-      redis.on('ready', onCommandsReconnect);
+      projection.on('ready', onProjectionReconnect);
       // Subscribed before the first catch-up reads the log: a change committed after that read
       // is then announced, not left to the quiet timer. Bounded: a Redis that is down must not
       // hold the start (ioredis subscribes once it is back, and the timer covers the gap).
@@ -170,7 +176,7 @@ export function createQueryService(
     },
     async shutdown(graceMs) {
       shutdown.begin();
-      redis.off('ready', onCommandsReconnect);
+      projection.off('ready', onProjectionReconnect);
       await server.shutdown(graceMs);
       await subscription?.close();
       await projector.stop();

@@ -98,12 +98,13 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
         });
         const quiet = (client: Redis): Redis => client.on('error', () => undefined);
         const replicaRedis = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: 1 }));
+        const projection = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: 1 }));
         const subscriber = quiet(new Redis(config.redisUrl));
         const blocking = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: null }));
         const replicaS3 = createS3Client(config.s3);
         const service = createQueryService(
           config,
-          { pool, redis: replicaRedis, subscriber, blocking, s3: replicaS3 },
+          { pool, redis: replicaRedis, projection, subscriber, blocking, s3: replicaS3 },
           options.logger ??
             (process.env.QUERY_IT_LOG === '1' ? createLogger('debug', { replica: replicas.length }) : silentLogger),
           options.service,
@@ -128,6 +129,7 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
               blocking.disconnect();
               subscriber.disconnect();
               replicaRedis.disconnect();
+              projection.disconnect();
               await pool.end();
             })();
             return closed;
