@@ -6,7 +6,6 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
-import type { Checkpoints } from '../read-models/checkpoints';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
 import type { Shutdown } from '../live/shutdown';
@@ -15,12 +14,11 @@ import type { Shutdown } from '../live/shutdown';
  * GetEvaluation: one evaluation from its Redis record. With `min_position`, first waits
  * (within the deadline) until the read models have applied that position — an awaited event
  * from the change-log tail, not a poll. The record is read with its partition's checkpoint
- * (sent together, one round trip): a Redis that lost data since gets UNAVAILABLE, not a stale
+ * (one MGET: they share a slot): a Redis that lost data since gets UNAVAILABLE, not a stale
  * answer or a NOT_FOUND (live/read-guard.ts).
  */
 export function createGetEvaluation(deps: {
   readonly records: EvaluationRecords;
-  readonly checkpoints: Checkpoints;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
@@ -47,8 +45,7 @@ export function createGetEvaluation(deps: {
         close();
       }
     }
-    // The checkpoint after the record: a loss between the two reads shows as a low checkpoint.
-    const [evaluation, checkpoint] = await Promise.all([deps.records.get(evalId), deps.checkpoints.readFor(evalId)]);
+    const { record: evaluation, checkpoint } = await deps.records.get(evalId);
     deps.guard.checkFresh(checkpoint);
     if (evaluation === undefined) {
       await deps.guard.confirmMissing(evalId, checkpoint);

@@ -30,7 +30,11 @@ export function decodeRecord(bytes: Buffer): Evaluation {
 
 /** How the record is read: its bytes, served as they are, and the state decoded when asked for. */
 export interface EvaluationRecords {
-  get(evalId: string): Promise<Encoded<Evaluation> | undefined>;
+  /**
+   * The record (undefined when there is none) and its partition's checkpoint, read in one
+   * command (the two keys share a slot): the read guard checks the one against the other.
+   */
+  get(evalId: string): Promise<{ readonly record: Encoded<Evaluation> | undefined; readonly checkpoint: bigint }>;
   /** Records of one partition's evaluations, in the order asked (undefined where missing). */
   getMany(partition: number, evalIds: readonly string[]): Promise<(Encoded<Evaluation> | undefined)[]>;
 }

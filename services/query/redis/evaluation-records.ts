@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { UnavailableError } from '../../../shared/errors';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
+import { parseCheckpoint } from '../read-models/checkpoints';
 import type { KeyLayout } from '../read-models/keys';
 import { fromBytes, undecodable as unreadableRecord, type Encoded } from '../wire/encoded';
 import { evaluationInResponse } from '../wire/readability';
@@ -27,16 +28,18 @@ export function createEvaluationRecords(
   };
   return mappingOutages<EvaluationRecords>('reading evaluation records', {
     async get(evalId) {
-      const key = layout.record(layout.partitionOf(evalId), evalId);
-      const bytes = await redis.getBuffer(key);
-      if (bytes === null) return undefined;
+      const partition = layout.partitionOf(evalId);
+      const key = layout.record(partition, evalId);
+      const [bytes, checkpointBytes] = await redis.mgetBuffer(key, layout.checkpoint(partition));
+      const checkpoint = parseCheckpoint(checkpointBytes?.toString() ?? null);
+      if (bytes === null || bytes === undefined) return { record: undefined, checkpoint };
       const record = read(key, evalId, bytes);
       if (record.unreadable !== undefined) {
         throw new UnavailableError(
           `evaluation ${evalId}'s record cannot be decoded by a client (${record.unreadable}); it is left out, and the server log says where`,
         );
       }
-      return record;
+      return { record, checkpoint };
     },
     async getMany(partition, evalIds) {
       if (evalIds.length === 0) return [];
