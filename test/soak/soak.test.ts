@@ -20,6 +20,7 @@ import {
   startQueryService,
   waitForProjection,
   wireStatus,
+  withDatabase,
   type FirehoseRecord,
   type LoggedEvent,
   type Step,
@@ -30,7 +31,8 @@ import {
  * load of commands, lookups, lists and resuming firehose watchers against a command service and
  * two query replicas, while a scheduler injects, one after the other at random times, every
  * fault the services handle: kill -9 of a service, Redis restarted empty or flushed, random
- * read-model keys deleted, Redis at maxmemory, a replica paused, PostgreSQL stopped. At the end:
+ * read-model keys deleted, Redis at maxmemory, a replica paused, PostgreSQL stopped, forged
+ * messages on the change channel. At the end:
  * every accepted command is visible, every watcher saw every change exactly once in order, the
  * checker is clean, and no read answered wrong (an answer is wrong when it is not the
  * evaluation's state at some position of the log at or past what its reader had written).
@@ -275,6 +277,38 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         process.kill(replica.pid, 'SIGSTOP');
         await sleep(3_000);
         process.kill(replica.pid, 'SIGCONT');
+      },
+      'publish forged change messages': async () => {
+        // Garbage, and well-formed events PostgreSQL does not have, one at the next position:
+        // pub/sub carries hints only, so none may reach a read model (the checker says).
+        const head = await withDatabase(stack.databaseUrl, (client) =>
+          client.query<{ p: string }>('SELECT position::text AS p FROM event_log_head WHERE id = 1'),
+        );
+        const next = Number(head.rows[0]?.p ?? '0') + 1;
+        const forged = (evalId: string, position: number, type: string, data: object): string =>
+          JSON.stringify({
+            position: String(position),
+            evalId,
+            revision: '1',
+            recordedAt: new Date().toISOString(),
+            event: { type, data },
+          });
+        const queued = {
+          codeHash: '0'.repeat(64),
+          codeSize: 1,
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 5,
+          metadata: {},
+          createdAt: new Date().toISOString(),
+        };
+        for (const message of [
+          'garbage',
+          '{"position":"x"}',
+          forged('forged-soak', next, 'EvaluationQueued', queued),
+          forged('forged-soak-2', next + 1_000_000, 'EvaluationQueued', queued),
+        ])
+          await redis?.publish(`${prefix}:changes`, message);
       },
       'stop PostgreSQL': async () => {
         await stack.postgres.stop();
