@@ -245,6 +245,18 @@ export function startBurst(
   };
 }
 
+/** Runs plans of `commands` commands for `<prefix>-<i>` to the end, and fails unless every command succeeded. */
+export async function runBurst(
+  command: EvaluationCommandServiceClient,
+  prefix: string,
+  commands: number,
+  options: BurstOptions = {},
+): Promise<void> {
+  const burst = startBurst(command, plansFor(prefix, commands), { concurrency: 4, ...options });
+  await burst.done;
+  expect(burst.failures, describeFailures(burst.failures)).to.deep.equal([]);
+}
+
 export function describeFailures(failures: readonly CommandFailure[]): string {
   return failures
     .slice(0, 10)

@@ -10,13 +10,11 @@ import type { RunningService } from '../support/processes';
 import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
   cancelOpenStreams,
-  describeFailures,
   expectReadModelsEqualLog,
-  plansFor,
   QUERY_SERVICE,
   readEventLog,
   recordHealth,
-  startBurst,
+  runBurst,
   startCommandService,
   startQueryService,
   waitForProjection,
@@ -62,19 +60,13 @@ describe('fault: the event log goes backwards under live read models (PostgreSQL
   it('notices the reused positions, stops serving, rebuilds from the restored log and serves its truth', async () => {
     if (clients === undefined || queryService === undefined || commandService === undefined)
       throw new Error('set-up failed');
-    const burst = async (prefix: string, commands: number): Promise<void> => {
-      if (clients === undefined) throw new Error('no clients');
-      const b = startBurst(clients.command, plansFor(prefix, commands), { concurrency: 4 });
-      await b.done;
-      expect(b.failures, describeFailures(b.failures)).to.deep.equal([]);
-    };
-    await burst('kept', 150);
+    await runBurst(clients.command, 'kept', 150);
     const backup = join(dumpDir, 'crucible.dump');
     await run('pg_dump', ['--format=custom', `--file=${backup}`, stack.databaseUrl]);
     const atBackup = await readEventLog(stack.databaseUrl);
 
     // Commits after the backup: the query side projects them, then they are lost.
-    await burst('lost', 150);
+    await runBurst(clients.command, 'lost', 150);
     const beforeRestore = await readEventLog(stack.databaseUrl);
     await waitForProjection(clients.query, beforeRestore[beforeRestore.length - 1]?.position ?? 0n);
     health = recordHealth(queryService.address, QUERY_SERVICE);
@@ -94,7 +86,7 @@ describe('fault: the event log goes backwards under live read models (PostgreSQL
     commandService = await startCommandService(stack.env);
     clients.close();
     clients = createClients(commandService.address, queryService.address);
-    await burst('after', 60);
+    await runBurst(clients.command, 'after', 60);
     const restored = await readEventLog(stack.databaseUrl);
     const head = restored[restored.length - 1]?.position ?? 0n;
     expect(head > BigInt(atBackup.length)).to.equal(true);

@@ -6,13 +6,11 @@ import { startService, type RunningService } from '../support/processes';
 import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
   cancelOpenStreams,
-  describeFailures,
   expectReadModelsEqualLog,
-  plansFor,
   QUERY_SERVICE,
   readEventLog,
   recordHealth,
-  startBurst,
+  runBurst,
   startCommandService,
   startQueryService,
   waitForProjection,
@@ -50,12 +48,7 @@ describe('fault: Redis reaches maxmemory (noeviction) while commands go on', fun
   it('stops moving and says so, answers at its checkpoint, refuses min_position beyond it, and catches up once memory frees', async () => {
     if (clients === undefined || queryService === undefined || redis === undefined) throw new Error('set-up failed');
     const { command, query } = clients;
-    const burst = async (prefix: string, commands: number): Promise<void> => {
-      const b = startBurst(command, plansFor(prefix, commands), { concurrency: 4 });
-      await b.done;
-      expect(b.failures, describeFailures(b.failures)).to.deep.equal([]);
-    };
-    await burst('roomy', 100);
+    await runBurst(command, 'roomy', 100);
     const before = await readEventLog(stack.databaseUrl);
     const applied = before[before.length - 1]?.position ?? 0n;
     await waitForProjection(query, applied);
@@ -65,7 +58,7 @@ describe('fault: Redis reaches maxmemory (noeviction) while commands go on', fun
 
     // One byte: every command that adds data is refused from now on.
     expect(await redis.config('SET', 'maxmemory', '1')).to.equal('OK');
-    await burst('full', 60);
+    await runBurst(command, 'full', 60);
     const log = await readEventLog(stack.databaseUrl);
     const head = log[log.length - 1]?.position ?? 0n;
 

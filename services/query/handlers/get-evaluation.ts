@@ -8,6 +8,7 @@ import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
+import { waitForMinPosition } from '../live/min-position';
 import type { Shutdown } from '../live/shutdown';
 
 /**
@@ -32,19 +33,7 @@ export function createGetEvaluation(deps: {
     checks.done();
 
     await deps.readiness.ready(context);
-    if (minPosition !== undefined) {
-      deps.guard.checkReachable(minPosition);
-      const close = deps.openCalls.open(context.peer, 'a GetEvaluation min_position wait');
-      try {
-        await deps.hub.waitForPosition(minPosition, {
-          signal: context.signal,
-          deadline: context.deadline,
-          shutdown: deps.shutdown,
-        });
-      } finally {
-        close();
-      }
-    }
+    if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'GetEvaluation');
     const { record: evaluation, checkpoint } = await deps.records.get(evalId);
     deps.guard.checkFresh(checkpoint);
     if (evaluation === undefined) {

@@ -10,6 +10,7 @@ import type { Shutdown } from '../live/shutdown';
 import type { Checkpoints } from '../read-models/checkpoints';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
+import { waitForMinPosition } from '../live/min-position';
 
 /**
  * ListEvaluations: a newest-first page from the list indexes, optionally of one status,
@@ -46,19 +47,7 @@ export function createListEvaluations(deps: {
     checks.done();
 
     await deps.readiness.ready(context);
-    if (minPosition !== undefined) {
-      deps.guard.checkReachable(minPosition);
-      const close = deps.openCalls.open(context.peer, 'a ListEvaluations min_position wait');
-      try {
-        await deps.hub.waitForPosition(minPosition, {
-          signal: context.signal,
-          deadline: context.deadline,
-          shutdown: deps.shutdown,
-        });
-      } finally {
-        close();
-      }
-    }
+    if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'ListEvaluations');
     const page = await deps.list.page(status, pageSize, cursor);
     for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint);
     deps.guard.reportLost(page.missing);
