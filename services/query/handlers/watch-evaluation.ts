@@ -11,7 +11,7 @@ import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
 import type { EvaluationHistory } from '../read-models/evaluation-history';
 import type { Shutdown } from '../live/shutdown';
-import type { Checkpoints } from '../read-models/checkpoints';
+import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
 
@@ -23,7 +23,7 @@ import type { OpenCalls } from '../live/open-calls';
  */
 export function createWatchEvaluation(deps: {
   readonly history: EvaluationHistory;
-  readonly checkpoints: Checkpoints;
+  readonly records: EvaluationRecords;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
@@ -57,13 +57,19 @@ export function createWatchEvaluation(deps: {
     context: CallContext,
   ): Promise<void> {
     await deps.readiness.ready(context);
-    const [stored, checkpoint] = await Promise.all([history.latest(evalId), deps.checkpoints.readFor(evalId)]);
+    // The record (with its checkpoint) first, then the history's last entry and length: a step
+    // landing in between can only make the history newer than the record, never older.
+    const [{ record, checkpoint }, stored] = await Promise.all([deps.records.get(evalId), history.latest(evalId)]);
     deps.guard.checkFresh(checkpoint);
     if (stored === undefined) {
       await deps.guard.confirmMissing(evalId, checkpoint);
       throw new NotFoundError(`evaluation ${evalId} not found`);
     }
-    const latest = changeOf(stored);
+    const latest = changeOf(stored.update);
+    // A history shorter than its last revision, or older than the record, lost entries: its
+    // replay would skip or misplace revisions.
+    if (stored.length < latest.revision || (record !== undefined && BigInt(record.message.revision) > latest.revision))
+      deps.guard.reportLost([evalId]);
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
     if (afterRevision !== undefined && afterRevision >= latest.revision && isTerminalProto(latest.status)) {

@@ -34,7 +34,10 @@ export interface ReadGuard {
    * asked for and the call gets UNAVAILABLE instead of a wrong NOT_FOUND.
    */
   confirmMissing(evalId: string, checkpoint: bigint): Promise<void>;
-  /** Evaluations a read found lost for certain (an index entry without its record): repair, UNAVAILABLE. */
+  /**
+   * Evaluations a read found damaged for certain (an index entry without its record, a
+   * history shorter than its revisions or older than the record): repair, UNAVAILABLE.
+   */
   reportLost(evalIds: readonly string[]): void;
 }
 
@@ -83,14 +86,14 @@ export function createReadGuard(deps: {
     },
     reportLost(evalIds) {
       if (evalIds.length === 0) return;
-      logger.warn('listed evaluations were missing their records; repairing them', {
+      logger.warn('read models found damaged by a read; repairing them', {
         evaluations: evalIds.length,
         first: evalIds[0],
       });
       projection.repair(evalIds);
       throw new UnavailableError(
-        `${evalIds.length} listed evaluation(s), first ${evalIds[0]}, lost their records and are being rewritten ` +
-          'from the event log; retry shortly',
+        `the read models of ${evalIds.length} evaluation(s), first ${evalIds[0]}, lost keys and are being ` +
+          'rewritten from the event log; retry shortly',
       );
     },
   };

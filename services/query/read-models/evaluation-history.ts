@@ -25,10 +25,11 @@ export function historyWrites(
 
 export interface EvaluationHistory {
   /**
-   * The latest update (the current state), or undefined when the evaluation is unknown.
-   * UnavailableError when no client could decode it (an older one is not the current state).
+   * The latest update (the current state) and how many entries the history holds (read
+   * after it), or undefined when the evaluation is unknown. UnavailableError when no client
+   * could decode it (an older one is not the current state).
    */
-  latest(evalId: string): Promise<Encoded<EvaluationUpdate> | undefined>;
+  latest(evalId: string): Promise<{ readonly update: Encoded<EvaluationUpdate>; readonly length: bigint } | undefined>;
   /** Every update with a revision above `revision`, oldest first, but those no client could decode. */
   after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[]>;
 }

@@ -21,11 +21,13 @@ export function createEvaluationHistory(
   const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
   return mappingOutages<EvaluationHistory>('reading an evaluation history', {
     async latest(evalId) {
-      const bytes = await redis.lindexBuffer(key(evalId), -1);
+      // Sent back to back (one round trip); the length after the entry, so that an append in
+      // between can only make it longer, never shorter than the entry's revision.
+      const [bytes, length] = await Promise.all([redis.lindexBuffer(key(evalId), -1), redis.llen(key(evalId))]);
       if (bytes === null) return undefined;
       const reason = updateInResponse(bytes);
-      if (reason === undefined) return fromBytes(EvaluationUpdate, bytes);
-      const revision = BigInt(await redis.llen(key(evalId)));
+      if (reason === undefined) return { update: fromBytes(EvaluationUpdate, bytes), length: BigInt(length) };
+      const revision = BigInt(length);
       undecodable.report({ key: key(evalId), revision, reason });
       throw new UnavailableError(
         `evaluation ${evalId}'s latest update (revision ${revision}) cannot be decoded by a client (${reason}); it is left out, and the server log says where`,

@@ -95,6 +95,17 @@ describe('query reads when Redis lost read-model keys: the truth or UNAVAILABLE,
     expect(await consistency()).to.deep.equal([]);
   });
 
+  it('a history cut short while its record survives: WatchEvaluation refuses rather than replay a wrong current state', async () => {
+    const partition = layout.partitionOf('lost-6');
+    await h.redis.ltrim(layout.history(partition, 'lost-6'), 0, 0); // revision 2 lost, the record says 2
+    const refused = await expectError(firstWatchMessage(replica.client, 'lost-6'));
+    expect(refused.code).to.equal(grpcStatus.UNAVAILABLE);
+    const { answer } = await untilAnswered(() => firstWatchMessage(replica.client, 'lost-6'));
+    expect(answer.update?.revision).to.equal('2');
+    expect(await h.redis.llen(layout.history(partition, 'lost-6'))).to.equal(2);
+    expect(await consistency()).to.deep.equal([]);
+  });
+
   it('an id the log does not have is still NOT_FOUND', async () => {
     const missing = await expectError(
       call(replica.client, replica.client.getEvaluation, { evalId: 'never-submitted' }),

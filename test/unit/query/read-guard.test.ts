@@ -62,7 +62,7 @@ describe('read guard', () => {
   it('repairs and refuses what a list found lost for certain, and lets a whole page pass', () => {
     const { guard, repairs } = guardOver(10n);
     guard.reportLost([]);
-    expect(() => guard.reportLost(['x', 'y'])).to.throw(UnavailableError, /2 listed evaluation/);
+    expect(() => guard.reportLost(['x', 'y'])).to.throw(UnavailableError, /read models of 2 evaluation/);
     expect(repairs).to.deep.equal([['x', 'y']]);
   });
 });
