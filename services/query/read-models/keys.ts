@@ -33,7 +33,14 @@ export interface KeyLayout {
   changeLog(partition: number): string;
   /** SCAN MATCH pattern covering every read-model key of this prefix (and nothing else). */
   readonly scanPattern: string;
+  /** What a key of this prefix holds (undefined for any other key). */
+  describe(key: string): DescribedKey | undefined;
 }
+
+/** A read-model key, by what it holds. */
+export type DescribedKey =
+  | { readonly kind: 'record' | 'history'; readonly partition: number; readonly evalId: string }
+  | { readonly kind: 'checkpoint' | 'fence' | 'index' | 'changes'; readonly partition: number };
 
 /** The statuses that have an index (every stored status), each named as shared/domain names it. */
 export const INDEXED_STATUSES: readonly EvaluationStatus[] = STATUSES.map(statusToProto);
@@ -68,6 +75,20 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
     history: (p: number, evalId: string) => `${base(p)}:history:${evalId}`,
     changeLog: (p: number) => `${base(p)}:changes`,
     scanPattern: `${prefix}:{${prefix}:*}:*`,
+    describe(key: string): DescribedKey | undefined {
+      const head = `${prefix}:{${prefix}:`;
+      if (!key.startsWith(head)) return undefined;
+      const close = key.indexOf('}:', head.length);
+      if (close < 0) return undefined;
+      const partition = Number(key.slice(head.length, close));
+      if (!Number.isInteger(partition) || partition < 0 || partition >= partitions) return undefined;
+      const rest = key.slice(close + 2);
+      if (rest.startsWith('eval:')) return { kind: 'record', partition, evalId: rest.slice(5) };
+      if (rest.startsWith('history:')) return { kind: 'history', partition, evalId: rest.slice(8) };
+      if (rest === 'checkpoint' || rest === 'fence' || rest === 'changes') return { kind: rest, partition };
+      if (rest.startsWith('index:')) return { kind: 'index', partition };
+      return undefined;
+    },
   });
 }
 

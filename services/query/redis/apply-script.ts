@@ -13,8 +13,8 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
  * code, key index, item count, items. `M` sets `count` strings (key index and value per
  * string; the op's own key index is unused), `Z` adds members with score 0, `R` removes members, `L` puts values into a list from the index
- * its first item gives (the list is cut there first, so an entry written again replaces
- * itself; a value item that is a number stands for the item at that place: an update the write
+ * its first item gives (entries already there are replaced in place, `LSET`, and any past the
+ * last one put are trimmed, so an entry written again replaces itself; a value item that is a number stands for the item at that place: an update the write
  * also appends to the change log), `X` appends `count`
  * stream entries (id, update, eval id, status, revision). XADD runs under pcall: an entry id at or below the stream's top can only mean the
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
@@ -59,16 +59,20 @@ if ARGV[4] ~= '' then
     elseif op == 'R' then
       redis.call('ZREM', key, unpack(ops, first, last))
     elseif op == 'L' then
-      -- The list from index ops[first] on is rewritten: an entry put again replaces itself.
+      -- The list from index ops[first] on is rewritten: an entry put again replaces itself (in
+      -- place: the key is never deleted, which would tell keyspace watchers it was lost).
       local at = ops[first]
-      if at == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, at - 1) end
+      local length = redis.call('LLEN', key)
       local values = {}
       for j = first + 1, last do
         local value = ops[j]
         if type(value) == 'number' then value = ops[value] end
-        values[#values + 1] = value
+        local index = at + (j - first - 1)
+        if index < length then redis.call('LSET', key, index, value) else values[#values + 1] = value end
       end
-      redis.call('RPUSH', key, unpack(values))
+      if #values > 0 then redis.call('RPUSH', key, unpack(values)) end
+      local through = at + (last - first) - 1
+      if length > through + 1 then redis.call('LTRIM', key, 0, through) end
     elseif op == 'X' then
       last = first + 5 * count - 1
       for j = first, last, 5 do

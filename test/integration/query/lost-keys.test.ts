@@ -46,8 +46,9 @@ describe('query reads when Redis lost read-model keys: the truth or UNAVAILABLE,
   let replica: Replica;
 
   before(async () => {
-    // A minute between timer catch-ups: only what a read notices can start the repair.
-    h = await createQueryHarness({ CATCH_UP_INTERVAL_MS: '60000' });
+    // A minute between timer catch-ups and no keyspace events: only what a read notices can
+    // start the repair (the last spec starts a replica that follows the events).
+    h = await createQueryHarness({ CATCH_UP_INTERVAL_MS: '60000', REDIS_KEYSPACE_EVENTS: 'false' });
     layout = createKeyLayout(h.config.redisKeyPrefix, h.config.readModelPartitions);
     for (let i = 0; i < 12; i += 1) {
       await h.writer.submit(`lost-${i}`);
@@ -104,6 +105,24 @@ describe('query reads when Redis lost read-model keys: the truth or UNAVAILABLE,
     expect(answer.update?.revision).to.equal('2');
     expect(await h.redis.llen(layout.history(partition, 'lost-6'))).to.equal(2);
     expect(await consistency()).to.deep.equal([]);
+  });
+
+  it('keys deleted while nobody reads them are rewritten by themselves (Redis keyspace events)', async () => {
+    const ids = ['lost-8', 'lost-9', 'lost-10'];
+    const keys = ids.flatMap((id) => [
+      layout.record(layout.partitionOf(id), id),
+      layout.history(layout.partitionOf(id), id),
+    ]);
+    const watching = await h.startReplica({ overrides: { REDIS_KEYSPACE_EVENTS: 'true' } });
+    await watching.service.projector.whenCaughtUp();
+    expect(await h.redis.del(...keys)).to.equal(keys.length);
+    // No read: the replica heard of the deletions. Asked until they are back (a round trip each).
+    const until = Date.now() + 10_000;
+    while ((await h.redis.exists(...keys)) < keys.length) {
+      if (Date.now() > until) throw new Error('the deleted keys were not rewritten');
+    }
+    expect(await consistency()).to.deep.equal([]);
+    await watching.close();
   });
 
   it('an id the log does not have is still NOT_FOUND', async () => {

@@ -66,4 +66,16 @@ describe('read-model key layout', () => {
   it('refuses a partition count below one', () => {
     expect(() => createKeyLayout('p', 0)).to.throw(RangeError);
   });
+
+  it('tells what a key of its prefix holds, and nothing of another prefix', () => {
+    const layout = createKeyLayout('app', 4);
+    expect(layout.describe(layout.record(2, 'e:1'))).to.deep.equal({ kind: 'record', partition: 2, evalId: 'e:1' });
+    expect(layout.describe(layout.history(3, 'x'))).to.deep.equal({ kind: 'history', partition: 3, evalId: 'x' });
+    expect(layout.describe(layout.checkpoint(1))).to.deep.equal({ kind: 'checkpoint', partition: 1 });
+    expect(layout.describe(layout.fence(0))).to.deep.equal({ kind: 'fence', partition: 0 });
+    expect(layout.describe(layout.changeLog(0))).to.deep.equal({ kind: 'changes', partition: 0 });
+    expect(layout.describe(layout.indexAll(0))).to.deep.equal({ kind: 'index', partition: 0 });
+    for (const key of ['other:{other:0}:eval:x', 'app:{app:9}:eval:x', 'app:changes', 'app:{app:0}:weird'])
+      expect(layout.describe(key), key).to.equal(undefined);
+  });
 });

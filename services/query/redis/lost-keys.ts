@@ -1,0 +1,85 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../../shared/logging';
+import type { KeyLayout } from '../read-models/keys';
+
+/** Keyspace events Redis must send: E (keyevent channels), g (DEL, UNLINK …), x (expired), e (evicted). */
+const NEEDED_FLAGS = ['E', 'g', 'x', 'e'];
+const EVENTS = ['del', 'expired', 'evicted'];
+
+export interface LostKeysWatch {
+  /** Settles once Redis confirmed the subscription (or refused it). Never rejects. */
+  readonly ready: Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Hears of read-model keys that disappear — deleted by hand, evicted, expired — from Redis'
+ * keyspace events, so that they are repaired within moments, whether or not a read ever meets
+ * them: a record or history is rewritten from the log (`onLost`), a lost checkpoint makes the
+ * projector replay (`onCheckpointLost`). The projection never deletes a key itself (lists are
+ * rewritten in place), so its own writes raise no event; a rebuild's deletions do, and their
+ * repairs rewrite what the rebuild wrote.
+ *
+ * The events must be switched on (`notify-keyspace-events`): done at start and after every
+ * reconnect of `config` (a Redis restarted empty forgets it). A Redis that refuses CONFIG (a
+ * managed one) is warned about: lost keys are then found by reads only. Events are at most once
+ * (missed while the subscriber reconnects), which reads still cover.
+ */
+export function watchLostKeys(deps: {
+  readonly subscriber: Redis;
+  readonly config: Redis;
+  readonly layout: KeyLayout;
+  readonly logger: Logger;
+  readonly onLost: (evalId: string) => void;
+  readonly onCheckpointLost: () => void;
+}): LostKeysWatch {
+  const { subscriber, config, layout, logger } = deps;
+  const db = subscriber.options.db ?? 0;
+  const channels = EVENTS.map((event) => `__keyevent@${db}__:${event}`);
+  let warned = false;
+
+  const enable = async (): Promise<void> => {
+    try {
+      const reply = (await config.config('GET', 'notify-keyspace-events')) as string[];
+      const flags = reply[1] ?? '';
+      // 'A' stands for every class but E/K/m/n; a set that has what is needed is left alone.
+      const has = (f: string): boolean => flags.includes(f) || (f !== 'E' && flags.includes('A'));
+      const missing = NEEDED_FLAGS.filter((f) => !has(f));
+      if (missing.length > 0) await config.config('SET', 'notify-keyspace-events', `${flags}${missing.join('')}`);
+    } catch (err) {
+      if (!warned) logger.warn('cannot switch on Redis keyspace events; lost keys are found by reads only', { err });
+      warned = true;
+    }
+  };
+  const onReady = (): void => void enable();
+  config.on('ready', onReady);
+
+  const onMessage = (channel: string, key: string): void => {
+    if (!channels.includes(channel)) return;
+    const described = layout.describe(key);
+    if (described === undefined) return;
+    if (described.kind === 'record' || described.kind === 'history') deps.onLost(described.evalId);
+    else if (described.kind === 'checkpoint') deps.onCheckpointLost();
+  };
+  subscriber.on('message', onMessage);
+  const subscribe = (): Promise<void> =>
+    subscriber.subscribe(...channels).then(
+      () => undefined,
+      (err: unknown) => logger.warn('could not subscribe to keyspace events yet', { err }),
+    );
+  // As the change subscription: not before the connection is ready (redis/ioredis#2037).
+  const ready = Promise.all([
+    enable(),
+    subscriber.status === 'ready'
+      ? subscribe()
+      : new Promise<void>((resolve) => subscriber.once('ready', () => resolve(subscribe()))),
+  ]).then(() => undefined);
+  return {
+    ready,
+    async close() {
+      config.off('ready', onReady);
+      subscriber.off('message', onMessage);
+      await subscriber.unsubscribe(...channels).catch(() => undefined);
+    },
+  };
+}
