@@ -1,53 +1,37 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
 import { changeChannel } from '../../shared/changes';
-import { call, createClients, expectError, type Clients } from '../support/clients';
+import { call, expectError, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
-import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
-  cancelOpenStreams,
   expectReadModelsEqualLog,
   expectSameAsLog,
   readEventLog,
   readFirehoseThrough,
   recordFirehose,
   runBurst,
-  startCommandService,
-  startQueryService,
+  startFaultStack,
   waitForProjection,
   withDatabase,
+  type FaultStack,
 } from './harness';
 
 describe('fault: the change channel is flooded with garbage and forged events during a burst', function () {
   this.timeout(180_000);
-  let stack: PrivateStack;
-  let commandService: RunningService | undefined;
-  let queryService: RunningService | undefined;
-  let clients: Clients | undefined;
-  let publisher: Redis | undefined;
+  let f: FaultStack;
 
   before(async () => {
-    stack = await startPrivateStack();
-    commandService = await startCommandService(stack.env);
-    queryService = await startQueryService(stack.env);
-    clients = createClients(commandService.address, queryService.address);
-    publisher = new Redis(stack.env.REDIS_URL ?? '', { maxRetriesPerRequest: 1 });
+    f = await startFaultStack();
   });
 
   after(async () => {
-    cancelOpenStreams();
-    clients?.close();
-    publisher?.disconnect();
-    await queryService?.stop();
-    await commandService?.stop();
-    await stack?.close();
+    await f?.close();
   });
 
   it('no forged message reaches a read model or a watcher, the replica keeps up, and it logs the garbage at a bounded rate', async () => {
-    if (clients === undefined || queryService === undefined || publisher === undefined)
-      throw new Error('set-up failed');
-    const { command, query } = clients;
+    const [{ command, query }] = f.clients as [Clients];
+    const [queryService] = f.replicas as [RunningService];
+    const { stack, redis: publisher } = f;
     const firehose = recordFirehose(query, { afterPosition: '0' });
     await firehose.whenCaughtUp();
     const channel = changeChannel(stack.env.REDIS_KEY_PREFIX ?? 'fault');
@@ -82,7 +66,7 @@ describe('fault: the change channel is flooded with garbage and forged events du
           forged(`forged-${next}`, next, '1', { type: 'EvaluationQueued', data: queued }),
           forged('flood-0', next, '9', { type: 'EvaluationCancelled', data: { reason: 'forged', cancelledAt: at } }),
         ]) {
-          await publisher?.publish(channel, message);
+          await publisher.publish(channel, message);
           sent += 1;
         }
       }

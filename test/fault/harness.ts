@@ -14,6 +14,7 @@ import {
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
 import { Client } from 'pg';
 import { EVENT_TYPE_TO_PROTO, parseStatus, statusToProto } from '../../shared/domain';
 import {
@@ -29,8 +30,9 @@ import type {
   WatchEvaluationsRequest,
   WatchEvaluationsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call } from '../support/clients';
+import { call, createClients, type Clients } from '../support/clients';
 import { startService, waitForServing, type RunningService } from '../support/processes';
+import { freePort, startPrivateStack, type PrivateStack } from '../support/private-servers';
 
 /**
  * What the fault specs share: services as processes, bursts of commands, watchers that record
@@ -56,6 +58,62 @@ async function startServing(
     throw new Error(`${(err as Error).message}; its output:\n${service.logs().slice(-4000)}`, { cause: err });
   }
   return service;
+}
+
+/**
+ * What most fault specs run on: a private PostgreSQL and Redis, a command service and query
+ * replicas as processes (on fixed ports, so that one restarted comes back where its clients
+ * look), a client pair per replica, and an admin Redis client. `close` stops it all, in order.
+ */
+export interface FaultStack {
+  readonly stack: PrivateStack;
+  /** Clients of the command service and of replica i. */
+  readonly clients: readonly Clients[];
+  readonly redis: Redis;
+  readonly command: RunningService;
+  readonly replicas: readonly RunningService[];
+  /**
+   * Stops the command service (SIGTERM, or kill -9), runs `meanwhile` (a database restored under
+   * it, say), and starts it again on its port.
+   */
+  restartCommand(options?: { how?: 'stop' | 'kill9'; meanwhile?: () => Promise<void> }): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startFaultStack(
+  options: { replicas?: number; overrides?: Record<string, string> } = {},
+): Promise<FaultStack> {
+  const stack = await startPrivateStack(options.overrides !== undefined ? { overrides: options.overrides } : {});
+  const commandEnv = { ...stack.env, COMMAND_PORT: String(await freePort()) };
+  let command = await startCommandService(commandEnv);
+  const replicas: RunningService[] = [];
+  for (let i = 0; i < (options.replicas ?? 1); i += 1) replicas.push(await startQueryService(stack.env));
+  const clients = replicas.map((replica) => createClients(command.address, replica.address));
+  const redis = new Redis(stack.env.REDIS_URL ?? '', { maxRetriesPerRequest: 1 });
+  redis.on('error', () => undefined);
+  return {
+    stack,
+    clients,
+    redis,
+    get command() {
+      return command;
+    },
+    replicas,
+    async restartCommand({ how = 'stop', meanwhile } = {}) {
+      if (how === 'kill9') await command.kill9();
+      else await command.stop();
+      await meanwhile?.();
+      command = await startCommandService(commandEnv);
+    },
+    async close() {
+      cancelOpenStreams();
+      for (const c of clients) c.close();
+      redis.disconnect();
+      for (const replica of replicas) await replica.stop();
+      await command.stop();
+      await stack.close();
+    },
+  };
 }
 
 export function startCommandService(env: Record<string, string>, timeoutMs = 20_000): Promise<RunningService> {

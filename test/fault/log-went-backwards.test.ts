@@ -5,20 +5,18 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { call, createClients, expectError, type Clients } from '../support/clients';
+import { call, expectError, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
-import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
-  cancelOpenStreams,
   expectReadModelsEqualLog,
   QUERY_SERVICE,
   readEventLog,
   recordHealth,
   runBurst,
-  startCommandService,
-  startQueryService,
+  startFaultStack,
   waitForProjection,
   withDatabase,
+  type FaultStack,
   type HealthRecord,
 } from './harness';
 
@@ -33,33 +31,24 @@ function databaseNamed(url: string, name: string): string {
 
 describe('fault: the event log goes backwards under live read models (PostgreSQL restored from a backup)', function () {
   this.timeout(240_000);
-  let stack: PrivateStack;
-  let commandService: RunningService | undefined;
-  let queryService: RunningService | undefined;
-  let clients: Clients | undefined;
+  let f: FaultStack;
   let health: HealthRecord | undefined;
   const dumpDir = mkdtempSync(join(tmpdir(), 'crucible-backup-'));
 
   before(async () => {
-    stack = await startPrivateStack();
-    commandService = await startCommandService(stack.env);
-    queryService = await startQueryService(stack.env);
-    clients = createClients(commandService.address, queryService.address);
+    f = await startFaultStack();
   });
 
   after(async () => {
-    cancelOpenStreams();
     health?.close();
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await stack?.close();
+    await f?.close();
     rmSync(dumpDir, { recursive: true, force: true });
   });
 
   it('notices the reused positions, stops serving, rebuilds from the restored log and serves its truth', async () => {
-    if (clients === undefined || queryService === undefined || commandService === undefined)
-      throw new Error('set-up failed');
+    const { stack } = f;
+    const [clients] = f.clients as [Clients];
+    const [queryService] = f.replicas as [RunningService];
     await runBurst(clients.command, 'kept', 150);
     const backup = join(dumpDir, 'crucible.dump');
     await run('pg_dump', ['--format=custom', `--file=${backup}`, stack.databaseUrl]);
@@ -73,19 +62,19 @@ describe('fault: the event log goes backwards under live read models (PostgreSQL
     await health.whenStatus('SERVING', 0);
     const seen = health.statuses.length;
 
-    await commandService.stop();
     const name = new URL(stack.databaseUrl).pathname.slice(1);
-    await withDatabase(databaseNamed(stack.databaseUrl, 'postgres'), async (admin) => {
-      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
-      await admin.query(`CREATE DATABASE ${name}`);
+    await f.restartCommand({
+      meanwhile: async () => {
+        await withDatabase(databaseNamed(stack.databaseUrl, 'postgres'), async (admin) => {
+          await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+          await admin.query(`CREATE DATABASE ${name}`);
+        });
+        await run('pg_restore', ['--exit-on-error', `--dbname=${stack.databaseUrl}`, backup]);
+        expect((await readEventLog(stack.databaseUrl)).length).to.equal(atBackup.length);
+      },
     });
-    await run('pg_restore', ['--exit-on-error', `--dbname=${stack.databaseUrl}`, backup]);
-    expect((await readEventLog(stack.databaseUrl)).length).to.equal(atBackup.length);
 
-    // New commands take the positions the lost ones had.
-    commandService = await startCommandService(stack.env);
-    clients.close();
-    clients = createClients(commandService.address, queryService.address);
+    // New commands take the positions the lost ones had (the command service is back on its port).
     await runBurst(clients.command, 'after', 60);
     const restored = await readEventLog(stack.databaseUrl);
     const head = restored[restored.length - 1]?.position ?? 0n;

@@ -1,12 +1,10 @@
 import { expect } from 'chai';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createKeyLayout, type KeyLayout } from '../../services/query/read-models/keys';
-import { call, createClients, type Clients } from '../support/clients';
+import { call, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
-import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
-  cancelOpenStreams,
   expectReadModelsEqualLog,
   QUERY_SERVICE,
   readEvaluations,
@@ -15,10 +13,10 @@ import {
   recordHealth,
   runBurst,
   runStep,
-  startCommandService,
-  startQueryService,
+  startFaultStack,
   waitForProjection,
   wireStatus,
+  type FaultStack,
   type HealthRecord,
 } from './harness';
 
@@ -34,36 +32,24 @@ async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
 
 describe('fault: read-model keys deleted under a running query service', function () {
   this.timeout(180_000);
-  let stack: PrivateStack;
-  let commandService: RunningService | undefined;
-  let queryService: RunningService | undefined;
-  let clients: Clients | undefined;
+  let f: FaultStack;
   let health: HealthRecord | undefined;
-  let redis: Redis | undefined;
   let layout: KeyLayout;
 
   before(async () => {
-    stack = await startPrivateStack();
-    commandService = await startCommandService(stack.env);
-    queryService = await startQueryService(stack.env);
-    clients = createClients(commandService.address, queryService.address);
-    redis = new Redis(stack.env.REDIS_URL ?? '', { maxRetriesPerRequest: 1 });
-    layout = createKeyLayout(stack.env.REDIS_KEY_PREFIX ?? 'crucible', 1);
+    f = await startFaultStack();
+    layout = createKeyLayout(f.stack.env.REDIS_KEY_PREFIX ?? 'crucible', 1);
   });
 
   after(async () => {
-    cancelOpenStreams();
     health?.close();
-    clients?.close();
-    redis?.disconnect();
-    await queryService?.stop();
-    await commandService?.stop();
-    await stack?.close();
+    await f?.close();
   });
 
   it('a deleted checkpoint with dozens of evaluations in the log is repaired from the log: no duplicate history, the checker clean', async () => {
-    if (clients === undefined || queryService === undefined || redis === undefined) throw new Error('set-up failed');
-    const { command, query } = clients;
+    const [{ command, query }] = f.clients as [Clients];
+    const { stack, redis } = f;
+    const [queryService] = f.replicas as [RunningService];
     await runBurst(command, 'lost-cp', 400, { concurrency: 8 });
     const evaluations = await readEvaluations(stack.databaseUrl);
     // The old repair took one evaluation per attempt and gave up after 20: far more than that.
@@ -89,8 +75,8 @@ describe('fault: read-model keys deleted under a running query service', functio
   });
 
   it('while records, histories and then everything are deleted under steady reads, every read answers the truth or UNAVAILABLE', async () => {
-    if (clients === undefined || redis === undefined) throw new Error('set-up failed');
-    const { query } = clients;
+    const [{ query }] = f.clients as [Clients];
+    const { stack, redis } = f;
     const stored = await readEvaluations(stack.databaseUrl);
     const truth = new Map(stored.map((e) => [e.evalId, e]));
     const ids = [...truth.keys()];

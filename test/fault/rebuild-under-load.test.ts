@@ -2,11 +2,8 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { createClients, type Clients } from '../support/clients';
-import type { RunningService } from '../support/processes';
-import { startPrivateStack, type PrivateStack } from '../support/private-servers';
+import type { Clients } from '../support/clients';
 import {
-  cancelOpenStreams,
   describeFailures,
   expectReadModelsEqualLog,
   expectSameAsLog,
@@ -16,9 +13,9 @@ import {
   recordFirehose,
   runConsistencyChecker,
   startBurst,
-  startCommandService,
-  startQueryService,
+  startFaultStack,
   waitForProjection,
+  type FaultStack,
 } from './harness';
 
 const run = promisify(execFile);
@@ -26,32 +23,19 @@ const REBUILD = join(__dirname, '..', '..', 'services', 'query', 'cli', 'rebuild
 
 describe('fault: the rebuild CLI runs again and again while two replicas project a burst', function () {
   this.timeout(240_000);
-  let stack: PrivateStack;
-  let commandService: RunningService | undefined;
-  const replicas: RunningService[] = [];
-  const clients: Clients[] = [];
+  let f: FaultStack;
 
   before(async () => {
-    stack = await startPrivateStack();
-    commandService = await startCommandService(stack.env);
-    for (let i = 0; i < 2; i += 1) {
-      const replica = await startQueryService(stack.env);
-      replicas.push(replica);
-      clients.push(createClients(commandService.address, replica.address));
-    }
+    f = await startFaultStack({ replicas: 2 });
   });
 
   after(async () => {
-    cancelOpenStreams();
-    for (const c of clients) c.close();
-    for (const replica of replicas) await replica.stop();
-    await commandService?.stop();
-    await stack?.close();
+    await f?.close();
   });
 
   it('ends with the checker clean every time, and a firehose sees every change once, in order', async () => {
-    const [first, second] = clients;
-    if (first === undefined || second === undefined) throw new Error('set-up failed');
+    const { stack, clients } = f;
+    const [first, second] = clients as [Clients, Clients];
     const firehose = recordFirehose(second.query, { afterPosition: '0' });
     await firehose.whenCaughtUp();
     const burst = startBurst(first.command, plansFor('rebuilt', 1500), { concurrency: 8 });

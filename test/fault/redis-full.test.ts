@@ -1,53 +1,39 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
-import { call, createClients, expectError, type Clients } from '../support/clients';
+import { call, expectError, type Clients } from '../support/clients';
 import { startService, type RunningService } from '../support/processes';
-import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
-  cancelOpenStreams,
   expectReadModelsEqualLog,
   QUERY_SERVICE,
   readEventLog,
   recordHealth,
   runBurst,
-  startCommandService,
+  startFaultStack,
   startQueryService,
   waitForProjection,
+  type FaultStack,
   type HealthRecord,
 } from './harness';
 
 describe('fault: Redis reaches maxmemory (noeviction) while commands go on', function () {
   this.timeout(180_000);
-  let stack: PrivateStack;
-  let commandService: RunningService | undefined;
-  let queryService: RunningService | undefined;
-  let clients: Clients | undefined;
+  let f: FaultStack;
   let health: HealthRecord | undefined;
-  let redis: Redis | undefined;
 
   before(async () => {
-    stack = await startPrivateStack();
-    commandService = await startCommandService(stack.env);
-    queryService = await startQueryService(stack.env);
-    clients = createClients(commandService.address, queryService.address);
-    redis = new Redis(stack.env.REDIS_URL ?? '', { maxRetriesPerRequest: 1 });
+    f = await startFaultStack();
   });
 
   after(async () => {
-    cancelOpenStreams();
     health?.close();
-    clients?.close();
-    await redis?.config('SET', 'maxmemory', '0').catch(() => undefined);
-    redis?.disconnect();
-    await queryService?.stop();
-    await commandService?.stop();
-    await stack?.close();
+    await f?.redis.config('SET', 'maxmemory', '0').catch(() => undefined);
+    await f?.close();
   });
 
   it('stops moving and says so, answers at its checkpoint, refuses min_position beyond it, and catches up once memory frees', async () => {
-    if (clients === undefined || queryService === undefined || redis === undefined) throw new Error('set-up failed');
-    const { command, query } = clients;
+    const [{ command, query }] = f.clients as [Clients];
+    const [queryService] = f.replicas as [RunningService];
+    const { stack, redis } = f;
     await runBurst(command, 'roomy', 100);
     const before = await readEventLog(stack.databaseUrl);
     const applied = before[before.length - 1]?.position ?? 0n;
@@ -87,7 +73,7 @@ describe('fault: Redis reaches maxmemory (noeviction) while commands go on', fun
   });
 
   it('refuses to start on a Redis that evicts keys, unless told to run anyway', async () => {
-    if (redis === undefined) throw new Error('set-up failed');
+    const { stack, redis } = f;
     expect(await redis.config('SET', 'maxmemory-policy', 'allkeys-lru')).to.equal('OK');
     try {
       let refusal = '';
