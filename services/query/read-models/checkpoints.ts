@@ -16,8 +16,6 @@ export interface Checkpoints {
   readAll(): Promise<bigint[]>;
   /** The same, each with the event it names (undefined for none). */
   readMarks(): Promise<CheckpointMark[]>;
-  /** The checkpoint of the partition that holds `evalId`. */
-  readFor(evalId: string): Promise<bigint>;
 }
 
 export interface CheckpointMark {

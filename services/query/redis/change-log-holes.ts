@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { minCheckpoint, parseCheckpoint } from '../read-models/checkpoints';
+import { minCheckpoint } from '../read-models/checkpoints';
+import { createCheckpoints } from './checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 
 /**
@@ -11,11 +12,9 @@ import { partitionNumbers, type KeyLayout } from '../read-models/keys';
  * holes too; callers that know the trim horizon ask about later positions only.
  */
 export async function isChangeLogHole(redis: Redis, layout: KeyLayout, position: bigint): Promise<boolean> {
-  const partitions = partitionNumbers(layout);
-  // One command per partition: their keys sit in different slots on a cluster.
-  const checkpoints = await Promise.all(partitions.map((p) => redis.get(layout.checkpoint(p))));
-  if (minCheckpoint(checkpoints.map(parseCheckpoint)) < position) return false;
+  if (minCheckpoint(await createCheckpoints(redis, layout).readAll()) < position) return false;
   const id = `${position}-0`;
-  const found = await Promise.all(partitions.map((p) => redis.xrange(layout.changeLog(p), id, id)));
+  // One command per partition: their keys sit in different slots on a cluster.
+  const found = await Promise.all(partitionNumbers(layout).map((p) => redis.xrange(layout.changeLog(p), id, id)));
   return found.every((entries) => entries.length === 0);
 }
