@@ -6,13 +6,13 @@ import type { RunningService } from '../support/processes';
 import {
   expectReadModelsEqualLog,
   expectSameAsLog,
+  forgedChangeMessages,
   readEventLog,
   readFirehoseThrough,
   recordFirehose,
   runBurst,
   startFaultStack,
   waitForProjection,
-  withDatabase,
   type FaultStack,
 } from './harness';
 
@@ -35,37 +35,11 @@ describe('fault: the change channel is flooded with garbage and forged events du
     const firehose = recordFirehose(query, { afterPosition: '0' });
     await firehose.whenCaughtUp();
     const channel = changeChannel(stack.env.REDIS_KEY_PREFIX ?? 'fault');
-    const head = async (): Promise<number> =>
-      Number(
-        (
-          await withDatabase(stack.databaseUrl, (c) =>
-            c.query<{ p: string }>('SELECT position::text AS p FROM event_log_head WHERE id = 1'),
-          )
-        ).rows[0]?.p ?? '0',
-      );
     let flooding = true;
     let sent = 0;
     const flood = (async () => {
       while (flooding) {
-        const next = (await head()) + 1;
-        const at = new Date().toISOString();
-        const queued = {
-          codeHash: '0'.repeat(64),
-          codeSize: 1,
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 5,
-          metadata: { forged: true },
-          createdAt: at,
-        };
-        const forged = (evalId: string, position: number, revision: string, event: object): string =>
-          JSON.stringify({ position: String(position), evalId, revision, recordedAt: at, event });
-        for (const message of [
-          'garbage',
-          '{"position":"1e9"}',
-          forged(`forged-${next}`, next, '1', { type: 'EvaluationQueued', data: queued }),
-          forged('flood-0', next, '9', { type: 'EvaluationCancelled', data: { reason: 'forged', cancelledAt: at } }),
-        ]) {
+        for (const message of await forgedChangeMessages(stack.databaseUrl, 'flood-0')) {
           await publisher.publish(channel, message);
           sent += 1;
         }

@@ -16,6 +16,7 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { Client } from 'pg';
+import { encodeChange } from '../../shared/changes';
 import { EVENT_TYPE_TO_PROTO, parseStatus, statusToProto } from '../../shared/domain';
 import {
   FailureReason,
@@ -313,6 +314,47 @@ export async function runBurst(
   const burst = startBurst(command, plansFor(prefix, commands), { concurrency: 4, ...options });
   await burst.done;
   expect(burst.failures, describeFailures(burst.failures)).to.deep.equal([]);
+}
+
+/**
+ * Messages nobody may believe on the change channel: garbage, a non-numeric position, and events
+ * PostgreSQL does not have, encoded as the command side encodes its own — a new evaluation
+ * `forged-<position>` at the next position (the one the next real event takes) and another far
+ * beyond it, and a cancel of `victim` at the next position.
+ */
+export async function forgedChangeMessages(databaseUrl: string, victim: string): Promise<string[]> {
+  const head = await withDatabase(databaseUrl, (client) =>
+    client.query<{ p: string }>('SELECT position::text AS p FROM event_log_head WHERE id = 1'),
+  );
+  const next = BigInt(head.rows[0]?.p ?? '0') + 1n;
+  const recordedAt = new Date().toISOString();
+  const queued = (position: bigint): string =>
+    encodeChange({
+      position: position.toString(),
+      evalId: `forged-${position}`,
+      revision: '1',
+      recordedAt,
+      event: {
+        type: 'EvaluationQueued',
+        data: {
+          codeHash: '0'.repeat(64),
+          codeSize: 1,
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 5,
+          metadata: { forged: true },
+          createdAt: recordedAt,
+        },
+      },
+    });
+  const cancel = encodeChange({
+    position: next.toString(),
+    evalId: victim,
+    revision: '9',
+    recordedAt,
+    event: { type: 'EvaluationCancelled', data: { reason: 'forged', cancelledAt: recordedAt } },
+  });
+  return ['garbage', '{"position":"x"}', queued(next), queued(next + 1_000_000n), cancel];
 }
 
 export function describeFailures(failures: readonly CommandFailure[]): string {

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import type { Redis } from 'ioredis';
 import { createKeyLayout, type KeyLayout } from '../../services/query/read-models/keys';
 import { call, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
+import { deleteKeys } from '../support/redis-keys';
 import {
   expectReadModelsEqualLog,
   QUERY_SERVICE,
@@ -19,16 +19,6 @@ import {
   type FaultStack,
   type HealthRecord,
 } from './harness';
-
-/** Deletes every key matching `pattern` (SCAN, then UNLINK): a flush of one prefix. */
-async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
 
 describe('fault: read-model keys deleted under a running query service', function () {
   this.timeout(180_000);

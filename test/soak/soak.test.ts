@@ -7,6 +7,7 @@ import type { EvaluationQueryServiceClient } from '../../shared/generated/crucib
 import { createKeyLayout } from '../../services/query/read-models/keys';
 import { call, createClients, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
+import { deleteKeys } from '../support/redis-keys';
 import { freePort, startPrivateStack, type PrivateStack } from '../support/private-servers';
 import {
   cancelOpenStreams,
@@ -20,7 +21,7 @@ import {
   startQueryService,
   waitForProjection,
   wireStatus,
-  withDatabase,
+  forgedChangeMessages,
   type FirehoseRecord,
   type LoggedEvent,
   type Step,
@@ -260,7 +261,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         await stack.redis.start();
       },
       'flush the read models': async () => {
-        await deleteMatching(redis, `${prefix}:*`, () => true);
+        if (redis !== undefined) await deleteKeys(redis, `${prefix}:*`);
       },
       'delete random read-model keys': async () => {
         // Records and histories (and now and then the checkpoint). Not change-log entries, whose
@@ -271,7 +272,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
           const kind = layout.describe(key)?.kind;
           return (kind === 'record' || kind === 'history') && rng() < 0.05;
         };
-        await deleteMatching(redis, `${prefix}:*`, lost, doomed);
+        if (redis !== undefined) await deleteKeys(redis, `${prefix}:*`, lost, doomed);
       },
       'fill Redis to maxmemory': async () => {
         await redis?.config('SET', 'maxmemory', '1');
@@ -288,33 +289,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
       'publish forged change messages': async () => {
         // Garbage, and well-formed events PostgreSQL does not have, one at the next position:
         // pub/sub carries hints only, so none may reach a read model (the checker says).
-        const head = await withDatabase(stack.databaseUrl, (client) =>
-          client.query<{ p: string }>('SELECT position::text AS p FROM event_log_head WHERE id = 1'),
-        );
-        const next = Number(head.rows[0]?.p ?? '0') + 1;
-        const forged = (evalId: string, position: number, type: string, data: object): string =>
-          JSON.stringify({
-            position: String(position),
-            evalId,
-            revision: '1',
-            recordedAt: new Date().toISOString(),
-            event: { type, data },
-          });
-        const queued = {
-          codeHash: '0'.repeat(64),
-          codeSize: 1,
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 5,
-          metadata: {},
-          createdAt: new Date().toISOString(),
-        };
-        for (const message of [
-          'garbage',
-          '{"position":"x"}',
-          forged('forged-soak', next, 'EvaluationQueued', queued),
-          forged('forged-soak-2', next + 1_000_000, 'EvaluationQueued', queued),
-        ])
+        for (const message of await forgedChangeMessages(stack.databaseUrl, 'soak-0'))
           await redis?.publish(`${prefix}:changes`, message);
       },
       'stop PostgreSQL': async () => {
@@ -413,22 +388,4 @@ function statusAfter(events: readonly LoggedEvent[], revision: number): number {
             ? 'failed'
             : 'cancelled';
   return wireStatus(stored);
-}
-
-/** Deletes the keys matching `pattern` that `choose` picks, and `also`. */
-async function deleteMatching(
-  redis: Redis | undefined,
-  pattern: string,
-  choose: (key: string) => boolean,
-  also: readonly string[] = [],
-): Promise<void> {
-  if (redis === undefined) return;
-  let cursor = '0';
-  const doomed = [...also];
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    doomed.push(...keys.filter(choose));
-  } while (cursor !== '0');
-  if (doomed.length > 0) await redis.unlink(...doomed);
 }

@@ -14,7 +14,8 @@ import { createKeyLayout, type KeyLayout } from '../../../services/query/read-mo
 import { createChangeLogTail } from '../../../services/query/redis/change-log-tail';
 import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
 import { readStream, type StreamReader } from '../../support/clients';
-import { createQueryHarness, deleteKeys, type QueryHarness, type Replica } from './harness';
+import { deleteKeys } from '../../support/redis-keys';
+import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 
 const never = { signal: new AbortController().signal, shutdown: createShutdown().shutdown, deadline: undefined };
 

@@ -13,6 +13,7 @@ import { createPool } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createQueryService, type QueryService, type QueryServiceOptions } from '../../../services/query/query-service';
 import { createTestEnvironment, type TestEnvironment } from '../../support/environment';
+import { deleteKeys } from '../../support/redis-keys';
 import { createEventWriter, type EventWriter } from './event-writer';
 
 /** One query service replica running in this process, and a client for it. */
@@ -46,17 +47,6 @@ export interface QueryHarness {
   /** Deletes every Redis key of the spec's prefix (a flush of "our" Redis). */
   flushReadModels(): Promise<void>;
   close(): Promise<void>;
-}
-
-export async function deleteKeys(redis: Redis, pattern: string): Promise<number> {
-  let cursor = '0';
-  let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) deleted += await redis.unlink(...keys);
-  } while (cursor !== '0');
-  return deleted;
 }
 
 export async function createQueryHarness(overrides: Record<string, string> = {}): Promise<QueryHarness> {
