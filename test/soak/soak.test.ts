@@ -1,9 +1,9 @@
-import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { credentials, status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
-import type { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
+import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
 import { createKeyLayout } from '../../services/query/read-models/keys';
 import { call, createClients, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
@@ -214,9 +214,21 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
 
     // Watchers: firehoses from position 0 that resume from where they were whenever their stream
     // breaks (a replica killed, paused past its deadline, Redis gone).
+    // Each on a channel of its own whose reconnect backoff stays short: grpc-js' default grows to
+    // two minutes after a few refused connects (a replica killed and slow to come back), which
+    // would measure the client's patience, not the service.
+    const watcherClients = [0, 1, 2].map(
+      (i) =>
+        new EvaluationQueryServiceClient(
+          `127.0.0.1:${queryEnvs[i % queryEnvs.length]?.QUERY_PORT ?? ''}`,
+          credentials.createInsecure(),
+          { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
+        ),
+    );
     const watchers = [0, 1, 2].map((i) => {
+      const client = watcherClients[i] ?? first.query;
       const updates: EvaluationUpdate[] = [];
-      let record: FirehoseRecord = recordFirehose(query(i), { afterPosition: '0' });
+      let record: FirehoseRecord = recordFirehose(client, { afterPosition: '0' });
       let stopped = false;
       const loop = (async () => {
         for (;;) {
@@ -226,7 +238,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
           const code = outcome === 'ok' ? grpcStatus.OK : outcome.code;
           if (code === grpcStatus.OUT_OF_RANGE) throw new Error(`watcher ${i}: OUT_OF_RANGE at ${record.reached}`);
           await sleep(100);
-          record = recordFirehose(query(i), { afterPosition: record.reached.toString() });
+          record = recordFirehose(client, { afterPosition: record.reached.toString() });
         }
       })();
       return {
@@ -327,6 +339,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
       while (watcher.reached < head && Date.now() < until) await sleep(100);
       await watcher.stop();
     }
+    for (const client of watcherClients) client.close();
 
     process.stdout.write(
       `      [soak] seed ${SEED}: ${[...figures.faults].map(([n, c]) => `${n} ×${c}`).join(', ')}; ` +
