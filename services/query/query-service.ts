@@ -8,7 +8,8 @@ import { createReadiness } from './live/readiness';
 import { createReadGuard } from './live/read-guard';
 import { createOpenCalls } from './live/open-calls';
 import { createPostgresBodyStore } from './postgres/body-store';
-import { createPostgresEventLog } from './postgres/event-log';
+import { createPostgresEventLog, createPostgresMetadataFromLog } from './postgres/event-log';
+import { createMetadataSource } from './redis/metadata-source';
 import { createProjectionApplier } from './projection/applier';
 import { createProjector, type Projector } from './projection/projector';
 import { rebuildReadModels } from './projection/rebuild';
@@ -62,6 +63,12 @@ export interface QueryService {
   readonly hub: ChangeHub;
 }
 
+/**
+ * Metadata a replica keeps to put back into updates stored without it (redis/metadata-source.ts):
+ * the evaluations under way are hits, a miss costs one MGET of records per partition.
+ */
+const METADATA_CACHE_BYTES = 16 * 1024 * 1024;
+
 export interface QueryServiceOptions {
   /** Events per catch-up batch (default 500). */
   readonly batchSize?: number;
@@ -91,6 +98,12 @@ export function createQueryService(
   const undecodable = createUndecodableEntries(logger.child({ component: 'read-models' }));
   const records = createEvaluationRecords(redis, layout, undecodable);
   const hub = createChangeHub((err) => logger.error('a watcher failed on a change', { err }));
+  const metadata = createMetadataSource({
+    redis,
+    layout,
+    fromLog: createPostgresMetadataFromLog(pool),
+    maxBytes: METADATA_CACHE_BYTES,
+  });
 
   let setServing: (serving: boolean) => void = () => undefined;
   const store = createRedisProjectionStore(projection, layout, config.streams.changeLogRetention);
@@ -106,6 +119,8 @@ export function createQueryService(
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
     rebuild: async () => {
+      // A rebuild follows a log that was replaced: an id may now name another evaluation.
+      metadata.clear();
       await rebuildReadModels({ redis: projection, layout, eventLog, store, logger: projectionLogger });
     },
     catchUpIntervalMs: config.catchUpIntervalMs,
@@ -119,6 +134,7 @@ export function createQueryService(
     layout,
     hub,
     undecodable,
+    metadata,
     logger: logger.child({ component: 'tail' }),
   });
 
@@ -126,7 +142,7 @@ export function createQueryService(
     records,
     list: createEvaluationList(redis, layout, records),
     history: createEvaluationHistory(redis, layout, undecodable),
-    changeLog: createChangeLog(redis, layout, undecodable),
+    changeLog: createChangeLog(redis, layout, undecodable, metadata),
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),

@@ -1,6 +1,7 @@
 export * from './events';
 export {
   canTransition,
+  endingEvent,
   isTerminal,
   isTerminalProto,
   parseStatus,

@@ -1,4 +1,5 @@
 import { EvaluationStatus } from '../generated/crucible/storage/v1/evaluation';
+import type { EvaluationEventType } from './events';
 
 /**
  * The status of an evaluation, the one place that knows it: its names (as PostgreSQL's
@@ -8,12 +9,18 @@ import { EvaluationStatus } from '../generated/crucible/storage/v1/evaluation';
  */
 export type Status = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
-const FACTS: Readonly<Record<Status, { readonly proto: EvaluationStatus; readonly next: readonly Status[] }>> = {
+/** `endedBy`: the one event that puts an evaluation in a terminal status. */
+const FACTS: Readonly<
+  Record<
+    Status,
+    { readonly proto: EvaluationStatus; readonly next: readonly Status[]; readonly endedBy?: EvaluationEventType }
+  >
+> = {
   queued: { proto: EvaluationStatus.EVALUATION_STATUS_QUEUED, next: ['running', 'completed', 'failed', 'cancelled'] },
   running: { proto: EvaluationStatus.EVALUATION_STATUS_RUNNING, next: ['completed', 'failed', 'cancelled'] },
-  completed: { proto: EvaluationStatus.EVALUATION_STATUS_COMPLETED, next: [] },
-  failed: { proto: EvaluationStatus.EVALUATION_STATUS_FAILED, next: [] },
-  cancelled: { proto: EvaluationStatus.EVALUATION_STATUS_CANCELLED, next: [] },
+  completed: { proto: EvaluationStatus.EVALUATION_STATUS_COMPLETED, next: [], endedBy: 'EvaluationCompleted' },
+  failed: { proto: EvaluationStatus.EVALUATION_STATUS_FAILED, next: [], endedBy: 'EvaluationFailed' },
+  cancelled: { proto: EvaluationStatus.EVALUATION_STATUS_CANCELLED, next: [], endedBy: 'EvaluationCancelled' },
 };
 
 export const STATUSES: readonly Status[] = Object.keys(FACTS) as Status[];
@@ -40,6 +47,11 @@ export function statusOfProto(value: EvaluationStatus | undefined): Status | und
 /** The status stored as text (PostgreSQL); undefined for text that is no status. */
 export function parseStatus(text: string): Status | undefined {
   return Object.hasOwn(FACTS, text) ? (text as Status) : undefined;
+}
+
+/** The event that ended an evaluation in terminal `status`; undefined for a status that is not terminal. */
+export function endingEvent(status: Status): EvaluationEventType | undefined {
+  return FACTS[status].endedBy;
 }
 
 /** Terminal, given a wire value (the read models and streams hold those). */

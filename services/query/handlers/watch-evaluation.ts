@@ -9,17 +9,27 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
-import type { EvaluationHistory } from '../read-models/evaluation-history';
+import { lastUpdateOfEnded, type EvaluationHistory } from '../read-models/evaluation-history';
+import type { EventLog } from '../projection/event-log';
+import { encodeUpdates } from '../projection/plan';
+import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { fromBytes, type Encoded } from '../wire/encoded';
 import type { Shutdown } from '../live/shutdown';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
+
+/** Every position: an evaluation's events are read whole from the log. */
+const ALL_POSITIONS = 2n ** 63n - 1n;
 
 /**
  * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
  * first; with it, every stored revision above it. Then a caught-up marker, then live updates
  * (no gap, no duplicate at the seam: see live/resumable-stream.ts), progress messages every
  * `streams.progressIntervalMs`, and the end after a terminal state. NOT_FOUND when unknown.
+ *
+ * An ended evaluation keeps no history in Redis (read-models/evaluation-history.ts): its last
+ * update is made from its record, and older revisions are folded from the event log.
  */
 export function createWatchEvaluation(deps: {
   readonly history: EvaluationHistory;
@@ -30,6 +40,7 @@ export function createWatchEvaluation(deps: {
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
   readonly shutdown: Shutdown;
+  readonly eventLog: Pick<EventLog, 'eventsOf'>;
 }) {
   const { history, hub } = deps;
   return async function watchEvaluation(
@@ -61,15 +72,29 @@ export function createWatchEvaluation(deps: {
     // landing in between can only make the history newer than the record, never older.
     const [{ record, checkpoint }, stored] = await Promise.all([deps.records.get(evalId), history.latest(evalId)]);
     deps.guard.checkFresh(checkpoint);
-    if (stored === undefined) {
-      await deps.guard.confirmMissing(evalId, checkpoint);
-      throw new NotFoundError(`evaluation ${evalId} not found`);
+    let latest: Change;
+    if (stored !== undefined) {
+      latest = changeOf(stored.update);
+      // A history shorter than its last revision, or older than the record, lost entries: its
+      // replay would skip or misplace revisions.
+      if (
+        stored.length < latest.revision ||
+        (record !== undefined && BigInt(record.message.revision) > latest.revision)
+      )
+        deps.guard.reportLost([evalId]);
+    } else {
+      if (record === undefined) {
+        await deps.guard.confirmMissing(evalId, checkpoint);
+        throw new NotFoundError(`evaluation ${evalId} not found`);
+      }
+      // No history: the evaluation ended (maybe just after its record was read: read it again),
+      // or the history was lost.
+      const ended =
+        lastUpdateOfEnded(record) ??
+        (await deps.records.get(evalId).then(({ record: again }) => again && lastUpdateOfEnded(again)));
+      if (ended === undefined) deps.guard.reportLost([evalId]);
+      latest = changeOf(ended as NonNullable<typeof ended>);
     }
-    const latest = changeOf(stored.update);
-    // A history shorter than its last revision, or older than the record, lost entries: its
-    // replay would skip or misplace revisions.
-    if (stored.length < latest.revision || (record !== undefined && BigInt(record.message.revision) > latest.revision))
-      deps.guard.reportLost([evalId]);
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
     if (afterRevision !== undefined && afterRevision >= latest.revision && isTerminalProto(latest.status)) {
@@ -87,7 +112,10 @@ export function createWatchEvaluation(deps: {
       cursorOf: (c) => c.revision,
       matches: () => true,
       isFinal: (c) => isTerminalProto(c.status),
-      readAfter: async (revision) => ({ items: (await history.after(evalId, revision)).map(changeOf), complete: true }),
+      readAfter: async (revision) => ({
+        items: (await replayAfter(evalId, revision, latest)).map(changeOf),
+        complete: true,
+      }),
       output: {
         update: async (change) => {
           if (change.position > lastPosition) lastPosition = change.position;
@@ -110,5 +138,19 @@ export function createWatchEvaluation(deps: {
     } finally {
       unsubscribe();
     }
+  }
+
+  /**
+   * The updates above `revision`: from the history, or, once the evaluation ended and its
+   * history is gone, its last update (`latest`, when that is all that is asked) or the log's.
+   */
+  async function replayAfter(evalId: string, revision: bigint, latest: Change): Promise<Encoded<EvaluationUpdate>[]> {
+    const stored = await history.after(evalId, revision);
+    if (stored !== undefined) return stored;
+    if (isTerminalProto(latest.status) && revision === latest.revision - 1n) return [latest.update];
+    const events = await deps.eventLog.eventsOf([evalId], ALL_POSITIONS);
+    return encodeUpdates(events)
+      .slice(Number(revision))
+      .map((bytes) => fromBytes(EvaluationUpdate, bytes));
   }
 }

@@ -4,6 +4,8 @@ import { UnavailableError } from '../../../shared/errors';
 import { isPostgresUnavailable, type EvaluationEventRow } from '../../../shared/postgres';
 import type { EvaluationSource } from '../projection/consistency-check';
 import type { EventLog } from '../projection/event-log';
+import type { Metadata, MetadataFromLog } from '../redis/metadata-source';
+import { encodeStruct } from '../read-models/update-encoding';
 
 /** The columns of COLUMNS, as pg returns them. */
 type EventRow = Pick<EvaluationEventRow, 'position' | 'eval_id' | 'revision' | 'event_type' | 'data' | 'recorded_at'>;
@@ -142,6 +144,28 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
         return rows[0]?.recorded_at;
       }),
   };
+}
+
+/**
+ * Evaluations' metadata from their submit events, encoded as the read models' states hold it:
+ * for changes whose record is gone from Redis (redis/metadata-source.ts).
+ */
+export function createPostgresMetadataFromLog(pool: Pool): MetadataFromLog {
+  return (evalIds) =>
+    readOrUnavailable("reading evaluations' metadata", async () => {
+      const { rows } = await pool.query<{ eval_id: string; metadata: unknown }>(
+        `SELECT eval_id, data->'metadata' AS metadata FROM evaluation_events WHERE eval_id = ANY($1) AND revision = 1`,
+        [evalIds],
+      );
+      return new Map(
+        rows.map((row): [string, Metadata] => [
+          row.eval_id,
+          typeof row.metadata === 'object' && row.metadata !== null
+            ? encodeStruct(row.metadata as Record<string, unknown>)
+            : null,
+        ]),
+      );
+    });
 }
 
 /** The evaluations and their events, for the consistency checker. */

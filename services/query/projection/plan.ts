@@ -1,7 +1,14 @@
-import { evolve, EVENT_TYPE_TO_PROTO, ProjectionError, type RecordedEvent } from '../../../shared/domain';
+import {
+  evolve,
+  EVENT_TYPE_TO_PROTO,
+  isTerminalProto,
+  ProjectionError,
+  type RecordedEvent,
+} from '../../../shared/domain';
 import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { changeLogWrites } from '../read-models/change-log';
-import { historyWrites } from '../read-models/evaluation-history';
+import { historyDrop, historyWrites } from '../read-models/evaluation-history';
+import { storesMetadata } from '../read-models/stored-update';
 import { indexWrites, listMember } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
 import { INDEXED_STATUSES, type KeyLayout } from '../read-models/keys';
@@ -93,6 +100,19 @@ export function encodeUpdate(
 }
 
 /**
+ * Encodes an evaluation's events (in revision order, from its first) as watchers receive them,
+ * metadata included: a terminal evaluation's replay, which its deleted history no longer holds.
+ */
+export function encodeUpdates(events: readonly RecordedEvent[]): Buffer[] {
+  const encoder = new UpdateEncoder(Math.max(1024, events.length * 512));
+  let state: Evaluation | undefined;
+  return events.map((event) => {
+    state = evolve(state, event);
+    return Buffer.from(encodeUpdate(event, state, encoder).update);
+  });
+}
+
+/**
  * Plans one projection step, purely: folds `events` (consecutive positions) into each
  * partition's states with `evolve` and lists every write, per partition. A partition applies
  * only the events above its own checkpoint and then moves its checkpoint to the batch's last
@@ -172,20 +192,25 @@ export function planRepair(
 ): PartitionWrite {
   const ops = new WriteSet();
   const encoder = new UpdateEncoder(Math.max(4096, events.length * 512));
-  const states = new Map<string, { state: Evaluation; record: Buffer }>();
+  const states = new Map<string, { state: Evaluation; updates: { revision: string; update: Buffer }[] }>();
   for (const event of events) {
     if (BigInt(event.position) > checkpoint) break;
     if (layout.partitionOf(event.evalId) !== partition)
       throw new Error(`${event.evalId} is not in partition ${partition}`);
-    const state = evolve(states.get(event.evalId)?.state, event);
+    const folded = states.get(event.evalId);
+    const state = evolve(folded?.state, event);
     encoder.reset();
-    const at = encoder.append(event, state);
-    const bytes = encoder.finish();
-    historyWrites(layout, partition, event.evalId, event.revision, bytes.subarray(at.start, at.end), ops);
-    states.set(event.evalId, { state, record: bytes.subarray(at.stateStart, at.stateEnd) });
+    const at = encoder.append(event, state, storesMetadata(event.revision));
+    const update = Buffer.from(encoder.finish().subarray(at.start, at.end));
+    const updates = folded?.updates ?? [];
+    updates.push({ revision: event.revision, update });
+    states.set(event.evalId, { state, updates });
   }
-  for (const { state, record } of states.values()) {
-    recordWrites(layout, partition, state, ops, record);
+  for (const { state, updates } of states.values()) {
+    if (isTerminalProto(state.status)) historyDrop(layout, partition, state.evalId, ops);
+    else
+      for (const { revision, update } of updates) historyWrites(layout, partition, state.evalId, revision, update, ops);
+    recordWrites(layout, partition, state, ops);
     const member = listMember(state);
     ops.zadd(layout.indexAll(partition), member);
     for (const status of INDEXED_STATUSES) {
@@ -246,7 +271,9 @@ interface FoldedEvent {
 interface PartitionFold {
   readonly states: ReadonlyMap<string, Evaluation>;
   readonly folded: readonly FoldedEvent[];
-  /** Every update of the partition, each length-delimited; `folded[].at` are offsets into it. */
+  /** Where each touched evaluation's record (its last state, metadata included) is in `updates`. */
+  readonly records: ReadonlyMap<string, { readonly start: number; readonly end: number }>;
+  /** Every update and record of the partition; `folded[].at` and `records` are offsets into it. */
   readonly updates: Buffer;
 }
 
@@ -268,6 +295,8 @@ function foldPartition(
   const states = new Map(snapshot.states);
   const folded: FoldedEvent[] = [];
   const failed = new Set<string>();
+  // Per touched evaluation, its last folded event.
+  const lastOf = new Map<string, FoldedEvent>();
   encoder.reset();
   for (const i of indexes) {
     const event = events[i] as RecordedEvent;
@@ -283,31 +312,42 @@ function foldPartition(
       continue;
     }
     states.set(event.evalId, after);
-    folded.push({ event, before, after, at: encoder.append(event, after) });
+    const one = { event, before, after, at: encoder.append(event, after, storesMetadata(event.revision)) };
+    folded.push(one);
+    lastOf.set(event.evalId, one);
   }
-  return { states, folded, updates: encoder.finish() };
+  // A record is the state its last update embeds when that update carries the metadata (a
+  // submit); otherwise the state is encoded once more, whole.
+  const records = new Map<string, { start: number; end: number }>();
+  for (const [evalId, { event, after, at }] of lastOf) {
+    if (failed.has(evalId)) continue;
+    records.set(
+      evalId,
+      storesMetadata(event.revision) ? { start: at.stateStart, end: at.stateEnd } : encoder.appendState(after),
+    );
+  }
+  return { states, folded, records, updates: encoder.finish() };
 }
 
 /**
- * The writes of one folded partition: per event its index moves, history entry and change-log
- * entry; per touched evaluation one record, its latest state (added to `changed`). The writes
- * hold views into `fold.updates`.
+ * The writes of one folded partition: per event its index moves, history entry (none for an
+ * evaluation the batch ends: its history is deleted) and change-log entry; per touched
+ * evaluation one record, its latest state (added to `changed`). The writes hold views into
+ * `fold.updates`.
  */
 function partitionWriteSet(
   keys: KeyLayout,
   partition: number,
-  { states, folded, updates }: PartitionFold,
+  { states, folded, records, updates }: PartitionFold,
   changed: Map<string, Evaluation>,
 ): { ops: WriteSet; applied: number } {
   const ops = new WriteSet();
-  // Each touched evaluation's latest state's encoding (the record: a view into its update).
-  const touched = new Map<string, Buffer>();
   let applied = 0;
   for (const { event, before, after, at } of folded) {
-    // One encoding of the state per event: the update embeds it, the record is the last one.
     const update = updates.subarray(at.start, at.end);
     indexWrites(keys, partition, before, after, ops);
-    historyWrites(keys, partition, event.evalId, event.revision, update, ops);
+    if (!isTerminalProto(states.get(event.evalId)?.status ?? after.status))
+      historyWrites(keys, partition, event.evalId, event.revision, update, ops);
     changeLogWrites(
       keys,
       partition,
@@ -316,13 +356,13 @@ function partitionWriteSet(
       { evalId: event.evalId, status: after.status, revision: event.revision },
       ops,
     );
-    touched.set(event.evalId, updates.subarray(at.stateStart, at.stateEnd));
     applied += 1;
   }
-  for (const [evalId, record] of touched) {
+  for (const [evalId, { start, end }] of records) {
     const state = states.get(evalId);
     if (state === undefined) continue;
-    recordWrites(keys, partition, state, ops, record);
+    if (isTerminalProto(state.status)) historyDrop(keys, partition, evalId, ops);
+    recordWrites(keys, partition, state, ops, updates.subarray(start, end));
     changed.set(evalId, state);
   }
   return { ops, applied };

@@ -1,16 +1,23 @@
-import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { endingEvent, EVENT_TYPE_TO_PROTO, statusOfProto } from '../../../shared/domain';
+import { type Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import type { Encoded } from '../wire/encoded';
+import { fromBytes, type Encoded } from '../wire/encoded';
 
 /**
- * Read model: every update of one evaluation, in revision order (list index = revision - 1).
- * WatchEvaluation replays it to a client resuming from `after_revision`, and its last entry is
- * the "current state" message (the update carries the event type the record lacks).
+ * Read model: every update of one evaluation that has not ended, in revision order (list index
+ * = revision - 1), stored as read-models/stored-update.ts says (the metadata in the first entry
+ * only). WatchEvaluation replays it to a client resuming from `after_revision`, and its last
+ * entry is the "current state" message (the update carries the event type the record lacks).
  *
  * How an event changes it: the update is put at index revision - 1, replacing that entry and
  * any after it if they are there already (an event applied again after a lost checkpoint, or a
- * repair folding the evaluation from the log) — never appended twice.
+ * repair folding the evaluation from the log) — never appended twice. An event that ends the
+ * evaluation deletes the history instead ({@link historyDrop}): nothing follows a terminal
+ * state, its last update is the record's state (with the terminal status' event type), and the
+ * rare replay of older revisions is folded from the event log. A finished evaluation thus keeps
+ * only its record and index entries in Redis.
  */
 export function historyWrites(
   layout: KeyLayout,
@@ -23,6 +30,34 @@ export function historyWrites(
   out.putAt(layout.history(partition, evalId), Number(revision) - 1, update);
 }
 
+/** A terminal evaluation keeps no history (see above). */
+export function historyDrop(layout: KeyLayout, partition: number, evalId: string, out: WriteSink): void {
+  out.del(layout.history(partition, evalId));
+}
+
+/**
+ * The last update of an ended evaluation, made from its record (its history is gone): the state,
+ * the one event type that ends in its status, its revision and position. Undefined when the
+ * record's status is not terminal.
+ */
+export function lastUpdateOfEnded(record: Encoded<Evaluation>): Encoded<EvaluationUpdate> | undefined {
+  const { status, revision, position } = record.message;
+  const known = statusOfProto(status);
+  const ending = known === undefined ? undefined : endingEvent(known);
+  if (ending === undefined) return undefined;
+  const bytes = new BinaryWriter()
+    .uint32(10)
+    .bytes(record.bytes)
+    .uint32(16)
+    .int32(EVENT_TYPE_TO_PROTO[ending])
+    .uint32(24)
+    .int64(revision)
+    .uint32(32)
+    .int64(position)
+    .finish();
+  return fromBytes(EvaluationUpdate, bytes);
+}
+
 export interface EvaluationHistory {
   /**
    * The latest update (the current state) and how many entries the history holds (read
@@ -30,6 +65,9 @@ export interface EvaluationHistory {
    * could decode it (an older one is not the current state).
    */
   latest(evalId: string): Promise<{ readonly update: Encoded<EvaluationUpdate>; readonly length: bigint } | undefined>;
-  /** Every update with a revision above `revision`, oldest first, but those no client could decode. */
-  after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[]>;
+  /**
+   * Every update with a revision above `revision`, oldest first, but those no client could
+   * decode; undefined when there is no history (the evaluation ended, or is unknown).
+   */
+  after(evalId: string, revision: bigint): Promise<Encoded<EvaluationUpdate>[] | undefined>;
 }

@@ -43,14 +43,17 @@ export class UpdateEncoder {
 
   /**
    * Appends the encoded update and returns where it is: the update is [start, end), the state
-   * it embeds (the record's bytes) [stateStart, end of state). Offsets into finish().
+   * it embeds [stateStart, end of state). Offsets into finish(). Without `withMetadata` the
+   * state is written without its metadata (a stored update that is not the evaluation's first:
+   * read-models/stored-update.ts); with it, the state is the record's bytes.
    */
   append(
     event: RecordedEvent,
     state: Evaluation,
+    withMetadata = true,
   ): { start: number; stateStart: number; stateEnd: number; end: number } {
     const start = this.pos;
-    const metadata = this.metadataOf(state);
+    const metadata = withMetadata ? this.metadataOf(state) : undefined;
     this.ensure(boundOf(state, metadata) + 64);
     // Field 1, the state, behind a length prefix guessed as 2 bytes (states of 128 B to 16 KiB).
     this.buf[this.pos] = 10;
@@ -58,7 +61,7 @@ export class UpdateEncoder {
     const stateStart = start + 1 + guess;
     this.pos = stateStart;
     if (!this.writeState(state, metadata)) {
-      const bytes = Evaluation.encode(state).finish();
+      const bytes = Evaluation.encode(withMetadata ? state : { ...state, metadata: undefined }).finish();
       this.pos = stateStart;
       this.ensure(bytes.length + 64);
       this.buf.set(bytes, this.pos);
@@ -82,6 +85,24 @@ export class UpdateEncoder {
     if (event.revision !== '0' && !this.int64Field(24, event.revision)) this.slowInt64Field(3, event.revision);
     if (event.position !== '0' && !this.int64Field(32, event.position)) this.slowInt64Field(4, event.position);
     return { start, stateStart: stateStart + prefix - guess, stateEnd, end: this.pos };
+  }
+
+  /**
+   * Appends `Evaluation.encode(state)` alone (a record, metadata included) and returns where it
+   * is: [start, end) of finish().
+   */
+  appendState(state: Evaluation): { start: number; end: number } {
+    const start = this.pos;
+    const metadata = this.metadataOf(state);
+    this.ensure(boundOf(state, metadata) + 64);
+    if (!this.writeState(state, metadata)) {
+      const bytes = Evaluation.encode(state).finish();
+      this.pos = start;
+      this.ensure(bytes.length);
+      this.buf.set(bytes, this.pos);
+      this.pos += bytes.length;
+    }
+    return { start, end: this.pos };
   }
 
   private metadataOf(state: Evaluation): Uint8Array | undefined {

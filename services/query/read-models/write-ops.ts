@@ -14,6 +14,8 @@ export type WriteOp =
    * instead of being appended twice. Consecutive puts on a key extend the list.
    */
   | { readonly op: 'putAt'; readonly key: string; readonly index: number; readonly value: Buffer }
+  /** Deletes the key (a terminal evaluation's history: read-models/evaluation-history.ts). */
+  | { readonly op: 'del'; readonly key: string }
   /**
    * Appends stream entry `<position>-0` with field `u` (the update) and, beside it, the
    * change's eval id `e`, status `s` and revision `r`; trimmed to the retention (MAXLEN ~).
@@ -39,6 +41,7 @@ export interface WriteSink {
   zadd(key: string, member: string): void;
   zrem(key: string, member: string): void;
   putAt(key: string, index: number, value: Buffer): void;
+  del(key: string): void;
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void;
 }
 
@@ -55,6 +58,8 @@ export class WriteSet implements WriteSink {
   readonly streams = new Map<string, (string | Buffer)[]>();
   /** Per sorted set, each member and whether the last op on it was a `zadd`. */
   readonly zsets = new Map<string, Map<string, boolean>>();
+  /** Keys deleted (after every other op of the write: none of them touches one). */
+  readonly dels = new Set<string>();
 
   static of(ops: readonly WriteOp[]): WriteSet {
     const set = new WriteSet();
@@ -65,6 +70,9 @@ export class WriteSet implements WriteSink {
           break;
         case 'putAt':
           set.putAt(op.key, op.index, op.value);
+          break;
+        case 'del':
+          set.del(op.key);
           break;
         case 'xadd':
           set.xadd(op.key, op.position, op.value, op.meta);
@@ -98,6 +106,12 @@ export class WriteSet implements WriteSink {
     if (index !== list.from + list.values.length)
       throw new Error(`list ${key}: put at ${index} does not follow ${list.from + list.values.length - 1}`);
     list.values.push(value);
+  }
+
+  /** Deletes `key`; puts on it before are dropped (the key ends deleted either way). */
+  del(key: string): void {
+    this.lists.delete(key);
+    this.dels.add(key);
   }
 
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void {
@@ -135,6 +149,7 @@ export class WriteSet implements WriteSink {
     for (const [key, members] of this.zsets)
       for (const [member, present] of members) ops.push({ op: present ? 'zadd' : 'zrem', key, member });
     for (const [key, value] of this.sets) ops.push({ op: 'set', key, value });
+    for (const key of this.dels) ops.push({ op: 'del', key });
     return ops;
   }
 
@@ -214,7 +229,7 @@ export function encodePartitionWrite(
 
 /** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
 function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[]; items: Item[] } {
-  const { sets, lists, streams, zsets } = ops;
+  const { sets, lists, streams, zsets, dels } = ops;
   const keys = [partitionKeys.checkpoint, partitionKeys.fence];
   const items: Item[] = [];
   const indexOf = new Map<string, number>([
@@ -268,6 +283,7 @@ function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[
     items.push('M', 1, (to - from) / 2);
     for (let i = from; i < to; i += 1) items.push(records[i] as Item);
   }
+  for (const key of dels) items.push('D', declare(key), 0);
   return { keys, items };
 }
 

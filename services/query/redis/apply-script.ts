@@ -16,7 +16,7 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * its first item gives (entries already there are replaced in place, `LSET`, and any past the
  * last one put are trimmed, so an entry written again replaces itself; a value item that is a number stands for the item at that place: an update the write
  * also appends to the change log), `X` appends `count`
- * stream entries (id, update, eval id, status, revision). XADD runs under pcall: an entry id at or below the stream's top can only mean the
+ * stream entries (id, update, eval id, status, revision), `D` deletes its key (no items). XADD runs under pcall: an entry id at or below the stream's top can only mean the
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
  * does not roll a script back).
  */
@@ -73,6 +73,8 @@ if ARGV[4] ~= '' then
       if #values > 0 then redis.call('RPUSH', key, unpack(values)) end
       local through = at + (last - first) - 1
       if length > through + 1 then redis.call('LTRIM', key, 0, through) end
+    elseif op == 'D' then
+      redis.call('UNLINK', key)
     elseif op == 'X' then
       last = first + 5 * count - 1
       for j = first, last, 5 do

@@ -6,6 +6,7 @@ import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { createBoundedRangeReader, partitionShare } from './bounded-range';
 import { isChangeLogHole } from './change-log-holes';
 import type { UndecodableEntries } from './undecodable-entries';
+import type { MetadataSource } from './metadata-source';
 
 export interface ChangeLogTail {
   /**
@@ -35,6 +36,8 @@ export interface ChangeLogTailOptions {
    * (read-models/change-log.ts). Defaults to reports on `logger`.
    */
   readonly undecodable: UndecodableEntries;
+  /** Puts back the metadata updates are stored without (read-models/stored-update.ts). */
+  readonly metadata: MetadataSource;
 }
 
 /**
@@ -69,7 +72,7 @@ const DRAIN_BYTES = 4 * 1024 * 1024;
  */
 export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTail {
   const { blocking, commands, layout, hub, logger } = options;
-  const { undecodable } = options;
+  const { undecodable, metadata } = options;
   const blockMs = options.blockMs ?? 5000;
   const count = options.count ?? 16;
   const partitions = partitionNumbers(layout);
@@ -132,20 +135,27 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
             reply = read.map(([key, entries]) => [keys.indexOf(key.toString()), entries] as const);
           }
         }
-        if (failures > 0) logger.info('change-log tail recovered', { failures });
-        failures = 0;
+        const read: ChangeLogEntry[] = [];
         for (const [partition, entries] of reply) {
           for (const [id, fields] of entries) {
-            lastIds[partition] = id.toString();
             const position = positionOfEntryId(id.toString());
             if (position < next) continue;
             const entry = decodeChangeLogEntry(id, fields);
             if (entry.unreadable !== undefined) {
               undecodable.report({ key: keys[partition] ?? '', position, reason: entry.unreadable });
             }
-            pending.set(position, entry);
+            read.push(entry);
           }
         }
+        // Before the read is taken as done: if the metadata cannot be had, the same entries are
+        // read again.
+        for (const entry of await metadata.complete(read)) pending.set(entry.position, entry);
+        for (const [partition, entries] of reply) {
+          const last = entries[entries.length - 1];
+          if (last !== undefined) lastIds[partition] = last[0].toString();
+        }
+        if (failures > 0) logger.info('change-log tail recovered', { failures });
+        failures = 0;
         const before = next;
         publishReady();
         if (pending.size === 0 || next !== before) waitingSince = pending.size === 0 ? undefined : Date.now();

@@ -12,6 +12,7 @@ import { createBoundedRangeReader, partitionShare } from './bounded-range';
 import { mappingOutages } from './errors';
 import { isChangeLogHole } from './change-log-holes';
 import type { UndecodableEntries } from './undecodable-entries';
+import type { MetadataSource } from './metadata-source';
 
 function xinfoField(reply: unknown, name: string): unknown {
   if (!Array.isArray(reply)) return undefined;
@@ -24,8 +25,14 @@ function xinfoField(reply: unknown, name: string): unknown {
 /**
  * The change log read from Redis. An entry no client could decode is reported to `undecodable`
  * and passed on as such (read-models/change-log.ts), in its place: the read goes on past it.
+ * Updates stored without their metadata get it back from `metadata`.
  */
-export function createChangeLog(redis: Redis, layout: KeyLayout, undecodable: UndecodableEntries): ChangeLog {
+export function createChangeLog(
+  redis: Redis,
+  layout: KeyLayout,
+  undecodable: UndecodableEntries,
+  metadata: MetadataSource,
+): ChangeLog {
   const partitions = partitionNumbers(layout);
   const boundedRange = createBoundedRangeReader(redis);
   const partitionBytes = partitionShare(CHANGE_LOG_READ_BYTES, partitions.length);
@@ -95,9 +102,9 @@ export function createChangeLog(redis: Redis, layout: KeyLayout, undecodable: Un
         const oldest = await oldestResumable();
         if (firstMissing - 1n < oldest) throw outOfRange(oldest);
         if (run.length === 0 && (await isChangeLogHole(redis, layout, firstMissing))) throw outOfRange(firstMissing);
-        return { entries: run, complete: true };
+        return { entries: await metadata.complete(run), complete: true };
       }
-      return { entries: run, complete: horizon === undefined };
+      return { entries: await metadata.complete(run), complete: horizon === undefined };
     },
   });
 }

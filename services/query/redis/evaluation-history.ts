@@ -7,11 +7,28 @@ import { fromBytes, type Encoded } from '../wire/encoded';
 import { updateInResponse } from '../wire/readability';
 import { mappingOutages } from './errors';
 import type { UndecodableEntries } from './undecodable-entries';
+import { metadataOfUpdate, withMetadata } from '../wire/metadata';
+
+/** The replies of a MULTI, each checked: a failed command fails the read. */
+function replies(results: [Error | null, unknown][] | null): unknown[] {
+  if (results === null) throw new Error('the history read was aborted');
+  return results.map(([err, value]) => {
+    if (err !== null) throw err;
+    return value;
+  });
+}
+
+/** `update` with the metadata of the history's first entry, which alone stores it (read-models/stored-update.ts). */
+function whole(update: Buffer, first: Buffer | null): Uint8Array {
+  const metadata = first === null ? undefined : metadataOfUpdate(first);
+  return metadata === undefined ? update : withMetadata(update, metadata);
+}
 
 /**
- * Histories read from Redis (read-models/evaluation-history.ts says what they hold). An update
- * no client could decode is reported to `undecodable`: left out of a replay, and the latest
- * update refused as UNAVAILABLE rather than answered with an older one.
+ * Histories read from Redis (read-models/evaluation-history.ts says what they hold), each read
+ * with the first entry in one MULTI, for the metadata the later entries are stored without. An
+ * update no client could decode is reported to `undecodable`: left out of a replay, and the
+ * latest update refused as UNAVAILABLE rather than answered with an older one.
  */
 export function createEvaluationHistory(
   redis: Redis,
@@ -21,12 +38,13 @@ export function createEvaluationHistory(
   const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
   return mappingOutages<EvaluationHistory>('reading an evaluation history', {
     async latest(evalId) {
-      // Sent back to back (one round trip); the length after the entry, so that an append in
-      // between can only make it longer, never shorter than the entry's revision.
-      const [bytes, length] = await Promise.all([redis.lindexBuffer(key(evalId), -1), redis.llen(key(evalId))]);
+      const [bytes, length, first] = replies(
+        await redis.multi().lindexBuffer(key(evalId), -1).llen(key(evalId)).lindexBuffer(key(evalId), 0).exec(),
+      ) as [Buffer | null, number, Buffer | null];
       if (bytes === null) return undefined;
       const reason = updateInResponse(bytes);
-      if (reason === undefined) return { update: fromBytes(EvaluationUpdate, bytes), length: BigInt(length) };
+      if (reason === undefined)
+        return { update: fromBytes(EvaluationUpdate, whole(bytes, first)), length: BigInt(length) };
       const revision = BigInt(length);
       undecodable.report({ key: key(evalId), revision, reason });
       throw new UnavailableError(
@@ -34,10 +52,13 @@ export function createEvaluationHistory(
       );
     },
     async after(evalId, revision) {
-      const entries = await redis.lrangeBuffer(key(evalId), revision.toString(), -1);
+      const [entries, first] = replies(
+        await redis.multi().lrangeBuffer(key(evalId), revision.toString(), -1).lindexBuffer(key(evalId), 0).exec(),
+      ) as [Buffer[], Buffer | null];
+      if (first === null) return undefined;
       return entries.flatMap((bytes, i): Encoded<EvaluationUpdate>[] => {
         const reason = updateInResponse(bytes);
-        if (reason === undefined) return [fromBytes(EvaluationUpdate, bytes)];
+        if (reason === undefined) return [fromBytes(EvaluationUpdate, whole(bytes, first))];
         // List index = revision - 1.
         undecodable.report({ key: key(evalId), revision: revision + BigInt(i) + 1n, reason });
         return [];

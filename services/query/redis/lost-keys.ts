@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
+import { isTerminalProto } from '../../../shared/domain';
+import { statusOfEvaluation } from '../wire/metadata';
 
 /** Keyspace events Redis must send: E (keyevent channels), g (DEL, UNLINK …), x (expired), e (evicted). */
 const NEEDED_FLAGS = ['E', 'g', 'x', 'e'];
@@ -16,9 +18,11 @@ export interface LostKeysWatch {
  * Hears of read-model keys that disappear — deleted by hand, evicted, expired — from Redis'
  * keyspace events, so that they are repaired within moments, whether or not a read ever meets
  * them: a record or history is rewritten from the log (`onLost`), a lost checkpoint makes the
- * projector replay (`onCheckpointLost`). The projection never deletes a key itself (lists are
- * rewritten in place), so its own writes raise no event; a rebuild's deletions do, and their
- * repairs rewrite what the rebuild wrote.
+ * projector replay (`onCheckpointLost`). The projection deletes one kind of key itself, the
+ * history of an evaluation that ended: a deleted history whose record is terminal is therefore
+ * taken as that, not as a loss (one MGET per partition for the deletions heard at once). Lists
+ * are otherwise rewritten in place, so the projection's own writes raise no other event; a
+ * rebuild's deletions do, and their repairs rewrite what the rebuild wrote.
  *
  * The events must be switched on (`notify-keyspace-events`): done at start and after every
  * reconnect of `config` (a Redis restarted empty forgets it). A Redis that refuses CONFIG (a
@@ -54,12 +58,37 @@ export function watchLostKeys(deps: {
   const onReady = (): void => void enable();
   config.on('ready', onReady);
 
+  // Histories heard deleted, per partition, checked against their records in one go.
+  let deletedHistories = new Map<number, Set<string>>();
+  const checkHistories = async (): Promise<void> => {
+    const batch = deletedHistories;
+    deletedHistories = new Map();
+    for (const [partition, ids] of batch) {
+      const all = [...ids];
+      for (let from = 0; from < all.length; from += 1000) await checkRecords(partition, all.slice(from, from + 1000));
+    }
+  };
+  const checkRecords = async (partition: number, evalIds: readonly string[]): Promise<void> => {
+    try {
+      const records = await config.mgetBuffer(...evalIds.map((id) => layout.record(partition, id)));
+      records.forEach((record, i) => {
+        if (record === null || !isTerminalProto(statusOfEvaluation(record))) deps.onLost(evalIds[i] as string);
+      });
+    } catch {
+      for (const id of evalIds) deps.onLost(id); // the repair finds out for itself
+    }
+  };
   const onMessage = (channel: string, key: string): void => {
     if (!channels.includes(channel)) return;
     const described = layout.describe(key);
     if (described === undefined) return;
-    if (described.kind === 'record' || described.kind === 'history') deps.onLost(described.evalId);
-    else if (described.kind === 'checkpoint') deps.onCheckpointLost();
+    if (described.kind === 'record') deps.onLost(described.evalId);
+    else if (described.kind === 'history') {
+      if (deletedHistories.size === 0) setImmediate(() => void checkHistories());
+      const ids = deletedHistories.get(described.partition);
+      if (ids === undefined) deletedHistories.set(described.partition, new Set([described.evalId]));
+      else ids.add(described.evalId);
+    } else if (described.kind === 'checkpoint') deps.onCheckpointLost();
   };
   subscriber.on('message', onMessage);
   const subscribe = (): Promise<void> =>

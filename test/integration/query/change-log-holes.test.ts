@@ -12,6 +12,7 @@ import { createChangeHub } from '../../../services/query/live/change-hub';
 import { createShutdown } from '../../../services/query/live/shutdown';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
 import { createChangeLogTail } from '../../../services/query/redis/change-log-tail';
+import { createMetadataSource } from '../../../services/query/redis/metadata-source';
 import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
 import { readStream, type StreamReader } from '../../support/clients';
 import { deleteKeys } from '../../support/redis-keys';
@@ -70,6 +71,7 @@ describe('holes in the change log (entries deleted): resumes say OUT_OF_RANGE, t
       hub,
       logger: silentLogger,
       undecodable: createUndecodableEntries(silentLogger),
+      metadata: createMetadataSource({ redis: h.redis, layout: layout, fromLog: async () => new Map(), maxBytes: 1 << 20 }),
       blockMs: 5_000,
     });
     try {

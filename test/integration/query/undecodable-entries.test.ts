@@ -16,6 +16,7 @@ import type { Change } from '../../../services/query/live/change';
 import { createShutdown } from '../../../services/query/live/shutdown';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
 import { createChangeLogTail } from '../../../services/query/redis/change-log-tail';
+import { createMetadataSource } from '../../../services/query/redis/metadata-source';
 import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
 import { readStream, type StreamReader } from '../../support/clients';
 import { deleteKeys } from '../../support/redis-keys';
@@ -214,6 +215,7 @@ describe('undecodable read-model entries are skipped and reported, never a wedge
       undecodable: createUndecodableEntries(
         createLogger('info', {}, (line) => void lines.push(JSON.parse(line) as LogFields)),
       ),
+      metadata: createMetadataSource({ redis: h.redis, layout: tailLayout, fromLog: async () => new Map(), maxBytes: 1 << 20 }),
       blockMs: 200,
     });
     try {

@@ -93,6 +93,59 @@ describe('planBatch (pure projection step)', () => {
     ]);
   });
 
+  it('stores the metadata in the first update only, and drops the history of an evaluation that ends', () => {
+    const withMetadata = (event: RecordedEvent): RecordedEvent =>
+      ({
+        ...event,
+        event: { ...event.event, data: { ...event.event.data, metadata: { big: 'x'.repeat(100) } } },
+      }) as RecordedEvent;
+    const completed: EvaluationEvent = {
+      type: 'EvaluationCompleted',
+      data: { exitCode: 0, completedAt: AT, output: { previewBase64: '', size: 0, location: '' } },
+    };
+    const events = [
+      withMetadata(queued('a', 1)),
+      next('a', 2, 2, started),
+      withMetadata(queued('b', 3)),
+      next('b', 4, 2, started),
+      next('b', 5, 3, completed),
+    ];
+    const [write] = planBatch(events, empty(one), one).writes;
+    const updates = (opsOf(write, 'xadd') as Extract<WriteOp, { op: 'xadd' }>[]).map((o) =>
+      EvaluationUpdate.decode(o.value),
+    );
+    expect(updates.map((u) => [u.evaluation?.evalId, u.revision, u.evaluation?.metadata !== undefined])).to.deep.equal([
+      ['a', '1', true],
+      ['a', '2', false],
+      ['b', '1', true],
+      ['b', '2', false],
+      ['b', '3', false],
+    ]);
+    // Records are whole, whatever update came last.
+    for (const set of opsOf(write, 'set') as Extract<WriteOp, { op: 'set' }>[])
+      expect(Evaluation.decode(set.value).metadata).to.deep.equal({ big: 'x'.repeat(100) });
+    // a is running: its history holds both updates; b ended: no history, deleted instead.
+    expect((opsOf(write, 'putAt') as Extract<WriteOp, { op: 'putAt' }>[]).map((o) => [o.key, o.index])).to.deep.equal([
+      [one.history(0, 'a'), 0],
+      [one.history(0, 'a'), 1],
+    ]);
+    expect(opsOf(write, 'del').map((o) => o.key)).to.deep.equal([one.history(0, 'b')]);
+    // A repair of b writes its record and indexes, and no history.
+    const repair = planRepair(
+      events.filter((e) => e.evalId === 'b'),
+      0,
+      5n,
+      one,
+    );
+    expect(opsOf(repair, 'putAt')).to.deep.equal([]);
+    expect(opsOf(repair, 'del').map((o) => o.key)).to.deep.equal([one.history(0, 'b')]);
+    expect(
+      Evaluation.decode((opsOf(repair, 'set')[0] as Extract<WriteOp, { op: 'set' }>).value).metadata,
+    ).to.deep.equal({
+      big: 'x'.repeat(100),
+    });
+  });
+
   it('ignores events at or below the checkpoint (idempotent re-apply)', () => {
     const events = [queued('a', 1), queued('b', 2)];
     expect(planBatch(events, empty(one, 2n), one).writes).to.deep.equal([]);

@@ -1,0 +1,151 @@
+import type { Redis } from 'ioredis';
+import { UnavailableError } from '../../../shared/errors';
+import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { ChangeLogEntry } from '../read-models/change-log';
+import type { KeyLayout } from '../read-models/keys';
+import { storesMetadata } from '../read-models/stored-update';
+import { fromBytes } from '../wire/encoded';
+import { metadataOfEvaluation, metadataOfUpdate, withMetadata } from '../wire/metadata';
+
+/**
+ * Puts each change's metadata back into its update (read-models/stored-update.ts: only an
+ * evaluation's first update stores it), for the change log's replays and the live tail.
+ */
+export interface MetadataSource {
+  /**
+   * `entries` with every update whole, in the same order. Throws UnavailableError when an
+   * evaluation's metadata cannot be found (Redis or PostgreSQL down): the caller reads again.
+   */
+  complete(entries: readonly ChangeLogEntry[]): Promise<ChangeLogEntry[]>;
+  /** Forgets what it knows: the log it was learnt from was replaced (a rebuild). */
+  clear(): void;
+}
+
+/**
+ * An evaluation's metadata as its state encodes it: a Struct's bytes, or null when the state has
+ * none (which a client tells apart from an empty Struct).
+ */
+export type Metadata = Uint8Array | null;
+
+/** The metadata of evaluations as their submit events hold it (PostgreSQL); absent when unknown. */
+export type MetadataFromLog = (evalIds: readonly string[]) => Promise<ReadonlyMap<string, Metadata>>;
+
+/** Bytes a cached entry is counted at beyond its metadata (the key, the map's own cost). */
+const ENTRY_OVERHEAD = 128;
+
+/**
+ * Metadata never changes after the submit, so it is kept in a cache bounded by bytes (least
+ * recently used first out), filled from the submits the tail and replays pass (which store it)
+ * and, on a miss, from the records (one MGET per partition) or, for an evaluation whose record
+ * is gone (a lost key being repaired), from its submit event in the log.
+ */
+export function createMetadataSource(deps: {
+  readonly redis: Redis;
+  readonly layout: KeyLayout;
+  readonly fromLog: MetadataFromLog;
+  readonly maxBytes: number;
+}): MetadataSource {
+  const { redis, layout } = deps;
+  const cache = new Map<string, Metadata>();
+  let bytes = 0;
+
+  const remember = (evalId: string, metadata: Metadata): void => {
+    const old = cache.get(evalId);
+    if (old !== undefined) {
+      cache.delete(evalId);
+      bytes -= (old?.length ?? 0) + ENTRY_OVERHEAD;
+    }
+    // A copy: a view would keep the whole reply buffer it points into alive.
+    const kept = metadata === null ? null : (Uint8Array.prototype.slice.call(metadata) as Uint8Array);
+    cache.set(evalId, kept);
+    bytes += (kept?.length ?? 0) + ENTRY_OVERHEAD;
+    for (const [oldest, value] of cache) {
+      if (bytes <= deps.maxBytes) break;
+      cache.delete(oldest);
+      bytes -= (value?.length ?? 0) + ENTRY_OVERHEAD;
+    }
+  };
+
+  const recall = (evalId: string): Metadata | undefined => {
+    const value = cache.get(evalId);
+    if (value !== undefined) {
+      cache.delete(evalId);
+      cache.set(evalId, value);
+    }
+    return value;
+  };
+
+  const fetch = async (evalIds: readonly string[]): Promise<Map<string, Metadata>> => {
+    const found = new Map<string, Metadata>();
+    const byPartition = new Map<number, string[]>();
+    for (const id of evalIds) {
+      const p = layout.partitionOf(id);
+      const ids = byPartition.get(p);
+      if (ids === undefined) byPartition.set(p, [id]);
+      else ids.push(id);
+    }
+    try {
+      await Promise.all(
+        [...byPartition].map(async ([p, ids]) => {
+          const records = await redis.mgetBuffer(...ids.map((id) => layout.record(p, id)));
+          records.forEach((record, i) => {
+            if (record !== null) found.set(ids[i] as string, metadataOfEvaluation(record));
+          });
+        }),
+      );
+    } catch (err) {
+      throw new UnavailableError("Redis is unavailable (reading evaluations' metadata)", { cause: err });
+    }
+    const missing = evalIds.filter((id) => !found.has(id));
+    if (missing.length > 0) {
+      const logged = await deps.fromLog(missing);
+      for (const id of missing) {
+        const metadata = logged.get(id);
+        if (metadata === undefined)
+          throw new UnavailableError(`evaluation ${id} has changes in Redis but no submit in the event log`);
+        found.set(id, metadata);
+      }
+    }
+    for (const [id, metadata] of found) remember(id, metadata);
+    return found;
+  };
+
+  return {
+    async complete(entries) {
+      const wanted = new Set<string>();
+      const needs: boolean[] = entries.map((entry) => {
+        const { change } = entry;
+        if (entry.unreadable !== undefined) return false;
+        const stored = metadataOfUpdate(change.update.bytes);
+        if (storesMetadata(change.revision)) {
+          remember(change.evalId, stored ?? null);
+          return false;
+        }
+        if (stored !== undefined) return false; // written whole, before updates were stored lean
+        wanted.add(change.evalId);
+        return true;
+      });
+      if (wanted.size === 0) return [...entries];
+      const known = new Map<string, Metadata>();
+      const unknown: string[] = [];
+      for (const id of wanted) {
+        const cached = recall(id);
+        if (cached === undefined) unknown.push(id);
+        else known.set(id, cached);
+      }
+      if (unknown.length > 0) for (const [id, metadata] of await fetch(unknown)) known.set(id, metadata);
+      return entries.map((entry, i) => {
+        if (needs[i] !== true) return entry;
+        const { change } = entry;
+        const metadata = known.get(change.evalId) ?? null;
+        if (metadata === null) return entry;
+        const update = fromBytes(EvaluationUpdate, withMetadata(change.update.bytes, metadata));
+        return { ...entry, change: { ...change, update } };
+      });
+    },
+    clear() {
+      cache.clear();
+      bytes = 0;
+    },
+  };
+}

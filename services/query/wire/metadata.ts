@@ -1,0 +1,130 @@
+import { varintSize, writeVarintAt } from './varint';
+
+/** `Evaluation.metadata` (field 23, length-delimited): its tag as a varint. */
+const METADATA_TAG = [0xba, 0x01] as const;
+const METADATA_FIELD = 23;
+/** `EvaluationUpdate.evaluation` (field 1, length-delimited). */
+const EVALUATION_FIELD = 1;
+
+/** [start, end) of a length-delimited field's value, and where its tag began. */
+interface FieldSpan {
+  readonly tagStart: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Reads a varint at `at`; [value, position after it], or undefined past `end` or beyond 2^53
+ * (no length or tag this service writes comes near).
+ */
+function readVarint(bytes: Uint8Array, at: number, end: number): [number, number] | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = at; i < end && i < at + 8; i += 1) {
+    const byte = bytes[i] as number;
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) return [value, i + 1];
+    scale *= 128;
+  }
+  return undefined;
+}
+
+/**
+ * The first top-level length-delimited field `field` of the message in bytes [from, to), or
+ * undefined when it has none or the bytes do not parse (callers then leave the bytes as they
+ * are: the readability check reports what no client could decode).
+ */
+function findField(bytes: Uint8Array, from: number, to: number, field: number): FieldSpan | undefined {
+  let at = from;
+  while (at < to) {
+    const tagStart = at;
+    const tag = readVarint(bytes, at, to);
+    if (tag === undefined) return undefined;
+    at = tag[1];
+    const wireType = tag[0] % 8;
+    if (wireType === 0) {
+      const skipped = readVarint(bytes, at, to);
+      if (skipped === undefined) return undefined;
+      at = skipped[1];
+    } else if (wireType === 1) {
+      at += 8;
+    } else if (wireType === 5) {
+      at += 4;
+    } else if (wireType === 2) {
+      const length = readVarint(bytes, at, to);
+      if (length === undefined || length[1] + length[0] > to) return undefined;
+      if (Math.floor(tag[0] / 8) === field) return { tagStart, start: length[1], end: length[1] + length[0] };
+      at = length[1] + length[0];
+    } else {
+      return undefined; // groups: never written by this service
+    }
+  }
+  return undefined;
+}
+
+/** `Evaluation.status` (field 2, a varint) of an encoded Evaluation, without decoding the rest; 0 when absent. */
+export function statusOfEvaluation(evaluation: Uint8Array): number {
+  let at = 0;
+  while (at < evaluation.length) {
+    const tag = readVarint(evaluation, at, evaluation.length);
+    if (tag === undefined) return 0;
+    at = tag[1];
+    const wireType = tag[0] % 8;
+    if (wireType === 0) {
+      const value = readVarint(evaluation, at, evaluation.length);
+      if (value === undefined) return 0;
+      if (tag[0] === 16) return value[0];
+      at = value[1];
+    } else if (wireType === 1) at += 8;
+    else if (wireType === 5) at += 4;
+    else if (wireType === 2) {
+      const length = readVarint(evaluation, at, evaluation.length);
+      if (length === undefined) return 0;
+      at = length[1] + length[0];
+    } else return 0;
+  }
+  return 0;
+}
+
+/** The encoded `google.protobuf.Struct` of an encoded Evaluation (a record); null without one. */
+export function metadataOfEvaluation(evaluation: Uint8Array): Uint8Array | null {
+  const span = findField(evaluation, 0, evaluation.length, METADATA_FIELD);
+  return span === undefined ? null : evaluation.subarray(span.start, span.end);
+}
+
+/**
+ * The metadata of an encoded EvaluationUpdate's state: its Struct's bytes, or undefined when
+ * the state carries none (it had none, or it was stored without: read-models/stored-update.ts).
+ */
+export function metadataOfUpdate(update: Uint8Array): Uint8Array | undefined {
+  const state = findField(update, 0, update.length, EVALUATION_FIELD);
+  if (state === undefined) return undefined;
+  const span = findField(update, state.start, state.end, METADATA_FIELD);
+  return span === undefined ? undefined : update.subarray(span.start, span.end);
+}
+
+/**
+ * The update with `metadata` (a Struct's bytes, possibly none: an empty Struct) put into its
+ * state, when the state has none: one copy of the update, the metadata field appended to the
+ * state's fields (decoders take fields in any order). Returned as it is when the state carries
+ * metadata already, or the bytes do not parse.
+ */
+export function withMetadata(update: Uint8Array, metadata: Uint8Array): Uint8Array {
+  const state = findField(update, 0, update.length, EVALUATION_FIELD);
+  if (state === undefined || findField(update, state.start, state.end, METADATA_FIELD) !== undefined) return update;
+  const field = METADATA_TAG.length + varintSize(metadata.length) + metadata.length;
+  const stateLength = state.end - state.start + field;
+  const tagEnd = state.tagStart + 1; // field 1's tag is one byte
+  const out = Buffer.allocUnsafe(tagEnd + varintSize(stateLength) + stateLength + (update.length - state.end));
+  out.set(update.subarray(0, tagEnd), 0);
+  let at = writeVarintAt(out, tagEnd, stateLength);
+  out.set(update.subarray(state.start, state.end), at);
+  at += state.end - state.start;
+  out[at++] = METADATA_TAG[0];
+  out[at++] = METADATA_TAG[1];
+  at = writeVarintAt(out, at, metadata.length);
+  out.set(metadata, at);
+  at += metadata.length;
+  out.set(update.subarray(state.end), at);
+  return out;
+}
