@@ -5,6 +5,15 @@ import { getEvaluation } from './get-evaluation';
 import { output } from './output';
 import { propagation } from './propagation';
 import { rebuild } from './rebuild';
+import { redisMemory } from './redis-memory';
 
 /** Every scenario, in the order a run measures them. */
-export const SCENARIOS: readonly Scenario[] = [getEvaluation, commands, propagation, fanout, rebuild, output];
+export const SCENARIOS: readonly Scenario[] = [
+  getEvaluation,
+  commands,
+  propagation,
+  fanout,
+  rebuild,
+  output,
+  redisMemory,
+];

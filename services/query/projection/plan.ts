@@ -177,7 +177,7 @@ export function planBatch(
  * The write that puts evaluations' read models back as the log has them at the partition's
  * checkpoint, when a read found one lost (a record, or its history, deleted or evicted):
  * the record, every history entry (put at its revision, so the list ends exactly at the last
- * one), and the index membership (added to `all` and its status, removed from every other
+ * one; none for an evaluation that ended, whose history is deleted), and the index membership (added to `all` and its status, removed from every other
  * status). Change-log entries are not per evaluation and are left as they are. The checkpoint
  * stays where it is: the write only applies if no step moved it meanwhile.
  *
