@@ -39,6 +39,7 @@ export function createCommandServer(deps: CommandHandlerDeps & { readonly logger
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],
     logger,
     maxReceiveMessageBytes: Math.max(deps.limits.maxOutputBytes, deps.limits.maxCodeBytes) + MESSAGE_OVERHEAD_BYTES,
+    maxRequestBytesInFlight: deps.limits.maxRequestBytesInFlight,
     initialStatus: 'SERVING',
   });
 }

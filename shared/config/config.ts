@@ -50,6 +50,8 @@ export interface Limits {
   readonly previewBytes: number;
   /** Bodies up to this size are kept in PostgreSQL, larger ones in S3. */
   readonly inlineOutputMaxBytes: number;
+  /** Request bytes the command service holds at once; later requests wait to be read. */
+  readonly maxRequestBytesInFlight: number;
 }
 
 export interface StreamConfig {
@@ -209,6 +211,7 @@ export function loadConfig(env: Env): Config {
       engines: v.ENGINES,
       previewBytes: v.PREVIEW_BYTES,
       inlineOutputMaxBytes: v.INLINE_OUTPUT_MAX_BYTES,
+      maxRequestBytesInFlight: v.MAX_REQUEST_BYTES_IN_FLIGHT,
     }),
     streams: Object.freeze({
       progressIntervalMs: v.STREAM_PROGRESS_INTERVAL_MS,

@@ -130,6 +130,13 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
+/**
+ * MAX_REQUEST_BYTES_IN_FLIGHT's default, also what a server given no figure uses (the query
+ * service, whose requests are at most 1 MiB): 15 of the command service's largest requests
+ * (16 MiB + 64 KiB by default) read at once.
+ */
+export const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT = 256 * MiB;
+
 export const SETTINGS = {
   ENVIRONMENT: setting({
     parser: oneOf(ENVIRONMENTS),
@@ -316,6 +323,13 @@ export const SETTINGS = {
     parser: wholeNumber(1, 1_000_000),
     defaults: { all: '256' },
     help: 'commands in progress at once; more are refused at once with `UNAVAILABLE`; a streamed output counts once its bytes are in',
+  }),
+  // grpc-js buffers a request message whole before any of our code runs; unadmitted, that is
+  // the largest message times the calls in flight. shared/grpc/admission.ts.
+  MAX_REQUEST_BYTES_IN_FLIGHT: setting({
+    parser: wholeNumber(1, 1024 * GiB),
+    defaults: { all: String(DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT) },
+    help: 'command side: request bytes held at once, one being read counting as the largest accepted, then its size until its call ends; calls past it wait to be read',
   }),
   // Sessions of the services, the CLIs and the migrations (shared/postgres/pool.ts). The
   // services' statements take milliseconds (a one-statement append, reads of at most 500

@@ -6,7 +6,10 @@ import { ReflectionService } from '@grpc/reflection';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT } from '../config/settings';
 import type { Logger } from '../logging';
+import { admitRequests, measuredDefinition } from './admission';
+import { createByteBudget, type ByteBudget } from './byte-budget';
 import { refuseMalformedCalls, tolerantDefinition } from './malformed';
 
 export interface ServiceRegistration {
@@ -21,6 +24,11 @@ export interface GrpcServerOptions {
   readonly logger: Logger;
   /** Largest request a client may send (bytes). */
   readonly maxReceiveMessageBytes: number;
+  /**
+   * Request bytes held at once (MAX_REQUEST_BYTES_IN_FLIGHT, grpc/admission.ts); the setting's
+   * default when not given (the query service: its requests are at most 1 MiB).
+   */
+  readonly maxRequestBytesInFlight?: number;
   /** Health status every service starts with; the query side starts NOT_SERVING until caught up. */
   readonly initialStatus: ServingStatus;
 }
@@ -36,6 +44,8 @@ export interface GrpcServer {
    * signals its handlers, which end their streams naming the position to resume from).
    */
   shutdown(graceMs: number): Promise<void>;
+  /** The request bytes held now and at most so far, and the calls waiting to be read. */
+  readonly admission: Pick<ByteBudget, 'reserved' | 'peakReserved' | 'waiting'>;
 }
 
 /** The descriptor set `npm run generate` writes next to the generated code (buf build). */
@@ -56,19 +66,22 @@ function reflectionInput(): PackageDefinition {
 
 /**
  * A gRPC server whose every method (health and reflection too) answers a request that does not
- * decode, or a unary call without exactly one message, with INVALID_ARGUMENT (grpc/malformed.ts).
+ * decode, or a unary call without exactly one message, with INVALID_ARGUMENT (grpc/malformed.ts),
+ * and reads a request only once its bytes fit in the server's budget (grpc/admission.ts).
  */
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
+  const budget = createByteBudget(options.maxRequestBytesInFlight ?? DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT);
   const server = new Server({
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
-    interceptors: [refuseMalformedCalls],
+    // The first is the innermost: admission unwraps measured messages before the other sees them.
+    interceptors: [admitRequests(budget, options.maxReceiveMessageBytes), refuseMalformedCalls],
   });
   // Health and reflection add their own services: they get this server's addService only.
   const registrar = {
     addService: (definition: ServiceDefinition, implementation: UntypedServiceImplementation) =>
-      server.addService(tolerantDefinition(definition), implementation),
+      server.addService(measuredDefinition(tolerantDefinition(definition)), implementation),
   };
   for (const service of options.services) registrar.addService(service.definition, service.implementation);
 
@@ -80,6 +93,17 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   new ReflectionService(reflectionInput(), { services: reflected }).addToServer(registrar);
 
   return {
+    admission: {
+      get reserved() {
+        return budget.reserved;
+      },
+      get peakReserved() {
+        return budget.peakReserved;
+      },
+      get waiting() {
+        return budget.waiting;
+      },
+    },
     listen: (host, port) =>
       new Promise((resolve, reject) => {
         server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, boundPort) => {
