@@ -10,6 +10,7 @@ import { createOpenCalls } from './live/open-calls';
 import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresEventLog, createPostgresMetadataFromLog } from './postgres/event-log';
 import { createMetadataSource } from './redis/metadata-source';
+import { createIndexCounts, keepIndexes } from './redis/index-counts';
 import { createProjectionApplier } from './projection/applier';
 import { createProjector, type Projector } from './projection/projector';
 import { rebuildReadModels } from './projection/rebuild';
@@ -68,6 +69,14 @@ export interface QueryService {
  * the evaluations under way are hits, a miss costs one MGET of records per partition.
  */
 const METADATA_CACHE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Every partition's indexes are compared with their counts (one MULTI of a few O(1) commands
+ * each) every this many quiet-timer periods (CATCH_UP_INTERVAL_MS: 5 s by default): the one way
+ * to hear of a member deleted by hand, which raises no event the projection's own writes do not
+ * raise too. Reads and keyspace events ask sooner.
+ */
+const INDEX_AUDIT_PERIODS = 5;
 
 export interface QueryServiceOptions {
   /** Events per catch-up batch (default 500). */
@@ -128,6 +137,11 @@ export function createQueryService(
     onServingChange: (serving) => setServing(serving),
     stallReason: redisRefusesWrites,
   });
+  const indexes = keepIndexes({
+    counts: createIndexCounts({ redis: projection, store, layout, onLost: (evalIds) => projector.repair(evalIds) }),
+    intervalMs: INDEX_AUDIT_PERIODS * config.catchUpIntervalMs,
+    logger: projectionLogger,
+  });
   const tail = createChangeLogTail({
     blocking,
     commands: redis,
@@ -150,6 +164,7 @@ export function createQueryService(
     guard: createReadGuard({
       projection: projector,
       firstPositionOf: (evalId) => eventLog.firstPositionOf(evalId),
+      checkIndexes: () => indexes.check(),
       logger: logger.child({ component: 'read-guard' }),
     }),
     projector,
@@ -190,6 +205,7 @@ export function createQueryService(
           logger: logger.child({ component: 'lost-keys' }),
           onLost: (evalId) => projector.repair([evalId]),
           onCheckpointLost: () => projector.requestCatchUp('a checkpoint key was deleted'),
+          onIndexLost: () => indexes.check(),
         });
       projection.on('ready', onProjectionReconnect);
       // Subscribed before the first catch-up reads the log: a change committed after that read
@@ -200,6 +216,7 @@ export function createQueryService(
         new Promise((resolve) => setTimeout(resolve, 2000).unref()),
       ]);
       projector.start();
+      indexes.start();
       // The live tail starts where the read models are.
       tail.start(async () => minCheckpoint(await checkpoints.readAll()));
       return bound;
@@ -210,6 +227,7 @@ export function createQueryService(
       await server.shutdown(graceMs);
       await subscription?.close();
       await lostKeys?.close();
+      await indexes.stop();
       await projector.stop();
       await tail.stop();
     },

@@ -51,6 +51,7 @@ export function createListEvaluations(deps: {
     const page = await deps.list.page(status, pageSize, cursor);
     for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint);
     deps.guard.reportLost(page.missing);
+    deps.guard.reportDamagedIndexes(page.damaged);
     return { evaluations: page.evaluations, nextPageToken: page.nextPageToken };
   };
 }

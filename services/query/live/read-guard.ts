@@ -39,6 +39,11 @@ export interface ReadGuard {
    * history shorter than its revisions or older than the record): repair, UNAVAILABLE.
    */
   reportLost(evalIds: readonly string[]): void;
+  /**
+   * Partitions a list found with an index that differs from its count (redis/index-counts.ts):
+   * the indexes are checked and repaired, UNAVAILABLE.
+   */
+  reportDamagedIndexes(partitions: readonly number[]): void;
 }
 
 /**
@@ -51,6 +56,8 @@ export interface ReadGuard {
 export function createReadGuard(deps: {
   readonly projection: GuardedProjection;
   readonly firstPositionOf: FirstPositionOf;
+  /** Asks for the indexes to be checked and repaired (redis/index-counts.ts `keepIndexes`). */
+  readonly checkIndexes: () => void;
   readonly logger: Logger;
 }): ReadGuard {
   const { projection, firstPositionOf, logger } = deps;
@@ -94,6 +101,13 @@ export function createReadGuard(deps: {
       throw new UnavailableError(
         `the read models of ${evalIds.length} evaluation(s), first ${evalIds[0]}, lost keys and are being ` +
           'rewritten from the event log; retry shortly',
+      );
+    },
+    reportDamagedIndexes(partitions) {
+      if (partitions.length === 0) return;
+      deps.checkIndexes();
+      throw new UnavailableError(
+        `the index of partition(s) ${partitions.join(', ')} lost members and is being rewritten from the records; retry shortly`,
       );
     },
   };

@@ -116,6 +116,21 @@ export async function checkConsistency(deps: {
     for (const id of unknown)
       if (!inLog.has(id)) differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
   }
+  // Every index the size its count says (redis/index-counts.ts), read together.
+  for (const p of partitionNumbers(layout)) {
+    const keys = [layout.indexAll(p), ...INDEXED_STATUSES.map((status) => layout.indexStatus(p, status))];
+    const tx = redis.multi().hgetall(layout.indexCounts(p));
+    for (const key of keys) tx.zcard(key);
+    const [counts, ...sizes] = ((await tx.exec()) ?? []).map(([err, value]) => {
+      if (err !== null) throw err;
+      return value;
+    }) as [Record<string, string>, ...number[]];
+    keys.forEach((key, k) => {
+      const count = Number(counts[key] ?? 0);
+      const size = Number(sizes[k]);
+      if (count !== size) differences.push(`index ${key} holds ${size} members, its count says ${count}`);
+    });
+  }
   // A partition none of whose evaluations was compared is reported at its checkpoint now.
   const now = compared.includes(undefined) ? await createCheckpoints(redis, layout).readAll() : [];
   const partitionCheckpoints = compared.map((c, p) => c ?? now[p] ?? 0n);

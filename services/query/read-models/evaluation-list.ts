@@ -104,6 +104,8 @@ export interface EvaluationPage {
    * so these records were lost (deleted, evicted), and the page is not the truth.
    */
   readonly missing: string[];
+  /** Partitions whose index differed from its count: members were lost (redis/index-counts.ts). */
+  readonly damaged: number[];
 }
 
 export interface EvaluationList {

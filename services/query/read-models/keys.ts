@@ -14,6 +14,7 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
  *   P:{P:n}:eval:<id>         string  ts-proto-encoded Evaluation
  *   P:{P:n}:index:all         zset    members `<created ms, 15 digits>:<id>`, score 0
  *   P:{P:n}:index:<status>    zset    same members, one set per status
+ *   P:{P:n}:index-counts      hash    per index key, the members the projection put in it
  *   P:{P:n}:history:<id>      list    encoded EvaluationUpdate per revision (index = revision-1)
  *   P:{P:n}:changes           stream  entry id `<position>-0`, field `u` = encoded EvaluationUpdate
  */
@@ -29,6 +30,8 @@ export interface KeyLayout {
   indexAll(partition: number): string;
   /** Throws for UNSPECIFIED / unknown values: there is no such index. */
   indexStatus(partition: number, status: EvaluationStatus): string;
+  /** How many members each index of the partition should have (redis/index-counts.ts). */
+  indexCounts(partition: number): string;
   history(partition: number, evalId: string): string;
   changeLog(partition: number): string;
   /** SCAN MATCH pattern covering every read-model key of this prefix (and nothing else). */
@@ -40,7 +43,7 @@ export interface KeyLayout {
 /** A read-model key, by what it holds. */
 export type DescribedKey =
   | { readonly kind: 'record' | 'history'; readonly partition: number; readonly evalId: string }
-  | { readonly kind: 'checkpoint' | 'fence' | 'index' | 'changes'; readonly partition: number };
+  | { readonly kind: 'checkpoint' | 'fence' | 'index' | 'counts' | 'changes'; readonly partition: number };
 
 /** The statuses that have an index (every stored status), each named as shared/domain names it. */
 export const INDEXED_STATUSES: readonly EvaluationStatus[] = STATUSES.map(statusToProto);
@@ -72,6 +75,7 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
       if (name === undefined) throw new RangeError(`no index for status ${status}`);
       return `${base(p)}:index:${name}`;
     },
+    indexCounts: (p: number) => `${base(p)}:index-counts`,
     history: (p: number, evalId: string) => `${base(p)}:history:${evalId}`,
     changeLog: (p: number) => `${base(p)}:changes`,
     scanPattern: `${prefix}:{${prefix}:*}:*`,
@@ -87,6 +91,7 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
       if (rest.startsWith('history:')) return { kind: 'history', partition, evalId: rest.slice(8) };
       if (rest === 'checkpoint' || rest === 'fence' || rest === 'changes') return { kind: rest, partition };
       if (rest.startsWith('index:')) return { kind: 'index', partition };
+      if (rest === 'index-counts') return { kind: 'counts', partition };
       return undefined;
     },
   });

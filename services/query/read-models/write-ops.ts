@@ -17,6 +17,11 @@ export type WriteOp =
   /** Deletes the key (a terminal evaluation's history: read-models/evaluation-history.ts). */
   | { readonly op: 'del'; readonly key: string }
   /**
+   * Sets the index's count (redis/index-counts.ts) to its size, after every other op: only a
+   * write that made the whole index right may.
+   */
+  | { readonly op: 'recount'; readonly key: string }
+  /**
    * Appends stream entry `<position>-0` with field `u` (the update) and, beside it, the
    * change's eval id `e`, status `s` and revision `r`; trimmed to the retention (MAXLEN ~).
    */
@@ -42,6 +47,7 @@ export interface WriteSink {
   zrem(key: string, member: string): void;
   putAt(key: string, index: number, value: Buffer): void;
   del(key: string): void;
+  recount(key: string): void;
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void;
 }
 
@@ -60,6 +66,8 @@ export class WriteSet implements WriteSink {
   readonly zsets = new Map<string, Map<string, boolean>>();
   /** Keys deleted (after every other op of the write: none of them touches one). */
   readonly dels = new Set<string>();
+  /** Indexes whose counts are set to their size, last. */
+  readonly recounts = new Set<string>();
 
   static of(ops: readonly WriteOp[]): WriteSet {
     const set = new WriteSet();
@@ -73,6 +81,9 @@ export class WriteSet implements WriteSink {
           break;
         case 'del':
           set.del(op.key);
+          break;
+        case 'recount':
+          set.recount(op.key);
           break;
         case 'xadd':
           set.xadd(op.key, op.position, op.value, op.meta);
@@ -114,6 +125,10 @@ export class WriteSet implements WriteSink {
     this.dels.add(key);
   }
 
+  recount(key: string): void {
+    this.recounts.add(key);
+  }
+
   xadd(key: string, position: string, value: Buffer, meta: ChangeMeta): void {
     let entries = this.streams.get(key);
     if (entries === undefined) this.streams.set(key, (entries = []));
@@ -150,6 +165,7 @@ export class WriteSet implements WriteSink {
       for (const [member, present] of members) ops.push({ op: present ? 'zadd' : 'zrem', key, member });
     for (const [key, value] of this.sets) ops.push({ op: 'set', key, value });
     for (const key of this.dels) ops.push({ op: 'del', key });
+    for (const key of this.recounts) ops.push({ op: 'recount', key });
     return ops;
   }
 
@@ -192,10 +208,11 @@ export const MAX_OP_ITEMS = 1000;
 /** One item of the ops array: an op code, a key index or count, a member, id or value. */
 type Item = string | Buffer | number;
 
-/** The keys every partition write declares first: KEYS[1] and KEYS[2] of the apply script. */
+/** The keys every partition write declares first: KEYS[1], KEYS[2] and KEYS[3] of the apply script. */
 export interface PartitionKeys {
   readonly checkpoint: string;
   readonly fence: string;
+  readonly counts: string;
 }
 
 /**
@@ -229,12 +246,13 @@ export function encodePartitionWrite(
 
 /** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
 function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[]; items: Item[] } {
-  const { sets, lists, streams, zsets, dels } = ops;
-  const keys = [partitionKeys.checkpoint, partitionKeys.fence];
+  const { sets, lists, streams, zsets, dels, recounts } = ops;
+  const keys = [partitionKeys.checkpoint, partitionKeys.fence, partitionKeys.counts];
   const items: Item[] = [];
   const indexOf = new Map<string, number>([
     [partitionKeys.checkpoint, 1],
     [partitionKeys.fence, 2],
+    [partitionKeys.counts, 3],
   ]);
   const declare = (key: string): number => {
     let index = indexOf.get(key);
@@ -284,6 +302,7 @@ function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[
     for (let i = from; i < to; i += 1) items.push(records[i] as Item);
   }
   for (const key of dels) items.push('D', declare(key), 0);
+  for (const key of recounts) items.push('C', declare(key), 0);
   return { keys, items };
 }
 

@@ -8,7 +8,10 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * it as it is: a repair), atomically (Redis runs a script without interleaving). Another
  * replica that got there first makes it return the position it found instead. While a rebuild
  * holds the partition's fence (KEYS[2]), only a writer with its token (ARGV[5]) gets through:
- * the others are told the fence is up and write nothing.
+ * the others are told the fence is up and write nothing. KEYS[3] counts the members the script
+ * put into each index (added minus removed, as ZADD and ZREM report what they changed), so that
+ * a member deleted by anyone else shows as an index smaller than its count
+ * (redis/index-counts.ts).
  *
  * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
  * code, key index, item count, items. `M` sets `count` strings (key index and value per
@@ -16,7 +19,8 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * its first item gives (entries already there are replaced in place, `LSET`, and any past the
  * last one put are trimmed, so an entry written again replaces itself; a value item that is a number stands for the item at that place: an update the write
  * also appends to the change log), `X` appends `count`
- * stream entries (id, update, eval id, status, revision), `D` deletes its key (no items). XADD runs under pcall: an entry id at or below the stream's top can only mean the
+ * stream entries (id, update, eval id, status, revision), `D` deletes its key (no items), `C`
+ * sets its key's count to the index's size (no items). XADD runs under pcall: an entry id at or below the stream's top can only mean the
  * entry is already there (keys deleted by hand), and must not abort the script half-way (Redis
  * does not roll a script back).
  */
@@ -55,9 +59,13 @@ if ARGV[4] ~= '' then
         scored[#scored + 1] = '0'
         scored[#scored + 1] = ops[j]
       end
-      redis.call('ZADD', key, unpack(scored))
+      local added = redis.call('ZADD', key, unpack(scored))
+      if added > 0 then redis.call('HINCRBY', KEYS[3], key, added) end
     elseif op == 'R' then
-      redis.call('ZREM', key, unpack(ops, first, last))
+      local removed = redis.call('ZREM', key, unpack(ops, first, last))
+      if removed > 0 then redis.call('HINCRBY', KEYS[3], key, -removed) end
+    elseif op == 'C' then
+      redis.call('HSET', KEYS[3], key, redis.call('ZCARD', key))
     elseif op == 'L' then
       -- The list from index ops[first] on is rewritten: an entry put again replaces itself (in
       -- place: the key is never deleted, which would tell keyspace watchers it was lost).

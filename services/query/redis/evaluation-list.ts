@@ -30,8 +30,25 @@ export function createEvaluationList(
     async page(status, pageSize, cursor) {
       const max = cursor === undefined ? '+' : `(${cursor.after}`;
       const partitions = partitionNumbers(layout);
+      // Each index read with its size and its count (redis/index-counts.ts), atomically: an index
+      // that differs from its count lost members (or got strays), and its page is not the truth.
+      const damaged: number[] = [];
       const pages = await Promise.all(
-        partitions.map((p) => redis.zrange(indexKey(p, status), max, '-', 'BYLEX', 'REV', 'LIMIT', 0, pageSize + 1)),
+        partitions.map(async (p) => {
+          const key = indexKey(p, status);
+          const results = await redis
+            .multi()
+            .zrange(key, max, '-', 'BYLEX', 'REV', 'LIMIT', 0, pageSize + 1)
+            .zcard(key)
+            .hget(layout.indexCounts(p), key)
+            .exec();
+          const [page, size, count] = (results ?? []).map(([err, value]) => {
+            if (err !== null) throw err;
+            return value;
+          }) as [string[], number, string | null];
+          if (Number(count ?? 0) !== size) damaged.push(p);
+          return page;
+        }),
       );
       const { members, hasMore } = mergePages(pages, pageSize);
       const byPartition = new Map<number, string[]>();
@@ -78,6 +95,7 @@ export function createEvaluationList(
         evaluations,
         nextPageToken: more && last !== undefined ? encodePageToken({ status, after: last }) : '',
         missing,
+        damaged,
       };
     },
   });

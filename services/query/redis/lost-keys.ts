@@ -18,7 +18,7 @@ export interface LostKeysWatch {
  * Hears of read-model keys that disappear — deleted by hand, evicted, expired — from Redis'
  * keyspace events, so that they are repaired within moments, whether or not a read ever meets
  * them: a record or history is rewritten from the log (`onLost`), a lost checkpoint makes the
- * projector replay (`onCheckpointLost`). The projection deletes one kind of key itself, the
+ * projector replay (`onCheckpointLost`), a lost index is rebuilt from the records (`onIndexLost`). The projection deletes one kind of key itself, the
  * history of an evaluation that ended: a deleted history whose record is terminal is therefore
  * taken as that, not as a loss (one MGET per partition for the deletions heard at once). Lists
  * are otherwise rewritten in place, so the projection's own writes raise no other event; a
@@ -36,6 +36,8 @@ export function watchLostKeys(deps: {
   readonly logger: Logger;
   readonly onLost: (evalId: string) => void;
   readonly onCheckpointLost: () => void;
+  /** An index, or the indexes' counts, deleted: the indexes are checked (redis/index-counts.ts). */
+  readonly onIndexLost: () => void;
 }): LostKeysWatch {
   const { subscriber, config, layout, logger } = deps;
   const db = subscriber.options.db ?? 0;
@@ -89,6 +91,7 @@ export function watchLostKeys(deps: {
       if (ids === undefined) deletedHistories.set(described.partition, new Set([described.evalId]));
       else ids.add(described.evalId);
     } else if (described.kind === 'checkpoint') deps.onCheckpointLost();
+    else if (described.kind === 'index' || described.kind === 'counts') deps.onIndexLost();
   };
   subscriber.on('message', onMessage);
   const subscribe = (): Promise<void> =>

@@ -51,7 +51,11 @@ export function createRedisProjectionStore(
           applyScript(
             encodePartitionWrite(
               write,
-              { checkpoint: layout.checkpoint(write.partition), fence: layout.fence(write.partition) },
+              {
+                checkpoint: layout.checkpoint(write.partition),
+                fence: layout.fence(write.partition),
+                counts: layout.indexCounts(write.partition),
+              },
               changeLogRetention,
               fenceToken,
             ),

@@ -197,7 +197,11 @@ describe('planBatch (pure projection step)', () => {
       // Every key of the write hashes to the partition's slot.
       const encoded = encodePartitionWrite(
         write,
-        { checkpoint: four.checkpoint(write.partition), fence: four.fence(write.partition) },
+        {
+          checkpoint: four.checkpoint(write.partition),
+          fence: four.fence(write.partition),
+          counts: four.indexCounts(write.partition),
+        },
         100,
       );
       for (const key of encoded.keys) expect(key).to.contain(`{p:${write.partition}}`);
@@ -321,16 +325,16 @@ describe('encodePartitionWrite', () => {
         { op: 'set', key: 'k:rec', value: Buffer.from('r2') },
       ]),
     };
-    const { keys, args } = encodePartitionWrite(write, { checkpoint: 'k:cp', fence: 'k:f' }, 1000);
-    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:log', 'k:hist', 'k:all', 'k:q', 'k:rec']);
+    const { keys, args } = encodePartitionWrite(write, { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' }, 1000);
+    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:n', 'k:log', 'k:hist', 'k:all', 'k:q', 'k:rec']);
     expect(args.slice(0, 3)).to.deep.equal(['7', '9', '1000']);
     expect(args[4], 'no fence token: the live projection').to.equal('');
     expect(unpackOps(args[3])).to.deep.equal(
-      ['X', '3', '2', '8-0', 'u', 'e', '2', '1', '9-0', 'u'.repeat(70_000), 'e', '2', '1']
-        .concat(['L', '4', '3', '4', 'h', 'h'.repeat(300)])
-        .concat(['Z', '5', '1', 'm'])
-        .concat(['R', '6', '1', 'm'])
-        .concat(['M', '1', '1', '7', 'r2']),
+      ['X', '4', '2', '8-0', 'u', 'e', '2', '1', '9-0', 'u'.repeat(70_000), 'e', '2', '1']
+        .concat(['L', '5', '3', '4', 'h', 'h'.repeat(300)])
+        .concat(['Z', '6', '1', 'm'])
+        .concat(['R', '7', '1', 'm'])
+        .concat(['M', '1', '1', '8', 'r2']),
     );
   });
 
@@ -345,27 +349,27 @@ describe('encodePartitionWrite', () => {
         { op: 'xadd', key: 'k:log', position: '5', value: update, meta: { evalId: 'e', status: 2, revision: '1' } },
       ]),
     };
-    const { keys, args } = encodePartitionWrite(write, { checkpoint: 'k:cp', fence: 'k:f' }, 1000);
-    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:log', 'k:hist']);
+    const { keys, args } = encodePartitionWrite(write, { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' }, 1000);
+    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:n', 'k:log', 'k:hist']);
     // The list item is the (1-based) place of the stream entry's value.
-    expect(unpackOps(args[3])).to.deep.equal(['X', '3', '1', '5-0', 'u', 'e', '2', '1', 'L', '4', '2', '0', '5']);
+    expect(unpackOps(args[3])).to.deep.equal(['X', '4', '1', '5-0', 'u', 'e', '2', '1', 'L', '5', '2', '0', '5']);
   });
 
   it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
     const { keys, args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, checkpointEvent: 'e@1@t', ops: new WriteSet() },
-      { checkpoint: 'k:cp', fence: 'k:f' },
+      { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' },
       1000,
       'rebuild-token',
     );
-    expect(keys).to.deep.equal(['k:cp', 'k:f']);
+    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:n']);
     expect(args).to.deep.equal(['0', '1 e@1@t', '1000', Buffer.alloc(0), 'rebuild-token']);
   });
 
   it('leaves the checkpoint as it is for a write that neither moves it nor names an event (a repair)', () => {
     const { args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 4n, newCheckpoint: 4n, ops: new WriteSet() },
-      { checkpoint: 'k:cp', fence: 'k:f' },
+      { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' },
       1000,
     );
     expect(args.slice(0, 2)).to.deep.equal(['4', '']);
@@ -381,10 +385,10 @@ describe('encodePartitionWrite', () => {
     ];
     const { args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, ops: WriteSet.of(ops) },
-      { checkpoint: 'k:cp', fence: 'k:f' },
+      { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' },
       1000,
     );
-    expect(unpackOps(args[3])).to.deep.equal(['R', '3', '1', 'a', 'Z', '3', '2', 'b', 'c']);
+    expect(unpackOps(args[3])).to.deep.equal(['R', '4', '1', 'a', 'Z', '4', '2', 'b', 'c']);
   });
 
   it(`splits ops of more than ${MAX_OP_ITEMS} items (the Lua stack bounds unpack)`, () => {
@@ -402,10 +406,10 @@ describe('encodePartitionWrite', () => {
     }
     const { keys, args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 0n, newCheckpoint: BigInt(count), ops: WriteSet.of(ops) },
-      { checkpoint: 'k:cp', fence: 'k:f' },
+      { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' },
       1000,
     );
-    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:log', 'k:all']);
+    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:n', 'k:log', 'k:all']);
     const items = unpackOps(args[3]);
     const counts: string[] = [];
     for (let i = 0; i < items.length;) {

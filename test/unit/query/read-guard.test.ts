@@ -6,6 +6,7 @@ import { createReadGuard } from '../../../services/query/live/read-guard';
 function guardOver(applied: bigint, firstPositions: Record<string, bigint> = {}, stalled?: string) {
   const catchUps: string[] = [];
   const repairs: string[][] = [];
+  let indexChecks = 0;
   const guard = createReadGuard({
     projection: {
       status: () => ({ checkpoint: applied, stalled }),
@@ -13,12 +14,21 @@ function guardOver(applied: bigint, firstPositions: Record<string, bigint> = {},
       repair: (evalIds) => repairs.push([...evalIds]),
     },
     firstPositionOf: (evalId) => Promise.resolve(firstPositions[evalId]),
+    checkIndexes: () => (indexChecks += 1),
     logger: silentLogger,
   });
-  return { guard, catchUps, repairs };
+  return { guard, catchUps, repairs, indexChecks: () => indexChecks };
 }
 
 describe('read guard', () => {
+  it('refuses a list whose index differed from its count, and asks for the indexes to be checked', () => {
+    const { guard, indexChecks } = guardOver(10n);
+    guard.reportDamagedIndexes([]);
+    expect(indexChecks()).to.equal(0);
+    expect(() => guard.reportDamagedIndexes([0, 3])).to.throw(UnavailableError, /partition\(s\) 0, 3 lost members/);
+    expect(indexChecks()).to.equal(1);
+  });
+
   it('passes a read whose checkpoint is at or above what the replica applied', () => {
     const { guard, catchUps } = guardOver(10n);
     guard.checkFresh(10n);
