@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
-import { createKeyLayout } from '../../services/query/read-models/keys';
+import { createKeyLayout, INDEXED_STATUSES } from '../../services/query/read-models/keys';
 import { call, createClients, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
 import { deleteKeys } from '../support/redis-keys';
@@ -276,15 +276,21 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         if (redis !== undefined) await deleteKeys(redis, `${prefix}:*`);
       },
       'delete random read-model keys': async () => {
-        // Records and histories (and now and then the checkpoint). Not change-log entries, whose
-        // loss a resuming watcher is told of (OUT_OF_RANGE, change-log-holes spec), and not whole
-        // index sets, whose loss is not repaired yet (docs/read-models.md).
+        // Records and histories, now and then the checkpoint, a whole status index or a few
+        // members of the index of all evaluations. Not change-log entries, whose loss a resuming
+        // watcher is told of (OUT_OF_RANGE, change-log-holes spec).
         const doomed = rng() < 0.2 ? [layout.checkpoint(0)] : [];
+        if (rng() < 0.3) doomed.push(layout.indexStatus(0, INDEXED_STATUSES[Math.floor(rng() * 5)] ?? 1));
         const lost = (key: string): boolean => {
           const kind = layout.describe(key)?.kind;
           return (kind === 'record' || kind === 'history') && rng() < 0.05;
         };
-        if (redis !== undefined) await deleteKeys(redis, `${prefix}:*`, lost, doomed);
+        if (redis === undefined) return;
+        await deleteKeys(redis, `${prefix}:*`, lost, doomed);
+        if (rng() < 0.5) {
+          const members = await redis.zrandmember(layout.indexAll(0), 3);
+          if (members.length > 0) await redis.zrem(layout.indexAll(0), ...members);
+        }
       },
       'fill Redis to maxmemory': async () => {
         await redis?.config('SET', 'maxmemory', '1');
