@@ -1,6 +1,7 @@
 import {
   credentials,
   Metadata,
+  status,
   type CallOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
@@ -131,4 +132,21 @@ export function createClients(commandAddress: string, queryAddress: string): Cli
       query.close();
     },
   };
+}
+
+/** Asks until the call answers (a round trip each time, never a sleep); fails on anything but UNAVAILABLE. */
+export async function untilAnswered<T>(
+  ask: () => Promise<T>,
+  timeoutMs = 10_000,
+): Promise<{ answer: T; refusals: number }> {
+  const deadline = Date.now() + timeoutMs;
+  let refusals = 0;
+  for (;;) {
+    try {
+      return { answer: await ask(), refusals };
+    } catch (err) {
+      if ((err as { code?: number }).code !== status.UNAVAILABLE || Date.now() > deadline) throw err;
+      refusals += 1;
+    }
+  }
 }

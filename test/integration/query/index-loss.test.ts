@@ -2,26 +2,12 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Pool } from 'pg';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { createLogger, type LogFields } from '../../../shared/logging';
+import { captureLog } from '../../support/log-capture';
 import { checkConsistency } from '../../../services/query/projection/consistency-check';
 import { createPostgresEvaluationSource } from '../../../services/query/postgres/event-log';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
-import { call } from '../../support/clients';
+import { call, untilAnswered } from '../../support/clients';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
-
-/** Asks until the call answers (a round trip each time, never a sleep); fails on anything but UNAVAILABLE. */
-async function untilAnswered<T>(ask: () => Promise<T>, timeoutMs = 10_000): Promise<{ answer: T; refusals: number }> {
-  const deadline = Date.now() + timeoutMs;
-  let refusals = 0;
-  for (;;) {
-    try {
-      return { answer: await ask(), refusals };
-    } catch (err) {
-      if ((err as { code?: number }).code !== grpcStatus.UNAVAILABLE || Date.now() > deadline) throw err;
-      refusals += 1;
-    }
-  }
-}
 
 const EVALUATIONS = 40;
 const ids = Array.from({ length: EVALUATIONS }, (_, i) => `idx-${String(i).padStart(3, '0')}`);
@@ -31,16 +17,8 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
   let h: QueryHarness;
   let layout: KeyLayout;
   let replica: Replica;
-  const waiting: { pattern: RegExp; resolve: () => void }[] = [];
-  const onLine = (line: string): void => {
-    const { msg } = JSON.parse(line) as LogFields;
-    for (const w of waiting.splice(0)) {
-      if (w.pattern.test(String(msg))) w.resolve();
-      else waiting.push(w);
-    }
-  };
-  /** Resolves at the next log line of the replica whose message matches. */
-  const logged = (pattern: RegExp): Promise<void> => new Promise((resolve) => waiting.push({ pattern, resolve }));
+  const log = captureLog();
+  const logged = (pattern: RegExp): Promise<void> => log.next(pattern);
 
   const listAll = async (status = EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED): Promise<string[]> => {
     const { evaluations } = await call(replica.client, replica.client.listEvaluations, {
@@ -71,7 +49,7 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
       if (i % 2 === 0) await h.writer.start(id);
       if (i % 4 === 0) await h.writer.complete(id);
     }
-    replica = await h.startReplica({ logger: createLogger('info', {}, onLine) });
+    replica = await h.startReplica({ logger: log.logger });
     await replica.service.projector.whenCaughtUp();
     expect(await listAll()).to.deep.equal(ids);
     expect(await checker()).to.deep.equal([]);
@@ -118,7 +96,7 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
   it('whole indexes and their counts deleted, nobody reading: rebuilt from the records at once (keyspace events)', async () => {
     const watching = await h.startReplica({
       overrides: { REDIS_KEYSPACE_EVENTS: 'true' },
-      logger: createLogger('info', {}, onLine),
+      logger: log.logger,
     });
     try {
       await watching.service.projector.whenCaughtUp();

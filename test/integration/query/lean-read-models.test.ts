@@ -4,7 +4,7 @@ import type {
   WatchEvaluationResponse,
   WatchEvaluationsResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
-import { createLogger, type LogFields } from '../../../shared/logging';
+import { captureLog } from '../../support/log-capture';
 import { createShutdown } from '../../../services/query/live/shutdown';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
 import { readStream, type StreamReader } from '../../support/clients';
@@ -55,18 +55,8 @@ describe('read models store the metadata once and drop the history of ended eval
   let h: QueryHarness;
   let replica: Replica;
   let layout: KeyLayout;
-  const lines: LogFields[] = [];
-  const waiting: { pattern: RegExp; resolve: () => void }[] = [];
-  const onLine = (line: string): void => {
-    const fields = JSON.parse(line) as LogFields;
-    lines.push(fields);
-    for (const w of waiting.splice(0)) {
-      if (w.pattern.test(String(fields.msg))) w.resolve();
-      else waiting.push(w);
-    }
-  };
-  /** Resolves at the next log line whose message matches. */
-  const logged = (pattern: RegExp): Promise<void> => new Promise((resolve) => waiting.push({ pattern, resolve }));
+  const log = captureLog();
+  const logged = (pattern: RegExp): Promise<void> => log.next(pattern);
 
   const caughtUpTo = (position: string): Promise<void> =>
     replica.service.hub.waitForPosition(BigInt(position), {
@@ -87,7 +77,7 @@ describe('read models store the metadata once and drop the history of ended eval
     h = await createQueryHarness({ STREAM_PROGRESS_INTERVAL_MS: '50' });
     layout = createKeyLayout(h.config.redisKeyPrefix, h.config.readModelPartitions);
     replica = await h.startReplica({
-      logger: createLogger('info', {}, onLine),
+      logger: log.logger,
     });
     await replica.service.projector.whenCaughtUp();
   });
@@ -189,7 +179,7 @@ describe('read models store the metadata once and drop the history of ended eval
   });
 
   it("the projection's own deletions of ended histories are not taken for lost keys, and the checker is clean", async () => {
-    const before = lines.length;
+    const before = log.lines.length;
     for (let i = 0; i < 10; i += 1) await live(`lean-5-${i}`);
     // A lost history of an evaluation still running is repaired, as before.
     const evalId = 'lean-5-running';
@@ -198,7 +188,7 @@ describe('read models store the metadata once and drop the history of ended eval
     await h.redis.del(layout.history(p, evalId));
     await logged(/rewritten from the log/);
     expect(await h.redis.llen(layout.history(p, evalId))).to.equal(1);
-    const repairs = lines.slice(before).filter((l) => /rewritten from the log/.test(String(l.msg)));
+    const repairs = log.lines.slice(before).filter((l) => /rewritten from the log/.test(String(l.msg)));
     expect(repairs.map((l) => l.first)).to.deep.equal([evalId]);
     const report = await checkConsistency({
       redis: h.redis,

@@ -8,22 +8,8 @@ import type {
 import { createPostgresEvaluationSource } from '../../../services/query/postgres/event-log';
 import { checkConsistency } from '../../../services/query/projection/consistency-check';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
-import { call, expectError } from '../../support/clients';
+import { call, expectError, untilAnswered } from '../../support/clients';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
-
-/** Asks until the call answers (a round trip each time, never a sleep); fails on anything but UNAVAILABLE. */
-async function untilAnswered<T>(ask: () => Promise<T>, timeoutMs = 10_000): Promise<{ answer: T; refusals: number }> {
-  const deadline = Date.now() + timeoutMs;
-  let refusals = 0;
-  for (;;) {
-    try {
-      return { answer: await ask(), refusals };
-    } catch (err) {
-      if ((err as { code?: number }).code !== grpcStatus.UNAVAILABLE || Date.now() > deadline) throw err;
-      refusals += 1;
-    }
-  }
-}
 
 /** The first message of a WatchEvaluation stream, or its error. */
 function firstWatchMessage(client: EvaluationQueryServiceClient, evalId: string): Promise<WatchEvaluationResponse> {
