@@ -5,6 +5,7 @@ import type {
   ReadOutputResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
+import type { OpenCalls } from '../live/open-calls';
 import { allocateReadOutputChunk } from '../wire/encoded-messages';
 
 export type BodyKind = 'output' | 'error';
@@ -69,13 +70,18 @@ async function* inChunks(source: AsyncIterable<Uint8Array>, size: number): Async
 
 /**
  * ReadOutput: streams the whole stored output (or error message) in {@link CHUNK_BYTES}
- * chunks, from PostgreSQL or S3, each with its offset and the total size. The S3 object is
- * read as the client takes the chunks (`sink.write` waits for `drain`), so a slow reader never
+ * chunks, from PostgreSQL or S3, each with its offset and the total size. It counts as an open
+ * stream (live/open-calls.ts): RESOURCE_EXHAUSTED past the caps. The S3 object is read as the
+ * client takes the chunks (`sink.write` waits for `drain`), so a slow reader never
  * makes the server hold the whole body. NOT_FOUND for an unknown evaluation; an evaluation
  * without that body streams nothing; UNAVAILABLE when the object store fails part-way (the
  * client has the offset it got to).
  */
-export function createReadOutput(deps: { readonly bodies: BodyStore; readonly blobs: BlobReader }) {
+export function createReadOutput(deps: {
+  readonly bodies: BodyStore;
+  readonly blobs: BlobReader;
+  readonly openCalls: OpenCalls;
+}) {
   return async function readOutput(
     request: ReadOutputRequest,
     sink: StreamSink<ReadOutputResponse>,
@@ -86,6 +92,20 @@ export function createReadOutput(deps: { readonly bodies: BodyStore; readonly bl
     const kind = checks.outputKind(request.kind);
     checks.done();
 
+    const close = deps.openCalls.open(context.peer, 'a ReadOutput stream');
+    try {
+      await send(evalId, kind, sink, context);
+    } finally {
+      close();
+    }
+  };
+
+  async function send(
+    evalId: string,
+    kind: BodyKind,
+    sink: StreamSink<ReadOutputResponse>,
+    context: CallContext,
+  ): Promise<void> {
     const body = await deps.bodies.find(evalId, kind);
     if (body === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
     if (body === undefined || body.size === 0) return;
@@ -127,5 +147,5 @@ export function createReadOutput(deps: { readonly bodies: BodyStore; readonly bl
       context.signal.removeEventListener('abort', stop);
       download.abort();
     }
-  };
+  }
 }

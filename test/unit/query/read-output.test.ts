@@ -1,16 +1,26 @@
 import { randomBytes } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { NotFoundError, UnavailableError } from '../../../shared/errors';
+import { NotFoundError, ResourceExhaustedError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import { OutputKind, type ReadOutputResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import {
   CHUNK_BYTES,
-  createReadOutput,
+  createReadOutput as createHandler,
   type BlobReader,
   type BodyStore,
   type StoredBody,
 } from '../../../services/query/handlers/read-output';
+import { createOpenCalls, type OpenCalls } from '../../../services/query/live/open-calls';
+
+/** The handler with room for every call unless `openCalls` says otherwise. */
+function createReadOutput(deps: {
+  bodies: BodyStore;
+  blobs: BlobReader;
+  openCalls?: OpenCalls;
+}): ReturnType<typeof createHandler> {
+  return createHandler({ openCalls: createOpenCalls({ maxOpen: 100, maxOpenPerConnection: 100 }), ...deps });
+}
 
 /** A sink that keeps every message, as a client that reads at once would receive them. */
 function collector(): StreamSink<ReadOutputResponse> & { readonly messages: ReadOutputResponse[] } {
@@ -52,6 +62,25 @@ function blobs(parts: readonly Uint8Array[], failure?: Error): BlobReader & { re
           if (failure !== undefined) throw failure;
         })(),
       );
+    },
+  };
+}
+
+/**
+ * A sink whose `stallAt`-th write (0-based) completes only once `until()` resolves: a client
+ * that stops reading until then. The others complete at once.
+ */
+function stallingSink(
+  stallAt: number,
+  until: () => Promise<void>,
+): StreamSink<ReadOutputResponse> & { readonly messages: ReadOutputResponse[] } {
+  const messages: ReadOutputResponse[] = [];
+  return {
+    messages,
+    pending: 0,
+    async write(message) {
+      messages.push(message);
+      if (messages.length - 1 === stallAt) await until();
     },
   };
 }
@@ -174,6 +203,46 @@ describe('ReadOutput handler', () => {
     await read(request, sink, contextOf(controller));
     expect(messages).to.have.length(1);
     expect(store.signals[0]?.aborted).to.equal(true);
+  });
+
+  it('counts as an open stream: RESOURCE_EXHAUSTED past the cap, the place given back when it ends', async () => {
+    const openCalls = createOpenCalls({ maxOpen: 10, maxOpenPerConnection: 1 });
+    const body = randomBytes(2 * CHUNK_BYTES);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started: () => void = () => undefined;
+    const writing = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const read = createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 'inline' } }, body),
+      blobs: blobs([]),
+      openCalls,
+    });
+    const first = read(
+      request,
+      stallingSink(0, async () => {
+        started();
+        await held;
+      }),
+      contextOf(),
+    );
+    await writing;
+    expect(openCalls.count).to.equal(1);
+    const refused = await read(request, collector(), contextOf()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).to.be.instanceOf(ResourceExhaustedError);
+    expect((refused as Error).message).to.include('ReadOutput');
+    release();
+    await first;
+    expect(openCalls.count).to.equal(0);
+    const unknown = createReadOutput({ bodies: bodies('unknown-evaluation'), blobs: blobs([]), openCalls });
+    await unknown(request, collector(), contextOf()).catch(() => undefined);
+    expect(openCalls.count).to.equal(0);
   });
 
   it('is NOT_FOUND for an unknown evaluation and sends nothing for a missing or empty body', async () => {
