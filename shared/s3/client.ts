@@ -33,13 +33,19 @@ const S3_IDLE_SOCKET_TIMEOUT_MS = 60_000;
 /** Connections per client: past them requests queue (the SDK warns when they pile up). */
 const S3_MAX_SOCKETS = 64;
 
+export interface S3ClientOptions {
+  /** Connections in the pool; 64 unless given (a test makes the pool small to fill it). */
+  readonly maxSockets?: number;
+}
+
 /**
  * Creates an S3 client from the validated config; the SDK's warnings go to `logger` when given
  * (otherwise to the console). For s3rver (and other servers without aws-chunked support) the
  * config turns checksums to WHEN_REQUIRED: with the SDK default a streamed body is stored with
  * its chunk framing, i.e. corrupted. Real S3 keeps the defaults.
  */
-export function createS3Client(config: S3Config, logger?: Logger): S3Client {
+export function createS3Client(config: S3Config, logger?: Logger, options: S3ClientOptions = {}): S3Client {
+  const maxSockets = options.maxSockets ?? S3_MAX_SOCKETS;
   return new S3Client({
     ...(logger !== undefined ? { logger: sdkLogger(logger) } : {}),
     region: config.region,
@@ -54,12 +60,12 @@ export function createS3Client(config: S3Config, logger?: Logger): S3Client {
     maxAttempts: 2,
     requestHandler: {
       connectionTimeout: S3_CONNECT_TIMEOUT_MS,
-      // A socket that moves no byte this long is closed: a ReadOutput whose client stopped
-      // reading (the body is piped with backpressure) gives its S3 connection back instead of
-      // holding one of the pool's sockets for good; an upload whose client stalls, the same.
+      // A socket that moves no byte this long is closed: an upload whose client stalls gives
+      // its S3 connection back instead of holding one of the pool's sockets for good. (A
+      // ReadOutput whose client stops reading gives it back sooner: handlers/read-output.ts.)
       socketTimeout: S3_IDLE_SOCKET_TIMEOUT_MS,
-      httpAgent: { keepAlive: true, maxSockets: S3_MAX_SOCKETS },
-      httpsAgent: { keepAlive: true, maxSockets: S3_MAX_SOCKETS },
+      httpAgent: { keepAlive: true, maxSockets },
+      httpsAgent: { keepAlive: true, maxSockets },
     },
   });
 }

@@ -1,1 +1,1 @@
-export { createS3Client } from './client';
+export { createS3Client, type S3ClientOptions } from './client';
