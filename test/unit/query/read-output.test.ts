@@ -7,6 +7,7 @@ import { OutputKind, type ReadOutputResponse } from '../../../shared/generated/c
 import {
   CHUNK_BYTES,
   createReadOutput as createHandler,
+  type BlobPosition,
   type BlobReader,
   type BodyStore,
   type StoredBody,
@@ -18,6 +19,7 @@ function createReadOutput(deps: {
   bodies: BodyStore;
   blobs: BlobReader;
   openCalls?: OpenCalls;
+  clientWaitMs?: number;
 }): ReturnType<typeof createHandler> {
   return createHandler({ openCalls: createOpenCalls({ maxOpen: 100, maxOpenPerConnection: 100 }), ...deps });
 }
@@ -46,6 +48,15 @@ function bodies(found: StoredBody | undefined | 'unknown-evaluation', inline = B
   };
 }
 
+/** Yields `parts` asynchronously, as from a socket, then fails with `failure` if given. */
+async function* arriving(parts: readonly Uint8Array[], failure?: Error): AsyncGenerator<Uint8Array> {
+  for (const part of parts) {
+    await Promise.resolve();
+    yield part;
+  }
+  if (failure !== undefined) throw failure;
+}
+
 /** An object store whose stream yields `parts`, then fails with `failure` if given. */
 function blobs(parts: readonly Uint8Array[], failure?: Error): BlobReader & { readonly signals: AbortSignal[] } {
   const signals: AbortSignal[] = [];
@@ -53,15 +64,28 @@ function blobs(parts: readonly Uint8Array[], failure?: Error): BlobReader & { re
     signals,
     open(_key, signal) {
       signals.push(signal);
-      return Promise.resolve(
-        (async function* () {
-          for (const part of parts) {
-            await Promise.resolve(); // parts arrive asynchronously, as from a socket
-            yield part;
-          }
-          if (failure !== undefined) throw failure;
-        })(),
-      );
+      return Promise.resolve({ bytes: arriving(parts, failure), version: '"v1"' });
+    },
+  };
+}
+
+/**
+ * An object store holding `body` as version `version`, read from any offset; from `replacedAt`
+ * on (the count of opens) it holds another version. Records every open.
+ */
+function objectStore(
+  body: Buffer,
+  options: { version?: string | undefined; replacedAt?: number } = {},
+): BlobReader & { readonly opens: { from: BlobPosition | undefined; signal: AbortSignal }[] } {
+  const version = 'version' in options ? options.version : '"v1"';
+  const opens: { from: BlobPosition | undefined; signal: AbortSignal }[] = [];
+  return {
+    opens,
+    open(_key, signal, from) {
+      opens.push({ from, signal });
+      if (from !== undefined && (options.replacedAt ?? Infinity) < opens.length) return Promise.resolve('replaced');
+      if (from !== undefined && from.version !== version) return Promise.resolve('replaced');
+      return Promise.resolve({ bytes: arriving(socketParts(body.subarray(from?.offset ?? 0))), version });
     },
   };
 }
@@ -84,6 +108,13 @@ function stallingSink(
     },
   };
 }
+
+const aborted = (signal: AbortSignal | undefined): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal === undefined) throw new Error('no download was opened');
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
 
 /** Cuts `body` into parts of irregular sizes, as a socket delivers an HTTP body. */
 function socketParts(body: Buffer): Buffer[] {
@@ -203,6 +234,99 @@ describe('ReadOutput handler', () => {
     await read(request, sink, contextOf(controller));
     expect(messages).to.have.length(1);
     expect(store.signals[0]?.aborted).to.equal(true);
+  });
+
+  it('gives a stalled download up, and reads the rest of the same version from where the client got to', async () => {
+    const body = randomBytes(4 * CHUNK_BYTES + 99);
+    const store = objectStore(body);
+    // The second write waits until the download has been given up: the client reads again only then.
+    const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
+    await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf());
+    expectChunks(sink.messages, body);
+    expect(store.opens.map((o) => o.from)).to.deep.equal([undefined, { offset: 2 * CHUNK_BYTES, version: '"v1"' }]);
+  });
+
+  it('keeps one download while the client keeps up', async () => {
+    const body = randomBytes(3 * CHUNK_BYTES);
+    const store = objectStore(body);
+    const sink = collector();
+    await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf());
+    expectChunks(sink.messages, body);
+    expect(store.opens).to.have.length(1);
+  });
+
+  it('does not read again when the client stalled on the last chunk', async () => {
+    const body = randomBytes(2 * CHUNK_BYTES);
+    const store = objectStore(body);
+    const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
+    await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf());
+    expectChunks(sink.messages, body);
+    expect(store.opens).to.have.length(1);
+  });
+
+  it('is UNAVAILABLE, and sends nothing of the new object, when the object was replaced during the stall', async () => {
+    const body = randomBytes(4 * CHUNK_BYTES);
+    const store = objectStore(body, { replacedAt: 1 });
+    const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
+    const err = await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect((err as Error).message).to.include(
+      `replaced in the store while it was read, after ${2 * CHUNK_BYTES} bytes`,
+    );
+    expectChunks(sink.messages, body.subarray(0, 2 * CHUNK_BYTES), body.length);
+  });
+
+  it('is UNAVAILABLE when a stalled download cannot be resumed: the store gave no version', async () => {
+    const body = randomBytes(4 * CHUNK_BYTES);
+    const store = objectStore(body, { version: undefined });
+    const sink = stallingSink(0, () => aborted(store.opens[0]?.signal));
+    const err = await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect(store.opens).to.have.length(1);
+    expectChunks(sink.messages, body.subarray(0, CHUNK_BYTES), body.length);
+  });
+
+  it('reads nothing more when the client cancels while its download is given up', async () => {
+    const body = randomBytes(4 * CHUNK_BYTES);
+    const controller = new AbortController();
+    const store = objectStore(body);
+    const sink = stallingSink(0, async () => {
+      await aborted(store.opens[0]?.signal);
+      controller.abort(); // the real sink's write then returns at once
+    });
+    await createReadOutput({
+      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      blobs: store,
+      clientWaitMs: 5,
+    })(request, sink, contextOf(controller));
+    expect(store.opens).to.have.length(1);
+    expect(sink.messages).to.have.length(1);
   });
 
   it('counts as an open stream: RESOURCE_EXHAUSTED past the cap, the place given back when it ends', async () => {
