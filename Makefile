@@ -4,8 +4,8 @@
 .PHONY: install build up deps command query migrate test soak lint generate format bench bench-smoke clean
 
 # npm ci when node_modules is missing or older than package-lock.json (npm writes the marker).
-# The lock file lacks @bufbuild/buf's binaries for other platforms (the registry mirror it was
-# made with has none), which npm ci rejects; npm install then installs the same locked versions.
+# Should npm ci reject the lock file (one written where @bufbuild/buf's binaries for other
+# platforms were missing, as it once was), npm install installs the same locked versions.
 node_modules/.package-lock.json: package-lock.json
 	npm ci || { echo "make: npm ci rejected package-lock.json; installing the locked versions with npm install" >&2; npm install; }
 	@touch $@
