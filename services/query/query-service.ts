@@ -172,6 +172,7 @@ export function createQueryService(
     bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobReader(s3, config.s3.bucket),
     streams: config.streams,
+    maxRequestBytesInFlight: config.limits.maxRequestBytesInFlight,
     shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),

@@ -27,6 +27,8 @@ export const QUERY_SERVICE_NAME = 'crucible.storage.v1.EvaluationQueryService';
 const MAX_REQUEST_BYTES = 1024 * 1024;
 
 export interface QueryServerDeps {
+  /** Request bytes held at once (MAX_REQUEST_BYTES_IN_FLIGHT; shared/grpc/admission.ts). */
+  readonly maxRequestBytesInFlight: number;
   readonly records: EvaluationRecords;
   readonly list: EvaluationList;
   readonly history: EvaluationHistory;
@@ -74,6 +76,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],
     logger,
     maxReceiveMessageBytes: MAX_REQUEST_BYTES,
+    maxRequestBytesInFlight: deps.maxRequestBytesInFlight,
     initialStatus: 'NOT_SERVING',
   });
 }

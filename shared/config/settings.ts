@@ -131,9 +131,9 @@ const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
 /**
- * MAX_REQUEST_BYTES_IN_FLIGHT's default, also what a server given no figure uses (the query
- * service, whose requests are at most 1 MiB): 15 of the command service's largest requests
- * (16 MiB + 64 KiB by default) read at once.
+ * MAX_REQUEST_BYTES_IN_FLIGHT's default, also what a server given no figure uses: 15 of the
+ * command service's largest requests (16 MiB + 64 KiB by default) read at once, or 256 of the
+ * query service's (1 MiB).
  */
 export const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT = 256 * MiB;
 
@@ -329,7 +329,7 @@ export const SETTINGS = {
   MAX_REQUEST_BYTES_IN_FLIGHT: setting({
     parser: wholeNumber(1, 1024 * GiB),
     defaults: { all: String(DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT) },
-    help: 'command side: request bytes held at once, one being read counting as the largest accepted, then its size until its call ends; calls past it wait to be read',
+    help: 'request bytes a service holds at once, one being read counting as the largest it accepts, then its size until its call ends; calls past it wait to be read',
   }),
   // Sessions of the services, the CLIs and the migrations (shared/postgres/pool.ts). The
   // services' statements take milliseconds (a one-statement append, reads of at most 500
