@@ -71,7 +71,12 @@ describe('holes in the change log (entries deleted): resumes say OUT_OF_RANGE, t
       hub,
       logger: silentLogger,
       undecodable: createUndecodableEntries(silentLogger),
-      metadata: createMetadataSource({ redis: h.redis, layout: layout, fromLog: async () => new Map(), maxBytes: 1 << 20 }),
+      metadata: createMetadataSource({
+        redis: h.redis,
+        layout: layout,
+        fromLog: () => Promise.resolve(new Map()),
+        maxBytes: 1 << 20,
+      }),
       blockMs: 5_000,
     });
     try {

@@ -215,7 +215,12 @@ describe('undecodable read-model entries are skipped and reported, never a wedge
       undecodable: createUndecodableEntries(
         createLogger('info', {}, (line) => void lines.push(JSON.parse(line) as LogFields)),
       ),
-      metadata: createMetadataSource({ redis: h.redis, layout: tailLayout, fromLog: async () => new Map(), maxBytes: 1 << 20 }),
+      metadata: createMetadataSource({
+        redis: h.redis,
+        layout: tailLayout,
+        fromLog: () => Promise.resolve(new Map()),
+        maxBytes: 1 << 20,
+      }),
       blockMs: 200,
     });
     try {
