@@ -128,13 +128,17 @@ export function createQueryService(
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
     rebuild: async () => {
-      // A rebuild follows a log that was replaced: an id may now name another evaluation.
-      metadata.clear();
       await rebuildReadModels({ redis: projection, layout, eventLog, store, logger: projectionLogger });
     },
     catchUpIntervalMs: config.catchUpIntervalMs,
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
-    onServingChange: (serving) => setServing(serving),
+    onServingChange: (serving) => {
+      // Either way the read models were (or are being) rebuilt, maybe from a replaced log in
+      // which an id names another evaluation; what a read in flight brought in while they were
+      // is dropped when serving resumes.
+      metadata.clear();
+      setServing(serving);
+    },
     stallReason: redisRefusesWrites,
   });
   const indexes = keepIndexes({

@@ -192,6 +192,12 @@ export interface PartitionWrite {
   readonly checkpointEvent?: string;
   /** The ops, merged per key as the planner made them (`WriteSet.of` builds one from a list). */
   readonly ops: WriteSet;
+  /**
+   * Instead of the checkpoint: the write applies only if each of these keys still holds a
+   * string whose SHA-1 (hex) is the one given — a write decided from those records alone (the
+   * index repair), which a step that changes other evaluations must not refuse.
+   */
+  readonly ifUnchanged?: ReadonlyMap<string, string>;
 }
 
 export interface EncodedScriptCall {
@@ -237,15 +243,20 @@ export function encodePartitionWrite(
   changeLogRetention: number,
   fenceToken = '',
 ): EncodedScriptCall {
-  const { keys, items } = scriptOps(write.ops, partitionKeys);
+  const { keys, items } = scriptOps(write.ops, partitionKeys, write.ifUnchanged);
   const keeps = write.newCheckpoint === write.expectedCheckpoint && write.checkpointEvent === undefined;
   const newCheckpoint = keeps ? '' : checkpointValue(write.newCheckpoint, write.checkpointEvent);
-  const args = [write.expectedCheckpoint.toString(), newCheckpoint, String(changeLogRetention)];
+  const expected = write.ifUnchanged === undefined ? write.expectedCheckpoint.toString() : '*';
+  const args = [expected, newCheckpoint, String(changeLogRetention)];
   return { keys, args: [...args, packItems(items), fenceToken] };
 }
 
 /** The script ops for `ops`, as a flat item list (code, key index, count, items …), and KEYS. */
-function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[]; items: Item[] } {
+function scriptOps(
+  ops: WriteSet,
+  partitionKeys: PartitionKeys,
+  ifUnchanged: ReadonlyMap<string, string> | undefined,
+): { keys: string[]; items: Item[] } {
   const { sets, lists, streams, zsets, dels, recounts } = ops;
   const keys = [partitionKeys.checkpoint, partitionKeys.fence, partitionKeys.counts];
   const items: Item[] = [];
@@ -259,6 +270,11 @@ function scriptOps(ops: WriteSet, partitionKeys: PartitionKeys): { keys: string[
     if (index === undefined) indexOf.set(key, (index = keys.push(key)));
     return index;
   };
+  // The conditions first: the script checks them before it writes anything.
+  if (ifUnchanged !== undefined && ifUnchanged.size > 0) {
+    items.push('V', 1, ifUnchanged.size);
+    for (const [key, digest] of ifUnchanged) items.push(declare(key), digest);
+  }
   /** `perItem`: list entries per item (a stream entry is an id and a value). */
   const push = (code: string, key: string, list: readonly Item[], perItem = 1): void => {
     const index = declare(key);

@@ -14,7 +14,9 @@ import type { EncodedScriptCall } from '../read-models/write-ops';
  * (redis/index-counts.ts).
  *
  * ARGV[4] holds the ops, packed as one MessagePack array (read-models/write-ops.ts): per op,
- * code, key index, item count, items. `M` sets `count` strings (key index and value per
+ * code, key index, item count, items. `V` refuses the write unless each key it names (key index
+ * and SHA-1 per key; its own key index unused) still holds a string of that digest: it comes first,
+ * and an ARGV[1] of '*' stands for any checkpoint (a write conditioned on records instead). `M` sets `count` strings (key index and value per
  * string; the op's own key index is unused), `Z` adds members with score 0, `R` removes members, `L` puts values into a list from the index
  * its first item gives (entries already there are replaced in place, `LSET`, and any past the
  * last one put are trimmed, so an entry written again replaces itself; a value item that is a number stands for the item at that place: an update the write
@@ -34,7 +36,7 @@ if fence and fence ~= ARGV[5] then return {2, fence} end
 local current = redis.call('GET', KEYS[1])
 local at = '0'
 if current then at = string.match(current, '^%d+') or '0' end
-if at ~= ARGV[1] then return {0, at} end
+if ARGV[1] ~= '*' and at ~= ARGV[1] then return {0, at} end
 if ARGV[4] ~= '' then
   local ops = cmsgpack.unpack(ARGV[4])
   local i = 1
@@ -45,7 +47,14 @@ if ARGV[4] ~= '' then
     local count = ops[i + 2]
     local first = i + 3
     local last = first + count - 1
-    if op == 'M' then
+    if op == 'V' then
+      -- Conditions, sent before every write: a key that changed refuses the whole write.
+      last = first + 2 * count - 1
+      for j = first, last, 2 do
+        local value = redis.call('GET', KEYS[ops[j]])
+        if not value or redis.sha1hex(value) ~= ops[j + 1] then return {0, at} end
+      end
+    elseif op == 'M' then
       last = first + 2 * count - 1
       local kv = {}
       for j = first, last, 2 do

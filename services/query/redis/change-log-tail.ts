@@ -135,7 +135,7 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
             reply = read.map(([key, entries]) => [keys.indexOf(key.toString()), entries] as const);
           }
         }
-        const read: ChangeLogEntry[] = [];
+        const read: { partition: number; id: string; entry: ChangeLogEntry }[] = [];
         for (const [partition, entries] of reply) {
           for (const [id, fields] of entries) {
             const position = positionOfEntryId(id.toString());
@@ -144,15 +144,26 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
             if (entry.unreadable !== undefined) {
               undecodable.report({ key: keys[partition] ?? '', position, reason: entry.unreadable });
             }
-            read.push(entry);
+            read.push({ partition, id: id.toString(), entry });
           }
         }
+        read.sort((a, b) => (a.entry.position < b.entry.position ? -1 : a.entry.position > b.entry.position ? 1 : 0));
         // Before the read is taken as done: if the metadata cannot be had, the same entries are
-        // read again.
-        for (const entry of await metadata.complete(read)) pending.set(entry.position, entry);
-        for (const [partition, entries] of reply) {
-          const last = entries[entries.length - 1];
-          if (last !== undefined) lastIds[partition] = last[0].toString();
+        // read again. Whole updates are held up to the drain's byte budget; the rest is read
+        // again (by position: what is kept is the lowest positions).
+        const whole = await metadata.complete(
+          read.map((r) => r.entry),
+          drainBytes * partitions.length,
+        );
+        for (const entry of whole.entries) pending.set(entry.position, entry);
+        if (whole.cut) {
+          draining = true;
+          for (const { partition, id } of read.slice(0, whole.entries.length)) lastIds[partition] = id;
+        } else {
+          for (const [partition, entries] of reply) {
+            const last = entries[entries.length - 1];
+            if (last !== undefined) lastIds[partition] = last[0].toString();
+          }
         }
         if (failures > 0) logger.info('change-log tail recovered', { failures });
         failures = 0;

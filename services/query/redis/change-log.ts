@@ -102,9 +102,13 @@ export function createChangeLog(
         const oldest = await oldestResumable();
         if (firstMissing - 1n < oldest) throw outOfRange(oldest);
         if (run.length === 0 && (await isChangeLogHole(redis, layout, firstMissing))) throw outOfRange(firstMissing);
-        return { entries: await metadata.complete(run), complete: true };
+        const whole = await metadata.complete(run, CHANGE_LOG_READ_BYTES);
+        return { entries: whole.entries, complete: !whole.cut };
       }
-      return { entries: await metadata.complete(run), complete: horizon === undefined };
+      // The stored entries are small (no metadata but a submit's): the byte budget is applied
+      // again to them whole.
+      const whole = await metadata.complete(run, CHANGE_LOG_READ_BYTES);
+      return { entries: whole.entries, complete: horizon === undefined && !whole.cut };
     },
   });
 }

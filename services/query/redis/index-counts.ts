@@ -1,7 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
-import { parseCheckpoint } from '../read-models/checkpoints';
 import { decodeRecord } from '../read-models/evaluation-record';
 import { CREATED_DIGITS, listMember } from '../read-models/evaluation-list';
 import { INDEXED_STATUSES, partitionNumbers, type KeyLayout } from '../read-models/keys';
@@ -17,26 +17,38 @@ import { WriteSet } from '../read-models/write-ops';
  * A partition whose indexes differ from their counts is repaired from its records (which the
  * read guard and the lost-keys watcher keep whole): every record's member put into `all` and its
  * status' index and out of the others, members of a status index whose record says otherwise
- * taken out, then each count set to its index's size. Each page is written with the projection's
- * compare-and-set on the partition's checkpoint, so a step landing meanwhile makes the page be
- * read again rather than undone. Index members without a record are left to the record repair
- * (`onLost`): they are lost records, not stray members.
+ * taken out, then each count set to its index's size, then the same pass again (a member
+ * deleted between the first pass and the recount would otherwise be counted as never there; the
+ * second pass puts it back, and its ZADD counts it). Each page's fixes are written only if the
+ * records they were decided from are unchanged (their SHA-1s, checked by the script before it
+ * writes), so a step that moved one of those evaluations meanwhile makes the page be read again
+ * rather than undone, and the steady steps on other evaluations do not hold it up. Index members
+ * without a record are left to the record repair (`onLost`): they are lost records, not strays.
+ *
+ * A partition without any counts (written by a version without them) is only counted.
  */
 export interface IndexCounts {
-  /** Partitions (with a checkpoint) any of whose indexes differs from its count: one MULTI each. */
-  audit(): Promise<number[]>;
-  /** Puts the partition's indexes right from its records, then their counts. */
+  /**
+   * Partitions (with a checkpoint) any of whose indexes differs from its count, and those with
+   * no counts at all: one MULTI each.
+   */
+  audit(): Promise<{ readonly damaged: number[]; readonly uncounted: number[] }>;
+  /** Puts the partition's indexes right from its records, and their counts. */
   repair(partition: number): Promise<{ readonly added: number; readonly removed: number }>;
+  /** Sets every count of the partition to its index's size (one atomic script). */
+  recount(partition: number): Promise<void>;
 }
 
 /** Records and members read per round trip of a repair. */
 const PAGE = 500;
-/** Tries of a page (or the recount) whose checkpoint moved under it. */
+/** Tries of a page whose records changed under it. */
 const ATTEMPTS = 20;
 
-class CheckpointMoved extends Error {
-  override name = 'CheckpointMoved';
+class RecordsChanged extends Error {
+  override name = 'RecordsChanged';
 }
+
+const sha1 = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('hex');
 
 /** The replies of a MULTI, each checked. */
 function replies(results: [Error | null, unknown][] | null): unknown[] {
@@ -59,70 +71,67 @@ export function createIndexCounts(deps: {
     ...INDEXED_STATUSES.map((s) => layout.indexStatus(p, s)),
   ];
 
-  /** Writes `ops` if the partition is still at `checkpoint`; CheckpointMoved otherwise. */
-  const write = async (p: number, checkpoint: bigint, ops: WriteSet): Promise<void> => {
+  /** Writes `ops` if the records `decidedFrom` names are unchanged; RecordsChanged otherwise. */
+  const write = async (p: number, ops: WriteSet, decidedFrom: ReadonlyMap<string, string>): Promise<void> => {
     const [result] = await store.write([
-      { partition: p, expectedCheckpoint: checkpoint, newCheckpoint: checkpoint, ops },
+      { partition: p, expectedCheckpoint: 0n, newCheckpoint: 0n, ops, ifUnchanged: decidedFrom },
     ]);
-    if (result !== true) throw new CheckpointMoved();
+    if (result !== true) throw new RecordsChanged();
   };
 
-  /** Tries `page` until its write lands at an unmoved checkpoint. */
+  /** Tries `page` until its write lands on the records it was decided from. */
   const untilLanded = async <T>(page: () => Promise<T>): Promise<T> => {
     for (let attempt = 1; ; attempt += 1) {
       try {
         return await page();
       } catch (err) {
-        if (!(err instanceof CheckpointMoved) || attempt >= ATTEMPTS) throw err;
+        if (!(err instanceof RecordsChanged) || attempt >= ATTEMPTS) throw err;
       }
     }
   };
 
   /** Every record's member into `all` and its status' index, out of the others. */
   const fromRecords = async (p: number, recordKeys: readonly string[]): Promise<number> => {
-    const prefix = layout.record(p, '');
-    const ids = recordKeys.map((key) => key.slice(prefix.length));
-    const tx = redis.multi().get(layout.checkpoint(p));
-    tx.mgetBuffer(...recordKeys);
-    const [checkpointText, records] = replies(await tx.exec()) as [string | null, (Buffer | null)[]];
-    const checkpoint = parseCheckpoint(checkpointText);
-    const wanted = new Map<string, { member: string; status: number }>();
+    const records = await redis.mgetBuffer(...recordKeys);
+    const wanted: { member: string; status: number; key: string; digest: string }[] = [];
     records.forEach((bytes, i) => {
       if (bytes === null) return;
       const record = decodeRecord(bytes);
-      wanted.set(ids[i] as string, { member: listMember(record), status: record.status });
+      wanted.push({
+        member: listMember(record),
+        status: record.status,
+        key: recordKeys[i] as string,
+        digest: sha1(bytes),
+      });
     });
-    const members = [...wanted.values()].map((w) => w.member);
-    if (members.length === 0) return 0;
+    if (wanted.length === 0) return 0;
     const check = redis.multi();
-    for (const key of indexKeys(p)) check.zmscore(key, ...members);
+    for (const key of indexKeys(p)) check.zmscore(key, ...wanted.map((w) => w.member));
     const scores = replies(await check.exec()) as (string | null)[][];
     const ops = new WriteSet();
-    let changed = 0;
-    [...wanted.values()].forEach(({ member, status }, i) => {
+    const decidedFrom = new Map<string, string>();
+    wanted.forEach(({ member, status, key: recordKey, digest }, i) => {
       indexKeys(p).forEach((key, k) => {
         const present = scores[k]?.[i] !== null;
         const belongs = k === 0 || INDEXED_STATUSES[k - 1] === status;
         if (present === belongs) return;
-        changed += 1;
+        decidedFrom.set(recordKey, digest);
         if (belongs) ops.zadd(key, member);
         else ops.zrem(key, member);
       });
     });
-    if (changed > 0) await write(p, checkpoint, ops);
-    return changed;
+    if (decidedFrom.size > 0) await write(p, ops, decidedFrom);
+    return decidedFrom.size;
   };
 
-  /** Members of status index `k` whose record says another status (or another member) taken out. */
+  /** Members of a status index whose record says another status (or another member), taken out. */
   const strays = async (p: number, key: string, status: number, members: readonly string[]): Promise<number> => {
     const ids = members.map((m) => m.slice(CREATED_DIGITS + 1));
-    const tx = redis.multi().get(layout.checkpoint(p));
-    tx.mgetBuffer(...ids.map((id) => layout.record(p, id)));
-    const [checkpointText, records] = replies(await tx.exec()) as [string | null, (Buffer | null)[]];
-    const checkpoint = parseCheckpoint(checkpointText);
+    const recordKeys = ids.map((id) => layout.record(p, id));
+    const records = await redis.mgetBuffer(...recordKeys);
     const ops = new WriteSet();
+    const decidedFrom = new Map<string, string>();
     const lost: string[] = [];
-    let removed = 0;
     records.forEach((bytes, i) => {
       const member = members[i] as string;
       if (bytes === null) {
@@ -132,16 +141,46 @@ export function createIndexCounts(deps: {
       const record = decodeRecord(bytes);
       if (record.status === status && listMember(record) === member) return;
       ops.zrem(key, member);
-      removed += 1;
+      decidedFrom.set(recordKeys[i] as string, sha1(bytes));
     });
     if (lost.length > 0) deps.onLost(lost);
-    if (removed > 0) await write(p, checkpoint, ops);
-    return removed;
+    if (decidedFrom.size > 0) await write(p, ops, decidedFrom);
+    return decidedFrom.size;
+  };
+
+  /** One pass over the partition: its records, then each status index's members. */
+  const pass = async (p: number): Promise<{ added: number; removed: number }> => {
+    let added = 0;
+    let removed = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${layout.record(p, '')}*`, 'COUNT', PAGE);
+      if (keys.length > 0) added += await untilLanded(() => fromRecords(p, keys));
+      cursor = next;
+    } while (cursor !== '0');
+    for (const status of INDEXED_STATUSES) {
+      const key = layout.indexStatus(p, status);
+      let after = '-';
+      for (;;) {
+        const members = await redis.zrange(key, after, '+', 'BYLEX', 'LIMIT', 0, PAGE);
+        if (members.length === 0) break;
+        removed += await untilLanded(() => strays(p, key, status, members));
+        after = `(${members[members.length - 1]}`;
+      }
+    }
+    return { added, removed };
+  };
+
+  const recount = async (p: number): Promise<void> => {
+    const ops = new WriteSet();
+    for (const key of indexKeys(p)) ops.recount(key);
+    await write(p, ops, new Map());
   };
 
   return {
     async audit() {
       const damaged: number[] = [];
+      const uncounted: number[] = [];
       await Promise.all(
         partitionNumbers(layout).map(async (p) => {
           const tx = redis.multi().get(layout.checkpoint(p)).hgetall(layout.indexCounts(p));
@@ -152,39 +191,21 @@ export function createIndexCounts(deps: {
             ...number[],
           ];
           if (checkpoint === null) return; // nothing projected, or a replay under way
-          const differs = indexKeys(p).some((key, k) => Number(counts[key] ?? 0) !== sizes[k]);
-          if (differs) damaged.push(p);
+          if (Object.keys(counts).length === 0) {
+            if (sizes.some((size) => size > 0)) uncounted.push(p);
+          } else if (indexKeys(p).some((key, k) => Number(counts[key] ?? 0) !== sizes[k])) damaged.push(p);
         }),
       );
-      return damaged.sort((a, b) => a - b);
+      const ascending = (a: number, b: number): number => a - b;
+      return { damaged: damaged.sort(ascending), uncounted: uncounted.sort(ascending) };
     },
     async repair(p) {
-      let added = 0;
-      let removed = 0;
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${layout.record(p, '')}*`, 'COUNT', PAGE);
-        if (keys.length > 0) added += await untilLanded(() => fromRecords(p, keys));
-        cursor = next;
-      } while (cursor !== '0');
-      for (const [k, status] of INDEXED_STATUSES.entries()) {
-        const key = layout.indexStatus(p, status);
-        let after = '-';
-        for (;;) {
-          const members = await redis.zrange(key, after, '+', 'BYLEX', 'LIMIT', 0, PAGE);
-          if (members.length === 0) break;
-          removed += await untilLanded(() => strays(p, key, INDEXED_STATUSES[k] as number, members));
-          after = `(${members[members.length - 1]}`;
-        }
-      }
-      await untilLanded(async () => {
-        const checkpoint = parseCheckpoint(await redis.get(layout.checkpoint(p)));
-        const ops = new WriteSet();
-        for (const key of indexKeys(p)) ops.recount(key);
-        await write(p, checkpoint, ops);
-      });
-      return { added, removed };
+      const first = await pass(p);
+      await recount(p);
+      const second = await pass(p);
+      return { added: first.added + second.added, removed: first.removed + second.removed };
     },
+    recount,
   };
 }
 
@@ -203,12 +224,18 @@ export function keepIndexes(deps: {
   let again = false;
   let stopped = false;
   let failures = 0;
+  let wake = (): void => undefined;
 
   const run = async (): Promise<void> => {
     do {
       again = false;
       try {
-        for (const p of await counts.audit()) {
+        const { damaged, uncounted } = await counts.audit();
+        for (const p of uncounted) {
+          await counts.recount(p);
+          logger.info('indexes without counts (written by an older version) counted', { partition: p });
+        }
+        for (const p of damaged) {
           const { added, removed } = await counts.repair(p);
           logger.warn('an index differed from its count; repaired from the records', { partition: p, added, removed });
         }
@@ -217,6 +244,14 @@ export function keepIndexes(deps: {
         failures += 1;
         if (failures === 1 || failures % 20 === 0)
           logger.warn('checking the indexes failed; retrying', { err, failures });
+        // Not at once: reads that keep finding the damage keep asking.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
       }
     } while (again && !stopped);
   };
@@ -241,6 +276,7 @@ export function keepIndexes(deps: {
     async stop() {
       stopped = true;
       clearInterval(timer);
+      wake();
       await running;
     },
   };

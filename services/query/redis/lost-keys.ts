@@ -7,6 +7,8 @@ import { statusOfEvaluation } from '../wire/metadata';
 /** Keyspace events Redis must send: E (keyevent channels), g (DEL, UNLINK …), x (expired), e (evicted). */
 const NEEDED_FLAGS = ['E', 'g', 'x', 'e'];
 const EVENTS = ['del', 'expired', 'evicted'];
+/** Bytes of a record that hold its status (field 2, after an eval id of at most 128 characters, 512 bytes). */
+const RECORD_HEAD_BYTES = 1024;
 
 export interface LostKeysWatch {
   /** Settles once Redis confirmed the subscription (or refused it). Never rejects. */
@@ -72,9 +74,16 @@ export function watchLostKeys(deps: {
   };
   const checkRecords = async (partition: number, evalIds: readonly string[]): Promise<void> => {
     try {
-      const records = await config.mgetBuffer(...evalIds.map((id) => layout.record(partition, id)));
-      records.forEach((record, i) => {
-        if (record === null || !isTerminalProto(statusOfEvaluation(record))) deps.onLost(evalIds[i] as string);
+      // The status is the record's second field, right behind its id: the head of
+      // each record is enough (a whole one may hold a MiB of metadata).
+      const pipeline = config.pipeline();
+      for (const id of evalIds) pipeline.getrangeBuffer(layout.record(partition, id), 0, RECORD_HEAD_BYTES - 1);
+      const heads = (await pipeline.exec()) ?? [];
+      heads.forEach(([err, head], i) => {
+        if (err !== null) throw err;
+        const bytes = head as Buffer;
+        // GETRANGE of a missing key is empty, as no record is.
+        if (bytes.length === 0 || !isTerminalProto(statusOfEvaluation(bytes))) deps.onLost(evalIds[i] as string);
       });
     } catch {
       for (const id of evalIds) deps.onLost(id); // the repair finds out for itself

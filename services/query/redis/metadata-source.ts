@@ -13,11 +13,16 @@ import { metadataOfEvaluation, metadataOfUpdate, withMetadata } from '../wire/me
  */
 export interface MetadataSource {
   /**
-   * `entries` with every update whole, in the same order. Throws UnavailableError when an
-   * evaluation's metadata cannot be found (Redis or PostgreSQL down): the caller reads again.
+   * `entries` with every update whole, in the same order, as far as `budgetBytes` of whole
+   * updates go (at least one entry); `cut` when entries were left out for the budget. Throws
+   * UnavailableError when an evaluation's metadata cannot be found (Redis or PostgreSQL down):
+   * the caller reads again.
    */
-  complete(entries: readonly ChangeLogEntry[]): Promise<ChangeLogEntry[]>;
-  /** Forgets what it knows: the log it was learnt from was replaced (a rebuild). */
+  complete(
+    entries: readonly ChangeLogEntry[],
+    budgetBytes?: number,
+  ): Promise<{ entries: ChangeLogEntry[]; cut: boolean }>;
+  /** Forgets what it knows: the log it was learnt from may have been replaced (a rebuild). */
   clear(): void;
 }
 
@@ -75,6 +80,9 @@ export function createMetadataSource(deps: {
     return value;
   };
 
+  /** Records read per MGET on a miss: each may hold up to a MiB of metadata. */
+  const RECORDS_PER_READ = 64;
+
   const fetch = async (evalIds: readonly string[]): Promise<Map<string, Metadata>> => {
     const found = new Map<string, Metadata>();
     const byPartition = new Map<number, string[]>();
@@ -85,14 +93,14 @@ export function createMetadataSource(deps: {
       else ids.push(id);
     }
     try {
-      await Promise.all(
-        [...byPartition].map(async ([p, ids]) => {
-          const records = await redis.mgetBuffer(...ids.map((id) => layout.record(p, id)));
-          records.forEach((record, i) => {
-            if (record !== null) found.set(ids[i] as string, metadataOfEvaluation(record));
-          });
-        }),
-      );
+      for (const [p, ids] of byPartition) {
+        const records = await redis.mgetBuffer(...ids.map((id) => layout.record(p, id)));
+        records.forEach((record, i) => {
+          const metadata = record === null ? undefined : metadataOfEvaluation(record);
+          // A record that does not parse leaves the metadata unknown: the log has it.
+          if (metadata !== undefined) found.set(ids[i] as string, metadata);
+        });
+      }
     } catch (err) {
       throw new UnavailableError("Redis is unavailable (reading evaluations' metadata)", { cause: err });
     }
@@ -110,38 +118,58 @@ export function createMetadataSource(deps: {
     return found;
   };
 
+  /** Whether the stored update lacks the metadata its evaluation has (caching what a submit carries). */
+  const lacksMetadata = (entry: ChangeLogEntry): boolean => {
+    const { change } = entry;
+    if (entry.unreadable !== undefined) return false;
+    const stored = metadataOfUpdate(change.update.bytes);
+    if (storesMetadata(change.revision)) {
+      remember(change.evalId, stored ?? null);
+      return false;
+    }
+    return stored === undefined; // else written whole, before updates were stored lean
+  };
+
   return {
-    async complete(entries) {
-      const wanted = new Set<string>();
-      const needs: boolean[] = entries.map((entry) => {
-        const { change } = entry;
-        if (entry.unreadable !== undefined) return false;
-        const stored = metadataOfUpdate(change.update.bytes);
-        if (storesMetadata(change.revision)) {
-          remember(change.evalId, stored ?? null);
-          return false;
+    async complete(entries, budgetBytes = Infinity) {
+      const out: ChangeLogEntry[] = [];
+      let bytes = 0;
+      let at = 0;
+      while (at < entries.length) {
+        // The next run of entries whose unknown evaluations make one read of records.
+        const known = new Map<string, Metadata>();
+        const unknown = new Set<string>();
+        let end = at;
+        const lacking: boolean[] = [];
+        for (; end < entries.length; end += 1) {
+          const entry = entries[end] as ChangeLogEntry;
+          const lacks = lacksMetadata(entry);
+          lacking.push(lacks);
+          if (!lacks || known.has(entry.change.evalId) || unknown.has(entry.change.evalId)) continue;
+          const cached = recall(entry.change.evalId);
+          if (cached !== undefined) known.set(entry.change.evalId, cached);
+          else if (unknown.size === RECORDS_PER_READ) {
+            lacking.pop();
+            break;
+          } else unknown.add(entry.change.evalId);
         }
-        if (stored !== undefined) return false; // written whole, before updates were stored lean
-        wanted.add(change.evalId);
-        return true;
-      });
-      if (wanted.size === 0) return [...entries];
-      const known = new Map<string, Metadata>();
-      const unknown: string[] = [];
-      for (const id of wanted) {
-        const cached = recall(id);
-        if (cached === undefined) unknown.push(id);
-        else known.set(id, cached);
+        if (unknown.size > 0) for (const [id, metadata] of await fetch([...unknown])) known.set(id, metadata);
+        for (let i = at; i < end; i += 1) {
+          let entry = entries[i] as ChangeLogEntry;
+          const metadata = lacking[i - at] === true ? (known.get(entry.change.evalId) ?? null) : null;
+          if (metadata !== null) {
+            const { change } = entry;
+            const update = fromBytes(EvaluationUpdate, withMetadata(change.update.bytes, metadata));
+            entry = { ...entry, change: { ...change, update } };
+          }
+          const size = entry.change.update.bytes.length;
+          if (out.length > 0 && bytes + size > budgetBytes) return { entries: out, cut: true };
+          out.push(entry);
+          bytes += size;
+        }
+        at = end;
       }
-      if (unknown.length > 0) for (const [id, metadata] of await fetch(unknown)) known.set(id, metadata);
-      return entries.map((entry, i) => {
-        if (needs[i] !== true) return entry;
-        const { change } = entry;
-        const metadata = known.get(change.evalId) ?? null;
-        if (metadata === null) return entry;
-        const update = fromBytes(EvaluationUpdate, withMetadata(change.update.bytes, metadata));
-        return { ...entry, change: { ...change, update } };
-      });
+      return { entries: out, cut: false };
     },
     clear() {
       cache.clear();

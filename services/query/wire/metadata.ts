@@ -14,13 +14,15 @@ interface FieldSpan {
 }
 
 /**
- * Reads a varint at `at`; [value, position after it], or undefined past `end` or beyond 2^53
- * (no length or tag this service writes comes near).
+ * Reads a varint at `at`; [value, position after it], or undefined past `end` or past the 10
+ * bytes a varint takes at most. The value is exact up to 2^53, which every tag and length this
+ * service writes is far below; larger ones (a negative int32 or int64 takes 10 bytes) are only
+ * skipped.
  */
 function readVarint(bytes: Uint8Array, at: number, end: number): [number, number] | undefined {
   let value = 0;
   let scale = 1;
-  for (let i = at; i < end && i < at + 8; i += 1) {
+  for (let i = at; i < end && i < at + 10; i += 1) {
     const byte = bytes[i] as number;
     value += (byte & 0x7f) * scale;
     if (byte < 0x80) return [value, i + 1];
@@ -30,21 +32,21 @@ function readVarint(bytes: Uint8Array, at: number, end: number): [number, number
 }
 
 /**
- * The first top-level length-delimited field `field` of the message in bytes [from, to), or
- * undefined when it has none or the bytes do not parse (callers then leave the bytes as they
- * are: the readability check reports what no client could decode).
+ * The first top-level length-delimited field `field` of the message in bytes [from, to);
+ * undefined when it has none, 'unparsable' when the bytes do not parse (callers then leave the
+ * bytes as they are: the readability check reports what no client could decode).
  */
-function findField(bytes: Uint8Array, from: number, to: number, field: number): FieldSpan | undefined {
+function findField(bytes: Uint8Array, from: number, to: number, field: number): FieldSpan | undefined | 'unparsable' {
   let at = from;
   while (at < to) {
     const tagStart = at;
     const tag = readVarint(bytes, at, to);
-    if (tag === undefined) return undefined;
+    if (tag === undefined) return 'unparsable';
     at = tag[1];
     const wireType = tag[0] % 8;
     if (wireType === 0) {
       const skipped = readVarint(bytes, at, to);
-      if (skipped === undefined) return undefined;
+      if (skipped === undefined) return 'unparsable';
       at = skipped[1];
     } else if (wireType === 1) {
       at += 8;
@@ -52,14 +54,20 @@ function findField(bytes: Uint8Array, from: number, to: number, field: number): 
       at += 4;
     } else if (wireType === 2) {
       const length = readVarint(bytes, at, to);
-      if (length === undefined || length[1] + length[0] > to) return undefined;
+      if (length === undefined || length[1] + length[0] > to) return 'unparsable';
       if (Math.floor(tag[0] / 8) === field) return { tagStart, start: length[1], end: length[1] + length[0] };
       at = length[1] + length[0];
     } else {
-      return undefined; // groups: never written by this service
+      return 'unparsable'; // groups: never written by this service
     }
   }
-  return undefined;
+  return at === to ? undefined : 'unparsable';
+}
+
+/** The field's span, or undefined when it is absent or the bytes do not parse. */
+function spanOf(bytes: Uint8Array, from: number, to: number, field: number): FieldSpan | undefined {
+  const span = findField(bytes, from, to, field);
+  return span === 'unparsable' ? undefined : span;
 }
 
 /** `Evaluation.status` (field 2, a varint) of an encoded Evaluation, without decoding the rest; 0 when absent. */
@@ -86,9 +94,13 @@ export function statusOfEvaluation(evaluation: Uint8Array): number {
   return 0;
 }
 
-/** The encoded `google.protobuf.Struct` of an encoded Evaluation (a record); null without one. */
-export function metadataOfEvaluation(evaluation: Uint8Array): Uint8Array | null {
+/**
+ * The encoded `google.protobuf.Struct` of an encoded Evaluation (a record); null without one,
+ * undefined when the bytes do not parse (the metadata is then unknown, not absent).
+ */
+export function metadataOfEvaluation(evaluation: Uint8Array): Uint8Array | null | undefined {
   const span = findField(evaluation, 0, evaluation.length, METADATA_FIELD);
+  if (span === 'unparsable') return undefined;
   return span === undefined ? null : evaluation.subarray(span.start, span.end);
 }
 
@@ -97,9 +109,9 @@ export function metadataOfEvaluation(evaluation: Uint8Array): Uint8Array | null 
  * the state carries none (it had none, or it was stored without: read-models/stored-update.ts).
  */
 export function metadataOfUpdate(update: Uint8Array): Uint8Array | undefined {
-  const state = findField(update, 0, update.length, EVALUATION_FIELD);
+  const state = spanOf(update, 0, update.length, EVALUATION_FIELD);
   if (state === undefined) return undefined;
-  const span = findField(update, state.start, state.end, METADATA_FIELD);
+  const span = spanOf(update, state.start, state.end, METADATA_FIELD);
   return span === undefined ? undefined : update.subarray(span.start, span.end);
 }
 
@@ -110,7 +122,7 @@ export function metadataOfUpdate(update: Uint8Array): Uint8Array | undefined {
  * metadata already, or the bytes do not parse.
  */
 export function withMetadata(update: Uint8Array, metadata: Uint8Array): Uint8Array {
-  const state = findField(update, 0, update.length, EVALUATION_FIELD);
+  const state = spanOf(update, 0, update.length, EVALUATION_FIELD);
   if (state === undefined || findField(update, state.start, state.end, METADATA_FIELD) !== undefined) return update;
   const field = METADATA_TAG.length + varintSize(metadata.length) + metadata.length;
   const stateLength = state.end - state.start + field;

@@ -10,7 +10,15 @@ import { createKeyLayout, type KeyLayout } from '../../../services/query/read-mo
 import { readStream, type StreamReader } from '../../support/clients';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 import { checkConsistency } from '../../../services/query/projection/consistency-check';
-import { createPostgresEvaluationSource } from '../../../services/query/postgres/event-log';
+import { createChangeLog } from '../../../services/query/redis/change-log';
+import { createMetadataSource } from '../../../services/query/redis/metadata-source';
+import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
+import { CHANGE_LOG_READ_BYTES } from '../../../services/query/read-models/change-log';
+import { silentLogger } from '../../../shared/logging';
+import {
+  createPostgresEvaluationSource,
+  createPostgresMetadataFromLog,
+} from '../../../services/query/postgres/event-log';
 
 /** Metadata large enough that every copy of it shows in Redis' memory figures. */
 const METADATA = { suite: 'lean', blob: 'm'.repeat(16 * 1024), nested: { list: [1, 'two', true, null] } };
@@ -176,6 +184,36 @@ describe('read models store the metadata once and drop the history of ended eval
     } finally {
       await other.close();
     }
+  });
+
+  it('a replay holds at most its byte budget of whole updates, however small the stored entries', async () => {
+    const big = { blob: 'b'.repeat(300 * 1024) };
+    const evalIds = Array.from({ length: 20 }, (_, i) => `lean-big-${String(i).padStart(2, '0')}`);
+    for (const id of evalIds) await h.writer.submit(id, { metadata: big, publish: true });
+    const submitted = (await h.writer.start(evalIds[0] as string, { publish: true })).position;
+    for (const id of evalIds.slice(1)) await h.writer.start(id, { publish: true });
+    const last = (await h.writer.submit('lean-big-end', { publish: true })).position;
+    await caughtUpTo(last);
+    // A replica that never saw the submits: every start's metadata comes from the records.
+    const changeLog = createChangeLog(
+      h.redis,
+      layout,
+      createUndecodableEntries(silentLogger),
+      createMetadataSource({
+        redis: h.redis,
+        layout,
+        fromLog: createPostgresMetadataFromLog(replica.pool),
+        maxBytes: 1 << 20,
+      }),
+    );
+    const read = await changeLog.readAfter(BigInt(submitted) - 1n, 1000);
+    const bytes = read.entries.reduce((sum, e) => sum + e.change.update.bytes.length, 0);
+    expect(read.complete).to.equal(false);
+    expect(read.entries.length).to.be.within(1, 19);
+    expect(bytes).to.be.at.most(CHANGE_LOG_READ_BYTES);
+    expect(read.entries.map((e) => e.change.update.message.evaluation?.metadata)).to.deep.equal(
+      read.entries.map(() => big),
+    );
   });
 
   it("the projection's own deletions of ended histories are not taken for lost keys, and the checker is clean", async () => {

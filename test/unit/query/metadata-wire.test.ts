@@ -69,6 +69,21 @@ describe('metadata on the wire (updates stored without it, put back on the way o
     expect(statusOfEvaluation(Evaluation.encode({ ...STATE, status: 0 }).finish())).to.equal(0);
   });
 
+  it('finds the metadata behind negative numbers (ten-byte varints) and tells unparsable bytes from none', () => {
+    const record = Evaluation.encode({ ...STATE, exitCode: -9, runtimeMs: '-5', metadata: METADATA }).finish();
+    const metadata = metadataOfEvaluation(record);
+    expect(metadata).to.deep.equal(metadataOfEvaluation(Evaluation.encode({ ...STATE, metadata: METADATA }).finish()));
+    const lean = EvaluationUpdate.encode(
+      EvaluationUpdate.fromPartial({ evaluation: { ...STATE, exitCode: -9 }, revision: '2', position: '77' }),
+    ).finish();
+    expect(EvaluationUpdate.decode(withMetadata(lean, metadata as Uint8Array)).evaluation).to.deep.include({
+      exitCode: -9,
+      metadata: METADATA,
+    });
+    expect(metadataOfEvaluation(new Uint8Array([10, 50, 1, 2]))).to.equal(undefined); // a length past the end
+    expect(metadataOfEvaluation(Evaluation.encode(STATE).finish())).to.equal(null);
+  });
+
   it('leaves bytes that do not parse as they are', () => {
     const garbage = new Uint8Array([10, 200, 1, 2]);
     expect(withMetadata(garbage, new Uint8Array([1]))).to.equal(garbage);

@@ -355,6 +355,23 @@ describe('encodePartitionWrite', () => {
     expect(unpackOps(args[3])).to.deep.equal(['X', '4', '1', '5-0', 'u', 'e', '2', '1', 'L', '5', '2', '0', '5']);
   });
 
+  it('conditions a write on records instead of the checkpoint: their digests first, any checkpoint', () => {
+    const { keys, args } = encodePartitionWrite(
+      {
+        partition: 0,
+        expectedCheckpoint: 0n,
+        newCheckpoint: 0n,
+        ops: WriteSet.of([{ op: 'zadd', key: 'k:all', member: 'm' }]),
+        ifUnchanged: new Map([['k:rec', 'ab12']]),
+      },
+      { checkpoint: 'k:cp', fence: 'k:f', counts: 'k:n' },
+      1000,
+    );
+    expect(keys).to.deep.equal(['k:cp', 'k:f', 'k:n', 'k:rec', 'k:all']);
+    expect(args.slice(0, 2)).to.deep.equal(['*', '']);
+    expect(unpackOps(args[3])).to.deep.equal(['V', '1', '1', '4', 'ab12', 'Z', '5', '1', 'm']);
+  });
+
   it('packs no ops as an empty argument (an idle partition only moves its checkpoint)', () => {
     const { keys, args } = encodePartitionWrite(
       { partition: 0, expectedCheckpoint: 0n, newCheckpoint: 1n, checkpointEvent: 'e@1@t', ops: new WriteSet() },
