@@ -1,6 +1,6 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { call, expectError, type Clients } from '../support/clients';
+import { call, expectError, readStream, type Clients } from '../support/clients';
 import { startService, type RunningService } from '../support/processes';
 import {
   expectReadModelsEqualLog,
@@ -55,6 +55,14 @@ describe('fault: Redis reaches maxmemory (noeviction) while commands go on', fun
     // What is there is the truth at the checkpoint: still served.
     const { evaluation } = await call(query, query.getEvaluation, { evalId: 'roomy-0' });
     expect(evaluation?.evalId).to.equal('roomy-0');
+    // Lists and watches too: their reads are no MULTI, which Redis refuses when out of memory.
+    const page = await call(query, query.listEvaluations, { status: 0, pageSize: 1000, pageToken: '' });
+    const roomy = new Set(before.map((e) => e.evalId));
+    expect(page.evaluations.filter((e) => roomy.has(e.evalId))).to.have.length(roomy.size);
+    const watch = readStream(query.watchEvaluation({ evalId: 'roomy-1', afterRevision: '0' }));
+    const first = await watch.next();
+    expect(first.update?.revision).to.equal('1');
+    watch.cancel();
     // A position the read models cannot reach is refused at once, not waited for until the deadline.
     const startedAt = Date.now();
     const refused = await expectError(

@@ -9,15 +9,6 @@ import { mappingOutages } from './errors';
 import type { UndecodableEntries } from './undecodable-entries';
 import { metadataOfUpdate, withMetadata } from '../wire/metadata';
 
-/** The replies of a MULTI, each checked: a failed command fails the read. */
-function replies(results: [Error | null, unknown][] | null): unknown[] {
-  if (results === null) throw new Error('the history read was aborted');
-  return results.map(([err, value]) => {
-    if (err !== null) throw err;
-    return value;
-  });
-}
-
 /** `update` with the metadata of the history's first entry, which alone stores it (read-models/stored-update.ts). */
 function whole(update: Buffer, first: Buffer | null): Uint8Array {
   const metadata = first === null ? undefined : metadataOfUpdate(first);
@@ -26,7 +17,7 @@ function whole(update: Buffer, first: Buffer | null): Uint8Array {
 
 /**
  * Histories read from Redis (read-models/evaluation-history.ts says what they hold), each read
- * with the first entry in one MULTI, for the metadata the later entries are stored without. An
+ * with the first entry, for the metadata the later entries are stored without. An
  * update no client could decode is reported to `undecodable`: left out of a replay, and the
  * latest update refused as UNAVAILABLE rather than answered with an older one.
  */
@@ -38,10 +29,16 @@ export function createEvaluationHistory(
   const key = (evalId: string): string => layout.history(layout.partitionOf(evalId), evalId);
   return mappingOutages<EvaluationHistory>('reading an evaluation history', {
     async latest(evalId) {
-      const [bytes, length, first] = replies(
-        await redis.multi().lindexBuffer(key(evalId), -1).llen(key(evalId)).lindexBuffer(key(evalId), 0).exec(),
-      ) as [Buffer | null, number, Buffer | null];
-      if (bytes === null) return undefined;
+      // Sent back to back (one round trip; not a MULTI, which Redis refuses when out of memory):
+      // the length after the entry, so that an append in between can only make it longer, never
+      // shorter than the entry's revision; the first entry last, which only a deletion (the
+      // evaluation ended) changes: the history is then taken as gone.
+      const [bytes, length, first] = await Promise.all([
+        redis.lindexBuffer(key(evalId), -1),
+        redis.llen(key(evalId)),
+        redis.lindexBuffer(key(evalId), 0),
+      ]);
+      if (bytes === null || first === null) return undefined;
       const reason = updateInResponse(bytes);
       if (reason === undefined)
         return { update: fromBytes(EvaluationUpdate, whole(bytes, first)), length: BigInt(length) };
@@ -52,9 +49,11 @@ export function createEvaluationHistory(
       );
     },
     async after(evalId, revision) {
-      const [entries, first] = replies(
-        await redis.multi().lrangeBuffer(key(evalId), revision.toString(), -1).lindexBuffer(key(evalId), 0).exec(),
-      ) as [Buffer[], Buffer | null];
+      // As above: the entries, then the first one, which is gone only when the history is.
+      const [entries, first] = await Promise.all([
+        redis.lrangeBuffer(key(evalId), revision.toString(), -1),
+        redis.lindexBuffer(key(evalId), 0),
+      ]);
       if (first === null) return undefined;
       return entries.flatMap((bytes, i): Encoded<EvaluationUpdate>[] => {
         const reason = updateInResponse(bytes);

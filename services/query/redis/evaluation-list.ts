@@ -14,6 +14,24 @@ import { mappingOutages } from './errors';
  */
 export const LIST_PAGE_BYTES = 3 * 1024 * 1024;
 
+/**
+ * One partition's page of an index, with the index's size and its count (redis/index-counts.ts),
+ * read atomically. A read-only script rather than a MULTI: out of memory, Redis refuses even the
+ * reads queued in a MULTI, and lists must go on answering at the checkpoint while the read
+ * models are stalled (docs/read-models.md, "When Redis refuses writes").
+ *
+ * KEYS[1] the index, KEYS[2] the counts; ARGV[1] the exclusive upper bound (`+` or `(member`),
+ * ARGV[2] how many. Returns {members, size, count or false}.
+ */
+const INDEX_PAGE_LUA = `#!lua flags=no-writes
+local page = redis.call('ZRANGE', KEYS[1], ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[2]))
+return {page, redis.call('ZCARD', KEYS[1]), redis.call('HGET', KEYS[2], KEYS[1])}
+`;
+
+const INDEX_PAGE_COMMAND = 'crucibleIndexPage';
+
+type IndexPageRunner = (numKeys: number, ...args: (string | number)[]) => Promise<[string[], number, string | null]>;
+
 export function createEvaluationList(
   redis: Redis,
   layout: KeyLayout,
@@ -25,27 +43,20 @@ export function createEvaluationList(
       ? layout.indexAll(partition)
       : layout.indexStatus(partition, status);
   const memberId = (member: string): string => member.slice(CREATED_DIGITS + 1);
+  redis.defineCommand(INDEX_PAGE_COMMAND, { lua: INDEX_PAGE_LUA });
+  const indexPage = (redis as unknown as Record<string, IndexPageRunner>)[INDEX_PAGE_COMMAND]?.bind(redis);
+  if (indexPage === undefined) throw new Error('ioredis did not define the index page script');
 
   return mappingOutages<EvaluationList>('listing evaluations', {
     async page(status, pageSize, cursor) {
       const max = cursor === undefined ? '+' : `(${cursor.after}`;
       const partitions = partitionNumbers(layout);
-      // Each index read with its size and its count (redis/index-counts.ts), atomically: an index
-      // that differs from its count lost members (or got strays), and its page is not the truth.
+      // An index that differs from its count lost members (or got strays): its page is not the truth.
       const damaged: number[] = [];
       const pages = await Promise.all(
         partitions.map(async (p) => {
           const key = indexKey(p, status);
-          const results = await redis
-            .multi()
-            .zrange(key, max, '-', 'BYLEX', 'REV', 'LIMIT', 0, pageSize + 1)
-            .zcard(key)
-            .hget(layout.indexCounts(p), key)
-            .exec();
-          const [page, size, count] = (results ?? []).map(([err, value]) => {
-            if (err !== null) throw err;
-            return value;
-          }) as [string[], number, string | null];
+          const [page, size, count] = await indexPage(2, key, layout.indexCounts(p), max, pageSize + 1);
           // No count: an index no step has touched yet (empty), or counts a version before them
           // did not keep, which the index audit makes at start.
           if (count !== null && Number(count) !== size) damaged.push(p);
