@@ -53,7 +53,10 @@ describe('fault: two query replicas share one Redis', function () {
     if (command === undefined || clients.length !== 2) throw new Error('set-up failed');
 
     const watched = Array.from({ length: 4 }, (_, i) => `watched-${i}`);
-    for (const evalId of watched) await runStep(command, evalId, 'submit');
+    let submitted = 0n;
+    for (const evalId of watched) submitted = BigInt((await runStep(command, evalId, 'submit')).position);
+    // A watch of an id its replica has not projected yet is NOT_FOUND (docs/read-models.md).
+    for (const { query } of clients) await waitForProjection(query, submitted);
 
     // On each replica: a firehose replaying from the start, a live-only one, one filtered by
     // status, and a watcher per evaluation from its first revision.
