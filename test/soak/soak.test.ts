@@ -272,8 +272,12 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         await sleep(500);
         await stack.redis.start();
       },
+      // FLUSHDB, as an operator flushes Redis: at once. Deleting the prefix key by key raced the
+      // replicas' steps (a step could write a new change-log stream after the old one went and
+      // before the checkpoint did), leaving holes in the change log, which watchers are told of
+      // with OUT_OF_RANGE: the change-log-holes spec covers that, not this one (seed 42, 300 s).
       'flush the read models': async () => {
-        if (redis !== undefined) await deleteKeys(redis, `${prefix}:*`);
+        await redis?.flushdb();
       },
       'delete random read-model keys': async () => {
         // Records and histories, now and then the checkpoint, a whole status index or a few
