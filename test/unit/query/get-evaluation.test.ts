@@ -1,0 +1,63 @@
+import { Metadata } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { NotFoundError, UnavailableError } from '../../../shared/errors';
+import { silentLogger } from '../../../shared/logging';
+import { createGetEvaluation } from '../../../services/query/handlers/get-evaluation';
+import { createChangeHub } from '../../../services/query/live/change-hub';
+import { createOpenCalls } from '../../../services/query/live/open-calls';
+import { createReadGuard } from '../../../services/query/live/read-guard';
+import { createShutdown } from '../../../services/query/live/shutdown';
+
+/**
+ * A replica replaying into a Redis that was just flushed: its applied position is back at the
+ * (empty) checkpoint, so the freshness check passes, while its tail already passed the position
+ * the client asks for. The evaluation was submitted at position 5.
+ */
+function replicaRefillingAfterFlush() {
+  const hub = createChangeHub();
+  hub.advanceTo(10n);
+  const repairs: string[][] = [];
+  const guard = createReadGuard({
+    projection: {
+      status: () => ({ checkpoint: 0n, stalled: undefined }),
+      requestCatchUp: () => undefined,
+      repair: (evalIds) => void repairs.push([...evalIds]),
+    },
+    firstPositionOf: (evalId) => Promise.resolve(evalId === 'mine' ? 5n : undefined),
+    checkIndexes: () => undefined,
+    logger: silentLogger,
+  });
+  const getEvaluation = createGetEvaluation({
+    records: {
+      get: () => Promise.resolve({ record: undefined, checkpoint: 0n }),
+      getMany: () => Promise.resolve([]),
+    },
+    guard,
+    openCalls: createOpenCalls({ maxOpen: 10, maxOpenPerConnection: 10 }),
+    hub,
+    readiness: { ready: () => Promise.resolve() },
+    shutdown: createShutdown().shutdown,
+  });
+  const context = { signal: new AbortController().signal, deadline: undefined, metadata: new Metadata(), peer: 'p' };
+  return { getEvaluation, context, repairs };
+}
+
+describe('GetEvaluation with min_position over a Redis being refilled', () => {
+  it('refuses (UNAVAILABLE) an evaluation the log has by min_position, instead of a stale NOT_FOUND', async () => {
+    const { getEvaluation, context, repairs } = replicaRefillingAfterFlush();
+    const refused = await getEvaluation({ evalId: 'mine', minPosition: '10' }, context).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).to.be.instanceOf(UnavailableError);
+    expect(repairs).to.deep.equal([['mine']]);
+  });
+
+  it('still answers NOT_FOUND for an id the log does not have, or has only past min_position', async () => {
+    const { getEvaluation, context } = replicaRefillingAfterFlush();
+    const unknown = await getEvaluation({ evalId: 'other', minPosition: '10' }, context).catch((err: unknown) => err);
+    expect(unknown).to.be.instanceOf(NotFoundError);
+    const later = await getEvaluation({ evalId: 'mine', minPosition: '4' }, context).catch((err: unknown) => err);
+    expect(later).to.be.instanceOf(NotFoundError);
+  });
+});
