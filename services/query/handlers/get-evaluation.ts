@@ -35,14 +35,9 @@ export function createGetEvaluation(deps: {
     await deps.readiness.ready(context);
     if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'GetEvaluation');
     const { record: evaluation, checkpoint } = await deps.records.get(evalId);
-    deps.guard.checkFresh(checkpoint);
+    deps.guard.checkFresh(checkpoint, minPosition);
     if (evaluation === undefined) {
-      // Checked up to min_position as well: the wait may pass on what the tail saw before Redis
-      // lost data, while a replica replaying into the emptied Redis has its applied position
-      // back at the checkpoint (so checkFresh passes). An evaluation the log has by
-      // min_position exists at the position the client asked for: not found is not the truth.
-      const upTo = minPosition !== undefined && minPosition > checkpoint ? minPosition : checkpoint;
-      await deps.guard.confirmMissing(evalId, upTo);
+      await deps.guard.confirmMissing(evalId, checkpoint);
       throw new NotFoundError(`evaluation ${evalId} not found`);
     }
     return { evaluation };

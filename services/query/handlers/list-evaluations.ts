@@ -49,7 +49,7 @@ export function createListEvaluations(deps: {
     await deps.readiness.ready(context);
     if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'ListEvaluations');
     const page = await deps.list.page(status, pageSize, cursor);
-    for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint);
+    for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint, minPosition);
     deps.guard.reportLost(page.missing);
     deps.guard.reportDamagedIndexes(page.damaged);
     return { evaluations: page.evaluations, nextPageToken: page.nextPageToken };

@@ -22,12 +22,17 @@ export interface ReadGuard {
    * Throws UNAVAILABLE unless a read's partition `checkpoint` (read in the same round trip
    * as the data, after it) is at least what this replica already applied: a lower one means
    * Redis lost data (flushed, restarted empty, the key deleted) since, and whatever the read
-   * found cannot be trusted. A catch-up is asked for. (A `min_position` wait that passed on
-   * the tail's memory of a lost Redis is caught here too: the tail is never behind what this
-   * replica applied. Comparing with `min_position` itself would refuse reads racing an idle
-   * partition's checkpoint write.)
+   * found cannot be trusted. A catch-up is asked for.
+   *
+   * With `minPosition` (the read waited for it), also unless the checkpoint reached it: the wait
+   * may pass on what the tail saw before Redis lost data, while a replica replaying into the
+   * emptied Redis has its applied position back at the checkpoint (so the first check passes),
+   * and the read would answer an older state, or NOT_FOUND, for what the client wrote. With
+   * several partitions, a partition none of whose evaluations a step changed gets its
+   * checkpoint a moment after the others: a read racing that is refused too, and its retry
+   * answers.
    */
-  checkFresh(checkpoint: bigint): void;
+  checkFresh(checkpoint: bigint, minPosition?: bigint): void;
   /**
    * Before answering NOT_FOUND for `evalId` at `checkpoint`: when the log has the evaluation
    * at or below that checkpoint, its read model was lost (deleted, evicted) — a repair is
@@ -69,14 +74,20 @@ export function createReadGuard(deps: {
         `min_position ${minPosition} is beyond the read models (at ${checkpoint}), which cannot move: ${stalled}`,
       );
     },
-    checkFresh(checkpoint) {
+    checkFresh(checkpoint, minPosition) {
       const applied = projection.status().checkpoint;
-      if (checkpoint >= applied) return;
-      projection.requestCatchUp('a read found the read models behind what was applied');
-      throw new UnavailableError(
-        `the read models are at position ${checkpoint}, behind the ${applied} this replica applied ` +
-          '(Redis lost data): they are being rebuilt from the event log; retry shortly',
-      );
+      if (checkpoint < applied) {
+        projection.requestCatchUp('a read found the read models behind what was applied');
+        throw new UnavailableError(
+          `the read models are at position ${checkpoint}, behind the ${applied} this replica applied ` +
+            '(Redis lost data): they are being rebuilt from the event log; retry shortly',
+        );
+      }
+      if (minPosition !== undefined && checkpoint < minPosition)
+        throw new UnavailableError(
+          `the read models are at position ${checkpoint}, behind the min_position ${minPosition} this read ` +
+            'waited for (Redis lost data, or a partition is a moment behind another): retry shortly',
+        );
     },
     async confirmMissing(evalId, checkpoint) {
       const first = await firstPositionOf(evalId);
