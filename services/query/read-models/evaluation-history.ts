@@ -1,9 +1,9 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { endingEvent, EVENT_TYPE_TO_PROTO, statusOfProto } from '../../../shared/domain';
-import { type Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { fromBytes, type Encoded } from '../wire/encoded';
+import type { Encoded } from '../wire/encoded';
 
 /**
  * Read model: every update of one evaluation that has not ended, in revision order (list index
@@ -41,21 +41,28 @@ export function historyDrop(layout: KeyLayout, partition: number, evalId: string
  * record's status is not terminal.
  */
 export function lastUpdateOfEnded(record: Encoded<Evaluation>): Encoded<EvaluationUpdate> | undefined {
-  const { status, revision, position } = record.message;
-  const known = statusOfProto(status);
+  const evaluation = record.message;
+  const known = statusOfProto(evaluation.status);
   const ending = known === undefined ? undefined : endingEvent(known);
   if (ending === undefined) return undefined;
+  const message: EvaluationUpdate = {
+    evaluation,
+    eventType: EVENT_TYPE_TO_PROTO[ending],
+    revision: evaluation.revision,
+    position: evaluation.position,
+  };
+  // The record's bytes as they are, in field 1: the state is not encoded again.
   const bytes = new BinaryWriter()
     .uint32(10)
     .bytes(record.bytes)
     .uint32(16)
-    .int32(EVENT_TYPE_TO_PROTO[ending])
+    .int32(message.eventType)
     .uint32(24)
-    .int64(revision)
+    .int64(message.revision)
     .uint32(32)
-    .int64(position)
+    .int64(message.position)
     .finish();
-  return fromBytes(EvaluationUpdate, bytes);
+  return { bytes, message };
 }
 
 export interface EvaluationHistory {

@@ -9,10 +9,13 @@ import { mappingOutages } from './errors';
 import type { UndecodableEntries } from './undecodable-entries';
 import { metadataOfUpdate, withMetadata } from '../wire/metadata';
 
-/** `update` with the metadata of the history's first entry, which alone stores it (read-models/stored-update.ts). */
-function whole(update: Buffer, first: Buffer | null): Uint8Array {
-  const metadata = first === null ? undefined : metadataOfUpdate(first);
-  return metadata === undefined ? update : withMetadata(update, metadata);
+/**
+ * Puts into updates the metadata of the history's first entry, which alone stores it
+ * (read-models/stored-update.ts); found in the first entry once per read.
+ */
+function wholeUpdates(first: Buffer): (update: Buffer) => Uint8Array {
+  const metadata = metadataOfUpdate(first);
+  return (update) => (metadata === undefined ? update : withMetadata(update, metadata));
 }
 
 /**
@@ -41,7 +44,7 @@ export function createEvaluationHistory(
       if (bytes === null || first === null) return undefined;
       const reason = updateInResponse(bytes);
       if (reason === undefined)
-        return { update: fromBytes(EvaluationUpdate, whole(bytes, first)), length: BigInt(length) };
+        return { update: fromBytes(EvaluationUpdate, wholeUpdates(first)(bytes)), length: BigInt(length) };
       const revision = BigInt(length);
       undecodable.report({ key: key(evalId), revision, reason });
       throw new UnavailableError(
@@ -55,9 +58,10 @@ export function createEvaluationHistory(
         redis.lindexBuffer(key(evalId), 0),
       ]);
       if (first === null) return undefined;
+      const whole = wholeUpdates(first);
       return entries.flatMap((bytes, i): Encoded<EvaluationUpdate>[] => {
         const reason = updateInResponse(bytes);
-        if (reason === undefined) return [fromBytes(EvaluationUpdate, whole(bytes, first))];
+        if (reason === undefined) return [fromBytes(EvaluationUpdate, whole(bytes))];
         // List index = revision - 1.
         undecodable.report({ key: key(evalId), revision: revision + BigInt(i) + 1n, reason });
         return [];

@@ -3,14 +3,20 @@ import { varintSize, writeVarintAt } from './varint';
 /** `Evaluation.metadata` (field 23, length-delimited): its tag as a varint. */
 const METADATA_TAG = [0xba, 0x01] as const;
 const METADATA_FIELD = 23;
+/** `Evaluation.status` (field 2, a varint). */
+const STATUS_FIELD = 2;
 /** `EvaluationUpdate.evaluation` (field 1, length-delimited). */
 const EVALUATION_FIELD = 1;
 
-/** [start, end) of a length-delimited field's value, and where its tag began. */
+/**
+ * A field found at the top level of a message: where its tag began; for a length-delimited
+ * field, [start, end) of its value; for a varint, its value.
+ */
 interface FieldSpan {
   readonly tagStart: number;
   readonly start: number;
   readonly end: number;
+  readonly varint?: number;
 }
 
 /**
@@ -32,30 +38,40 @@ function readVarint(bytes: Uint8Array, at: number, end: number): [number, number
 }
 
 /**
- * The first top-level length-delimited field `field` of the message in bytes [from, to);
- * undefined when it has none, 'unparsable' when the bytes do not parse (callers then leave the
- * bytes as they are: the readability check reports what no client could decode).
+ * The first top-level field `field` of wire type `wireType` (0, varint, or 2, length-delimited)
+ * of the message in bytes [from, to); undefined when it has none, 'unparsable' when the bytes
+ * before it do not parse (callers then leave the bytes as they are: the readability check
+ * reports what no client could decode). Bytes after the field are not read: a record's head is
+ * enough for its status.
  */
-function findField(bytes: Uint8Array, from: number, to: number, field: number): FieldSpan | undefined | 'unparsable' {
+function findField(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  field: number,
+  wireType: 0 | 2 = 2,
+): FieldSpan | undefined | 'unparsable' {
   let at = from;
   while (at < to) {
     const tagStart = at;
     const tag = readVarint(bytes, at, to);
     if (tag === undefined) return 'unparsable';
     at = tag[1];
-    const wireType = tag[0] % 8;
-    if (wireType === 0) {
-      const skipped = readVarint(bytes, at, to);
-      if (skipped === undefined) return 'unparsable';
-      at = skipped[1];
-    } else if (wireType === 1) {
+    const type = tag[0] % 8;
+    const wanted = Math.floor(tag[0] / 8) === field && type === wireType;
+    if (type === 0) {
+      const value = readVarint(bytes, at, to);
+      if (value === undefined) return 'unparsable';
+      if (wanted) return { tagStart, start: at, end: value[1], varint: value[0] };
+      at = value[1];
+    } else if (type === 1) {
       at += 8;
-    } else if (wireType === 5) {
+    } else if (type === 5) {
       at += 4;
-    } else if (wireType === 2) {
+    } else if (type === 2) {
       const length = readVarint(bytes, at, to);
       if (length === undefined || length[1] + length[0] > to) return 'unparsable';
-      if (Math.floor(tag[0] / 8) === field) return { tagStart, start: length[1], end: length[1] + length[0] };
+      if (wanted) return { tagStart, start: length[1], end: length[1] + length[0] };
       at = length[1] + length[0];
     } else {
       return 'unparsable'; // groups: never written by this service
@@ -72,26 +88,8 @@ function spanOf(bytes: Uint8Array, from: number, to: number, field: number): Fie
 
 /** `Evaluation.status` (field 2, a varint) of an encoded Evaluation, without decoding the rest; 0 when absent. */
 export function statusOfEvaluation(evaluation: Uint8Array): number {
-  let at = 0;
-  while (at < evaluation.length) {
-    const tag = readVarint(evaluation, at, evaluation.length);
-    if (tag === undefined) return 0;
-    at = tag[1];
-    const wireType = tag[0] % 8;
-    if (wireType === 0) {
-      const value = readVarint(evaluation, at, evaluation.length);
-      if (value === undefined) return 0;
-      if (tag[0] === 16) return value[0];
-      at = value[1];
-    } else if (wireType === 1) at += 8;
-    else if (wireType === 5) at += 4;
-    else if (wireType === 2) {
-      const length = readVarint(evaluation, at, evaluation.length);
-      if (length === undefined) return 0;
-      at = length[1] + length[0];
-    } else return 0;
-  }
-  return 0;
+  const span = findField(evaluation, 0, evaluation.length, STATUS_FIELD, 0);
+  return span === undefined || span === 'unparsable' ? 0 : (span.varint ?? 0);
 }
 
 /**
