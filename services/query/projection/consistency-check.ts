@@ -3,9 +3,10 @@ import { evolve, isTerminalProto, type RecordedEvent } from '../../../shared/dom
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
+import { checkedReplies } from '../redis/errors';
 import { decodeRecord } from '../read-models/evaluation-record';
 import { listMember } from '../read-models/evaluation-list';
-import { INDEXED_STATUSES, partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { idsByPartition, indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
 
 /** What the checker reads from the source of truth (PostgreSQL: postgres/event-log.ts). */
 export interface EvaluationSource {
@@ -118,13 +119,10 @@ export async function checkConsistency(deps: {
   }
   // Every index the size its count says (redis/index-counts.ts), read together.
   for (const p of partitionNumbers(layout)) {
-    const keys = [layout.indexAll(p), ...INDEXED_STATUSES.map((status) => layout.indexStatus(p, status))];
+    const keys = indexKeysOf(layout, p);
     const tx = redis.multi().hgetall(layout.indexCounts(p));
     for (const key of keys) tx.zcard(key);
-    const [counts, ...sizes] = ((await tx.exec()) ?? []).map(([err, value]) => {
-      if (err !== null) throw err;
-      return value;
-    }) as [Record<string, string>, ...number[]];
+    const [counts, ...sizes] = checkedReplies(await tx.exec()) as [Record<string, string>, ...number[]];
     keys.forEach((key, k) => {
       const count = Number(counts[key] ?? 0);
       const size = Number(sizes[k]);
@@ -154,15 +152,8 @@ async function readSnapshots(
   ids: readonly string[],
   eventsOf: ReadonlyMap<string, readonly RecordedEvent[]>,
 ): Promise<Map<string, Snapshot>> {
-  const byPartition = new Map<number, string[]>();
-  for (const id of ids) {
-    const p = layout.partitionOf(id);
-    byPartition.set(p, [...(byPartition.get(p) ?? []), id]);
-  }
-  const indexKeys = (p: number): string[] => [
-    layout.indexAll(p),
-    ...INDEXED_STATUSES.map((status) => layout.indexStatus(p, status)),
-  ];
+  const byPartition = idsByPartition(layout, ids);
+  const indexKeys = (p: number): string[] => indexKeysOf(layout, p);
   const snapshots = new Map<string, Snapshot>();
   await Promise.all(
     [...byPartition].map(async ([p, partitionIds]) => {

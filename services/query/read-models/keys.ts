@@ -101,3 +101,23 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
 export function partitionNumbers(layout: Pick<KeyLayout, 'partitions'>): number[] {
   return Array.from({ length: layout.partitions }, (_, i) => i);
 }
+
+/** Every index of a partition: the index of all evaluations first, then one per status in INDEXED_STATUSES order. */
+export function indexKeysOf(layout: KeyLayout, partition: number): string[] {
+  return [layout.indexAll(partition), ...INDEXED_STATUSES.map((status) => layout.indexStatus(partition, status))];
+}
+
+/** Evaluation ids grouped by their partition, each group in the order given. */
+export function idsByPartition(
+  layout: Pick<KeyLayout, 'partitionOf'>,
+  evalIds: Iterable<string>,
+): Map<number, string[]> {
+  const groups = new Map<number, string[]>();
+  for (const id of evalIds) {
+    const p = layout.partitionOf(id);
+    const ids = groups.get(p);
+    if (ids === undefined) groups.set(p, [id]);
+    else ids.push(id);
+  }
+  return groups;
+}

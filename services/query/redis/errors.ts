@@ -58,3 +58,15 @@ export function mappingOutages<T extends object>(what: string, adapter: T): T {
   }
   return mapped as T;
 }
+
+/**
+ * The replies of a MULTI or a pipeline (ioredis' `exec()`), each checked: a command that failed
+ * fails the whole read, with its own error.
+ */
+export function checkedReplies(results: [Error | null, unknown][] | null): unknown[] {
+  if (results === null) throw new Error('a MULTI was aborted (a watched key changed)');
+  return results.map(([err, value]) => {
+    if (err !== null) throw err;
+    return value;
+  });
+}

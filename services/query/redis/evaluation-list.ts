@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import { CREATED_DIGITS, encodePageToken, mergePages, type EvaluationList } from '../read-models/evaluation-list';
-import { partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { idsByPartition, partitionNumbers, type KeyLayout } from '../read-models/keys';
 import type { Encoded } from '../wire/encoded';
 import { mappingOutages } from './errors';
 
@@ -64,12 +64,7 @@ export function createEvaluationList(
         }),
       );
       const { members, hasMore } = mergePages(pages, pageSize);
-      const byPartition = new Map<number, string[]>();
-      for (const member of members) {
-        const id = memberId(member);
-        const p = layout.partitionOf(id);
-        byPartition.set(p, [...(byPartition.get(p) ?? []), id]);
-      }
+      const byPartition = idsByPartition(layout, members.map(memberId));
       const found = new Map<string, Encoded<Evaluation>>();
       await Promise.all(
         [...byPartition].map(async ([p, ids]) => {

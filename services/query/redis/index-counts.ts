@@ -4,8 +4,9 @@ import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
 import { decodeRecord } from '../read-models/evaluation-record';
 import { CREATED_DIGITS, listMember } from '../read-models/evaluation-list';
-import { INDEXED_STATUSES, partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { INDEXED_STATUSES, indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { WriteSet } from '../read-models/write-ops';
+import { checkedReplies } from './errors';
 
 /**
  * The indexes' own loss detector and repair. The apply script counts, per index, the members it
@@ -50,15 +51,6 @@ class RecordsChanged extends Error {
 
 const sha1 = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('hex');
 
-/** The replies of a MULTI, each checked. */
-function replies(results: [Error | null, unknown][] | null): unknown[] {
-  if (results === null) throw new Error('a MULTI of the index check was aborted');
-  return results.map(([err, value]) => {
-    if (err !== null) throw err;
-    return value;
-  });
-}
-
 export function createIndexCounts(deps: {
   readonly redis: Redis;
   readonly store: ProjectionStore;
@@ -66,10 +58,7 @@ export function createIndexCounts(deps: {
   readonly onLost: (evalIds: readonly string[]) => void;
 }): IndexCounts {
   const { redis, store, layout } = deps;
-  const indexKeys = (p: number): string[] => [
-    layout.indexAll(p),
-    ...INDEXED_STATUSES.map((s) => layout.indexStatus(p, s)),
-  ];
+  const indexKeys = (p: number): string[] => indexKeysOf(layout, p);
 
   /** Writes `ops` if the records `decidedFrom` names are unchanged; RecordsChanged otherwise. */
   const write = async (p: number, ops: WriteSet, decidedFrom: ReadonlyMap<string, string>): Promise<void> => {
@@ -105,13 +94,14 @@ export function createIndexCounts(deps: {
       });
     });
     if (wanted.length === 0) return 0;
+    const keys = indexKeys(p);
     const check = redis.multi();
-    for (const key of indexKeys(p)) check.zmscore(key, ...wanted.map((w) => w.member));
-    const scores = replies(await check.exec()) as (string | null)[][];
+    for (const key of keys) check.zmscore(key, ...wanted.map((w) => w.member));
+    const scores = checkedReplies(await check.exec()) as (string | null)[][];
     const ops = new WriteSet();
     const decidedFrom = new Map<string, string>();
     wanted.forEach(({ member, status, key: recordKey, digest }, i) => {
-      indexKeys(p).forEach((key, k) => {
+      keys.forEach((key, k) => {
         const present = scores[k]?.[i] !== null;
         const belongs = k === 0 || INDEXED_STATUSES[k - 1] === status;
         if (present === belongs) return;
@@ -185,7 +175,7 @@ export function createIndexCounts(deps: {
         partitionNumbers(layout).map(async (p) => {
           const tx = redis.multi().get(layout.checkpoint(p)).hgetall(layout.indexCounts(p));
           for (const key of indexKeys(p)) tx.zcard(key);
-          const [checkpoint, counts, ...sizes] = replies(await tx.exec()) as [
+          const [checkpoint, counts, ...sizes] = checkedReplies(await tx.exec()) as [
             string | null,
             Record<string, string>,
             ...number[],

@@ -3,6 +3,7 @@ import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
 import { isTerminalProto } from '../../../shared/domain';
 import { statusOfEvaluation } from '../wire/metadata';
+import { checkedReplies } from './errors';
 
 /** Keyspace events Redis must send: E (keyevent channels), g (DEL, UNLINK …), x (expired), e (evicted). */
 const NEEDED_FLAGS = ['E', 'g', 'x', 'e'];
@@ -78,10 +79,8 @@ export function watchLostKeys(deps: {
       // each record is enough (a whole one may hold a MiB of metadata).
       const pipeline = config.pipeline();
       for (const id of evalIds) pipeline.getrangeBuffer(layout.record(partition, id), 0, RECORD_HEAD_BYTES - 1);
-      const heads = (await pipeline.exec()) ?? [];
-      heads.forEach(([err, head], i) => {
-        if (err !== null) throw err;
-        const bytes = head as Buffer;
+      const heads = checkedReplies(await pipeline.exec()) as Buffer[];
+      heads.forEach((bytes, i) => {
         // GETRANGE of a missing key is empty, as no record is.
         if (bytes.length === 0 || !isTerminalProto(statusOfEvaluation(bytes))) deps.onLost(evalIds[i] as string);
       });

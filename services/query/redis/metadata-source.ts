@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { ChangeLogEntry } from '../read-models/change-log';
-import type { KeyLayout } from '../read-models/keys';
+import { idsByPartition, type KeyLayout } from '../read-models/keys';
 import { storesMetadata } from '../read-models/stored-update';
 import { fromBytes } from '../wire/encoded';
 import { metadataOfEvaluation, metadataOfUpdate, withMetadata } from '../wire/metadata';
@@ -85,15 +85,8 @@ export function createMetadataSource(deps: {
 
   const fetch = async (evalIds: readonly string[]): Promise<Map<string, Metadata>> => {
     const found = new Map<string, Metadata>();
-    const byPartition = new Map<number, string[]>();
-    for (const id of evalIds) {
-      const p = layout.partitionOf(id);
-      const ids = byPartition.get(p);
-      if (ids === undefined) byPartition.set(p, [id]);
-      else ids.push(id);
-    }
     try {
-      for (const [p, ids] of byPartition) {
+      for (const [p, ids] of idsByPartition(layout, evalIds)) {
         const records = await redis.mgetBuffer(...ids.map((id) => layout.record(p, id)));
         records.forEach((record, i) => {
           const metadata = record === null ? undefined : metadataOfEvaluation(record);
