@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ListBucketsCommand } from '@aws-sdk/client-s3';
 import { credentials } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
-import { Client, type Pool } from 'pg';
+import { Client, Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../../shared/config';
 import { EvaluationQueryServiceClient } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -12,6 +12,9 @@ import { createLogger, silentLogger, type Logger } from '../../../shared/logging
 import { createPool } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createQueryService, type QueryService, type QueryServiceOptions } from '../../../services/query/query-service';
+import { checkConsistency } from '../../../services/query/projection/consistency-check';
+import { createPostgresEvaluationSource } from '../../../services/query/postgres/event-log';
+import type { KeyLayout } from '../../../services/query/read-models/keys';
 import { createTestEnvironment, type TestEnvironment } from '../../support/environment';
 import { deleteKeys } from '../../support/redis-keys';
 import { createEventWriter, type EventWriter } from './event-writer';
@@ -46,6 +49,11 @@ export interface QueryHarness {
   }): Promise<Replica>;
   /** Deletes every Redis key of the spec's prefix (a flush of "our" Redis). */
   flushReadModels(): Promise<void>;
+  /**
+   * The consistency checker's differences between the read models (`layout`) and the log, read
+   * as the CLI reads them: no replica runs for it (one would repair what a spec broke).
+   */
+  differences(layout: KeyLayout): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -130,6 +138,14 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
       },
       async flushReadModels() {
         await deleteKeys(redis, `${env.config.redisKeyPrefix}*`);
+      },
+      async differences(layout) {
+        const pool = new Pool({ connectionString: env.config.databaseUrl, max: 2 });
+        try {
+          return (await checkConsistency({ source: createPostgresEvaluationSource(pool), redis, layout })).differences;
+        } finally {
+          await pool.end();
+        }
       },
       close,
     };

@@ -1,13 +1,12 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { Client, Pool } from 'pg';
+import { Client } from 'pg';
 import { changeChannel, encodeChange } from '../../../shared/changes';
 import type { RecordedEvent } from '../../../shared/domain';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
-import { createPostgresEvaluationSource, createPostgresEventLog } from '../../../services/query/postgres/event-log';
+import { createPostgresEventLog } from '../../../services/query/postgres/event-log';
 import { createProjectionApplier } from '../../../services/query/projection/applier';
-import { checkConsistency } from '../../../services/query/projection/consistency-check';
 import { rebuildReadModels } from '../../../services/query/projection/rebuild';
 import { createCheckpoints } from '../../../services/query/redis/checkpoints';
 import { createKeyLayout, partitionNumbers, type KeyLayout } from '../../../services/query/read-models/keys';
@@ -49,16 +48,7 @@ async function lifecycles(h: QueryHarness, count: number, prefix: string, publis
   return last;
 }
 
-/** The checker's differences, read as the CLI reads them (no replica running beside it: one would repair what a test broke). */
-async function consistency(h: QueryHarness, layout: KeyLayout): Promise<string[]> {
-  const pool = new Pool({ connectionString: h.config.databaseUrl, max: 2 });
-  try {
-    const report = await checkConsistency({ source: createPostgresEvaluationSource(pool), redis: h.redis, layout });
-    return report.differences;
-  } finally {
-    await pool.end();
-  }
-}
+const consistency = (h: QueryHarness, layout: KeyLayout): Promise<string[]> => h.differences(layout);
 
 describe('query projection (PostgreSQL event log → Redis read models)', function () {
   this.timeout(60_000);
