@@ -6,6 +6,7 @@ import { CreateSecurityAudit1763877600004 } from './1763877600004-CreateSecurity
 import { CreateSecurityEvents1763877600005 } from './1763877600005-CreateSecurityEvents';
 import { CreateReaderRole1763877600006 } from './1763877600006-CreateReaderRole';
 import { EventDataBytes1763877600007 } from './1763877600007-EventDataBytes';
+import { MetricSeries1763877600008 } from './1763877600008-MetricSeries';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -17,4 +18,5 @@ export const MIGRATIONS = [
   CreateSecurityEvents1763877600005,
   CreateReaderRole1763877600006,
   EventDataBytes1763877600007,
+  MetricSeries1763877600008,
 ];

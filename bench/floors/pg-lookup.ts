@@ -68,6 +68,8 @@ function toEvaluation(row: EvaluationRow): Evaluation {
     metadata: row.metadata,
     revision: row.revision,
     position: '0',
+    metrics: [],
+    lastEventType: 0,
     updatedAt: row.updated_at,
   };
 }

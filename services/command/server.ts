@@ -9,6 +9,7 @@ import {
   createCompleteEvaluation,
   createCompleteEvaluationStream,
   createFailEvaluation,
+  createRecordMetrics,
   createStartEvaluation,
   createSubmitEvaluation,
   type CommandHandlerDeps,
@@ -34,6 +35,7 @@ export function createCommandServer(deps: CommandHandlerDeps & { readonly logger
     ),
     failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), log),
     cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), log),
+    recordMetrics: unary('RecordMetrics', createRecordMetrics(deps), log),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],

@@ -42,6 +42,12 @@ export interface Limits {
   /** A client stream that sends nothing this long is cut: it holds an upload and a call slot. */
   readonly clientStreamIdleMs: number;
   readonly maxMetadataBytes: number;
+  /** Points one RecordMetrics call may carry. */
+  readonly maxMetricsPerCall: number;
+  /** Distinct metric names one evaluation may have. */
+  readonly maxMetricNames: number;
+  /** RecordMetrics is accepted this long after the evaluation ended. */
+  readonly metricsAfterTerminalMs: number;
   readonly maxTimeoutSeconds: number;
   readonly evalIdPattern: RegExp;
   readonly languages: readonly string[];
@@ -205,6 +211,9 @@ export function loadConfig(env: Env): Config {
       maxStreamedOutputBytes: v.MAX_STREAMED_OUTPUT_BYTES,
       clientStreamIdleMs: v.CLIENT_STREAM_IDLE_MS,
       maxMetadataBytes: v.MAX_METADATA_BYTES,
+      maxMetricsPerCall: v.MAX_METRICS_PER_CALL,
+      maxMetricNames: v.MAX_METRIC_NAMES,
+      metricsAfterTerminalMs: v.METRICS_AFTER_TERMINAL_SECONDS * 1000,
       maxTimeoutSeconds: v.MAX_TIMEOUT_SECONDS,
       evalIdPattern: v.EVAL_ID_PATTERN,
       languages: v.LANGUAGES,

@@ -254,6 +254,21 @@ export const SETTINGS = {
     defaults: { all: String(64 * KiB) },
     help: 'largest metadata, as JSON',
   }),
+  MAX_METRICS_PER_CALL: setting({
+    parser: wholeNumber(1, 100_000),
+    defaults: { all: '1000' },
+    help: 'most points one `RecordMetrics` call may carry',
+  }),
+  MAX_METRIC_NAMES: setting({
+    parser: wholeNumber(1, 10_000),
+    defaults: { all: '256' },
+    help: 'most distinct metric names one evaluation may have (each has a summary in its read model)',
+  }),
+  METRICS_AFTER_TERMINAL_SECONDS: setting({
+    parser: wholeNumber(0, 7 * 24 * 3600),
+    defaults: { all: '60' },
+    help: '`RecordMetrics` is accepted this long after an evaluation ended (late points are common)',
+  }),
   MAX_TIMEOUT_SECONDS: setting({
     parser: wholeNumber(1, 7 * 24 * 3600),
     defaults: { all: '3600' },

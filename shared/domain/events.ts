@@ -58,8 +58,43 @@ export interface EvaluationCancelled {
   readonly data: { readonly reason: string; readonly cancelledAt: string };
 }
 
+/**
+ * One metric's points of one RecordMetrics call, summed up: what the read model folds into the
+ * evaluation's summary of that metric (shared/domain/metrics.ts). The points themselves are rows
+ * of `evaluation_metrics`, written in the same transaction.
+ */
+export interface MetricBatchSummary {
+  readonly name: string;
+  /** The unit of the latest point. */
+  readonly unit: string;
+  readonly count: number;
+  readonly min: number;
+  readonly max: number;
+  /** The latest point: highest step (none before any), then timestamp, then the last given. */
+  readonly lastValue: number;
+  /** Decimal string (int64); absent when the latest point has no step. */
+  readonly lastStep?: string;
+  /** ISO-8601 */
+  readonly lastTimestamp: string;
+}
+
+export interface EvaluationMetricsRecorded {
+  readonly type: 'EvaluationMetricsRecorded';
+  readonly data: {
+    /** How many points the call stored. */
+    readonly points: number;
+    /** One per metric name of the call, ordered by name. */
+    readonly metrics: readonly MetricBatchSummary[];
+  };
+}
+
 export type EvaluationEvent =
-  EvaluationQueued | EvaluationStarted | EvaluationCompleted | EvaluationFailed | EvaluationCancelled;
+  | EvaluationQueued
+  | EvaluationStarted
+  | EvaluationCompleted
+  | EvaluationFailed
+  | EvaluationCancelled
+  | EvaluationMetricsRecorded;
 
 export type EvaluationEventType = EvaluationEvent['type'];
 

@@ -1,5 +1,6 @@
 import { Evaluation, EvaluationStatus, EventType, FailureReason } from '../generated/crucible/storage/v1/evaluation';
 import type { BodyRef, EvaluationEventType, RecordedEvent } from './events';
+import { foldMetrics } from './metrics';
 
 export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
   EvaluationQueued: EventType.EVENT_TYPE_EVALUATION_QUEUED,
@@ -7,6 +8,7 @@ export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType
   EvaluationCompleted: EventType.EVENT_TYPE_EVALUATION_COMPLETED,
   EvaluationFailed: EventType.EVENT_TYPE_EVALUATION_FAILED,
   EvaluationCancelled: EventType.EVENT_TYPE_EVALUATION_CANCELLED,
+  EvaluationMetricsRecorded: EventType.EVENT_TYPE_METRICS_RECORDED,
 };
 
 export class ProjectionError extends Error {
@@ -38,7 +40,12 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
       `event at position ${recorded.position} has revision ${recorded.revision} for ${recorded.evalId}, expected ${expectedRevision}`,
     );
   }
-  const common = { revision: recorded.revision, position: recorded.position, updatedAt: new Date(recorded.recordedAt) };
+  const common = {
+    revision: recorded.revision,
+    position: recorded.position,
+    updatedAt: new Date(recorded.recordedAt),
+    lastEventType: EVENT_TYPE_TO_PROTO[event.type],
+  };
   if (event.type === 'EvaluationQueued') {
     if (state !== undefined) throw new ProjectionError(`${recorded.evalId} queued twice`);
     const d = event.data;
@@ -111,6 +118,8 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
         cancelReason: event.data.reason,
       };
     }
+    case 'EvaluationMetricsRecorded':
+      return { ...state, ...common, metrics: foldMetrics(state.metrics, event.data.metrics) };
     default: {
       const unreachable: never = event;
       throw new ProjectionError(`unknown event ${JSON.stringify(unreachable)}`);

@@ -12,3 +12,5 @@ export {
 export type { Status } from './status';
 export { evolve, ProjectionError, EVENT_TYPE_TO_PROTO } from './evolve';
 export { EVAL_ID_MAX_LENGTH, DEFAULT_EVAL_ID_PATTERN, evalIdViolation } from './eval-id';
+export { foldMetrics, summarizeBatch } from './metrics';
+export type { MetricPoint } from './metrics';

@@ -46,6 +46,22 @@ export class IllegalTransitionError extends CrucibleError {
   }
 }
 
+/**
+ * The evaluation is not in a state that takes the command, for a reason other than its status
+ * machine (e.g. metrics after its grace period). → FAILED_PRECONDITION with PreconditionFailure
+ * and ErrorInfo `reason` (UPPER_SNAKE_CASE, machine-readable).
+ */
+export class FailedPreconditionError extends CrucibleError {
+  readonly kind = 'failed_precondition';
+  constructor(
+    readonly evalId: string,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** `expected_revision` does not match. → ABORTED; the message names the current revision. */
 export class RevisionConflictError extends CrucibleError {
   readonly kind = 'revision_conflict';

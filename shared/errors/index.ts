@@ -4,6 +4,7 @@ export {
   NotFoundError,
   AlreadyExistsError,
   IllegalTransitionError,
+  FailedPreconditionError,
   RevisionConflictError,
   UnavailableError,
   CommitOutcomeUnknownError,

@@ -3,6 +3,7 @@ import {
   AlreadyExistsError,
   CrucibleError,
   DeadlineError,
+  FailedPreconditionError,
   IllegalTransitionError,
   NotFoundError,
   OutOfRangeError,
@@ -72,6 +73,15 @@ export function toStatus(err: unknown, log: CallLog, method: string): StatusObje
     return withDetails(Status.FAILED_PRECONDITION, err.message, [
       detail('google.rpc.PreconditionFailure', failure),
       reason('ILLEGAL_TRANSITION', { from: err.from, to: err.to }),
+    ]);
+  }
+  if (err instanceof FailedPreconditionError) {
+    const failure = PreconditionFailure.encode({
+      violations: [{ type: err.reason, subject: `evaluations/${err.evalId}`, description: err.message }],
+    }).finish();
+    return withDetails(Status.FAILED_PRECONDITION, err.message, [
+      detail('google.rpc.PreconditionFailure', failure),
+      reason(err.reason, {}),
     ]);
   }
   if (err instanceof RevisionConflictError) {

@@ -6,6 +6,7 @@ import {
   decideSubmit,
   type BodyLimits,
   type Command,
+  type MetricRules,
   type CommandResult,
   type Decision,
 } from '../domain';
@@ -36,7 +37,7 @@ export interface DecideAndAppendDeps {
   readonly publisher: EventPublisher;
   readonly clock: Clock;
   readonly newId: IdGenerator;
-  readonly limits: BodyLimits;
+  readonly limits: BodyLimits & MetricRules;
   readonly logger: Logger;
 }
 
@@ -88,7 +89,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    const decision = decideCommand(command, evalId, prepared, now, loaded);
+    const decision = decideCommand(command, evalId, prepared, limits, now, loaded);
     if (decision.kind === 'unchanged') return decision.result;
     if (plan?.storage === 's3' && !uploaded) {
       // Uploaded before the append: if the write then fails, an unreferenced object is left
@@ -131,10 +132,11 @@ function decideCommand(
   command: Command,
   evalId: string,
   { hash, plan }: PreparedCommand,
+  metricRules: MetricRules,
   now: Date,
   { snapshot, priorRequest }: Loaded,
 ): Decision {
-  const ctx = { now, commandHash: hash, ...(plan !== undefined ? { body: plan.ref } : {}) };
+  const ctx = { now, commandHash: hash, metricRules, ...(plan !== undefined ? { body: plan.ref } : {}) };
   return command.type === 'SubmitEvaluation'
     ? decideSubmit(command, evalId, snapshot, priorRequest, ctx)
     : decideChange(command, snapshot, priorRequest, ctx);

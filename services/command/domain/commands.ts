@@ -50,7 +50,25 @@ export interface CancelEvaluation extends CommandOptions {
   readonly reason: string;
 }
 
-export type Command = SubmitEvaluation | StartEvaluation | CompleteEvaluation | FailEvaluation | CancelEvaluation;
+/** A metric point as reported: its timestamp may be left to the service's clock. */
+export interface ReportedMetricPoint {
+  readonly name: string;
+  readonly value: number;
+  readonly unit: string;
+  /** Decimal string (int64, 0 or more). */
+  readonly step?: string;
+  /** ISO-8601; absent: when the command is decided. */
+  readonly timestamp?: string;
+}
+
+export interface RecordMetrics extends CommandOptions {
+  readonly type: 'RecordMetrics';
+  readonly evalId: string;
+  readonly points: readonly ReportedMetricPoint[];
+}
+
+export type Command =
+  SubmitEvaluation | StartEvaluation | CompleteEvaluation | FailEvaluation | CancelEvaluation | RecordMetrics;
 
 /** Every command but SubmitEvaluation acts on an existing evaluation. */
 export type EvaluationCommand = Exclude<Command, SubmitEvaluation>;

@@ -1,12 +1,23 @@
 import { createHash } from 'node:crypto';
-import { canTransition, type BodyRef, type EvaluationEvent, type Status } from '../../../shared/domain';
+import {
+  canTransition,
+  isTerminal,
+  summarizeBatch,
+  type BodyRef,
+  type EvaluationEvent,
+  type MetricPoint,
+  type Status,
+} from '../../../shared/domain';
 import {
   AlreadyExistsError,
+  FailedPreconditionError,
   IllegalTransitionError,
   NotFoundError,
   RevisionConflictError,
+  ValidationError,
+  type FieldViolation,
 } from '../../../shared/errors';
-import type { Command, CommandResult, EvaluationCommand, SubmitEvaluation } from './commands';
+import type { Command, CommandResult, EvaluationCommand, RecordMetrics, SubmitEvaluation } from './commands';
 
 /** An event already in the log, as far as deciding needs to know it. */
 export interface LoggedCommand {
@@ -25,7 +36,22 @@ export interface EvaluationSnapshot {
   readonly submitted: LoggedCommand;
   /** The command that wrote the current revision. */
   readonly latest: LoggedCommand;
+  readonly createdAt: Date;
+  /** When it reached its terminal status; undefined while it has not. */
+  readonly endedAt?: Date;
+  /** Every metric name recorded for it, sorted. */
+  readonly metricNames: readonly string[];
 }
+
+/** How RecordMetrics is bounded by the evaluation it measures (config: MAX_METRIC_NAMES, …). */
+export interface MetricRules {
+  readonly maxMetricNames: number;
+  /** RecordMetrics is accepted this long after the evaluation ended. */
+  readonly metricsAfterTerminalMs: number;
+}
+
+/** How far a metric point's timestamp may be from the evaluation's life: a clock that is off, not a wrong year. */
+const METRIC_CLOCK_SLACK_MS = 24 * 3600 * 1000;
 
 export interface DecisionContext {
   readonly now: Date;
@@ -33,6 +59,8 @@ export interface DecisionContext {
   readonly commandHash: string;
   /** Where the command's body (output or error) is kept; required for Complete and Fail. */
   readonly body?: BodyRef;
+  /** Required for RecordMetrics. */
+  readonly metricRules?: MetricRules;
 }
 
 export type Decision =
@@ -46,9 +74,11 @@ export type Decision =
       readonly fromRevision: string;
       readonly toRevision: string;
       readonly status: Status;
+      /** RecordMetrics: the points to store, and the evaluation's metric names with theirs. */
+      readonly metrics?: { readonly points: readonly MetricPoint[]; readonly names: readonly string[] };
     };
 
-const TARGET_STATUS: Readonly<Record<EvaluationCommand['type'], Status>> = {
+const TARGET_STATUS: Readonly<Record<Exclude<EvaluationCommand['type'], 'RecordMetrics'>, Status>> = {
   StartEvaluation: 'running',
   CompleteEvaluation: 'completed',
   FailEvaluation: 'failed',
@@ -121,7 +151,7 @@ export function decideSubmit(
   };
 }
 
-function eventOf(command: EvaluationCommand, ctx: DecisionContext): EvaluationEvent {
+function eventOf(command: Exclude<EvaluationCommand, RecordMetrics>, ctx: DecisionContext): EvaluationEvent {
   const at = ctx.now.toISOString();
   switch (command.type) {
     case 'StartEvaluation':
@@ -162,6 +192,7 @@ export function decideChange(
   if (snapshot === undefined) throw new NotFoundError(`evaluation ${command.evalId} not found`);
   if (snapshot.latest.commandHash === ctx.commandHash) return { kind: 'unchanged', result: resultOf(snapshot.latest) };
   checkExpectedRevision(command, snapshot.evalId, snapshot.revision);
+  if (command.type === 'RecordMetrics') return decideMetrics(command, snapshot, ctx);
   const target = TARGET_STATUS[command.type];
   if (!canTransition(snapshot.status, target)) {
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);
@@ -173,5 +204,65 @@ export function decideChange(
     toRevision: String(BigInt(snapshot.revision) + 1n),
     status: target,
     event: eventOf(command, ctx),
+  };
+}
+
+/**
+ * RecordMetrics on an evaluation that exists: refused once it has been over for longer than the
+ * grace period, when a point's timestamp is implausible, or when it would take the evaluation
+ * past its number of metric names; otherwise one event summing the call up. Points without a
+ * timestamp get the decision's clock.
+ */
+function decideMetrics(command: RecordMetrics, snapshot: EvaluationSnapshot, ctx: DecisionContext): Decision {
+  const rules = ctx.metricRules;
+  if (rules === undefined) throw new Error('RecordMetrics needs its metric rules');
+  if (isTerminal(snapshot.status) && snapshot.endedAt !== undefined) {
+    const closesAt = snapshot.endedAt.getTime() + rules.metricsAfterTerminalMs;
+    if (ctx.now.getTime() > closesAt) {
+      throw new FailedPreconditionError(
+        snapshot.evalId,
+        'METRICS_CLOSED',
+        `evaluation ${snapshot.evalId} is ${snapshot.status} since ${snapshot.endedAt.toISOString()}; metrics are accepted until ${rules.metricsAfterTerminalMs / 1000} s after it ends`,
+      );
+    }
+  }
+  const now = ctx.now.toISOString();
+  const earliest = snapshot.createdAt.getTime() - METRIC_CLOCK_SLACK_MS;
+  const latest = ctx.now.getTime() + METRIC_CLOCK_SLACK_MS;
+  const violations: FieldViolation[] = [];
+  const names = new Set(snapshot.metricNames);
+  const points = command.points.map((point, i): MetricPoint => {
+    const field = `metrics[${i}]`;
+    if (point.timestamp !== undefined) {
+      const time = new Date(point.timestamp).getTime();
+      if (time < earliest || time > latest) {
+        violations.push({
+          field: `${field}.timestamp`,
+          rule: 'OUT_OF_RANGE',
+          description: `${field}.timestamp ${point.timestamp} must be within a day of the evaluation's life (from ${new Date(earliest).toISOString()} to ${new Date(latest).toISOString()})`,
+        });
+      }
+    }
+    if (!names.has(point.name)) {
+      names.add(point.name);
+      if (names.size > rules.maxMetricNames) {
+        violations.push({
+          field: `${field}.name`,
+          rule: 'TOO_MANY_NAMES',
+          description: `evaluation ${snapshot.evalId} may have at most ${rules.maxMetricNames} metric names; ${field}.name ${point.name} would be one more`,
+        });
+      }
+    }
+    return { ...point, timestamp: point.timestamp ?? now };
+  });
+  if (violations.length > 0) throw new ValidationError(violations);
+  return {
+    kind: 'append',
+    evalId: snapshot.evalId,
+    fromRevision: snapshot.revision,
+    toRevision: String(BigInt(snapshot.revision) + 1n),
+    status: snapshot.status,
+    event: { type: 'EvaluationMetricsRecorded', data: { points: points.length, metrics: summarizeBatch(points) } },
+    metrics: { points, names: [...names].sort() },
   };
 }

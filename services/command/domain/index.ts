@@ -7,12 +7,14 @@ export type {
   CompleteEvaluation,
   FailEvaluation,
   CancelEvaluation,
+  RecordMetrics,
+  ReportedMetricPoint,
 } from './commands';
 export { commandHash } from './command-hash';
 export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
 export type { BodyKind, BodyPlan, BodyLimits, Digest } from './bodies';
 export { decideSubmit, decideChange } from './decide';
-export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand } from './decide';
+export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, MetricRules } from './decide';
 export {
   validateSubmit,
   validateStart,
@@ -20,5 +22,6 @@ export {
   validateCompleteHeader,
   validateFail,
   validateCancel,
+  validateRecordMetrics,
 } from './validate';
 export type { CompletionHeader } from './validate';

@@ -6,6 +6,7 @@ import type {
   CompleteEvaluationHeader,
   CompleteEvaluationRequest,
   FailEvaluationRequest,
+  RecordMetricsRequest,
   StartEvaluationRequest,
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
@@ -14,6 +15,8 @@ import type {
   CancelEvaluation,
   CompleteEvaluation,
   FailEvaluation,
+  RecordMetrics,
+  ReportedMetricPoint,
   StartEvaluation,
   SubmitEvaluation,
 } from './commands';
@@ -22,6 +25,12 @@ const MAX_REQUEST_ID = 128;
 const MAX_EXECUTOR_ID = 128;
 const MAX_CONTAINER_ID = 256;
 const MAX_CANCEL_REASON = 1024;
+const MAX_METRIC_UNIT = 32;
+/**
+ * The characters Prometheus and MLflow metric names share, and "/" for grouping
+ * ("eval/accuracy"): a name passes to either without escaping.
+ */
+const METRIC_NAME = /^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$/;
 const PRINTABLE = /^[\x21-\x7e]+$/;
 
 /**
@@ -368,6 +377,64 @@ export function validateCancel(request: CancelEvaluationRequest, limits: Limits)
     type: 'CancelEvaluation',
     evalId: request.evalId,
     reason: request.reason,
+    ...options(request.requestId, request.expectedRevision),
+  };
+}
+
+/**
+ * A RecordMetrics call: at most `maxMetricsPerCall` points, each named by METRIC_NAME, finite,
+ * with a short unit and a step of 0 or more. Every point's violations are named by index
+ * (`metrics[3].value`). Whether the timestamps are plausible, and whether the evaluation takes
+ * more names, is decided against the evaluation (decide.ts).
+ */
+export function validateRecordMetrics(request: RecordMetricsRequest, limits: Limits): RecordMetrics {
+  const v = new Violations();
+  checkEvalId(v, request.evalId, limits, true);
+  const count = request.metrics.length;
+  if (count === 0) v.add('metrics', 'REQUIRED', 'metrics must hold at least one point');
+  else if (count > limits.maxMetricsPerCall) {
+    v.add('metrics', 'TOO_MANY', `metrics must hold at most ${limits.maxMetricsPerCall} points, got ${count}`);
+  }
+  const points: ReportedMetricPoint[] = [];
+  // An oversized batch is refused whole; its points are not checked one by one.
+  if (count <= limits.maxMetricsPerCall) {
+    request.metrics.forEach((point, i) => {
+      const field = `metrics[${i}]`;
+      if (point.name === '') v.add(`${field}.name`, 'REQUIRED', `${field}.name is required`);
+      else if (!METRIC_NAME.test(point.name)) {
+        v.add(
+          `${field}.name`,
+          'PATTERN',
+          `${field}.name must be 1-128 characters of [A-Za-z0-9_.:/-] starting with a letter, got ${JSON.stringify(point.name.slice(0, 140))}`,
+        );
+      }
+      if (!Number.isFinite(point.value)) {
+        v.add(`${field}.value`, 'FINITE', `${field}.value must be a finite number, got ${point.value}`);
+      }
+      checkText(v, `${field}.unit`, point.unit, MAX_METRIC_UNIT, false);
+      if (point.step !== undefined && BigInt(point.step) < 0n) {
+        v.add(`${field}.step`, 'NOT_NEGATIVE', `${field}.step must be 0 or more, got ${point.step}`);
+      }
+      const time = point.timestamp?.getTime();
+      if (time !== undefined && !Number.isFinite(time)) {
+        v.add(`${field}.timestamp`, 'INVALID', `${field}.timestamp is not a valid time`);
+      }
+      points.push({
+        name: point.name,
+        value: point.value,
+        unit: point.unit,
+        ...(point.step !== undefined ? { step: BigInt(point.step).toString() } : {}),
+        ...(time !== undefined && Number.isFinite(time) ? { timestamp: new Date(time).toISOString() } : {}),
+      });
+    });
+  }
+  checkRequestId(v, request.requestId);
+  checkExpectedRevision(v, request.expectedRevision);
+  v.throwIfAny();
+  return {
+    type: 'RecordMetrics',
+    evalId: request.evalId,
+    points,
     ...options(request.requestId, request.expectedRevision),
   };
 }

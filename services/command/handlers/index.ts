@@ -4,4 +4,5 @@ export { createCompleteEvaluation } from './complete-evaluation';
 export { createCompleteEvaluationStream } from './complete-evaluation-stream';
 export { createFailEvaluation } from './fail-evaluation';
 export { createCancelEvaluation } from './cancel-evaluation';
+export { createRecordMetrics } from './record-metrics';
 export type { CommandHandlerDeps } from './deps';

@@ -1,5 +1,5 @@
 import type { Pool, PoolClient, QueryConfig } from 'pg';
-import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
+import type { RecordedEvent } from '../../../shared/domain';
 import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../../../shared/errors';
 import {
   leavesOutcomeUnknown,
@@ -8,7 +8,9 @@ import {
   uniqueViolation,
 } from '../../../shared/postgres';
 import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
-import type { EvaluationSnapshot, LoggedCommand } from '../domain';
+import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
+
+type AppendDecision = Extract<Decision, { kind: 'append' }>;
 import type { Status } from '../../../shared/domain';
 
 // One round trip: the evaluation with its first and latest command, and the earlier command
@@ -17,13 +19,15 @@ import type { Status } from '../../../shared/domain';
 export const LOAD_SQL = `
   SELECT 'state' AS source, e.eval_id, e.status, e.revision::text AS revision,
          cur.position::text AS position, cur.command_hash,
-         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash
+         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
+         e.created_at, e.completed_at, e.metric_names
     FROM evaluations e
     JOIN evaluation_events cur ON cur.eval_id = e.eval_id AND cur.revision = e.revision
     JOIN evaluation_events sub ON sub.eval_id = e.eval_id AND sub.revision = 1
    WHERE e.eval_id = $1
   UNION ALL
-  SELECT 'request', r.eval_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL
+  SELECT 'request', r.eval_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
+         NULL, NULL, NULL
     FROM evaluation_events r
    WHERE $2::text IS NOT NULL AND r.request_id = $2`;
 
@@ -36,10 +40,14 @@ interface LoadRow {
   command_hash: string;
   submitted_position: string | null;
   submitted_hash: string | null;
+  created_at: Date | null;
+  completed_at: Date | null;
+  metric_names: string[] | null;
 }
 
 /** Column values of `evaluations` that an event sets. */
-function columnsOf(event: EvaluationEvent, status: Status): Record<string, unknown> {
+function columnsOf(decision: AppendDecision): Record<string, unknown> {
+  const { event, status } = decision;
   switch (event.type) {
     case 'EvaluationQueued':
       return { status };
@@ -71,6 +79,8 @@ function columnsOf(event: EvaluationEvent, status: Status): Record<string, unkno
       };
     case 'EvaluationCancelled':
       return { status, cancel_reason: event.data.reason, completed_at: event.data.cancelledAt };
+    case 'EvaluationMetricsRecorded':
+      return { metric_names: decision.metrics?.names ?? [] };
     default: {
       const unreachable: never = event;
       throw new Error(`unknown event ${JSON.stringify(unreachable)}`);
@@ -113,9 +123,7 @@ export function appendStatement(request: AppendRequest): { text: string; values:
       ON CONFLICT (eval_id) DO NOTHING
       RETURNING eval_id)`);
   } else {
-    const assignments = Object.entries(columnsOf(event, decision.status)).map(
-      ([column, value]) => `${column} = ${p.add(value)}`,
-    );
+    const assignments = Object.entries(columnsOf(decision)).map(([column, value]) => `${column} = ${p.add(value)}`);
     ctes.push(`changed AS (
       UPDATE evaluations SET ${assignments.join(', ')}, updated_at = ${recordedAt}, revision = ${toRevision}
        WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
@@ -128,9 +136,24 @@ export function appendStatement(request: AppendRequest): { text: string; values:
              ${p.add(request.body.content ?? null)}::bytea, ${p.add(request.body.s3Key ?? null)}::text
         FROM changed)`);
   }
+  if (decision.metrics !== undefined) {
+    // One INSERT of every point, whatever their number: five arrays, unnested side by side.
+    const { points } = decision.metrics;
+    ctes.push(`points AS (
+      INSERT INTO evaluation_metrics (eval_id, revision, metric_name, metric_value, unit, step, measured_at, recorded_at)
+      SELECT changed.eval_id, ${toRevision}, p.name, p.value, p.unit, p.step, p.measured_at, ${recordedAt}
+        FROM changed,
+             unnest(${p.add(points.map((m) => m.name))}::text[], ${p.add(points.map((m) => m.value))}::float8[],
+                    ${p.add(points.map((m) => m.unit))}::text[], ${p.add(points.map((m) => m.step ?? null))}::bigint[],
+                    ${p.add(points.map((m) => m.timestamp))}::timestamptz[]) AS p(name, value, unit, step, measured_at)
+      RETURNING 1)`);
+  }
   ctes.push(`head AS (
     UPDATE event_log_head SET position = position + 1
-     WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)
+     WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)${
+       // Read here so that PostgreSQL inserts the points before it takes the head's lock.
+       decision.metrics !== undefined ? ' AND (SELECT count(*) FROM points) >= 0' : ''
+     }
     RETURNING position)`);
   const text = `WITH ${ctes.join(',\n')}
     INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
@@ -179,11 +202,19 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
           };
           if (row.source === 'request') {
             priorRequest = latest;
-          } else if (row.status !== null && row.submitted_position !== null && row.submitted_hash !== null) {
+          } else if (
+            row.status !== null &&
+            row.submitted_position !== null &&
+            row.submitted_hash !== null &&
+            row.created_at !== null
+          ) {
             snapshot = {
               evalId: row.eval_id,
               status: row.status,
               revision: row.revision,
+              createdAt: row.created_at,
+              ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
+              metricNames: row.metric_names ?? [],
               latest,
               submitted: {
                 evalId: row.eval_id,

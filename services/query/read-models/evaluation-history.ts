@@ -1,6 +1,10 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { endingEvent, EVENT_TYPE_TO_PROTO, statusOfProto } from '../../../shared/domain';
-import type { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  EventType,
+  type Evaluation,
+  type EvaluationUpdate,
+} from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
 import type { Encoded } from '../wire/encoded';
@@ -37,8 +41,9 @@ export function historyDrop(layout: KeyLayout, partition: number, evalId: string
 
 /**
  * The last update of an ended evaluation, made from its record (its history is gone): the state,
- * the one event type that ends in its status, its revision and position. Undefined when the
- * record's status is not terminal.
+ * its last event's type (the one that ended it, unless late metrics followed; records written
+ * before `last_event_type` existed are always the former), its revision and position. Undefined
+ * when the record's status is not terminal.
  */
 export function lastUpdateOfEnded(record: Encoded<Evaluation>): Encoded<EvaluationUpdate> | undefined {
   const evaluation = record.message;
@@ -47,7 +52,10 @@ export function lastUpdateOfEnded(record: Encoded<Evaluation>): Encoded<Evaluati
   if (ending === undefined) return undefined;
   const message: EvaluationUpdate = {
     evaluation,
-    eventType: EVENT_TYPE_TO_PROTO[ending],
+    eventType:
+      evaluation.lastEventType !== EventType.EVENT_TYPE_UNSPECIFIED
+        ? evaluation.lastEventType
+        : EVENT_TYPE_TO_PROTO[ending],
     revision: evaluation.revision,
     position: evaluation.position,
   };

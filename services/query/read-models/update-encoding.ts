@@ -2,7 +2,7 @@ import type { RecordedEvent } from '../../../shared/domain';
 import { EVENT_TYPE_TO_PROTO } from '../../../shared/domain';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Struct } from '../../../shared/generated/google/protobuf/struct';
-import { Evaluation, EventType } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { Evaluation, EventType, MetricSummary } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { varintSize, writeVarintAt } from '../wire/varint';
 
 /**
@@ -162,6 +162,20 @@ export class UpdateEncoder {
     if (s.revision !== '0' && !this.int64Field(192, s.revision)) return false;
     if (s.position !== '0' && !this.int64Field(200, s.position)) return false;
     if (s.updatedAt !== undefined && !this.timestampField(210, s.updatedAt)) return false;
+    if (s.metrics.length > 0) {
+      // Few, small and not on every event: ts-proto's writer, behind the field's tag.
+      const writer = new BinaryWriter();
+      for (const summary of s.metrics) MetricSummary.encode(summary, writer.uint32(218).fork()).join();
+      const bytes = writer.finish();
+      this.ensure(bytes.length + 16);
+      this.buf.set(bytes, this.pos);
+      this.pos += bytes.length;
+    }
+    if (s.lastEventType !== 0) {
+      if (!isUint31(s.lastEventType)) return false;
+      this.varint(224);
+      this.varint(s.lastEventType);
+    }
     return true;
   }
 

@@ -6,6 +6,7 @@ import {
   CancelEvaluationRequest,
   CompleteEvaluationRequest,
   FailEvaluationRequest,
+  RecordMetricsRequest,
   StartEvaluationRequest,
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
@@ -18,6 +19,7 @@ import {
   validateCancel,
   validateComplete,
   validateFail,
+  validateRecordMetrics,
   validateStart,
   validateSubmit,
   type CommandResult,
@@ -56,6 +58,7 @@ export interface Commands {
   complete(request: Partial<CompleteEvaluationRequest> & { evalId: string }): Promise<CommandResult>;
   fail(request: Partial<FailEvaluationRequest> & { evalId: string }): Promise<CommandResult>;
   cancel(request: Partial<CancelEvaluationRequest> & { evalId: string }): Promise<CommandResult>;
+  recordMetrics(request: Partial<RecordMetricsRequest> & { evalId: string }): Promise<CommandResult>;
 }
 
 export function commandsOf(executor: CommandExecutor, limits: Limits): Commands {
@@ -78,6 +81,7 @@ export function commandsOf(executor: CommandExecutor, limits: Limits): Commands 
     complete: (r) => executor.execute(validateComplete(CompleteEvaluationRequest.fromPartial(r), limits)),
     fail: (r) => executor.execute(validateFail(FailEvaluationRequest.fromPartial(r), limits)),
     cancel: (r) => executor.execute(validateCancel(CancelEvaluationRequest.fromPartial(r), limits)),
+    recordMetrics: (r) => executor.execute(validateRecordMetrics(RecordMetricsRequest.fromPartial(r), limits)),
   };
 }
 

@@ -29,12 +29,14 @@ export interface EventWriter {
   ): Promise<void>;
 }
 
-const STATUS_OF: Record<EvaluationEvent['type'], string> = {
+/** The status an event leaves; null: the one it had. */
+const STATUS_OF: Record<EvaluationEvent['type'], string | null> = {
   EvaluationQueued: 'queued',
   EvaluationStarted: 'running',
   EvaluationCompleted: 'completed',
   EvaluationFailed: 'failed',
   EvaluationCancelled: 'cancelled',
+  EvaluationMetricsRecorded: null,
 };
 
 export function createEventWriter(
@@ -78,7 +80,7 @@ export function createEventWriter(
           revision = '1';
         } else {
           const { rows } = await sql.query<{ revision: string }>(
-            `UPDATE evaluations SET status = $2, revision = revision + 1, updated_at = $3 WHERE eval_id = $1
+            `UPDATE evaluations SET status = COALESCE($2, status), revision = revision + 1, updated_at = $3 WHERE eval_id = $1
              RETURNING revision::text AS revision`,
             [evalId, STATUS_OF[event.type], recordedAt],
           );

@@ -3,9 +3,11 @@ import { expect } from 'chai';
 import { STATUSES, type BodyRef, type Status } from '../../../shared/domain';
 import {
   AlreadyExistsError,
+  FailedPreconditionError,
   IllegalTransitionError,
   NotFoundError,
   RevisionConflictError,
+  ValidationError,
 } from '../../../shared/errors';
 import {
   commandHash,
@@ -14,6 +16,7 @@ import {
   type Decision,
   type DecisionContext,
   type EvaluationCommand,
+  type RecordMetrics,
   type EvaluationSnapshot,
   type LoggedCommand,
   type SubmitEvaluation,
@@ -22,9 +25,19 @@ import {
 const NOW = new Date('2025-01-02T03:04:05.678Z');
 const BODY: BodyRef = { previewBase64: Buffer.from('out').toString('base64'), size: 3, location: 'postgres' };
 
+const METRIC_RULES = { maxMetricNames: 3, metricsAfterTerminalMs: 60_000 };
+
 function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no body' = BODY): DecisionContext {
-  return { now: NOW, commandHash: commandHash(command), ...(body !== 'no body' ? { body } : {}) };
+  return {
+    now: NOW,
+    commandHash: commandHash(command),
+    metricRules: METRIC_RULES,
+    ...(body !== 'no body' ? { body } : {}),
+  };
 }
+
+/** The commands that move an evaluation through its statuses. */
+type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics>;
 
 function logged(revision: string, position: string, hash: string, evalId = 'e1'): LoggedCommand {
   return { evalId, revision, position, commandHash: hash };
@@ -37,6 +50,8 @@ function snapshot(status: Status, revision = '2', latestHash = 'f'.repeat(64)): 
     revision,
     submitted: logged('1', '10', 'a'.repeat(64)),
     latest: logged(revision, '20', latestHash),
+    createdAt: new Date(NOW.getTime() - 60_000),
+    metricNames: [],
   };
 }
 
@@ -55,9 +70,9 @@ const COMMANDS = {
   CompleteEvaluation: { type: 'CompleteEvaluation', evalId: 'e1', output: Buffer.from('out'), exitCode: 0 },
   FailEvaluation: { type: 'FailEvaluation', evalId: 'e1', error: 'boom', exitCode: 2, reason: 'timeout' },
   CancelEvaluation: { type: 'CancelEvaluation', evalId: 'e1', reason: 'user' },
-} satisfies { [K in EvaluationCommand['type']]: Extract<EvaluationCommand, { type: K }> };
+} satisfies { [K in LifecycleCommand['type']]: Extract<EvaluationCommand, { type: K }> };
 
-const TARGET: Record<EvaluationCommand['type'], Status> = {
+const TARGET: Record<LifecycleCommand['type'], Status> = {
   StartEvaluation: 'running',
   CompleteEvaluation: 'completed',
   FailEvaluation: 'failed',
@@ -169,7 +184,7 @@ describe('decide', () => {
   describe('decideChange: the status machine', () => {
     for (const from of STATUSES) {
       for (const [type, command] of Object.entries(COMMANDS)) {
-        const to = TARGET[type as EvaluationCommand['type']];
+        const to = TARGET[type as LifecycleCommand['type']];
         const allowed = ALLOWED[from].includes(to);
         it(`${from} → ${to} (${type}) is ${allowed ? 'allowed' : 'FAILED_PRECONDITION'}`, () => {
           const ctx = ctxFor(command);
@@ -311,6 +326,107 @@ describe('decide', () => {
       expect(() => decideChange(other, snapshot('completed', '3', latest), undefined, ctxFor(other))).to.throw(
         IllegalTransitionError,
       );
+    });
+  });
+
+  describe('RecordMetrics', () => {
+    const METRICS: RecordMetrics = {
+      type: 'RecordMetrics',
+      evalId: 'e1',
+      points: [
+        { name: 'loss', value: 0.5, unit: '', step: '2' },
+        { name: 'loss', value: 0.9, unit: '', step: '1', timestamp: '2025-01-02T03:00:00.000Z' },
+        { name: 'acc', value: 0.7, unit: '%' },
+      ],
+    };
+
+    it('appends one event summing the call up per name, without changing the status', () => {
+      for (const status of ['queued', 'running'] as const) {
+        const decision = appended(decideChange(METRICS, snapshot(status), undefined, ctxFor(METRICS)));
+        expect(decision).to.deep.include({ fromRevision: '2', toRevision: '3', status });
+        expect(decision.event).to.deep.equal({
+          type: 'EvaluationMetricsRecorded',
+          data: {
+            points: 3,
+            metrics: [
+              {
+                name: 'acc',
+                unit: '%',
+                count: 1,
+                min: 0.7,
+                max: 0.7,
+                lastValue: 0.7,
+                lastTimestamp: NOW.toISOString(),
+              },
+              {
+                name: 'loss',
+                unit: '',
+                count: 2,
+                min: 0.5,
+                max: 0.9,
+                // step 2 is later than step 1 although step 1 was given after it
+                lastValue: 0.5,
+                lastStep: '2',
+                lastTimestamp: NOW.toISOString(),
+              },
+            ],
+          },
+        });
+        expect(decision.metrics?.names).to.deep.equal(['acc', 'loss']);
+        expect(decision.metrics?.points.map((p) => p.timestamp)).to.deep.equal([
+          NOW.toISOString(),
+          '2025-01-02T03:00:00.000Z',
+          NOW.toISOString(),
+        ]);
+      }
+    });
+
+    it('takes late points within the grace period after the end, and refuses them after it', () => {
+      const ended = (ms: number): EvaluationSnapshot => ({
+        ...snapshot('completed', '3'),
+        endedAt: new Date(NOW.getTime() - ms),
+      });
+      expect(appended(decideChange(METRICS, ended(60_000), undefined, ctxFor(METRICS))).status).to.equal('completed');
+      const err = thrown(() => decideChange(METRICS, ended(60_001), undefined, ctxFor(METRICS)));
+      expect(err).to.be.instanceOf(FailedPreconditionError);
+      expect(err).to.include({ reason: 'METRICS_CLOSED' });
+    });
+
+    it("refuses the name past the evaluation's limit, counting the names it has", () => {
+      const withThree = { ...snapshot('running'), metricNames: ['acc', 'f1', 'g'] };
+      const err = thrown(() => decideChange(METRICS, withThree, undefined, ctxFor(METRICS)));
+      expect(err).to.be.instanceOf(ValidationError);
+      expect((err as ValidationError).violations.map((v) => [v.field, v.rule])).to.deep.equal([
+        ['metrics[0].name', 'TOO_MANY_NAMES'],
+      ]);
+      const known = { ...snapshot('running'), metricNames: ['acc', 'loss'] };
+      expect(appended(decideChange(METRICS, known, undefined, ctxFor(METRICS))).metrics?.names).to.deep.equal([
+        'acc',
+        'loss',
+      ]);
+    });
+
+    it("refuses timestamps more than a day outside the evaluation's life, naming each point", () => {
+      const far: RecordMetrics = {
+        ...METRICS,
+        points: [
+          { name: 'a', value: 1, unit: '', timestamp: new Date(NOW.getTime() + 86_400_001).toISOString() },
+          { name: 'a', value: 1, unit: '', timestamp: new Date(NOW.getTime() + 86_400_000).toISOString() },
+          { name: 'a', value: 1, unit: '', timestamp: '2024-12-31T03:00:00.000Z' },
+        ],
+      };
+      const err = thrown(() => decideChange(far, snapshot('running'), undefined, ctxFor(far)));
+      expect((err as ValidationError).violations.map((v) => v.field)).to.deep.equal([
+        'metrics[0].timestamp',
+        'metrics[2].timestamp',
+      ]);
+    });
+
+    it('answers a repeat of the latest call unchanged, and checks expected_revision', () => {
+      const repeat = decideChange(METRICS, snapshot('running', '4', commandHash(METRICS)), undefined, ctxFor(METRICS));
+      expect(repeat).to.deep.equal({ kind: 'unchanged', result: { evalId: 'e1', revision: '4', position: '20' } });
+      const stale = { ...METRICS, expectedRevision: '1' };
+      expect(() => decideChange(stale, snapshot('running'), undefined, ctxFor(stale))).to.throw(RevisionConflictError);
     });
   });
 });

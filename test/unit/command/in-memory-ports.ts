@@ -113,6 +113,9 @@ export function createInMemoryEvaluationStore(journal: Journal, firstPosition = 
         revision: decision.toRevision,
         submitted: existing?.submitted ?? logged,
         latest: logged,
+        createdAt: existing?.createdAt ?? request.recordedAt,
+        metricNames: decision.metrics?.names ?? existing?.metricNames ?? [],
+        ...(existing?.endedAt !== undefined ? { endedAt: existing.endedAt } : {}),
       });
       if (request.requestId !== undefined) requests.set(request.requestId, logged);
       if (request.body !== undefined) bodies.push(request.body);

@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Struct } from "../../../google/protobuf/struct";
+import { Timestamp } from "../../../google/protobuf/timestamp";
 import { FailureReason, failureReasonFromJSON, failureReasonToJSON } from "./evaluation";
 
 /** SubmitEvaluationRequest describes code to evaluate. */
@@ -192,6 +193,53 @@ export interface CancelEvaluationRequest {
 
 /** CancelEvaluationResponse is the result of CancelEvaluation. */
 export interface CancelEvaluationResponse {
+  /** The evaluation's id. */
+  evalId: string;
+  /** The evaluation's revision after the command. */
+  revision: string;
+  /** Global position of the event written. */
+  position: string;
+}
+
+/** MetricPoint is one measurement. */
+export interface MetricPoint {
+  /**
+   * Required. 1-128 characters of [A-Za-z0-9_.:/-], starting with a letter (the characters
+   * Prometheus and MLflow names share, plus "/" for grouping, e.g. "eval/accuracy").
+   */
+  name: string;
+  /** The measured value; must be finite (NaN and infinities are refused). */
+  value: number;
+  /** Optional. At most 32 characters (e.g. "s", "bytes", "%"). */
+  unit: string;
+  /** Optional. The training or evaluation step the point belongs to; 0 or more. */
+  step?:
+    | string
+    | undefined;
+  /**
+   * Optional. When it was measured; the service's clock when unset. At most 1 day in the
+   * future and not before the evaluation's creation minus 1 day.
+   */
+  timestamp?: Date | undefined;
+}
+
+/** RecordMetricsRequest carries a batch of points of one evaluation. */
+export interface RecordMetricsRequest {
+  /** Required. The evaluation measured. */
+  evalId: string;
+  /**
+   * Required. 1 to the configured maximum (1000 by default) points; an evaluation has at most
+   * the configured number of distinct metric names (256 by default).
+   */
+  metrics: MetricPoint[];
+  /** Optional idempotency key (1-128 characters). */
+  requestId: string;
+  /** Optional. When set, the command applies only if the evaluation is at this revision. */
+  expectedRevision?: string | undefined;
+}
+
+/** RecordMetricsResponse is the result of RecordMetrics. */
+export interface RecordMetricsResponse {
   /** The evaluation's id. */
   evalId: string;
   /** The evaluation's revision after the command. */
@@ -1882,6 +1930,373 @@ export const CancelEvaluationResponse: MessageFns<CancelEvaluationResponse> = {
   },
 };
 
+function createBaseMetricPoint(): MetricPoint {
+  return { name: "", value: 0, unit: "", step: undefined, timestamp: undefined };
+}
+
+export const MetricPoint: MessageFns<MetricPoint> = {
+  encode(message: MetricPoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    if (message.unit !== "") {
+      writer.uint32(26).string(message.unit);
+    }
+    if (message.step !== undefined) {
+      writer.uint32(32).int64(message.step);
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricPoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricPoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.unit = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.step = reader.int64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricPoint {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+      unit: isSet(object.unit) ? globalThis.String(object.unit) : "",
+      step: isSet(object.step) ? globalThis.String(object.step) : undefined,
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+    };
+  },
+
+  toJSON(message: MetricPoint): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    if (message.unit !== "") {
+      obj.unit = message.unit;
+    }
+    if (message.step !== undefined) {
+      obj.step = message.step;
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricPoint>, I>>(base?: I): MetricPoint {
+    return MetricPoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricPoint>, I>>(object: I): MetricPoint {
+    const message = createBaseMetricPoint();
+    message.name = object.name ?? "";
+    message.value = object.value ?? 0;
+    message.unit = object.unit ?? "";
+    message.step = object.step ?? undefined;
+    message.timestamp = object.timestamp ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRecordMetricsRequest(): RecordMetricsRequest {
+  return { evalId: "", metrics: [], requestId: "", expectedRevision: undefined };
+}
+
+export const RecordMetricsRequest: MessageFns<RecordMetricsRequest> = {
+  encode(message: RecordMetricsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    for (const v of message.metrics) {
+      MetricPoint.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(32).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordMetricsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordMetricsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.metrics.push(MetricPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedRevision = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordMetricsRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      metrics: globalThis.Array.isArray(object?.metrics) ? object.metrics.map((e: any) => MetricPoint.fromJSON(e)) : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.String(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.String(object.expected_revision)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RecordMetricsRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricPoint.toJSON(e));
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = message.expectedRevision;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordMetricsRequest>, I>>(base?: I): RecordMetricsRequest {
+    return RecordMetricsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordMetricsRequest>, I>>(object: I): RecordMetricsRequest {
+    const message = createBaseRecordMetricsRequest();
+    message.evalId = object.evalId ?? "";
+    message.metrics = object.metrics?.map((e) => MetricPoint.fromPartial(e)) || [];
+    message.requestId = object.requestId ?? "";
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRecordMetricsResponse(): RecordMetricsResponse {
+  return { evalId: "", revision: "0", position: "0" };
+}
+
+export const RecordMetricsResponse: MessageFns<RecordMetricsResponse> = {
+  encode(message: RecordMetricsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordMetricsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordMetricsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordMetricsResponse {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: RecordMetricsResponse): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordMetricsResponse>, I>>(base?: I): RecordMetricsResponse {
+    return RecordMetricsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordMetricsResponse>, I>>(object: I): RecordMetricsResponse {
+    const message = createBaseRecordMetricsResponse();
+    message.evalId = object.evalId ?? "";
+    message.revision = object.revision ?? "0";
+    message.position = object.position ?? "0";
+    return message;
+  },
+};
+
 /**
  * EvaluationCommandService records an evaluation's life, as reported by executors.
  *
@@ -1989,6 +2404,22 @@ export const EvaluationCommandServiceService = {
       Buffer.from(CancelEvaluationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelEvaluationResponse => CancelEvaluationResponse.decode(value),
   },
+  /**
+   * Records a batch of metric points (EVALUATION_METRICS_RECORDED): one event and one statement
+   * for the whole batch, whose points are read back with GetEvaluationMetrics and summed up in
+   * the evaluation's `metrics`. Accepted while the evaluation runs or is queued, and for a grace
+   * period after it ended (late points are common; 60 s by default); FAILED_PRECONDITION after.
+   */
+  recordMetrics: {
+    path: "/crucible.storage.v1.EvaluationCommandService/RecordMetrics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordMetricsRequest): Buffer => Buffer.from(RecordMetricsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordMetricsRequest => RecordMetricsRequest.decode(value),
+    responseSerialize: (value: RecordMetricsResponse): Buffer =>
+      Buffer.from(RecordMetricsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordMetricsResponse => RecordMetricsResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationCommandServiceServer extends UntypedServiceImplementation {
@@ -2020,6 +2451,13 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
   failEvaluation: handleUnaryCall<FailEvaluationRequest, FailEvaluationResponse>;
   /** Records a cancellation (EVALUATION_CANCELLED): QUEUED|RUNNING -> CANCELLED. */
   cancelEvaluation: handleUnaryCall<CancelEvaluationRequest, CancelEvaluationResponse>;
+  /**
+   * Records a batch of metric points (EVALUATION_METRICS_RECORDED): one event and one statement
+   * for the whole batch, whose points are read back with GetEvaluationMetrics and summed up in
+   * the evaluation's `metrics`. Accepted while the evaluation runs or is queued, and for a grace
+   * period after it ended (late points are common; 60 s by default); FAILED_PRECONDITION after.
+   */
+  recordMetrics: handleUnaryCall<RecordMetricsRequest, RecordMetricsResponse>;
 }
 
 export interface EvaluationCommandServiceClient extends Client {
@@ -2133,6 +2571,27 @@ export interface EvaluationCommandServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelEvaluationResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Records a batch of metric points (EVALUATION_METRICS_RECORDED): one event and one statement
+   * for the whole batch, whose points are read back with GetEvaluationMetrics and summed up in
+   * the evaluation's `metrics`. Accepted while the evaluation runs or is queued, and for a grace
+   * period after it ended (late points are common; 60 s by default); FAILED_PRECONDITION after.
+   */
+  recordMetrics(
+    request: RecordMetricsRequest,
+    callback: (error: ServiceError | null, response: RecordMetricsResponse) => void,
+  ): ClientUnaryCall;
+  recordMetrics(
+    request: RecordMetricsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordMetricsResponse) => void,
+  ): ClientUnaryCall;
+  recordMetrics(
+    request: RecordMetricsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordMetricsResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EvaluationCommandServiceClient = makeGenericClientConstructor(
@@ -2156,6 +2615,10 @@ function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
 }
 
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
+
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
 type DeepPartial<T> = T extends Builtin ? T
@@ -2167,6 +2630,28 @@ type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000).toString();
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function isObject(value: any): boolean {
   return typeof value === "object" && value !== null;

@@ -92,6 +92,11 @@ export enum EventType {
   EVENT_TYPE_EVALUATION_FAILED = 4,
   /** EVENT_TYPE_EVALUATION_CANCELLED - Written by CancelEvaluation. */
   EVENT_TYPE_EVALUATION_CANCELLED = 5,
+  /**
+   * EVENT_TYPE_METRICS_RECORDED - Written by RecordMetrics: one event per call, however many points it carries. It changes
+   * the evaluation's metric summaries, never its status.
+   */
+  EVENT_TYPE_METRICS_RECORDED = 6,
   UNRECOGNIZED = -1,
 }
 
@@ -115,6 +120,9 @@ export function eventTypeFromJSON(object: any): EventType {
     case 5:
     case "EVENT_TYPE_EVALUATION_CANCELLED":
       return EventType.EVENT_TYPE_EVALUATION_CANCELLED;
+    case 6:
+    case "EVENT_TYPE_METRICS_RECORDED":
+      return EventType.EVENT_TYPE_METRICS_RECORDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -136,6 +144,8 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_EVALUATION_FAILED";
     case EventType.EVENT_TYPE_EVALUATION_CANCELLED:
       return "EVENT_TYPE_EVALUATION_CANCELLED";
+    case EventType.EVENT_TYPE_METRICS_RECORDED:
+      return "EVENT_TYPE_METRICS_RECORDED";
     case EventType.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -248,7 +258,47 @@ export interface Evaluation {
   /** Global position (in the event log) of the latest event applied to this evaluation. */
   position: string;
   /** When the latest event was recorded. */
-  updatedAt?: Date | undefined;
+  updatedAt?:
+    | Date
+    | undefined;
+  /**
+   * One summary per metric name recorded with RecordMetrics, ordered by name; the points
+   * themselves are read with GetEvaluationMetrics.
+   */
+  metrics: MetricSummary[];
+  /**
+   * The type of the latest event (the one that made `revision`). After the end it is the
+   * ending event, unless late metrics followed it.
+   */
+  lastEventType: EventType;
+}
+
+/**
+ * MetricSummary sums up every point of one metric of one evaluation. Exact: it is folded from
+ * the event log, one RecordMetrics call at a time.
+ */
+export interface MetricSummary {
+  /** The metric's name. */
+  name: string;
+  /** The unit of the latest point. */
+  unit: string;
+  /** How many points were recorded. */
+  count: string;
+  /** The smallest value recorded. */
+  min: number;
+  /** The largest value recorded. */
+  max: number;
+  /**
+   * The value of the latest point: the one with the highest step (points without a step come
+   * before any with one), then the latest timestamp, then the last recorded.
+   */
+  lastValue: number;
+  /** The step of the latest point; unset when it has none. */
+  lastStep?:
+    | string
+    | undefined;
+  /** The timestamp of the latest point. */
+  lastTimestamp?: Date | undefined;
 }
 
 /** EvaluationUpdate is one change of one evaluation, as watchers receive it. */
@@ -293,6 +343,8 @@ function createBaseEvaluation(): Evaluation {
     revision: "0",
     position: "0",
     updatedAt: undefined,
+    metrics: [],
+    lastEventType: 0,
   };
 }
 
@@ -375,6 +427,12 @@ export const Evaluation: MessageFns<Evaluation> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(210).fork()).join();
+    }
+    for (const v of message.metrics) {
+      MetricSummary.encode(v!, writer.uint32(218).fork()).join();
+    }
+    if (message.lastEventType !== 0) {
+      writer.uint32(224).int32(message.lastEventType);
     }
     return writer;
   },
@@ -600,6 +658,22 @@ export const Evaluation: MessageFns<Evaluation> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            message.metrics.push(MetricSummary.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 28: {
+            if (tag !== 224) {
+              break;
+            }
+
+            message.lastEventType = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -720,6 +794,14 @@ export const Evaluation: MessageFns<Evaluation> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricSummary.fromJSON(e))
+        : [],
+      lastEventType: isSet(object.lastEventType)
+        ? eventTypeFromJSON(object.lastEventType)
+        : isSet(object.last_event_type)
+        ? eventTypeFromJSON(object.last_event_type)
+        : 0,
     };
   },
 
@@ -803,6 +885,12 @@ export const Evaluation: MessageFns<Evaluation> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricSummary.toJSON(e));
+    }
+    if (message.lastEventType !== 0) {
+      obj.lastEventType = eventTypeToJSON(message.lastEventType);
+    }
     return obj;
   },
 
@@ -837,6 +925,210 @@ export const Evaluation: MessageFns<Evaluation> = {
     message.revision = object.revision ?? "0";
     message.position = object.position ?? "0";
     message.updatedAt = object.updatedAt ?? undefined;
+    message.metrics = object.metrics?.map((e) => MetricSummary.fromPartial(e)) || [];
+    message.lastEventType = object.lastEventType ?? 0;
+    return message;
+  },
+};
+
+function createBaseMetricSummary(): MetricSummary {
+  return {
+    name: "",
+    unit: "",
+    count: "0",
+    min: 0,
+    max: 0,
+    lastValue: 0,
+    lastStep: undefined,
+    lastTimestamp: undefined,
+  };
+}
+
+export const MetricSummary: MessageFns<MetricSummary> = {
+  encode(message: MetricSummary, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.unit !== "") {
+      writer.uint32(18).string(message.unit);
+    }
+    if (message.count !== "0") {
+      writer.uint32(24).int64(message.count);
+    }
+    if (message.min !== 0) {
+      writer.uint32(33).double(message.min);
+    }
+    if (message.max !== 0) {
+      writer.uint32(41).double(message.max);
+    }
+    if (message.lastValue !== 0) {
+      writer.uint32(49).double(message.lastValue);
+    }
+    if (message.lastStep !== undefined) {
+      writer.uint32(56).int64(message.lastStep);
+    }
+    if (message.lastTimestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastTimestamp), writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricSummary {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricSummary();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.unit = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.count = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.min = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.max = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.lastValue = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.lastStep = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.lastTimestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricSummary {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      unit: isSet(object.unit) ? globalThis.String(object.unit) : "",
+      count: isSet(object.count) ? globalThis.String(object.count) : "0",
+      min: isSet(object.min) ? globalThis.Number(object.min) : 0,
+      max: isSet(object.max) ? globalThis.Number(object.max) : 0,
+      lastValue: isSet(object.lastValue)
+        ? globalThis.Number(object.lastValue)
+        : isSet(object.last_value)
+        ? globalThis.Number(object.last_value)
+        : 0,
+      lastStep: isSet(object.lastStep)
+        ? globalThis.String(object.lastStep)
+        : isSet(object.last_step)
+        ? globalThis.String(object.last_step)
+        : undefined,
+      lastTimestamp: isSet(object.lastTimestamp)
+        ? fromJsonTimestamp(object.lastTimestamp)
+        : isSet(object.last_timestamp)
+        ? fromJsonTimestamp(object.last_timestamp)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MetricSummary): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.unit !== "") {
+      obj.unit = message.unit;
+    }
+    if (message.count !== "0") {
+      obj.count = message.count;
+    }
+    if (message.min !== 0) {
+      obj.min = floatToJson(message.min);
+    }
+    if (message.max !== 0) {
+      obj.max = floatToJson(message.max);
+    }
+    if (message.lastValue !== 0) {
+      obj.lastValue = floatToJson(message.lastValue);
+    }
+    if (message.lastStep !== undefined) {
+      obj.lastStep = message.lastStep;
+    }
+    if (message.lastTimestamp !== undefined) {
+      obj.lastTimestamp = message.lastTimestamp.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricSummary>, I>>(base?: I): MetricSummary {
+    return MetricSummary.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricSummary>, I>>(object: I): MetricSummary {
+    const message = createBaseMetricSummary();
+    message.name = object.name ?? "";
+    message.unit = object.unit ?? "";
+    message.count = object.count ?? "0";
+    message.min = object.min ?? 0;
+    message.max = object.max ?? 0;
+    message.lastValue = object.lastValue ?? 0;
+    message.lastStep = object.lastStep ?? undefined;
+    message.lastTimestamp = object.lastTimestamp ?? undefined;
     return message;
   },
 };
@@ -970,6 +1262,10 @@ function bytesFromBase64(b64: string): Uint8Array {
 
 function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

@@ -20,12 +20,17 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Struct } from "../../../google/protobuf/struct";
+import { Timestamp } from "../../../google/protobuf/timestamp";
 import {
   Evaluation,
   EvaluationStatus,
   evaluationStatusFromJSON,
   evaluationStatusToJSON,
   EvaluationUpdate,
+  EventType,
+  eventTypeFromJSON,
+  eventTypeToJSON,
 } from "./evaluation";
 
 /** OutputKind selects which stored body ReadOutput streams. */
@@ -224,6 +229,105 @@ export interface GetProjectionStatusResponse {
    * are answered at `checkpoint` and a min_position beyond it is UNAVAILABLE at once.
    */
   stalledReason: string;
+}
+
+/** GetEvaluationMetricsRequest selects an evaluation's metric points. */
+export interface GetEvaluationMetricsRequest {
+  /** Required. The evaluation's id. */
+  evalId: string;
+  /** Optional. Only these metrics (at most 100 names); all when empty. */
+  names: string[];
+  /** Optional. Only points with a step above this one (points without a step are left out). */
+  afterStep?:
+    | string
+    | undefined;
+  /** Optional. 1-10000; 0 means 1000. */
+  pageSize: number;
+  /** Optional. The `next_page_token` of the previous page; the other fields must not change. */
+  pageToken: string;
+}
+
+/** MetricRecord is one stored metric point. */
+export interface MetricRecord {
+  /** The metric's name. */
+  name: string;
+  /** The measured value. */
+  value: number;
+  /** Its unit; empty when none was given. */
+  unit: string;
+  /** Its step; unset when none was given. */
+  step?:
+    | string
+    | undefined;
+  /** When it was measured. */
+  timestamp?:
+    | Date
+    | undefined;
+  /** The evaluation's revision written by the RecordMetrics call that stored it. */
+  revision: string;
+}
+
+/** GetEvaluationMetricsResponse is one page of metric points. */
+export interface GetEvaluationMetricsResponse {
+  /** Ordered by (name, step, timestamp); points without a step first within a name. */
+  metrics: MetricRecord[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** GetEvaluationEventsRequest selects part of an evaluation's audit trail. */
+export interface GetEvaluationEventsRequest {
+  /** Required. The evaluation's id. */
+  evalId: string;
+  /** Optional. Only events with a revision above this one. */
+  afterRevision: string;
+  /** Optional. 1-1000; 0 means 100. */
+  pageSize: number;
+  /** Optional. The `next_page_token` of the previous page; the other fields must not change. */
+  pageToken: string;
+}
+
+/** EventLogEntry is one entry of the event log. */
+export interface EventLogEntry {
+  /** What happened. */
+  eventType: EventType;
+  /** The evaluation's revision after the event. */
+  revision: string;
+  /** The event's global position. */
+  position: string;
+  /** When the command service recorded it. */
+  recordedAt?:
+    | Date
+    | undefined;
+  /**
+   * The event as the log stores it (e.g. executorId and containerId of a start; an output's
+   * preview, size and location, never the output itself; a metrics event's per-name summary).
+   */
+  data?: { [key: string]: any } | undefined;
+}
+
+/** GetEvaluationEventsResponse is one page of events. */
+export interface GetEvaluationEventsResponse {
+  /** In revision order. */
+  events: EventLogEntry[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** WaitEvaluationRequest names the evaluation to wait for. */
+export interface WaitEvaluationRequest {
+  /** Required. The evaluation's id. */
+  evalId: string;
+}
+
+/** WaitEvaluationResponse carries the evaluation. */
+export interface WaitEvaluationResponse {
+  /** Its state: terminal, unless the deadline came first. */
+  evaluation?:
+    | Evaluation
+    | undefined;
+  /** True when `evaluation` is terminal. */
+  terminal: boolean;
 }
 
 function createBaseGetEvaluationRequest(): GetEvaluationRequest {
@@ -1660,6 +1764,918 @@ export const GetProjectionStatusResponse: MessageFns<GetProjectionStatusResponse
   },
 };
 
+function createBaseGetEvaluationMetricsRequest(): GetEvaluationMetricsRequest {
+  return { evalId: "", names: [], afterStep: undefined, pageSize: 0, pageToken: "" };
+}
+
+export const GetEvaluationMetricsRequest: MessageFns<GetEvaluationMetricsRequest> = {
+  encode(message: GetEvaluationMetricsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    for (const v of message.names) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.afterStep !== undefined) {
+      writer.uint32(24).int64(message.afterStep);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(32).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(42).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationMetricsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationMetricsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.afterStep = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetEvaluationMetricsRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [],
+      afterStep: isSet(object.afterStep)
+        ? globalThis.String(object.afterStep)
+        : isSet(object.after_step)
+        ? globalThis.String(object.after_step)
+        : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetEvaluationMetricsRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    if (message.afterStep !== undefined) {
+      obj.afterStep = message.afterStep;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationMetricsRequest>, I>>(base?: I): GetEvaluationMetricsRequest {
+    return GetEvaluationMetricsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationMetricsRequest>, I>>(object: I): GetEvaluationMetricsRequest {
+    const message = createBaseGetEvaluationMetricsRequest();
+    message.evalId = object.evalId ?? "";
+    message.names = object.names?.map((e) => e) || [];
+    message.afterStep = object.afterStep ?? undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseMetricRecord(): MetricRecord {
+  return { name: "", value: 0, unit: "", step: undefined, timestamp: undefined, revision: "0" };
+}
+
+export const MetricRecord: MessageFns<MetricRecord> = {
+  encode(message: MetricRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    if (message.unit !== "") {
+      writer.uint32(26).string(message.unit);
+    }
+    if (message.step !== undefined) {
+      writer.uint32(32).int64(message.step);
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(42).fork()).join();
+    }
+    if (message.revision !== "0") {
+      writer.uint32(48).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.unit = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.step = reader.int64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricRecord {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+      unit: isSet(object.unit) ? globalThis.String(object.unit) : "",
+      step: isSet(object.step) ? globalThis.String(object.step) : undefined,
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+    };
+  },
+
+  toJSON(message: MetricRecord): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    if (message.unit !== "") {
+      obj.unit = message.unit;
+    }
+    if (message.step !== undefined) {
+      obj.step = message.step;
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricRecord>, I>>(base?: I): MetricRecord {
+    return MetricRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricRecord>, I>>(object: I): MetricRecord {
+    const message = createBaseMetricRecord();
+    message.name = object.name ?? "";
+    message.value = object.value ?? 0;
+    message.unit = object.unit ?? "";
+    message.step = object.step ?? undefined;
+    message.timestamp = object.timestamp ?? undefined;
+    message.revision = object.revision ?? "0";
+    return message;
+  },
+};
+
+function createBaseGetEvaluationMetricsResponse(): GetEvaluationMetricsResponse {
+  return { metrics: [], nextPageToken: "" };
+}
+
+export const GetEvaluationMetricsResponse: MessageFns<GetEvaluationMetricsResponse> = {
+  encode(message: GetEvaluationMetricsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.metrics) {
+      MetricRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationMetricsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationMetricsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.metrics.push(MetricRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetEvaluationMetricsResponse {
+    return {
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricRecord.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetEvaluationMetricsResponse): unknown {
+    const obj: any = {};
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricRecord.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationMetricsResponse>, I>>(base?: I): GetEvaluationMetricsResponse {
+    return GetEvaluationMetricsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationMetricsResponse>, I>>(object: I): GetEvaluationMetricsResponse {
+    const message = createBaseGetEvaluationMetricsResponse();
+    message.metrics = object.metrics?.map((e) => MetricRecord.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetEvaluationEventsRequest(): GetEvaluationEventsRequest {
+  return { evalId: "", afterRevision: "0", pageSize: 0, pageToken: "" };
+}
+
+export const GetEvaluationEventsRequest: MessageFns<GetEvaluationEventsRequest> = {
+  encode(message: GetEvaluationEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.afterRevision !== "0") {
+      writer.uint32(16).int64(message.afterRevision);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterRevision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetEvaluationEventsRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      afterRevision: isSet(object.afterRevision)
+        ? globalThis.String(object.afterRevision)
+        : isSet(object.after_revision)
+        ? globalThis.String(object.after_revision)
+        : "0",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetEvaluationEventsRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.afterRevision !== "0") {
+      obj.afterRevision = message.afterRevision;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationEventsRequest>, I>>(base?: I): GetEvaluationEventsRequest {
+    return GetEvaluationEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationEventsRequest>, I>>(object: I): GetEvaluationEventsRequest {
+    const message = createBaseGetEvaluationEventsRequest();
+    message.evalId = object.evalId ?? "";
+    message.afterRevision = object.afterRevision ?? "0";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseEventLogEntry(): EventLogEntry {
+  return { eventType: 0, revision: "0", position: "0", recordedAt: undefined, data: undefined };
+}
+
+export const EventLogEntry: MessageFns<EventLogEntry> = {
+  encode(message: EventLogEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.eventType !== 0) {
+      writer.uint32(8).int32(message.eventType);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    if (message.recordedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.recordedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.data !== undefined) {
+      Struct.encode(Struct.wrap(message.data), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventLogEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventLogEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.eventType = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.recordedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.data = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EventLogEntry {
+    return {
+      eventType: isSet(object.eventType)
+        ? eventTypeFromJSON(object.eventType)
+        : isSet(object.event_type)
+        ? eventTypeFromJSON(object.event_type)
+        : 0,
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+      recordedAt: isSet(object.recordedAt)
+        ? fromJsonTimestamp(object.recordedAt)
+        : isSet(object.recorded_at)
+        ? fromJsonTimestamp(object.recorded_at)
+        : undefined,
+      data: isObject(object.data) ? object.data : undefined,
+    };
+  },
+
+  toJSON(message: EventLogEntry): unknown {
+    const obj: any = {};
+    if (message.eventType !== 0) {
+      obj.eventType = eventTypeToJSON(message.eventType);
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    if (message.recordedAt !== undefined) {
+      obj.recordedAt = message.recordedAt.toISOString();
+    }
+    if (message.data !== undefined) {
+      obj.data = message.data;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EventLogEntry>, I>>(base?: I): EventLogEntry {
+    return EventLogEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventLogEntry>, I>>(object: I): EventLogEntry {
+    const message = createBaseEventLogEntry();
+    message.eventType = object.eventType ?? 0;
+    message.revision = object.revision ?? "0";
+    message.position = object.position ?? "0";
+    message.recordedAt = object.recordedAt ?? undefined;
+    message.data = object.data ?? undefined;
+    return message;
+  },
+};
+
+function createBaseGetEvaluationEventsResponse(): GetEvaluationEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const GetEvaluationEventsResponse: MessageFns<GetEvaluationEventsResponse> = {
+  encode(message: GetEvaluationEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      EventLogEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(EventLogEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetEvaluationEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => EventLogEntry.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetEvaluationEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => EventLogEntry.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationEventsResponse>, I>>(base?: I): GetEvaluationEventsResponse {
+    return GetEvaluationEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationEventsResponse>, I>>(object: I): GetEvaluationEventsResponse {
+    const message = createBaseGetEvaluationEventsResponse();
+    message.events = object.events?.map((e) => EventLogEntry.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseWaitEvaluationRequest(): WaitEvaluationRequest {
+  return { evalId: "" };
+}
+
+export const WaitEvaluationRequest: MessageFns<WaitEvaluationRequest> = {
+  encode(message: WaitEvaluationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitEvaluationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitEvaluationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WaitEvaluationRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+    };
+  },
+
+  toJSON(message: WaitEvaluationRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WaitEvaluationRequest>, I>>(base?: I): WaitEvaluationRequest {
+    return WaitEvaluationRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitEvaluationRequest>, I>>(object: I): WaitEvaluationRequest {
+    const message = createBaseWaitEvaluationRequest();
+    message.evalId = object.evalId ?? "";
+    return message;
+  },
+};
+
+function createBaseWaitEvaluationResponse(): WaitEvaluationResponse {
+  return { evaluation: undefined, terminal: false };
+}
+
+export const WaitEvaluationResponse: MessageFns<WaitEvaluationResponse> = {
+  encode(message: WaitEvaluationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evaluation !== undefined) {
+      Evaluation.encode(message.evaluation, writer.uint32(10).fork()).join();
+    }
+    if (message.terminal !== false) {
+      writer.uint32(16).bool(message.terminal);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitEvaluationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitEvaluationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evaluation = Evaluation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.terminal = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WaitEvaluationResponse {
+    return {
+      evaluation: isSet(object.evaluation) ? Evaluation.fromJSON(object.evaluation) : undefined,
+      terminal: isSet(object.terminal) ? globalThis.Boolean(object.terminal) : false,
+    };
+  },
+
+  toJSON(message: WaitEvaluationResponse): unknown {
+    const obj: any = {};
+    if (message.evaluation !== undefined) {
+      obj.evaluation = Evaluation.toJSON(message.evaluation);
+    }
+    if (message.terminal !== false) {
+      obj.terminal = message.terminal;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WaitEvaluationResponse>, I>>(base?: I): WaitEvaluationResponse {
+    return WaitEvaluationResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitEvaluationResponse>, I>>(object: I): WaitEvaluationResponse {
+    const message = createBaseWaitEvaluationResponse();
+    message.evaluation = (object.evaluation !== undefined && object.evaluation !== null)
+      ? Evaluation.fromPartial(object.evaluation)
+      : undefined;
+    message.terminal = object.terminal ?? false;
+    return message;
+  },
+};
+
 /**
  * EvaluationQueryService reads evaluations back and streams their changes.
  *
@@ -1754,6 +2770,53 @@ export const EvaluationQueryServiceService = {
       Buffer.from(GetProjectionStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetProjectionStatusResponse => GetProjectionStatusResponse.decode(value),
   },
+  /**
+   * Returns an evaluation's metric points, ordered by (name, step, timestamp), a page at a
+   * time; read from PostgreSQL, so every point whose RecordMetrics call was answered is there.
+   * NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationMetrics: {
+    path: "/crucible.storage.v1.EvaluationQueryService/GetEvaluationMetrics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetEvaluationMetricsRequest): Buffer =>
+      Buffer.from(GetEvaluationMetricsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetEvaluationMetricsRequest => GetEvaluationMetricsRequest.decode(value),
+    responseSerialize: (value: GetEvaluationMetricsResponse): Buffer =>
+      Buffer.from(GetEvaluationMetricsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetEvaluationMetricsResponse => GetEvaluationMetricsResponse.decode(value),
+  },
+  /**
+   * Returns an evaluation's audit trail: every event of the log, in revision order, a page at a
+   * time; read from PostgreSQL. NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationEvents: {
+    path: "/crucible.storage.v1.EvaluationQueryService/GetEvaluationEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetEvaluationEventsRequest): Buffer =>
+      Buffer.from(GetEvaluationEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetEvaluationEventsRequest => GetEvaluationEventsRequest.decode(value),
+    responseSerialize: (value: GetEvaluationEventsResponse): Buffer =>
+      Buffer.from(GetEvaluationEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetEvaluationEventsResponse => GetEvaluationEventsResponse.decode(value),
+  },
+  /**
+   * Waits until the evaluation is terminal and returns it, or returns its current state when
+   * the call's deadline is near (`terminal` says which): a long poll for clients that want the
+   * result and not the stream. NOT_FOUND when the evaluation is unknown.
+   */
+  waitEvaluation: {
+    path: "/crucible.storage.v1.EvaluationQueryService/WaitEvaluation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WaitEvaluationRequest): Buffer =>
+      Buffer.from(WaitEvaluationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WaitEvaluationRequest => WaitEvaluationRequest.decode(value),
+    responseSerialize: (value: WaitEvaluationResponse): Buffer =>
+      Buffer.from(WaitEvaluationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WaitEvaluationResponse => WaitEvaluationResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationQueryServiceServer extends UntypedServiceImplementation {
@@ -1779,6 +2842,23 @@ export interface EvaluationQueryServiceServer extends UntypedServiceImplementati
   watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchEvaluationsResponse>;
   /** Reports how far the read models have caught up with the event log. */
   getProjectionStatus: handleUnaryCall<GetProjectionStatusRequest, GetProjectionStatusResponse>;
+  /**
+   * Returns an evaluation's metric points, ordered by (name, step, timestamp), a page at a
+   * time; read from PostgreSQL, so every point whose RecordMetrics call was answered is there.
+   * NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationMetrics: handleUnaryCall<GetEvaluationMetricsRequest, GetEvaluationMetricsResponse>;
+  /**
+   * Returns an evaluation's audit trail: every event of the log, in revision order, a page at a
+   * time; read from PostgreSQL. NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationEvents: handleUnaryCall<GetEvaluationEventsRequest, GetEvaluationEventsResponse>;
+  /**
+   * Waits until the evaluation is terminal and returns it, or returns its current state when
+   * the call's deadline is near (`terminal` says which): a long poll for clients that want the
+   * result and not the stream. NOT_FOUND when the evaluation is unknown.
+   */
+  waitEvaluation: handleUnaryCall<WaitEvaluationRequest, WaitEvaluationResponse>;
 }
 
 export interface EvaluationQueryServiceClient extends Client {
@@ -1867,6 +2947,65 @@ export interface EvaluationQueryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetProjectionStatusResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Returns an evaluation's metric points, ordered by (name, step, timestamp), a page at a
+   * time; read from PostgreSQL, so every point whose RecordMetrics call was answered is there.
+   * NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationMetrics(
+    request: GetEvaluationMetricsRequest,
+    callback: (error: ServiceError | null, response: GetEvaluationMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluationMetrics(
+    request: GetEvaluationMetricsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetEvaluationMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluationMetrics(
+    request: GetEvaluationMetricsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetEvaluationMetricsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns an evaluation's audit trail: every event of the log, in revision order, a page at a
+   * time; read from PostgreSQL. NOT_FOUND when the evaluation is unknown.
+   */
+  getEvaluationEvents(
+    request: GetEvaluationEventsRequest,
+    callback: (error: ServiceError | null, response: GetEvaluationEventsResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluationEvents(
+    request: GetEvaluationEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetEvaluationEventsResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluationEvents(
+    request: GetEvaluationEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetEvaluationEventsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Waits until the evaluation is terminal and returns it, or returns its current state when
+   * the call's deadline is near (`terminal` says which): a long poll for clients that want the
+   * result and not the stream. NOT_FOUND when the evaluation is unknown.
+   */
+  waitEvaluation(
+    request: WaitEvaluationRequest,
+    callback: (error: ServiceError | null, response: WaitEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  waitEvaluation(
+    request: WaitEvaluationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WaitEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  waitEvaluation(
+    request: WaitEvaluationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WaitEvaluationResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EvaluationQueryServiceClient = makeGenericClientConstructor(
@@ -1905,6 +3044,32 @@ type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000).toString();
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
