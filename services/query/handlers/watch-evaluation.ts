@@ -111,7 +111,9 @@ export function createWatchEvaluation(deps: {
       offeredThrough: undefined,
       cursorOf: (c) => c.revision,
       matches: () => true,
-      isFinal: (c) => isTerminalProto(c.status),
+      // Metrics may follow the end (late points): a replay goes on to the latest revision known
+      // when the stream started; live, the first terminal state ends it.
+      isFinal: (c) => isTerminalProto(c.status) && c.revision >= latest.revision,
       readAfter: async (revision) => ({
         items: (await replayAfter(evalId, revision, latest)).map(changeOf),
         complete: true,

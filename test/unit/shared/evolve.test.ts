@@ -1,7 +1,15 @@
 import { expect } from 'chai';
-import { evolve, ProjectionError, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
+import {
+  evolve,
+  ProjectionError,
+  summarizeBatch,
+  type EvaluationEvent,
+  type MetricPoint,
+  type RecordedEvent,
+} from '../../../shared/domain';
 import {
   EvaluationStatus,
+  EventType,
   FailureReason,
   type Evaluation,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -186,5 +194,67 @@ describe('evolve', () => {
       ProjectionError,
       /queued twice/,
     );
+  });
+
+  describe('metrics', () => {
+    const at = (ms: number): string => new Date(Date.parse(CREATED) + ms).toISOString();
+    const point = (name: string, value: number, step: string | undefined, ms: number): MetricPoint => ({
+      name,
+      value,
+      unit: 'u',
+      timestamp: at(ms),
+      ...(step !== undefined ? { step } : {}),
+    });
+    const metricsEvent = (revision: number, points: MetricPoint[]): RecordedEvent =>
+      recorded(revision, {
+        type: 'EvaluationMetricsRecorded',
+        data: { points: points.length, metrics: summarizeBatch(points) },
+      });
+
+    it('folds each call into one summary per name, exact whatever the split into calls', () => {
+      const points = [
+        point('loss', 3, '1', 0),
+        point('loss', 1, '3', 5),
+        point('acc', 0.5, undefined, 9),
+        point('loss', -2, '2', 7),
+        point('acc', 0.75, undefined, 2),
+        point('loss', 4, '3', 5), // same step and time as the 2nd: the later recorded wins
+      ];
+      const whole = fold([QUEUED, metricsEvent(2, points)]);
+      for (let split = 1; split < points.length; split += 1) {
+        const parts = fold([QUEUED, metricsEvent(2, points.slice(0, split)), metricsEvent(3, points.slice(split))]);
+        expect(parts.metrics, `split at ${split}`).to.deep.equal(whole.metrics);
+      }
+      expect(whole.metrics).to.deep.equal([
+        {
+          name: 'acc',
+          unit: 'u',
+          count: '2',
+          min: 0.5,
+          max: 0.75,
+          lastValue: 0.5,
+          lastStep: undefined,
+          lastTimestamp: new Date(at(9)),
+        },
+        {
+          name: 'loss',
+          unit: 'u',
+          count: '4',
+          min: -2,
+          max: 4,
+          lastValue: 4,
+          lastStep: '3',
+          lastTimestamp: new Date(at(5)),
+        },
+      ]);
+    });
+
+    it('keeps the status and names the last event, also for late metrics after the end', () => {
+      const state = fold([QUEUED, completed(2), metricsEvent(3, [point('loss', 1, undefined, 0)])]);
+      expect(state.status).to.equal(EvaluationStatus.EVALUATION_STATUS_COMPLETED);
+      expect(state.lastEventType).to.equal(EventType.EVENT_TYPE_METRICS_RECORDED);
+      expect(state.revision).to.equal('3');
+      expect(fold([QUEUED, completed(2)]).lastEventType).to.equal(EventType.EVENT_TYPE_EVALUATION_COMPLETED);
+    });
   });
 });

@@ -2729,7 +2729,8 @@ export const EvaluationQueryServiceService = {
   },
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
-   * stream ends after a terminal state. NOT_FOUND when the id is not (yet) known.
+   * stream ends after a terminal state (after the metrics recorded late, past the end, that were
+   * there when it started). NOT_FOUND when the id is not (yet) known.
    */
   watchEvaluation: {
     path: "/crucible.storage.v1.EvaluationQueryService/WatchEvaluation" as const,
@@ -2831,7 +2832,8 @@ export interface EvaluationQueryServiceServer extends UntypedServiceImplementati
   readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
-   * stream ends after a terminal state. NOT_FOUND when the id is not (yet) known.
+   * stream ends after a terminal state (after the metrics recorded late, past the end, that were
+   * there when it started). NOT_FOUND when the id is not (yet) known.
    */
   watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchEvaluationResponse>;
   /**
@@ -2906,7 +2908,8 @@ export interface EvaluationQueryServiceClient extends Client {
   ): ClientReadableStream<ReadOutputResponse>;
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
-   * stream ends after a terminal state. NOT_FOUND when the id is not (yet) known.
+   * stream ends after a terminal state (after the metrics recorded late, past the end, that were
+   * there when it started). NOT_FOUND when the id is not (yet) known.
    */
   watchEvaluation(
     request: WatchEvaluationRequest,
