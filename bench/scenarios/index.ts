@@ -2,6 +2,7 @@ import type { Scenario } from '../support/scenario';
 import { commands } from './commands';
 import { fanout } from './fanout';
 import { getEvaluation } from './get-evaluation';
+import { metrics } from './metrics';
 import { output } from './output';
 import { propagation } from './propagation';
 import { rebuild } from './rebuild';
@@ -11,6 +12,7 @@ import { redisMemory } from './redis-memory';
 export const SCENARIOS: readonly Scenario[] = [
   getEvaluation,
   commands,
+  metrics,
   propagation,
   fanout,
   rebuild,
