@@ -7,6 +7,7 @@ import { CreateSecurityEvents1763877600005 } from './1763877600005-CreateSecurit
 import { CreateReaderRole1763877600006 } from './1763877600006-CreateReaderRole';
 import { EventDataBytes1763877600007 } from './1763877600007-EventDataBytes';
 import { MetricSeries1763877600008 } from './1763877600008-MetricSeries';
+import { SecurityTrail1763877600009 } from './1763877600009-SecurityTrail';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -19,4 +20,5 @@ export const MIGRATIONS = [
   CreateReaderRole1763877600006,
   EventDataBytes1763877600007,
   MetricSeries1763877600008,
+  SecurityTrail1763877600009,
 ];

@@ -70,6 +70,7 @@ function toEvaluation(row: EvaluationRow): Evaluation {
     position: '0',
     metrics: [],
     lastEventType: 0,
+    violations: [],
     updatedAt: row.updated_at,
   };
 }

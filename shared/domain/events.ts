@@ -41,7 +41,8 @@ export interface EvaluationCompleted {
   readonly data: { readonly exitCode: number; readonly completedAt: string; readonly output: BodyRef };
 }
 
-export type FailureKind = 'error' | 'timeout';
+/** Why an evaluation failed: `executor_lost` (and a `timeout` past the grace) only the service decides. */
+export type FailureKind = 'error' | 'timeout' | 'executor_lost';
 
 export interface EvaluationFailed {
   readonly type: 'EvaluationFailed';
@@ -88,13 +89,56 @@ export interface EvaluationMetricsRecorded {
   };
 }
 
+/** Which limit a sandbox broke (the proto's ViolationType, lower case). */
+export type ViolationKind = 'memory' | 'cpu' | 'pids' | 'disk' | 'network' | 'syscall' | 'timeout' | 'other';
+
+export type Severity = 'low' | 'medium' | 'high' | 'critical';
+
+/** A sandbox's limits; absent: no limit. */
+export interface ContainerLimits {
+  readonly cpuCores?: number;
+  readonly memoryBytes?: string;
+  readonly pids?: string;
+  readonly network?: string;
+  readonly diskBytes?: string;
+  readonly timeoutSeconds?: number;
+}
+
+/** An executor created a sandbox for the evaluation (its row: `security_audit`). */
+export interface EvaluationContainerCreated {
+  readonly type: 'EvaluationContainerCreated';
+  readonly data: {
+    readonly containerId: string;
+    readonly image: string;
+    readonly limits: ContainerLimits;
+    /** ISO-8601, the reporter's clock. */
+    readonly occurredAt: string;
+  };
+}
+
+/** The evaluation's sandbox broke a limit (its row: `security_events`). */
+export interface EvaluationSecurityViolation {
+  readonly type: 'EvaluationSecurityViolation';
+  readonly data: {
+    readonly containerId: string;
+    readonly violationType: ViolationKind;
+    readonly severity: Severity;
+    readonly actionTaken: string;
+    readonly details: Record<string, unknown>;
+    /** ISO-8601, the reporter's clock. */
+    readonly occurredAt: string;
+  };
+}
+
 export type EvaluationEvent =
   | EvaluationQueued
   | EvaluationStarted
   | EvaluationCompleted
   | EvaluationFailed
   | EvaluationCancelled
-  | EvaluationMetricsRecorded;
+  | EvaluationMetricsRecorded
+  | EvaluationContainerCreated
+  | EvaluationSecurityViolation;
 
 export type EvaluationEventType = EvaluationEvent['type'];
 

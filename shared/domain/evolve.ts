@@ -1,5 +1,12 @@
-import { Evaluation, EvaluationStatus, EventType, FailureReason } from '../generated/crucible/storage/v1/evaluation';
-import type { BodyRef, EvaluationEventType, RecordedEvent } from './events';
+import {
+  Evaluation,
+  EvaluationStatus,
+  EventType,
+  FailureReason,
+  ViolationType,
+  type ViolationCount,
+} from '../generated/crucible/storage/v1/evaluation';
+import type { BodyRef, EvaluationEventType, FailureKind, RecordedEvent, ViolationKind } from './events';
 import { foldMetrics } from './metrics';
 
 export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
@@ -9,6 +16,26 @@ export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType
   EvaluationFailed: EventType.EVENT_TYPE_EVALUATION_FAILED,
   EvaluationCancelled: EventType.EVENT_TYPE_EVALUATION_CANCELLED,
   EvaluationMetricsRecorded: EventType.EVENT_TYPE_METRICS_RECORDED,
+  EvaluationContainerCreated: EventType.EVENT_TYPE_CONTAINER_CREATED,
+  EvaluationSecurityViolation: EventType.EVENT_TYPE_SECURITY_VIOLATION,
+};
+
+/** The wire enum of each violation kind, in the enum's order (the order of `violations`). */
+export const VIOLATION_KIND_TO_PROTO: Readonly<Record<ViolationKind, ViolationType>> = {
+  memory: ViolationType.VIOLATION_TYPE_MEMORY,
+  cpu: ViolationType.VIOLATION_TYPE_CPU,
+  pids: ViolationType.VIOLATION_TYPE_PIDS,
+  disk: ViolationType.VIOLATION_TYPE_DISK,
+  network: ViolationType.VIOLATION_TYPE_NETWORK,
+  syscall: ViolationType.VIOLATION_TYPE_SYSCALL,
+  timeout: ViolationType.VIOLATION_TYPE_TIMEOUT,
+  other: ViolationType.VIOLATION_TYPE_OTHER,
+};
+
+const FAILURE_REASONS: Readonly<Record<FailureKind, FailureReason>> = {
+  error: FailureReason.FAILURE_REASON_ERROR,
+  timeout: FailureReason.FAILURE_REASON_TIMEOUT,
+  executor_lost: FailureReason.FAILURE_REASON_EXECUTOR_LOST,
 };
 
 export class ProjectionError extends Error {
@@ -103,8 +130,7 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
         errorPreview: body.preview.toString('utf8'),
         errorSize: body.size,
         errorLocation: body.location,
-        failureReason:
-          event.data.reason === 'timeout' ? FailureReason.FAILURE_REASON_TIMEOUT : FailureReason.FAILURE_REASON_ERROR,
+        failureReason: FAILURE_REASONS[event.data.reason],
       };
     }
     case 'EvaluationCancelled': {
@@ -120,9 +146,22 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
     }
     case 'EvaluationMetricsRecorded':
       return { ...state, ...common, metrics: foldMetrics(state.metrics, event.data.metrics) };
+    case 'EvaluationContainerCreated':
+      return { ...state, ...common };
+    case 'EvaluationSecurityViolation':
+      return { ...state, ...common, violations: countViolation(state.violations, event.data.violationType) };
     default: {
       const unreachable: never = event;
       throw new ProjectionError(`unknown event ${JSON.stringify(unreachable)}`);
     }
   }
+}
+
+/** `counts` (ordered by type) with one more of `kind`. */
+function countViolation(counts: readonly ViolationCount[], kind: ViolationKind): ViolationCount[] {
+  const type = VIOLATION_KIND_TO_PROTO[kind];
+  const seen = counts.find((c) => c.violationType === type);
+  const others = counts.filter((c) => c.violationType !== type);
+  const counted = { violationType: type, count: String(BigInt(seen?.count ?? '0') + 1n) };
+  return [...others, counted].sort((a, b) => a.violationType - b.violationType);
 }

@@ -1,4 +1,4 @@
-import type { EvaluationEvent } from '../domain';
+import type { EvaluationEvent, FailureKind } from '../domain';
 import type { Status } from '../domain/status';
 
 /**
@@ -21,7 +21,7 @@ export interface EvaluationRow {
   executor_id: string | null;
   container_id: string | null;
   exit_code: number | null;
-  failure_reason: 'error' | 'timeout' | null;
+  failure_reason: FailureKind | null;
   cancel_reason: string | null;
   output_preview: Buffer | null;
   output_size: string;

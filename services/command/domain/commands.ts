@@ -1,4 +1,4 @@
-import type { FailureKind } from '../../../shared/domain';
+import type { ContainerLimits, FailureKind, Severity, ViolationKind } from '../../../shared/domain';
 import type { UploadedOutput } from './bodies';
 
 /** Fields every command may carry. */
@@ -67,8 +67,39 @@ export interface RecordMetrics extends CommandOptions {
   readonly points: readonly ReportedMetricPoint[];
 }
 
+/** What RecordSecurityEvent reports: one of the two kinds of the seeds' security tables. */
+export type SecurityReport =
+  | {
+      readonly kind: 'container_created';
+      readonly containerId: string;
+      readonly image: string;
+      readonly limits: ContainerLimits;
+    }
+  | {
+      readonly kind: 'resource_violation';
+      readonly containerId: string;
+      readonly violationType: ViolationKind;
+      readonly severity: Severity;
+      readonly actionTaken: string;
+      readonly details: Record<string, unknown>;
+    };
+
+export interface RecordSecurityEvent extends CommandOptions {
+  readonly type: 'RecordSecurityEvent';
+  readonly evalId: string;
+  readonly report: SecurityReport;
+  /** ISO-8601, the reporter's clock; absent: when the command is decided. */
+  readonly occurredAt?: string;
+}
+
 export type Command =
-  SubmitEvaluation | StartEvaluation | CompleteEvaluation | FailEvaluation | CancelEvaluation | RecordMetrics;
+  | SubmitEvaluation
+  | StartEvaluation
+  | CompleteEvaluation
+  | FailEvaluation
+  | CancelEvaluation
+  | RecordMetrics
+  | RecordSecurityEvent;
 
 /** Every command but SubmitEvaluation acts on an existing evaluation. */
 export type EvaluationCommand = Exclude<Command, SubmitEvaluation>;

@@ -17,7 +17,17 @@ import {
   ValidationError,
   type FieldViolation,
 } from '../../../shared/errors';
-import type { Command, CommandResult, EvaluationCommand, RecordMetrics, SubmitEvaluation } from './commands';
+import type {
+  Command,
+  CommandResult,
+  EvaluationCommand,
+  RecordMetrics,
+  RecordSecurityEvent,
+  SubmitEvaluation,
+} from './commands';
+
+/** The commands that record what happened to an evaluation without moving its status. */
+type RecordCommand = RecordMetrics | RecordSecurityEvent;
 
 /** An event already in the log, as far as deciding needs to know it. */
 export interface LoggedCommand {
@@ -50,8 +60,8 @@ export interface MetricRules {
   readonly metricsAfterTerminalMs: number;
 }
 
-/** How far a metric point's timestamp may be from the evaluation's life: a clock that is off, not a wrong year. */
-const METRIC_CLOCK_SLACK_MS = 24 * 3600 * 1000;
+/** How far a reported time may be from the evaluation's life: a clock that is off, not a wrong year. */
+const CLOCK_SLACK_MS = 24 * 3600 * 1000;
 
 export interface DecisionContext {
   readonly now: Date;
@@ -78,7 +88,7 @@ export type Decision =
       readonly metrics?: { readonly points: readonly MetricPoint[]; readonly names: readonly string[] };
     };
 
-const TARGET_STATUS: Readonly<Record<Exclude<EvaluationCommand['type'], 'RecordMetrics'>, Status>> = {
+const TARGET_STATUS: Readonly<Record<Exclude<EvaluationCommand, RecordCommand>['type'], Status>> = {
   StartEvaluation: 'running',
   CompleteEvaluation: 'completed',
   FailEvaluation: 'failed',
@@ -151,7 +161,7 @@ export function decideSubmit(
   };
 }
 
-function eventOf(command: Exclude<EvaluationCommand, RecordMetrics>, ctx: DecisionContext): EvaluationEvent {
+function eventOf(command: Exclude<EvaluationCommand, RecordCommand>, ctx: DecisionContext): EvaluationEvent {
   const at = ctx.now.toISOString();
   switch (command.type) {
     case 'StartEvaluation':
@@ -193,6 +203,7 @@ export function decideChange(
   if (snapshot.latest.commandHash === ctx.commandHash) return { kind: 'unchanged', result: resultOf(snapshot.latest) };
   checkExpectedRevision(command, snapshot.evalId, snapshot.revision);
   if (command.type === 'RecordMetrics') return decideMetrics(command, snapshot, ctx);
+  if (command.type === 'RecordSecurityEvent') return decideSecurityEvent(command, snapshot, ctx);
   const target = TARGET_STATUS[command.type];
   if (!canTransition(snapshot.status, target)) {
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);
@@ -227,22 +238,12 @@ function decideMetrics(command: RecordMetrics, snapshot: EvaluationSnapshot, ctx
     }
   }
   const now = ctx.now.toISOString();
-  const earliest = snapshot.createdAt.getTime() - METRIC_CLOCK_SLACK_MS;
-  const latest = ctx.now.getTime() + METRIC_CLOCK_SLACK_MS;
   const violations: FieldViolation[] = [];
   const names = new Set(snapshot.metricNames);
   const points = command.points.map((point, i): MetricPoint => {
     const field = `metrics[${i}]`;
-    if (point.timestamp !== undefined) {
-      const time = new Date(point.timestamp).getTime();
-      if (time < earliest || time > latest) {
-        violations.push({
-          field: `${field}.timestamp`,
-          rule: 'OUT_OF_RANGE',
-          description: `${field}.timestamp ${point.timestamp} must be within a day of the evaluation's life (from ${new Date(earliest).toISOString()} to ${new Date(latest).toISOString()})`,
-        });
-      }
-    }
+    const implausible = implausibleTime(`${field}.timestamp`, point.timestamp, snapshot, ctx);
+    if (implausible !== undefined) violations.push(implausible);
     if (!names.has(point.name)) {
       names.add(point.name);
       if (names.size > rules.maxMetricNames) {
@@ -264,5 +265,64 @@ function decideMetrics(command: RecordMetrics, snapshot: EvaluationSnapshot, ctx
     status: snapshot.status,
     event: { type: 'EvaluationMetricsRecorded', data: { points: points.length, metrics: summarizeBatch(points) } },
     metrics: { points, names: [...names].sort() },
+  };
+}
+
+/** The violation of a reported time (ISO-8601) more than a day outside the evaluation's life; none when absent. */
+function implausibleTime(
+  field: string,
+  time: string | undefined,
+  snapshot: EvaluationSnapshot,
+  ctx: DecisionContext,
+): FieldViolation | undefined {
+  if (time === undefined) return undefined;
+  const earliest = snapshot.createdAt.getTime() - CLOCK_SLACK_MS;
+  const latest = ctx.now.getTime() + CLOCK_SLACK_MS;
+  const at = new Date(time).getTime();
+  if (at >= earliest && at <= latest) return undefined;
+  return {
+    field,
+    rule: 'OUT_OF_RANGE',
+    description: `${field} ${time} must be within a day of the evaluation's life (from ${new Date(earliest).toISOString()} to ${new Date(latest).toISOString()})`,
+  };
+}
+
+/**
+ * RecordSecurityEvent: accepted in any status (an audit trail keeps what is reported after the
+ * end too: a violation is often reported with, or after, the failure it caused), as one event.
+ */
+function decideSecurityEvent(
+  command: RecordSecurityEvent,
+  snapshot: EvaluationSnapshot,
+  ctx: DecisionContext,
+): Decision {
+  const implausible = implausibleTime('occurred_at', command.occurredAt, snapshot, ctx);
+  if (implausible !== undefined) throw new ValidationError([implausible]);
+  const occurredAt = command.occurredAt ?? ctx.now.toISOString();
+  const { report } = command;
+  const event: EvaluationEvent =
+    report.kind === 'container_created'
+      ? {
+          type: 'EvaluationContainerCreated',
+          data: { containerId: report.containerId, image: report.image, limits: report.limits, occurredAt },
+        }
+      : {
+          type: 'EvaluationSecurityViolation',
+          data: {
+            containerId: report.containerId,
+            violationType: report.violationType,
+            severity: report.severity,
+            actionTaken: report.actionTaken,
+            details: report.details,
+            occurredAt,
+          },
+        };
+  return {
+    kind: 'append',
+    evalId: snapshot.evalId,
+    fromRevision: snapshot.revision,
+    toRevision: String(BigInt(snapshot.revision) + 1n),
+    status: snapshot.status,
+    event,
   };
 }

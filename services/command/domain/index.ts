@@ -8,7 +8,9 @@ export type {
   FailEvaluation,
   CancelEvaluation,
   RecordMetrics,
+  RecordSecurityEvent,
   ReportedMetricPoint,
+  SecurityReport,
 } from './commands';
 export { commandHash } from './command-hash';
 export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
@@ -23,5 +25,6 @@ export {
   validateFail,
   validateCancel,
   validateRecordMetrics,
+  validateRecordSecurityEvent,
 } from './validate';
 export type { CompletionHeader } from './validate';

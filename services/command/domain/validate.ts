@@ -1,5 +1,11 @@
 import type { Limits } from '../../../shared/config';
-import { evalIdViolation } from '../../../shared/domain';
+import {
+  evalIdViolation,
+  VIOLATION_KIND_TO_PROTO,
+  type ContainerLimits,
+  type Severity as SeverityName,
+  type ViolationKind,
+} from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import type {
   CancelEvaluationRequest,
@@ -7,16 +13,24 @@ import type {
   CompleteEvaluationRequest,
   FailEvaluationRequest,
   RecordMetricsRequest,
+  RecordSecurityEventRequest,
   StartEvaluationRequest,
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
-import { FailureReason } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  FailureReason,
+  Severity,
+  ViolationType,
+  type ContainerLimits as ContainerLimitsMessage,
+} from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type {
   CancelEvaluation,
   CompleteEvaluation,
   FailEvaluation,
   RecordMetrics,
+  RecordSecurityEvent,
   ReportedMetricPoint,
+  SecurityReport,
   StartEvaluation,
   SubmitEvaluation,
 } from './commands';
@@ -26,6 +40,11 @@ const MAX_EXECUTOR_ID = 128;
 const MAX_CONTAINER_ID = 256;
 const MAX_CANCEL_REASON = 1024;
 const MAX_METRIC_UNIT = 32;
+const MAX_IMAGE = 512;
+const MAX_NETWORK_POLICY = 64;
+const MAX_ACTION_TAKEN = 64;
+/** A violation's details are a note about one event, not a payload. */
+const MAX_DETAILS_BYTES = 16 * 1024;
 /**
  * The characters Prometheus and MLflow metric names share, and "/" for grouping
  * ("eval/accuracy"): a name passes to either without escaping.
@@ -179,34 +198,33 @@ function checkText(v: Violations, field: string, value: string, max: number, req
   else if (hasNul(value)) nulViolation(v, field);
 }
 
-/** Metadata's limits, each one a standard client or the read side has (README, "Metadata"). */
-function checkMetadata(v: Violations, metadata: object, limits: Limits): void {
-  const depth = nestingDepth(metadata, MAX_METADATA_DEPTH);
+/**
+ * A google.protobuf.Struct's limits, each one a standard client or the read side has (README,
+ * "Metadata"): metadata's, and a violation's details.
+ */
+function checkStruct(v: Violations, field: string, value: object, maxJsonBytes: number): void {
+  const depth = nestingDepth(value, MAX_METADATA_DEPTH);
   if (depth > MAX_METADATA_DEPTH) {
     v.add(
-      'metadata',
+      field,
       'TOO_DEEP',
-      `metadata must nest at most ${MAX_METADATA_DEPTH} levels of objects and lists, got more than ${MAX_METADATA_DEPTH}`,
+      `${field} must nest at most ${MAX_METADATA_DEPTH} levels of objects and lists, got more than ${MAX_METADATA_DEPTH}`,
     );
     return;
   }
-  const jsonBytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
-  if (jsonBytes > limits.maxMetadataBytes) {
-    v.add(
-      'metadata',
-      'TOO_LARGE',
-      `metadata must be at most ${limits.maxMetadataBytes} bytes as JSON, got ${jsonBytes}`,
-    );
+  const jsonBytes = Buffer.byteLength(JSON.stringify(value), 'utf8');
+  if (jsonBytes > maxJsonBytes) {
+    v.add(field, 'TOO_LARGE', `${field} must be at most ${maxJsonBytes} bytes as JSON, got ${jsonBytes}`);
     return;
   }
-  const wireBytes = structBytes(metadata);
+  const wireBytes = structBytes(value);
   if (wireBytes > MAX_METADATA_WIRE_BYTES) {
     v.add(
-      'metadata',
+      field,
       'TOO_LARGE',
-      `metadata must be at most ${MAX_METADATA_WIRE_BYTES} bytes as protobuf (what every read of the evaluation carries), got ${wireBytes}`,
+      `${field} must be at most ${MAX_METADATA_WIRE_BYTES} bytes as protobuf (what every read of the evaluation carries), got ${wireBytes}`,
     );
-  } else if (metadataHasNul(metadata)) nulViolation(v, 'metadata');
+  } else if (metadataHasNul(value)) nulViolation(v, field);
 }
 
 function options(
@@ -243,7 +261,7 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
     );
   }
   const metadata = request.metadata ?? {};
-  checkMetadata(v, metadata, limits);
+  checkStruct(v, 'metadata', metadata, limits.maxMetadataBytes);
   checkRequestId(v, request.requestId);
   checkExpectedRevision(v, request.expectedRevision);
   v.throwIfAny();
@@ -349,9 +367,14 @@ export function validateFail(request: FailEvaluationRequest, limits: Limits): Fa
   if (
     reason !== FailureReason.FAILURE_REASON_UNSPECIFIED &&
     reason !== FailureReason.FAILURE_REASON_ERROR &&
-    reason !== FailureReason.FAILURE_REASON_TIMEOUT
+    reason !== FailureReason.FAILURE_REASON_TIMEOUT &&
+    reason !== FailureReason.FAILURE_REASON_EXECUTOR_LOST
   ) {
-    v.add('reason', 'UNKNOWN', `reason must be FAILURE_REASON_ERROR or FAILURE_REASON_TIMEOUT, got ${reason}`);
+    v.add(
+      'reason',
+      'UNKNOWN',
+      `reason must be FAILURE_REASON_ERROR, FAILURE_REASON_TIMEOUT or FAILURE_REASON_EXECUTOR_LOST, got ${reason}`,
+    );
   }
   checkRequestId(v, request.requestId);
   checkExpectedRevision(v, request.expectedRevision);
@@ -361,7 +384,12 @@ export function validateFail(request: FailEvaluationRequest, limits: Limits): Fa
     evalId: request.evalId,
     error: request.error,
     exitCode: request.exitCode,
-    reason: reason === FailureReason.FAILURE_REASON_TIMEOUT ? 'timeout' : 'error',
+    reason:
+      reason === FailureReason.FAILURE_REASON_TIMEOUT
+        ? 'timeout'
+        : reason === FailureReason.FAILURE_REASON_EXECUTOR_LOST
+          ? 'executor_lost'
+          : 'error',
     ...options(request.requestId, request.expectedRevision),
   };
 }
@@ -436,5 +464,108 @@ export function validateRecordMetrics(request: RecordMetricsRequest, limits: Lim
     evalId: request.evalId,
     points,
     ...options(request.requestId, request.expectedRevision),
+  };
+}
+
+const VIOLATION_KINDS: ReadonlyMap<number, ViolationKind> = new Map(
+  Object.entries(VIOLATION_KIND_TO_PROTO).map(([kind, wire]) => [wire as number, kind as ViolationKind]),
+);
+
+const SEVERITIES: ReadonlyMap<number, SeverityName> = new Map([
+  [Severity.SEVERITY_UNSPECIFIED, 'medium'],
+  [Severity.SEVERITY_LOW, 'low'],
+  [Severity.SEVERITY_MEDIUM, 'medium'],
+  [Severity.SEVERITY_HIGH, 'high'],
+  [Severity.SEVERITY_CRITICAL, 'critical'],
+]);
+
+/** A sandbox's limits as the event keeps them: the ones set (0 is "no limit"), none negative. */
+function containerLimits(v: Violations, field: string, limits: ContainerLimitsMessage | undefined): ContainerLimits {
+  if (limits === undefined) return {};
+  const checked: Record<string, number | string> = {};
+  const count = (name: string, key: keyof ContainerLimits, value: number | string): void => {
+    const n = typeof value === 'number' ? value : Number(BigInt(value));
+    if (!Number.isFinite(n) || n < 0)
+      v.add(`${field}.${name}`, 'NOT_NEGATIVE', `${field}.${name} must be 0 (no limit) or more, got ${value}`);
+    else if (n > 0) checked[key] = value;
+  };
+  count('cpu_cores', 'cpuCores', limits.cpuCores);
+  count('memory_bytes', 'memoryBytes', limits.memoryBytes);
+  count('pids', 'pids', limits.pids);
+  count('disk_bytes', 'diskBytes', limits.diskBytes);
+  count('timeout_seconds', 'timeoutSeconds', limits.timeoutSeconds);
+  checkText(v, `${field}.network`, limits.network, MAX_NETWORK_POLICY, false);
+  if (limits.network !== '') checked.network = limits.network;
+  return checked as ContainerLimits;
+}
+
+/**
+ * A RecordSecurityEvent call: exactly one report, naming its evaluation and container; a
+ * violation of a known type, with details within metadata's limits (and 16 KiB of JSON).
+ * Fields are named as in the request (`resource_violation.details`).
+ */
+export function validateRecordSecurityEvent(request: RecordSecurityEventRequest, limits: Limits): RecordSecurityEvent {
+  const v = new Violations();
+  const { containerCreated: created, resourceViolation: violation } = request;
+  let report: SecurityReport | undefined;
+  let evalId = '';
+  if (created !== undefined) {
+    evalId = created.evalId;
+    const field = 'container_created';
+    if (created.evalId === '') v.add(`${field}.eval_id`, 'REQUIRED', `${field}.eval_id is required`);
+    else checkEvalId(v, created.evalId, limits, true);
+    checkText(v, `${field}.container_id`, created.containerId, MAX_CONTAINER_ID, true);
+    checkText(v, `${field}.image`, created.image, MAX_IMAGE, true);
+    report = {
+      kind: 'container_created',
+      containerId: created.containerId,
+      image: created.image,
+      limits: containerLimits(v, `${field}.limits`, created.limits),
+    };
+  } else if (violation !== undefined) {
+    evalId = violation.evalId;
+    const field = 'resource_violation';
+    if (violation.evalId === '') v.add(`${field}.eval_id`, 'REQUIRED', `${field}.eval_id is required`);
+    else checkEvalId(v, violation.evalId, limits, true);
+    checkText(v, `${field}.container_id`, violation.containerId, MAX_CONTAINER_ID, true);
+    const kind = VIOLATION_KINDS.get(violation.violationType);
+    if (kind === undefined) {
+      v.add(
+        `${field}.violation_type`,
+        violation.violationType === ViolationType.VIOLATION_TYPE_UNSPECIFIED ? 'REQUIRED' : 'UNKNOWN',
+        `${field}.violation_type must be one of MEMORY, CPU, PIDS, DISK, NETWORK, SYSCALL, TIMEOUT, OTHER, got ${violation.violationType}`,
+      );
+    }
+    const severity = SEVERITIES.get(violation.severity);
+    if (severity === undefined) {
+      v.add(`${field}.severity`, 'UNKNOWN', `${field}.severity has an unknown value ${violation.severity}`);
+    }
+    checkText(v, `${field}.action_taken`, violation.actionTaken, MAX_ACTION_TAKEN, false);
+    const details = violation.details ?? {};
+    checkStruct(v, `${field}.details`, details, MAX_DETAILS_BYTES);
+    report = {
+      kind: 'resource_violation',
+      containerId: violation.containerId,
+      violationType: kind ?? 'other',
+      severity: severity ?? 'medium',
+      actionTaken: violation.actionTaken,
+      details,
+    };
+  } else {
+    v.add('event', 'REQUIRED', 'one of container_created or resource_violation is required');
+  }
+  const occurredAt = request.occurredAt?.getTime();
+  if (occurredAt !== undefined && !Number.isFinite(occurredAt)) {
+    v.add('occurred_at', 'INVALID', 'occurred_at is not a valid time');
+  }
+  checkRequestId(v, request.requestId);
+  v.throwIfAny();
+  if (report === undefined) throw new Error('unreachable: a report without violations');
+  return {
+    type: 'RecordSecurityEvent',
+    evalId,
+    report,
+    ...(occurredAt !== undefined ? { occurredAt: new Date(occurredAt).toISOString() } : {}),
+    ...options(request.requestId, undefined),
   };
 }

@@ -1,5 +1,5 @@
 import type { Pool, PoolClient, QueryConfig } from 'pg';
-import type { RecordedEvent } from '../../../shared/domain';
+import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../../../shared/errors';
 import {
   leavesOutcomeUnknown,
@@ -81,6 +81,9 @@ function columnsOf(decision: AppendDecision): Record<string, unknown> {
       return { status, cancel_reason: event.data.reason, completed_at: event.data.cancelledAt };
     case 'EvaluationMetricsRecorded':
       return { metric_names: decision.metrics?.names ?? [] };
+    case 'EvaluationContainerCreated':
+    case 'EvaluationSecurityViolation':
+      return {};
     default: {
       const unreachable: never = event;
       throw new Error(`unknown event ${JSON.stringify(unreachable)}`);
@@ -96,6 +99,39 @@ class Params {
     this.values.push(value);
     return `$${this.values.length}`;
   }
+}
+
+/**
+ * The row a security event keeps in its append-only table (`security_audit` for a container
+ * created, `security_events` for a violation), at the event's position and revision: one row,
+ * so it may follow the head's update.
+ */
+function securityRow(
+  event: EvaluationEvent,
+  p: Params,
+  evalId: string,
+  toRevision: string,
+  recordedAt: string,
+): string | undefined {
+  if (event.type === 'EvaluationContainerCreated') {
+    const d = event.data;
+    return `audit AS (
+      INSERT INTO security_audit (eval_id, container_id, event_type, image, limits, occurred_at, recorded_at,
+                                  revision, position)
+      SELECT ${evalId}, ${p.add(d.containerId)}, 'container_created', ${p.add(d.image)}, ${p.add(JSON.stringify(d.limits))},
+             ${p.add(d.occurredAt)}, ${recordedAt}, ${toRevision}, head.position
+        FROM head)`;
+  }
+  if (event.type === 'EvaluationSecurityViolation') {
+    const d = event.data;
+    return `violation AS (
+      INSERT INTO security_events (eval_id, container_id, violation_type, severity, action_taken, details,
+                                   occurred_at, recorded_at, revision, position)
+      SELECT ${evalId}, ${p.add(d.containerId)}, ${p.add(d.violationType)}, ${p.add(d.severity)}, ${p.add(d.actionTaken)},
+             ${p.add(JSON.stringify(d.details))}, ${p.add(d.occurredAt)}, ${recordedAt}, ${toRevision}, head.position
+        FROM head)`;
+  }
+  return undefined;
 }
 
 /**
@@ -124,8 +160,9 @@ export function appendStatement(request: AppendRequest): { text: string; values:
       RETURNING eval_id)`);
   } else {
     const assignments = Object.entries(columnsOf(decision)).map(([column, value]) => `${column} = ${p.add(value)}`);
+    assignments.push(`updated_at = ${recordedAt}`, `revision = ${toRevision}`);
     ctes.push(`changed AS (
-      UPDATE evaluations SET ${assignments.join(', ')}, updated_at = ${recordedAt}, revision = ${toRevision}
+      UPDATE evaluations SET ${assignments.join(', ')}
        WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
       RETURNING eval_id)`);
   }
@@ -155,6 +192,8 @@ export function appendStatement(request: AppendRequest): { text: string; values:
        decision.metrics !== undefined ? ' AND (SELECT count(*) FROM points) >= 0' : ''
      }
     RETURNING position)`);
+  const security = securityRow(event, p, evalId, toRevision, recordedAt);
+  if (security !== undefined) ctes.push(security);
   const text = `WITH ${ctes.join(',\n')}
     INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
     SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},

@@ -171,10 +171,24 @@ export class UpdateEncoder {
       this.buf.set(bytes, this.pos);
       this.pos += bytes.length;
     }
-    if (s.lastEventType !== 0) {
-      if (!isUint31(s.lastEventType)) return false;
-      this.varint(224);
-      this.varint(s.lastEventType);
+    if (s.lastEventType !== 0 && !this.uint31Field(224, s.lastEventType)) return false;
+    for (const { violationType, count } of s.violations) {
+      // Field 29: a ViolationCount of two varints (its length fits one byte).
+      if (!isUint31(violationType)) return false;
+      const n = plainDecimal(count);
+      if (n === undefined) return false;
+      const length = (violationType !== 0 ? 1 + varintSize(violationType) : 0) + (n !== 0 ? 1 + varintSize(n) : 0);
+      this.ensure(length + 3);
+      this.varint(234);
+      this.buf[this.pos++] = length;
+      if (violationType !== 0) {
+        this.buf[this.pos++] = 8;
+        this.varint(violationType);
+      }
+      if (n !== 0) {
+        this.buf[this.pos++] = 16;
+        this.varint(n);
+      }
     }
     return true;
   }

@@ -7,9 +7,15 @@ import {
   CompleteEvaluationRequest,
   FailEvaluationRequest,
   RecordMetricsRequest,
+  RecordSecurityEventRequest,
   StartEvaluationRequest,
   SubmitEvaluationRequest,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
+import {
+  ContainerCreated,
+  type ContainerLimits,
+  type ResourceViolation,
+} from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
 import { createPool, type EvaluationEventRow } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
@@ -20,6 +26,7 @@ import {
   validateComplete,
   validateFail,
   validateRecordMetrics,
+  validateRecordSecurityEvent,
   validateStart,
   validateSubmit,
   type CommandResult,
@@ -51,6 +58,14 @@ export function steppingClock(): SteppingClock {
   };
 }
 
+/** A RecordSecurityEventRequest with the fields a test cares about. */
+export interface SecurityReportRequest {
+  readonly containerCreated?: Partial<Omit<ContainerCreated, 'limits'>> & { limits?: Partial<ContainerLimits> };
+  readonly resourceViolation?: Partial<ResourceViolation>;
+  readonly occurredAt?: Date;
+  readonly requestId?: string;
+}
+
 /** Request builders with valid defaults, run through the service's own validation. */
 export interface Commands {
   submit(request?: Partial<SubmitEvaluationRequest>): Promise<CommandResult>;
@@ -59,6 +74,7 @@ export interface Commands {
   fail(request: Partial<FailEvaluationRequest> & { evalId: string }): Promise<CommandResult>;
   cancel(request: Partial<CancelEvaluationRequest> & { evalId: string }): Promise<CommandResult>;
   recordMetrics(request: Partial<RecordMetricsRequest> & { evalId: string }): Promise<CommandResult>;
+  recordSecurityEvent(request: SecurityReportRequest): Promise<CommandResult>;
 }
 
 export function commandsOf(executor: CommandExecutor, limits: Limits): Commands {
@@ -82,6 +98,18 @@ export function commandsOf(executor: CommandExecutor, limits: Limits): Commands 
     fail: (r) => executor.execute(validateFail(FailEvaluationRequest.fromPartial(r), limits)),
     cancel: (r) => executor.execute(validateCancel(CancelEvaluationRequest.fromPartial(r), limits)),
     recordMetrics: (r) => executor.execute(validateRecordMetrics(RecordMetricsRequest.fromPartial(r), limits)),
+    recordSecurityEvent: (r) =>
+      executor.execute(
+        validateRecordSecurityEvent(
+          RecordSecurityEventRequest.fromPartial({
+            ...r,
+            ...(r.containerCreated !== undefined
+              ? { containerCreated: ContainerCreated.fromPartial({ ...r.containerCreated }) }
+              : {}),
+          }),
+          limits,
+        ),
+      ),
   };
 }
 

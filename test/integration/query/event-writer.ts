@@ -37,6 +37,8 @@ const STATUS_OF: Record<EvaluationEvent['type'], string | null> = {
   EvaluationFailed: 'failed',
   EvaluationCancelled: 'cancelled',
   EvaluationMetricsRecorded: null,
+  EvaluationContainerCreated: null,
+  EvaluationSecurityViolation: null,
 };
 
 export function createEventWriter(

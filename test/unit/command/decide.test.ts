@@ -17,6 +17,7 @@ import {
   type DecisionContext,
   type EvaluationCommand,
   type RecordMetrics,
+  type RecordSecurityEvent,
   type EvaluationSnapshot,
   type LoggedCommand,
   type SubmitEvaluation,
@@ -37,7 +38,7 @@ function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no 
 }
 
 /** The commands that move an evaluation through its statuses. */
-type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics>;
+type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics | RecordSecurityEvent>;
 
 function logged(revision: string, position: string, hash: string, evalId = 'e1'): LoggedCommand {
   return { evalId, revision, position, commandHash: hash };

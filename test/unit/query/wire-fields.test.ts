@@ -105,8 +105,19 @@ function valueKindOf(field: DescField): ValueKind {
       if (field.listKind === 'scalar') return { kind: 'scalar', scalar: field.scalar };
       if (field.listKind === 'enum') return { kind: 'enum', enum: field.enum };
       return { kind: 'message', message: field.message };
-    default:
-      throw new Error(`${pathOf(field)}: no sample for a ${field.fieldKind} field (how does ts-proto represent it?)`);
+    case 'map':
+      // ts-proto makes a map a plain object; its values are sampled and checked as a list's are.
+      if (field.mapKey !== ScalarType.STRING)
+        throw new Error(`${pathOf(field)}: no sample for a map with non-string keys`);
+      if (field.mapKind === 'scalar') return { kind: 'scalar', scalar: field.scalar };
+      if (field.mapKind === 'enum') return { kind: 'enum', enum: field.enum };
+      return { kind: 'message', message: field.message };
+    default: {
+      const unknown = field as DescField;
+      throw new Error(
+        `${pathOf(unknown)}: no sample for a ${unknown.fieldKind} field (how does ts-proto represent it?)`,
+      );
+    }
   }
 }
 
@@ -168,7 +179,13 @@ function sampleOf(message: DescMessage, variant = 0, distinct = new Distinct()):
     const kind = valueKindOf(field);
     const one = (): unknown => sampleValue(kind, field, variant, distinct);
     // Two different elements in a list, so that both its order and its length count.
-    sample[tsProtoName(field)] = !set ? undefined : field.fieldKind === 'list' ? [one(), one()] : one();
+    sample[tsProtoName(field)] = !set
+      ? undefined
+      : field.fieldKind === 'list'
+        ? [one(), one()]
+        : field.fieldKind === 'map'
+          ? { [`${field.name}#${distinct.next()}`]: one(), [`${field.name}#${distinct.next()}`]: one() }
+          : one();
   }
   // The same properties as ts-proto's own message, or the descriptors and the generated code disagree.
   expect(Object.keys(sample), `${message.typeName}: descriptor fields vs ts-proto properties`).to.have.members(
@@ -293,6 +310,10 @@ function expectEveryFieldSet(message: DescMessage, value: unknown, covered: Set<
       expect(fieldValue, path).to.be.an('array');
       expect((fieldValue as unknown[]).length, path).to.be.above(0);
       for (const element of fieldValue as unknown[]) expectValueSet(kind, element, path, covered);
+    } else if (field.fieldKind === 'map') {
+      expect(fieldValue, path).to.be.an('object');
+      expect(Object.keys(fieldValue as object).length, path).to.be.above(0);
+      for (const element of Object.values(fieldValue as object)) expectValueSet(kind, element, path, covered);
     } else {
       expectValueSet(kind, fieldValue, path, covered);
     }
@@ -386,6 +407,12 @@ const EVENTS: readonly EvaluationEvent[] = [
   { type: 'EvaluationCompleted', data: { exitCode: 0, completedAt: AT, output: NO_BODY } },
   { type: 'EvaluationFailed', data: { exitCode: 1, reason: 'error', completedAt: AT, error: NO_BODY } },
   { type: 'EvaluationCancelled', data: { reason: 'r', cancelledAt: AT } },
+  { type: 'EvaluationMetricsRecorded', data: { points: 0, metrics: [] } },
+  { type: 'EvaluationContainerCreated', data: { containerId: 'c', image: 'i', limits: {}, occurredAt: AT } },
+  {
+    type: 'EvaluationSecurityViolation',
+    data: { containerId: 'c', violationType: 'cpu', severity: 'low', actionTaken: '', details: {}, occurredAt: AT },
+  },
 ];
 
 /** The recorded event UpdateEncoder.append takes for `update`: its type, revision and position. */
@@ -451,7 +478,9 @@ function asStored(message: DescMessage, value: Sample): Sample | undefined {
 describe('wire fields: hand-written encoders write every field the descriptors have', () => {
   describe('the sample generator', () => {
     it('refuses, naming the field, a kind of field it has no sample for', () => {
-      expect(() => sampleOf(messageNamed('google.protobuf.Struct'))).to.throw(/Struct\.fields: .*map field/);
+      expect(() => sampleOf(messageNamed('google.protobuf.Struct'))).to.throw(
+        /Struct\.fields: .*google\.protobuf\.Value/,
+      );
       expect(() => sampleOf(messageNamed('google.rpc.Status'))).to.throw(/Status\.details: .*google\.protobuf\.Any/);
     });
 

@@ -11,6 +11,7 @@ import {
   EvaluationStatus,
   EventType,
   FailureReason,
+  ViolationType,
   type Evaluation,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
 
@@ -256,5 +257,32 @@ describe('evolve', () => {
       expect(state.revision).to.equal('3');
       expect(fold([QUEUED, completed(2)]).lastEventType).to.equal(EventType.EVENT_TYPE_EVALUATION_COMPLETED);
     });
+  });
+
+  it("counts violations per type, in the enum's order, and leaves the rest of the state to the other events", () => {
+    const violation = (revision: number, violationType: 'memory' | 'syscall'): RecordedEvent =>
+      recorded(revision, {
+        type: 'EvaluationSecurityViolation',
+        data: {
+          containerId: 'c1',
+          violationType,
+          severity: 'high',
+          actionTaken: 'killed',
+          details: {},
+          occurredAt: CREATED,
+        },
+      });
+    const created = recorded(2, {
+      type: 'EvaluationContainerCreated',
+      data: { containerId: 'c1', image: 'img', limits: { pids: '64' }, occurredAt: CREATED },
+    });
+    const state = fold([QUEUED, created, violation(3, 'syscall'), violation(4, 'memory'), violation(5, 'syscall')]);
+    expect(state.violations).to.deep.equal([
+      { violationType: ViolationType.VIOLATION_TYPE_MEMORY, count: '1' },
+      { violationType: ViolationType.VIOLATION_TYPE_SYSCALL, count: '2' },
+    ]);
+    expect(state.status).to.equal(EvaluationStatus.EVALUATION_STATUS_QUEUED);
+    expect(state.lastEventType).to.equal(EventType.EVENT_TYPE_SECURITY_VIOLATION);
+    expect(fold([QUEUED, created]).lastEventType).to.equal(EventType.EVENT_TYPE_CONTAINER_CREATED);
   });
 });

@@ -22,7 +22,16 @@ import {
 } from "@grpc/grpc-js";
 import { Struct } from "../../../google/protobuf/struct";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { FailureReason, failureReasonFromJSON, failureReasonToJSON } from "./evaluation";
+import {
+  ContainerCreated,
+  ExecutorStatus,
+  executorStatusFromJSON,
+  executorStatusToJSON,
+  FailureReason,
+  failureReasonFromJSON,
+  failureReasonToJSON,
+  ResourceViolation,
+} from "./evaluation";
 
 /** SubmitEvaluationRequest describes code to evaluate. */
 export interface SubmitEvaluationRequest {
@@ -246,6 +255,64 @@ export interface RecordMetricsResponse {
   revision: string;
   /** Global position of the event written. */
   position: string;
+}
+
+/** RecordSecurityEventRequest reports one security event. */
+export interface RecordSecurityEventRequest {
+  /** A sandbox was created. */
+  containerCreated?:
+    | ContainerCreated
+    | undefined;
+  /** A sandbox broke a limit. */
+  resourceViolation?:
+    | ResourceViolation
+    | undefined;
+  /** Optional. When it happened, by the reporter's clock; the service's clock when unset. */
+  occurredAt?:
+    | Date
+    | undefined;
+  /** Optional idempotency key (1-128 characters). */
+  requestId: string;
+}
+
+/** RecordSecurityEventResponse is the result of RecordSecurityEvent. */
+export interface RecordSecurityEventResponse {
+  /** The evaluation's id. */
+  evalId: string;
+  /** The evaluation's revision after the command. */
+  revision: string;
+  /** Global position of the event written. */
+  position: string;
+}
+
+/** ReportExecutorHealthRequest is one health report. */
+export interface ReportExecutorHealthRequest {
+  /** Required. 1-128 characters: the executor_id it gives StartEvaluation. */
+  executorId: string;
+  /** Required. */
+  status: ExecutorStatus;
+  /** Evaluations it can run at once; 0 or more. */
+  capacity: number;
+  /** Evaluations it runs now; 0 or more. */
+  running: number;
+  /** Optional. Its version; at most 64 characters. */
+  version: string;
+  /**
+   * Optional. Anything it measures of itself (load, free memory, …): at most 64 finite values
+   * with names of at most 128 characters.
+   */
+  metrics: { [key: string]: number };
+}
+
+export interface ReportExecutorHealthRequest_MetricsEntry {
+  key: string;
+  value: number;
+}
+
+/** ReportExecutorHealthResponse acknowledges a report. */
+export interface ReportExecutorHealthResponse {
+  /** How long the report counts; report again well within it. */
+  ttlSeconds: number;
 }
 
 function createBaseSubmitEvaluationRequest(): SubmitEvaluationRequest {
@@ -2297,6 +2364,593 @@ export const RecordMetricsResponse: MessageFns<RecordMetricsResponse> = {
   },
 };
 
+function createBaseRecordSecurityEventRequest(): RecordSecurityEventRequest {
+  return { containerCreated: undefined, resourceViolation: undefined, occurredAt: undefined, requestId: "" };
+}
+
+export const RecordSecurityEventRequest: MessageFns<RecordSecurityEventRequest> = {
+  encode(message: RecordSecurityEventRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerCreated !== undefined) {
+      ContainerCreated.encode(message.containerCreated, writer.uint32(10).fork()).join();
+    }
+    if (message.resourceViolation !== undefined) {
+      ResourceViolation.encode(message.resourceViolation, writer.uint32(18).fork()).join();
+    }
+    if (message.occurredAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.occurredAt), writer.uint32(26).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(34).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordSecurityEventRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordSecurityEventRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerCreated = ContainerCreated.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.resourceViolation = ResourceViolation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.occurredAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordSecurityEventRequest {
+    return {
+      containerCreated: isSet(object.containerCreated)
+        ? ContainerCreated.fromJSON(object.containerCreated)
+        : isSet(object.container_created)
+        ? ContainerCreated.fromJSON(object.container_created)
+        : undefined,
+      resourceViolation: isSet(object.resourceViolation)
+        ? ResourceViolation.fromJSON(object.resourceViolation)
+        : isSet(object.resource_violation)
+        ? ResourceViolation.fromJSON(object.resource_violation)
+        : undefined,
+      occurredAt: isSet(object.occurredAt)
+        ? fromJsonTimestamp(object.occurredAt)
+        : isSet(object.occurred_at)
+        ? fromJsonTimestamp(object.occurred_at)
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RecordSecurityEventRequest): unknown {
+    const obj: any = {};
+    if (message.containerCreated !== undefined) {
+      obj.containerCreated = ContainerCreated.toJSON(message.containerCreated);
+    }
+    if (message.resourceViolation !== undefined) {
+      obj.resourceViolation = ResourceViolation.toJSON(message.resourceViolation);
+    }
+    if (message.occurredAt !== undefined) {
+      obj.occurredAt = message.occurredAt.toISOString();
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordSecurityEventRequest>, I>>(base?: I): RecordSecurityEventRequest {
+    return RecordSecurityEventRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordSecurityEventRequest>, I>>(object: I): RecordSecurityEventRequest {
+    const message = createBaseRecordSecurityEventRequest();
+    message.containerCreated = (object.containerCreated !== undefined && object.containerCreated !== null)
+      ? ContainerCreated.fromPartial(object.containerCreated)
+      : undefined;
+    message.resourceViolation = (object.resourceViolation !== undefined && object.resourceViolation !== null)
+      ? ResourceViolation.fromPartial(object.resourceViolation)
+      : undefined;
+    message.occurredAt = object.occurredAt ?? undefined;
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRecordSecurityEventResponse(): RecordSecurityEventResponse {
+  return { evalId: "", revision: "0", position: "0" };
+}
+
+export const RecordSecurityEventResponse: MessageFns<RecordSecurityEventResponse> = {
+  encode(message: RecordSecurityEventResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordSecurityEventResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordSecurityEventResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordSecurityEventResponse {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: RecordSecurityEventResponse): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordSecurityEventResponse>, I>>(base?: I): RecordSecurityEventResponse {
+    return RecordSecurityEventResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordSecurityEventResponse>, I>>(object: I): RecordSecurityEventResponse {
+    const message = createBaseRecordSecurityEventResponse();
+    message.evalId = object.evalId ?? "";
+    message.revision = object.revision ?? "0";
+    message.position = object.position ?? "0";
+    return message;
+  },
+};
+
+function createBaseReportExecutorHealthRequest(): ReportExecutorHealthRequest {
+  return { executorId: "", status: 0, capacity: 0, running: 0, version: "", metrics: {} };
+}
+
+export const ReportExecutorHealthRequest: MessageFns<ReportExecutorHealthRequest> = {
+  encode(message: ReportExecutorHealthRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executorId !== "") {
+      writer.uint32(10).string(message.executorId);
+    }
+    if (message.status !== 0) {
+      writer.uint32(16).int32(message.status);
+    }
+    if (message.capacity !== 0) {
+      writer.uint32(24).int32(message.capacity);
+    }
+    if (message.running !== 0) {
+      writer.uint32(32).int32(message.running);
+    }
+    if (message.version !== "") {
+      writer.uint32(42).string(message.version);
+    }
+    globalThis.Object.entries(message.metrics).forEach(([key, value]: [string, number]) => {
+      ReportExecutorHealthRequest_MetricsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportExecutorHealthRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportExecutorHealthRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executorId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.capacity = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.running = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = ReportExecutorHealthRequest_MetricsEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.metrics[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportExecutorHealthRequest {
+    return {
+      executorId: isSet(object.executorId)
+        ? globalThis.String(object.executorId)
+        : isSet(object.executor_id)
+        ? globalThis.String(object.executor_id)
+        : "",
+      status: isSet(object.status) ? executorStatusFromJSON(object.status) : 0,
+      capacity: isSet(object.capacity) ? globalThis.Number(object.capacity) : 0,
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      metrics: isObject(object.metrics)
+        ? (globalThis.Object.entries(object.metrics) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: ReportExecutorHealthRequest): unknown {
+    const obj: any = {};
+    if (message.executorId !== "") {
+      obj.executorId = message.executorId;
+    }
+    if (message.status !== 0) {
+      obj.status = executorStatusToJSON(message.status);
+    }
+    if (message.capacity !== 0) {
+      obj.capacity = Math.round(message.capacity);
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.metrics) {
+      const entries = globalThis.Object.entries(message.metrics) as [string, number][];
+      if (entries.length > 0) {
+        obj.metrics = {};
+        entries.forEach(([k, v]) => {
+          obj.metrics[k] = floatToJson(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportExecutorHealthRequest>, I>>(base?: I): ReportExecutorHealthRequest {
+    return ReportExecutorHealthRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportExecutorHealthRequest>, I>>(object: I): ReportExecutorHealthRequest {
+    const message = createBaseReportExecutorHealthRequest();
+    message.executorId = object.executorId ?? "";
+    message.status = object.status ?? 0;
+    message.capacity = object.capacity ?? 0;
+    message.running = object.running ?? 0;
+    message.version = object.version ?? "";
+    message.metrics = (globalThis.Object.entries(object.metrics ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseReportExecutorHealthRequest_MetricsEntry(): ReportExecutorHealthRequest_MetricsEntry {
+  return { key: "", value: 0 };
+}
+
+export const ReportExecutorHealthRequest_MetricsEntry: MessageFns<ReportExecutorHealthRequest_MetricsEntry> = {
+  encode(message: ReportExecutorHealthRequest_MetricsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportExecutorHealthRequest_MetricsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportExecutorHealthRequest_MetricsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportExecutorHealthRequest_MetricsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: ReportExecutorHealthRequest_MetricsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportExecutorHealthRequest_MetricsEntry>, I>>(
+    base?: I,
+  ): ReportExecutorHealthRequest_MetricsEntry {
+    return ReportExecutorHealthRequest_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportExecutorHealthRequest_MetricsEntry>, I>>(
+    object: I,
+  ): ReportExecutorHealthRequest_MetricsEntry {
+    const message = createBaseReportExecutorHealthRequest_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseReportExecutorHealthResponse(): ReportExecutorHealthResponse {
+  return { ttlSeconds: 0 };
+}
+
+export const ReportExecutorHealthResponse: MessageFns<ReportExecutorHealthResponse> = {
+  encode(message: ReportExecutorHealthResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ttlSeconds !== 0) {
+      writer.uint32(8).int32(message.ttlSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportExecutorHealthResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportExecutorHealthResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ttlSeconds = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportExecutorHealthResponse {
+    return {
+      ttlSeconds: isSet(object.ttlSeconds)
+        ? globalThis.Number(object.ttlSeconds)
+        : isSet(object.ttl_seconds)
+        ? globalThis.Number(object.ttl_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReportExecutorHealthResponse): unknown {
+    const obj: any = {};
+    if (message.ttlSeconds !== 0) {
+      obj.ttlSeconds = Math.round(message.ttlSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportExecutorHealthResponse>, I>>(base?: I): ReportExecutorHealthResponse {
+    return ReportExecutorHealthResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportExecutorHealthResponse>, I>>(object: I): ReportExecutorHealthResponse {
+    const message = createBaseReportExecutorHealthResponse();
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    return message;
+  },
+};
+
 /**
  * EvaluationCommandService records an evaluation's life, as reported by executors.
  *
@@ -2420,6 +3074,41 @@ export const EvaluationCommandServiceService = {
       Buffer.from(RecordMetricsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RecordMetricsResponse => RecordMetricsResponse.decode(value),
   },
+  /**
+   * Records a security event of an evaluation's sandbox, in any status (an audit trail loses
+   * nothing, also what is reported after the end): a container created (EVENT_TYPE_CONTAINER_
+   * CREATED, kept in `security_audit`) or a resource violation (EVENT_TYPE_SECURITY_VIOLATION,
+   * kept in `security_events` and counted in the evaluation's `violations`). Both tables are
+   * append-only. NOT_FOUND for an unknown evaluation.
+   */
+  recordSecurityEvent: {
+    path: "/crucible.storage.v1.EvaluationCommandService/RecordSecurityEvent" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordSecurityEventRequest): Buffer =>
+      Buffer.from(RecordSecurityEventRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordSecurityEventRequest => RecordSecurityEventRequest.decode(value),
+    responseSerialize: (value: RecordSecurityEventResponse): Buffer =>
+      Buffer.from(RecordSecurityEventResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordSecurityEventResponse => RecordSecurityEventResponse.decode(value),
+  },
+  /**
+   * Reports an executor's health. Kept in Redis only, for the configured TTL (30 s by default):
+   * an executor reports more often than that, and one that stops disappears from ListExecutors;
+   * the evaluations it runs are failed with EXECUTOR_LOST once it has been gone for the grace
+   * period (only executors that report their health are watched so).
+   */
+  reportExecutorHealth: {
+    path: "/crucible.storage.v1.EvaluationCommandService/ReportExecutorHealth" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportExecutorHealthRequest): Buffer =>
+      Buffer.from(ReportExecutorHealthRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportExecutorHealthRequest => ReportExecutorHealthRequest.decode(value),
+    responseSerialize: (value: ReportExecutorHealthResponse): Buffer =>
+      Buffer.from(ReportExecutorHealthResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportExecutorHealthResponse => ReportExecutorHealthResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationCommandServiceServer extends UntypedServiceImplementation {
@@ -2458,6 +3147,21 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
    * period after it ended (late points are common; 60 s by default); FAILED_PRECONDITION after.
    */
   recordMetrics: handleUnaryCall<RecordMetricsRequest, RecordMetricsResponse>;
+  /**
+   * Records a security event of an evaluation's sandbox, in any status (an audit trail loses
+   * nothing, also what is reported after the end): a container created (EVENT_TYPE_CONTAINER_
+   * CREATED, kept in `security_audit`) or a resource violation (EVENT_TYPE_SECURITY_VIOLATION,
+   * kept in `security_events` and counted in the evaluation's `violations`). Both tables are
+   * append-only. NOT_FOUND for an unknown evaluation.
+   */
+  recordSecurityEvent: handleUnaryCall<RecordSecurityEventRequest, RecordSecurityEventResponse>;
+  /**
+   * Reports an executor's health. Kept in Redis only, for the configured TTL (30 s by default):
+   * an executor reports more often than that, and one that stops disappears from ListExecutors;
+   * the evaluations it runs are failed with EXECUTOR_LOST once it has been gone for the grace
+   * period (only executors that report their health are watched so).
+   */
+  reportExecutorHealth: handleUnaryCall<ReportExecutorHealthRequest, ReportExecutorHealthResponse>;
 }
 
 export interface EvaluationCommandServiceClient extends Client {
@@ -2591,6 +3295,49 @@ export interface EvaluationCommandServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RecordMetricsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Records a security event of an evaluation's sandbox, in any status (an audit trail loses
+   * nothing, also what is reported after the end): a container created (EVENT_TYPE_CONTAINER_
+   * CREATED, kept in `security_audit`) or a resource violation (EVENT_TYPE_SECURITY_VIOLATION,
+   * kept in `security_events` and counted in the evaluation's `violations`). Both tables are
+   * append-only. NOT_FOUND for an unknown evaluation.
+   */
+  recordSecurityEvent(
+    request: RecordSecurityEventRequest,
+    callback: (error: ServiceError | null, response: RecordSecurityEventResponse) => void,
+  ): ClientUnaryCall;
+  recordSecurityEvent(
+    request: RecordSecurityEventRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordSecurityEventResponse) => void,
+  ): ClientUnaryCall;
+  recordSecurityEvent(
+    request: RecordSecurityEventRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordSecurityEventResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Reports an executor's health. Kept in Redis only, for the configured TTL (30 s by default):
+   * an executor reports more often than that, and one that stops disappears from ListExecutors;
+   * the evaluations it runs are failed with EXECUTOR_LOST once it has been gone for the grace
+   * period (only executors that report their health are watched so).
+   */
+  reportExecutorHealth(
+    request: ReportExecutorHealthRequest,
+    callback: (error: ServiceError | null, response: ReportExecutorHealthResponse) => void,
+  ): ClientUnaryCall;
+  reportExecutorHealth(
+    request: ReportExecutorHealthRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportExecutorHealthResponse) => void,
+  ): ClientUnaryCall;
+  reportExecutorHealth(
+    request: ReportExecutorHealthRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportExecutorHealthResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -97,6 +97,16 @@ export enum EventType {
    * the evaluation's metric summaries, never its status.
    */
   EVENT_TYPE_METRICS_RECORDED = 6,
+  /**
+   * EVENT_TYPE_CONTAINER_CREATED - Written by RecordSecurityEvent for a container_created report (the audit trail of the
+   * sandbox); it changes nothing but the evaluation's revision.
+   */
+  EVENT_TYPE_CONTAINER_CREATED = 7,
+  /**
+   * EVENT_TYPE_SECURITY_VIOLATION - Written by RecordSecurityEvent for a resource_violation report: counted in the evaluation's
+   * `violations`, never a change of status.
+   */
+  EVENT_TYPE_SECURITY_VIOLATION = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -123,6 +133,12 @@ export function eventTypeFromJSON(object: any): EventType {
     case 6:
     case "EVENT_TYPE_METRICS_RECORDED":
       return EventType.EVENT_TYPE_METRICS_RECORDED;
+    case 7:
+    case "EVENT_TYPE_CONTAINER_CREATED":
+      return EventType.EVENT_TYPE_CONTAINER_CREATED;
+    case 8:
+    case "EVENT_TYPE_SECURITY_VIOLATION":
+      return EventType.EVENT_TYPE_SECURITY_VIOLATION;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -146,6 +162,10 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_EVALUATION_CANCELLED";
     case EventType.EVENT_TYPE_METRICS_RECORDED:
       return "EVENT_TYPE_METRICS_RECORDED";
+    case EventType.EVENT_TYPE_CONTAINER_CREATED:
+      return "EVENT_TYPE_CONTAINER_CREATED";
+    case EventType.EVENT_TYPE_SECURITY_VIOLATION:
+      return "EVENT_TYPE_SECURITY_VIOLATION";
     case EventType.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -158,8 +178,16 @@ export enum FailureReason {
   FAILURE_REASON_UNSPECIFIED = 0,
   /** FAILURE_REASON_ERROR - The evaluated code raised an error or exited abnormally. */
   FAILURE_REASON_ERROR = 1,
-  /** FAILURE_REASON_TIMEOUT - The evaluation ran past its timeout and was stopped. */
+  /**
+   * FAILURE_REASON_TIMEOUT - The evaluation ran past its timeout and was stopped (reported so, or failed by the service
+   * once it ran past `timeout_seconds` plus the grace period without an end).
+   */
   FAILURE_REASON_TIMEOUT = 2,
+  /**
+   * FAILURE_REASON_EXECUTOR_LOST - Failed by the service: the executor that ran it stopped reporting its health and did not
+   * come back within the grace period.
+   */
+  FAILURE_REASON_EXECUTOR_LOST = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -174,6 +202,9 @@ export function failureReasonFromJSON(object: any): FailureReason {
     case 2:
     case "FAILURE_REASON_TIMEOUT":
       return FailureReason.FAILURE_REASON_TIMEOUT;
+    case 3:
+    case "FAILURE_REASON_EXECUTOR_LOST":
+      return FailureReason.FAILURE_REASON_EXECUTOR_LOST;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -189,7 +220,201 @@ export function failureReasonToJSON(object: FailureReason): string {
       return "FAILURE_REASON_ERROR";
     case FailureReason.FAILURE_REASON_TIMEOUT:
       return "FAILURE_REASON_TIMEOUT";
+    case FailureReason.FAILURE_REASON_EXECUTOR_LOST:
+      return "FAILURE_REASON_EXECUTOR_LOST";
     case FailureReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** ViolationType says which limit a sandbox broke. */
+export enum ViolationType {
+  /** VIOLATION_TYPE_UNSPECIFIED - Never stored; refused in a report. */
+  VIOLATION_TYPE_UNSPECIFIED = 0,
+  /** VIOLATION_TYPE_MEMORY - Memory limit. */
+  VIOLATION_TYPE_MEMORY = 1,
+  /** VIOLATION_TYPE_CPU - CPU limit. */
+  VIOLATION_TYPE_CPU = 2,
+  /** VIOLATION_TYPE_PIDS - Process (pid) limit. */
+  VIOLATION_TYPE_PIDS = 3,
+  /** VIOLATION_TYPE_DISK - Disk limit. */
+  VIOLATION_TYPE_DISK = 4,
+  /** VIOLATION_TYPE_NETWORK - Network policy. */
+  VIOLATION_TYPE_NETWORK = 5,
+  /** VIOLATION_TYPE_SYSCALL - A forbidden system call. */
+  VIOLATION_TYPE_SYSCALL = 6,
+  /** VIOLATION_TYPE_TIMEOUT - Time limit. */
+  VIOLATION_TYPE_TIMEOUT = 7,
+  /** VIOLATION_TYPE_OTHER - Anything else (say what in `details`). */
+  VIOLATION_TYPE_OTHER = 8,
+  UNRECOGNIZED = -1,
+}
+
+export function violationTypeFromJSON(object: any): ViolationType {
+  switch (object) {
+    case 0:
+    case "VIOLATION_TYPE_UNSPECIFIED":
+      return ViolationType.VIOLATION_TYPE_UNSPECIFIED;
+    case 1:
+    case "VIOLATION_TYPE_MEMORY":
+      return ViolationType.VIOLATION_TYPE_MEMORY;
+    case 2:
+    case "VIOLATION_TYPE_CPU":
+      return ViolationType.VIOLATION_TYPE_CPU;
+    case 3:
+    case "VIOLATION_TYPE_PIDS":
+      return ViolationType.VIOLATION_TYPE_PIDS;
+    case 4:
+    case "VIOLATION_TYPE_DISK":
+      return ViolationType.VIOLATION_TYPE_DISK;
+    case 5:
+    case "VIOLATION_TYPE_NETWORK":
+      return ViolationType.VIOLATION_TYPE_NETWORK;
+    case 6:
+    case "VIOLATION_TYPE_SYSCALL":
+      return ViolationType.VIOLATION_TYPE_SYSCALL;
+    case 7:
+    case "VIOLATION_TYPE_TIMEOUT":
+      return ViolationType.VIOLATION_TYPE_TIMEOUT;
+    case 8:
+    case "VIOLATION_TYPE_OTHER":
+      return ViolationType.VIOLATION_TYPE_OTHER;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ViolationType.UNRECOGNIZED;
+  }
+}
+
+export function violationTypeToJSON(object: ViolationType): string {
+  switch (object) {
+    case ViolationType.VIOLATION_TYPE_UNSPECIFIED:
+      return "VIOLATION_TYPE_UNSPECIFIED";
+    case ViolationType.VIOLATION_TYPE_MEMORY:
+      return "VIOLATION_TYPE_MEMORY";
+    case ViolationType.VIOLATION_TYPE_CPU:
+      return "VIOLATION_TYPE_CPU";
+    case ViolationType.VIOLATION_TYPE_PIDS:
+      return "VIOLATION_TYPE_PIDS";
+    case ViolationType.VIOLATION_TYPE_DISK:
+      return "VIOLATION_TYPE_DISK";
+    case ViolationType.VIOLATION_TYPE_NETWORK:
+      return "VIOLATION_TYPE_NETWORK";
+    case ViolationType.VIOLATION_TYPE_SYSCALL:
+      return "VIOLATION_TYPE_SYSCALL";
+    case ViolationType.VIOLATION_TYPE_TIMEOUT:
+      return "VIOLATION_TYPE_TIMEOUT";
+    case ViolationType.VIOLATION_TYPE_OTHER:
+      return "VIOLATION_TYPE_OTHER";
+    case ViolationType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Severity grades a resource violation. */
+export enum Severity {
+  /** SEVERITY_UNSPECIFIED - Read as MEDIUM. */
+  SEVERITY_UNSPECIFIED = 0,
+  /** SEVERITY_LOW - Worth knowing. */
+  SEVERITY_LOW = 1,
+  /** SEVERITY_MEDIUM - The default. */
+  SEVERITY_MEDIUM = 2,
+  /** SEVERITY_HIGH - Needs a look. */
+  SEVERITY_HIGH = 3,
+  /** SEVERITY_CRITICAL - Needs a look now. */
+  SEVERITY_CRITICAL = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function severityFromJSON(object: any): Severity {
+  switch (object) {
+    case 0:
+    case "SEVERITY_UNSPECIFIED":
+      return Severity.SEVERITY_UNSPECIFIED;
+    case 1:
+    case "SEVERITY_LOW":
+      return Severity.SEVERITY_LOW;
+    case 2:
+    case "SEVERITY_MEDIUM":
+      return Severity.SEVERITY_MEDIUM;
+    case 3:
+    case "SEVERITY_HIGH":
+      return Severity.SEVERITY_HIGH;
+    case 4:
+    case "SEVERITY_CRITICAL":
+      return Severity.SEVERITY_CRITICAL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Severity.UNRECOGNIZED;
+  }
+}
+
+export function severityToJSON(object: Severity): string {
+  switch (object) {
+    case Severity.SEVERITY_UNSPECIFIED:
+      return "SEVERITY_UNSPECIFIED";
+    case Severity.SEVERITY_LOW:
+      return "SEVERITY_LOW";
+    case Severity.SEVERITY_MEDIUM:
+      return "SEVERITY_MEDIUM";
+    case Severity.SEVERITY_HIGH:
+      return "SEVERITY_HIGH";
+    case Severity.SEVERITY_CRITICAL:
+      return "SEVERITY_CRITICAL";
+    case Severity.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** ExecutorStatus is what an executor says about itself. */
+export enum ExecutorStatus {
+  /** EXECUTOR_STATUS_UNSPECIFIED - Refused in a report. */
+  EXECUTOR_STATUS_UNSPECIFIED = 0,
+  /** EXECUTOR_STATUS_HEALTHY - Taking work. */
+  EXECUTOR_STATUS_HEALTHY = 1,
+  /** EXECUTOR_STATUS_DEGRADED - Running, but impaired (slow, short of resources). */
+  EXECUTOR_STATUS_DEGRADED = 2,
+  /** EXECUTOR_STATUS_DRAINING - Finishing what it runs, taking nothing new. */
+  EXECUTOR_STATUS_DRAINING = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function executorStatusFromJSON(object: any): ExecutorStatus {
+  switch (object) {
+    case 0:
+    case "EXECUTOR_STATUS_UNSPECIFIED":
+      return ExecutorStatus.EXECUTOR_STATUS_UNSPECIFIED;
+    case 1:
+    case "EXECUTOR_STATUS_HEALTHY":
+      return ExecutorStatus.EXECUTOR_STATUS_HEALTHY;
+    case 2:
+    case "EXECUTOR_STATUS_DEGRADED":
+      return ExecutorStatus.EXECUTOR_STATUS_DEGRADED;
+    case 3:
+    case "EXECUTOR_STATUS_DRAINING":
+      return ExecutorStatus.EXECUTOR_STATUS_DRAINING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ExecutorStatus.UNRECOGNIZED;
+  }
+}
+
+export function executorStatusToJSON(object: ExecutorStatus): string {
+  switch (object) {
+    case ExecutorStatus.EXECUTOR_STATUS_UNSPECIFIED:
+      return "EXECUTOR_STATUS_UNSPECIFIED";
+    case ExecutorStatus.EXECUTOR_STATUS_HEALTHY:
+      return "EXECUTOR_STATUS_HEALTHY";
+    case ExecutorStatus.EXECUTOR_STATUS_DEGRADED:
+      return "EXECUTOR_STATUS_DEGRADED";
+    case ExecutorStatus.EXECUTOR_STATUS_DRAINING:
+      return "EXECUTOR_STATUS_DRAINING";
+    case ExecutorStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -271,6 +496,71 @@ export interface Evaluation {
    * ending event, unless late metrics followed it.
    */
   lastEventType: EventType;
+  /**
+   * How many resource violations were reported for it, per type (those with none left out),
+   * ordered by type.
+   */
+  violations: ViolationCount[];
+}
+
+/** ViolationCount counts one type of resource violation. */
+export interface ViolationCount {
+  /** The type. */
+  violationType: ViolationType;
+  /** How many were reported. */
+  count: string;
+}
+
+/** ContainerLimits are the limits a sandbox was created with; unset fields mean "no limit". */
+export interface ContainerLimits {
+  /** CPU, in cores (e.g. 0.5). */
+  cpuCores: number;
+  /** Memory, in bytes. */
+  memoryBytes: string;
+  /** Processes. */
+  pids: string;
+  /** Network policy, e.g. "none" or "egress-allowlist"; at most 64 characters. */
+  network: string;
+  /** Disk, in bytes. */
+  diskBytes: string;
+  /** Wall-clock limit, in seconds. */
+  timeoutSeconds: number;
+}
+
+/** ContainerCreated reports that an executor created a sandbox for an evaluation. */
+export interface ContainerCreated {
+  /** Required. 1-256 characters. */
+  containerId: string;
+  /** Required. The evaluation it runs. */
+  evalId: string;
+  /** Required. The image, 1-512 characters. */
+  image: string;
+  /** Its limits. */
+  limits?: ContainerLimits | undefined;
+}
+
+/** ResourceViolation reports that a sandbox broke a limit. */
+export interface ResourceViolation {
+  /** Required. 1-256 characters. */
+  containerId: string;
+  /** Required. The evaluation it runs. */
+  evalId: string;
+  /** Required. Which limit. */
+  violationType: ViolationType;
+  /**
+   * Optional. Anything the reporter knows (observed value, syscall name, …); at most 16 KiB as
+   * JSON.
+   */
+  details?:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * Optional. What was done about it, e.g. "killed", "throttled", "logged"; at most 64
+   * characters.
+   */
+  actionTaken: string;
+  /** Optional. UNSPECIFIED is read as MEDIUM. */
+  severity: Severity;
 }
 
 /**
@@ -345,6 +635,7 @@ function createBaseEvaluation(): Evaluation {
     updatedAt: undefined,
     metrics: [],
     lastEventType: 0,
+    violations: [],
   };
 }
 
@@ -433,6 +724,9 @@ export const Evaluation: MessageFns<Evaluation> = {
     }
     if (message.lastEventType !== 0) {
       writer.uint32(224).int32(message.lastEventType);
+    }
+    for (const v of message.violations) {
+      ViolationCount.encode(v!, writer.uint32(234).fork()).join();
     }
     return writer;
   },
@@ -674,6 +968,14 @@ export const Evaluation: MessageFns<Evaluation> = {
             message.lastEventType = reader.int32() as any;
             continue;
           }
+          case 29: {
+            if (tag !== 234) {
+              break;
+            }
+
+            message.violations.push(ViolationCount.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -802,6 +1104,9 @@ export const Evaluation: MessageFns<Evaluation> = {
         : isSet(object.last_event_type)
         ? eventTypeFromJSON(object.last_event_type)
         : 0,
+      violations: globalThis.Array.isArray(object?.violations)
+        ? object.violations.map((e: any) => ViolationCount.fromJSON(e))
+        : [],
     };
   },
 
@@ -891,6 +1196,9 @@ export const Evaluation: MessageFns<Evaluation> = {
     if (message.lastEventType !== 0) {
       obj.lastEventType = eventTypeToJSON(message.lastEventType);
     }
+    if (message.violations?.length) {
+      obj.violations = message.violations.map((e) => ViolationCount.toJSON(e));
+    }
     return obj;
   },
 
@@ -927,6 +1235,553 @@ export const Evaluation: MessageFns<Evaluation> = {
     message.updatedAt = object.updatedAt ?? undefined;
     message.metrics = object.metrics?.map((e) => MetricSummary.fromPartial(e)) || [];
     message.lastEventType = object.lastEventType ?? 0;
+    message.violations = object.violations?.map((e) => ViolationCount.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseViolationCount(): ViolationCount {
+  return { violationType: 0, count: "0" };
+}
+
+export const ViolationCount: MessageFns<ViolationCount> = {
+  encode(message: ViolationCount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.violationType !== 0) {
+      writer.uint32(8).int32(message.violationType);
+    }
+    if (message.count !== "0") {
+      writer.uint32(16).int64(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ViolationCount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseViolationCount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.violationType = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ViolationCount {
+    return {
+      violationType: isSet(object.violationType)
+        ? violationTypeFromJSON(object.violationType)
+        : isSet(object.violation_type)
+        ? violationTypeFromJSON(object.violation_type)
+        : 0,
+      count: isSet(object.count) ? globalThis.String(object.count) : "0",
+    };
+  },
+
+  toJSON(message: ViolationCount): unknown {
+    const obj: any = {};
+    if (message.violationType !== 0) {
+      obj.violationType = violationTypeToJSON(message.violationType);
+    }
+    if (message.count !== "0") {
+      obj.count = message.count;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ViolationCount>, I>>(base?: I): ViolationCount {
+    return ViolationCount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ViolationCount>, I>>(object: I): ViolationCount {
+    const message = createBaseViolationCount();
+    message.violationType = object.violationType ?? 0;
+    message.count = object.count ?? "0";
+    return message;
+  },
+};
+
+function createBaseContainerLimits(): ContainerLimits {
+  return { cpuCores: 0, memoryBytes: "0", pids: "0", network: "", diskBytes: "0", timeoutSeconds: 0 };
+}
+
+export const ContainerLimits: MessageFns<ContainerLimits> = {
+  encode(message: ContainerLimits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpuCores !== 0) {
+      writer.uint32(9).double(message.cpuCores);
+    }
+    if (message.memoryBytes !== "0") {
+      writer.uint32(16).int64(message.memoryBytes);
+    }
+    if (message.pids !== "0") {
+      writer.uint32(24).int64(message.pids);
+    }
+    if (message.network !== "") {
+      writer.uint32(34).string(message.network);
+    }
+    if (message.diskBytes !== "0") {
+      writer.uint32(40).int64(message.diskBytes);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(48).int32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerLimits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerLimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.cpuCores = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryBytes = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pids = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.diskBytes = reader.int64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerLimits {
+    return {
+      cpuCores: isSet(object.cpuCores)
+        ? globalThis.Number(object.cpuCores)
+        : isSet(object.cpu_cores)
+        ? globalThis.Number(object.cpu_cores)
+        : 0,
+      memoryBytes: isSet(object.memoryBytes)
+        ? globalThis.String(object.memoryBytes)
+        : isSet(object.memory_bytes)
+        ? globalThis.String(object.memory_bytes)
+        : "0",
+      pids: isSet(object.pids) ? globalThis.String(object.pids) : "0",
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      diskBytes: isSet(object.diskBytes)
+        ? globalThis.String(object.diskBytes)
+        : isSet(object.disk_bytes)
+        ? globalThis.String(object.disk_bytes)
+        : "0",
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: ContainerLimits): unknown {
+    const obj: any = {};
+    if (message.cpuCores !== 0) {
+      obj.cpuCores = floatToJson(message.cpuCores);
+    }
+    if (message.memoryBytes !== "0") {
+      obj.memoryBytes = message.memoryBytes;
+    }
+    if (message.pids !== "0") {
+      obj.pids = message.pids;
+    }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.diskBytes !== "0") {
+      obj.diskBytes = message.diskBytes;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ContainerLimits>, I>>(base?: I): ContainerLimits {
+    return ContainerLimits.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ContainerLimits>, I>>(object: I): ContainerLimits {
+    const message = createBaseContainerLimits();
+    message.cpuCores = object.cpuCores ?? 0;
+    message.memoryBytes = object.memoryBytes ?? "0";
+    message.pids = object.pids ?? "0";
+    message.network = object.network ?? "";
+    message.diskBytes = object.diskBytes ?? "0";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseContainerCreated(): ContainerCreated {
+  return { containerId: "", evalId: "", image: "", limits: undefined };
+}
+
+export const ContainerCreated: MessageFns<ContainerCreated> = {
+  encode(message: ContainerCreated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.evalId !== "") {
+      writer.uint32(18).string(message.evalId);
+    }
+    if (message.image !== "") {
+      writer.uint32(26).string(message.image);
+    }
+    if (message.limits !== undefined) {
+      ContainerLimits.encode(message.limits, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerCreated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerCreated();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.image = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.limits = ContainerLimits.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerCreated {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      image: isSet(object.image) ? globalThis.String(object.image) : "",
+      limits: isSet(object.limits) ? ContainerLimits.fromJSON(object.limits) : undefined,
+    };
+  },
+
+  toJSON(message: ContainerCreated): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.image !== "") {
+      obj.image = message.image;
+    }
+    if (message.limits !== undefined) {
+      obj.limits = ContainerLimits.toJSON(message.limits);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ContainerCreated>, I>>(base?: I): ContainerCreated {
+    return ContainerCreated.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ContainerCreated>, I>>(object: I): ContainerCreated {
+    const message = createBaseContainerCreated();
+    message.containerId = object.containerId ?? "";
+    message.evalId = object.evalId ?? "";
+    message.image = object.image ?? "";
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? ContainerLimits.fromPartial(object.limits)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResourceViolation(): ResourceViolation {
+  return { containerId: "", evalId: "", violationType: 0, details: undefined, actionTaken: "", severity: 0 };
+}
+
+export const ResourceViolation: MessageFns<ResourceViolation> = {
+  encode(message: ResourceViolation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.evalId !== "") {
+      writer.uint32(18).string(message.evalId);
+    }
+    if (message.violationType !== 0) {
+      writer.uint32(24).int32(message.violationType);
+    }
+    if (message.details !== undefined) {
+      Struct.encode(Struct.wrap(message.details), writer.uint32(34).fork()).join();
+    }
+    if (message.actionTaken !== "") {
+      writer.uint32(42).string(message.actionTaken);
+    }
+    if (message.severity !== 0) {
+      writer.uint32(48).int32(message.severity);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResourceViolation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResourceViolation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.violationType = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.details = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actionTaken = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.severity = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResourceViolation {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      violationType: isSet(object.violationType)
+        ? violationTypeFromJSON(object.violationType)
+        : isSet(object.violation_type)
+        ? violationTypeFromJSON(object.violation_type)
+        : 0,
+      details: isObject(object.details) ? object.details : undefined,
+      actionTaken: isSet(object.actionTaken)
+        ? globalThis.String(object.actionTaken)
+        : isSet(object.action_taken)
+        ? globalThis.String(object.action_taken)
+        : "",
+      severity: isSet(object.severity) ? severityFromJSON(object.severity) : 0,
+    };
+  },
+
+  toJSON(message: ResourceViolation): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.violationType !== 0) {
+      obj.violationType = violationTypeToJSON(message.violationType);
+    }
+    if (message.details !== undefined) {
+      obj.details = message.details;
+    }
+    if (message.actionTaken !== "") {
+      obj.actionTaken = message.actionTaken;
+    }
+    if (message.severity !== 0) {
+      obj.severity = severityToJSON(message.severity);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResourceViolation>, I>>(base?: I): ResourceViolation {
+    return ResourceViolation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResourceViolation>, I>>(object: I): ResourceViolation {
+    const message = createBaseResourceViolation();
+    message.containerId = object.containerId ?? "";
+    message.evalId = object.evalId ?? "";
+    message.violationType = object.violationType ?? 0;
+    message.details = object.details ?? undefined;
+    message.actionTaken = object.actionTaken ?? "";
+    message.severity = object.severity ?? 0;
     return message;
   },
 };

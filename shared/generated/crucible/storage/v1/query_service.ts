@@ -23,6 +23,7 @@ import {
 import { Struct } from "../../../google/protobuf/struct";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import {
+  ContainerCreated,
   Evaluation,
   EvaluationStatus,
   evaluationStatusFromJSON,
@@ -31,6 +32,13 @@ import {
   EventType,
   eventTypeFromJSON,
   eventTypeToJSON,
+  ExecutorStatus,
+  executorStatusFromJSON,
+  executorStatusToJSON,
+  ResourceViolation,
+  ViolationType,
+  violationTypeFromJSON,
+  violationTypeToJSON,
 } from "./evaluation";
 
 /** OutputKind selects which stored body ReadOutput streams. */
@@ -71,6 +79,49 @@ export function outputKindToJSON(object: OutputKind): string {
     case OutputKind.OUTPUT_KIND_ERROR:
       return "OUTPUT_KIND_ERROR";
     case OutputKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** SecurityEventKind selects security events by kind. */
+export enum SecurityEventKind {
+  /** SECURITY_EVENT_KIND_UNSPECIFIED - Both kinds. */
+  SECURITY_EVENT_KIND_UNSPECIFIED = 0,
+  /** SECURITY_EVENT_KIND_CONTAINER_CREATED - Containers created. */
+  SECURITY_EVENT_KIND_CONTAINER_CREATED = 1,
+  /** SECURITY_EVENT_KIND_RESOURCE_VIOLATION - Resource violations. */
+  SECURITY_EVENT_KIND_RESOURCE_VIOLATION = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function securityEventKindFromJSON(object: any): SecurityEventKind {
+  switch (object) {
+    case 0:
+    case "SECURITY_EVENT_KIND_UNSPECIFIED":
+      return SecurityEventKind.SECURITY_EVENT_KIND_UNSPECIFIED;
+    case 1:
+    case "SECURITY_EVENT_KIND_CONTAINER_CREATED":
+      return SecurityEventKind.SECURITY_EVENT_KIND_CONTAINER_CREATED;
+    case 2:
+    case "SECURITY_EVENT_KIND_RESOURCE_VIOLATION":
+      return SecurityEventKind.SECURITY_EVENT_KIND_RESOURCE_VIOLATION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SecurityEventKind.UNRECOGNIZED;
+  }
+}
+
+export function securityEventKindToJSON(object: SecurityEventKind): string {
+  switch (object) {
+    case SecurityEventKind.SECURITY_EVENT_KIND_UNSPECIFIED:
+      return "SECURITY_EVENT_KIND_UNSPECIFIED";
+    case SecurityEventKind.SECURITY_EVENT_KIND_CONTAINER_CREATED:
+      return "SECURITY_EVENT_KIND_CONTAINER_CREATED";
+    case SecurityEventKind.SECURITY_EVENT_KIND_RESOURCE_VIOLATION:
+      return "SECURITY_EVENT_KIND_RESOURCE_VIOLATION";
+    case SecurityEventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -328,6 +379,133 @@ export interface WaitEvaluationResponse {
     | undefined;
   /** True when `evaluation` is terminal. */
   terminal: boolean;
+}
+
+/** ListSecurityEventsRequest selects a page of security events; every filter is optional. */
+export interface ListSecurityEventsRequest {
+  /** Only this evaluation's. */
+  evalId: string;
+  /** Only this container's. */
+  containerId: string;
+  /** Only this kind. */
+  kind: SecurityEventKind;
+  /** Only violations of these types (implies RESOURCE_VIOLATION). */
+  violationTypes: ViolationType[];
+  /** Only events that occurred at or after this time. */
+  occurredAfter?:
+    | Date
+    | undefined;
+  /** Only events that occurred before this time. */
+  occurredBefore?:
+    | Date
+    | undefined;
+  /** 1-1000; 0 means 100. */
+  pageSize: number;
+  /** The `next_page_token` of the previous page; the other fields must not change. */
+  pageToken: string;
+}
+
+/** SecurityEvent is one recorded security event. */
+export interface SecurityEvent {
+  /** Global position of its event in the log (unique; the list's order). */
+  position: string;
+  /** The evaluation's revision it made. */
+  revision: string;
+  /** When it happened, by the reporter's clock. */
+  occurredAt?:
+    | Date
+    | undefined;
+  /** When the service recorded it. */
+  recordedAt?:
+    | Date
+    | undefined;
+  /** A sandbox was created. */
+  containerCreated?:
+    | ContainerCreated
+    | undefined;
+  /** A sandbox broke a limit. */
+  resourceViolation?: ResourceViolation | undefined;
+}
+
+/** ListSecurityEventsResponse is one page of security events. */
+export interface ListSecurityEventsResponse {
+  /** Newest first (by position). */
+  events: SecurityEvent[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** ListExecutorsRequest takes no fields. */
+export interface ListExecutorsRequest {
+}
+
+/** ExecutorHealth is an executor's last health report. */
+export interface ExecutorHealth {
+  /** The executor. */
+  executorId: string;
+  /** Its status. */
+  status: ExecutorStatus;
+  /** Evaluations it can run at once. */
+  capacity: number;
+  /** Evaluations it ran when it reported. */
+  running: number;
+  /** Its version. */
+  version: string;
+  /** What it measured of itself. */
+  metrics: { [key: string]: number };
+  /** When the report arrived (the command service's clock). */
+  reportedAt?:
+    | Date
+    | undefined;
+  /** Seconds since then, by the query service's clock. */
+  ageSeconds: number;
+}
+
+export interface ExecutorHealth_MetricsEntry {
+  key: string;
+  value: number;
+}
+
+/** ListExecutorsResponse lists the live executors. */
+export interface ListExecutorsResponse {
+  /** Ordered by executor_id. */
+  executors: ExecutorHealth[];
+}
+
+/** GetQueueMetricsRequest takes no fields. */
+export interface GetQueueMetricsRequest {
+}
+
+/** QueueCount is how many evaluations of one kind are queued and running. */
+export interface QueueCount {
+  /** The language, engine or executor. */
+  key: string;
+  /** Queued (always 0 per executor: a queued evaluation has none). */
+  queued: string;
+  /** Running. */
+  running: string;
+}
+
+/** GetQueueMetricsResponse describes the queue. */
+export interface GetQueueMetricsResponse {
+  /** Queued evaluations. */
+  queued: string;
+  /** Running evaluations. */
+  running: string;
+  /** Per language, ordered by key (those with neither left out). */
+  byLanguage: QueueCount[];
+  /** Per engine, ordered by key. */
+  byEngine: QueueCount[];
+  /** Per executor, ordered by key. */
+  byExecutor: QueueCount[];
+  /** Creation time of the oldest queued evaluation; unset when none is queued. */
+  oldestQueuedCreatedAt?:
+    | Date
+    | undefined;
+  /** Its age in seconds, by the query service's clock; 0 when none is queued. */
+  oldestQueuedAgeSeconds: number;
+  /** The read models' position these counts are exact at. */
+  position: string;
 }
 
 function createBaseGetEvaluationRequest(): GetEvaluationRequest {
@@ -2676,6 +2854,1306 @@ export const WaitEvaluationResponse: MessageFns<WaitEvaluationResponse> = {
   },
 };
 
+function createBaseListSecurityEventsRequest(): ListSecurityEventsRequest {
+  return {
+    evalId: "",
+    containerId: "",
+    kind: 0,
+    violationTypes: [],
+    occurredAfter: undefined,
+    occurredBefore: undefined,
+    pageSize: 0,
+    pageToken: "",
+  };
+}
+
+export const ListSecurityEventsRequest: MessageFns<ListSecurityEventsRequest> = {
+  encode(message: ListSecurityEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.containerId !== "") {
+      writer.uint32(18).string(message.containerId);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(24).int32(message.kind);
+    }
+    if (message.violationTypes.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.violationTypes) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.occurredAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.occurredAfter), writer.uint32(42).fork()).join();
+    }
+    if (message.occurredBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.occurredBefore), writer.uint32(50).fork()).join();
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(56).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(66).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSecurityEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSecurityEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.violationTypes.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.violationTypes.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.occurredAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.occurredBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSecurityEventsRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      kind: isSet(object.kind) ? securityEventKindFromJSON(object.kind) : 0,
+      violationTypes: globalThis.Array.isArray(object?.violationTypes)
+        ? object.violationTypes.map((e: any) => violationTypeFromJSON(e))
+        : globalThis.Array.isArray(object?.violation_types)
+        ? object.violation_types.map((e: any) => violationTypeFromJSON(e))
+        : [],
+      occurredAfter: isSet(object.occurredAfter)
+        ? fromJsonTimestamp(object.occurredAfter)
+        : isSet(object.occurred_after)
+        ? fromJsonTimestamp(object.occurred_after)
+        : undefined,
+      occurredBefore: isSet(object.occurredBefore)
+        ? fromJsonTimestamp(object.occurredBefore)
+        : isSet(object.occurred_before)
+        ? fromJsonTimestamp(object.occurred_before)
+        : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSecurityEventsRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.kind !== 0) {
+      obj.kind = securityEventKindToJSON(message.kind);
+    }
+    if (message.violationTypes?.length) {
+      obj.violationTypes = message.violationTypes.map((e) => violationTypeToJSON(e));
+    }
+    if (message.occurredAfter !== undefined) {
+      obj.occurredAfter = message.occurredAfter.toISOString();
+    }
+    if (message.occurredBefore !== undefined) {
+      obj.occurredBefore = message.occurredBefore.toISOString();
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSecurityEventsRequest>, I>>(base?: I): ListSecurityEventsRequest {
+    return ListSecurityEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSecurityEventsRequest>, I>>(object: I): ListSecurityEventsRequest {
+    const message = createBaseListSecurityEventsRequest();
+    message.evalId = object.evalId ?? "";
+    message.containerId = object.containerId ?? "";
+    message.kind = object.kind ?? 0;
+    message.violationTypes = object.violationTypes?.map((e) => e) || [];
+    message.occurredAfter = object.occurredAfter ?? undefined;
+    message.occurredBefore = object.occurredBefore ?? undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseSecurityEvent(): SecurityEvent {
+  return {
+    position: "0",
+    revision: "0",
+    occurredAt: undefined,
+    recordedAt: undefined,
+    containerCreated: undefined,
+    resourceViolation: undefined,
+  };
+}
+
+export const SecurityEvent: MessageFns<SecurityEvent> = {
+  encode(message: SecurityEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.position !== "0") {
+      writer.uint32(8).int64(message.position);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.occurredAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.occurredAt), writer.uint32(26).fork()).join();
+    }
+    if (message.recordedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.recordedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.containerCreated !== undefined) {
+      ContainerCreated.encode(message.containerCreated, writer.uint32(42).fork()).join();
+    }
+    if (message.resourceViolation !== undefined) {
+      ResourceViolation.encode(message.resourceViolation, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SecurityEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSecurityEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.occurredAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.recordedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.containerCreated = ContainerCreated.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.resourceViolation = ResourceViolation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SecurityEvent {
+    return {
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      occurredAt: isSet(object.occurredAt)
+        ? fromJsonTimestamp(object.occurredAt)
+        : isSet(object.occurred_at)
+        ? fromJsonTimestamp(object.occurred_at)
+        : undefined,
+      recordedAt: isSet(object.recordedAt)
+        ? fromJsonTimestamp(object.recordedAt)
+        : isSet(object.recorded_at)
+        ? fromJsonTimestamp(object.recorded_at)
+        : undefined,
+      containerCreated: isSet(object.containerCreated)
+        ? ContainerCreated.fromJSON(object.containerCreated)
+        : isSet(object.container_created)
+        ? ContainerCreated.fromJSON(object.container_created)
+        : undefined,
+      resourceViolation: isSet(object.resourceViolation)
+        ? ResourceViolation.fromJSON(object.resourceViolation)
+        : isSet(object.resource_violation)
+        ? ResourceViolation.fromJSON(object.resource_violation)
+        : undefined,
+    };
+  },
+
+  toJSON(message: SecurityEvent): unknown {
+    const obj: any = {};
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.occurredAt !== undefined) {
+      obj.occurredAt = message.occurredAt.toISOString();
+    }
+    if (message.recordedAt !== undefined) {
+      obj.recordedAt = message.recordedAt.toISOString();
+    }
+    if (message.containerCreated !== undefined) {
+      obj.containerCreated = ContainerCreated.toJSON(message.containerCreated);
+    }
+    if (message.resourceViolation !== undefined) {
+      obj.resourceViolation = ResourceViolation.toJSON(message.resourceViolation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SecurityEvent>, I>>(base?: I): SecurityEvent {
+    return SecurityEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SecurityEvent>, I>>(object: I): SecurityEvent {
+    const message = createBaseSecurityEvent();
+    message.position = object.position ?? "0";
+    message.revision = object.revision ?? "0";
+    message.occurredAt = object.occurredAt ?? undefined;
+    message.recordedAt = object.recordedAt ?? undefined;
+    message.containerCreated = (object.containerCreated !== undefined && object.containerCreated !== null)
+      ? ContainerCreated.fromPartial(object.containerCreated)
+      : undefined;
+    message.resourceViolation = (object.resourceViolation !== undefined && object.resourceViolation !== null)
+      ? ResourceViolation.fromPartial(object.resourceViolation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListSecurityEventsResponse(): ListSecurityEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const ListSecurityEventsResponse: MessageFns<ListSecurityEventsResponse> = {
+  encode(message: ListSecurityEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      SecurityEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSecurityEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSecurityEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(SecurityEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSecurityEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => SecurityEvent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSecurityEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => SecurityEvent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSecurityEventsResponse>, I>>(base?: I): ListSecurityEventsResponse {
+    return ListSecurityEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSecurityEventsResponse>, I>>(object: I): ListSecurityEventsResponse {
+    const message = createBaseListSecurityEventsResponse();
+    message.events = object.events?.map((e) => SecurityEvent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListExecutorsRequest(): ListExecutorsRequest {
+  return {};
+}
+
+export const ListExecutorsRequest: MessageFns<ListExecutorsRequest> = {
+  encode(_: ListExecutorsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListExecutorsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListExecutorsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListExecutorsRequest {
+    return {};
+  },
+
+  toJSON(_: ListExecutorsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListExecutorsRequest>, I>>(base?: I): ListExecutorsRequest {
+    return ListExecutorsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListExecutorsRequest>, I>>(_: I): ListExecutorsRequest {
+    const message = createBaseListExecutorsRequest();
+    return message;
+  },
+};
+
+function createBaseExecutorHealth(): ExecutorHealth {
+  return {
+    executorId: "",
+    status: 0,
+    capacity: 0,
+    running: 0,
+    version: "",
+    metrics: {},
+    reportedAt: undefined,
+    ageSeconds: 0,
+  };
+}
+
+export const ExecutorHealth: MessageFns<ExecutorHealth> = {
+  encode(message: ExecutorHealth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executorId !== "") {
+      writer.uint32(10).string(message.executorId);
+    }
+    if (message.status !== 0) {
+      writer.uint32(16).int32(message.status);
+    }
+    if (message.capacity !== 0) {
+      writer.uint32(24).int32(message.capacity);
+    }
+    if (message.running !== 0) {
+      writer.uint32(32).int32(message.running);
+    }
+    if (message.version !== "") {
+      writer.uint32(42).string(message.version);
+    }
+    globalThis.Object.entries(message.metrics).forEach(([key, value]: [string, number]) => {
+      ExecutorHealth_MetricsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    if (message.reportedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.reportedAt), writer.uint32(58).fork()).join();
+    }
+    if (message.ageSeconds !== 0) {
+      writer.uint32(65).double(message.ageSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecutorHealth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecutorHealth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executorId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.capacity = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.running = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = ExecutorHealth_MetricsEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.metrics[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.reportedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.ageSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecutorHealth {
+    return {
+      executorId: isSet(object.executorId)
+        ? globalThis.String(object.executorId)
+        : isSet(object.executor_id)
+        ? globalThis.String(object.executor_id)
+        : "",
+      status: isSet(object.status) ? executorStatusFromJSON(object.status) : 0,
+      capacity: isSet(object.capacity) ? globalThis.Number(object.capacity) : 0,
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      metrics: isObject(object.metrics)
+        ? (globalThis.Object.entries(object.metrics) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      reportedAt: isSet(object.reportedAt)
+        ? fromJsonTimestamp(object.reportedAt)
+        : isSet(object.reported_at)
+        ? fromJsonTimestamp(object.reported_at)
+        : undefined,
+      ageSeconds: isSet(object.ageSeconds)
+        ? globalThis.Number(object.ageSeconds)
+        : isSet(object.age_seconds)
+        ? globalThis.Number(object.age_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExecutorHealth): unknown {
+    const obj: any = {};
+    if (message.executorId !== "") {
+      obj.executorId = message.executorId;
+    }
+    if (message.status !== 0) {
+      obj.status = executorStatusToJSON(message.status);
+    }
+    if (message.capacity !== 0) {
+      obj.capacity = Math.round(message.capacity);
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.metrics) {
+      const entries = globalThis.Object.entries(message.metrics) as [string, number][];
+      if (entries.length > 0) {
+        obj.metrics = {};
+        entries.forEach(([k, v]) => {
+          obj.metrics[k] = floatToJson(v);
+        });
+      }
+    }
+    if (message.reportedAt !== undefined) {
+      obj.reportedAt = message.reportedAt.toISOString();
+    }
+    if (message.ageSeconds !== 0) {
+      obj.ageSeconds = floatToJson(message.ageSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecutorHealth>, I>>(base?: I): ExecutorHealth {
+    return ExecutorHealth.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecutorHealth>, I>>(object: I): ExecutorHealth {
+    const message = createBaseExecutorHealth();
+    message.executorId = object.executorId ?? "";
+    message.status = object.status ?? 0;
+    message.capacity = object.capacity ?? 0;
+    message.running = object.running ?? 0;
+    message.version = object.version ?? "";
+    message.metrics = (globalThis.Object.entries(object.metrics ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.reportedAt = object.reportedAt ?? undefined;
+    message.ageSeconds = object.ageSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseExecutorHealth_MetricsEntry(): ExecutorHealth_MetricsEntry {
+  return { key: "", value: 0 };
+}
+
+export const ExecutorHealth_MetricsEntry: MessageFns<ExecutorHealth_MetricsEntry> = {
+  encode(message: ExecutorHealth_MetricsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecutorHealth_MetricsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecutorHealth_MetricsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecutorHealth_MetricsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: ExecutorHealth_MetricsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecutorHealth_MetricsEntry>, I>>(base?: I): ExecutorHealth_MetricsEntry {
+    return ExecutorHealth_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecutorHealth_MetricsEntry>, I>>(object: I): ExecutorHealth_MetricsEntry {
+    const message = createBaseExecutorHealth_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseListExecutorsResponse(): ListExecutorsResponse {
+  return { executors: [] };
+}
+
+export const ListExecutorsResponse: MessageFns<ListExecutorsResponse> = {
+  encode(message: ListExecutorsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.executors) {
+      ExecutorHealth.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListExecutorsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListExecutorsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executors.push(ExecutorHealth.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListExecutorsResponse {
+    return {
+      executors: globalThis.Array.isArray(object?.executors)
+        ? object.executors.map((e: any) => ExecutorHealth.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListExecutorsResponse): unknown {
+    const obj: any = {};
+    if (message.executors?.length) {
+      obj.executors = message.executors.map((e) => ExecutorHealth.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListExecutorsResponse>, I>>(base?: I): ListExecutorsResponse {
+    return ListExecutorsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListExecutorsResponse>, I>>(object: I): ListExecutorsResponse {
+    const message = createBaseListExecutorsResponse();
+    message.executors = object.executors?.map((e) => ExecutorHealth.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetQueueMetricsRequest(): GetQueueMetricsRequest {
+  return {};
+}
+
+export const GetQueueMetricsRequest: MessageFns<GetQueueMetricsRequest> = {
+  encode(_: GetQueueMetricsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueMetricsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueMetricsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetQueueMetricsRequest {
+    return {};
+  },
+
+  toJSON(_: GetQueueMetricsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueMetricsRequest>, I>>(base?: I): GetQueueMetricsRequest {
+    return GetQueueMetricsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueMetricsRequest>, I>>(_: I): GetQueueMetricsRequest {
+    const message = createBaseGetQueueMetricsRequest();
+    return message;
+  },
+};
+
+function createBaseQueueCount(): QueueCount {
+  return { key: "", queued: "0", running: "0" };
+}
+
+export const QueueCount: MessageFns<QueueCount> = {
+  encode(message: QueueCount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.queued !== "0") {
+      writer.uint32(16).int64(message.queued);
+    }
+    if (message.running !== "0") {
+      writer.uint32(24).int64(message.running);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueueCount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueueCount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.queued = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.running = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QueueCount {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      queued: isSet(object.queued) ? globalThis.String(object.queued) : "0",
+      running: isSet(object.running) ? globalThis.String(object.running) : "0",
+    };
+  },
+
+  toJSON(message: QueueCount): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.queued !== "0") {
+      obj.queued = message.queued;
+    }
+    if (message.running !== "0") {
+      obj.running = message.running;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<QueueCount>, I>>(base?: I): QueueCount {
+    return QueueCount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueueCount>, I>>(object: I): QueueCount {
+    const message = createBaseQueueCount();
+    message.key = object.key ?? "";
+    message.queued = object.queued ?? "0";
+    message.running = object.running ?? "0";
+    return message;
+  },
+};
+
+function createBaseGetQueueMetricsResponse(): GetQueueMetricsResponse {
+  return {
+    queued: "0",
+    running: "0",
+    byLanguage: [],
+    byEngine: [],
+    byExecutor: [],
+    oldestQueuedCreatedAt: undefined,
+    oldestQueuedAgeSeconds: 0,
+    position: "0",
+  };
+}
+
+export const GetQueueMetricsResponse: MessageFns<GetQueueMetricsResponse> = {
+  encode(message: GetQueueMetricsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queued !== "0") {
+      writer.uint32(8).int64(message.queued);
+    }
+    if (message.running !== "0") {
+      writer.uint32(16).int64(message.running);
+    }
+    for (const v of message.byLanguage) {
+      QueueCount.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.byEngine) {
+      QueueCount.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.byExecutor) {
+      QueueCount.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.oldestQueuedCreatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.oldestQueuedCreatedAt), writer.uint32(50).fork()).join();
+    }
+    if (message.oldestQueuedAgeSeconds !== 0) {
+      writer.uint32(57).double(message.oldestQueuedAgeSeconds);
+    }
+    if (message.position !== "0") {
+      writer.uint32(64).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueMetricsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueMetricsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.queued = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.running = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.byLanguage.push(QueueCount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.byEngine.push(QueueCount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.byExecutor.push(QueueCount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.oldestQueuedCreatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.oldestQueuedAgeSeconds = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetQueueMetricsResponse {
+    return {
+      queued: isSet(object.queued) ? globalThis.String(object.queued) : "0",
+      running: isSet(object.running) ? globalThis.String(object.running) : "0",
+      byLanguage: globalThis.Array.isArray(object?.byLanguage)
+        ? object.byLanguage.map((e: any) => QueueCount.fromJSON(e))
+        : globalThis.Array.isArray(object?.by_language)
+        ? object.by_language.map((e: any) => QueueCount.fromJSON(e))
+        : [],
+      byEngine: globalThis.Array.isArray(object?.byEngine)
+        ? object.byEngine.map((e: any) => QueueCount.fromJSON(e))
+        : globalThis.Array.isArray(object?.by_engine)
+        ? object.by_engine.map((e: any) => QueueCount.fromJSON(e))
+        : [],
+      byExecutor: globalThis.Array.isArray(object?.byExecutor)
+        ? object.byExecutor.map((e: any) => QueueCount.fromJSON(e))
+        : globalThis.Array.isArray(object?.by_executor)
+        ? object.by_executor.map((e: any) => QueueCount.fromJSON(e))
+        : [],
+      oldestQueuedCreatedAt: isSet(object.oldestQueuedCreatedAt)
+        ? fromJsonTimestamp(object.oldestQueuedCreatedAt)
+        : isSet(object.oldest_queued_created_at)
+        ? fromJsonTimestamp(object.oldest_queued_created_at)
+        : undefined,
+      oldestQueuedAgeSeconds: isSet(object.oldestQueuedAgeSeconds)
+        ? globalThis.Number(object.oldestQueuedAgeSeconds)
+        : isSet(object.oldest_queued_age_seconds)
+        ? globalThis.Number(object.oldest_queued_age_seconds)
+        : 0,
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: GetQueueMetricsResponse): unknown {
+    const obj: any = {};
+    if (message.queued !== "0") {
+      obj.queued = message.queued;
+    }
+    if (message.running !== "0") {
+      obj.running = message.running;
+    }
+    if (message.byLanguage?.length) {
+      obj.byLanguage = message.byLanguage.map((e) => QueueCount.toJSON(e));
+    }
+    if (message.byEngine?.length) {
+      obj.byEngine = message.byEngine.map((e) => QueueCount.toJSON(e));
+    }
+    if (message.byExecutor?.length) {
+      obj.byExecutor = message.byExecutor.map((e) => QueueCount.toJSON(e));
+    }
+    if (message.oldestQueuedCreatedAt !== undefined) {
+      obj.oldestQueuedCreatedAt = message.oldestQueuedCreatedAt.toISOString();
+    }
+    if (message.oldestQueuedAgeSeconds !== 0) {
+      obj.oldestQueuedAgeSeconds = floatToJson(message.oldestQueuedAgeSeconds);
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueMetricsResponse>, I>>(base?: I): GetQueueMetricsResponse {
+    return GetQueueMetricsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueMetricsResponse>, I>>(object: I): GetQueueMetricsResponse {
+    const message = createBaseGetQueueMetricsResponse();
+    message.queued = object.queued ?? "0";
+    message.running = object.running ?? "0";
+    message.byLanguage = object.byLanguage?.map((e) => QueueCount.fromPartial(e)) || [];
+    message.byEngine = object.byEngine?.map((e) => QueueCount.fromPartial(e)) || [];
+    message.byExecutor = object.byExecutor?.map((e) => QueueCount.fromPartial(e)) || [];
+    message.oldestQueuedCreatedAt = object.oldestQueuedCreatedAt ?? undefined;
+    message.oldestQueuedAgeSeconds = object.oldestQueuedAgeSeconds ?? 0;
+    message.position = object.position ?? "0";
+    return message;
+  },
+};
+
 /**
  * EvaluationQueryService reads evaluations back and streams their changes.
  *
@@ -2818,6 +4296,49 @@ export const EvaluationQueryServiceService = {
       Buffer.from(WaitEvaluationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WaitEvaluationResponse => WaitEvaluationResponse.decode(value),
   },
+  /**
+   * Lists security events (containers created, resource violations), newest first, filtered by
+   * evaluation, container, kind and violation type, and time; read from PostgreSQL. Pages are
+   * stable: an event recorded meanwhile never shifts them.
+   */
+  listSecurityEvents: {
+    path: "/crucible.storage.v1.EvaluationQueryService/ListSecurityEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSecurityEventsRequest): Buffer =>
+      Buffer.from(ListSecurityEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSecurityEventsRequest => ListSecurityEventsRequest.decode(value),
+    responseSerialize: (value: ListSecurityEventsResponse): Buffer =>
+      Buffer.from(ListSecurityEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSecurityEventsResponse => ListSecurityEventsResponse.decode(value),
+  },
+  /** Lists the executors whose last health report is younger than its TTL, with that report. */
+  listExecutors: {
+    path: "/crucible.storage.v1.EvaluationQueryService/ListExecutors" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListExecutorsRequest): Buffer => Buffer.from(ListExecutorsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListExecutorsRequest => ListExecutorsRequest.decode(value),
+    responseSerialize: (value: ListExecutorsResponse): Buffer =>
+      Buffer.from(ListExecutorsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListExecutorsResponse => ListExecutorsResponse.decode(value),
+  },
+  /**
+   * Counts queued and running evaluations, in all and per language, engine and executor, and
+   * the age of the oldest queued one: from counters kept with the read models, exact at
+   * `position`.
+   */
+  getQueueMetrics: {
+    path: "/crucible.storage.v1.EvaluationQueryService/GetQueueMetrics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetQueueMetricsRequest): Buffer =>
+      Buffer.from(GetQueueMetricsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetQueueMetricsRequest => GetQueueMetricsRequest.decode(value),
+    responseSerialize: (value: GetQueueMetricsResponse): Buffer =>
+      Buffer.from(GetQueueMetricsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetQueueMetricsResponse => GetQueueMetricsResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationQueryServiceServer extends UntypedServiceImplementation {
@@ -2861,6 +4382,20 @@ export interface EvaluationQueryServiceServer extends UntypedServiceImplementati
    * result and not the stream. NOT_FOUND when the evaluation is unknown.
    */
   waitEvaluation: handleUnaryCall<WaitEvaluationRequest, WaitEvaluationResponse>;
+  /**
+   * Lists security events (containers created, resource violations), newest first, filtered by
+   * evaluation, container, kind and violation type, and time; read from PostgreSQL. Pages are
+   * stable: an event recorded meanwhile never shifts them.
+   */
+  listSecurityEvents: handleUnaryCall<ListSecurityEventsRequest, ListSecurityEventsResponse>;
+  /** Lists the executors whose last health report is younger than its TTL, with that report. */
+  listExecutors: handleUnaryCall<ListExecutorsRequest, ListExecutorsResponse>;
+  /**
+   * Counts queued and running evaluations, in all and per language, engine and executor, and
+   * the age of the oldest queued one: from counters kept with the read models, exact at
+   * `position`.
+   */
+  getQueueMetrics: handleUnaryCall<GetQueueMetricsRequest, GetQueueMetricsResponse>;
 }
 
 export interface EvaluationQueryServiceClient extends Client {
@@ -3008,6 +4543,62 @@ export interface EvaluationQueryServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WaitEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists security events (containers created, resource violations), newest first, filtered by
+   * evaluation, container, kind and violation type, and time; read from PostgreSQL. Pages are
+   * stable: an event recorded meanwhile never shifts them.
+   */
+  listSecurityEvents(
+    request: ListSecurityEventsRequest,
+    callback: (error: ServiceError | null, response: ListSecurityEventsResponse) => void,
+  ): ClientUnaryCall;
+  listSecurityEvents(
+    request: ListSecurityEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSecurityEventsResponse) => void,
+  ): ClientUnaryCall;
+  listSecurityEvents(
+    request: ListSecurityEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSecurityEventsResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists the executors whose last health report is younger than its TTL, with that report. */
+  listExecutors(
+    request: ListExecutorsRequest,
+    callback: (error: ServiceError | null, response: ListExecutorsResponse) => void,
+  ): ClientUnaryCall;
+  listExecutors(
+    request: ListExecutorsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListExecutorsResponse) => void,
+  ): ClientUnaryCall;
+  listExecutors(
+    request: ListExecutorsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListExecutorsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Counts queued and running evaluations, in all and per language, engine and executor, and
+   * the age of the oldest queued one: from counters kept with the read models, exact at
+   * `position`.
+   */
+  getQueueMetrics(
+    request: GetQueueMetricsRequest,
+    callback: (error: ServiceError | null, response: GetQueueMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getQueueMetrics(
+    request: GetQueueMetricsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetQueueMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getQueueMetrics(
+    request: GetQueueMetricsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetQueueMetricsResponse) => void,
   ): ClientUnaryCall;
 }
 
