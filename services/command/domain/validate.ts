@@ -496,7 +496,7 @@ function containerLimits(v: Violations, field: string, limits: ContainerLimitsMe
   count('timeout_seconds', 'timeoutSeconds', limits.timeoutSeconds);
   checkText(v, `${field}.network`, limits.network, MAX_NETWORK_POLICY, false);
   if (limits.network !== '') checked.network = limits.network;
-  return checked as ContainerLimits;
+  return checked;
 }
 
 /**
