@@ -13,8 +13,11 @@ import {
 } from '../../shared/runtime';
 import { createS3Client } from '../../shared/s3';
 import { createCommandExecutor } from './application/command-executor';
+import { createReaper, reaperRulesOf } from './application/reaper';
 import { createPostgresEvaluationStore } from './postgres/evaluation-store';
+import { createPostgresRunningEvaluations } from './postgres/running-evaluations';
 import { createRedisChangePublisher } from './redis/change-publisher';
+import { createRedisExecutorHealth } from './redis/executor-health';
 import { createS3BlobStore } from './s3/blob-store';
 import { createCommandServer } from './server';
 
@@ -50,7 +53,9 @@ async function main(): Promise<void> {
   let redisDown = false;
   redis.on('error', (err: Error) => {
     if (!redisDown)
-      logger.warn('redis unavailable; changes reach the query side through catch-up', { err: err.message });
+      logger.warn('redis unavailable; changes reach the query side through catch-up, health reports are refused', {
+        err: err.message,
+      });
     redisDown = true;
   });
   redis.on('ready', () => {
@@ -63,17 +68,26 @@ async function main(): Promise<void> {
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
   const newUlid = monotonicFactory();
+  const clock = { now: () => new Date() };
   const executor = createCommandExecutor({
     store: createPostgresEvaluationStore(pool),
     blobs: createS3BlobStore(s3, config.s3.bucket),
     publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
-    clock: { now: () => new Date() },
+    clock,
     newId: () => newUlid(),
     limits: config.limits,
     maxPending: config.maxPendingCommands,
     logger,
   });
-  const server = createCommandServer({ executor, limits: config.limits, logger });
+  // Reports and last-seen times share the publisher's connection: both must fail at once, not
+  // queue, while Redis is down.
+  const executorHealth = createRedisExecutorHealth(redis, config.redisKeyPrefix, config.executors);
+  const server = createCommandServer({
+    executor,
+    limits: config.limits,
+    logger,
+    executorHealth: { healthReports: executorHealth, clock, executors: config.executors },
+  });
   const port = await server.listen(config.host, config.commandPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
   createLogger('info', { service: 'command' }).info('listening', {
@@ -82,10 +96,23 @@ async function main(): Promise<void> {
     environment: config.environment,
   });
 
+  // Every instance sweeps; two that pick the same evaluation write one event (reaper.ts).
+  const reaper = createReaper({
+    running: createPostgresRunningEvaluations(pool),
+    health: executorHealth,
+    executor,
+    clock,
+    rules: reaperRulesOf(config.executors),
+    logger: logger.child({ component: 'reaper' }),
+  });
+  if (config.executors.lostGraceSeconds > 0) reaper.start();
+
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
-    void server
-      .shutdown(config.shutdownGraceMs)
+    // First, so that no failure is written while the server drains and the pool closes.
+    void reaper
+      .stop()
+      .then(() => server.shutdown(config.shutdownGraceMs))
       .then(() => closeAll(resources, logger))
       .then(() => {
         logger.info('stopped');

@@ -3,6 +3,7 @@ import {
   EvaluationCommandServiceService,
   type EvaluationCommandServiceServer,
 } from '../../shared/generated/crucible/storage/v1/command_service';
+import { UnavailableError } from '../../shared/errors';
 import type { Logger } from '../../shared/logging';
 import {
   createCancelEvaluation,
@@ -10,19 +11,35 @@ import {
   createCompleteEvaluationStream,
   createFailEvaluation,
   createRecordMetrics,
+  createReportExecutorHealth,
   createStartEvaluation,
   createSubmitEvaluation,
   type CommandHandlerDeps,
+  type ReportExecutorHealthDeps,
 } from './handlers';
+import { createRecordSecurityEvent } from './handlers/record-security-event';
 
 const COMMAND_SERVICE_NAME = 'crucible.storage.v1.EvaluationCommandService';
 
 /** Room for the request's other fields and framing around the largest output or code. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
-export function createCommandServer(deps: CommandHandlerDeps & { readonly logger: Logger }): GrpcServer {
+export interface CommandServerDeps extends CommandHandlerDeps {
+  readonly logger: Logger;
+  /**
+   * Where ReportExecutorHealth keeps reports (main.ts always passes it). Left out by tests
+   * that serve only the commands: the RPC then answers UNAVAILABLE.
+   */
+  readonly executorHealth?: ReportExecutorHealthDeps;
+}
+
+export function createCommandServer(deps: CommandServerDeps): GrpcServer {
   const { logger } = deps;
   const log = createCallLog(logger);
+  const reportExecutorHealth =
+    deps.executorHealth === undefined
+      ? () => Promise.reject(new UnavailableError('this server keeps no executor health'))
+      : createReportExecutorHealth(deps.executorHealth);
   const implementation: EvaluationCommandServiceServer = {
     submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), log),
     startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), log),
@@ -36,6 +53,8 @@ export function createCommandServer(deps: CommandHandlerDeps & { readonly logger
     failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), log),
     cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), log),
     recordMetrics: unary('RecordMetrics', createRecordMetrics(deps), log),
+    recordSecurityEvent: unary('RecordSecurityEvent', createRecordSecurityEvent(deps), log),
+    reportExecutorHealth: unary('ReportExecutorHealth', reportExecutorHealth, log),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],

@@ -82,6 +82,17 @@ export interface PostgresSessionConfig {
   readonly migrationStatementTimeoutMs: number;
 }
 
+/** Executor health (ReportExecutorHealth) and the reaper of evaluations whose executor is gone. */
+export interface ExecutorConfig {
+  /** How long a health report counts: its Redis key's TTL, and what ReportExecutorHealth answers. */
+  readonly healthTtlSeconds: number;
+  /**
+   * A running evaluation is failed once its executor has been silent this long past the TTL
+   * (EXECUTOR_LOST), or it ran this long past its timeout (TIMEOUT). 0: the reaper is off.
+   */
+  readonly lostGraceSeconds: number;
+}
+
 export interface Config {
   readonly environment: Environment;
   readonly logLevel: LogLevel;
@@ -108,6 +119,7 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** Commands the command service runs at once before it refuses more (UNAVAILABLE). */
   readonly maxPendingCommands: number;
+  readonly executors: ExecutorConfig;
 }
 
 export class ConfigError extends Error {
@@ -232,5 +244,9 @@ export function loadConfig(env: Env): Config {
     catchUpIntervalMs: v.CATCH_UP_INTERVAL_MS,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     maxPendingCommands: v.MAX_PENDING_COMMANDS,
+    executors: Object.freeze({
+      healthTtlSeconds: v.EXECUTOR_HEALTH_TTL_SECONDS,
+      lostGraceSeconds: v.EXECUTOR_LOST_GRACE_SECONDS,
+    }),
   });
 }

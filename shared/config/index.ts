@@ -2,6 +2,7 @@ export { loadConfig, ConfigError, defaultPostgresSession } from './config';
 export type {
   Config,
   Environment,
+  ExecutorConfig,
   LogLevel,
   Limits,
   PostgresSessionConfig,

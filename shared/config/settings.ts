@@ -339,6 +339,19 @@ export const SETTINGS = {
     defaults: { all: '256' },
     help: 'commands in progress at once; more are refused at once with `UNAVAILABLE`; a streamed output counts once its bytes are in',
   }),
+  // An executor reports well within the TTL (every third of it survives two lost reports); one
+  // that misses it drops out of ListExecutors, and its evaluations are judged only after the
+  // grace on top (services/command/application/reaper.ts).
+  EXECUTOR_HEALTH_TTL_SECONDS: setting({
+    parser: wholeNumber(1, 3600),
+    defaults: { all: '30' },
+    help: "how long an executor's health report counts (`ReportExecutorHealth` answers it); executors report well within it",
+  }),
+  EXECUTOR_LOST_GRACE_SECONDS: setting({
+    parser: wholeNumber(0, 86_400),
+    defaults: { all: '60' },
+    help: 'command side: a running evaluation fails with `EXECUTOR_LOST` once its executor (if it reports health) is silent this long past the TTL, or with `TIMEOUT` this long past its timeout; 0: never',
+  }),
   // grpc-js buffers a request message whole before any of our code runs; unadmitted, that is
   // the largest message times the calls in flight. shared/grpc/admission.ts.
   MAX_REQUEST_BYTES_IN_FLIGHT: setting({

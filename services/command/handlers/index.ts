@@ -5,4 +5,6 @@ export { createCompleteEvaluationStream } from './complete-evaluation-stream';
 export { createFailEvaluation } from './fail-evaluation';
 export { createCancelEvaluation } from './cancel-evaluation';
 export { createRecordMetrics } from './record-metrics';
+export { createReportExecutorHealth } from './report-executor-health';
 export type { CommandHandlerDeps } from './deps';
+export type { HealthReports, ReportExecutorHealthDeps } from './report-executor-health';

@@ -174,6 +174,23 @@ describe('loadConfig', () => {
     expect(problemsOf({ ENVIRONMENT: 'test', PG_KEEPALIVE_DELAY_MS: '10s' })[0]).to.include('PG_KEEPALIVE_DELAY_MS');
   });
 
+  it('reads the executor health TTL and the reaper grace; a grace of 0 turns the reaper off, a TTL of 0 is refused', () => {
+    expect(loadConfig({ ENVIRONMENT: 'test' }).executors).to.deep.equal({ healthTtlSeconds: 30, lostGraceSeconds: 60 });
+    const config = loadConfig({
+      ENVIRONMENT: 'test',
+      EXECUTOR_HEALTH_TTL_SECONDS: '1',
+      EXECUTOR_LOST_GRACE_SECONDS: '0',
+    });
+    expect(config.executors).to.deep.equal({ healthTtlSeconds: 1, lostGraceSeconds: 0 });
+    expect(Object.isFrozen(config.executors)).to.equal(true);
+    expect(problemsOf({ ENVIRONMENT: 'test', EXECUTOR_HEALTH_TTL_SECONDS: '0' })[0]).to.include(
+      'EXECUTOR_HEALTH_TTL_SECONDS',
+    );
+    expect(problemsOf({ ENVIRONMENT: 'test', EXECUTOR_LOST_GRACE_SECONDS: '-1' })[0]).to.include(
+      'EXECUTOR_LOST_GRACE_SECONDS',
+    );
+  });
+
   it('reports every problem at once', () => {
     const problems = problemsOf({
       ENVIRONMENT: 'production',

@@ -1,0 +1,35 @@
+import type { ExecutorConfig } from '../../../shared/config';
+import { validateExecutorHealth, type ExecutorHealthReport } from '../../../shared/executors';
+import type { UnaryHandler } from '../../../shared/grpc';
+import type {
+  ReportExecutorHealthRequest,
+  ReportExecutorHealthResponse,
+} from '../../../shared/generated/crucible/storage/v1/command_service';
+import type { Clock } from '../application/ports';
+
+/** Where health reports are kept (services/command/redis/executor-health.ts). */
+export interface HealthReports {
+  record(report: ExecutorHealthReport, reportedAt: Date): Promise<void>;
+}
+
+export interface ReportExecutorHealthDeps {
+  readonly healthReports: HealthReports;
+  readonly clock: Clock;
+  readonly executors: ExecutorConfig;
+}
+
+/**
+ * Not a command: a report changes no evaluation and writes nothing to the event log. It is
+ * kept in Redis for the health TTL, stamped with this service's clock (the one the reaper
+ * judges by), and the answer tells the executor how long it counts.
+ */
+export function createReportExecutorHealth({
+  healthReports,
+  clock,
+  executors,
+}: ReportExecutorHealthDeps): UnaryHandler<ReportExecutorHealthRequest, ReportExecutorHealthResponse> {
+  return async (request) => {
+    await healthReports.record(validateExecutorHealth(request), clock.now());
+    return { ttlSeconds: executors.healthTtlSeconds };
+  };
+}
