@@ -34,8 +34,9 @@ export function createGetEvaluation(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'GetEvaluation');
+    const fresh = deps.guard.beforeRead();
     const { record: evaluation, checkpoint } = await deps.records.get(evalId);
-    deps.guard.checkFresh(checkpoint, minPosition);
+    fresh(checkpoint, minPosition);
     if (evaluation === undefined) {
       await deps.guard.confirmMissing(evalId, checkpoint);
       throw new NotFoundError(`evaluation ${evalId} not found`);

@@ -48,8 +48,9 @@ export function createListEvaluations(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'ListEvaluations');
+    const fresh = deps.guard.beforeRead();
     const page = await deps.list.page(status, pageSize, cursor);
-    for (const checkpoint of await deps.checkpoints.readAll()) deps.guard.checkFresh(checkpoint, minPosition);
+    for (const checkpoint of await deps.checkpoints.readAll()) fresh(checkpoint, minPosition);
     deps.guard.reportLost(page.missing);
     deps.guard.reportDamagedIndexes(page.damaged);
     return { evaluations: page.evaluations, nextPageToken: page.nextPageToken };

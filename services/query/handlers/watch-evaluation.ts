@@ -70,8 +70,9 @@ export function createWatchEvaluation(deps: {
     await deps.readiness.ready(context);
     // The record (with its checkpoint) first, then the history's last entry and length: a step
     // landing in between can only make the history newer than the record, never older.
+    const fresh = deps.guard.beforeRead();
     const [{ record, checkpoint }, stored] = await Promise.all([deps.records.get(evalId), history.latest(evalId)]);
-    deps.guard.checkFresh(checkpoint);
+    fresh(checkpoint);
     let latest: Change;
     if (stored !== undefined) {
       latest = changeOf(stored.update);

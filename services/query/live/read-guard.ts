@@ -11,6 +11,9 @@ export interface GuardedProjection {
 /** Where an evaluation first appears in the log (PostgreSQL), if it does at all. */
 export type FirstPositionOf = (evalId: string) => Promise<bigint | undefined>;
 
+/** See ReadGuard.beforeRead. */
+export type FreshnessCheck = (checkpoint: bigint, minPosition?: bigint) => void;
+
 export interface ReadGuard {
   /**
    * Before a `min_position` wait: throws UNAVAILABLE at once when the read models are behind
@@ -19,10 +22,12 @@ export interface ReadGuard {
    */
   checkReachable(minPosition: bigint): void;
   /**
-   * Throws UNAVAILABLE unless a read's partition `checkpoint` (read in the same round trip
-   * as the data, after it) is at least what this replica already applied: a lower one means
-   * Redis lost data (flushed, restarted empty, the key deleted) since, and whatever the read
-   * found cannot be trusted. A catch-up is asked for.
+   * Called just before a read is sent; the check it returns throws UNAVAILABLE unless the
+   * read's partition `checkpoint` (read in the same round trip as the data, after it) is at
+   * least what this replica had applied when the read was sent: a lower one means Redis lost
+   * data (flushed, restarted empty, the key deleted) since, and whatever the read found cannot
+   * be trusted. A catch-up is asked for. (What was applied after the read was sent is no
+   * measure: a step landing between the read and the check is not a loss.)
    *
    * With `minPosition` (the read waited for it), also unless the checkpoint reached it: the wait
    * may pass on what the tail saw before Redis lost data, while a replica replaying into the
@@ -32,7 +37,7 @@ export interface ReadGuard {
    * checkpoint a moment after the others: a read racing that is refused too, and its retry
    * answers.
    */
-  checkFresh(checkpoint: bigint, minPosition?: bigint): void;
+  beforeRead(): FreshnessCheck;
   /**
    * Before answering NOT_FOUND for `evalId` at `checkpoint`: when the log has the evaluation
    * at or below that checkpoint, its read model was lost (deleted, evicted) — a repair is
@@ -74,20 +79,22 @@ export function createReadGuard(deps: {
         `min_position ${minPosition} is beyond the read models (at ${checkpoint}), which cannot move: ${stalled}`,
       );
     },
-    checkFresh(checkpoint, minPosition) {
+    beforeRead: () => {
       const applied = projection.status().checkpoint;
-      if (checkpoint < applied) {
-        projection.requestCatchUp('a read found the read models behind what was applied');
-        throw new UnavailableError(
-          `the read models are at position ${checkpoint}, behind the ${applied} this replica applied ` +
-            '(Redis lost data): they are being rebuilt from the event log; retry shortly',
-        );
-      }
-      if (minPosition !== undefined && checkpoint < minPosition)
-        throw new UnavailableError(
-          `the read models are at position ${checkpoint}, behind the min_position ${minPosition} this read ` +
-            'waited for (Redis lost data, or a partition is a moment behind another): retry shortly',
-        );
+      return (checkpoint, minPosition) => {
+        if (checkpoint < applied) {
+          projection.requestCatchUp('a read found the read models behind what was applied');
+          throw new UnavailableError(
+            `the read models are at position ${checkpoint}, behind the ${applied} this replica applied ` +
+              '(Redis lost data): they are being rebuilt from the event log; retry shortly',
+          );
+        }
+        if (minPosition !== undefined && checkpoint < minPosition)
+          throw new UnavailableError(
+            `the read models are at position ${checkpoint}, behind the min_position ${minPosition} this read ` +
+              'waited for (Redis lost data, or a partition is a moment behind another): retry shortly',
+          );
+      };
     },
     async confirmMissing(evalId, checkpoint) {
       const first = await firstPositionOf(evalId);

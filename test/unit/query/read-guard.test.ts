@@ -31,14 +31,32 @@ describe('read guard', () => {
 
   it('passes a read whose checkpoint is at or above what the replica applied', () => {
     const { guard, catchUps } = guardOver(10n);
-    guard.checkFresh(10n);
-    guard.checkFresh(11n);
+    guard.beforeRead()(10n);
+    guard.beforeRead()(11n);
     expect(catchUps).to.deep.equal([]);
+  });
+
+  it('measures a read by what was applied when it was sent: a step landing before the check is no loss', () => {
+    let applied = 10n;
+    const guard = createReadGuard({
+      projection: {
+        status: () => ({ checkpoint: applied, stalled: undefined }),
+        requestCatchUp: () => undefined,
+        repair: () => undefined,
+      },
+      firstPositionOf: () => Promise.resolve(undefined),
+      checkIndexes: () => undefined,
+      logger: silentLogger,
+    });
+    const fresh = guard.beforeRead();
+    applied = 11n; // the projector applied the next step while the read was in flight
+    fresh(10n);
+    expect(() => guard.beforeRead()(10n)).to.throw(UnavailableError, /Redis lost data/);
   });
 
   it('refuses a read whose checkpoint went below what the replica applied, and asks for a catch-up', () => {
     const { guard, catchUps } = guardOver(10n);
-    expect(() => guard.checkFresh(0n))
+    expect(() => guard.beforeRead()(0n))
       .to.throw(UnavailableError)
       .with.property('message')
       .that.contains('Redis lost data');
