@@ -3,9 +3,9 @@ import { evolve, isTerminalProto, type RecordedEvent } from '../../../shared/dom
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
-import { checkedReplies } from '../redis/errors';
+import { readCountedIndexes } from '../redis/index-counts';
 import { decodeRecord } from '../read-models/evaluation-record';
-import { listMember } from '../read-models/evaluation-list';
+import { indexKeysOfEvaluation, listMember, possibleIndexKeys } from '../read-models/evaluation-list';
 import { idsByPartition, indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
 
 /** What the checker reads from the source of truth (PostgreSQL: postgres/event-log.ts). */
@@ -119,12 +119,9 @@ export async function checkConsistency(deps: {
   }
   // Every index the size its count says (redis/index-counts.ts), read together.
   for (const p of partitionNumbers(layout)) {
-    const keys = indexKeysOf(layout, p);
-    const tx = redis.multi().hgetall(layout.indexCounts(p));
-    for (const key of keys) tx.zcard(key);
-    const [counts, ...sizes] = checkedReplies(await tx.exec()) as [Record<string, string>, ...number[]];
+    const { counts, keys, sizes } = await readCountedIndexes(redis, layout, p);
     keys.forEach((key, k) => {
-      const count = Number(counts[key] ?? 0);
+      const count = counts.get(key) ?? 0;
       const size = Number(sizes[k]);
       if (count !== size) differences.push(`index ${key} holds ${size} members, its count says ${count}`);
     });
@@ -153,17 +150,23 @@ async function readSnapshots(
   eventsOf: ReadonlyMap<string, readonly RecordedEvent[]>,
 ): Promise<Map<string, Snapshot>> {
   const byPartition = idsByPartition(layout, ids);
-  const indexKeys = (p: number): string[] => indexKeysOf(layout, p);
   const snapshots = new Map<string, Snapshot>();
+  // The indexes an evaluation could be in follow from its whole log (its executor is set once).
+  const possibleKeys = (p: number, id: string): string[] => {
+    let state: Evaluation | undefined;
+    for (const event of eventsOf.get(id) ?? []) state = evolve(state, event);
+    return state === undefined ? indexKeysOf(layout, p) : possibleIndexKeys(layout, p, state);
+  };
   await Promise.all(
     [...byPartition].map(async ([p, partitionIds]) => {
       const tx = redis.multi().get(layout.checkpoint(p));
+      const keysOf = new Map(partitionIds.map((id) => [id, possibleKeys(p, id)]));
       for (const id of partitionIds) {
         tx.getBuffer(layout.record(p, id)).lrangeBuffer(layout.history(p, id), 0, -1);
         // The member is fixed by the first event (creation time and id), whatever came after.
         const first = eventsOf.get(id)?.[0];
         const member = first === undefined ? '' : listMember(evolve(undefined, first));
-        for (const key of indexKeys(p)) tx.zscore(key, member);
+        for (const key of keysOf.get(id) ?? []) tx.zscore(key, member);
       }
       const replies = (await tx.exec()) ?? [];
       for (const [err] of replies) if (err !== null) throw err;
@@ -173,7 +176,7 @@ async function readSnapshots(
         const record = replies[at++]?.[1] as Buffer | null;
         const history = replies[at++]?.[1] as Buffer[];
         const inIndex = new Map<string, boolean>();
-        for (const key of indexKeys(p)) inIndex.set(key, (replies[at++]?.[1] ?? null) !== null);
+        for (const key of keysOf.get(id) ?? []) inIndex.set(key, (replies[at++]?.[1] ?? null) !== null);
         snapshots.set(id, { checkpoint, record, history, inIndex });
       }
     }),
@@ -235,8 +238,9 @@ function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapsho
     if (lastUpdate !== undefined && canonical(lastUpdate) !== canonical(want))
       differences.push('the latest history entry differs from the state folded from the log');
   }
+  const listedIn = new Set(indexKeysOfEvaluation(layout, p, want));
   for (const [key, present] of snapshot.inIndex) {
-    const wanted = key === layout.indexAll(p) || key === layout.indexStatus(p, want.status);
+    const wanted = listedIn.has(key);
     if (present !== wanted) {
       const what = key === layout.indexAll(p) ? 'index of all evaluations' : `index ${key}`;
       differences.push(`${wanted ? 'missing from' : 'wrongly in'} the ${what}`);

@@ -9,9 +9,9 @@ import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/cru
 import { changeLogWrites } from '../read-models/change-log';
 import { historyDrop, historyWrites } from '../read-models/evaluation-history';
 import { storesMetadata } from '../read-models/stored-update';
-import { indexWrites, listMember } from '../read-models/evaluation-list';
+import { indexKeysOfEvaluation, indexWrites, listMember, possibleIndexKeys } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
-import { INDEXED_STATUSES, type KeyLayout } from '../read-models/keys';
+import type { KeyLayout } from '../read-models/keys';
 import { eventMark } from '../read-models/checkpoints';
 import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
 import { UpdateEncoder } from '../read-models/update-encoding';
@@ -212,11 +212,9 @@ export function planRepair(
       for (const { revision, update } of updates) historyWrites(layout, partition, state.evalId, revision, update, ops);
     recordWrites(layout, partition, state, ops);
     const member = listMember(state);
-    ops.zadd(layout.indexAll(partition), member);
-    for (const status of INDEXED_STATUSES) {
-      if (status === state.status) ops.zadd(layout.indexStatus(partition, status), member);
-      else ops.zrem(layout.indexStatus(partition, status), member);
-    }
+    const wanted = indexKeysOfEvaluation(layout, partition, state);
+    for (const key of wanted) ops.zadd(key, member);
+    for (const key of possibleIndexKeys(layout, partition, state)) if (!wanted.includes(key)) ops.zrem(key, member);
   }
   return { partition, expectedCheckpoint: checkpoint, newCheckpoint: checkpoint, ops };
 }
@@ -373,6 +371,7 @@ function memoizedKeys(layout: KeyLayout): KeyLayout {
   const checkpoint: string[] = [];
   const indexAll: string[] = [];
   const indexStatus: string[][] = [];
+  const indexFacets: Map<string, string>[] = [];
   const changeLog: string[] = [];
   const records: Map<string, string>[] = [];
   const histories: Map<string, string>[] = [];
@@ -392,6 +391,13 @@ function memoizedKeys(layout: KeyLayout): KeyLayout {
     checkpoint: (p) => (checkpoint[p] ??= layout.checkpoint(p)),
     indexAll: (p) => (indexAll[p] ??= layout.indexAll(p)),
     indexStatus: (p, status) => ((indexStatus[p] ??= [])[status] ??= layout.indexStatus(p, status)),
+    indexFacet: (p, status, facet, value) => {
+      const cache = (indexFacets[p] ??= new Map());
+      const id = `${status}:${facet}:${value}`;
+      let key = cache.get(id);
+      if (key === undefined) cache.set(id, (key = layout.indexFacet(p, status, facet, value)));
+      return key;
+    },
     changeLog: (p) => (changeLog[p] ??= layout.changeLog(p)),
     record: (p, evalId) => ofEvaluation(records, p, evalId, (q, id) => layout.record(q, id)),
     history: (p, evalId) => ofEvaluation(histories, p, evalId, (q, id) => layout.history(q, id)),

@@ -1,7 +1,7 @@
 import { ValidationError } from '../../../shared/errors';
 import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Encoded } from '../wire/encoded';
-import type { KeyLayout } from './keys';
+import { INDEXED_STATUSES, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
 
 /**
@@ -12,8 +12,14 @@ import type { WriteSink } from './write-ops';
  * 0 n` gives exact, stable newest-first pages: a page token is the last member served, and an
  * evaluation created during paging never shifts or repeats a page.
  *
- * How an event changes it: EvaluationQueued adds the member to `all` and to the status index;
- * a status change moves the member from the old status index to the new one.
+ * Within each status, facet indexes list the evaluations of one language, engine or executor
+ * (`index:<status>:<facet>:<value>`): a filtered list is a page of one of them, and their sizes
+ * are the queue's counts (redis/queue-metrics.ts), kept by the same atomic writes and audited by
+ * the same counts (redis/index-counts.ts) as every index.
+ *
+ * How an event changes it: EvaluationQueued adds the member to `all`, its status index and that
+ * status' facets; a status change (or the executor a start names) moves the member from the
+ * indexes of the old state to those of the new one.
  */
 export const CREATED_DIGITS = 15;
 const MEMBER_PATTERN = /^\d{15}:.+$/s;
@@ -23,6 +29,42 @@ export function listMember(evaluation: Pick<Evaluation, 'createdAt' | 'evalId'>)
   return `${String(ms).padStart(CREATED_DIGITS, '0')}:${evaluation.evalId}`;
 }
 
+/** What decides an evaluation's indexes. */
+type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId'>;
+
+/** The facet indexes of `status` an evaluation like `state` is in (no executor facet before it has one). */
+function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatus, state: Listed): string[] {
+  const keys: string[] = [];
+  if (state.language !== '') keys.push(layout.indexFacet(partition, status, 'language', state.language));
+  if (state.engine !== '') keys.push(layout.indexFacet(partition, status, 'engine', state.engine));
+  if (state.executorId !== '') keys.push(layout.indexFacet(partition, status, 'executor', state.executorId));
+  return keys;
+}
+
+/** Every index an evaluation in `state` is listed in: `all`, its status and that status' facets. */
+export function indexKeysOfEvaluation(layout: KeyLayout, partition: number, state: Listed): string[] {
+  return [
+    layout.indexAll(partition),
+    layout.indexStatus(partition, state.status),
+    ...facetKeys(layout, partition, state.status, state),
+  ];
+}
+
+/**
+ * Every index an evaluation like `state` could be in, whatever its status: where a repair or the
+ * checker looks for it. Its language and engine never change and its executor is set once, so
+ * these cover every state it was ever in (given a state with the executor, if it has one).
+ */
+export function possibleIndexKeys(layout: KeyLayout, partition: number, state: Listed): string[] {
+  return [
+    layout.indexAll(partition),
+    ...INDEXED_STATUSES.flatMap((status) => [
+      layout.indexStatus(partition, status),
+      ...facetKeys(layout, partition, status, state),
+    ]),
+  ];
+}
+
 export function indexWrites(
   layout: KeyLayout,
   partition: number,
@@ -30,11 +72,12 @@ export function indexWrites(
   after: Evaluation,
   out: WriteSink,
 ): void {
-  if (before !== undefined && before.status === after.status) return;
+  if (before !== undefined && before.status === after.status && before.executorId === after.executorId) return;
   const member = listMember(after);
-  if (before === undefined) out.zadd(layout.indexAll(partition), member);
-  else out.zrem(layout.indexStatus(partition, before.status), member);
-  out.zadd(layout.indexStatus(partition, after.status), member);
+  const wanted = indexKeysOfEvaluation(layout, partition, after);
+  const had = before === undefined ? [] : indexKeysOfEvaluation(layout, partition, before);
+  for (const key of had) if (!wanted.includes(key)) out.zrem(key, member);
+  for (const key of wanted) if (!had.includes(key)) out.zadd(key, member);
 }
 
 /** What a page token carries: the status it was issued for and the last member served. */

@@ -1,4 +1,4 @@
-import { statusOfProto, statusToProto, STATUSES } from '../../../shared/domain';
+import { parseStatus, statusOfProto, statusToProto, STATUSES } from '../../../shared/domain';
 import type { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 
 /**
@@ -14,6 +14,9 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
  *   P:{P:n}:eval:<id>         string  ts-proto-encoded Evaluation
  *   P:{P:n}:index:all         zset    members `<created ms, 15 digits>:<id>`, score 0
  *   P:{P:n}:index:<status>    zset    same members, one set per status
+ *   P:{P:n}:index:<status>:<facet>:<value>
+ *                             zset    same members, per status and language, engine or executor
+ *                                     (evaluation-list.ts): filtered lists and queue counts
  *   P:{P:n}:index-counts      hash    per index key, the members the projection put in it
  *   P:{P:n}:history:<id>      list    encoded EvaluationUpdate per revision (index = revision-1)
  *   P:{P:n}:changes           stream  entry id `<position>-0`, field `u` = encoded EvaluationUpdate
@@ -30,6 +33,10 @@ export interface KeyLayout {
   indexAll(partition: number): string;
   /** Throws for UNSPECIFIED / unknown values: there is no such index. */
   indexStatus(partition: number, status: EvaluationStatus): string;
+  /** The index of one status' evaluations with one language, engine or executor. */
+  indexFacet(partition: number, status: EvaluationStatus, facet: Facet, value: string): string;
+  /** What an index key of this layout lists; undefined for any other key. */
+  describeIndex(key: string): IndexOf | undefined;
   /** How many members each index of the partition should have (redis/index-counts.ts). */
   indexCounts(partition: number): string;
   history(partition: number, evalId: string): string;
@@ -39,6 +46,17 @@ export interface KeyLayout {
   /** What a key of this prefix holds (undefined for any other key). */
   describe(key: string): DescribedKey | undefined;
 }
+
+/** What an evaluation is listed by within its status, besides the status itself. */
+export type Facet = 'language' | 'engine' | 'executor';
+
+export const FACETS: readonly Facet[] = ['language', 'engine', 'executor'];
+
+/** What one index lists: every evaluation, those of a status, or those of a status and facet value. */
+export type IndexOf =
+  | { readonly partition: number; readonly status?: undefined }
+  | { readonly partition: number; readonly status: EvaluationStatus; readonly facet?: undefined }
+  | { readonly partition: number; readonly status: EvaluationStatus; readonly facet: Facet; readonly value: string };
 
 /** A read-model key, by what it holds. */
 export type DescribedKey =
@@ -74,6 +92,27 @@ export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
       const name = statusOfProto(status);
       if (name === undefined) throw new RangeError(`no index for status ${status}`);
       return `${base(p)}:index:${name}`;
+    },
+    indexFacet: (p: number, status: EvaluationStatus, facet: Facet, value: string) => {
+      const name = statusOfProto(status);
+      if (name === undefined) throw new RangeError(`no index for status ${status}`);
+      return `${base(p)}:index:${name}:${facet}:${value}`;
+    },
+    describeIndex(key: string): IndexOf | undefined {
+      const head = `${prefix}:{${prefix}:`;
+      if (!key.startsWith(head)) return undefined;
+      const close = key.indexOf('}:index:', head.length);
+      if (close < 0) return undefined;
+      const partition = Number(key.slice(head.length, close));
+      if (!Number.isInteger(partition) || partition < 0 || partition >= partitions) return undefined;
+      const rest = key.slice(close + '}:index:'.length);
+      if (rest === 'all') return { partition };
+      const [name = '', facet, ...value] = rest.split(':');
+      const status = parseStatus(name);
+      if (status === undefined) return undefined;
+      if (facet === undefined) return { partition, status: statusToProto(status) };
+      if (!(FACETS as readonly string[]).includes(facet) || value.length === 0) return undefined;
+      return { partition, status: statusToProto(status), facet: facet as Facet, value: value.join(':') };
     },
     indexCounts: (p: number) => `${base(p)}:index-counts`,
     history: (p: number, evalId: string) => `${base(p)}:history:${evalId}`,

@@ -3,8 +3,8 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
 import { decodeRecord } from '../read-models/evaluation-record';
-import { CREATED_DIGITS, listMember } from '../read-models/evaluation-list';
-import { INDEXED_STATUSES, indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
+import { CREATED_DIGITS, indexKeysOfEvaluation, listMember, possibleIndexKeys } from '../read-models/evaluation-list';
+import { indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { WriteSet } from '../read-models/write-ops';
 import { checkedReplies } from './errors';
 
@@ -58,7 +58,13 @@ export function createIndexCounts(deps: {
   readonly onLost: (evalIds: readonly string[]) => void;
 }): IndexCounts {
   const { redis, store, layout } = deps;
-  const indexKeys = (p: number): string[] => indexKeysOf(layout, p);
+
+  /**
+   * The partition's indexes: `all` first, then each status', then every facet index its counts
+   * name (a facet index exists once the projection put a member in it, and counted it).
+   */
+  const knownIndexKeys = async (p: number): Promise<string[]> =>
+    withCountedIndexes(layout, p, Object.keys(await redis.hgetall(layout.indexCounts(p))));
 
   /** Writes `ops` if the records `decidedFrom` names are unchanged; RecordsChanged otherwise. */
   const write = async (p: number, ops: WriteSet, decidedFrom: ReadonlyMap<string, string>): Promise<void> => {
@@ -79,43 +85,43 @@ export function createIndexCounts(deps: {
     }
   };
 
-  /** Every record's member into `all` and its status' index, out of the others. */
+  /** Every record's member into its indexes (`all`, its status, that status' facets), out of the others. */
   const fromRecords = async (p: number, recordKeys: readonly string[]): Promise<number> => {
     const records = await redis.mgetBuffer(...recordKeys);
-    const wanted: { member: string; status: number; key: string; digest: string }[] = [];
+    const wanted: { member: string; keys: string[]; belongs: Set<string>; key: string; digest: string }[] = [];
     records.forEach((bytes, i) => {
       if (bytes === null) return;
       const record = decodeRecord(bytes);
       wanted.push({
         member: listMember(record),
-        status: record.status,
+        keys: possibleIndexKeys(layout, p, record),
+        belongs: new Set(indexKeysOfEvaluation(layout, p, record)),
         key: recordKeys[i] as string,
         digest: sha1(bytes),
       });
     });
     if (wanted.length === 0) return 0;
-    const keys = indexKeys(p);
     const check = redis.multi();
-    for (const key of keys) check.zmscore(key, ...wanted.map((w) => w.member));
-    const scores = checkedReplies(await check.exec()) as (string | null)[][];
+    for (const { member, keys } of wanted) for (const key of keys) check.zscore(key, member);
+    const scores = checkedReplies(await check.exec()) as (string | null)[];
     const ops = new WriteSet();
     const decidedFrom = new Map<string, string>();
-    wanted.forEach(({ member, status, key: recordKey, digest }, i) => {
-      keys.forEach((key, k) => {
-        const present = scores[k]?.[i] !== null;
-        const belongs = k === 0 || INDEXED_STATUSES[k - 1] === status;
-        if (present === belongs) return;
+    let at = 0;
+    for (const { member, keys, belongs, key: recordKey, digest } of wanted) {
+      for (const key of keys) {
+        const present = scores[at++] !== null;
+        if (present === belongs.has(key)) continue;
         decidedFrom.set(recordKey, digest);
-        if (belongs) ops.zadd(key, member);
-        else ops.zrem(key, member);
-      });
-    });
+        if (present) ops.zrem(key, member);
+        else ops.zadd(key, member);
+      }
+    }
     if (decidedFrom.size > 0) await write(p, ops, decidedFrom);
     return decidedFrom.size;
   };
 
-  /** Members of a status index whose record says another status (or another member), taken out. */
-  const strays = async (p: number, key: string, status: number, members: readonly string[]): Promise<number> => {
+  /** Members of a status or facet index whose record says it is not in it (or another member), taken out. */
+  const strays = async (p: number, key: string, members: readonly string[]): Promise<number> => {
     const ids = members.map((m) => m.slice(CREATED_DIGITS + 1));
     const recordKeys = ids.map((id) => layout.record(p, id));
     const records = await redis.mgetBuffer(...recordKeys);
@@ -129,7 +135,7 @@ export function createIndexCounts(deps: {
         return;
       }
       const record = decodeRecord(bytes);
-      if (record.status === status && listMember(record) === member) return;
+      if (listMember(record) === member && indexKeysOfEvaluation(layout, p, record).includes(key)) return;
       ops.zrem(key, member);
       decidedFrom.set(recordKeys[i] as string, sha1(bytes));
     });
@@ -148,13 +154,12 @@ export function createIndexCounts(deps: {
       if (keys.length > 0) added += await untilLanded(() => fromRecords(p, keys));
       cursor = next;
     } while (cursor !== '0');
-    for (const status of INDEXED_STATUSES) {
-      const key = layout.indexStatus(p, status);
+    for (const key of (await knownIndexKeys(p)).slice(1)) {
       let after = '-';
       for (;;) {
         const members = await redis.zrange(key, after, '+', 'BYLEX', 'LIMIT', 0, PAGE);
         if (members.length === 0) break;
-        removed += await untilLanded(() => strays(p, key, status, members));
+        removed += await untilLanded(() => strays(p, key, members));
         after = `(${members[members.length - 1]}`;
       }
     }
@@ -163,7 +168,7 @@ export function createIndexCounts(deps: {
 
   const recount = async (p: number): Promise<void> => {
     const ops = new WriteSet();
-    for (const key of indexKeys(p)) ops.recount(key);
+    for (const key of await knownIndexKeys(p)) ops.recount(key);
     await write(p, ops, new Map());
   };
 
@@ -173,17 +178,11 @@ export function createIndexCounts(deps: {
       const uncounted: number[] = [];
       await Promise.all(
         partitionNumbers(layout).map(async (p) => {
-          const tx = redis.multi().get(layout.checkpoint(p)).hgetall(layout.indexCounts(p));
-          for (const key of indexKeys(p)) tx.zcard(key);
-          const [checkpoint, counts, ...sizes] = checkedReplies(await tx.exec()) as [
-            string | null,
-            Record<string, string>,
-            ...number[],
-          ];
-          if (checkpoint === null) return; // nothing projected, or a replay under way
-          if (Object.keys(counts).length === 0) {
-            if (sizes.some((size) => size > 0)) uncounted.push(p);
-          } else if (indexKeys(p).some((key, k) => Number(counts[key] ?? 0) !== sizes[k])) damaged.push(p);
+          const found = await readCountedIndexes(redis, layout, p);
+          if (found.checkpoint === null) return; // nothing projected, or a replay under way
+          if (found.counts.size === 0) {
+            if (found.sizes.some((size) => size > 0)) uncounted.push(p);
+          } else if (found.keys.some((key, k) => (found.counts.get(key) ?? 0) !== found.sizes[k])) damaged.push(p);
         }),
       );
       const ascending = (a: number, b: number): number => a - b;
@@ -270,4 +269,48 @@ export function keepIndexes(deps: {
       await running;
     },
   };
+}
+
+/** The fixed indexes of a partition (`all`, then each status'), then the facet indexes among `counted`. */
+export function withCountedIndexes(layout: KeyLayout, p: number, counted: Iterable<string>): string[] {
+  const keys = indexKeysOf(layout, p);
+  const fixed = new Set(keys);
+  for (const key of counted) if (!fixed.has(key) && layout.describeIndex(key)?.partition === p) keys.push(key);
+  return keys;
+}
+
+/**
+ * A partition's checkpoint, index counts and the size of every index they name (and of the fixed
+ * ones), read consistently: the counts are read first to learn the facet indexes, then all of it
+ * in one MULTI, again while that MULTI names a facet index the first read did not.
+ */
+export async function readCountedIndexes(
+  redis: Redis,
+  layout: KeyLayout,
+  p: number,
+): Promise<{
+  readonly checkpoint: string | null;
+  readonly counts: ReadonlyMap<string, number>;
+  readonly keys: readonly string[];
+  readonly sizes: readonly number[];
+}> {
+  let counted = Object.keys(await redis.hgetall(layout.indexCounts(p)));
+  // A facet index first counted between the two reads is asked for again; past a few rounds it is
+  // left to the next read (an index is new only once).
+  for (let round = 1; ; round += 1) {
+    const keys = withCountedIndexes(layout, p, counted);
+    const tx = redis.multi().get(layout.checkpoint(p)).hgetall(layout.indexCounts(p));
+    for (const key of keys) tx.zcard(key);
+    const [checkpoint, counts, ...sizes] = checkedReplies(await tx.exec()) as [
+      string | null,
+      Record<string, string>,
+      ...number[],
+    ];
+    const asked = new Set(keys);
+    counted = Object.keys(counts);
+    if (round >= 5 || counted.every((key) => asked.has(key) || layout.describeIndex(key)?.partition !== p)) {
+      const byKey = new Map(Object.entries(counts).map(([key, n]) => [key, Number(n)]));
+      return { checkpoint, counts: byKey, keys, sizes };
+    }
+  }
 }

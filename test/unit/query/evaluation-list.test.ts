@@ -59,21 +59,45 @@ describe('evaluation list read model', () => {
       indexWrites(layout, 0, before, after, ops);
       return ops.toOps();
     };
-    it('adds a new evaluation to "all" and to its status', () => {
-      const e = evaluation('e1', 1000);
+    const facets = { language: 'python', engine: 'docker' };
+    it('adds a new evaluation to "all", to its status and to that status\' language and engine', () => {
+      const e = { ...evaluation('e1', 1000), ...facets };
+      const member = listMember(e);
       expect(opsOf(undefined, e)).to.deep.equal([
-        { op: 'zadd', key: layout.indexAll(0), member: listMember(e) },
-        { op: 'zadd', key: layout.indexStatus(0, QUEUED), member: listMember(e) },
+        { op: 'zadd', key: layout.indexAll(0), member },
+        { op: 'zadd', key: layout.indexStatus(0, QUEUED), member },
+        { op: 'zadd', key: layout.indexFacet(0, QUEUED, 'language', 'python'), member },
+        { op: 'zadd', key: layout.indexFacet(0, QUEUED, 'engine', 'docker'), member },
       ]);
     });
-    it('moves it between status indexes when the status changes, and does nothing otherwise', () => {
-      const before = evaluation('e1', 1000);
-      const after = evaluation('e1', 1000, RUNNING);
+    it('moves it between the indexes of its status when the status changes, and does nothing otherwise', () => {
+      const before = { ...evaluation('e1', 1000), ...facets };
+      const after = { ...evaluation('e1', 1000, RUNNING), ...facets, executorId: 'x1' };
+      const member = listMember(before);
       expect(opsOf(before, after)).to.deep.equal([
-        { op: 'zrem', key: layout.indexStatus(0, QUEUED), member: listMember(before) },
-        { op: 'zadd', key: layout.indexStatus(0, RUNNING), member: listMember(after) },
+        { op: 'zrem', key: layout.indexStatus(0, QUEUED), member },
+        { op: 'zrem', key: layout.indexFacet(0, QUEUED, 'language', 'python'), member },
+        { op: 'zrem', key: layout.indexFacet(0, QUEUED, 'engine', 'docker'), member },
+        { op: 'zadd', key: layout.indexStatus(0, RUNNING), member },
+        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'language', 'python'), member },
+        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'engine', 'docker'), member },
+        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'executor', 'x1'), member },
       ]);
       expect(opsOf(after, after)).to.deep.equal([]);
+      expect(opsOf(after, { ...after, revision: '9' })).to.deep.equal([]);
+    });
+    it('describes each index key, and nothing else', () => {
+      expect(layout.describeIndex(layout.indexAll(0))).to.deep.equal({ partition: 0 });
+      expect(layout.describeIndex(layout.indexStatus(0, RUNNING))).to.deep.equal({ partition: 0, status: RUNNING });
+      expect(layout.describeIndex(layout.indexFacet(0, RUNNING, 'executor', 'host:7:{x}'))).to.deep.equal({
+        partition: 0,
+        status: RUNNING,
+        facet: 'executor',
+        value: 'host:7:{x}',
+      });
+      for (const key of [layout.record(0, 'e1'), layout.indexCounts(0), 'p:{p:1}:index:all', 'p:{p:0}:index:nope']) {
+        expect(layout.describeIndex(key), key).to.equal(undefined);
+      }
     });
   });
 

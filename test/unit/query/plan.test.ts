@@ -87,9 +87,12 @@ describe('planBatch (pure projection step)', () => {
     const last = EvaluationUpdate.decode(xadds[2]?.value ?? Buffer.alloc(0));
     expect(last).to.include({ revision: '2', position: '3', eventType: EventType.EVENT_TYPE_EVALUATION_STARTED });
     expect(last.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_RUNNING);
-    // a: added to all + queued, then moved queued -> running.
+    // a: added to all + queued (and its language and engine), then moved queued -> running.
+    const QUEUED = EvaluationStatus.EVALUATION_STATUS_QUEUED;
     expect(opsOf(write, 'zrem').map((o) => o.key)).to.deep.equal([
-      one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED),
+      one.indexStatus(0, QUEUED),
+      one.indexFacet(0, QUEUED, 'language', 'python'),
+      one.indexFacet(0, QUEUED, 'engine', 'docker'),
     ]);
   });
 
