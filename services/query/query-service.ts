@@ -8,6 +8,11 @@ import { createReadiness } from './live/readiness';
 import { createReadGuard } from './live/read-guard';
 import { createOpenCalls } from './live/open-calls';
 import { createPostgresBodyStore } from './postgres/body-store';
+import { createPostgresMetricSeries } from './postgres/metric-series';
+import { createPostgresSecurityEvents } from './postgres/security-events';
+import { createQueueMetrics } from './redis/queue-metrics';
+import { createLiveExecutors } from './redis/executors';
+import { createPostgresEvaluationEvents } from './postgres/evaluation-events';
 import { createPostgresEventLog, createPostgresMetadataFromLog } from './postgres/event-log';
 import { createMetadataSource } from './redis/metadata-source';
 import { createIndexCounts, keepIndexes } from './redis/index-counts';
@@ -173,6 +178,11 @@ export function createQueryService(
     }),
     projector,
     eventLog,
+    evaluationEvents: createPostgresEvaluationEvents(pool),
+    metrics: createPostgresMetricSeries(pool),
+    securityEvents: createPostgresSecurityEvents(pool),
+    queue: createQueueMetrics(redis, layout),
+    executors: createLiveExecutors(redis, config.redisKeyPrefix),
     bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobReader(s3, config.s3.bucket),
     streams: config.streams,

@@ -2,9 +2,17 @@ import type { StreamConfig } from '../../shared/config';
 import { createCallLog, createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
+import { createGetEvaluationEvents, type EvaluationEvents } from './handlers/get-evaluation-events';
+import { createGetEvaluationMetrics, type MetricSeries } from './handlers/get-evaluation-metrics';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
+import { createGetQueueMetrics } from './handlers/get-queue-metrics';
+import { createListSecurityEvents, type SecurityEvents } from './handlers/list-security-events';
+import type { QueueMetrics } from './redis/queue-metrics';
+import type { LiveExecutors } from './redis/executors';
+import { createListExecutors } from './handlers/list-executors';
 import { createListEvaluations } from './handlers/list-evaluations';
 import { createReadOutput, type BlobReader, type BodyStore } from './handlers/read-output';
+import { createWaitEvaluation } from './handlers/wait-evaluation';
 import { createWatchEvaluation } from './handlers/watch-evaluation';
 import { createWatchEvaluations } from './handlers/watch-evaluations';
 import type { ChangeHub } from './live/change-hub';
@@ -40,6 +48,12 @@ export interface QueryServerDeps {
   readonly openCalls: OpenCalls;
   readonly projector: { status(): ProjectorStatus };
   readonly eventLog: EventLog;
+  /** The audit trail (GetEvaluationEvents), read from the event log. */
+  readonly evaluationEvents: EvaluationEvents;
+  readonly metrics: MetricSeries;
+  readonly securityEvents: SecurityEvents;
+  readonly queue: QueueMetrics;
+  readonly executors: LiveExecutors;
   readonly bodies: BodyStore;
   readonly blobs: BlobReader;
   readonly streams: StreamConfig;
@@ -71,6 +85,12 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
       log,
     ),
     getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), log),
+    getEvaluationEvents: unary('GetEvaluationEvents', createGetEvaluationEvents(deps), log),
+    waitEvaluation: unary('WaitEvaluation', createWaitEvaluation(deps), log),
+    getEvaluationMetrics: unary('GetEvaluationMetrics', createGetEvaluationMetrics(deps), log),
+    listSecurityEvents: unary('ListSecurityEvents', createListSecurityEvents(deps), log),
+    getQueueMetrics: unary('GetQueueMetrics', createGetQueueMetrics(deps), log),
+    listExecutors: unary('ListExecutors', createListExecutors(deps), log),
   };
   return createGrpcServer({
     services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],

@@ -51,6 +51,9 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'CompleteEvaluationStream',
         'FailEvaluation',
         'CancelEvaluation',
+        'RecordMetrics',
+        'RecordSecurityEvent',
+        'ReportExecutorHealth',
       ].map((m) => `${COMMAND}/${m}`),
     );
     const queryMethods = (await bufCurl(`http://${queryService.address}`, ['--list-methods'])).trim().split('\n');
@@ -62,6 +65,12 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'WatchEvaluation',
         'WatchEvaluations',
         'GetProjectionStatus',
+        'GetEvaluationMetrics',
+        'GetEvaluationEvents',
+        'WaitEvaluation',
+        'ListSecurityEvents',
+        'ListExecutors',
+        'GetQueueMetrics',
       ].map((m) => `${QUERY}/${m}`),
     );
   });

@@ -11,6 +11,7 @@ import {
   type ListEvaluationsRequest,
   type ReadOutputRequest,
   type StreamProgress,
+  type WaitEvaluationRequest,
   type WatchEvaluationRequest,
   type WatchEvaluationsRequest,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -20,6 +21,12 @@ import { varintSize, writeVarintAt } from './varint';
 /** GetEvaluation's answer: the record's bytes, written as they were read. */
 export interface GetEvaluationOut {
   readonly evaluation: Encoded<Evaluation>;
+}
+
+/** WaitEvaluation's answer: the record's bytes, written as they were read, and whether it has ended. */
+export interface WaitEvaluationOut {
+  readonly evaluation: Encoded<Evaluation>;
+  readonly terminal: boolean;
 }
 
 export interface ListEvaluationsOut {
@@ -138,6 +145,15 @@ export const EvaluationQueryServiceWire = {
       return toBuffer(writer.finish());
     },
   },
+  waitEvaluation: {
+    ...EvaluationQueryServiceService.waitEvaluation,
+    responseSerialize: (value: WaitEvaluationOut): Buffer => {
+      const writer = fieldOne(value.evaluation.bytes);
+      // Field 2 (varint), left out when false as ts-proto does.
+      if (value.terminal) writer.uint32(16).bool(true);
+      return toBuffer(writer.finish());
+    },
+  },
   readOutput: { ...EvaluationQueryServiceService.readOutput, responseSerialize: serializeReadOutput },
   watchEvaluation: { ...EvaluationQueryServiceService.watchEvaluation, responseSerialize: serializeWatchOut },
   watchEvaluations: { ...EvaluationQueryServiceService.watchEvaluations, responseSerialize: serializeWatchOut },
@@ -154,4 +170,10 @@ export type QueryServiceImplementation = {
   watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchOut>;
   watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchOut>;
   getProjectionStatus: EvaluationQueryServiceServer['getProjectionStatus'];
+  getEvaluationMetrics: EvaluationQueryServiceServer['getEvaluationMetrics'];
+  getEvaluationEvents: EvaluationQueryServiceServer['getEvaluationEvents'];
+  waitEvaluation: handleUnaryCall<WaitEvaluationRequest, WaitEvaluationOut>;
+  listSecurityEvents: EvaluationQueryServiceServer['listSecurityEvents'];
+  listExecutors: EvaluationQueryServiceServer['listExecutors'];
+  getQueueMetrics: EvaluationQueryServiceServer['getQueueMetrics'];
 };
