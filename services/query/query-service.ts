@@ -103,7 +103,7 @@ export function createQueryService(
   options: QueryServiceOptions = {},
 ): QueryService {
   const { pool, redis, projection, subscriber, blocking, s3 } = connections;
-  const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
+  const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
   const shutdown = createShutdown();
 
   const eventLog = createPostgresEventLog(pool);
@@ -183,6 +183,7 @@ export function createQueryService(
     securityEvents: createPostgresSecurityEvents(pool),
     queue: createQueueMetrics(redis, layout),
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
+    indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobReader(s3, config.s3.bucket),
     streams: config.streams,

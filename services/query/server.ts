@@ -10,7 +10,7 @@ import { createListSecurityEvents, type SecurityEvents } from './handlers/list-s
 import type { QueueMetrics } from './redis/queue-metrics';
 import type { LiveExecutors } from './redis/executors';
 import { createListExecutors } from './handlers/list-executors';
-import { createListEvaluations } from './handlers/list-evaluations';
+import { createCountEvaluations, createListEvaluations } from './handlers/list-evaluations';
 import { createReadOutput, type BlobReader, type BodyStore } from './handlers/read-output';
 import { createWaitEvaluation } from './handlers/wait-evaluation';
 import { createWatchEvaluation } from './handlers/watch-evaluation';
@@ -54,6 +54,8 @@ export interface QueryServerDeps {
   readonly securityEvents: SecurityEvents;
   readonly queue: QueueMetrics;
   readonly executors: LiveExecutors;
+  /** INDEXED_METADATA_KEYS: the metadata keys list filters may name. */
+  readonly indexedMetadataKeys: readonly string[];
   readonly bodies: BodyStore;
   readonly blobs: BlobReader;
   readonly streams: StreamConfig;
@@ -74,6 +76,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const implementation: QueryServiceImplementation = {
     getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), log),
     listEvaluations: unary('ListEvaluations', createListEvaluations(deps), log),
+    countEvaluations: unary('CountEvaluations', createCountEvaluations(deps), log),
     readOutput: serverStream('ReadOutput', createReadOutput(deps), log),
     watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), log),
     watchEvaluations: serverStream(

@@ -107,6 +107,8 @@ export interface Config {
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
   readonly redisKeyPrefix: string;
   readonly readModelPartitions: number;
+  /** Metadata keys lists may filter on (an index each per status). */
+  readonly indexedMetadataKeys: readonly string[];
   /** Whether the query side follows Redis keyspace events to repair lost keys (redis/lost-keys.ts). */
   readonly redisKeyspaceEvents: boolean;
   /** Whether the query side runs on a Redis that evicts keys (see redis/memory-policy.ts). */
@@ -206,6 +208,7 @@ export function loadConfig(env: Env): Config {
     redisUrl: v.REDIS_URL,
     redisKeyPrefix: v.REDIS_KEY_PREFIX,
     readModelPartitions: v.READ_MODEL_PARTITIONS,
+    indexedMetadataKeys: v.INDEXED_METADATA_KEYS,
     redisAllowEviction: v.REDIS_ALLOW_EVICTION,
     redisKeyspaceEvents: v.REDIS_KEYSPACE_EVENTS,
     s3: Object.freeze({

@@ -96,6 +96,21 @@ export function matching(pattern: RegExp, description: string): Parser<string> {
 }
 
 /** Comma-separated, trimmed, at least one. */
+/** Metadata keys filtered lists may name: each a facet index per status (read-models/evaluation-list.ts). */
+const metadataKeys: Parser<readonly string[]> = {
+  parse(raw) {
+    const keys = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (keys.length > 16) throw new Problem('name at most 16 keys (each is an index per status)');
+    const bad = keys.find((key) => !/^[A-Za-z0-9_.-]{1,64}$/.test(key));
+    if (bad !== undefined)
+      throw new Problem(`list keys of 1-64 characters of [A-Za-z0-9_.-] (${JSON.stringify(bad)} is not one)`);
+    return Object.freeze([...new Set(keys)]);
+  },
+};
+
 export const list: Parser<readonly string[]> = {
   parse(raw) {
     const items = raw
@@ -173,6 +188,12 @@ export const SETTINGS = {
     parser: bool,
     defaults: { all: 'false' },
     help: 'query side: start on a Redis whose maxmemory-policy evicts keys (lost keys are then repaired on read); refused otherwise',
+  }),
+  INDEXED_METADATA_KEYS: setting({
+    parser: metadataKeys,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: 'query side: comma-separated metadata keys ListEvaluations and CountEvaluations may filter on (each kept as an index per status; changing the list needs `npm run rebuild-read-models`)',
   }),
   READ_MODEL_PARTITIONS: setting({
     parser: wholeNumber(1, 1024),

@@ -61,6 +61,7 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
       [
         'GetEvaluation',
         'ListEvaluations',
+        'CountEvaluations',
         'ReadOutput',
         'WatchEvaluation',
         'WatchEvaluations',

@@ -22,7 +22,7 @@ async function main(): Promise<number> {
   });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {
-    const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
+    const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
     const report = await checkConsistency({ source: createPostgresEvaluationSource(pool), redis, layout });
     for (const difference of report.differences) process.stdout.write(`${difference}\n`);
     process.stdout.write(

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {
-    const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
+    const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
     const eventLog = createPostgresEventLog(pool);
     let reported = 0;
     const result = await rebuildReadModels({

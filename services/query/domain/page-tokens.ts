@@ -12,7 +12,7 @@ export function encodeScopedToken(scope: readonly unknown[], cursor: readonly st
 
 /**
  * The cursor a token holds, when it was issued for `scope` and `valid` accepts it; otherwise a
- * violation of `page_token` is added to `checks` (MALFORMED, or MISMATCH for another request's)
+ * violation of `page_token` is added to `checks` (INVALID, or MISMATCH for another request's)
  * and undefined returned.
  */
 export function decodeScopedToken(
@@ -39,7 +39,7 @@ export function decodeScopedToken(
       return undefined;
     }
   }
-  checks.fail('page_token', 'MALFORMED', 'page_token is not a token this service gave out');
+  checks.fail('page_token', 'INVALID', 'page_token is not a token this service gave out');
   return undefined;
 }
 

@@ -1,7 +1,6 @@
-import { ValidationError } from '../../../shared/errors';
 import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Encoded } from '../wire/encoded';
-import { INDEXED_STATUSES, type KeyLayout } from './keys';
+import { INDEXED_STATUSES, type Facet, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
 
 /**
@@ -30,7 +29,29 @@ export function listMember(evaluation: Pick<Evaluation, 'createdAt' | 'evalId'>)
 }
 
 /** What decides an evaluation's indexes. */
-type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId'>;
+type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId' | 'metadata'>;
+
+/** Longest metadata value (as text) with a facet index: a key name is no place for a document. */
+export const MAX_INDEXED_METADATA_VALUE = 256;
+
+/**
+ * The text a metadata value is indexed and filtered by: a string itself, a number or boolean
+ * as JSON writes it; undefined for anything else (objects, lists, null, long strings).
+ */
+export function metadataFacetValue(value: unknown): string | undefined {
+  const text =
+    typeof value === 'string'
+      ? value
+      : typeof value === 'number' || typeof value === 'boolean'
+        ? JSON.stringify(value)
+        : undefined;
+  return text !== undefined && text.length <= MAX_INDEXED_METADATA_VALUE ? text : undefined;
+}
+
+/** A metadata facet's value: the key and the value's text. */
+export function metadataFacet(key: string, text: string): string {
+  return `${key}=${text}`;
+}
 
 /** The facet indexes of `status` an evaluation like `state` is in (no executor facet before it has one). */
 function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatus, state: Listed): string[] {
@@ -38,6 +59,10 @@ function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatu
   if (state.language !== '') keys.push(layout.indexFacet(partition, status, 'language', state.language));
   if (state.engine !== '') keys.push(layout.indexFacet(partition, status, 'engine', state.engine));
   if (state.executorId !== '') keys.push(layout.indexFacet(partition, status, 'executor', state.executorId));
+  for (const key of layout.indexedMetadataKeys) {
+    const text = metadataFacetValue(state.metadata?.[key]);
+    if (text !== undefined) keys.push(layout.indexFacet(partition, status, 'metadata', metadataFacet(key, text)));
+  }
   return keys;
 }
 
@@ -80,78 +105,134 @@ export function indexWrites(
   for (const key of wanted) if (!had.includes(key)) out.zadd(key, member);
 }
 
-/** What a page token carries: the status it was issued for and the last member served. */
-export interface PageCursor {
-  readonly status: EvaluationStatus;
-  readonly after: string;
+/** What a list or count selects (ListEvaluations' filter, validated). */
+export interface ListFilter {
+  /** Any of these; empty: any status. */
+  readonly statuses: readonly EvaluationStatus[];
+  /**
+   * Facet values that must all hold; the first is served by its index, the others are checked
+   * on each record (listFacets orders them).
+   */
+  readonly facets: readonly FacetValue[];
+  /** Inclusive. */
+  readonly createdAfter?: Date;
+  /** Exclusive. */
+  readonly createdBefore?: Date;
+  readonly order: 'newest' | 'oldest';
 }
 
-export function encodePageToken(cursor: PageCursor): string {
-  return Buffer.from(JSON.stringify({ v: 1, s: cursor.status, a: cursor.after }), 'utf8').toString('base64url');
+export interface FacetValue {
+  readonly facet: Facet;
+  /** For metadata, `key=value` (metadataFacet). */
+  readonly value: string;
 }
 
-function invalidToken(description: string): ValidationError {
-  return new ValidationError([{ field: 'page_token', rule: 'INVALID', description }]);
+/** Which facet an index serves first: the one likely to select fewest (an executor runs few). */
+const SELECTIVITY: readonly Facet[] = ['executor', 'metadata', 'language', 'engine'];
+
+/** `facets` in the order a list uses them: the most selective first (it is the one read from an index). */
+export function listFacets(facets: readonly FacetValue[]): FacetValue[] {
+  return [...facets].sort((a, b) => SELECTIVITY.indexOf(a.facet) - SELECTIVITY.indexOf(b.facet));
+}
+
+/** The indexes of a partition whose members a filter lists: per status (or every status, or `all`) its index or lead facet's. */
+export function indexKeysOfFilter(layout: KeyLayout, partition: number, filter: ListFilter): string[] {
+  const lead = filter.facets[0];
+  const statuses = filter.statuses.length > 0 ? filter.statuses : lead !== undefined ? INDEXED_STATUSES : [];
+  if (statuses.length === 0) return [layout.indexAll(partition)];
+  return statuses.map((status) =>
+    lead === undefined
+      ? layout.indexStatus(partition, status)
+      : layout.indexFacet(partition, status, lead.facet, lead.value),
+  );
+}
+
+/** The member a creation time starts (every member created at `at` sorts after it). */
+function createdBound(at: Date): string {
+  return String(Math.max(0, at.getTime())).padStart(CREATED_DIGITS, '0');
 }
 
 /**
- * Decodes a page token and checks it was issued for the same status.
- * Throws ValidationError (INVALID_ARGUMENT, field page_token) otherwise.
+ * The lexicographic range (ZRANGE BYLEX bounds, low and high) of the members a filter selects
+ * after `after` (the last member served, exclusive) in its order.
  */
-export function decodePageToken(token: string, status: EvaluationStatus): PageCursor {
-  let parsed: unknown;
-  try {
-    if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new Error('not base64url');
-    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-  } catch {
-    throw invalidToken('page_token must be a next_page_token returned by ListEvaluations');
+export function memberRange(filter: ListFilter, after: string | undefined): { low: string; high: string } {
+  let low = filter.createdAfter === undefined ? '-' : `[${createdBound(filter.createdAfter)}`;
+  let high = filter.createdBefore === undefined ? '+' : `(${createdBound(filter.createdBefore)}`;
+  if (after !== undefined) {
+    if (filter.order === 'newest') high = `(${after}`;
+    else low = `(${after}`;
   }
-  const { v, s, a } = (parsed ?? {}) as { v?: unknown; s?: unknown; a?: unknown };
-  if (v !== 1 || typeof s !== 'number' || typeof a !== 'string' || !MEMBER_PATTERN.test(a)) {
-    throw invalidToken('page_token must be a next_page_token returned by ListEvaluations');
-  }
-  if (s !== status) {
-    throw new ValidationError([
-      {
-        field: 'page_token',
-        rule: 'MISMATCH',
-        description:
-          'page_token was issued for a different status filter; repeat the first request with the same status',
-      },
-    ]);
-  }
-  return { status: s, after: a };
+  return { low, high };
+}
+
+/** Whether an evaluation read for a page still matches the filter (its status may have moved since the index was read). */
+export function matchesFilter(evaluation: Evaluation, filter: ListFilter): boolean {
+  if (filter.statuses.length > 0 && !filter.statuses.includes(evaluation.status)) return false;
+  return filter.facets.every(({ facet, value }) => {
+    switch (facet) {
+      case 'language':
+        return evaluation.language === value;
+      case 'engine':
+        return evaluation.engine === value;
+      case 'executor':
+        return evaluation.executorId === value;
+      case 'metadata': {
+        const at = value.indexOf('=');
+        const text = metadataFacetValue(evaluation.metadata?.[value.slice(0, at)]);
+        return text === value.slice(at + 1);
+      }
+    }
+  });
 }
 
 /**
- * Merges the newest-first pages of several partitions (each fetched with limit pageSize+1)
- * into one newest-first page of at most pageSize members. `hasMore` is exact: some partition
- * holds a member after the last one returned.
+ * Merges the pages of several indexes (each fetched with limit pageSize+1) into one page of at
+ * most pageSize members in the filter's order. `hasMore` is exact: some index holds a member
+ * after the last one returned.
  */
 export function mergePages(
   pages: readonly (readonly string[])[],
   pageSize: number,
+  order: ListFilter['order'] = 'newest',
 ): { members: string[]; hasMore: boolean } {
+  // Members are ASCII-comparable strings: lexicographic order is creation order. Several
+  // statuses' indexes never share a member, so no duplicates arise.
   const all = pages.flat();
-  // Members are ASCII-comparable strings; descending lexicographic = newest first.
-  all.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
+  all.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  if (order === 'newest') all.reverse();
   return { members: all.slice(0, pageSize), hasMore: all.length > pageSize };
+}
+
+/** A page token's member: a creation time and an id. */
+export function isListMember(text: string): boolean {
+  return MEMBER_PATTERN.test(text);
 }
 
 export interface EvaluationPage {
   readonly evaluations: Encoded<Evaluation>[];
-  /** Token for the next page, or "" on the last page. */
-  readonly nextPageToken: string;
+  /** The member the next page starts after; undefined on the last page. */
+  readonly next: string | undefined;
   /**
    * Ids the index listed without a record: index and record are written in one atomic step,
    * so these records were lost (deleted, evicted), and the page is not the truth.
    */
   readonly missing: string[];
-  /** Partitions whose index differed from its count: members were lost (redis/index-counts.ts). */
+  /** Partitions one of whose indexes differed from its count: members were lost (redis/index-counts.ts). */
+  readonly damaged: number[];
+}
+
+export interface EvaluationCount {
+  readonly count: number;
+  /** False when facets beyond the first were not counted (an upper bound). */
+  readonly exact: boolean;
+  readonly checkpoints: readonly bigint[];
   readonly damaged: number[];
 }
 
 export interface EvaluationList {
-  /** One page, newest first; `status` UNSPECIFIED lists every status. */
-  page(status: EvaluationStatus, pageSize: number, cursor: PageCursor | undefined): Promise<EvaluationPage>;
+  /** One page in the filter's order, after the member `after` (exclusive). */
+  page(filter: ListFilter, pageSize: number, after: string | undefined): Promise<EvaluationPage>;
+  /** How many evaluations the filter selects, from the indexes' sizes. */
+  count(filter: ListFilter): Promise<EvaluationCount>;
 }

@@ -24,6 +24,8 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
 export interface KeyLayout {
   readonly prefix: string;
   readonly partitions: number;
+  /** Metadata keys with a facet index (INDEXED_METADATA_KEYS). */
+  readonly indexedMetadataKeys: readonly string[];
   /** Stable partition of an evaluation: FNV-1a (UTF-8) of its id, modulo the partition count. */
   partitionOf(evalId: string): number;
   checkpoint(partition: number): string;
@@ -48,9 +50,9 @@ export interface KeyLayout {
 }
 
 /** What an evaluation is listed by within its status, besides the status itself. */
-export type Facet = 'language' | 'engine' | 'executor';
+export type Facet = 'language' | 'engine' | 'executor' | 'metadata';
 
-export const FACETS: readonly Facet[] = ['language', 'engine', 'executor'];
+export const FACETS: readonly Facet[] = ['language', 'engine', 'executor', 'metadata'];
 
 /** What one index lists: every evaluation, those of a status, or those of a status and facet value. */
 export type IndexOf =
@@ -76,13 +78,18 @@ export function fnv1a32(text: string): number {
   return hash >>> 0;
 }
 
-export function createKeyLayout(prefix: string, partitions: number): KeyLayout {
+export function createKeyLayout(
+  prefix: string,
+  partitions: number,
+  indexedMetadataKeys: readonly string[] = [],
+): KeyLayout {
   if (!Number.isInteger(partitions) || partitions < 1)
     throw new RangeError(`partitions must be >= 1, not ${partitions}`);
   const base = (partition: number): string => `${prefix}:{${prefix}:${partition}}`;
   return Object.freeze({
     prefix,
     partitions,
+    indexedMetadataKeys,
     partitionOf: (evalId: string) => (partitions === 1 ? 0 : fnv1a32(evalId) % partitions),
     checkpoint: (p: number) => `${base(p)}:checkpoint`,
     fence: (p: number) => `${base(p)}:fence`,

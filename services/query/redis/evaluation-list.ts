@@ -1,7 +1,16 @@
 import type { Redis } from 'ioredis';
-import { EvaluationStatus, type Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { parseCheckpoint } from '../read-models/checkpoints';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
-import { CREATED_DIGITS, encodePageToken, mergePages, type EvaluationList } from '../read-models/evaluation-list';
+import {
+  CREATED_DIGITS,
+  indexKeysOfFilter,
+  matchesFilter,
+  memberRange,
+  mergePages,
+  type EvaluationList,
+  type ListFilter,
+} from '../read-models/evaluation-list';
 import { idsByPartition, partitionNumbers, type KeyLayout } from '../read-models/keys';
 import type { Encoded } from '../wire/encoded';
 import { mappingOutages } from './errors';
@@ -15,22 +24,61 @@ import { mappingOutages } from './errors';
 export const LIST_PAGE_BYTES = 3 * 1024 * 1024;
 
 /**
- * One partition's page of an index, with the index's size and its count (redis/index-counts.ts),
- * read atomically. A read-only script rather than a MULTI: out of memory, Redis refuses even the
- * reads queued in a MULTI, and lists must go on answering at the checkpoint while the read
- * models are stalled (docs/read-models.md, "When Redis refuses writes").
+ * One partition's pages of the indexes a filter reads, each with the index's size and its count
+ * (redis/index-counts.ts), read atomically. A read-only script rather than a MULTI: out of
+ * memory, Redis refuses even the reads queued in a MULTI, and lists must go on answering at the
+ * checkpoint while the read models are stalled (docs/read-models.md, "When Redis refuses writes").
  *
- * KEYS[1] the index, KEYS[2] the counts; ARGV[1] the exclusive upper bound (`+` or `(member`),
- * ARGV[2] how many. Returns {members, size, count or false}.
+ * KEYS[1] the counts, KEYS[2..] the indexes; ARGV[1] and ARGV[2] the low and high BYLEX bounds,
+ * ARGV[3] how many, ARGV[4] '1' for newest first. Returns per index {members, size, count or false}.
  */
 const INDEX_PAGE_LUA = `#!lua flags=no-writes
-local page = redis.call('ZRANGE', KEYS[1], ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[2]))
-return {page, redis.call('ZCARD', KEYS[1]), redis.call('HGET', KEYS[2], KEYS[1])}
+local out = {}
+for i = 2, #KEYS do
+  local page
+  if ARGV[4] == '1' then
+    page = redis.call('ZRANGE', KEYS[i], ARGV[2], ARGV[1], 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[3]))
+  else
+    page = redis.call('ZRANGE', KEYS[i], ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+  end
+  out[#out + 1] = {page, redis.call('ZCARD', KEYS[i]), redis.call('HGET', KEYS[1], KEYS[i])}
+end
+return out
+`;
+
+/**
+ * How many members of each index a filter reads lie in a BYLEX range (O(log n) each), with the
+ * index's size and count, and the partition's checkpoint, read atomically. KEYS[1] the counts,
+ * KEYS[2] the checkpoint, KEYS[3..] the indexes; ARGV[1] and ARGV[2] the bounds. Returns
+ * {checkpoint or false, {in range, size, count or false}...}.
+ */
+const INDEX_COUNT_LUA = `#!lua flags=no-writes
+local out = {redis.call('GET', KEYS[2])}
+for i = 3, #KEYS do
+  out[#out + 1] = {redis.call('ZLEXCOUNT', KEYS[i], ARGV[1], ARGV[2]), redis.call('ZCARD', KEYS[i]),
+    redis.call('HGET', KEYS[1], KEYS[i])}
+end
+return out
 `;
 
 const INDEX_PAGE_COMMAND = 'crucibleIndexPage';
+const INDEX_COUNT_COMMAND = 'crucibleIndexCount';
 
-type IndexPageRunner = (numKeys: number, ...args: (string | number)[]) => Promise<[string[], number, string | null]>;
+type IndexPageRunner = (
+  numKeys: number,
+  ...args: (string | number)[]
+) => Promise<[members: string[], size: number, count: string | null][]>;
+type IndexCountRunner = (
+  numKeys: number,
+  ...args: string[]
+) => Promise<[checkpoint: string | null, ...indexes: [inRange: number, size: number, count: string | null][]]>;
+
+/**
+ * Rounds of index reads a page with facets checked on the records (a filter on more than one)
+ * may take before it answers with what it found: a page may then hold fewer than asked while
+ * more follow, and its token goes on from the last member it looked at.
+ */
+const FILTER_ROUNDS = 8;
 
 export function createEvaluationList(
   redis: Redis,
@@ -38,72 +86,119 @@ export function createEvaluationList(
   records: EvaluationRecords,
   pageBytes = LIST_PAGE_BYTES,
 ): EvaluationList {
-  const indexKey = (partition: number, status: EvaluationStatus): string =>
-    status === EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED
-      ? layout.indexAll(partition)
-      : layout.indexStatus(partition, status);
   const memberId = (member: string): string => member.slice(CREATED_DIGITS + 1);
-  redis.defineCommand(INDEX_PAGE_COMMAND, { lua: INDEX_PAGE_LUA });
-  const indexPage = (redis as unknown as Record<string, IndexPageRunner>)[INDEX_PAGE_COMMAND]?.bind(redis);
-  if (indexPage === undefined) throw new Error('ioredis did not define the index page script');
+  const script = <T>(name: string, lua: string): T => {
+    redis.defineCommand(name, { lua });
+    const run = (redis as unknown as Record<string, T>)[name];
+    if (run === undefined) throw new Error(`ioredis did not define the ${name} script`);
+    return (run as unknown as (...args: unknown[]) => unknown).bind(redis) as T;
+  };
+  const indexPage = script<IndexPageRunner>(INDEX_PAGE_COMMAND, INDEX_PAGE_LUA);
+  const indexCount = script<IndexCountRunner>(INDEX_COUNT_COMMAND, INDEX_COUNT_LUA);
 
-  return mappingOutages<EvaluationList>('listing evaluations', {
-    async page(status, pageSize, cursor) {
-      const max = cursor === undefined ? '+' : `(${cursor.after}`;
-      const partitions = partitionNumbers(layout);
-      // An index that differs from its count lost members (or got strays): its page is not the truth.
-      const damaged: number[] = [];
-      const pages = await Promise.all(
-        partitions.map(async (p) => {
-          const key = indexKey(p, status);
-          const [page, size, count] = await indexPage(2, key, layout.indexCounts(p), max, pageSize + 1);
+  /** The next members of every index the filter reads, merged in its order; damaged partitions noted. */
+  const members = async (
+    filter: ListFilter,
+    limit: number,
+    after: string | undefined,
+    damaged: Set<number>,
+  ): Promise<{ members: string[]; hasMore: boolean }> => {
+    const { low, high } = memberRange(filter, after);
+    const rev = filter.order === 'newest' ? '1' : '0';
+    const pages = await Promise.all(
+      partitionNumbers(layout).map(async (p) => {
+        const keys = indexKeysOfFilter(layout, p, filter);
+        const read = await indexPage(keys.length + 1, layout.indexCounts(p), ...keys, low, high, limit + 1, rev);
+        return read.map(([page, size, count]) => {
           // No count: an index no step has touched yet (empty), or counts a version before them
           // did not keep, which the index audit makes at start.
-          if (count !== null && Number(count) !== size) damaged.push(p);
+          if (count !== null && Number(count) !== size) damaged.add(p);
           return page;
-        }),
-      );
-      const { members, hasMore } = mergePages(pages, pageSize);
-      const byPartition = idsByPartition(layout, members.map(memberId));
-      const found = new Map<string, Encoded<Evaluation>>();
-      await Promise.all(
-        [...byPartition].map(async ([p, ids]) => {
-          const evaluations = await records.getMany(p, ids);
-          evaluations.forEach((e, i) => {
-            if (e !== undefined) found.set(ids[i] ?? '', e);
-          });
-        }),
-      );
-      // Index and record are read in two steps; an evaluation whose status changed in between
-      // no longer matches the filter and is left out (the page may then be one shorter).
+        });
+      }),
+    );
+    return mergePages(pages.flat(), limit, filter.order);
+  };
+
+  const recordsOf = async (page: readonly string[]): Promise<Map<string, Encoded<Evaluation>>> => {
+    const found = new Map<string, Encoded<Evaluation>>();
+    await Promise.all(
+      [...idsByPartition(layout, page.map(memberId))].map(async ([p, ids]) => {
+        const evaluations = await records.getMany(p, ids);
+        evaluations.forEach((e, i) => {
+          if (e !== undefined) found.set(ids[i] ?? '', e);
+        });
+      }),
+    );
+    return found;
+  };
+
+  return mappingOutages<EvaluationList>('listing evaluations', {
+    async page(filter, pageSize, after) {
+      const damaged = new Set<number>();
       const missing: string[] = [];
       const evaluations: Encoded<Evaluation>[] = [];
       let bytes = 0;
-      // The page ends at the last member it considered: the budget may end it early.
-      let last = members[members.length - 1];
-      let more = hasMore;
-      for (const [i, m] of members.entries()) {
-        const e = found.get(memberId(m));
-        if (e === undefined) {
-          missing.push(memberId(m));
-          continue;
+      // The page ends at the last member it considered (a budget or a round limit may end it early).
+      let last = after;
+      let more: boolean;
+      for (let round = 1; ; round += 1) {
+        const next = await members(filter, pageSize - evaluations.length, last, damaged);
+        const found = await recordsOf(next.members);
+        let full = false;
+        for (const m of next.members) {
+          const e = found.get(memberId(m));
+          if (e === undefined) missing.push(memberId(m));
+          // A record no client could decode (reported by the records reader) is left out, and so
+          // is one whose status (or executor) moved between the index read and the record read.
+          else if (e.unreadable === undefined && matchesFilter(e.message, filter)) {
+            if (evaluations.length > 0 && bytes + e.bytes.length > pageBytes) {
+              full = true;
+              break;
+            }
+            evaluations.push(e);
+            bytes += e.bytes.length;
+          }
+          last = m;
         }
-        // A record no client could decode (reported by the records reader) is left out.
-        if (e.unreadable !== undefined) continue;
-        if (status !== EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED && e.message.status !== status) continue;
-        if (evaluations.length > 0 && bytes + e.bytes.length > pageBytes) {
-          last = members[i - 1];
-          more = true;
-          break;
-        }
-        evaluations.push(e);
-        bytes += e.bytes.length;
+        more = full || next.hasMore;
+        if (full || !next.hasMore || evaluations.length >= pageSize || round >= FILTER_ROUNDS) break;
       }
       return {
         evaluations,
-        nextPageToken: more && last !== undefined ? encodePageToken({ status, after: last }) : '',
+        next: more && last !== undefined ? last : undefined,
         missing,
-        damaged,
+        damaged: [...damaged].sort((a, b) => a - b),
+      };
+    },
+
+    async count(filter) {
+      const { low, high } = memberRange(filter, undefined);
+      const damaged = new Set<number>();
+      let count = 0;
+      const checkpoints = await Promise.all(
+        partitionNumbers(layout).map(async (p) => {
+          const keys = indexKeysOfFilter(layout, p, filter);
+          const [at, ...indexes] = await indexCount(
+            keys.length + 2,
+            layout.indexCounts(p),
+            layout.checkpoint(p),
+            ...keys,
+            low,
+            high,
+          );
+          for (const [inRange, size, counted] of indexes) {
+            if (counted !== null && Number(counted) !== size) damaged.add(p);
+            count += inRange;
+          }
+          return parseCheckpoint(at);
+        }),
+      );
+      return {
+        count,
+        exact: filter.facets.length <= 1,
+        checkpoints,
+        damaged: [...damaged].sort((a, b) => a - b),
       };
     },
   });

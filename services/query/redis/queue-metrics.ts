@@ -11,10 +11,13 @@ export interface QueueCount {
   running: number;
 }
 
+/** What the queue is counted by (metadata facets are for lists). */
+type QueueFacet = Exclude<Facet, 'metadata'>;
+
 export interface QueueCounts {
   readonly queued: number;
   readonly running: number;
-  readonly by: Readonly<Record<Facet, ReadonlyMap<string, QueueCount>>>;
+  readonly by: Readonly<Record<QueueFacet, ReadonlyMap<string, QueueCount>>>;
   /** Creation time of the oldest queued evaluation; undefined when none is queued. */
   readonly oldestQueued?: Date;
   /** Per partition, the checkpoint the counts were read at. */
@@ -70,7 +73,7 @@ export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetric
 
   return mappingOutages<QueueMetrics>('reading the queue', {
     async read() {
-      const by: Record<Facet, Map<string, QueueCount>> = {
+      const by: Record<QueueFacet, Map<string, QueueCount>> = {
         language: new Map(),
         engine: new Map(),
         executor: new Map(),
@@ -96,6 +99,7 @@ export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetric
             const index = layout.describeIndex(key);
             if (index?.status === undefined) continue;
             const isQueued = index.status === QUEUED;
+            if (index.facet === 'metadata') continue;
             if (index.facet === undefined) {
               if (isQueued) queued += size;
               else running += size;

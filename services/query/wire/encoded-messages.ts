@@ -166,6 +166,7 @@ export const EvaluationQueryServiceWire = {
 export type QueryServiceImplementation = {
   getEvaluation: handleUnaryCall<GetEvaluationRequest, GetEvaluationOut>;
   listEvaluations: handleUnaryCall<ListEvaluationsRequest, ListEvaluationsOut>;
+  countEvaluations: EvaluationQueryServiceServer['countEvaluations'];
   readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
   watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchOut>;
   watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchOut>;

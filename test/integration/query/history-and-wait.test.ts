@@ -9,7 +9,7 @@ import type {
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import type { ChangeHub } from '../../../services/query/live/change-hub';
 import { createShutdown } from '../../../services/query/live/shutdown';
-import { encodePageToken } from '../../../services/query/read-models/evaluation-list';
+import { encodeScopedToken } from '../../../services/query/domain/page-tokens';
 import { call, expectError, statusDetails } from '../../support/clients';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 
@@ -233,7 +233,7 @@ describe('GetEvaluationEvents and WaitEvaluation', function () {
       expect(garbage.code).to.equal(grpcStatus.INVALID_ARGUMENT);
       expect(violationsOf(garbage)).to.deep.equal(['page_token:INVALID']);
       // A ListEvaluations token is a token too, but not one of these.
-      const listToken = encodePageToken({ status: 0, after: '000000000000001:ev-token' });
+      const listToken = encodeScopedToken([], ['000000000000001:ev-token']);
       expect(
         violationsOf(await expectError(events(replica, { evalId: 'ev-token', pageToken: listToken }))),
       ).to.deep.equal(['page_token:INVALID']);

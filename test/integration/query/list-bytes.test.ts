@@ -1,14 +1,13 @@
 import { expect } from 'chai';
-import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
-import { decodePageToken, type PageCursor } from '../../../services/query/read-models/evaluation-list';
+import type { ListFilter } from '../../../services/query/read-models/evaluation-list';
 import { createKeyLayout } from '../../../services/query/read-models/keys';
 import { createEvaluationList } from '../../../services/query/redis/evaluation-list';
 import { createEvaluationRecords } from '../../../services/query/redis/evaluation-records';
 import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
 import { createQueryHarness, type QueryHarness } from './harness';
 
-const ALL = EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED;
+const ALL: ListFilter = { statuses: [], facets: [], order: 'newest' };
 
 for (const partitions of ['1', '3']) {
   describe(`list pages are bounded in bytes as well as count (${partitions} partition(s))`, function () {
@@ -33,15 +32,15 @@ for (const partitions of ['1', '3']) {
       const budget = 3_500; // about three records of ~1.1 kB
       const list = createEvaluationList(h.redis, layout, records, budget);
       const seen: string[] = [];
-      let cursor: PageCursor | undefined;
+      let cursor: string | undefined;
       for (let pages = 0; pages < 100; pages += 1) {
         const page = await list.page(ALL, 50, cursor);
         const bytes = page.evaluations.reduce((sum, e) => sum + e.bytes.length, 0);
         expect(page.evaluations.length).to.be.at.least(1);
         if (page.evaluations.length > 1) expect(bytes).to.be.at.most(budget);
         seen.push(...page.evaluations.map((e) => e.message.evalId));
-        if (page.nextPageToken === '') break;
-        cursor = decodePageToken(page.nextPageToken, ALL);
+        if (page.next === undefined) break;
+        cursor = page.next;
       }
       expect(seen).to.have.length(30);
       expect(new Set(seen).size).to.equal(30);
@@ -49,7 +48,7 @@ for (const partitions of ['1', '3']) {
       const tiny = createEvaluationList(h.redis, layout, records, 10);
       const first = await tiny.page(ALL, 50, undefined);
       expect(first.evaluations).to.have.length(1);
-      expect(first.nextPageToken).to.not.equal('');
+      expect(first.next).to.not.equal(undefined);
     });
   });
 }

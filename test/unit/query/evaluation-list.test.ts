@@ -1,12 +1,17 @@
 import { expect } from 'chai';
-import { ValidationError } from '../../../shared/errors';
 import { Evaluation, EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import {
-  decodePageToken,
-  encodePageToken,
+  indexKeysOfEvaluation,
+  indexKeysOfFilter,
   indexWrites,
+  listFacets,
   listMember,
+  matchesFilter,
+  memberRange,
   mergePages,
+  metadataFacetValue,
+  type FacetValue,
+  type ListFilter,
 } from '../../../services/query/read-models/evaluation-list';
 import { createKeyLayout } from '../../../services/query/read-models/keys';
 import { WriteSet, type WriteOp } from '../../../services/query/read-models/write-ops';
@@ -16,17 +21,6 @@ const RUNNING = EvaluationStatus.EVALUATION_STATUS_RUNNING;
 
 function evaluation(evalId: string, createdMs: number, status = QUEUED): Evaluation {
   return Evaluation.fromPartial({ evalId, createdAt: new Date(createdMs), status });
-}
-
-function violationOf(fn: () => unknown): { field: string; rule: string } {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(ValidationError);
-    const v = (err as ValidationError).violations[0];
-    return { field: v?.field ?? '', rule: v?.rule ?? '' };
-  }
-  throw new Error('expected a ValidationError');
 }
 
 describe('evaluation list read model', () => {
@@ -101,35 +95,71 @@ describe('evaluation list read model', () => {
     });
   });
 
-  describe('page tokens', () => {
-    it('round-trip the status and the last member, opaquely', () => {
-      const token = encodePageToken({ status: RUNNING, after: '001763877600123:e-9' });
-      expect(token).to.match(/^[A-Za-z0-9_-]+$/);
-      expect(decodePageToken(token, RUNNING)).to.deep.equal({ status: RUNNING, after: '001763877600123:e-9' });
+  describe('filters', () => {
+    const layout = createKeyLayout('p', 1, ['suite']);
+    const base: ListFilter = { statuses: [], facets: [], order: 'newest' };
+    const e = Evaluation.fromPartial({
+      evalId: 'e1',
+      status: RUNNING,
+      language: 'go',
+      engine: 'docker',
+      executorId: 'x1',
+      metadata: { suite: 'nightly', n: 7 },
     });
 
-    it('refuse garbage with INVALID on page_token', () => {
-      for (const token of [
-        'not a token',
-        'bm90IGpzb24',
-        encodePageToken({ status: QUEUED, after: 'no-digits' }),
-        '!!',
-      ]) {
-        expect(
-          violationOf(() => decodePageToken(token, QUEUED)),
-          token,
-        ).to.deep.equal({ field: 'page_token', rule: 'INVALID' });
-      }
-      const wrongVersion = Buffer.from(JSON.stringify({ v: 2, s: 1, a: '001763877600123:e' })).toString('base64url');
-      expect(violationOf(() => decodePageToken(wrongVersion, QUEUED)).rule).to.equal('INVALID');
+    it("reads one index per status: the lead facet's, the status', or `all`", () => {
+      expect(indexKeysOfFilter(layout, 0, base)).to.deep.equal([layout.indexAll(0)]);
+      expect(indexKeysOfFilter(layout, 0, { ...base, statuses: [QUEUED, RUNNING] })).to.deep.equal([
+        layout.indexStatus(0, QUEUED),
+        layout.indexStatus(0, RUNNING),
+      ]);
+      const facets = listFacets([
+        { facet: 'engine', value: 'docker' },
+        { facet: 'executor', value: 'x1' },
+      ]);
+      expect(facets.map((f) => f.facet)).to.deep.equal(['executor', 'engine']);
+      const byExecutor = indexKeysOfFilter(layout, 0, { ...base, facets });
+      expect(byExecutor).to.have.length(5);
+      expect(byExecutor[1]).to.equal(layout.indexFacet(0, RUNNING, 'executor', 'x1'));
     });
 
-    it('refuse a token issued for another status with MISMATCH', () => {
-      const token = encodePageToken({ status: QUEUED, after: '001763877600123:e' });
-      expect(violationOf(() => decodePageToken(token, RUNNING))).to.deep.equal({
-        field: 'page_token',
-        rule: 'MISMATCH',
+    it('bounds the members by creation time and by the cursor, in either order', () => {
+      const after = new Date(1000);
+      const before = new Date(5000);
+      expect(memberRange({ ...base, createdAfter: after, createdBefore: before }, undefined)).to.deep.equal({
+        low: '[000000000001000',
+        high: '(000000000005000',
       });
+      const cursor = '000000000003000:e9';
+      expect(memberRange({ ...base, createdAfter: after }, cursor)).to.deep.equal({
+        low: '[000000000001000',
+        high: `(${cursor}`,
+      });
+      expect(memberRange({ ...base, order: 'oldest', createdBefore: before }, cursor)).to.deep.equal({
+        low: `(${cursor}`,
+        high: '(000000000005000',
+      });
+    });
+
+    it('checks every facet on the record, metadata by its indexed text', () => {
+      const facet = (f: FacetValue['facet'], value: string): ListFilter => ({ ...base, facets: [{ facet: f, value }] });
+      expect(matchesFilter(e, { ...base, statuses: [RUNNING] })).to.equal(true);
+      expect(matchesFilter(e, { ...base, statuses: [QUEUED] })).to.equal(false);
+      expect(matchesFilter(e, facet('language', 'go'))).to.equal(true);
+      expect(matchesFilter(e, facet('engine', 'gvisor'))).to.equal(false);
+      expect(matchesFilter(e, facet('executor', 'x1'))).to.equal(true);
+      expect(matchesFilter(e, facet('metadata', 'suite=nightly'))).to.equal(true);
+      expect(matchesFilter(e, facet('metadata', 'n=7'))).to.equal(true);
+      expect(matchesFilter(e, facet('metadata', 'suite=weekly'))).to.equal(false);
+      expect(metadataFacetValue({ nested: true })).to.equal(undefined);
+      expect(metadataFacetValue('x'.repeat(257))).to.equal(undefined);
+    });
+
+    it('lists an evaluation under an indexed metadata key of its status', () => {
+      expect(indexKeysOfEvaluation(layout, 0, e)).to.include(
+        layout.indexFacet(0, RUNNING, 'metadata', 'suite=nightly'),
+      );
+      expect(indexKeysOfEvaluation(layout, 0, e).filter((k) => k.includes(':metadata:'))).to.have.length(1);
     });
   });
 

@@ -41,6 +41,92 @@ import {
   violationTypeToJSON,
 } from "./evaluation";
 
+/** ListOrder orders a list by creation time (ties by eval_id). */
+export enum ListOrder {
+  /** LIST_ORDER_UNSPECIFIED - NEWEST_FIRST. */
+  LIST_ORDER_UNSPECIFIED = 0,
+  /** LIST_ORDER_NEWEST_FIRST - Newest first. */
+  LIST_ORDER_NEWEST_FIRST = 1,
+  /** LIST_ORDER_OLDEST_FIRST - Oldest first. */
+  LIST_ORDER_OLDEST_FIRST = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function listOrderFromJSON(object: any): ListOrder {
+  switch (object) {
+    case 0:
+    case "LIST_ORDER_UNSPECIFIED":
+      return ListOrder.LIST_ORDER_UNSPECIFIED;
+    case 1:
+    case "LIST_ORDER_NEWEST_FIRST":
+      return ListOrder.LIST_ORDER_NEWEST_FIRST;
+    case 2:
+    case "LIST_ORDER_OLDEST_FIRST":
+      return ListOrder.LIST_ORDER_OLDEST_FIRST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ListOrder.UNRECOGNIZED;
+  }
+}
+
+export function listOrderToJSON(object: ListOrder): string {
+  switch (object) {
+    case ListOrder.LIST_ORDER_UNSPECIFIED:
+      return "LIST_ORDER_UNSPECIFIED";
+    case ListOrder.LIST_ORDER_NEWEST_FIRST:
+      return "LIST_ORDER_NEWEST_FIRST";
+    case ListOrder.LIST_ORDER_OLDEST_FIRST:
+      return "LIST_ORDER_OLDEST_FIRST";
+    case ListOrder.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** ListView says how much of each evaluation a list carries. */
+export enum ListView {
+  /** LIST_VIEW_UNSPECIFIED - FULL. */
+  LIST_VIEW_UNSPECIFIED = 0,
+  /** LIST_VIEW_SUMMARY - Without output and error previews and without metadata. */
+  LIST_VIEW_SUMMARY = 1,
+  /** LIST_VIEW_FULL - Everything GetEvaluation returns. */
+  LIST_VIEW_FULL = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function listViewFromJSON(object: any): ListView {
+  switch (object) {
+    case 0:
+    case "LIST_VIEW_UNSPECIFIED":
+      return ListView.LIST_VIEW_UNSPECIFIED;
+    case 1:
+    case "LIST_VIEW_SUMMARY":
+      return ListView.LIST_VIEW_SUMMARY;
+    case 2:
+    case "LIST_VIEW_FULL":
+      return ListView.LIST_VIEW_FULL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ListView.UNRECOGNIZED;
+  }
+}
+
+export function listViewToJSON(object: ListView): string {
+  switch (object) {
+    case ListView.LIST_VIEW_UNSPECIFIED:
+      return "LIST_VIEW_UNSPECIFIED";
+    case ListView.LIST_VIEW_SUMMARY:
+      return "LIST_VIEW_SUMMARY";
+    case ListView.LIST_VIEW_FULL:
+      return "LIST_VIEW_FULL";
+    case ListView.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** OutputKind selects which stored body ReadOutput streams. */
 export enum OutputKind {
   /** OUTPUT_KIND_UNSPECIFIED - Read as OUTPUT. */
@@ -143,25 +229,99 @@ export interface GetEvaluationResponse {
 
 /** ListEvaluationsRequest selects a page of evaluations. */
 export interface ListEvaluationsRequest {
-  /** Optional. Only evaluations in this status; UNSPECIFIED lists all. */
+  /**
+   * Optional. Only evaluations in this status; UNSPECIFIED lists all. Kept beside `statuses`
+   * (older clients send it): both together select the union.
+   */
   status: EvaluationStatus;
   /**
    * Optional. 1-1000; 0 means 50. A page also stops at about 3 MiB of records (so that it
    * fits a client's default 4 MiB message limit), holding fewer: page on with the token.
+   * With filters on more than one of language, engine, executor_id and metadata, a page may
+   * also hold fewer while more follow (the rest is checked evaluation by evaluation): page on.
    */
   pageSize: number;
   /** Optional. The `next_page_token` of the previous page; the other fields must not change. */
   pageToken: string;
   /** Optional. Wait (within the deadline) until the read model has applied this position. */
-  minPosition?: string | undefined;
+  minPosition?:
+    | string
+    | undefined;
+  /** The filter; every field optional, all of them must hold. */
+  filter?:
+    | EvaluationFilter
+    | undefined;
+  /**
+   * NEWEST_FIRST by default. (`optional`, as `view`: generated clients that predate the field
+   * need not set it.)
+   */
+  order?:
+    | ListOrder
+    | undefined;
+  /** FULL by default. */
+  view?: ListView | undefined;
+}
+
+/** EvaluationFilter selects evaluations; every field is optional and all that are set must hold. */
+export interface EvaluationFilter {
+  /** Only these statuses (any of them). */
+  statuses: EvaluationStatus[];
+  /** Only this language. */
+  language: string;
+  /** Only this engine. */
+  engine: string;
+  /** Only evaluations started by this executor. */
+  executorId: string;
+  /** Only evaluations created at or after this time. */
+  createdAfter?:
+    | Date
+    | undefined;
+  /** Only evaluations created before this time. */
+  createdBefore?:
+    | Date
+    | undefined;
+  /**
+   * Only evaluations whose metadata has these values (numbers and booleans as their JSON text),
+   * on keys named in the configured INDEXED_METADATA_KEYS; another key is INVALID_ARGUMENT
+   * naming the indexed ones.
+   */
+  metadata: { [key: string]: string };
+}
+
+export interface EvaluationFilter_MetadataEntry {
+  key: string;
+  value: string;
 }
 
 /** ListEvaluationsResponse is one page of evaluations. */
 export interface ListEvaluationsResponse {
-  /** Newest first by creation time (ties broken by id, descending). */
+  /** In the order asked for, by creation time (ties broken by id). */
   evaluations: Evaluation[];
   /** Token for the next page; empty on the last page. */
   nextPageToken: string;
+}
+
+/** CountEvaluationsRequest selects what to count. */
+export interface CountEvaluationsRequest {
+  /** As in ListEvaluations. */
+  filter?:
+    | EvaluationFilter
+    | undefined;
+  /** Optional. Wait (within the deadline) until the read model has applied this position. */
+  minPosition?: string | undefined;
+}
+
+/** CountEvaluationsResponse is the count. */
+export interface CountEvaluationsResponse {
+  /** How many evaluations the filter selects (an upper bound unless `exact`). */
+  count: string;
+  /**
+   * True when `count` is exact: the filter names at most one of language, engine, executor_id
+   * and metadata.
+   */
+  exact: boolean;
+  /** The read models' position the count is at. */
+  position: string;
 }
 
 /** ReadOutputRequest names the body to stream. */
@@ -671,7 +831,15 @@ export const GetEvaluationResponse: MessageFns<GetEvaluationResponse> = {
 };
 
 function createBaseListEvaluationsRequest(): ListEvaluationsRequest {
-  return { status: 0, pageSize: 0, pageToken: "", minPosition: undefined };
+  return {
+    status: 0,
+    pageSize: 0,
+    pageToken: "",
+    minPosition: undefined,
+    filter: undefined,
+    order: undefined,
+    view: undefined,
+  };
 }
 
 export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
@@ -687,6 +855,15 @@ export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
     }
     if (message.minPosition !== undefined) {
       writer.uint32(32).int64(message.minPosition);
+    }
+    if (message.filter !== undefined) {
+      EvaluationFilter.encode(message.filter, writer.uint32(42).fork()).join();
+    }
+    if (message.order !== undefined) {
+      writer.uint32(48).int32(message.order);
+    }
+    if (message.view !== undefined) {
+      writer.uint32(56).int32(message.view);
     }
     return writer;
   },
@@ -736,6 +913,30 @@ export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
             message.minPosition = reader.int64().toString();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.filter = EvaluationFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.order = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -766,6 +967,9 @@ export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
         : isSet(object.min_position)
         ? globalThis.String(object.min_position)
         : undefined,
+      filter: isSet(object.filter) ? EvaluationFilter.fromJSON(object.filter) : undefined,
+      order: isSet(object.order) ? listOrderFromJSON(object.order) : undefined,
+      view: isSet(object.view) ? listViewFromJSON(object.view) : undefined,
     };
   },
 
@@ -783,6 +987,15 @@ export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
     if (message.minPosition !== undefined) {
       obj.minPosition = message.minPosition;
     }
+    if (message.filter !== undefined) {
+      obj.filter = EvaluationFilter.toJSON(message.filter);
+    }
+    if (message.order !== undefined) {
+      obj.order = listOrderToJSON(message.order);
+    }
+    if (message.view !== undefined) {
+      obj.view = listViewToJSON(message.view);
+    }
     return obj;
   },
 
@@ -795,6 +1008,329 @@ export const ListEvaluationsRequest: MessageFns<ListEvaluationsRequest> = {
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
     message.minPosition = object.minPosition ?? undefined;
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? EvaluationFilter.fromPartial(object.filter)
+      : undefined;
+    message.order = object.order ?? undefined;
+    message.view = object.view ?? undefined;
+    return message;
+  },
+};
+
+function createBaseEvaluationFilter(): EvaluationFilter {
+  return {
+    statuses: [],
+    language: "",
+    engine: "",
+    executorId: "",
+    createdAfter: undefined,
+    createdBefore: undefined,
+    metadata: {},
+  };
+}
+
+export const EvaluationFilter: MessageFns<EvaluationFilter> = {
+  encode(message: EvaluationFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.statuses.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.statuses) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.language !== "") {
+      writer.uint32(18).string(message.language);
+    }
+    if (message.engine !== "") {
+      writer.uint32(26).string(message.engine);
+    }
+    if (message.executorId !== "") {
+      writer.uint32(34).string(message.executorId);
+    }
+    if (message.createdAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAfter), writer.uint32(42).fork()).join();
+    }
+    if (message.createdBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(50).fork()).join();
+    }
+    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+      EvaluationFilter_MetadataEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvaluationFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvaluationFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.statuses.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.statuses.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.language = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.engine = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.executorId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createdAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            const entry7 = EvaluationFilter_MetadataEntry.decode(reader, reader.uint32());
+            if (entry7.value !== undefined) {
+              message.metadata[entry7.key] = entry7.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvaluationFilter {
+    return {
+      statuses: globalThis.Array.isArray(object?.statuses)
+        ? object.statuses.map((e: any) => evaluationStatusFromJSON(e))
+        : [],
+      language: isSet(object.language) ? globalThis.String(object.language) : "",
+      engine: isSet(object.engine) ? globalThis.String(object.engine) : "",
+      executorId: isSet(object.executorId)
+        ? globalThis.String(object.executorId)
+        : isSet(object.executor_id)
+        ? globalThis.String(object.executor_id)
+        : "",
+      createdAfter: isSet(object.createdAfter)
+        ? fromJsonTimestamp(object.createdAfter)
+        : isSet(object.created_after)
+        ? fromJsonTimestamp(object.created_after)
+        : undefined,
+      createdBefore: isSet(object.createdBefore)
+        ? fromJsonTimestamp(object.createdBefore)
+        : isSet(object.created_before)
+        ? fromJsonTimestamp(object.created_before)
+        : undefined,
+      metadata: isObject(object.metadata)
+        ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: EvaluationFilter): unknown {
+    const obj: any = {};
+    if (message.statuses?.length) {
+      obj.statuses = message.statuses.map((e) => evaluationStatusToJSON(e));
+    }
+    if (message.language !== "") {
+      obj.language = message.language;
+    }
+    if (message.engine !== "") {
+      obj.engine = message.engine;
+    }
+    if (message.executorId !== "") {
+      obj.executorId = message.executorId;
+    }
+    if (message.createdAfter !== undefined) {
+      obj.createdAfter = message.createdAfter.toISOString();
+    }
+    if (message.createdBefore !== undefined) {
+      obj.createdBefore = message.createdBefore.toISOString();
+    }
+    if (message.metadata) {
+      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
+      if (entries.length > 0) {
+        obj.metadata = {};
+        entries.forEach(([k, v]) => {
+          obj.metadata[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvaluationFilter>, I>>(base?: I): EvaluationFilter {
+    return EvaluationFilter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvaluationFilter>, I>>(object: I): EvaluationFilter {
+    const message = createBaseEvaluationFilter();
+    message.statuses = object.statuses?.map((e) => e) || [];
+    message.language = object.language ?? "";
+    message.engine = object.engine ?? "";
+    message.executorId = object.executorId ?? "";
+    message.createdAfter = object.createdAfter ?? undefined;
+    message.createdBefore = object.createdBefore ?? undefined;
+    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseEvaluationFilter_MetadataEntry(): EvaluationFilter_MetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const EvaluationFilter_MetadataEntry: MessageFns<EvaluationFilter_MetadataEntry> = {
+  encode(message: EvaluationFilter_MetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvaluationFilter_MetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvaluationFilter_MetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvaluationFilter_MetadataEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: EvaluationFilter_MetadataEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvaluationFilter_MetadataEntry>, I>>(base?: I): EvaluationFilter_MetadataEntry {
+    return EvaluationFilter_MetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvaluationFilter_MetadataEntry>, I>>(
+    object: I,
+  ): EvaluationFilter_MetadataEntry {
+    const message = createBaseEvaluationFilter_MetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -886,6 +1422,198 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
     const message = createBaseListEvaluationsResponse();
     message.evaluations = object.evaluations?.map((e) => Evaluation.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseCountEvaluationsRequest(): CountEvaluationsRequest {
+  return { filter: undefined, minPosition: undefined };
+}
+
+export const CountEvaluationsRequest: MessageFns<CountEvaluationsRequest> = {
+  encode(message: CountEvaluationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.filter !== undefined) {
+      EvaluationFilter.encode(message.filter, writer.uint32(10).fork()).join();
+    }
+    if (message.minPosition !== undefined) {
+      writer.uint32(16).int64(message.minPosition);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountEvaluationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountEvaluationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.filter = EvaluationFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.minPosition = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CountEvaluationsRequest {
+    return {
+      filter: isSet(object.filter) ? EvaluationFilter.fromJSON(object.filter) : undefined,
+      minPosition: isSet(object.minPosition)
+        ? globalThis.String(object.minPosition)
+        : isSet(object.min_position)
+        ? globalThis.String(object.min_position)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CountEvaluationsRequest): unknown {
+    const obj: any = {};
+    if (message.filter !== undefined) {
+      obj.filter = EvaluationFilter.toJSON(message.filter);
+    }
+    if (message.minPosition !== undefined) {
+      obj.minPosition = message.minPosition;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CountEvaluationsRequest>, I>>(base?: I): CountEvaluationsRequest {
+    return CountEvaluationsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CountEvaluationsRequest>, I>>(object: I): CountEvaluationsRequest {
+    const message = createBaseCountEvaluationsRequest();
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? EvaluationFilter.fromPartial(object.filter)
+      : undefined;
+    message.minPosition = object.minPosition ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCountEvaluationsResponse(): CountEvaluationsResponse {
+  return { count: "0", exact: false, position: "0" };
+}
+
+export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
+  encode(message: CountEvaluationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.count !== "0") {
+      writer.uint32(8).int64(message.count);
+    }
+    if (message.exact !== false) {
+      writer.uint32(16).bool(message.exact);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountEvaluationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountEvaluationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.count = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.exact = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CountEvaluationsResponse {
+    return {
+      count: isSet(object.count) ? globalThis.String(object.count) : "0",
+      exact: isSet(object.exact) ? globalThis.Boolean(object.exact) : false,
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: CountEvaluationsResponse): unknown {
+    const obj: any = {};
+    if (message.count !== "0") {
+      obj.count = message.count;
+    }
+    if (message.exact !== false) {
+      obj.exact = message.exact;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CountEvaluationsResponse>, I>>(base?: I): CountEvaluationsResponse {
+    return CountEvaluationsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CountEvaluationsResponse>, I>>(object: I): CountEvaluationsResponse {
+    const message = createBaseCountEvaluationsResponse();
+    message.count = object.count ?? "0";
+    message.exact = object.exact ?? false;
+    message.position = object.position ?? "0";
     return message;
   },
 };
@@ -4180,7 +4908,10 @@ export const EvaluationQueryServiceService = {
       Buffer.from(GetEvaluationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetEvaluationResponse => GetEvaluationResponse.decode(value),
   },
-  /** Lists evaluations, newest first by creation time, optionally of one status. */
+  /**
+   * Lists evaluations by creation time (newest or oldest first), filtered by statuses,
+   * language, engine, executor, creation time and indexed metadata keys.
+   */
   listEvaluations: {
     path: "/crucible.storage.v1.EvaluationQueryService/ListEvaluations" as const,
     requestStream: false as const,
@@ -4191,6 +4922,23 @@ export const EvaluationQueryServiceService = {
     responseSerialize: (value: ListEvaluationsResponse): Buffer =>
       Buffer.from(ListEvaluationsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListEvaluationsResponse => ListEvaluationsResponse.decode(value),
+  },
+  /**
+   * Counts the evaluations a ListEvaluations filter selects: exact (from the indexes' sizes, in
+   * O(log n) per index) when it filters on at most one of language, engine, executor_id and
+   * metadata; otherwise the count of the most selective of them, an upper bound, and `exact`
+   * says so.
+   */
+  countEvaluations: {
+    path: "/crucible.storage.v1.EvaluationQueryService/CountEvaluations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CountEvaluationsRequest): Buffer =>
+      Buffer.from(CountEvaluationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CountEvaluationsRequest => CountEvaluationsRequest.decode(value),
+    responseSerialize: (value: CountEvaluationsResponse): Buffer =>
+      Buffer.from(CountEvaluationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CountEvaluationsResponse => CountEvaluationsResponse.decode(value),
   },
   /**
    * Streams the whole stored output (or error message) in chunks, wherever it is kept.
@@ -4344,8 +5092,18 @@ export const EvaluationQueryServiceService = {
 export interface EvaluationQueryServiceServer extends UntypedServiceImplementation {
   /** Returns one evaluation. NOT_FOUND when no evaluation has this id. */
   getEvaluation: handleUnaryCall<GetEvaluationRequest, GetEvaluationResponse>;
-  /** Lists evaluations, newest first by creation time, optionally of one status. */
+  /**
+   * Lists evaluations by creation time (newest or oldest first), filtered by statuses,
+   * language, engine, executor, creation time and indexed metadata keys.
+   */
   listEvaluations: handleUnaryCall<ListEvaluationsRequest, ListEvaluationsResponse>;
+  /**
+   * Counts the evaluations a ListEvaluations filter selects: exact (from the indexes' sizes, in
+   * O(log n) per index) when it filters on at most one of language, engine, executor_id and
+   * metadata; otherwise the count of the most selective of them, an upper bound, and `exact`
+   * says so.
+   */
+  countEvaluations: handleUnaryCall<CountEvaluationsRequest, CountEvaluationsResponse>;
   /**
    * Streams the whole stored output (or error message) in chunks, wherever it is kept.
    * NOT_FOUND when the evaluation is unknown.
@@ -4415,7 +5173,10 @@ export interface EvaluationQueryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetEvaluationResponse) => void,
   ): ClientUnaryCall;
-  /** Lists evaluations, newest first by creation time, optionally of one status. */
+  /**
+   * Lists evaluations by creation time (newest or oldest first), filtered by statuses,
+   * language, engine, executor, creation time and indexed metadata keys.
+   */
   listEvaluations(
     request: ListEvaluationsRequest,
     callback: (error: ServiceError | null, response: ListEvaluationsResponse) => void,
@@ -4430,6 +5191,27 @@ export interface EvaluationQueryServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListEvaluationsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Counts the evaluations a ListEvaluations filter selects: exact (from the indexes' sizes, in
+   * O(log n) per index) when it filters on at most one of language, engine, executor_id and
+   * metadata; otherwise the count of the most selective of them, an upper bound, and `exact`
+   * says so.
+   */
+  countEvaluations(
+    request: CountEvaluationsRequest,
+    callback: (error: ServiceError | null, response: CountEvaluationsResponse) => void,
+  ): ClientUnaryCall;
+  countEvaluations(
+    request: CountEvaluationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CountEvaluationsResponse) => void,
+  ): ClientUnaryCall;
+  countEvaluations(
+    request: CountEvaluationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CountEvaluationsResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams the whole stored output (or error message) in chunks, wherever it is kept.
