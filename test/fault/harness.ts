@@ -20,6 +20,8 @@ import { encodeChange } from '../../shared/changes';
 import { EVENT_TYPE_TO_PROTO, parseStatus, statusToProto } from '../../shared/domain';
 import {
   FailureReason,
+  Severity,
+  ViolationType,
   type EvaluationStatus,
   type EventType,
   type EvaluationUpdate,
@@ -129,7 +131,8 @@ export function startQueryService(env: Record<string, string>, timeoutMs = 30_00
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-export type Step = 'submit' | 'start' | 'complete' | 'fail' | 'cancel';
+/** `metrics` and `violation` record without moving the status (RecordMetrics, RecordSecurityEvent). */
+export type Step = 'submit' | 'start' | 'complete' | 'fail' | 'cancel' | 'metrics' | 'violation';
 
 /** One evaluation's life as a list of commands, run in order. */
 export interface Plan {
@@ -138,11 +141,19 @@ export interface Plan {
 }
 
 const SHAPES: readonly (readonly Step[])[] = [
-  ['submit', 'start', 'complete'],
-  ['submit', 'start', 'fail'],
+  ['submit', 'start', 'metrics', 'complete'],
+  ['submit', 'start', 'violation', 'fail'],
   ['submit', 'cancel'],
-  ['submit', 'start', 'cancel'],
+  ['submit', 'metrics', 'start', 'cancel'],
 ];
+
+/** Languages and executors the plans spread over, so that the facet indexes and queue counts move too. */
+const LANGUAGES = ['python', 'go', 'rust'];
+const spread = <T>(evalId: string, values: readonly T[]): T => {
+  let hash = 0;
+  for (const c of evalId) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return values[hash % values.length] as T;
+};
 
 /** Plans for evaluations `<prefix>-0`, `<prefix>-1` …, cycling through four life shapes, with at least `commands` commands in all. */
 export function plansFor(prefix: string, commands: number): Plan[] {
@@ -185,7 +196,7 @@ export function runStep(
         {
           evalId,
           code: `print(${JSON.stringify(evalId)})`,
-          language: 'python',
+          language: spread(evalId, LANGUAGES),
           engine: 'docker',
           timeoutSeconds: 60,
           metadata: options.metadata ?? { suite: 'fault' },
@@ -197,7 +208,7 @@ export function runStep(
       return call(
         command,
         command.startEvaluation,
-        { evalId, executorId: 'executor-1', containerId: `c-${evalId}`, requestId },
+        { evalId, executorId: spread(evalId, ['executor-1', 'executor-2']), containerId: `c-${evalId}`, requestId },
         deadline,
       );
     case 'complete':
@@ -216,6 +227,38 @@ export function runStep(
       );
     case 'cancel':
       return call(command, command.cancelEvaluation, { evalId, reason: 'fault test', requestId }, deadline);
+    case 'metrics':
+      return call(
+        command,
+        command.recordMetrics,
+        {
+          evalId,
+          metrics: [
+            { name: 'loss', value: 0.5, unit: '', step: '1' },
+            { name: 'loss', value: 0.25, unit: '', step: '2' },
+            { name: 'eval/accuracy', value: 0.75, unit: '%' },
+          ],
+          requestId,
+        },
+        deadline,
+      );
+    case 'violation':
+      return call(
+        command,
+        command.recordSecurityEvent,
+        {
+          resourceViolation: {
+            evalId,
+            containerId: `c-${evalId}`,
+            violationType: ViolationType.VIOLATION_TYPE_MEMORY,
+            details: { observedBytes: 1024 },
+            actionTaken: 'logged',
+            severity: Severity.SEVERITY_LOW,
+          },
+          requestId,
+        },
+        deadline,
+      );
     default: {
       const unreachable: never = step;
       throw new Error(`unknown step ${String(unreachable)}`);

@@ -56,10 +56,10 @@ function random(seed: number): () => number {
 }
 
 const SHAPES: readonly (readonly Step[])[] = [
-  ['submit', 'start', 'complete'],
-  ['submit', 'start', 'fail'],
+  ['submit', 'start', 'metrics', 'complete'],
+  ['submit', 'start', 'violation', 'fail'],
   ['submit', 'cancel'],
-  ['submit', 'start', 'cancel'],
+  ['submit', 'metrics', 'start', 'cancel'],
 ];
 
 /** Codes a client retries (the same request_id makes the retry safe). */
