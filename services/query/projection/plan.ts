@@ -341,9 +341,13 @@ function partitionWriteSet(
 ): { ops: WriteSet; applied: number } {
   const ops = new WriteSet();
   let applied = 0;
+  // Each evaluation's state before its first event of the batch: its index moves are made once,
+  // from there to its last state (the write is atomic, nobody sees the states in between). A
+  // rebuild, whose batches hold whole lives, so moves each evaluation once instead of per event.
+  const firstBefore = new Map<string, Evaluation | undefined>();
   for (const { event, before, after, at } of folded) {
     const update = updates.subarray(at.start, at.end);
-    indexWrites(keys, partition, before, after, ops);
+    if (!firstBefore.has(event.evalId)) firstBefore.set(event.evalId, before);
     if (!isTerminalProto(states.get(event.evalId)?.status ?? after.status))
       historyWrites(keys, partition, event.evalId, event.revision, update, ops);
     changeLogWrites(
@@ -355,6 +359,10 @@ function partitionWriteSet(
       ops,
     );
     applied += 1;
+  }
+  for (const [evalId, before] of firstBefore) {
+    const state = states.get(evalId);
+    if (state !== undefined) indexWrites(keys, partition, before, state, ops);
   }
   for (const [evalId, { start, end }] of records) {
     const state = states.get(evalId);

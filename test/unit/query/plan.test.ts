@@ -87,9 +87,30 @@ describe('planBatch (pure projection step)', () => {
     const last = EvaluationUpdate.decode(xadds[2]?.value ?? Buffer.alloc(0));
     expect(last).to.include({ revision: '2', position: '3', eventType: EventType.EVENT_TYPE_EVALUATION_STARTED });
     expect(last.evaluation?.status).to.equal(EvaluationStatus.EVALUATION_STATUS_RUNNING);
-    // a: added to all + queued (and its language and engine), then moved queued -> running.
+    // a: queued and started in one batch, so listed once, where it ends (nothing to take out);
+    // b: listed as queued.
     const QUEUED = EvaluationStatus.EVALUATION_STATUS_QUEUED;
-    expect(opsOf(write, 'zrem').map((o) => o.key)).to.deep.equal([
+    const RUNNING = EvaluationStatus.EVALUATION_STATUS_RUNNING;
+    expect(opsOf(write, 'zrem')).to.deep.equal([]);
+    const added = (opsOf(write, 'zadd') as Extract<WriteOp, { op: 'zadd' }>[]).map((o) => [o.key, o.member.slice(16)]);
+    expect(added).to.have.deep.members([
+      [one.indexAll(0), 'a'],
+      [one.indexStatus(0, RUNNING), 'a'],
+      [one.indexFacet(0, RUNNING, 'language', 'python'), 'a'],
+      [one.indexFacet(0, RUNNING, 'engine', 'docker'), 'a'],
+      [one.indexFacet(0, RUNNING, 'executor', 'x'), 'a'],
+      [one.indexAll(0), 'b'],
+      [one.indexStatus(0, QUEUED), 'b'],
+      [one.indexFacet(0, QUEUED, 'language', 'python'), 'b'],
+      [one.indexFacet(0, QUEUED, 'engine', 'docker'), 'b'],
+    ]);
+    // The same start in a later batch moves `a` out of the queued indexes it is stored in.
+    const later = planBatch(
+      [next('a', 3, 2, started)],
+      [{ checkpoint: 2n, states: new Map([['a', evolve(undefined, queued('a', 1))]]) }],
+      one,
+    );
+    expect(opsOf(later.writes[0], 'zrem').map((o) => o.key)).to.deep.equal([
       one.indexStatus(0, QUEUED),
       one.indexFacet(0, QUEUED, 'language', 'python'),
       one.indexFacet(0, QUEUED, 'engine', 'docker'),
