@@ -397,18 +397,18 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
   });
 });
 
+/** The status each lifecycle event leaves; the others (metrics, security events) keep the one before. */
+const STATUS_AFTER: Readonly<Record<string, string>> = {
+  EvaluationQueued: 'queued',
+  EvaluationStarted: 'running',
+  EvaluationCompleted: 'completed',
+  EvaluationFailed: 'failed',
+  EvaluationCancelled: 'cancelled',
+};
+
 /** The wire status an evaluation has after its `revision` first events. */
 function statusAfter(events: readonly LoggedEvent[], revision: number): number {
-  const type = events[revision - 1]?.eventType;
-  const stored =
-    type === 'EvaluationQueued'
-      ? 'queued'
-      : type === 'EvaluationStarted'
-        ? 'running'
-        : type === 'EvaluationCompleted'
-          ? 'completed'
-          : type === 'EvaluationFailed'
-            ? 'failed'
-            : 'cancelled';
+  let stored = 'queued';
+  for (const event of events.slice(0, revision)) stored = STATUS_AFTER[event.eventType] ?? stored;
   return wireStatus(stored);
 }

@@ -208,13 +208,22 @@ export function decideChange(
   if (!canTransition(snapshot.status, target)) {
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);
   }
+  return nextEvent(snapshot, target, eventOf(command, ctx));
+}
+
+/** The decision to append `event` as the evaluation's next revision, leaving it in `status`. */
+function nextEvent(
+  snapshot: EvaluationSnapshot,
+  status: Status,
+  event: EvaluationEvent,
+): Extract<Decision, { kind: 'append' }> {
   return {
     kind: 'append',
     evalId: snapshot.evalId,
     fromRevision: snapshot.revision,
     toRevision: String(BigInt(snapshot.revision) + 1n),
-    status: target,
-    event: eventOf(command, ctx),
+    status,
+    event,
   };
 }
 
@@ -258,12 +267,10 @@ function decideMetrics(command: RecordMetrics, snapshot: EvaluationSnapshot, ctx
   });
   if (violations.length > 0) throw new ValidationError(violations);
   return {
-    kind: 'append',
-    evalId: snapshot.evalId,
-    fromRevision: snapshot.revision,
-    toRevision: String(BigInt(snapshot.revision) + 1n),
-    status: snapshot.status,
-    event: { type: 'EvaluationMetricsRecorded', data: { points: points.length, metrics: summarizeBatch(points) } },
+    ...nextEvent(snapshot, snapshot.status, {
+      type: 'EvaluationMetricsRecorded',
+      data: { points: points.length, metrics: summarizeBatch(points) },
+    }),
     metrics: { points, names: [...names].sort() },
   };
 }
@@ -317,12 +324,5 @@ function decideSecurityEvent(
             occurredAt,
           },
         };
-  return {
-    kind: 'append',
-    evalId: snapshot.evalId,
-    fromRevision: snapshot.revision,
-    toRevision: String(BigInt(snapshot.revision) + 1n),
-    status: snapshot.status,
-    event,
-  };
+  return nextEvent(snapshot, snapshot.status, event);
 }

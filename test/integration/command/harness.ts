@@ -313,3 +313,13 @@ export function racingStore(store: EvaluationStore, parties: number): RacingStor
     },
   };
 }
+
+/** What a command throws: validation throws before anything runs, the rest rejects. Fails if it succeeds. */
+export async function rejection(command: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await command();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected the command to be refused');
+}

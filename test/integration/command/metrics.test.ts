@@ -1,20 +1,10 @@
 import { expect } from 'chai';
 import { FailedPreconditionError, NotFoundError, ValidationError } from '../../../shared/errors';
 import type { MetricPoint } from '../../../shared/generated/crucible/storage/v1/command_service';
-import { createHarness, denseLog, eventsOf, type Harness } from './harness';
+import { createHarness, denseLog, eventsOf, rejection, type Harness } from './harness';
 
 /** The harness's clock: 2025-01-01T00:00:00Z plus one second per reading. */
 const DAY_ONE = Date.UTC(2025, 0, 1);
-
-/** What the command throws (validation throws before anything runs; the rest rejects). */
-async function rejection(command: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await command();
-  } catch (err) {
-    return err;
-  }
-  return expect.fail('expected the command to be refused');
-}
 
 function points(count: number, name = 'loss'): MetricPoint[] {
   return Array.from({ length: count }, (_, i) => ({
