@@ -193,7 +193,7 @@ export const SETTINGS = {
     parser: metadataKeys,
     defaults: { all: '' },
     shownDefault: 'none',
-    help: 'query side: comma-separated metadata keys ListEvaluations and CountEvaluations may filter on (each kept as an index per status; changing the list needs `npm run rebuild-read-models`)',
+    help: 'query side: comma-separated metadata keys ListEvaluations and CountEvaluations may filter on (each kept as an index per status, filled in from the records when a key is added)',
   }),
   READ_MODEL_PARTITIONS: setting({
     parser: wholeNumber(1, 1024),

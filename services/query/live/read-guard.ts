@@ -125,7 +125,7 @@ export function createReadGuard(deps: {
       if (partitions.length === 0) return;
       deps.checkIndexes();
       throw new UnavailableError(
-        `the index of partition(s) ${partitions.join(', ')} lost members and is being rewritten from the records; retry shortly`,
+        `the indexes of partition(s) ${partitions.join(', ')} lost members (or are not yet built, after an upgrade or a new INDEXED_METADATA_KEYS) and are being rewritten from the records; retry shortly`,
       );
     },
   };

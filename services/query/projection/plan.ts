@@ -9,7 +9,13 @@ import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/cru
 import { changeLogWrites } from '../read-models/change-log';
 import { historyDrop, historyWrites } from '../read-models/evaluation-history';
 import { storesMetadata } from '../read-models/stored-update';
-import { indexKeysOfEvaluation, indexWrites, listMember, possibleIndexKeys } from '../read-models/evaluation-list';
+import {
+  facetMarker,
+  indexKeysOfEvaluation,
+  indexWrites,
+  listMember,
+  possibleIndexKeys,
+} from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
 import type { KeyLayout } from '../read-models/keys';
 import { eventMark } from '../read-models/checkpoints';
@@ -160,6 +166,8 @@ export function planBatch(
     );
     if (failures.length > 0) return; // nothing is written; the rest is folded to find them all
     const { ops, applied } = partitionWriteSet(keys, partition, fold, changed);
+    // Facet indexes built from the first event on are whole (evaluation-list.ts `facetMarker`).
+    if (snapshot.checkpoint === 0n) ops.set(keys.facets(partition), Buffer.from(facetMarker(layout)));
     writes.push({
       partition,
       expectedCheckpoint: snapshot.checkpoint,

@@ -28,6 +28,18 @@ export function listMember(evaluation: Pick<Evaluation, 'createdAt' | 'evalId'>)
   return `${String(ms).padStart(CREATED_DIGITS, '0')}:${evaluation.evalId}`;
 }
 
+/**
+ * What a partition's facet indexes hold every evaluation of: this version's facets and the
+ * indexed metadata keys. The projection writes it with the first step on an empty partition (a
+ * rebuild's too), so that facet indexes left incomplete — read models built by a version
+ * without them, or before INDEXED_METADATA_KEYS named a key — are never read as whole: until the
+ * index repair has filled them in from the records and written the marker, lists and counts that
+ * need them answer UNAVAILABLE (redis/index-counts.ts).
+ */
+export function facetMarker(layout: Pick<KeyLayout, 'indexedMetadataKeys'>): string {
+  return JSON.stringify({ v: 1, metadata: [...layout.indexedMetadataKeys].sort() });
+}
+
 /** What decides an evaluation's indexes. */
 type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId' | 'metadata'>;
 

@@ -18,6 +18,9 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
  *                             zset    same members, per status and language, engine or executor
  *                                     (evaluation-list.ts): filtered lists and queue counts
  *   P:{P:n}:index-counts      hash    per index key, the members the projection put in it
+ *   P:{P:n}:facets            string  which facet indexes are whole (evaluation-list.ts
+ *                                     `facetMarker`): written with the first step on an empty
+ *                                     partition, or once the records filled them in
  *   P:{P:n}:history:<id>      list    encoded EvaluationUpdate per revision (index = revision-1)
  *   P:{P:n}:changes           stream  entry id `<position>-0`, field `u` = encoded EvaluationUpdate
  */
@@ -41,6 +44,8 @@ export interface KeyLayout {
   describeIndex(key: string): IndexOf | undefined;
   /** How many members each index of the partition should have (redis/index-counts.ts). */
   indexCounts(partition: number): string;
+  /** Which facet indexes of the partition hold every evaluation (evaluation-list.ts `facetMarker`). */
+  facets(partition: number): string;
   history(partition: number, evalId: string): string;
   changeLog(partition: number): string;
   /** SCAN MATCH pattern covering every read-model key of this prefix (and nothing else). */
@@ -56,14 +61,17 @@ export const FACETS: readonly Facet[] = ['language', 'engine', 'executor', 'meta
 
 /** What one index lists: every evaluation, those of a status, or those of a status and facet value. */
 export type IndexOf =
-  | { readonly partition: number; readonly status?: undefined }
+  | { readonly partition: number; readonly status?: undefined; readonly facet?: undefined }
   | { readonly partition: number; readonly status: EvaluationStatus; readonly facet?: undefined }
   | { readonly partition: number; readonly status: EvaluationStatus; readonly facet: Facet; readonly value: string };
 
 /** A read-model key, by what it holds. */
 export type DescribedKey =
   | { readonly kind: 'record' | 'history'; readonly partition: number; readonly evalId: string }
-  | { readonly kind: 'checkpoint' | 'fence' | 'index' | 'counts' | 'changes'; readonly partition: number };
+  | {
+      readonly kind: 'checkpoint' | 'fence' | 'index' | 'counts' | 'facets' | 'changes';
+      readonly partition: number;
+    };
 
 /** The statuses that have an index (every stored status), each named as shared/domain names it. */
 export const INDEXED_STATUSES: readonly EvaluationStatus[] = STATUSES.map(statusToProto);
@@ -122,6 +130,7 @@ export function createKeyLayout(
       return { partition, status: statusToProto(status), facet: facet as Facet, value: value.join(':') };
     },
     indexCounts: (p: number) => `${base(p)}:index-counts`,
+    facets: (p: number) => `${base(p)}:facets`,
     history: (p: number, evalId: string) => `${base(p)}:history:${evalId}`,
     changeLog: (p: number) => `${base(p)}:changes`,
     scanPattern: `${prefix}:{${prefix}:*}:*`,
@@ -135,7 +144,8 @@ export function createKeyLayout(
       const rest = key.slice(close + 2);
       if (rest.startsWith('eval:')) return { kind: 'record', partition, evalId: rest.slice(5) };
       if (rest.startsWith('history:')) return { kind: 'history', partition, evalId: rest.slice(8) };
-      if (rest === 'checkpoint' || rest === 'fence' || rest === 'changes') return { kind: rest, partition };
+      if (rest === 'checkpoint' || rest === 'fence' || rest === 'changes' || rest === 'facets')
+        return { kind: rest, partition };
       if (rest.startsWith('index:')) return { kind: 'index', partition };
       if (rest === 'index-counts') return { kind: 'counts', partition };
       return undefined;

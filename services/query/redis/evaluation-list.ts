@@ -4,6 +4,7 @@ import { parseCheckpoint } from '../read-models/checkpoints';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import {
   CREATED_DIGITS,
+  facetMarker,
   indexKeysOfFilter,
   matchesFilter,
   memberRange,
@@ -29,12 +30,13 @@ export const LIST_PAGE_BYTES = 3 * 1024 * 1024;
  * memory, Redis refuses even the reads queued in a MULTI, and lists must go on answering at the
  * checkpoint while the read models are stalled (docs/read-models.md, "When Redis refuses writes").
  *
- * KEYS[1] the counts, KEYS[2..] the indexes; ARGV[1] and ARGV[2] the low and high BYLEX bounds,
- * ARGV[3] how many, ARGV[4] '1' for newest first. Returns per index {members, size, count or false}.
+ * KEYS[1] the counts, KEYS[2] the facet marker, KEYS[3..] the indexes; ARGV[1] and ARGV[2] the
+ * low and high BYLEX bounds, ARGV[3] how many, ARGV[4] '1' for newest first. Returns the marker
+ * (or false), then per index {members, size, count or false}.
  */
 const INDEX_PAGE_LUA = `#!lua flags=no-writes
-local out = {}
-for i = 2, #KEYS do
+local out = {redis.call('GET', KEYS[2])}
+for i = 3, #KEYS do
   local page
   if ARGV[4] == '1' then
     page = redis.call('ZRANGE', KEYS[i], ARGV[2], ARGV[1], 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[3]))
@@ -48,13 +50,14 @@ return out
 
 /**
  * How many members of each index a filter reads lie in a BYLEX range (O(log n) each), with the
- * index's size and count, and the partition's checkpoint, read atomically. KEYS[1] the counts,
- * KEYS[2] the checkpoint, KEYS[3..] the indexes; ARGV[1] and ARGV[2] the bounds. Returns
- * {checkpoint or false, {in range, size, count or false}...}.
+ * index's size and count, the partition's checkpoint and facet marker, read atomically. KEYS[1]
+ * the counts, KEYS[2] the checkpoint, KEYS[3] the facet marker, KEYS[4..] the indexes; ARGV[1]
+ * and ARGV[2] the bounds. Returns {checkpoint or false, marker or false, {in range, size, count
+ * or false}...}.
  */
 const INDEX_COUNT_LUA = `#!lua flags=no-writes
-local out = {redis.call('GET', KEYS[2])}
-for i = 3, #KEYS do
+local out = {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+for i = 4, #KEYS do
   out[#out + 1] = {redis.call('ZLEXCOUNT', KEYS[i], ARGV[1], ARGV[2]), redis.call('ZCARD', KEYS[i]),
     redis.call('HGET', KEYS[1], KEYS[i])}
 end
@@ -64,14 +67,18 @@ return out
 const INDEX_PAGE_COMMAND = 'crucibleIndexPage';
 const INDEX_COUNT_COMMAND = 'crucibleIndexCount';
 
-type IndexPageRunner = (
-  numKeys: number,
-  ...args: (string | number)[]
-) => Promise<[members: string[], size: number, count: string | null][]>;
+type IndexRead = [members: string[], size: number, count: string | null];
+type IndexPageRunner = (numKeys: number, ...args: (string | number)[]) => Promise<[string | null, ...IndexRead[]]>;
 type IndexCountRunner = (
   numKeys: number,
   ...args: string[]
-) => Promise<[checkpoint: string | null, ...indexes: [inRange: number, size: number, count: string | null][]]>;
+) => Promise<
+  [
+    checkpoint: string | null,
+    marker: string | null,
+    ...indexes: [inRange: number, size: number, count: string | null][],
+  ]
+>;
 
 /**
  * Rounds of index reads a page with facets checked on the records (a filter on more than one)
@@ -108,7 +115,19 @@ export function createEvaluationList(
     const pages = await Promise.all(
       partitionNumbers(layout).map(async (p) => {
         const keys = indexKeysOfFilter(layout, p, filter);
-        const read = await indexPage(keys.length + 1, layout.indexCounts(p), ...keys, low, high, limit + 1, rev);
+        const [marker, ...read] = await indexPage(
+          keys.length + 2,
+          layout.indexCounts(p),
+          layout.facets(p),
+          ...keys,
+          low,
+          high,
+          limit + 1,
+          rev,
+        );
+        // Facet indexes not known whole (built before they existed, or before a metadata key was
+        // indexed) are not the truth either: the index repair fills them in.
+        if (filter.facets.length > 0 && marker !== facetMarker(layout)) damaged.add(p);
         return read.map(([page, size, count]) => {
           // No count: an index no step has touched yet (empty), or counts a version before them
           // did not keep, which the index audit makes at start.
@@ -179,14 +198,16 @@ export function createEvaluationList(
       const checkpoints = await Promise.all(
         partitionNumbers(layout).map(async (p) => {
           const keys = indexKeysOfFilter(layout, p, filter);
-          const [at, ...indexes] = await indexCount(
-            keys.length + 2,
+          const [at, marker, ...indexes] = await indexCount(
+            keys.length + 3,
             layout.indexCounts(p),
             layout.checkpoint(p),
+            layout.facets(p),
             ...keys,
             low,
             high,
           );
+          if (filter.facets.length > 0 && marker !== facetMarker(layout)) damaged.add(p);
           for (const [inRange, size, counted] of indexes) {
             if (counted !== null && Number(counted) !== size) damaged.add(p);
             count += inRange;

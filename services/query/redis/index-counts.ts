@@ -3,7 +3,13 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
 import { decodeRecord } from '../read-models/evaluation-record';
-import { CREATED_DIGITS, indexKeysOfEvaluation, listMember, possibleIndexKeys } from '../read-models/evaluation-list';
+import {
+  CREATED_DIGITS,
+  facetMarker,
+  indexKeysOfEvaluation,
+  listMember,
+  possibleIndexKeys,
+} from '../read-models/evaluation-list';
 import { indexKeysOf, partitionNumbers, type KeyLayout } from '../read-models/keys';
 import { WriteSet } from '../read-models/write-ops';
 import { checkedReplies } from './errors';
@@ -33,11 +39,13 @@ export interface IndexCounts {
    * Partitions (with a checkpoint) any of whose indexes differs from its count, and those with
    * no counts at all: one MULTI each.
    */
-  audit(): Promise<{ readonly damaged: number[]; readonly uncounted: number[] }>;
+  audit(): Promise<{ readonly damaged: number[]; readonly uncounted: number[]; readonly unmarked: number[] }>;
   /** Puts the partition's indexes right from its records, and their counts. */
   repair(partition: number): Promise<{ readonly added: number; readonly removed: number }>;
   /** Sets every count of the partition to its index's size (one atomic script). */
   recount(partition: number): Promise<void>;
+  /** Records that the partition's facet indexes are whole, as this layout has them (after a repair filled them in). */
+  mark(partition: number): Promise<void>;
 }
 
 /** Records and members read per round trip of a repair. */
@@ -176,17 +184,29 @@ export function createIndexCounts(deps: {
     async audit() {
       const damaged: number[] = [];
       const uncounted: number[] = [];
+      const unmarked: number[] = [];
+      const marker = facetMarker(layout);
       await Promise.all(
         partitionNumbers(layout).map(async (p) => {
           const found = await readCountedIndexes(redis, layout, p);
           if (found.checkpoint === null) return; // nothing projected, or a replay under way
+          if (found.facets !== marker) unmarked.push(p);
           if (found.counts.size === 0) {
             if (found.sizes.some((size) => size > 0)) uncounted.push(p);
           } else if (found.keys.some((key, k) => (found.counts.get(key) ?? 0) !== found.sizes[k])) damaged.push(p);
         }),
       );
       const ascending = (a: number, b: number): number => a - b;
-      return { damaged: damaged.sort(ascending), uncounted: uncounted.sort(ascending) };
+      return {
+        damaged: damaged.sort(ascending),
+        uncounted: uncounted.sort(ascending),
+        unmarked: unmarked.sort(ascending),
+      };
+    },
+    async mark(p) {
+      const ops = new WriteSet();
+      ops.set(layout.facets(p), Buffer.from(facetMarker(layout)));
+      await write(p, ops, new Map());
     },
     async repair(p) {
       const first = await pass(p);
@@ -219,7 +239,7 @@ export function keepIndexes(deps: {
     do {
       again = false;
       try {
-        const { damaged, uncounted } = await counts.audit();
+        const { damaged, uncounted, unmarked } = await counts.audit();
         for (const p of uncounted) {
           await counts.recount(p);
           logger.info('indexes without counts (written by an older version) counted', { partition: p });
@@ -227,6 +247,14 @@ export function keepIndexes(deps: {
         for (const p of damaged) {
           const { added, removed } = await counts.repair(p);
           logger.warn('an index differed from its count; repaired from the records', { partition: p, added, removed });
+        }
+        // Facet indexes a version without them, or an earlier INDEXED_METADATA_KEYS, left
+        // incomplete: the same repair fills them in (and takes out those of keys no longer
+        // indexed), then the marker says they are whole.
+        for (const p of unmarked.filter((u) => !damaged.includes(u))) {
+          const { added, removed } = await counts.repair(p);
+          await counts.mark(p);
+          logger.info('facet indexes filled in from the records', { partition: p, added, removed });
         }
         failures = 0;
       } catch (err) {
@@ -290,6 +318,8 @@ export async function readCountedIndexes(
   p: number,
 ): Promise<{
   readonly checkpoint: string | null;
+  /** The partition's facet marker (read-models/evaluation-list.ts `facetMarker`). */
+  readonly facets: string | null;
   readonly counts: ReadonlyMap<string, number>;
   readonly keys: readonly string[];
   readonly sizes: readonly number[];
@@ -299,9 +329,10 @@ export async function readCountedIndexes(
   // left to the next read (an index is new only once).
   for (let round = 1; ; round += 1) {
     const keys = withCountedIndexes(layout, p, counted);
-    const tx = redis.multi().get(layout.checkpoint(p)).hgetall(layout.indexCounts(p));
+    const tx = redis.multi().get(layout.checkpoint(p)).get(layout.facets(p)).hgetall(layout.indexCounts(p));
     for (const key of keys) tx.zcard(key);
-    const [checkpoint, counts, ...sizes] = checkedReplies(await tx.exec()) as [
+    const [checkpoint, facets, counts, ...sizes] = checkedReplies(await tx.exec()) as [
+      string | null,
       string | null,
       Record<string, string>,
       ...number[],
@@ -310,7 +341,7 @@ export async function readCountedIndexes(
     counted = Object.keys(counts);
     if (round >= 5 || counted.every((key) => asked.has(key) || layout.describeIndex(key)?.partition !== p)) {
       const byKey = new Map(Object.entries(counts).map(([key, n]) => [key, Number(n)]));
-      return { checkpoint, counts: byKey, keys, sizes };
+      return { checkpoint, facets, counts: byKey, keys, sizes };
     }
   }
 }

@@ -99,7 +99,8 @@ export function watchLostKeys(deps: {
       if (ids === undefined) deletedHistories.set(described.partition, new Set([described.evalId]));
       else ids.add(described.evalId);
     } else if (described.kind === 'checkpoint') deps.onCheckpointLost();
-    else if (described.kind === 'index' || described.kind === 'counts') deps.onIndexLost();
+    else if (described.kind === 'index' || described.kind === 'counts' || described.kind === 'facets')
+      deps.onIndexLost();
   };
   subscriber.on('message', onMessage);
   const subscribe = (): Promise<void> =>

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
-import { CREATED_DIGITS } from '../read-models/evaluation-list';
+import { CREATED_DIGITS, facetMarker } from '../read-models/evaluation-list';
 import { partitionNumbers, type Facet, type KeyLayout } from '../read-models/keys';
 import { mappingOutages } from './errors';
 
@@ -36,10 +36,11 @@ export interface QueueMetrics {
  * size, then the oldest queued member. A read-only script, as list pages are (a stalled Redis,
  * out of memory, still answers it); the facet keys it reads share the partition's hash tag.
  *
- * KEYS[1] the checkpoint, KEYS[2] the counts, KEYS[3] the queued index, KEYS[4] the running one.
+ * KEYS[1] the checkpoint, KEYS[2] the counts, KEYS[3] the queued index, KEYS[4] the running one,
+ * KEYS[5] the facet marker (read-models/evaluation-list.ts `facetMarker`).
  */
 const QUEUE_LUA = `#!lua flags=no-writes
-local out = {redis.call('GET', KEYS[1]) or false, {}, redis.call('ZRANGE', KEYS[3], 0, 0)}
+local out = {redis.call('GET', KEYS[1]) or false, {}, redis.call('ZRANGE', KEYS[3], 0, 0), redis.call('GET', KEYS[5]) or false}
 local counts = redis.call('HGETALL', KEYS[2])
 local seen = {}
 for i = 1, #counts, 2 do seen[counts[i]] = counts[i + 1] end
@@ -61,7 +62,10 @@ return out
 
 const COMMAND = 'crucibleQueue';
 
-type QueueRunner = (numKeys: number, ...keys: string[]) => Promise<[string | null, (string | number)[], string[]]>;
+type QueueRunner = (
+  numKeys: number,
+  ...keys: string[]
+) => Promise<[string | null, (string | number)[], string[], string | null]>;
 
 /** The queue's counts from the status and facet indexes of every partition (read-models/evaluation-list.ts). */
 export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetrics {
@@ -84,13 +88,16 @@ export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetric
       const damaged: number[] = [];
       const checkpoints = await Promise.all(
         partitionNumbers(layout).map(async (p) => {
-          const [checkpoint, indexes, first] = await run(
-            4,
+          const [checkpoint, indexes, first, marker] = await run(
+            5,
             layout.checkpoint(p),
             layout.indexCounts(p),
             layout.indexStatus(p, QUEUED),
             layout.indexStatus(p, RUNNING),
+            layout.facets(p),
           );
+          // Facet indexes not known whole: their counts are not the truth (the index repair fills them in).
+          if (marker !== facetMarker(layout)) damaged.push(p);
           for (let i = 0; i < indexes.length; i += 3) {
             const key = String(indexes[i]);
             const count = Number(indexes[i + 1]);

@@ -15,6 +15,7 @@ import {
   updateFor,
   type PartitionSnapshot,
 } from '../../../services/query/projection/plan';
+import { facetMarker } from '../../../services/query/read-models/evaluation-list';
 import { createKeyLayout, type KeyLayout } from '../../../services/query/read-models/keys';
 import {
   encodePartitionWrite,
@@ -67,6 +68,11 @@ function opsOf(write: PartitionWrite | undefined, op: WriteOp['op']): WriteOp[] 
   return (write?.ops.toOps() ?? []).filter((o) => o.op === op);
 }
 
+/** The records a write sets (the facet marker, set with a partition's first step, aside). */
+function recordSets(write: PartitionWrite | undefined): Extract<WriteOp, { op: 'set' }>[] {
+  return (opsOf(write, 'set') as Extract<WriteOp, { op: 'set' }>[]).filter((o) => o.key.includes(':eval:'));
+}
+
 describe('planBatch (pure projection step)', () => {
   const one = createKeyLayout('p', 1);
 
@@ -79,7 +85,7 @@ describe('planBatch (pure projection step)', () => {
     expect(write?.newCheckpoint).to.equal(3n);
     expect(eventsPerPartition.get(0)).to.equal(3);
     // Only the final state of each record is written.
-    const sets = opsOf(write, 'set');
+    const sets = recordSets(write);
     expect(sets.map((o) => o.key)).to.deep.equal([one.record(0, 'a'), one.record(0, 'b')]);
     expect(opsOf(write, 'putAt')).to.have.length(3);
     const xadds = opsOf(write, 'xadd') as Extract<WriteOp, { op: 'xadd' }>[];
@@ -104,12 +110,17 @@ describe('planBatch (pure projection step)', () => {
       [one.indexFacet(0, QUEUED, 'language', 'python'), 'b'],
       [one.indexFacet(0, QUEUED, 'engine', 'docker'), 'b'],
     ]);
+    // The first step on an empty partition says its facet indexes are whole; later ones do not touch it.
+    expect(
+      (opsOf(write, 'set') as Extract<WriteOp, { op: 'set' }>[]).find((o) => o.key === one.facets(0))?.value.toString(),
+    ).to.equal(facetMarker(one));
     // The same start in a later batch moves `a` out of the queued indexes it is stored in.
     const later = planBatch(
       [next('a', 3, 2, started)],
       [{ checkpoint: 2n, states: new Map([['a', evolve(undefined, queued('a', 1))]]) }],
       one,
     );
+    expect(opsOf(later.writes[0], 'set').map((o) => o.key)).to.not.include(one.facets(0));
     expect(opsOf(later.writes[0], 'zrem').map((o) => o.key)).to.deep.equal([
       one.indexStatus(0, QUEUED),
       one.indexFacet(0, QUEUED, 'language', 'python'),
@@ -146,7 +157,7 @@ describe('planBatch (pure projection step)', () => {
       ['b', '3', false],
     ]);
     // Records are whole, whatever update came last.
-    for (const set of opsOf(write, 'set') as Extract<WriteOp, { op: 'set' }>[])
+    for (const set of recordSets(write))
       expect(Evaluation.decode(set.value).metadata).to.deep.equal({ big: 'x'.repeat(100) });
     // a is running: its history holds both updates; b ended: no history, deleted instead.
     expect((opsOf(write, 'putAt') as Extract<WriteOp, { op: 'putAt' }>[]).map((o) => [o.key, o.index])).to.deep.equal([
@@ -217,7 +228,7 @@ describe('planBatch (pure projection step)', () => {
     for (const write of writes) {
       expect(write.newCheckpoint).to.equal(6n);
       const mine = ids.filter((id) => four.partitionOf(id) === write.partition);
-      expect(opsOf(write, 'set').map((o) => o.key)).to.deep.equal(mine.map((id) => four.record(write.partition, id)));
+      expect(recordSets(write).map((o) => o.key)).to.deep.equal(mine.map((id) => four.record(write.partition, id)));
       // Every key of the write hashes to the partition's slot.
       const encoded = encodePartitionWrite(
         write,
