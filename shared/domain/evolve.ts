@@ -3,11 +3,11 @@ import {
   EvaluationStatus,
   EventType,
   FailureReason,
-  ViolationType,
   type ViolationCount,
 } from '../generated/crucible/storage/v1/evaluation';
 import type { BodyRef, EvaluationEventType, FailureKind, RecordedEvent, ViolationKind } from './events';
 import { foldMetrics } from './metrics';
+import { VIOLATION_KIND_TO_PROTO } from './security';
 
 export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
   EvaluationQueued: EventType.EVENT_TYPE_EVALUATION_QUEUED,
@@ -18,18 +18,6 @@ export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType
   EvaluationMetricsRecorded: EventType.EVENT_TYPE_METRICS_RECORDED,
   EvaluationContainerCreated: EventType.EVENT_TYPE_CONTAINER_CREATED,
   EvaluationSecurityViolation: EventType.EVENT_TYPE_SECURITY_VIOLATION,
-};
-
-/** The wire enum of each violation kind, in the enum's order (the order of `violations`). */
-export const VIOLATION_KIND_TO_PROTO: Readonly<Record<ViolationKind, ViolationType>> = {
-  memory: ViolationType.VIOLATION_TYPE_MEMORY,
-  cpu: ViolationType.VIOLATION_TYPE_CPU,
-  pids: ViolationType.VIOLATION_TYPE_PIDS,
-  disk: ViolationType.VIOLATION_TYPE_DISK,
-  network: ViolationType.VIOLATION_TYPE_NETWORK,
-  syscall: ViolationType.VIOLATION_TYPE_SYSCALL,
-  timeout: ViolationType.VIOLATION_TYPE_TIMEOUT,
-  other: ViolationType.VIOLATION_TYPE_OTHER,
 };
 
 const FAILURE_REASONS: Readonly<Record<FailureKind, FailureReason>> = {

@@ -10,7 +10,8 @@ export {
   STATUSES,
 } from './status';
 export type { Status } from './status';
-export { evolve, ProjectionError, EVENT_TYPE_TO_PROTO, VIOLATION_KIND_TO_PROTO } from './evolve';
+export { evolve, ProjectionError, EVENT_TYPE_TO_PROTO } from './evolve';
+export { SEVERITY_TO_PROTO, severityOfProto, VIOLATION_KIND_TO_PROTO, violationKindOfProto } from './security';
 export { EVAL_ID_MAX_LENGTH, DEFAULT_EVAL_ID_PATTERN, evalIdViolation } from './eval-id';
 export { foldMetrics, summarizeBatch } from './metrics';
 export type { MetricPoint } from './metrics';

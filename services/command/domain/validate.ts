@@ -1,11 +1,5 @@
 import type { Limits } from '../../../shared/config';
-import {
-  evalIdViolation,
-  VIOLATION_KIND_TO_PROTO,
-  type ContainerLimits,
-  type Severity as SeverityName,
-  type ViolationKind,
-} from '../../../shared/domain';
+import { evalIdViolation, severityOfProto, violationKindOfProto, type ContainerLimits } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import type {
   CancelEvaluationRequest,
@@ -19,7 +13,6 @@ import type {
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import {
   FailureReason,
-  Severity,
   ViolationType,
   type ContainerLimits as ContainerLimitsMessage,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -467,18 +460,6 @@ export function validateRecordMetrics(request: RecordMetricsRequest, limits: Lim
   };
 }
 
-const VIOLATION_KINDS: ReadonlyMap<number, ViolationKind> = new Map(
-  Object.entries(VIOLATION_KIND_TO_PROTO).map(([kind, wire]) => [wire as number, kind as ViolationKind]),
-);
-
-const SEVERITIES: ReadonlyMap<number, SeverityName> = new Map([
-  [Severity.SEVERITY_UNSPECIFIED, 'medium'],
-  [Severity.SEVERITY_LOW, 'low'],
-  [Severity.SEVERITY_MEDIUM, 'medium'],
-  [Severity.SEVERITY_HIGH, 'high'],
-  [Severity.SEVERITY_CRITICAL, 'critical'],
-]);
-
 /** A sandbox's limits as the event keeps them: the ones set (0 is "no limit"), none negative. */
 function containerLimits(v: Violations, field: string, limits: ContainerLimitsMessage | undefined): ContainerLimits {
   if (limits === undefined) return {};
@@ -528,7 +509,7 @@ export function validateRecordSecurityEvent(request: RecordSecurityEventRequest,
     if (violation.evalId === '') v.add(`${field}.eval_id`, 'REQUIRED', `${field}.eval_id is required`);
     else checkEvalId(v, violation.evalId, limits, true);
     checkText(v, `${field}.container_id`, violation.containerId, MAX_CONTAINER_ID, true);
-    const kind = VIOLATION_KINDS.get(violation.violationType);
+    const kind = violationKindOfProto(violation.violationType);
     if (kind === undefined) {
       v.add(
         `${field}.violation_type`,
@@ -536,7 +517,7 @@ export function validateRecordSecurityEvent(request: RecordSecurityEventRequest,
         `${field}.violation_type must be one of MEMORY, CPU, PIDS, DISK, NETWORK, SYSCALL, TIMEOUT, OTHER, got ${violation.violationType}`,
       );
     }
-    const severity = SEVERITIES.get(violation.severity);
+    const severity = severityOfProto(violation.severity);
     if (severity === undefined) {
       v.add(`${field}.severity`, 'UNKNOWN', `${field}.severity has an unknown value ${violation.severity}`);
     }

@@ -5,7 +5,7 @@ import type {
   GetEvaluationMetricsResponse,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { decodeScopedToken, encodeScopedToken } from '../domain/page-tokens';
-import { RequestChecks } from '../domain/requests';
+import { RequestChecks, type PageSizes } from '../domain/requests';
 
 /** A stored point, as a page lists it. */
 export interface StoredMetricPoint {
@@ -46,8 +46,7 @@ export interface MetricSeries {
   ): Promise<MetricSeriesPage | 'unknown-evaluation'>;
 }
 
-const DEFAULT_PAGE_SIZE = 1000;
-const MAX_PAGE_SIZE = 10_000;
+const SERIES_PAGE_SIZES: PageSizes = { byDefault: 1000, max: 10_000 };
 const MAX_NAMES = 100;
 const MAX_NAME_LENGTH = 128;
 
@@ -65,7 +64,7 @@ export function createGetEvaluationMetrics(deps: { readonly metrics: MetricSerie
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const filter = seriesFilter(request, checks);
-    const pageSize = seriesPageSize(request.pageSize, checks);
+    const pageSize = checks.pageSize(request.pageSize, SERIES_PAGE_SIZES);
     const scope = [evalId, filter.names, filter.afterStep ?? null];
     const after = request.pageToken === '' ? undefined : decodeSeriesToken(request.pageToken, scope, checks);
     checks.done();
@@ -103,18 +102,6 @@ function seriesFilter(request: GetEvaluationMetricsRequest, checks: RequestCheck
     names: [...new Set(request.names)].sort(),
     ...(afterStep !== undefined ? { afterStep: afterStep.toString() } : {}),
   };
-}
-
-function seriesPageSize(value: number, checks: RequestChecks): number {
-  if (value === 0) return DEFAULT_PAGE_SIZE;
-  if (!Number.isInteger(value) || value < 1 || value > MAX_PAGE_SIZE) {
-    checks.fail(
-      'page_size',
-      'OUT_OF_RANGE',
-      `page_size must be from 1 to ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}), not ${value}`,
-    );
-  }
-  return Math.min(Math.max(1, Math.trunc(value) || DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE);
 }
 
 function cursorOf(point: StoredMetricPoint): SeriesCursor {

@@ -1,4 +1,10 @@
-import { VIOLATION_KIND_TO_PROTO, type ViolationKind } from '../../../shared/domain';
+import {
+  SEVERITY_TO_PROTO,
+  VIOLATION_KIND_TO_PROTO,
+  violationKindOfProto,
+  type Severity as SeverityName,
+  type ViolationKind,
+} from '../../../shared/domain';
 import {
   Severity,
   ViolationType,
@@ -39,7 +45,7 @@ export interface SecurityEventRow {
   readonly image: string | null;
   readonly limits: Record<string, number | string> | null;
   readonly violation_type: ViolationKind | null;
-  readonly severity: 'low' | 'medium' | 'high' | 'critical' | null;
+  readonly severity: SeverityName | null;
   readonly action_taken: string | null;
   readonly details: Record<string, unknown> | null;
 }
@@ -52,17 +58,6 @@ export interface SecurityEvents {
 
 const PAGE_SIZES: PageSizes = { byDefault: 100, max: 1000 };
 const MAX_CONTAINER_ID = 256;
-
-const VIOLATION_KINDS = new Map(
-  Object.entries(VIOLATION_KIND_TO_PROTO).map(([kind, wire]) => [wire as number, kind as ViolationKind]),
-);
-
-const SEVERITY: Readonly<Record<NonNullable<SecurityEventRow['severity']>, Severity>> = {
-  low: Severity.SEVERITY_LOW,
-  medium: Severity.SEVERITY_MEDIUM,
-  high: Severity.SEVERITY_HIGH,
-  critical: Severity.SEVERITY_CRITICAL,
-};
 
 /**
  * ListSecurityEvents: the security audit trail from PostgreSQL (the append-only tables
@@ -106,7 +101,7 @@ function filterOf(request: ListSecurityEventsRequest, checks: RequestChecks): Se
   }
   const violationTypes: ViolationKind[] = [];
   request.violationTypes.forEach((type, i) => {
-    const kind = VIOLATION_KINDS.get(type);
+    const kind = violationKindOfProto(type);
     if (kind === undefined) {
       checks.fail(`violation_types[${i}]`, 'UNKNOWN_VALUE', `violation_types[${i}] is not a violation type: ${type}`);
     } else if (!violationTypes.includes(kind)) violationTypes.push(kind);
@@ -181,7 +176,7 @@ function eventOf(row: SecurityEventRow): SecurityEvent {
           : VIOLATION_KIND_TO_PROTO[row.violation_type],
       details: row.details ?? {},
       actionTaken: row.action_taken ?? '',
-      severity: row.severity === null ? Severity.SEVERITY_UNSPECIFIED : SEVERITY[row.severity],
+      severity: row.severity === null ? Severity.SEVERITY_UNSPECIFIED : SEVERITY_TO_PROTO[row.severity],
     },
   };
 }
