@@ -8,6 +8,7 @@ import { CreateReaderRole1763877600006 } from './1763877600006-CreateReaderRole'
 import { EventDataBytes1763877600007 } from './1763877600007-EventDataBytes';
 import { MetricSeries1763877600008 } from './1763877600008-MetricSeries';
 import { SecurityTrail1763877600009 } from './1763877600009-SecurityTrail';
+import { CodeAsBody1763877600010 } from './1763877600010-CodeAsBody';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -21,4 +22,5 @@ export const MIGRATIONS = [
   EventDataBytes1763877600007,
   MetricSeries1763877600008,
   SecurityTrail1763877600009,
+  CodeAsBody1763877600010,
 ];

@@ -59,7 +59,7 @@ async function append(
   status: Status,
   event: EvaluationEvent,
   commandHash: string,
-  extra: Pick<AppendRequest, 'code' | 'body'> = {},
+  extra: Pick<AppendRequest, 'body'> = {},
 ): Promise<Response> {
   const revision = String(from + 1);
   const { text, values } = appendStatement({
@@ -98,8 +98,9 @@ serveFloor(
         metadata: r.metadata ?? {},
         createdAt: new Date().toISOString(),
       };
+      const code = Buffer.from(r.code, 'utf8');
       return append(evalId, 0, 'queued', { type: 'EvaluationQueued', data }, sha256(JSON.stringify(r)), {
-        code: r.code,
+        body: { kind: 'code', size: code.length, content: code },
       });
     }),
     startEvaluation: handle<StartEvaluationRequest>((r) =>

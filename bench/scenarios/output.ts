@@ -31,7 +31,7 @@ const STREAM_CHUNK_BYTES = MiB;
 function readOutput(client: EvaluationQueryServiceClient, evalId: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const stream = client.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT });
+    const stream = client.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' });
     stream.on('data', (message: ReadOutputResponse) => chunks.push(message.chunk));
     stream.on('error', reject);
     stream.on('end', () => resolve(Buffer.concat(chunks)));

@@ -52,11 +52,11 @@ export async function generateEventLog(pool: Pool, evaluations: number): Promise
     // construction): it halves the time to write a million events.
     await client.query(`SET LOCAL session_replication_role = replica`);
     await client.query(
-      `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds, metadata,
+      `INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine, timeout_seconds, metadata,
                                 executor_id, container_id, exit_code, output_preview, output_size, output_location,
                                 created_at, started_at, completed_at, updated_at, revision)
        SELECT 'bench-' || lpad(i::text, 8, '0'), CASE WHEN i % 2 = 0 THEN 'completed' ELSE 'running' END,
-              'print(' || i || ')', encode(sha256(('print(' || i || ')')::bytea), 'hex'), length('print(' || i || ')'),
+              encode(sha256(('print(' || i || ')')::bytea), 'hex'), length('print(' || i || ')'),
               ($3::text[])[i % cardinality($3::text[]) + 1], 'docker', 60, jsonb_build_object('suite', 'bench', 'task', i % 100),
               'executor-1', 'container-' || i, CASE WHEN i % 2 = 0 THEN 0 END,
               CASE WHEN i % 2 = 0 THEN 'ok'::bytea END, CASE WHEN i % 2 = 0 THEN 2 ELSE 0 END,
@@ -68,7 +68,10 @@ export async function generateEventLog(pool: Pool, evaluations: number): Promise
     );
     await client.query(
       `INSERT INTO evaluation_bodies (eval_id, kind, size, content)
-       SELECT 'bench-' || lpad(i::text, 8, '0'), 'output', 2, 'ok'::bytea FROM generate_series(2, $1::int, 2) AS i`,
+       SELECT 'bench-' || lpad(i::text, 8, '0'), 'output', 2, 'ok'::bytea FROM generate_series(2, $1::int, 2) AS i
+       UNION ALL
+       SELECT 'bench-' || lpad(i::text, 8, '0'), 'code', length('print(' || i || ')'), ('print(' || i || ')')::bytea
+         FROM generate_series(1, $1::int) AS i`,
       [evaluations],
     );
     await client.query(

@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   const clock = { now: () => new Date() };
   const executor = createCommandExecutor({
     store: createPostgresEvaluationStore(pool),
-    blobs: createS3BlobStore(s3, config.s3.bucket),
+    blobs: createS3BlobStore(s3, config.s3.bucket, config.s3.sse),
     publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
     clock,
     newId: () => newUlid(),

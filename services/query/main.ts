@@ -66,8 +66,13 @@ async function main(): Promise<void> {
   resources.push({ name: 'redis tail', close: () => Promise.resolve(blocking.disconnect()) });
   const s3 = createS3Client(config.s3, logger);
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
+  const s3Public =
+    config.s3.publicEndpoint !== '' ? createS3Client({ ...config.s3, endpoint: config.s3.publicEndpoint }, logger) : s3;
+  if (s3Public !== s3)
+    resources.push({ name: 's3 (public endpoint)', close: () => Promise.resolve(s3Public.destroy()) });
 
-  const service = createQueryService(config, { pool, redis, projection, subscriber, blocking, s3 }, logger);
+  const connections = { pool, redis, projection, subscriber, blocking, s3, s3Public };
+  const service = createQueryService(config, connections, logger);
   const port = await service.start(config.host, config.queryPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
   createLogger('info', { service: 'query' }).info('listening', { host: config.host, port });

@@ -34,6 +34,7 @@ import { checkMemoryPolicy } from './redis/memory-policy';
 import { watchLostKeys, type LostKeysWatch } from './redis/lost-keys';
 import { redisRefusesWrites } from './redis/errors';
 import { createS3BlobReader } from './s3/blob-reader';
+import { createS3OutputUrls } from './s3/output-urls';
 import { createQueryServer } from './server';
 import { createShutdown } from './live/shutdown';
 
@@ -54,6 +55,11 @@ export interface QueryServiceConnections {
   /** XREAD BLOCK only: a blocked connection holds every command behind it. */
   readonly blocking: Redis;
   readonly s3: S3Client;
+  /**
+   * Signs GetOutputUrl's URLs when clients reach S3 by another address (S3_PUBLIC_ENDPOINT);
+   * `s3` signs them otherwise. Signing sends nothing, so this one never connects.
+   */
+  readonly s3Public?: S3Client;
 }
 
 export interface QueryService {
@@ -186,6 +192,8 @@ export function createQueryService(
     indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobReader(s3, config.s3.bucket),
+    outputUrls: createS3OutputUrls(connections.s3Public ?? s3, config.s3.bucket),
+    outputUrlConfig: config.outputUrls,
     streams: config.streams,
     maxRequestBytesInFlight: config.limits.maxRequestBytesInFlight,
     shutdown: shutdown.shutdown,

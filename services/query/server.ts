@@ -1,9 +1,10 @@
-import type { StreamConfig } from '../../shared/config';
+import type { OutputUrlConfig, StreamConfig } from '../../shared/config';
 import { createCallLog, createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetEvaluationEvents, type EvaluationEvents } from './handlers/get-evaluation-events';
 import { createGetEvaluationMetrics, type MetricSeries } from './handlers/get-evaluation-metrics';
+import { createGetOutputUrl, type OutputUrls } from './handlers/get-output-url';
 import { createGetProjectionStatus } from './handlers/get-projection-status';
 import { createGetQueueMetrics } from './handlers/get-queue-metrics';
 import { createListSecurityEvents, type SecurityEvents } from './handlers/list-security-events';
@@ -58,6 +59,8 @@ export interface QueryServerDeps {
   readonly indexedMetadataKeys: readonly string[];
   readonly bodies: BodyStore;
   readonly blobs: BlobReader;
+  readonly outputUrls: OutputUrls;
+  readonly outputUrlConfig: OutputUrlConfig;
   readonly streams: StreamConfig;
   /** Aborted on SIGTERM: open streams end with UNAVAILABLE naming their resume point. */
   readonly shutdown: Shutdown;
@@ -78,6 +81,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     listEvaluations: unary('ListEvaluations', createListEvaluations(deps), log),
     countEvaluations: unary('CountEvaluations', createCountEvaluations(deps), log),
     readOutput: serverStream('ReadOutput', createReadOutput(deps), log),
+    getOutputUrl: unary('GetOutputUrl', createGetOutputUrl(deps), log),
     watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), log),
     watchEvaluations: serverStream(
       'WatchEvaluations',

@@ -32,6 +32,21 @@ export interface S3Config {
   readonly forcePathStyle: boolean;
   /** s3rver needs WHEN_REQUIRED: with the SDK default it stores aws-chunked framing as data. */
   readonly checksumMode: ChecksumMode;
+  /** Where presigned URLs point; empty means `endpoint`. */
+  readonly publicEndpoint: string;
+  /** Server-side encryption asked for on every object write. */
+  readonly sse: ServerSideEncryption;
+}
+
+export type ServerSideEncryption =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'AES256' }
+  /** `keyId` empty: the bucket's default KMS key. */
+  | { readonly kind: 'aws:kms'; readonly keyId: string };
+
+export interface OutputUrlConfig {
+  readonly defaultExpirySeconds: number;
+  readonly maxExpirySeconds: number;
 }
 
 export interface Limits {
@@ -56,6 +71,8 @@ export interface Limits {
   readonly previewBytes: number;
   /** Bodies up to this size are kept in PostgreSQL, larger ones in S3. */
   readonly inlineOutputMaxBytes: number;
+  /** Code up to this size is kept in PostgreSQL, larger in S3. */
+  readonly inlineCodeMaxBytes: number;
   /** Request bytes the command service holds at once; later requests wait to be read. */
   readonly maxRequestBytesInFlight: number;
 }
@@ -114,6 +131,7 @@ export interface Config {
   /** Whether the query side runs on a Redis that evicts keys (see redis/memory-policy.ts). */
   readonly redisAllowEviction: boolean;
   readonly s3: S3Config;
+  readonly outputUrls: OutputUrlConfig;
   readonly limits: Limits;
   readonly streams: StreamConfig;
   /** How often the query side polls the event log when pub/sub is quiet. */
@@ -170,7 +188,22 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
   if ((values.S3_ACCESS_KEY_ID === '') !== (values.S3_SECRET_ACCESS_KEY === '')) {
     problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
   }
+  if (values.S3_SSE_KMS_KEY_ID !== '' && values.S3_SSE !== 'aws:kms') {
+    problems.push('S3_SSE_KMS_KEY_ID is set but S3_SSE is not aws:kms: set S3_SSE=aws:kms or unset the key id');
+  }
+  const defaultExpiry = values.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS as number | undefined;
+  const maxExpiry = values.OUTPUT_URL_MAX_EXPIRY_SECONDS as number | undefined;
+  if (defaultExpiry !== undefined && maxExpiry !== undefined && defaultExpiry > maxExpiry) {
+    problems.push(
+      `OUTPUT_URL_DEFAULT_EXPIRY_SECONDS (${defaultExpiry}) must not exceed OUTPUT_URL_MAX_EXPIRY_SECONDS (${maxExpiry})`,
+    );
+  }
   return { values: values as SettingValues, problems };
+}
+
+function sseOf(v: SettingValues): ServerSideEncryption {
+  if (v.S3_SSE === 'aws:kms') return { kind: 'aws:kms', keyId: v.S3_SSE_KMS_KEY_ID };
+  return { kind: v.S3_SSE };
 }
 
 function postgresSessionOf(v: SettingValues): PostgresSessionConfig {
@@ -219,6 +252,12 @@ export function loadConfig(env: Env): Config {
       secretAccessKey: v.S3_SECRET_ACCESS_KEY,
       forcePathStyle: v.S3_FORCE_PATH_STYLE,
       checksumMode: v.S3_CHECKSUM_MODE,
+      publicEndpoint: v.S3_PUBLIC_ENDPOINT,
+      sse: Object.freeze(sseOf(v)),
+    }),
+    outputUrls: Object.freeze({
+      defaultExpirySeconds: v.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS,
+      maxExpirySeconds: v.OUTPUT_URL_MAX_EXPIRY_SECONDS,
     }),
     limits: Object.freeze({
       maxCodeBytes: v.MAX_CODE_BYTES,
@@ -235,6 +274,7 @@ export function loadConfig(env: Env): Config {
       engines: v.ENGINES,
       previewBytes: v.PREVIEW_BYTES,
       inlineOutputMaxBytes: v.INLINE_OUTPUT_MAX_BYTES,
+      inlineCodeMaxBytes: v.CODE_INLINE_MAX_BYTES,
       maxRequestBytesInFlight: v.MAX_REQUEST_BYTES_IN_FLIGHT,
     }),
     streams: Object.freeze({

@@ -6,7 +6,9 @@ export type {
   LogLevel,
   Limits,
   PostgresSessionConfig,
+  OutputUrlConfig,
   S3Config,
+  ServerSideEncryption,
   StreamConfig,
   ChecksumMode,
 } from './config';

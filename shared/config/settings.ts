@@ -230,6 +230,33 @@ export const SETTINGS = {
     defaults: LOCAL('WHEN_REQUIRED', 'WHEN_SUPPORTED'),
     help: '`WHEN_REQUIRED` for s3rver, `WHEN_SUPPORTED` for AWS',
   }),
+  S3_PUBLIC_ENDPOINT: setting({
+    parser: url(['http:', 'https:'], { optional: true }),
+    defaults: { all: '' },
+    shownDefault: 'S3_ENDPOINT',
+    help: 'endpoint the URLs of `GetOutputUrl` point at, when clients reach S3 by another address than the services do',
+  }),
+  S3_SSE: setting({
+    parser: oneOf(['none', 'AES256', 'aws:kms'] as const),
+    defaults: { all: 'none' },
+    help: 'server-side encryption asked for on every object written: `none`, `AES256` or `aws:kms` (with S3_SSE_KMS_KEY_ID)',
+  }),
+  S3_SSE_KMS_KEY_ID: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: "the bucket's default KMS key",
+    help: 'KMS key for `S3_SSE=aws:kms`',
+  }),
+  OUTPUT_URL_DEFAULT_EXPIRY_SECONDS: setting({
+    parser: wholeNumber(1, 604_800),
+    defaults: { all: '900' },
+    help: 'how long a `GetOutputUrl` URL stays valid when the request names no expiry',
+  }),
+  OUTPUT_URL_MAX_EXPIRY_SECONDS: setting({
+    parser: wholeNumber(1, 604_800),
+    defaults: { all: '3600' },
+    help: 'longest expiry a `GetOutputUrl` request may ask for (SigV4 allows at most 7 days)',
+  }),
   HOST: setting({
     parser: text,
     defaults: LOCAL('127.0.0.1', '0.0.0.0'),
@@ -314,6 +341,11 @@ export const SETTINGS = {
     parser: wholeNumber(0, 64 * KiB),
     defaults: { all: '1024' },
     help: 'preview kept on the row',
+  }),
+  CODE_INLINE_MAX_BYTES: setting({
+    parser: wholeNumber(0, 64 * MiB),
+    defaults: { all: String(100 * KiB) },
+    help: "submitted code up to this stays in PostgreSQL, larger goes to S3 (the seeds' line)",
   }),
   INLINE_OUTPUT_MAX_BYTES: setting({
     parser: wholeNumber(0, 64 * MiB),

@@ -5,6 +5,12 @@
  * Bodies (output, error) are never in an event: an event carries a preview and a reference.
  */
 
+/**
+ * The bodies an evaluation stores (`evaluation_bodies.kind`): the submitted code, the output of
+ * its completion, the error of its failure.
+ */
+export type BodyKind = 'code' | 'output' | 'error';
+
 /** Where a whole body is kept. "" when there is none. */
 export type BodyLocation = '' | 'postgres' | 's3';
 

@@ -190,7 +190,7 @@ describe('e2e: an evaluation from executor command to API query and live stream'
   /** Reads an evaluation's output with ReadOutput, checking each chunk's offset and the total size. */
   async function readWholeOutput(evalId: string): Promise<Buffer> {
     const stream = readStream<ReadOutputResponse>(
-      clients.query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT }),
+      clients.query.readOutput({ evalId, kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' }),
     );
     const chunks: Buffer[] = [];
     let offset = 0;

@@ -63,6 +63,7 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'ListEvaluations',
         'CountEvaluations',
         'ReadOutput',
+        'GetOutputUrl',
         'WatchEvaluation',
         'WatchEvaluations',
         'GetProjectionStatus',

@@ -180,10 +180,10 @@ async function insertQueuedByHand(db: Client, evalId: string, position: bigint):
   const now = new Date().toISOString();
   const metadata = { suite: 'by-hand' };
   await db.query(
-    `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
+    `INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine, timeout_seconds,
                               metadata, created_at, updated_at, revision)
-     VALUES ($1, 'queued', $2, $3, $4, 'python', 'docker', 60, $5, $6, $6, 1)`,
-    [evalId, code, codeHash, Buffer.byteLength(code), JSON.stringify(metadata), now],
+     VALUES ($1, 'queued', $2, $3, 'python', 'docker', 60, $4, $5, $5, 1)`,
+    [evalId, codeHash, Buffer.byteLength(code), JSON.stringify(metadata), now],
   );
   const data = {
     codeHash,

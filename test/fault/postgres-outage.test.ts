@@ -119,12 +119,13 @@ describe('fault: PostgreSQL stops (pg_ctl stop -m fast) and comes back', functio
 
       const { rows: bodyMismatches } = await db.query<{ eval_id: string }>(
         `SELECT e.eval_id FROM evaluations e
-           LEFT JOIN evaluation_bodies b ON b.eval_id = e.eval_id
-          WHERE (e.status IN ('completed', 'failed')) <> (b.eval_id IS NOT NULL)`,
+           LEFT JOIN evaluation_bodies b ON b.eval_id = e.eval_id AND b.kind <> 'code'
+          WHERE (e.status IN ('completed', 'failed')) <> (b.eval_id IS NOT NULL)
+             OR NOT EXISTS (SELECT 1 FROM evaluation_bodies c WHERE c.eval_id = e.eval_id AND c.kind = 'code')`,
       );
       expect(
         bodyMismatches,
-        'terminal outputs without their body row, or bodies of unfinished evaluations',
+        'evaluations without their code, terminal outputs without their body row, or bodies of unfinished evaluations',
       ).to.deep.equal([]);
 
       const requestIds = [...outageCommands.map((c) => c.requestId), ...existing.map((id) => `${id}-submit`)];

@@ -74,7 +74,7 @@ export async function decideAndAppend(
   // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
   let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
   firstLoad.catch(() => undefined);
-  const prepared = prepareCommand(command, limits);
+  const prepared = prepareCommand(command, evalId, limits);
   const { plan } = prepared;
   let uploaded = false;
   let unknown: CommitOutcomeUnknownError | undefined;
@@ -155,7 +155,6 @@ function appendRequestOf(
     commandHash: hash,
     recordedAt,
     ...(deadline !== undefined ? { deadline } : {}),
-    ...(command.type === 'SubmitEvaluation' ? { code: command.code } : {}),
     ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
     ...(body !== undefined ? { body } : {}),
   };

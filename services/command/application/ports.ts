@@ -1,5 +1,5 @@
-import type { RecordedEvent, Status } from '../../../shared/domain';
-import type { BodyKind, Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
+import type { BodyKind, RecordedEvent, Status } from '../../../shared/domain';
+import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
 
 /** A body as PostgreSQL records it: its bytes (small) or the S3 key they were uploaded to. */
 export type StoredBody =
@@ -9,8 +9,6 @@ export type StoredBody =
 /** What the write needs besides the decision. */
 export interface AppendRequest {
   readonly decision: Extract<Decision, { kind: 'append' }>;
-  /** The submitted code (SubmitEvaluation only). */
-  readonly code?: string;
   readonly body?: StoredBody;
   readonly requestId?: string;
   readonly commandHash: string;

@@ -7,13 +7,14 @@ import {
   type Command,
   type Digest,
 } from '../domain';
+import type { BodyKind } from '../../../shared/domain';
 import type { StoredBody } from './ports';
 
 /** What a command needs computed once, before its first round: every round reuses it. */
 export interface PreparedCommand {
   /** The command's content hash (see commandHash): how a repeat is recognised. */
   readonly hash: string;
-  /** Where the command's body goes (Complete and Fail only). */
+  /** Where the command's body goes (the code of a Submit, the output of a Complete, the error of a Fail). */
   readonly plan: BodyPlan | undefined;
   /** The body as the write records it; undefined when there is none to record. */
   readonly body: StoredBody | undefined;
@@ -21,28 +22,37 @@ export interface PreparedCommand {
 
 /**
  * Hashes the command and plans its body. One SHA-256 of a large body serves the command hash,
- * the S3 key and the upload's signature, hence one memoized digest for all three.
+ * the S3 key and the upload's signature, hence one memoized digest for all three. `evalId` is
+ * the command's (a submit without one has been given one by now): large code is stored under it.
  */
-export function prepareCommand(command: Command, limits: BodyLimits): PreparedCommand {
+export function prepareCommand(command: Command, evalId: string, limits: BodyLimits): PreparedCommand {
   const digest = memoizeDigest();
   const hash = commandHash(command, digest);
-  const plan = planCommandBody(command, limits, digest);
-  return { hash, plan, body: storedBodyOf(command, plan) };
+  const planned = planCommandBody(command, evalId, limits, digest);
+  return { hash, plan: planned?.plan, body: planned && storedBodyOf(planned.kind, planned.plan) };
 }
 
-/** The plan for the command's body: the output of a Complete, the error text of a Fail. */
-function planCommandBody(command: Command, limits: BodyLimits, digest: Digest): BodyPlan | undefined {
-  if (command.type === 'CompleteEvaluation') return planBody(command.evalId, 'output', command.output, limits, digest);
-  if (command.type === 'FailEvaluation') {
-    return planBody(command.evalId, 'error', Buffer.from(command.error, 'utf8'), limits, digest);
-  }
+/** The plan for the command's body: the code of a Submit, the output of a Complete, the error text of a Fail. */
+function planCommandBody(
+  command: Command,
+  evalId: string,
+  limits: BodyLimits,
+  digest: Digest,
+): { kind: BodyKind; plan: BodyPlan } | undefined {
+  const plan = (kind: BodyKind, content: Buffer): { kind: BodyKind; plan: BodyPlan } => ({
+    kind,
+    plan: planBody(evalId, kind, content, limits, digest),
+  });
+  if (command.type === 'SubmitEvaluation') return plan('code', Buffer.from(command.code, 'utf8'));
+  if (command.type === 'CompleteEvaluation')
+    return { kind: 'output', plan: planBody(evalId, 'output', command.output, limits, digest) };
+  if (command.type === 'FailEvaluation') return plan('error', Buffer.from(command.error, 'utf8'));
   return undefined;
 }
 
 /** The body row the write records: its bytes when kept in PostgreSQL, else its S3 key. */
-function storedBodyOf(command: Command, plan: BodyPlan | undefined): StoredBody | undefined {
-  if (plan === undefined || plan.storage === 'none') return undefined;
-  const kind = command.type === 'FailEvaluation' ? 'error' : 'output';
+function storedBodyOf(kind: BodyKind, plan: BodyPlan): StoredBody | undefined {
+  if (plan.storage === 'none') return undefined;
   const size = plan.ref.size;
   return plan.storage === 'postgres' ? { kind, size, content: plan.content } : { kind, size, s3Key: plan.key };
 }

@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BodyRef } from '../../../shared/domain';
-
-export type BodyKind = 'output' | 'error';
+import type { BodyKind, BodyRef } from '../../../shared/domain';
 
 /** Where a body will be stored; decided before the transaction so a large one is uploaded first. */
 export type BodyPlan =
@@ -62,6 +60,7 @@ export function memoizeDigest(): Digest {
 export interface BodyLimits {
   readonly previewBytes: number;
   readonly inlineOutputMaxBytes: number;
+  readonly inlineCodeMaxBytes: number;
 }
 
 /** The first `max` bytes of a UTF-8 text, cut back to a character boundary. */
@@ -109,7 +108,8 @@ export function planBody(
     kind === 'error' ? errorPreview(content, limits.previewBytes) : content.subarray(0, limits.previewBytes);
   const base = { previewBase64: preview.toString('base64'), size: content.length };
   if (content.length === 0) return { ref: { ...base, location: '' }, storage: 'none' };
-  if (content.length <= limits.inlineOutputMaxBytes) {
+  const inlineMax = kind === 'code' ? limits.inlineCodeMaxBytes : limits.inlineOutputMaxBytes;
+  if (content.length <= inlineMax) {
     return { ref: { ...base, location: 'postgres' }, storage: 'postgres', content };
   }
   const hex = digest(content);

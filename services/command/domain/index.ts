@@ -14,7 +14,7 @@ export type {
 } from './commands';
 export { commandHash } from './command-hash';
 export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
-export type { BodyKind, BodyPlan, BodyLimits, Digest } from './bodies';
+export type { BodyPlan, BodyLimits, Digest } from './bodies';
 export { decideSubmit, decideChange } from './decide';
 export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, MetricRules } from './decide';
 export {

@@ -151,9 +151,9 @@ export function appendStatement(request: AppendRequest): { text: string; values:
   if (event.type === 'EvaluationQueued') {
     const d = event.data;
     ctes.push(`changed AS (
-      INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine,
+      INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine,
                                timeout_seconds, metadata, created_at, updated_at, revision)
-      VALUES (${evalId}, 'queued', ${p.add(request.code ?? '')}, ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
+      VALUES (${evalId}, 'queued', ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
               ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
               ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision})
       ON CONFLICT (eval_id) DO NOTHING

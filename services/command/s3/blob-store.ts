@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand, type PutObjectCommandInput, type S3Client } from '@aws-sdk/client-s3';
+import type { ServerSideEncryption } from '../../../shared/config';
 import { UnavailableError } from '../../../shared/errors';
 import type { BlobStore } from '../application/ports';
 
@@ -16,8 +17,13 @@ export function isS3Unavailable(err: unknown): boolean {
  * header as it is, where it would otherwise hash the whole body once more (S3 checks it
  * against the bytes it receives, so a wrong value is refused, never stored).
  */
-function putObject(bucket: string, key: string, content: Buffer, sha256Hex: string | undefined): PutObjectCommand {
-  const command = new PutObjectCommand({ Bucket: bucket, Key: key, Body: content, ContentLength: content.length });
+function putObject(
+  target: ObjectTarget,
+  key: string,
+  content: Buffer,
+  sha256Hex: string | undefined,
+): PutObjectCommand {
+  const command = new PutObjectCommand({ ...target, Key: key, Body: content, ContentLength: content.length });
   if (sha256Hex !== undefined) {
     command.middlewareStack.add(
       (next) => (args) => {
@@ -36,11 +42,29 @@ function unavailableOr(err: unknown): unknown {
   return isS3Unavailable(err) ? new UnavailableError('output store (S3) is unavailable; retry', { cause: err }) : err;
 }
 
-export function createS3BlobStore(client: S3Client, bucket: string): BlobStore {
+/** What every object write names besides its key and body: the bucket, and the encryption asked for. */
+type ObjectTarget = Pick<PutObjectCommandInput, 'Bucket' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
+
+function targetOf(bucket: string, sse: ServerSideEncryption): ObjectTarget {
+  if (sse.kind === 'none') return { Bucket: bucket };
+  if (sse.kind === 'AES256') return { Bucket: bucket, ServerSideEncryption: 'AES256' };
+  return { Bucket: bucket, ServerSideEncryption: 'aws:kms', ...(sse.keyId !== '' ? { SSEKMSKeyId: sse.keyId } : {}) };
+}
+
+/**
+ * Bodies in `bucket`. Every write asks for `sse` (S3_SSE): encryption at rest is then the
+ * store's, whatever the bucket's default says.
+ */
+export function createS3BlobStore(
+  client: S3Client,
+  bucket: string,
+  sse: ServerSideEncryption = { kind: 'none' },
+): BlobStore {
+  const target = targetOf(bucket, sse);
   return {
     async put(key, content, sha256Hex) {
       try {
-        await client.send(putObject(bucket, key, content, sha256Hex));
+        await client.send(putObject(target, key, content, sha256Hex));
       } catch (err) {
         throw unavailableOr(err);
       }
@@ -64,7 +88,7 @@ export function createS3BlobStore(client: S3Client, bucket: string): BlobStore {
       body.on('error', () => undefined); // reported through sourceError
       try {
         // A stream body is sent with an UNSIGNED-PAYLOAD signature: the service hashes it on the way.
-        await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: size }), {
+        await client.send(new PutObjectCommand({ ...target, Key: key, Body: body, ContentLength: size }), {
           abortSignal: abort.signal,
         });
       } catch (err) {

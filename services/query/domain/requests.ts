@@ -1,4 +1,4 @@
-import { evalIdViolation, statusOfProto } from '../../../shared/domain';
+import { evalIdViolation, statusOfProto, type BodyKind } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -82,11 +82,22 @@ export class RequestChecks {
   }
 
   /** UNSPECIFIED reads as OUTPUT. */
-  outputKind(value: OutputKind): 'output' | 'error' {
+  outputKind(value: OutputKind): BodyKind {
     if (value === OutputKind.OUTPUT_KIND_UNSPECIFIED || value === OutputKind.OUTPUT_KIND_OUTPUT) return 'output';
     if (value === OutputKind.OUTPUT_KIND_ERROR) return 'error';
-    this.fail('kind', 'UNKNOWN_VALUE', `kind has an unknown value ${value}; use OUTPUT or ERROR`);
+    if (value === OutputKind.OUTPUT_KIND_CODE) return 'code';
+    this.fail('kind', 'UNKNOWN_VALUE', `kind has an unknown value ${value}; use OUTPUT, ERROR or CODE`);
     return 'output';
+  }
+
+  /** A byte offset or count (int64, decimal string): 0 or more, and within what a number holds exactly. */
+  byteCount(value: string, field: string): number {
+    const count = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(count)) {
+      this.fail(field, 'OUT_OF_RANGE', `${field} must be from 0 to ${Number.MAX_SAFE_INTEGER}, not ${value}`);
+      return 0;
+    }
+    return count;
   }
 }
 

@@ -1,4 +1,5 @@
-import { NotFoundError, UnavailableError } from '../../../shared/errors';
+import type { BodyKind } from '../../../shared/domain';
+import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import type {
   ReadOutputRequest,
@@ -8,7 +9,7 @@ import { RequestChecks } from '../domain/requests';
 import type { OpenCalls } from '../live/open-calls';
 import { allocateReadOutputChunk } from '../wire/encoded-messages';
 
-export type BodyKind = 'output' | 'error';
+export type { BodyKind };
 
 /** Where a whole body is kept, as its row says. */
 export type BodyLocation = { readonly kind: 'inline' } | { readonly kind: 's3'; readonly key: string };
@@ -30,15 +31,17 @@ export interface BodyStore {
 export interface BlobReader {
   /**
    * The object's bytes as a stream, with the version (ETag) they are of; aborting `signal` stops
-   * the download and gives its connection back at once. With `from`, the bytes from `from.offset`
-   * on, of the version `from.version` only: 'replaced' when the object is no longer that version.
+   * the download and gives its connection back at once. With `range`, the bytes from
+   * `range.offset` up to `range.end` (exclusive; the object's end when absent), of the version
+   * `range.version` only when it is given: 'replaced' when the object is no longer that version.
    */
-  open(key: string, signal: AbortSignal, from?: BlobPosition): Promise<BlobDownload | 'replaced'>;
+  open(key: string, signal: AbortSignal, range?: BlobRange): Promise<BlobDownload | 'replaced'>;
 }
 
-export interface BlobPosition {
+export interface BlobRange {
   readonly offset: number;
-  readonly version: string;
+  readonly end?: number;
+  readonly version?: string;
 }
 
 export interface BlobDownload {
@@ -93,19 +96,20 @@ async function* inChunks(source: AsyncIterable<Uint8Array>, size: number): Async
  */
 export const CLIENT_WAIT_MS = 1_000;
 
-/** The sink's writes, with the offset they have reached and the size every message carries. */
+/** The sink's writes of the bytes [start, end) of a body, with the offset they have reached. */
 interface BodyWriter {
-  readonly size: number;
-  /** Bytes handed to the transport so far: where the next chunk starts. */
+  /** Where the read ends (exclusive). */
+  readonly end: number;
+  /** Where the next chunk starts: the read's first byte plus what was handed to the transport. */
   readonly offset: number;
   write(chunk: Buffer): Promise<void>;
 }
 
-function bodyWriter(sink: StreamSink<ReadOutputResponse>, size: number): BodyWriter {
+function bodyWriter(sink: StreamSink<ReadOutputResponse>, size: number, start: number, end: number): BodyWriter {
   const totalSize = String(size);
-  let offset = 0;
+  let offset = start;
   return {
-    size,
+    end,
     get offset() {
       return offset;
     },
@@ -129,6 +133,14 @@ async function within(written: Promise<void>, ms: number): Promise<boolean> {
   }
 }
 
+/** What a ReadOutput asks for: a body, and the range of it (length 0: to the end). */
+interface BodyRead {
+  readonly evalId: string;
+  readonly kind: BodyKind;
+  readonly offset: number;
+  readonly length: number;
+}
+
 /** One object's read: where from, and how long a write may keep its download waiting. */
 interface ObjectRead {
   readonly blobs: BlobReader;
@@ -146,18 +158,19 @@ interface ObjectRead {
  * and memory for a range per stream. A resumed download starts at a chunk boundary (a stall is
  * noticed on a write, and only the last chunk is short), so the chunks are those of one read.
  */
-async function sendObject(read: ObjectRead, out: BodyWriter): Promise<void> {
+async function sendObject(read: ObjectRead, out: BodyWriter, whole: boolean): Promise<void> {
   let version: string | undefined;
-  let from: BlobPosition | undefined;
+  // A whole body is one plain GetObject; a range names its bytes.
+  let range: BlobRange | undefined = whole ? undefined : { offset: out.offset, end: out.end };
   while (!read.signal.aborted) {
-    const download = await sendDownload(read, from, out);
+    const download = await sendDownload(read, range, out);
     version ??= download.version;
-    if (!download.stalled || out.offset >= out.size || read.signal.aborted) return;
+    if (!download.stalled || out.offset >= out.end || read.signal.aborted) return;
     if (version === undefined)
       throw new UnavailableError(
-        `the output store gave no version to resume the read at after ${out.offset} bytes; read again`,
+        `the output store gave no version to resume the read at offset ${out.offset}; read again from there`,
       );
-    from = { offset: out.offset, version };
+    range = { offset: out.offset, end: out.end, version };
   }
 }
 
@@ -168,7 +181,7 @@ async function sendObject(read: ObjectRead, out: BodyWriter): Promise<void> {
  */
 async function sendDownload(
   read: ObjectRead,
-  from: BlobPosition | undefined,
+  range: BlobRange | undefined,
   out: BodyWriter,
 ): Promise<{ version: string | undefined; stalled: boolean }> {
   const { signal } = read;
@@ -177,12 +190,12 @@ async function sendDownload(
   signal.addEventListener('abort', stop);
   let stalled = false;
   try {
-    const opened = await read.blobs.open(read.key, download.signal, from);
+    const opened = await read.blobs.open(read.key, download.signal, range);
     // UNAVAILABLE, as when the store fails part-way: the client's remedy is the same (a new
     // ReadOutput, from the start), and it gets the new object whole.
     if (opened === 'replaced')
       throw new UnavailableError(
-        `the output was replaced in the store while it was read, after ${out.offset} bytes; read it again from the start`,
+        `the output was replaced in the store while it was read, at offset ${out.offset}; read it again from the start`,
       );
     try {
       for await (const chunk of inChunks(opened.bytes, CHUNK_BYTES)) {
@@ -197,7 +210,9 @@ async function sendDownload(
     } catch (err) {
       // After our own abort, what the stream throws on the way out is of no interest.
       if (!signal.aborted && !stalled)
-        throw new UnavailableError(`the output store failed after ${out.offset} bytes; read again`, { cause: err });
+        throw new UnavailableError(`the output store failed at offset ${out.offset}; read again from there`, {
+          cause: err,
+        });
     }
     return { version: opened.version, stalled };
   } finally {
@@ -207,8 +222,10 @@ async function sendDownload(
 }
 
 /**
- * ReadOutput: streams the whole stored output (or error message) in {@link CHUNK_BYTES}
- * chunks, from PostgreSQL or S3, each with its offset and the total size. It counts as an open
+ * ReadOutput: streams a stored body (output, error message or code), whole or the range
+ * [offset, offset + length), in {@link CHUNK_BYTES} chunks, from PostgreSQL or S3, each with its
+ * offset in the body and the body's size; a range costs what its bytes cost (a bytea substring,
+ * an S3 ranged GET), whatever the body's size. OUT_OF_RANGE for an offset past the end. It counts as an open
  * stream (live/open-calls.ts): RESOURCE_EXHAUSTED past the caps. The S3 object is read as the
  * client takes the chunks (`sink.write` waits for `drain`), so a slow reader never makes the
  * server hold the whole body; a client that keeps a write waiting {@link CLIENT_WAIT_MS} has its
@@ -232,42 +249,50 @@ export function createReadOutput(deps: {
     context: CallContext,
   ): Promise<void> {
     const checks = new RequestChecks();
-    const evalId = checks.evalId(request.evalId);
-    const kind = checks.outputKind(request.kind);
+    const read: BodyRead = {
+      evalId: checks.evalId(request.evalId),
+      kind: checks.outputKind(request.kind),
+      offset: checks.byteCount(request.offset, 'offset'),
+      length: checks.byteCount(request.length, 'length'),
+    };
     checks.done();
 
     const close = deps.openCalls.open(context.peer, 'a ReadOutput stream');
     try {
-      await send(evalId, kind, sink, context.signal);
+      await send(read, sink, context.signal);
     } finally {
       close();
     }
   };
 
-  async function send(
-    evalId: string,
-    kind: BodyKind,
-    sink: StreamSink<ReadOutputResponse>,
-    signal: AbortSignal,
-  ): Promise<void> {
+  async function send(read: BodyRead, sink: StreamSink<ReadOutputResponse>, signal: AbortSignal): Promise<void> {
+    const { evalId, kind, offset } = read;
     const body = await deps.bodies.find(evalId, kind);
     if (body === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
-    if (body === undefined || body.size === 0) return;
-    const out = bodyWriter(sink, body.size);
+    const size = body?.size ?? 0;
+    if (offset > size) {
+      throw new OutOfRangeError(`offset ${offset} is past the end of the ${kind} of ${evalId} (${size} bytes)`);
+    }
+    const end = read.length === 0 ? size : Math.min(size, offset + read.length);
+    if (body === undefined || offset === end) return;
+    const out = bodyWriter(sink, size, offset, end);
 
     if (body.location.kind === 'inline') {
-      // substring() windows of exactly one chunk: each row read is sent as it is.
-      while (out.offset < body.size && !signal.aborted) {
-        const window = await deps.bodies.readInline(evalId, kind, out.offset, CHUNK_BYTES);
+      // substring() windows of at most one chunk: each row read is sent as it is.
+      while (out.offset < end && !signal.aborted) {
+        const window = await deps.bodies.readInline(evalId, kind, out.offset, Math.min(CHUNK_BYTES, end - out.offset));
         if (window.length === 0) break;
         await out.write(window);
       }
       return;
     }
 
-    await sendObject({ blobs: deps.blobs, key: body.location.key, clientWaitMs, signal }, out);
-    if (out.offset !== body.size && !signal.aborted) {
-      throw new UnavailableError(`the output store returned ${out.offset} bytes of ${body.size}; read again`);
+    const object = { blobs: deps.blobs, key: body.location.key, clientWaitMs, signal };
+    await sendObject(object, out, offset === 0 && end === size);
+    if (out.offset !== end && !signal.aborted) {
+      throw new UnavailableError(
+        `the output store ended the read at offset ${out.offset}, not ${end}; read again from there`,
+      );
     }
   }
 }

@@ -1,22 +1,28 @@
 import { GetObjectCommand, NoSuchKey, type GetObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { UnavailableError } from '../../../shared/errors';
-import type { BlobReader } from '../handlers/read-output';
+import type { BlobRange, BlobReader } from '../handlers/read-output';
 
 function httpStatusOf(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
 }
 
+/** The HTTP Range of `range`: its end is exclusive, the header's inclusive. */
+function rangeHeader(range: BlobRange): string {
+  return `bytes=${range.offset}-${range.end !== undefined ? range.end - 1 : ''}`;
+}
+
 /** Large bodies from the configured bucket, streamed (never loaded whole). */
 export function createS3BlobReader(client: S3Client, bucket: string): BlobReader {
   return {
-    async open(key, signal, from) {
+    async open(key, signal, range) {
       let response: GetObjectCommandOutput;
       try {
         const command = new GetObjectCommand({
           Bucket: bucket,
           Key: key,
-          ...(from !== undefined ? { Range: `bytes=${from.offset}-`, IfMatch: from.version } : {}),
+          ...(range !== undefined ? { Range: rangeHeader(range) } : {}),
+          ...(range?.version !== undefined ? { IfMatch: range.version } : {}),
         });
         response = await client.send(command, { abortSignal: signal });
       } catch (err) {
@@ -25,7 +31,7 @@ export function createS3BlobReader(client: S3Client, bucket: string): BlobReader
           throw new Error(`stored body ${key} is missing from the object store`, { cause: err });
         // 412: If-Match failed. 416: the object is now shorter than the offset, so another one.
         const status = httpStatusOf(err);
-        if (from !== undefined && (status === 412 || status === 416)) return 'replaced';
+        if (range?.version !== undefined && (status === 412 || status === 416)) return 'replaced';
         throw new UnavailableError('the output store is unavailable', { cause: err });
       }
       // In Node the SDK's body is an IncomingMessage (a Readable): async-iterable, paused
@@ -36,18 +42,16 @@ export function createS3BlobReader(client: S3Client, bucket: string): BlobReader
       const stop = (): void => void body.destroy();
       if (signal.aborted) stop();
       else signal.addEventListener('abort', stop, { once: true });
-      if (from !== undefined) {
-        // Servers that ignore If-Match on GetObject (s3rver does) send what is stored now:
-        // its ETag tells.
-        if (response.ETag !== from.version) {
-          stop();
-          return 'replaced';
-        }
-        // A server that ignored the Range would send the object from its first byte again.
-        if (response.ContentRange?.startsWith(`bytes ${from.offset}-`) !== true) {
-          stop();
-          throw new Error(`the object store ignored the range of a resumed read of ${key}`);
-        }
+      // Servers that ignore If-Match on GetObject (s3rver does) send what is stored now: its
+      // ETag tells.
+      if (range?.version !== undefined && response.ETag !== range.version) {
+        stop();
+        return 'replaced';
+      }
+      // A server that ignored the Range would send the object from its first byte.
+      if (range !== undefined && response.ContentRange?.startsWith(`bytes ${range.offset}-`) !== true) {
+        stop();
+        throw new Error(`the object store ignored the range of a read of ${key}`);
       }
       return { bytes: body, version: response.ETag };
     },

@@ -168,6 +168,7 @@ export type QueryServiceImplementation = {
   listEvaluations: handleUnaryCall<ListEvaluationsRequest, ListEvaluationsOut>;
   countEvaluations: EvaluationQueryServiceServer['countEvaluations'];
   readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
+  getOutputUrl: EvaluationQueryServiceServer['getOutputUrl'];
   watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchOut>;
   watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchOut>;
   getProjectionStatus: EvaluationQueryServiceServer['getProjectionStatus'];

@@ -114,9 +114,10 @@ describe('command executor: concurrent commands', function () {
     expect(events).to.have.length(1);
     expect(answers[0]).to.deep.equal({ evalId: 'race-submit', revision: '1', position: events[0]?.position });
     const winner = settled.findIndex((s) => s.status === 'fulfilled');
-    const { rows } = await h.sql.query<{ code: string }>('SELECT code FROM evaluations WHERE eval_id = $1', [
-      'race-submit',
-    ]);
+    const { rows } = await h.sql.query<{ code: string }>(
+      `SELECT convert_from(content, 'UTF8') AS code FROM evaluation_bodies WHERE eval_id = $1 AND kind = 'code'`,
+      ['race-submit'],
+    );
     expect(rows[0]?.code, 'the stored code is the winner’s').to.equal(`print(${winner})`);
   });
 
@@ -146,7 +147,7 @@ describe('command executor: concurrent commands', function () {
       expect(events.map((e) => e.revision)).to.deep.equal(['1', '2', '3']);
       const status = complete.status === 'fulfilled' ? 'completed' : 'cancelled';
       const { rows } = await h.sql.query<{ status: string; bodies: number }>(
-        `SELECT status, (SELECT count(*)::int FROM evaluation_bodies b WHERE b.eval_id = e.eval_id) AS bodies
+        `SELECT status, (SELECT count(*)::int FROM evaluation_bodies b WHERE b.eval_id = e.eval_id AND b.kind <> 'code') AS bodies
            FROM evaluations e WHERE eval_id = $1`,
         [evalId],
       );

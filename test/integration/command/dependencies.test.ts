@@ -68,7 +68,7 @@ describe('command executor: unavailable dependencies', function () {
   async function state(evalId: string): Promise<{ status: string; revision: string; bodies: number } | undefined> {
     const { rows } = await h.sql.query<{ status: string; revision: string; bodies: number }>(
       `SELECT status, revision::text,
-              (SELECT count(*)::int FROM evaluation_bodies b WHERE b.eval_id = e.eval_id) AS bodies
+              (SELECT count(*)::int FROM evaluation_bodies b WHERE b.eval_id = e.eval_id AND b.kind <> 'code') AS bodies
          FROM evaluations e WHERE eval_id = $1`,
       [evalId],
     );

@@ -35,9 +35,9 @@ describe('command executor: the event log', function () {
     );
     const position = rows[0]?.position ?? expect.fail('no head row');
     await writer.query(
-      `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
+      `INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine, timeout_seconds,
                                 created_at, updated_at, revision)
-       VALUES ($1, 'queued', 'x', repeat('0', 64), 1, 'python', 'docker', 1, now(), now(), 1)`,
+       VALUES ($1, 'queued', repeat('0', 64), 1, 'python', 'docker', 1, now(), now(), 1)`,
       [evalId],
     );
     await writer.query(

@@ -101,7 +101,10 @@ describe('command executor: idempotency and expected revisions', function () {
     const count = await eventCount(h.sql);
     const err = await rejection(h.commands.submit({ evalId: 'idem-6', code: 'print(2)' }));
     expect(err).to.be.instanceOf(AlreadyExistsError);
-    const { rows } = await h.sql.query<{ code: string }>('SELECT code FROM evaluations WHERE eval_id = $1', ['idem-6']);
+    const { rows } = await h.sql.query<{ code: string }>(
+      `SELECT convert_from(content, 'UTF8') AS code FROM evaluation_bodies WHERE eval_id = $1 AND kind = 'code'`,
+      ['idem-6'],
+    );
     expect(rows[0]?.code).to.equal('print(1)');
     expect(await eventCount(h.sql)).to.equal(count);
   });

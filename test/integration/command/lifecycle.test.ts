@@ -26,7 +26,10 @@ describe('command executor: lifecycle in PostgreSQL', function () {
 
   async function row(evalId: string): Promise<EvaluationRow> {
     const { rows } = await h.sql.query<EvaluationRow>(
-      `SELECT *, output_size::text, error_size::text, revision::text FROM evaluations WHERE eval_id = $1`,
+      `SELECT e.*, e.output_size::text, e.error_size::text, e.revision::text,
+              (SELECT convert_from(b.content, 'UTF8') FROM evaluation_bodies b
+                WHERE b.eval_id = e.eval_id AND b.kind = 'code') AS code
+         FROM evaluations e WHERE e.eval_id = $1`,
       [evalId],
     );
     const found = rows[0];

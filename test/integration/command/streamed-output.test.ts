@@ -63,7 +63,7 @@ describe('command executor: outputs completed as a stream', function () {
       s3Key: key,
     });
     const { rows } = await h.sql.query<{ size: string; s3_key: string }>(
-      `SELECT size::text, s3_key FROM evaluation_bodies WHERE eval_id = 'streamed-1'`,
+      `SELECT size::text, s3_key FROM evaluation_bodies WHERE eval_id = 'streamed-1' AND kind = 'output'`,
     );
     expect(rows).to.deep.equal([{ size: String(output.length), s3_key: key }]);
   });
@@ -73,7 +73,7 @@ describe('command executor: outputs completed as a stream', function () {
     await h.commands.submit({ evalId: 'streamed-small' });
     await h.executor.completeStreamed(header('streamed-small', output.length), inChunks(output, 7000));
     const { rows } = await h.sql.query<{ content: Buffer; s3_key: string | null }>(
-      `SELECT content, s3_key FROM evaluation_bodies WHERE eval_id = 'streamed-small'`,
+      `SELECT content, s3_key FROM evaluation_bodies WHERE eval_id = 'streamed-small' AND kind = 'output'`,
     );
     expect(rows[0]?.s3_key).to.equal(null);
     expect(rows[0]?.content.equals(output)).to.equal(true);

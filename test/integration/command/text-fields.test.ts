@@ -51,7 +51,9 @@ describe('command executor: text fields', function () {
     await h.commands.start({ evalId: 'text-utf8', executorId: 'exécuteur', containerId: 'конт' });
     await h.commands.fail({ evalId: 'text-utf8', error: 'Fehler: ß 😀' });
     const { rows } = await h.sql.query<{ code: string; metadata: unknown; executor_id: string; error_preview: string }>(
-      `SELECT code, metadata, executor_id, error_preview FROM evaluations WHERE eval_id = 'text-utf8'`,
+      `SELECT (SELECT convert_from(content, 'UTF8') FROM evaluation_bodies WHERE eval_id = e.eval_id AND kind = 'code') AS code,
+              metadata, executor_id, error_preview
+         FROM evaluations e WHERE eval_id = 'text-utf8'`,
     );
     expect(rows[0]).to.deep.equal({
       code: 'print("日本語 😀")',

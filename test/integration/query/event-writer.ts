@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Client } from 'pg';
 import { changeChannel, encodeChange } from '../../../shared/changes';
-import type { BodyRef, EvaluationEvent, RecordedEvent } from '../../../shared/domain';
+import type { BodyKind, BodyRef, EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 
 /**
  * Writes the event log the way the command side does — `evaluations` row, one
@@ -22,11 +22,7 @@ export interface EventWriter {
   fail(evalId: string, options?: { error?: BodyRef; publish?: boolean }): Promise<RecordedEvent>;
   cancel(evalId: string, options?: { publish?: boolean }): Promise<RecordedEvent>;
   /** Stores a whole body row (inline bytes, or an S3 key). */
-  putBody(
-    evalId: string,
-    kind: 'output' | 'error',
-    body: { content: Buffer } | { s3Key: string; size: number },
-  ): Promise<void>;
+  putBody(evalId: string, kind: BodyKind, body: { content: Buffer } | { s3Key: string; size: number }): Promise<void>;
 }
 
 /** The status an event leaves; null: the one it had. */
@@ -64,9 +60,9 @@ export function createEventWriter(
         if (event.type === 'EvaluationQueued') {
           const d = event.data;
           await sql.query(
-            `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
+            `INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine, timeout_seconds,
                                       metadata, created_at, updated_at, revision)
-             VALUES ($1, 'queued', 'print(1)', $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
             [
               evalId,
               d.codeHash,

@@ -110,7 +110,12 @@ function heldReadOutput(client: EvaluationQueryServiceClient): {
   first: Promise<void>;
   finish(): Promise<number>;
 } {
-  const stream = client.readOutput({ evalId: 'capped-output', kind: OutputKind.OUTPUT_KIND_OUTPUT });
+  const stream = client.readOutput({
+    evalId: 'capped-output',
+    kind: OutputKind.OUTPUT_KIND_OUTPUT,
+    offset: '0',
+    length: '0',
+  });
   let bytes = 0;
   const first = new Promise<void>((resolve, reject) => {
     stream.once('data', () => {

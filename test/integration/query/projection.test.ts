@@ -155,9 +155,9 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
       // Writer A takes the next position and does not commit yet.
       await slow.query('BEGIN');
       await slow.query(
-        `INSERT INTO evaluations (eval_id, status, code, code_hash, code_size, language, engine, timeout_seconds,
+        `INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine, timeout_seconds,
                                   created_at, updated_at, revision)
-         VALUES ('late-a', 'queued', 'x', repeat('0', 64), 1, 'python', 'docker', 5, now(), now(), 1)`,
+         VALUES ('late-a', 'queued', repeat('0', 64), 1, 'python', 'docker', 5, now(), now(), 1)`,
       );
       const taken = await slow.query<{ position: string }>(
         `UPDATE event_log_head SET position = position + 1 WHERE id = 1 RETURNING position::text AS position`,

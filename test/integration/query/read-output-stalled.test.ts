@@ -226,19 +226,26 @@ describe('ReadOutput: readers that stall do not hold the S3 connection pool', fu
 
     // MAX_SOCKETS readers take every socket of the pool; two more wait in its queue.
     const readers = Array.from({ length: MAX_SOCKETS }, () =>
-      stalledReader(connection().readOutput({ evalId: 'stalled', kind: OutputKind.OUTPUT_KIND_OUTPUT })),
+      stalledReader(
+        connection().readOutput({ evalId: 'stalled', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' }),
+      ),
     );
     for (const reader of readers) expect(await reader.first).to.equal(CHUNK_BYTES);
     readers.push(
       ...Array.from({ length: 2 }, () =>
-        stalledReader(connection().readOutput({ evalId: 'stalled', kind: OutputKind.OUTPUT_KIND_OUTPUT })),
+        stalledReader(
+          connection().readOutput({ evalId: 'stalled', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' }),
+        ),
       ),
     );
 
     const started = Date.now();
     const deadline = new Date(started + CLIENT_WAIT_MS + 8_000);
     const fresh = stalledReader(
-      connection().readOutput({ evalId: 'fresh', kind: OutputKind.OUTPUT_KIND_OUTPUT }, { deadline }),
+      connection().readOutput(
+        { evalId: 'fresh', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' },
+        { deadline },
+      ),
       { stall: false },
     );
     expect(await fresh.done).to.deep.equal({ sha256: sha256(freshBody), bytes: freshBody.length });
@@ -256,9 +263,12 @@ describe('ReadOutput: readers that stall do not hold the S3 connection pool', fu
   it('refuses to splice an object replaced while its reader stalled: UNAVAILABLE, no byte of the new one', async () => {
     const before = randomBytes(LARGE);
     const key = await storeBody('replaced', before);
-    const reader = stalledReader(connection().readOutput({ evalId: 'replaced', kind: OutputKind.OUTPUT_KIND_OUTPUT }), {
-      keep: true,
-    });
+    const reader = stalledReader(
+      connection().readOutput({ evalId: 'replaced', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' }),
+      {
+        keep: true,
+      },
+    );
     await reader.first;
     await proxy.closed(key, 1); // the download gave up its socket while the reader stalled
     await h.s3.send(new PutObjectCommand({ Bucket: h.config.s3.bucket, Key: key, Body: randomBytes(LARGE) }));

@@ -10,10 +10,16 @@ function readAll(
   replica: Replica,
   evalId: string,
   kind = OutputKind.OUTPUT_KIND_UNSPECIFIED,
+  range: { offset: number; length: number } = { offset: 0, length: 0 },
 ): Promise<ReadOutputResponse[]> {
   return new Promise((resolve, reject) => {
     const chunks: ReadOutputResponse[] = [];
-    const stream = replica.client.readOutput({ evalId, kind });
+    const stream = replica.client.readOutput({
+      evalId,
+      kind,
+      offset: String(range.offset),
+      length: String(range.length),
+    });
     stream.on('data', (m: ReadOutputResponse) => chunks.push(m));
     stream.on('error', (err: ServiceError) => reject(err));
     stream.on('end', () => resolve(chunks));
@@ -63,6 +69,44 @@ describe('query ReadOutput (bodies from PostgreSQL and S3)', function () {
     const chunks = await readAll(replica, 'out-s3', OutputKind.OUTPUT_KIND_OUTPUT);
     expect(chunks).to.have.length(Math.ceil(body.length / CHUNK));
     check(chunks, body);
+  });
+
+  it('reads a range of an S3 body with one ranged GET: its bytes, offsets in the whole body', async () => {
+    const body = randomBytes(2 * CHUNK + 4321);
+    const key = 'outputs/out-s3-range/output';
+    await h.s3.send(new PutObjectCommand({ Bucket: h.config.s3.bucket, Key: key, Body: body }));
+    await h.writer.submit('out-s3-range');
+    await h.writer.putBody('out-s3-range', 'output', { s3Key: key, size: body.length });
+    const range = { offset: CHUNK + 3, length: CHUNK + 10 };
+    const chunks = await readAll(replica, 'out-s3-range', OutputKind.OUTPUT_KIND_OUTPUT, range);
+    expect(chunks.map((c) => [Number(c.offset), c.chunk.length, c.totalSize])).to.deep.equal([
+      [CHUNK + 3, CHUNK, String(body.length)],
+      [2 * CHUNK + 3, 10, String(body.length)],
+    ]);
+    expect(Buffer.concat(chunks.map((c) => c.chunk)).equals(body.subarray(CHUNK + 3, 2 * CHUNK + 13))).to.equal(true);
+    const tail = await readAll(replica, 'out-s3-range', OutputKind.OUTPUT_KIND_OUTPUT, {
+      offset: body.length - 7,
+      length: 100,
+    });
+    expect(Buffer.concat(tail.map((c) => c.chunk)).equals(body.subarray(body.length - 7))).to.equal(true);
+    const past = await readAll(replica, 'out-s3-range', OutputKind.OUTPUT_KIND_OUTPUT, {
+      offset: body.length + 1,
+      length: 0,
+    }).then(
+      () => undefined,
+      (e: ServiceError) => e,
+    );
+    expect(past?.code).to.equal(grpcStatus.OUT_OF_RANGE);
+  });
+
+  it('reads the code with kind CODE, and a range of it from bytea', async () => {
+    const code = Buffer.from('print("héllo")\n'.repeat(1000), 'utf8');
+    await h.writer.submit('out-code');
+    await h.writer.putBody('out-code', 'code', { content: code });
+    check(await readAll(replica, 'out-code', OutputKind.OUTPUT_KIND_CODE), code);
+    const part = await readAll(replica, 'out-code', OutputKind.OUTPUT_KIND_CODE, { offset: 15, length: 30 });
+    expect(part.map((c) => c.offset)).to.deep.equal(['15']);
+    expect(Buffer.concat(part.map((c) => c.chunk)).equals(code.subarray(15, 45))).to.equal(true);
   });
 
   it('reads the error body with kind ERROR, nothing when there is no such body, NOT_FOUND when unknown', async () => {

@@ -63,6 +63,44 @@ describe('S3 blob store', () => {
     expect(sent[0]!.body).to.be.instanceOf(Readable);
   });
 
+  describe('server-side encryption (S3_SSE)', () => {
+    async function writes(sse: Parameters<typeof createS3BlobStore>[2]): Promise<SentRequest[]> {
+      const { client, sent } = recordingClient();
+      const store = createS3BlobStore(client, 'bucket', sse);
+      await store.put('a', content, sha256);
+      await store.putStream('b', content.length, Readable.from([content]));
+      return sent;
+    }
+
+    it('asks for AES256 on every object written, a put and a streamed put', async () => {
+      const sent = await writes({ kind: 'AES256' });
+      expect(sent.map((r) => r.headers['x-amz-server-side-encryption'])).to.deep.equal(['AES256', 'AES256']);
+      expect(sent.map((r) => r.headers['x-amz-server-side-encryption-aws-kms-key-id'])).to.deep.equal([
+        undefined,
+        undefined,
+      ]);
+    });
+
+    it('asks for aws:kms with the configured key, or the bucket default key when none is', async () => {
+      const keyed = await writes({ kind: 'aws:kms', keyId: 'arn:aws:kms:us-east-1:1:key/k' });
+      expect(keyed.map((r) => r.headers['x-amz-server-side-encryption'])).to.deep.equal(['aws:kms', 'aws:kms']);
+      expect(keyed.map((r) => r.headers['x-amz-server-side-encryption-aws-kms-key-id'])).to.deep.equal([
+        'arn:aws:kms:us-east-1:1:key/k',
+        'arn:aws:kms:us-east-1:1:key/k',
+      ]);
+      const unkeyed = await writes({ kind: 'aws:kms', keyId: '' });
+      expect(unkeyed.map((r) => r.headers['x-amz-server-side-encryption-aws-kms-key-id'])).to.deep.equal([
+        undefined,
+        undefined,
+      ]);
+    });
+
+    it('sends no encryption header with S3_SSE=none (the bucket default applies)', async () => {
+      const sent = await writes({ kind: 'none' });
+      expect(sent.flatMap((r) => Object.keys(r.headers).filter((h) => h.includes('server-side')))).to.deep.equal([]);
+    });
+  });
+
   it('deletes with one DELETE of the key', async () => {
     const { client, sent } = recordingClient();
     await createS3BlobStore(client, 'bucket').delete('evaluations/e1/output/streamed-1');

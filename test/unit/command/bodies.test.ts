@@ -11,7 +11,7 @@ import {
   type CompleteEvaluation,
 } from '../../../services/command/domain';
 
-const LIMITS: BodyLimits = { previewBytes: 1024, inlineOutputMaxBytes: 1024 * 1024 };
+const LIMITS: BodyLimits = { previewBytes: 1024, inlineOutputMaxBytes: 1024 * 1024, inlineCodeMaxBytes: 100 * 1024 };
 
 function preview(plan: BodyPlan): Buffer {
   return Buffer.from(plan.ref.previewBase64, 'base64');
@@ -84,18 +84,27 @@ describe('bodies', () => {
     });
 
     it('follows configured thresholds', () => {
-      const limits = { previewBytes: 4, inlineOutputMaxBytes: 10 };
+      const limits = { previewBytes: 4, inlineOutputMaxBytes: 10, inlineCodeMaxBytes: 10 };
       expect(planBody('e1', 'output', Buffer.alloc(10, 1), limits).storage).to.equal('postgres');
       const big = planBody('e1', 'output', Buffer.from('0123456789A'), limits);
       expect(big.storage).to.equal('s3');
       expect(preview(big).toString()).to.equal('0123');
-      expect(planBody('e1', 'output', Buffer.from('x'), { previewBytes: 0, inlineOutputMaxBytes: 0 }).storage).to.equal(
-        's3',
-      );
+      const none = { previewBytes: 0, inlineOutputMaxBytes: 0, inlineCodeMaxBytes: 0 };
+      expect(planBody('e1', 'output', Buffer.from('x'), none).storage).to.equal('s3');
+    });
+
+    it('keeps code by its own threshold, under a key named by its SHA-256 (the code_hash)', () => {
+      const limits = { previewBytes: 4, inlineOutputMaxBytes: 100, inlineCodeMaxBytes: 5 };
+      expect(planBody('e1', 'code', Buffer.from('print'), limits).storage).to.equal('postgres');
+      expect(planBody('e1', 'output', Buffer.from('print(1)'), limits).storage).to.equal('postgres');
+      const code = Buffer.from('print(1)');
+      const plan = planBody('e1', 'code', code, limits);
+      expect(plan.storage).to.equal('s3');
+      expect(plan.ref.s3Key).to.equal(`evaluations/e1/code/${createHash('sha256').update(code).digest('hex')}`);
     });
 
     it('derives the same key from the same content, and different keys per evaluation, kind and content', () => {
-      const limits = { previewBytes: 4, inlineOutputMaxBytes: 2 };
+      const limits = { previewBytes: 4, inlineOutputMaxBytes: 2, inlineCodeMaxBytes: 2 };
       const key = (evalId: string, kind: 'output' | 'error', content: string): string | undefined =>
         planBody(evalId, kind, Buffer.from(content), limits).ref.s3Key;
       expect(key('e1', 'output', 'abc')).to.equal(key('e1', 'output', 'abc'));
@@ -111,13 +120,13 @@ describe('bodies', () => {
     it('cuts an output preview at exactly the preview size, bytes being bytes', () => {
       const content = Buffer.from('a' + '€'.repeat(10)); // the 4-byte cut splits the second €
       expect(
-        preview(planBody('e1', 'output', content, { previewBytes: 4, inlineOutputMaxBytes: 100 })).length,
+        preview(planBody('e1', 'output', content, { ...LIMITS, previewBytes: 4, inlineOutputMaxBytes: 100 })).length,
       ).to.equal(4);
     });
 
     it('cuts an error preview back to a UTF-8 character boundary', () => {
       const content = Buffer.from('a' + '€'.repeat(10));
-      const plan = planBody('e1', 'error', content, { previewBytes: 4, inlineOutputMaxBytes: 100 });
+      const plan = planBody('e1', 'error', content, { ...LIMITS, previewBytes: 4, inlineOutputMaxBytes: 100 });
       expect(preview(plan).toString('utf8')).to.equal('a€');
       expect(plan.ref.size).to.equal(content.length);
     });

@@ -117,7 +117,11 @@ describe('command executor', () => {
       expect(w.publisher.published).to.deep.equal(w.store.events);
       expect(w.store.events[0]).to.include({ position: '41', evalId: 'e1', revision: '1' });
       expect(w.store.events[0]?.event.type).to.equal('EvaluationQueued');
-      expect(w.store.appended[0]?.code).to.equal(SUBMIT.code);
+      expect(w.store.appended[0]?.body).to.deep.equal({
+        kind: 'code',
+        size: Buffer.byteLength(SUBMIT.code),
+        content: Buffer.from(SUBMIT.code, 'utf8'),
+      });
     });
 
     it('answers a change with the next revision at the next position', async () => {
@@ -259,7 +263,9 @@ describe('command executor', () => {
       await w.executor.execute(SUBMIT);
       await w.executor.execute(complete(Buffer.from('small')));
 
-      expect(w.store.bodies).to.deep.equal([{ kind: 'output', size: 5, content: Buffer.from('small') }]);
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
+        { kind: 'output', size: 5, content: Buffer.from('small') },
+      ]);
       expect(w.blobs.objects.size).to.equal(0);
     });
 
@@ -272,7 +278,9 @@ describe('command executor', () => {
       expect(result).to.deep.equal({ evalId: 'e1', revision: '2', position: '42' });
       expect(w.journal).to.deep.equal(['store.load e1', `blobs.put ${key}`, 'store.append e1@2', 'publish 42']);
       expect(w.blobs.objects.get(key)?.equals(LARGE)).to.equal(true);
-      expect(w.store.bodies).to.deep.equal([{ kind: 'output', size: LARGE.length, s3Key: key }]);
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
+        { kind: 'output', size: LARGE.length, s3Key: key },
+      ]);
       const completed = w.store.events[1]?.event;
       if (completed?.type !== 'EvaluationCompleted') return expect.fail('expected EvaluationCompleted');
       expect(completed.data.output).to.include({ location: 's3', s3Key: key, size: LARGE.length });
@@ -286,7 +294,9 @@ describe('command executor', () => {
 
       const errorKey = `evaluations/e1/error/${createHash('sha256').update(error).digest('hex')}`;
       expect([...w.blobs.objects.keys()]).to.deep.equal([errorKey]);
-      expect(w.store.bodies).to.deep.equal([{ kind: 'error', size: 100, s3Key: errorKey }]);
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
+        { kind: 'error', size: 100, s3Key: errorKey },
+      ]);
     });
 
     it('uploads once, whatever the number of conflict rounds', async () => {
@@ -440,7 +450,7 @@ describe('command executor', () => {
       const result = await w.executor.completeStreamed(header(LARGE.length), chunksOf(LARGE));
 
       expect(result).to.deep.equal({ evalId: 'e1', revision: '2', position: '42' });
-      expect(w.store.bodies).to.deep.equal([
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
         { kind: 'output', size: LARGE.length, s3Key: 'evaluations/e1/output/streamed-id-1' },
       ]);
       expect([...w.blobs.objects.keys()]).to.deep.equal(['evaluations/e1/output/streamed-id-1']);
@@ -586,7 +596,9 @@ describe('command executor', () => {
       const result = await w.executor.completeStreamed(header(output.length), chunksOf(output, 4));
 
       expect(result).to.deep.equal({ evalId: 'e1', revision: '2', position: '42' });
-      expect(w.store.bodies).to.deep.equal([{ kind: 'output', size: output.length, content: output }]);
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
+        { kind: 'output', size: output.length, content: output },
+      ]);
       expect(w.blobs.objects.size).to.equal(0);
     });
 
@@ -605,7 +617,9 @@ describe('command executor', () => {
         'publish 42',
       ]);
       expect(w.blobs.objects.get(key)?.equals(LARGE)).to.equal(true);
-      expect(w.store.bodies).to.deep.equal([{ kind: 'output', size: LARGE.length, s3Key: key }]);
+      expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
+        { kind: 'output', size: LARGE.length, s3Key: key },
+      ]);
     });
 
     it('refuses a large output for an unknown evaluation before reading any of it', async () => {

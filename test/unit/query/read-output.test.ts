@@ -1,13 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { NotFoundError, ResourceExhaustedError, UnavailableError } from '../../../shared/errors';
+import {
+  NotFoundError,
+  OutOfRangeError,
+  ResourceExhaustedError,
+  UnavailableError,
+  ValidationError,
+} from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import { OutputKind, type ReadOutputResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import {
   CHUNK_BYTES,
   createReadOutput as createHandler,
-  type BlobPosition,
+  type BlobRange,
   type BlobReader,
   type BodyStore,
   type StoredBody,
@@ -76,16 +82,17 @@ function blobs(parts: readonly Uint8Array[], failure?: Error): BlobReader & { re
 function objectStore(
   body: Buffer,
   options: { version?: string | undefined; replacedAt?: number } = {},
-): BlobReader & { readonly opens: { from: BlobPosition | undefined; signal: AbortSignal }[] } {
+): BlobReader & { readonly opens: { from: BlobRange | undefined; signal: AbortSignal }[] } {
   const version = 'version' in options ? options.version : '"v1"';
-  const opens: { from: BlobPosition | undefined; signal: AbortSignal }[] = [];
+  const opens: { from: BlobRange | undefined; signal: AbortSignal }[] = [];
   return {
     opens,
     open(_key, signal, from) {
       opens.push({ from, signal });
-      if (from !== undefined && (options.replacedAt ?? Infinity) < opens.length) return Promise.resolve('replaced');
-      if (from !== undefined && from.version !== version) return Promise.resolve('replaced');
-      return Promise.resolve({ bytes: arriving(socketParts(body.subarray(from?.offset ?? 0))), version });
+      const pinned = from?.version !== undefined;
+      if (pinned && (options.replacedAt ?? Infinity) < opens.length) return Promise.resolve('replaced');
+      if (pinned && from?.version !== version) return Promise.resolve('replaced');
+      return Promise.resolve({ bytes: arriving(socketParts(body.subarray(from?.offset ?? 0, from?.end))), version });
     },
   };
 }
@@ -132,19 +139,19 @@ function socketParts(body: Buffer): Buffer[] {
  * Every chunk full but the last, offsets contiguous, the total size on each, the bytes those of
  * `body` (a prefix of the whole body when the stream broke off).
  */
-function expectChunks(messages: readonly ReadOutputResponse[], body: Buffer, totalSize = body.length): void {
+function expectChunks(messages: readonly ReadOutputResponse[], body: Buffer, totalSize = body.length, start = 0): void {
   expect(messages).to.have.length(Math.ceil(body.length / CHUNK_BYTES));
-  let offset = 0;
+  let offset = start;
   for (const message of messages) {
     expect(message.offset).to.equal(String(offset));
     expect(message.totalSize).to.equal(String(totalSize));
-    expect(message.chunk.length).to.equal(Math.min(CHUNK_BYTES, body.length - offset));
+    expect(message.chunk.length).to.equal(Math.min(CHUNK_BYTES, start + body.length - offset));
     offset += message.chunk.length;
   }
   expect(Buffer.concat(messages.map((m) => m.chunk)).equals(body)).to.equal(true);
 }
 
-const request = { evalId: 'e1', kind: OutputKind.OUTPUT_KIND_OUTPUT };
+const request = { evalId: 'e1', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' };
 
 describe('ReadOutput handler', () => {
   it('regroups an S3 body into full chunks, whatever sizes the socket delivers', async () => {
@@ -172,6 +179,105 @@ describe('ReadOutput handler', () => {
     expectChunks(sink.messages, body);
   });
 
+  describe('a range', () => {
+    const body = randomBytes(3 * CHUNK_BYTES + 77);
+    const ranged = (offset: number, length: number): typeof request => ({
+      ...request,
+      offset: String(offset),
+      length: String(length),
+    });
+
+    it('of an inline body reads only its windows, with offsets in the whole body', async () => {
+      const sink = collector();
+      const windows: [number, number][] = [];
+      const store = bodies({ size: body.length, location: { kind: 'inline' } }, body);
+      const read = createReadOutput({
+        bodies: {
+          ...store,
+          readInline: (evalId, kind, offset, length) => {
+            windows.push([offset, length]);
+            return store.readInline(evalId, kind, offset, length);
+          },
+        },
+        blobs: blobs([]),
+      });
+      await read(ranged(CHUNK_BYTES - 5, CHUNK_BYTES + 10), sink, contextOf());
+      expectChunks(sink.messages, body.subarray(CHUNK_BYTES - 5, 2 * CHUNK_BYTES + 5), body.length, CHUNK_BYTES - 5);
+      expect(windows).to.deep.equal([
+        [CHUNK_BYTES - 5, CHUNK_BYTES],
+        [2 * CHUNK_BYTES - 5, 10],
+      ]);
+    });
+
+    it('of an S3 body asks the store for exactly its bytes, and stops at the end of the body', async () => {
+      const store = objectStore(body);
+      const sink = collector();
+      await createReadOutput({
+        bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+        blobs: store,
+      })(ranged(body.length - 100, 1000), sink, contextOf());
+      expectChunks(sink.messages, body.subarray(body.length - 100), body.length, body.length - 100);
+      expect(store.opens.map((o) => o.from)).to.deep.equal([{ offset: body.length - 100, end: body.length }]);
+    });
+
+    it('is empty at the end of the body and OUT_OF_RANGE past it', async () => {
+      const deps = { bodies: bodies({ size: body.length, location: { kind: 'inline' } }, body), blobs: blobs([]) };
+      const sink = collector();
+      await createReadOutput(deps)(ranged(body.length, 0), sink, contextOf());
+      expect(sink.messages).to.deep.equal([]);
+      const err = await createReadOutput(deps)(ranged(body.length + 1, 0), collector(), contextOf()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(OutOfRangeError);
+      expect((err as Error).message).to.include(`offset ${body.length + 1} is past the end`);
+      const none = await createReadOutput({ bodies: bodies(undefined), blobs: blobs([]) })(
+        ranged(1, 0),
+        collector(),
+        contextOf(),
+      ).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(none, 'a body never stored has size 0').to.be.instanceOf(OutOfRangeError);
+    });
+
+    it('refuses a negative offset or length, naming each', async () => {
+      const err = await createReadOutput({ bodies: bodies(undefined), blobs: blobs([]) })(
+        { ...request, offset: '-1', length: '-2' },
+        collector(),
+        contextOf(),
+      ).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(ValidationError);
+      expect((err as ValidationError).violations.map((v) => [v.field, v.rule])).to.deep.equal([
+        ['offset', 'OUT_OF_RANGE'],
+        ['length', 'OUT_OF_RANGE'],
+      ]);
+    });
+  });
+
+  it('reads the code with kind CODE', async () => {
+    const kinds: string[] = [];
+    const code = Buffer.from('print("hi")');
+    const store = bodies({ size: code.length, location: { kind: 'inline' } }, code);
+    const sink = collector();
+    await createReadOutput({
+      bodies: {
+        ...store,
+        find: (evalId, kind) => {
+          kinds.push(kind);
+          return store.find(evalId, kind);
+        },
+      },
+      blobs: blobs([]),
+    })({ ...request, kind: OutputKind.OUTPUT_KIND_CODE }, sink, contextOf());
+    expect(kinds).to.deep.equal(['code']);
+    expectChunks(sink.messages, code);
+  });
+
   it('streams an inline body in windows of one chunk', async () => {
     const body = randomBytes(CHUNK_BYTES + 17);
     const sink = collector();
@@ -196,7 +302,7 @@ describe('ReadOutput handler', () => {
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(UnavailableError);
-    expect((err as Error).message).to.include(`after ${CHUNK_BYTES} bytes`);
+    expect((err as Error).message).to.include(`at offset ${CHUNK_BYTES}`);
     expectChunks(sink.messages, body.subarray(0, CHUNK_BYTES), body.length);
     expect(store.signals[0]?.aborted).to.equal(true);
   });
@@ -247,7 +353,10 @@ describe('ReadOutput handler', () => {
       clientWaitMs: 5,
     })(request, sink, contextOf());
     expectChunks(sink.messages, body);
-    expect(store.opens.map((o) => o.from)).to.deep.equal([undefined, { offset: 2 * CHUNK_BYTES, version: '"v1"' }]);
+    expect(store.opens.map((o) => o.from)).to.deep.equal([
+      undefined,
+      { offset: 2 * CHUNK_BYTES, end: body.length, version: '"v1"' },
+    ]);
   });
 
   it('keeps one download while the client keeps up', async () => {
@@ -289,9 +398,7 @@ describe('ReadOutput handler', () => {
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(UnavailableError);
-    expect((err as Error).message).to.include(
-      `replaced in the store while it was read, after ${2 * CHUNK_BYTES} bytes`,
-    );
+    expect((err as Error).message).to.include(`replaced in the store while it was read, at offset ${2 * CHUNK_BYTES}`);
     expectChunks(sink.messages, body.subarray(0, 2 * CHUNK_BYTES), body.length);
   });
 

@@ -20,6 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration";
 import { Struct } from "../../../google/protobuf/struct";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import {
@@ -127,7 +128,11 @@ export function listViewToJSON(object: ListView): string {
   }
 }
 
-/** OutputKind selects which stored body ReadOutput streams. */
+/**
+ * OutputKind selects which stored body ReadOutput streams. The submitted code is one of them
+ * (and not an RPC of its own) because it is stored as the other bodies are (in PostgreSQL up to
+ * CODE_INLINE_MAX_BYTES, in the object store above) and wants the same range reads and URLs.
+ */
 export enum OutputKind {
   /** OUTPUT_KIND_UNSPECIFIED - Read as OUTPUT. */
   OUTPUT_KIND_UNSPECIFIED = 0,
@@ -135,6 +140,8 @@ export enum OutputKind {
   OUTPUT_KIND_OUTPUT = 1,
   /** OUTPUT_KIND_ERROR - The error given to FailEvaluation. */
   OUTPUT_KIND_ERROR = 2,
+  /** OUTPUT_KIND_CODE - The code given to SubmitEvaluation, byte for byte (UTF-8); its SHA-256 is `code_hash`. */
+  OUTPUT_KIND_CODE = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -149,6 +156,9 @@ export function outputKindFromJSON(object: any): OutputKind {
     case 2:
     case "OUTPUT_KIND_ERROR":
       return OutputKind.OUTPUT_KIND_ERROR;
+    case 3:
+    case "OUTPUT_KIND_CODE":
+      return OutputKind.OUTPUT_KIND_CODE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -164,6 +174,8 @@ export function outputKindToJSON(object: OutputKind): string {
       return "OUTPUT_KIND_OUTPUT";
     case OutputKind.OUTPUT_KIND_ERROR:
       return "OUTPUT_KIND_ERROR";
+    case OutputKind.OUTPUT_KIND_CODE:
+      return "OUTPUT_KIND_CODE";
     case OutputKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -324,12 +336,19 @@ export interface CountEvaluationsResponse {
   position: string;
 }
 
-/** ReadOutputRequest names the body to stream. */
+/** ReadOutputRequest names the body, or the range of it, to stream. */
 export interface ReadOutputRequest {
   /** Required. The evaluation's id. */
   evalId: string;
   /** Which body to read; UNSPECIFIED means OUTPUT. */
   kind: OutputKind;
+  /**
+   * Optional. The first byte to send (0 or more); past the body's end is OUT_OF_RANGE (equal to
+   * its size sends nothing).
+   */
+  offset: string;
+  /** Optional. At most this many bytes from `offset` (fewer at the end); 0 means to the end. */
+  length: string;
 }
 
 /** ReadOutputResponse is one chunk of the body, in order. */
@@ -340,6 +359,31 @@ export interface ReadOutputResponse {
   offset: string;
   /** Size of the whole body in bytes. */
   totalSize: string;
+}
+
+/** GetOutputUrlRequest names the body to hand out a URL for. */
+export interface GetOutputUrlRequest {
+  /** Required. The evaluation's id. */
+  evalId: string;
+  /** Which body; UNSPECIFIED means OUTPUT. */
+  kind: OutputKind;
+  /**
+   * Optional. How long the URL stays valid: 1 s up to OUTPUT_URL_MAX_EXPIRY_SECONDS (more is
+   * INVALID_ARGUMENT); unset means OUTPUT_URL_DEFAULT_EXPIRY_SECONDS.
+   */
+  expiresIn?: Duration | undefined;
+}
+
+/** GetOutputUrlResponse is a presigned URL for one body. */
+export interface GetOutputUrlResponse {
+  /** A GET of this URL (with `Range` headers if wanted) returns the body's bytes. */
+  url: string;
+  /** When the URL stops working. */
+  expiresAt?:
+    | Date
+    | undefined;
+  /** The body's size in bytes. */
+  size: string;
 }
 
 /** WatchEvaluationRequest names the evaluation to watch. */
@@ -1619,7 +1663,7 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
 };
 
 function createBaseReadOutputRequest(): ReadOutputRequest {
-  return { evalId: "", kind: 0 };
+  return { evalId: "", kind: 0, offset: "0", length: "0" };
 }
 
 export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
@@ -1629,6 +1673,12 @@ export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
     }
     if (message.kind !== 0) {
       writer.uint32(16).int32(message.kind);
+    }
+    if (message.offset !== "0") {
+      writer.uint32(24).int64(message.offset);
+    }
+    if (message.length !== "0") {
+      writer.uint32(32).int64(message.length);
     }
     return writer;
   },
@@ -1662,6 +1712,22 @@ export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
             message.kind = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.length = reader.int64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1682,6 +1748,8 @@ export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
         ? globalThis.String(object.eval_id)
         : "",
       kind: isSet(object.kind) ? outputKindFromJSON(object.kind) : 0,
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "0",
+      length: isSet(object.length) ? globalThis.String(object.length) : "0",
     };
   },
 
@@ -1693,6 +1761,12 @@ export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
     if (message.kind !== 0) {
       obj.kind = outputKindToJSON(message.kind);
     }
+    if (message.offset !== "0") {
+      obj.offset = message.offset;
+    }
+    if (message.length !== "0") {
+      obj.length = message.length;
+    }
     return obj;
   },
 
@@ -1703,6 +1777,8 @@ export const ReadOutputRequest: MessageFns<ReadOutputRequest> = {
     const message = createBaseReadOutputRequest();
     message.evalId = object.evalId ?? "";
     message.kind = object.kind ?? 0;
+    message.offset = object.offset ?? "0";
+    message.length = object.length ?? "0";
     return message;
   },
 };
@@ -1808,6 +1884,222 @@ export const ReadOutputResponse: MessageFns<ReadOutputResponse> = {
     message.chunk = object.chunk ?? Buffer.alloc(0);
     message.offset = object.offset ?? "0";
     message.totalSize = object.totalSize ?? "0";
+    return message;
+  },
+};
+
+function createBaseGetOutputUrlRequest(): GetOutputUrlRequest {
+  return { evalId: "", kind: 0, expiresIn: undefined };
+}
+
+export const GetOutputUrlRequest: MessageFns<GetOutputUrlRequest> = {
+  encode(message: GetOutputUrlRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.expiresIn !== undefined) {
+      Duration.encode(message.expiresIn, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetOutputUrlRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetOutputUrlRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresIn = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetOutputUrlRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      kind: isSet(object.kind) ? outputKindFromJSON(object.kind) : 0,
+      expiresIn: isSet(object.expiresIn)
+        ? Duration.fromJSON(object.expiresIn)
+        : isSet(object.expires_in)
+        ? Duration.fromJSON(object.expires_in)
+        : undefined,
+    };
+  },
+
+  toJSON(message: GetOutputUrlRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.kind !== 0) {
+      obj.kind = outputKindToJSON(message.kind);
+    }
+    if (message.expiresIn !== undefined) {
+      obj.expiresIn = Duration.toJSON(message.expiresIn);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetOutputUrlRequest>, I>>(base?: I): GetOutputUrlRequest {
+    return GetOutputUrlRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetOutputUrlRequest>, I>>(object: I): GetOutputUrlRequest {
+    const message = createBaseGetOutputUrlRequest();
+    message.evalId = object.evalId ?? "";
+    message.kind = object.kind ?? 0;
+    message.expiresIn = (object.expiresIn !== undefined && object.expiresIn !== null)
+      ? Duration.fromPartial(object.expiresIn)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetOutputUrlResponse(): GetOutputUrlResponse {
+  return { url: "", expiresAt: undefined, size: "0" };
+}
+
+export const GetOutputUrlResponse: MessageFns<GetOutputUrlResponse> = {
+  encode(message: GetOutputUrlResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(18).fork()).join();
+    }
+    if (message.size !== "0") {
+      writer.uint32(24).int64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetOutputUrlResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetOutputUrlResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetOutputUrlResponse {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+      size: isSet(object.size) ? globalThis.String(object.size) : "0",
+    };
+  },
+
+  toJSON(message: GetOutputUrlResponse): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.size !== "0") {
+      obj.size = message.size;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetOutputUrlResponse>, I>>(base?: I): GetOutputUrlResponse {
+    return GetOutputUrlResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetOutputUrlResponse>, I>>(object: I): GetOutputUrlResponse {
+    const message = createBaseGetOutputUrlResponse();
+    message.url = object.url ?? "";
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.size = object.size ?? "0";
     return message;
   },
 };
@@ -4941,8 +5233,9 @@ export const EvaluationQueryServiceService = {
     responseDeserialize: (value: Buffer): CountEvaluationsResponse => CountEvaluationsResponse.decode(value),
   },
   /**
-   * Streams the whole stored output (or error message) in chunks, wherever it is kept.
-   * NOT_FOUND when the evaluation is unknown.
+   * Streams a stored body (the output, the error message or the submitted code), whole or a
+   * range of it, in chunks, wherever it is kept. NOT_FOUND when the evaluation is unknown;
+   * OUT_OF_RANGE when `offset` is past the body's end.
    */
   readOutput: {
     path: "/crucible.storage.v1.EvaluationQueryService/ReadOutput" as const,
@@ -4952,6 +5245,22 @@ export const EvaluationQueryServiceService = {
     requestDeserialize: (value: Buffer): ReadOutputRequest => ReadOutputRequest.decode(value),
     responseSerialize: (value: ReadOutputResponse): Buffer => Buffer.from(ReadOutputResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReadOutputResponse => ReadOutputResponse.decode(value),
+  },
+  /**
+   * Returns a presigned HTTPS GET URL for a body kept in the object store, so that a large
+   * output is downloaded straight from it (in parallel ranges, if the client likes) and not
+   * through this service. NOT_FOUND when the evaluation or the body is unknown;
+   * FAILED_PRECONDITION when the body is kept in PostgreSQL (read it with ReadOutput).
+   */
+  getOutputUrl: {
+    path: "/crucible.storage.v1.EvaluationQueryService/GetOutputUrl" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetOutputUrlRequest): Buffer => Buffer.from(GetOutputUrlRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetOutputUrlRequest => GetOutputUrlRequest.decode(value),
+    responseSerialize: (value: GetOutputUrlResponse): Buffer =>
+      Buffer.from(GetOutputUrlResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetOutputUrlResponse => GetOutputUrlResponse.decode(value),
   },
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
@@ -5105,10 +5414,18 @@ export interface EvaluationQueryServiceServer extends UntypedServiceImplementati
    */
   countEvaluations: handleUnaryCall<CountEvaluationsRequest, CountEvaluationsResponse>;
   /**
-   * Streams the whole stored output (or error message) in chunks, wherever it is kept.
-   * NOT_FOUND when the evaluation is unknown.
+   * Streams a stored body (the output, the error message or the submitted code), whole or a
+   * range of it, in chunks, wherever it is kept. NOT_FOUND when the evaluation is unknown;
+   * OUT_OF_RANGE when `offset` is past the body's end.
    */
   readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
+  /**
+   * Returns a presigned HTTPS GET URL for a body kept in the object store, so that a large
+   * output is downloaded straight from it (in parallel ranges, if the client likes) and not
+   * through this service. NOT_FOUND when the evaluation or the body is unknown;
+   * FAILED_PRECONDITION when the body is kept in PostgreSQL (read it with ReadOutput).
+   */
+  getOutputUrl: handleUnaryCall<GetOutputUrlRequest, GetOutputUrlResponse>;
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
    * stream ends after a terminal state (after the metrics recorded late, past the end, that were
@@ -5214,8 +5531,9 @@ export interface EvaluationQueryServiceClient extends Client {
     callback: (error: ServiceError | null, response: CountEvaluationsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Streams the whole stored output (or error message) in chunks, wherever it is kept.
-   * NOT_FOUND when the evaluation is unknown.
+   * Streams a stored body (the output, the error message or the submitted code), whole or a
+   * range of it, in chunks, wherever it is kept. NOT_FOUND when the evaluation is unknown;
+   * OUT_OF_RANGE when `offset` is past the body's end.
    */
   readOutput(request: ReadOutputRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadOutputResponse>;
   readOutput(
@@ -5223,6 +5541,27 @@ export interface EvaluationQueryServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ReadOutputResponse>;
+  /**
+   * Returns a presigned HTTPS GET URL for a body kept in the object store, so that a large
+   * output is downloaded straight from it (in parallel ranges, if the client likes) and not
+   * through this service. NOT_FOUND when the evaluation or the body is unknown;
+   * FAILED_PRECONDITION when the body is kept in PostgreSQL (read it with ReadOutput).
+   */
+  getOutputUrl(
+    request: GetOutputUrlRequest,
+    callback: (error: ServiceError | null, response: GetOutputUrlResponse) => void,
+  ): ClientUnaryCall;
+  getOutputUrl(
+    request: GetOutputUrlRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetOutputUrlResponse) => void,
+  ): ClientUnaryCall;
+  getOutputUrl(
+    request: GetOutputUrlRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetOutputUrlResponse) => void,
+  ): ClientUnaryCall;
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
    * stream ends after a terminal state (after the metrics recorded late, past the end, that were

@@ -1,0 +1,234 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { OutputKind, type ReadOutputResponse } from '../../shared/generated/crucible/storage/v1/query_service';
+import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import { createTestEnvironment, type TestEnvironment } from '../support/environment';
+import { startService, waitForServing, type RunningService } from '../support/processes';
+
+const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
+const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+/** Lowered so that an output past it (and so in S3) stays small. */
+const INLINE_OUTPUT_MAX_BYTES = 64 * 1024;
+const URL_MAX_EXPIRY_SECONDS = 600;
+
+const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
+describe('e2e: stored bytes read back — code, ranges, presigned URLs', function () {
+  this.timeout(60_000);
+  let environment: TestEnvironment;
+  let commandService: RunningService;
+  let queryService: RunningService;
+  let clients: Clients;
+
+  before(async () => {
+    environment = await createTestEnvironment({
+      overrides: {
+        INLINE_OUTPUT_MAX_BYTES: String(INLINE_OUTPUT_MAX_BYTES),
+        OUTPUT_URL_MAX_EXPIRY_SECONDS: String(URL_MAX_EXPIRY_SECONDS),
+        OUTPUT_URL_DEFAULT_EXPIRY_SECONDS: '60',
+      },
+    });
+    commandService = await startService('command', environment.env);
+    queryService = await startService('query', environment.env);
+    await waitForServing(queryService.address, QUERY);
+    await waitForServing(commandService.address, COMMAND);
+    clients = createClients(commandService.address, queryService.address);
+  });
+
+  after(async () => {
+    clients?.close();
+    await queryService?.stop();
+    await commandService?.stop();
+    await environment?.close();
+  });
+
+  async function submit(evalId: string, code: string): Promise<string> {
+    const { command, query } = clients;
+    const submitted = await call(command, command.submitEvaluation, {
+      evalId,
+      code,
+      language: 'python',
+      engine: 'docker',
+      timeoutSeconds: 30,
+      requestId: '',
+    });
+    await call(query, query.getEvaluation, { evalId, minPosition: submitted.position });
+    return submitted.position;
+  }
+
+  async function complete(evalId: string, output: Buffer): Promise<void> {
+    const { command } = clients;
+    await call(command, command.startEvaluation, { evalId, executorId: 'exec-1', containerId: 'c-1', requestId: '' });
+    await call(command, command.completeEvaluation, { evalId, exitCode: 0, output, requestId: '' });
+  }
+
+  /** Reads a body (or a range of it) with ReadOutput: its bytes, and each chunk's [offset, size] and total size. */
+  async function read(
+    evalId: string,
+    kind: OutputKind,
+    offset = 0,
+    length = 0,
+  ): Promise<{ bytes: Buffer; offsets: number[]; totalSize: string | undefined }> {
+    const stream = readStream<ReadOutputResponse>(
+      clients.query.readOutput({ evalId, kind, offset: String(offset), length: String(length) }),
+    );
+    const chunks: Buffer[] = [];
+    const offsets: number[] = [];
+    let totalSize: string | undefined;
+    for (;;) {
+      let chunk: ReadOutputResponse;
+      try {
+        chunk = await stream.next();
+      } catch {
+        break;
+      }
+      offsets.push(Number(chunk.offset));
+      totalSize = chunk.totalSize;
+      chunks.push(Buffer.from(chunk.chunk));
+    }
+    const failed = await stream.finished;
+    if (failed !== undefined) throw failed;
+    return { bytes: Buffer.concat(chunks), offsets, totalSize };
+  }
+
+  describe('code', () => {
+    it('reads small code back byte for byte from PostgreSQL, its SHA-256 the code_hash', async () => {
+      const code = 'print("héllo, 世界 😀")\n';
+      await submit('code-small', code);
+      const { bytes, totalSize } = await read('code-small', OutputKind.OUTPUT_KIND_CODE);
+      expect(bytes.toString('utf8')).to.equal(code);
+      expect(totalSize).to.equal(String(Buffer.byteLength(code)));
+      const { evaluation } = await call(clients.query, clients.query.getEvaluation, { evalId: 'code-small' });
+      expect(evaluation?.codeHash).to.equal(sha256(bytes));
+      const url = await expectError(
+        call(clients.query, clients.query.getOutputUrl, { evalId: 'code-small', kind: OutputKind.OUTPUT_KIND_CODE }),
+      );
+      expect(url.code, 'code kept in PostgreSQL has no URL').to.equal(status.FAILED_PRECONDITION);
+    });
+
+    it('keeps code above CODE_INLINE_MAX_BYTES (100 KiB) in S3 and reads it back whole, by range and by URL', async () => {
+      const line = '# ' + 'x'.repeat(60) + ' ✓\n';
+      const code = line.repeat(Math.ceil((150 * 1024) / Buffer.byteLength(line)));
+      const codeBytes = Buffer.from(code, 'utf8');
+      await submit('code-large', code);
+      const whole = await read('code-large', OutputKind.OUTPUT_KIND_CODE);
+      expect(whole.bytes.equals(codeBytes)).to.equal(true);
+      const { evaluation } = await call(clients.query, clients.query.getEvaluation, { evalId: 'code-large' });
+      expect(evaluation?.codeHash, 'code_hash is of the whole code').to.equal(sha256(codeBytes));
+      expect(evaluation?.codeSize).to.equal(String(codeBytes.length));
+
+      const part = await read('code-large', OutputKind.OUTPUT_KIND_CODE, 100_000, 5_000);
+      expect(part.offsets).to.deep.equal([100_000]);
+      expect(part.bytes.equals(codeBytes.subarray(100_000, 105_000))).to.equal(true);
+
+      const signed = await call(clients.query, clients.query.getOutputUrl, {
+        evalId: 'code-large',
+        kind: OutputKind.OUTPUT_KIND_CODE,
+      });
+      expect(signed.size).to.equal(String(codeBytes.length));
+      const fetched = Buffer.from(await (await fetch(signed.url)).arrayBuffer());
+      expect(fetched.equals(codeBytes)).to.equal(true);
+    });
+  });
+
+  describe('ranges of an output', () => {
+    it('reads any range of an output kept in S3 or in PostgreSQL, and refuses an offset past the end', async () => {
+      const large = randomBytes(3 * INLINE_OUTPUT_MAX_BYTES + 11);
+      await submit('range-s3', 'print(1)');
+      await complete('range-s3', large);
+      const small = randomBytes(INLINE_OUTPUT_MAX_BYTES / 2);
+      await submit('range-pg', 'print(1)');
+      await complete('range-pg', small);
+
+      for (const [evalId, body] of [
+        ['range-s3', large],
+        ['range-pg', small],
+      ] as const) {
+        const middle = await read(evalId, OutputKind.OUTPUT_KIND_OUTPUT, 1000, 20_000);
+        expect(middle.offsets, evalId).to.deep.equal([1000]);
+        expect(middle.totalSize, evalId).to.equal(String(body.length));
+        expect(middle.bytes.equals(body.subarray(1000, 21_000)), evalId).to.equal(true);
+        const tail = await read(evalId, OutputKind.OUTPUT_KIND_OUTPUT, body.length - 5);
+        expect(tail.bytes.equals(body.subarray(body.length - 5)), evalId).to.equal(true);
+        const end = await read(evalId, OutputKind.OUTPUT_KIND_OUTPUT, body.length);
+        expect(end.bytes.length, `${evalId}: a read at the end is empty`).to.equal(0);
+        const past = await expectError(read(evalId, OutputKind.OUTPUT_KIND_OUTPUT, body.length + 1));
+        expect(past.code, evalId).to.equal(status.OUT_OF_RANGE);
+        expect(past.details, evalId).to.include(`(${body.length} bytes)`);
+      }
+      const negative = await expectError(read('range-pg', OutputKind.OUTPUT_KIND_OUTPUT, -1));
+      expect(negative.code).to.equal(status.INVALID_ARGUMENT);
+      expect(statusDetails(negative).badRequest?.fieldViolations.map((v) => v.field)).to.deep.equal(['offset']);
+    });
+  });
+
+  describe('GetOutputUrl', () => {
+    let output: Buffer;
+    before(async () => {
+      output = randomBytes(2 * INLINE_OUTPUT_MAX_BYTES + 3);
+      await submit('url-out', 'print(1)');
+      await complete('url-out', output);
+    });
+
+    it('hands out a URL that reads the output straight from S3, whole or by Range', async () => {
+      const before = Date.now();
+      const signed = await call(clients.query, clients.query.getOutputUrl, {
+        evalId: 'url-out',
+        kind: OutputKind.OUTPUT_KIND_OUTPUT,
+        expiresIn: { seconds: '120', nanos: 0 },
+      });
+      expect(signed.size).to.equal(String(output.length));
+      expect(new URL(signed.url).searchParams.get('X-Amz-Expires')).to.equal('120');
+      const expiresAt = signed.expiresAt?.getTime() ?? 0;
+      expect(expiresAt).to.be.within(before + 120_000 - 1000, Date.now() + 120_000 + 1000);
+
+      const whole = await fetch(signed.url);
+      expect(whole.status).to.equal(200);
+      expect(Buffer.from(await whole.arrayBuffer()).equals(output)).to.equal(true);
+      const ranged = await fetch(signed.url, { headers: { Range: 'bytes=100-199' } });
+      expect(ranged.status).to.equal(206);
+      expect(Buffer.from(await ranged.arrayBuffer()).equals(output.subarray(100, 200))).to.equal(true);
+    });
+
+    it('uses the configured default expiry, and refuses one past the maximum or under a second', async () => {
+      const signed = await call(clients.query, clients.query.getOutputUrl, { evalId: 'url-out', kind: 0 });
+      expect(new URL(signed.url).searchParams.get('X-Amz-Expires')).to.equal('60');
+      for (const seconds of [String(URL_MAX_EXPIRY_SECONDS + 1), '0']) {
+        const err = await expectError(
+          call(clients.query, clients.query.getOutputUrl, {
+            evalId: 'url-out',
+            kind: OutputKind.OUTPUT_KIND_OUTPUT,
+            expiresIn: { seconds, nanos: 0 },
+          }),
+        );
+        expect(err.code, seconds).to.equal(status.INVALID_ARGUMENT);
+        const violation = statusDetails(err).badRequest?.fieldViolations[0];
+        expect([violation?.field, violation?.reason], seconds).to.deep.equal(['expires_in', 'OUT_OF_RANGE']);
+      }
+    });
+
+    it('is NOT_FOUND for an unknown evaluation or a body never stored, FAILED_PRECONDITION for one in PostgreSQL', async () => {
+      const unknown = await expectError(
+        call(clients.query, clients.query.getOutputUrl, {
+          evalId: 'no-such-eval',
+          kind: OutputKind.OUTPUT_KIND_OUTPUT,
+        }),
+      );
+      expect(unknown.code).to.equal(status.NOT_FOUND);
+      const noError = await expectError(
+        call(clients.query, clients.query.getOutputUrl, { evalId: 'url-out', kind: OutputKind.OUTPUT_KIND_ERROR }),
+      );
+      expect(noError.code).to.equal(status.NOT_FOUND);
+      expect(noError.details).to.include('has no error stored');
+      await submit('url-inline', 'print(1)');
+      await complete('url-inline', Buffer.from('small output'));
+      const inline = await expectError(
+        call(clients.query, clients.query.getOutputUrl, { evalId: 'url-inline', kind: OutputKind.OUTPUT_KIND_OUTPUT }),
+      );
+      expect(inline.code).to.equal(status.FAILED_PRECONDITION);
+      expect(statusDetails(inline).errorInfo?.reason).to.equal('BODY_INLINE');
+      expect(inline.details).to.include('read it with ReadOutput');
+    });
+  });
+});
