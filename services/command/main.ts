@@ -18,7 +18,7 @@ import { createPostgresEvaluationStore } from './postgres/evaluation-store';
 import { createPostgresRunningEvaluations } from './postgres/running-evaluations';
 import { createRedisChangePublisher } from './redis/change-publisher';
 import { createRedisExecutorHealth } from './redis/executor-health';
-import { createS3BlobStore } from './s3/blob-store';
+import { createS3BlobStore } from '../../shared/blobs';
 import { createCommandServer } from './server';
 
 const SUMMARY = `crucible-storage command service (gRPC crucible.storage.v1.EvaluationCommandService)

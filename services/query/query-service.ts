@@ -1,4 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
+import { createS3BlobStore } from '../../shared/blobs';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Config } from '../../shared/config';
@@ -33,7 +34,6 @@ import { createUndecodableEntries } from './redis/undecodable-entries';
 import { checkMemoryPolicy } from './redis/memory-policy';
 import { watchLostKeys, type LostKeysWatch } from './redis/lost-keys';
 import { redisRefusesWrites } from './redis/errors';
-import { createS3BlobReader } from './s3/blob-reader';
 import { createS3OutputUrls } from './s3/output-urls';
 import { createQueryServer } from './server';
 import { createShutdown } from './live/shutdown';
@@ -191,7 +191,7 @@ export function createQueryService(
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
     indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
-    blobs: createS3BlobReader(s3, config.s3.bucket),
+    blobs: createS3BlobStore(s3, config.s3.bucket),
     outputUrls: createS3OutputUrls(connections.s3Public ?? s3, config.s3.bucket),
     outputUrlConfig: config.outputUrls,
     streams: config.streams,

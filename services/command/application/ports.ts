@@ -1,3 +1,4 @@
+import type { BlobStore as SharedBlobStore } from '../../../shared/blobs';
 import type { BodyKind, RecordedEvent, Status } from '../../../shared/domain';
 import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
 
@@ -37,18 +38,8 @@ export interface EvaluationStore {
   append(request: AppendRequest): Promise<AppendOutcome>;
 }
 
-/** Large bodies live here; the key is recorded in PostgreSQL. */
-export interface BlobStore {
-  /** `sha256Hex`, when the caller has it, spares the store hashing `content` again to sign the upload. */
-  put(key: string, content: Buffer, sha256Hex?: string): Promise<void>;
-  /**
-   * Stores exactly `size` bytes read from `source` as they come (one request: nothing is held
-   * whole). Fails, leaving no object, when `source` throws or the upload does.
-   */
-  putStream(key: string, size: number, source: AsyncIterable<Buffer>): Promise<void>;
-  /** Removes an object no record refers to; absent already is fine. */
-  delete(key: string): Promise<void>;
-}
+/** Large bodies live here (shared/blobs); the key is recorded in PostgreSQL. */
+export type BlobStore = Pick<SharedBlobStore, 'put' | 'putStream' | 'delete'>;
 
 /** Announces committed events to the query side (best effort: the log is the truth). */
 export interface EventPublisher {

@@ -1,3 +1,4 @@
+import type { BlobRange, BlobStore } from '../../../shared/blobs';
 import type { BodyKind } from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
@@ -27,28 +28,8 @@ export interface BodyStore {
   readInline(evalId: string, kind: BodyKind, offset: number, length: number): Promise<Buffer>;
 }
 
-/** Large bodies in the object store: s3/blob-reader.ts. */
-export interface BlobReader {
-  /**
-   * The object's bytes as a stream, with the version (ETag) they are of; aborting `signal` stops
-   * the download and gives its connection back at once. With `range`, the bytes from
-   * `range.offset` up to `range.end` (exclusive; the object's end when absent), of the version
-   * `range.version` only when it is given: 'replaced' when the object is no longer that version.
-   */
-  open(key: string, signal: AbortSignal, range?: BlobRange): Promise<BlobDownload | 'replaced'>;
-}
-
-export interface BlobRange {
-  readonly offset: number;
-  readonly end?: number;
-  readonly version?: string;
-}
-
-export interface BlobDownload {
-  readonly bytes: AsyncIterable<Uint8Array>;
-  /** The object's ETag; undefined when the store gives none (then a download cannot be resumed). */
-  readonly version: string | undefined;
-}
+/** Large bodies in the object store (shared/blobs): reads only. */
+export type BlobReader = Pick<BlobStore, 'open'>;
 
 /**
  * Bodies are streamed in chunks of this size (the last one shorter). Large enough that the

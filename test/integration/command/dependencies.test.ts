@@ -8,7 +8,7 @@ import { createS3Client } from '../../../shared/s3';
 import type { BlobStore, EvaluationStore } from '../../../services/command/application/ports';
 import { validateCompleteHeader } from '../../../services/command/domain';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
-import { createS3BlobStore } from '../../../services/command/s3/blob-store';
+import { createS3BlobStore } from '../../../shared/blobs';
 import { commandsOf, createHarness, denseLog, eventCount, type Harness } from './harness';
 
 const MiB = 1024 * 1024;

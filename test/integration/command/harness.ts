@@ -33,7 +33,7 @@ import {
 } from '../../../services/command/domain';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
 import { createRedisChangePublisher } from '../../../services/command/redis/change-publisher';
-import { createS3BlobStore } from '../../../services/command/s3/blob-store';
+import { createS3BlobStore } from '../../../shared/blobs';
 import { createTestEnvironment, type TestEnvironment } from '../../support/environment';
 
 /** Application name of the executor's connections, to find them in pg_stat_activity. */

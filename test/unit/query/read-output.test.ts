@@ -13,11 +13,11 @@ import { OutputKind, type ReadOutputResponse } from '../../../shared/generated/c
 import {
   CHUNK_BYTES,
   createReadOutput as createHandler,
-  type BlobRange,
   type BlobReader,
   type BodyStore,
   type StoredBody,
 } from '../../../services/query/handlers/read-output';
+import type { BlobRange } from '../../../shared/blobs';
 import { createOpenCalls, type OpenCalls } from '../../../services/query/live/open-calls';
 
 /** The handler with room for every call unless `openCalls` says otherwise. */

@@ -191,6 +191,35 @@ describe('loadConfig', () => {
     );
   });
 
+  it('reads object encryption, the public endpoint and URL expiries, and refuses combinations that cannot work', () => {
+    const defaults = loadConfig({ ENVIRONMENT: 'test' });
+    expect(defaults.s3.sse).to.deep.equal({ kind: 'none' });
+    expect(defaults.s3.publicEndpoint).to.equal('');
+    expect(defaults.outputUrls).to.deep.equal({ defaultExpirySeconds: 900, maxExpirySeconds: 3600 });
+    expect(defaults.limits.inlineCodeMaxBytes).to.equal(100 * 1024);
+    const kms = loadConfig({
+      ENVIRONMENT: 'test',
+      S3_SSE: 'aws:kms',
+      S3_SSE_KMS_KEY_ID: 'alias/crucible',
+      S3_PUBLIC_ENDPOINT: 'https://s3.example.com',
+    });
+    expect(kms.s3.sse).to.deep.equal({ kind: 'aws:kms', keyId: 'alias/crucible' });
+    expect(kms.s3.publicEndpoint).to.equal('https://s3.example.com');
+    expect(loadConfig({ ENVIRONMENT: 'test', S3_SSE: 'AES256' }).s3.sse).to.deep.equal({ kind: 'AES256' });
+    expect(problemsOf({ ENVIRONMENT: 'test', S3_SSE: 'aes' })[0]).to.include('S3_SSE must be none, AES256 or aws:kms');
+    expect(problemsOf({ ENVIRONMENT: 'test', S3_SSE_KMS_KEY_ID: 'k' })[0]).to.include('S3_SSE is not aws:kms');
+    expect(
+      problemsOf({
+        ENVIRONMENT: 'test',
+        OUTPUT_URL_DEFAULT_EXPIRY_SECONDS: '7200',
+        OUTPUT_URL_MAX_EXPIRY_SECONDS: '3600',
+      })[0],
+    ).to.include('OUTPUT_URL_DEFAULT_EXPIRY_SECONDS (7200) must not exceed OUTPUT_URL_MAX_EXPIRY_SECONDS (3600)');
+    expect(problemsOf({ ENVIRONMENT: 'test', OUTPUT_URL_MAX_EXPIRY_SECONDS: '604801' })[0]).to.include(
+      'OUTPUT_URL_MAX_EXPIRY_SECONDS',
+    );
+  });
+
   it('reports every problem at once', () => {
     const problems = problemsOf({
       ENVIRONMENT: 'production',

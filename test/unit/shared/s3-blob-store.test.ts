@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { S3Client } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
-import { createS3BlobStore } from '../../../services/command/s3/blob-store';
+import { createS3BlobStore } from '../../../shared/blobs';
 
 interface SentRequest {
   readonly method: string;

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { isS3Unavailable } from '../../../services/command/s3/blob-store';
+import { isS3Unavailable } from '../../../shared/blobs';
 
 function s3Error(status: number | undefined): Error {
   return Object.assign(new Error('s3'), { $metadata: status === undefined ? {} : { httpStatusCode: status } });
