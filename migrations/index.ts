@@ -9,6 +9,7 @@ import { EventDataBytes1763877600007 } from './1763877600007-EventDataBytes';
 import { MetricSeries1763877600008 } from './1763877600008-MetricSeries';
 import { SecurityTrail1763877600009 } from './1763877600009-SecurityTrail';
 import { CodeAsBody1763877600010 } from './1763877600010-CodeAsBody';
+import { LiveLogs1763877600011 } from './1763877600011-LiveLogs';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -23,4 +24,5 @@ export const MIGRATIONS = [
   MetricSeries1763877600008,
   SecurityTrail1763877600009,
   CodeAsBody1763877600010,
+  LiveLogs1763877600011,
 ];

@@ -26,7 +26,8 @@ const pool = new Pool({
 
 const SQL = `SELECT eval_id, status, code_hash, code_size, language, engine, timeout_seconds, metadata, executor_id,
                     container_id, exit_code, failure_reason, cancel_reason, output_preview, output_size, output_location,
-                    error_preview, error_size, error_location, created_at, started_at, completed_at, updated_at, revision
+                    error_preview, error_size, error_location, created_at, started_at, completed_at, updated_at, revision,
+                    stdout_bytes, stderr_bytes
                FROM evaluations WHERE eval_id = $1`;
 
 function wireStatus(stored: string): EvaluationStatus {
@@ -40,6 +41,8 @@ function toEvaluation(row: EvaluationRow): Evaluation {
   return {
     evalId: row.eval_id,
     status: wireStatus(row.status),
+    stdoutBytes: String(row.stdout_bytes),
+    stderrBytes: String(row.stderr_bytes),
     codeHash: row.code_hash,
     codeSize: String(row.code_size),
     language: row.language,

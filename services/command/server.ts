@@ -6,18 +6,19 @@ import {
 import { UnavailableError } from '../../shared/errors';
 import type { Logger } from '../../shared/logging';
 import {
+  createAppendLogs,
   createCancelEvaluation,
   createCompleteEvaluation,
   createCompleteEvaluationStream,
   createFailEvaluation,
   createRecordMetrics,
+  createRecordSecurityEvent,
   createReportExecutorHealth,
   createStartEvaluation,
   createSubmitEvaluation,
   type CommandHandlerDeps,
   type ReportExecutorHealthDeps,
 } from './handlers';
-import { createRecordSecurityEvent } from './handlers/record-security-event';
 
 const COMMAND_SERVICE_NAME = 'crucible.storage.v1.EvaluationCommandService';
 
@@ -55,6 +56,7 @@ export function createCommandServer(deps: CommandServerDeps): GrpcServer {
     recordMetrics: unary('RecordMetrics', createRecordMetrics(deps), log),
     recordSecurityEvent: unary('RecordSecurityEvent', createRecordSecurityEvent(deps), log),
     reportExecutorHealth: unary('ReportExecutorHealth', reportExecutorHealth, log),
+    appendLogs: clientStream('AppendLogs', createAppendLogs(deps), log, deps.limits.clientStreamIdleMs),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],

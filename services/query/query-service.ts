@@ -9,6 +9,7 @@ import { createReadiness } from './live/readiness';
 import { createReadGuard } from './live/read-guard';
 import { createOpenCalls } from './live/open-calls';
 import { createPostgresBodyStore } from './postgres/body-store';
+import { createPostgresLogs } from './postgres/log-segments';
 import { createPostgresMetricSeries } from './postgres/metric-series';
 import { createPostgresSecurityEvents } from './postgres/security-events';
 import { createQueueMetrics } from './redis/queue-metrics';
@@ -192,6 +193,7 @@ export function createQueryService(
     indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
     blobs: createS3BlobStore(s3, config.s3.bucket),
+    logs: createPostgresLogs(pool),
     outputUrls: createS3OutputUrls(connections.s3Public ?? s3, config.s3.bucket),
     outputUrlConfig: config.outputUrls,
     streams: config.streams,

@@ -12,6 +12,7 @@ import type { QueueMetrics } from './redis/queue-metrics';
 import type { LiveExecutors } from './redis/executors';
 import { createListExecutors } from './handlers/list-executors';
 import { createCountEvaluations, createListEvaluations } from './handlers/list-evaluations';
+import { createReadLogs, type StoredLogs } from './handlers/read-logs';
 import { createReadOutput, type BlobReader, type BodyStore } from './handlers/read-output';
 import { createWaitEvaluation } from './handlers/wait-evaluation';
 import { createWatchEvaluation } from './handlers/watch-evaluation';
@@ -59,6 +60,7 @@ export interface QueryServerDeps {
   readonly indexedMetadataKeys: readonly string[];
   readonly bodies: BodyStore;
   readonly blobs: BlobReader;
+  readonly logs: StoredLogs;
   readonly outputUrls: OutputUrls;
   readonly outputUrlConfig: OutputUrlConfig;
   readonly streams: StreamConfig;
@@ -82,6 +84,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     countEvaluations: unary('CountEvaluations', createCountEvaluations(deps), log),
     readOutput: serverStream('ReadOutput', createReadOutput(deps), log),
     getOutputUrl: unary('GetOutputUrl', createGetOutputUrl(deps), log),
+    readLogs: serverStream('ReadLogs', createReadLogs(deps), log),
     watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), log),
     watchEvaluations: serverStream(
       'WatchEvaluations',

@@ -63,6 +63,12 @@ export interface Limits {
   readonly maxMetricNames: number;
   /** RecordMetrics is accepted this long after the evaluation ended. */
   readonly metricsAfterTerminalMs: number;
+  /** An AppendLogs call stores what it received at least this often. */
+  readonly logFlushMs: number;
+  /** An AppendLogs call stores a segment once this much waits. */
+  readonly logSegmentMaxBytes: number;
+  /** AppendLogs is accepted this long after the evaluation ended. */
+  readonly logsAfterTerminalMs: number;
   readonly maxTimeoutSeconds: number;
   readonly evalIdPattern: RegExp;
   readonly languages: readonly string[];
@@ -268,6 +274,9 @@ export function loadConfig(env: Env): Config {
       maxMetricsPerCall: v.MAX_METRICS_PER_CALL,
       maxMetricNames: v.MAX_METRIC_NAMES,
       metricsAfterTerminalMs: v.METRICS_AFTER_TERMINAL_SECONDS * 1000,
+      logFlushMs: v.LOG_FLUSH_MS,
+      logSegmentMaxBytes: v.LOG_SEGMENT_MAX_BYTES,
+      logsAfterTerminalMs: v.LOGS_AFTER_TERMINAL_SECONDS * 1000,
       maxTimeoutSeconds: v.MAX_TIMEOUT_SECONDS,
       evalIdPattern: v.EVAL_ID_PATTERN,
       languages: v.LANGUAGES,

@@ -312,6 +312,21 @@ export const SETTINGS = {
     defaults: { all: '256' },
     help: 'most distinct metric names one evaluation may have (each has a summary in its read model)',
   }),
+  LOG_FLUSH_MS: setting({
+    parser: wholeNumber(10, 60_000),
+    defaults: { all: '1000' },
+    help: 'an AppendLogs call stores what it received at least this often (and when it ends)',
+  }),
+  LOG_SEGMENT_MAX_BYTES: setting({
+    parser: wholeNumber(1024, 64 * MiB),
+    defaults: { all: String(MiB) },
+    help: 'an AppendLogs call stores a segment as soon as this much is waiting: the memory a writer holds',
+  }),
+  LOGS_AFTER_TERMINAL_SECONDS: setting({
+    parser: wholeNumber(0, 86_400),
+    defaults: { all: '60' },
+    help: 'AppendLogs is accepted this long after the evaluation ended (late lines, the last flush)',
+  }),
   METRICS_AFTER_TERMINAL_SECONDS: setting({
     parser: wholeNumber(0, 7 * 24 * 3600),
     defaults: { all: '60' },

@@ -136,6 +136,18 @@ export interface EvaluationSecurityViolation {
   };
 }
 
+/** One of an evaluation's two logs. */
+export type LogStream = 'stdout' | 'stderr';
+
+/**
+ * A segment of a log was stored (its row: `evaluation_log_segments`): the bytes
+ * [offset, offset + length) of `stream`, which then holds offset + length bytes.
+ */
+export interface EvaluationLogsAppended {
+  readonly type: 'EvaluationLogsAppended';
+  readonly data: { readonly stream: LogStream; readonly offset: number; readonly length: number };
+}
+
 export type EvaluationEvent =
   | EvaluationQueued
   | EvaluationStarted
@@ -144,7 +156,8 @@ export type EvaluationEvent =
   | EvaluationCancelled
   | EvaluationMetricsRecorded
   | EvaluationContainerCreated
-  | EvaluationSecurityViolation;
+  | EvaluationSecurityViolation
+  | EvaluationLogsAppended;
 
 export type EvaluationEventType = EvaluationEvent['type'];
 

@@ -18,6 +18,7 @@ export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType
   EvaluationMetricsRecorded: EventType.EVENT_TYPE_METRICS_RECORDED,
   EvaluationContainerCreated: EventType.EVENT_TYPE_CONTAINER_CREATED,
   EvaluationSecurityViolation: EventType.EVENT_TYPE_SECURITY_VIOLATION,
+  EvaluationLogsAppended: EventType.EVENT_TYPE_LOGS_APPENDED,
 };
 
 const FAILURE_REASONS: Readonly<Record<FailureKind, FailureReason>> = {
@@ -138,6 +139,12 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
       return { ...state, ...common };
     case 'EvaluationSecurityViolation':
       return { ...state, ...common, violations: countViolation(state.violations, event.data.violationType) };
+    case 'EvaluationLogsAppended': {
+      const size = String(event.data.offset + event.data.length);
+      return event.data.stream === 'stdout'
+        ? { ...state, ...common, stdoutBytes: size }
+        : { ...state, ...common, stderrBytes: size };
+    }
     default: {
       const unreachable: never = event;
       throw new ProjectionError(`unknown event ${JSON.stringify(unreachable)}`);

@@ -11,7 +11,6 @@ import type { Status } from '../domain/status';
 export interface EvaluationRow {
   eval_id: string;
   status: Status;
-  code: string;
   code_hash: string;
   code_size: number;
   language: string;
@@ -34,6 +33,8 @@ export interface EvaluationRow {
   completed_at: Date | null;
   updated_at: Date;
   revision: string;
+  stdout_bytes: string;
+  stderr_bytes: string;
 }
 
 /** `evaluation_events`: the append-only log. */

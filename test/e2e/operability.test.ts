@@ -54,6 +54,7 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'RecordMetrics',
         'RecordSecurityEvent',
         'ReportExecutorHealth',
+        'AppendLogs',
       ].map((m) => `${COMMAND}/${m}`),
     );
     const queryMethods = (await bufCurl(`http://${queryService.address}`, ['--list-methods'])).trim().split('\n');
@@ -64,6 +65,7 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'CountEvaluations',
         'ReadOutput',
         'GetOutputUrl',
+        'ReadLogs',
         'WatchEvaluation',
         'WatchEvaluations',
         'GetProjectionStatus',

@@ -1,8 +1,9 @@
 import type { Limits } from '../../../shared/config';
 import type { Logger } from '../../../shared/logging';
-import { UploadedOutput, type Command, type CommandResult, type CompletionHeader } from '../domain';
+import { UploadedOutput, type Command, type CommandResult, type CompletionHeader, type LogsTarget } from '../domain';
 import { createAdmission } from './admission';
 import { decideAndAppend, type WriteTracker } from './decide-and-append';
+import { appendLogs, type LogChunkIn, type LogsAppended } from './log-appender';
 import type { BlobStore, Clock, EvaluationStore, EventPublisher, IdGenerator } from './ports';
 import { completionOf, discardUpload, receiveOutput, uploadedOutputOf } from './streamed-output';
 
@@ -34,6 +35,12 @@ export interface CommandExecutor {
    * the object deleted if the command does not keep it.
    */
   completeStreamed(header: CompletionHeader, output: AsyncIterable<Buffer>, call?: CommandCall): Promise<CommandResult>;
+  /**
+   * Appends chunks to one of an evaluation's logs, in segments (see ./log-appender): each is a
+   * command of its own, admitted and written as `execute` runs one; the call's wait for bytes
+   * is not.
+   */
+  appendLogs(target: LogsTarget, chunks: AsyncIterable<LogChunkIn>, call?: CommandCall): Promise<LogsAppended>;
 }
 
 /**
@@ -56,6 +63,10 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       const command = completionOf(header, output);
       const uploaded = output instanceof UploadedOutput ? output : undefined;
       return admission.admit(() => run(command, call), uploaded && (() => discard(uploaded)));
+    },
+    appendLogs(target, chunks, call) {
+      const execute = (command: Command): Promise<CommandResult> => admission.admit(() => run(command, call));
+      return appendLogs({ store: deps.store, execute, limits: deps.limits, logger: deps.logger }, target, chunks);
     },
   };
 }

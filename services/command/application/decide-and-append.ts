@@ -6,6 +6,7 @@ import {
   decideSubmit,
   type BodyLimits,
   type Command,
+  type LogRules,
   type MetricRules,
   type CommandResult,
   type Decision,
@@ -37,7 +38,7 @@ export interface DecideAndAppendDeps {
   readonly publisher: EventPublisher;
   readonly clock: Clock;
   readonly newId: IdGenerator;
-  readonly limits: BodyLimits & MetricRules;
+  readonly limits: BodyLimits & MetricRules & LogRules;
   readonly logger: Logger;
 }
 
@@ -132,11 +133,17 @@ function decideCommand(
   command: Command,
   evalId: string,
   { hash, plan }: PreparedCommand,
-  metricRules: MetricRules,
+  rules: MetricRules & LogRules,
   now: Date,
   { snapshot, priorRequest }: Loaded,
 ): Decision {
-  const ctx = { now, commandHash: hash, metricRules, ...(plan !== undefined ? { body: plan.ref } : {}) };
+  const ctx = {
+    now,
+    commandHash: hash,
+    metricRules: rules,
+    logRules: rules,
+    ...(plan !== undefined ? { body: plan.ref } : {}),
+  };
   return command.type === 'SubmitEvaluation'
     ? decideSubmit(command, evalId, snapshot, priorRequest, ctx)
     : decideChange(command, snapshot, priorRequest, ctx);

@@ -1,11 +1,14 @@
 import type { BlobStore as SharedBlobStore } from '../../../shared/blobs';
-import type { BodyKind, RecordedEvent, Status } from '../../../shared/domain';
+import type { BodyKind, LogStream, RecordedEvent, Status } from '../../../shared/domain';
 import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
 
-/** A body as PostgreSQL records it: its bytes (small) or the S3 key they were uploaded to. */
+/**
+ * A body as PostgreSQL records it: its bytes (small) or the S3 key they were uploaded to. A log
+ * segment's bytes are kept the same way (kind: its stream).
+ */
 export type StoredBody =
-  | { readonly kind: BodyKind; readonly size: number; readonly content: Buffer; readonly s3Key?: undefined }
-  | { readonly kind: BodyKind; readonly size: number; readonly s3Key: string; readonly content?: undefined };
+  | { readonly kind: BodyKind | LogStream; readonly size: number; readonly content: Buffer; readonly s3Key?: undefined }
+  | { readonly kind: BodyKind | LogStream; readonly size: number; readonly s3Key: string; readonly content?: undefined };
 
 /** What the write needs besides the decision. */
 export interface AppendRequest {

@@ -7,7 +7,7 @@ import {
   type Command,
   type Digest,
 } from '../domain';
-import type { BodyKind } from '../../../shared/domain';
+import type { BodyKind, LogStream } from '../../../shared/domain';
 import type { StoredBody } from './ports';
 
 /** What a command needs computed once, before its first round: every round reuses it. */
@@ -32,14 +32,14 @@ export function prepareCommand(command: Command, evalId: string, limits: BodyLim
   return { hash, plan: planned?.plan, body: planned && storedBodyOf(planned.kind, planned.plan) };
 }
 
-/** The plan for the command's body: the code of a Submit, the output of a Complete, the error text of a Fail. */
+/** The plan for the command's body: the code of a Submit, the output of a Complete, the error text of a Fail, a log segment's bytes. */
 function planCommandBody(
   command: Command,
   evalId: string,
   limits: BodyLimits,
   digest: Digest,
-): { kind: BodyKind; plan: BodyPlan } | undefined {
-  const plan = (kind: BodyKind, content: Buffer): { kind: BodyKind; plan: BodyPlan } => ({
+): { kind: BodyKind | LogStream; plan: BodyPlan } | undefined {
+  const plan = (kind: BodyKind | LogStream, content: Buffer): { kind: BodyKind | LogStream; plan: BodyPlan } => ({
     kind,
     plan: planBody(evalId, kind, content, limits, digest),
   });
@@ -47,11 +47,12 @@ function planCommandBody(
   if (command.type === 'CompleteEvaluation')
     return { kind: 'output', plan: planBody(evalId, 'output', command.output, limits, digest) };
   if (command.type === 'FailEvaluation') return plan('error', Buffer.from(command.error, 'utf8'));
+  if (command.type === 'AppendLogSegment') return plan(command.stream, command.data);
   return undefined;
 }
 
 /** The body row the write records: its bytes when kept in PostgreSQL, else its S3 key. */
-function storedBodyOf(kind: BodyKind, plan: BodyPlan): StoredBody | undefined {
+function storedBodyOf(kind: BodyKind | LogStream, plan: BodyPlan): StoredBody | undefined {
   if (plan.storage === 'none') return undefined;
   const size = plan.ref.size;
   return plan.storage === 'postgres' ? { kind, size, content: plan.content } : { kind, size, s3Key: plan.key };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BodyKind, BodyRef } from '../../../shared/domain';
+import type { BodyKind, BodyRef, LogStream } from '../../../shared/domain';
 
 /** Where a body will be stored; decided before the transaction so a large one is uploaded first. */
 export type BodyPlan =
@@ -91,7 +91,7 @@ function errorPreview(content: Buffer, max: number): Buffer {
  */
 export function planBody(
   evalId: string,
-  kind: BodyKind,
+  kind: BodyKind | LogStream,
   content: Buffer | UploadedOutput,
   limits: BodyLimits,
   digest: Digest = contentDigest,

@@ -1,4 +1,4 @@
-import type { ContainerLimits, FailureKind, Severity, ViolationKind } from '../../../shared/domain';
+import type { ContainerLimits, FailureKind, LogStream, Severity, ViolationKind } from '../../../shared/domain';
 import type { UploadedOutput } from './bodies';
 
 /** Fields every command may carry. */
@@ -92,6 +92,18 @@ export interface RecordSecurityEvent extends CommandOptions {
   readonly occurredAt?: string;
 }
 
+/**
+ * One segment of a log, as an AppendLogs call flushes it: the bytes of `stream` from `offset`.
+ * Not a request of its own: the AppendLogs handler cuts a call's chunks into these.
+ */
+export interface AppendLogSegment extends CommandOptions {
+  readonly type: 'AppendLogSegment';
+  readonly evalId: string;
+  readonly stream: LogStream;
+  readonly offset: number;
+  readonly data: Buffer;
+}
+
 export type Command =
   | SubmitEvaluation
   | StartEvaluation
@@ -99,7 +111,8 @@ export type Command =
   | FailEvaluation
   | CancelEvaluation
   | RecordMetrics
-  | RecordSecurityEvent;
+  | RecordSecurityEvent
+  | AppendLogSegment;
 
 /** Every command but SubmitEvaluation acts on an existing evaluation. */
 export type EvaluationCommand = Exclude<Command, SubmitEvaluation>;

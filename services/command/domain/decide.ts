@@ -5,6 +5,7 @@ import {
   summarizeBatch,
   type BodyRef,
   type EvaluationEvent,
+  type LogStream,
   type MetricPoint,
   type Status,
 } from '../../../shared/domain';
@@ -18,6 +19,7 @@ import {
   type FieldViolation,
 } from '../../../shared/errors';
 import type {
+  AppendLogSegment,
   Command,
   CommandResult,
   EvaluationCommand,
@@ -27,7 +29,7 @@ import type {
 } from './commands';
 
 /** The commands that record what happened to an evaluation without moving its status. */
-type RecordCommand = RecordMetrics | RecordSecurityEvent;
+type RecordCommand = RecordMetrics | RecordSecurityEvent | AppendLogSegment;
 
 /** An event already in the log, as far as deciding needs to know it. */
 export interface LoggedCommand {
@@ -51,6 +53,8 @@ export interface EvaluationSnapshot {
   readonly endedAt?: Date;
   /** Every metric name recorded for it, sorted. */
   readonly metricNames: readonly string[];
+  /** Bytes of each log stored: where the next segment of it must start. */
+  readonly logBytes: Readonly<Record<LogStream, number>>;
 }
 
 /** How RecordMetrics is bounded by the evaluation it measures (config: MAX_METRIC_NAMES, …). */
@@ -58,6 +62,12 @@ export interface MetricRules {
   readonly maxMetricNames: number;
   /** RecordMetrics is accepted this long after the evaluation ended. */
   readonly metricsAfterTerminalMs: number;
+}
+
+/** How long an evaluation's logs take segments (config: LOGS_AFTER_TERMINAL_SECONDS). */
+export interface LogRules {
+  /** Segments are accepted this long after the evaluation ended. */
+  readonly logsAfterTerminalMs: number;
 }
 
 /** How far a reported time may be from the evaluation's life: a clock that is off, not a wrong year. */
@@ -71,6 +81,8 @@ export interface DecisionContext {
   readonly body?: BodyRef;
   /** Required for RecordMetrics. */
   readonly metricRules?: MetricRules;
+  /** Required for AppendLogSegment. */
+  readonly logRules?: LogRules;
 }
 
 export type Decision =
@@ -86,6 +98,8 @@ export type Decision =
       readonly status: Status;
       /** RecordMetrics: the points to store, and the evaluation's metric names with theirs. */
       readonly metrics?: { readonly points: readonly MetricPoint[]; readonly names: readonly string[] };
+      /** AppendLogSegment: the segment's place; its bytes are the command's body. */
+      readonly log?: { readonly stream: LogStream; readonly offset: number; readonly length: number };
     };
 
 const TARGET_STATUS: Readonly<Record<Exclude<EvaluationCommand, RecordCommand>['type'], Status>> = {
@@ -204,6 +218,7 @@ export function decideChange(
   checkExpectedRevision(command, snapshot.evalId, snapshot.revision);
   if (command.type === 'RecordMetrics') return decideMetrics(command, snapshot, ctx);
   if (command.type === 'RecordSecurityEvent') return decideSecurityEvent(command, snapshot, ctx);
+  if (command.type === 'AppendLogSegment') return decideLogSegment(command, snapshot, ctx);
   const target = TARGET_STATUS[command.type];
   if (!canTransition(snapshot.status, target)) {
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);
@@ -325,4 +340,52 @@ function decideSecurityEvent(
           },
         };
   return nextEvent(snapshot, snapshot.status, event);
+}
+
+/**
+ * A segment of a log: taken while the evaluation runs and for the grace period after it ended,
+ * only where the stored log ends (so a log is gap-free, and no byte is stored twice). A segment
+ * wholly stored already is acknowledged as it is; one that starts elsewhere is
+ * FAILED_PRECONDITION (LOG_GAP) naming the offset to write next.
+ */
+function decideLogSegment(command: AppendLogSegment, snapshot: EvaluationSnapshot, ctx: DecisionContext): Decision {
+  const rules = ctx.logRules;
+  if (rules === undefined) throw new Error('AppendLogSegment needs its log rules');
+  const { evalId } = snapshot;
+  if (snapshot.status === 'queued') {
+    throw new FailedPreconditionError(
+      evalId,
+      'LOGS_NOT_STARTED',
+      `evaluation ${evalId} is queued; its logs are taken once it runs (StartEvaluation)`,
+    );
+  }
+  if (isTerminal(snapshot.status) && snapshot.endedAt !== undefined) {
+    if (ctx.now.getTime() > snapshot.endedAt.getTime() + rules.logsAfterTerminalMs) {
+      throw new FailedPreconditionError(
+        evalId,
+        'LOGS_CLOSED',
+        `evaluation ${evalId} is ${snapshot.status} since ${snapshot.endedAt.toISOString()}; logs are taken until ${rules.logsAfterTerminalMs / 1000} s after it ends`,
+      );
+    }
+  }
+  const stored = snapshot.logBytes[command.stream];
+  const length = command.data.length;
+  if (command.offset + length <= stored) return { kind: 'unchanged', result: resultOf(snapshot.latest) };
+  if (command.offset !== stored) throw logGap(evalId, command.stream, stored, command.offset);
+  return {
+    ...nextEvent(snapshot, snapshot.status, {
+      type: 'EvaluationLogsAppended',
+      data: { stream: command.stream, offset: command.offset, length },
+    }),
+    log: { stream: command.stream, offset: command.offset, length },
+  };
+}
+
+/** FAILED_PRECONDITION for bytes that do not start where the stored log ends. */
+export function logGap(evalId: string, stream: LogStream, stored: number, offset: number): FailedPreconditionError {
+  return new FailedPreconditionError(
+    evalId,
+    'LOG_GAP',
+    `the ${stream} log of ${evalId} holds ${stored} bytes: the next chunk must start at offset ${stored}, not ${offset}`,
+  );
 }

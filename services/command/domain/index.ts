@@ -9,14 +9,15 @@ export type {
   CancelEvaluation,
   RecordMetrics,
   RecordSecurityEvent,
+  AppendLogSegment,
   ReportedMetricPoint,
   SecurityReport,
 } from './commands';
 export { commandHash } from './command-hash';
 export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
 export type { BodyPlan, BodyLimits, Digest } from './bodies';
-export { decideSubmit, decideChange } from './decide';
-export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, MetricRules } from './decide';
+export { decideSubmit, decideChange, logGap } from './decide';
+export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, LogRules, MetricRules } from './decide';
 export {
   validateSubmit,
   validateStart,
@@ -26,5 +27,7 @@ export {
   validateCancel,
   validateRecordMetrics,
   validateRecordSecurityEvent,
+  validateLogsHeader,
+  validateLogChunk,
 } from './validate';
-export type { CompletionHeader } from './validate';
+export type { CompletionHeader, LogsTarget } from './validate';

@@ -1,11 +1,20 @@
 import type { Limits } from '../../../shared/config';
-import { evalIdViolation, severityOfProto, violationKindOfProto, type ContainerLimits } from '../../../shared/domain';
+import {
+  evalIdViolation,
+  logStreamOfProto,
+  severityOfProto,
+  violationKindOfProto,
+  type ContainerLimits,
+  type LogStream,
+} from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import type {
   CancelEvaluationRequest,
   CompleteEvaluationHeader,
   CompleteEvaluationRequest,
   FailEvaluationRequest,
+  LogChunk,
+  LogsHeader,
   RecordMetricsRequest,
   RecordSecurityEventRequest,
   StartEvaluationRequest,
@@ -13,6 +22,7 @@ import type {
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import {
   FailureReason,
+  LogStream as LogStreamWire,
   ViolationType,
   type ContainerLimits as ContainerLimitsMessage,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -549,4 +559,49 @@ export function validateRecordSecurityEvent(request: RecordSecurityEventRequest,
     ...(occurredAt !== undefined ? { occurredAt: new Date(occurredAt).toISOString() } : {}),
     ...options(request.requestId, undefined),
   };
+}
+
+/** An AppendLogs call's header, validated: which log it writes. */
+export interface LogsTarget {
+  readonly evalId: string;
+  readonly stream: LogStream;
+}
+
+/** Validates an AppendLogs call's first message (fields named `header.<field>`). */
+export function validateLogsHeader(header: LogsHeader | undefined, limits: Limits): LogsTarget {
+  if (header === undefined) {
+    throw new ValidationError([
+      {
+        field: 'header',
+        rule: 'REQUIRED',
+        description: 'the first message must be the header (eval_id, stream); chunks follow it',
+      },
+    ]);
+  }
+  const v = new Violations('header.');
+  checkEvalId(v, header.evalId, limits, true);
+  const stream = logStreamOfProto(header.stream);
+  if (stream === undefined) {
+    v.add(
+      'stream',
+      header.stream === LogStreamWire.LOG_STREAM_UNSPECIFIED ? 'REQUIRED' : 'UNKNOWN_VALUE',
+      `stream must be LOG_STREAM_STDOUT or LOG_STREAM_STDERR, not ${header.stream}`,
+    );
+  }
+  v.throwIfAny();
+  return { evalId: header.evalId, stream: stream ?? 'stdout' };
+}
+
+/** A chunk of an AppendLogs call: its offset (0 or more) as a number, and its bytes. */
+export function validateLogChunk(chunk: LogChunk, limits: Limits): { offset: number; data: Buffer } {
+  const v = new Violations('chunk.');
+  const offset = Number(chunk.offset);
+  if (!/^\d+$/.test(chunk.offset) || !Number.isSafeInteger(offset)) {
+    v.add('offset', 'OUT_OF_RANGE', `offset must be from 0 to ${Number.MAX_SAFE_INTEGER}, not ${chunk.offset}`);
+  }
+  if (chunk.data.length > limits.maxOutputBytes) {
+    v.add('data', 'TOO_LARGE', `data must be at most ${limits.maxOutputBytes} bytes a chunk, got ${chunk.data.length}`);
+  }
+  v.throwIfAny();
+  return { offset, data: Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength) };
 }

@@ -5,6 +5,8 @@ export { createCompleteEvaluationStream } from './complete-evaluation-stream';
 export { createFailEvaluation } from './fail-evaluation';
 export { createCancelEvaluation } from './cancel-evaluation';
 export { createRecordMetrics } from './record-metrics';
+export { createRecordSecurityEvent } from './record-security-event';
+export { createAppendLogs } from './append-logs';
 export { createReportExecutorHealth } from './report-executor-health';
 export type { CommandHandlerDeps } from './deps';
 export type { HealthReports, ReportExecutorHealthDeps } from './report-executor-health';

@@ -20,14 +20,15 @@ export const LOAD_SQL = `
   SELECT 'state' AS source, e.eval_id, e.status, e.revision::text AS revision,
          cur.position::text AS position, cur.command_hash,
          sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
-         e.created_at, e.completed_at, e.metric_names
+         e.created_at, e.completed_at, e.metric_names,
+         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes
     FROM evaluations e
     JOIN evaluation_events cur ON cur.eval_id = e.eval_id AND cur.revision = e.revision
     JOIN evaluation_events sub ON sub.eval_id = e.eval_id AND sub.revision = 1
    WHERE e.eval_id = $1
   UNION ALL
   SELECT 'request', r.eval_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
-         NULL, NULL, NULL
+         NULL, NULL, NULL, NULL, NULL
     FROM evaluation_events r
    WHERE $2::text IS NOT NULL AND r.request_id = $2`;
 
@@ -43,6 +44,8 @@ interface LoadRow {
   created_at: Date | null;
   completed_at: Date | null;
   metric_names: string[] | null;
+  stdout_bytes: string | null;
+  stderr_bytes: string | null;
 }
 
 /** Column values of `evaluations` that an event sets. */
@@ -84,6 +87,8 @@ function columnsOf(decision: AppendDecision): Record<string, unknown> {
     case 'EvaluationContainerCreated':
     case 'EvaluationSecurityViolation':
       return {};
+    case 'EvaluationLogsAppended':
+      return { [`${event.data.stream}_bytes`]: event.data.offset + event.data.length };
     default: {
       const unreachable: never = event;
       throw new Error(`unknown event ${JSON.stringify(unreachable)}`);
@@ -166,7 +171,7 @@ export function appendStatement(request: AppendRequest): { text: string; values:
        WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
       RETURNING eval_id)`);
   }
-  if (request.body !== undefined) {
+  if (request.body !== undefined && decision.log === undefined) {
     ctes.push(`body AS (
       INSERT INTO evaluation_bodies (eval_id, kind, size, content, s3_key)
       SELECT eval_id, ${p.add(request.body.kind)}, ${p.add(request.body.size)},
@@ -194,6 +199,18 @@ export function appendStatement(request: AppendRequest): { text: string; values:
     RETURNING position)`);
   const security = securityRow(event, p, evalId, toRevision, recordedAt);
   if (security !== undefined) ctes.push(security);
+  if (decision.log !== undefined) {
+    // The row's stored size moved from where the segment starts (the UPDATE above matched the
+    // revision it was read at): the log stays gap-free.
+    const { log } = decision;
+    const body = request.body;
+    if (body === undefined) throw new Error('a log segment is written with its bytes');
+    ctes.push(`segment AS (
+      INSERT INTO evaluation_log_segments (eval_id, stream, start_offset, size, content, s3_key, revision, position, recorded_at)
+      SELECT ${evalId}, ${p.add(log.stream)}, ${p.add(log.offset)}, ${p.add(log.length)},
+             ${p.add(body.content ?? null)}::bytea, ${p.add(body.s3Key ?? null)}::text, ${toRevision}, head.position, ${recordedAt}
+        FROM head)`);
+  }
   const text = `WITH ${ctes.join(',\n')}
     INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
     SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},
@@ -254,6 +271,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
               createdAt: row.created_at,
               ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
               metricNames: row.metric_names ?? [],
+              logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
               latest,
               submitted: {
                 evalId: row.eval_id,

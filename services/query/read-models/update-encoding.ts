@@ -190,6 +190,8 @@ export class UpdateEncoder {
         this.varint(n);
       }
     }
+    if (s.stdoutBytes !== '0' && !this.int64Field(240, s.stdoutBytes)) return false;
+    if (s.stderrBytes !== '0' && !this.int64Field(248, s.stderrBytes)) return false;
     return true;
   }
 
@@ -315,7 +317,9 @@ function boundOf(s: Evaluation, metadata: Uint8Array | undefined): number {
         s.outputSize.length +
         s.errorSize.length +
         s.revision.length +
-        s.position.length) +
+        s.position.length +
+        s.stdoutBytes.length +
+        s.stderrBytes.length) +
     s.outputPreview.length +
     (metadata?.length ?? 0)
   );

@@ -169,6 +169,7 @@ export type QueryServiceImplementation = {
   countEvaluations: EvaluationQueryServiceServer['countEvaluations'];
   readOutput: handleServerStreamingCall<ReadOutputRequest, ReadOutputResponse>;
   getOutputUrl: EvaluationQueryServiceServer['getOutputUrl'];
+  readLogs: EvaluationQueryServiceServer['readLogs'];
   watchEvaluation: handleServerStreamingCall<WatchEvaluationRequest, WatchOut>;
   watchEvaluations: handleServerStreamingCall<WatchEvaluationsRequest, WatchOut>;
   getProjectionStatus: EvaluationQueryServiceServer['getProjectionStatus'];

@@ -41,6 +41,7 @@ function gatedExecutor(): { executor: CommandExecutor; seen: string[]; open: () 
     executor: {
       execute: (command) => answer(command.evalId ?? ''),
       completeStreamed: (header) => answer(header.evalId),
+      appendLogs: async (target) => ({ size: 0, result: await answer(target.evalId) }),
     },
   };
 }

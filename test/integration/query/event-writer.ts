@@ -35,6 +35,7 @@ const STATUS_OF: Record<EvaluationEvent['type'], string | null> = {
   EvaluationMetricsRecorded: null,
   EvaluationContainerCreated: null,
   EvaluationSecurityViolation: null,
+  EvaluationLogsAppended: null,
 };
 
 export function createEventWriter(

@@ -12,6 +12,7 @@ import {
 import {
   commandHash,
   decideChange,
+  type AppendLogSegment,
   decideSubmit,
   type Decision,
   type DecisionContext,
@@ -38,7 +39,7 @@ function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no 
 }
 
 /** The commands that move an evaluation through its statuses. */
-type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics | RecordSecurityEvent>;
+type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics | RecordSecurityEvent | AppendLogSegment>;
 
 function logged(revision: string, position: string, hash: string, evalId = 'e1'): LoggedCommand {
   return { evalId, revision, position, commandHash: hash };
@@ -53,6 +54,7 @@ function snapshot(status: Status, revision = '2', latestHash = 'f'.repeat(64)): 
     latest: logged(revision, '20', latestHash),
     createdAt: new Date(NOW.getTime() - 60_000),
     metricNames: [],
+    logBytes: { stdout: 0, stderr: 0 },
   };
 }
 

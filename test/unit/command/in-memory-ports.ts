@@ -115,6 +115,9 @@ export function createInMemoryEvaluationStore(journal: Journal, firstPosition = 
         latest: logged,
         createdAt: existing?.createdAt ?? request.recordedAt,
         metricNames: decision.metrics?.names ?? existing?.metricNames ?? [],
+        logBytes: decision.log
+          ? { ...(existing?.logBytes ?? { stdout: 0, stderr: 0 }), [decision.log.stream]: decision.log.offset + decision.log.length }
+          : (existing?.logBytes ?? { stdout: 0, stderr: 0 }),
         ...(existing?.endedAt !== undefined ? { endedAt: existing.endedAt } : {}),
       });
       if (request.requestId !== undefined) requests.set(request.requestId, logged);

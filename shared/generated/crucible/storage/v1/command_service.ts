@@ -30,6 +30,9 @@ import {
   FailureReason,
   failureReasonFromJSON,
   failureReasonToJSON,
+  LogStream,
+  logStreamFromJSON,
+  logStreamToJSON,
   ResourceViolation,
 } from "./evaluation";
 
@@ -313,6 +316,45 @@ export interface ReportExecutorHealthRequest_MetricsEntry {
 export interface ReportExecutorHealthResponse {
   /** How long the report counts; report again well within it. */
   ttlSeconds: number;
+}
+
+/** AppendLogsRequest is one message of an AppendLogs call: the header first, then chunks. */
+export interface AppendLogsRequest {
+  /** The first message: which log. */
+  header?:
+    | LogsHeader
+    | undefined;
+  /** Every later message: the next bytes, where they go. */
+  chunk?: LogChunk | undefined;
+}
+
+/** LogsHeader names the log an AppendLogs call writes. */
+export interface LogsHeader {
+  /** Required. The evaluation's id. */
+  evalId: string;
+  /** Required. STDOUT or STDERR. */
+  stream: LogStream;
+}
+
+/** LogChunk is some bytes of a log at their offset. */
+export interface LogChunk {
+  /** Required. The offset of `data`'s first byte in the log (0 or more). */
+  offset: string;
+  /** The bytes; at most MAX_OUTPUT_BYTES per message. */
+  data: Buffer;
+}
+
+/** AppendLogsResponse says how much of the log is stored. */
+export interface AppendLogsResponse {
+  /** The log's stored size once the call's bytes are: the offset to write next. */
+  size: string;
+  /**
+   * The evaluation's revision after the last segment the call stored (its current one when
+   * the call stored nothing new).
+   */
+  revision: string;
+  /** Global position of that segment's event; pass it as `min_position` to read your write. */
+  position: string;
 }
 
 function createBaseSubmitEvaluationRequest(): SubmitEvaluationRequest {
@@ -2951,6 +2993,370 @@ export const ReportExecutorHealthResponse: MessageFns<ReportExecutorHealthRespon
   },
 };
 
+function createBaseAppendLogsRequest(): AppendLogsRequest {
+  return { header: undefined, chunk: undefined };
+}
+
+export const AppendLogsRequest: MessageFns<AppendLogsRequest> = {
+  encode(message: AppendLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      LogsHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      LogChunk.encode(message.chunk, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = LogsHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = LogChunk.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendLogsRequest {
+    return {
+      header: isSet(object.header) ? LogsHeader.fromJSON(object.header) : undefined,
+      chunk: isSet(object.chunk) ? LogChunk.fromJSON(object.chunk) : undefined,
+    };
+  },
+
+  toJSON(message: AppendLogsRequest): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = LogsHeader.toJSON(message.header);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = LogChunk.toJSON(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendLogsRequest>, I>>(base?: I): AppendLogsRequest {
+    return AppendLogsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendLogsRequest>, I>>(object: I): AppendLogsRequest {
+    const message = createBaseAppendLogsRequest();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? LogsHeader.fromPartial(object.header)
+      : undefined;
+    message.chunk = (object.chunk !== undefined && object.chunk !== null)
+      ? LogChunk.fromPartial(object.chunk)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLogsHeader(): LogsHeader {
+  return { evalId: "", stream: 0 };
+}
+
+export const LogsHeader: MessageFns<LogsHeader> = {
+  encode(message: LogsHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.stream !== 0) {
+      writer.uint32(16).int32(message.stream);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogsHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogsHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stream = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogsHeader {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      stream: isSet(object.stream) ? logStreamFromJSON(object.stream) : 0,
+    };
+  },
+
+  toJSON(message: LogsHeader): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.stream !== 0) {
+      obj.stream = logStreamToJSON(message.stream);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogsHeader>, I>>(base?: I): LogsHeader {
+    return LogsHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogsHeader>, I>>(object: I): LogsHeader {
+    const message = createBaseLogsHeader();
+    message.evalId = object.evalId ?? "";
+    message.stream = object.stream ?? 0;
+    return message;
+  },
+};
+
+function createBaseLogChunk(): LogChunk {
+  return { offset: "0", data: Buffer.alloc(0) };
+}
+
+export const LogChunk: MessageFns<LogChunk> = {
+  encode(message: LogChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.offset !== "0") {
+      writer.uint32(8).int64(message.offset);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.offset = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogChunk {
+    return {
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "0",
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: LogChunk): unknown {
+    const obj: any = {};
+    if (message.offset !== "0") {
+      obj.offset = message.offset;
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogChunk>, I>>(base?: I): LogChunk {
+    return LogChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogChunk>, I>>(object: I): LogChunk {
+    const message = createBaseLogChunk();
+    message.offset = object.offset ?? "0";
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseAppendLogsResponse(): AppendLogsResponse {
+  return { size: "0", revision: "0", position: "0" };
+}
+
+export const AppendLogsResponse: MessageFns<AppendLogsResponse> = {
+  encode(message: AppendLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== "0") {
+      writer.uint32(8).int64(message.size);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.position !== "0") {
+      writer.uint32(24).int64(message.position);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.position = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendLogsResponse {
+    return {
+      size: isSet(object.size) ? globalThis.String(object.size) : "0",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+      position: isSet(object.position) ? globalThis.String(object.position) : "0",
+    };
+  },
+
+  toJSON(message: AppendLogsResponse): unknown {
+    const obj: any = {};
+    if (message.size !== "0") {
+      obj.size = message.size;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    if (message.position !== "0") {
+      obj.position = message.position;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendLogsResponse>, I>>(base?: I): AppendLogsResponse {
+    return AppendLogsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendLogsResponse>, I>>(object: I): AppendLogsResponse {
+    const message = createBaseAppendLogsResponse();
+    message.size = object.size ?? "0";
+    message.revision = object.revision ?? "0";
+    message.position = object.position ?? "0";
+    return message;
+  },
+};
+
 /**
  * EvaluationCommandService records an evaluation's life, as reported by executors.
  *
@@ -3109,6 +3515,26 @@ export const EvaluationCommandServiceService = {
       Buffer.from(ReportExecutorHealthResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReportExecutorHealthResponse => ReportExecutorHealthResponse.decode(value),
   },
+  /**
+   * Appends to one of a running evaluation's logs: the first message is the header (eval_id,
+   * stream), every following one a chunk with its byte offset in the log. Bytes are stored in
+   * segments (EVENT_TYPE_LOGS_APPENDED, one per segment), at least every LOG_FLUSH_MS and when
+   * the call ends; the answer comes once every byte of the call is stored. A chunk at an offset
+   * already stored is acknowledged and not stored twice (the part of it past the stored end is
+   * kept); a chunk past the stored end is FAILED_PRECONDITION (reason LOG_GAP) naming the
+   * expected offset, after what came before it was stored. Accepted while the evaluation runs,
+   * and for LOGS_AFTER_TERMINAL_SECONDS after it ended (late lines are common); FAILED_PRECONDITION
+   * (LOGS_CLOSED) otherwise. NOT_FOUND for an unknown evaluation.
+   */
+  appendLogs: {
+    path: "/crucible.storage.v1.EvaluationCommandService/AppendLogs" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: AppendLogsRequest): Buffer => Buffer.from(AppendLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AppendLogsRequest => AppendLogsRequest.decode(value),
+    responseSerialize: (value: AppendLogsResponse): Buffer => Buffer.from(AppendLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AppendLogsResponse => AppendLogsResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationCommandServiceServer extends UntypedServiceImplementation {
@@ -3162,6 +3588,18 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
    * period (only executors that report their health are watched so).
    */
   reportExecutorHealth: handleUnaryCall<ReportExecutorHealthRequest, ReportExecutorHealthResponse>;
+  /**
+   * Appends to one of a running evaluation's logs: the first message is the header (eval_id,
+   * stream), every following one a chunk with its byte offset in the log. Bytes are stored in
+   * segments (EVENT_TYPE_LOGS_APPENDED, one per segment), at least every LOG_FLUSH_MS and when
+   * the call ends; the answer comes once every byte of the call is stored. A chunk at an offset
+   * already stored is acknowledged and not stored twice (the part of it past the stored end is
+   * kept); a chunk past the stored end is FAILED_PRECONDITION (reason LOG_GAP) naming the
+   * expected offset, after what came before it was stored. Accepted while the evaluation runs,
+   * and for LOGS_AFTER_TERMINAL_SECONDS after it ended (late lines are common); FAILED_PRECONDITION
+   * (LOGS_CLOSED) otherwise. NOT_FOUND for an unknown evaluation.
+   */
+  appendLogs: handleClientStreamingCall<AppendLogsRequest, AppendLogsResponse>;
 }
 
 export interface EvaluationCommandServiceClient extends Client {
@@ -3339,6 +3777,33 @@ export interface EvaluationCommandServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReportExecutorHealthResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Appends to one of a running evaluation's logs: the first message is the header (eval_id,
+   * stream), every following one a chunk with its byte offset in the log. Bytes are stored in
+   * segments (EVENT_TYPE_LOGS_APPENDED, one per segment), at least every LOG_FLUSH_MS and when
+   * the call ends; the answer comes once every byte of the call is stored. A chunk at an offset
+   * already stored is acknowledged and not stored twice (the part of it past the stored end is
+   * kept); a chunk past the stored end is FAILED_PRECONDITION (reason LOG_GAP) naming the
+   * expected offset, after what came before it was stored. Accepted while the evaluation runs,
+   * and for LOGS_AFTER_TERMINAL_SECONDS after it ended (late lines are common); FAILED_PRECONDITION
+   * (LOGS_CLOSED) otherwise. NOT_FOUND for an unknown evaluation.
+   */
+  appendLogs(
+    callback: (error: ServiceError | null, response: AppendLogsResponse) => void,
+  ): ClientWritableStream<AppendLogsRequest>;
+  appendLogs(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AppendLogsResponse) => void,
+  ): ClientWritableStream<AppendLogsRequest>;
+  appendLogs(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AppendLogsResponse) => void,
+  ): ClientWritableStream<AppendLogsRequest>;
+  appendLogs(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AppendLogsResponse) => void,
+  ): ClientWritableStream<AppendLogsRequest>;
 }
 
 export const EvaluationCommandServiceClient = makeGenericClientConstructor(

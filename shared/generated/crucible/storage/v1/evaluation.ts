@@ -107,6 +107,11 @@ export enum EventType {
    * `violations`, never a change of status.
    */
   EVENT_TYPE_SECURITY_VIOLATION = 8,
+  /**
+   * EVENT_TYPE_LOGS_APPENDED - Written by AppendLogs: one per segment of a log stored (at most one per flush); it changes
+   * the evaluation's `stdout_bytes` or `stderr_bytes`, never its status.
+   */
+  EVENT_TYPE_LOGS_APPENDED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -139,6 +144,9 @@ export function eventTypeFromJSON(object: any): EventType {
     case 8:
     case "EVENT_TYPE_SECURITY_VIOLATION":
       return EventType.EVENT_TYPE_SECURITY_VIOLATION;
+    case 9:
+    case "EVENT_TYPE_LOGS_APPENDED":
+      return EventType.EVENT_TYPE_LOGS_APPENDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -166,7 +174,52 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_CONTAINER_CREATED";
     case EventType.EVENT_TYPE_SECURITY_VIOLATION:
       return "EVENT_TYPE_SECURITY_VIOLATION";
+    case EventType.EVENT_TYPE_LOGS_APPENDED:
+      return "EVENT_TYPE_LOGS_APPENDED";
     case EventType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** LogStream names one of an evaluation's two logs. */
+export enum LogStream {
+  /** LOG_STREAM_UNSPECIFIED - Never valid in a request. */
+  LOG_STREAM_UNSPECIFIED = 0,
+  /** LOG_STREAM_STDOUT - What the evaluated code wrote to standard output. */
+  LOG_STREAM_STDOUT = 1,
+  /** LOG_STREAM_STDERR - What it wrote to standard error. */
+  LOG_STREAM_STDERR = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function logStreamFromJSON(object: any): LogStream {
+  switch (object) {
+    case 0:
+    case "LOG_STREAM_UNSPECIFIED":
+      return LogStream.LOG_STREAM_UNSPECIFIED;
+    case 1:
+    case "LOG_STREAM_STDOUT":
+      return LogStream.LOG_STREAM_STDOUT;
+    case 2:
+    case "LOG_STREAM_STDERR":
+      return LogStream.LOG_STREAM_STDERR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LogStream.UNRECOGNIZED;
+  }
+}
+
+export function logStreamToJSON(object: LogStream): string {
+  switch (object) {
+    case LogStream.LOG_STREAM_UNSPECIFIED:
+      return "LOG_STREAM_UNSPECIFIED";
+    case LogStream.LOG_STREAM_STDOUT:
+      return "LOG_STREAM_STDOUT";
+    case LogStream.LOG_STREAM_STDERR:
+      return "LOG_STREAM_STDERR";
+    case LogStream.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -501,6 +554,10 @@ export interface Evaluation {
    * ordered by type.
    */
   violations: ViolationCount[];
+  /** Bytes of the stdout log stored so far (AppendLogs); ReadLogs reads them. */
+  stdoutBytes: string;
+  /** Bytes of the stderr log stored so far. */
+  stderrBytes: string;
 }
 
 /** ViolationCount counts one type of resource violation. */
@@ -636,6 +693,8 @@ function createBaseEvaluation(): Evaluation {
     metrics: [],
     lastEventType: 0,
     violations: [],
+    stdoutBytes: "0",
+    stderrBytes: "0",
   };
 }
 
@@ -727,6 +786,12 @@ export const Evaluation: MessageFns<Evaluation> = {
     }
     for (const v of message.violations) {
       ViolationCount.encode(v!, writer.uint32(234).fork()).join();
+    }
+    if (message.stdoutBytes !== "0") {
+      writer.uint32(240).int64(message.stdoutBytes);
+    }
+    if (message.stderrBytes !== "0") {
+      writer.uint32(248).int64(message.stderrBytes);
     }
     return writer;
   },
@@ -976,6 +1041,22 @@ export const Evaluation: MessageFns<Evaluation> = {
             message.violations.push(ViolationCount.decode(reader, reader.uint32()));
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.stdoutBytes = reader.int64().toString();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.stderrBytes = reader.int64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1107,6 +1188,16 @@ export const Evaluation: MessageFns<Evaluation> = {
       violations: globalThis.Array.isArray(object?.violations)
         ? object.violations.map((e: any) => ViolationCount.fromJSON(e))
         : [],
+      stdoutBytes: isSet(object.stdoutBytes)
+        ? globalThis.String(object.stdoutBytes)
+        : isSet(object.stdout_bytes)
+        ? globalThis.String(object.stdout_bytes)
+        : "0",
+      stderrBytes: isSet(object.stderrBytes)
+        ? globalThis.String(object.stderrBytes)
+        : isSet(object.stderr_bytes)
+        ? globalThis.String(object.stderr_bytes)
+        : "0",
     };
   },
 
@@ -1199,6 +1290,12 @@ export const Evaluation: MessageFns<Evaluation> = {
     if (message.violations?.length) {
       obj.violations = message.violations.map((e) => ViolationCount.toJSON(e));
     }
+    if (message.stdoutBytes !== "0") {
+      obj.stdoutBytes = message.stdoutBytes;
+    }
+    if (message.stderrBytes !== "0") {
+      obj.stderrBytes = message.stderrBytes;
+    }
     return obj;
   },
 
@@ -1236,6 +1333,8 @@ export const Evaluation: MessageFns<Evaluation> = {
     message.metrics = object.metrics?.map((e) => MetricSummary.fromPartial(e)) || [];
     message.lastEventType = object.lastEventType ?? 0;
     message.violations = object.violations?.map((e) => ViolationCount.fromPartial(e)) || [];
+    message.stdoutBytes = object.stdoutBytes ?? "0";
+    message.stderrBytes = object.stderrBytes ?? "0";
     return message;
   },
 };

@@ -36,6 +36,9 @@ import {
   ExecutorStatus,
   executorStatusFromJSON,
   executorStatusToJSON,
+  LogStream,
+  logStreamFromJSON,
+  logStreamToJSON,
   ResourceViolation,
   ViolationType,
   violationTypeFromJSON,
@@ -384,6 +387,31 @@ export interface GetOutputUrlResponse {
     | undefined;
   /** The body's size in bytes. */
   size: string;
+}
+
+/** ReadLogsRequest names the log to read, where from, and whether to follow it. */
+export interface ReadLogsRequest {
+  /** Required. The evaluation's id. */
+  evalId: string;
+  /** Required. STDOUT or STDERR. */
+  stream: LogStream;
+  /** Optional. The first byte to send (0 or more). */
+  offset: string;
+  /** Optional. At most this many bytes (0: no limit). */
+  length: string;
+  /**
+   * Optional. Keep the stream open and send new bytes as they are stored, until the evaluation
+   * has ended.
+   */
+  follow: boolean;
+}
+
+/** ReadLogsResponse is some bytes of the log, in order. */
+export interface ReadLogsResponse {
+  /** The bytes. */
+  data: Buffer;
+  /** Offset of `data`'s first byte in the log. */
+  offset: string;
 }
 
 /** WatchEvaluationRequest names the evaluation to watch. */
@@ -2100,6 +2128,228 @@ export const GetOutputUrlResponse: MessageFns<GetOutputUrlResponse> = {
     message.url = object.url ?? "";
     message.expiresAt = object.expiresAt ?? undefined;
     message.size = object.size ?? "0";
+    return message;
+  },
+};
+
+function createBaseReadLogsRequest(): ReadLogsRequest {
+  return { evalId: "", stream: 0, offset: "0", length: "0", follow: false };
+}
+
+export const ReadLogsRequest: MessageFns<ReadLogsRequest> = {
+  encode(message: ReadLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.stream !== 0) {
+      writer.uint32(16).int32(message.stream);
+    }
+    if (message.offset !== "0") {
+      writer.uint32(24).int64(message.offset);
+    }
+    if (message.length !== "0") {
+      writer.uint32(32).int64(message.length);
+    }
+    if (message.follow !== false) {
+      writer.uint32(40).bool(message.follow);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stream = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.length = reader.int64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadLogsRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      stream: isSet(object.stream) ? logStreamFromJSON(object.stream) : 0,
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "0",
+      length: isSet(object.length) ? globalThis.String(object.length) : "0",
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+    };
+  },
+
+  toJSON(message: ReadLogsRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.stream !== 0) {
+      obj.stream = logStreamToJSON(message.stream);
+    }
+    if (message.offset !== "0") {
+      obj.offset = message.offset;
+    }
+    if (message.length !== "0") {
+      obj.length = message.length;
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReadLogsRequest>, I>>(base?: I): ReadLogsRequest {
+    return ReadLogsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadLogsRequest>, I>>(object: I): ReadLogsRequest {
+    const message = createBaseReadLogsRequest();
+    message.evalId = object.evalId ?? "";
+    message.stream = object.stream ?? 0;
+    message.offset = object.offset ?? "0";
+    message.length = object.length ?? "0";
+    message.follow = object.follow ?? false;
+    return message;
+  },
+};
+
+function createBaseReadLogsResponse(): ReadLogsResponse {
+  return { data: Buffer.alloc(0), offset: "0" };
+}
+
+export const ReadLogsResponse: MessageFns<ReadLogsResponse> = {
+  encode(message: ReadLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.offset !== "0") {
+      writer.uint32(16).int64(message.offset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadLogsResponse {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "0",
+    };
+  },
+
+  toJSON(message: ReadLogsResponse): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.offset !== "0") {
+      obj.offset = message.offset;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReadLogsResponse>, I>>(base?: I): ReadLogsResponse {
+    return ReadLogsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadLogsResponse>, I>>(object: I): ReadLogsResponse {
+    const message = createBaseReadLogsResponse();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.offset = object.offset ?? "0";
     return message;
   },
 };
@@ -5263,6 +5513,23 @@ export const EvaluationQueryServiceService = {
     responseDeserialize: (value: Buffer): GetOutputUrlResponse => GetOutputUrlResponse.decode(value),
   },
   /**
+   * Streams one of an evaluation's logs from `offset`: what is stored, up to `length` bytes (0:
+   * all); with `follow`, then the bytes appended after, as they are stored, until the evaluation
+   * has ended and everything stored by then was sent (the stream then ends OK). A client that
+   * loses the stream resumes at the offset it got to. Read from PostgreSQL and S3. NOT_FOUND
+   * when the evaluation is unknown; OUT_OF_RANGE when `offset` is past what is stored (and not
+   * following).
+   */
+  readLogs: {
+    path: "/crucible.storage.v1.EvaluationQueryService/ReadLogs" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadLogsRequest): Buffer => Buffer.from(ReadLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadLogsRequest => ReadLogsRequest.decode(value),
+    responseSerialize: (value: ReadLogsResponse): Buffer => Buffer.from(ReadLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadLogsResponse => ReadLogsResponse.decode(value),
+  },
+  /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
    * stream ends after a terminal state (after the metrics recorded late, past the end, that were
    * there when it started). NOT_FOUND when the id is not (yet) known.
@@ -5427,6 +5694,15 @@ export interface EvaluationQueryServiceServer extends UntypedServiceImplementati
    */
   getOutputUrl: handleUnaryCall<GetOutputUrlRequest, GetOutputUrlResponse>;
   /**
+   * Streams one of an evaluation's logs from `offset`: what is stored, up to `length` bytes (0:
+   * all); with `follow`, then the bytes appended after, as they are stored, until the evaluation
+   * has ended and everything stored by then was sent (the stream then ends OK). A client that
+   * loses the stream resumes at the offset it got to. Read from PostgreSQL and S3. NOT_FOUND
+   * when the evaluation is unknown; OUT_OF_RANGE when `offset` is past what is stored (and not
+   * following).
+   */
+  readLogs: handleServerStreamingCall<ReadLogsRequest, ReadLogsResponse>;
+  /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
    * stream ends after a terminal state (after the metrics recorded late, past the end, that were
    * there when it started). NOT_FOUND when the id is not (yet) known.
@@ -5562,6 +5838,20 @@ export interface EvaluationQueryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetOutputUrlResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams one of an evaluation's logs from `offset`: what is stored, up to `length` bytes (0:
+   * all); with `follow`, then the bytes appended after, as they are stored, until the evaluation
+   * has ended and everything stored by then was sent (the stream then ends OK). A client that
+   * loses the stream resumes at the offset it got to. Read from PostgreSQL and S3. NOT_FOUND
+   * when the evaluation is unknown; OUT_OF_RANGE when `offset` is past what is stored (and not
+   * following).
+   */
+  readLogs(request: ReadLogsRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadLogsResponse>;
+  readLogs(
+    request: ReadLogsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadLogsResponse>;
   /**
    * Streams one evaluation's changes: first what the client missed, then live changes; the
    * stream ends after a terminal state (after the metrics recorded late, past the end, that were

@@ -1,0 +1,180 @@
+import type { BlobStore } from '../../../shared/blobs';
+import { logStreamOfProto, type LogStream } from '../../../shared/domain';
+import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
+import type { CallContext, StreamSink } from '../../../shared/grpc';
+import { LogStream as LogStreamWire } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { ReadLogsRequest, ReadLogsResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
+import { RequestChecks } from '../domain/requests';
+import type { ChangeHub } from '../live/change-hub';
+import type { OpenCalls } from '../live/open-calls';
+import type { Shutdown } from '../live/shutdown';
+import { listenForWakeUps } from './wait-evaluation';
+
+/** A log's stored size, and whether its evaluation has ended (then nothing more comes, but late lines). */
+export interface LogState {
+  readonly size: number;
+  readonly ended: boolean;
+}
+
+/** Some bytes of a log: in hand (kept in PostgreSQL), or a range of a segment in the object store. */
+export type LogPart =
+  | { readonly offset: number; readonly length: number; readonly bytes: Buffer }
+  | { readonly offset: number; readonly length: number; readonly s3: { readonly key: string; readonly from: number } };
+
+/** The stored logs in PostgreSQL (read-only connection): postgres/log-segments.ts. */
+export interface StoredLogs {
+  state(evalId: string, stream: LogStream): Promise<LogState | 'unknown-evaluation'>;
+  /** The bytes [from, to) of the stream that are stored, in order (at most to - from of them). */
+  window(evalId: string, stream: LogStream, from: number, to: number): Promise<LogPart[]>;
+}
+
+/**
+ * Bytes read per query: what one follower (or the followers of one log, who share the read)
+ * holds at a time, however large the log.
+ */
+export const LOG_WINDOW_BYTES = 1024 * 1024;
+/** The largest message: a window goes out in a few of them. */
+const MESSAGE_BYTES = 256 * 1024;
+/** A follower rechecks the log this often even when no change was heard (a change missed is late, never lost). */
+const RECHECK_MS = 30_000;
+
+/**
+ * ReadLogs: sends a log from `offset`, up to `length` bytes (0: all), window by window from
+ * PostgreSQL (and S3 for large segments), each message with its offset. With `follow` it then
+ * waits for the evaluation's changes (the hub's, an awaited event; and every {@link RECHECK_MS})
+ * and sends what was appended, until the evaluation has ended and everything stored by then was
+ * sent. It counts as an open stream; a shutdown ends it UNAVAILABLE naming the offset to resume
+ * at. NOT_FOUND for an unknown evaluation; OUT_OF_RANGE for an offset past what is stored (when
+ * not following, or when the evaluation has ended).
+ */
+export function createReadLogs(deps: {
+  readonly logs: StoredLogs;
+  readonly blobs: Pick<BlobStore, 'open'>;
+  readonly hub: ChangeHub;
+  readonly openCalls: OpenCalls;
+  readonly shutdown: Shutdown;
+  readonly clock?: () => number;
+}) {
+  const now = deps.clock ?? Date.now;
+
+  return async function readLogs(
+    request: ReadLogsRequest,
+    sink: StreamSink<ReadLogsResponse>,
+    context: CallContext,
+  ): Promise<void> {
+    const checks = new RequestChecks();
+    const evalId = checks.evalId(request.evalId);
+    const stream = logStreamOfProto(request.stream);
+    if (stream === undefined) {
+      checks.fail(
+        'stream',
+        request.stream === LogStreamWire.LOG_STREAM_UNSPECIFIED ? 'REQUIRED' : 'UNKNOWN_VALUE',
+        `stream must be LOG_STREAM_STDOUT or LOG_STREAM_STDERR, not ${request.stream}`,
+      );
+    }
+    const offset = checks.byteCount(request.offset, 'offset');
+    const length = checks.byteCount(request.length, 'length');
+    checks.done();
+    const log = stream as LogStream;
+    const limit = length === 0 ? Infinity : offset + length;
+
+    const close = deps.openCalls.open(context.peer, 'a ReadLogs stream');
+    // Subscribed before the first read: no change can fall between it and the wait.
+    const wakeUps = request.follow
+      ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now)
+      : undefined;
+    let at = offset;
+    try {
+      for (;;) {
+        const state = await deps.logs.state(evalId, log);
+        if (state === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
+        if (at > state.size && (wakeUps === undefined || state.ended)) {
+          throw new OutOfRangeError(
+            `offset ${at} is past the end of the ${log} log of ${evalId} (${state.size} bytes)`,
+          );
+        }
+        at = await send(evalId, log, at, Math.min(state.size, limit), sink, context.signal);
+        if (wakeUps === undefined || at >= limit || state.ended || context.signal.aborted) return;
+        const why = await nextWakeUp(wakeUps);
+        if (why === 'cancelled') return;
+        if (why === 'shutdown') {
+          throw new UnavailableError(`the server is shutting down; resume with offset ${at}`);
+        }
+        // The wake-ups' timer, set as far out as a timer goes (24.8 days): start again.
+        if (why === 'due') throw new UnavailableError(`the stream has been open too long; resume with offset ${at}`);
+      }
+    } finally {
+      wakeUps?.close();
+      close();
+    }
+  };
+
+  /** The next reason to look again: a change, a recheck, the end of the call. */
+  async function nextWakeUp(wakeUps: ReturnType<typeof listenForWakeUps>): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const recheck = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve('recheck'), RECHECK_MS);
+    });
+    try {
+      const why = await Promise.race([wakeUps.next(), recheck]);
+      wakeUps.takeChanged();
+      return why;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends the stored bytes [from, to), a window at a time; returns where it got to. */
+  async function send(
+    evalId: string,
+    stream: LogStream,
+    from: number,
+    to: number,
+    sink: StreamSink<ReadLogsResponse>,
+    signal: AbortSignal,
+  ): Promise<number> {
+    let at = from;
+    while (at < to && !signal.aborted) {
+      const parts = await deps.logs.window(evalId, stream, at, Math.min(to, at + LOG_WINDOW_BYTES));
+      if (parts.length === 0 || parts[0]?.offset !== at) {
+        throw new UnavailableError(`the ${stream} log of ${evalId} has no bytes stored at offset ${at}; read again`);
+      }
+      for (const part of parts) {
+        if (signal.aborted) break;
+        if ('bytes' in part) await write(sink, part.bytes, part.offset);
+        else await sendObjectRange(part, sink, signal);
+        at = part.offset + part.length;
+      }
+    }
+    return at;
+  }
+
+  async function sendObjectRange(
+    part: Extract<LogPart, { s3: unknown }>,
+    sink: StreamSink<ReadLogsResponse>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const opened = await deps.blobs.open(part.s3.key, signal, {
+      offset: part.s3.from,
+      end: part.s3.from + part.length,
+    });
+    if (opened === 'replaced') throw new Error(`log segment ${part.s3.key} changed in the object store`);
+    let offset = part.offset;
+    try {
+      for await (const bytes of opened.bytes) {
+        await write(sink, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset);
+        offset += bytes.byteLength;
+      }
+    } catch (err) {
+      if (!signal.aborted)
+        throw new UnavailableError(`the output store failed at offset ${offset}; resume there`, { cause: err });
+    }
+  }
+}
+
+/** `bytes` at `offset`, in messages of at most {@link MESSAGE_BYTES}. */
+async function write(sink: StreamSink<ReadLogsResponse>, bytes: Buffer, offset: number): Promise<void> {
+  for (let at = 0; at < bytes.length; at += MESSAGE_BYTES) {
+    await sink.write({ data: bytes.subarray(at, at + MESSAGE_BYTES), offset: String(offset + at) });
+  }
+}
