@@ -34,6 +34,7 @@ function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no 
     now: NOW,
     commandHash: commandHash(command),
     metricRules: METRIC_RULES,
+    logRules: { logsAfterTerminalMs: 60_000 },
     ...(body !== 'no body' ? { body } : {}),
   };
 }
@@ -430,6 +431,61 @@ describe('decide', () => {
       expect(repeat).to.deep.equal({ kind: 'unchanged', result: { evalId: 'e1', revision: '4', position: '20' } });
       const stale = { ...METRICS, expectedRevision: '1' };
       expect(() => decideChange(stale, snapshot('running'), undefined, ctxFor(stale))).to.throw(RevisionConflictError);
+    });
+  });
+
+  describe('AppendLogSegment', () => {
+    const segment = (offset: number, text: string): AppendLogSegment => ({
+      type: 'AppendLogSegment',
+      evalId: 'e1',
+      stream: 'stdout',
+      offset,
+      data: Buffer.from(text),
+    });
+    const holding = (stdout: number, status: Status = 'running'): EvaluationSnapshot => ({
+      ...snapshot(status),
+      logBytes: { stdout, stderr: 0 },
+    });
+
+    it('appends a segment where the stored log ends, as one event naming its place', () => {
+      const command = segment(10, 'hello\n');
+      const decision = appended(decideChange(command, holding(10), undefined, ctxFor(command, 'no body')));
+      expect(decision.event).to.deep.equal({
+        type: 'EvaluationLogsAppended',
+        data: { stream: 'stdout', offset: 10, length: 6 },
+      });
+      expect(decision.log).to.deep.equal({ stream: 'stdout', offset: 10, length: 6 });
+      expect([decision.status, decision.toRevision]).to.deep.equal(['running', '3']);
+    });
+
+    it('acknowledges a segment stored already, and refuses one that starts elsewhere, naming the offset', () => {
+      const stored = segment(4, 'abc');
+      expect(decideChange(stored, holding(7), undefined, ctxFor(stored, 'no body'))).to.deep.equal({
+        kind: 'unchanged',
+        result: { evalId: 'e1', revision: '2', position: '20' },
+      });
+      for (const offset of [5, 8]) {
+        const command = segment(offset, 'abc');
+        const err = thrown(() => decideChange(command, holding(7), undefined, ctxFor(command, 'no body')));
+        expect(err, String(offset)).to.be.instanceOf(FailedPreconditionError);
+        expect(err).to.include({ reason: 'LOG_GAP' });
+        expect((err as Error).message).to.include(`must start at offset 7, not ${offset}`);
+      }
+    });
+
+    it('takes segments while running and within the grace after the end; not while queued, not after', () => {
+      const command = segment(0, 'x');
+      const queued = thrown(() => decideChange(command, holding(0, 'queued'), undefined, ctxFor(command, 'no body')));
+      expect(queued).to.include({ reason: 'LOGS_NOT_STARTED' });
+      const ended = (ms: number): EvaluationSnapshot => ({
+        ...holding(0, 'failed'),
+        endedAt: new Date(NOW.getTime() - ms),
+      });
+      expect(appended(decideChange(command, ended(60_000), undefined, ctxFor(command, 'no body'))).status).to.equal(
+        'failed',
+      );
+      const closed = thrown(() => decideChange(command, ended(60_001), undefined, ctxFor(command, 'no body')));
+      expect(closed).to.include({ reason: 'LOGS_CLOSED' });
     });
   });
 });
