@@ -111,7 +111,8 @@ describe('migration CodeAsBody', function () {
       }
     });
 
-    const all = dataSource(MIGRATIONS);
+    // Up to this migration only: later ones are not this test's business.
+    const all = dataSource(MIGRATIONS.slice(0, upTo + 1));
     await all.initialize();
     try {
       expect((await all.runMigrations({ transaction: 'each' })).map((m) => m.name)).to.deep.equal([
