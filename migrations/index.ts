@@ -10,6 +10,7 @@ import { MetricSeries1763877600008 } from './1763877600008-MetricSeries';
 import { SecurityTrail1763877600009 } from './1763877600009-SecurityTrail';
 import { CodeAsBody1763877600010 } from './1763877600010-CodeAsBody';
 import { LiveLogs1763877600011 } from './1763877600011-LiveLogs';
+import { BlobHomes1763877600012 } from './1763877600012-BlobHomes';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -25,4 +26,5 @@ export const MIGRATIONS = [
   SecurityTrail1763877600009,
   CodeAsBody1763877600010,
   LiveLogs1763877600011,
+  BlobHomes1763877600012,
 ];

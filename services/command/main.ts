@@ -18,7 +18,10 @@ import { createPostgresEvaluationStore } from './postgres/evaluation-store';
 import { createPostgresRunningEvaluations } from './postgres/running-evaluations';
 import { createRedisChangePublisher } from './redis/change-publisher';
 import { createRedisExecutorHealth } from './redis/executor-health';
-import { createS3BlobStore } from '../../shared/blobs';
+import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
+import { createBlobMover } from './application/blob-mover';
+import { createFallbackStore } from './blobs/fallback-store';
+import { createPostgresFallbackBlobs } from './postgres/fallback-blobs';
 import { createCommandServer } from './server';
 
 const SUMMARY = `crucible-storage command service (gRPC crucible.storage.v1.EvaluationCommandService)
@@ -67,11 +70,19 @@ async function main(): Promise<void> {
   const s3 = createS3Client(config.s3, logger);
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
+  const s3Store = createS3BlobStore(s3, config.s3.bucket, config.s3.sse);
+  const fallbackStore = config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined;
   const newUlid = monotonicFactory();
   const clock = { now: () => new Date() };
   const executor = createCommandExecutor({
     store: createPostgresEvaluationStore(pool),
-    blobs: createS3BlobStore(s3, config.s3.bucket, config.s3.sse),
+    blobs: createFallbackStore({
+      primary: s3Store,
+      fallback: fallbackStore,
+      retryPrimaryAfterMs: config.blobFallback.retryPrimaryAfterMs,
+      now: Date.now,
+      logger,
+    }),
     publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
     clock,
     newId: () => newUlid(),
@@ -106,12 +117,23 @@ async function main(): Promise<void> {
     logger: logger.child({ component: 'reaper' }),
   });
   if (config.executors.lostGraceSeconds > 0) reaper.start();
+  const mover =
+    fallbackStore === undefined
+      ? undefined
+      : createBlobMover({
+          blobs: createPostgresFallbackBlobs(pool),
+          primary: s3Store,
+          fallback: fallbackStore,
+          execute: (command) => executor.execute(command),
+          intervalMs: config.blobFallback.moverIntervalMs,
+          logger: logger.child({ component: 'blob-mover' }),
+        });
+  mover?.start();
 
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
     // First, so that no failure is written while the server drains and the pool closes.
-    void reaper
-      .stop()
+    void Promise.all([reaper.stop(), mover?.stop()])
       .then(() => server.shutdown(config.shutdownGraceMs))
       .then(() => closeAll(resources, logger))
       .then(() => {

@@ -1,5 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { createS3BlobStore } from '../../shared/blobs';
+import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
+import { createBlobReaders } from './blobs/blob-readers';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Config } from '../../shared/config';
@@ -35,7 +36,7 @@ import { createUndecodableEntries } from './redis/undecodable-entries';
 import { checkMemoryPolicy } from './redis/memory-policy';
 import { watchLostKeys, type LostKeysWatch } from './redis/lost-keys';
 import { redisRefusesWrites } from './redis/errors';
-import { createS3OutputUrls } from './s3/output-urls';
+import { createS3OutputUrls } from './blobs/output-urls';
 import { createQueryServer } from './server';
 import { createShutdown } from './live/shutdown';
 
@@ -192,7 +193,10 @@ export function createQueryService(
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
     indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
-    blobs: createS3BlobStore(s3, config.s3.bucket),
+    blobs: createBlobReaders(
+      createS3BlobStore(s3, config.s3.bucket),
+      config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined,
+    ),
     logs: createPostgresLogs(pool),
     outputUrls: createS3OutputUrls(connections.s3Public ?? s3, config.s3.bucket),
     outputUrlConfig: config.outputUrls,

@@ -13,7 +13,7 @@ import type { LiveExecutors } from './redis/executors';
 import { createListExecutors } from './handlers/list-executors';
 import { createCountEvaluations, createListEvaluations } from './handlers/list-evaluations';
 import { createReadLogs, type StoredLogs } from './handlers/read-logs';
-import { createReadOutput, type BlobReader, type BodyStore } from './handlers/read-output';
+import { createReadOutput, type BlobReaders, type BodyStore } from './handlers/read-output';
 import { createWaitEvaluation } from './handlers/wait-evaluation';
 import { createWatchEvaluation } from './handlers/watch-evaluation';
 import { createWatchEvaluations } from './handlers/watch-evaluations';
@@ -59,7 +59,7 @@ export interface QueryServerDeps {
   /** INDEXED_METADATA_KEYS: the metadata keys list filters may name. */
   readonly indexedMetadataKeys: readonly string[];
   readonly bodies: BodyStore;
-  readonly blobs: BlobReader;
+  readonly blobs: BlobReaders;
   readonly logs: StoredLogs;
   readonly outputUrls: OutputUrls;
   readonly outputUrlConfig: OutputUrlConfig;

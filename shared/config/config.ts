@@ -44,6 +44,13 @@ export type ServerSideEncryption =
   /** `keyId` empty: the bucket's default KMS key. */
   | { readonly kind: 'aws:kms'; readonly keyId: string };
 
+/** The fallback file store for large writes while S3 is down (BLOB_FALLBACK_DIR); `dir` empty: none. */
+export interface BlobFallbackConfig {
+  readonly dir: string;
+  readonly retryPrimaryAfterMs: number;
+  readonly moverIntervalMs: number;
+}
+
 export interface OutputUrlConfig {
   readonly defaultExpirySeconds: number;
   readonly maxExpirySeconds: number;
@@ -138,6 +145,7 @@ export interface Config {
   readonly redisAllowEviction: boolean;
   readonly s3: S3Config;
   readonly outputUrls: OutputUrlConfig;
+  readonly blobFallback: BlobFallbackConfig;
   readonly limits: Limits;
   readonly streams: StreamConfig;
   /** How often the query side polls the event log when pub/sub is quiet. */
@@ -260,6 +268,11 @@ export function loadConfig(env: Env): Config {
       checksumMode: v.S3_CHECKSUM_MODE,
       publicEndpoint: v.S3_PUBLIC_ENDPOINT,
       sse: Object.freeze(sseOf(v)),
+    }),
+    blobFallback: Object.freeze({
+      dir: v.BLOB_FALLBACK_DIR,
+      retryPrimaryAfterMs: v.BLOB_FALLBACK_RETRY_MS,
+      moverIntervalMs: v.BLOB_MOVER_INTERVAL_MS,
     }),
     outputUrls: Object.freeze({
       defaultExpirySeconds: v.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS,

@@ -6,6 +6,7 @@ export type {
   LogLevel,
   Limits,
   PostgresSessionConfig,
+  BlobFallbackConfig,
   OutputUrlConfig,
   S3Config,
   ServerSideEncryption,

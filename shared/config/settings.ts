@@ -230,6 +230,22 @@ export const SETTINGS = {
     defaults: LOCAL('WHEN_REQUIRED', 'WHEN_SUPPORTED'),
     help: '`WHEN_REQUIRED` for s3rver, `WHEN_SUPPORTED` for AWS',
   }),
+  BLOB_FALLBACK_DIR: setting({
+    parser: text,
+    defaults: { development: '.data/blob-fallback', all: '' },
+    shownDefault: 'development `.data/blob-fallback`; otherwise none (S3 down is UNAVAILABLE)',
+    help: 'where the command service writes large bodies and log segments while S3 is unreachable (a durable local directory; the query service reads it too when it can), moved to S3 once S3 answers',
+  }),
+  BLOB_FALLBACK_RETRY_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: '5000' },
+    help: 'after S3 failed, large writes go straight to the fallback directory this long before S3 is tried again',
+  }),
+  BLOB_MOVER_INTERVAL_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: '5000' },
+    help: 'how often the command service looks for blobs in the fallback directory to copy to S3',
+  }),
   S3_PUBLIC_ENDPOINT: setting({
     parser: url(['http:', 'https:'], { optional: true }),
     defaults: { all: '' },

@@ -11,8 +11,14 @@
  */
 export type BodyKind = 'code' | 'output' | 'error';
 
-/** Where a whole body is kept. "" when there is none. */
-export type BodyLocation = '' | 'postgres' | 's3';
+/**
+ * Where a whole body is kept. "" when there is none; "file": in the command service's fallback
+ * store while S3 was unreachable, until it is moved to S3 (EvaluationBlobMoved).
+ */
+export type BodyLocation = '' | 'postgres' | 's3' | 'file';
+
+/** The blob stores a large body or log segment can be in. */
+export type BlobHome = 's3' | 'file';
 
 export interface BodyRef {
   /** The first bytes of the body, base64 (output is bytes) . */
@@ -148,6 +154,20 @@ export interface EvaluationLogsAppended {
   readonly data: { readonly stream: LogStream; readonly offset: number; readonly length: number };
 }
 
+/**
+ * A blob kept in the fallback file store was copied to S3 (the mover's): `kind` names the body,
+ * or the log stream with the segment's `offset`.
+ */
+export interface EvaluationBlobMoved {
+  readonly type: 'EvaluationBlobMoved';
+  readonly data: {
+    readonly kind: BodyKind | LogStream;
+    readonly offset?: number;
+    readonly key: string;
+    readonly to: BlobHome;
+  };
+}
+
 export type EvaluationEvent =
   | EvaluationQueued
   | EvaluationStarted
@@ -157,7 +177,8 @@ export type EvaluationEvent =
   | EvaluationMetricsRecorded
   | EvaluationContainerCreated
   | EvaluationSecurityViolation
-  | EvaluationLogsAppended;
+  | EvaluationLogsAppended
+  | EvaluationBlobMoved;
 
 export type EvaluationEventType = EvaluationEvent['type'];
 

@@ -19,6 +19,7 @@ export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType
   EvaluationContainerCreated: EventType.EVENT_TYPE_CONTAINER_CREATED,
   EvaluationSecurityViolation: EventType.EVENT_TYPE_SECURITY_VIOLATION,
   EvaluationLogsAppended: EventType.EVENT_TYPE_LOGS_APPENDED,
+  EvaluationBlobMoved: EventType.EVENT_TYPE_BLOB_MOVED,
 };
 
 const FAILURE_REASONS: Readonly<Record<FailureKind, FailureReason>> = {
@@ -144,6 +145,13 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
       return event.data.stream === 'stdout'
         ? { ...state, ...common, stdoutBytes: size }
         : { ...state, ...common, stderrBytes: size };
+    }
+    case 'EvaluationBlobMoved': {
+      // Only the output's and the error's homes are on the read model.
+      const { kind, to } = event.data;
+      if (kind === 'output') return { ...state, ...common, outputLocation: to };
+      if (kind === 'error') return { ...state, ...common, errorLocation: to };
+      return { ...state, ...common };
     }
     default: {
       const unreachable: never = event;

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from 'pg';
 import {
@@ -49,6 +52,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
   const keyPrefix = uniqueName('t');
   const bucket = uniqueName('t-').toLowerCase();
   const admin = new Client({ connectionString: withDatabase(base.databaseUrl, 'postgres') });
+  const fallbackDir = mkdtempSync(join(tmpdir(), 'crucible-fallback-'));
   const env: Record<string, string> = {
     ENVIRONMENT: 'test',
     DATABASE_URL: withDatabase(base.databaseUrl, database),
@@ -62,6 +66,8 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     S3_CHECKSUM_MODE: base.s3.checksumMode,
     COMMAND_PORT: '0',
     QUERY_PORT: '0',
+    // A fallback store of its own: what one spec writes there is no other spec's.
+    BLOB_FALLBACK_DIR: fallbackDir,
     ...options.overrides,
   };
   const config = loadConfig(env);
@@ -81,6 +87,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
       await deleteRedisKeys(config.redisUrl, keyPrefix);
       await emptyAndDeleteBucket(s3, bucket);
       s3.destroy();
+      rmSync(fallbackDir, { recursive: true, force: true });
       if (options.withoutDatabase !== true) {
         await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
         await admin.end();

@@ -12,7 +12,7 @@ import {
   type Decision,
 } from '../domain';
 import { outcomeUnknown } from './outcome-unknown';
-import { prepareCommand, type PreparedCommand } from './prepared-command';
+import { prepareCommand, relocated, type PreparedCommand } from './prepared-command';
 import type {
   AppendOutcome,
   AppendRequest,
@@ -75,9 +75,7 @@ export async function decideAndAppend(
   // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
   let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
   firstLoad.catch(() => undefined);
-  const prepared = prepareCommand(command, evalId, limits);
-  const { plan } = prepared;
-  let uploaded = false;
+  let prepared = prepareCommand(command, evalId, limits);
   let unknown: CommitOutcomeUnknownError | undefined;
   // After a write of unknown outcome, no failure may be reported as "nothing was written".
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
@@ -90,13 +88,17 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    const decision = decideCommand(command, evalId, prepared, limits, now, loaded);
+    let decision = decideCommand(command, evalId, prepared, limits, now, loaded);
     if (decision.kind === 'unchanged') return decision.result;
-    if (plan?.storage === 's3' && !uploaded) {
+    const { plan } = prepared;
+    if (plan?.storage === 's3') {
       // Uploaded before the append: if the write then fails, an unreferenced object is left
-      // (same key on retry), never a reference to a missing object.
-      await blobs.put(plan.key, plan.content, plan.digest);
-      uploaded = true;
+      // (same key on retry), never a reference to a missing object. Once uploaded the plan
+      // says where it went (S3, or the fallback store), and later rounds do not upload again.
+      const home = await blobs.put(plan.key, plan.content, plan.digest);
+      prepared = relocated(prepared, home);
+      if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded);
+      if (decision.kind === 'unchanged') return decision.result;
     }
     const request = appendRequestOf(command, decision, prepared, now, deadline);
     write.maybeWritten = true;

@@ -1,5 +1,4 @@
-import type { BlobStore as SharedBlobStore } from '../../../shared/blobs';
-import type { BodyKind, LogStream, RecordedEvent, Status } from '../../../shared/domain';
+import type { BlobHome, BodyKind, LogStream, RecordedEvent, Status } from '../../../shared/domain';
 import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
 
 /**
@@ -7,8 +6,21 @@ import type { Decision, EvaluationSnapshot, LoggedCommand } from '../domain';
  * segment's bytes are kept the same way (kind: its stream).
  */
 export type StoredBody =
-  | { readonly kind: BodyKind | LogStream; readonly size: number; readonly content: Buffer; readonly s3Key?: undefined }
-  | { readonly kind: BodyKind | LogStream; readonly size: number; readonly s3Key: string; readonly content?: undefined };
+  | {
+      readonly kind: BodyKind | LogStream;
+      readonly size: number;
+      readonly content: Buffer;
+      readonly s3Key?: undefined;
+      readonly home?: undefined;
+    }
+  | {
+      readonly kind: BodyKind | LogStream;
+      readonly size: number;
+      readonly s3Key: string;
+      /** Which store holds the object. */
+      readonly home: BlobHome;
+      readonly content?: undefined;
+    };
 
 /** What the write needs besides the decision. */
 export interface AppendRequest {
@@ -41,8 +53,19 @@ export interface EvaluationStore {
   append(request: AppendRequest): Promise<AppendOutcome>;
 }
 
-/** Large bodies live here (shared/blobs); the key is recorded in PostgreSQL. */
-export type BlobStore = Pick<SharedBlobStore, 'put' | 'putStream' | 'delete'>;
+/**
+ * Where large bodies are written: S3, or the fallback file store while S3 is unreachable
+ * (blobs/fallback-store.ts). Each write says which; the key and that home are recorded in
+ * PostgreSQL.
+ */
+export interface BlobStore {
+  /** `sha256Hex`, when the caller has it, spares S3's signer hashing `content` again. */
+  put(key: string, content: Buffer, sha256Hex?: string): Promise<BlobHome>;
+  /** Exactly `size` bytes from `source` as they come (shared/blobs: BlobStore.putStream). */
+  putStream(key: string, size: number, source: AsyncIterable<Buffer>): Promise<BlobHome>;
+  /** Removes an object no record refers to; absent already is fine. */
+  delete(key: string, home: BlobHome): Promise<void>;
+}
 
 /** Announces committed events to the query side (best effort: the log is the truth). */
 export interface EventPublisher {

@@ -2,12 +2,13 @@ import {
   commandHash,
   memoizeDigest,
   planBody,
+  relocatedPlan,
   type BodyLimits,
   type BodyPlan,
   type Command,
   type Digest,
 } from '../domain';
-import type { BodyKind, LogStream } from '../../../shared/domain';
+import type { BlobHome, BodyKind, LogStream } from '../../../shared/domain';
 import type { StoredBody } from './ports';
 
 /** What a command needs computed once, before its first round: every round reuses it. */
@@ -55,5 +56,17 @@ function planCommandBody(
 function storedBodyOf(kind: BodyKind | LogStream, plan: BodyPlan): StoredBody | undefined {
   if (plan.storage === 'none') return undefined;
   const size = plan.ref.size;
-  return plan.storage === 'postgres' ? { kind, size, content: plan.content } : { kind, size, s3Key: plan.key };
+  if (plan.storage === 'postgres') return { kind, size, content: plan.content };
+  return { kind, size, s3Key: plan.key, home: plan.storage === 'uploaded' ? plan.home : 's3' };
+}
+
+/**
+ * The prepared command with its body stored in `home` rather than S3 (S3 being unreachable, it
+ * went to the fallback store): the decision and the row must say where it is.
+ */
+export function relocated(prepared: PreparedCommand, home: BlobHome): PreparedCommand {
+  const { plan, body } = prepared;
+  if (plan?.storage !== 's3' || body === undefined) return prepared;
+  const moved = relocatedPlan(plan, home);
+  return { ...prepared, plan: moved, body: storedBodyOf(body.kind, moved) };
 }

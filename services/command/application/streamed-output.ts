@@ -35,7 +35,7 @@ async function collectOutput(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** Streams an output to S3, hashing it and keeping its head on the way. */
+/** Streams an output to S3 (or the fallback store), hashing it and keeping its head on the way. */
 async function uploadOutput(
   { blobs, newId, limits }: Pick<StreamedOutputDeps, 'blobs' | 'newId' | 'limits'>,
   header: CompletionHeader,
@@ -57,8 +57,8 @@ async function uploadOutput(
       yield chunk;
     }
   }
-  await blobs.putStream(key, header.outputSize, observed());
-  return new UploadedOutput(key, header.outputSize, hash.digest('hex'), Buffer.concat(head));
+  const home = await blobs.putStream(key, header.outputSize, observed());
+  return new UploadedOutput(key, header.outputSize, hash.digest('hex'), Buffer.concat(head), home);
 }
 
 /** The CompleteEvaluation a streamed completion stands for, once its output is received. */
@@ -82,7 +82,7 @@ export async function discardUpload(
   { blobs, logger }: { readonly blobs: BlobStore; readonly logger: Logger },
   uploaded: UploadedOutput,
 ): Promise<void> {
-  await blobs.delete(uploaded.key).catch((err: unknown) => {
+  await blobs.delete(uploaded.key, uploaded.home).catch((err: unknown) => {
     logger.warn('could not delete an unused upload', { key: uploaded.key, err });
   });
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BodyKind, BodyRef, LogStream } from '../../../shared/domain';
+import type { BlobHome, BodyKind, BodyRef, LogStream } from '../../../shared/domain';
 
 /** Where a body will be stored; decided before the transaction so a large one is uploaded first. */
 export type BodyPlan =
@@ -13,8 +13,8 @@ export type BodyPlan =
       /** The content's {@link contentDigest}: S3 can sign the upload with it instead of hashing again. */
       readonly digest: string;
     }
-  /** In S3 already (a streamed completion): only the reference is written. */
-  | { readonly ref: BodyRef; readonly storage: 'uploaded'; readonly key: string };
+  /** Stored already (a streamed completion, in `home`): only the reference is written. */
+  | { readonly ref: BodyRef; readonly storage: 'uploaded'; readonly key: string; readonly home: BlobHome };
 
 /**
  * An output stored in S3 as it streamed in, before the command is decided: what the command
@@ -29,6 +29,8 @@ export class UploadedOutput {
     readonly digest: string,
     /** The output's first bytes, at least as many as the preview keeps. */
     readonly head: Buffer,
+    /** Which store took it: S3, or the fallback while S3 was unreachable. */
+    readonly home: BlobHome = 's3',
   ) {}
 }
 
@@ -99,9 +101,10 @@ export function planBody(
   if (content instanceof UploadedOutput) {
     const previewBase64 = content.head.subarray(0, limits.previewBytes).toString('base64');
     return {
-      ref: { previewBase64, size: content.size, location: 's3', s3Key: content.key },
+      ref: { previewBase64, size: content.size, location: content.home, s3Key: content.key },
       storage: 'uploaded',
       key: content.key,
+      home: content.home,
     };
   }
   const preview =
@@ -115,4 +118,12 @@ export function planBody(
   const hex = digest(content);
   const key = `evaluations/${evalId}/${kind}/${hex}`;
   return { ref: { ...base, location: 's3', s3Key: key }, storage: 's3', content, key, digest: hex };
+}
+
+/**
+ * The plan of a body that was to go to S3 and went to `home` instead (the fallback store, S3
+ * being unreachable): stored already, where the reference must say it is.
+ */
+export function relocatedPlan(plan: Extract<BodyPlan, { storage: 's3' }>, home: BlobHome): BodyPlan {
+  return { ref: { ...plan.ref, location: home }, storage: 'uploaded', key: plan.key, home };
 }

@@ -1,4 +1,12 @@
-import type { ContainerLimits, FailureKind, LogStream, Severity, ViolationKind } from '../../../shared/domain';
+import type {
+  BlobHome,
+  BodyKind,
+  ContainerLimits,
+  FailureKind,
+  LogStream,
+  Severity,
+  ViolationKind,
+} from '../../../shared/domain';
 import type { UploadedOutput } from './bodies';
 
 /** Fields every command may carry. */
@@ -104,6 +112,19 @@ export interface AppendLogSegment extends CommandOptions {
   readonly data: Buffer;
 }
 
+/**
+ * The service's own: a blob kept in the fallback store is in S3 now (the mover copied it). `kind`
+ * names the body, or the log stream with the segment's `offset`.
+ */
+export interface MoveBlob extends CommandOptions {
+  readonly type: 'MoveBlob';
+  readonly evalId: string;
+  readonly kind: BodyKind | LogStream;
+  readonly offset?: number;
+  readonly key: string;
+  readonly to: BlobHome;
+}
+
 export type Command =
   | SubmitEvaluation
   | StartEvaluation
@@ -112,7 +133,8 @@ export type Command =
   | CancelEvaluation
   | RecordMetrics
   | RecordSecurityEvent
-  | AppendLogSegment;
+  | AppendLogSegment
+  | MoveBlob;
 
 /** Every command but SubmitEvaluation acts on an existing evaluation. */
 export type EvaluationCommand = Exclude<Command, SubmitEvaluation>;

@@ -20,6 +20,7 @@ import {
 } from '../../../shared/errors';
 import type {
   AppendLogSegment,
+  MoveBlob,
   Command,
   CommandResult,
   EvaluationCommand,
@@ -29,7 +30,7 @@ import type {
 } from './commands';
 
 /** The commands that record what happened to an evaluation without moving its status. */
-type RecordCommand = RecordMetrics | RecordSecurityEvent | AppendLogSegment;
+type RecordCommand = RecordMetrics | RecordSecurityEvent | AppendLogSegment | MoveBlob;
 
 /** An event already in the log, as far as deciding needs to know it. */
 export interface LoggedCommand {
@@ -219,6 +220,15 @@ export function decideChange(
   if (command.type === 'RecordMetrics') return decideMetrics(command, snapshot, ctx);
   if (command.type === 'RecordSecurityEvent') return decideSecurityEvent(command, snapshot, ctx);
   if (command.type === 'AppendLogSegment') return decideLogSegment(command, snapshot, ctx);
+  if (command.type === 'MoveBlob') {
+    // In any status: where a blob is kept is no part of the evaluation's life. The write
+    // itself checks that the row names the key in the other store (evaluation-store.ts).
+    const { kind, key, to } = command;
+    return nextEvent(snapshot, snapshot.status, {
+      type: 'EvaluationBlobMoved',
+      data: { kind, key, to, ...(command.offset !== undefined ? { offset: command.offset } : {}) },
+    });
+  }
   const target = TARGET_STATUS[command.type];
   if (!canTransition(snapshot.status, target)) {
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);

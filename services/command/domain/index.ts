@@ -10,11 +10,12 @@ export type {
   RecordMetrics,
   RecordSecurityEvent,
   AppendLogSegment,
+  MoveBlob,
   ReportedMetricPoint,
   SecurityReport,
 } from './commands';
 export { commandHash } from './command-hash';
-export { contentDigest, memoizeDigest, planBody, utf8Prefix, UploadedOutput } from './bodies';
+export { contentDigest, memoizeDigest, planBody, relocatedPlan, utf8Prefix, UploadedOutput } from './bodies';
 export type { BodyPlan, BodyLimits, Digest } from './bodies';
 export { decideSubmit, decideChange, logGap } from './decide';
 export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, LogRules, MetricRules } from './decide';

@@ -89,6 +89,10 @@ function columnsOf(decision: AppendDecision): Record<string, unknown> {
       return {};
     case 'EvaluationLogsAppended':
       return { [`${event.data.stream}_bytes`]: event.data.offset + event.data.length };
+    case 'EvaluationBlobMoved':
+      if (event.data.kind === 'output') return { output_location: event.data.to };
+      if (event.data.kind === 'error') return { error_location: event.data.to };
+      return {};
     default: {
       const unreachable: never = event;
       throw new Error(`unknown event ${JSON.stringify(unreachable)}`);
@@ -140,6 +144,22 @@ function securityRow(
 }
 
 /**
+ * The blob row a move changes: the body, or the log segment, whose key is in the fallback store
+ * still. No row matched (moved already, or another key), no event: the write reports a conflict.
+ */
+function movedRow(data: Extract<EvaluationEvent, { type: 'EvaluationBlobMoved' }>['data'], p: Params): string {
+  const target =
+    data.kind === 'stdout' || data.kind === 'stderr'
+      ? `evaluation_log_segments t SET blob_store = ${p.add(data.to)} FROM changed
+          WHERE t.eval_id = changed.eval_id AND t.stream = ${p.add(data.kind)} AND t.start_offset = ${p.add(data.offset ?? 0)}`
+      : `evaluation_bodies t SET blob_store = ${p.add(data.to)} FROM changed
+          WHERE t.eval_id = changed.eval_id AND t.kind = ${p.add(data.kind)}`;
+  return `moved AS (
+    UPDATE ${target} AND t.s3_key = ${p.add(data.key)} AND t.blob_store <> ${p.add(data.to)}
+    RETURNING 1)`;
+}
+
+/**
  * The one statement that appends a command (see createPostgresEvaluationStore), with its
  * parameters: state change, body, next position, event. It returns the new position, or no
  * row when the state row did not match (a conflict). Exported for the bench's command floor.
@@ -173,9 +193,10 @@ export function appendStatement(request: AppendRequest): { text: string; values:
   }
   if (request.body !== undefined && decision.log === undefined) {
     ctes.push(`body AS (
-      INSERT INTO evaluation_bodies (eval_id, kind, size, content, s3_key)
+      INSERT INTO evaluation_bodies (eval_id, kind, size, content, s3_key, blob_store)
       SELECT eval_id, ${p.add(request.body.kind)}, ${p.add(request.body.size)},
-             ${p.add(request.body.content ?? null)}::bytea, ${p.add(request.body.s3Key ?? null)}::text
+             ${p.add(request.body.content ?? null)}::bytea, ${p.add(request.body.s3Key ?? null)}::text,
+             ${p.add(request.body.home ?? 's3')}
         FROM changed)`);
   }
   if (decision.metrics !== undefined) {
@@ -190,9 +211,11 @@ export function appendStatement(request: AppendRequest): { text: string; values:
                     ${p.add(points.map((m) => m.timestamp))}::timestamptz[]) AS p(name, value, unit, step, measured_at)
       RETURNING 1)`);
   }
+  const moved = event.type === 'EvaluationBlobMoved' ? movedRow(event.data, p) : undefined;
+  if (moved !== undefined) ctes.push(moved);
   ctes.push(`head AS (
     UPDATE event_log_head SET position = position + 1
-     WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)${
+     WHERE id = 1 AND EXISTS (SELECT 1 FROM changed)${moved !== undefined ? ' AND EXISTS (SELECT 1 FROM moved)' : ''}${
        // Read here so that PostgreSQL inserts the points before it takes the head's lock.
        decision.metrics !== undefined ? ' AND (SELECT count(*) FROM points) >= 0' : ''
      }
@@ -206,9 +229,11 @@ export function appendStatement(request: AppendRequest): { text: string; values:
     const body = request.body;
     if (body === undefined) throw new Error('a log segment is written with its bytes');
     ctes.push(`segment AS (
-      INSERT INTO evaluation_log_segments (eval_id, stream, start_offset, size, content, s3_key, revision, position, recorded_at)
+      INSERT INTO evaluation_log_segments (eval_id, stream, start_offset, size, content, s3_key, blob_store,
+                                           revision, position, recorded_at)
       SELECT ${evalId}, ${p.add(log.stream)}, ${p.add(log.offset)}, ${p.add(log.length)},
-             ${p.add(body.content ?? null)}::bytea, ${p.add(body.s3Key ?? null)}::text, ${toRevision}, head.position, ${recordedAt}
+             ${p.add(body.content ?? null)}::bytea, ${p.add(body.s3Key ?? null)}::text, ${p.add(body.home ?? 's3')},
+             ${toRevision}, head.position, ${recordedAt}
         FROM head)`);
   }
   const text = `WITH ${ctes.join(',\n')}
@@ -396,7 +421,7 @@ function writeFailure(err: unknown, boundedByDeadline: boolean): unknown {
  * Runs a read (or the checkout of a session, before anything is sent): a PostgreSQL that
  * cannot do it becomes UnavailableError; nothing was written.
  */
-async function readOrUnavailable<T>(what: string, fn: () => Promise<T>): Promise<T> {
+export async function readOrUnavailable<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {

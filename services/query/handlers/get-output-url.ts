@@ -58,6 +58,13 @@ export function createGetOutputUrl(deps: {
         `the ${kind} of ${evalId} (${body.size} bytes) is kept in PostgreSQL, not the object store: read it with ReadOutput`,
       );
     }
+    if (body.location.home !== 's3') {
+      throw new FailedPreconditionError(
+        evalId,
+        'BODY_IN_FALLBACK',
+        `the ${kind} of ${evalId} was stored while S3 was unreachable and is not in S3 yet: read it with ReadOutput, or ask again once it has moved`,
+      );
+    }
     const signedAt = now();
     const url = await deps.outputUrls.sign(body.location.key, expiresIn);
     return { url, expiresAt: new Date(signedAt.getTime() + expiresIn * 1000), size: String(body.size) };

@@ -1,5 +1,4 @@
-import type { BlobStore } from '../../../shared/blobs';
-import { logStreamOfProto, type LogStream } from '../../../shared/domain';
+import { logStreamOfProto, type BlobHome, type LogStream } from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import { LogStream as LogStreamWire } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -8,6 +7,7 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { OpenCalls } from '../live/open-calls';
 import type { Shutdown } from '../live/shutdown';
+import type { BlobReaders } from './read-output';
 import { listenForWakeUps } from './wait-evaluation';
 
 /** A log's stored size, and whether its evaluation has ended (then nothing more comes, but late lines). */
@@ -19,7 +19,11 @@ export interface LogState {
 /** Some bytes of a log: in hand (kept in PostgreSQL), or a range of a segment in the object store. */
 export type LogPart =
   | { readonly offset: number; readonly length: number; readonly bytes: Buffer }
-  | { readonly offset: number; readonly length: number; readonly s3: { readonly key: string; readonly from: number } };
+  | {
+      readonly offset: number;
+      readonly length: number;
+      readonly blob: { readonly home: BlobHome; readonly key: string; readonly from: number };
+    };
 
 /** The stored logs in PostgreSQL (read-only connection): postgres/log-segments.ts. */
 export interface StoredLogs {
@@ -49,7 +53,7 @@ const RECHECK_MS = 30_000;
  */
 export function createReadLogs(deps: {
   readonly logs: StoredLogs;
-  readonly blobs: Pick<BlobStore, 'open'>;
+  readonly blobs: BlobReaders;
   readonly hub: ChangeHub;
   readonly openCalls: OpenCalls;
   readonly shutdown: Shutdown;
@@ -150,15 +154,13 @@ export function createReadLogs(deps: {
   }
 
   async function sendObjectRange(
-    part: Extract<LogPart, { s3: unknown }>,
+    part: Extract<LogPart, { blob: unknown }>,
     sink: StreamSink<ReadLogsResponse>,
     signal: AbortSignal,
   ): Promise<void> {
-    const opened = await deps.blobs.open(part.s3.key, signal, {
-      offset: part.s3.from,
-      end: part.s3.from + part.length,
-    });
-    if (opened === 'replaced') throw new Error(`log segment ${part.s3.key} changed in the object store`);
+    const { home, key, from } = part.blob;
+    const opened = await deps.blobs(home).open(key, signal, { offset: from, end: from + part.length });
+    if (opened === 'replaced') throw new Error(`log segment ${key} changed in the object store`);
     let offset = part.offset;
     try {
       for await (const bytes of opened.bytes) {

@@ -1,5 +1,5 @@
 import type { BlobRange, BlobStore } from '../../../shared/blobs';
-import type { BodyKind } from '../../../shared/domain';
+import type { BlobHome, BodyKind } from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import type {
@@ -13,7 +13,9 @@ import { allocateReadOutputChunk } from '../wire/encoded-messages';
 export type { BodyKind };
 
 /** Where a whole body is kept, as its row says. */
-export type BodyLocation = { readonly kind: 'inline' } | { readonly kind: 's3'; readonly key: string };
+export type BodyLocation =
+  | { readonly kind: 'inline' }
+  | { readonly kind: 'blob'; readonly home: BlobHome; readonly key: string };
 
 export interface StoredBody {
   readonly size: number;
@@ -30,6 +32,9 @@ export interface BodyStore {
 
 /** Large bodies in the object store (shared/blobs): reads only. */
 export type BlobReader = Pick<BlobStore, 'open'>;
+
+/** The reader of each blob store a row can name (blobs/blob-readers.ts). */
+export type BlobReaders = (home: BlobHome) => BlobReader;
 
 /**
  * Bodies are streamed in chunks of this size (the last one shorter). Large enough that the
@@ -217,7 +222,7 @@ async function sendDownload(
  */
 export function createReadOutput(deps: {
   readonly bodies: BodyStore;
-  readonly blobs: BlobReader;
+  readonly blobs: BlobReaders;
   readonly openCalls: OpenCalls;
   /** Default {@link CLIENT_WAIT_MS}. */
   readonly clientWaitMs?: number;
@@ -268,7 +273,7 @@ export function createReadOutput(deps: {
       return;
     }
 
-    const object = { blobs: deps.blobs, key: body.location.key, clientWaitMs, signal };
+    const object = { blobs: deps.blobs(body.location.home), key: body.location.key, clientWaitMs, signal };
     await sendObject(object, out, offset === 0 && end === size);
     if (out.offset !== end && !signal.aborted) {
       throw new UnavailableError(

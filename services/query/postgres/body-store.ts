@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import type { BlobHome } from '../../../shared/domain';
 import type { BodyStore } from '../handlers/read-output';
 import { readOrUnavailable } from './event-log';
 
@@ -12,8 +13,9 @@ export function createPostgresBodyStore(pool: Pool): BodyStore {
           size: string | null;
           inline: boolean | null;
           s3_key: string | null;
+          blob_store: BlobHome | null;
         }>(
-          `SELECT e.eval_id AS known, b.size::text AS size, b.content IS NOT NULL AS inline, b.s3_key
+          `SELECT e.eval_id AS known, b.size::text AS size, b.content IS NOT NULL AS inline, b.s3_key, b.blob_store
                FROM evaluations e
                LEFT JOIN evaluation_bodies b ON b.eval_id = e.eval_id AND b.kind = $2
               WHERE e.eval_id = $1`,
@@ -24,7 +26,7 @@ export function createPostgresBodyStore(pool: Pool): BodyStore {
         if (row.size === null) return undefined;
         const size = Number(row.size);
         if (row.inline === true) return { size, location: { kind: 'inline' } };
-        return { size, location: { kind: 's3', key: row.s3_key ?? '' } };
+        return { size, location: { kind: 'blob', home: row.blob_store ?? 's3', key: row.s3_key ?? '' } };
       }),
     readInline: (evalId, kind, offset, length) =>
       readOrUnavailable('reading an output', async () => {

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import type { LogStream } from '../../../shared/domain';
+import type { BlobHome, LogStream } from '../../../shared/domain';
 import { isTerminal, type Status } from '../../../shared/domain';
 import { preparedStatement } from '../../../shared/postgres';
 import type { LogPart, LogState, StoredLogs } from '../handlers/read-logs';
@@ -15,7 +15,7 @@ const STATE_SQL = `SELECT status, stdout_bytes::text AS stdout_bytes, stderr_byt
  * and the range of it instead. $1 eval_id, $2 stream.
  */
 const WINDOW_SQL = `
-  SELECT start_offset::text AS start_offset, s3_key,
+  SELECT start_offset::text AS start_offset, s3_key, blob_store,
          greatest($3::bigint, start_offset)::text AS from_offset,
          least(start_offset + size, $4::bigint)::text AS to_offset,
          CASE WHEN content IS NOT NULL THEN
@@ -29,6 +29,7 @@ const WINDOW_SQL = `
 interface WindowRow {
   start_offset: string;
   s3_key: string | null;
+  blob_store: BlobHome;
   from_offset: string;
   to_offset: string;
   part: Buffer | null;
@@ -72,7 +73,7 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
             const length = Number(row.to_offset) - offset;
             return row.part !== null
               ? { offset, length, bytes: row.part }
-              : { offset, length, s3: { key: row.s3_key ?? '', from: offset - start } };
+              : { offset, length, blob: { home: row.blob_store, key: row.s3_key ?? '', from: offset - start } };
           });
         }),
       ),

@@ -9,7 +9,7 @@ import type { BlobStore, EvaluationStore } from '../../../services/command/appli
 import { validateCompleteHeader } from '../../../services/command/domain';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
 import { createS3BlobStore } from '../../../shared/blobs';
-import { commandsOf, createHarness, denseLog, eventCount, type Harness } from './harness';
+import { commandsOf, createHarness, denseLog, eventCount, s3Only, type Harness } from './harness';
 
 const MiB = 1024 * 1024;
 
@@ -36,15 +36,15 @@ function countingBlobs(inner: BlobStore): { blobs: BlobStore; puts: string[] } {
   return {
     puts,
     blobs: {
-      put: async (key, content) => {
+      put: (key, content) => {
         puts.push(key);
-        await inner.put(key, content);
+        return inner.put(key, content);
       },
-      putStream: async (key, size, source) => {
+      putStream: (key, size, source) => {
         puts.push(key);
-        await inner.putStream(key, size, source);
+        return inner.putStream(key, size, source);
       },
-      delete: (key) => inner.delete(key),
+      delete: (key, home) => inner.delete(key, home),
     },
   };
 }
@@ -110,7 +110,7 @@ describe('command executor: unavailable dependencies', function () {
       const count = await eventCount(h.sql);
       const output = randomBytes(3 * MiB);
       const commands = commandsOf(
-        h.executorWith({ blobs: createS3BlobStore(unreachable, h.env.config.s3.bucket) }),
+        h.executorWith({ blobs: s3Only(createS3BlobStore(unreachable, h.env.config.s3.bucket)) }),
         h.env.config.limits,
       );
 

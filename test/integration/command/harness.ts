@@ -33,7 +33,8 @@ import {
 } from '../../../services/command/domain';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
 import { createRedisChangePublisher } from '../../../services/command/redis/change-publisher';
-import { createS3BlobStore } from '../../../shared/blobs';
+import { createS3BlobStore, type BlobStore as SharedBlobStore } from '../../../shared/blobs';
+import { createFallbackStore } from '../../../services/command/blobs/fallback-store';
 import { createTestEnvironment, type TestEnvironment } from '../../support/environment';
 
 /** Application name of the executor's connections, to find them in pg_stat_activity. */
@@ -117,6 +118,17 @@ export function commandsOf(executor: CommandExecutor, limits: Limits): Commands 
  * One spec's world: an isolated database, key prefix and bucket, and the command executor
  * built from the real adapters over them, plus direct connections to look behind it.
  */
+/** The command side's blob writes on S3 alone (no fallback store): S3 down is UNAVAILABLE. */
+export function s3Only(store: SharedBlobStore): BlobStore {
+  return createFallbackStore({
+    primary: store,
+    fallback: undefined,
+    retryPrimaryAfterMs: 0,
+    now: Date.now,
+    logger: silentLogger,
+  });
+}
+
 export interface Harness {
   readonly env: TestEnvironment;
   readonly pool: Pool;
@@ -164,7 +176,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     closers.push(() => Promise.resolve(s3.destroy()));
 
     const store = createPostgresEvaluationStore(pool);
-    const blobs = createS3BlobStore(s3, env.config.s3.bucket, env.config.s3.sse);
+    const blobs = s3Only(createS3BlobStore(s3, env.config.s3.bucket, env.config.s3.sse));
     const publisher = createRedisChangePublisher(redis, env.config.redisKeyPrefix);
     const clock = steppingClock();
     const issuedIds: string[] = [];

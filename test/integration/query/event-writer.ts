@@ -36,6 +36,7 @@ const STATUS_OF: Record<EvaluationEvent['type'], string | null> = {
   EvaluationContainerCreated: null,
   EvaluationSecurityViolation: null,
   EvaluationLogsAppended: null,
+  EvaluationBlobMoved: null,
 };
 
 export function createEventWriter(

@@ -279,7 +279,7 @@ describe('command executor', () => {
       expect(w.journal).to.deep.equal(['store.load e1', `blobs.put ${key}`, 'store.append e1@2', 'publish 42']);
       expect(w.blobs.objects.get(key)?.equals(LARGE)).to.equal(true);
       expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
-        { kind: 'output', size: LARGE.length, s3Key: key },
+        { kind: 'output', size: LARGE.length, s3Key: key, home: 's3' },
       ]);
       const completed = w.store.events[1]?.event;
       if (completed?.type !== 'EvaluationCompleted') return expect.fail('expected EvaluationCompleted');
@@ -295,7 +295,7 @@ describe('command executor', () => {
       const errorKey = `evaluations/e1/error/${createHash('sha256').update(error).digest('hex')}`;
       expect([...w.blobs.objects.keys()]).to.deep.equal([errorKey]);
       expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
-        { kind: 'error', size: 100, s3Key: errorKey },
+        { kind: 'error', size: 100, s3Key: errorKey, home: 's3' },
       ]);
     });
 
@@ -451,7 +451,7 @@ describe('command executor', () => {
 
       expect(result).to.deep.equal({ evalId: 'e1', revision: '2', position: '42' });
       expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
-        { kind: 'output', size: LARGE.length, s3Key: 'evaluations/e1/output/streamed-id-1' },
+        { kind: 'output', size: LARGE.length, s3Key: 'evaluations/e1/output/streamed-id-1', home: 's3' },
       ]);
       expect([...w.blobs.objects.keys()]).to.deep.equal(['evaluations/e1/output/streamed-id-1']);
     });
@@ -618,7 +618,7 @@ describe('command executor', () => {
       ]);
       expect(w.blobs.objects.get(key)?.equals(LARGE)).to.equal(true);
       expect(w.store.bodies.filter((b) => b.kind !== 'code')).to.deep.equal([
-        { kind: 'output', size: LARGE.length, s3Key: key },
+        { kind: 'output', size: LARGE.length, s3Key: key, home: 's3' },
       ]);
     });
 

@@ -13,6 +13,7 @@ import {
   commandHash,
   decideChange,
   type AppendLogSegment,
+  type MoveBlob,
   decideSubmit,
   type Decision,
   type DecisionContext,
@@ -40,7 +41,7 @@ function ctxFor(command: Parameters<typeof commandHash>[0], body: BodyRef | 'no 
 }
 
 /** The commands that move an evaluation through its statuses. */
-type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics | RecordSecurityEvent | AppendLogSegment>;
+type LifecycleCommand = Exclude<EvaluationCommand, RecordMetrics | RecordSecurityEvent | AppendLogSegment | MoveBlob>;
 
 function logged(revision: string, position: string, hash: string, evalId = 'e1'): LoggedCommand {
   return { evalId, revision, position, commandHash: hash };

@@ -116,7 +116,10 @@ export function createInMemoryEvaluationStore(journal: Journal, firstPosition = 
         createdAt: existing?.createdAt ?? request.recordedAt,
         metricNames: decision.metrics?.names ?? existing?.metricNames ?? [],
         logBytes: decision.log
-          ? { ...(existing?.logBytes ?? { stdout: 0, stderr: 0 }), [decision.log.stream]: decision.log.offset + decision.log.length }
+          ? {
+              ...(existing?.logBytes ?? { stdout: 0, stderr: 0 }),
+              [decision.log.stream]: decision.log.offset + decision.log.length,
+            }
           : (existing?.logBytes ?? { stdout: 0, stderr: 0 }),
         ...(existing?.endedAt !== undefined ? { endedAt: existing.endedAt } : {}),
       });
@@ -153,6 +156,7 @@ export function createInMemoryBlobStore(journal: Journal): InMemoryBlobStore {
       await blobs.beforePut(key);
       objects.set(key, Buffer.from(content));
       journal.push(`blobs.put ${key}`);
+      return 's3';
     },
     async putStream(key, size, source) {
       await blobs.beforePut(key);
@@ -162,6 +166,7 @@ export function createInMemoryBlobStore(journal: Journal): InMemoryBlobStore {
       if (content.length !== size) throw new Error(`expected ${size} bytes, got ${content.length}`);
       objects.set(key, content);
       journal.push(`blobs.putStream ${key}`);
+      return 's3';
     },
     delete(key) {
       objects.delete(key);

@@ -136,6 +136,7 @@ describe('AppendLogs: a call cut into segments', () => {
     let pulled = false;
     async function* watched(): AsyncGenerator<LogChunkIn> {
       pulled = true;
+      await Promise.resolve();
       yield chunk(0, 'x');
     }
     const err = await appendLogs(w.deps, { evalId: 'nobody', stream: 'stdout' }, watched()).catch((e: unknown) => e);

@@ -27,7 +27,13 @@ function createReadOutput(deps: {
   openCalls?: OpenCalls;
   clientWaitMs?: number;
 }): ReturnType<typeof createHandler> {
-  return createHandler({ openCalls: createOpenCalls({ maxOpen: 100, maxOpenPerConnection: 100 }), ...deps });
+  const blobs = deps.blobs;
+  return createHandler({
+    openCalls: createOpenCalls({ maxOpen: 100, maxOpenPerConnection: 100 }),
+    ...deps,
+    // Every body here is in S3: a read of another store would be a bug of the handler.
+    blobs: (home) => (home === 's3' ? blobs : expect.fail(`read from ${home}`)),
+  });
 }
 
 /** A sink that keeps every message, as a client that reads at once would receive them. */
@@ -158,7 +164,7 @@ describe('ReadOutput handler', () => {
     const body = randomBytes(3 * CHUNK_BYTES + 12_345);
     const sink = collector();
     const read = createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: blobs(socketParts(body)),
     });
     await read(request, sink, contextOf());
@@ -172,7 +178,7 @@ describe('ReadOutput handler', () => {
     const body = randomBytes(2 * CHUNK_BYTES);
     const sink = collector();
     const read = createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: blobs([body.subarray(0, 10), body.subarray(10)]),
     });
     await read(request, sink, contextOf());
@@ -213,7 +219,7 @@ describe('ReadOutput handler', () => {
       const store = objectStore(body);
       const sink = collector();
       await createReadOutput({
-        bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+        bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
         blobs: store,
       })(ranged(body.length - 100, 1000), sink, contextOf());
       expectChunks(sink.messages, body.subarray(body.length - 100), body.length, body.length - 100);
@@ -294,7 +300,7 @@ describe('ReadOutput handler', () => {
     const sink = collector();
     const store = blobs(socketParts(body.subarray(0, CHUNK_BYTES + 100)), new Error('socket hang up'));
     const read = createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
     });
     const err = await read(request, sink, contextOf()).then(
@@ -310,7 +316,7 @@ describe('ReadOutput handler', () => {
   it('is UNAVAILABLE when the object ends before the size its row records', async () => {
     const body = randomBytes(CHUNK_BYTES + 5);
     const read = createReadOutput({
-      bodies: bodies({ size: body.length + 1, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length + 1, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: blobs([body]),
     });
     const err = await read(request, collector(), contextOf()).then(
@@ -334,7 +340,7 @@ describe('ReadOutput handler', () => {
     };
     const store = blobs(socketParts(body));
     const read = createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
     });
     await read(request, sink, contextOf(controller));
@@ -348,7 +354,7 @@ describe('ReadOutput handler', () => {
     // The second write waits until the download has been given up: the client reads again only then.
     const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
     await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf());
@@ -364,7 +370,7 @@ describe('ReadOutput handler', () => {
     const store = objectStore(body);
     const sink = collector();
     await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf());
@@ -377,7 +383,7 @@ describe('ReadOutput handler', () => {
     const store = objectStore(body);
     const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
     await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf());
@@ -390,7 +396,7 @@ describe('ReadOutput handler', () => {
     const store = objectStore(body, { replacedAt: 1 });
     const sink = stallingSink(1, () => aborted(store.opens[0]?.signal));
     const err = await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf()).then(
@@ -407,7 +413,7 @@ describe('ReadOutput handler', () => {
     const store = objectStore(body, { version: undefined });
     const sink = stallingSink(0, () => aborted(store.opens[0]?.signal));
     const err = await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf()).then(
@@ -428,7 +434,7 @@ describe('ReadOutput handler', () => {
       controller.abort(); // the real sink's write then returns at once
     });
     await createReadOutput({
-      bodies: bodies({ size: body.length, location: { kind: 's3', key: 'k' } }),
+      bodies: bodies({ size: body.length, location: { kind: 'blob', home: 's3', key: 'k' } }),
       blobs: store,
       clientWaitMs: 5,
     })(request, sink, contextOf(controller));
@@ -483,7 +489,7 @@ describe('ReadOutput handler', () => {
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(NotFoundError);
-    for (const found of [undefined, { size: 0, location: { kind: 's3', key: 'k' } } as const]) {
+    for (const found of [undefined, { size: 0, location: { kind: 'blob', home: 's3', key: 'k' } } as const]) {
       const sink = collector();
       await createReadOutput({ bodies: bodies(found), blobs: blobs([]) })(request, sink, contextOf());
       expect(sink.messages).to.deep.equal([]);

@@ -285,4 +285,37 @@ describe('evolve', () => {
     expect(state.lastEventType).to.equal(EventType.EVENT_TYPE_SECURITY_VIOLATION);
     expect(fold([QUEUED, created]).lastEventType).to.equal(EventType.EVENT_TYPE_CONTAINER_CREATED);
   });
+
+  it("keeps each log stream's stored size from EvaluationLogsAppended, nothing else", () => {
+    const logs = (revision: number, stream: 'stdout' | 'stderr', offset: number, length: number): RecordedEvent =>
+      recorded(revision, { type: 'EvaluationLogsAppended', data: { stream, offset, length } });
+    const state = fold([
+      QUEUED,
+      recorded(2, STARTED_EVENT),
+      logs(3, 'stdout', 0, 100),
+      logs(4, 'stderr', 0, 7),
+      logs(5, 'stdout', 100, 20),
+    ]);
+    expect([state.stdoutBytes, state.stderrBytes]).to.deep.equal(['120', '7']);
+    expect(state.status).to.equal(EvaluationStatus.EVALUATION_STATUS_RUNNING);
+    expect(state.lastEventType).to.equal(EventType.EVENT_TYPE_LOGS_APPENDED);
+  });
+
+  it("moves the output's or the error's location with EvaluationBlobMoved, and only those", () => {
+    const moved = (revision: number, kind: 'output' | 'stdout'): RecordedEvent =>
+      recorded(revision, { type: 'EvaluationBlobMoved', data: { kind, key: `k-${kind}`, to: 's3' } });
+    const inFallback: RecordedEvent = recorded(2, {
+      type: 'EvaluationCompleted',
+      data: {
+        exitCode: 0,
+        completedAt: ENDED,
+        output: { previewBase64: '', size: 5000, location: 'file', s3Key: 'k' },
+      },
+    });
+    expect(fold([QUEUED, inFallback]).outputLocation).to.equal('file');
+    const state = fold([QUEUED, inFallback, moved(3, 'stdout'), moved(4, 'output')]);
+    expect(state.outputLocation).to.equal('s3');
+    expect(state.lastEventType).to.equal(EventType.EVENT_TYPE_BLOB_MOVED);
+    expect(fold([QUEUED, inFallback, moved(3, 'stdout')]).outputLocation).to.equal('file');
+  });
 });

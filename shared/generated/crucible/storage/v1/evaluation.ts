@@ -112,6 +112,11 @@ export enum EventType {
    * the evaluation's `stdout_bytes` or `stderr_bytes`, never its status.
    */
   EVENT_TYPE_LOGS_APPENDED = 9,
+  /**
+   * EVENT_TYPE_BLOB_MOVED - Written by the service when a body or log segment kept in its fallback file store (while
+   * S3 was unreachable) was copied to S3: the body's location becomes "s3".
+   */
+  EVENT_TYPE_BLOB_MOVED = 10,
   UNRECOGNIZED = -1,
 }
 
@@ -147,6 +152,9 @@ export function eventTypeFromJSON(object: any): EventType {
     case 9:
     case "EVENT_TYPE_LOGS_APPENDED":
       return EventType.EVENT_TYPE_LOGS_APPENDED;
+    case 10:
+    case "EVENT_TYPE_BLOB_MOVED":
+      return EventType.EVENT_TYPE_BLOB_MOVED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -176,6 +184,8 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_SECURITY_VIOLATION";
     case EventType.EVENT_TYPE_LOGS_APPENDED:
       return "EVENT_TYPE_LOGS_APPENDED";
+    case EventType.EVENT_TYPE_BLOB_MOVED:
+      return "EVENT_TYPE_BLOB_MOVED";
     case EventType.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -515,13 +525,17 @@ export interface Evaluation {
   outputPreview: Buffer;
   /** Size of the whole output in bytes. */
   outputSize: string;
-  /** Where the whole output is kept: "" (none), "postgres", or "s3" (large outputs). */
+  /**
+   * Where the whole output is kept: "" (none), "postgres", "s3" (large outputs), or "file" (a
+   * large output stored while S3 was unreachable, in the service's fallback store until it is
+   * moved to S3; ReadOutput reads it either way).
+   */
   outputLocation: string;
   /** The first bytes of the error message (1024 by default, cut at a character boundary). */
   errorPreview: string;
   /** Size of the whole error message in bytes (UTF-8). */
   errorSize: string;
-  /** Where the whole error message is kept: "" (none), "postgres", or "s3". */
+  /** Where the whole error message is kept: "" (none), "postgres", "s3" or "file" (as for the output). */
   errorLocation: string;
   /** Why it failed; UNSPECIFIED unless status is FAILED. */
   failureReason: FailureReason;
