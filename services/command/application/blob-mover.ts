@@ -101,7 +101,10 @@ export function createBlobMover(deps: BlobMoverDeps): BlobMover {
           break;
         }
         if (err instanceof BlobNotFoundError) {
-          logger.error('a blob recorded in the fallback store is missing from it', { key: blob.key, evalId: blob.evalId });
+          logger.error('a blob recorded in the fallback store is missing from it', {
+            key: blob.key,
+            evalId: blob.evalId,
+          });
           continue;
         }
         logger.error('blob mover could not move a blob', { key: blob.key, err });

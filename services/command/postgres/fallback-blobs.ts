@@ -39,15 +39,13 @@ export function createPostgresFallbackBlobs(pool: Pool): FallbackBlobs {
     list: (limit) =>
       readOrUnavailable('listing the fallback store', async () => {
         const { rows } = await pool.query<ListRow>(preparedStatement(LIST_SQL, [limit]));
-        return rows.map(
-          (row): FallbackBlob => ({
-            evalId: row.eval_id,
-            kind: row.kind as BodyKind | LogStream,
-            ...(row.start_offset !== null ? { offset: Number(row.start_offset) } : {}),
-            key: row.s3_key,
-            size: Number(row.size),
-          }),
-        );
+        return rows.map((row): FallbackBlob => ({
+          evalId: row.eval_id,
+          kind: row.kind as BodyKind | LogStream,
+          ...(row.start_offset !== null ? { offset: Number(row.start_offset) } : {}),
+          key: row.s3_key,
+          size: Number(row.size),
+        }));
       }),
     async claim(blob, move) {
       const session = await readOrUnavailable('claiming a blob', () => pool.connect());

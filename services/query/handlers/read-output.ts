@@ -14,8 +14,7 @@ export type { BodyKind };
 
 /** Where a whole body is kept, as its row says. */
 export type BodyLocation =
-  | { readonly kind: 'inline' }
-  | { readonly kind: 'blob'; readonly home: BlobHome; readonly key: string };
+  { readonly kind: 'inline' } | { readonly kind: 'blob'; readonly home: BlobHome; readonly key: string };
 
 export interface StoredBody {
   readonly size: number;
