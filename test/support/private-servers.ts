@@ -159,9 +159,48 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   };
 }
 
+export interface PrivateS3 {
+  readonly endpoint: string;
+  /** Closes the server: requests are refused until `start`. Its files stay. */
+  stop(): Promise<void>;
+  /** Starts s3rver again on the same port and files. */
+  start(): Promise<void>;
+  readonly running: boolean;
+  close(): Promise<void>;
+}
+
+/** s3rver of its own on a free port, with its files in a temporary folder. */
+export async function startPrivateS3(config: Config['s3']): Promise<PrivateS3> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-own-s3-'));
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const server = lifecycle(dataDir, (ctx) => ensureS3({ ...config, endpoint }, ctx));
+  const start = (): Promise<void> => server.start();
+  try {
+    await start();
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`could not start a private s3rver: ${String(err)}\n${server.log()}`, { cause: err });
+  }
+  return {
+    endpoint,
+    stop: () => server.stop(),
+    start,
+    get running() {
+      return server.running;
+    },
+    async close() {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
 export interface PrivateStack {
   readonly postgres: PrivatePostgres;
   readonly redis: PrivateRedis;
+  /** With `ownS3`: the stack's S3 server, which a test may stop and start. */
+  readonly s3?: PrivateS3;
   /** Superuser URL of this stack's database on the private cluster. */
   readonly databaseUrl: string;
   readonly config: Config;
@@ -173,6 +212,8 @@ export interface PrivateStack {
 export interface PrivateStackOptions {
   /** Extra configuration keys for the services (e.g. STREAM_BUFFER_LIMIT). */
   readonly overrides?: Record<string, string>;
+  /** An S3 server of the stack's own (s3rver), not the shared one at S3_ENDPOINT. */
+  readonly ownS3?: boolean;
 }
 
 /**
@@ -203,12 +244,18 @@ export async function startPrivateStack(options: PrivateStackOptions = {}): Prom
     await applyMigrations(databaseUrl, ctx.progress);
 
     const bucket = `fault-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    let ownS3: PrivateS3 | undefined;
+    if (options.ownS3 === true) {
+      ownS3 = await startPrivateS3({ ...base.s3, bucket });
+      const started = ownS3;
+      closers.push(() => started.close());
+    }
     const env: Record<string, string> = {
       ENVIRONMENT: 'test',
       DATABASE_URL: databaseUrl,
       REDIS_URL: redis.url,
       REDIS_KEY_PREFIX: 'fault',
-      S3_ENDPOINT: base.s3.endpoint,
+      S3_ENDPOINT: ownS3?.endpoint ?? base.s3.endpoint,
       S3_BUCKET: bucket,
       S3_ACCESS_KEY_ID: base.s3.accessKeyId,
       S3_SECRET_ACCESS_KEY: base.s3.secretAccessKey,
@@ -226,7 +273,15 @@ export async function startPrivateStack(options: PrivateStackOptions = {}): Prom
       await emptyAndDeleteBucket(s3, bucket).catch(() => undefined);
       s3.destroy();
     });
-    return { postgres, redis, databaseUrl, config, env, close: closeAll };
+    return {
+      postgres,
+      redis,
+      ...(ownS3 !== undefined ? { s3: ownS3 } : {}),
+      databaseUrl,
+      config,
+      env,
+      close: closeAll,
+    };
   } catch (err) {
     await closeAll();
     throw err;
