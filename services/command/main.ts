@@ -5,6 +5,7 @@ import { createLogger } from '../../shared/logging';
 import { createPool, runMigrations } from '../../shared/postgres';
 import {
   closeAll,
+  createPeriodic,
   exitOnFailure,
   helpText,
   onShutdownSignal,
@@ -20,6 +21,8 @@ import { createRedisChangePublisher } from './redis/change-publisher';
 import { createRedisExecutorHealth } from './redis/executor-health';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobMover } from './application/blob-mover';
+import { sweepAllOrphans } from './application/orphan-sweeper';
+import { createPostgresBlobReferences } from './postgres/blob-references';
 import { createFallbackStore } from './blobs/fallback-store';
 import { createPostgresFallbackBlobs } from './postgres/fallback-blobs';
 import { createCommandServer } from './server';
@@ -27,7 +30,9 @@ import { createCommandServer } from './server';
 const SUMMARY = `crucible-storage command service (gRPC crucible.storage.v1.EvaluationCommandService)
 
 Validates and records evaluation lifecycle commands from executors in PostgreSQL (+ S3 for
-large outputs), applying pending migrations at start-up, and publishes each change on Redis.`;
+large outputs and log segments, or BLOB_FALLBACK_DIR while S3 is down), applying pending
+migrations at start-up, and publishes each change on Redis. Also fails evaluations whose
+executor is gone, moves fallback blobs to S3, and deletes orphaned blobs.`;
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -129,11 +134,37 @@ async function main(): Promise<void> {
           logger: logger.child({ component: 'blob-mover' }),
         });
   mover?.start();
+  const references = createPostgresBlobReferences(pool);
+  const orphanLogger = logger.child({ component: 'orphan-sweep' });
+  const orphanSweep = createPeriodic(
+    async () => {
+      const reports = await sweepAllOrphans({
+        homes: { s3: s3Store, file: fallbackStore },
+        references,
+        graceMs: config.orphans.graceMs,
+        now: new Date(),
+        dryRun: false,
+      });
+      for (const report of reports) {
+        if (report.orphans.length > 0) {
+          orphanLogger.info('orphaned blobs deleted', {
+            store: report.home,
+            deleted: report.orphans.length,
+            bytes: report.bytes,
+            examined: report.examined,
+          });
+        }
+      }
+    },
+    config.orphans.intervalMs,
+    (err) => orphanLogger.warn('orphan sweep failed; the next one retries', { err }),
+  );
+  if (config.orphans.intervalMs > 0) orphanSweep.start();
 
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
     // First, so that no failure is written while the server drains and the pool closes.
-    void Promise.all([reaper.stop(), mover?.stop()])
+    void Promise.all([reaper.stop(), mover?.stop(), orphanSweep.stop()])
       .then(() => server.shutdown(config.shutdownGraceMs))
       .then(() => closeAll(resources, logger))
       .then(() => {

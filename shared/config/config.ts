@@ -51,6 +51,12 @@ export interface BlobFallbackConfig {
   readonly moverIntervalMs: number;
 }
 
+/** The orphan sweep (blobs no row refers to): how old one must be, how often (0: never). */
+export interface OrphanSweepConfig {
+  readonly graceMs: number;
+  readonly intervalMs: number;
+}
+
 export interface OutputUrlConfig {
   readonly defaultExpirySeconds: number;
   readonly maxExpirySeconds: number;
@@ -146,6 +152,7 @@ export interface Config {
   readonly s3: S3Config;
   readonly outputUrls: OutputUrlConfig;
   readonly blobFallback: BlobFallbackConfig;
+  readonly orphans: OrphanSweepConfig;
   readonly limits: Limits;
   readonly streams: StreamConfig;
   /** How often the query side polls the event log when pub/sub is quiet. */
@@ -273,6 +280,10 @@ export function loadConfig(env: Env): Config {
       dir: v.BLOB_FALLBACK_DIR,
       retryPrimaryAfterMs: v.BLOB_FALLBACK_RETRY_MS,
       moverIntervalMs: v.BLOB_MOVER_INTERVAL_MS,
+    }),
+    orphans: Object.freeze({
+      graceMs: v.ORPHAN_GRACE_SECONDS * 1000,
+      intervalMs: v.ORPHAN_SWEEP_INTERVAL_SECONDS * 1000,
     }),
     outputUrls: Object.freeze({
       defaultExpirySeconds: v.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS,

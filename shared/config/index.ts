@@ -7,6 +7,7 @@ export type {
   Limits,
   PostgresSessionConfig,
   BlobFallbackConfig,
+  OrphanSweepConfig,
   OutputUrlConfig,
   S3Config,
   ServerSideEncryption,

@@ -246,6 +246,16 @@ export const SETTINGS = {
     defaults: { all: '5000' },
     help: 'how often the command service looks for blobs in the fallback directory to copy to S3',
   }),
+  ORPHAN_GRACE_SECONDS: setting({
+    parser: wholeNumber(60, 365 * 86_400),
+    defaults: { all: '86400' },
+    help: 'a blob no row refers to is an orphan once it is this old (younger ones may be uploads whose command is on its way)',
+  }),
+  ORPHAN_SWEEP_INTERVAL_SECONDS: setting({
+    parser: wholeNumber(0, 30 * 86_400),
+    defaults: { all: '3600' },
+    help: 'how often the command service deletes orphaned blobs from S3 and the fallback directory (0: never; `npm run sweep-orphans -- --dry-run` shows them)',
+  }),
   S3_PUBLIC_ENDPOINT: setting({
     parser: url(['http:', 'https:'], { optional: true }),
     defaults: { all: '' },

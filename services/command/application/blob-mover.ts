@@ -3,6 +3,7 @@ import { BlobNotFoundError } from '../../../shared/blobs';
 import type { BodyKind, LogStream } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
+import { createPeriodic } from '../../../shared/runtime';
 import type { Command, CommandResult } from '../domain';
 
 /** A blob the fallback store holds and a row refers to (a body, or a log segment). */
@@ -60,9 +61,6 @@ const PASS_SIZE = 100;
  */
 export function createBlobMover(deps: BlobMoverDeps): BlobMover {
   const { blobs, primary, fallback, logger } = deps;
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let underWay: Promise<void> | undefined;
 
   async function move(blob: FallbackBlob): Promise<void> {
     const download = await fallback.open(blob.key, new AbortController().signal);
@@ -87,7 +85,7 @@ export function createBlobMover(deps: BlobMoverDeps): BlobMover {
   async function sweep(): Promise<number> {
     let moved = 0;
     for (const blob of await blobs.list(PASS_SIZE)) {
-      if (stopped) break;
+      if (periodic.stopped) break;
       try {
         if ((await blobs.claim(blob, () => move(blob))) === 'moved') {
           moved += 1;
@@ -114,32 +112,7 @@ export function createBlobMover(deps: BlobMoverDeps): BlobMover {
     return moved;
   }
 
-  const schedule = (): void => {
-    timer = setTimeout(() => {
-      timer = undefined;
-      underWay = sweep()
-        .then(
-          () => undefined,
-          (err: unknown) => logger.warn('blob mover pass failed', { err }),
-        )
-        .finally(() => {
-          underWay = undefined;
-          if (!stopped) schedule();
-        });
-    }, deps.intervalMs);
-    timer.unref();
-  };
+  const periodic = createPeriodic(sweep, deps.intervalMs, (err) => logger.warn('blob mover pass failed', { err }));
 
-  return {
-    sweep,
-    start() {
-      if (!stopped && timer === undefined && underWay === undefined) schedule();
-    },
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
-      await underWay;
-    },
-  };
+  return { sweep, start: () => periodic.start(), stop: () => periodic.stop() };
 }

@@ -2,6 +2,7 @@ import type { ExecutorConfig } from '../../../shared/config';
 import type { FailureKind } from '../../../shared/domain';
 import { IllegalTransitionError, NotFoundError, RevisionConflictError, UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
+import { createPeriodic } from '../../../shared/runtime';
 import type { FailEvaluation } from '../domain';
 import type { CommandExecutor } from './command-executor';
 import type { Clock } from './ports';
@@ -186,9 +187,6 @@ export function createReaper<C>(deps: ReaperDeps<C>): Reaper {
   let cursor: C | undefined;
   let watchingSince: Date | undefined = clock.now();
   let outage: SweepResult['skipped'];
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let underWay: Promise<void> | undefined;
 
   const skip = (examined: number, dependency: 'postgres' | 'redis', err: unknown): SweepResult => {
     if (outage !== dependency) logger.warn('reaper sweep skipped: a dependency is unavailable', { dependency, err });
@@ -258,7 +256,7 @@ export function createReaper<C>(deps: ReaperDeps<C>): Reaper {
     const failed: { evalId: string; reason: Zombie['reason'] }[] = [];
     let preempted = 0;
     for (const zombie of findZombies(page.evaluations, lastSeen, { now, watchingSince }, rules)) {
-      if (stopped) break;
+      if (periodic.stopped) break;
       try {
         if ((await fail(zombie)) === 'failed') failed.push({ evalId: zombie.evaluation.evalId, reason: zombie.reason });
         else preempted += 1;
@@ -273,32 +271,6 @@ export function createReaper<C>(deps: ReaperDeps<C>): Reaper {
     return { examined, failed, preempted };
   }
 
-  const schedule = (): void => {
-    timer = setTimeout(() => {
-      timer = undefined;
-      underWay = sweep()
-        .then(
-          () => undefined,
-          (err: unknown) => logger.error('reaper sweep failed', { err }),
-        )
-        .finally(() => {
-          underWay = undefined;
-          if (!stopped) schedule();
-        });
-    }, intervalMs);
-    timer.unref();
-  };
-
-  return {
-    sweep,
-    start() {
-      if (!stopped && timer === undefined && underWay === undefined) schedule();
-    },
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
-      await underWay;
-    },
-  };
+  const periodic = createPeriodic(sweep, intervalMs, (err) => logger.error('reaper sweep failed', { err }));
+  return { sweep, start: () => periodic.start(), stop: () => periodic.stop() };
 }
