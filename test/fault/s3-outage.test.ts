@@ -89,7 +89,9 @@ describe('fault: S3 stops during completions and log appends, then comes back', 
   it('loses no byte: every write is accepted, read back during the outage, moved to S3 after it, identical', async () => {
     if (clients === undefined || stack.s3 === undefined) throw new Error('set-up failed');
     const { command, query } = clients;
-    const moves = readStream<WatchEvaluationsResponse>(query.watchEvaluations({ afterPosition: '0', statuses: [], evalIds: [] }));
+    const moves = readStream<WatchEvaluationsResponse>(
+      query.watchEvaluations({ afterPosition: '0', statuses: [], evalIds: [] }),
+    );
 
     await stack.s3.stop();
     const written = new Map<string, { output: Buffer; log: Buffer }>();
