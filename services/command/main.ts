@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   const s3 = createS3Client(config.s3, logger);
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
-  const s3Store = createS3BlobStore(s3, config.s3.bucket, config.s3.sse);
+  const s3Store = createS3BlobStore(s3, config.s3.bucket, config.s3.sse, config.s3.multipart);
   const fallbackStore = config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined;
   const newUlid = monotonicFactory();
   const clock = { now: () => new Date() };

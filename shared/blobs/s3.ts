@@ -11,7 +11,7 @@ import {
   type PutObjectCommandInput,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { ServerSideEncryption } from '../config';
+import { defaultMultipart, type MultipartConfig, type ServerSideEncryption } from '../config';
 import { UnavailableError } from '../errors';
 import {
   BlobNotFoundError,
@@ -22,6 +22,7 @@ import {
   type BlobRange,
   type BlobStore,
 } from './blob-store';
+import { putMultipart } from './s3-multipart';
 
 function httpStatusOf(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
@@ -87,6 +88,7 @@ export function createS3BlobStore(
   client: S3Client,
   bucket: string,
   sse: ServerSideEncryption = { kind: 'none' },
+  multipart: MultipartConfig = defaultMultipart(),
 ): BlobStore {
   const target = targetOf(bucket, sse);
   return {
@@ -114,6 +116,15 @@ export function createS3BlobStore(
           sourceError = err instanceof Error ? err : new Error(String(err));
           abort.abort();
           throw err;
+        }
+      }
+      if (size > multipart.thresholdBytes) {
+        // In parts, several at once: past 5 GiB (one PutObject's limit), and faster before.
+        try {
+          await putMultipart(client, target, key, size, watched(), multipart);
+          return;
+        } catch (err) {
+          throw sourceError ?? unavailableOr(err);
         }
       }
       const body = Readable.from(watched(), { objectMode: false });

@@ -36,6 +36,15 @@ export interface S3Config {
   readonly publicEndpoint: string;
   /** Server-side encryption asked for on every object write. */
   readonly sse: ServerSideEncryption;
+  /** How large streamed bodies are uploaded in parts. */
+  readonly multipart: MultipartConfig;
+}
+
+/** Multipart uploads of large streamed bodies (shared/blobs/s3-multipart.ts). */
+export interface MultipartConfig {
+  readonly thresholdBytes: number;
+  readonly partBytes: number;
+  readonly partsInFlight: number;
 }
 
 export type ServerSideEncryption =
@@ -209,6 +218,10 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
   if ((values.S3_ACCESS_KEY_ID === '') !== (values.S3_SECRET_ACCESS_KEY === '')) {
     problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
   }
+  const partBytes = values.S3_PART_BYTES as number | undefined;
+  if (environment === 'production' && partBytes !== undefined && partBytes < 5 * 1024 * 1024) {
+    problems.push(`S3_PART_BYTES must be at least 5 MiB (S3's smallest part) in production, not ${partBytes}`);
+  }
   if (values.S3_SSE_KMS_KEY_ID !== '' && values.S3_SSE !== 'aws:kms') {
     problems.push('S3_SSE_KMS_KEY_ID is set but S3_SSE is not aws:kms: set S3_SSE=aws:kms or unset the key id');
   }
@@ -246,6 +259,19 @@ export function defaultPostgresSession(): PostgresSessionConfig {
   return postgresSessionOf(parseSettings({ ENVIRONMENT: 'test' }).values);
 }
 
+function multipartOf(v: SettingValues): MultipartConfig {
+  return Object.freeze({
+    thresholdBytes: v.S3_MULTIPART_THRESHOLD_BYTES,
+    partBytes: v.S3_PART_BYTES,
+    partsInFlight: v.S3_PARTS_IN_FLIGHT,
+  });
+}
+
+/** Multipart uploads at their defaults, for a store made without a Config (tests, tools). */
+export function defaultMultipart(): MultipartConfig {
+  return multipartOf(parseSettings({ ENVIRONMENT: 'test' }).values);
+}
+
 /** Reads and validates the whole configuration; throws one ConfigError listing every problem. */
 export function loadConfig(env: Env): Config {
   const { values: v, problems } = parseSettings(env);
@@ -275,6 +301,7 @@ export function loadConfig(env: Env): Config {
       checksumMode: v.S3_CHECKSUM_MODE,
       publicEndpoint: v.S3_PUBLIC_ENDPOINT,
       sse: Object.freeze(sseOf(v)),
+      multipart: multipartOf(v),
     }),
     blobFallback: Object.freeze({
       dir: v.BLOB_FALLBACK_DIR,

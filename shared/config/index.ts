@@ -1,9 +1,10 @@
-export { loadConfig, ConfigError, defaultPostgresSession } from './config';
+export { loadConfig, ConfigError, defaultMultipart, defaultPostgresSession } from './config';
 export type {
   Config,
   Environment,
   ExecutorConfig,
   LogLevel,
+  MultipartConfig,
   Limits,
   PostgresSessionConfig,
   BlobFallbackConfig,

@@ -256,6 +256,21 @@ export const SETTINGS = {
     defaults: { all: '3600' },
     help: 'how often the command service deletes orphaned blobs from S3 and the fallback directory (0: never; `npm run sweep-orphans -- --dry-run` shows them)',
   }),
+  S3_MULTIPART_THRESHOLD_BYTES: setting({
+    parser: wholeNumber(1024, 5 * GiB),
+    defaults: { all: String(256 * MiB) },
+    help: "a streamed output above this is uploaded to S3 in parts, several at once (up to 5 GiB: one PutObject's limit)",
+  }),
+  S3_PART_BYTES: setting({
+    parser: wholeNumber(1024, 5 * GiB),
+    defaults: { all: String(8 * MiB) },
+    help: 'bytes per part of a multipart upload (S3 wants 5 MiB or more; grown for bodies past 10,000 parts)',
+  }),
+  S3_PARTS_IN_FLIGHT: setting({
+    parser: wholeNumber(1, 64),
+    defaults: { all: '4' },
+    help: 'parts of one upload sent at once: an upload holds about this many parts in memory',
+  }),
   S3_PUBLIC_ENDPOINT: setting({
     parser: url(['http:', 'https:'], { optional: true }),
     defaults: { all: '' },
@@ -314,9 +329,9 @@ export const SETTINGS = {
     help: 'largest output or error accepted in one message',
   }),
   MAX_STREAMED_OUTPUT_BYTES: setting({
-    parser: wholeNumber(0, 5 * GiB),
+    parser: wholeNumber(0, 5 * 1024 * GiB),
     defaults: { all: String(GiB) },
-    help: 'largest output `CompleteEvaluationStream` accepts (at most 5 GiB, one S3 PutObject)',
+    help: 'largest output `CompleteEvaluationStream` accepts (at most 5 TiB, the largest S3 object; above S3_MULTIPART_THRESHOLD_BYTES it is uploaded in parts)',
   }),
   CLIENT_STREAM_IDLE_MS: setting({
     parser: wholeNumber(100, 3_600_000),

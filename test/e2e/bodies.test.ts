@@ -27,6 +27,9 @@ describe('e2e: stored bytes read back — code, ranges, presigned URLs', functio
         INLINE_OUTPUT_MAX_BYTES: String(INLINE_OUTPUT_MAX_BYTES),
         OUTPUT_URL_MAX_EXPIRY_SECONDS: String(URL_MAX_EXPIRY_SECONDS),
         OUTPUT_URL_DEFAULT_EXPIRY_SECONDS: '60',
+        // A streamed output above 512 KiB goes up in 128 KiB parts: multipart in a small test.
+        S3_MULTIPART_THRESHOLD_BYTES: String(512 * 1024),
+        S3_PART_BYTES: String(128 * 1024),
       },
     });
     commandService = await startService('command', environment.env);
@@ -129,6 +132,33 @@ describe('e2e: stored bytes read back — code, ranges, presigned URLs', functio
       expect(signed.size).to.equal(String(codeBytes.length));
       const fetched = Buffer.from(await (await fetch(signed.url)).arrayBuffer());
       expect(fetched.equals(codeBytes)).to.equal(true);
+    });
+  });
+
+  describe('a streamed output in parts', () => {
+    it('uploads a streamed output above S3_MULTIPART_THRESHOLD_BYTES in parts; it reads back whole and by range', async () => {
+      const output = randomBytes(3 * 1024 * 1024 + 333);
+      await submit('multipart-out', 'print(1)');
+      const { command } = clients;
+      await call(command, command.startEvaluation, {
+        evalId: 'multipart-out',
+        executorId: 'exec-1',
+        containerId: 'c-1',
+        requestId: '',
+      });
+      await new Promise<void>((resolve, reject) => {
+        const stream = command.completeEvaluationStream((err) => (err !== null ? reject(err) : resolve()));
+        stream.write({
+          header: { evalId: 'multipart-out', exitCode: 0, outputSize: String(output.length), requestId: '' },
+        });
+        for (let at = 0; at < output.length; at += 200_000)
+          stream.write({ outputChunk: output.subarray(at, at + 200_000) });
+        stream.end();
+      });
+      const whole = await read('multipart-out', OutputKind.OUTPUT_KIND_OUTPUT);
+      expect(sha256(whole.bytes)).to.equal(sha256(output));
+      const part = await read('multipart-out', OutputKind.OUTPUT_KIND_OUTPUT, 1_000_000, 300_000);
+      expect(part.bytes.equals(output.subarray(1_000_000, 1_300_000))).to.equal(true);
     });
   });
 

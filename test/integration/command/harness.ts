@@ -176,7 +176,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     closers.push(() => Promise.resolve(s3.destroy()));
 
     const store = createPostgresEvaluationStore(pool);
-    const blobs = s3Only(createS3BlobStore(s3, env.config.s3.bucket, env.config.s3.sse));
+    const blobs = s3Only(createS3BlobStore(s3, env.config.s3.bucket, env.config.s3.sse, env.config.s3.multipart));
     const publisher = createRedisChangePublisher(redis, env.config.redisKeyPrefix);
     const clock = steppingClock();
     const issuedIds: string[] = [];

@@ -3420,7 +3420,8 @@ export const EvaluationCommandServiceService = {
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * goes to S3 as it arrives (in parts, several at once, above S3_MULTIPART_THRESHOLD_BYTES), so
+   * neither side holds it whole. An unknown eval_id is NOT_FOUND
    * before such an output is read; otherwise the command is decided once the last byte is in,
    * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
@@ -3551,7 +3552,8 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * goes to S3 as it arrives (in parts, several at once, above S3_MULTIPART_THRESHOLD_BYTES), so
+   * neither side holds it whole. An unknown eval_id is NOT_FOUND
    * before such an output is read; otherwise the command is decided once the last byte is in,
    * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
@@ -3658,7 +3660,8 @@ export interface EvaluationCommandServiceClient extends Client {
    * CompleteEvaluation for an output sent as a stream, up to the configured streamed size (1 GiB
    * by default) where CompleteEvaluation takes one message (16 MiB): the first message is the
    * header, every following one the next bytes of the output. An output above the inline limit
-   * goes to S3 as it arrives, so neither side holds it whole. An unknown eval_id is NOT_FOUND
+   * goes to S3 as it arrives (in parts, several at once, above S3_MULTIPART_THRESHOLD_BYTES), so
+   * neither side holds it whole. An unknown eval_id is NOT_FOUND
    * before such an output is read; otherwise the command is decided once the last byte is in,
    * and an output the command does not keep (refused, or a repeat) is deleted.
    * INVALID_ARGUMENT also when the first message is not the header, a later one is, or the
