@@ -11,6 +11,7 @@ import { SecurityTrail1763877600009 } from './1763877600009-SecurityTrail';
 import { CodeAsBody1763877600010 } from './1763877600010-CodeAsBody';
 import { LiveLogs1763877600011 } from './1763877600011-LiveLogs';
 import { BlobHomes1763877600012 } from './1763877600012-BlobHomes';
+import { OutputUploads1763877600013 } from './1763877600013-OutputUploads';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -27,4 +28,5 @@ export const MIGRATIONS = [
   CodeAsBody1763877600010,
   LiveLogs1763877600011,
   BlobHomes1763877600012,
+  OutputUploads1763877600013,
 ];

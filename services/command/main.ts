@@ -23,6 +23,9 @@ import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobMover } from './application/blob-mover';
 import { sweepAllOrphans } from './application/orphan-sweeper';
 import { createPostgresBlobReferences } from './postgres/blob-references';
+import { createDirectUploads } from './application/direct-uploads';
+import { createS3DirectUploads } from './blobs/s3-direct-uploads';
+import { createPostgresUploadRecords } from './postgres/output-uploads';
 import { createFallbackStore } from './blobs/fallback-store';
 import { createPostgresFallbackBlobs } from './postgres/fallback-blobs';
 import { createCommandServer } from './server';
@@ -76,11 +79,17 @@ async function main(): Promise<void> {
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
   const s3Store = createS3BlobStore(s3, config.s3.bucket, config.s3.sse, config.s3.multipart);
+  // Signs the part URLs of direct uploads for the address executors reach S3 by; sends nothing.
+  const s3Signer =
+    config.s3.publicEndpoint !== '' ? createS3Client({ ...config.s3, endpoint: config.s3.publicEndpoint }, logger) : s3;
+  if (s3Signer !== s3)
+    resources.push({ name: 's3 (public endpoint)', close: () => Promise.resolve(s3Signer.destroy()) });
   const fallbackStore = config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined;
   const newUlid = monotonicFactory();
   const clock = { now: () => new Date() };
+  const evaluationStore = createPostgresEvaluationStore(pool);
   const executor = createCommandExecutor({
-    store: createPostgresEvaluationStore(pool),
+    store: evaluationStore,
     blobs: createFallbackStore({
       primary: s3Store,
       fallback: fallbackStore,
@@ -98,10 +107,24 @@ async function main(): Promise<void> {
   // Reports and last-seen times share the publisher's connection: both must fail at once, not
   // queue, while Redis is down.
   const executorHealth = createRedisExecutorHealth(redis, config.redisKeyPrefix, config.executors);
+  const uploads = createDirectUploads({
+    store: evaluationStore,
+    records: createPostgresUploadRecords(pool),
+    transport: createS3DirectUploads({ client: s3, signer: s3Signer, bucket: config.s3.bucket, sse: config.s3.sse }),
+    newId: () => newUlid(),
+    now: () => new Date(),
+    limits: {
+      partBytes: config.s3.multipart.partBytes,
+      uploadExpirySeconds: config.outputUrls.uploadExpirySeconds,
+      previewBytes: config.limits.previewBytes,
+    },
+    logger: logger.child({ component: 'uploads' }),
+  });
   const server = createCommandServer({
     executor,
     limits: config.limits,
     logger,
+    uploads,
     executorHealth: { healthReports: executorHealth, clock, executors: config.executors },
   });
   const port = await server.listen(config.host, config.commandPort);
@@ -160,11 +183,18 @@ async function main(): Promise<void> {
     (err) => orphanLogger.warn('orphan sweep failed; the next one retries', { err }),
   );
   if (config.orphans.intervalMs > 0) orphanSweep.start();
+  // Expired direct uploads are aborted within a minute (or half their expiry) of expiring.
+  const uploadExpiry = createPeriodic(
+    () => uploads.abortExpired(),
+    Math.min(60_000, (config.outputUrls.uploadExpirySeconds * 1000) / 2),
+    (err) => logger.warn('aborting expired uploads failed; the next pass retries', { err }),
+  );
+  uploadExpiry.start();
 
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
     // First, so that no failure is written while the server drains and the pool closes.
-    void Promise.all([reaper.stop(), mover?.stop(), orphanSweep.stop()])
+    void Promise.all([reaper.stop(), mover?.stop(), orphanSweep.stop(), uploadExpiry.stop()])
       .then(() => server.shutdown(config.shutdownGraceMs))
       .then(() => closeAll(resources, logger))
       .then(() => {

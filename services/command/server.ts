@@ -4,12 +4,14 @@ import {
   type EvaluationCommandServiceServer,
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import { UnavailableError } from '../../shared/errors';
+import type { DirectUploads } from './application/direct-uploads';
 import type { Logger } from '../../shared/logging';
 import {
   createAppendLogs,
   createCancelEvaluation,
   createCompleteEvaluation,
   createCompleteEvaluationStream,
+  createCreateOutputUpload,
   createFailEvaluation,
   createRecordMetrics,
   createRecordSecurityEvent,
@@ -32,6 +34,8 @@ export interface CommandServerDeps extends CommandHandlerDeps {
    * that serve only the commands: the RPC then answers UNAVAILABLE.
    */
   readonly executorHealth?: ReportExecutorHealthDeps;
+  /** Direct uploads (main.ts always passes them); without, CreateOutputUpload is UNAVAILABLE. */
+  readonly uploads?: DirectUploads;
 }
 
 export function createCommandServer(deps: CommandServerDeps): GrpcServer {
@@ -45,6 +49,13 @@ export function createCommandServer(deps: CommandServerDeps): GrpcServer {
     submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), log),
     startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), log),
     completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), log),
+    createOutputUpload: unary(
+      'CreateOutputUpload',
+      deps.uploads === undefined
+        ? () => Promise.reject(new UnavailableError('this server takes no direct uploads'))
+        : createCreateOutputUpload({ uploads: deps.uploads, limits: deps.limits }),
+      log,
+    ),
     completeEvaluationStream: clientStream(
       'CompleteEvaluationStream',
       createCompleteEvaluationStream(deps),

@@ -69,6 +69,8 @@ export interface OrphanSweepConfig {
 export interface OutputUrlConfig {
   readonly defaultExpirySeconds: number;
   readonly maxExpirySeconds: number;
+  /** How long a direct upload (CreateOutputUpload) may take before it is aborted. */
+  readonly uploadExpirySeconds: number;
 }
 
 export interface Limits {
@@ -315,6 +317,7 @@ export function loadConfig(env: Env): Config {
     outputUrls: Object.freeze({
       defaultExpirySeconds: v.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS,
       maxExpirySeconds: v.OUTPUT_URL_MAX_EXPIRY_SECONDS,
+      uploadExpirySeconds: v.UPLOAD_EXPIRY_SECONDS,
     }),
     limits: Object.freeze({
       maxCodeBytes: v.MAX_CODE_BYTES,

@@ -271,6 +271,11 @@ export const SETTINGS = {
     defaults: { all: '4' },
     help: 'parts of one upload sent at once: an upload holds about this many parts in memory',
   }),
+  UPLOAD_EXPIRY_SECONDS: setting({
+    parser: wholeNumber(60, 604_800),
+    defaults: { all: '3600' },
+    help: 'a direct upload (`CreateOutputUpload`) must be completed within this; its URLs expire then, and it is aborted',
+  }),
   S3_PUBLIC_ENDPOINT: setting({
     parser: url(['http:', 'https:'], { optional: true }),
     defaults: { all: '' },

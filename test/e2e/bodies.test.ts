@@ -261,4 +261,132 @@ describe('e2e: stored bytes read back — code, ranges, presigned URLs', functio
       expect(inline.details).to.include('read it with ReadOutput');
     });
   });
+
+  describe('direct uploads (CreateOutputUpload)', () => {
+    async function running(evalId: string): Promise<void> {
+      await submit(evalId, 'print(1)');
+      const { command } = clients;
+      await call(command, command.startEvaluation, { evalId, executorId: 'exec-1', containerId: 'c-1', requestId: '' });
+    }
+
+    /** PUTs each part of `body` to its URL (all but `skip`), returning the ETags. */
+    async function putParts(
+      parts: { partNumber: number; url: string; offset: string; size: string }[],
+      body: Buffer,
+      skip?: number,
+    ): Promise<{ partNumber: number; etag: string }[]> {
+      const etags: { partNumber: number; etag: string }[] = [];
+      for (const part of parts) {
+        if (part.partNumber === skip) continue;
+        const offset = Number(part.offset);
+        const answer = await fetch(part.url, {
+          method: 'PUT',
+          body: body.subarray(offset, offset + Number(part.size)),
+        });
+        expect(answer.status, `part ${part.partNumber}`).to.equal(200);
+        etags.push({ partNumber: part.partNumber, etag: answer.headers.get('etag') ?? '' });
+      }
+      return etags;
+    }
+
+    function complete(evalId: string, uploadId: string, parts: { partNumber: number; etag: string }[]) {
+      const { command } = clients;
+      return call(command, command.completeEvaluation, {
+        evalId,
+        exitCode: 0,
+        output: Buffer.alloc(0),
+        requestId: '',
+        upload: { uploadId, parts },
+      });
+    }
+
+    it('takes an output PUT straight to S3 in parts, checked, whole; a retried completion answers the same', async () => {
+      const { command, query } = clients;
+      await running('direct-1');
+      const output = randomBytes(600 * 1024 + 17);
+      const created = await call(command, command.createOutputUpload, {
+        evalId: 'direct-1',
+        size: String(output.length),
+        sha256: sha256(output),
+      });
+      expect(created.partSize).to.equal(String(128 * 1024));
+      expect(created.parts.map((p) => p.partNumber)).to.deep.equal([1, 2, 3, 4, 5]);
+      const etags = await putParts(created.parts, output);
+      const done = await complete('direct-1', created.uploadId, etags.reverse());
+      expect(done.revision).to.equal('3');
+      const again = await complete('direct-1', created.uploadId, etags);
+      expect(again).to.deep.equal(done);
+      const whole = await read('direct-1', OutputKind.OUTPUT_KIND_OUTPUT);
+      expect(sha256(whole.bytes)).to.equal(sha256(output));
+      const { evaluation } = await call(query, query.getEvaluation, { evalId: 'direct-1', minPosition: done.position });
+      expect([evaluation?.outputSize, evaluation?.outputLocation]).to.deep.equal([String(output.length), 's3']);
+    });
+
+    it('refuses an upload that is not what was promised, unfinished, foreign or unknown; nothing is recorded', async () => {
+      const { command } = clients;
+      await running('direct-2');
+      await running('direct-3');
+      const promised = randomBytes(300 * 1024);
+      const other = randomBytes(300 * 1024);
+      const create = (evalId: string) =>
+        call(command, command.createOutputUpload, { evalId, size: String(promised.length), sha256: sha256(promised) });
+
+      const wrong = await create('direct-2');
+      const mismatch = await expectError(complete('direct-2', wrong.uploadId, await putParts(wrong.parts, other)));
+      expect(mismatch.code).to.equal(status.FAILED_PRECONDITION);
+      expect(statusDetails(mismatch).errorInfo?.reason).to.equal('UPLOAD_MISMATCH');
+
+      const partial = await create('direct-2');
+      const unfinished = await expectError(
+        complete('direct-2', partial.uploadId, await putParts(partial.parts, promised, 2)),
+      );
+      expect(statusDetails(unfinished).errorInfo?.reason).to.equal('UPLOAD_UNFINISHED');
+      expect(unfinished.details).to.include('part 2 missing');
+
+      const foreign = await create('direct-3');
+      const foreignEtags = await putParts(foreign.parts, promised);
+      const refused = await expectError(complete('direct-2', foreign.uploadId, foreignEtags));
+      expect(statusDetails(refused).errorInfo?.reason).to.equal('UPLOAD_FOREIGN');
+
+      const unknown = await expectError(complete('direct-2', 'no-such-upload', foreignEtags));
+      expect(unknown.code).to.equal(status.NOT_FOUND);
+
+      // Still running, nothing recorded: the right upload completes it.
+      const done = await complete('direct-3', foreign.uploadId, foreignEtags);
+      expect(done.revision).to.equal('3');
+      const { evaluation } = await call(clients.query, clients.query.getEvaluation, {
+        evalId: 'direct-2',
+        minPosition: done.position,
+      });
+      expect(evaluation?.revision).to.equal('2');
+    });
+
+    it('refuses bad requests by field, and an upload for an evaluation that has ended', async () => {
+      const { command } = clients;
+      const bad = await expectError(
+        call(command, command.createOutputUpload, { evalId: 'direct-1', size: '0', sha256: 'xyz' }),
+      );
+      expect(bad.code).to.equal(status.INVALID_ARGUMENT);
+      expect(statusDetails(bad).badRequest?.fieldViolations.map((v) => [v.field, v.reason])).to.deep.equal([
+        ['size', 'OUT_OF_RANGE'],
+        ['sha256', 'FORMAT'],
+      ]);
+      const ended = await expectError(
+        call(command, command.createOutputUpload, { evalId: 'direct-1', size: '10', sha256: sha256(Buffer.alloc(10)) }),
+      );
+      expect(ended.code).to.equal(status.FAILED_PRECONDITION);
+      const both = await expectError(
+        call(command, command.completeEvaluation, {
+          evalId: 'direct-2',
+          exitCode: 0,
+          output: Buffer.from('x'),
+          requestId: '',
+          upload: { uploadId: 'u', parts: [{ partNumber: 1, etag: 'e' }] },
+        }),
+      );
+      expect(statusDetails(both).badRequest?.fieldViolations.map((v) => [v.field, v.reason])).to.deep.equal([
+        ['output', 'MUST_BE_EMPTY'],
+      ]);
+    });
+  });
 });

@@ -55,6 +55,7 @@ describe('e2e: operability (reflection, health, --help, config errors, shutdown)
         'RecordSecurityEvent',
         'ReportExecutorHealth',
         'AppendLogs',
+        'CreateOutputUpload',
       ].map((m) => `${COMMAND}/${m}`),
     );
     const queryMethods = (await bufCurl(`http://${queryService.address}`, ['--list-methods'])).trim().split('\n');

@@ -72,9 +72,11 @@ export function completionOf(header: CompletionHeader, output: Buffer | Uploaded
   };
 }
 
-/** The output a command carries that was uploaded before it was decided, if any. */
+/** The output a command carries that was uploaded for it before it was decided, if any (and its to delete). */
 export function uploadedOutputOf(command: Command): UploadedOutput | undefined {
-  return command.type === 'CompleteEvaluation' && command.output instanceof UploadedOutput ? command.output : undefined;
+  return command.type === 'CompleteEvaluation' && command.output instanceof UploadedOutput && command.output.disposable
+    ? command.output
+    : undefined;
 }
 
 /** Deletes an uploaded output no record refers to; a failure leaves an orphan, logged. */

@@ -31,6 +31,11 @@ export class UploadedOutput {
     readonly head: Buffer,
     /** Which store took it: S3, or the fallback while S3 was unreachable. */
     readonly home: BlobHome = 's3',
+    /**
+     * Whether the command owns the object, and deletes it when it does not keep it (a streamed
+     * completion's upload, under a key of its own); a direct upload stays for a retry.
+     */
+    readonly disposable: boolean = true,
   ) {}
 }
 

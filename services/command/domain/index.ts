@@ -30,5 +30,7 @@ export {
   validateRecordSecurityEvent,
   validateLogsHeader,
   validateLogChunk,
+  validateCreateUpload,
+  validateCompleteUploaded,
 } from './validate';
-export type { CompletionHeader, LogsTarget } from './validate';
+export type { CompletionHeader, LogsTarget, UploadedCompletion } from './validate';

@@ -12,6 +12,7 @@ import type {
   CancelEvaluationRequest,
   CompleteEvaluationHeader,
   CompleteEvaluationRequest,
+  CreateOutputUploadRequest,
   FailEvaluationRequest,
   LogChunk,
   LogsHeader,
@@ -604,4 +605,74 @@ export function validateLogChunk(chunk: LogChunk, limits: Limits): { offset: num
   }
   v.throwIfAny();
   return { offset, data: Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength) };
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/i;
+const MAX_UPLOAD_ID = 128;
+const MAX_ETAG = 256;
+
+/** A CreateOutputUpload request: an evaluation, a size the streamed limit allows, a SHA-256. */
+export function validateCreateUpload(
+  request: CreateOutputUploadRequest,
+  limits: Limits,
+): { evalId: string; size: number; sha256: string } {
+  const v = new Violations();
+  checkEvalId(v, request.evalId, limits, true);
+  const size = Number(request.size);
+  if (!Number.isSafeInteger(size) || size < 1 || size > limits.maxStreamedOutputBytes) {
+    v.add('size', 'OUT_OF_RANGE', `size must be from 1 to ${limits.maxStreamedOutputBytes} bytes, not ${request.size}`);
+  }
+  if (!SHA256_HEX.test(request.sha256)) v.add('sha256', 'FORMAT', 'sha256 must be 64 hex digits');
+  v.throwIfAny();
+  return { evalId: request.evalId, size, sha256: request.sha256.toLowerCase() };
+}
+
+/** A CompleteEvaluation whose output was uploaded directly: the command but its output, and the upload. */
+export interface UploadedCompletion {
+  readonly evalId: string;
+  readonly exitCode: number;
+  readonly options: { readonly requestId?: string; readonly expectedRevision?: string };
+  readonly upload: { readonly uploadId: string; readonly parts: { partNumber: number; etag: string }[] };
+}
+
+/** Validates a CompleteEvaluation that names an upload (`upload.*` fields): `output` must be empty. */
+export function validateCompleteUploaded(request: CompleteEvaluationRequest, limits: Limits): UploadedCompletion {
+  const v = new Violations();
+  checkEvalId(v, request.evalId, limits, true);
+  const upload = request.upload;
+  if (request.output.length > 0) {
+    v.add('output', 'MUST_BE_EMPTY', 'output must be empty when upload names a direct upload');
+  }
+  if (upload === undefined || upload.uploadId === '' || upload.uploadId.length > MAX_UPLOAD_ID) {
+    v.add(
+      'upload.upload_id',
+      'REQUIRED',
+      `upload.upload_id is the id CreateOutputUpload returned (1-${MAX_UPLOAD_ID} characters)`,
+    );
+  }
+  if (upload !== undefined && upload.parts.length === 0) {
+    v.add('upload.parts', 'REQUIRED', 'upload.parts lists every part with its ETag');
+  }
+  upload?.parts.forEach((part, i) => {
+    if (part.partNumber < 1) v.add(`upload.parts[${i}].part_number`, 'OUT_OF_RANGE', 'part_number starts at 1');
+    if (part.etag === '' || part.etag.length > MAX_ETAG) {
+      v.add(
+        `upload.parts[${i}].etag`,
+        'REQUIRED',
+        `etag is the ETag the part's PUT answered (1-${MAX_ETAG} characters)`,
+      );
+    }
+  });
+  checkRequestId(v, request.requestId);
+  checkExpectedRevision(v, request.expectedRevision);
+  v.throwIfAny();
+  return {
+    evalId: request.evalId,
+    exitCode: request.exitCode,
+    options: options(request.requestId, request.expectedRevision),
+    upload: {
+      uploadId: upload?.uploadId ?? '',
+      parts: (upload?.parts ?? []).map((p) => ({ partNumber: p.partNumber, etag: p.etag })),
+    },
+  };
 }

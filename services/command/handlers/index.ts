@@ -7,6 +7,7 @@ export { createCancelEvaluation } from './cancel-evaluation';
 export { createRecordMetrics } from './record-metrics';
 export { createRecordSecurityEvent } from './record-security-event';
 export { createAppendLogs } from './append-logs';
+export { createCreateOutputUpload } from './create-output-upload';
 export { createReportExecutorHealth } from './report-executor-health';
 export type { CommandHandlerDeps } from './deps';
 export type { HealthReports, ReportExecutorHealthDeps } from './report-executor-health';

@@ -195,7 +195,11 @@ describe('loadConfig', () => {
     const defaults = loadConfig({ ENVIRONMENT: 'test' });
     expect(defaults.s3.sse).to.deep.equal({ kind: 'none' });
     expect(defaults.s3.publicEndpoint).to.equal('');
-    expect(defaults.outputUrls).to.deep.equal({ defaultExpirySeconds: 900, maxExpirySeconds: 3600 });
+    expect(defaults.outputUrls).to.deep.equal({
+      defaultExpirySeconds: 900,
+      maxExpirySeconds: 3600,
+      uploadExpirySeconds: 3600,
+    });
     expect(defaults.limits.inlineCodeMaxBytes).to.equal(100 * 1024);
     const kms = loadConfig({
       ENVIRONMENT: 'test',

@@ -112,7 +112,31 @@ export interface CompleteEvaluationRequest {
   /** Optional idempotency key (1-128 characters). */
   requestId: string;
   /** Optional. When set, the command applies only if the evaluation is at this revision. */
-  expectedRevision?: string | undefined;
+  expectedRevision?:
+    | string
+    | undefined;
+  /**
+   * Optional. The output was uploaded straight to S3 (CreateOutputUpload): which upload, and
+   * its parts. `output` must then be empty. The service completes the upload and checks its
+   * size and SHA-256 against what CreateOutputUpload was told before it accepts the command.
+   */
+  upload?: OutputUploadRef | undefined;
+}
+
+/** OutputUploadRef names a finished direct upload. */
+export interface OutputUploadRef {
+  /** Required. The `upload_id` CreateOutputUpload returned. */
+  uploadId: string;
+  /** Required. Every part, each with the ETag its PUT answered, in any order. */
+  parts: UploadedPart[];
+}
+
+/** UploadedPart is one part PUT to its URL. */
+export interface UploadedPart {
+  /** 1 to the number of parts. */
+  partNumber: number;
+  /** The ETag header of the PUT's answer. */
+  etag: string;
 }
 
 /** CompleteEvaluationResponse is the result of CompleteEvaluation. */
@@ -355,6 +379,40 @@ export interface AppendLogsResponse {
   revision: string;
   /** Global position of that segment's event; pass it as `min_position` to read your write. */
   position: string;
+}
+
+/** CreateOutputUploadRequest describes the output about to be uploaded. */
+export interface CreateOutputUploadRequest {
+  /** Required. The evaluation whose output it is. */
+  evalId: string;
+  /** Required. Its size in bytes: 1 to MAX_STREAMED_OUTPUT_BYTES. */
+  size: string;
+  /** Required. Its SHA-256, 64 hex digits: the service checks the upload against it. */
+  sha256: string;
+}
+
+/** CreateOutputUploadResponse says where to put the parts. */
+export interface CreateOutputUploadResponse {
+  /** Pass it to CompleteEvaluation (`upload.upload_id`). */
+  uploadId: string;
+  /** Bytes per part (the last part is shorter). */
+  partSize: string;
+  /** One URL per part, in order. */
+  parts: UploadPartUrl[];
+  /** When the URLs, and the upload, expire. */
+  expiresAt?: Date | undefined;
+}
+
+/** UploadPartUrl is where one part goes. */
+export interface UploadPartUrl {
+  /** 1 to the number of parts. */
+  partNumber: number;
+  /** PUT the part's bytes here (no other headers needed); keep the answer's ETag. */
+  url: string;
+  /** The part's first byte in the output. */
+  offset: string;
+  /** The part's size. */
+  size: string;
 }
 
 function createBaseSubmitEvaluationRequest(): SubmitEvaluationRequest {
@@ -927,7 +985,14 @@ export const StartEvaluationResponse: MessageFns<StartEvaluationResponse> = {
 };
 
 function createBaseCompleteEvaluationRequest(): CompleteEvaluationRequest {
-  return { evalId: "", output: Buffer.alloc(0), exitCode: 0, requestId: "", expectedRevision: undefined };
+  return {
+    evalId: "",
+    output: Buffer.alloc(0),
+    exitCode: 0,
+    requestId: "",
+    expectedRevision: undefined,
+    upload: undefined,
+  };
 }
 
 export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = {
@@ -946,6 +1011,9 @@ export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = 
     }
     if (message.expectedRevision !== undefined) {
       writer.uint32(40).int64(message.expectedRevision);
+    }
+    if (message.upload !== undefined) {
+      OutputUploadRef.encode(message.upload, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1003,6 +1071,14 @@ export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = 
             message.expectedRevision = reader.int64().toString();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.upload = OutputUploadRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1038,6 +1114,7 @@ export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = 
         : isSet(object.expected_revision)
         ? globalThis.String(object.expected_revision)
         : undefined,
+      upload: isSet(object.upload) ? OutputUploadRef.fromJSON(object.upload) : undefined,
     };
   },
 
@@ -1058,6 +1135,9 @@ export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = 
     if (message.expectedRevision !== undefined) {
       obj.expectedRevision = message.expectedRevision;
     }
+    if (message.upload !== undefined) {
+      obj.upload = OutputUploadRef.toJSON(message.upload);
+    }
     return obj;
   },
 
@@ -1071,6 +1151,187 @@ export const CompleteEvaluationRequest: MessageFns<CompleteEvaluationRequest> = 
     message.exitCode = object.exitCode ?? 0;
     message.requestId = object.requestId ?? "";
     message.expectedRevision = object.expectedRevision ?? undefined;
+    message.upload = (object.upload !== undefined && object.upload !== null)
+      ? OutputUploadRef.fromPartial(object.upload)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseOutputUploadRef(): OutputUploadRef {
+  return { uploadId: "", parts: [] };
+}
+
+export const OutputUploadRef: MessageFns<OutputUploadRef> = {
+  encode(message: OutputUploadRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.uploadId !== "") {
+      writer.uint32(10).string(message.uploadId);
+    }
+    for (const v of message.parts) {
+      UploadedPart.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutputUploadRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutputUploadRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.uploadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.parts.push(UploadedPart.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OutputUploadRef {
+    return {
+      uploadId: isSet(object.uploadId)
+        ? globalThis.String(object.uploadId)
+        : isSet(object.upload_id)
+        ? globalThis.String(object.upload_id)
+        : "",
+      parts: globalThis.Array.isArray(object?.parts) ? object.parts.map((e: any) => UploadedPart.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: OutputUploadRef): unknown {
+    const obj: any = {};
+    if (message.uploadId !== "") {
+      obj.uploadId = message.uploadId;
+    }
+    if (message.parts?.length) {
+      obj.parts = message.parts.map((e) => UploadedPart.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OutputUploadRef>, I>>(base?: I): OutputUploadRef {
+    return OutputUploadRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OutputUploadRef>, I>>(object: I): OutputUploadRef {
+    const message = createBaseOutputUploadRef();
+    message.uploadId = object.uploadId ?? "";
+    message.parts = object.parts?.map((e) => UploadedPart.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUploadedPart(): UploadedPart {
+  return { partNumber: 0, etag: "" };
+}
+
+export const UploadedPart: MessageFns<UploadedPart> = {
+  encode(message: UploadedPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partNumber !== 0) {
+      writer.uint32(8).int32(message.partNumber);
+    }
+    if (message.etag !== "") {
+      writer.uint32(18).string(message.etag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadedPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadedPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partNumber = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.etag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadedPart {
+    return {
+      partNumber: isSet(object.partNumber)
+        ? globalThis.Number(object.partNumber)
+        : isSet(object.part_number)
+        ? globalThis.Number(object.part_number)
+        : 0,
+      etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+    };
+  },
+
+  toJSON(message: UploadedPart): unknown {
+    const obj: any = {};
+    if (message.partNumber !== 0) {
+      obj.partNumber = Math.round(message.partNumber);
+    }
+    if (message.etag !== "") {
+      obj.etag = message.etag;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadedPart>, I>>(base?: I): UploadedPart {
+    return UploadedPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadedPart>, I>>(object: I): UploadedPart {
+    const message = createBaseUploadedPart();
+    message.partNumber = object.partNumber ?? 0;
+    message.etag = object.etag ?? "";
     return message;
   },
 };
@@ -3357,6 +3618,361 @@ export const AppendLogsResponse: MessageFns<AppendLogsResponse> = {
   },
 };
 
+function createBaseCreateOutputUploadRequest(): CreateOutputUploadRequest {
+  return { evalId: "", size: "0", sha256: "" };
+}
+
+export const CreateOutputUploadRequest: MessageFns<CreateOutputUploadRequest> = {
+  encode(message: CreateOutputUploadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evalId !== "") {
+      writer.uint32(10).string(message.evalId);
+    }
+    if (message.size !== "0") {
+      writer.uint32(16).int64(message.size);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(26).string(message.sha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateOutputUploadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateOutputUploadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.evalId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.size = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateOutputUploadRequest {
+    return {
+      evalId: isSet(object.evalId)
+        ? globalThis.String(object.evalId)
+        : isSet(object.eval_id)
+        ? globalThis.String(object.eval_id)
+        : "",
+      size: isSet(object.size) ? globalThis.String(object.size) : "0",
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+    };
+  },
+
+  toJSON(message: CreateOutputUploadRequest): unknown {
+    const obj: any = {};
+    if (message.evalId !== "") {
+      obj.evalId = message.evalId;
+    }
+    if (message.size !== "0") {
+      obj.size = message.size;
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateOutputUploadRequest>, I>>(base?: I): CreateOutputUploadRequest {
+    return CreateOutputUploadRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateOutputUploadRequest>, I>>(object: I): CreateOutputUploadRequest {
+    const message = createBaseCreateOutputUploadRequest();
+    message.evalId = object.evalId ?? "";
+    message.size = object.size ?? "0";
+    message.sha256 = object.sha256 ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateOutputUploadResponse(): CreateOutputUploadResponse {
+  return { uploadId: "", partSize: "0", parts: [], expiresAt: undefined };
+}
+
+export const CreateOutputUploadResponse: MessageFns<CreateOutputUploadResponse> = {
+  encode(message: CreateOutputUploadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.uploadId !== "") {
+      writer.uint32(10).string(message.uploadId);
+    }
+    if (message.partSize !== "0") {
+      writer.uint32(16).int64(message.partSize);
+    }
+    for (const v of message.parts) {
+      UploadPartUrl.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateOutputUploadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateOutputUploadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.uploadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.partSize = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parts.push(UploadPartUrl.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateOutputUploadResponse {
+    return {
+      uploadId: isSet(object.uploadId)
+        ? globalThis.String(object.uploadId)
+        : isSet(object.upload_id)
+        ? globalThis.String(object.upload_id)
+        : "",
+      partSize: isSet(object.partSize)
+        ? globalThis.String(object.partSize)
+        : isSet(object.part_size)
+        ? globalThis.String(object.part_size)
+        : "0",
+      parts: globalThis.Array.isArray(object?.parts) ? object.parts.map((e: any) => UploadPartUrl.fromJSON(e)) : [],
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CreateOutputUploadResponse): unknown {
+    const obj: any = {};
+    if (message.uploadId !== "") {
+      obj.uploadId = message.uploadId;
+    }
+    if (message.partSize !== "0") {
+      obj.partSize = message.partSize;
+    }
+    if (message.parts?.length) {
+      obj.parts = message.parts.map((e) => UploadPartUrl.toJSON(e));
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateOutputUploadResponse>, I>>(base?: I): CreateOutputUploadResponse {
+    return CreateOutputUploadResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateOutputUploadResponse>, I>>(object: I): CreateOutputUploadResponse {
+    const message = createBaseCreateOutputUploadResponse();
+    message.uploadId = object.uploadId ?? "";
+    message.partSize = object.partSize ?? "0";
+    message.parts = object.parts?.map((e) => UploadPartUrl.fromPartial(e)) || [];
+    message.expiresAt = object.expiresAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseUploadPartUrl(): UploadPartUrl {
+  return { partNumber: 0, url: "", offset: "0", size: "0" };
+}
+
+export const UploadPartUrl: MessageFns<UploadPartUrl> = {
+  encode(message: UploadPartUrl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partNumber !== 0) {
+      writer.uint32(8).int32(message.partNumber);
+    }
+    if (message.url !== "") {
+      writer.uint32(18).string(message.url);
+    }
+    if (message.offset !== "0") {
+      writer.uint32(24).int64(message.offset);
+    }
+    if (message.size !== "0") {
+      writer.uint32(32).int64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadPartUrl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadPartUrl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partNumber = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.size = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadPartUrl {
+    return {
+      partNumber: isSet(object.partNumber)
+        ? globalThis.Number(object.partNumber)
+        : isSet(object.part_number)
+        ? globalThis.Number(object.part_number)
+        : 0,
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "0",
+      size: isSet(object.size) ? globalThis.String(object.size) : "0",
+    };
+  },
+
+  toJSON(message: UploadPartUrl): unknown {
+    const obj: any = {};
+    if (message.partNumber !== 0) {
+      obj.partNumber = Math.round(message.partNumber);
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.offset !== "0") {
+      obj.offset = message.offset;
+    }
+    if (message.size !== "0") {
+      obj.size = message.size;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadPartUrl>, I>>(base?: I): UploadPartUrl {
+    return UploadPartUrl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadPartUrl>, I>>(object: I): UploadPartUrl {
+    const message = createBaseUploadPartUrl();
+    message.partNumber = object.partNumber ?? 0;
+    message.url = object.url ?? "";
+    message.offset = object.offset ?? "0";
+    message.size = object.size ?? "0";
+    return message;
+  },
+};
+
 /**
  * EvaluationCommandService records an evaluation's life, as reported by executors.
  *
@@ -3536,6 +4152,24 @@ export const EvaluationCommandServiceService = {
     responseSerialize: (value: AppendLogsResponse): Buffer => Buffer.from(AppendLogsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AppendLogsResponse => AppendLogsResponse.decode(value),
   },
+  /**
+   * Starts a direct upload of an evaluation's output: the executor PUTs the parts straight to
+   * S3 at the presigned URLs returned (each part's bytes at its offset), keeps each PUT's ETag,
+   * and then calls CompleteEvaluation with `upload`. The output never crosses this service.
+   * The URLs and the upload expire after UPLOAD_EXPIRY_SECONDS; an upload not completed by then
+   * is aborted. NOT_FOUND for an unknown evaluation; FAILED_PRECONDITION when it has ended.
+   */
+  createOutputUpload: {
+    path: "/crucible.storage.v1.EvaluationCommandService/CreateOutputUpload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateOutputUploadRequest): Buffer =>
+      Buffer.from(CreateOutputUploadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateOutputUploadRequest => CreateOutputUploadRequest.decode(value),
+    responseSerialize: (value: CreateOutputUploadResponse): Buffer =>
+      Buffer.from(CreateOutputUploadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateOutputUploadResponse => CreateOutputUploadResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluationCommandServiceServer extends UntypedServiceImplementation {
@@ -3602,6 +4236,14 @@ export interface EvaluationCommandServiceServer extends UntypedServiceImplementa
    * (LOGS_CLOSED) otherwise. NOT_FOUND for an unknown evaluation.
    */
   appendLogs: handleClientStreamingCall<AppendLogsRequest, AppendLogsResponse>;
+  /**
+   * Starts a direct upload of an evaluation's output: the executor PUTs the parts straight to
+   * S3 at the presigned URLs returned (each part's bytes at its offset), keeps each PUT's ETag,
+   * and then calls CompleteEvaluation with `upload`. The output never crosses this service.
+   * The URLs and the upload expire after UPLOAD_EXPIRY_SECONDS; an upload not completed by then
+   * is aborted. NOT_FOUND for an unknown evaluation; FAILED_PRECONDITION when it has ended.
+   */
+  createOutputUpload: handleUnaryCall<CreateOutputUploadRequest, CreateOutputUploadResponse>;
 }
 
 export interface EvaluationCommandServiceClient extends Client {
@@ -3807,6 +4449,28 @@ export interface EvaluationCommandServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AppendLogsResponse) => void,
   ): ClientWritableStream<AppendLogsRequest>;
+  /**
+   * Starts a direct upload of an evaluation's output: the executor PUTs the parts straight to
+   * S3 at the presigned URLs returned (each part's bytes at its offset), keeps each PUT's ETag,
+   * and then calls CompleteEvaluation with `upload`. The output never crosses this service.
+   * The URLs and the upload expire after UPLOAD_EXPIRY_SECONDS; an upload not completed by then
+   * is aborted. NOT_FOUND for an unknown evaluation; FAILED_PRECONDITION when it has ended.
+   */
+  createOutputUpload(
+    request: CreateOutputUploadRequest,
+    callback: (error: ServiceError | null, response: CreateOutputUploadResponse) => void,
+  ): ClientUnaryCall;
+  createOutputUpload(
+    request: CreateOutputUploadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateOutputUploadResponse) => void,
+  ): ClientUnaryCall;
+  createOutputUpload(
+    request: CreateOutputUploadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateOutputUploadResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EvaluationCommandServiceClient = makeGenericClientConstructor(
