@@ -12,6 +12,7 @@ import { CodeAsBody1763877600010 } from './1763877600010-CodeAsBody';
 import { LiveLogs1763877600011 } from './1763877600011-LiveLogs';
 import { BlobHomes1763877600012 } from './1763877600012-BlobHomes';
 import { OutputUploads1763877600013 } from './1763877600013-OutputUploads';
+import { Lz4Bodies1763877600014 } from './1763877600014-Lz4Bodies';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -29,4 +30,5 @@ export const MIGRATIONS = [
   LiveLogs1763877600011,
   BlobHomes1763877600012,
   OutputUploads1763877600013,
+  Lz4Bodies1763877600014,
 ];
