@@ -1,4 +1,5 @@
 import type { Scenario } from '../support/scenario';
+import { bytes } from './bytes';
 import { commands } from './commands';
 import { fanout } from './fanout';
 import { getEvaluation } from './get-evaluation';
@@ -17,5 +18,6 @@ export const SCENARIOS: readonly Scenario[] = [
   fanout,
   rebuild,
   output,
+  bytes,
   redisMemory,
 ];

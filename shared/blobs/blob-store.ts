@@ -92,3 +92,26 @@ export async function* exactly(size: number, source: AsyncIterable<Buffer>): Asy
   }
   if (seen !== size) throw new Error(`the body ended after ${seen} of the ${size} bytes declared`);
 }
+
+/**
+ * {@link exactly}, remembering how it failed: a store that sees its write fail can tell the
+ * caller's own failure (its source: re-thrown as it is) from the store's (an outage).
+ * `onFailure` runs at once (the S3 store aborts its request there).
+ */
+export function watchedSource(
+  size: number,
+  source: AsyncIterable<Buffer>,
+  onFailure: () => void = () => undefined,
+): { readonly bytes: AsyncGenerator<Buffer>; failure(): Error | undefined } {
+  let failure: Error | undefined;
+  async function* bytes(): AsyncGenerator<Buffer> {
+    try {
+      yield* exactly(size, source);
+    } catch (err) {
+      failure = err instanceof Error ? err : new Error(String(err));
+      onFailure();
+      throw err;
+    }
+  }
+  return { bytes: bytes(), failure: () => failure };
+}

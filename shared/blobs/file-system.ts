@@ -4,7 +4,14 @@ import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'nod
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { UnavailableError } from '../errors';
-import { BlobNotFoundError, BlobRangeError, checkBlobKey, exactly, type BlobEntry, type BlobStore } from './blob-store';
+import {
+  BlobNotFoundError,
+  BlobRangeError,
+  checkBlobKey,
+  watchedSource,
+  type BlobEntry,
+  type BlobStore,
+} from './blob-store';
 
 const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
@@ -98,23 +105,14 @@ export function createFileBlobStore(root: string): BlobStore {
 
     async putStream(key, size, source) {
       const path = pathOf(key);
-      let sourceError: Error | undefined;
-      async function* watched(): AsyncGenerator<Buffer> {
-        try {
-          yield* exactly(size, source);
-        } catch (err) {
-          sourceError = err instanceof Error ? err : new Error(String(err));
-          throw err;
-        }
-      }
+      const watched = watchedSource(size, source);
       try {
         await replace(path, async (file) => {
-          for await (const chunk of watched()) await file.write(chunk);
+          for await (const chunk of watched.bytes) await file.write(chunk);
         });
       } catch (err) {
         // The caller's own failure (its source), as it is; the disk's, as an outage.
-        if (sourceError !== undefined) throw sourceError;
-        throw failed(`write ${key}`, err);
+        throw watched.failure() ?? failed(`write ${key}`, err);
       }
     },
 

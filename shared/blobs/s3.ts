@@ -17,7 +17,7 @@ import {
   BlobNotFoundError,
   BlobRangeError,
   checkBlobKey,
-  exactly,
+  watchedSource,
   type BlobEntry,
   type BlobRange,
   type BlobStore,
@@ -108,33 +108,25 @@ export function createS3BlobStore(
       // SDK would otherwise wait for the rest of ContentLength), and its error, not the
       // abort's, is what the caller hears.
       const abort = new AbortController();
-      let sourceError: Error | undefined;
-      async function* watched(): AsyncGenerator<Buffer> {
-        try {
-          yield* exactly(size, source);
-        } catch (err) {
-          sourceError = err instanceof Error ? err : new Error(String(err));
-          abort.abort();
-          throw err;
-        }
-      }
+      const watched = watchedSource(size, source, () => abort.abort());
       if (size > multipart.thresholdBytes) {
         // In parts, several at once: past 5 GiB (one PutObject's limit), and faster before.
         try {
-          await putMultipart(client, target, key, size, watched(), multipart);
+          await putMultipart(client, target, key, size, watched.bytes, multipart);
           return;
         } catch (err) {
-          throw sourceError ?? unavailableOr(err);
+          throw watched.failure() ?? unavailableOr(err);
         }
       }
-      const body = Readable.from(watched(), { objectMode: false });
-      body.on('error', () => undefined); // reported through sourceError
+      const body = Readable.from(watched.bytes, { objectMode: false });
+      body.on('error', () => undefined); // reported through watched.failure()
       try {
         // A stream body is sent with an UNSIGNED-PAYLOAD signature: the service hashes it on the way.
         await client.send(new PutObjectCommand({ ...target, Key: key, Body: body, ContentLength: size }), {
           abortSignal: abort.signal,
         });
       } catch (err) {
+        const sourceError = watched.failure();
         if (sourceError === undefined) throw unavailableOr(err);
         // S3 stores nothing of a PutObject cut short, but not every S3 server is so careful
         // (s3rver keeps what it got): the key is this upload's own, so removing it is safe.

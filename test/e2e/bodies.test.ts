@@ -2,12 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { OutputKind, type ReadOutputResponse } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
+import { call, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import { startServices, type RunningServices } from '../support/services';
 
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
 /** Lowered so that an output past it (and so in S3) stays small. */
 const INLINE_OUTPUT_MAX_BYTES = 64 * 1024;
 const URL_MAX_EXPIRY_SECONDS = 600;
@@ -16,13 +13,11 @@ const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).dig
 
 describe('e2e: stored bytes read back — code, ranges, presigned URLs', function () {
   this.timeout(60_000);
-  let environment: TestEnvironment;
-  let commandService: RunningService;
-  let queryService: RunningService;
+  let services: RunningServices;
   let clients: Clients;
 
   before(async () => {
-    environment = await createTestEnvironment({
+    services = await startServices({
       overrides: {
         INLINE_OUTPUT_MAX_BYTES: String(INLINE_OUTPUT_MAX_BYTES),
         OUTPUT_URL_MAX_EXPIRY_SECONDS: String(URL_MAX_EXPIRY_SECONDS),
@@ -32,18 +27,11 @@ describe('e2e: stored bytes read back — code, ranges, presigned URLs', functio
         S3_PART_BYTES: String(128 * 1024),
       },
     });
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    clients = services.clients;
   });
 
   after(async () => {
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   async function submit(evalId: string, code: string): Promise<string> {

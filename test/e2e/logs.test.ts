@@ -11,12 +11,9 @@ import {
   type ReadLogsResponse,
   type WatchEvaluationResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
+import { call, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import { startServices, type RunningServices } from '../support/services';
 
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
 /** Short, so that a call left open stores its bytes soon (the test waits for them, never sleeps). */
 const LOG_FLUSH_MS = 50;
 
@@ -115,25 +112,16 @@ async function readLogs(
 
 describe('e2e: live logs — AppendLogs while running, ReadLogs following them', function () {
   this.timeout(60_000);
-  let environment: TestEnvironment;
-  let commandService: RunningService;
-  let queryService: RunningService;
+  let services: RunningServices;
   let clients: Clients;
 
   before(async () => {
-    environment = await createTestEnvironment({ overrides: { LOG_FLUSH_MS: String(LOG_FLUSH_MS) } });
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    services = await startServices({ overrides: { LOG_FLUSH_MS: String(LOG_FLUSH_MS) } });
+    clients = services.clients;
   });
 
   after(async () => {
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   async function running(evalId: string): Promise<void> {
@@ -272,7 +260,7 @@ describe('e2e: live logs — AppendLogs while running, ReadLogs following them',
     // Four connections of 250 streams each (MAX_STREAMS_PER_CONNECTION is 1,000).
     const connections = Array.from(
       { length: 4 },
-      () => new EvaluationQueryServiceClient(queryService.address, credentials.createInsecure()),
+      () => new EvaluationQueryServiceClient(services.query.address, credentials.createInsecure()),
     );
     try {
       const followers = Array.from({ length: 1000 }, (_, i) => follow(connections[i % 4] as never, 'logs-many'));

@@ -7,36 +7,41 @@ import { loadConfig } from '../../../shared/config';
 import { runMigrations } from '../../../shared/postgres';
 
 /**
+ * A database of the spec's own on the test server, created before its tests and dropped after:
+ * migrations are tried on it from nothing.
+ */
+function scratchDatabase(prefix: string): { readonly url: string } {
+  const base = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
+  const database = `${prefix}_${Date.now().toString(36)}_${process.pid}`;
+  const adminUrl = new URL(base.databaseUrl);
+  adminUrl.pathname = '/postgres';
+  const url = new URL(base.databaseUrl);
+  url.pathname = `/${database}`;
+  const admin = async (sql: string): Promise<void> => {
+    const client = new Client({ connectionString: adminUrl.toString() });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  before(() => admin(`CREATE DATABASE ${database}`));
+  after(() => admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+  return { url: url.toString() };
+}
+
+/**
  * Two instances of the command service starting at once on a fresh database both run the
  * migrations: the migration lock makes one apply them and the other find them applied,
  * instead of both creating the same tables (one of them failing its start-up).
  */
 describe('migrations', function () {
   this.timeout(60_000);
-  const base = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
-  const database = `crucible_m_${Date.now().toString(36)}_${process.pid}`;
-  const adminUrl = new URL(base.databaseUrl);
-  adminUrl.pathname = '/postgres';
-  const url = new URL(base.databaseUrl);
-  url.pathname = `/${database}`;
-
-  before(async () => {
-    const admin = new Client({ connectionString: adminUrl.toString() });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${database}`);
-    await admin.end();
-  });
-  after(async () => {
-    const admin = new Client({ connectionString: adminUrl.toString() });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
-  });
+  const { url } = scratchDatabase('crucible_m');
 
   it('applies each migration once when several instances start together on a fresh database', async () => {
-    const runs = await Promise.all(
-      [1, 2, 3].map((i) => runMigrations({ url: url.toString(), applicationName: `crucible-m-${i}` })),
-    );
+    const runs = await Promise.all([1, 2, 3].map((i) => runMigrations({ url, applicationName: `crucible-m-${i}` })));
     const applied = runs.flat();
     expect(applied.sort()).to.deep.equal(MIGRATIONS.map((m) => new m().name).sort());
     expect(
@@ -44,7 +49,7 @@ describe('migrations', function () {
       'one instance applied them all',
     ).to.have.length(1);
 
-    const client = new Client({ connectionString: url.toString() });
+    const client = new Client({ connectionString: url });
     await client.connect();
     try {
       const { rows } = await client.query<{ name: string }>('SELECT name FROM migrations ORDER BY id');
@@ -53,26 +58,21 @@ describe('migrations', function () {
       await client.end();
     }
     // Run again: nothing to do.
-    expect(await runMigrations({ url: url.toString(), applicationName: 'crucible-m-again' })).to.deep.equal([]);
+    expect(await runMigrations({ url, applicationName: 'crucible-m-again' })).to.deep.equal([]);
   });
 });
 
 /** Code moved from `evaluations.code` into `evaluation_bodies` (CodeAsBody), and back on revert. */
 describe('migration CodeAsBody', function () {
   this.timeout(60_000);
-  const base = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
-  const database = `crucible_c_${Date.now().toString(36)}_${process.pid}`;
-  const adminUrl = new URL(base.databaseUrl);
-  adminUrl.pathname = '/postgres';
-  const url = new URL(base.databaseUrl);
-  url.pathname = `/${database}`;
+  const { url } = scratchDatabase('crucible_c');
   const upTo = MIGRATIONS.findIndex((m) => m === CodeAsBody1763877600010);
 
   function dataSource(migrations: typeof MIGRATIONS): DataSource {
-    return new DataSource({ type: 'postgres', url: url.toString(), migrations, migrationsTableName: 'migrations' });
+    return new DataSource({ type: 'postgres', url, migrations, migrationsTableName: 'migrations' });
   }
   async function withSql<T>(use: (client: Client) => Promise<T>): Promise<T> {
-    const client = new Client({ connectionString: url.toString() });
+    const client = new Client({ connectionString: url });
     await client.connect();
     try {
       return await use(client);
@@ -80,19 +80,6 @@ describe('migration CodeAsBody', function () {
       await client.end();
     }
   }
-
-  before(async () => {
-    const admin = new Client({ connectionString: adminUrl.toString() });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${database}`);
-    await admin.end();
-  });
-  after(async () => {
-    const admin = new Client({ connectionString: adminUrl.toString() });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
-  });
 
   it('moves every evaluation’s code into a code body byte for byte, drops the column, and reverts', async () => {
     const before = dataSource(MIGRATIONS.slice(0, upTo));
