@@ -7,37 +7,26 @@ import {
   type Evaluation,
 } from '../../shared/generated/crucible/storage/v1/evaluation';
 import type { WatchEvaluationResponse } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, readStream, type Clients } from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
-
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+import { call, readStream, type Clients } from '../support/clients';
+import type { RunningService } from '../support/processes';
+import { startServices, type RunningServices } from '../support/services';
 
 /** Small settings, so that an executor is lost within seconds: TTL 1 s + grace 1 s (sweeps every 0.5 s). */
 const SETTINGS = { EXECUTOR_HEALTH_TTL_SECONDS: '1', EXECUTOR_LOST_GRACE_SECONDS: '1' };
 
 describe('e2e: an executor that stops reporting its health loses its running evaluation', function () {
   this.timeout(30_000);
-  let environment: TestEnvironment;
+  let services: RunningServices;
   let commandService: RunningService;
-  let queryService: RunningService;
   let clients: Clients;
 
   before(async () => {
-    environment = await createTestEnvironment({ overrides: SETTINGS });
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    services = await startServices({ overrides: SETTINGS });
+    ({ command: commandService, clients } = services);
   });
 
   after(async () => {
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   const reportHealth = (executorId: string): Promise<{ ttlSeconds: number }> =>

@@ -8,12 +8,14 @@ import type {
   WatchEvaluationResponse,
   WatchEvaluationsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
-
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+import { call, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import type { RunningService } from '../support/processes';
+import {
+  COMMAND_SERVICE as COMMAND,
+  QUERY_SERVICE as QUERY,
+  startServices,
+  type RunningServices,
+} from '../support/services';
 
 const submission = (overrides: Record<string, unknown> = {}) => ({
   evalId: '',
@@ -53,19 +55,15 @@ const violationsOf = (err: ServiceError): [string, string][] =>
  */
 describe('e2e: hostile input is INVALID_ARGUMENT, and what is accepted is readable', function () {
   this.timeout(60_000);
-  let environment: TestEnvironment;
+  let services: RunningServices;
   let commandService: RunningService;
   let queryService: RunningService;
   let clients: Clients;
   let raw: { command: Client; query: Client };
 
   before(async () => {
-    environment = await createTestEnvironment();
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    services = await startServices();
+    ({ command: commandService, query: queryService, clients } = services);
     raw = {
       command: new Client(commandService.address, credentials.createInsecure()),
       query: new Client(queryService.address, credentials.createInsecure()),
@@ -75,10 +73,7 @@ describe('e2e: hostile input is INVALID_ARGUMENT, and what is accepted is readab
   after(async () => {
     raw?.command.close();
     raw?.query.close();
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   function rawUnary(client: Client, path: string, request: Buffer): Promise<ServiceError> {

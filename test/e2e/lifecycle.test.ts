@@ -7,12 +7,8 @@ import {
   type ReadOutputResponse,
   type WatchEvaluationResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, expectError, readStream, statusDetails, type Clients } from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
-
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+import { call, expectError, readStream, statusDetails, type Clients } from '../support/clients';
+import { startServices, type RunningServices } from '../support/services';
 
 const submission = (overrides: Record<string, unknown> = {}) => ({
   evalId: '',
@@ -27,25 +23,16 @@ const submission = (overrides: Record<string, unknown> = {}) => ({
 
 describe('e2e: an evaluation from executor command to API query and live stream', function () {
   this.timeout(60_000);
-  let environment: TestEnvironment;
-  let commandService: RunningService;
-  let queryService: RunningService;
+  let services: RunningServices;
   let clients: Clients;
 
   before(async () => {
-    environment = await createTestEnvironment();
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    services = await startServices();
+    ({ clients } = services);
   });
 
   after(async () => {
-    clients?.close();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   it('a watcher sees every step, in order, and the stream ends after the terminal state', async () => {

@@ -13,20 +13,9 @@ import {
   type WatchEvaluationResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { createKeyLayout } from '../../services/query/read-models/keys';
-import {
-  call,
-  createClients,
-  expectError,
-  readStream,
-  statusDetails,
-  untilAnswered,
-  type Clients,
-} from '../support/clients';
-import { createTestEnvironment, type TestEnvironment } from '../support/environment';
-import { startService, waitForServing, type RunningService } from '../support/processes';
-
-const COMMAND = 'crucible.storage.v1.EvaluationCommandService';
-const QUERY = 'crucible.storage.v1.EvaluationQueryService';
+import { call, expectError, readStream, statusDetails, untilAnswered, type Clients } from '../support/clients';
+import type { TestEnvironment } from '../support/environment';
+import { startServices, type RunningServices } from '../support/services';
 
 const submission = (overrides: Record<string, unknown> = {}) => ({
   evalId: '',
@@ -41,28 +30,20 @@ const submission = (overrides: Record<string, unknown> = {}) => ({
 
 describe('e2e: metrics, security events and the queue, from command to query', function () {
   this.timeout(60_000);
+  let services: RunningServices;
   let environment: TestEnvironment;
-  let commandService: RunningService;
-  let queryService: RunningService;
   let clients: Clients;
   let redis: Redis;
 
   before(async () => {
-    environment = await createTestEnvironment();
-    commandService = await startService('command', environment.env);
-    queryService = await startService('query', environment.env);
-    await waitForServing(queryService.address, QUERY);
-    await waitForServing(commandService.address, COMMAND);
-    clients = createClients(commandService.address, queryService.address);
+    services = await startServices();
+    ({ environment, clients } = services);
     redis = new Redis(environment.config.redisUrl);
   });
 
   after(async () => {
-    clients?.close();
     redis?.disconnect();
-    await queryService?.stop();
-    await commandService?.stop();
-    await environment?.close();
+    await services?.close();
   });
 
   const submit = async (overrides: Record<string, unknown> = {}) =>
