@@ -48,10 +48,18 @@ interface Clients {
   readonly query: EvaluationQueryServiceClient;
 }
 
-/** A running evaluation, its output not given yet. */
-async function runningEvaluation(clients: Clients, n: number): Promise<string> {
+/**
+ * A running evaluation, its output not given yet. `timeoutSeconds` must outlast the transfer:
+ * the service fails an evaluation that runs past it (and its grace) with TIMEOUT.
+ */
+async function runningEvaluation(clients: Clients, n: number, timeoutSeconds = 600): Promise<string> {
   const { command } = clients;
-  const { evalId } = await unary(command, command.submitEvaluation, submitRequest(n), SETUP_DEADLINE_MS);
+  const { evalId } = await unary(
+    command,
+    command.submitEvaluation,
+    { ...submitRequest(n), timeoutSeconds },
+    SETUP_DEADLINE_MS,
+  );
   await unary(command, command.startEvaluation, startRequest(evalId), SETUP_DEADLINE_MS);
   return evalId;
 }
@@ -530,7 +538,7 @@ export const bytes: Scenario = {
           };
           const expected = createHash('sha256');
           for (let at = 0; at < size; at += MiB) expected.update(chunkAt(at, Math.min(MiB, size - at)));
-          const evalId = await runningEvaluation(clients, 9000);
+          const evalId = await runningEvaluation(clients, 9000, 3600);
           ctx.progress('bytes: a 6 GiB output, streamed in and read back');
           const commandMemory = watchPeakMemory(command.pid);
           const write = await seconds(() => completeStreamed(clients.command, evalId, size, chunkAt));

@@ -23,12 +23,21 @@ export function watchPeakMemory(pid: number): { stop(): { baselineMiB: number; p
   }
   const baselineMiB = readMemory(pid).rssMiB;
   let sampledPeak = baselineMiB;
+  // A process that exits while watched stops the sampling (the work it was doing fails and says
+  // why); it must not take the bench down with an exception from a timer.
+  let gone = false;
   const timer = setInterval(() => {
-    sampledPeak = Math.max(sampledPeak, readMemory(pid).rssMiB);
+    try {
+      sampledPeak = Math.max(sampledPeak, readMemory(pid).rssMiB);
+    } catch {
+      gone = true;
+      clearInterval(timer);
+    }
   }, 20);
   return {
     stop() {
       clearInterval(timer);
+      if (gone) throw new Error(`process ${pid} exited while its memory was watched`);
       const now = readMemory(pid);
       const peakMiB = Math.max(sampledPeak, now.rssMiB, reset ? now.peakMiB : 0);
       return { baselineMiB, peakMiB, growthMiB: peakMiB - baselineMiB };
