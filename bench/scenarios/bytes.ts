@@ -26,6 +26,7 @@ import { figure, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
 import { createBenchStack, type BenchStack } from '../support/stack';
 import { createLatencyRecorder, median } from '../support/stats';
+import { textOutput } from '../../test/support/text';
 
 const MB = 1e6;
 const MiB = 1024 * 1024;
@@ -207,18 +208,6 @@ async function directUpload(
     ),
   );
   return { put, complete };
-}
-
-/** Text as evaluations print it: lines of numbers and words. */
-function textOutput(bytes: number): Buffer {
-  const lines: string[] = [];
-  let size = 0;
-  for (let i = 0; size < bytes; i += 1) {
-    const line = `step=${i} loss=${(1 / (i + 1)).toFixed(6)} accuracy=${(i % 97) / 97} status=ok\n`;
-    lines.push(line);
-    size += line.length;
-  }
-  return Buffer.from(lines.join('')).subarray(0, bytes);
 }
 
 const cpuMs = (use: CpuUse, name: string): number => (use.groups.find((g) => g.name === name)?.seconds ?? 0) * 1000;

@@ -1,18 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { createHarness, type Harness } from './harness';
-
-/** Text as evaluations print it: lines of numbers and words, repetitive but not constant. */
-function textOutput(bytes: number): Buffer {
-  const lines: string[] = [];
-  let size = 0;
-  for (let i = 0; size < bytes; i += 1) {
-    const line = `step=${i} loss=${(1 / (i + 1)).toFixed(6)} accuracy=${(i % 97) / 97} status=ok\n`;
-    lines.push(line);
-    size += line.length;
-  }
-  return Buffer.from(lines.join('')).subarray(0, bytes);
-}
+import { textOutput } from '../../support/text';
 
 describe('bodies kept in PostgreSQL are compressed where it pays', function () {
   this.timeout(60_000);
