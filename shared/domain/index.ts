@@ -14,5 +14,6 @@ export { evolve, ProjectionError, EVENT_TYPE_TO_PROTO } from './evolve';
 export { SEVERITY_TO_PROTO, severityOfProto, VIOLATION_KIND_TO_PROTO, violationKindOfProto } from './security';
 export { EVAL_ID_MAX_LENGTH, DEFAULT_EVAL_ID_PATTERN, evalIdViolation } from './eval-id';
 export { foldMetrics, summarizeBatch } from './metrics';
+export { compareCodeUnits } from './order';
 export { LOG_STREAM_TO_PROTO, logStreamOfProto } from './logs';
 export type { MetricPoint } from './metrics';

@@ -1,5 +1,6 @@
 import type { MetricSummary } from '../generated/crucible/storage/v1/evaluation';
 import type { MetricBatchSummary } from './events';
+import { compareCodeUnits } from './order';
 
 /** A metric point with its timestamp settled (the service's clock when the reporter gave none). */
 export interface MetricPoint {
@@ -57,7 +58,7 @@ export function summarizeBatch(points: readonly MetricPoint[]): MetricBatchSumma
     };
     if (later) seen.rank = pointRank;
   }
-  return [...byName.values()].map(({ summary }) => summary).sort((a, b) => compareNames(a.name, b.name));
+  return [...byName.values()].map(({ summary }) => summary).sort((a, b) => compareCodeUnits(a.name, b.name));
 }
 
 /**
@@ -100,10 +101,5 @@ export function foldMetrics(
       ...(later ? latest : {}),
     });
   }
-  return [...merged.values()].sort((a, b) => compareNames(a.name, b.name));
-}
-
-/** Names in code-unit order: the same in every process, whatever its locale. */
-function compareNames(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  return [...merged.values()].sort((a, b) => compareCodeUnits(a.name, b.name));
 }

@@ -8,6 +8,7 @@ import {
   type ListFilter,
 } from '../read-models/evaluation-list';
 import type { RequestChecks } from './requests';
+import { compareCodeUnits } from '../../../shared/domain';
 
 const MAX_FILTER_TEXT = 128;
 
@@ -48,7 +49,7 @@ export function parseListFilter(
   text('language', filter?.language ?? '', 'language');
   text('engine', filter?.engine ?? '', 'engine');
   text('executor_id', filter?.executorId ?? '', 'executor');
-  for (const [key, value] of Object.entries(filter?.metadata ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
+  for (const [key, value] of Object.entries(filter?.metadata ?? {}).sort(([a], [b]) => compareCodeUnits(a, b))) {
     const field = `filter.metadata["${key}"]`;
     if (!options.indexedMetadataKeys.includes(key)) {
       const indexed = options.indexedMetadataKeys;

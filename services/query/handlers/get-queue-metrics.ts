@@ -8,6 +8,7 @@ import type { Readiness } from '../live/readiness';
 import type { ReadGuard } from '../live/read-guard';
 import { minCheckpoint } from '../read-models/checkpoints';
 import type { QueueMetrics } from '../redis/queue-metrics';
+import { compareCodeUnits } from '../../../shared/domain';
 
 /**
  * GetQueueMetrics: the sizes of the queued and running indexes, overall and per language, engine
@@ -33,7 +34,7 @@ export function createGetQueueMetrics(deps: {
     deps.guard.reportDamagedIndexes(counts.damaged);
     const rows = (facet: keyof typeof counts.by): QueueCount[] =>
       [...counts.by[facet]]
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([key, { queued, running }]) => ({ key, queued: String(queued), running: String(running) }));
     const oldest = counts.oldestQueued;
     return {

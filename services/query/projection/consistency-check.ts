@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { evolve, isTerminalProto, type RecordedEvent } from '../../../shared/domain';
+import { evolve, isTerminalProto, type RecordedEvent, compareCodeUnits } from '../../../shared/domain';
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
@@ -29,7 +29,7 @@ export function canonical(evaluation: Evaluation): string {
     if (value !== null && typeof value === 'object') {
       return Object.fromEntries(
         Object.entries(value as Record<string, unknown>)
-          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .sort(([a], [b]) => compareCodeUnits(a, b))
           .map(([k, v]) => [k, sort(v)]),
       );
     }

@@ -2,6 +2,7 @@ import { EvaluationStatus, type Evaluation } from '../../../shared/generated/cru
 import type { Encoded } from '../wire/encoded';
 import { INDEXED_STATUSES, type Facet, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
+import { compareCodeUnits } from '../../../shared/domain';
 
 /**
  * Read model: evaluations newest first by creation time, overall and per status.
@@ -211,7 +212,7 @@ export function mergePages(
   // Members are ASCII-comparable strings: lexicographic order is creation order. Several
   // statuses' indexes never share a member, so no duplicates arise.
   const all = pages.flat();
-  all.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  all.sort(compareCodeUnits);
   if (order === 'newest') all.reverse();
   return { members: all.slice(0, pageSize), hasMore: all.length > pageSize };
 }
