@@ -7,6 +7,7 @@ export {
   type BlobRange,
   type BlobStore,
 } from './blob-store';
-export { createS3BlobStore, isS3Unavailable } from './s3';
+export { createS3BlobStore } from './s3';
+export { isS3Unavailable, objectTarget, unavailableOr } from './s3-requests';
 export { createFileBlobStore } from './file-system';
 export { createMemoryBlobStore } from './memory';

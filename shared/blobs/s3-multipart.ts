@@ -3,17 +3,15 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   UploadPartCommand,
-  type PutObjectCommandInput,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { MultipartConfig } from '../config';
+import type { ObjectTarget } from './s3-requests';
 
 /** S3's limit on the parts of one upload. */
 const MAX_PARTS = 10_000;
 /** Tries per part: a dropped connection costs one part sent again, not the upload. */
 const PART_ATTEMPTS = 4;
-
-type Target = Pick<PutObjectCommandInput, 'Bucket' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
 
 /** The bytes of `source` regrouped in Buffers of `size` (the last one shorter), one copy per byte. */
 async function* inParts(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
@@ -46,7 +44,7 @@ async function* inParts(source: AsyncIterable<Buffer>, size: number): AsyncGener
  */
 export async function putMultipart(
   client: S3Client,
-  target: Target,
+  target: ObjectTarget,
   key: string,
   size: number,
   source: AsyncIterable<Buffer>,

@@ -8,7 +8,6 @@ import {
   NotFound,
   PutObjectCommand,
   type GetObjectCommandOutput,
-  type PutObjectCommandInput,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { defaultMultipart, type MultipartConfig, type ServerSideEncryption } from '../config';
@@ -23,18 +22,7 @@ import {
   type BlobStore,
 } from './blob-store';
 import { putMultipart } from './s3-multipart';
-
-function httpStatusOf(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
-}
-
-/** True when S3 could not be reached or answered 5xx/throttling: a retry may succeed. */
-export function isS3Unavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const status = httpStatusOf(err);
-  if (status === undefined) return true; // no HTTP answer at all: connection refused, reset, timeout
-  return status >= 500 || status === 429;
-}
+import { httpStatusOf, objectTarget, unavailableOr, type ObjectTarget } from './s3-requests';
 
 /** The HTTP Range of `range`: its end is exclusive, the header's inclusive. */
 function rangeHeader(range: BlobRange): string {
@@ -66,20 +54,6 @@ function putObject(
   return command;
 }
 
-function unavailableOr(err: unknown): unknown {
-  // Bucket names stay out of the caller's message; the log has the cause.
-  return isS3Unavailable(err) ? new UnavailableError('output store (S3) is unavailable; retry', { cause: err }) : err;
-}
-
-/** What every object write names besides its key and body: the bucket, and the encryption asked for. */
-type ObjectTarget = Pick<PutObjectCommandInput, 'Bucket' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
-
-function targetOf(bucket: string, sse: ServerSideEncryption): ObjectTarget {
-  if (sse.kind === 'none') return { Bucket: bucket };
-  if (sse.kind === 'AES256') return { Bucket: bucket, ServerSideEncryption: 'AES256' };
-  return { Bucket: bucket, ServerSideEncryption: 'aws:kms', ...(sse.keyId !== '' ? { SSEKMSKeyId: sse.keyId } : {}) };
-}
-
 /**
  * Bodies in `bucket`, streamed both ways (never held whole). Every write asks for `sse`
  * (S3_SSE): encryption at rest is then the store's, whatever the bucket's default says.
@@ -90,7 +64,7 @@ export function createS3BlobStore(
   sse: ServerSideEncryption = { kind: 'none' },
   multipart: MultipartConfig = defaultMultipart(),
 ): BlobStore {
-  const target = targetOf(bucket, sse);
+  const target = objectTarget(bucket, sse);
   return {
     name: 's3',
     async put(key, content, sha256Hex) {

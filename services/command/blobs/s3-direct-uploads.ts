@@ -10,16 +10,9 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { isS3Unavailable } from '../../../shared/blobs';
+import { isS3Unavailable, objectTarget, unavailableOr } from '../../../shared/blobs';
 import type { ServerSideEncryption } from '../../../shared/config';
-import { UnavailableError } from '../../../shared/errors';
 import { UploadPartsRefused, type MultipartTransport } from '../application/direct-uploads';
-
-function unavailableOr(err: unknown): unknown {
-  return isS3Unavailable(err)
-    ? new UnavailableError('the output store (S3) is unavailable; retry', { cause: err })
-    : err;
-}
 
 /**
  * Direct uploads on S3: a multipart upload per output, presigned UploadPart URLs for the
@@ -33,19 +26,12 @@ export function createS3DirectUploads(deps: {
   readonly sse: ServerSideEncryption;
 }): MultipartTransport {
   const { client, bucket, sse } = deps;
-  const encryption =
-    sse.kind === 'none'
-      ? {}
-      : sse.kind === 'AES256'
-        ? { ServerSideEncryption: 'AES256' as const }
-        : { ServerSideEncryption: 'aws:kms' as const, ...(sse.keyId !== '' ? { SSEKMSKeyId: sse.keyId } : {}) };
+  const target = objectTarget(bucket, sse);
 
   return {
     async create(key) {
       try {
-        const created = await client.send(
-          new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...encryption }),
-        );
+        const created = await client.send(new CreateMultipartUploadCommand({ ...target, Key: key }));
         if (created.UploadId === undefined) throw new Error(`S3 gave no upload id for ${key}`);
         return created.UploadId;
       } catch (err) {
