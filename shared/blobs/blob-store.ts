@@ -115,3 +115,33 @@ export function watchedSource(
   }
   return { bytes: bytes(), failure: () => failure };
 }
+
+/**
+ * Regroups a byte stream into Buffers of `size` bytes (the last one shorter), copying each byte
+ * once. Each Buffer is a new one from `allocate`: the one handed out may still be in use (queued
+ * for the wire, or an upload in flight), and a caller can allocate with room of its own around it.
+ */
+export async function* regroup(
+  source: AsyncIterable<Uint8Array>,
+  size: number,
+  allocate: (size: number) => Buffer = (n) => Buffer.allocUnsafe(n),
+): AsyncGenerator<Buffer> {
+  let chunk: Buffer | undefined;
+  let filled = 0;
+  for await (const part of source) {
+    let at = 0;
+    while (at < part.byteLength) {
+      chunk ??= allocate(size);
+      const take = Math.min(size - filled, part.byteLength - at);
+      chunk.set(part.subarray(at, at + take), filled);
+      filled += take;
+      at += take;
+      if (filled === size) {
+        yield chunk;
+        chunk = undefined;
+        filled = 0;
+      }
+    }
+  }
+  if (chunk !== undefined) yield chunk.subarray(0, filled);
+}

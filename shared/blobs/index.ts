@@ -2,6 +2,7 @@ export {
   BlobNotFoundError,
   BlobRangeError,
   checkBlobKey,
+  regroup,
   type BlobDownload,
   type BlobEntry,
   type BlobRange,

@@ -6,33 +6,13 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { MultipartConfig } from '../config';
+import { regroup } from './blob-store';
 import type { ObjectTarget } from './s3-requests';
 
 /** S3's limit on the parts of one upload. */
 const MAX_PARTS = 10_000;
 /** Tries per part: a dropped connection costs one part sent again, not the upload. */
 const PART_ATTEMPTS = 4;
-
-/** The bytes of `source` regrouped in Buffers of `size` (the last one shorter), one copy per byte. */
-async function* inParts(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
-  let part = Buffer.allocUnsafe(size);
-  let filled = 0;
-  for await (const chunk of source) {
-    let at = 0;
-    while (at < chunk.length) {
-      const take = Math.min(size - filled, chunk.length - at);
-      chunk.copy(part, filled, at, at + take);
-      filled += take;
-      at += take;
-      if (filled === size) {
-        yield part;
-        part = Buffer.allocUnsafe(size);
-        filled = 0;
-      }
-    }
-  }
-  if (filled > 0) yield part.subarray(0, filled);
-}
 
 /**
  * Uploads exactly `size` bytes of `source` as a multipart upload: parts of `partBytes` (more
@@ -76,7 +56,7 @@ export async function putMultipart(
 
   try {
     let partNumber = 0;
-    for await (const part of inParts(source, partBytes)) {
+    for await (const part of regroup(source, partBytes)) {
       if (failure !== undefined) break;
       partNumber += 1;
       const sending: Promise<void> = uploadPart(partNumber, part)

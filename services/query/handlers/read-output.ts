@@ -1,4 +1,4 @@
-import type { BlobRange, BlobStore } from '../../../shared/blobs';
+import { regroup, type BlobRange, type BlobStore } from '../../../shared/blobs';
 import type { BlobHome, BodyKind } from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
@@ -44,32 +44,6 @@ export type BlobReaders = (home: BlobHome) => BlobReader;
  * with its protobuf fields (wire/encoded-messages.ts) stays within 512 KiB.
  */
 export const CHUNK_BYTES = 512 * 1024 - 64;
-
-/**
- * Regroups a byte stream into `size`-byte Buffers (the last one shorter) with one copy per
- * byte; each Buffer is new, since the one handed out is still queued for the wire, and has room
- * in front for the response's other fields, so that it is not copied again to be encoded.
- */
-async function* inChunks(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
-  let chunk: Buffer | undefined;
-  let filled = 0;
-  for await (const part of source) {
-    let at = 0;
-    while (at < part.byteLength) {
-      chunk ??= allocateReadOutputChunk(size);
-      const take = Math.min(size - filled, part.byteLength - at);
-      chunk.set(part.subarray(at, at + take), filled);
-      filled += take;
-      at += take;
-      if (filled === size) {
-        yield chunk;
-        chunk = undefined;
-        filled = 0;
-      }
-    }
-  }
-  if (chunk !== undefined) yield chunk.subarray(0, filled);
-}
 
 /**
  * How long a download waits for one write to the client before it gives its S3 connection back
@@ -183,7 +157,9 @@ async function sendDownload(
         `the output was replaced in the store while it was read, at offset ${out.offset}; read it again from the start`,
       );
     try {
-      for await (const chunk of inChunks(opened.bytes, CHUNK_BYTES)) {
+      // Each chunk has room in front for the response's other fields: it is not copied again to be
+      // encoded (wire/encoded-messages.ts).
+      for await (const chunk of regroup(opened.bytes, CHUNK_BYTES, allocateReadOutputChunk)) {
         if (signal.aborted) break;
         const written = out.write(chunk);
         if (await within(written, read.clientWaitMs)) continue;
