@@ -15,5 +15,5 @@ export { SEVERITY_TO_PROTO, severityOfProto, VIOLATION_KIND_TO_PROTO, violationK
 export { EVAL_ID_MAX_LENGTH, DEFAULT_EVAL_ID_PATTERN, evalIdViolation } from './eval-id';
 export { foldMetrics, summarizeBatch } from './metrics';
 export { compareCodeUnits } from './order';
-export { LOG_STREAM_TO_PROTO, logStreamOfProto } from './logs';
+export { LOG_STREAM_TO_PROTO, logStreamOfProto, logStreamViolation } from './logs';
 export type { MetricPoint } from './metrics';

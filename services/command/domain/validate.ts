@@ -2,6 +2,7 @@ import type { Limits } from '../../../shared/config';
 import {
   evalIdViolation,
   logStreamOfProto,
+  logStreamViolation,
   severityOfProto,
   violationKindOfProto,
   type ContainerLimits,
@@ -23,7 +24,6 @@ import type {
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import {
   FailureReason,
-  LogStream as LogStreamWire,
   ViolationType,
   type ContainerLimits as ContainerLimitsMessage,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -582,13 +582,8 @@ export function validateLogsHeader(header: LogsHeader | undefined, limits: Limit
   const v = new Violations('header.');
   checkEvalId(v, header.evalId, limits, true);
   const stream = logStreamOfProto(header.stream);
-  if (stream === undefined) {
-    v.add(
-      'stream',
-      header.stream === LogStreamWire.LOG_STREAM_UNSPECIFIED ? 'REQUIRED' : 'UNKNOWN_VALUE',
-      `stream must be LOG_STREAM_STDOUT or LOG_STREAM_STDERR, not ${header.stream}`,
-    );
-  }
+  const streamViolation = logStreamViolation(header.stream, 'stream');
+  if (streamViolation !== undefined) v.add(streamViolation.field, streamViolation.rule, streamViolation.description);
   v.throwIfAny();
   return { evalId: header.evalId, stream: stream ?? 'stdout' };
 }

@@ -1,7 +1,6 @@
-import { logStreamOfProto, type BlobHome, type LogStream } from '../../../shared/domain';
+import { logStreamOfProto, logStreamViolation, type BlobHome, type LogStream } from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
-import { LogStream as LogStreamWire } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { ReadLogsRequest, ReadLogsResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
@@ -69,13 +68,9 @@ export function createReadLogs(deps: {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const stream = logStreamOfProto(request.stream);
-    if (stream === undefined) {
-      checks.fail(
-        'stream',
-        request.stream === LogStreamWire.LOG_STREAM_UNSPECIFIED ? 'REQUIRED' : 'UNKNOWN_VALUE',
-        `stream must be LOG_STREAM_STDOUT or LOG_STREAM_STDERR, not ${request.stream}`,
-      );
-    }
+    const streamViolation = logStreamViolation(request.stream, 'stream');
+    if (streamViolation !== undefined)
+      checks.fail(streamViolation.field, streamViolation.rule, streamViolation.description);
     const offset = checks.byteCount(request.offset, 'offset');
     const length = checks.byteCount(request.length, 'length');
     checks.done();
