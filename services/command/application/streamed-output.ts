@@ -61,8 +61,11 @@ async function uploadOutput(
   return new UploadedOutput(key, header.outputSize, hash.digest('hex'), Buffer.concat(head), home);
 }
 
-/** The CompleteEvaluation a streamed completion stands for, once its output is received. */
-export function completionOf(header: CompletionHeader, output: Buffer | UploadedOutput): Command {
+/** The CompleteEvaluation a streamed (or directly uploaded) completion stands for, once its output is in. */
+export function completionOf(
+  header: Pick<CompletionHeader, 'evalId' | 'exitCode' | 'options'>,
+  output: Buffer | UploadedOutput,
+): Command {
   return {
     type: 'CompleteEvaluation',
     evalId: header.evalId,

@@ -5,6 +5,7 @@ import type {
   CompleteEvaluationResponse,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import type { DirectUploads } from '../application/direct-uploads';
+import { completionOf } from '../application/streamed-output';
 import type { CommandHandlerDeps } from './deps';
 import { validateComplete, validateCompleteUploaded } from '../domain';
 
@@ -26,15 +27,6 @@ export function createCompleteEvaluation({
     const completion = validateCompleteUploaded(request, limits);
     if (uploads === undefined) throw new UnavailableError('this server takes no direct uploads');
     const output = await uploads.finish(completion.evalId, completion.upload);
-    return executor.execute(
-      {
-        type: 'CompleteEvaluation',
-        evalId: completion.evalId,
-        exitCode: completion.exitCode,
-        output,
-        ...completion.options,
-      },
-      context,
-    );
+    return executor.execute(completionOf(completion, output), context);
   };
 }
