@@ -88,26 +88,38 @@ export interface PrivatePostgres {
   close(): Promise<void>;
 }
 
-/** initdb + pg_ctl start of a new cluster on a free port (trust auth on 127.0.0.1, no Unix socket). */
-export async function startPrivatePostgres(): Promise<PrivatePostgres> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-pg-'));
+/** A private server's life on its port and data folder (the parts every kind has). */
+interface PrivateServer {
+  readonly port: number;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  readonly running: boolean;
+  /** Stops the server (if running) and deletes its data folder. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts `what` with the stack tool's `ensure` on a free port, its data in a new temporary
+ * folder (removed again when the start fails, and by `close`).
+ */
+async function startPrivateServer(
+  what: string,
+  folderPrefix: string,
+  ensure: (port: number, ctx: StackContext) => Promise<void>,
+): Promise<PrivateServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), folderPrefix));
   const port = await freePort();
-  const urlOf = (database: string): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
-  const server = lifecycle(dataDir, (ctx) => ensurePostgres(urlOf('postgres'), ctx));
-  const start = (): Promise<void> => server.start();
+  const server = lifecycle(dataDir, (ctx) => ensure(port, ctx));
   try {
-    await start();
+    await server.start();
   } catch (err) {
     rmSync(dataDir, { recursive: true, force: true });
-    throw new Error(`could not start a private PostgreSQL: ${String(err)}\n${server.log()}`, { cause: err });
+    throw new Error(`could not start a private ${what}: ${String(err)}\n${server.log()}`, { cause: err });
   }
   return {
     port,
-    urlOf,
-    async stop() {
-      await server.stop();
-    },
-    start,
+    stop: () => server.stop(),
+    start: () => server.start(),
     get running() {
       return server.running;
     },
@@ -116,6 +128,15 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** initdb + pg_ctl start of a new cluster on a free port (trust auth on 127.0.0.1, no Unix socket). */
+export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+  const urlAt = (port: number, database: string): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
+  const server = await startPrivateServer('PostgreSQL', 'crucible-fault-pg-', (port, ctx) =>
+    ensurePostgres(urlAt(port, 'postgres'), ctx),
+  );
+  return Object.assign(server, { urlOf: (database: string) => urlAt(server.port, database) });
 }
 
 export interface PrivateRedis {
@@ -131,32 +152,11 @@ export interface PrivateRedis {
 
 /** redis-server on a free port, without persistence. */
 export async function startPrivateRedis(): Promise<PrivateRedis> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-redis-'));
-  const port = await freePort();
-  const url = `redis://127.0.0.1:${port}/0`;
-  const server = lifecycle(dataDir, (ctx) => ensureRedis(url, ctx));
-  const start = (): Promise<void> => server.start();
-  try {
-    await start();
-  } catch (err) {
-    rmSync(dataDir, { recursive: true, force: true });
-    throw new Error(`could not start a private Redis: ${String(err)}\n${server.log()}`, { cause: err });
-  }
-  return {
-    port,
-    url,
-    async stop() {
-      await server.stop();
-    },
-    start,
-    get running() {
-      return server.running;
-    },
-    async close() {
-      await server.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const urlAt = (port: number): string => `redis://127.0.0.1:${port}/0`;
+  const server = await startPrivateServer('Redis', 'crucible-fault-redis-', (port, ctx) =>
+    ensureRedis(urlAt(port), ctx),
+  );
+  return Object.assign(server, { url: urlAt(server.port) });
 }
 
 export interface PrivateS3 {
@@ -171,29 +171,11 @@ export interface PrivateS3 {
 
 /** s3rver of its own on a free port, with its files in a temporary folder. */
 export async function startPrivateS3(config: Config['s3']): Promise<PrivateS3> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'crucible-fault-own-s3-'));
-  const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const server = lifecycle(dataDir, (ctx) => ensureS3({ ...config, endpoint }, ctx));
-  const start = (): Promise<void> => server.start();
-  try {
-    await start();
-  } catch (err) {
-    rmSync(dataDir, { recursive: true, force: true });
-    throw new Error(`could not start a private s3rver: ${String(err)}\n${server.log()}`, { cause: err });
-  }
-  return {
-    endpoint,
-    stop: () => server.stop(),
-    start,
-    get running() {
-      return server.running;
-    },
-    async close() {
-      await server.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const endpointAt = (port: number): string => `http://127.0.0.1:${port}`;
+  const server = await startPrivateServer('s3rver', 'crucible-fault-own-s3-', (port, ctx) =>
+    ensureS3({ ...config, endpoint: endpointAt(port) }, ctx),
+  );
+  return Object.assign(server, { endpoint: endpointAt(server.port) });
 }
 
 export interface PrivateStack {
