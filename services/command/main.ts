@@ -8,10 +8,12 @@ import {
   createPeriodic,
   exitOnFailure,
   helpText,
+  onReloadSignal,
   onShutdownSignal,
   retryAtStartup,
   type Closeable,
 } from '../../shared/runtime';
+import { createServerAccess } from '../../shared/grpc';
 import { createS3Client } from '../../shared/s3';
 import { createCommandExecutor } from './application/command-executor';
 import { createReaper, reaperRulesOf } from './application/reaper';
@@ -45,6 +47,9 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel, { service: 'command' });
   const resources: Closeable[] = [];
+  // First: a key or certificate that does not read stops the start before any connection.
+  const access = await createServerAccess(config, logger);
+  onReloadSignal(() => access.reload(), logger);
 
   const applied = await retryAtStartup(
     'connecting to PostgreSQL',
@@ -121,6 +126,7 @@ async function main(): Promise<void> {
     logger: logger.child({ component: 'uploads' }),
   });
   const server = createCommandServer({
+    access,
     executor,
     limits: config.limits,
     logger,

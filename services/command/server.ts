@@ -1,4 +1,12 @@
-import { clientStream, createCallLog, createGrpcServer, unary, type GrpcServer } from '../../shared/grpc';
+import {
+  clientStream,
+  createCallLog,
+  createGrpcServer,
+  unary,
+  type Calls,
+  type GrpcServer,
+  type ServerAccess,
+} from '../../shared/grpc';
 import {
   EvaluationCommandServiceService,
   type EvaluationCommandServiceServer,
@@ -29,6 +37,8 @@ const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
 export interface CommandServerDeps extends CommandHandlerDeps {
   readonly logger: Logger;
+  /** Transport, gate and reflection (shared/grpc/access.ts). */
+  readonly access: ServerAccess;
   /**
    * Where ReportExecutorHealth keeps reports (main.ts always passes it). Left out by tests
    * that serve only the commands: the RPC then answers UNAVAILABLE.
@@ -40,34 +50,34 @@ export interface CommandServerDeps extends CommandHandlerDeps {
 
 export function createCommandServer(deps: CommandServerDeps): GrpcServer {
   const { logger } = deps;
-  const log = createCallLog(logger);
+  const calls: Calls = { log: createCallLog(logger), gate: deps.access.gate };
   const reportExecutorHealth =
     deps.executorHealth === undefined
       ? () => Promise.reject(new UnavailableError('this server keeps no executor health'))
       : createReportExecutorHealth(deps.executorHealth);
   const implementation: EvaluationCommandServiceServer = {
-    submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), log),
-    startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), log),
-    completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), log),
+    submitEvaluation: unary('SubmitEvaluation', createSubmitEvaluation(deps), calls),
+    startEvaluation: unary('StartEvaluation', createStartEvaluation(deps), calls),
+    completeEvaluation: unary('CompleteEvaluation', createCompleteEvaluation(deps), calls),
     createOutputUpload: unary(
       'CreateOutputUpload',
       deps.uploads === undefined
         ? () => Promise.reject(new UnavailableError('this server takes no direct uploads'))
         : createCreateOutputUpload({ uploads: deps.uploads, limits: deps.limits }),
-      log,
+      calls,
     ),
     completeEvaluationStream: clientStream(
       'CompleteEvaluationStream',
       createCompleteEvaluationStream(deps),
-      log,
+      calls,
       deps.limits.clientStreamIdleMs,
     ),
-    failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), log),
-    cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), log),
-    recordMetrics: unary('RecordMetrics', createRecordMetrics(deps), log),
-    recordSecurityEvent: unary('RecordSecurityEvent', createRecordSecurityEvent(deps), log),
-    reportExecutorHealth: unary('ReportExecutorHealth', reportExecutorHealth, log),
-    appendLogs: clientStream('AppendLogs', createAppendLogs(deps), log, deps.limits.clientStreamIdleMs),
+    failEvaluation: unary('FailEvaluation', createFailEvaluation(deps), calls),
+    cancelEvaluation: unary('CancelEvaluation', createCancelEvaluation(deps), calls),
+    recordMetrics: unary('RecordMetrics', createRecordMetrics(deps), calls),
+    recordSecurityEvent: unary('RecordSecurityEvent', createRecordSecurityEvent(deps), calls),
+    reportExecutorHealth: unary('ReportExecutorHealth', reportExecutorHealth, calls),
+    appendLogs: clientStream('AppendLogs', createAppendLogs(deps), calls, deps.limits.clientStreamIdleMs),
   };
   return createGrpcServer({
     services: [{ name: COMMAND_SERVICE_NAME, definition: EvaluationCommandServiceService, implementation }],
@@ -75,5 +85,6 @@ export function createCommandServer(deps: CommandServerDeps): GrpcServer {
     maxReceiveMessageBytes: Math.max(deps.limits.maxOutputBytes, deps.limits.maxCodeBytes) + MESSAGE_OVERHEAD_BYTES,
     maxRequestBytesInFlight: deps.limits.maxRequestBytesInFlight,
     initialStatus: 'SERVING',
+    access: deps.access,
   });
 }

@@ -6,10 +6,12 @@ import {
   closeAll,
   exitOnFailure,
   helpText,
+  onReloadSignal,
   onShutdownSignal,
   retryAtStartup,
   type Closeable,
 } from '../../shared/runtime';
+import { createServerAccess } from '../../shared/grpc';
 import { createS3Client } from '../../shared/s3';
 import { createQueryService } from './query-service';
 
@@ -31,6 +33,9 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel, { service: 'query' });
   const resources: Closeable[] = [];
+  // First: a key or certificate that does not read stops the start before any connection.
+  const access = await createServerAccess(config, logger);
+  onReloadSignal(() => access.reload(), logger);
 
   const pool = createPool(
     {
@@ -71,7 +76,7 @@ async function main(): Promise<void> {
   if (s3Public !== s3)
     resources.push({ name: 's3 (public endpoint)', close: () => Promise.resolve(s3Public.destroy()) });
 
-  const connections = { pool, redis, projection, subscriber, blocking, s3, s3Public };
+  const connections = { access, pool, redis, projection, subscriber, blocking, s3, s3Public };
   const service = createQueryService(config, connections, logger);
   const port = await service.start(config.host, config.queryPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.

@@ -1,3 +1,4 @@
+import type { ServerAccess } from '../../shared/grpc';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobReaders } from './blobs/blob-readers';
@@ -42,6 +43,8 @@ import { createShutdown } from './live/shutdown';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
 export interface QueryServiceConnections {
+  /** Transport, gate and reflection of its gRPC server (shared/grpc/access.ts). */
+  readonly access: ServerAccess;
   /** Read-only sessions over the event log. */
   readonly pool: Pool;
   /** Reads: lookups, lists, replays, the read guard's checkpoints. */
@@ -170,6 +173,7 @@ export function createQueryService(
   });
 
   const server = createQueryServer({
+    access: connections.access,
     records,
     list: createEvaluationList(redis, layout, records),
     history: createEvaluationHistory(redis, layout, undecodable),

@@ -1,5 +1,13 @@
 import type { OutputUrlConfig, StreamConfig } from '../../shared/config';
-import { createCallLog, createGrpcServer, serverStream, unary, type GrpcServer } from '../../shared/grpc';
+import {
+  createCallLog,
+  createGrpcServer,
+  serverStream,
+  unary,
+  type Calls,
+  type GrpcServer,
+  type ServerAccess,
+} from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetEvaluationEvents, type EvaluationEvents } from './handlers/get-evaluation-events';
@@ -67,6 +75,8 @@ export interface QueryServerDeps {
   /** Aborted on SIGTERM: open streams end with UNAVAILABLE naming their resume point. */
   readonly shutdown: Shutdown;
   readonly logger: Logger;
+  /** Transport, gate and reflection (shared/grpc/access.ts). */
+  readonly access: ServerAccess;
   /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
   readonly onSlowConsumer?: () => void;
 }
@@ -77,30 +87,30 @@ export interface QueryServerDeps {
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
-  const log = createCallLog(logger);
+  const calls: Calls = { log: createCallLog(logger), gate: deps.access.gate };
   const implementation: QueryServiceImplementation = {
-    getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), log),
-    listEvaluations: unary('ListEvaluations', createListEvaluations(deps), log),
-    countEvaluations: unary('CountEvaluations', createCountEvaluations(deps), log),
-    readOutput: serverStream('ReadOutput', createReadOutput(deps), log),
-    getOutputUrl: unary('GetOutputUrl', createGetOutputUrl(deps), log),
-    readLogs: serverStream('ReadLogs', createReadLogs(deps), log),
-    watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), log),
+    getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), calls),
+    listEvaluations: unary('ListEvaluations', createListEvaluations(deps), calls),
+    countEvaluations: unary('CountEvaluations', createCountEvaluations(deps), calls),
+    readOutput: serverStream('ReadOutput', createReadOutput(deps), calls),
+    getOutputUrl: unary('GetOutputUrl', createGetOutputUrl(deps), calls),
+    readLogs: serverStream('ReadLogs', createReadLogs(deps), calls),
+    watchEvaluation: serverStream('WatchEvaluation', createWatchEvaluation(deps), calls),
     watchEvaluations: serverStream(
       'WatchEvaluations',
       createWatchEvaluations({
         ...deps,
         ...(deps.onSlowConsumer !== undefined ? { onFallback: deps.onSlowConsumer } : {}),
       }),
-      log,
+      calls,
     ),
-    getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), log),
-    getEvaluationEvents: unary('GetEvaluationEvents', createGetEvaluationEvents(deps), log),
-    waitEvaluation: unary('WaitEvaluation', createWaitEvaluation(deps), log),
-    getEvaluationMetrics: unary('GetEvaluationMetrics', createGetEvaluationMetrics(deps), log),
-    listSecurityEvents: unary('ListSecurityEvents', createListSecurityEvents(deps), log),
-    getQueueMetrics: unary('GetQueueMetrics', createGetQueueMetrics(deps), log),
-    listExecutors: unary('ListExecutors', createListExecutors(deps), log),
+    getProjectionStatus: unary('GetProjectionStatus', createGetProjectionStatus(deps), calls),
+    getEvaluationEvents: unary('GetEvaluationEvents', createGetEvaluationEvents(deps), calls),
+    waitEvaluation: unary('WaitEvaluation', createWaitEvaluation(deps), calls),
+    getEvaluationMetrics: unary('GetEvaluationMetrics', createGetEvaluationMetrics(deps), calls),
+    listSecurityEvents: unary('ListSecurityEvents', createListSecurityEvents(deps), calls),
+    getQueueMetrics: unary('GetQueueMetrics', createGetQueueMetrics(deps), calls),
+    listExecutors: unary('ListExecutors', createListExecutors(deps), calls),
   };
   return createGrpcServer({
     services: [{ name: QUERY_SERVICE_NAME, definition: EvaluationQueryServiceWire, implementation }],
@@ -108,5 +118,6 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     maxReceiveMessageBytes: MAX_REQUEST_BYTES,
     maxRequestBytesInFlight: deps.maxRequestBytesInFlight,
     initialStatus: 'NOT_SERVING',
+    access: deps.access,
   });
 }

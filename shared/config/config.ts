@@ -73,6 +73,34 @@ export interface OutputUrlConfig {
   readonly uploadExpirySeconds: number;
 }
 
+/** How callers prove who they are (shared/auth; docs/security.md). */
+export type AuthConfig =
+  | { readonly mode: 'none' }
+  | {
+      readonly mode: 'jwt';
+      /** A JWKS (JSON) or PEM public keys. */
+      readonly keysFile: string;
+      readonly issuer: string;
+      readonly audience: string;
+      readonly rolesClaim: string;
+      readonly tenantClaim: string;
+    }
+  | { readonly mode: 'mtls'; readonly identitiesFile: string };
+
+/** What one identity may do at once (not applied with AUTH_MODE=none: everyone is one identity then). */
+export interface IdentityLimits {
+  /** 0: no limit. */
+  readonly requestsPerSecond: number;
+  readonly burst: number;
+  /** 0: no limit. */
+  readonly maxStreams: number;
+}
+
+/** How both services serve: plaintext, or TLS (with client certificates required when `clientCaFile` is set). */
+export type TransportConfig =
+  | { readonly kind: 'plaintext' }
+  | { readonly kind: 'tls'; readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string };
+
 export interface Limits {
   readonly maxCodeBytes: number;
   readonly maxOutputBytes: number;
@@ -172,6 +200,11 @@ export interface Config {
   /** Commands the command service runs at once before it refuses more (UNAVAILABLE). */
   readonly maxPendingCommands: number;
   readonly executors: ExecutorConfig;
+  readonly auth: AuthConfig;
+  readonly identityLimits: IdentityLimits;
+  readonly transport: TransportConfig;
+  /** Whether gRPC reflection is served. */
+  readonly reflection: boolean;
 }
 
 export class ConfigError extends Error {
@@ -234,7 +267,60 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
       `OUTPUT_URL_DEFAULT_EXPIRY_SECONDS (${defaultExpiry}) must not exceed OUTPUT_URL_MAX_EXPIRY_SECONDS (${maxExpiry})`,
     );
   }
+  problems.push(...securityProblems(values, environment));
   return { values: values as SettingValues, problems };
+}
+
+/** The settings of authentication and transport that only make sense together. */
+function securityProblems(values: Partial<Record<SettingKey, unknown>>, environment: Environment): string[] {
+  const problems: string[] = [];
+  const unset = (key: SettingKey): boolean => values[key] === '' || values[key] === undefined;
+  const mode = values.AUTH_MODE;
+  if (mode === 'none' && environment === 'production') {
+    problems.push('AUTH_MODE=none is refused in production: set AUTH_MODE=jwt or AUTH_MODE=mtls (docs/security.md)');
+  }
+  if (mode === 'jwt') {
+    for (const key of ['AUTH_JWT_KEYS_FILE', 'AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE'] as const) {
+      if (unset(key)) problems.push(`${key} is required when AUTH_MODE=jwt`);
+    }
+  }
+  if (mode === 'mtls') {
+    if (unset('AUTH_MTLS_IDENTITIES_FILE')) problems.push('AUTH_MTLS_IDENTITIES_FILE is required when AUTH_MODE=mtls');
+    if (unset('TLS_CLIENT_CA_FILE')) {
+      problems.push('TLS_CLIENT_CA_FILE is required when AUTH_MODE=mtls: clients are known by their certificates');
+    }
+  }
+  if (unset('TLS_CERT_FILE') !== unset('TLS_KEY_FILE'))
+    problems.push('TLS_CERT_FILE and TLS_KEY_FILE must be set together');
+  if (!unset('TLS_CLIENT_CA_FILE') && unset('TLS_CERT_FILE')) {
+    problems.push(
+      'TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE: client certificates are asked for over TLS',
+    );
+  }
+  if (unset('TLS_CERT_FILE') && values.ALLOW_PLAINTEXT === false) {
+    problems.push('set TLS_CERT_FILE and TLS_KEY_FILE, or ALLOW_PLAINTEXT=true to serve without TLS');
+  }
+  return problems;
+}
+
+function authOf(v: SettingValues): AuthConfig {
+  if (v.AUTH_MODE === 'jwt') {
+    return {
+      mode: 'jwt',
+      keysFile: v.AUTH_JWT_KEYS_FILE,
+      issuer: v.AUTH_JWT_ISSUER,
+      audience: v.AUTH_JWT_AUDIENCE,
+      rolesClaim: v.AUTH_JWT_ROLES_CLAIM,
+      tenantClaim: v.AUTH_JWT_TENANT_CLAIM,
+    };
+  }
+  if (v.AUTH_MODE === 'mtls') return { mode: 'mtls', identitiesFile: v.AUTH_MTLS_IDENTITIES_FILE };
+  return { mode: 'none' };
+}
+
+function transportOf(v: SettingValues): TransportConfig {
+  if (v.TLS_CERT_FILE === '') return { kind: 'plaintext' };
+  return { kind: 'tls', certFile: v.TLS_CERT_FILE, keyFile: v.TLS_KEY_FILE, clientCaFile: v.TLS_CLIENT_CA_FILE };
 }
 
 function sseOf(v: SettingValues): ServerSideEncryption {
@@ -354,5 +440,13 @@ export function loadConfig(env: Env): Config {
       healthTtlSeconds: v.EXECUTOR_HEALTH_TTL_SECONDS,
       lostGraceSeconds: v.EXECUTOR_LOST_GRACE_SECONDS,
     }),
+    auth: Object.freeze(authOf(v)),
+    identityLimits: Object.freeze({
+      requestsPerSecond: v.AUTH_REQUESTS_PER_SECOND,
+      burst: v.AUTH_BURST,
+      maxStreams: v.AUTH_MAX_STREAMS,
+    }),
+    transport: Object.freeze(transportOf(v)),
+    reflection: v.GRPC_REFLECTION,
   });
 }

@@ -1,5 +1,8 @@
 export { loadConfig, ConfigError, defaultMultipart, defaultPostgresSession } from './config';
 export type {
+  AuthConfig,
+  IdentityLimits,
+  TransportConfig,
   Config,
   Environment,
   ExecutorConfig,

@@ -318,6 +318,90 @@ export const SETTINGS = {
     defaults: { all: '50052' },
     help: 'query service port (0 picks a free one)',
   }),
+  // Who may call what (docs/security.md). Development and test may run without credentials,
+  // loudly; production has no default, and refuses `none`.
+  AUTH_MODE: setting({
+    parser: oneOf(['none', 'jwt', 'mtls'] as const),
+    defaults: LOCAL('none'),
+    help: 'how callers prove who they are: `jwt` (bearer tokens), `mtls` (client certificates) or `none` (everyone is an admin; development and test only)',
+  }),
+  AUTH_JWT_KEYS_FILE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: 'AUTH_MODE=jwt: the public keys tokens are verified with, a JWKS (JSON) or PEM public keys; re-read on SIGHUP',
+  }),
+  AUTH_JWT_ISSUER: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: 'AUTH_MODE=jwt: the `iss` every token must carry',
+  }),
+  AUTH_JWT_AUDIENCE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: 'AUTH_MODE=jwt: the `aud` every token must carry',
+  }),
+  AUTH_JWT_ROLES_CLAIM: setting({
+    parser: matching(/^\S{1,256}$/, '1-256 characters without spaces'),
+    defaults: { all: 'roles' },
+    help: "AUTH_MODE=jwt: the claim holding the caller's roles (an array of `api`, `executor`, `reader`, `admin`)",
+  }),
+  AUTH_JWT_TENANT_CLAIM: setting({
+    parser: matching(/^\S{1,256}$/, '1-256 characters without spaces'),
+    defaults: { all: 'tenant' },
+    help: "AUTH_MODE=jwt: the claim holding the caller's tenant",
+  }),
+  AUTH_MTLS_IDENTITIES_FILE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: "AUTH_MODE=mtls: JSON mapping a client certificate's SAN (`DNS:…`, `URI:…`) to its `roles` and `tenant`; re-read on SIGHUP",
+  }),
+  AUTH_REQUESTS_PER_SECOND: setting({
+    parser: wholeNumber(0, 1_000_000),
+    defaults: { all: '2000' },
+    help: 'calls per second one identity may make on average (a token bucket; 0: no limit; not applied with AUTH_MODE=none)',
+  }),
+  AUTH_BURST: setting({
+    parser: wholeNumber(1, 10_000_000),
+    defaults: { all: '4000' },
+    help: "calls one identity may make at once above its rate (the token bucket's size)",
+  }),
+  AUTH_MAX_STREAMS: setting({
+    parser: wholeNumber(0, 1_000_000),
+    defaults: { all: '2000' },
+    help: 'streaming calls one identity may hold open at once (0: no limit; not applied with AUTH_MODE=none)',
+  }),
+  TLS_CERT_FILE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: "the services' TLS certificate chain (PEM); with TLS_KEY_FILE, both services serve TLS only",
+  }),
+  TLS_KEY_FILE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: "the TLS certificate's private key (PEM)",
+  }),
+  TLS_CLIENT_CA_FILE: setting({
+    parser: text,
+    defaults: { all: '' },
+    shownDefault: 'none',
+    help: 'CA certificates (PEM) client certificates must chain to: set, clients must present one (mTLS)',
+  }),
+  ALLOW_PLAINTEXT: setting({
+    parser: bool,
+    defaults: LOCAL('true', 'false'),
+    help: 'serve without TLS when TLS_CERT_FILE is not set (production refuses to start otherwise)',
+  }),
+  GRPC_REFLECTION: setting({
+    parser: bool,
+    defaults: LOCAL('true', 'false'),
+    help: 'serve gRPC reflection (for `grpcurl` and `buf curl`); it needs no credential, like health',
+  }),
   LOG_LEVEL: setting({
     parser: oneOf(['debug', 'info', 'warn', 'error'] as const),
     defaults: { development: 'debug', all: 'info' },

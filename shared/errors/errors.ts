@@ -94,9 +94,28 @@ export class OutOfRangeError extends CrucibleError {
   readonly kind = 'out_of_range';
 }
 
-/** A cap on what callers may hold open (streams, waits) is reached. → RESOURCE_EXHAUSTED */
+/**
+ * A cap on what callers may hold open (streams, waits) or send (a rate) is reached. →
+ * RESOURCE_EXHAUSTED, with google.rpc.RetryInfo when `retryAfterMs` says when it is worth trying again.
+ */
 export class ResourceExhaustedError extends CrucibleError {
   readonly kind = 'resource_exhausted';
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The call carries no credential, or one that is malformed, expired or wrongly signed. → UNAUTHENTICATED */
+export class UnauthenticatedError extends CrucibleError {
+  readonly kind = 'unauthenticated';
+}
+
+/** The caller is known but may not do this. → PERMISSION_DENIED */
+export class PermissionDeniedError extends CrucibleError {
+  readonly kind = 'permission_denied';
 }
 
 /** A wait (e.g. for `min_position`) outlived the call's deadline. → DEADLINE_EXCEEDED */

@@ -11,6 +11,8 @@ export {
   OutOfRangeError,
   DeadlineError,
   ResourceExhaustedError,
+  UnauthenticatedError,
+  PermissionDeniedError,
   validationErrorOf,
 } from './errors';
 export type { FieldViolation } from './errors';

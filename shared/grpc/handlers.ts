@@ -8,12 +8,22 @@ import {
   type ServerWritableStream,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context';
+import type { Caller, CallCredentials, Gate } from '../auth';
 import { DeadlineError } from '../errors';
 import type { CallLog } from './call-log';
 import { toStatus } from './status';
 
+/** What every call of a server goes through: the gate before its handler, the log after. */
+export interface Calls {
+  readonly log: CallLog;
+  readonly gate: Gate;
+}
+
 /** What a handler may know of its call: a signal that fires when the client goes away. */
 export interface CallContext {
+  /** Who makes the call, as the gate let it in. */
+  readonly caller: Caller;
   readonly signal: AbortSignal;
   /** The call's deadline, or undefined when the client set none. */
   readonly deadline: Date | undefined;
@@ -54,47 +64,77 @@ function deadlineOf(call: { getDeadline(): Date | number }): Date | undefined {
   return Number.isFinite(deadline) ? new Date(deadline) : undefined;
 }
 
-/** What every kind of call has: its cancellation event, deadline and metadata. */
-type AnyCall = EventEmitter & { getDeadline(): Date | number; getPeer(): string; readonly metadata: Metadata };
+/** What every kind of call has: its cancellation event, deadline, metadata and credentials. */
+type AnyCall = EventEmitter & {
+  getDeadline(): Date | number;
+  getPeer(): string;
+  getAuthContext(): AuthContext;
+  readonly metadata: Metadata;
+};
 
-function contextOf(call: AnyCall): {
-  context: CallContext;
-  dispose: () => void;
-} {
+function credentialsOf(call: AnyCall): CallCredentials {
+  return { metadata: call.metadata, certificate: call.getAuthContext().sslPeerCertificate, peer: call.getPeer() };
+}
+
+/**
+ * Lets the call through the gate, then gives its context (the caller, and a signal that fires
+ * when the client goes away) to `run`; `dispose` undoes what the call held, once it is answered.
+ */
+function admitted<T>(
+  call: AnyCall,
+  method: string,
+  calls: Calls,
+  kind: 'unary' | 'stream',
+): { context: (run: (context: CallContext) => Promise<T>) => Promise<T>; signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const onCancel = (): void => controller.abort();
   call.on('cancelled', onCancel);
+  let release = (): void => undefined;
   return {
-    context: { signal: controller.signal, deadline: deadlineOf(call), metadata: call.metadata, peer: call.getPeer() },
-    dispose: () => call.off('cancelled', onCancel),
+    signal: controller.signal,
+    context: async (run) => {
+      const admission = await calls.gate.admit(method, credentialsOf(call), kind);
+      release = admission.release;
+      return run({
+        caller: admission.caller,
+        signal: controller.signal,
+        deadline: deadlineOf(call),
+        metadata: call.metadata,
+        peer: call.getPeer(),
+      });
+    },
+    dispose: () => {
+      call.off('cancelled', onCancel);
+      release();
+    },
   };
 }
 
 /**
  * Runs a call that has one answer and gives it to grpc-js exactly once, mapping every throw
- * (through a promise, so that a synchronous throw is mapped too, never left to grpc-js).
- * `quietOnCancel`: a throw after the client went away answers CANCELLED unlogged (a client
- * stream's reads fail then by design: nobody hears the status, and it is not the server's error).
+ * (through a promise, so that a synchronous throw is mapped too, never left to grpc-js). A
+ * client stream (`kind: 'stream'`) that throws after the client went away answers CANCELLED, unlogged.
  */
 function answerOnce<Res>(
   call: AnyCall,
   callback: sendUnaryData<Res>,
   method: string,
-  log: CallLog,
+  calls: Calls,
   run: (context: CallContext) => Promise<Res>,
-  quietOnCancel = false,
+  kind: 'unary' | 'stream' = 'unary',
 ): void {
-  const { context, dispose } = contextOf(call);
-  new Promise<Res>((resolve) => resolve(run(context))).then(
+  const { context, signal, dispose } = admitted<Res>(call, method, calls, kind);
+  new Promise<Res>((resolve) => resolve(context(run))).then(
     (response) => {
       dispose();
       callback(null, response);
     },
     (err: unknown) => {
       dispose();
-      if (quietOnCancel && context.signal.aborted)
-        callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
-      else callback(toStatus(err, log, method));
+      // A client stream's reads fail once the client went away, by design: nobody hears the
+      // status, and it is not the server's error.
+      if (kind === 'stream' && signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
+      else callback(toStatus(err, calls.log, method));
     },
   );
 }
@@ -103,9 +143,9 @@ function answerOnce<Res>(
 export function unary<Req, Res>(
   method: string,
   handler: UnaryHandler<Req, Res>,
-  log: CallLog,
+  calls: Calls,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => answerOnce(call, callback, method, log, (context) => handler(call.request, context));
+  return (call, callback) => answerOnce(call, callback, method, calls, (context) => handler(call.request, context));
 }
 
 /**
@@ -143,7 +183,7 @@ function idleBounded<Req>(
 export function clientStream<Req, Res>(
   method: string,
   handler: ClientStreamHandler<Req, Res>,
-  log: CallLog,
+  calls: Calls,
   idleMs = Number.POSITIVE_INFINITY,
 ): (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) =>
@@ -151,13 +191,13 @@ export function clientStream<Req, Res>(
       call,
       callback,
       method,
-      log,
+      calls,
       (context) => {
         // A cancelled call's readable side may never end: destroying it makes the iteration throw.
         addAbortSignal(context.signal, call);
         return handler(Number.isFinite(idleMs) ? idleBounded(call, idleMs, method) : call, context);
       },
-      true,
+      'stream',
     );
 }
 
@@ -165,19 +205,17 @@ export function clientStream<Req, Res>(
 export function serverStream<Req, Res>(
   method: string,
   handler: ServerStreamHandler<Req, Res>,
-  log: CallLog,
-  track?: (call: ServerWritableStream<Req, Res>) => () => void,
+  calls: Calls,
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    const { context, dispose } = contextOf(call);
-    const untrack = track?.(call) ?? (() => undefined);
+    const { context, signal, dispose } = admitted<void>(call, method, calls, 'stream');
     let pending = 0;
     const sink: StreamSink<Res> = {
       get pending() {
         return pending;
       },
       write(message) {
-        if (context.signal.aborted) return Promise.resolve();
+        if (signal.aborted) return Promise.resolve();
         pending += 1;
         return new Promise<void>((resolve) => {
           const flushed = call.write(message, () => {
@@ -189,24 +227,22 @@ export function serverStream<Req, Res>(
           }
           const done = (): void => {
             call.off('drain', done);
-            context.signal.removeEventListener('abort', done);
+            signal.removeEventListener('abort', done);
             resolve();
           };
           call.on('drain', done);
-          context.signal.addEventListener('abort', done);
+          signal.addEventListener('abort', done);
         });
       },
     };
-    new Promise<void>((resolve) => resolve(handler(call.request, sink, context))).then(
+    new Promise<void>((resolve) => resolve(context((ctx) => handler(call.request, sink, ctx)))).then(
       () => {
         dispose();
-        untrack();
-        if (!context.signal.aborted) call.end();
+        if (!signal.aborted) call.end();
       },
       (err: unknown) => {
         dispose();
-        untrack();
-        if (!context.signal.aborted) call.emit('error', toStatus(err, log, method));
+        if (!signal.aborted) call.emit('error', toStatus(err, calls.log, method));
       },
     );
   };

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -8,6 +8,7 @@ import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/pr
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT } from '../config/settings';
 import type { Logger } from '../logging';
+import type { ServerAccess } from './access';
 import { admitRequests, measuredDefinition } from './admission';
 import { createByteBudget, type ByteBudget } from './byte-budget';
 import { refuseMalformedCalls, tolerantDefinition } from './malformed';
@@ -31,6 +32,8 @@ export interface GrpcServerOptions {
   readonly maxRequestBytesInFlight?: number;
   /** Health status every service starts with; the query side starts NOT_SERVING until caught up. */
   readonly initialStatus: ServingStatus;
+  /** The transport it listens with, and whether it serves reflection (its gate is the handlers'). */
+  readonly access: Pick<ServerAccess, 'credentials' | 'reflection'>;
 }
 
 export interface GrpcServer {
@@ -89,8 +92,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, options.initialStatus])));
   health.addToServer(registrar);
 
-  const reflected = [...options.services.map((s) => s.name), 'grpc.health.v1.Health'];
-  new ReflectionService(reflectionInput(), { services: reflected }).addToServer(registrar);
+  if (options.access.reflection) {
+    const reflected = [...options.services.map((s) => s.name), 'grpc.health.v1.Health'];
+    new ReflectionService(reflectionInput(), { services: reflected }).addToServer(registrar);
+  }
 
   return {
     admission: {
@@ -106,7 +111,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     listen: (host, port) =>
       new Promise((resolve, reject) => {
-        server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, boundPort) => {
+        server.bindAsync(`${host}:${port}`, options.access.credentials, (err, boundPort) => {
           if (err !== null) reject(err);
           else resolve(boundPort);
         });

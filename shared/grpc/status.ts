@@ -7,13 +7,15 @@ import {
   IllegalTransitionError,
   NotFoundError,
   OutOfRangeError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   RevisionConflictError,
+  UnauthenticatedError,
   UnavailableError,
   ValidationError,
 } from '../errors';
 import { Any } from '../generated/google/protobuf/any';
-import { BadRequest, ErrorInfo, PreconditionFailure } from '../generated/google/rpc/error_details';
+import { BadRequest, ErrorInfo, PreconditionFailure, RetryInfo } from '../generated/google/rpc/error_details';
 import { Status as RpcStatus } from '../generated/google/rpc/status';
 import type { CallLog } from './call-log';
 
@@ -38,6 +40,12 @@ function reason(reasonCode: string, metadata: Record<string, string> = {}): Any 
     'google.rpc.ErrorInfo',
     ErrorInfo.encode({ reason: reasonCode, domain: ERROR_DOMAIN, metadata }).finish(),
   );
+}
+
+function retryInfo(afterMs: number): Any {
+  const ms = Math.max(1, Math.ceil(afterMs));
+  const retryDelay = { seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
+  return detail('google.rpc.RetryInfo', RetryInfo.encode({ retryDelay }).finish());
 }
 
 function badRequest(violations: readonly { field: string; rule: string; description: string }[]): Any {
@@ -93,7 +101,15 @@ export function toStatus(err: unknown, log: CallLog, method: string): StatusObje
   if (err instanceof AlreadyExistsError) return withDetails(Status.ALREADY_EXISTS, err.message, []);
   if (err instanceof OutOfRangeError) return withDetails(Status.OUT_OF_RANGE, err.message, []);
   if (err instanceof DeadlineError) return withDetails(Status.DEADLINE_EXCEEDED, err.message, []);
-  if (err instanceof ResourceExhaustedError) return withDetails(Status.RESOURCE_EXHAUSTED, err.message, []);
+  if (err instanceof ResourceExhaustedError) {
+    return withDetails(
+      Status.RESOURCE_EXHAUSTED,
+      err.message,
+      err.retryAfterMs === undefined ? [] : [retryInfo(err.retryAfterMs)],
+    );
+  }
+  if (err instanceof UnauthenticatedError) return withDetails(Status.UNAUTHENTICATED, err.message, []);
+  if (err instanceof PermissionDeniedError) return withDetails(Status.PERMISSION_DENIED, err.message, []);
   if (err instanceof UnavailableError) {
     log.refused(method, err);
     return withDetails(Status.UNAVAILABLE, err.message, []);

@@ -60,6 +60,19 @@ export function onShutdownSignal(onSignal: (signal: NodeJS.Signals) => void): vo
 }
 
 /**
+ * Runs `reload` on every SIGHUP (re-reading keys and identity files): a failure is logged and
+ * what was loaded before stays in force.
+ */
+export function onReloadSignal(reload: () => Promise<void>, logger: Logger): void {
+  process.on('SIGHUP', () => {
+    reload().then(
+      () => logger.info('reloaded keys and identities (SIGHUP)'),
+      (err: unknown) => logger.error('reload failed; the keys and identities loaded before stay in force', { err }),
+    );
+  });
+}
+
+/**
  * The one failure handler of every entry point's main() (both services and the CLIs): a
  * configuration problem prints what to fix and exits 2; anything else is logged and exits 1.
  */

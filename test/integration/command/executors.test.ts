@@ -1,3 +1,4 @@
+import { openAccess } from '../../../shared/grpc';
 import { credentials, status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
@@ -49,6 +50,7 @@ describe('command service: executor health and the reaper', function () {
     health = createRedisExecutorHealth(h.redis, h.env.config.redisKeyPrefix, h.env.config.executors);
     keys = executorKeys(h.env.config.redisKeyPrefix);
     server = createCommandServer({
+      access: openAccess(silentLogger),
       executor: h.executor,
       limits: h.env.config.limits,
       logger: silentLogger,
@@ -166,6 +168,7 @@ describe('command service: executor health and the reaper', function () {
       // Never connected and no offline queue, as main.ts's connection during an outage.
       const offline = new Redis(h.env.config.redisUrl, { lazyConnect: true, enableOfflineQueue: false });
       const down = createCommandServer({
+        access: openAccess(silentLogger),
         executor: h.executor,
         limits: h.env.config.limits,
         logger: silentLogger,

@@ -1,3 +1,4 @@
+import { openAccess } from '../../../shared/grpc';
 import { credentials, status as GrpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
@@ -229,6 +230,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
 
     it('is bounded through gRPC too: the client hears DEADLINE_EXCEEDED and nothing commits after it', async () => {
       const server = createCommandServer({
+        access: openAccess(silentLogger),
         executor: executorOver(poolWith({ lockTimeoutMs: 20_000 })),
         limits: h.env.config.limits,
         logger: silentLogger,

@@ -1,3 +1,4 @@
+import { openAccess } from '../../../shared/grpc';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { loadConfig } from '../../../shared/config';
@@ -60,7 +61,12 @@ describe('command service: requests wait to be read once the budget is taken', f
   let client: EvaluationCommandServiceClient;
 
   before(async () => {
-    server = createCommandServer({ executor: gated.executor, limits, logger: silentLogger });
+    server = createCommandServer({
+      access: openAccess(silentLogger),
+      executor: gated.executor,
+      limits,
+      logger: silentLogger,
+    });
     const port = await server.listen('127.0.0.1', 0);
     client = new EvaluationCommandServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
   });

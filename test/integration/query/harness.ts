@@ -1,3 +1,4 @@
+import { openAccess } from '../../../shared/grpc';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,7 +103,15 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
         const replicaS3 = createS3Client(config.s3);
         const service = createQueryService(
           config,
-          { pool, redis: replicaRedis, projection, subscriber, blocking, s3: replicaS3 },
+          {
+            access: openAccess(silentLogger),
+            pool,
+            redis: replicaRedis,
+            projection,
+            subscriber,
+            blocking,
+            s3: replicaS3,
+          },
           options.logger ??
             (process.env.QUERY_IT_LOG === '1' ? createLogger('debug', { replica: replicas.length }) : silentLogger),
           options.service,

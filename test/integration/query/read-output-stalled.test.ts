@@ -1,3 +1,4 @@
+import { openAccess } from '../../../shared/grpc';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
@@ -179,6 +180,7 @@ describe('ReadOutput: readers that stall do not hold the S3 connection pool', fu
     const service = createQueryService(
       config,
       {
+        access: openAccess(silentLogger),
         pool,
         redis: redis({ maxRetriesPerRequest: 1 }),
         projection: redis({ maxRetriesPerRequest: 1 }),

@@ -1,3 +1,4 @@
+import { ANONYMOUS_ADMIN } from '../../../shared/auth';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { NotFoundError, UnavailableError } from '../../../shared/errors';
@@ -38,7 +39,13 @@ function replicaRefillingAfterFlush() {
     readiness: { ready: () => Promise.resolve() },
     shutdown: createShutdown().shutdown,
   });
-  const context = { signal: new AbortController().signal, deadline: undefined, metadata: new Metadata(), peer: 'p' };
+  const context = {
+    caller: ANONYMOUS_ADMIN,
+    signal: new AbortController().signal,
+    deadline: undefined,
+    metadata: new Metadata(),
+    peer: 'p',
+  };
   return { getEvaluation, context, repairs };
 }
 

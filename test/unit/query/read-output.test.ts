@@ -1,3 +1,4 @@
+import { ANONYMOUS_ADMIN } from '../../../shared/auth';
 import { randomBytes } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
@@ -50,7 +51,13 @@ function collector(): StreamSink<ReadOutputResponse> & { readonly messages: Read
 }
 
 function contextOf(controller = new AbortController()): CallContext {
-  return { signal: controller.signal, deadline: undefined, metadata: new Metadata(), peer: 'ipv4:127.0.0.1:1' };
+  return {
+    caller: ANONYMOUS_ADMIN,
+    signal: controller.signal,
+    deadline: undefined,
+    metadata: new Metadata(),
+    peer: 'ipv4:127.0.0.1:1',
+  };
 }
 
 function bodies(found: StoredBody | undefined | 'unknown-evaluation', inline = Buffer.alloc(0)): BodyStore {

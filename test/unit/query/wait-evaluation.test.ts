@@ -1,3 +1,4 @@
+import { ANONYMOUS_ADMIN } from '../../../shared/auth';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { NotFoundError, ResourceExhaustedError, UnavailableError } from '../../../shared/errors';
@@ -283,7 +284,13 @@ function fakeReplica(options: { status: EvaluationStatus | undefined; maxOpen?: 
     wait(call: { deadline?: Date; deadlineMs?: number; signal?: AbortSignal }) {
       const deadline =
         call.deadline ?? (call.deadlineMs !== undefined ? new Date(Date.now() + call.deadlineMs) : undefined);
-      const context: CallContext = { signal: call.signal ?? live(), deadline, metadata: new Metadata(), peer: 'p' };
+      const context: CallContext = {
+        caller: ANONYMOUS_ADMIN,
+        signal: call.signal ?? live(),
+        deadline,
+        metadata: new Metadata(),
+        peer: 'p',
+      };
       return waitEvaluation({ evalId: 'e-1' }, context);
     },
   };

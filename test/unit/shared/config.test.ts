@@ -24,6 +24,12 @@ const PRODUCTION = {
   DATABASE_URL: 'postgres://app@db.internal:5432/crucible',
   REDIS_URL: 'rediss://cache.internal:6380/0',
   S3_BUCKET: 'crucible-prod-outputs',
+  AUTH_MODE: 'jwt',
+  AUTH_JWT_KEYS_FILE: '/etc/crucible/jwks.json',
+  AUTH_JWT_ISSUER: 'https://auth.internal',
+  AUTH_JWT_AUDIENCE: 'crucible-storage',
+  TLS_CERT_FILE: '/etc/crucible/tls.crt',
+  TLS_KEY_FILE: '/etc/crucible/tls.key',
 };
 
 describe('loadConfig', () => {
@@ -85,11 +91,74 @@ describe('loadConfig', () => {
     });
   });
 
-  it('requires DATABASE_URL, REDIS_URL and S3_BUCKET in production, reporting all three at once', () => {
+  describe('authentication and transport', () => {
+    it('runs development and test without credentials or TLS, reflection on; production with neither reflection nor plaintext', () => {
+      const local = loadConfig({ ENVIRONMENT: 'test' });
+      expect(local.auth).to.deep.equal({ mode: 'none' });
+      expect(local.transport).to.deep.equal({ kind: 'plaintext' });
+      expect(local.reflection).to.equal(true);
+      const production = loadConfig(PRODUCTION);
+      expect(production.auth).to.deep.equal({
+        mode: 'jwt',
+        keysFile: PRODUCTION.AUTH_JWT_KEYS_FILE,
+        issuer: PRODUCTION.AUTH_JWT_ISSUER,
+        audience: PRODUCTION.AUTH_JWT_AUDIENCE,
+        rolesClaim: 'roles',
+        tenantClaim: 'tenant',
+      });
+      expect(production.transport).to.deep.equal({
+        kind: 'tls',
+        certFile: PRODUCTION.TLS_CERT_FILE,
+        keyFile: PRODUCTION.TLS_KEY_FILE,
+        clientCaFile: '',
+      });
+      expect(production.reflection).to.equal(false);
+      expect(production.identityLimits).to.deep.equal({ requestsPerSecond: 2000, burst: 4000, maxStreams: 2000 });
+    });
+
+    it('refuses AUTH_MODE=none in production, even when asked for', () => {
+      expect(problemsOf({ ...PRODUCTION, AUTH_MODE: 'none' })).to.deep.equal([
+        'AUTH_MODE=none is refused in production: set AUTH_MODE=jwt or AUTH_MODE=mtls (docs/security.md)',
+      ]);
+    });
+
+    it('names what jwt and mtls need, and TLS settings that only work together', () => {
+      expect(problemsOf({ ENVIRONMENT: 'test', AUTH_MODE: 'jwt' })).to.deep.equal([
+        'AUTH_JWT_KEYS_FILE is required when AUTH_MODE=jwt',
+        'AUTH_JWT_ISSUER is required when AUTH_MODE=jwt',
+        'AUTH_JWT_AUDIENCE is required when AUTH_MODE=jwt',
+      ]);
+      expect(problemsOf({ ENVIRONMENT: 'test', AUTH_MODE: 'mtls' })).to.deep.equal([
+        'AUTH_MTLS_IDENTITIES_FILE is required when AUTH_MODE=mtls',
+        'TLS_CLIENT_CA_FILE is required when AUTH_MODE=mtls: clients are known by their certificates',
+      ]);
+      expect(problemsOf({ ENVIRONMENT: 'test', TLS_CERT_FILE: '/c' })).to.deep.equal([
+        'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+      ]);
+      expect(problemsOf({ ENVIRONMENT: 'test', TLS_CLIENT_CA_FILE: '/ca' })).to.deep.equal([
+        'TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE: client certificates are asked for over TLS',
+      ]);
+      const mtls = loadConfig({
+        ENVIRONMENT: 'test',
+        AUTH_MODE: 'mtls',
+        AUTH_MTLS_IDENTITIES_FILE: '/ids.json',
+        TLS_CERT_FILE: '/c',
+        TLS_KEY_FILE: '/k',
+        TLS_CLIENT_CA_FILE: '/ca',
+      });
+      expect(mtls.auth).to.deep.equal({ mode: 'mtls', identitiesFile: '/ids.json' });
+      expect(mtls.transport).to.deep.equal({ kind: 'tls', certFile: '/c', keyFile: '/k', clientCaFile: '/ca' });
+    });
+  });
+
+  it('requires DATABASE_URL, REDIS_URL, S3_BUCKET, AUTH_MODE and TLS in production, reporting all at once', () => {
     const problems = problemsOf({ ENVIRONMENT: 'production' });
-    expect(problems).to.have.length(3);
+    expect(problems).to.have.length(5);
+    const [database, redis, bucket, auth, tls] = problems;
+    for (const p of [database, redis, bucket, auth]) expect(p).to.include('ENVIRONMENT=production');
     expect(problems.join('\n')).to.include('DATABASE_URL').and.include('REDIS_URL').and.include('S3_BUCKET');
-    for (const p of problems) expect(p).to.include('ENVIRONMENT=production');
+    expect(auth).to.include('AUTH_MODE');
+    expect(tls).to.equal('set TLS_CERT_FILE and TLS_KEY_FILE, or ALLOW_PLAINTEXT=true to serve without TLS');
   });
 
   it('treats an empty variable as unset', () => {
@@ -251,10 +320,12 @@ describe('loadConfig', () => {
       'S3_ACCESS_KEY_ID',
       'LANGUAGES',
       'S3_BUCKET',
+      'AUTH_MODE',
+      'TLS_CERT_FILE',
     ]) {
       expect(text).to.include(key);
     }
-    expect(problems).to.have.length(11);
+    expect(problems).to.have.length(13);
   });
 
   it('puts every problem in the error message, one per line', () => {
