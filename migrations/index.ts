@@ -13,6 +13,7 @@ import { LiveLogs1763877600011 } from './1763877600011-LiveLogs';
 import { BlobHomes1763877600012 } from './1763877600012-BlobHomes';
 import { OutputUploads1763877600013 } from './1763877600013-OutputUploads';
 import { Lz4Bodies1763877600014 } from './1763877600014-Lz4Bodies';
+import { EventReporters1763877600015 } from './1763877600015-EventReporters';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -31,4 +32,5 @@ export const MIGRATIONS = [
   BlobHomes1763877600012,
   OutputUploads1763877600013,
   Lz4Bodies1763877600014,
+  EventReporters1763877600015,
 ];

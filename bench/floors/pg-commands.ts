@@ -66,6 +66,7 @@ async function append(
     decision: { kind: 'append', evalId, event, fromRevision: String(from), toRevision: revision, status },
     commandHash,
     recordedAt: new Date(),
+    reporter: 'anonymous',
     ...extra,
   });
   const { rows } = await pool.query<{ position: string }>(preparedStatement(text, values));

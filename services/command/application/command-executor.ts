@@ -2,7 +2,9 @@ import type { Limits } from '../../../shared/config';
 import type { Logger } from '../../../shared/logging';
 import { UploadedOutput, type Command, type CommandResult, type CompletionHeader, type LogsTarget } from '../domain';
 import { createAdmission } from './admission';
-import { decideAndAppend, type WriteTracker } from './decide-and-append';
+import { decideAndAppend, type CommandCall, type WriteTracker } from './decide-and-append';
+
+export type { CommandCall } from './decide-and-append';
 import { appendLogs, type LogChunkIn, type LogsAppended } from './log-appender';
 import type { BlobStore, Clock, EvaluationStore, EventPublisher, IdGenerator } from './ports';
 import { completionOf, discardUpload, receiveOutput, uploadedOutputOf } from './streamed-output';
@@ -17,12 +19,6 @@ export interface CommandExecutorDeps {
   /** Commands in progress at once before more are refused with UNAVAILABLE (see createAdmission). */
   readonly maxPending: number;
   readonly logger: Logger;
-}
-
-/** What a command knows of the call that carries it (a handler passes its CallContext). */
-export interface CommandCall {
-  /** The call's deadline: the command's write does not commit after it. */
-  readonly deadline?: Date | undefined;
 }
 
 export interface CommandExecutor {
@@ -52,7 +48,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
   const admission = createAdmission(deps.maxPending);
   const discard = (uploaded: UploadedOutput): Promise<void> => discardUpload(deps, uploaded);
   const run = (command: Command, call: CommandCall | undefined): Promise<CommandResult> =>
-    runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call?.deadline), discard);
+    runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call), discard);
 
   return {
     execute: (command, call) => admission.admit(() => run(command, call)),

@@ -1,3 +1,4 @@
+import type { Caller } from '../../../shared/auth';
 import type { RecordedEvent } from '../../../shared/domain';
 import { CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
@@ -42,6 +43,17 @@ export interface DecideAndAppendDeps {
   readonly logger: Logger;
 }
 
+/** The reporter of what the service decides itself (the reaper's failures, the blob mover's moves). */
+export const SERVICE_REPORTER = 'crucible-storage';
+
+/** What a command knows of the call that carries it (a handler passes its CallContext). */
+export interface CommandCall {
+  /** The call's deadline: the command's write does not commit after it. */
+  readonly deadline?: Date | undefined;
+  /** Who sends it; undefined for the service's own commands. */
+  readonly caller?: Caller | undefined;
+}
+
 /**
  * Whether a write may have committed: true from the moment an append is sent until it is known
  * to have written nothing (a conflict). Whoever must decide whether an upload is still referred
@@ -66,7 +78,7 @@ export async function decideAndAppend(
   deps: DecideAndAppendDeps,
   command: Command,
   write: WriteTracker = { maybeWritten: false },
-  deadline?: Date,
+  call: CommandCall = {},
 ): Promise<CommandResult> {
   const { store, blobs, clock, limits, logger } = deps;
   // A submit without an id gets one fresh id, so that every round retries the same id.
@@ -88,7 +100,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    let decision = decideCommand(command, evalId, prepared, limits, now, loaded);
+    let decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller);
     if (decision.kind === 'unchanged') return decision.result;
     const { plan } = prepared;
     if (plan?.storage === 's3') {
@@ -97,10 +109,10 @@ export async function decideAndAppend(
       // says where it went (S3, or the fallback store), and later rounds do not upload again.
       const home = await blobs.put(plan.key, plan.content, plan.digest);
       prepared = relocated(prepared, home);
-      if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded);
+      if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller);
       if (decision.kind === 'unchanged') return decision.result;
     }
-    const request = appendRequestOf(command, decision, prepared, now, deadline);
+    const request = appendRequestOf(command, decision, prepared, now, call);
     write.maybeWritten = true;
     let outcome: AppendOutcome;
     try {
@@ -138,9 +150,11 @@ function decideCommand(
   rules: MetricRules & LogRules,
   now: Date,
   { snapshot, priorRequest }: Loaded,
+  caller: Caller | undefined,
 ): Decision {
   const ctx = {
     now,
+    ...(caller !== undefined ? { caller } : {}),
     commandHash: hash,
     metricRules: rules,
     logRules: rules,
@@ -157,12 +171,13 @@ function appendRequestOf(
   decision: Append,
   { hash, body }: PreparedCommand,
   recordedAt: Date,
-  deadline: Date | undefined,
+  { deadline, caller }: CommandCall,
 ): AppendRequest {
   return {
     decision,
     commandHash: hash,
     recordedAt,
+    reporter: caller?.subject ?? SERVICE_REPORTER,
     ...(deadline !== undefined ? { deadline } : {}),
     ...(command.requestId !== undefined ? { requestId: command.requestId } : {}),
     ...(body !== undefined ? { body } : {}),

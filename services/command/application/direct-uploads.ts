@@ -1,7 +1,8 @@
 import { isTerminal } from '../../../shared/domain';
 import { FailedPreconditionError, NotFoundError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
-import { UploadedOutput } from '../domain';
+import type { Caller } from '../../../shared/auth';
+import { checkBoundExecutor, UploadedOutput, type EvaluationSnapshot } from '../domain';
 import type { EvaluationStore, IdGenerator } from './ports';
 
 /** What an executor promises of an output it is about to upload itself. */
@@ -83,10 +84,14 @@ export interface DirectUploadsDeps {
   readonly logger: Logger;
 }
 
+/**
+ * Direct uploads of outputs. `caller`: who asks (undefined: the service); only the executor an
+ * evaluation is bound to, or an admin, may upload for it.
+ */
 export interface DirectUploads {
-  create(request: UploadRequest): Promise<CreatedUpload>;
+  create(request: UploadRequest, caller?: Caller): Promise<CreatedUpload>;
   /** The output of a finished upload, checked against what its creator promised. */
-  finish(evalId: string, ref: UploadRef): Promise<UploadedOutput>;
+  finish(evalId: string, ref: UploadRef, caller?: Caller): Promise<UploadedOutput>;
   /** Aborts the open uploads past their expiry; how many. */
   abortExpired(): Promise<number>;
 }
@@ -104,10 +109,17 @@ const MAX_PARTS = 1000;
 export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
   const { records, transport, limits } = deps;
 
-  async function create(request: UploadRequest): Promise<CreatedUpload> {
-    const { evalId, size } = request;
+  /** The evaluation, when it exists and `caller` may upload for it. */
+  async function boundEvaluation(evalId: string, caller: Caller | undefined): Promise<EvaluationSnapshot> {
     const { snapshot } = await deps.store.load(evalId, undefined);
     if (snapshot === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
+    checkBoundExecutor(snapshot, caller);
+    return snapshot;
+  }
+
+  async function create(request: UploadRequest, caller: Caller | undefined): Promise<CreatedUpload> {
+    const { evalId, size } = request;
+    const snapshot = await boundEvaluation(evalId, caller);
     if (isTerminal(snapshot.status)) {
       throw new FailedPreconditionError(
         evalId,
@@ -148,7 +160,9 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
     };
   }
 
-  async function finish(evalId: string, ref: UploadRef): Promise<UploadedOutput> {
+  async function finish(evalId: string, ref: UploadRef, caller: Caller | undefined): Promise<UploadedOutput> {
+    // Before the parts are put together: another executor must not finish this one's upload.
+    await boundEvaluation(evalId, caller);
     const record = await records.find(ref.uploadId);
     if (record === undefined) throw new NotFoundError(`upload ${ref.uploadId} not found`);
     if (record.evalId !== evalId) {

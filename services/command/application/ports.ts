@@ -29,6 +29,8 @@ export interface AppendRequest {
   readonly requestId?: string;
   readonly commandHash: string;
   readonly recordedAt: Date;
+  /** Who reported it (the caller's subject, or SERVICE_REPORTER): kept with the event. */
+  readonly reporter: string;
   /** The call's deadline: the write must not commit after it (it fails instead). */
   readonly deadline?: Date;
 }

@@ -12,6 +12,7 @@ import {
 import {
   AlreadyExistsError,
   FailedPreconditionError,
+  PermissionDeniedError,
   IllegalTransitionError,
   NotFoundError,
   RevisionConflictError,
@@ -28,6 +29,7 @@ import type {
   RecordSecurityEvent,
   SubmitEvaluation,
 } from './commands';
+import type { Caller } from '../../../shared/auth';
 
 /** The commands that record what happened to an evaluation without moving its status. */
 type RecordCommand = RecordMetrics | RecordSecurityEvent | AppendLogSegment | MoveBlob;
@@ -56,6 +58,8 @@ export interface EvaluationSnapshot {
   readonly metricNames: readonly string[];
   /** Bytes of each log stored: where the next segment of it must start. */
   readonly logBytes: Readonly<Record<LogStream, number>>;
+  /** The executor it is bound to (StartEvaluation's): who alone may report for it from then on. */
+  readonly executorId?: string;
 }
 
 /** How RecordMetrics is bounded by the evaluation it measures (config: MAX_METRIC_NAMES, …). */
@@ -84,6 +88,8 @@ export interface DecisionContext {
   readonly metricRules?: MetricRules;
   /** Required for AppendLogSegment. */
   readonly logRules?: LogRules;
+  /** Who sends the command; undefined for the service's own (the reaper's, the blob mover's). */
+  readonly caller?: Caller;
 }
 
 export type Decision =
@@ -212,6 +218,7 @@ export function decideChange(
   priorRequest: LoggedCommand | undefined,
   ctx: DecisionContext,
 ): Decision {
+  checkReporter(command, snapshot, ctx.caller);
   const replay = replayOfRequest(command, priorRequest, ctx);
   if (replay !== undefined) return { kind: 'unchanged', result: replay };
   if (snapshot === undefined) throw new NotFoundError(`evaluation ${command.evalId} not found`);
@@ -234,6 +241,50 @@ export function decideChange(
     throw new IllegalTransitionError(snapshot.evalId, snapshot.status, target);
   }
   return nextEvent(snapshot, target, eventOf(command, ctx));
+}
+
+/** The commands of executors: from an evaluation's start on, only its executor's (or an admin's). */
+const EXECUTOR_REPORTS: ReadonlySet<EvaluationCommand['type']> = new Set([
+  'StartEvaluation',
+  'CompleteEvaluation',
+  'FailEvaluation',
+  'RecordMetrics',
+  'RecordSecurityEvent',
+  'AppendLogSegment',
+]);
+
+/**
+ * The executor binding: a start names the caller itself as the executor, and once started an
+ * evaluation hears only from that executor. Checked before anything else, so that another
+ * executor learns nothing of the evaluation (not even a replayed answer) and writes nothing.
+ * Admins and the service itself (no caller) act for any executor.
+ */
+export function checkReporter(
+  command: EvaluationCommand,
+  snapshot: Pick<EvaluationSnapshot, 'evalId' | 'executorId'> | undefined,
+  caller: Caller | undefined,
+): void {
+  if (caller === undefined || caller.roles.has('admin') || !EXECUTOR_REPORTS.has(command.type)) return;
+  // An executor starts as itself: the binding below is then to the caller.
+  if (command.type === 'StartEvaluation' && command.executorId !== caller.subject) {
+    throw new PermissionDeniedError(
+      `executor_id ${command.executorId} is not the caller's identity ${caller.subject}: an executor starts evaluations as itself`,
+    );
+  }
+  if (snapshot !== undefined) checkBoundExecutor(snapshot, caller);
+}
+
+/** That `caller` is the executor the evaluation is bound to, an admin, or the service (no caller). */
+export function checkBoundExecutor(
+  snapshot: Pick<EvaluationSnapshot, 'evalId' | 'executorId'>,
+  caller: Caller | undefined,
+): void {
+  if (caller === undefined || caller.roles.has('admin') || snapshot.executorId === undefined) return;
+  if (snapshot.executorId !== caller.subject) {
+    throw new PermissionDeniedError(
+      `evaluation ${snapshot.evalId} is bound to another executor; ${caller.subject} may not report for it`,
+    );
+  }
 }
 
 /** The decision to append `event` as the evaluation's next revision, leaving it in `status`. */

@@ -26,7 +26,7 @@ export function createCompleteEvaluation({
     if (request.upload === undefined) return executor.execute(validateComplete(request, limits), context);
     const completion = validateCompleteUploaded(request, limits);
     if (uploads === undefined) throw new UnavailableError('this server takes no direct uploads');
-    const output = await uploads.finish(completion.evalId, completion.upload);
+    const output = await uploads.finish(completion.evalId, completion.upload, context.caller);
     return executor.execute(completionOf(completion, output), context);
   };
 }

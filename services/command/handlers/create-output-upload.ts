@@ -11,8 +11,8 @@ export function createCreateOutputUpload(deps: {
   readonly uploads: DirectUploads;
   readonly limits: Limits;
 }): UnaryHandler<CreateOutputUploadRequest, CreateOutputUploadResponse> {
-  return async (request) => {
-    const created = await deps.uploads.create(validateCreateUpload(request, deps.limits));
+  return async (request, context) => {
+    const created = await deps.uploads.create(validateCreateUpload(request, deps.limits), context.caller);
     return {
       uploadId: created.uploadId,
       partSize: String(created.partSize),

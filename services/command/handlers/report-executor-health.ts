@@ -1,4 +1,5 @@
 import type { ExecutorConfig } from '../../../shared/config';
+import { PermissionDeniedError } from '../../../shared/errors';
 import { validateExecutorHealth, type ExecutorHealthReport } from '../../../shared/executors';
 import type { UnaryHandler } from '../../../shared/grpc';
 import type {
@@ -28,8 +29,15 @@ export function createReportExecutorHealth({
   clock,
   executors,
 }: ReportExecutorHealthDeps): UnaryHandler<ReportExecutorHealthRequest, ReportExecutorHealthResponse> {
-  return async (request) => {
-    await healthReports.record(validateExecutorHealth(request), clock.now());
+  return async (request, { caller }) => {
+    const report = validateExecutorHealth(request);
+    // A report keeps an executor's evaluations from being reaped: only the executor itself may send it.
+    if (!caller.roles.has('admin') && report.executorId !== caller.subject) {
+      throw new PermissionDeniedError(
+        `executor_id ${report.executorId} is not the caller's identity ${caller.subject}: an executor reports its own health`,
+      );
+    }
+    await healthReports.record(report, clock.now());
     return { ttlSeconds: executors.healthTtlSeconds };
   };
 }

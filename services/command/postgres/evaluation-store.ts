@@ -21,14 +21,14 @@ export const LOAD_SQL = `
          cur.position::text AS position, cur.command_hash,
          sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
          e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes
+         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id
     FROM evaluations e
     JOIN evaluation_events cur ON cur.eval_id = e.eval_id AND cur.revision = e.revision
     JOIN evaluation_events sub ON sub.eval_id = e.eval_id AND sub.revision = 1
    WHERE e.eval_id = $1
   UNION ALL
   SELECT 'request', r.eval_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL
+         NULL, NULL, NULL, NULL, NULL, NULL
     FROM evaluation_events r
    WHERE $2::text IS NOT NULL AND r.request_id = $2`;
 
@@ -46,6 +46,7 @@ interface LoadRow {
   metric_names: string[] | null;
   stdout_bytes: string | null;
   stderr_bytes: string | null;
+  executor_id: string | null;
 }
 
 /** Column values of `evaluations` that an event sets. */
@@ -237,9 +238,10 @@ export function appendStatement(request: AppendRequest): { text: string; values:
         FROM head)`);
   }
   const text = `WITH ${ctes.join(',\n')}
-    INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at)
+    INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at,
+                                   reporter)
     SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},
-           ${p.add(request.requestId ?? null)}, ${p.add(request.commandHash)}, ${recordedAt}
+           ${p.add(request.requestId ?? null)}, ${p.add(request.commandHash)}, ${recordedAt}, ${p.add(request.reporter)}
       FROM head
     RETURNING position::text AS position`;
   return { text, values: p.values };
@@ -297,6 +299,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
               ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
               metricNames: row.metric_names ?? [],
               logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
+              ...(row.executor_id !== null ? { executorId: row.executor_id } : {}),
               latest,
               submitted: {
                 evalId: row.eval_id,

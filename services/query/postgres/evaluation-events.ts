@@ -26,10 +26,11 @@ export const EVENT_PAGE_BYTES = 1024 * 1024;
  * the LIMIT stops the scan.
  */
 export const EVENTS_PAGE_SQL = `SELECT e.position::text AS position, e.revision::text AS revision, e.event_type,
-       CASE WHEN e.bytes_before < $4 THEN e.data END AS data, e.recorded_at, e.bytes_before < $4 AS fits
+       CASE WHEN e.bytes_before < $4 THEN e.data END AS data, e.recorded_at, e.reporter,
+       e.bytes_before < $4 AS fits
   FROM evaluations AS known
   LEFT JOIN LATERAL (
-    SELECT position, revision, event_type, data, recorded_at,
+    SELECT position, revision, event_type, data, recorded_at, reporter,
            sum(data_bytes) OVER running - data_bytes AS bytes_before,
            sum(data_bytes) OVER running - data_bytes - lag(data_bytes, 1, 0) OVER running AS bytes_before_previous
       FROM evaluation_events
@@ -48,6 +49,8 @@ interface EventPageRow {
   readonly event_type: string | null;
   readonly data: unknown;
   readonly recorded_at: Date | null;
+  /** NULL for events written before reporters were recorded. */
+  readonly reporter: string | null;
   readonly fits: boolean | null;
 }
 
@@ -69,9 +72,9 @@ function structOf(data: unknown): Record<string, unknown> | undefined {
 }
 
 /** A row that holds an event (on the row of NULLs every column is NULL). */
-type EventRow = { readonly [K in Exclude<keyof EventPageRow, 'data'>]: NonNullable<EventPageRow[K]> } & Pick<
+type EventRow = { readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter'>]: NonNullable<EventPageRow[K]> } & Pick<
   EventPageRow,
-  'data'
+  'data' | 'reporter'
 >;
 
 function holdsEvent(row: EventPageRow): row is EventRow {
@@ -85,6 +88,7 @@ function entryOf(row: EventRow): EventLogEntry {
     position: row.position,
     recordedAt: row.recorded_at,
     data: structOf(row.data),
+    reporter: row.reporter ?? '',
   };
 }
 

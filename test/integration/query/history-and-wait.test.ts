@@ -24,6 +24,8 @@ function entryOf(recorded: RecordedEvent, type: EventType): EventLogEntry {
     position: recorded.position,
     recordedAt: new Date(recorded.recordedAt),
     data: JSON.parse(JSON.stringify(recorded.event.data)) as Record<string, unknown>,
+    // This suite's writer is not the command service: it records no reporter.
+    reporter: '',
   };
 }
 

@@ -6,6 +6,7 @@ import {
   FailedPreconditionError,
   IllegalTransitionError,
   NotFoundError,
+  PermissionDeniedError,
   RevisionConflictError,
   ValidationError,
 } from '../../../shared/errors';
@@ -24,6 +25,8 @@ import {
   type LoggedCommand,
   type SubmitEvaluation,
 } from '../../../services/command/domain';
+
+import type { Caller, Role } from '../../../shared/auth';
 
 const NOW = new Date('2025-01-02T03:04:05.678Z');
 const BODY: BodyRef = { previewBase64: Buffer.from('out').toString('base64'), size: 3, location: 'postgres' };
@@ -487,6 +490,66 @@ describe('decide', () => {
       );
       const closed = thrown(() => decideChange(command, ended(60_001), undefined, ctxFor(command, 'no body')));
       expect(closed).to.include({ reason: 'LOGS_CLOSED' });
+    });
+  });
+
+  describe('the executor binding', () => {
+    const as = (subject: string, ...roles: Role[]): Caller => ({ subject, tenant: 't', roles: new Set(roles) });
+    const bound = (status: Status): EvaluationSnapshot => ({ ...snapshot(status), executorId: 'x1' });
+    const decideAs = (command: EvaluationCommand, state: EvaluationSnapshot | undefined, caller: Caller): Decision =>
+      decideChange(command, state, undefined, { ...ctxFor(command), caller });
+    const REPORTS: EvaluationCommand[] = [
+      COMMANDS.CompleteEvaluation,
+      COMMANDS.FailEvaluation,
+      { type: 'RecordMetrics', evalId: 'e1', points: [{ name: 'loss', value: 1, unit: '' }] },
+      {
+        type: 'RecordSecurityEvent',
+        evalId: 'e1',
+        report: { kind: 'container_created', containerId: 'c1', image: 'i', limits: {} },
+      } as unknown as EvaluationCommand,
+      { type: 'AppendLogSegment', evalId: 'e1', stream: 'stdout', offset: 0, data: Buffer.from('x') },
+    ];
+
+    it('starts an evaluation only as the calling executor itself', () => {
+      const start = COMMANDS.StartEvaluation;
+      expect(appended(decideAs(start, snapshot('queued'), as('x1', 'executor'))).status).to.equal('running');
+      const err = thrown(() => decideAs(start, snapshot('queued'), as('x2', 'executor')));
+      expect(err).to.be.instanceOf(PermissionDeniedError);
+      expect((err as Error).message).to.include('executor_id x1 is not the caller').and.include('x2');
+    });
+
+    it("refuses another executor's reports for a started evaluation, before any other rule", () => {
+      for (const command of REPORTS) {
+        expect(thrown(() => decideAs(command, bound('running'), as('x2', 'executor'))), command.type).to.be.instanceOf(
+          PermissionDeniedError,
+        );
+      }
+      // Not even a replay, nor the answer of a later rule (an illegal transition), tells it anything.
+      const ended = bound('completed');
+      expect(thrown(() => decideAs(COMMANDS.FailEvaluation, ended, as('x2', 'executor')))).to.be.instanceOf(
+        PermissionDeniedError,
+      );
+      expect(thrown(() => decideAs(COMMANDS.StartEvaluation, bound('running'), as('x2', 'executor')))).to.be.instanceOf(
+        PermissionDeniedError,
+      );
+    });
+
+    it('takes the reports of the bound executor, of an admin, and of the service itself', () => {
+      const complete = COMMANDS.CompleteEvaluation;
+      expect(appended(decideAs(complete, bound('running'), as('x1', 'executor'))).status).to.equal('completed');
+      expect(appended(decideAs(complete, bound('running'), as('ops', 'admin'))).status).to.equal('completed');
+      expect(appended(decideChange(complete, bound('running'), undefined, ctxFor(complete))).status).to.equal(
+        'completed',
+      );
+    });
+
+    it('lets the API cancel a bound evaluation, and any executor fail one that nobody started', () => {
+      expect(appended(decideAs(COMMANDS.CancelEvaluation, bound('running'), as('api-1', 'api'))).status).to.equal(
+        'cancelled',
+      );
+      expect(appended(decideAs(COMMANDS.FailEvaluation, snapshot('queued'), as('x2', 'executor'))).status).to.equal(
+        'failed',
+      );
     });
   });
 });

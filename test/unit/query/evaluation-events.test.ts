@@ -162,17 +162,26 @@ describe('the audit trail reader (postgres/evaluation-events.ts)', () => {
       event_type: 'EvaluationStarted',
       data: fits ? { executorId: `x-${revision}`, nested: { list: [1, 'two', null, true] } } : null,
       recorded_at: at,
+      reporter: revision === 1 ? null : `executor-${revision}`,
       fits,
     });
-    const nothing = { position: null, revision: null, event_type: null, data: null, recorded_at: null, fits: null };
+    const nothing = {
+      position: null,
+      revision: null,
+      event_type: null,
+      data: null,
+      recorded_at: null,
+      reporter: null,
+      fits: null,
+    };
 
     it('is undefined without rows (no such evaluation), and an empty last page on the row of NULLs', () => {
       expect(pageOf([], 10)).to.equal(undefined);
       expect(pageOf([nothing], 10)).to.deep.equal({ events: [], more: false });
     });
 
-    it('maps each row to an EventLogEntry', () => {
-      expect(pageOf([row(1)], 10)).to.deep.equal({
+    it('maps each row to an EventLogEntry, with its reporter (empty where none was recorded)', () => {
+      expect(pageOf([row(1), row(2)], 10)).to.deep.equal({
         events: [
           {
             eventType: EventType.EVENT_TYPE_EVALUATION_STARTED,
@@ -180,6 +189,15 @@ describe('the audit trail reader (postgres/evaluation-events.ts)', () => {
             position: '101',
             recordedAt: at,
             data: { executorId: 'x-1', nested: { list: [1, 'two', null, true] } },
+            reporter: '',
+          },
+          {
+            eventType: EventType.EVENT_TYPE_EVALUATION_STARTED,
+            revision: '2',
+            position: '102',
+            recordedAt: at,
+            data: { executorId: 'x-2', nested: { list: [1, 'two', null, true] } },
+            reporter: 'executor-2',
           },
         ],
         more: false,

@@ -586,7 +586,16 @@ export interface EventLogEntry {
    * The event as the log stores it (e.g. executorId and containerId of a start; an output's
    * preview, size and location, never the output itself; a metrics event's per-name summary).
    */
-  data?: { [key: string]: any } | undefined;
+  data?:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * Who reported it: the caller's identity (a token's `sub`, a client certificate's mapped
+   * subject; `anonymous` when the service runs without authentication), or `crucible-storage`
+   * for what the service decided itself (an executor lost, a blob moved). Empty for events
+   * recorded before reporters were kept.
+   */
+  reporter: string;
 }
 
 /** GetEvaluationEventsResponse is one page of events. */
@@ -3735,7 +3744,7 @@ export const GetEvaluationEventsRequest: MessageFns<GetEvaluationEventsRequest> 
 };
 
 function createBaseEventLogEntry(): EventLogEntry {
-  return { eventType: 0, revision: "0", position: "0", recordedAt: undefined, data: undefined };
+  return { eventType: 0, revision: "0", position: "0", recordedAt: undefined, data: undefined, reporter: "" };
 }
 
 export const EventLogEntry: MessageFns<EventLogEntry> = {
@@ -3754,6 +3763,9 @@ export const EventLogEntry: MessageFns<EventLogEntry> = {
     }
     if (message.data !== undefined) {
       Struct.encode(Struct.wrap(message.data), writer.uint32(42).fork()).join();
+    }
+    if (message.reporter !== "") {
+      writer.uint32(50).string(message.reporter);
     }
     return writer;
   },
@@ -3811,6 +3823,14 @@ export const EventLogEntry: MessageFns<EventLogEntry> = {
             message.data = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reporter = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3838,6 +3858,7 @@ export const EventLogEntry: MessageFns<EventLogEntry> = {
         ? fromJsonTimestamp(object.recorded_at)
         : undefined,
       data: isObject(object.data) ? object.data : undefined,
+      reporter: isSet(object.reporter) ? globalThis.String(object.reporter) : "",
     };
   },
 
@@ -3858,6 +3879,9 @@ export const EventLogEntry: MessageFns<EventLogEntry> = {
     if (message.data !== undefined) {
       obj.data = message.data;
     }
+    if (message.reporter !== "") {
+      obj.reporter = message.reporter;
+    }
     return obj;
   },
 
@@ -3871,6 +3895,7 @@ export const EventLogEntry: MessageFns<EventLogEntry> = {
     message.position = object.position ?? "0";
     message.recordedAt = object.recordedAt ?? undefined;
     message.data = object.data ?? undefined;
+    message.reporter = object.reporter ?? "";
     return message;
   },
 };
