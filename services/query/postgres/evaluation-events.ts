@@ -72,10 +72,9 @@ function structOf(data: unknown): Record<string, unknown> | undefined {
 }
 
 /** A row that holds an event (on the row of NULLs every column is NULL). */
-type EventRow = { readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter'>]: NonNullable<EventPageRow[K]> } & Pick<
-  EventPageRow,
-  'data' | 'reporter'
->;
+type EventRow = {
+  readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter'>]: NonNullable<EventPageRow[K]>;
+} & Pick<EventPageRow, 'data' | 'reporter'>;
 
 function holdsEvent(row: EventPageRow): row is EventRow {
   return row.position !== null && row.revision !== null && row.event_type !== null;

@@ -515,14 +515,17 @@ describe('decide', () => {
       expect(appended(decideAs(start, snapshot('queued'), as('x1', 'executor'))).status).to.equal('running');
       const err = thrown(() => decideAs(start, snapshot('queued'), as('x2', 'executor')));
       expect(err).to.be.instanceOf(PermissionDeniedError);
-      expect((err as Error).message).to.include('executor_id x1 is not the caller').and.include('x2');
+      expect((err as Error).message)
+        .to.include('executor_id x1 is not the caller')
+        .and.include('x2');
     });
 
     it("refuses another executor's reports for a started evaluation, before any other rule", () => {
       for (const command of REPORTS) {
-        expect(thrown(() => decideAs(command, bound('running'), as('x2', 'executor'))), command.type).to.be.instanceOf(
-          PermissionDeniedError,
-        );
+        expect(
+          thrown(() => decideAs(command, bound('running'), as('x2', 'executor'))),
+          command.type,
+        ).to.be.instanceOf(PermissionDeniedError);
       }
       // Not even a replay, nor the answer of a later rule (an illegal transition), tells it anything.
       const ended = bound('completed');
