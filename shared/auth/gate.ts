@@ -38,6 +38,8 @@ export interface Admission {
  */
 export interface Gate {
   admit(method: string, credentials: CallCredentials, kind: 'unary' | 'stream'): Promise<Admission>;
+  /** Logs and counts a refusal its handler made (an executor reporting for another's evaluation). */
+  deniedByHandler(method: string, caller: Caller, peer: string, err: PermissionDeniedError): void;
   /** Refusals so far, per status ("UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"). */
   readonly denials: ReadonlyMap<string, number>;
 }
@@ -96,6 +98,11 @@ export function createGate(deps: {
   const lines = new Map<string, { at: number; unlogged: number }>();
 
   function denied(method: string, identity: string, peer: string, err: CrucibleError, code: string): never {
+    record(method, identity, peer, err, code);
+    throw err;
+  }
+
+  function record(method: string, identity: string, peer: string, err: CrucibleError, code: string): void {
     denials.set(code, (denials.get(code) ?? 0) + 1);
     const key = `${identity}\u0000${method}\u0000${err.message}`;
     const at = now();
@@ -115,11 +122,13 @@ export function createGate(deps: {
       if (lines.size > 1000) lines.clear();
       lines.set(key, { at, unlogged: 0 });
     }
-    throw err;
   }
 
   return {
     denials,
+    deniedByHandler(method, caller, peer, err) {
+      record(method, caller.subject, peer, err, 'PERMISSION_DENIED');
+    },
     async admit(method, credentials, kind) {
       let caller: Caller;
       try {

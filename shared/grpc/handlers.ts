@@ -10,7 +10,7 @@ import {
 } from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context';
 import type { Caller, CallCredentials, Gate } from '../auth';
-import { DeadlineError } from '../errors';
+import { DeadlineError, PermissionDeniedError } from '../errors';
 import type { CallLog } from './call-log';
 import { toStatus } from './status';
 
@@ -79,6 +79,7 @@ function credentialsOf(call: AnyCall): CallCredentials {
 /**
  * Lets the call through the gate, then gives its context (the caller, and a signal that fires
  * when the client goes away) to `run`; `dispose` undoes what the call held, once it is answered.
+ * A handler's own PERMISSION_DENIED (the executor binding) is logged and counted as the gate's are.
  */
 function admitted<T>(
   call: AnyCall,
@@ -95,13 +96,20 @@ function admitted<T>(
     context: async (run) => {
       const admission = await calls.gate.admit(method, credentialsOf(call), kind);
       release = admission.release;
-      return run({
+      const peer = call.getPeer();
+      const context = {
         caller: admission.caller,
         signal: controller.signal,
         deadline: deadlineOf(call),
         metadata: call.metadata,
-        peer: call.getPeer(),
-      });
+        peer,
+      };
+      try {
+        return await run(context);
+      } catch (err) {
+        if (err instanceof PermissionDeniedError) calls.gate.deniedByHandler(method, admission.caller, peer, err);
+        throw err;
+      }
     },
     dispose: () => {
       call.off('cancelled', onCancel);

@@ -3,6 +3,7 @@ import {
   Metadata,
   status,
   type CallOptions,
+  type ChannelCredentials,
   type ClientReadableStream,
   type ClientUnaryCall,
   type ServiceError,
@@ -117,13 +118,18 @@ export interface Clients {
   close(): void;
 }
 
-export function createClients(commandAddress: string, queryAddress: string): Clients {
+/** Clients of both services; `channel` for TLS, and a caller's token or certificate. */
+export function createClients(
+  commandAddress: string,
+  queryAddress: string,
+  channel: ChannelCredentials = credentials.createInsecure(),
+): Clients {
   const options = {
     'grpc.max_send_message_length': 64 * 1024 * 1024,
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
   };
-  const command = new EvaluationCommandServiceClient(commandAddress, credentials.createInsecure(), options);
-  const query = new EvaluationQueryServiceClient(queryAddress, credentials.createInsecure(), options);
+  const command = new EvaluationCommandServiceClient(commandAddress, channel, options);
+  const query = new EvaluationQueryServiceClient(queryAddress, channel, options);
   return {
     command,
     query,

@@ -6,6 +6,7 @@ import {
   status,
   type Client,
   type ClientReadableStream,
+  type ChannelCredentials,
   type ServiceClientConstructor,
   type ServiceError,
 } from '@grpc/grpc-js';
@@ -97,7 +98,7 @@ interface HealthClient extends Client {
 
 let healthClientConstructor: ServiceClientConstructor | undefined;
 
-function createHealthClient(address: string): HealthClient {
+function createHealthClient(address: string, channel: ChannelCredentials): HealthClient {
   if (healthClientConstructor === undefined) {
     const definition = loadSync(healthProtoPath, { keepCase: true, enums: String, longs: String, defaults: true });
     const grpcObject = loadPackageDefinition(definition) as unknown as {
@@ -105,16 +106,21 @@ function createHealthClient(address: string): HealthClient {
     };
     healthClientConstructor = grpcObject.grpc.health.v1.Health;
   }
-  return new healthClientConstructor(address, credentials.createInsecure()) as unknown as HealthClient;
+  return new healthClientConstructor(address, channel) as unknown as HealthClient;
 }
 
 /**
  * Resolves when `serviceName` at `address` reports SERVING through the health Watch stream
  * (the server pushes each change; nothing polls). Rejects after `timeoutMs` with the last
- * status seen.
+ * status seen. `channel`: TLS for a service that serves it (health needs no credential).
  */
-export function waitForServing(address: string, serviceName: string, timeoutMs = 20_000): Promise<void> {
-  const client = createHealthClient(address);
+export function waitForServing(
+  address: string,
+  serviceName: string,
+  timeoutMs = 20_000,
+  channel: ChannelCredentials = credentials.createInsecure(),
+): Promise<void> {
+  const client = createHealthClient(address, channel);
   // waitForReady: the server may still be binding; the call waits for the connection.
   const stream = client.Watch({ service: serviceName }, new Metadata({ waitForReady: true }));
   let last = 'no status yet';

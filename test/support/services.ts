@@ -1,3 +1,4 @@
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import { createClients, type Clients } from './clients';
 import { createTestEnvironment, type TestEnvironment, type TestEnvironmentOptions } from './environment';
 import { startService, waitForServing, type RunningService } from './processes';
@@ -16,7 +17,12 @@ export interface RunningServices {
 }
 
 /** What an e2e spec's `before` does: an environment, both services started and serving, clients. */
-export async function startServices(options: TestEnvironmentOptions = {}): Promise<RunningServices> {
+export async function startServices(
+  options: TestEnvironmentOptions & {
+    /** How to reach them (TLS, a caller's credentials); plaintext without any by default. */
+    readonly channel?: ChannelCredentials;
+  } = {},
+): Promise<RunningServices> {
   const environment = await createTestEnvironment(options);
   const started: RunningService[] = [];
   try {
@@ -24,9 +30,9 @@ export async function startServices(options: TestEnvironmentOptions = {}): Promi
     started.push(command);
     const query = await startService('query', environment.env);
     started.push(query);
-    await waitForServing(query.address, QUERY_SERVICE);
-    await waitForServing(command.address, COMMAND_SERVICE);
-    const clients = createClients(command.address, query.address);
+    await waitForServing(query.address, QUERY_SERVICE, undefined, options.channel);
+    await waitForServing(command.address, COMMAND_SERVICE, undefined, options.channel);
+    const clients = createClients(command.address, query.address, options.channel);
     return {
       environment,
       command,
