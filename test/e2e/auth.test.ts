@@ -39,7 +39,7 @@ function everyRpc(addresses: { command: string; query: string }) {
     }));
   return [
     ...of(EvaluationCommandServiceService, addresses.command),
-    ...of(EvaluationQueryServiceService as unknown as ServiceDefinition, addresses.query),
+    ...of(EvaluationQueryServiceService, addresses.query),
   ];
 }
 
