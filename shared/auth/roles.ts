@@ -71,3 +71,14 @@ export function rolesOf(names: readonly unknown[]): Set<Role> {
 
 /** What a tenant name may be: it is part of keys and logs. */
 export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** docs/security.md's roles table (generated: tools/docs-config.ts). */
+export function rolesTable(): string {
+  const header = `| RPC | ${ROLES.map((r) => `\`${r}\``).join(' | ')} |`;
+  const rule = `| --- | ${ROLES.map(() => ':---:').join(' | ')} |`;
+  const rows = Object.keys(METHOD_ROLES).map((method) => {
+    const caller = (role: Role): Caller => ({ subject: '', tenant: '', roles: new Set([role]) });
+    return `| \`${method}\` | ${ROLES.map((role) => (mayCall(caller(role), method) ? '✓' : '')).join(' | ')} |`;
+  });
+  return [header, rule, ...rows].join('\n');
+}
