@@ -14,6 +14,7 @@ import { BlobHomes1763877600012 } from './1763877600012-BlobHomes';
 import { OutputUploads1763877600013 } from './1763877600013-OutputUploads';
 import { Lz4Bodies1763877600014 } from './1763877600014-Lz4Bodies';
 import { EventReporters1763877600015 } from './1763877600015-EventReporters';
+import { ServiceRoles1763877600016 } from './1763877600016-ServiceRoles';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -33,4 +34,5 @@ export const MIGRATIONS = [
   OutputUploads1763877600013,
   Lz4Bodies1763877600014,
   EventReporters1763877600015,
+  ServiceRoles1763877600016,
 ];

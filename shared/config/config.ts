@@ -177,6 +177,8 @@ export interface Config {
   readonly databaseUrl: string;
   /** The query side reads the event log through this URL (a read-only role in production). */
   readonly queryDatabaseUrl: string;
+  /** The command service migrates through this URL, then serves through `databaseUrl`. */
+  readonly migrationDatabaseUrl: string;
   readonly postgres: PostgresSessionConfig;
   readonly redisUrl: string;
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
@@ -250,6 +252,7 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
   const environment = (values.ENVIRONMENT as Environment | undefined) ?? 'development';
   for (const key of Object.keys(SETTINGS) as SettingKey[]) if (key !== 'ENVIRONMENT') parseOne(key, environment);
   values.QUERY_DATABASE_URL ??= values.DATABASE_URL ?? '';
+  values.MIGRATION_DATABASE_URL ??= values.DATABASE_URL ?? '';
   if ((values.S3_ACCESS_KEY_ID === '') !== (values.S3_SECRET_ACCESS_KEY === '')) {
     problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
   }
@@ -372,6 +375,7 @@ export function loadConfig(env: Env): Config {
     queryPort: v.QUERY_PORT,
     databaseUrl: v.DATABASE_URL,
     queryDatabaseUrl: v.QUERY_DATABASE_URL,
+    migrationDatabaseUrl: v.MIGRATION_DATABASE_URL,
     postgres: postgresSessionOf(v),
     redisUrl: v.REDIS_URL,
     redisKeyPrefix: v.REDIS_KEY_PREFIX,

@@ -167,7 +167,13 @@ export const SETTINGS = {
     parser: url(['postgres:', 'postgresql:']),
     defaults: {},
     shownDefault: 'DATABASE_URL',
-    help: 'URL the query side reads the log with; its sessions are read-only',
+    help: 'URL the query side reads the log with; its sessions are read-only (give it a login in role `crucible_reader`)',
+  }),
+  MIGRATION_DATABASE_URL: setting({
+    parser: url(['postgres:', 'postgresql:']),
+    defaults: {},
+    shownDefault: 'DATABASE_URL',
+    help: 'URL the command service applies migrations with at start-up (a role that owns the schema); DATABASE_URL then serves (a login in role `crucible_writer`)',
   }),
   REDIS_URL: setting({
     parser: url(['redis:', 'rediss:']),

@@ -12,7 +12,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../shared/config';
-import { runMigrations } from '../../shared/postgres';
+import { asLogin, ensureServiceLogins, runMigrations } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
 
 /**
@@ -24,7 +24,11 @@ import { createS3Client } from '../../shared/s3';
  */
 export interface TestEnvironment {
   readonly config: Config;
-  /** Environment variables that make a service process use this isolated environment. */
+  /**
+   * Environment variables that make a service process use this isolated environment, as its
+   * login of least privilege (crucible_command, crucible_query) unless the overrides name URLs;
+   * `config` keeps the owner's URL, for the spec's own set-up and inspection.
+   */
   readonly env: Record<string, string>;
   close(): Promise<void>;
 }
@@ -76,13 +80,22 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     await admin.connect();
     await admin.query(`CREATE DATABASE ${database}`);
     await runMigrations({ url: config.databaseUrl, applicationName: 'crucible-test-setup' });
+    await ensureServiceLogins(admin, decodeURIComponent(new URL(config.databaseUrl).password));
   }
   const s3 = createS3Client(config.s3);
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
 
+  const logins: Record<string, string> =
+    options.withoutDatabase === true || options.overrides?.DATABASE_URL !== undefined
+      ? {}
+      : {
+          MIGRATION_DATABASE_URL: config.databaseUrl,
+          DATABASE_URL: asLogin(config.databaseUrl, 'crucible_command'),
+          QUERY_DATABASE_URL: options.overrides?.QUERY_DATABASE_URL ?? asLogin(config.databaseUrl, 'crucible_query'),
+        };
   return {
     config,
-    env,
+    env: { ...env, ...logins },
     async close() {
       await deleteRedisKeys(config.redisUrl, keyPrefix);
       await emptyAndDeleteBucket(s3, bucket);

@@ -1,6 +1,7 @@
 import type { Config } from '../../shared/config';
+import { asLogin } from '../../shared/postgres';
 import type { StackContext } from './context';
-import { applyMigrations, ensureDatabase, ensurePostgres } from './postgres';
+import { applyMigrations, ensureDatabase, ensureLogins, ensurePostgres } from './postgres';
 import { ensureRedis } from './redis';
 import { ensureS3 } from './s3';
 
@@ -21,6 +22,7 @@ export async function ensureDependencies(config: Config, ctx: StackContext): Pro
 export async function prepareDatabase(config: Config, ctx: Pick<StackContext, 'progress'>): Promise<void> {
   await ensureDatabase(config.databaseUrl, ctx.progress);
   await applyMigrations(config.databaseUrl, ctx.progress);
+  await ensureLogins(config.databaseUrl, ctx.progress);
 }
 
 /**
@@ -41,5 +43,23 @@ export function dependencyEnv(config: Config): NodeJS.ProcessEnv {
     S3_SECRET_ACCESS_KEY: config.s3.secretAccessKey,
     S3_FORCE_PATH_STYLE: String(config.s3.forcePathStyle),
     S3_CHECKSUM_MODE: config.s3.checksumMode,
+  };
+}
+
+/**
+ * The environment of the services `make up` runs: each as its login of least privilege
+ * (docs/security.md), the command service migrating as DATABASE_URL's user. A deployment that
+ * names its own QUERY_DATABASE_URL or MIGRATION_DATABASE_URL keeps its URLs.
+ */
+export function serviceEnv(config: Config): NodeJS.ProcessEnv {
+  const env = dependencyEnv(config);
+  if (config.queryDatabaseUrl !== config.databaseUrl || config.migrationDatabaseUrl !== config.databaseUrl) {
+    return { ...env, QUERY_DATABASE_URL: config.queryDatabaseUrl, MIGRATION_DATABASE_URL: config.migrationDatabaseUrl };
+  }
+  return {
+    ...env,
+    MIGRATION_DATABASE_URL: config.databaseUrl,
+    DATABASE_URL: asLogin(config.databaseUrl, 'crucible_command'),
+    QUERY_DATABASE_URL: asLogin(config.databaseUrl, 'crucible_query'),
   };
 }

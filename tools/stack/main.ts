@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { ConfigError, loadConfig, settingsHelp } from '../../shared/config';
 import type { StackContext } from './context';
-import { dependencyEnv, ensureDependencies, prepareDatabase } from './deps';
+import { dependencyEnv, ensureDependencies, prepareDatabase, serviceEnv } from './deps';
 import { createResourceStack } from './processes';
 import { createProgress, StackError } from './progress';
 import { assertBuilt, startService } from './services';
@@ -76,7 +76,7 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
       const config = loadConfig(process.env);
       assertBuilt(ctx.projectRoot, ['command', 'query']);
       await ensureDependencies(config, ctx);
-      const env = dependencyEnv(config);
+      const env = serviceEnv(config);
       await startService('command', env, config.shutdownGraceMs, ctx);
       await startService('query', env, config.shutdownGraceMs, ctx);
       ctx.progress.ok(

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { Client } from 'pg';
-import { isPostgresUnavailable, runMigrations } from '../../shared/postgres';
+import { ensureServiceLogins, isPostgresUnavailable, runMigrations, SERVICE_LOGINS } from '../../shared/postgres';
 import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
@@ -255,5 +255,28 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     // EPERM: alive, but another user's (not as root).
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Creates the services' logins of least privilege (`crucible_command`, `crucible_query`; their
+ * roles come with the migrations), with DATABASE_URL's password if it has one, so that they
+ * authenticate as it does.
+ */
+export async function ensureLogins(databaseUrl: string, progress: Progress): Promise<void> {
+  const admin = new Client({ connectionString: databaseUrl, connectionTimeoutMillis: 3000 });
+  admin.on('error', () => undefined);
+  try {
+    await admin.connect();
+    await ensureServiceLogins(admin, decodeURIComponent(new URL(databaseUrl).password));
+    progress.ok(`postgres: logins ${SERVICE_LOGINS.map((l) => `${l.login} (${l.memberOf})`).join(', ')} ready`);
+  } catch (err) {
+    throw new StackError(
+      `postgres: could not create the services' logins on ${describe(databaseUrl)}: ${errorMessage(err)}`,
+      "give the DATABASE_URL user CREATEROLE, or create them yourself (docs/security.md) and set each service's URL",
+      { cause: err },
+    );
+  } finally {
+    await admin.end().catch(() => undefined);
   }
 }
