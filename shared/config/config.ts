@@ -242,7 +242,7 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
       values[key] = parser.parse(text);
     } catch (err) {
       if (!(err instanceof Problem)) throw err;
-      problems.push(`${key} must ${err.message}, not "${text}"`);
+      problems.push(`${key} must ${err.message}, not "${parser.shown?.(text) ?? text}"`);
       // A broken value still lets the rest be checked: the default stands in for it.
       if (fallback !== undefined && raw !== undefined) values[key] = parser.parse(fallback);
     }

@@ -13,6 +13,8 @@ export const ENVIRONMENTS: readonly Environment[] = ['development', 'test', 'pro
 /** A parser turns the variable's text into a value, or throws a Problem saying what it must be. */
 export interface Parser<T> {
   parse(raw: string): T;
+  /** How a refused value is quoted back: without what is secret in it (a URL's password). */
+  shown?(raw: string): string;
 }
 
 /** Why a value was refused; the message completes "KEY must …". */
@@ -83,6 +85,8 @@ export function url(protocols: readonly string[], options: { optional?: boolean 
       }
       return raw;
     },
+    // Whether it parses or not: everything between "//user:" and the last "@" before the host.
+    shown: (raw) => raw.replace(/^([^/]*\/\/[^/:@]*:)[^/]*@/, '$1***@'),
   };
 }
 

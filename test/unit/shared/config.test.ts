@@ -91,6 +91,18 @@ describe('loadConfig', () => {
     });
   });
 
+  it('quotes a refused URL back without its password', () => {
+    const problems = problemsOf({
+      ENVIRONMENT: 'test',
+      DATABASE_URL: 'mysql://app:s3cr3t-p@ss@db.internal/x',
+      REDIS_URL: 'redis://:hunter2@',
+    });
+    expect(problems).to.deep.equal([
+      'DATABASE_URL must start with postgres:// or postgresql://, not "mysql://app:***@db.internal/x"',
+      'REDIS_URL must be a valid URL, not "redis://:***@"',
+    ]);
+  });
+
   describe('authentication and transport', () => {
     it('runs development and test without credentials or TLS, reflection on; production with neither reflection nor plaintext', () => {
       const local = loadConfig({ ENVIRONMENT: 'test' });
