@@ -54,7 +54,11 @@ async function main(): Promise<void> {
   const applied = await retryAtStartup(
     'connecting to PostgreSQL',
     () =>
-      runMigrations({ url: config.migrationDatabaseUrl, applicationName: 'crucible-command', session: config.postgres }),
+      runMigrations({
+        url: config.migrationDatabaseUrl,
+        applicationName: 'crucible-command',
+        session: config.postgres,
+      }),
     logger,
   );
   if (applied.length > 0) logger.info('migrations applied', { applied });
