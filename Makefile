@@ -1,7 +1,7 @@
 # One-line aliases for the package.json scripts (they are the source of truth).
 # `make up` on a fresh clone installs, builds and starts everything; only Node is needed.
 
-.PHONY: install build up deps command query migrate test soak lint generate format bench bench-smoke clean
+.PHONY: install build up deps command query migrate test soak fuzz lint generate format bench bench-smoke clean
 
 # npm ci when node_modules is missing or older than package-lock.json (npm writes the marker).
 # Should npm ci reject the lock file (one written where @bufbuild/buf's binaries for other
@@ -35,6 +35,9 @@ test: build
 
 soak: build
 	npm run soak
+
+fuzz: build
+	npm run fuzz
 
 lint: build
 	npm run lint

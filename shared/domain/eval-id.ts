@@ -1,4 +1,5 @@
 import type { FieldViolation } from '../errors';
+import { hasNul, nulViolation } from './text';
 
 /**
  * The one rule for an `eval_id`, which both services apply: the command side to the ids it
@@ -14,8 +15,9 @@ export const EVAL_ID_MAX_LENGTH = 128;
 export const DEFAULT_EVAL_ID_PATTERN = `^[A-Za-z0-9][A-Za-z0-9._-]{0,${EVAL_ID_MAX_LENGTH - 1}}$`;
 
 /**
- * What is wrong with `value` as an eval id in `field`, if anything: REQUIRED, TOO_LONG, or
- * (given the configured pattern: the command side) PATTERN.
+ * What is wrong with `value` as an eval id in `field`, if anything: REQUIRED, TOO_LONG,
+ * INVALID_CHARACTER (U+0000: no stored id holds it), or (given the configured pattern: the
+ * command side) PATTERN.
  */
 export function evalIdViolation(value: string, field: string, pattern?: RegExp): FieldViolation | undefined {
   if (value === '') return { field, rule: 'REQUIRED', description: `${field} is required` };
@@ -26,6 +28,7 @@ export function evalIdViolation(value: string, field: string, pattern?: RegExp):
       description: `${field} must be at most ${EVAL_ID_MAX_LENGTH} characters, got ${value.length}`,
     };
   }
+  if (hasNul(value)) return nulViolation(field);
   if (pattern !== undefined && !pattern.test(value)) {
     return { field, rule: 'PATTERN', description: `${field} must match ${pattern.source}` };
   }

@@ -17,3 +17,4 @@ export { foldMetrics, summarizeBatch } from './metrics';
 export { compareCodeUnits } from './order';
 export { LOG_STREAM_TO_PROTO, logStreamOfProto, logStreamViolation } from './logs';
 export type { MetricPoint } from './metrics';
+export { hasNul, nulViolation } from './text';

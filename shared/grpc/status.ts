@@ -27,7 +27,22 @@ function detail(typeName: string, bytes: Uint8Array): Any {
   return { typeUrl: `type.googleapis.com/${typeName}`, value: Buffer.from(bytes) };
 }
 
-function withDetails(code: Status, message: string, details: Any[]): StatusObject {
+/**
+ * The status travels in the call's trailers, and a client drops a call whose trailers pass its
+ * metadata limit (grpc-js: 8 KiB by default) without ever learning its status. A request can
+ * break thousands of rules at once (35,000 unknown enum values in a repeated field): what is said
+ * of it is cut to fit, the first violations kept.
+ */
+const MAX_MESSAGE_CHARS = 1024;
+const MAX_FIELD_VIOLATIONS = 20;
+const MAX_DESCRIPTION_CHARS = 200;
+
+function cut(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+function withDetails(code: Status, fullMessage: string, details: Any[]): StatusObject {
+  const message = cut(fullMessage, MAX_MESSAGE_CHARS);
   const metadata = new Metadata();
   if (details.length > 0) {
     metadata.set('grpc-status-details-bin', Buffer.from(RpcStatus.encode({ code, message, details }).finish()));
@@ -49,9 +64,16 @@ function retryInfo(afterMs: number): Any {
 }
 
 function badRequest(violations: readonly { field: string; rule: string; description: string }[]): Any {
-  const encoded = BadRequest.encode({
-    fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: v.rule })),
-  }).finish();
+  const kept = violations.slice(0, MAX_FIELD_VIOLATIONS).map((v) => ({
+    field: cut(v.field, MAX_DESCRIPTION_CHARS),
+    description: cut(v.description, MAX_DESCRIPTION_CHARS),
+    reason: v.rule,
+  }));
+  const more = violations.length - kept.length;
+  if (more > 0) {
+    kept.push({ field: '', reason: 'MORE_VIOLATIONS', description: `and ${more} more violations of the same request` });
+  }
+  const encoded = BadRequest.encode({ fieldViolations: kept }).finish();
   return detail('google.rpc.BadRequest', encoded);
 }
 

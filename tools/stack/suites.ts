@@ -5,7 +5,7 @@ import { StackError } from './progress';
 import { describeExit, startChild, type Child } from '../process';
 
 /** Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>. */
-export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'soak'] as const;
+export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'fuzz', 'soak'] as const;
 export type Suite = (typeof SUITES)[number];
 
 export function parseSuites(names: readonly string[]): Suite[] {

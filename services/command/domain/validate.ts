@@ -1,8 +1,10 @@
 import type { Limits } from '../../../shared/config';
 import {
   evalIdViolation,
+  hasNul,
   logStreamOfProto,
   logStreamViolation,
+  nulViolation,
   severityOfProto,
   violationKindOfProto,
   type ContainerLimits,
@@ -78,11 +80,6 @@ export const MAX_METADATA_DEPTH = 16;
  */
 export const MAX_METADATA_WIRE_BYTES = 1024 * 1024;
 
-/** PostgreSQL text and jsonb cannot hold U+0000, although protobuf strings can. */
-function hasNul(value: string): boolean {
-  return value.includes('\u0000');
-}
-
 /**
  * Levels of objects and lists in `value`, counted no further than `limit + 1`. A loop with its
  * own stack, not a recursion: metadata 100,000 levels deep must be refused, not overflow the
@@ -152,8 +149,9 @@ function metadataHasNul(value: unknown): boolean {
   return false;
 }
 
-function nulViolation(v: Violations, field: string): void {
-  v.add(field, 'INVALID_CHARACTER', `${field} must not contain the character U+0000`);
+function nulViolationIn(v: Violations, field: string): void {
+  const { rule, description } = nulViolation(field);
+  v.add(field, rule, description);
 }
 
 /** Collects every violation of a request, so the caller learns all of them at once. */
@@ -199,7 +197,7 @@ function checkText(v: Violations, field: string, value: string, max: number, req
     return;
   }
   if (value.length > max) v.add(field, 'TOO_LONG', `${field} must be at most ${max} characters, got ${value.length}`);
-  else if (hasNul(value)) nulViolation(v, field);
+  else if (hasNul(value)) nulViolationIn(v, field);
 }
 
 /**
@@ -228,7 +226,7 @@ function checkStruct(v: Violations, field: string, value: object, maxJsonBytes: 
       'TOO_LARGE',
       `${field} must be at most ${MAX_METADATA_WIRE_BYTES} bytes as protobuf (what every read of the evaluation carries), got ${wireBytes}`,
     );
-  } else if (metadataHasNul(value)) nulViolation(v, field);
+  } else if (metadataHasNul(value)) nulViolationIn(v, field);
 }
 
 function options(
@@ -248,7 +246,7 @@ export function validateSubmit(request: SubmitEvaluationRequest, limits: Limits)
   if (request.code.trim() === '') v.add('code', 'REQUIRED', 'code is required and must not be blank');
   else if (codeBytes > limits.maxCodeBytes) {
     v.add('code', 'TOO_LARGE', `code must be at most ${limits.maxCodeBytes} bytes, got ${codeBytes}`);
-  } else if (hasNul(request.code)) nulViolation(v, 'code');
+  } else if (hasNul(request.code)) nulViolationIn(v, 'code');
   if (request.language === '') v.add('language', 'REQUIRED', 'language is required');
   else if (!limits.languages.includes(request.language)) {
     v.add('language', 'UNKNOWN', `language must be one of ${limits.languages.join(', ')}`);

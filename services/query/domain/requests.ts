@@ -1,4 +1,4 @@
-import { evalIdViolation, statusOfProto, type BodyKind } from '../../../shared/domain';
+import { evalIdViolation, hasNul, nulViolation, statusOfProto, type BodyKind } from '../../../shared/domain';
 import { ValidationError, type FieldViolation } from '../../../shared/errors';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind } from '../../../shared/generated/crucible/storage/v1/query_service';
@@ -17,6 +17,11 @@ export class RequestChecks {
 
   fail(field: string, rule: string, description: string): void {
     this.violations.push({ field, rule, description });
+  }
+
+  /** Refuses U+0000 in a string PostgreSQL is asked about: it can hold none (INVALID_CHARACTER). */
+  noNul(value: string, field: string): void {
+    if (hasNul(value)) this.violations.push(nulViolation(field));
   }
 
   /** The shared rule, less the configurable pattern: ids accepted under an earlier one stay readable. */

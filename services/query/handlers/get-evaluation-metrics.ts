@@ -95,7 +95,7 @@ function seriesFilter(request: GetEvaluationMetricsRequest, checks: RequestCheck
   request.names.forEach((name, i) => {
     if (name === '' || name.length > MAX_NAME_LENGTH) {
       checks.fail(`names[${i}]`, 'LENGTH', `names[${i}] must be 1-${MAX_NAME_LENGTH} characters`);
-    }
+    } else checks.noNul(name, `names[${i}]`);
   });
   const afterStep = checks.position(request.afterStep, 'after_step');
   return {

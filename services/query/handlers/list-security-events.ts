@@ -98,7 +98,7 @@ function filterOf(request: ListSecurityEventsRequest, checks: RequestChecks): Se
   if (request.evalId !== '') checks.evalId(request.evalId);
   if (request.containerId.length > MAX_CONTAINER_ID) {
     checks.fail('container_id', 'TOO_LONG', `container_id must be at most ${MAX_CONTAINER_ID} characters`);
-  }
+  } else checks.noNul(request.containerId, 'container_id');
   const violationTypes: ViolationKind[] = [];
   request.violationTypes.forEach((type, i) => {
     const kind = violationKindOfProto(type);

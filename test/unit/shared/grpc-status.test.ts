@@ -4,11 +4,17 @@ import {
   AlreadyExistsError,
   IllegalTransitionError,
   NotFoundError,
+  ResourceExhaustedError,
   RevisionConflictError,
   UnavailableError,
   ValidationError,
 } from '../../../shared/errors';
-import { BadRequest, ErrorInfo, PreconditionFailure } from '../../../shared/generated/google/rpc/error_details';
+import {
+  BadRequest,
+  ErrorInfo,
+  PreconditionFailure,
+  RetryInfo,
+} from '../../../shared/generated/google/rpc/error_details';
 import { Status as RpcStatus } from '../../../shared/generated/google/rpc/status';
 import { createCallLog, toStatus, type StatusObject } from '../../../shared/grpc';
 import { createLogger, type Logger } from '../../../shared/logging';
@@ -61,6 +67,46 @@ describe('toStatus', () => {
         description: 'timeout_seconds must be from 1 to 3600, got 0',
       },
     ]);
+  });
+
+  it('keeps the status of a request that breaks thousands of rules small enough for a client to read', () => {
+    const violations = Array.from({ length: 35_000 }, (_, i) => ({
+      field: `violation_types[${i}]`,
+      rule: 'UNKNOWN_VALUE',
+      description: `violation_types[${i}] is not a violation type: 120 ${'!'.repeat(500)}`,
+    }));
+    const status = toStatus(
+      new ValidationError(violations),
+      createCallLog(capturingLogger().logger),
+      'ListSecurityEvents',
+    );
+    expect(status.details.length).to.be.at.most(1024);
+    expect(status.details).to.match(/^violation_types\[0\]: violation_types\[0\] is not a violation type/);
+    const encoded = status.metadata.get('grpc-status-details-bin')[0] as Buffer;
+    // Binary trailers go out base64 encoded: 4/3 of this, within grpc-js's 8 KiB of metadata.
+    expect(encoded.length).to.be.below(6 * 1024);
+    const badRequest = BadRequest.decode(detailOf(detailsOf(status), 'google.rpc.BadRequest'));
+    expect(badRequest.fieldViolations).to.have.length(21);
+    expect(badRequest.fieldViolations[0]?.field).to.equal('violation_types[0]');
+    expect(badRequest.fieldViolations[0]?.description.length).to.be.at.most(200);
+    expect(badRequest.fieldViolations[20]).to.deep.equal({
+      field: '',
+      reason: 'MORE_VIOLATIONS',
+      description: 'and 34980 more violations of the same request',
+    });
+  });
+
+  it('maps RetryInfo onto RESOURCE_EXHAUSTED when the refusal says when to retry', () => {
+    const status = toStatus(
+      new ResourceExhaustedError('over the rate', 1500),
+      createCallLog(capturingLogger().logger),
+      'X',
+    );
+    expect(status.code).to.equal(GrpcStatus.RESOURCE_EXHAUSTED);
+    expect(RetryInfo.decode(detailOf(detailsOf(status), 'google.rpc.RetryInfo')).retryDelay).to.deep.equal({
+      seconds: '1',
+      nanos: 500_000_000,
+    });
   });
 
   it('maps RevisionConflictError to ABORTED, naming the current revision in message and ErrorInfo', () => {
