@@ -206,6 +206,7 @@ export function createQueryService(
     outputUrlConfig: config.outputUrls,
     streams: config.streams,
     maxRequestBytesInFlight: config.limits.maxRequestBytesInFlight,
+    requestReadTimeoutMs: config.limits.requestReadTimeoutMs,
     shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),

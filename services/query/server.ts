@@ -47,6 +47,8 @@ const MAX_REQUEST_BYTES = 1024 * 1024;
 export interface QueryServerDeps {
   /** Request bytes held at once (MAX_REQUEST_BYTES_IN_FLIGHT; shared/grpc/admission.ts). */
   readonly maxRequestBytesInFlight: number;
+  /** REQUEST_READ_TIMEOUT_MS (shared/grpc/admission.ts). */
+  readonly requestReadTimeoutMs: number;
   readonly records: EvaluationRecords;
   readonly list: EvaluationList;
   readonly history: EvaluationHistory;
@@ -117,6 +119,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     logger,
     maxReceiveMessageBytes: MAX_REQUEST_BYTES,
     maxRequestBytesInFlight: deps.maxRequestBytesInFlight,
+    requestReadTimeoutMs: deps.requestReadTimeoutMs,
     initialStatus: 'NOT_SERVING',
     access: deps.access,
   });

@@ -133,6 +133,8 @@ export interface Limits {
   readonly inlineCodeMaxBytes: number;
   /** Request bytes the command service holds at once; later requests wait to be read. */
   readonly maxRequestBytesInFlight: number;
+  /** A request message must arrive within this long of being read. */
+  readonly requestReadTimeoutMs: number;
 }
 
 export interface StreamConfig {
@@ -429,6 +431,7 @@ export function loadConfig(env: Env): Config {
       inlineOutputMaxBytes: v.INLINE_OUTPUT_MAX_BYTES,
       inlineCodeMaxBytes: v.CODE_INLINE_MAX_BYTES,
       maxRequestBytesInFlight: v.MAX_REQUEST_BYTES_IN_FLIGHT,
+      requestReadTimeoutMs: v.REQUEST_READ_TIMEOUT_MS,
     }),
     streams: Object.freeze({
       progressIntervalMs: v.STREAM_PROGRESS_INTERVAL_MS,

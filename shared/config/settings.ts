@@ -156,6 +156,9 @@ const GiB = 1024 * MiB;
  */
 export const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT = 256 * MiB;
 
+/** REQUEST_READ_TIMEOUT_MS's default, also what a server given no figure uses. */
+export const DEFAULT_REQUEST_READ_TIMEOUT_MS = 30_000;
+
 export const SETTINGS = {
   ENVIRONMENT: setting({
     parser: oneOf(ENVIRONMENTS),
@@ -431,6 +434,11 @@ export const SETTINGS = {
     parser: wholeNumber(0, 5 * 1024 * GiB),
     defaults: { all: String(GiB) },
     help: 'largest output `CompleteEvaluationStream` accepts (at most 5 TiB, the largest S3 object; above S3_MULTIPART_THRESHOLD_BYTES it is uploaded in parts)',
+  }),
+  REQUEST_READ_TIMEOUT_MS: setting({
+    parser: wholeNumber(100, 3_600_000),
+    defaults: { all: String(DEFAULT_REQUEST_READ_TIMEOUT_MS) },
+    help: 'a request message must arrive within this long once the server reads it (it holds a share of MAX_REQUEST_BYTES_IN_FLIGHT meanwhile); a slower one is cut (DEADLINE_EXCEEDED)',
   }),
   CLIENT_STREAM_IDLE_MS: setting({
     parser: wholeNumber(100, 3_600_000),

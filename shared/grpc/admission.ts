@@ -1,5 +1,7 @@
 import {
+  Metadata,
   ResponderBuilder,
+  status,
   ServerInterceptingCall,
   ServerListenerBuilder,
   type Responder,
@@ -40,13 +42,16 @@ class AdmittedCall extends ServerInterceptingCall {
   constructor(
     next: ServerInterceptingCallInterface,
     responder: Responder,
-    private readonly admit: (read: () => void) => void,
+    private readonly admit: (read: () => void, cut: (details: string) => void) => void,
   ) {
     super(next, responder);
   }
 
   override startRead(): void {
-    this.admit(() => super.startRead());
+    this.admit(
+      () => super.startRead(),
+      (details) => this.sendStatus({ code: status.DEADLINE_EXCEEDED, details, metadata: new Metadata() }),
+    );
   }
 }
 
@@ -73,21 +78,30 @@ class AdmittedCall extends ServerInterceptingCall {
  *   not counted here.
  * - Every end of a call (cancel, deadline, a status sent by anyone) reaches onCancel, which
  *   gives the reservation back or leaves the queue.
+ * - A message must arrive within `readTimeoutMs` of being admitted: a client that trickles its
+ *   request (a byte a second) would otherwise hold its reservation for good, and a few such
+ *   clients every byte of the budget. It is cut with DEADLINE_EXCEEDED and gives it back.
  */
-export function admitRequests(budget: ByteBudget, maxMessageBytes: number): ServerInterceptor {
+export function admitRequests(budget: ByteBudget, maxMessageBytes: number, readTimeoutMs: number): ServerInterceptor {
   return (method, next) => {
     // At most one reservation per call: grpc-js has at most one read outstanding.
     let reservation: Reservation | undefined;
     let admitted = false;
     let ended = false;
     let receivedBytes = 0;
+    let readTimer: NodeJS.Timeout | undefined;
+    const stopReadTimer = (): void => {
+      clearTimeout(readTimer);
+      readTimer = undefined;
+    };
     const giveBack = (): void => {
+      stopReadTimer();
       reservation?.release();
       reservation = undefined;
       admitted = false;
     };
 
-    const admit = (read: () => void): void => {
+    const admit = (read: () => void, cut: (details: string) => void): void => {
       if (ended || admitted) {
         read();
         return;
@@ -99,18 +113,27 @@ export function admitRequests(budget: ByteBudget, maxMessageBytes: number): Serv
       void asked.admitted.then(() => {
         if (reservation !== asked) return; // ended while the grant was on its way
         admitted = true;
+        readTimer = setTimeout(() => {
+          ended = true;
+          giveBack();
+          cut(
+            `${method.path}: the request did not arrive within ${readTimeoutMs} ms of being read (REQUEST_READ_TIMEOUT_MS); the call is cut`,
+          );
+        }, readTimeoutMs);
         read();
       });
     };
 
     const listener = new ServerListenerBuilder()
       .withOnReceiveMessage((message, pass) => {
+        stopReadTimer();
         const measured = message instanceof MeasuredMessage ? message : undefined;
         if (method.requestStream) giveBack();
         else receivedBytes += measured?.bytes ?? maxMessageBytes;
         pass(measured === undefined ? message : measured.message);
       })
       .withOnReceiveHalfClose((pass) => {
+        stopReadTimer();
         if (method.requestStream) giveBack();
         else reservation?.shrinkTo(receivedBytes);
         pass();

@@ -6,7 +6,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT } from '../config/settings';
+import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT, DEFAULT_REQUEST_READ_TIMEOUT_MS } from '../config/settings';
 import type { Logger } from '../logging';
 import type { ServerAccess } from './access';
 import { admitRequests, measuredDefinition } from './admission';
@@ -30,6 +30,8 @@ export interface GrpcServerOptions {
    * default when not given (the query service: its requests are at most 1 MiB).
    */
   readonly maxRequestBytesInFlight?: number;
+  /** How long a request message may take to arrive once read (REQUEST_READ_TIMEOUT_MS; its default when not given). */
+  readonly requestReadTimeoutMs?: number;
   /** Health status every service starts with; the query side starts NOT_SERVING until caught up. */
   readonly initialStatus: ServingStatus;
   /** The transport it listens with, and whether it serves reflection (its gate is the handlers'). */
@@ -79,7 +81,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
     // The first is the innermost: admission unwraps measured messages before the other sees them.
-    interceptors: [admitRequests(budget, options.maxReceiveMessageBytes), refuseMalformedCalls],
+    interceptors: [
+      admitRequests(
+        budget,
+        options.maxReceiveMessageBytes,
+        options.requestReadTimeoutMs ?? DEFAULT_REQUEST_READ_TIMEOUT_MS,
+      ),
+      refuseMalformedCalls,
+    ],
   });
   // Health and reflection add their own services: they get this server's addService only.
   const registrar = {

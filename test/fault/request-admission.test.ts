@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { credentials } from '@grpc/grpc-js';
+import { connect } from 'node:http2';
+import { credentials, status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import { call } from '../support/clients';
@@ -117,5 +118,89 @@ describe('fault: many near-max requests at once', function () {
     const { growth, completed } = await burst('unadmitted', await serviceWithBudget(1024 * 1024 * MiB));
     expect(completed).to.equal(CALLS);
     expect(growth, `RSS grew by ${shown(growth)}`).to.be.greaterThan(BUDGET + SLACK);
+  });
+});
+
+/**
+ * Slow clients: each starts a unary request announcing a near-max message and then trickles it,
+ * a byte every 100 ms, holding its share of the byte budget while it does. Two of them hold
+ * all of it. Without REQUEST_READ_TIMEOUT_MS they hold it until they give up, and every other
+ * caller waits behind them (the ordinary call below then fails at its 5 s deadline).
+ */
+describe('fault: clients that trickle their requests', function () {
+  this.timeout(60_000);
+  let env: TestEnvironment;
+  let service: RunningService | undefined;
+  let client: EvaluationCommandServiceClient | undefined;
+
+  before(async () => {
+    env = await createTestEnvironment();
+  });
+
+  after(async () => {
+    client?.close();
+    await service?.stop();
+    await env?.close();
+  });
+
+  /** A SubmitEvaluation whose 5-byte gRPC prefix announces `announced` bytes, then a byte per 100 ms. */
+  function trickle(address: string, announced: number): { status: Promise<number>; stop: () => void } {
+    const session = connect(`http://${address}`);
+    const request = session.request({
+      ':method': 'POST',
+      ':path': '/crucible.storage.v1.EvaluationCommandService/SubmitEvaluation',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(announced, 1);
+    request.write(prefix);
+    const timer = setInterval(() => request.write(Buffer.from([0x0a])), 100);
+    const stop = (): void => {
+      clearInterval(timer);
+      request.close();
+      session.close();
+    };
+    const status = new Promise<number>((resolve) => {
+      const take = (headers: Record<string, unknown>): void => {
+        if (headers['grpc-status'] !== undefined) resolve(Number(headers['grpc-status']));
+      };
+      request.on('response', take);
+      request.on('trailers', take);
+      request.on('data', () => undefined);
+      request.on('error', () => resolve(-1));
+      request.on('close', () => resolve(-1));
+    }).finally(stop);
+    return { status, stop };
+  }
+
+  it('cuts them after REQUEST_READ_TIMEOUT_MS, and an ordinary call waiting behind them gets through', async () => {
+    // Requests of up to 1 MiB (+ 64 KiB of the rest): a budget of 2.5 MiB holds two at once.
+    service = await startCommandService({
+      ...env.env,
+      MAX_OUTPUT_BYTES: String(MiB),
+      MAX_CODE_BYTES: String(MiB),
+      MAX_REQUEST_BYTES_IN_FLIGHT: String(2.5 * MiB),
+      REQUEST_READ_TIMEOUT_MS: '1500',
+    });
+    const slow = [trickle(service.address, MiB - 1), trickle(service.address, MiB - 1)];
+    client = new EvaluationCommandServiceClient(service.address, credentials.createInsecure());
+    try {
+      const started = Date.now();
+      const { evalId } = await call(
+        client,
+        client.submitEvaluation,
+        { evalId: '', code: 'print(1)', language: 'python', engine: 'docker', timeoutSeconds: 30, requestId: '' },
+        5_000,
+      );
+      expect(evalId).to.be.a('string').and.not.equal('');
+      expect(Date.now() - started, 'waited for the trickling calls to be cut, not for its deadline').to.be.below(4_000);
+      expect(await Promise.all(slow.map((s) => s.status))).to.deep.equal([
+        status.DEADLINE_EXCEEDED,
+        status.DEADLINE_EXCEEDED,
+      ]);
+    } finally {
+      for (const s of slow) s.stop();
+    }
   });
 });

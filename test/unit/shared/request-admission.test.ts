@@ -1,4 +1,4 @@
-import { Metadata, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
+import { Metadata, status, type ServerInterceptingCallInterface, type StatusObject } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { admitRequests, measuredDefinition } from '../../../shared/grpc/admission';
 import { createByteBudget, type ByteBudget } from '../../../shared/grpc/byte-budget';
@@ -38,17 +38,24 @@ function measured(bytes: number): unknown {
  * the handler side asks for reads as grpc-js' handlers do (after the metadata and after each
  * message).
  */
-function openCall(budget: ByteBudget, requestStream: boolean) {
+function openCall(budget: ByteBudget, requestStream: boolean, readTimeoutMs = 60_000) {
   let listener: InterceptingServerListener | undefined;
+  let statusSent: (status: Partial<StatusObject>) => void = () => undefined;
   const inner = {
     reads: 0,
     start: (l: InterceptingServerListener) => void (listener = l),
     startRead: () => void (inner.reads += 1),
+    sendStatus: (status: Partial<StatusObject>) => statusSent(status),
+    status: new Promise<Partial<StatusObject>>((resolve) => (statusSent = resolve)),
   };
   const method = { path: '/t.T/M', requestStream, responseStream: false } as Parameters<
     ReturnType<typeof admitRequests>
   >[0];
-  const call = admitRequests(budget, MAX_MESSAGE)(method, inner as unknown as ServerInterceptingCallInterface);
+  const call = admitRequests(
+    budget,
+    MAX_MESSAGE,
+    readTimeoutMs,
+  )(method, inner as unknown as ServerInterceptingCallInterface);
   const handled: unknown[] = [];
   call.start({
     onReceiveMetadata: () => call.startRead(),
@@ -102,6 +109,27 @@ describe('request admission interceptor', () => {
     b.end();
     expect(budget.reserved).to.equal(0);
     expect(budget.peakReserved).to.equal(130);
+  });
+
+  it('cuts a call whose message does not arrive in time once read (a trickling client), giving its share to the next', async () => {
+    const budget = createByteBudget(MAX_MESSAGE);
+    const slow = openCall(budget, false, 20);
+    const next = openCall(budget, false, 60_000);
+    slow.metadata();
+    next.metadata();
+    await settle();
+    expect([slow.inner.reads, next.inner.reads]).to.deep.equal([1, 0]);
+    const cut = await slow.inner.status;
+    expect(cut.code).to.equal(status.DEADLINE_EXCEEDED);
+    expect(cut.details).to.include('REQUEST_READ_TIMEOUT_MS');
+    await settle();
+    expect(next.inner.reads, 'admitted once the trickling call gave its share back').to.equal(1);
+    expect(budget.reserved).to.equal(MAX_MESSAGE);
+    // A message in time stops the clock: the call is never cut.
+    next.message(10);
+    next.halfClose();
+    next.end();
+    expect(budget.reserved).to.equal(0);
   });
 
   it('lets a call that ends while it waits (deadline, cancel) leave the queue without ever being read', async () => {
