@@ -1,4 +1,5 @@
 import type { Scenario } from '../support/scenario';
+import { auth } from './auth';
 import { bytes } from './bytes';
 import { commands } from './commands';
 import { fanout } from './fanout';
@@ -13,6 +14,7 @@ import { redisMemory } from './redis-memory';
 export const SCENARIOS: readonly Scenario[] = [
   getEvaluation,
   commands,
+  auth,
   metrics,
   propagation,
   fanout,
