@@ -1,5 +1,6 @@
 import type { Config } from '../../shared/config';
 import { asLogin } from '../../shared/postgres';
+import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { applyMigrations, ensureDatabase, ensureLogins, ensurePostgres } from './postgres';
 import { ensureRedis } from './redis';
@@ -9,10 +10,14 @@ import { ensureS3 } from './s3';
  * Makes PostgreSQL, Redis and S3 answer at the configured addresses (starting local ones
  * where nothing answers), then creates the database and applies the migrations.
  */
-export async function ensureDependencies(config: Config, ctx: StackContext): Promise<void> {
+export async function ensureDependencies(
+  config: Config,
+  ctx: StackContext,
+  redisUsers: readonly RedisUser[] = [],
+): Promise<void> {
   await ensurePostgres(config.databaseUrl, ctx);
   ctx.signal.throwIfAborted();
-  await ensureRedis(config.redisUrl, ctx);
+  await ensureRedis(config.redisUrl, ctx, redisUsers);
   ctx.signal.throwIfAborted();
   await ensureS3(config.s3, ctx);
   ctx.signal.throwIfAborted();

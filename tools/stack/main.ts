@@ -2,6 +2,8 @@ import { join, resolve } from 'node:path';
 import { ConfigError, loadConfig, settingsHelp } from '../../shared/config';
 import type { StackContext } from './context';
 import { dependencyEnv, ensureDependencies, prepareDatabase, serviceEnv } from './deps';
+import { serviceRedisUsers } from '../../shared/redis';
+import { serviceRedisUrls } from './redis';
 import { createResourceStack } from './processes';
 import { createProgress, StackError } from './progress';
 import { assertBuilt, startService } from './services';
@@ -75,10 +77,14 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
     case 'up': {
       const config = loadConfig(process.env);
       assertBuilt(ctx.projectRoot, ['command', 'query']);
-      await ensureDependencies(config, ctx);
+      // Each service as its Redis ACL user, unless REDIS_URL names one (docs/security.md).
+      const redisUsers =
+        new URL(config.redisUrl).username === '' ? serviceRedisUsers(config.redisKeyPrefix) : undefined;
+      await ensureDependencies(config, ctx, redisUsers === undefined ? [] : [redisUsers.command, redisUsers.query]);
       const env = serviceEnv(config);
-      await startService('command', env, config.shutdownGraceMs, ctx);
-      await startService('query', env, config.shutdownGraceMs, ctx);
+      const redis = await serviceRedisUrls(config.redisUrl, redisUsers, ctx.progress);
+      await startService('command', { ...env, REDIS_URL: redis.command }, config.shutdownGraceMs, ctx);
+      await startService('query', { ...env, REDIS_URL: redis.query }, config.shutdownGraceMs, ctx);
       ctx.progress.ok(
         `up: command on ${config.host}:${config.commandPort}, query on ${config.host}:${config.queryPort}; Ctrl-C stops everything`,
       );

@@ -1,7 +1,15 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import Redis from 'ioredis';
+import {
+  asRedisUser,
+  enableKeyspaceEvents,
+  KEYSPACE_EVENT_FLAGS,
+  setRedisUsers,
+  type RedisUser,
+} from '../../shared/redis';
 import type { StackContext } from './context';
+import type { Progress } from './progress';
 import { StackError } from './progress';
 import { describeExit, startChild, supervise, type Child } from '../process';
 import { indent, tail, waitUntil } from './processes';
@@ -44,7 +52,11 @@ function describe(url: string): string {
  * meant to run on this machine) runs `redis-server` as a child, without persistence: the
  * read models it holds are rebuilt from PostgreSQL's event log.
  */
-export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<void> {
+export async function ensureRedis(
+  redisUrl: string,
+  ctx: StackContext,
+  users: readonly RedisUser[] = [],
+): Promise<void> {
   const where = describe(redisUrl);
   const url = new URL(redisUrl);
   const found = await probe(redisUrl);
@@ -63,6 +75,15 @@ export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<
   const dir = join(ctx.dataDir, 'redis');
   mkdirSync(dir, { recursive: true });
   const logFile = join(dir, 'redis.log');
+  // The services' users and the keyspace events the query side follows come back with every
+  // restart (it keeps no data): in a file only we can read, so no password shows in `ps`.
+  const aclFile = join(dir, 'users.acl');
+  const password = decodeURIComponent(url.password);
+  const userLines = [
+    `user default on ${password === '' ? 'nopass' : `>${password}`} ~* &* +@all`,
+    ...users.map((u) => ['user', u.name, 'on', `>${u.password}`, 'resetchannels', ...u.rules].join(' ')),
+  ];
+  writeFileSync(aclFile, `${userLines.join('\n')}\n`, { mode: 0o600 });
   // prettier-ignore
   const args = [
     '--port', url.port || '6379',
@@ -71,7 +92,8 @@ export async function ensureRedis(redisUrl: string, ctx: StackContext): Promise<
     '--appendonly', 'no',
     '--dir', dir,
     '--logfile', logFile,
-    ...(url.password !== '' ? ['--requirepass', decodeURIComponent(url.password)] : []),
+    '--aclfile', aclFile,
+    '--notify-keyspace-events', KEYSPACE_EVENT_FLAGS.join(''),
   ];
   const shown = relative(ctx.projectRoot, logFile);
   const name = `redis-server on ${where}`;
@@ -108,4 +130,34 @@ async function findOrInstall(ctx: StackContext): Promise<string> {
   const installed = findExecutable('redis-server', dirs);
   if (installed === undefined) throw new StackError('redis: installed redis-server but cannot find it', advice);
   return installed;
+}
+
+/**
+ * The Redis URL of each service as its ACL user of least privilege (`users`, from
+ * serviceRedisUsers), set up on a Redis we did not start (one we start has them from its ACL
+ * file, restarts included), with the keyspace events the query side follows switched on (its
+ * user may not). Without users (a REDIS_URL that names one: the operator's choice), or when this
+ * Redis does not let us set them up, both services keep REDIS_URL as given.
+ */
+export async function serviceRedisUrls(
+  redisUrl: string,
+  users: { readonly command: RedisUser; readonly query: RedisUser } | undefined,
+  progress: Progress,
+): Promise<{ readonly command: string; readonly query: string }> {
+  if (users === undefined) return { command: redisUrl, query: redisUrl };
+  const admin = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await admin.connect();
+    await setRedisUsers(admin, [users.command, users.query]);
+    await enableKeyspaceEvents(admin);
+    progress.ok(`redis: ACL users ${users.command.name}, ${users.query.name} set up (docs/security.md)`);
+    return { command: asRedisUser(redisUrl, users.command), query: asRedisUser(redisUrl, users.query) };
+  } catch (err) {
+    progress.warn(
+      `redis: could not set up the services' ACL users (${(err as Error).message}); both use ${describe(redisUrl)} as given`,
+    );
+    return { command: redisUrl, query: redisUrl };
+  } finally {
+    admin.disconnect();
+  }
 }

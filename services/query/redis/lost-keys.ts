@@ -4,9 +4,8 @@ import type { KeyLayout } from '../read-models/keys';
 import { isTerminalProto } from '../../../shared/domain';
 import { statusOfEvaluation } from '../wire/metadata';
 import { checkedReplies } from './errors';
+import { enableKeyspaceEvents } from '../../../shared/redis';
 
-/** Keyspace events Redis must send: E (keyevent channels), g (DEL, UNLINK …), x (expired), e (evicted). */
-const NEEDED_FLAGS = ['E', 'g', 'x', 'e'];
 const EVENTS = ['del', 'expired', 'evicted'];
 /** Bytes of a record that hold its status (field 2, after an eval id of at most 128 characters, 512 bytes). */
 const RECORD_HEAD_BYTES = 1024;
@@ -49,12 +48,8 @@ export function watchLostKeys(deps: {
 
   const enable = async (): Promise<void> => {
     try {
-      const reply = (await config.config('GET', 'notify-keyspace-events')) as string[];
-      const flags = reply[1] ?? '';
-      // 'A' stands for every class but E/K/m/n; a set that has what is needed is left alone.
-      const has = (f: string): boolean => flags.includes(f) || (f !== 'E' && flags.includes('A'));
-      const missing = NEEDED_FLAGS.filter((f) => !has(f));
-      if (missing.length > 0) await config.config('SET', 'notify-keyspace-events', `${flags}${missing.join('')}`);
+      // A set that has what is needed is left alone (and a user not allowed CONFIG SET is fine then).
+      await enableKeyspaceEvents(config);
     } catch (err) {
       if (!warned) logger.warn('cannot switch on Redis keyspace events; lost keys are found by reads only', { err });
       warned = true;

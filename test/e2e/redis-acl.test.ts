@@ -1,0 +1,151 @@
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { EvaluationStatus, ExecutorStatus } from '../../shared/generated/crucible/storage/v1/evaluation';
+import {
+  asRedisUser,
+  deleteRedisUsers,
+  enableKeyspaceEvents,
+  serviceRedisUsers,
+  setRedisUsers,
+  type RedisUser,
+} from '../../shared/redis';
+import { call, createClients, readStream, type Clients } from '../support/clients';
+import { createTestEnvironment, type TestEnvironment } from '../support/environment';
+import { startService, waitForServing, type RunningService } from '../support/processes';
+import { COMMAND_SERVICE, QUERY_SERVICE } from '../support/services';
+import type { WatchEvaluationResponse } from '../../shared/generated/crucible/storage/v1/query_service';
+
+/** The error a command gets as `user` (undefined when it ran). */
+async function refusalAs(
+  url: string,
+  user: RedisUser,
+  ...command: [string, ...(string | number)[]]
+): Promise<string | undefined> {
+  const redis = new Redis(asRedisUser(url, user), { lazyConnect: true, maxRetriesPerRequest: 0 });
+  try {
+    await redis.connect();
+    await redis.call(...command);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Both services as processes, each as its Redis ACL user of least privilege (as `make up` runs
+ * them): everything they do works, and Redis itself refuses each what it has no business with.
+ */
+describe('e2e: each service as its Redis ACL user', function () {
+  this.timeout(60_000);
+  let environment: TestEnvironment;
+  let admin: Redis;
+  let users: ReturnType<typeof serviceRedisUsers>;
+  let command: RunningService | undefined;
+  let query: RunningService | undefined;
+  let clients: Clients | undefined;
+
+  before(async () => {
+    environment = await createTestEnvironment();
+    admin = new Redis(environment.config.redisUrl);
+    users = serviceRedisUsers(environment.config.redisKeyPrefix);
+    await setRedisUsers(admin, [users.command, users.query]);
+    // What the query service's user may not do itself, as make up does it.
+    await enableKeyspaceEvents(admin);
+    const url = environment.config.redisUrl;
+    command = await startService('command', { ...environment.env, REDIS_URL: asRedisUser(url, users.command) });
+    query = await startService('query', { ...environment.env, REDIS_URL: asRedisUser(url, users.query) });
+    await waitForServing(query.address, QUERY_SERVICE);
+    await waitForServing(command.address, COMMAND_SERVICE);
+    clients = createClients(command.address, query.address);
+  });
+
+  after(async () => {
+    clients?.close();
+    await query?.stop();
+    await command?.stop();
+    if (users !== undefined) await deleteRedisUsers(admin, [users.command, users.query]);
+    admin?.disconnect();
+    await environment?.close();
+  });
+
+  it('serves a lifecycle, its watchers, lists and executor health', async () => {
+    const { command: c, query: q } = clients as Clients;
+    const { evalId, position } = await call(c, c.submitEvaluation, {
+      evalId: '',
+      code: 'print(1)',
+      language: 'python',
+      engine: 'docker',
+      timeoutSeconds: 60,
+      requestId: '',
+    });
+    await call(q, q.getEvaluation, { evalId, minPosition: position });
+    const watch = readStream<WatchEvaluationResponse>(q.watchEvaluation({ evalId, afterRevision: '1' }));
+    try {
+      await call(c, c.startEvaluation, { evalId, executorId: 'x-1', containerId: 'c-1', requestId: '' });
+      await call(c, c.reportExecutorHealth, {
+        executorId: 'x-1',
+        status: ExecutorStatus.EXECUTOR_STATUS_HEALTHY,
+        capacity: 2,
+        running: 1,
+        version: 'v',
+        metrics: {},
+      });
+      const done = await call(c, c.completeEvaluation, {
+        evalId,
+        output: Buffer.from('ok'),
+        exitCode: 0,
+        requestId: '',
+      });
+      let message = await watch.next();
+      while (message.update?.evaluation?.status !== EvaluationStatus.EVALUATION_STATUS_COMPLETED)
+        message = await watch.next();
+      const listed = await call(q, q.listEvaluations, {
+        status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+        pageSize: 10,
+        pageToken: '',
+        minPosition: done.position,
+      });
+      expect(listed.evaluations.map((e) => e.evalId)).to.deep.equal([evalId]);
+      const executors = await call(q, q.listExecutors, {});
+      expect(executors.executors.map((e) => e.executorId)).to.deep.equal(['x-1']);
+      // Nothing either did was refused on the way (a degraded path would say NOPERM in its log).
+      expect(`${command?.logs() ?? ''}${query?.logs() ?? ''}`).not.to.match(/NOPERM|no permissions/i);
+    } finally {
+      watch.cancel();
+    }
+  });
+
+  it("refuses the command service's user every read model, other channels, and admin commands", async () => {
+    const url = environment.config.redisUrl;
+    const prefix = environment.config.redisKeyPrefix;
+    for (const command of [
+      ['GET', `${prefix}:p0:evaluation:x`],
+      ['HGETALL', `${prefix}:anything`],
+      ['PUBLISH', 'other:changes', 'x'],
+      ['SUBSCRIBE', `${prefix}:changes`],
+      ['FLUSHALL'],
+      ['CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'],
+      ['KEYS', '*'],
+    ] as [string, ...string[]][]) {
+      expect(await refusalAs(url, users.command, ...command), command.join(' ')).to.match(/NOPERM/);
+    }
+  });
+
+  it("refuses the query service's user other deployments' keys and channels, and dangerous or admin commands", async () => {
+    const url = environment.config.redisUrl;
+    for (const command of [
+      ['GET', 'another-deployment:p0:evaluation:x'],
+      ['PUBLISH', 'another-deployment:changes', 'x'],
+      ['FLUSHALL'],
+      ['FLUSHDB'],
+      ['CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'],
+      ['KEYS', '*'],
+      ['ACL', 'LIST'],
+      ['SHUTDOWN'],
+    ] as [string, ...string[]][]) {
+      expect(await refusalAs(url, users.query, ...command), command.join(' ')).to.match(/NOPERM/);
+    }
+  });
+});
