@@ -20,6 +20,7 @@ import { RetryInfo } from '../../shared/generated/google/rpc/error_details';
 import { Status as RpcStatus } from '../../shared/generated/google/rpc/status';
 import { createTestAuthority, type TestAuthority } from '../support/certificates';
 import { call, createClients, expectError, type Clients } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { waitForServing } from '../support/processes';
 import { COMMAND_SERVICE, QUERY_SERVICE, startServices, type RunningServices } from '../support/services';
 
@@ -209,14 +210,7 @@ describe('e2e: who may call what (JWT over TLS)', function () {
     const executor1 = await as('executor-1', 'executor');
     const executor2 = await as('executor-2', 'executor');
     try {
-      const submitted = await call(api.command, api.command.submitEvaluation, {
-        evalId: '',
-        code: 'print(1)',
-        language: 'python',
-        engine: 'docker',
-        timeoutSeconds: 60,
-        requestId: '',
-      });
+      const submitted = await call(api.command, api.command.submitEvaluation, aSubmission());
       const { evalId } = submitted;
       const start = { evalId, executorId: 'executor-2', containerId: 'c-1', requestId: '' };
       const posing = await expectError(call(executor1.command, executor1.command.startEvaluation, start));
@@ -357,14 +351,7 @@ describe('e2e: client certificates (mTLS) and per-identity limits', function () 
     const anonymous = createClients(services.command.address, services.query.address, channelWith());
     try {
       const { command: api } = services.clients;
-      const { evalId } = await call(api, api.submitEvaluation, {
-        evalId: '',
-        code: 'print(2)',
-        language: 'python',
-        engine: 'docker',
-        timeoutSeconds: 60,
-        requestId: '',
-      });
+      const { evalId } = await call(api, api.submitEvaluation, aSubmission({ code: 'print(2)' }));
       await call(executor.command, executor.command.startEvaluation, {
         evalId,
         executorId: 'executor-1',

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { Client } from 'pg';
 import { asLogin, type ServiceLogin } from '../../shared/postgres';
 import { call } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { startServices, type RunningServices } from '../support/services';
 
 /** The SQLSTATE of `sql` run as `login` (undefined when it succeeded). */
@@ -31,14 +32,7 @@ describe('e2e: each service as its PostgreSQL login of least privilege', functio
   before(async () => {
     services = await startServices();
     const { command } = services.clients;
-    ({ evalId } = await call(command, command.submitEvaluation, {
-      evalId: '',
-      code: 'print(1)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 60,
-      requestId: '',
-    }));
+    ({ evalId } = await call(command, command.submitEvaluation, aSubmission()));
     await call(command, command.startEvaluation, { evalId, executorId: 'x-1', containerId: 'c-1', requestId: '' });
     await call(command, command.recordSecurityEvent, {
       evalId,

@@ -10,6 +10,7 @@ import {
   type RedisUser,
 } from '../../shared/redis';
 import { call, createClients, readStream, type Clients } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { createTestEnvironment, type TestEnvironment } from '../support/environment';
 import { startService, waitForServing, type RunningService } from '../support/processes';
 import { COMMAND_SERVICE, QUERY_SERVICE } from '../support/services';
@@ -72,14 +73,7 @@ describe('e2e: each service as its Redis ACL user', function () {
 
   it('serves a lifecycle, its watchers, lists and executor health', async () => {
     const { command: c, query: q } = clients as Clients;
-    const { evalId, position } = await call(c, c.submitEvaluation, {
-      evalId: '',
-      code: 'print(1)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 60,
-      requestId: '',
-    });
+    const { evalId, position } = await call(c, c.submitEvaluation, aSubmission());
     await call(q, q.getEvaluation, { evalId, minPosition: position });
     const watch = readStream<WatchEvaluationResponse>(q.watchEvaluation({ evalId, afterRevision: '1' }));
     try {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { call, createClients, expectError, type Clients } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { createTestEnvironment, type TestEnvironment } from '../support/environment';
 import { startService, waitForServing, type RunningService } from '../support/processes';
 import { COMMAND_SERVICE, QUERY_SERVICE } from '../support/services';
@@ -61,14 +62,7 @@ describe('e2e: secrets stay out of logs, errors and --help', function () {
 
   it('keeps them out of everything the services say through a lifecycle, refusals and a stop', async () => {
     const { command: c, query: q } = clients;
-    const { evalId } = await call(c, c.submitEvaluation, {
-      evalId: '',
-      code: 'print(1)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 60,
-      requestId: '',
-    });
+    const { evalId } = await call(c, c.submitEvaluation, aSubmission());
     await call(c, c.startEvaluation, { evalId, executorId: 'x-1', containerId: 'c-1', requestId: '' });
     const done = await call(c, c.completeEvaluation, { evalId, output: Buffer.from('ok'), exitCode: 0, requestId: '' });
     expect((await call(q, q.getEvaluation, { evalId, minPosition: done.position })).evaluation?.evalId).to.equal(

@@ -42,7 +42,8 @@ import {
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { expectReadModelsEqualLog } from '../fault/harness';
 import { call } from '../support/clients';
-import { mutate, seededRandom } from '../support/mutations';
+import { mutate } from '../support/mutations';
+import { seededRandom } from '../support/random';
 import { startServices, type RunningServices } from '../support/services';
 
 /** How long to fuzz (CI: a bounded run; `make fuzz`: longer) and with which seed. */

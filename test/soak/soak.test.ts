@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import type { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
 import { createKeyLayout, INDEXED_STATUSES } from '../../services/query/read-models/keys';
+import { seededRandom } from '../support/random';
 import { call, createClients, type Clients } from '../support/clients';
 import type { RunningService } from '../support/processes';
 import { deleteKeys } from '../support/redis-keys';
@@ -42,18 +43,6 @@ import {
  */
 const SECONDS = Number(process.env.SOAK_SECONDS ?? '180');
 const SEED = Number(process.env.SOAK_SEED ?? '20261201');
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same schedule. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SHAPES: readonly (readonly Step[])[] = [
   ['submit', 'start', 'metrics', 'complete'],
@@ -115,7 +104,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
   });
 
   it('loses no accepted command, every watcher sees every change once in order, no read answers wrong', async () => {
-    const rng = random(SEED);
+    const rng = seededRandom(SEED);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(rng() * items.length)] as T;
     const [first, second] = clients;
     if (first === undefined || second === undefined || redis === undefined) throw new Error('set-up failed');

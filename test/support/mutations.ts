@@ -4,18 +4,6 @@
  * past the first byte) and breaks it in one of the ways hostile clients do.
  */
 
-/** mulberry32: small, fast, and the same on every platform. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface Mutator {
   readonly name: string;
   mutate(message: Buffer, random: () => number): Buffer;
