@@ -1,9 +1,8 @@
 import {
   clientStream,
-  createCallLog,
+  createCalls,
   createGrpcServer,
   unary,
-  type Calls,
   type GrpcServer,
   type ServerAccess,
 } from '../../shared/grpc';
@@ -50,7 +49,7 @@ export interface CommandServerDeps extends CommandHandlerDeps {
 
 export function createCommandServer(deps: CommandServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls: Calls = { log: createCallLog(logger), gate: deps.access.gate };
+  const calls = createCalls(logger, deps.access.gate);
   const reportExecutorHealth =
     deps.executorHealth === undefined
       ? () => Promise.reject(new UnavailableError('this server keeps no executor health'))
@@ -87,5 +86,6 @@ export function createCommandServer(deps: CommandServerDeps): GrpcServer {
     requestReadTimeoutMs: deps.limits.requestReadTimeoutMs,
     initialStatus: 'SERVING',
     access: deps.access,
+    calls,
   });
 }

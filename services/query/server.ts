@@ -1,10 +1,9 @@
 import type { OutputUrlConfig, StreamConfig } from '../../shared/config';
 import {
-  createCallLog,
+  createCalls,
   createGrpcServer,
   serverStream,
   unary,
-  type Calls,
   type GrpcServer,
   type ServerAccess,
 } from '../../shared/grpc';
@@ -89,7 +88,7 @@ export interface QueryServerDeps {
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls: Calls = { log: createCallLog(logger), gate: deps.access.gate };
+  const calls = createCalls(logger, deps.access.gate);
   const implementation: QueryServiceImplementation = {
     getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), calls),
     listEvaluations: unary('ListEvaluations', createListEvaluations(deps), calls),
@@ -122,5 +121,6 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     requestReadTimeoutMs: deps.requestReadTimeoutMs,
     initialStatus: 'NOT_SERVING',
     access: deps.access,
+    calls,
   });
 }

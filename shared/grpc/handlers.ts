@@ -8,16 +8,26 @@ import {
   type ServerWritableStream,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context';
-import type { Caller, CallCredentials, Gate } from '../auth';
-import { DeadlineError, PermissionDeniedError } from '../errors';
-import type { CallLog } from './call-log';
+import type { Caller, Gate } from '../auth';
+import { DeadlineError, PermissionDeniedError, UnauthenticatedError } from '../errors';
+import type { Logger } from '../logging';
+import { authenticateCalls, type Admissions } from './authenticate';
+import { createCallLog, type CallLog } from './call-log';
 import { toStatus } from './status';
 
-/** What every call of a server goes through: the gate before its handler, the log after. */
+/**
+ * What every call of a server goes through: the gate (run on its metadata by `admissions`'
+ * interceptor, which createGrpcServer installs) before its handler, the log after.
+ */
 export interface Calls {
   readonly log: CallLog;
   readonly gate: Gate;
+  readonly admissions: Admissions;
+}
+
+export function createCalls(logger: Logger, gate: Gate): Calls {
+  const log = createCallLog(logger);
+  return { log, gate, admissions: authenticateCalls(gate, log) };
 }
 
 /** What a handler may know of its call: a signal that fires when the client goes away. */
@@ -64,38 +74,28 @@ function deadlineOf(call: { getDeadline(): Date | number }): Date | undefined {
   return Number.isFinite(deadline) ? new Date(deadline) : undefined;
 }
 
-/** What every kind of call has: its cancellation event, deadline, metadata and credentials. */
-type AnyCall = EventEmitter & {
-  getDeadline(): Date | number;
-  getPeer(): string;
-  getAuthContext(): AuthContext;
-  readonly metadata: Metadata;
-};
-
-function credentialsOf(call: AnyCall): CallCredentials {
-  return { metadata: call.metadata, certificate: call.getAuthContext().sslPeerCertificate, peer: call.getPeer() };
-}
+/** What every kind of call has: its cancellation event, deadline and metadata. */
+type AnyCall = EventEmitter & { getDeadline(): Date | number; getPeer(): string; readonly metadata: Metadata };
 
 /**
- * Lets the call through the gate, then gives its context (the caller, and a signal that fires
- * when the client goes away) to `run`; `dispose` undoes what the call held, once it is answered.
- * A handler's own PERMISSION_DENIED (the executor binding) is logged and counted as the gate's are.
+ * Gives the call's context (the caller the gate let in, and a signal that fires when the client
+ * goes away) to `run`; `dispose` undoes what the call held, once it is answered. A handler's own
+ * PERMISSION_DENIED (the executor binding) is logged and counted as the gate's are.
  */
 function admitted<T>(
   call: AnyCall,
   method: string,
   calls: Calls,
-  kind: 'unary' | 'stream',
 ): { context: (run: (context: CallContext) => Promise<T>) => Promise<T>; signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const onCancel = (): void => controller.abort();
   call.on('cancelled', onCancel);
-  let release = (): void => undefined;
   return {
     signal: controller.signal,
     context: async (run) => {
-      const admission = await calls.gate.admit(method, credentialsOf(call), kind);
-      release = admission.release;
+      const admission = calls.admissions.of(call.metadata);
+      // Only a server without the interceptor gets here so: refuse rather than run unchecked.
+      if (admission === undefined) throw new UnauthenticatedError(`${method}: the call was not authenticated`);
       const peer = call.getPeer();
       const context = {
         caller: admission.caller,
@@ -111,10 +111,7 @@ function admitted<T>(
         throw err;
       }
     },
-    dispose: () => {
-      call.off('cancelled', onCancel);
-      release();
-    },
+    dispose: () => call.off('cancelled', onCancel),
   };
 }
 
@@ -131,7 +128,7 @@ function answerOnce<Res>(
   run: (context: CallContext) => Promise<Res>,
   kind: 'unary' | 'stream' = 'unary',
 ): void {
-  const { context, signal, dispose } = admitted<Res>(call, method, calls, kind);
+  const { context, signal, dispose } = admitted<Res>(call, method, calls);
   new Promise<Res>((resolve) => resolve(context(run))).then(
     (response) => {
       dispose();
@@ -216,7 +213,7 @@ export function serverStream<Req, Res>(
   calls: Calls,
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    const { context, signal, dispose } = admitted<void>(call, method, calls, 'stream');
+    const { context, signal, dispose } = admitted<void>(call, method, calls);
     let pending = 0;
     const sink: StreamSink<Res> = {
       get pending() {

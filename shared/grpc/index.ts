@@ -1,6 +1,6 @@
 export { createGrpcServer } from './server';
 export type { GrpcServer, GrpcServerOptions, ServiceRegistration } from './server';
-export { unary, serverStream, clientStream } from './handlers';
+export { unary, serverStream, clientStream, createCalls } from './handlers';
 export type {
   Calls,
   CallContext,

@@ -9,6 +9,7 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT, DEFAULT_REQUEST_READ_TIMEOUT_MS } from '../config/settings';
 import type { Logger } from '../logging';
 import type { ServerAccess } from './access';
+import type { Calls } from './handlers';
 import { admitRequests, measuredDefinition } from './admission';
 import { createByteBudget, type ByteBudget } from './byte-budget';
 import { refuseMalformedCalls, tolerantDefinition } from './malformed';
@@ -34,8 +35,10 @@ export interface GrpcServerOptions {
   readonly requestReadTimeoutMs?: number;
   /** Health status every service starts with; the query side starts NOT_SERVING until caught up. */
   readonly initialStatus: ServingStatus;
-  /** The transport it listens with, and whether it serves reflection (its gate is the handlers'). */
+  /** The transport it listens with, and whether it serves reflection. */
   readonly access: Pick<ServerAccess, 'credentials' | 'reflection'>;
+  /** What its handlers' calls go through (handlers.ts): its interceptor authenticates every call first. */
+  readonly calls: Calls;
 }
 
 export interface GrpcServer {
@@ -80,7 +83,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
-    // The first is the innermost: admission unwraps measured messages before the other sees them.
+    // The first is the innermost (nearest the transport): admission unwraps measured messages
+    // before the others see them. The last is nearest the handler: it passes a call's metadata on
+    // only once the caller is admitted, and the handler asks for the request only after them.
     interceptors: [
       admitRequests(
         budget,
@@ -88,6 +93,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         options.requestReadTimeoutMs ?? DEFAULT_REQUEST_READ_TIMEOUT_MS,
       ),
       refuseMalformedCalls,
+      options.calls.admissions.interceptor,
     ],
   });
   // Health and reflection add their own services: they get this server's addService only.

@@ -182,6 +182,24 @@ describe('e2e: who may call what (JWT over TLS)', function () {
 
   it('refuses every RPC of both services without a credential, or with an expired or foreign one: UNAUTHENTICATED', async () => {
     expect(await unexpectedCodes(tls, rpcs(), status.UNAUTHENTICATED)).to.deep.equal([]);
+    // Refused before its request is read: a body that is no protobuf is not even looked at.
+    const raw = new Client(services.command.address, tls);
+    try {
+      const garbage = await new Promise<ServiceError | null>((resolve) =>
+        raw.makeUnaryRequest(
+          `/${COMMAND_SERVICE}/SubmitEvaluation`,
+          identity,
+          identity,
+          Buffer.from([0x0a, 0x7f, 0x01]),
+          new Metadata(),
+          { deadline: Date.now() + 5_000 },
+          resolve,
+        ),
+      );
+      expect(garbage?.code).to.equal(status.UNAUTHENTICATED);
+    } finally {
+      raw.close();
+    }
     const past = Math.floor(Date.now() / 1000) - 3600;
     const expired = channelOf(await tokenOf('api-1', ['api'], signing, past));
     expect(await unexpectedCodes(expired, rpcs(), status.UNAUTHENTICATED)).to.deep.equal([]);
