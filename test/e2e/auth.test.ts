@@ -236,7 +236,7 @@ describe('e2e: who may call what (JWT over TLS)', function () {
       expect(posing.details).to.include('executor_id executor-2 is not the caller');
       await call(executor1.command, executor1.command.startEvaluation, { ...start, executorId: 'executor-1' });
 
-      const refusals = [
+      const refusals: (() => Promise<unknown>)[] = [
         () =>
           call(executor2.command, executor2.command.completeEvaluation, {
             evalId,
@@ -270,6 +270,17 @@ describe('e2e: who may call what (JWT over TLS)', function () {
             metrics: {},
           }),
       ];
+      refusals.push(
+        () =>
+          new Promise((resolve, reject) => {
+            const stream = executor2.command.completeEvaluationStream((err, response) =>
+              err !== null ? reject(err) : resolve(response),
+            );
+            stream.write({ header: { evalId, exitCode: 0, outputSize: '6', requestId: '' } });
+            stream.write({ outputChunk: Buffer.from('forged') });
+            stream.end();
+          }),
+      );
       for (const refused of refusals) expect((await expectError(refused())).code).to.equal(status.PERMISSION_DENIED);
 
       const completed = await call(executor1.command, executor1.command.completeEvaluation, {

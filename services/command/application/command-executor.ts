@@ -1,6 +1,13 @@
 import type { Limits } from '../../../shared/config';
 import type { Logger } from '../../../shared/logging';
-import { UploadedOutput, type Command, type CommandResult, type CompletionHeader, type LogsTarget } from '../domain';
+import {
+  checkBoundExecutor,
+  UploadedOutput,
+  type Command,
+  type CommandResult,
+  type CompletionHeader,
+  type LogsTarget,
+} from '../domain';
 import { createAdmission } from './admission';
 import { decideAndAppend, type CommandCall, type WriteTracker } from './decide-and-append';
 
@@ -53,6 +60,12 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
   return {
     execute: (command, call) => admission.admit(() => run(command, call)),
     async completeStreamed(header, chunks, call) {
+      // Another executor's bytes are not taken in at all (they would go to S3 before the
+      // decision refused them): the binding is checked first, and again by the decision.
+      if (call?.caller !== undefined && !call.caller.roles.has('admin')) {
+        const { snapshot } = await deps.store.load(header.evalId, undefined);
+        if (snapshot !== undefined) checkBoundExecutor(snapshot, call.caller);
+      }
       // While its bytes arrive a streamed completion is not a command in progress: a slow
       // uploader must not make the service refuse other executors' commands. Its command is.
       const output = await receiveOutput(deps, header, chunks);

@@ -7,9 +7,11 @@ import {
   CommitOutcomeUnknownError,
   IllegalTransitionError,
   NotFoundError,
+  PermissionDeniedError,
   RevisionConflictError,
   UnavailableError,
 } from '../../../shared/errors';
+import type { Caller } from '../../../shared/auth';
 import { createCallLog, toStatus } from '../../../shared/grpc';
 import { silentLogger } from '../../../shared/logging';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
@@ -454,6 +456,34 @@ describe('command executor', () => {
         { kind: 'output', size: LARGE.length, s3Key: 'evaluations/e1/output/streamed-id-1', home: 's3' },
       ]);
       expect([...w.blobs.objects.keys()]).to.deep.equal(['evaluations/e1/output/streamed-id-1']);
+    });
+  });
+
+  describe('the executor binding', () => {
+    const as = (subject: string): Caller => ({ subject, tenant: 't', roles: new Set(['executor']) });
+
+    it("takes in none of another executor's streamed output: refused before its first byte is read", async () => {
+      const w = world();
+      await w.executor.execute(SUBMIT);
+      await w.executor.execute(START, { caller: as('x1') });
+      w.mark();
+      let pulled = 0;
+      async function* counted(): AsyncGenerator<Buffer> {
+        for await (const chunk of chunksOf(LARGE)) {
+          pulled += 1;
+          yield chunk;
+        }
+      }
+      const err = await rejection(w.executor.completeStreamed(header(LARGE.length), counted(), { caller: as('x2') }));
+      expect(err).to.be.instanceOf(PermissionDeniedError);
+      expect(pulled).to.equal(0);
+      expect(w.journal, 'one read of the binding; nothing uploaded, written or published').to.deep.equal([
+        'store.load e1',
+      ]);
+      expect(w.blobs.objects.size).to.equal(0);
+      // Its own executor's goes through, and the event names who reported it.
+      await w.executor.completeStreamed(header(LARGE.length), chunksOf(LARGE), { caller: as('x1') });
+      expect(w.store.appended.map((r) => r.reporter)).to.deep.equal(['crucible-storage', 'x1', 'x1']);
     });
   });
 

@@ -122,6 +122,12 @@ export function createInMemoryEvaluationStore(journal: Journal, firstPosition = 
             }
           : (existing?.logBytes ?? { stdout: 0, stderr: 0 }),
         ...(existing?.endedAt !== undefined ? { endedAt: existing.endedAt } : {}),
+        // The binding, as the evaluations row keeps it (executor_id).
+        ...(decision.event.type === 'EvaluationStarted'
+          ? { executorId: decision.event.data.executorId }
+          : existing?.executorId !== undefined
+            ? { executorId: existing.executorId }
+            : {}),
       });
       if (request.requestId !== undefined) requests.set(request.requestId, logged);
       if (request.body !== undefined) bodies.push(request.body);
