@@ -145,6 +145,10 @@ const LOCAL = (value: string, production: string | typeof REQUIRED = REQUIRED): 
   production,
 });
 
+/** A text setting (a file, a name) that is unset unless given. */
+const unsetByDefault = (help: string): Setting<string> =>
+  setting({ parser: text, defaults: { all: '' }, shownDefault: 'none', help });
+
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
@@ -338,24 +342,11 @@ export const SETTINGS = {
     defaults: LOCAL('none'),
     help: 'how callers prove who they are: `jwt` (bearer tokens), `mtls` (client certificates) or `none` (everyone is an admin; development and test only)',
   }),
-  AUTH_JWT_KEYS_FILE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: 'AUTH_MODE=jwt: the public keys tokens are verified with, a JWKS (JSON) or PEM public keys; re-read on SIGHUP',
-  }),
-  AUTH_JWT_ISSUER: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: 'AUTH_MODE=jwt: the `iss` every token must carry',
-  }),
-  AUTH_JWT_AUDIENCE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: 'AUTH_MODE=jwt: the `aud` every token must carry',
-  }),
+  AUTH_JWT_KEYS_FILE: unsetByDefault(
+    'AUTH_MODE=jwt: the public keys tokens are verified with, a JWKS (JSON) or PEM public keys; re-read on SIGHUP',
+  ),
+  AUTH_JWT_ISSUER: unsetByDefault('AUTH_MODE=jwt: the `iss` every token must carry'),
+  AUTH_JWT_AUDIENCE: unsetByDefault('AUTH_MODE=jwt: the `aud` every token must carry'),
   AUTH_JWT_ROLES_CLAIM: setting({
     parser: matching(/^\S{1,256}$/, '1-256 characters without spaces'),
     defaults: { all: 'roles' },
@@ -366,12 +357,9 @@ export const SETTINGS = {
     defaults: { all: 'tenant' },
     help: "AUTH_MODE=jwt: the claim holding the caller's tenant",
   }),
-  AUTH_MTLS_IDENTITIES_FILE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: "AUTH_MODE=mtls: JSON mapping a client certificate's SAN (`DNS:…`, `URI:…`) to its `roles` and `tenant`; re-read on SIGHUP",
-  }),
+  AUTH_MTLS_IDENTITIES_FILE: unsetByDefault(
+    "AUTH_MODE=mtls: JSON mapping a client certificate's SAN (`DNS:…`, `URI:…`) to its `roles` and `tenant`; re-read on SIGHUP",
+  ),
   AUTH_REQUESTS_PER_SECOND: setting({
     parser: wholeNumber(0, 1_000_000),
     defaults: { all: '2000' },
@@ -387,24 +375,13 @@ export const SETTINGS = {
     defaults: { all: '2000' },
     help: 'streaming calls one identity may hold open at once (0: no limit; not applied with AUTH_MODE=none)',
   }),
-  TLS_CERT_FILE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: "the services' TLS certificate chain (PEM); with TLS_KEY_FILE, both services serve TLS only",
-  }),
-  TLS_KEY_FILE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: "the TLS certificate's private key (PEM)",
-  }),
-  TLS_CLIENT_CA_FILE: setting({
-    parser: text,
-    defaults: { all: '' },
-    shownDefault: 'none',
-    help: 'CA certificates (PEM) client certificates must chain to: set, clients must present one (mTLS)',
-  }),
+  TLS_CERT_FILE: unsetByDefault(
+    "the services' TLS certificate chain (PEM); with TLS_KEY_FILE, both services serve TLS only",
+  ),
+  TLS_KEY_FILE: unsetByDefault("the TLS certificate's private key (PEM)"),
+  TLS_CLIENT_CA_FILE: unsetByDefault(
+    'CA certificates (PEM) client certificates must chain to: set, clients must present one (mTLS)',
+  ),
   ALLOW_PLAINTEXT: setting({
     parser: bool,
     defaults: LOCAL('true', 'false'),
