@@ -102,7 +102,6 @@ export async function createJwtVerifier(settings: JwtSettings, now: () => number
     algorithms: ALGORITHMS,
     clockTolerance: CLOCK_TOLERANCE_SECONDS,
     requiredClaims: ['exp', 'sub'],
-    currentDate: undefined as Date | undefined,
   };
 
   async function verified(token: string): Promise<JWTVerifyResult> {

@@ -17,6 +17,8 @@
 export interface ExecutorKeys {
   health(executorId: string): string;
   readonly lastSeen: string;
+  /** Every key above, as a glob (what a Redis ACL user is granted). */
+  readonly pattern: string;
 }
 
 export function executorKeys(prefix: string): ExecutorKeys {
@@ -25,5 +27,6 @@ export function executorKeys(prefix: string): ExecutorKeys {
     // Any executor id is a valid key suffix: Redis keys are binary-safe, and the tag comes first.
     health: (executorId: string) => `${base}:health:${executorId}`,
     lastSeen: `${base}:last-seen`,
+    pattern: `${base}:*`,
   });
 }

@@ -117,8 +117,9 @@ function admitted<T>(
 
 /**
  * Runs a call that has one answer and gives it to grpc-js exactly once, mapping every throw
- * (through a promise, so that a synchronous throw is mapped too, never left to grpc-js). A
- * client stream (`kind: 'stream'`) that throws after the client went away answers CANCELLED, unlogged.
+ * (through a promise, so that a synchronous throw is mapped too, never left to grpc-js).
+ * `quietOnCancel`: a throw after the client went away answers CANCELLED unlogged (a client
+ * stream's reads fail then by design: nobody hears the status, and it is not the server's error).
  */
 function answerOnce<Res>(
   call: AnyCall,
@@ -126,7 +127,7 @@ function answerOnce<Res>(
   method: string,
   calls: Calls,
   run: (context: CallContext) => Promise<Res>,
-  kind: 'unary' | 'stream' = 'unary',
+  quietOnCancel = false,
 ): void {
   const { context, signal, dispose } = admitted<Res>(call, method, calls);
   new Promise<Res>((resolve) => resolve(context(run))).then(
@@ -136,9 +137,7 @@ function answerOnce<Res>(
     },
     (err: unknown) => {
       dispose();
-      // A client stream's reads fail once the client went away, by design: nobody hears the
-      // status, and it is not the server's error.
-      if (kind === 'stream' && signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
+      if (quietOnCancel && signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
       else callback(toStatus(err, calls.log, method));
     },
   );
@@ -202,7 +201,7 @@ export function clientStream<Req, Res>(
         addAbortSignal(context.signal, call);
         return handler(Number.isFinite(idleMs) ? idleBounded(call, idleMs, method) : call, context);
       },
-      'stream',
+      true,
     );
 }
 

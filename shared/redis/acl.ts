@@ -31,14 +31,12 @@ export function serviceRedisUsers(
     query: randomBytes(24).toString('hex'),
   },
 ): { readonly command: RedisUser; readonly query: RedisUser } {
-  const executors = executorKeys(prefix);
-  const executorKeyPattern = executors.lastSeen.slice(0, executors.lastSeen.lastIndexOf(':') + 1);
   return {
     command: {
       name: `${prefix}-command`,
       password: passwords.command,
       rules: [
-        `~${executorKeyPattern}*`,
+        `~${executorKeys(prefix).pattern}`,
         `&${changeChannel(prefix)}`,
         '-@all',
         ...CONNECTING,

@@ -16,6 +16,7 @@ import {
   type WatchEvaluationsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { call, createClients, readStream, type Clients } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import type { RunningService } from '../support/processes';
 import { startPrivateStack, type PrivateStack } from '../support/private-servers';
 import { cancelOpenStreams, startCommandService, startQueryService, withDatabase } from './harness';
@@ -99,14 +100,7 @@ describe('fault: S3 stops during completions and log appends, then comes back', 
       const evalId = `outage-${i}`;
       const output = randomBytes(2048 + i * 997);
       const log = randomBytes(1500 + i * 311);
-      await call(command, command.submitEvaluation, {
-        evalId,
-        code: 'print(1)',
-        language: 'python',
-        engine: 'docker',
-        timeoutSeconds: 30,
-        requestId: '',
-      });
+      await call(command, command.submitEvaluation, aSubmission({ evalId, timeoutSeconds: 30 }));
       await call(command, command.startEvaluation, { evalId, executorId: 'x', containerId: 'c', requestId: '' });
       expect((await appendLog(command, evalId, log)).size).to.equal(String(log.length));
       await call(command, command.completeEvaluation, { evalId, exitCode: 0, output, requestId: '' });

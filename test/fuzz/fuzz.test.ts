@@ -42,6 +42,7 @@ import {
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { expectReadModelsEqualLog } from '../fault/harness';
 import { call } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { mutate } from '../support/mutations';
 import { seededRandom } from '../support/random';
 import { startServices, type RunningServices } from '../support/services';
@@ -92,15 +93,7 @@ describe('fuzz: every RPC', function () {
     services = await startServices({ overrides: { CLIENT_STREAM_IDLE_MS: '2000' } });
     const { command } = services.clients;
     const submit = () =>
-      call(command, command.submitEvaluation, {
-        evalId: '',
-        code: 'print("fuzz")',
-        language: 'python',
-        engine: 'docker',
-        timeoutSeconds: 60,
-        metadata: { team: 'fuzz' },
-        requestId: '',
-      });
+      call(command, command.submitEvaluation, aSubmission({ code: 'print("fuzz")', metadata: { team: 'fuzz' } }));
     const queued = await submit();
     const running = await submit();
     await call(command, command.startEvaluation, {
@@ -315,14 +308,7 @@ describe('fuzz: every RPC', function () {
     expect(sent).to.be.greaterThan(100);
     // Both services are still there, and still serve.
     const { command, query } = services.clients;
-    const { evalId, position } = await call(command, command.submitEvaluation, {
-      evalId: '',
-      code: 'print("after")',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 60,
-      requestId: '',
-    });
+    const { evalId, position } = await call(command, command.submitEvaluation, aSubmission({ code: 'print("after")' }));
     expect((await call(query, query.getEvaluation, { evalId, minPosition: position })).evaluation?.evalId).to.equal(
       evalId,
     );

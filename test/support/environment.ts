@@ -12,7 +12,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../shared/config';
-import { asLogin, ensureServiceLogins, runMigrations } from '../../shared/postgres';
+import { ensureServiceLogins, runMigrations, serviceDatabaseUrls } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
 
 /**
@@ -80,22 +80,19 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     await admin.connect();
     await admin.query(`CREATE DATABASE ${database}`);
     await runMigrations({ url: config.databaseUrl, applicationName: 'crucible-test-setup' });
-    await ensureServiceLogins(admin, decodeURIComponent(new URL(config.databaseUrl).password));
+    await ensureServiceLogins(admin, config.databaseUrl);
   }
   const s3 = createS3Client(config.s3);
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
 
-  const logins: Record<string, string> =
+  // The services as their logins; URLs the overrides name stay as they are.
+  const logins =
     options.withoutDatabase === true || options.overrides?.DATABASE_URL !== undefined
       ? {}
-      : {
-          MIGRATION_DATABASE_URL: config.databaseUrl,
-          DATABASE_URL: asLogin(config.databaseUrl, 'crucible_command'),
-          QUERY_DATABASE_URL: options.overrides?.QUERY_DATABASE_URL ?? asLogin(config.databaseUrl, 'crucible_query'),
-        };
+      : serviceDatabaseUrls(config.databaseUrl);
   return {
     config,
-    env: { ...env, ...logins },
+    env: { ...env, ...logins, ...options.overrides },
     async close() {
       await deleteRedisKeys(config.redisUrl, keyPrefix);
       await emptyAndDeleteBucket(s3, bucket);

@@ -1,5 +1,5 @@
 import type { Config } from '../../shared/config';
-import { asLogin } from '../../shared/postgres';
+import { serviceDatabaseUrls } from '../../shared/postgres';
 import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { applyMigrations, ensureDatabase, ensureLogins, ensurePostgres } from './postgres';
@@ -61,10 +61,5 @@ export function serviceEnv(config: Config): NodeJS.ProcessEnv {
   if (config.queryDatabaseUrl !== config.databaseUrl || config.migrationDatabaseUrl !== config.databaseUrl) {
     return { ...env, QUERY_DATABASE_URL: config.queryDatabaseUrl, MIGRATION_DATABASE_URL: config.migrationDatabaseUrl };
   }
-  return {
-    ...env,
-    MIGRATION_DATABASE_URL: config.databaseUrl,
-    DATABASE_URL: asLogin(config.databaseUrl, 'crucible_command'),
-    QUERY_DATABASE_URL: asLogin(config.databaseUrl, 'crucible_query'),
-  };
+  return { ...env, ...serviceDatabaseUrls(config.databaseUrl) };
 }

@@ -268,7 +268,7 @@ export async function ensureLogins(databaseUrl: string, progress: Progress): Pro
   admin.on('error', () => undefined);
   try {
     await admin.connect();
-    await ensureServiceLogins(admin, decodeURIComponent(new URL(databaseUrl).password));
+    await ensureServiceLogins(admin, databaseUrl);
     progress.ok(`postgres: logins ${SERVICE_LOGINS.map((l) => `${l.login} (${l.memberOf})`).join(', ')} ready`);
   } catch (err) {
     throw new StackError(

@@ -266,12 +266,19 @@ export function checkReporter(
 ): void {
   if (caller === undefined || caller.roles.has('admin') || !EXECUTOR_REPORTS.has(command.type)) return;
   // An executor starts as itself: the binding below is then to the caller.
-  if (command.type === 'StartEvaluation' && command.executorId !== caller.subject) {
-    throw new PermissionDeniedError(
-      `executor_id ${command.executorId} is not the caller's identity ${caller.subject}: an executor starts evaluations as itself`,
-    );
-  }
+  if (command.type === 'StartEvaluation') checkActsAsItself(command.executorId, caller, 'starts evaluations');
   if (snapshot !== undefined) checkBoundExecutor(snapshot, caller);
+}
+
+/**
+ * That an `executor_id` a caller sends is its own identity (an admin, or the service with no
+ * caller, acts for any executor): `doing` says what it does as itself.
+ */
+export function checkActsAsItself(executorId: string, caller: Caller | undefined, doing: string): void {
+  if (caller === undefined || caller.roles.has('admin') || executorId === caller.subject) return;
+  throw new PermissionDeniedError(
+    `executor_id ${executorId} is not the caller's identity ${caller.subject}: an executor ${doing} as itself`,
+  );
 }
 
 /** That `caller` is the executor the evaluation is bound to, an admin, or the service (no caller). */

@@ -17,7 +17,7 @@ export type {
 export { commandHash } from './command-hash';
 export { contentDigest, memoizeDigest, planBody, relocatedPlan, utf8Prefix, UploadedOutput } from './bodies';
 export type { BodyPlan, BodyLimits, Digest } from './bodies';
-export { checkBoundExecutor, decideSubmit, decideChange, logGap } from './decide';
+export { checkActsAsItself, checkBoundExecutor, decideSubmit, decideChange, logGap } from './decide';
 export type { Decision, DecisionContext, EvaluationSnapshot, LoggedCommand, LogRules, MetricRules } from './decide';
 export {
   validateSubmit,

@@ -1,5 +1,4 @@
 import type { ExecutorConfig } from '../../../shared/config';
-import { PermissionDeniedError } from '../../../shared/errors';
 import { validateExecutorHealth, type ExecutorHealthReport } from '../../../shared/executors';
 import type { UnaryHandler } from '../../../shared/grpc';
 import type {
@@ -7,6 +6,7 @@ import type {
   ReportExecutorHealthResponse,
 } from '../../../shared/generated/crucible/storage/v1/command_service';
 import type { Clock } from '../application/ports';
+import { checkActsAsItself } from '../domain';
 
 /** Where health reports are kept (services/command/redis/executor-health.ts). */
 export interface HealthReports {
@@ -32,11 +32,7 @@ export function createReportExecutorHealth({
   return async (request, { caller }) => {
     const report = validateExecutorHealth(request);
     // A report keeps an executor's evaluations from being reaped: only the executor itself may send it.
-    if (!caller.roles.has('admin') && report.executorId !== caller.subject) {
-      throw new PermissionDeniedError(
-        `executor_id ${report.executorId} is not the caller's identity ${caller.subject}: an executor reports its own health`,
-      );
-    }
+    checkActsAsItself(report.executorId, caller, 'reports its health');
     await healthReports.record(report, clock.now());
     return { ttlSeconds: executors.healthTtlSeconds };
   };
