@@ -15,6 +15,7 @@ import { OutputUploads1763877600013 } from './1763877600013-OutputUploads';
 import { Lz4Bodies1763877600014 } from './1763877600014-Lz4Bodies';
 import { EventReporters1763877600015 } from './1763877600015-EventReporters';
 import { ServiceRoles1763877600016 } from './1763877600016-ServiceRoles';
+import { TenantRows1763877600017 } from './1763877600017-TenantRows';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -35,4 +36,5 @@ export const MIGRATIONS = [
   Lz4Bodies1763877600014,
   EventReporters1763877600015,
   ServiceRoles1763877600016,
+  TenantRows1763877600017,
 ];

@@ -65,6 +65,7 @@ async function append(
   const { text, values } = appendStatement({
     decision: { kind: 'append', evalId, event, fromRevision: String(from), toRevision: revision, status },
     commandHash,
+    tenant: 'default',
     recordedAt: new Date(),
     reporter: 'anonymous',
     ...extra,

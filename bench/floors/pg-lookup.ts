@@ -40,6 +40,7 @@ function toEvaluation(row: EvaluationRow): Evaluation {
     row.started_at !== null && row.completed_at !== null ? row.completed_at.getTime() - row.started_at.getTime() : 0;
   return {
     evalId: row.eval_id,
+    tenantId: row.tenant_id,
     status: wireStatus(row.status),
     stdoutBytes: String(row.stdout_bytes),
     stderrBytes: String(row.stderr_bytes),

@@ -163,7 +163,7 @@ async function main(): Promise<void> {
           blobs: createPostgresFallbackBlobs(pool),
           primary: s3Store,
           fallback: fallbackStore,
-          execute: (command) => executor.execute(command),
+          execute: (command, call) => executor.execute(command, call),
           intervalMs: config.blobFallback.moverIntervalMs,
           logger: logger.child({ component: 'blob-mover' }),
         });

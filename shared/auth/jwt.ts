@@ -12,7 +12,8 @@ import {
   type JWTVerifyResult,
 } from 'jose';
 import { PermissionDeniedError, UnauthenticatedError } from '../errors';
-import { rolesOf, TENANT_PATTERN, type Caller } from './roles';
+import { TENANT_PATTERN } from '../domain/tenants';
+import { rolesOf, type Caller } from './roles';
 
 /** Signature algorithms a token may use: public-key ones only (never `none`, never a shared secret). */
 const ALGORITHMS = [

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
 import { PermissionDeniedError, UnauthenticatedError } from '../errors';
-import { ROLES, rolesOf, TENANT_PATTERN, type Caller } from './roles';
+import { TENANT_PATTERN } from '../domain/tenants';
+import { ROLES, rolesOf, type Caller } from './roles';
 
 /**
  * The identities file (AUTH_MTLS_IDENTITIES_FILE): each SAN of a client certificate, as

@@ -4,6 +4,8 @@
  * of the protos has no entry here, so a new RPC cannot ship open to everyone.
  */
 
+import { DEFAULT_TENANT } from '../domain/tenants';
+
 export type Role = 'api' | 'executor' | 'reader' | 'admin';
 export const ROLES: readonly Role[] = ['api', 'executor', 'reader', 'admin'];
 
@@ -19,7 +21,7 @@ export interface Caller {
 export const ANONYMOUS_ADMIN: Caller = Object.freeze({
   subject: 'anonymous',
   roles: new Set<Role>(['admin']),
-  tenant: 'default',
+  tenant: DEFAULT_TENANT,
 });
 
 const QUERY: readonly Role[] = ['api', 'reader'];
@@ -68,9 +70,6 @@ export function mayCall(caller: Caller, method: string): boolean {
 export function rolesOf(names: readonly unknown[]): Set<Role> {
   return new Set(ROLES.filter((role) => names.includes(role)));
 }
-
-/** What a tenant name may be: it is part of keys and logs. */
-export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** docs/security.md's roles table (generated: tools/docs-config.ts). */
 export function rolesTable(): string {

@@ -40,6 +40,8 @@ export interface EvaluationQueued {
     readonly metadata: Record<string, unknown>;
     /** ISO-8601 */
     readonly createdAt: string;
+    /** The submitter's tenant; absent in events stored before tenants (DEFAULT_TENANT). */
+    readonly tenantId?: string;
   };
 }
 

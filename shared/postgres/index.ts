@@ -12,3 +12,4 @@ export {
   WRITER_ROLE,
 } from './service-roles';
 export type { ServiceLogin } from './service-roles';
+export { beginIn, queryAs, queryInTransaction, TENANT_SETTING } from './tenancy';

@@ -10,6 +10,7 @@ import type { Status } from '../domain/status';
 /** `evaluations`: the command side's write model, one row per evaluation. */
 export interface EvaluationRow {
   eval_id: string;
+  tenant_id: string;
   status: Status;
   code_hash: string;
   code_size: number;

@@ -9,6 +9,8 @@ import type { Command, CommandResult } from '../domain';
 /** A blob the fallback store holds and a row refers to (a body, or a log segment). */
 export interface FallbackBlob {
   readonly evalId: string;
+  /** The evaluation's tenant: the move is written in it. */
+  readonly tenant: string;
   readonly kind: BodyKind | LogStream;
   /** A log segment's start offset. */
   readonly offset?: number;
@@ -34,8 +36,8 @@ export interface BlobMoverDeps {
   readonly primary: Store;
   /** Where they are: BLOB_FALLBACK_DIR. */
   readonly fallback: Store;
-  /** Runs the move's command (EvaluationBlobMoved). */
-  readonly execute: (command: Command) => Promise<CommandResult>;
+  /** Runs the move's command (EvaluationBlobMoved) in the evaluation's tenant. */
+  readonly execute: (command: Command, call: { readonly tenant: string }) => Promise<CommandResult>;
   readonly intervalMs: number;
   readonly logger: Logger;
 }
@@ -72,14 +74,17 @@ export function createBlobMover(deps: BlobMoverDeps): BlobMover {
         for await (const part of download.bytes) yield Buffer.from(part.buffer, part.byteOffset, part.byteLength);
       })(),
     );
-    await deps.execute({
-      type: 'MoveBlob',
-      evalId: blob.evalId,
-      kind: blob.kind,
-      ...(blob.offset !== undefined ? { offset: blob.offset } : {}),
-      key: blob.key,
-      to: 's3',
-    });
+    await deps.execute(
+      {
+        type: 'MoveBlob',
+        evalId: blob.evalId,
+        kind: blob.kind,
+        ...(blob.offset !== undefined ? { offset: blob.offset } : {}),
+        key: blob.key,
+        to: 's3',
+      },
+      { tenant: blob.tenant },
+    );
   }
 
   async function sweep(): Promise<number> {

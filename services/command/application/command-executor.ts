@@ -9,7 +9,7 @@ import {
   type LogsTarget,
 } from '../domain';
 import { createAdmission } from './admission';
-import { decideAndAppend, type CommandCall, type WriteTracker } from './decide-and-append';
+import { decideAndAppend, tenantOfCall, type CommandCall, type WriteTracker } from './decide-and-append';
 
 export type { CommandCall } from './decide-and-append';
 import { appendLogs, type LogChunkIn, type LogsAppended } from './log-appender';
@@ -63,19 +63,20 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       // Another executor's bytes are not taken in at all (they would go to S3 before the
       // decision refused them): the binding is checked first, and again by the decision.
       if (call?.caller !== undefined && !call.caller.roles.has('admin')) {
-        const { snapshot } = await deps.store.load(header.evalId, undefined);
+        const { snapshot } = await deps.store.load(header.evalId, undefined, tenantOfCall(call));
         if (snapshot !== undefined) checkBoundExecutor(snapshot, call.caller);
       }
       // While its bytes arrive a streamed completion is not a command in progress: a slow
       // uploader must not make the service refuse other executors' commands. Its command is.
-      const output = await receiveOutput(deps, header, chunks);
+      const output = await receiveOutput(deps, header, chunks, tenantOfCall(call ?? {}));
       const command = completionOf(header, output);
       const uploaded = output instanceof UploadedOutput ? output : undefined;
       return admission.admit(() => run(command, call), uploaded && (() => discard(uploaded)));
     },
     appendLogs(target, chunks, call) {
       const execute = (command: Command): Promise<CommandResult> => admission.admit(() => run(command, call));
-      return appendLogs({ store: deps.store, execute, limits: deps.limits, logger: deps.logger }, target, chunks);
+      const appender = { store: deps.store, execute, limits: deps.limits, logger: deps.logger };
+      return appendLogs(appender, target, chunks, tenantOfCall(call ?? {}));
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { Caller } from '../../../shared/auth';
-import type { RecordedEvent } from '../../../shared/domain';
-import { CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
+import { DEFAULT_TENANT, type RecordedEvent } from '../../../shared/domain';
+import { AlreadyExistsError, CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import {
   decideChange,
@@ -52,6 +52,16 @@ export interface CommandCall {
   readonly deadline?: Date | undefined;
   /** Who sends it; undefined for the service's own commands. */
   readonly caller?: Caller | undefined;
+  /**
+   * The tenant a command of the service's own (no caller) acts in: the evaluation's. A caller
+   * acts in its own tenant; with neither, DEFAULT_TENANT.
+   */
+  readonly tenant?: string | undefined;
+}
+
+/** The tenant a command is decided and written in. */
+export function tenantOfCall(call: CommandCall): string {
+  return call.caller?.tenant ?? call.tenant ?? DEFAULT_TENANT;
 }
 
 /**
@@ -81,26 +91,38 @@ export async function decideAndAppend(
   call: CommandCall = {},
 ): Promise<CommandResult> {
   const { store, blobs, clock, limits, logger } = deps;
+  const tenant = tenantOfCall(call);
   // A submit without an id gets one fresh id, so that every round retries the same id.
   const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
   // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
   // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
-  let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId);
+  let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId, tenant);
   firstLoad.catch(() => undefined);
   let prepared = prepareCommand(command, evalId, limits);
   let unknown: CommitOutcomeUnknownError | undefined;
+  // A submit that lost a race re-reads what won it; if that is invisible, another tenant has it.
+  let submitConflicted = false;
   // After a write of unknown outcome, no failure may be reported as "nothing was written".
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
     let loaded: Loaded;
     try {
-      loaded = await (firstLoad ?? store.load(evalId, command.requestId));
+      loaded = await (firstLoad ?? store.load(evalId, command.requestId, tenant));
     } catch (err) {
       throw failure(err);
     }
     firstLoad = undefined;
-    let decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller);
+    if (submitConflicted && loaded.snapshot === undefined && loaded.priorRequest === undefined) {
+      // The write collided with an evaluation (or request id) this tenant cannot see: another
+      // tenant's. Saying only that the id is taken tells no more than any taken id does.
+      throw failure(
+        new AlreadyExistsError(
+          `evaluation ${evalId} already exists (or request_id ${command.requestId ?? ''} was used) outside this tenant; choose another id`,
+        ),
+      );
+    }
+    let decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
     if (decision.kind === 'unchanged') return decision.result;
     const { plan } = prepared;
     if (plan?.storage === 's3') {
@@ -109,10 +131,10 @@ export async function decideAndAppend(
       // says where it went (S3, or the fallback store), and later rounds do not upload again.
       const home = await blobs.put(plan.key, plan.content, plan.digest);
       prepared = relocated(prepared, home);
-      if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller);
+      if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
       if (decision.kind === 'unchanged') return decision.result;
     }
-    const request = appendRequestOf(command, decision, prepared, now, call);
+    const request = appendRequestOf(command, decision, prepared, now, call, tenant);
     write.maybeWritten = true;
     let outcome: AppendOutcome;
     try {
@@ -131,6 +153,7 @@ export async function decideAndAppend(
     }
     // A conflict wrote nothing; but a write of unknown outcome before it may have.
     if (unknown === undefined) write.maybeWritten = false;
+    submitConflicted = command.type === 'SubmitEvaluation';
     logger.debug('write conflict; deciding again', { evalId, round });
   }
   // Nothing was written: a client retrying (with backoff) is safe, so this is UNAVAILABLE,
@@ -151,9 +174,11 @@ function decideCommand(
   now: Date,
   { snapshot, priorRequest }: Loaded,
   caller: Caller | undefined,
+  tenant: string,
 ): Decision {
   const ctx = {
     now,
+    tenant,
     ...(caller !== undefined ? { caller } : {}),
     commandHash: hash,
     metricRules: rules,
@@ -172,9 +197,11 @@ function appendRequestOf(
   { hash, body }: PreparedCommand,
   recordedAt: Date,
   { deadline, caller }: CommandCall,
+  tenant: string,
 ): AppendRequest {
   return {
     decision,
+    tenant,
     commandHash: hash,
     recordedAt,
     reporter: caller?.subject ?? SERVICE_REPORTER,

@@ -1,8 +1,9 @@
-import { isTerminal } from '../../../shared/domain';
+import { ALL_TENANTS, isTerminal } from '../../../shared/domain';
 import { FailedPreconditionError, NotFoundError } from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import type { Caller } from '../../../shared/auth';
 import { checkBoundExecutor, UploadedOutput, type EvaluationSnapshot } from '../domain';
+import { tenantOfCall } from './decide-and-append';
 import type { EvaluationStore, IdGenerator } from './ports';
 
 /** What an executor promises of an output it is about to upload itself. */
@@ -51,11 +52,16 @@ export interface UploadRecord {
 
 /** The uploads in PostgreSQL (postgres/output-uploads.ts). */
 export interface UploadRecords {
-  insert(record: UploadRecord): Promise<void>;
-  find(uploadId: string): Promise<UploadRecord | undefined>;
-  /** Moves an upload from `from` to `to`; false when it was not in `from` (someone else moved it). */
-  setState(uploadId: string, from: UploadState, to: UploadState): Promise<boolean>;
-  /** Open uploads past their expiry, up to `limit`. */
+  /** Records an upload of an evaluation of `tenant`. */
+  insert(tenant: string, record: UploadRecord): Promise<void>;
+  /** The upload, when it is one of `tenant`'s. */
+  find(tenant: string, uploadId: string): Promise<UploadRecord | undefined>;
+  /**
+   * Moves an upload of `tenant` (ALL_TENANTS: of any) from `from` to `to`; false when it was not
+   * in `from` (someone else moved it).
+   */
+  setState(tenant: string, uploadId: string, from: UploadState, to: UploadState): Promise<boolean>;
+  /** Open uploads of every tenant past their expiry, up to `limit`. */
   expired(now: Date, limit: number): Promise<UploadRecord[]>;
 }
 
@@ -111,7 +117,7 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
 
   /** The evaluation, when it exists and `caller` may upload for it. */
   async function boundEvaluation(evalId: string, caller: Caller | undefined): Promise<EvaluationSnapshot> {
-    const { snapshot } = await deps.store.load(evalId, undefined);
+    const { snapshot } = await deps.store.load(evalId, undefined, tenantOfCall({ caller }));
     if (snapshot === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
     checkBoundExecutor(snapshot, caller);
     return snapshot;
@@ -135,7 +141,7 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
     const expiresAt = new Date(createdAt.getTime() + limits.uploadExpirySeconds * 1000);
     const s3UploadId = await transport.create(key);
     const urls = await transport.partUrls(key, s3UploadId, count, limits.uploadExpirySeconds);
-    await records.insert({
+    await records.insert(tenantOfCall({ caller }), {
       uploadId,
       evalId,
       s3UploadId,
@@ -163,7 +169,8 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
   async function finish(evalId: string, ref: UploadRef, caller: Caller | undefined): Promise<UploadedOutput> {
     // Before the parts are put together: another executor must not finish this one's upload.
     await boundEvaluation(evalId, caller);
-    const record = await records.find(ref.uploadId);
+    const tenant = tenantOfCall({ caller });
+    const record = await records.find(tenant, ref.uploadId);
     if (record === undefined) throw new NotFoundError(`upload ${ref.uploadId} not found`);
     if (record.evalId !== evalId) {
       throw new FailedPreconditionError(
@@ -179,12 +186,12 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
         `upload ${ref.uploadId} expired at ${record.expiresAt.toISOString()} (or was refused); start another one`,
       );
     }
-    if (record.state === 'open') await completeParts(record, ref);
+    if (record.state === 'open') await completeParts(tenant, record, ref);
     const stored = await transport.digest(record.key, limits.previewBytes);
     if (stored.size !== record.size || stored.sha256 !== record.sha256) {
       // Not the output promised: nothing may refer to it, and the upload cannot be used again.
       await transport.delete(record.key).catch(() => undefined);
-      await records.setState(record.uploadId, 'completed', 'aborted');
+      await records.setState(tenant, record.uploadId, 'completed', 'aborted');
       throw new FailedPreconditionError(
         evalId,
         'UPLOAD_MISMATCH',
@@ -196,7 +203,7 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
     return new UploadedOutput(record.key, record.size, record.sha256, stored.head, 's3', false);
   }
 
-  async function completeParts(record: UploadRecord, ref: UploadRef): Promise<void> {
+  async function completeParts(tenant: string, record: UploadRecord, ref: UploadRef): Promise<void> {
     const count = Math.ceil(record.size / record.partSize);
     const given = new Set(ref.parts.map((p) => p.partNumber));
     const missing = Array.from({ length: count }, (_, i) => i + 1).filter((n) => !given.has(n));
@@ -226,7 +233,7 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
         `upload ${record.uploadId}: S3 refused its parts (${err.message}); PUT every part and pass each ETag`,
       );
     }
-    await records.setState(record.uploadId, 'open', 'completed');
+    await records.setState(tenant, record.uploadId, 'open', 'completed');
   }
 
   async function abortExpired(): Promise<number> {
@@ -238,7 +245,7 @@ export function createDirectUploads(deps: DirectUploadsDeps): DirectUploads {
           err,
         });
       });
-      if (await records.setState(record.uploadId, 'open', 'aborted')) aborted += 1;
+      if (await records.setState(ALL_TENANTS, record.uploadId, 'open', 'aborted')) aborted += 1;
     }
     return aborted;
   }

@@ -36,9 +36,10 @@ export async function appendLogs(
   deps: LogAppenderDeps,
   target: LogsTarget,
   chunks: AsyncIterable<LogChunkIn>,
+  tenant: string,
 ): Promise<LogsAppended> {
   const { evalId, stream } = target;
-  const { snapshot } = await deps.store.load(evalId, undefined);
+  const { snapshot } = await deps.store.load(evalId, undefined, tenant);
   if (snapshot === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
 
   let stored = snapshot.logBytes[stream];

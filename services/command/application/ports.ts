@@ -33,6 +33,8 @@ export interface AppendRequest {
   readonly reporter: string;
   /** The call's deadline: the write must not commit after it (it fails instead). */
   readonly deadline?: Date;
+  /** The tenant it is written in (row-level security: a write of another tenant's evaluation finds none). */
+  readonly tenant: string;
 }
 
 export type AppendOutcome =
@@ -42,10 +44,14 @@ export type AppendOutcome =
 
 /** The write model in PostgreSQL. */
 export interface EvaluationStore {
-  /** Loads an evaluation and the earlier command with `requestId` (if any) in one round trip. */
+  /**
+   * Loads an evaluation and the earlier command with `requestId` (if any) in one round trip, as
+   * `tenant` sees them: another tenant's evaluation or request is not there.
+   */
   load(
     evalId: string | undefined,
     requestId: string | undefined,
+    tenant: string,
   ): Promise<{ snapshot?: EvaluationSnapshot; priorRequest?: LoggedCommand }>;
   /**
    * Writes the state change and appends one event atomically, or reports a conflict. It throws

@@ -10,6 +10,8 @@ import type { Clock } from './ports';
 /** A running evaluation as the reaper judges it (a row of `evaluations`). */
 export interface RunningEvaluation {
   readonly evalId: string;
+  /** Its tenant: the reaper's failure is written in it. */
+  readonly tenant: string;
   /** Absent only for a row without one (StartEvaluation requires it). */
   readonly executorId?: string;
   /** When it started, by the command service's clock. */
@@ -206,7 +208,7 @@ export function createReaper<C>(deps: ReaperDeps<C>): Reaper {
       expectedRevision: evaluation.revision,
     };
     try {
-      await executor.execute(command);
+      await executor.execute(command, { tenant: evaluation.tenant });
     } catch (err) {
       if (
         err instanceof RevisionConflictError ||

@@ -19,10 +19,11 @@ export async function receiveOutput(
   deps: StreamedOutputDeps,
   header: CompletionHeader,
   chunks: AsyncIterable<Buffer>,
+  tenant: string,
 ): Promise<Buffer | UploadedOutput> {
   if (header.outputSize <= deps.limits.inlineOutputMaxBytes) return collectOutput(chunks);
   // Before taking in up to a GiB: an evaluation that does not exist cannot complete.
-  if ((await deps.store.load(header.evalId, undefined)).snapshot === undefined) {
+  if ((await deps.store.load(header.evalId, undefined, tenant)).snapshot === undefined) {
     throw new NotFoundError(`evaluation ${header.evalId} not found`);
   }
   return uploadOutput(deps, header, chunks);

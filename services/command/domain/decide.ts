@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   canTransition,
+  DEFAULT_TENANT,
   isTerminal,
   summarizeBatch,
   type BodyRef,
@@ -90,6 +91,8 @@ export interface DecisionContext {
   readonly logRules?: LogRules;
   /** Who sends the command; undefined for the service's own (the reaper's, the blob mover's). */
   readonly caller?: Caller;
+  /** The tenant a submit's evaluation belongs to (its caller's). */
+  readonly tenant?: string;
 }
 
 export type Decision =
@@ -177,6 +180,7 @@ export function decideSubmit(
         timeoutSeconds: command.timeoutSeconds,
         metadata: command.metadata,
         createdAt: ctx.now.toISOString(),
+        tenantId: ctx.tenant ?? DEFAULT_TENANT,
       },
     },
   };

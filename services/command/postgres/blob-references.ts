@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
-import { preparedStatement } from '../../../shared/postgres';
+import { ALL_TENANTS } from '../../../shared/domain';
+import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { BlobReferences } from '../application/orphan-sweeper';
 import { readOrUnavailable } from './evaluation-store';
 
@@ -14,7 +15,12 @@ export function createPostgresBlobReferences(pool: Pool): BlobReferences {
   return {
     referenced: (home, keys) =>
       readOrUnavailable('looking up blob references', async () => {
-        const { rows } = await pool.query<{ s3_key: string }>(preparedStatement(REFERENCED_SQL, [keys, home]));
+        // Every tenant's rows: a key another tenant's row names is referenced all the same.
+        const { rows } = await queryAs<{ s3_key: string }>(
+          pool,
+          ALL_TENANTS,
+          preparedStatement(REFERENCED_SQL, [keys, home]),
+        );
         return new Set(rows.map((row) => row.s3_key));
       }),
   };

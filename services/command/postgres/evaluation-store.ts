@@ -1,10 +1,12 @@
-import type { Pool, PoolClient, QueryConfig } from 'pg';
+import type { Pool, QueryConfig } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../../../shared/errors';
 import {
   leavesOutcomeUnknown,
   postgresUnavailableCause,
   preparedStatement,
+  queryAs,
+  queryInTransaction,
   uniqueViolation,
 } from '../../../shared/postgres';
 import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
@@ -254,11 +256,11 @@ export function appendStatement(request: AppendRequest): { text: string; values:
  * locked first and `event_log_head` last, so the lock that serialises appends is held only for
  * the rest of the statement and its commit (see docs/event-log.md).
  *
- * A write whose call has a deadline nearer than the sessions' statement_timeout runs as
- * `BEGIN; SET LOCAL statement_timeout = <ms left>`, the statement, `COMMIT`, all three sent at
- * once on the pipelined session (one round trip, as the statement alone; the head lock is not
- * held across a round trip): PostgreSQL cancels it at the deadline, so a call the client gave
- * up on does not commit later, unseen.
+ * A write runs as `BEGIN` with its tenant's setting (shared/postgres/tenancy.ts), the statement,
+ * `COMMIT`, all three sent at once on the pipelined session (one round trip, as the statement
+ * alone; the head lock is not held across a round trip). A write whose call has a deadline
+ * nearer than the sessions' statement_timeout is bounded to the time left: PostgreSQL cancels
+ * it at the deadline, so a call the client gave up on does not commit later, unseen.
  *
  * A failed write says what is known of it: UnavailableError when PostgreSQL answered with an
  * error (the transaction rolled back: nothing was written) or the write was never sent;
@@ -271,9 +273,13 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
   const sessionTimeoutMs = typeof sessionTimeout === 'number' && sessionTimeout > 0 ? sessionTimeout : Infinity;
 
   return {
-    load(evalId, requestId) {
+    load(evalId, requestId, tenant) {
       return readOrUnavailable('load', async () => {
-        const { rows } = await pool.query<LoadRow>(preparedStatement(LOAD_SQL, [evalId ?? '', requestId ?? null]));
+        const { rows } = await queryAs<LoadRow>(
+          pool,
+          tenant,
+          preparedStatement(LOAD_SQL, [evalId ?? '', requestId ?? null]),
+        );
         let snapshot: EvaluationSnapshot | undefined;
         let priorRequest: LoggedCommand | undefined;
         for (const row of rows) {
@@ -332,9 +338,7 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
       const onError = (): void => void (broken = true);
       client.on('error', onError);
       try {
-        const rows = await (boundMs === undefined
-          ? writeAlone(client, statement)
-          : writeBounded(client, statement, boundMs));
+        const { rows } = await queryInTransaction<AppendRow>(client, request.tenant, statement, boundMs);
         const row = rows[0];
         if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
         const recorded: RecordedEvent = {
@@ -369,30 +373,6 @@ function deadlineBound(deadline: Date | undefined, sessionTimeoutMs: number): nu
 }
 
 type AppendRow = { position: string };
-
-/** The append, autocommitted. */
-async function writeAlone(client: PoolClient, statement: QueryConfig): Promise<AppendRow[]> {
-  return (await client.query<AppendRow>(statement)).rows;
-}
-
-/**
- * The append in a transaction that PostgreSQL cancels after `boundMs`. The three are sent
- * without waiting (the pool's sessions are pipelined) and all three answers awaited, so that
- * the session is released only once the transaction has ended.
- */
-async function writeBounded(client: PoolClient, statement: QueryConfig, boundMs: number): Promise<AppendRow[]> {
-  const [begin, write, commit] = await Promise.allSettled([
-    client.query(`BEGIN; SET LOCAL statement_timeout = ${boundMs}`),
-    client.query<AppendRow>(statement),
-    client.query('COMMIT'),
-  ]);
-  // The write's error comes first: after it, COMMIT only rolls back. A failed BEGIN would have
-  // failed the write too (or left it autocommitted, which the write's answer then reports).
-  if (write.status === 'rejected') throw write.reason;
-  if (commit.status === 'rejected') throw commit.reason;
-  if (begin.status === 'rejected') throw begin.reason;
-  return write.value.rows;
-}
 
 /** What a failed write tells its caller: how much is known of what it did. */
 function writeFailure(err: unknown, boundedByDeadline: boolean): unknown {

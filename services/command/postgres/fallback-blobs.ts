@@ -1,15 +1,15 @@
 import type { Pool } from 'pg';
-import type { BodyKind, LogStream } from '../../../shared/domain';
-import { preparedStatement } from '../../../shared/postgres';
+import { ALL_TENANTS, type BodyKind, type LogStream } from '../../../shared/domain';
+import { preparedStatement, queryAs, queryInTransaction } from '../../../shared/postgres';
 import type { FallbackBlob, FallbackBlobs } from '../application/blob-mover';
 import { readOrUnavailable } from './evaluation-store';
 
 // Along the partial indexes on blob_store = 'file' (migration 12). $1 limit.
 const LIST_SQL = `
-  (SELECT eval_id, kind, NULL::text AS start_offset, s3_key, size::text AS size
+  (SELECT eval_id, tenant_id, kind, NULL::text AS start_offset, s3_key, size::text AS size
      FROM evaluation_bodies WHERE blob_store = 'file' LIMIT $1)
   UNION ALL
-  (SELECT eval_id, stream, start_offset::text, s3_key, size::text
+  (SELECT eval_id, tenant_id, stream, start_offset::text, s3_key, size::text
      FROM evaluation_log_segments WHERE blob_store = 'file' LIMIT $1)`;
 
 // Still in the fallback store, under the claim. $1 eval_id, $2 kind or stream, $3 offset, $4 key.
@@ -22,6 +22,7 @@ const STILL_THERE_SQL = `
 
 interface ListRow {
   eval_id: string;
+  tenant_id: string;
   kind: string;
   start_offset: string | null;
   s3_key: string;
@@ -38,9 +39,10 @@ export function createPostgresFallbackBlobs(pool: Pool): FallbackBlobs {
   return {
     list: (limit) =>
       readOrUnavailable('listing the fallback store', async () => {
-        const { rows } = await pool.query<ListRow>(preparedStatement(LIST_SQL, [limit]));
+        const { rows } = await queryAs<ListRow>(pool, ALL_TENANTS, preparedStatement(LIST_SQL, [limit]));
         return rows.map((row): FallbackBlob => ({
           evalId: row.eval_id,
+          tenant: row.tenant_id,
           kind: row.kind as BodyKind | LogStream,
           ...(row.start_offset !== null ? { offset: Number(row.start_offset) } : {}),
           key: row.s3_key,
@@ -59,7 +61,10 @@ export function createPostgresFallbackBlobs(pool: Pool): FallbackBlobs {
         locked = lock.rows[0]?.locked === true;
         if (!locked) return 'skipped';
         const still = await readOrUnavailable('claiming a blob', () =>
-          session.query(STILL_THERE_SQL, [blob.evalId, blob.kind, blob.offset ?? null, blob.key]),
+          queryInTransaction(session, blob.tenant, {
+            text: STILL_THERE_SQL,
+            values: [blob.evalId, blob.kind, blob.offset ?? null, blob.key],
+          }),
         );
         if (still.rowCount === 0) return 'skipped';
         await move();

@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
-import { preparedStatement } from '../../../shared/postgres';
+import { ALL_TENANTS } from '../../../shared/domain';
+import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { UploadRecord, UploadRecords, UploadState } from '../application/direct-uploads';
 import { readOrUnavailable } from './evaluation-store';
 
@@ -37,36 +38,49 @@ function recordOf(row: UploadRow): UploadRecord {
 /** `output_uploads`: direct uploads and how they ended. */
 export function createPostgresUploadRecords(pool: Pool): UploadRecords {
   return {
-    insert: (r) =>
+    insert: (tenant, r) =>
       readOrUnavailable('recording an upload', async () => {
-        await pool.query(
-          `INSERT INTO output_uploads (upload_id, eval_id, s3_upload_id, s3_key, size, sha256, part_size, state,
+        await queryAs(pool, tenant, {
+          text: `INSERT INTO output_uploads (upload_id, eval_id, s3_upload_id, s3_key, size, sha256, part_size, state,
                                        created_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-          [r.uploadId, r.evalId, r.s3UploadId, r.key, r.size, r.sha256, r.partSize, r.state, r.createdAt, r.expiresAt],
-        );
+          values: [
+            r.uploadId,
+            r.evalId,
+            r.s3UploadId,
+            r.key,
+            r.size,
+            r.sha256,
+            r.partSize,
+            r.state,
+            r.createdAt,
+            r.expiresAt,
+          ],
+        });
       }),
-    find: (uploadId) =>
+    find: (tenant, uploadId) =>
       readOrUnavailable('reading an upload', async () => {
-        const { rows } = await pool.query<UploadRow>(
+        const { rows } = await queryAs<UploadRow>(
+          pool,
+          tenant,
           preparedStatement(`SELECT ${COLUMNS} FROM output_uploads WHERE upload_id = $1`, [uploadId]),
         );
         return rows[0] === undefined ? undefined : recordOf(rows[0]);
       }),
-    setState: (uploadId, from, to) =>
+    setState: (tenant, uploadId, from, to) =>
       readOrUnavailable('updating an upload', async () => {
-        const { rowCount } = await pool.query(
-          `UPDATE output_uploads SET state = $3 WHERE upload_id = $1 AND state = $2`,
-          [uploadId, from, to],
-        );
+        const { rowCount } = await queryAs(pool, tenant, {
+          text: `UPDATE output_uploads SET state = $3 WHERE upload_id = $1 AND state = $2`,
+          values: [uploadId, from, to],
+        });
         return rowCount === 1;
       }),
     expired: (now, limit) =>
       readOrUnavailable('listing expired uploads', async () => {
-        const { rows } = await pool.query<UploadRow>(
-          `SELECT ${COLUMNS} FROM output_uploads WHERE state = 'open' AND expires_at < $1 ORDER BY expires_at LIMIT $2`,
-          [now, limit],
-        );
+        const { rows } = await queryAs<UploadRow>(pool, ALL_TENANTS, {
+          text: `SELECT ${COLUMNS} FROM output_uploads WHERE state = 'open' AND expires_at < $1 ORDER BY expires_at LIMIT $2`,
+          values: [now, limit],
+        });
         return rows.map(recordOf);
       }),
   };

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { UnavailableError } from '../../../shared/errors';
-import { postgresUnavailableCause, preparedStatement } from '../../../shared/postgres';
+import { ALL_TENANTS } from '../../../shared/domain';
+import { postgresUnavailableCause, preparedStatement, queryAs } from '../../../shared/postgres';
 import type { RunningEvaluation, RunningEvaluations, RunningPage } from '../application/reaper';
 
 // Oldest first along evaluations_status_created_idx (status, created_at DESC, eval_id DESC),
@@ -8,7 +9,7 @@ import type { RunningEvaluation, RunningEvaluations, RunningPage } from '../appl
 // row comparison the index answers. ORDER BY names the table's columns: the text cursor column
 // would sort as text. The cursor is the timestamp as PostgreSQL prints it, so it comes back
 // exact (a JavaScript Date would drop its microseconds and repeat the row).
-const COLUMNS = `eval_id, executor_id, started_at, timeout_seconds, revision::text AS revision,
+const COLUMNS = `eval_id, tenant_id, executor_id, started_at, timeout_seconds, revision::text AS revision,
                  created_at::text AS cursor_created_at`;
 const FIRST_PAGE_SQL = `
   SELECT ${COLUMNS} FROM evaluations e
@@ -21,6 +22,7 @@ const NEXT_PAGE_SQL = `
 
 interface RunningRow {
   eval_id: string;
+  tenant_id: string;
   executor_id: string | null;
   started_at: Date | null;
   timeout_seconds: number;
@@ -44,7 +46,7 @@ export function createPostgresRunningEvaluations(pool: Pool): RunningEvaluations
           after === undefined
             ? preparedStatement(FIRST_PAGE_SQL, [limit])
             : preparedStatement(NEXT_PAGE_SQL, [limit, after.createdAt, after.evalId]);
-        ({ rows } = await pool.query<RunningRow>(query));
+        ({ rows } = await queryAs<RunningRow>(pool, ALL_TENANTS, query));
       } catch (err) {
         const cause = postgresUnavailableCause(err);
         if (cause === undefined) throw err;
@@ -52,6 +54,7 @@ export function createPostgresRunningEvaluations(pool: Pool): RunningEvaluations
       }
       const evaluations = rows.map((row): RunningEvaluation => ({
         evalId: row.eval_id,
+        tenant: row.tenant_id,
         executorId: row.executor_id ?? undefined,
         startedAt: row.started_at ?? undefined,
         timeoutSeconds: row.timeout_seconds,

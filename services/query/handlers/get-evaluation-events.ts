@@ -1,3 +1,4 @@
+import type { CallContext } from '../../../shared/grpc';
 import { NotFoundError } from '../../../shared/errors';
 import type {
   EventLogEntry,
@@ -16,9 +17,9 @@ export interface EventPage {
 export interface EvaluationEvents {
   /**
    * Its events with a revision above `afterRevision`, in revision order, at most `pageSize` of
-   * them (fewer when their data is large); undefined when no evaluation has the id.
+   * them (fewer when their data is large); undefined when none of `tenant`'s evaluations has the id.
    */
-  page(evalId: string, afterRevision: bigint, pageSize: number): Promise<EventPage | undefined>;
+  page(tenant: string, evalId: string, afterRevision: bigint, pageSize: number): Promise<EventPage | undefined>;
 }
 
 /**
@@ -29,7 +30,10 @@ export interface EvaluationEvents {
  * and never shifts a page.
  */
 export function createGetEvaluationEvents(deps: { readonly evaluationEvents: EvaluationEvents }) {
-  return async function getEvaluationEvents(request: GetEvaluationEventsRequest): Promise<GetEvaluationEventsResponse> {
+  return async function getEvaluationEvents(
+    request: GetEvaluationEventsRequest,
+    context: CallContext,
+  ): Promise<GetEvaluationEventsResponse> {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const afterRevision = checks.position(request.afterRevision, 'after_revision');
@@ -38,7 +42,7 @@ export function createGetEvaluationEvents(deps: { readonly evaluationEvents: Eva
     checks.done();
 
     const from = lastRevision ?? afterRevision ?? 0n;
-    const page = await deps.evaluationEvents.page(evalId, from, pageSize);
+    const page = await deps.evaluationEvents.page(context.caller.tenant, evalId, from, pageSize);
     if (page === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
     const last = page.events.at(-1);
     const nextPageToken =

@@ -37,8 +37,12 @@ export interface SeriesFilter {
 
 /** The stored points of evaluations (PostgreSQL). */
 export interface MetricSeries {
-  /** Up to `limit` points after `after`, in series order; 'unknown-evaluation' when there is no such evaluation. */
+  /**
+   * Up to `limit` points after `after`, in series order; 'unknown-evaluation' when `tenant` has
+   * no such evaluation.
+   */
   page(
+    tenant: string,
     evalId: string,
     filter: SeriesFilter,
     after: SeriesCursor | undefined,
@@ -59,7 +63,7 @@ const MAX_NAME_LENGTH = 128;
 export function createGetEvaluationMetrics(deps: { readonly metrics: MetricSeries }) {
   return async function getEvaluationMetrics(
     request: GetEvaluationMetricsRequest,
-    _context: CallContext,
+    context: CallContext,
   ): Promise<GetEvaluationMetricsResponse> {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
@@ -69,7 +73,7 @@ export function createGetEvaluationMetrics(deps: { readonly metrics: MetricSerie
     const after = request.pageToken === '' ? undefined : decodeSeriesToken(request.pageToken, scope, checks);
     checks.done();
 
-    const page = await deps.metrics.page(evalId, filter, after, pageSize + 1);
+    const page = await deps.metrics.page(context.caller.tenant, evalId, filter, after, pageSize + 1);
     if (page === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
     const more = page.length > pageSize;
     const points = more ? page.slice(0, pageSize) : page;

@@ -1,3 +1,4 @@
+import type { CallContext } from '../../../shared/grpc';
 import type { OutputUrlConfig } from '../../../shared/config';
 import { FailedPreconditionError, NotFoundError } from '../../../shared/errors';
 import type {
@@ -41,14 +42,17 @@ export function createGetOutputUrl(deps: {
   readonly clock?: () => Date;
 }) {
   const now = deps.clock ?? (() => new Date());
-  return async function getOutputUrl(request: GetOutputUrlRequest): Promise<GetOutputUrlResponse> {
+  return async function getOutputUrl(
+    request: GetOutputUrlRequest,
+    context: CallContext,
+  ): Promise<GetOutputUrlResponse> {
     const checks = new RequestChecks();
     const evalId = checks.evalId(request.evalId);
     const kind = checks.outputKind(request.kind);
     const expiresIn = expiryOf(checks, request.expiresIn, deps.outputUrlConfig);
     checks.done();
 
-    const body = await deps.bodies.find(evalId, kind);
+    const body = await deps.bodies.find(context.caller.tenant, evalId, kind);
     if (body === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
     if (body === undefined) throw new NotFoundError(`evaluation ${evalId} has no ${kind} stored`);
     if (body.location.kind === 'inline') {

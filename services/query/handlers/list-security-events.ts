@@ -1,3 +1,4 @@
+import type { CallContext } from '../../../shared/grpc';
 import {
   SEVERITY_TO_PROTO,
   VIOLATION_KIND_TO_PROTO,
@@ -52,8 +53,13 @@ export interface SecurityEventRow {
 
 /** The security tables (PostgreSQL). */
 export interface SecurityEvents {
-  /** Up to `limit` events below `beforePosition` (newest first). */
-  page(filter: SecurityEventFilter, beforePosition: string | undefined, limit: number): Promise<SecurityEventRow[]>;
+  /** Up to `limit` of `tenant`'s events below `beforePosition` (newest first). */
+  page(
+    tenant: string,
+    filter: SecurityEventFilter,
+    beforePosition: string | undefined,
+    limit: number,
+  ): Promise<SecurityEventRow[]>;
 }
 
 const PAGE_SIZES: PageSizes = { byDefault: 100, max: 1000 };
@@ -65,7 +71,10 @@ const MAX_CONTAINER_ID = 256;
  * served, so an event recorded while a client pages never shifts a page.
  */
 export function createListSecurityEvents(deps: { readonly securityEvents: SecurityEvents }) {
-  return async function listSecurityEvents(request: ListSecurityEventsRequest): Promise<ListSecurityEventsResponse> {
+  return async function listSecurityEvents(
+    request: ListSecurityEventsRequest,
+    context: CallContext,
+  ): Promise<ListSecurityEventsResponse> {
     const checks = new RequestChecks();
     const filter = filterOf(request, checks);
     const pageSize = checks.pageSize(request.pageSize, PAGE_SIZES);
@@ -83,7 +92,7 @@ export function createListSecurityEvents(deps: { readonly securityEvents: Securi
         : decodeScopedToken(request.pageToken, scope, checks, (c) => c.length === 1 && /^\d{1,19}$/.test(c[0] ?? ''));
     checks.done();
 
-    const rows = await deps.securityEvents.page(filter, cursor?.[0], pageSize + 1);
+    const rows = await deps.securityEvents.page(context.caller.tenant, filter, cursor?.[0], pageSize + 1);
     const more = rows.length > pageSize;
     const page = more ? rows.slice(0, pageSize) : rows;
     const last = page.at(-1);

@@ -26,9 +26,10 @@ export type LogPart =
 
 /** The stored logs in PostgreSQL (read-only connection): postgres/log-segments.ts. */
 export interface StoredLogs {
-  state(evalId: string, stream: LogStream): Promise<LogState | 'unknown-evaluation'>;
+  /** 'unknown-evaluation' when none of `tenant`'s evaluations has the id. */
+  state(tenant: string, evalId: string, stream: LogStream): Promise<LogState | 'unknown-evaluation'>;
   /** The bytes [from, to) of the stream that are stored, in order (at most to - from of them). */
-  window(evalId: string, stream: LogStream, from: number, to: number): Promise<LogPart[]>;
+  window(tenant: string, evalId: string, stream: LogStream, from: number, to: number): Promise<LogPart[]>;
 }
 
 /**
@@ -75,6 +76,7 @@ export function createReadLogs(deps: {
     const length = checks.byteCount(request.length, 'length');
     checks.done();
     const log = stream as LogStream;
+    const { tenant } = context.caller;
     const limit = length === 0 ? Infinity : offset + length;
 
     const close = deps.openCalls.open(context.peer, 'a ReadLogs stream');
@@ -85,14 +87,14 @@ export function createReadLogs(deps: {
     let at = offset;
     try {
       for (;;) {
-        const state = await deps.logs.state(evalId, log);
+        const state = await deps.logs.state(tenant, evalId, log);
         if (state === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
         if (at > state.size && (wakeUps === undefined || state.ended)) {
           throw new OutOfRangeError(
             `offset ${at} is past the end of the ${log} log of ${evalId} (${state.size} bytes)`,
           );
         }
-        at = await send(evalId, log, at, Math.min(state.size, limit), sink, context.signal);
+        at = await send(tenant, evalId, log, at, Math.min(state.size, limit), sink, context.signal);
         if (wakeUps === undefined || at >= limit || state.ended || context.signal.aborted) return;
         const why = await nextWakeUp(wakeUps);
         if (why === 'cancelled') return;
@@ -125,6 +127,7 @@ export function createReadLogs(deps: {
 
   /** Sends the stored bytes [from, to), a window at a time; returns where it got to. */
   async function send(
+    tenant: string,
     evalId: string,
     stream: LogStream,
     from: number,
@@ -134,7 +137,7 @@ export function createReadLogs(deps: {
   ): Promise<number> {
     let at = from;
     while (at < to && !signal.aborted) {
-      const parts = await deps.logs.window(evalId, stream, at, Math.min(to, at + LOG_WINDOW_BYTES));
+      const parts = await deps.logs.window(tenant, evalId, stream, at, Math.min(to, at + LOG_WINDOW_BYTES));
       if (parts.length === 0 || parts[0]?.offset !== at) {
         throw new UnavailableError(`the ${stream} log of ${evalId} has no bytes stored at offset ${at}; read again`);
       }

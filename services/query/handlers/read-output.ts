@@ -23,10 +23,13 @@ export interface StoredBody {
 
 /** The body rows in PostgreSQL (read-only connection): postgres/body-store.ts. */
 export interface BodyStore {
-  /** 'unknown-evaluation', undefined when the evaluation has no such body, or the body. */
-  find(evalId: string, kind: BodyKind): Promise<StoredBody | undefined | 'unknown-evaluation'>;
-  /** `length` bytes of an inline body from `offset` (fewer at the end). */
-  readInline(evalId: string, kind: BodyKind, offset: number, length: number): Promise<Buffer>;
+  /**
+   * 'unknown-evaluation' (none of `tenant`'s has the id), undefined when the evaluation has no
+   * such body, or the body.
+   */
+  find(tenant: string, evalId: string, kind: BodyKind): Promise<StoredBody | undefined | 'unknown-evaluation'>;
+  /** `length` bytes of an inline body of `tenant`'s from `offset` (fewer at the end). */
+  readInline(tenant: string, evalId: string, kind: BodyKind, offset: number, length: number): Promise<Buffer>;
 }
 
 /** Large bodies in the object store (shared/blobs): reads only. */
@@ -94,6 +97,8 @@ async function within(written: Promise<void>, ms: number): Promise<boolean> {
 
 /** What a ReadOutput asks for: a body, and the range of it (length 0: to the end). */
 interface BodyRead {
+  /** The caller's: another tenant's evaluation is not found. */
+  readonly tenant: string;
   readonly evalId: string;
   readonly kind: BodyKind;
   readonly offset: number;
@@ -211,6 +216,7 @@ export function createReadOutput(deps: {
   ): Promise<void> {
     const checks = new RequestChecks();
     const read: BodyRead = {
+      tenant: context.caller.tenant,
       evalId: checks.evalId(request.evalId),
       kind: checks.outputKind(request.kind),
       offset: checks.byteCount(request.offset, 'offset'),
@@ -227,8 +233,8 @@ export function createReadOutput(deps: {
   };
 
   async function send(read: BodyRead, sink: StreamSink<ReadOutputResponse>, signal: AbortSignal): Promise<void> {
-    const { evalId, kind, offset } = read;
-    const body = await deps.bodies.find(evalId, kind);
+    const { tenant, evalId, kind, offset } = read;
+    const body = await deps.bodies.find(tenant, evalId, kind);
     if (body === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
     const size = body?.size ?? 0;
     if (offset > size) {
@@ -241,7 +247,13 @@ export function createReadOutput(deps: {
     if (body.location.kind === 'inline') {
       // substring() windows of at most one chunk: each row read is sent as it is.
       while (out.offset < end && !signal.aborted) {
-        const window = await deps.bodies.readInline(evalId, kind, out.offset, Math.min(CHUNK_BYTES, end - out.offset));
+        const window = await deps.bodies.readInline(
+          tenant,
+          evalId,
+          kind,
+          out.offset,
+          Math.min(CHUNK_BYTES, end - out.offset),
+        );
         if (window.length === 0) break;
         await out.write(window);
       }

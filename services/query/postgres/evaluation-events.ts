@@ -1,3 +1,4 @@
+import { queryAs } from '../../../shared/postgres';
 import type { Pool } from 'pg';
 import { EVENT_TYPE_TO_PROTO, type EvaluationEventType } from '../../../shared/domain';
 import { EventType } from '../../../shared/generated/crucible/storage/v1/evaluation';
@@ -106,14 +107,12 @@ export function pageOf(rows: readonly EventPageRow[], pageSize: number): EventPa
 export function createPostgresEvaluationEvents(pool: Pool, options: { maxPageBytes?: number } = {}): EvaluationEvents {
   const maxPageBytes = options.maxPageBytes ?? EVENT_PAGE_BYTES;
   return {
-    page: (evalId, afterRevision, pageSize) =>
+    page: (tenant, evalId, afterRevision, pageSize) =>
       readOrUnavailable("reading an evaluation's events", async () => {
-        const { rows } = await pool.query<EventPageRow>(EVENTS_PAGE_SQL, [
-          evalId,
-          afterRevision.toString(),
-          pageSize + 1,
-          maxPageBytes,
-        ]);
+        const { rows } = await queryAs<EventPageRow>(pool, tenant, {
+          text: EVENTS_PAGE_SQL,
+          values: [evalId, afterRevision.toString(), pageSize + 1, maxPageBytes],
+        });
         return pageOf(rows, pageSize);
       }),
   };

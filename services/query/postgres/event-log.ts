@@ -1,7 +1,7 @@
-import { types, type Pool } from 'pg';
-import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
+import { types, type Pool, type QueryArrayConfig, type QueryConfig, type QueryResult, type QueryResultRow } from 'pg';
+import { ALL_TENANTS, type EvaluationEvent, type RecordedEvent } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
-import { isPostgresUnavailable, type EvaluationEventRow } from '../../../shared/postgres';
+import { isPostgresUnavailable, queryAs, type EvaluationEventRow } from '../../../shared/postgres';
 import type { EvaluationSource } from '../projection/consistency-check';
 import type { EventLog } from '../projection/event-log';
 import type { Metadata, MetadataFromLog } from '../redis/metadata-source';
@@ -98,12 +98,13 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
     // per row costs more than the query.
     readAfter: (after, limit) =>
       readOrUnavailable('reading the event log', async () => {
-        const result = await pool.query<EventRowArray>({
+        const statement: QueryArrayConfig = {
           text: READ_AFTER_SQL,
           values: [after.toString(), limit, maxBatchBytes],
           rowMode: 'array',
           types: TIMESTAMP_AS_TEXT,
-        });
+        };
+        const result = await everyTenant<EventRowArray>(pool, statement);
         let bytes = 0;
         const events = result.rows.map((row) => {
           bytes += row[6];
@@ -120,30 +121,35 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
       }),
     eventsOf: (evalIds, upTo) =>
       readOrUnavailable("reading evaluations' events", async () => {
-        const { rows } = await pool.query<EventRow>(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
-          [evalIds, upTo.toString()],
-        );
+        const { rows } = await everyTenant<EventRow>(pool, {
+          text: `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
+          values: [evalIds, upTo.toString()],
+        });
         return rows.map(toRecordedEvent);
       }),
     firstPositionOf: (evalId) =>
       readOrUnavailable('looking an evaluation up in the event log', async () => {
-        const { rows } = await pool.query<{ position: string }>(
-          `SELECT position::text AS position FROM evaluation_events WHERE eval_id = $1 AND revision = 1`,
-          [evalId],
-        );
+        const { rows } = await everyTenant<{ position: string }>(pool, {
+          text: `SELECT position::text AS position FROM evaluation_events WHERE eval_id = $1 AND revision = 1`,
+          values: [evalId],
+        });
         const position = rows[0]?.position;
         return position === undefined ? undefined : BigInt(position);
       }),
     recordedAt: (position) =>
       readOrUnavailable('reading the event log', async () => {
-        const { rows } = await pool.query<{ recorded_at: Date }>(
-          `SELECT recorded_at FROM evaluation_events WHERE position = $1`,
-          [position.toString()],
-        );
+        const { rows } = await everyTenant<{ recorded_at: Date }>(pool, {
+          text: `SELECT recorded_at FROM evaluation_events WHERE position = $1`,
+          values: [position.toString()],
+        });
         return rows[0]?.recorded_at;
       }),
   };
+}
+
+/** A read of every tenant's rows: the projection and the checks serve them all. */
+function everyTenant<R extends QueryResultRow>(pool: Pool, statement: QueryConfig): Promise<QueryResult<R>> {
+  return queryAs<R>(pool, ALL_TENANTS, statement);
 }
 
 /**
@@ -153,10 +159,10 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
 export function createPostgresMetadataFromLog(pool: Pool): MetadataFromLog {
   return (evalIds) =>
     readOrUnavailable("reading evaluations' metadata", async () => {
-      const { rows } = await pool.query<{ eval_id: string; metadata: unknown }>(
-        `SELECT eval_id, data->'metadata' AS metadata FROM evaluation_events WHERE eval_id = ANY($1) AND revision = 1`,
-        [evalIds],
-      );
+      const { rows } = await everyTenant<{ eval_id: string; metadata: unknown }>(pool, {
+        text: `SELECT eval_id, data->'metadata' AS metadata FROM evaluation_events WHERE eval_id = ANY($1) AND revision = 1`,
+        values: [evalIds],
+      });
       return new Map(
         rows.map((row): [string, Metadata] => [
           row.eval_id,
@@ -173,18 +179,18 @@ export function createPostgresEvaluationSource(pool: Pool): EvaluationSource {
   return {
     evaluationIds: (after, limit) =>
       readOrUnavailable('listing evaluations', async () => {
-        const { rows } = await pool.query<{ eval_id: string }>(
-          `SELECT eval_id FROM evaluations WHERE eval_id > $1 ORDER BY eval_id LIMIT $2`,
-          [after, limit],
-        );
+        const { rows } = await everyTenant<{ eval_id: string }>(pool, {
+          text: `SELECT eval_id FROM evaluations WHERE eval_id > $1 ORDER BY eval_id LIMIT $2`,
+          values: [after, limit],
+        });
         return rows.map((r) => r.eval_id);
       }),
     eventsOfMany: (evalIds, upTo) =>
       readOrUnavailable('reading events', async () => {
-        const { rows } = await pool.query<EventRow>(
-          `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
-          [evalIds, upTo.toString()],
-        );
+        const { rows } = await everyTenant<EventRow>(pool, {
+          text: `SELECT ${COLUMNS} FROM evaluation_events WHERE eval_id = ANY($1) AND position <= $2 ORDER BY evaluation_events.position`,
+          values: [evalIds, upTo.toString()],
+        });
         return rows.map(toRecordedEvent);
       }),
   };

@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { BlobHome, LogStream } from '../../../shared/domain';
 import { isTerminal, type Status } from '../../../shared/domain';
-import { preparedStatement } from '../../../shared/postgres';
+import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { LogPart, LogState, StoredLogs } from '../handlers/read-logs';
 import { readOrUnavailable } from './event-log';
 
@@ -51,10 +51,13 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
   }
 
   return {
-    state: (evalId, stream) =>
-      shared(`s\0${evalId}\0${stream}`, () =>
+    // The key names the tenant: a read is shared only with readers who could make it.
+    state: (tenant, evalId, stream) =>
+      shared(`s\0${tenant}\0${evalId}\0${stream}`, () =>
         readOrUnavailable('reading a log', async (): Promise<LogState | 'unknown-evaluation'> => {
-          const { rows } = await pool.query<{ status: Status; stdout_bytes: string; stderr_bytes: string }>(
+          const { rows } = await queryAs<{ status: Status; stdout_bytes: string; stderr_bytes: string }>(
+            pool,
+            tenant,
             preparedStatement(STATE_SQL, [evalId]),
           );
           const row = rows[0];
@@ -63,10 +66,14 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
           return { size, ended: isTerminal(row.status) };
         }),
       ),
-    window: (evalId: string, stream: LogStream, from: number, to: number) =>
-      shared(`w\0${evalId}\0${stream}\0${from}\0${to}`, () =>
+    window: (tenant: string, evalId: string, stream: LogStream, from: number, to: number) =>
+      shared(`w\0${tenant}\0${evalId}\0${stream}\0${from}\0${to}`, () =>
         readOrUnavailable('reading a log', async (): Promise<LogPart[]> => {
-          const { rows } = await pool.query<WindowRow>(preparedStatement(WINDOW_SQL, [evalId, stream, from, to]));
+          const { rows } = await queryAs<WindowRow>(
+            pool,
+            tenant,
+            preparedStatement(WINDOW_SQL, [evalId, stream, from, to]),
+          );
           return rows.map((row) => {
             const start = Number(row.start_offset);
             const offset = Number(row.from_offset);

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { preparedStatement } from '../../../shared/postgres';
+import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { MetricSeries, MetricSeriesPage, SeriesCursor } from '../handlers/get-evaluation-metrics';
 import { readOrUnavailable } from './event-log';
 
@@ -39,9 +39,11 @@ interface PageRow {
 /** Metric points (`evaluation_metrics`) through the read-only connection. */
 export function createPostgresMetricSeries(pool: Pool): MetricSeries {
   return {
-    page: (evalId, filter, after, limit) =>
+    page: (tenant, evalId, filter, after, limit) =>
       readOrUnavailable('reading metrics', async (): Promise<MetricSeriesPage | 'unknown-evaluation'> => {
-        const { rows } = await pool.query<PageRow>(
+        const { rows } = await queryAs<PageRow>(
+          pool,
+          tenant,
           preparedStatement(PAGE_SQL, [
             evalId,
             filter.names,

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { preparedStatement } from '../../../shared/postgres';
+import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { SecurityEventFilter, SecurityEventRow, SecurityEvents } from '../handlers/list-security-events';
 import { readOrUnavailable } from './event-log';
 
@@ -35,9 +35,11 @@ const PAGE_SQL = `
 /** Security events (`security_audit`, `security_events`) through the read-only connection. */
 export function createPostgresSecurityEvents(pool: Pool): SecurityEvents {
   return {
-    page: (filter: SecurityEventFilter, beforePosition: string | undefined, limit: number) =>
+    page: (tenant: string, filter: SecurityEventFilter, beforePosition: string | undefined, limit: number) =>
       readOrUnavailable('listing security events', async () => {
-        const { rows } = await pool.query<SecurityEventRow>(
+        const { rows } = await queryAs<SecurityEventRow>(
+          pool,
+          tenant,
           preparedStatement(PAGE_SQL, [
             filter.kinds,
             filter.violationTypes,

@@ -133,7 +133,7 @@ describe('command executor: unavailable dependencies', function () {
     await h.commands.submit({ evalId: 'write-fails' });
     const count = await eventCount(h.sql);
     const failingStore: EvaluationStore = {
-      load: (evalId, requestId) => h.store.load(evalId, requestId),
+      load: (evalId, requestId, tenant) => h.store.load(evalId, requestId, tenant),
       append: () => Promise.reject(new UnavailableError('PostgreSQL is unavailable (append); retry')),
     };
     const counted = countingBlobs(h.blobs);
@@ -190,12 +190,12 @@ describe('command executor: overload', function () {
     let arrived = 0;
     return {
       store: {
-        load: async (evalId, requestId) => {
+        load: async (evalId, requestId, tenant) => {
           if (holds(evalId)) {
             if (++arrived === 2) arrivedTwo();
             await gate;
           }
-          return h.store.load(evalId, requestId);
+          return h.store.load(evalId, requestId, tenant);
         },
         append: (request) => h.store.append(request),
       },

@@ -305,11 +305,11 @@ export function racingStore(store: EvaluationStore, parties: number): RacingStor
   return {
     appends,
     store: {
-      async load(evalId, requestId) {
-        if (taken >= parties) return store.load(evalId, requestId);
+      async load(evalId, requestId, tenant) {
+        if (taken >= parties) return store.load(evalId, requestId, tenant);
         taken += 1;
         try {
-          return await store.load(evalId, requestId);
+          return await store.load(evalId, requestId, tenant);
         } finally {
           arrived += 1;
           if (arrived === parties) release();

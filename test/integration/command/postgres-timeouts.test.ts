@@ -284,7 +284,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
     function loseFirstAnswer(then: () => void = () => undefined): (store: EvaluationStore) => EvaluationStore {
       let armed = true;
       return (store) => ({
-        load: (evalId, requestId) => store.load(evalId, requestId),
+        load: (evalId, requestId, tenant) => store.load(evalId, requestId, tenant),
         async append(request: AppendRequest) {
           if (!armed) return store.append(request);
           armed = false;

@@ -56,7 +56,7 @@ const STDOUT = { evalId: 'e1', stream: 'stdout' } as const;
 describe('AppendLogs: a call cut into segments', () => {
   it('stores the call as one segment at its end, after the stored bytes, and answers the size and revision', async () => {
     const w = world();
-    const done = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'abc'), chunk(8, 'de')));
+    const done = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'abc'), chunk(8, 'de')), 'default');
     expect(w.segments).to.deep.equal([[5, 'abcde']]);
     expect(done).to.deep.equal({ size: 10, result: { evalId: 'e1', revision: '3', position: '11' } });
   });
@@ -67,6 +67,7 @@ describe('AppendLogs: a call cut into segments', () => {
       w.deps,
       STDOUT,
       chunks(chunk(0, 'hello'), chunk(3, 'loWORLD'), chunk(5, 'WO'), chunk(10, '!')),
+      'default',
     );
     expect(w.segments).to.deep.equal([[5, 'WORLD!']]);
     expect(done.size).to.equal(11);
@@ -74,7 +75,7 @@ describe('AppendLogs: a call cut into segments', () => {
 
   it('answers a call of nothing new with the current size and revision, writing nothing', async () => {
     const w = world();
-    expect(await appendLogs(w.deps, STDOUT, chunks(chunk(0, 'hel')))).to.deep.equal({
+    expect(await appendLogs(w.deps, STDOUT, chunks(chunk(0, 'hel')), 'default')).to.deep.equal({
       size: 5,
       result: { evalId: 'e1', revision: '2', position: '2' },
     });
@@ -83,7 +84,12 @@ describe('AppendLogs: a call cut into segments', () => {
 
   it('stores a segment as soon as LOG_SEGMENT_MAX_BYTES wait', async () => {
     const w = world({ segmentMax: 6 });
-    await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'aaaa'), chunk(9, 'bbbb'), chunk(13, 'cc'), chunk(15, 'd')));
+    await appendLogs(
+      w.deps,
+      STDOUT,
+      chunks(chunk(5, 'aaaa'), chunk(9, 'bbbb'), chunk(13, 'cc'), chunk(15, 'd')),
+      'default',
+    );
     expect(w.segments).to.deep.equal([
       [5, 'aaaabbbb'],
       [13, 'ccd'],
@@ -97,7 +103,7 @@ describe('AppendLogs: a call cut into segments', () => {
       await w.firstWrite; // the call stays open until the timer stored the first chunk
       yield chunk(10, 'second');
     }
-    await appendLogs(w.deps, STDOUT, slowWriter());
+    await appendLogs(w.deps, STDOUT, slowWriter(), 'default');
     expect(w.segments).to.deep.equal([
       [5, 'first'],
       [10, 'second'],
@@ -106,7 +112,9 @@ describe('AppendLogs: a call cut into segments', () => {
 
   it('refuses a gap after storing what came before it, naming the offset to write next', async () => {
     const w = world();
-    const err = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'ok'), chunk(9, 'gap'))).catch((e: unknown) => e);
+    const err = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'ok'), chunk(9, 'gap')), 'default').catch(
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(FailedPreconditionError);
     expect((err as Error).message).to.include('must start at offset 7, not 9');
     expect(w.segments).to.deep.equal([[5, 'ok']]);
@@ -119,14 +127,16 @@ describe('AppendLogs: a call cut into segments', () => {
       await Promise.resolve();
       throw new Error('the client went away');
     }
-    const err = await appendLogs(w.deps, STDOUT, broken()).catch((e: unknown) => e);
+    const err = await appendLogs(w.deps, STDOUT, broken(), 'default').catch((e: unknown) => e);
     expect((err as Error).message).to.equal('the client went away');
     expect(w.segments).to.deep.equal([[5, 'partial']]);
   });
 
   it('fails the call when a segment cannot be stored, and writes nothing after it', async () => {
     const w = world({ segmentMax: 2, fail: 1 });
-    const err = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'aa'), chunk(7, 'bb'))).catch((e: unknown) => e);
+    const err = await appendLogs(w.deps, STDOUT, chunks(chunk(5, 'aa'), chunk(7, 'bb')), 'default').catch(
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(UnavailableError);
     expect(w.segments).to.deep.equal([]);
   });
@@ -139,7 +149,9 @@ describe('AppendLogs: a call cut into segments', () => {
       await Promise.resolve();
       yield chunk(0, 'x');
     }
-    const err = await appendLogs(w.deps, { evalId: 'nobody', stream: 'stdout' }, watched()).catch((e: unknown) => e);
+    const err = await appendLogs(w.deps, { evalId: 'nobody', stream: 'stdout' }, watched(), 'default').catch(
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(NotFoundError);
     expect(pulled).to.equal(false);
   });

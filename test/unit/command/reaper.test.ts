@@ -24,6 +24,7 @@ const at = (ms: number): Date => new Date(T0 + ms);
 function running(overrides: Partial<RunningEvaluation> = {}): RunningEvaluation {
   return {
     evalId: 'e-1',
+    tenant: 'default',
     executorId: 'exec-1',
     startedAt: at(0),
     timeoutSeconds: 3600,

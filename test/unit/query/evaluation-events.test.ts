@@ -220,9 +220,9 @@ describe('the audit trail reader (postgres/evaluation-events.ts)', () => {
 
   it('answers UNAVAILABLE when PostgreSQL cannot be reached', async () => {
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
-    const pool = { query: () => Promise.reject(refused) } as unknown as Pool;
+    const pool = { connect: () => Promise.reject(refused) } as unknown as Pool;
     const err = await createPostgresEvaluationEvents(pool)
-      .page('e-1', 0n, 10)
+      .page('default', 'e-1', 0n, 10)
       .catch((e: unknown) => e);
     expect(err).to.be.instanceOf(UnavailableError);
     expect((err as Error).message).to.equal("PostgreSQL is unavailable (reading an evaluation's events)");

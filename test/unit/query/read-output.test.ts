@@ -63,7 +63,7 @@ function contextOf(controller = new AbortController()): CallContext {
 function bodies(found: StoredBody | undefined | 'unknown-evaluation', inline = Buffer.alloc(0)): BodyStore {
   return {
     find: () => Promise.resolve(found),
-    readInline: (_evalId, _kind, offset, length) => Promise.resolve(inline.subarray(offset, offset + length)),
+    readInline: (_tenant, _evalId, _kind, offset, length) => Promise.resolve(inline.subarray(offset, offset + length)),
   };
 }
 
@@ -207,9 +207,9 @@ describe('ReadOutput handler', () => {
       const read = createReadOutput({
         bodies: {
           ...store,
-          readInline: (evalId, kind, offset, length) => {
+          readInline: (tenant, evalId, kind, offset, length) => {
             windows.push([offset, length]);
-            return store.readInline(evalId, kind, offset, length);
+            return store.readInline(tenant, evalId, kind, offset, length);
           },
         },
         blobs: blobs([]),
@@ -280,9 +280,9 @@ describe('ReadOutput handler', () => {
     await createReadOutput({
       bodies: {
         ...store,
-        find: (evalId, kind) => {
+        find: (tenant, evalId, kind) => {
           kinds.push(kind);
-          return store.find(evalId, kind);
+          return store.find(tenant, evalId, kind);
         },
       },
       blobs: blobs([]),

@@ -572,6 +572,8 @@ export interface Evaluation {
   stdoutBytes: string;
   /** Bytes of the stderr log stored so far. */
   stderrBytes: string;
+  /** The tenant it belongs to: the submitter's. Only callers of that tenant see it. */
+  tenantId: string;
 }
 
 /** ViolationCount counts one type of resource violation. */
@@ -709,6 +711,7 @@ function createBaseEvaluation(): Evaluation {
     violations: [],
     stdoutBytes: "0",
     stderrBytes: "0",
+    tenantId: "",
   };
 }
 
@@ -806,6 +809,9 @@ export const Evaluation: MessageFns<Evaluation> = {
     }
     if (message.stderrBytes !== "0") {
       writer.uint32(248).int64(message.stderrBytes);
+    }
+    if (message.tenantId !== "") {
+      writer.uint32(258).string(message.tenantId);
     }
     return writer;
   },
@@ -1071,6 +1077,14 @@ export const Evaluation: MessageFns<Evaluation> = {
             message.stderrBytes = reader.int64().toString();
             continue;
           }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.tenantId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1212,6 +1226,11 @@ export const Evaluation: MessageFns<Evaluation> = {
         : isSet(object.stderr_bytes)
         ? globalThis.String(object.stderr_bytes)
         : "0",
+      tenantId: isSet(object.tenantId)
+        ? globalThis.String(object.tenantId)
+        : isSet(object.tenant_id)
+        ? globalThis.String(object.tenant_id)
+        : "",
     };
   },
 
@@ -1310,6 +1329,9 @@ export const Evaluation: MessageFns<Evaluation> = {
     if (message.stderrBytes !== "0") {
       obj.stderrBytes = message.stderrBytes;
     }
+    if (message.tenantId !== "") {
+      obj.tenantId = message.tenantId;
+    }
     return obj;
   },
 
@@ -1349,6 +1371,7 @@ export const Evaluation: MessageFns<Evaluation> = {
     message.violations = object.violations?.map((e) => ViolationCount.fromPartial(e)) || [];
     message.stdoutBytes = object.stdoutBytes ?? "0";
     message.stderrBytes = object.stderrBytes ?? "0";
+    message.tenantId = object.tenantId ?? "";
     return message;
   },
 };

@@ -1,0 +1,78 @@
+import type { Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import { ALL_TENANTS, TENANT_PATTERN } from '../domain/tenants';
+
+/**
+ * Row-level security by tenant (migration 17). Every table holding an evaluation's data has a
+ * policy that shows (and lets be written) only the rows of the tenant named by the transaction's
+ * `crucible.tenant` setting: a statement run without it sees nothing. The services therefore run
+ * every statement in a transaction that sets it first — the caller's tenant for an RPC,
+ * ALL_TENANTS for their own work over every tenant (the projection, the reaper, the checks).
+ *
+ * The transaction costs no round trip: the opening message (`BEGIN` and the setting), the
+ * statement and `COMMIT` are sent together on the pipelined session (shared/postgres/pool.ts).
+ */
+
+/** The transaction setting the policies read. */
+export const TENANT_SETTING = 'crucible.tenant';
+
+/**
+ * The opening message of a transaction scoped to `tenant`, optionally bounded to
+ * `statementTimeoutMs`. A multi-statement message takes no bind parameters, so the name is
+ * checked against TENANT_PATTERN (no quote can pass it) before it is written into the text.
+ */
+export function beginIn(tenant: string, statementTimeoutMs?: number): string {
+  if (tenant !== ALL_TENANTS && !TENANT_PATTERN.test(tenant)) {
+    throw new RangeError(`not a tenant name: ${JSON.stringify(tenant)}`);
+  }
+  const bound =
+    statementTimeoutMs === undefined ? '' : `; SET LOCAL statement_timeout = ${Math.ceil(statementTimeoutMs)}`;
+  return `BEGIN; SELECT set_config('${TENANT_SETTING}', '${tenant}', true)${bound}`;
+}
+
+/**
+ * `statement` in a transaction scoped to `tenant` on a checked-out session, in one round trip.
+ * All three answers are awaited, so the session is released only once the transaction ended.
+ * The statement's own error comes first: after it, COMMIT only rolls back.
+ */
+export async function queryInTransaction<R extends QueryResultRow>(
+  client: PoolClient,
+  tenant: string,
+  statement: QueryConfig,
+  statementTimeoutMs?: number,
+): Promise<QueryResult<R>> {
+  const [begin, result, commit] = await Promise.allSettled([
+    client.query(beginIn(tenant, statementTimeoutMs)),
+    client.query<R>(statement),
+    client.query('COMMIT'),
+  ]);
+  if (result.status === 'rejected') throw result.reason;
+  if (commit.status === 'rejected') throw commit.reason;
+  if (begin.status === 'rejected') throw begin.reason;
+  return result.value;
+}
+
+/**
+ * `statement` as `tenant` sees the tables, on a session of `pool` (see queryInTransaction). A
+ * session that failed is not reused: it may be broken, or in a state nobody checked.
+ */
+export async function queryAs<R extends QueryResultRow>(
+  pool: Pool,
+  tenant: string,
+  statement: QueryConfig,
+): Promise<QueryResult<R>> {
+  const client = await pool.connect();
+  // A checked-out client has no listener of pg-pool's: a connection error while it is held
+  // would otherwise end the process. The query in flight fails with it too.
+  const onError = (): void => undefined;
+  client.on('error', onError);
+  let failed = false;
+  try {
+    return await queryInTransaction<R>(client, tenant, statement);
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    client.off('error', onError);
+    client.release(failed);
+  }
+}
