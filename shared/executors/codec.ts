@@ -1,4 +1,5 @@
 import { executorStateToProto, EXECUTOR_STATES, type ExecutorState, type StoredExecutorHealth } from './report';
+import { DEFAULT_TENANT, TENANT_PATTERN } from '../domain/tenants';
 import { healthReportViolations } from './validate';
 
 /** The stored form: JSON (small, readable in redis-cli), one object per report. */
@@ -11,6 +12,8 @@ interface StoredJson {
   metrics: Record<string, number>;
   /** ISO-8601, the command service's clock. */
   reportedAt: string;
+  /** Absent in reports stored before tenants: the default tenant's. */
+  tenant?: string;
 }
 
 export function encodeExecutorHealth(health: StoredExecutorHealth): string {
@@ -22,6 +25,7 @@ export function encodeExecutorHealth(health: StoredExecutorHealth): string {
     version: health.version,
     metrics: { ...health.metrics },
     reportedAt: health.reportedAt.toISOString(),
+    tenant: health.tenant,
   };
   return JSON.stringify(stored);
 }
@@ -42,7 +46,7 @@ export function decodeExecutorHealth(text: string): StoredExecutorHealth | undef
     return undefined;
   }
   if (!isRecord(parsed) || !isRecord(parsed.metrics)) return undefined;
-  const { executorId, status, capacity, running, version, reportedAt } = parsed;
+  const { executorId, status, capacity, running, version, reportedAt, tenant = DEFAULT_TENANT } = parsed;
   const metrics = Object.entries(parsed.metrics);
   if (
     typeof executorId !== 'string' ||
@@ -52,6 +56,8 @@ export function decodeExecutorHealth(text: string): StoredExecutorHealth | undef
     !Number.isSafeInteger(running) ||
     typeof version !== 'string' ||
     typeof reportedAt !== 'string' ||
+    typeof tenant !== 'string' ||
+    !TENANT_PATTERN.test(tenant) ||
     metrics.some(([, value]) => typeof value !== 'number')
   ) {
     return undefined;
@@ -68,5 +74,5 @@ export function decodeExecutorHealth(text: string): StoredExecutorHealth | undef
     metrics: Object.fromEntries(metrics) as Record<string, number>,
   };
   if (healthReportViolations({ ...report, status: executorStateToProto(report.status) }).length > 0) return undefined;
-  return { ...report, reportedAt: at };
+  return { ...report, reportedAt: at, tenant };
 }

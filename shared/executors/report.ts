@@ -17,9 +17,13 @@ export interface ExecutorHealthReport {
   readonly metrics: Readonly<Record<string, number>>;
 }
 
-/** A report as Redis keeps it: with when it arrived, by the command service's clock. */
+/**
+ * A report as Redis keeps it: with when it arrived, by the command service's clock, and the
+ * reporter's tenant (only that tenant's callers list it).
+ */
 export interface StoredExecutorHealth extends ExecutorHealthReport {
   readonly reportedAt: Date;
+  readonly tenant: string;
 }
 
 /** The limits of a report (proto: ReportExecutorHealthRequest). */

@@ -275,7 +275,7 @@ describe('e2e: metrics, security events and the queue, from command to query', f
 
     // A facet index deleted by hand: the counts are not the truth until it is rewritten.
     const layout = createKeyLayout(environment.config.redisKeyPrefix, environment.config.readModelPartitions);
-    await redis.del(layout.indexFacet(0, EvaluationStatus.EVALUATION_STATUS_QUEUED, 'language', 'rust'));
+    await redis.del(layout.indexFacet(0, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED, 'language', 'rust'));
     const { answer, refusals } = await untilAnswered(() => call(query, query.getQueueMetrics, {}), 20_000);
     expect(refusals).to.be.greaterThan(0);
     expect(base(answer.byLanguage, 'rust')).to.deep.equal({ key: 'rust', queued: '1', running: '0' });

@@ -273,7 +273,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         // members of the index of all evaluations. Not change-log entries, whose loss a resuming
         // watcher is told of (OUT_OF_RANGE, change-log-holes spec).
         const doomed = rng() < 0.2 ? [layout.checkpoint(0)] : [];
-        if (rng() < 0.3) doomed.push(layout.indexStatus(0, INDEXED_STATUSES[Math.floor(rng() * 5)] ?? 1));
+        if (rng() < 0.3) doomed.push(layout.indexStatus(0, 'default', INDEXED_STATUSES[Math.floor(rng() * 5)] ?? 1));
         const lost = (key: string): boolean => {
           const kind = layout.describe(key)?.kind;
           return (kind === 'record' || kind === 'history') && rng() < 0.05;
@@ -281,8 +281,8 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         if (redis === undefined) return;
         await deleteKeys(redis, `${prefix}:*`, lost, doomed);
         if (rng() < 0.5) {
-          const members = await redis.zrandmember(layout.indexAll(0), 3);
-          if (members.length > 0) await redis.zrem(layout.indexAll(0), ...members);
+          const members = await redis.zrandmember(layout.indexAll(0, 'default'), 3);
+          if (members.length > 0) await redis.zrem(layout.indexAll(0, 'default'), ...members);
         }
       },
       'fill Redis to maxmemory': async () => {

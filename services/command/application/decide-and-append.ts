@@ -100,8 +100,8 @@ export async function decideAndAppend(
   firstLoad.catch(() => undefined);
   let prepared = prepareCommand(command, evalId, limits);
   let unknown: CommitOutcomeUnknownError | undefined;
-  // A submit that lost a race re-reads what won it; if that is invisible, another tenant has it.
-  let submitConflicted = false;
+  // Whether the last load saw neither the evaluation nor the request id.
+  let invisible = false;
   // After a write of unknown outcome, no failure may be reported as "nothing was written".
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
@@ -113,15 +113,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    if (submitConflicted && loaded.snapshot === undefined && loaded.priorRequest === undefined) {
-      // The write collided with an evaluation (or request id) this tenant cannot see: another
-      // tenant's. Saying only that the id is taken tells no more than any taken id does.
-      throw failure(
-        new AlreadyExistsError(
-          `evaluation ${evalId} already exists (or request_id ${command.requestId ?? ''} was used) outside this tenant; choose another id`,
-        ),
-      );
-    }
+    invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
     let decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
     if (decision.kind === 'unchanged') return decision.result;
     const { plan } = prepared;
@@ -153,8 +145,19 @@ export async function decideAndAppend(
     }
     // A conflict wrote nothing; but a write of unknown outcome before it may have.
     if (unknown === undefined) write.maybeWritten = false;
-    submitConflicted = command.type === 'SubmitEvaluation';
     logger.debug('write conflict; deciding again', { evalId, round });
+  }
+  if (command.type === 'SubmitEvaluation' && invisible) {
+    // Every round's write collided with an evaluation (or request id) that no load could see:
+    // another tenant's (row-level security hides it). Saying that the id is taken tells no
+    // more than a taken id of one's own would.
+    throw failure(
+      new AlreadyExistsError(
+        command.requestId === undefined
+          ? `evaluation ${evalId} already exists; choose another eval_id`
+          : `evaluation ${evalId} (or request_id ${command.requestId}) is taken; choose another`,
+      ),
+    );
   }
   // Nothing was written: a client retrying (with backoff) is safe, so this is UNAVAILABLE,
   // not an internal error.

@@ -10,7 +10,8 @@ import { checkActsAsItself } from '../domain';
 
 /** Where health reports are kept (services/command/redis/executor-health.ts). */
 export interface HealthReports {
-  record(report: ExecutorHealthReport, reportedAt: Date): Promise<void>;
+  /** Keeps the report of an executor of `tenant`. */
+  record(report: ExecutorHealthReport, reportedAt: Date, tenant: string): Promise<void>;
 }
 
 export interface ReportExecutorHealthDeps {
@@ -33,7 +34,7 @@ export function createReportExecutorHealth({
     const report = validateExecutorHealth(request);
     // A report keeps an executor's evaluations from being reaped: only the executor itself may send it.
     checkActsAsItself(report.executorId, caller, 'reports its health');
-    await healthReports.record(report, clock.now());
+    await healthReports.record(report, clock.now(), caller.tenant);
     return { ttlSeconds: executors.healthTtlSeconds };
   };
 }

@@ -11,7 +11,8 @@ export interface RedisExecutorHealth {
    * Stores the report for the health TTL and moves the executor's last-seen time forward, in
    * one MULTI; UnavailableError when Redis does not take it (the caller reports again).
    */
-  record(report: ExecutorHealthReport, reportedAt: Date): Promise<void>;
+  /** Keeps `report` of an executor of `tenant`. */
+  record(report: ExecutorHealthReport, reportedAt: Date, tenant: string): Promise<void>;
   /** When each of `executorIds` last reported (ms since the epoch); absent: never, or forgotten. */
   lastSeen(executorIds: readonly string[]): Promise<ReadonlyMap<string, number>>;
 }
@@ -47,12 +48,12 @@ export function createRedisExecutorHealth(
   // executors seen within a day or so, whatever the churn of executor ids.
   const retentionMs = Math.max(DAY_MS, 10 * (config.healthTtlSeconds + config.lostGraceSeconds) * 1000);
   return {
-    async record(report, reportedAt) {
+    async record(report, reportedAt, tenant) {
       const at = reportedAt.getTime();
       try {
         const replies = await redis
           .multi()
-          .set(keys.health(report.executorId), encodeExecutorHealth({ ...report, reportedAt }), 'PX', ttlMs)
+          .set(keys.health(report.executorId), encodeExecutorHealth({ ...report, reportedAt, tenant }), 'PX', ttlMs)
           // GT: a report that arrives late through another instance (whose clock is behind) never
           // moves the executor's last-seen time back.
           .zadd(keys.lastSeen, 'GT', at, report.executorId)

@@ -24,6 +24,8 @@ export function parseListFilter(
     readonly legacyStatus?: EvaluationStatus;
     readonly order?: ListOrder;
     readonly indexedMetadataKeys: readonly string[];
+    /** The caller's tenant: the only one listed. */
+    readonly tenant: string;
   },
   checks: RequestChecks,
 ): ListFilter {
@@ -86,6 +88,7 @@ export function parseListFilter(
     checks.fail('order', 'UNKNOWN_VALUE', `order has an unknown value ${order}`);
   }
   return {
+    tenant: options.tenant,
     statuses: [...statuses].sort((a, b) => a - b),
     facets: listFacets(facets),
     ...(after !== undefined ? { createdAfter: after } : {}),
@@ -97,6 +100,7 @@ export function parseListFilter(
 /** What a page token is valid for: the whole filter, as it reads the indexes. */
 export function filterScope(filter: ListFilter): unknown[] {
   return [
+    filter.tenant,
     filter.statuses,
     filter.facets.map((f) => [f.facet, f.value]),
     filter.createdAfter?.getTime() ?? null,

@@ -6,6 +6,7 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
+import { recordVisibleTo } from '../read-models/tenancy';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
 import { waitForMinPosition } from '../live/min-position';
@@ -41,6 +42,7 @@ export function createGetEvaluation(deps: {
       await deps.guard.confirmMissing(evalId, checkpoint);
       throw new NotFoundError(`evaluation ${evalId} not found`);
     }
+    if (!recordVisibleTo(evaluation, context.caller.tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
     return { evaluation };
   };
 }

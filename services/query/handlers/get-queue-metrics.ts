@@ -29,7 +29,7 @@ export function createGetQueueMetrics(deps: {
   ): Promise<GetQueueMetricsResponse> {
     await deps.readiness.ready(context);
     const fresh = deps.guard.beforeRead();
-    const counts = await deps.queue.read();
+    const counts = await deps.queue.read(context.caller.tenant);
     for (const checkpoint of counts.checkpoints) fresh(checkpoint);
     deps.guard.reportDamagedIndexes(counts.damaged);
     const rows = (facet: keyof typeof counts.by): QueueCount[] =>

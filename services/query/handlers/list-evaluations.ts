@@ -49,7 +49,12 @@ export function createListEvaluations(deps: ListDeps) {
     const checks = new RequestChecks();
     const filter = parseListFilter(
       request.filter,
-      { legacyStatus: request.status, order: request.order, indexedMetadataKeys: deps.indexedMetadataKeys },
+      {
+        legacyStatus: request.status,
+        order: request.order,
+        indexedMetadataKeys: deps.indexedMetadataKeys,
+        tenant: context.caller.tenant,
+      },
       checks,
     );
     const pageSize = checks.pageSize(request.pageSize);
@@ -100,7 +105,11 @@ export function createCountEvaluations(deps: ListDeps) {
     context: CallContext,
   ): Promise<CountEvaluationsResponse> {
     const checks = new RequestChecks();
-    const filter = parseListFilter(request.filter, { indexedMetadataKeys: deps.indexedMetadataKeys }, checks);
+    const filter = parseListFilter(
+      request.filter,
+      { indexedMetadataKeys: deps.indexedMetadataKeys, tenant: context.caller.tenant },
+      checks,
+    );
     const minPosition = checks.position(request.minPosition, 'min_position');
     checks.done();
 

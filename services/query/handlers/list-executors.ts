@@ -1,3 +1,4 @@
+import type { CallContext } from '../../../shared/grpc';
 import { executorStateToProto } from '../../../shared/executors';
 import type {
   ListExecutorsRequest,
@@ -12,19 +13,26 @@ import type { LiveExecutors } from '../redis/executors';
  */
 export function createListExecutors(deps: { readonly executors: LiveExecutors; readonly clock?: () => Date }) {
   const now = deps.clock ?? (() => new Date());
-  return async function listExecutors(_request: ListExecutorsRequest): Promise<ListExecutorsResponse> {
+  return async function listExecutors(
+    _request: ListExecutorsRequest,
+    context: CallContext,
+  ): Promise<ListExecutorsResponse> {
     const at = now().getTime();
+    const reports = await deps.executors.list();
     return {
-      executors: (await deps.executors.list()).map((report) => ({
-        executorId: report.executorId,
-        status: executorStateToProto(report.status),
-        capacity: report.capacity,
-        running: report.running,
-        version: report.version,
-        metrics: { ...report.metrics },
-        reportedAt: report.reportedAt,
-        ageSeconds: Math.max(0, (at - report.reportedAt.getTime()) / 1000),
-      })),
+      // The caller's tenant's executors only.
+      executors: reports
+        .filter((report) => report.tenant === context.caller.tenant)
+        .map((report) => ({
+          executorId: report.executorId,
+          status: executorStateToProto(report.status),
+          capacity: report.capacity,
+          running: report.running,
+          version: report.version,
+          metrics: { ...report.metrics },
+          reportedAt: report.reportedAt,
+          ageSeconds: Math.max(0, (at - report.reportedAt.getTime()) / 1000),
+        })),
     };
   };
 }

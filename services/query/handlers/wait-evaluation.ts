@@ -10,6 +10,7 @@ import type { ReadGuard } from '../live/read-guard';
 import type { Readiness } from '../live/readiness';
 import type { Shutdown } from '../live/shutdown';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
+import { recordVisibleTo } from '../read-models/tenancy';
 import type { Encoded } from '../wire/encoded';
 import type { WaitEvaluationOut } from '../wire/encoded-messages';
 
@@ -149,22 +150,28 @@ export function createWaitEvaluation(deps: {
 
     await deps.readiness.ready(context);
     const at = answerAt(context.deadline, clock(), deps.maxWaitMs);
-    const current = await read(evalId);
+    const { tenant } = context.caller;
+    const current = await read(evalId, tenant);
     if (isTerminalProto(current.message.status)) return { evaluation: current, terminal: true };
     const close = deps.openCalls.open(context.peer, 'a WaitEvaluation wait');
     try {
-      return await waitForEnd(evalId, at, context.signal);
+      return await waitForEnd(evalId, tenant, at, context.signal);
     } finally {
       close();
     }
   };
 
-  async function waitForEnd(evalId: string, at: number, signal: AbortSignal): Promise<WaitEvaluationOut> {
+  async function waitForEnd(
+    evalId: string,
+    tenant: string,
+    at: number,
+    signal: AbortSignal,
+  ): Promise<WaitEvaluationOut> {
     const wakeUps = listenForWakeUps(deps, evalId, signal, at, clock);
     try {
       for (;;) {
         wakeUps.takeChanged();
-        const record = await read(evalId);
+        const record = await read(evalId, tenant);
         if (isTerminalProto(record.message.status)) return { evaluation: record, terminal: true };
         switch (await wakeUps.next()) {
           case 'changed':
@@ -172,7 +179,7 @@ export function createWaitEvaluation(deps: {
           case 'due': {
             // One more read when a change came meanwhile (not one per change: under a stream of
             // changes the answer must still leave in time).
-            const latest = wakeUps.takeChanged() ? await read(evalId) : record;
+            const latest = wakeUps.takeChanged() ? await read(evalId, tenant) : record;
             return { evaluation: latest, terminal: isTerminalProto(latest.message.status) };
           }
           case 'cancelled':
@@ -188,7 +195,7 @@ export function createWaitEvaluation(deps: {
   }
 
   /** The record as GetEvaluation reads it: fresh (the read guard), NOT_FOUND only when the log agrees. */
-  async function read(evalId: string): Promise<Encoded<Evaluation>> {
+  async function read(evalId: string, tenant: string): Promise<Encoded<Evaluation>> {
     const fresh = deps.guard.beforeRead();
     const { record, checkpoint } = await deps.records.get(evalId);
     fresh(checkpoint);
@@ -196,6 +203,7 @@ export function createWaitEvaluation(deps: {
       await deps.guard.confirmMissing(evalId, checkpoint);
       throw new NotFoundError(`evaluation ${evalId} not found`);
     }
+    if (!recordVisibleTo(record, tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
     return record;
   }
 }

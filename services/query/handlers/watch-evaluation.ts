@@ -16,6 +16,7 @@ import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/
 import { fromBytes, type Encoded } from '../wire/encoded';
 import type { Shutdown } from '../live/shutdown';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
+import { recordVisibleTo, updateVisibleTo } from '../read-models/tenancy';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
 
@@ -73,6 +74,12 @@ export function createWatchEvaluation(deps: {
     const fresh = deps.guard.beforeRead();
     const [{ record, checkpoint }, stored] = await Promise.all([deps.records.get(evalId), history.latest(evalId)]);
     fresh(checkpoint);
+    // Another tenant's evaluation is not there, whatever Redis holds of it.
+    const visible =
+      record !== undefined
+        ? recordVisibleTo(record, context.caller.tenant)
+        : stored === undefined || updateVisibleTo(stored.update, context.caller.tenant);
+    if (!visible) throw new NotFoundError(`evaluation ${evalId} not found`);
     let latest: Change;
     if (stored !== undefined) {
       latest = changeOf(stored.update);

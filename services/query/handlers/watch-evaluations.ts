@@ -76,8 +76,12 @@ export function createWatchEvaluations(deps: {
         ? undefined
         : new Set(statuses);
     const idSet = evalIds.length === 0 ? undefined : new Set(evalIds);
+    // Only the caller's tenant's changes, whatever the filter: the firehose of one tenant.
+    const { tenant } = context.caller;
     const matches = (c: Change): boolean =>
-      (statusSet === undefined || statusSet.has(c.status)) && (idSet === undefined || idSet.has(c.evalId));
+      c.tenant === tenant &&
+      (statusSet === undefined || statusSet.has(c.status)) &&
+      (idSet === undefined || idSet.has(c.evalId));
 
     // Read the applied position and register in the same tick: the next offer follows it.
     const offeredThrough = hub.appliedPosition;

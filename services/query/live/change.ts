@@ -1,5 +1,6 @@
 import type { EvaluationStatus, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Encoded } from '../wire/encoded';
+import { tenantOfUpdate } from '../wire/metadata';
 
 /**
  * One applied change as the live path carries it (tail → hub → streams): what routing,
@@ -11,6 +12,8 @@ export interface Change {
   readonly revision: bigint;
   readonly evalId: string;
   readonly status: EvaluationStatus;
+  /** The evaluation's tenant ("" when the update does not parse): only its callers are sent it. */
+  readonly tenant: string;
   readonly update: Encoded<EvaluationUpdate>;
 }
 
@@ -22,6 +25,7 @@ export function changeOf(update: Encoded<EvaluationUpdate>): Change {
     revision: BigInt(message.revision),
     evalId: message.evaluation?.evalId ?? '',
     status: message.evaluation?.status ?? 0,
+    tenant: tenantOfUpdate(update.bytes) ?? '',
     update,
   };
 }

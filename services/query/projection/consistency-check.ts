@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { evolve, isTerminalProto, type RecordedEvent, compareCodeUnits } from '../../../shared/domain';
+import { compareCodeUnits, DEFAULT_TENANT, evolve, isTerminalProto, type RecordedEvent } from '../../../shared/domain';
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
@@ -111,7 +111,10 @@ export async function checkConsistency(deps: {
   // Index entries of evaluations the log does not know (one may have been submitted since its
   // page was listed: those are asked for again).
   for (const p of partitionNumbers(layout)) {
-    const members = await redis.zrange(layout.indexAll(p), 0, -1);
+    // Every tenant's index of all its evaluations (each is counted once it has had a member).
+    const { keys } = await readCountedIndexes(redis, layout, p);
+    const allIndexes = keys.filter((key) => layout.describeIndex(key)?.status === undefined);
+    const members = (await Promise.all(allIndexes.map((key) => redis.zrange(key, 0, -1)))).flat();
     const unknown = members.map((member) => member.slice(member.indexOf(':') + 1)).filter((id) => !known.has(id));
     const inLog = new Set((await source.eventsOfMany(unknown, ALL_POSITIONS)).map((e) => e.evalId));
     for (const id of unknown)
@@ -155,7 +158,7 @@ async function readSnapshots(
   const possibleKeys = (p: number, id: string): string[] => {
     let state: Evaluation | undefined;
     for (const event of eventsOf.get(id) ?? []) state = evolve(state, event);
-    return state === undefined ? indexKeysOf(layout, p) : possibleIndexKeys(layout, p, state);
+    return state === undefined ? indexKeysOf(layout, p, DEFAULT_TENANT) : possibleIndexKeys(layout, p, state);
   };
   await Promise.all(
     [...byPartition].map(async ([p, partitionIds]) => {
@@ -242,7 +245,7 @@ function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapsho
   for (const [key, present] of snapshot.inIndex) {
     const wanted = listedIn.has(key);
     if (present !== wanted) {
-      const what = key === layout.indexAll(p) ? 'index of all evaluations' : `index ${key}`;
+      const what = layout.describeIndex(key)?.status === undefined ? 'index of all evaluations' : `index ${key}`;
       differences.push(`${wanted ? 'missing from' : 'wrongly in'} the ${what}`);
     }
   }

@@ -385,9 +385,13 @@ function partitionWriteSet(
 /** `layout`, handing out the same string object each time it is asked for the same key. */
 function memoizedKeys(layout: KeyLayout): KeyLayout {
   const checkpoint: string[] = [];
-  const indexAll: string[] = [];
-  const indexStatus: string[][] = [];
-  const indexFacets: Map<string, string>[] = [];
+  const indexes: Map<string, string>[] = [];
+  const index = (p: number, id: string, make: () => string): string => {
+    const cache = (indexes[p] ??= new Map());
+    let key = cache.get(id);
+    if (key === undefined) cache.set(id, (key = make()));
+    return key;
+  };
   const changeLog: string[] = [];
   const records: Map<string, string>[] = [];
   const histories: Map<string, string>[] = [];
@@ -405,15 +409,10 @@ function memoizedKeys(layout: KeyLayout): KeyLayout {
   return {
     ...layout,
     checkpoint: (p) => (checkpoint[p] ??= layout.checkpoint(p)),
-    indexAll: (p) => (indexAll[p] ??= layout.indexAll(p)),
-    indexStatus: (p, status) => ((indexStatus[p] ??= [])[status] ??= layout.indexStatus(p, status)),
-    indexFacet: (p, status, facet, value) => {
-      const cache = (indexFacets[p] ??= new Map());
-      const id = `${status}:${facet}:${value}`;
-      let key = cache.get(id);
-      if (key === undefined) cache.set(id, (key = layout.indexFacet(p, status, facet, value)));
-      return key;
-    },
+    indexAll: (p, tenant) => index(p, tenant, () => layout.indexAll(p, tenant)),
+    indexStatus: (p, tenant, status) => index(p, `${tenant}/${status}`, () => layout.indexStatus(p, tenant, status)),
+    indexFacet: (p, tenant, status, facet, value) =>
+      index(p, `${tenant}/${status}:${facet}:${value}`, () => layout.indexFacet(p, tenant, status, facet, value)),
     changeLog: (p) => (changeLog[p] ??= layout.changeLog(p)),
     record: (p, evalId) => ofEvaluation(records, p, evalId, (q, id) => layout.record(q, id)),
     history: (p, evalId) => ofEvaluation(histories, p, evalId, (q, id) => layout.history(q, id)),

@@ -4,6 +4,7 @@ import type { KeyLayout } from './keys';
 import type { ChangeMeta, WriteSink } from './write-ops';
 import { fromBytes, undecodable } from '../wire/encoded';
 import { updateInResponse } from '../wire/readability';
+import { tenantOfUpdate } from '../wire/metadata';
 import { changeOf, type Change } from '../live/change';
 
 /**
@@ -88,12 +89,13 @@ export function decodeChangeLogEntry(id: Buffer | string, fields: readonly Buffe
       evaluation: { evalId: known.evalId, status: known.status },
     });
     const update = undecodable(value ?? new Uint8Array(0), standIn, unreadable);
-    return { position, change: { position, ...known, update }, unreadable };
+    return { position, change: { position, ...known, tenant: '', update }, unreadable };
   }
   const update = fromBytes(EvaluationUpdate, value as Buffer);
   // The entry id is the position, whatever the update says: it is what the stream is ordered by.
   if (side === undefined) return { position, change: { ...changeOf(update), position } };
-  return { position, change: { position, ...side, update } };
+  // The tenant is read from the update's bytes (a scan, no decode), once per entry for every watcher.
+  return { position, change: { position, ...side, tenant: tenantOfUpdate(update.bytes) ?? '', update } };
 }
 
 /**

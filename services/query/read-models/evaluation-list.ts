@@ -2,7 +2,7 @@ import { EvaluationStatus, type Evaluation } from '../../../shared/generated/cru
 import type { Encoded } from '../wire/encoded';
 import { INDEXED_STATUSES, type Facet, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { compareCodeUnits } from '../../../shared/domain';
+import { compareCodeUnits, DEFAULT_TENANT } from '../../../shared/domain';
 
 /**
  * Read model: evaluations newest first by creation time, overall and per status.
@@ -38,11 +38,17 @@ export function listMember(evaluation: Pick<Evaluation, 'createdAt' | 'evalId'>)
  * need them answer UNAVAILABLE (redis/index-counts.ts).
  */
 export function facetMarker(layout: Pick<KeyLayout, 'indexedMetadataKeys'>): string {
-  return JSON.stringify({ v: 1, metadata: [...layout.indexedMetadataKeys].sort() });
+  // v2: every index is one tenant's (keys.ts); v1's indexes mixed them.
+  return JSON.stringify({ v: 2, metadata: [...layout.indexedMetadataKeys].sort() });
 }
 
 /** What decides an evaluation's indexes. */
-type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId' | 'metadata'>;
+type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId' | 'metadata' | 'tenantId'>;
+
+/** The tenant whose indexes list it: a record folded before tenants has none, and is the default tenant's. */
+function tenantOf(state: Pick<Evaluation, 'tenantId'>): string {
+  return state.tenantId === '' ? DEFAULT_TENANT : state.tenantId;
+}
 
 /** Longest metadata value (as text) with a facet index: a key name is no place for a document. */
 export const MAX_INDEXED_METADATA_VALUE = 256;
@@ -69,12 +75,13 @@ export function metadataFacet(key: string, text: string): string {
 /** The facet indexes of `status` an evaluation like `state` is in (no executor facet before it has one). */
 function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatus, state: Listed): string[] {
   const keys: string[] = [];
-  if (state.language !== '') keys.push(layout.indexFacet(partition, status, 'language', state.language));
-  if (state.engine !== '') keys.push(layout.indexFacet(partition, status, 'engine', state.engine));
-  if (state.executorId !== '') keys.push(layout.indexFacet(partition, status, 'executor', state.executorId));
+  const t = tenantOf(state);
+  if (state.language !== '') keys.push(layout.indexFacet(partition, t, status, 'language', state.language));
+  if (state.engine !== '') keys.push(layout.indexFacet(partition, t, status, 'engine', state.engine));
+  if (state.executorId !== '') keys.push(layout.indexFacet(partition, t, status, 'executor', state.executorId));
   for (const key of layout.indexedMetadataKeys) {
     const text = metadataFacetValue(state.metadata?.[key]);
-    if (text !== undefined) keys.push(layout.indexFacet(partition, status, 'metadata', metadataFacet(key, text)));
+    if (text !== undefined) keys.push(layout.indexFacet(partition, t, status, 'metadata', metadataFacet(key, text)));
   }
   return keys;
 }
@@ -82,8 +89,8 @@ function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatu
 /** Every index an evaluation in `state` is listed in: `all`, its status and that status' facets. */
 export function indexKeysOfEvaluation(layout: KeyLayout, partition: number, state: Listed): string[] {
   return [
-    layout.indexAll(partition),
-    layout.indexStatus(partition, state.status),
+    layout.indexAll(partition, tenantOf(state)),
+    layout.indexStatus(partition, tenantOf(state), state.status),
     ...facetKeys(layout, partition, state.status, state),
   ];
 }
@@ -95,9 +102,9 @@ export function indexKeysOfEvaluation(layout: KeyLayout, partition: number, stat
  */
 export function possibleIndexKeys(layout: KeyLayout, partition: number, state: Listed): string[] {
   return [
-    layout.indexAll(partition),
+    layout.indexAll(partition, tenantOf(state)),
     ...INDEXED_STATUSES.flatMap((status) => [
-      layout.indexStatus(partition, status),
+      layout.indexStatus(partition, tenantOf(state), status),
       ...facetKeys(layout, partition, status, state),
     ]),
   ];
@@ -120,6 +127,8 @@ export function indexWrites(
 
 /** What a list or count selects (ListEvaluations' filter, validated). */
 export interface ListFilter {
+  /** The caller's: only its indexes are read. */
+  readonly tenant: string;
   /** Any of these; empty: any status. */
   readonly statuses: readonly EvaluationStatus[];
   /**
@@ -152,11 +161,12 @@ export function listFacets(facets: readonly FacetValue[]): FacetValue[] {
 export function indexKeysOfFilter(layout: KeyLayout, partition: number, filter: ListFilter): string[] {
   const lead = filter.facets[0];
   const statuses = filter.statuses.length > 0 ? filter.statuses : lead !== undefined ? INDEXED_STATUSES : [];
-  if (statuses.length === 0) return [layout.indexAll(partition)];
+  const { tenant } = filter;
+  if (statuses.length === 0) return [layout.indexAll(partition, tenant)];
   return statuses.map((status) =>
     lead === undefined
-      ? layout.indexStatus(partition, status)
-      : layout.indexFacet(partition, status, lead.facet, lead.value),
+      ? layout.indexStatus(partition, tenant, status)
+      : layout.indexFacet(partition, tenant, status, lead.facet, lead.value),
   );
 }
 

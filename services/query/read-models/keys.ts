@@ -1,4 +1,4 @@
-import { parseStatus, statusOfProto, statusToProto, STATUSES } from '../../../shared/domain';
+import { parseStatus, statusOfProto, statusToProto, STATUSES, TENANT_PATTERN } from '../../../shared/domain';
 import type { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 
 /**
@@ -12,9 +12,11 @@ import type { EvaluationStatus } from '../../../shared/generated/crucible/storag
  *                                     which event of the log it was (checkpoints.ts)
  *   P:{P:n}:fence             string  set while a rebuild owns the partition (its token)
  *   P:{P:n}:eval:<id>         string  ts-proto-encoded Evaluation
- *   P:{P:n}:index:all         zset    members `<created ms, 15 digits>:<id>`, score 0
- *   P:{P:n}:index:<status>    zset    same members, one set per status
- *   P:{P:n}:index:<status>:<facet>:<value>
+ *   P:{P:n}:index:<t>/all     zset    members `<created ms, 15 digits>:<id>`, score 0: every
+ *                                     evaluation of tenant t (every index is one tenant's)
+ *   P:{P:n}:index:<t>/<status>
+ *                             zset    same members, one set per status
+ *   P:{P:n}:index:<t>/<status>:<facet>:<value>
  *                             zset    same members, per status and language, engine or executor
  *                                     (evaluation-list.ts): filtered lists and queue counts
  *   P:{P:n}:index-counts      hash    per index key, the members the projection put in it
@@ -35,11 +37,12 @@ export interface KeyLayout {
   /** Held by a rebuild: the apply script refuses every other writer while it exists. */
   fence(partition: number): string;
   record(partition: number, evalId: string): string;
-  indexAll(partition: number): string;
+  /** Every evaluation of `tenant` in the partition. */
+  indexAll(partition: number, tenant: string): string;
   /** Throws for UNSPECIFIED / unknown values: there is no such index. */
-  indexStatus(partition: number, status: EvaluationStatus): string;
-  /** The index of one status' evaluations with one language, engine or executor. */
-  indexFacet(partition: number, status: EvaluationStatus, facet: Facet, value: string): string;
+  indexStatus(partition: number, tenant: string, status: EvaluationStatus): string;
+  /** The index of one status' evaluations (of `tenant`) with one language, engine or executor. */
+  indexFacet(partition: number, tenant: string, status: EvaluationStatus, facet: Facet, value: string): string;
   /** What an index key of this layout lists; undefined for any other key. */
   describeIndex(key: string): IndexOf | undefined;
   /** How many members each index of the partition should have (redis/index-counts.ts). */
@@ -60,10 +63,11 @@ export type Facet = 'language' | 'engine' | 'executor' | 'metadata';
 export const FACETS: readonly Facet[] = ['language', 'engine', 'executor', 'metadata'];
 
 /** What one index lists: every evaluation, those of a status, or those of a status and facet value. */
-export type IndexOf =
-  | { readonly partition: number; readonly status?: undefined; readonly facet?: undefined }
-  | { readonly partition: number; readonly status: EvaluationStatus; readonly facet?: undefined }
-  | { readonly partition: number; readonly status: EvaluationStatus; readonly facet: Facet; readonly value: string };
+export type IndexOf = { readonly partition: number; readonly tenant: string } & (
+  | { readonly status?: undefined; readonly facet?: undefined }
+  | { readonly status: EvaluationStatus; readonly facet?: undefined }
+  | { readonly status: EvaluationStatus; readonly facet: Facet; readonly value: string }
+);
 
 /** A read-model key, by what it holds. */
 export type DescribedKey =
@@ -102,16 +106,17 @@ export function createKeyLayout(
     checkpoint: (p: number) => `${base(p)}:checkpoint`,
     fence: (p: number) => `${base(p)}:fence`,
     record: (p: number, evalId: string) => `${base(p)}:eval:${evalId}`,
-    indexAll: (p: number) => `${base(p)}:index:all`,
-    indexStatus: (p: number, status: EvaluationStatus) => {
+    // A tenant name has no "/" (TENANT_PATTERN): the first one ends it.
+    indexAll: (p: number, tenant: string) => `${base(p)}:index:${tenant}/all`,
+    indexStatus: (p: number, tenant: string, status: EvaluationStatus) => {
       const name = statusOfProto(status);
       if (name === undefined) throw new RangeError(`no index for status ${status}`);
-      return `${base(p)}:index:${name}`;
+      return `${base(p)}:index:${tenant}/${name}`;
     },
-    indexFacet: (p: number, status: EvaluationStatus, facet: Facet, value: string) => {
+    indexFacet: (p: number, tenant: string, status: EvaluationStatus, facet: Facet, value: string) => {
       const name = statusOfProto(status);
       if (name === undefined) throw new RangeError(`no index for status ${status}`);
-      return `${base(p)}:index:${name}:${facet}:${value}`;
+      return `${base(p)}:index:${tenant}/${name}:${facet}:${value}`;
     },
     describeIndex(key: string): IndexOf | undefined {
       const head = `${prefix}:{${prefix}:`;
@@ -120,14 +125,18 @@ export function createKeyLayout(
       if (close < 0) return undefined;
       const partition = Number(key.slice(head.length, close));
       if (!Number.isInteger(partition) || partition < 0 || partition >= partitions) return undefined;
-      const rest = key.slice(close + '}:index:'.length);
-      if (rest === 'all') return { partition };
+      const scoped = key.slice(close + '}:index:'.length);
+      const slash = scoped.indexOf('/');
+      const tenant = scoped.slice(0, slash);
+      if (slash < 0 || !TENANT_PATTERN.test(tenant)) return undefined;
+      const rest = scoped.slice(slash + 1);
+      if (rest === 'all') return { partition, tenant };
       const [name = '', facet, ...value] = rest.split(':');
       const status = parseStatus(name);
       if (status === undefined) return undefined;
-      if (facet === undefined) return { partition, status: statusToProto(status) };
+      if (facet === undefined) return { partition, tenant, status: statusToProto(status) };
       if (!(FACETS as readonly string[]).includes(facet) || value.length === 0) return undefined;
-      return { partition, status: statusToProto(status), facet: facet as Facet, value: value.join(':') };
+      return { partition, tenant, status: statusToProto(status), facet: facet as Facet, value: value.join(':') };
     },
     indexCounts: (p: number) => `${base(p)}:index-counts`,
     facets: (p: number) => `${base(p)}:facets`,
@@ -158,9 +167,15 @@ export function partitionNumbers(layout: Pick<KeyLayout, 'partitions'>): number[
   return Array.from({ length: layout.partitions }, (_, i) => i);
 }
 
-/** Every index of a partition: the index of all evaluations first, then one per status in INDEXED_STATUSES order. */
-export function indexKeysOf(layout: KeyLayout, partition: number): string[] {
-  return [layout.indexAll(partition), ...INDEXED_STATUSES.map((status) => layout.indexStatus(partition, status))];
+/**
+ * The indexes of one tenant in a partition: the index of all its evaluations first, then one
+ * per status in INDEXED_STATUSES order.
+ */
+export function indexKeysOf(layout: KeyLayout, partition: number, tenant: string): string[] {
+  return [
+    layout.indexAll(partition, tenant),
+    ...INDEXED_STATUSES.map((status) => layout.indexStatus(partition, tenant, status)),
+  ];
 }
 
 /** Evaluation ids grouped by their partition, each group in the order given. */

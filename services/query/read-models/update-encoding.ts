@@ -192,6 +192,7 @@ export class UpdateEncoder {
     }
     if (s.stdoutBytes !== '0' && !this.int64Field(240, s.stdoutBytes)) return false;
     if (s.stderrBytes !== '0' && !this.int64Field(248, s.stderrBytes)) return false;
+    if (s.tenantId !== '') this.stringField(258, s.tenantId);
     return true;
   }
 
@@ -319,7 +320,8 @@ function boundOf(s: Evaluation, metadata: Uint8Array | undefined): number {
         s.revision.length +
         s.position.length +
         s.stdoutBytes.length +
-        s.stderrBytes.length) +
+        s.stderrBytes.length +
+        s.tenantId.length) +
     s.outputPreview.length +
     (metadata?.length ?? 0)
   );

@@ -126,8 +126,10 @@ export function createEvaluationList(
           rev,
         );
         // Facet indexes not known whole (built before they existed, or before a metadata key was
-        // indexed) are not the truth either: the index repair fills them in.
-        if (filter.facets.length > 0 && marker !== facetMarker(layout)) damaged.add(p);
+        // indexed) are not the truth either: the index repair fills them in. Nor is any index of
+        // a partition marked by an older layout (v1's were not per tenant); a partition without a
+        // marker has had no projection step, and its indexes are empty.
+        if ((filter.facets.length > 0 || marker !== null) && marker !== facetMarker(layout)) damaged.add(p);
         return read.map(([page, size, count]) => {
           // No count: an index no step has touched yet (empty), or counts a version before them
           // did not keep, which the index audit makes at start.
@@ -207,7 +209,7 @@ export function createEvaluationList(
             low,
             high,
           );
-          if (filter.facets.length > 0 && marker !== facetMarker(layout)) damaged.add(p);
+          if ((filter.facets.length > 0 || marker !== null) && marker !== facetMarker(layout)) damaged.add(p);
           for (const [inRange, size, counted] of indexes) {
             if (counted !== null && Number(counted) !== size) damaged.add(p);
             count += inRange;

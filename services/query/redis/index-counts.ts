@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { DEFAULT_TENANT } from '../../../shared/domain';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
@@ -162,7 +163,9 @@ export function createIndexCounts(deps: {
       if (keys.length > 0) added += await untilLanded(() => fromRecords(p, keys));
       cursor = next;
     } while (cursor !== '0');
-    for (const key of (await knownIndexKeys(p)).slice(1)) {
+    // Every index but the tenants' `all`: a member with its record is always rightly there.
+    const listing = (await knownIndexKeys(p)).filter((key) => layout.describeIndex(key)?.status !== undefined);
+    for (const key of listing) {
       let after = '-';
       for (;;) {
         const members = await redis.zrange(key, after, '+', 'BYLEX', 'LIMIT', 0, PAGE);
@@ -299,9 +302,13 @@ export function keepIndexes(deps: {
   };
 }
 
-/** The fixed indexes of a partition (`all`, then each status'), then the facet indexes among `counted`. */
+/**
+ * The fixed indexes of a partition (the default tenant's `all`, then each status'), then every
+ * other index among `counted`: another tenant's indexes exist once the projection put a member in
+ * them, and counted it.
+ */
 export function withCountedIndexes(layout: KeyLayout, p: number, counted: Iterable<string>): string[] {
-  const keys = indexKeysOf(layout, p);
+  const keys = indexKeysOf(layout, p, DEFAULT_TENANT);
   const fixed = new Set(keys);
   for (const key of counted) if (!fixed.has(key) && layout.describeIndex(key)?.partition === p) keys.push(key);
   return keys;

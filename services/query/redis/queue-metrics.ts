@@ -27,7 +27,8 @@ export interface QueueCounts {
 }
 
 export interface QueueMetrics {
-  read(): Promise<QueueCounts>;
+  /** The queue of `tenant`'s evaluations (its indexes only). */
+  read(tenant: string): Promise<QueueCounts>;
 }
 
 /**
@@ -76,7 +77,7 @@ export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetric
   const RUNNING = EvaluationStatus.EVALUATION_STATUS_RUNNING;
 
   return mappingOutages<QueueMetrics>('reading the queue', {
-    async read() {
+    async read(tenant) {
       const by: Record<QueueFacet, Map<string, QueueCount>> = {
         language: new Map(),
         engine: new Map(),
@@ -92,8 +93,8 @@ export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetric
             5,
             layout.checkpoint(p),
             layout.indexCounts(p),
-            layout.indexStatus(p, QUEUED),
-            layout.indexStatus(p, RUNNING),
+            layout.indexStatus(p, tenant, QUEUED),
+            layout.indexStatus(p, tenant, RUNNING),
             layout.facets(p),
           );
           // Facet indexes not known whole: their counts are not the truth (the index repair fills them in).

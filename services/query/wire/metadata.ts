@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../../shared/domain';
 import { varintSize, writeVarintAt } from './varint';
 
 /** `Evaluation.metadata` (field 23, length-delimited): its tag as a varint. */
@@ -7,6 +8,8 @@ const METADATA_FIELD = 23;
 const STATUS_FIELD = 2;
 /** `EvaluationUpdate.evaluation` (field 1, length-delimited). */
 const EVALUATION_FIELD = 1;
+/** `Evaluation.tenant_id` (field 32, a string). */
+const TENANT_FIELD = 32;
 
 /**
  * A field found at the top level of a message: where its tag began; for a length-delimited
@@ -90,6 +93,25 @@ function spanOf(bytes: Uint8Array, from: number, to: number, field: number): Fie
 export function statusOfEvaluation(evaluation: Uint8Array): number {
   const span = findField(evaluation, 0, evaluation.length, STATUS_FIELD, 0);
   return span === undefined || span === 'unparsable' ? 0 : (span.varint ?? 0);
+}
+
+/**
+ * `Evaluation.tenant_id` of an encoded Evaluation, without decoding the rest (every field is
+ * skipped by its length): DEFAULT_TENANT when absent (a state folded before tenants existed),
+ * undefined when the bytes do not parse.
+ */
+export function tenantOfEvaluation(evaluation: Uint8Array, from = 0, to = evaluation.length): string | undefined {
+  const span = findField(evaluation, from, to, TENANT_FIELD);
+  if (span === 'unparsable') return undefined;
+  return span === undefined
+    ? DEFAULT_TENANT
+    : Buffer.from(evaluation.buffer, evaluation.byteOffset + span.start, span.end - span.start).toString('utf8');
+}
+
+/** The tenant of an encoded EvaluationUpdate's state (see tenantOfEvaluation). */
+export function tenantOfUpdate(update: Uint8Array): string | undefined {
+  const state = spanOf(update, 0, update.length, EVALUATION_FIELD);
+  return state === undefined ? undefined : tenantOfEvaluation(update, state.start, state.end);
 }
 
 /**

@@ -253,6 +253,7 @@ describe('command service: executor health and the reaper', function () {
       await health.record(
         { executorId: 'exec-lost', status: 'healthy', capacity: 1, running: 1, version: '', metrics: {} },
         new Date(ms(started.startedAt, 5 * SECOND)),
+        'default',
       );
       const clock = manualClock(started.startedAt);
       const reaper = reaperOver(['reap-lost'], clock);
@@ -287,6 +288,7 @@ describe('command service: executor health and the reaper', function () {
       await health.record(
         { executorId: 'exec-moved', status: 'healthy', capacity: 1, running: 1, version: '', metrics: {} },
         started.startedAt,
+        'default',
       );
       const narrowed = only(['reap-moved']);
       let moved = false;
@@ -344,6 +346,7 @@ describe('command service: executor health and the reaper', function () {
         await health.record(
           { executorId: 'exec-healthy', status: 'degraded', capacity: 1, running: 1, version: '', metrics: {} },
           new Date(now - 10 * SECOND),
+          'default',
         );
         clock.set(now);
         expect(await reaper.sweep()).to.deep.include({ examined: 2, failed: [] });
@@ -361,6 +364,7 @@ describe('command service: executor health and the reaper', function () {
       await health.record(
         { executorId: 'exec-twice', status: 'healthy', capacity: 1, running: 1, version: '', metrics: {} },
         started.startedAt,
+        'default',
       );
       // Both load the evaluation before either writes: the race is forced, not hoped for.
       const race = racingStore(h.store, 2);

@@ -48,13 +48,28 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
   });
 
   it('a member deleted from an index by hand: the list refuses, the read starts the repair, then the truth', async () => {
-    const members = await h.redis.zrange(layout.indexAll(0), 0, -1);
-    const running = await h.redis.zrange(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING), 0, -1);
-    await h.redis.zrem(layout.indexAll(0), members[3] as string, members[17] as string);
-    await h.redis.zrem(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING), running[0] as string);
+    const members = await h.redis.zrange(layout.indexAll(0, 'default'), 0, -1);
+    const running = await h.redis.zrange(
+      layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_RUNNING),
+      0,
+      -1,
+    );
+    await h.redis.zrem(layout.indexAll(0, 'default'), members[3] as string, members[17] as string);
+    await h.redis.zrem(
+      layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_RUNNING),
+      running[0] as string,
+    );
     // A stray: an evaluation that is queued, put in the running index as well.
-    const queued = await h.redis.zrange(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED), 0, 0);
-    await h.redis.zadd(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING), 0, queued[0] as string);
+    const queued = await h.redis.zrange(
+      layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED),
+      0,
+      0,
+    );
+    await h.redis.zadd(
+      layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_RUNNING),
+      0,
+      queued[0] as string,
+    );
 
     const repaired = logged(/an index differed from its count/);
     const first = await listAll().then(
@@ -72,8 +87,8 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
   });
 
   it('repairs while steps move other evaluations: each page waits only for the records it was decided from', async () => {
-    const members = await h.redis.zrange(layout.indexAll(0), 0, -1);
-    await h.redis.zrem(layout.indexAll(0), ...members.slice(0, 10));
+    const members = await h.redis.zrange(layout.indexAll(0, 'default'), 0, -1);
+    await h.redis.zrem(layout.indexAll(0, 'default'), ...members.slice(0, 10));
     const repaired = logged(/an index differed from its count/);
     // A burst of new evaluations, each moving the checkpoint, while the repair runs.
     let burst = true;
@@ -92,10 +107,10 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
   });
 
   it('the checker names an index that differs from its count', async () => {
-    const members = await h.redis.zrange(layout.indexAll(0), 0, -1);
-    await h.redis.zrem(layout.indexAll(0), members[5] as string);
+    const members = await h.redis.zrange(layout.indexAll(0, 'default'), 0, -1);
+    await h.redis.zrem(layout.indexAll(0, 'default'), members[5] as string);
     const differences = await checker();
-    expect(differences.some((d) => /index:all holds \d+ members, its count says \d+/.test(d))).to.equal(true);
+    expect(differences.some((d) => /index:default\/all holds \d+ members, its count says \d+/.test(d))).to.equal(true);
     const repaired = logged(/an index differed from its count/);
     await listAll().catch(() => undefined); // the read notices and asks for the repair
     await repaired;
@@ -110,7 +125,10 @@ describe('indexes that lose members: lists refuse until the indexes are rebuilt 
     try {
       await watching.service.projector.whenCaughtUp();
       let repaired = logged(/an index differed from its count/);
-      await h.redis.del(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_COMPLETED), layout.indexAll(0));
+      await h.redis.del(
+        layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_COMPLETED),
+        layout.indexAll(0, 'default'),
+      );
       await repaired;
       expect(await checker()).to.deep.equal([]);
       // The counts alone (a Redis written by a version without them): counted from the indexes.

@@ -7,7 +7,7 @@ import { createEvaluationRecords } from '../../../services/query/redis/evaluatio
 import { createUndecodableEntries } from '../../../services/query/redis/undecodable-entries';
 import { createQueryHarness, type QueryHarness } from './harness';
 
-const ALL: ListFilter = { statuses: [], facets: [], order: 'newest' };
+const ALL: ListFilter = { tenant: 'default', statuses: [], facets: [], order: 'newest' };
 
 for (const partitions of ['1', '3']) {
   describe(`list pages are bounded in bytes as well as count (${partitions} partition(s))`, function () {

@@ -304,8 +304,8 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     expect(await consistency(h, layout)).to.deep.equal([]);
     // Break one record and one index entry: the checker names both.
     await h.redis.del(layout.record(0, 'start-1'));
-    const newest = (await h.redis.zrange(layout.indexAll(0), -1, -1))[0] ?? '';
-    await h.redis.zrem(layout.indexAll(0), newest);
+    const newest = (await h.redis.zrange(layout.indexAll(0, 'default'), -1, -1))[0] ?? '';
+    await h.redis.zrem(layout.indexAll(0, 'default'), newest);
     const differences = await consistency(h, layout);
     expect(differences.some((d) => d.startsWith('start-1: record missing'))).to.equal(true);
     expect(differences.some((d) => d.includes('missing from the index of all evaluations'))).to.equal(true);

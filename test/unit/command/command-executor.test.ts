@@ -240,18 +240,32 @@ describe('command executor', () => {
       expect(w.publisher.published).to.have.length(1);
     });
 
-    it(`gives up after ${MAX_ROUNDS} conflicting rounds, having written and published nothing`, async () => {
+    it(`gives up after ${MAX_ROUNDS} conflicting rounds, having written and published nothing more`, async () => {
       const w = world();
+      await w.executor.execute(SUBMIT);
       w.store.forcedConflicts = Infinity;
-      const err = await rejection(w.executor.execute(SUBMIT));
+      w.journal.length = 0;
+      const err = await rejection(w.executor.execute(START));
 
       // Nothing was written: UNAVAILABLE (retry), not INTERNAL.
       expect(err).to.be.instanceOf(UnavailableError);
       expect((err as Error).message).to.equal(
-        `gave up on SubmitEvaluation for e1 after ${MAX_ROUNDS} conflicting rounds; retry with backoff`,
+        `gave up on StartEvaluation for e1 after ${MAX_ROUNDS} conflicting rounds; retry with backoff`,
       );
-      expect(w.journal.filter((e) => e === 'store.conflict e1@1')).to.have.length(MAX_ROUNDS);
+      expect(w.journal.filter((e) => e === 'store.conflict e1@2')).to.have.length(MAX_ROUNDS);
       expect(w.journal.filter((e) => e === 'store.load e1')).to.have.length(MAX_ROUNDS);
+      expect(w.store.events).to.have.length(1);
+      expect(w.publisher.published).to.have.length(1);
+    });
+
+    it("refuses a submit whose every write collides with what no load sees (another tenant's id) as ALREADY_EXISTS", async () => {
+      const w = world();
+      w.store.forcedConflicts = Infinity;
+      const err = await rejection(w.executor.execute(SUBMIT));
+
+      expect(err).to.be.instanceOf(AlreadyExistsError);
+      expect((err as Error).message).to.equal('evaluation e1 already exists; choose another eval_id');
+      expect(w.journal.filter((e) => e === 'store.conflict e1@1')).to.have.length(MAX_ROUNDS);
       expect(w.store.events).to.deep.equal([]);
       expect(w.publisher.published).to.deep.equal([]);
     });

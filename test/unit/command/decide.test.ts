@@ -111,8 +111,10 @@ function thrown(fn: () => unknown): unknown {
 
 describe('decide', () => {
   describe('decideSubmit', () => {
-    it('queues a new evaluation at revision 1 with the facts of the code', () => {
-      const decision = appended(decideSubmit(SUBMIT, 'e1', undefined, undefined, ctxFor(SUBMIT)));
+    it("queues a new evaluation at revision 1 with the facts of the code, in the submitter's tenant", () => {
+      const decision = appended(
+        decideSubmit(SUBMIT, 'e1', undefined, undefined, { ...ctxFor(SUBMIT), tenant: 'acme' }),
+      );
       const code = Buffer.from(SUBMIT.code, 'utf8');
       expect(decision).to.deep.include({ evalId: 'e1', fromRevision: '0', toRevision: '1', status: 'queued' });
       expect(decision.event).to.deep.equal({
@@ -123,6 +125,7 @@ describe('decide', () => {
           language: 'python',
           engine: 'docker',
           timeoutSeconds: 30,
+          tenantId: 'acme',
           metadata: { team: 'a' },
           createdAt: NOW.toISOString(),
         },

@@ -58,10 +58,10 @@ describe('evaluation list read model', () => {
       const e = { ...evaluation('e1', 1000), ...facets };
       const member = listMember(e);
       expect(opsOf(undefined, e)).to.deep.equal([
-        { op: 'zadd', key: layout.indexAll(0), member },
-        { op: 'zadd', key: layout.indexStatus(0, QUEUED), member },
-        { op: 'zadd', key: layout.indexFacet(0, QUEUED, 'language', 'python'), member },
-        { op: 'zadd', key: layout.indexFacet(0, QUEUED, 'engine', 'docker'), member },
+        { op: 'zadd', key: layout.indexAll(0, 'default'), member },
+        { op: 'zadd', key: layout.indexStatus(0, 'default', QUEUED), member },
+        { op: 'zadd', key: layout.indexFacet(0, 'default', QUEUED, 'language', 'python'), member },
+        { op: 'zadd', key: layout.indexFacet(0, 'default', QUEUED, 'engine', 'docker'), member },
       ]);
     });
     it('moves it between the indexes of its status when the status changes, and does nothing otherwise', () => {
@@ -69,27 +69,38 @@ describe('evaluation list read model', () => {
       const after = { ...evaluation('e1', 1000, RUNNING), ...facets, executorId: 'x1' };
       const member = listMember(before);
       expect(opsOf(before, after)).to.deep.equal([
-        { op: 'zrem', key: layout.indexStatus(0, QUEUED), member },
-        { op: 'zrem', key: layout.indexFacet(0, QUEUED, 'language', 'python'), member },
-        { op: 'zrem', key: layout.indexFacet(0, QUEUED, 'engine', 'docker'), member },
-        { op: 'zadd', key: layout.indexStatus(0, RUNNING), member },
-        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'language', 'python'), member },
-        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'engine', 'docker'), member },
-        { op: 'zadd', key: layout.indexFacet(0, RUNNING, 'executor', 'x1'), member },
+        { op: 'zrem', key: layout.indexStatus(0, 'default', QUEUED), member },
+        { op: 'zrem', key: layout.indexFacet(0, 'default', QUEUED, 'language', 'python'), member },
+        { op: 'zrem', key: layout.indexFacet(0, 'default', QUEUED, 'engine', 'docker'), member },
+        { op: 'zadd', key: layout.indexStatus(0, 'default', RUNNING), member },
+        { op: 'zadd', key: layout.indexFacet(0, 'default', RUNNING, 'language', 'python'), member },
+        { op: 'zadd', key: layout.indexFacet(0, 'default', RUNNING, 'engine', 'docker'), member },
+        { op: 'zadd', key: layout.indexFacet(0, 'default', RUNNING, 'executor', 'x1'), member },
       ]);
       expect(opsOf(after, after)).to.deep.equal([]);
       expect(opsOf(after, { ...after, revision: '9' })).to.deep.equal([]);
     });
     it('describes each index key, and nothing else', () => {
-      expect(layout.describeIndex(layout.indexAll(0))).to.deep.equal({ partition: 0 });
-      expect(layout.describeIndex(layout.indexStatus(0, RUNNING))).to.deep.equal({ partition: 0, status: RUNNING });
-      expect(layout.describeIndex(layout.indexFacet(0, RUNNING, 'executor', 'host:7:{x}'))).to.deep.equal({
+      expect(layout.describeIndex(layout.indexAll(0, 'default'))).to.deep.equal({ partition: 0, tenant: 'default' });
+      expect(layout.describeIndex(layout.indexStatus(0, 'acme', RUNNING))).to.deep.equal({
         partition: 0,
+        tenant: 'acme',
+        status: RUNNING,
+      });
+      expect(layout.describeIndex(layout.indexFacet(0, 'default', RUNNING, 'executor', 'host:7:{x}'))).to.deep.equal({
+        partition: 0,
+        tenant: 'default',
         status: RUNNING,
         facet: 'executor',
         value: 'host:7:{x}',
       });
-      for (const key of [layout.record(0, 'e1'), layout.indexCounts(0), 'p:{p:1}:index:all', 'p:{p:0}:index:nope']) {
+      for (const key of [
+        layout.record(0, 'e1'),
+        layout.indexCounts(0),
+        'p:{p:1}:index:default/all',
+        'p:{p:0}:index:default/nope',
+        'p:{p:0}:index:all',
+      ]) {
         expect(layout.describeIndex(key), key).to.equal(undefined);
       }
     });
@@ -97,7 +108,7 @@ describe('evaluation list read model', () => {
 
   describe('filters', () => {
     const layout = createKeyLayout('p', 1, ['suite']);
-    const base: ListFilter = { statuses: [], facets: [], order: 'newest' };
+    const base: ListFilter = { tenant: 'default', statuses: [], facets: [], order: 'newest' };
     const e = Evaluation.fromPartial({
       evalId: 'e1',
       status: RUNNING,
@@ -108,10 +119,10 @@ describe('evaluation list read model', () => {
     });
 
     it("reads one index per status: the lead facet's, the status', or `all`", () => {
-      expect(indexKeysOfFilter(layout, 0, base)).to.deep.equal([layout.indexAll(0)]);
+      expect(indexKeysOfFilter(layout, 0, base)).to.deep.equal([layout.indexAll(0, 'default')]);
       expect(indexKeysOfFilter(layout, 0, { ...base, statuses: [QUEUED, RUNNING] })).to.deep.equal([
-        layout.indexStatus(0, QUEUED),
-        layout.indexStatus(0, RUNNING),
+        layout.indexStatus(0, 'default', QUEUED),
+        layout.indexStatus(0, 'default', RUNNING),
       ]);
       const facets = listFacets([
         { facet: 'engine', value: 'docker' },
@@ -120,7 +131,7 @@ describe('evaluation list read model', () => {
       expect(facets.map((f) => f.facet)).to.deep.equal(['executor', 'engine']);
       const byExecutor = indexKeysOfFilter(layout, 0, { ...base, facets });
       expect(byExecutor).to.have.length(5);
-      expect(byExecutor[1]).to.equal(layout.indexFacet(0, RUNNING, 'executor', 'x1'));
+      expect(byExecutor[1]).to.equal(layout.indexFacet(0, 'default', RUNNING, 'executor', 'x1'));
     });
 
     it('bounds the members by creation time and by the cursor, in either order', () => {
@@ -157,7 +168,7 @@ describe('evaluation list read model', () => {
 
     it('lists an evaluation under an indexed metadata key of its status', () => {
       expect(indexKeysOfEvaluation(layout, 0, e)).to.include(
-        layout.indexFacet(0, RUNNING, 'metadata', 'suite=nightly'),
+        layout.indexFacet(0, 'default', RUNNING, 'metadata', 'suite=nightly'),
       );
       expect(indexKeysOfEvaluation(layout, 0, e).filter((k) => k.includes(':metadata:'))).to.have.length(1);
     });

@@ -16,8 +16,8 @@ describe('read-model key layout', () => {
       const keys = [
         layout.checkpoint(p),
         layout.record(p, 'e1'),
-        layout.indexAll(p),
-        ...INDEXED_STATUSES.map((s) => layout.indexStatus(p, s)),
+        layout.indexAll(p, 'default'),
+        ...INDEXED_STATUSES.map((s) => layout.indexStatus(p, 'default', s)),
         layout.history(p, 'e1'),
         layout.changeLog(p),
       ];
@@ -33,8 +33,10 @@ describe('read-model key layout', () => {
     const layout = createKeyLayout('app', 1);
     expect(layout.checkpoint(0)).to.equal('app:{app:0}:checkpoint');
     expect(layout.record(0, 'e-1')).to.equal('app:{app:0}:eval:e-1');
-    expect(layout.indexAll(0)).to.equal('app:{app:0}:index:all');
-    expect(layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING)).to.equal('app:{app:0}:index:running');
+    expect(layout.indexAll(0, 'default')).to.equal('app:{app:0}:index:default/all');
+    expect(layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_RUNNING)).to.equal(
+      'app:{app:0}:index:default/running',
+    );
     expect(layout.history(0, 'e-1')).to.equal('app:{app:0}:history:e-1');
     expect(layout.changeLog(0)).to.equal('app:{app:0}:changes');
     expect(layout.scanPattern).to.equal('app:{app:*}:*');
@@ -42,8 +44,8 @@ describe('read-model key layout', () => {
 
   it('has no index for UNSPECIFIED or unknown statuses', () => {
     const layout = createKeyLayout('app', 1);
-    expect(() => layout.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)).to.throw(RangeError);
-    expect(() => layout.indexStatus(0, 42 as EvaluationStatus)).to.throw(RangeError);
+    expect(() => layout.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_UNSPECIFIED)).to.throw(RangeError);
+    expect(() => layout.indexStatus(0, 'default', 42 as EvaluationStatus)).to.throw(RangeError);
   });
 
   it('keeps one partition by default and spreads ids evenly, stably, over several', () => {
@@ -74,7 +76,7 @@ describe('read-model key layout', () => {
     expect(layout.describe(layout.checkpoint(1))).to.deep.equal({ kind: 'checkpoint', partition: 1 });
     expect(layout.describe(layout.fence(0))).to.deep.equal({ kind: 'fence', partition: 0 });
     expect(layout.describe(layout.changeLog(0))).to.deep.equal({ kind: 'changes', partition: 0 });
-    expect(layout.describe(layout.indexAll(0))).to.deep.equal({ kind: 'index', partition: 0 });
+    expect(layout.describe(layout.indexAll(0, 'default'))).to.deep.equal({ kind: 'index', partition: 0 });
     for (const key of ['other:{other:0}:eval:x', 'app:{app:9}:eval:x', 'app:changes', 'app:{app:0}:weird'])
       expect(layout.describe(key), key).to.equal(undefined);
   });

@@ -100,15 +100,15 @@ describe('planBatch (pure projection step)', () => {
     expect(opsOf(write, 'zrem')).to.deep.equal([]);
     const added = (opsOf(write, 'zadd') as Extract<WriteOp, { op: 'zadd' }>[]).map((o) => [o.key, o.member.slice(16)]);
     expect(added).to.have.deep.members([
-      [one.indexAll(0), 'a'],
-      [one.indexStatus(0, RUNNING), 'a'],
-      [one.indexFacet(0, RUNNING, 'language', 'python'), 'a'],
-      [one.indexFacet(0, RUNNING, 'engine', 'docker'), 'a'],
-      [one.indexFacet(0, RUNNING, 'executor', 'x'), 'a'],
-      [one.indexAll(0), 'b'],
-      [one.indexStatus(0, QUEUED), 'b'],
-      [one.indexFacet(0, QUEUED, 'language', 'python'), 'b'],
-      [one.indexFacet(0, QUEUED, 'engine', 'docker'), 'b'],
+      [one.indexAll(0, 'default'), 'a'],
+      [one.indexStatus(0, 'default', RUNNING), 'a'],
+      [one.indexFacet(0, 'default', RUNNING, 'language', 'python'), 'a'],
+      [one.indexFacet(0, 'default', RUNNING, 'engine', 'docker'), 'a'],
+      [one.indexFacet(0, 'default', RUNNING, 'executor', 'x'), 'a'],
+      [one.indexAll(0, 'default'), 'b'],
+      [one.indexStatus(0, 'default', QUEUED), 'b'],
+      [one.indexFacet(0, 'default', QUEUED, 'language', 'python'), 'b'],
+      [one.indexFacet(0, 'default', QUEUED, 'engine', 'docker'), 'b'],
     ]);
     // The first step on an empty partition says its facet indexes are whole; later ones do not touch it.
     expect(
@@ -122,9 +122,9 @@ describe('planBatch (pure projection step)', () => {
     );
     expect(opsOf(later.writes[0], 'set').map((o) => o.key)).to.not.include(one.facets(0));
     expect(opsOf(later.writes[0], 'zrem').map((o) => o.key)).to.deep.equal([
-      one.indexStatus(0, QUEUED),
-      one.indexFacet(0, QUEUED, 'language', 'python'),
-      one.indexFacet(0, QUEUED, 'engine', 'docker'),
+      one.indexStatus(0, 'default', QUEUED),
+      one.indexFacet(0, 'default', QUEUED, 'language', 'python'),
+      one.indexFacet(0, 'default', QUEUED, 'engine', 'docker'),
     ]);
   });
 
@@ -318,12 +318,12 @@ describe('planRepair (rewriting lost read models from the log)', () => {
       revision: '2',
       status: EvaluationStatus.EVALUATION_STATUS_RUNNING,
     });
-    const running = one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_RUNNING);
-    const queuedIndex = one.indexStatus(0, EvaluationStatus.EVALUATION_STATUS_QUEUED);
+    const running = one.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_RUNNING);
+    const queuedIndex = one.indexStatus(0, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED);
     const added = opsOf(write, 'zadd').map(
       (o) => `${o.key} ${(o as { member: string }).member.endsWith(':a') ? 'a' : 'b'}`,
     );
-    expect(added).to.include.members([`${one.indexAll(0)} a`, `${running} a`, `${queuedIndex} b`]);
+    expect(added).to.include.members([`${one.indexAll(0, 'default')} a`, `${running} a`, `${queuedIndex} b`]);
     const removed = opsOf(write, 'zrem').map(
       (o) => `${o.key} ${(o as { member: string }).member.endsWith(':a') ? 'a' : 'b'}`,
     );

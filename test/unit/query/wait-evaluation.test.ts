@@ -212,7 +212,7 @@ function live(): AbortSignal {
 
 function publish(hub: ChangeHub, evalId: string, position: bigint, status: EvaluationStatus): void {
   const update = encodeOnce(EvaluationUpdate, EvaluationUpdate.fromPartial({}));
-  hub.publish({ position, revision: position, evalId, status, update });
+  hub.publish({ position, revision: position, evalId, status, tenant: 'default', update });
 }
 
 /**

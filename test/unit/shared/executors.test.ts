@@ -175,6 +175,7 @@ describe('executor health: shared rules and stored form', () => {
   describe('codec', () => {
     const stored: StoredExecutorHealth = {
       executorId: 'executor-ü-1',
+      tenant: 'acme',
       status: 'draining',
       capacity: 8,
       running: 3,

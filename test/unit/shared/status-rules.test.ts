@@ -57,8 +57,8 @@ describe('status rules', () => {
 
   it('names each read-model status index after the status', () => {
     const layout = createKeyLayout('p', 1);
-    expect(INDEXED_STATUSES.map((s) => layout.indexStatus(0, s))).to.deep.equal(
-      STATUSES.map((s) => `p:{p:0}:index:${s}`),
+    expect(INDEXED_STATUSES.map((s) => layout.indexStatus(0, 'default', s))).to.deep.equal(
+      STATUSES.map((s) => `p:{p:0}:index:default/${s}`),
     );
   });
 });
