@@ -1,4 +1,4 @@
-import type { Pool, QueryConfig } from 'pg';
+import type { Pool } from 'pg';
 import type { EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../../../shared/errors';
 import {
