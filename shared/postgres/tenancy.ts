@@ -17,8 +17,10 @@ export const TENANT_SETTING = 'crucible.tenant';
 
 /**
  * The opening message of a transaction scoped to `tenant`, optionally bounded to
- * `statementTimeoutMs`. A multi-statement message takes no bind parameters, so the name is
- * checked against TENANT_PATTERN (no quote can pass it) before it is written into the text.
+ * `statementTimeoutMs`. `SET LOCAL` takes no bind parameter (nor does a multi-statement
+ * message), so the name is checked against TENANT_PATTERN (no quote can pass it) before it is
+ * written into the text. `SET LOCAL`, not `set_config()`: the services' logins may not call
+ * that function (migration 17), so that no single statement can change its own scope.
  */
 export function beginIn(tenant: string, statementTimeoutMs?: number): string {
   if (tenant !== ALL_TENANTS && !TENANT_PATTERN.test(tenant)) {
@@ -26,7 +28,7 @@ export function beginIn(tenant: string, statementTimeoutMs?: number): string {
   }
   const bound =
     statementTimeoutMs === undefined ? '' : `; SET LOCAL statement_timeout = ${Math.ceil(statementTimeoutMs)}`;
-  return `BEGIN; SELECT set_config('${TENANT_SETTING}', '${tenant}', true)${bound}`;
+  return `BEGIN; SET LOCAL ${TENANT_SETTING} = '${tenant}'${bound}`;
 }
 
 /**
