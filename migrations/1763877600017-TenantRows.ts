@@ -18,8 +18,8 @@ export const TENANT_TABLES = [
  * lets a session see and write only the rows of the tenant its transaction names in
  * `crucible.tenant` (shared/postgres/tenancy.ts): without the setting it sees nothing, with `*`
  * (the services' own work over every tenant) everything. A new row takes the tenant from the
- * setting, and the CHECK admits tenant names only, so nothing can be written under `*` or
- * without a tenant. The table owner (the migrator, the operations tools) is not subject to the
+ * setting, and the CHECK admits tenant names only, so nothing can be written under `*`; nor
+ * without a tenant (the policy refuses it). The table owner (the migrator, the operations tools) is not subject to the
  * policies; the services' roles are.
  *
  * A request id is unique per tenant (one tenant's retry never collides with another's id);
@@ -44,7 +44,12 @@ export class TenantRows1763877600017 implements MigrationInterface {
     for (const table of TENANT_TABLES) {
       // A constant default fills the existing rows without rewriting the table.
       await q.query(`ALTER TABLE ${table} ADD COLUMN tenant_id text NOT NULL DEFAULT 'default'`);
-      await q.query(`ALTER TABLE ${table} ALTER COLUMN tenant_id SET DEFAULT current_setting('crucible.tenant', true)`);
+      // The transaction's tenant. A session without one is refused by the policy before the
+      // default matters; only the owner (which the policies do not hold) writes without one,
+      // and its rows are the default tenant's, as every row stored before tenants.
+      await q.query(
+        `ALTER TABLE ${table} ALTER COLUMN tenant_id SET DEFAULT coalesce(nullif(current_setting('crucible.tenant', true), ''), 'default')`,
+      );
       await q.query(
         `ALTER TABLE ${table} ADD CONSTRAINT ${table}_tenant_id_check CHECK (tenant_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')`,
       );

@@ -76,10 +76,12 @@ export function createWatchEvaluations(deps: {
         ? undefined
         : new Set(statuses);
     const idSet = evalIds.length === 0 ? undefined : new Set(evalIds);
-    // Only the caller's tenant's changes, whatever the filter: the firehose of one tenant.
+    // Only the caller's tenant's changes, whatever the filter: the firehose of one tenant. A
+    // change no client could decode goes out as a bare position (wire/encoded-messages.ts),
+    // telling nobody anything, so that every cursor still moves past it.
     const { tenant } = context.caller;
     const matches = (c: Change): boolean =>
-      c.tenant === tenant &&
+      (c.tenant === tenant || c.update.unreadable !== undefined) &&
       (statusSet === undefined || statusSet.has(c.status)) &&
       (idSet === undefined || idSet.has(c.evalId));
 

@@ -97,6 +97,7 @@ describe('command service: executor health and the reaper', function () {
         version: '1.4.0',
         metrics: { load: 0.25, free_memory_bytes: 3.5e9, 'gpu/0': 97.5 },
         reportedAt: new Date('2025-06-01T12:00:00.000Z'),
+        tenant: 'default',
       });
       const pttl = await h.redis.pttl(keys.health('exec-report'));
       expect(pttl).to.be.within(28 * SECOND, 30 * SECOND);

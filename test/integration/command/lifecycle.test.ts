@@ -86,6 +86,7 @@ describe('command executor: lifecycle in PostgreSQL', function () {
       timeoutSeconds: 90,
       metadata: { team: 'eval', tags: ['a', 'b'], depth: { n: 1 } },
       createdAt,
+      tenantId: 'default',
     });
     expect(queued?.request_id).to.equal('life-1-submit');
     expect(queued?.recorded_at.toISOString()).to.equal(createdAt);
