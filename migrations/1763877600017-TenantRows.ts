@@ -95,6 +95,12 @@ export class TenantRows1763877600017 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
+    await q.query(`
+      DO $$
+      BEGIN
+        GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO PUBLIC;
+      EXCEPTION WHEN insufficient_privilege THEN NULL;
+      END $$`);
     await q.query(`GRANT UPDATE ON evaluations TO crucible_writer`);
     for (const table of TENANT_TABLES.filter((t) => t !== 'evaluations')) {
       await q.query(`ALTER TABLE ${table} DROP CONSTRAINT ${table}_eval_tenant_fkey`);
