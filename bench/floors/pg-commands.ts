@@ -11,8 +11,8 @@ import {
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import type { AppendRequest } from '../../services/command/application/ports';
 import { appendStatement, LOAD_SQL } from '../../services/command/postgres/evaluation-store';
-import type { EvaluationEvent, Status } from '../../shared/domain';
-import { preparedStatement } from '../../shared/postgres';
+import { DEFAULT_TENANT, type EvaluationEvent, type Status } from '../../shared/domain';
+import { preparedStatement, queryAs } from '../../shared/postgres';
 import { requiredEnv, serveFloor } from './serve';
 
 /**
@@ -28,13 +28,20 @@ const pool = new Pool({
   connectionString: requiredEnv('DATABASE_URL'),
   max: 20,
   application_name: 'crucible-bench-floor',
+  // As the service's sessions (shared/postgres/pool.ts): the tenant's BEGIN, the statement and
+  // COMMIT go out in one round trip.
+  pipeline: true,
 });
 const newId = monotonicFactory();
 
 const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
 
 async function load(evalId: string): Promise<{ revision: string } | undefined> {
-  const { rows } = await pool.query<{ source: string; revision: string }>(preparedStatement(LOAD_SQL, [evalId, null]));
+  const { rows } = await queryAs<{ source: string; revision: string }>(
+    pool,
+    DEFAULT_TENANT,
+    preparedStatement(LOAD_SQL, [evalId, null]),
+  );
   return rows.find((r) => r.source === 'state');
 }
 
@@ -65,12 +72,12 @@ async function append(
   const { text, values } = appendStatement({
     decision: { kind: 'append', evalId, event, fromRevision: String(from), toRevision: revision, status },
     commandHash,
-    tenant: 'default',
+    tenant: DEFAULT_TENANT,
     recordedAt: new Date(),
     reporter: 'anonymous',
     ...extra,
   });
-  const { rows } = await pool.query<{ position: string }>(preparedStatement(text, values));
+  const { rows } = await queryAs<{ position: string }>(pool, DEFAULT_TENANT, preparedStatement(text, values));
   const position = rows[0]?.position;
   if (position === undefined) throw new Error(`write conflict on ${evalId}`);
   return { evalId, revision, position };

@@ -1,7 +1,7 @@
 import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Pool } from 'pg';
-import { parseStatus, statusToProto } from '../../shared/domain';
-import type { EvaluationRow } from '../../shared/postgres';
+import { DEFAULT_TENANT, parseStatus, statusToProto } from '../../shared/domain';
+import { queryAs, type EvaluationRow } from '../../shared/postgres';
 import {
   EvaluationStatus,
   FailureReason,
@@ -22,6 +22,9 @@ const pool = new Pool({
   connectionString: requiredEnv('DATABASE_URL'),
   max: 20,
   application_name: 'crucible-bench-floor',
+  // As the service's sessions (shared/postgres/pool.ts): the tenant's BEGIN, the statement and
+  // COMMIT go out in one round trip.
+  pipeline: true,
 });
 
 const SQL = `SELECT eval_id, status, code_hash, code_size, language, engine, timeout_seconds, metadata, executor_id,
@@ -86,7 +89,7 @@ serveFloor(
       call: ServerUnaryCall<GetEvaluationRequest, GetEvaluationResponse>,
       callback: sendUnaryData<GetEvaluationResponse>,
     ) {
-      pool.query<EvaluationRow>(SQL, [call.request.evalId]).then(
+      queryAs<EvaluationRow>(pool, DEFAULT_TENANT, { text: SQL, values: [call.request.evalId] }).then(
         ({ rows }) => {
           const row = rows[0];
           if (row === undefined) callback({ code: GrpcStatus.NOT_FOUND, details: 'no such evaluation' });

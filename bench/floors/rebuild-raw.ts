@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Pool, QueryConfig } from 'pg';
 import { EVENT_BATCH_BYTES, READ_AFTER_SQL } from '../../services/query/postgres/event-log';
+import { ALL_TENANTS } from '../../shared/domain';
+import { queryAs } from '../../shared/postgres';
 
 /** Every column as the text PostgreSQL sends: the floor stores the event's JSON as it came. */
 interface EventRow {
@@ -16,8 +18,13 @@ const AS_TEXT = { getTypeParser: () => (text: string) => text } as unknown as Qu
 
 /** The service's own read of the log (its byte bound included), pages of up to BATCH events. */
 const page = async (pool: Pool, after: string): Promise<EventRow[]> =>
-  (await pool.query<EventRow>({ text: READ_AFTER_SQL, values: [after, BATCH, EVENT_BATCH_BYTES], types: AS_TEXT }))
-    .rows;
+  (
+    await queryAs<EventRow>(pool, ALL_TENANTS, {
+      text: READ_AFTER_SQL,
+      values: [after, BATCH, EVENT_BATCH_BYTES],
+      types: AS_TEXT,
+    })
+  ).rows;
 
 /**
  * Floor for read-model rebuild: reads the event log in position order with the query service's
