@@ -11,7 +11,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { generateKeyPair, type CryptoKey } from 'jose';
 import { METHOD_ROLES, ROLES, type Role } from '../../shared/auth';
 import { EvaluationCommandServiceService } from '../../shared/generated/crucible/storage/v1/command_service';
 import { EvaluationStatus, ExecutorStatus, FailureReason } from '../../shared/generated/crucible/storage/v1/evaluation';
@@ -21,11 +21,9 @@ import { Status as RpcStatus } from '../../shared/generated/google/rpc/status';
 import { createTestAuthority, type TestAuthority } from '../support/certificates';
 import { call, createClients, expectError, type Clients } from '../support/clients';
 import { aSubmission } from '../support/requests';
+import { startJwtDeployment, type JwtDeployment } from '../support/jwt-deployment';
 import { waitForServing } from '../support/processes';
 import { COMMAND_SERVICE, QUERY_SERVICE, startServices, type RunningServices } from '../support/services';
-
-const ISSUER = 'https://auth.e2e.test';
-const AUDIENCE = 'crucible-storage-e2e';
 
 const identity = (bytes: Buffer): Buffer => bytes;
 
@@ -99,72 +97,26 @@ async function unexpectedCodes(
 
 describe('e2e: who may call what (JWT over TLS)', function () {
   this.timeout(120_000);
-  let authority: TestAuthority;
-  let dir: string;
-  let signing: CryptoKey;
+  let deployment: JwtDeployment;
   let stranger: CryptoKey;
   let tls: ChannelCredentials;
   let services: RunningServices;
-  const tokens: string[] = [];
 
-  async function tokenOf(subject: string, roles: Role[], key = signing, expiresAt?: number): Promise<string> {
-    const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ roles, tenant: 'acme' })
-      .setProtectedHeader({ alg: 'ES256', kid: 'e2e' })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setSubject(subject)
-      .setIssuedAt(now)
-      .setExpirationTime(expiresAt ?? now + 600)
-      .sign(key);
-    tokens.push(token);
-    return token;
-  }
-
-  /** TLS with the caller's token on every call. */
-  function channelOf(token: string): ChannelCredentials {
-    return credentials.combineChannelCredentials(
-      tls,
-      credentials.createFromMetadataGenerator((_, callback) => {
-        const metadata = new Metadata();
-        metadata.set('authorization', `Bearer ${token}`);
-        callback(null, metadata);
-      }),
-    );
-  }
-
-  const as = async (subject: string, ...roles: Role[]): Promise<Clients> =>
-    createClients(services.command.address, services.query.address, channelOf(await tokenOf(subject, roles)));
+  const tokenOf = (subject: string, roles: Role[], key?: CryptoKey, expiresAt?: number): Promise<string> =>
+    deployment.tokenOf(subject, roles, {
+      ...(key !== undefined ? { key } : {}),
+      ...(expiresAt !== undefined ? { expiresAt } : {}),
+    });
+  const channelOf = (token: string): ChannelCredentials => deployment.channelOf(token);
+  const as = (subject: string, ...roles: Role[]): Promise<Clients> => deployment.clientsOf(subject, roles);
 
   before(async () => {
-    authority = await createTestAuthority();
-    dir = await mkdtemp(join(tmpdir(), 'crucible-e2e-auth-'));
-    const server = await authority.issue('server', 'IP:127.0.0.1,DNS:localhost');
-    const pair = await generateKeyPair('ES256', { extractable: true });
-    signing = pair.privateKey;
+    deployment = await startJwtDeployment('auth');
+    ({ services, tls } = deployment);
     stranger = (await generateKeyPair('ES256')).privateKey;
-    const keysFile = join(dir, 'jwks.json');
-    await writeFile(keysFile, JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'e2e' }] }));
-    tls = credentials.createSsl(authority.ca);
-    services = await startServices({
-      overrides: {
-        AUTH_MODE: 'jwt',
-        AUTH_JWT_KEYS_FILE: keysFile,
-        AUTH_JWT_ISSUER: ISSUER,
-        AUTH_JWT_AUDIENCE: AUDIENCE,
-        TLS_CERT_FILE: server.certFile,
-        TLS_KEY_FILE: server.keyFile,
-        ALLOW_PLAINTEXT: 'false',
-      },
-      channel: tls,
-    });
   });
 
-  after(async () => {
-    await services?.close();
-    await authority?.close();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
-  });
+  after(() => deployment?.close());
 
   const rpcs = () => everyRpc({ command: services.command.address, query: services.query.address });
 
@@ -201,7 +153,7 @@ describe('e2e: who may call what (JWT over TLS)', function () {
       raw.close();
     }
     const past = Math.floor(Date.now() / 1000) - 3600;
-    const expired = channelOf(await tokenOf('api-1', ['api'], signing, past));
+    const expired = channelOf(await tokenOf('api-1', ['api'], undefined, past));
     expect(await unexpectedCodes(expired, rpcs(), status.UNAUTHENTICATED)).to.deep.equal([]);
     const foreign = channelOf(await tokenOf('api-1', ['api'], stranger));
     expect(await unexpectedCodes(foreign, rpcs(), status.UNAUTHENTICATED)).to.deep.equal([]);
@@ -314,8 +266,8 @@ describe('e2e: who may call what (JWT over TLS)', function () {
     expect(denials.length).to.be.greaterThan(0);
     const executor2 = denials.find((line) => line.includes('"identity":"executor-2"'));
     expect(executor2).to.include('"code":"PERMISSION_DENIED"').and.include('bound to another executor');
-    expect(tokens.length).to.be.greaterThan(5);
-    for (const token of tokens) {
+    expect(deployment.tokens.length).to.be.greaterThan(5);
+    for (const token of deployment.tokens) {
       // A token's signature alone is secret enough to look for, and cannot appear by chance.
       expect(logs.includes(token.split('.')[2] as string), 'a token reached the logs').to.equal(false);
     }

@@ -1,20 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { credentials, Metadata, status, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
+import { status, type ClientReadableStream } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
-import type { Role } from '../../shared/auth';
 import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import { EvaluationStatus, ExecutorStatus, LogStream } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind, type WatchEvaluationsResponse } from '../../shared/generated/crucible/storage/v1/query_service';
-import { createTestAuthority, type TestAuthority } from '../support/certificates';
-import { call, createClients, expectError, readStream, type Clients } from '../support/clients';
+import { call, expectError, readStream, type Clients } from '../support/clients';
+import { startJwtDeployment, type JwtDeployment } from '../support/jwt-deployment';
 import { aSubmission } from '../support/requests';
-import { startServices, type RunningServices } from '../support/services';
 
-const ISSUER = 'https://auth.tenants.test';
-const AUDIENCE = 'crucible-storage-tenants';
 /** Above CODE_INLINE_MAX_BYTES (100 KiB): the code goes to S3, so GetOutputUrl can sign it. */
 const LARGE_CODE = `# ${'x'.repeat(100)}\n`.repeat(1500);
 
@@ -61,37 +53,12 @@ function appendLogs(command: EvaluationCommandServiceClient, evalId: string, tex
  */
 describe('e2e: tenants never see each other', function () {
   this.timeout(120_000);
-  let authority: TestAuthority;
-  let dir: string;
-  let signing: CryptoKey;
-  let tls: ChannelCredentials;
-  let services: RunningServices;
+  let deployment: JwtDeployment;
   const tenants: Record<'acme' | 'globex', Tenant> = {
     acme: { name: 'acme', executorId: 'exec-acme' } as Tenant,
     globex: { name: 'globex', executorId: 'exec-globex' } as Tenant,
   };
   const { acme, globex } = tenants;
-
-  async function clientsOf(subject: string, tenant: string, roles: Role[]): Promise<Clients> {
-    const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ roles, tenant })
-      .setProtectedHeader({ alg: 'ES256', kid: 'tenants' })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setSubject(subject)
-      .setIssuedAt(now)
-      .setExpirationTime(now + 600)
-      .sign(signing);
-    const channel = credentials.combineChannelCredentials(
-      tls,
-      credentials.createFromMetadataGenerator((_, callback) => {
-        const metadata = new Metadata();
-        metadata.set('authorization', `Bearer ${token}`);
-        callback(null, metadata);
-      }),
-    );
-    return createClients(services.command.address, services.query.address, channel);
-  }
 
   /** One tenant's evaluations, each kind of record written by its own executor. */
   async function populate(tenant: Tenant): Promise<void> {
@@ -139,29 +106,10 @@ describe('e2e: tenants never see each other', function () {
   }
 
   before(async () => {
-    authority = await createTestAuthority();
-    dir = await mkdtemp(join(tmpdir(), 'crucible-e2e-tenants-'));
-    const server = await authority.issue('server', 'IP:127.0.0.1,DNS:localhost');
-    const pair = await generateKeyPair('ES256', { extractable: true });
-    signing = pair.privateKey;
-    const keysFile = join(dir, 'jwks.json');
-    await writeFile(keysFile, JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'tenants' }] }));
-    tls = credentials.createSsl(authority.ca);
-    services = await startServices({
-      overrides: {
-        AUTH_MODE: 'jwt',
-        AUTH_JWT_KEYS_FILE: keysFile,
-        AUTH_JWT_ISSUER: ISSUER,
-        AUTH_JWT_AUDIENCE: AUDIENCE,
-        TLS_CERT_FILE: server.certFile,
-        TLS_KEY_FILE: server.keyFile,
-        ALLOW_PLAINTEXT: 'false',
-      },
-      channel: tls,
-    });
+    deployment = await startJwtDeployment('tenants');
     for (const tenant of [acme, globex]) {
-      tenant.api = await clientsOf(`api-${tenant.name}`, tenant.name, ['api']);
-      tenant.executor = await clientsOf(tenant.executorId, tenant.name, ['executor']);
+      tenant.api = await deployment.clientsOf(`api-${tenant.name}`, ['api'], tenant.name);
+      tenant.executor = await deployment.clientsOf(tenant.executorId, ['executor'], tenant.name);
       await populate(tenant);
     }
     // Every query below reads the read models at least this far.
@@ -174,9 +122,7 @@ describe('e2e: tenants never see each other', function () {
       tenant.api?.close();
       tenant.executor?.close();
     }
-    await services?.close();
-    await authority?.close();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await deployment?.close();
   });
 
   /** The status of a unary query, OK or its code. */
