@@ -84,6 +84,7 @@ export function createCommandServer(deps: CommandServerDeps): GrpcServer {
     maxReceiveMessageBytes: Math.max(deps.limits.maxOutputBytes, deps.limits.maxCodeBytes) + MESSAGE_OVERHEAD_BYTES,
     maxRequestBytesInFlight: deps.limits.maxRequestBytesInFlight,
     requestReadTimeoutMs: deps.limits.requestReadTimeoutMs,
+    connectionIdleMs: deps.limits.connectionIdleMs,
     initialStatus: 'SERVING',
     access: deps.access,
     calls,

@@ -207,6 +207,7 @@ export function createQueryService(
     streams: config.streams,
     maxRequestBytesInFlight: config.limits.maxRequestBytesInFlight,
     requestReadTimeoutMs: config.limits.requestReadTimeoutMs,
+    connectionIdleMs: config.limits.connectionIdleMs,
     shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),

@@ -48,6 +48,8 @@ export interface QueryServerDeps {
   readonly maxRequestBytesInFlight: number;
   /** REQUEST_READ_TIMEOUT_MS (shared/grpc/admission.ts). */
   readonly requestReadTimeoutMs: number;
+  /** CONNECTION_IDLE_MS (shared/grpc/server.ts). */
+  readonly connectionIdleMs: number;
   readonly records: EvaluationRecords;
   readonly list: EvaluationList;
   readonly history: EvaluationHistory;
@@ -119,6 +121,7 @@ export function createQueryServer(deps: QueryServerDeps): GrpcServer {
     maxReceiveMessageBytes: MAX_REQUEST_BYTES,
     maxRequestBytesInFlight: deps.maxRequestBytesInFlight,
     requestReadTimeoutMs: deps.requestReadTimeoutMs,
+    connectionIdleMs: deps.connectionIdleMs,
     initialStatus: 'NOT_SERVING',
     access: deps.access,
     calls,

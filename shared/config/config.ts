@@ -135,6 +135,8 @@ export interface Limits {
   readonly maxRequestBytesInFlight: number;
   /** A request message must arrive within this long of being read. */
   readonly requestReadTimeoutMs: number;
+  /** A client connection with no call in progress this long is closed. */
+  readonly connectionIdleMs: number;
 }
 
 export interface StreamConfig {
@@ -432,6 +434,7 @@ export function loadConfig(env: Env): Config {
       inlineCodeMaxBytes: v.CODE_INLINE_MAX_BYTES,
       maxRequestBytesInFlight: v.MAX_REQUEST_BYTES_IN_FLIGHT,
       requestReadTimeoutMs: v.REQUEST_READ_TIMEOUT_MS,
+      connectionIdleMs: v.CONNECTION_IDLE_MS,
     }),
     streams: Object.freeze({
       progressIntervalMs: v.STREAM_PROGRESS_INTERVAL_MS,

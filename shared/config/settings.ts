@@ -162,6 +162,8 @@ export const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT = 256 * MiB;
 
 /** REQUEST_READ_TIMEOUT_MS's default, also what a server given no figure uses. */
 export const DEFAULT_REQUEST_READ_TIMEOUT_MS = 30_000;
+/** CONNECTION_IDLE_MS's default, also what a server given no figure uses. */
+export const DEFAULT_CONNECTION_IDLE_MS = 300_000;
 
 export const SETTINGS = {
   ENVIRONMENT: setting({
@@ -416,6 +418,11 @@ export const SETTINGS = {
     parser: wholeNumber(100, 3_600_000),
     defaults: { all: String(DEFAULT_REQUEST_READ_TIMEOUT_MS) },
     help: 'a request message must arrive within this long once the server reads it (it holds a share of MAX_REQUEST_BYTES_IN_FLIGHT meanwhile); a slower one is cut (DEADLINE_EXCEEDED)',
+  }),
+  CONNECTION_IDLE_MS: setting({
+    parser: wholeNumber(1_000, 86_400_000),
+    defaults: { all: String(DEFAULT_CONNECTION_IDLE_MS) },
+    help: 'a client connection with no call in progress this long is closed (HTTP/2 GOAWAY; gRPC clients reconnect on their next call), so idle connections cannot pile up',
   }),
   CLIENT_STREAM_IDLE_MS: setting({
     parser: wholeNumber(100, 3_600_000),

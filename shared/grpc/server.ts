@@ -6,7 +6,11 @@ import { ReflectionService } from '@grpc/reflection';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import { DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT, DEFAULT_REQUEST_READ_TIMEOUT_MS } from '../config/settings';
+import {
+  DEFAULT_CONNECTION_IDLE_MS,
+  DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
+  DEFAULT_REQUEST_READ_TIMEOUT_MS,
+} from '../config/settings';
 import type { Logger } from '../logging';
 import type { ServerAccess } from './access';
 import type { Calls } from './handlers';
@@ -33,6 +37,8 @@ export interface GrpcServerOptions {
   readonly maxRequestBytesInFlight?: number;
   /** How long a request message may take to arrive once read (REQUEST_READ_TIMEOUT_MS; its default when not given). */
   readonly requestReadTimeoutMs?: number;
+  /** How long a connection may go without a call before it is closed (CONNECTION_IDLE_MS; its default when not given). */
+  readonly connectionIdleMs?: number;
   /** Health status every service starts with; the query side starts NOT_SERVING until caught up. */
   readonly initialStatus: ServingStatus;
   /** The transport it listens with, and whether it serves reflection. */
@@ -83,6 +89,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
+    // Each open connection holds a socket and its HTTP/2 session: without a bound, clients that
+    // connect and never call (or leak their channels) add up without end.
+    'grpc.max_connection_idle_ms': options.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
     // The first is the innermost (nearest the transport): admission unwraps measured messages
     // before the others see them. The last is nearest the handler: it passes a call's metadata on
     // only once the caller is admitted, and the handler asks for the request only after them.
