@@ -9,6 +9,8 @@ import {
   metadataOfEvaluation,
   metadataOfUpdate,
   statusOfEvaluation,
+  tenantOfEvaluation,
+  tenantOfUpdate,
   withMetadata,
 } from '../../../services/query/wire/metadata';
 
@@ -88,5 +90,25 @@ describe('metadata on the wire (updates stored without it, put back on the way o
     const garbage = new Uint8Array([10, 200, 1, 2]);
     expect(withMetadata(garbage, new Uint8Array([1]))).to.equal(garbage);
     expect(metadataOfUpdate(garbage)).to.equal(undefined);
+  });
+
+  it("reads a record's and an update's tenant without decoding them, as ts-proto decodes it", () => {
+    for (const tenantId of ['acme', 'globex.eu-1', 'é'.repeat(40)]) {
+      const record = Evaluation.encode({ ...STATE, exitCode: -9, metadata: METADATA, tenantId }).finish();
+      expect(tenantOfEvaluation(record)).to.equal(Evaluation.decode(record).tenantId);
+      const whole = EvaluationUpdate.encode({
+        evaluation: { ...STATE, metadata: METADATA, tenantId },
+        eventType: EventType.EVENT_TYPE_EVALUATION_STARTED,
+        revision: '2',
+        position: '77',
+      }).finish();
+      expect(tenantOfUpdate(whole)).to.equal(tenantId);
+    }
+    // A state folded before tenants has none: it is the default tenant's.
+    expect(tenantOfEvaluation(Evaluation.encode(STATE).finish())).to.equal('default');
+    expect(tenantOfUpdate(update())).to.equal('default');
+    // Unparsable bytes belong to nobody (no caller matches them).
+    expect(tenantOfEvaluation(new Uint8Array([10, 50, 1, 2]))).to.equal(undefined);
+    expect(tenantOfUpdate(new Uint8Array([10, 200, 1, 2]))).to.equal(undefined);
   });
 });
