@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { Pool } from 'pg';
 import { EvaluationStatus } from '../../shared/generated/crucible/storage/v1/evaluation';
 import {
   EvaluationFilter,
@@ -19,6 +18,7 @@ import { closedLoop, interleave, type LoadResult, type LoadTarget } from '../sup
 import { runToCompletion } from '../support/processes';
 import { figure, loadFigures, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
+import { createPool } from '../../shared/postgres';
 import { createBenchStack, deleteKeys, PROJECT_ROOT } from '../support/stack';
 
 const { EVALUATION_STATUS_RUNNING: RUNNING, EVALUATION_STATUS_COMPLETED: COMPLETED } = EvaluationStatus;
@@ -206,7 +206,12 @@ export const rebuild: Scenario = {
     'read models rebuilt from 1,000,000 events by the rebuild CLI, beside a raw read of the event table with pipelined Redis writes; then filtered ListEvaluations pages beside an unfiltered one, and CountEvaluations, on them',
   async run(ctx) {
     const stack = await createBenchStack(ctx);
-    const pool = new Pool({ connectionString: stack.environment.config.databaseUrl, max: 2 });
+    // As the services' own pools: pipelined (each tenant-scoped read is one round trip).
+    const pool = createPool({
+      url: stack.environment.config.databaseUrl,
+      poolSize: 2,
+      applicationName: 'crucible-bench',
+    });
     try {
       const prefix = stack.environment.config.redisKeyPrefix;
       const evaluations = ctx.smoke ? 500 : 500_000;

@@ -88,6 +88,32 @@ describe('facet indexes of read models built without them', function () {
     replica = undefined;
   });
 
+  it("an upgrade from indexes shared by every tenant (v1): every list refused at first, then the tenant's indexes filled in", async () => {
+    const layout = createKeyLayout(h.config.redisKeyPrefix, 2);
+    replica = await h.startReplica();
+    await replica.service.projector.whenCaughtUp();
+    // What a version before tenants left: the same indexes without the tenant in their names.
+    for (const p of partitionNumbers(layout)) {
+      const counts = await h.redis.hgetall(layout.indexCounts(p));
+      for (const key of Object.keys(counts)) {
+        const legacy = key.replace(':index:default/', ':index:');
+        if ((await h.redis.exists(key)) === 1) await h.redis.rename(key, legacy);
+        await h.redis.hdel(layout.indexCounts(p), key);
+        await h.redis.hset(layout.indexCounts(p), legacy, counts[key] as string);
+      }
+      await h.redis.set(layout.facets(p), JSON.stringify({ v: 1, metadata: [] }));
+    }
+
+    const { answer, refusals } = await untilAnswered(() => listIds(replica as Replica, filter({})), 20_000);
+    expect(refusals, 'the first unfiltered list finds the indexes of another layout').to.be.greaterThan(0);
+    expect(answer).to.deep.equal([...ids].reverse());
+    const counted = await call(replica.client, replica.client.countEvaluations, { filter: filter({}) });
+    expect(counted.count).to.equal(String(ids.length));
+    for (const p of partitionNumbers(layout)) expect(await h.redis.get(layout.facets(p))).to.equal(facetMarker(layout));
+    await replica.close();
+    replica = undefined;
+  });
+
   it('a metadata key indexed after the read models were built: filled in before a list by it answers', async () => {
     const layout = createKeyLayout(h.config.redisKeyPrefix, 2, ['suite']);
     replica = await h.startReplica({ overrides: { INDEXED_METADATA_KEYS: 'suite' } });

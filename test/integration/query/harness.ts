@@ -149,7 +149,8 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
         await deleteKeys(redis, `${env.config.redisKeyPrefix}*`);
       },
       async differences(layout) {
-        const pool = new Pool({ connectionString: env.config.databaseUrl, max: 2 });
+        // As the services' own pools: pipelined (each tenant-scoped read is one round trip).
+        const pool = createPool({ url: env.config.databaseUrl, poolSize: 2, applicationName: 'crucible-test-checker' });
         try {
           return (await checkConsistency({ source: createPostgresEvaluationSource(pool), redis, layout })).differences;
         } finally {
