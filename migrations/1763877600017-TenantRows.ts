@@ -19,8 +19,8 @@ export const TENANT_TABLES = [
  * `crucible.tenant` (shared/postgres/tenancy.ts): without the setting it sees nothing, with `*`
  * (the services' own work over every tenant) everything. A new row takes the tenant from the
  * setting, and the CHECK admits tenant names only, so nothing can be written under `*`; nor
- * without a tenant (the policy refuses it). The table owner (the migrator, the operations tools) is not subject to the
- * policies; the services' roles are.
+ * without a tenant (the policy refuses it). The table owner (the migrator, the operations
+ * tools) is not subject to the policies; the services' roles are.
  *
  * A request id is unique per tenant (one tenant's retry never collides with another's id);
  * evaluation ids stay unique across tenants, as the read models key them.
