@@ -65,6 +65,24 @@ export function createS3BlobStore(
   multipart: MultipartConfig = defaultMultipart(),
 ): BlobStore {
   const target = objectTarget(bucket, sse);
+  /**
+   * Removes what a server kept of a PutObject cut short. s3rver goes on storing an aborted
+   * request's body and writes the object's metadata when the body ends, which can be after a
+   * DeleteObject sent at once: the key then comes back. So the key is deleted until two reads
+   * in a row find it gone (a few round trips at most; S3 itself finds it gone the first time).
+   */
+  const removeCutShort = async (key: string): Promise<void> => {
+    let absentInARow = 0;
+    for (let attempt = 0; attempt < 10 && absentInARow < 2; attempt += 1) {
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined);
+      const present = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).then(
+        () => true,
+        (err: unknown) => httpStatusOf(err) !== 404,
+      );
+      absentInARow = present ? 0 : absentInARow + 1;
+    }
+  };
+
   return {
     name: 's3',
     async put(key, content, sha256Hex) {
@@ -104,7 +122,7 @@ export function createS3BlobStore(
         if (sourceError === undefined) throw unavailableOr(err);
         // S3 stores nothing of a PutObject cut short, but not every S3 server is so careful
         // (s3rver keeps what it got): the key is this upload's own, so removing it is safe.
-        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined);
+        await removeCutShort(key);
         throw sourceError;
       } finally {
         body.destroy();
