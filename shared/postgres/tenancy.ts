@@ -54,27 +54,33 @@ export async function queryInTransaction<R extends QueryResultRow>(
 }
 
 /**
- * `statement` as `tenant` sees the tables, on a session of `pool` (see queryInTransaction). A
- * session that failed is not reused: it may be broken, or in a state nobody checked.
+ * Runs `use` on a checked-out session, then gives it back to its pool; a session whose use
+ * threw, or whose connection failed meanwhile, is destroyed instead: it may be broken, on a
+ * standby (a new connection may reach the new primary), or in a state nobody checked. An error
+ * `use` turns into an answer keeps the session.
  */
+export async function holdingSession<T>(client: PoolClient, use: (client: PoolClient) => Promise<T>): Promise<T> {
+  // A checked-out client has no listener of pg-pool's: a connection error while it is held
+  // would otherwise end the process. The query in flight fails with it too.
+  let broken = false;
+  const onError = (): void => void (broken = true);
+  client.on('error', onError);
+  try {
+    return await use(client);
+  } catch (err) {
+    broken = true;
+    throw err;
+  } finally {
+    client.off('error', onError);
+    client.release(broken);
+  }
+}
+
+/** `statement` as `tenant` sees the tables, on a session of `pool` (see queryInTransaction). */
 export async function queryAs<R extends QueryResultRow>(
   pool: Pool,
   tenant: string,
   statement: QueryConfig,
 ): Promise<QueryResult<R>> {
-  const client = await pool.connect();
-  // A checked-out client has no listener of pg-pool's: a connection error while it is held
-  // would otherwise end the process. The query in flight fails with it too.
-  const onError = (): void => undefined;
-  client.on('error', onError);
-  let failed = false;
-  try {
-    return await queryInTransaction<R>(client, tenant, statement);
-  } catch (err) {
-    failed = true;
-    throw err;
-  } finally {
-    client.off('error', onError);
-    client.release(failed);
-  }
+  return holdingSession(await pool.connect(), (client) => queryInTransaction<R>(client, tenant, statement));
 }

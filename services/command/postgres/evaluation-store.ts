@@ -4,6 +4,7 @@ import { CommitOutcomeUnknownError, DeadlineError, UnavailableError } from '../.
 import {
   leavesOutcomeUnknown,
   postgresUnavailableCause,
+  holdingSession,
   preparedStatement,
   queryAs,
   queryInTransaction,
@@ -332,35 +333,27 @@ export function createPostgresEvaluationStore(pool: Pool): EvaluationStore {
       const { text, values } = appendStatement(request);
       const statement = preparedStatement(text, values);
       const client = await readOrUnavailable('append', () => pool.connect());
-      // A checked-out client has no listener of pg-pool's: a connection error while it is held
-      // would otherwise end the process. The query in flight fails with it too.
-      let broken = false;
-      const onError = (): void => void (broken = true);
-      client.on('error', onError);
-      try {
-        const { rows } = await queryInTransaction<AppendRow>(client, request.tenant, statement, boundMs);
-        const row = rows[0];
-        if (row === undefined) return { kind: 'conflict' } satisfies AppendOutcome;
-        const recorded: RecordedEvent = {
-          position: row.position,
-          evalId: decision.evalId,
-          revision: decision.toRevision,
-          recordedAt: request.recordedAt.toISOString(),
-          event: decision.event,
-        };
-        return { kind: 'appended', event: recorded } satisfies AppendOutcome;
-      } catch (err) {
-        // A concurrent duplicate (same request id, or the same eval id inserted first by
-        // another transaction) lost the race: the caller re-reads and answers as the winner did.
-        if (uniqueViolation(err) !== undefined) return { kind: 'conflict' } satisfies AppendOutcome;
-        broken = true;
-        throw writeFailure(err, boundMs !== undefined);
-      } finally {
-        client.off('error', onError);
-        // A session that failed a write is not reused: it may be broken, on a standby (a new
-        // connection may reach the new primary), or in a state nobody checked.
-        client.release(broken);
-      }
+      return holdingSession(client, async (session): Promise<AppendOutcome> => {
+        try {
+          const { rows } = await queryInTransaction<AppendRow>(session, request.tenant, statement, boundMs);
+          const row = rows[0];
+          if (row === undefined) return { kind: 'conflict' };
+          const recorded: RecordedEvent = {
+            position: row.position,
+            evalId: decision.evalId,
+            revision: decision.toRevision,
+            recordedAt: request.recordedAt.toISOString(),
+            event: decision.event,
+          };
+          return { kind: 'appended', event: recorded };
+        } catch (err) {
+          // A concurrent duplicate (same request id, or the same eval id inserted first by
+          // another transaction) lost the race: the caller re-reads and answers as the winner
+          // did, and the session, which only rolled back, is kept.
+          if (uniqueViolation(err) !== undefined) return { kind: 'conflict' };
+          throw writeFailure(err, boundMs !== undefined);
+        }
+      });
     },
   };
 }
