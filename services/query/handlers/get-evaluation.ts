@@ -1,4 +1,3 @@
-import { NotFoundError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
 import type { GetEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
 import type { GetEvaluationOut } from '../wire/encoded-messages';
@@ -6,9 +5,9 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
-import { recordVisibleTo } from '../read-models/tenancy';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
+import { readEvaluation } from '../live/evaluation-read';
 import { waitForMinPosition } from '../live/min-position';
 import type { Shutdown } from '../live/shutdown';
 
@@ -35,14 +34,6 @@ export function createGetEvaluation(deps: {
 
     await deps.readiness.ready(context);
     if (minPosition !== undefined) await waitForMinPosition(deps, minPosition, context, 'GetEvaluation');
-    const fresh = deps.guard.beforeRead();
-    const { record: evaluation, checkpoint } = await deps.records.get(evalId);
-    fresh(checkpoint, minPosition);
-    if (evaluation === undefined) {
-      await deps.guard.confirmMissing(evalId, checkpoint);
-      throw new NotFoundError(`evaluation ${evalId} not found`);
-    }
-    if (!recordVisibleTo(evaluation, context.caller.tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
-    return { evaluation };
+    return { evaluation: await readEvaluation(deps, evalId, context.caller.tenant, minPosition) };
   };
 }

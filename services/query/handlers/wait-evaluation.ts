@@ -1,7 +1,6 @@
 import { isTerminalProto } from '../../../shared/domain';
-import { NotFoundError, UnavailableError } from '../../../shared/errors';
+import { UnavailableError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
-import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { WaitEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
@@ -10,8 +9,7 @@ import type { ReadGuard } from '../live/read-guard';
 import type { Readiness } from '../live/readiness';
 import type { Shutdown } from '../live/shutdown';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
-import { recordVisibleTo } from '../read-models/tenancy';
-import type { Encoded } from '../wire/encoded';
+import { readEvaluation } from '../live/evaluation-read';
 import type { WaitEvaluationOut } from '../wire/encoded-messages';
 
 /**
@@ -151,7 +149,7 @@ export function createWaitEvaluation(deps: {
     await deps.readiness.ready(context);
     const at = answerAt(context.deadline, clock(), deps.maxWaitMs);
     const { tenant } = context.caller;
-    const current = await read(evalId, tenant);
+    const current = await readEvaluation(deps, evalId, tenant);
     if (isTerminalProto(current.message.status)) return { evaluation: current, terminal: true };
     const close = deps.openCalls.open(context.peer, 'a WaitEvaluation wait');
     try {
@@ -171,7 +169,7 @@ export function createWaitEvaluation(deps: {
     try {
       for (;;) {
         wakeUps.takeChanged();
-        const record = await read(evalId, tenant);
+        const record = await readEvaluation(deps, evalId, tenant);
         if (isTerminalProto(record.message.status)) return { evaluation: record, terminal: true };
         switch (await wakeUps.next()) {
           case 'changed':
@@ -179,7 +177,7 @@ export function createWaitEvaluation(deps: {
           case 'due': {
             // One more read when a change came meanwhile (not one per change: under a stream of
             // changes the answer must still leave in time).
-            const latest = wakeUps.takeChanged() ? await read(evalId, tenant) : record;
+            const latest = wakeUps.takeChanged() ? await readEvaluation(deps, evalId, tenant) : record;
             return { evaluation: latest, terminal: isTerminalProto(latest.message.status) };
           }
           case 'cancelled':
@@ -192,18 +190,5 @@ export function createWaitEvaluation(deps: {
     } finally {
       wakeUps.close();
     }
-  }
-
-  /** The record as GetEvaluation reads it: fresh (the read guard), NOT_FOUND only when the log agrees. */
-  async function read(evalId: string, tenant: string): Promise<Encoded<Evaluation>> {
-    const fresh = deps.guard.beforeRead();
-    const { record, checkpoint } = await deps.records.get(evalId);
-    fresh(checkpoint);
-    if (record === undefined) {
-      await deps.guard.confirmMissing(evalId, checkpoint);
-      throw new NotFoundError(`evaluation ${evalId} not found`);
-    }
-    if (!recordVisibleTo(record, tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
-    return record;
   }
 }
