@@ -108,21 +108,19 @@ export async function checkConsistency(deps: {
     }
   }
 
-  // Index entries of evaluations the log does not know (one may have been submitted since its
-  // page was listed: those are asked for again).
   for (const p of partitionNumbers(layout)) {
-    // Every tenant's index of all its evaluations (each is counted once it has had a member).
-    const { keys } = await readCountedIndexes(redis, layout, p);
+    // Every index of the partition, its count and its size, read together (each tenant's index
+    // is counted once it has had a member).
+    const { counts, keys, sizes } = await readCountedIndexes(redis, layout, p);
+    // Index entries of evaluations the log does not know (one may have been submitted since its
+    // page was listed: those are asked for again), in every tenant's index of all evaluations.
     const allIndexes = keys.filter((key) => layout.describeIndex(key)?.status === undefined);
     const members = (await Promise.all(allIndexes.map((key) => redis.zrange(key, 0, -1)))).flat();
     const unknown = members.map((member) => member.slice(member.indexOf(':') + 1)).filter((id) => !known.has(id));
     const inLog = new Set((await source.eventsOfMany(unknown, ALL_POSITIONS)).map((e) => e.evalId));
     for (const id of unknown)
       if (!inLog.has(id)) differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
-  }
-  // Every index the size its count says (redis/index-counts.ts), read together.
-  for (const p of partitionNumbers(layout)) {
-    const { counts, keys, sizes } = await readCountedIndexes(redis, layout, p);
+    // Every index the size its count says (redis/index-counts.ts).
     keys.forEach((key, k) => {
       const count = counts.get(key) ?? 0;
       const size = Number(sizes[k]);
