@@ -7,7 +7,7 @@ import {
 } from '../generated/crucible/storage/v1/evaluation';
 import type { BodyRef, EvaluationEventType, FailureKind, RecordedEvent, ViolationKind } from './events';
 import { foldMetrics } from './metrics';
-import { DEFAULT_TENANT } from './tenants';
+import { tenantOrDefault } from './tenants';
 import { VIOLATION_KIND_TO_PROTO } from './security';
 
 export const EVENT_TYPE_TO_PROTO: Readonly<Record<EvaluationEventType, EventType>> = {
@@ -77,7 +77,7 @@ export function evolve(state: Evaluation | undefined, recorded: RecordedEvent): 
       timeoutSeconds: d.timeoutSeconds,
       createdAt: new Date(d.createdAt),
       metadata: d.metadata,
-      tenantId: d.tenantId ?? DEFAULT_TENANT,
+      tenantId: tenantOrDefault(d.tenantId),
       ...common,
     });
   }

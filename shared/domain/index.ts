@@ -18,4 +18,4 @@ export { compareCodeUnits } from './order';
 export { LOG_STREAM_TO_PROTO, logStreamOfProto, logStreamViolation } from './logs';
 export type { MetricPoint } from './metrics';
 export { hasNul, nulViolation } from './text';
-export { ALL_TENANTS, DEFAULT_TENANT, TENANT_PATTERN } from './tenants';
+export { ALL_TENANTS, DEFAULT_TENANT, TENANT_PATTERN, tenantOrDefault } from './tenants';

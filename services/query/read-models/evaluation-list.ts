@@ -2,7 +2,7 @@ import { EvaluationStatus, type Evaluation } from '../../../shared/generated/cru
 import type { Encoded } from '../wire/encoded';
 import { INDEXED_STATUSES, type Facet, type KeyLayout } from './keys';
 import type { WriteSink } from './write-ops';
-import { compareCodeUnits, DEFAULT_TENANT } from '../../../shared/domain';
+import { compareCodeUnits, tenantOrDefault } from '../../../shared/domain';
 
 /**
  * Read model: evaluations newest first by creation time, overall and per status.
@@ -45,11 +45,6 @@ export function facetMarker(layout: Pick<KeyLayout, 'indexedMetadataKeys'>): str
 /** What decides an evaluation's indexes. */
 type Listed = Pick<Evaluation, 'status' | 'language' | 'engine' | 'executorId' | 'metadata' | 'tenantId'>;
 
-/** The tenant whose indexes list it: a record folded before tenants has none, and is the default tenant's. */
-function tenantOf(state: Pick<Evaluation, 'tenantId'>): string {
-  return state.tenantId === '' ? DEFAULT_TENANT : state.tenantId;
-}
-
 /** Longest metadata value (as text) with a facet index: a key name is no place for a document. */
 export const MAX_INDEXED_METADATA_VALUE = 256;
 
@@ -75,22 +70,24 @@ export function metadataFacet(key: string, text: string): string {
 /** The facet indexes of `status` an evaluation like `state` is in (no executor facet before it has one). */
 function facetKeys(layout: KeyLayout, partition: number, status: EvaluationStatus, state: Listed): string[] {
   const keys: string[] = [];
-  const t = tenantOf(state);
-  if (state.language !== '') keys.push(layout.indexFacet(partition, t, status, 'language', state.language));
-  if (state.engine !== '') keys.push(layout.indexFacet(partition, t, status, 'engine', state.engine));
-  if (state.executorId !== '') keys.push(layout.indexFacet(partition, t, status, 'executor', state.executorId));
+  const tenant = tenantOrDefault(state.tenantId);
+  const facet = (f: Facet, value: string): string => layout.indexFacet(partition, tenant, status, f, value);
+  if (state.language !== '') keys.push(facet('language', state.language));
+  if (state.engine !== '') keys.push(facet('engine', state.engine));
+  if (state.executorId !== '') keys.push(facet('executor', state.executorId));
   for (const key of layout.indexedMetadataKeys) {
     const text = metadataFacetValue(state.metadata?.[key]);
-    if (text !== undefined) keys.push(layout.indexFacet(partition, t, status, 'metadata', metadataFacet(key, text)));
+    if (text !== undefined) keys.push(facet('metadata', metadataFacet(key, text)));
   }
   return keys;
 }
 
 /** Every index an evaluation in `state` is listed in: `all`, its status and that status' facets. */
 export function indexKeysOfEvaluation(layout: KeyLayout, partition: number, state: Listed): string[] {
+  const tenant = tenantOrDefault(state.tenantId);
   return [
-    layout.indexAll(partition, tenantOf(state)),
-    layout.indexStatus(partition, tenantOf(state), state.status),
+    layout.indexAll(partition, tenant),
+    layout.indexStatus(partition, tenant, state.status),
     ...facetKeys(layout, partition, state.status, state),
   ];
 }
@@ -101,10 +98,11 @@ export function indexKeysOfEvaluation(layout: KeyLayout, partition: number, stat
  * these cover every state it was ever in (given a state with the executor, if it has one).
  */
 export function possibleIndexKeys(layout: KeyLayout, partition: number, state: Listed): string[] {
+  const tenant = tenantOrDefault(state.tenantId);
   return [
-    layout.indexAll(partition, tenantOf(state)),
+    layout.indexAll(partition, tenant),
     ...INDEXED_STATUSES.flatMap((status) => [
-      layout.indexStatus(partition, tenantOf(state), status),
+      layout.indexStatus(partition, tenant, status),
       ...facetKeys(layout, partition, status, state),
     ]),
   ];

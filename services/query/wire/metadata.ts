@@ -1,4 +1,4 @@
-import { DEFAULT_TENANT } from '../../../shared/domain';
+import { tenantOrDefault } from '../../../shared/domain';
 import { varintSize, writeVarintAt } from './varint';
 
 /** `Evaluation.metadata` (field 23, length-delimited): its tag as a varint. */
@@ -103,9 +103,11 @@ export function statusOfEvaluation(evaluation: Uint8Array): number {
 export function tenantOfEvaluation(evaluation: Uint8Array, from = 0, to = evaluation.length): string | undefined {
   const span = findField(evaluation, from, to, TENANT_FIELD);
   if (span === 'unparsable') return undefined;
-  return span === undefined
-    ? DEFAULT_TENANT
-    : Buffer.from(evaluation.buffer, evaluation.byteOffset + span.start, span.end - span.start).toString('utf8');
+  return tenantOrDefault(
+    span === undefined
+      ? undefined
+      : Buffer.from(evaluation.buffer, evaluation.byteOffset + span.start, span.end - span.start).toString('utf8'),
+  );
 }
 
 /** The tenant of an encoded EvaluationUpdate's state (see tenantOfEvaluation). */
