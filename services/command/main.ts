@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     clock,
     newId: () => newUlid(),
     limits: config.limits,
-    maxPending: config.maxPendingCommands,
+    admission: { maxInProgress: config.maxPendingCommands, maxQueued: config.maxQueuedCommands },
     logger,
   });
   // Reports and last-seen times share the publisher's connection: both must fail at once, not

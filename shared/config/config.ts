@@ -203,8 +203,10 @@ export interface Config {
   /** How often the query side polls the event log when pub/sub is quiet. */
   readonly catchUpIntervalMs: number;
   readonly shutdownGraceMs: number;
-  /** Commands the command service runs at once before it refuses more (UNAVAILABLE). */
+  /** Commands the command service runs at once; more wait in its admission queue. */
   readonly maxPendingCommands: number;
+  /** Commands waiting past those before more are refused (UNAVAILABLE with a retry delay). */
+  readonly maxQueuedCommands: number;
   readonly executors: ExecutorConfig;
   readonly auth: AuthConfig;
   readonly identityLimits: IdentityLimits;
@@ -446,6 +448,7 @@ export function loadConfig(env: Env): Config {
     catchUpIntervalMs: v.CATCH_UP_INTERVAL_MS,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     maxPendingCommands: v.MAX_PENDING_COMMANDS,
+    maxQueuedCommands: v.MAX_QUEUED_COMMANDS,
     executors: Object.freeze({
       healthTtlSeconds: v.EXECUTOR_HEALTH_TTL_SECONDS,
       lostGraceSeconds: v.EXECUTOR_LOST_GRACE_SECONDS,

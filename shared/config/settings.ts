@@ -537,7 +537,12 @@ export const SETTINGS = {
   MAX_PENDING_COMMANDS: setting({
     parser: wholeNumber(1, 1_000_000),
     defaults: { all: '256' },
-    help: 'commands in progress at once; more are refused at once with `UNAVAILABLE`; a streamed output counts once its bytes are in',
+    help: 'commands in progress at once; more wait their turn (MAX_QUEUED_COMMANDS); a streamed output counts once its bytes are in',
+  }),
+  MAX_QUEUED_COMMANDS: setting({
+    parser: wholeNumber(0, 10_000_000),
+    defaults: { all: '20000' },
+    help: 'commands waiting past MAX_PENDING_COMMANDS; one more, or one whose expected wait outlasts its deadline, is refused at once with `UNAVAILABLE` and a retry delay',
   }),
   // An executor reports well within the TTL (every third of it survives two lost reports); one
   // that misses it drops out of ListExecutors, and its evaluations are judged only after the

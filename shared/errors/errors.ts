@@ -77,8 +77,11 @@ export class RevisionConflictError extends CrucibleError {
 /** A dependency (PostgreSQL, Redis, S3) cannot be reached, or the service is not ready. → UNAVAILABLE */
 export class UnavailableError extends CrucibleError {
   readonly kind = 'unavailable';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** When a retry is worth it, if known (→ google.rpc.RetryInfo). */
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

@@ -12,4 +12,4 @@ export {
   WRITER_ROLE,
 } from './service-roles';
 export type { ServiceLogin } from './service-roles';
-export { beginIn, holdingSession, queryAs, queryInTransaction, TENANT_SETTING } from './tenancy';
+export { beginIn, holdingSession, queryAs, queryInTransaction, scopeTo, TENANT_SETTING } from './tenancy';

@@ -23,12 +23,20 @@ export const TENANT_SETTING = 'crucible.tenant';
  * that function (migration 17), so that no single statement can change its own scope.
  */
 export function beginIn(tenant: string, statementTimeoutMs?: number): string {
+  const bound =
+    statementTimeoutMs === undefined ? '' : `; SET LOCAL statement_timeout = ${Math.ceil(statementTimeoutMs)}`;
+  return `BEGIN; ${scopeTo(tenant)}${bound}`;
+}
+
+/**
+ * The statement that scopes the rest of the open transaction to `tenant` (a transaction that
+ * writes for several tenants, a batch of commands, runs it before each one's statement).
+ */
+export function scopeTo(tenant: string): string {
   if (tenant !== ALL_TENANTS && !TENANT_PATTERN.test(tenant)) {
     throw new RangeError(`not a tenant name: ${JSON.stringify(tenant)}`);
   }
-  const bound =
-    statementTimeoutMs === undefined ? '' : `; SET LOCAL statement_timeout = ${Math.ceil(statementTimeoutMs)}`;
-  return `BEGIN; SET LOCAL ${TENANT_SETTING} = '${tenant}'${bound}`;
+  return `SET LOCAL ${TENANT_SETTING} = '${tenant}'`;
 }
 
 /**

@@ -31,7 +31,7 @@ import {
  * (the way the command service does, by updating `event_log_head`), writes an evaluation and
  * its event, and stays open while commands arrive through the command service. It then checks
  * that the later commands wait for it rather than committing past it (pg_stat_activity /
- * pg_locks, not timing), and that after the commit the query side has every event, the manual
+ * pg_locks, not timing: the service's batch in flight waits on the lock, the rest behind it), and that after the commit the query side has every event, the manual
  * one included, in position order.
  */
 describe('fault: a forced out-of-order commit', function () {
@@ -87,10 +87,12 @@ describe('fault: a forced out-of-order commit', function () {
       for (let i = 0; i < 5; i += 1) later.push(runStep(command, `late-${i}`, 'submit', { deadlineMs: 30_000 }));
       const settled = Promise.allSettled(later);
 
-      // They queue behind the head-row lock instead of committing past position 7.
-      await pollUntil('8 command-service sessions waiting for the manual transaction', async () => {
+      // They queue behind the head-row lock instead of committing past position 7: the
+      // service's batch in flight (group commit: one at a time) waits for the manual
+      // transaction, and the commands that arrive meanwhile wait for that batch.
+      await pollUntil("the command service's write waiting for the manual transaction", async () => {
         const { waiting, blockedByHolder } = await waitingCommands(monitor, writerPid);
-        return waiting === 8 && blockedByHolder >= 1;
+        return waiting === 1 && blockedByHolder === 1;
       });
       const { rows: visible } = await monitor.query<{ max: string | null }>(
         'SELECT max(position)::text AS max FROM evaluation_events',

@@ -1,38 +1,148 @@
-import { UnavailableError } from '../../../shared/errors';
+import { DeadlineError, UnavailableError } from '../../../shared/errors';
 
-/** How many commands are in progress, and the refusal of one too many. */
-export interface Admission {
-  /**
-   * Runs `work` as a command in progress, or refuses it at once with UNAVAILABLE when
-   * `maxPending` are in progress already (running `beforeRefusal` first). The slot is freed
-   * when `work` settles, whether it succeeds or throws.
-   */
-  admit<T>(work: () => Promise<T>, beforeRefusal?: () => Promise<void>): Promise<T>;
+export interface AdmissionLimits {
+  /** Commands in progress at once (MAX_PENDING_COMMANDS). */
+  readonly maxInProgress: number;
+  /** Commands waiting for a place past those (MAX_QUEUED_COMMANDS). */
+  readonly maxQueued: number;
 }
 
+export interface AdmitOptions {
+  /** The call's deadline: a command that would wait past it is refused at once. */
+  readonly deadline?: Date | undefined;
+  /** Runs before a refusal (a streamed completion deletes the output it uploaded). */
+  readonly beforeRefusal?: () => Promise<void>;
+}
+
+/** How many commands are in progress, the queue of those waiting, and the refusal of one too many. */
+export interface Admission {
+  /**
+   * Runs `work` as a command in progress: at once while fewer than `maxInProgress` are, or
+   * once its turn in the queue comes. It is refused with UNAVAILABLE and a retry delay when the
+   * queue is full, or when its expected wait outlasts its deadline; a command whose deadline
+   * passes while it waits ends with DEADLINE_EXCEEDED, never having run.
+   */
+  admit<T>(work: () => Promise<T>, options?: AdmitOptions): Promise<T>;
+  /** In progress and waiting, now. */
+  load(): { inProgress: number; queued: number };
+}
+
+interface Queued {
+  readonly deadline: number;
+  start(): void;
+  expire(): void;
+}
+
+// Weight of the newest command's duration in the running mean: heavy enough to follow a
+// change of load within a few hundred commands, light enough that one slow command does not
+// swing the estimate.
+const DURATION_WEIGHT = 0.02;
+
 /**
- * Counts the commands in progress (waiting for PostgreSQL included) and refuses more than
- * `maxPending` at once: under overload, a caller hears it in microseconds, not when a pool wait
- * times out seconds later, and the accepted commands keep their latency.
+ * Admission control for commands. A burst larger than the service can take at once waits its
+ * turn (first come, first served) instead of being refused: a client that sends 10,000
+ * commands at once with a generous deadline gets 10,000 answers. What is refused is refused in
+ * microseconds, with a `RetryInfo` saying when a retry is worth it: a command that would find
+ * the queue full, or that could not start before its deadline. The expected wait is the queue
+ * ahead of it times the mean duration of a command in progress, divided by how many run at once
+ * (Little's law); before any command has finished there is no estimate and none is refused
+ * for its deadline.
+ *
+ * The queue holds no request bytes of its own: a waiting command's message is already counted
+ * against MAX_REQUEST_BYTES_IN_FLIGHT (shared/grpc/admission.ts), which bounds the queue's
+ * bytes.
  */
-export function createAdmission(maxPending: number): Admission {
-  let pending = 0;
+export function createAdmission(limits: AdmissionLimits, now: () => number = Date.now): Admission {
+  let inProgress = 0;
+  // The waiting commands are queue[head..]: taking from the front is O(1), and the array is
+  // compacted once the taken part is most of it.
+  const queue: Queued[] = [];
+  let head = 0;
+  let meanDurationMs: number | undefined;
+  const queued = (): number => queue.length - head;
+
+  function expectedWaitMs(ahead: number): number | undefined {
+    if (meanDurationMs === undefined) return undefined;
+    return ((ahead + 1) * meanDurationMs) / limits.maxInProgress;
+  }
+
+  function next(): void {
+    while (inProgress < limits.maxInProgress && queued() > 0) {
+      const waiting = queue[head]!;
+      head += 1;
+      if (waiting.deadline <= now()) {
+        waiting.expire();
+        continue;
+      }
+      // Its place is taken now, before it runs on a later tick.
+      inProgress += 1;
+      waiting.start();
+    }
+    if (head > 1024 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+  }
+
+  /** Runs `work` in a place already counted in `inProgress`. */
+  async function run<T>(work: () => Promise<T>): Promise<T> {
+    const started = now();
+    try {
+      return await work();
+    } finally {
+      const took = now() - started;
+      meanDurationMs = meanDurationMs === undefined ? took : meanDurationMs + DURATION_WEIGHT * (took - meanDurationMs);
+      inProgress -= 1;
+      next();
+    }
+  }
+
+  async function refuse(reason: string, retryAfterMs: number, options: AdmitOptions): Promise<never> {
+    await options.beforeRefusal?.();
+    throw new UnavailableError(`command service overloaded: ${reason}; retry after the delay given`, {
+      retryAfterMs,
+    });
+  }
+
   return {
-    async admit(work, beforeRefusal) {
+    load: () => ({ inProgress, queued: queued() }),
+    async admit(work, options = {}) {
       // Checked and counted before the first await, so that commands arriving together cannot
       // all pass the check before any of them is counted.
-      if (pending >= maxPending) {
-        await beforeRefusal?.();
-        throw new UnavailableError(
-          `command service overloaded: ${pending} commands in progress (MAX_PENDING_COMMANDS); retry with backoff`,
+      if (inProgress < limits.maxInProgress && queued() === 0) {
+        inProgress += 1;
+        return run(work);
+      }
+      const ahead = queued();
+      const wait = expectedWaitMs(ahead);
+      if (ahead >= limits.maxQueued) {
+        return refuse(
+          `${inProgress} commands in progress (MAX_PENDING_COMMANDS) and ${ahead} waiting (MAX_QUEUED_COMMANDS)`,
+          wait ?? 1000,
+          options,
         );
       }
-      pending += 1;
-      try {
-        return await work();
-      } finally {
-        pending -= 1;
+      const deadline = options.deadline?.getTime() ?? Infinity;
+      if (wait !== undefined && now() + wait > deadline) {
+        return refuse(
+          `${ahead} commands are waiting ahead of this one, about ${Math.ceil(wait)} ms, past the call's deadline`,
+          wait,
+          options,
+        );
       }
+      try {
+        await new Promise<void>((start, reject) => {
+          queue.push({
+            deadline,
+            start,
+            expire: () => reject(new DeadlineError("the call's deadline passed while the command waited its turn")),
+          });
+        });
+      } catch (err) {
+        await options.beforeRefusal?.();
+        throw err;
+      }
+      return run(work);
     },
   };
 }

@@ -8,7 +8,7 @@ import {
   type CompletionHeader,
   type LogsTarget,
 } from '../domain';
-import { createAdmission } from './admission';
+import { createAdmission, type AdmissionLimits } from './admission';
 import { decideAndAppend, tenantOfCall, type CommandCall, type WriteTracker } from './decide-and-append';
 
 export type { CommandCall } from './decide-and-append';
@@ -23,8 +23,8 @@ export interface CommandExecutorDeps {
   readonly clock: Clock;
   readonly newId: IdGenerator;
   readonly limits: Limits;
-  /** Commands in progress at once before more are refused with UNAVAILABLE (see createAdmission). */
-  readonly maxPending: number;
+  /** Commands in progress at once, and waiting past those, before more are refused (see createAdmission). */
+  readonly admission: AdmissionLimits;
   readonly logger: Logger;
 }
 
@@ -52,13 +52,13 @@ export interface CommandExecutor {
  * streamed output (./streamed-output).
  */
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
-  const admission = createAdmission(deps.maxPending);
+  const admission = createAdmission(deps.admission);
   const discard = (uploaded: UploadedOutput): Promise<void> => discardUpload(deps, uploaded);
   const run = (command: Command, call: CommandCall | undefined): Promise<CommandResult> =>
     runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call), discard);
 
   return {
-    execute: (command, call) => admission.admit(() => run(command, call)),
+    execute: (command, call) => admission.admit(() => run(command, call), { deadline: call?.deadline }),
     async completeStreamed(header, chunks, call) {
       // Another executor's bytes are not taken in at all (they would go to S3 before the
       // decision refused them): the binding is checked first, and again by the decision.
@@ -71,10 +71,14 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       const output = await receiveOutput(deps, header, chunks, tenantOfCall(call ?? {}));
       const command = completionOf(header, output);
       const uploaded = output instanceof UploadedOutput ? output : undefined;
-      return admission.admit(() => run(command, call), uploaded && (() => discard(uploaded)));
+      return admission.admit(() => run(command, call), {
+        deadline: call?.deadline,
+        ...(uploaded !== undefined ? { beforeRefusal: () => discard(uploaded) } : {}),
+      });
     },
     appendLogs(target, chunks, call) {
-      const execute = (command: Command): Promise<CommandResult> => admission.admit(() => run(command, call));
+      const execute = (command: Command): Promise<CommandResult> =>
+        admission.admit(() => run(command, call), { deadline: call?.deadline });
       const appender = { store: deps.store, execute, limits: deps.limits, logger: deps.logger };
       return appendLogs(appender, target, chunks, tenantOfCall(call ?? {}));
     },

@@ -193,7 +193,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
         clock,
         newId,
         limits: env.config.limits,
-        maxPending: env.config.maxPendingCommands,
+        admission: { maxInProgress: env.config.maxPendingCommands, maxQueued: env.config.maxQueuedCommands },
         logger: silentLogger,
       });
     const executor = executorWith({});

@@ -58,14 +58,14 @@ const complete = (output: Buffer): CompleteEvaluation => ({
 const FAIL: FailEvaluation = { type: 'FailEvaluation', evalId: 'e1', error: 'boom', exitCode: 1, reason: 'timeout' };
 
 /** The executor over in-memory ports, the store's positions starting at 41. */
-function world({ maxPending = 100 } = {}) {
+function world({ maxPending = 100, maxQueued = 0 } = {}) {
   const journal: Journal = [];
   const store = createInMemoryEvaluationStore(journal, 41n);
   const blobs = createInMemoryBlobStore(journal);
   const publisher = createInMemoryEventPublisher(journal);
   const newId = sequentialIds();
   const logger = recordingLogger();
-  const deps = { store, blobs, publisher, clock: steppingClock(), newId, limits: LIMITS, maxPending, logger };
+  const deps = { store, blobs, publisher, clock: steppingClock(), newId, limits: LIMITS, admission: { maxInProgress: maxPending, maxQueued }, logger };
   const executor = createCommandExecutor(deps);
   return {
     journal,

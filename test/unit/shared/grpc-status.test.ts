@@ -109,6 +109,17 @@ describe('toStatus', () => {
     });
   });
 
+  it('maps RetryInfo onto UNAVAILABLE when an overloaded service says when to retry, and none when it cannot', () => {
+    const log = createCallLog(capturingLogger().logger);
+    const status = toStatus(new UnavailableError('overloaded', { retryAfterMs: 250 }), log, 'X');
+    expect(status.code).to.equal(GrpcStatus.UNAVAILABLE);
+    expect(RetryInfo.decode(detailOf(detailsOf(status), 'google.rpc.RetryInfo')).retryDelay).to.deep.equal({
+      seconds: '0',
+      nanos: 250_000_000,
+    });
+    expect(detailsOf(toStatus(new UnavailableError('PostgreSQL is down'), log, 'X'))).to.equal(undefined);
+  });
+
   it('maps RevisionConflictError to ABORTED, naming the current revision in message and ErrorInfo', () => {
     const status = toStatus(
       new RevisionConflictError('e1', '2', '5'),
