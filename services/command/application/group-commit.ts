@@ -2,10 +2,15 @@
 export type Settled<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
 
 /**
- * Writes a batch, in order, and says how each member ended. It throws only when the whole batch
- * failed alike (every member then fails with that error).
+ * Writes a batch, in order, and tells how each member ended through `settle` (by its index in
+ * the batch) as soon as that is known: a member refused early hears it at once, not after its
+ * neighbours are retried. It throws only when the rest of the batch failed alike (every member
+ * not yet settled then fails with that error).
  */
-export type BatchWriter<Req, Out> = (batch: readonly Req[]) => Promise<readonly Settled<Out>[]>;
+export type BatchWriter<Req, Out> = (
+  batch: readonly Req[],
+  settle: (index: number, outcome: Settled<Out>) => void,
+) => Promise<void>;
 
 export interface GroupCommitOptions<Req> {
   /** Most members in one batch. */
@@ -64,16 +69,21 @@ export function createGroupCommit<Req, Out>(
     writing = true;
     const batch = takeBatch();
     options.onBatch?.(batch.length);
+    const open = new Set(batch.keys());
+    const settle = (i: number, outcome: Settled<Out>): void => {
+      if (!open.delete(i)) return;
+      if (outcome.ok) batch[i]!.resolve(outcome.value);
+      else batch[i]!.reject(outcome.error);
+    };
     try {
-      const outcomes = await write(batch.map((w) => w.request));
-      batch.forEach((waiting, i) => {
-        const outcome = outcomes[i];
-        if (outcome === undefined) waiting.reject(new Error(`the batch writer gave no outcome for member ${i}`));
-        else if (outcome.ok) waiting.resolve(outcome.value);
-        else waiting.reject(outcome.error);
-      });
+      await write(
+        batch.map((w) => w.request),
+        settle,
+      );
+      for (const i of open)
+        settle(i, { ok: false, error: new Error(`the batch writer gave no outcome for member ${i}`) });
     } catch (err) {
-      for (const waiting of batch) waiting.reject(err);
+      for (const i of open) settle(i, { ok: false, error: err });
     } finally {
       writing = false;
       schedule();

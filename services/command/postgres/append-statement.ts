@@ -201,4 +201,3 @@ export function appendStatement(request: AppendRequest): { text: string; values:
     RETURNING position::text AS position`;
   return { text, values: p.values };
 }
-

@@ -52,16 +52,14 @@ type Attempt =
 export async function writeBatch(
   target: BatchTarget,
   requests: readonly AppendRequest[],
-): Promise<readonly Settled<AppendOutcome>[]> {
-  const outcomes: Settled<AppendOutcome>[] = new Array<Settled<AppendOutcome>>(requests.length);
+  settle: (index: number, outcome: Settled<AppendOutcome>) => void,
+): Promise<void> {
   const statements: QueryConfig[] = [];
   let open: number[] = [];
   requests.forEach((request, i) => {
     const boundMs = deadlineBound(request.deadline, target.sessionTimeoutMs);
     if (boundMs !== undefined && boundMs <= 0) {
-      outcomes[i] = failed(
-        new DeadlineError("the call's deadline passed before the write was sent; nothing was written"),
-      );
+      settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
       return;
     }
     try {
@@ -69,7 +67,7 @@ export async function writeBatch(
       statements[i] = preparedStatement(text, values);
       open.push(i);
     } catch (err) {
-      outcomes[i] = failed(err);
+      settle(i, failed(err));
     }
   });
   while (open.length > 0) {
@@ -82,15 +80,15 @@ export async function writeBatch(
         open.map((i) => statements[i]!),
       );
     } catch (err) {
-      for (const i of open) outcomes[i] = failed(err);
+      for (const i of open) settle(i, failed(err));
       break;
     }
     if (attempt.kind === 'committed') {
-      open.forEach((i, k) => (outcomes[i] = { ok: true, value: outcomeOf(requests[i]!, attempt.rows[k]) }));
+      open.forEach((i, k) => settle(i, { ok: true, value: outcomeOf(requests[i]!, attempt.rows[k]) }));
       break;
     }
     if (attempt.kind === 'member failed') {
-      outcomes[open[attempt.index]!] = attempt.outcome;
+      settle(open[attempt.index]!, attempt.outcome);
       open = open.filter((_, k) => k !== attempt.index);
       continue;
     }
@@ -99,10 +97,9 @@ export async function writeBatch(
     const now = Date.now();
     const nearest = Math.min(...open.map((i) => requests[i]!.deadline?.getTime() ?? Infinity));
     const late = new Set(open.filter((i) => (requests[i]!.deadline?.getTime() ?? Infinity) <= Math.max(now, nearest)));
-    for (const i of late) outcomes[i] = failed(cancelledAtDeadline());
+    for (const i of late) settle(i, failed(cancelledAtDeadline()));
     open = open.filter((i) => !late.has(i));
   }
-  return outcomes;
 }
 
 function failed(error: unknown): Settled<AppendOutcome> {

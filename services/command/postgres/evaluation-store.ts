@@ -3,7 +3,7 @@ import type { Status } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
 import { postgresUnavailableCause, preparedStatement, queryAs } from '../../../shared/postgres';
 import { createGroupCommit } from '../application/group-commit';
-import type { AppendRequest, EvaluationStore } from '../application/ports';
+import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import { writeBatch } from './batch-append';
 
@@ -83,7 +83,10 @@ export interface PostgresEvaluationStoreOptions {
  * error (the transaction rolled back: nothing was written) or the write was never sent;
  * CommitOutcomeUnknownError when the connection failed after it was sent.
  */
-export function createPostgresEvaluationStore(pool: Pool, options: PostgresEvaluationStoreOptions = {}): EvaluationStore {
+export function createPostgresEvaluationStore(
+  pool: Pool,
+  options: PostgresEvaluationStoreOptions = {},
+): EvaluationStore {
   // The sessions' own statement_timeout (shared/postgres/pool.ts): a deadline further away
   // than this needs no bound of its own.
   const writes = options.writes ?? pool;
@@ -91,7 +94,7 @@ export function createPostgresEvaluationStore(pool: Pool, options: PostgresEvalu
   const sessionTimeoutMs = typeof sessionTimeout === 'number' && sessionTimeout > 0 ? sessionTimeout : Infinity;
   const limits = options.groupCommit ?? DEFAULT_GROUP_COMMIT;
   const target = { sessionTimeoutMs, connect: () => readOrUnavailable('append', () => writes.connect()) };
-  const append = createGroupCommit((batch: readonly AppendRequest[]) => writeBatch(target, batch), {
+  const append = createGroupCommit<AppendRequest, AppendOutcome>((batch, settle) => writeBatch(target, batch, settle), {
     maxBatch: limits.maxBatch,
     maxBatchBytes: limits.maxBatchBytes,
     sizeOf: bytesOf,
@@ -149,7 +152,6 @@ export function createPostgresEvaluationStore(pool: Pool, options: PostgresEvalu
         };
       });
     },
-
   };
 }
 

@@ -93,7 +93,7 @@ describe('command admission', () => {
     void waiting;
   });
 
-  it("refuses at once a command whose expected wait outlasts its deadline, saying how long the wait is", async () => {
+  it('refuses at once a command whose expected wait outlasts its deadline, saying how long the wait is', async () => {
     const clock = manualClock();
     const admission = createAdmission({ maxInProgress: 2, maxQueued: 100 }, clock.now);
     // One command that took 100 ms gives the estimate: with 2 in progress, 50 ms per place ahead.
