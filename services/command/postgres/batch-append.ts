@@ -46,7 +46,8 @@ type Attempt =
  * the member's own (its row broke a constraint or a policy: a concurrent duplicate request id,
  * for one), that member alone gets it, and the batch is sent again without it: a failing
  * command never fails its neighbours, at the price of a round trip, and nothing is half-written.
- * When the batch outlasts a member's deadline, that member is refused the same way. Any other
+ * (A member that lost a unique key hears so once the batch has ended.) When the batch outlasts
+ * a member's deadline, that member is refused the same way. Any other
  * failure (a lock wait past lock_timeout, an outage, a lost connection) is every member's.
  */
 export async function writeBatch(
@@ -56,11 +57,26 @@ export async function writeBatch(
 ): Promise<void> {
   const statements: QueryConfig[] = [];
   let open: number[] = [];
+  // Members that lost a unique key to a neighbour (or would): told once the batch has ended, so
+  // that when they load again they see what the winner wrote instead of deciding again on the
+  // state from before it and losing once more.
+  const conflicts: number[] = [];
+  const requestIds = new Set<string>();
   requests.forEach((request, i) => {
     const boundMs = deadlineBound(request.deadline, target.sessionTimeoutMs);
     if (boundMs !== undefined && boundMs <= 0) {
       settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
       return;
+    }
+    if (request.requestId !== undefined) {
+      // A second command with a request id already in the batch would break its unique key
+      // and cost the batch a round trip: a conflict at once (its caller answers as the first).
+      const key = `${request.tenant}\u0000${request.requestId}`;
+      if (requestIds.has(key)) {
+        conflicts.push(i);
+        return;
+      }
+      requestIds.add(key);
     }
     try {
       const { text, values } = appendStatement(request);
@@ -88,7 +104,10 @@ export async function writeBatch(
       break;
     }
     if (attempt.kind === 'member failed') {
-      settle(open[attempt.index]!, attempt.outcome);
+      const member = open[attempt.index]!;
+      const { outcome } = attempt;
+      if (outcome.ok && outcome.value.kind === 'conflict') conflicts.push(member);
+      else settle(member, outcome);
       open = open.filter((_, k) => k !== attempt.index);
       continue;
     }
@@ -100,6 +119,7 @@ export async function writeBatch(
     for (const i of late) settle(i, failed(cancelledAtDeadline()));
     open = open.filter((i) => !late.has(i));
   }
+  for (const i of conflicts) settle(i, { ok: true, value: { kind: 'conflict' } });
 }
 
 function failed(error: unknown): Settled<AppendOutcome> {

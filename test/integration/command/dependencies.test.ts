@@ -161,12 +161,12 @@ describe('command executor: unavailable dependencies', function () {
   });
 });
 
-describe('command executor: overload', function () {
+describe('command executor: overload, with no admission queue', function () {
   this.timeout(30_000);
   let h: Harness;
 
   before(async () => {
-    h = await createHarness({ MAX_PENDING_COMMANDS: '2' });
+    h = await createHarness({ MAX_PENDING_COMMANDS: '2', MAX_QUEUED_COMMANDS: '0' });
   });
 
   after(async () => {

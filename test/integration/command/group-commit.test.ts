@@ -93,35 +93,22 @@ describe('command executor: group commit', function () {
     expect((await denseLog(h.sql)).problems).to.deep.equal([]);
   });
 
-  it('never fails a neighbour: a member whose row breaks a unique key is taken out and the batch goes again without it', async () => {
-    const { commands, batches } = batching(6);
-    // Two submits reuse one request_id for different evaluations: in one transaction the second
-    // breaks the (request_id, tenant) key (23505) and aborts it; the other five are written.
-    const work: Promise<CommandResult>[] = [
-      commands.submit({ evalId: 'iso-0' }),
-      commands.submit({ evalId: 'iso-1', requestId: 'iso-shared' }),
-      commands.submit({ evalId: 'iso-2' }),
-      commands.submit({ evalId: 'iso-3', requestId: 'iso-shared' }),
-      commands.submit({ evalId: 'iso-4' }),
-      commands.submit({ evalId: 'iso-5' }),
-    ];
-    const settled = await Promise.allSettled(work);
-    expect(batches[0]).to.equal(6);
-    for (const i of [0, 2, 4, 5]) {
-      expect(settled[i]?.status, `iso-${i}`).to.equal('fulfilled');
-      expect(await eventsOf(h.sql, `iso-${i}`)).to.have.length(1);
-    }
-    // Whichever of the two came first in the batch took the request id; the other is decided
-    // again, finds the request id another command's, and is refused, having written nothing.
-    const [winner, loser] = settled[1]?.status === 'fulfilled' ? ['iso-1', 'iso-3'] : ['iso-3', 'iso-1'];
-    expect(settled.filter((s) => s.status === 'rejected')).to.have.length(1);
+  it('tells a second command with a request id already in its batch that it conflicts, without sending it', async () => {
+    const { commands, batches } = batching(4);
+    const settled = await Promise.allSettled([
+      commands.submit({ evalId: 'dedup-0' }),
+      commands.submit({ evalId: 'dedup-1', requestId: 'dedup-shared' }),
+      commands.submit({ evalId: 'dedup-2' }),
+      commands.submit({ evalId: 'dedup-3', requestId: 'dedup-shared' }),
+    ]);
+    expect(batches[0]).to.equal(4);
+    for (const i of [0, 2]) expect(settled[i]?.status, `dedup-${i}`).to.equal('fulfilled');
+    // The first of the two took the request id; the second, decided again, finds it another
+    // command's and is refused, having written nothing.
+    const [winner, loser] = settled[1]?.status === 'fulfilled' ? ['dedup-1', 'dedup-3'] : ['dedup-3', 'dedup-1'];
+    expect(settled.filter((r) => r.status === 'rejected')).to.have.length(1);
     expect(await eventsOf(h.sql, winner)).to.have.length(1);
     expect(await eventsOf(h.sql, loser)).to.have.length(0);
-    // The five were written by one transaction: the batch sent again without the loser.
-    const { rows } = await h.sql.query<{ n: number }>(
-      `SELECT count(DISTINCT transaction_id)::int AS n FROM evaluation_events WHERE eval_id LIKE 'iso-%'`,
-    );
-    expect(rows[0]?.n).to.equal(1);
     expect((await denseLog(h.sql)).problems).to.deep.equal([]);
   });
 
@@ -158,6 +145,58 @@ describe('command executor: group commit', function () {
       );
       return rows.map((r) => r.pid);
     }
+
+    async function waitingForLocks(): Promise<number> {
+      const { rows } = await monitor.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+        [h.pool.options.application_name],
+      );
+      return rows[0]?.n ?? 0;
+    }
+
+    it("never fails a neighbour: a member whose row breaks a unique key another instance's batch took first is taken out, and the batch goes again without it", async () => {
+      // Two stores are two command instances. Each holds a batch at the append lock; the
+      // first to get it takes request id iso-shared, and the second's member with it breaks
+      // the (request_id, tenant) key (23505), aborting that whole transaction.
+      const first = createPostgresEvaluationStore(h.pool);
+      const secondBatches: number[] = [];
+      const second = racingStore(
+        createPostgresEvaluationStore(h.pool, { onBatch: (size) => secondBatches.push(size) }),
+        3,
+      );
+      const firstCommands = commandsOf(h.executorWith({ store: first }), h.env.config.limits);
+      const secondCommands = commandsOf(h.executorWith({ store: second.store }), h.env.config.limits);
+      const lock = await holdAppendLock();
+      let released = false;
+      try {
+        const winner = firstCommands.submit({ evalId: 'iso-winner', requestId: 'iso-shared' });
+        await until('the first batch waits for the lock', async () => (await blockedBatches(lock.pid)).length === 1);
+        const neighbours = [
+          secondCommands.submit({ evalId: 'iso-0' }),
+          secondCommands.submit({ evalId: 'iso-loser', requestId: 'iso-shared' }),
+          secondCommands.submit({ evalId: 'iso-1' }),
+        ];
+        // It queues behind the first waiter (pg_blocking_pids names that waiter, not the holder).
+        await until('the second batch waits too', async () => (await waitingForLocks()) === 2);
+        await lock.release();
+        released = true;
+        expect((await winner).evalId).to.equal('iso-winner');
+        const settled = await Promise.allSettled(neighbours);
+        expect(secondBatches[0]).to.equal(3);
+        expect(settled.map((r) => r.status)).to.deep.equal(['fulfilled', 'rejected', 'fulfilled']);
+      } finally {
+        if (!released) await lock.release();
+      }
+      expect(await eventsOf(h.sql, 'iso-0')).to.have.length(1);
+      expect(await eventsOf(h.sql, 'iso-1')).to.have.length(1);
+      expect(await eventsOf(h.sql, 'iso-loser')).to.have.length(0);
+      // The two neighbours were written by one transaction: the batch sent again without the loser.
+      const { rows } = await h.sql.query<{ n: number }>(
+        `SELECT count(DISTINCT transaction_id)::int AS n FROM evaluation_events WHERE eval_id IN ('iso-0', 'iso-1')`,
+      );
+      expect(rows[0]?.n).to.equal(1);
+      expect((await denseLog(h.sql)).problems).to.deep.equal([]);
+    });
 
     it('refuses the member whose deadline the batch outlasts, and writes its neighbour once the lock is free', async () => {
       const batches: number[] = [];
