@@ -80,7 +80,9 @@ describe('command admission', () => {
     const waiting = admission.admit(heldWork(started, 'waiting').work);
     let cleanedUp = false;
     const err = await rejection(
-      admission.admit(heldWork(started, 'refused').work, { beforeRefusal: async () => void (cleanedUp = true) }),
+      admission.admit(heldWork(started, 'refused').work, {
+        beforeRefusal: () => Promise.resolve(void (cleanedUp = true)),
+      }),
     );
 
     expect(err).to.be.instanceOf(UnavailableError);
@@ -97,7 +99,7 @@ describe('command admission', () => {
     const clock = manualClock();
     const admission = createAdmission({ maxInProgress: 2, maxQueued: 100 }, clock.now);
     // One command that took 100 ms gives the estimate: with 2 in progress, 50 ms per place ahead.
-    await admission.admit(async () => clock.advance(100));
+    await admission.admit(() => Promise.resolve(clock.advance(100)));
     const started: string[] = [];
     const held = [heldWork(started, 'a'), heldWork(started, 'b')];
     const running = held.map((w) => admission.admit(w.work));
@@ -126,7 +128,7 @@ describe('command admission', () => {
     const started: string[] = [];
     const first = heldWork(started, 'first');
     const running = admission.admit(first.work);
-    const queued = admission.admit(async () => 'second', { deadline: new Date(clock.now() + 1) });
+    const queued = admission.admit(() => Promise.resolve('second'), { deadline: new Date(clock.now() + 1) });
     expect(admission.load().queued).to.equal(1);
     first.done.resolve();
     await running;
@@ -142,11 +144,11 @@ describe('command admission', () => {
     let cleanedUp = false;
     const expiring = admission.admit(heldWork(started, 'expiring').work, {
       deadline: new Date(clock.now() + 50),
-      beforeRefusal: async () => void (cleanedUp = true),
+      beforeRefusal: () => Promise.resolve(void (cleanedUp = true)),
     });
-    const next = admission.admit(async () => {
+    const next = admission.admit(() => {
       started.push('next');
-      return 'next';
+      return Promise.resolve('next');
     });
     clock.advance(60);
     first.done.resolve();
@@ -162,7 +164,7 @@ describe('command admission', () => {
   it('frees the place of a command that fails, for the next in the queue', async () => {
     const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 });
     const failing = admission.admit(() => Promise.reject(new Error('boom')));
-    const next = admission.admit(async () => 'ran');
+    const next = admission.admit(() => Promise.resolve('ran'));
     expect(((await rejection(failing)) as Error).message).to.equal('boom');
     expect(await next).to.equal('ran');
     expect(admission.load()).to.deep.equal({ inProgress: 0, queued: 0 });

@@ -65,7 +65,16 @@ function world({ maxPending = 100, maxQueued = 0 } = {}) {
   const publisher = createInMemoryEventPublisher(journal);
   const newId = sequentialIds();
   const logger = recordingLogger();
-  const deps = { store, blobs, publisher, clock: steppingClock(), newId, limits: LIMITS, admission: { maxInProgress: maxPending, maxQueued }, logger };
+  const deps = {
+    store,
+    blobs,
+    publisher,
+    clock: steppingClock(),
+    newId,
+    limits: LIMITS,
+    admission: { maxInProgress: maxPending, maxQueued },
+    logger,
+  };
   const executor = createCommandExecutor(deps);
   return {
     journal,

@@ -94,6 +94,7 @@ describe('group commit', () => {
     const writes: (readonly string[])[] = [];
     let fail = true;
     const append = createGroupCommit<string, string>(async (batch, settleOne) => {
+      await Promise.resolve();
       writes.push(batch);
       if (fail) {
         settleOne(0, { ok: true, value: 'kept' });
@@ -112,7 +113,7 @@ describe('group commit', () => {
   });
 
   it('fails a member the writer gave no outcome rather than leaving it waiting', async () => {
-    const append = createGroupCommit<string, string>(async () => undefined, options);
+    const append = createGroupCommit<string, string>(() => Promise.resolve(), options);
     const err = await append('a').then(
       () => undefined,
       (e: unknown) => e,
