@@ -134,7 +134,11 @@ export function toStatus(err: unknown, log: CallLog, method: string): StatusObje
   if (err instanceof PermissionDeniedError) return withDetails(Status.PERMISSION_DENIED, err.message, []);
   if (err instanceof UnavailableError) {
     log.refused(method, err);
-    return withDetails(Status.UNAVAILABLE, err.message, err.retryAfterMs === undefined ? [] : [retryInfo(err.retryAfterMs)]);
+    return withDetails(
+      Status.UNAVAILABLE,
+      err.message,
+      err.retryAfterMs === undefined ? [] : [retryInfo(err.retryAfterMs)],
+    );
   }
   if (err instanceof CrucibleError) {
     logger.error('unmapped domain error', { method, err });
