@@ -205,6 +205,46 @@ export function clientStream<Req, Res>(
     );
 }
 
+/**
+ * A server stream's writes, each resolving once the message is taken (at once, or after the
+ * transport drains, or when the client goes away). A class, not an object literal with an
+ * accessor: one lives as long as its stream, and V8 keeps such a literal as a dictionary.
+ */
+class CallSink<Res> implements StreamSink<Res> {
+  private unflushed = 0;
+
+  constructor(
+    private readonly call: ServerWritableStream<unknown, Res>,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  get pending(): number {
+    return this.unflushed;
+  }
+
+  write(message: Res): Promise<void> {
+    const { call, signal } = this;
+    if (signal.aborted) return Promise.resolve();
+    this.unflushed += 1;
+    return new Promise<void>((resolve) => {
+      const flushed = call.write(message, () => {
+        this.unflushed -= 1;
+      });
+      if (flushed) {
+        resolve();
+        return;
+      }
+      const done = (): void => {
+        call.off('drain', done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      call.on('drain', done);
+      signal.addEventListener('abort', done);
+    });
+  }
+}
+
 /** Adapts an async stream handler: ends the stream when it returns, maps a throw to the status. */
 export function serverStream<Req, Res>(
   method: string,
@@ -213,32 +253,7 @@ export function serverStream<Req, Res>(
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
     const { context, signal, dispose } = admitted<void>(call, method, calls);
-    let pending = 0;
-    const sink: StreamSink<Res> = {
-      get pending() {
-        return pending;
-      },
-      write(message) {
-        if (signal.aborted) return Promise.resolve();
-        pending += 1;
-        return new Promise<void>((resolve) => {
-          const flushed = call.write(message, () => {
-            pending -= 1;
-          });
-          if (flushed) {
-            resolve();
-            return;
-          }
-          const done = (): void => {
-            call.off('drain', done);
-            signal.removeEventListener('abort', done);
-            resolve();
-          };
-          call.on('drain', done);
-          signal.addEventListener('abort', done);
-        });
-      },
-    };
+    const sink = new CallSink(call, signal);
     new Promise<void>((resolve) => resolve(context((ctx) => handler(call.request, sink, ctx)))).then(
       () => {
         dispose();

@@ -68,6 +68,18 @@ export function createWatchEvaluation(deps: {
     sink: StreamSink<WatchOut>,
     context: CallContext,
   ): Promise<void> {
+    const latest = await latestOf(evalId, context);
+    // Returned, not awaited: this frame ends here instead of staying suspended for the
+    // stream's life.
+    return watchFrom(evalId, afterRevision, latest, sink, context);
+  }
+
+  /**
+   * The evaluation's latest change, as a stream keeps it while it is open: its figures and its
+   * bytes, not the record and history entry it was read from, nor their decoded messages (an
+   * idle stream holds only this much of the evaluation).
+   */
+  async function latestOf(evalId: string, context: CallContext): Promise<Change> {
     await deps.readiness.ready(context);
     // The record (with its checkpoint) first, then the history's last entry and length: a step
     // landing in between can only make the history newer than the record, never older.
@@ -103,6 +115,17 @@ export function createWatchEvaluation(deps: {
       if (ended === undefined) deps.guard.reportLost([evalId]);
       latest = changeOf(ended as NonNullable<typeof ended>);
     }
+    if (latest.update.unreadable !== undefined) return latest;
+    return { ...latest, update: fromBytes(EvaluationUpdate, latest.update.bytes) };
+  }
+
+  async function watchFrom(
+    evalId: string,
+    afterRevision: bigint | undefined,
+    latest: Change,
+    sink: StreamSink<WatchOut>,
+    context: CallContext,
+  ): Promise<void> {
     let lastPosition = 0n;
     const position = (): bigint => (hub.appliedPosition > lastPosition ? hub.appliedPosition : lastPosition);
     if (afterRevision !== undefined && afterRevision >= latest.revision && isTerminalProto(latest.status)) {
