@@ -4,6 +4,7 @@ import { bytes } from './bytes';
 import { commands } from './commands';
 import { fanout } from './fanout';
 import { getEvaluation } from './get-evaluation';
+import { idleStreams } from './idle-streams';
 import { metrics } from './metrics';
 import { output } from './output';
 import { propagation } from './propagation';
@@ -18,6 +19,7 @@ export const SCENARIOS: readonly Scenario[] = [
   metrics,
   propagation,
   fanout,
+  idleStreams,
   rebuild,
   output,
   bytes,
