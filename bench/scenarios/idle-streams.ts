@@ -77,9 +77,9 @@ export const idleStreams: Scenario = {
     const stack = await createBenchStack(ctx);
     try {
       const command = await stack.start('command');
-      const query = await stack.start('query');
+      const reader = await stack.start('query');
       const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1);
-      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1);
+      const [queryClient] = createClients(EvaluationQueryServiceClient, reader.address, 1);
       const submitted = await unary(
         commandClient!,
         commandClient!.submitEvaluation,
@@ -88,17 +88,23 @@ export const idleStreams: Scenario = {
       );
       const evaluation = await getEvaluation(queryClient!, submitted.evalId, BigInt(submitted.position));
       closeAll([commandClient!, queryClient!]);
-      const floor = await stack.startFloor('memory-server', {
-        FLOOR_EVALUATION: JSON.stringify(Evaluation.toJSON(evaluation)),
-      });
+      await reader.stop();
 
       const rows: Row[] = [];
       const checks: Check[] = [];
       for (const perConnection of [100, 1000]) {
+        // Fresh processes for each case: a process that held streams once does not give its
+        // heap back, and would start the next case from a higher "idle".
+        const query = await stack.start('query');
+        const floor = await stack.startFloor('memory-server', {
+          FLOOR_EVALUATION: JSON.stringify(Evaluation.toJSON(evaluation)),
+        });
         ctx.progress(`idle-streams: ${streams} streams, ${perConnection} per connection, on the query service`);
         const service = await hold(query.address, query.pid, submitted.evalId, streams, perConnection);
         ctx.progress(`idle-streams: ${streams} streams, ${perConnection} per connection, on the bare grpc-js server`);
         const bare = await hold(floor.address, floor.pid, submitted.evalId, streams, perConnection);
+        await query.stop();
+        await floor.stop();
         rows.push({
           scenario: 'idle WatchEvaluation streams (memory above the idle process)',
           case: `${streams.toLocaleString('en-US')} streams, ${perConnection} per connection`,
