@@ -573,7 +573,7 @@ export const SETTINGS = {
     defaults: { all: '30000' },
     help: "PostgreSQL `statement_timeout` of the services' sessions; a command's write is also bounded by the call's deadline",
   }),
-  // The append lock (event_log_head) is held for one statement and its commit: waits behind
+  // The append lock (event_log_head) is held for one batch's statements and commit: waits behind
   // other commands are milliseconds. Five seconds of waiting means a session outside the
   // service holds it (a psql left in a transaction, a stuck tool): the command is refused with
   // the reason, below most clients' deadlines, instead of every command piling up behind it.

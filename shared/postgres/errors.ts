@@ -34,6 +34,10 @@ const UNAVAILABLE_SQLSTATES: readonly (readonly [RegExp, string])[] = [
   [/^25006$/, 'the PostgreSQL session is read-only (a standby, or default_transaction_read_only is on)'],
   [/^55P03$/, 'a lock wait outlasted lock_timeout (another session held the lock)'],
   [/^57014$/, 'the statement outlasted statement_timeout, or was cancelled'],
+  // Two writers each waited for a lock the other held (during a rolling upgrade, an older
+  // instance takes the locks in another order): PostgreSQL rolled this one back, and the same
+  // work again succeeds.
+  [/^40P01$/, 'PostgreSQL broke a deadlock by rolling this write back'],
 ];
 
 function codeOf(err: Error): unknown {

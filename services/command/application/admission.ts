@@ -29,6 +29,9 @@ export interface Admission {
 
 interface Queued {
   readonly deadline: number;
+  /** Left the queue at its deadline; its place is skipped. */
+  gone: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
   start(): void;
   expire(): void;
 }
@@ -48,9 +51,10 @@ const DURATION_WEIGHT = 0.02;
  * (Little's law); before any command has finished there is no estimate and none is refused
  * for its deadline.
  *
- * The queue holds no request bytes of its own: a waiting command's message is already counted
- * against MAX_REQUEST_BYTES_IN_FLIGHT (shared/grpc/admission.ts), which bounds the queue's
- * bytes.
+ * A waiting command leaves the queue when its deadline passes, not only when its turn comes:
+ * while it waits, its request is counted against MAX_REQUEST_BYTES_IN_FLIGHT
+ * (shared/grpc/admission.ts) as its call is open, which bounds the queue's bytes. (A call
+ * without a deadline whose client goes away stays queued until its turn, and is then run.)
  */
 export function createAdmission(limits: AdmissionLimits, now: () => number = Date.now): Admission {
   let inProgress = 0;
@@ -58,8 +62,10 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   // compacted once the taken part is most of it.
   const queue: Queued[] = [];
   let head = 0;
+  // Waiting, not counting those gone at their deadline (still in the array until reached).
+  let waiting = 0;
   let meanDurationMs: number | undefined;
-  const queued = (): number => queue.length - head;
+  const queued = (): number => waiting;
 
   function expectedWaitMs(ahead: number): number | undefined {
     if (meanDurationMs === undefined) return undefined;
@@ -67,16 +73,19 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   }
 
   function next(): void {
-    while (inProgress < limits.maxInProgress && queued() > 0) {
-      const waiting = queue[head]!;
+    while (inProgress < limits.maxInProgress && head < queue.length) {
+      const next = queue[head]!;
       head += 1;
-      if (waiting.deadline <= now()) {
-        waiting.expire();
+      if (next.gone) continue;
+      waiting -= 1;
+      clearTimeout(next.timer);
+      if (next.deadline <= now()) {
+        next.expire();
         continue;
       }
       // Its place is taken now, before it runs on a later tick.
       inProgress += 1;
-      waiting.start();
+      next.start();
     }
     if (head > 1024 && head * 2 > queue.length) {
       queue.splice(0, head);
@@ -132,11 +141,19 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       }
       try {
         await new Promise<void>((start, reject) => {
-          queue.push({
-            deadline,
-            start,
-            expire: () => reject(new DeadlineError("the call's deadline passed while the command waited its turn")),
-          });
+          const expire = (): void =>
+            reject(new DeadlineError("the call's deadline passed while the command waited its turn"));
+          const entry: Queued = { deadline, gone: false, timer: undefined, start, expire };
+          if (Number.isFinite(deadline)) {
+            entry.timer = setTimeout(() => {
+              entry.gone = true;
+              waiting -= 1;
+              expire();
+            }, deadline - now());
+            entry.timer.unref();
+          }
+          queue.push(entry);
+          waiting += 1;
         });
       } catch (err) {
         await options.beforeRefusal?.();

@@ -67,8 +67,17 @@ export function createGroupCommit<Req, Out>(
   async function writeNext(): Promise<void> {
     if (writing || queue.length === 0) return;
     writing = true;
-    const batch = takeBatch();
-    options.onBatch?.(batch.length);
+    let batch: Waiting<Req, Out>[] = [];
+    try {
+      batch = takeBatch();
+      options.onBatch?.(batch.length);
+    } catch (err) {
+      // A hook that throws fails its batch, not every later one.
+      for (const waiting of batch.length > 0 ? batch : queue.splice(0, 1)) waiting.reject(err);
+      writing = false;
+      schedule();
+      return;
+    }
     const open = new Set(batch.keys());
     const settle = (i: number, outcome: Settled<Out>): void => {
       if (!open.delete(i)) return;

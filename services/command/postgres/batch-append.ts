@@ -24,7 +24,8 @@ export interface BatchTarget {
 
 /** How one attempt at a batch ended, when it did not fail as a whole (it throws then). */
 type Attempt =
-  | { readonly kind: 'committed'; readonly rows: readonly (AppendRow | undefined)[] }
+  /** Each member's outcome: its row (none: a conflict), or its own error when pg refused its statement unsent. */
+  | { readonly kind: 'committed'; readonly members: readonly Settled<AppendRow | undefined>[] }
   /** The member at `index` (of the attempt's) failed alone; nothing was written. */
   | { readonly kind: 'member failed'; readonly index: number; readonly outcome: Settled<AppendOutcome> }
   /** The batch ran past the nearest deadline of its members and PostgreSQL cancelled it. */
@@ -87,6 +88,14 @@ export async function writeBatch(
     }
   });
   while (open.length > 0) {
+    // A retry is a new attempt: whoever's deadline passed meanwhile is not sent again.
+    open = open.filter((i) => {
+      const boundMs = deadlineBound(requests[i]!.deadline, target.sessionTimeoutMs);
+      if (boundMs === undefined || boundMs > 0) return true;
+      settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
+      return false;
+    });
+    if (open.length === 0) break;
     const members = open.map((i) => requests[i]!);
     let attempt: Attempt;
     try {
@@ -100,7 +109,10 @@ export async function writeBatch(
       break;
     }
     if (attempt.kind === 'committed') {
-      open.forEach((i, k) => settle(i, { ok: true, value: outcomeOf(requests[i]!, attempt.rows[k]) }));
+      open.forEach((i, k) => {
+        const member = attempt.members[k]!;
+        settle(i, member.ok ? { ok: true, value: outcomeOf(requests[i]!, member.value) } : member);
+      });
       break;
     }
     if (attempt.kind === 'member failed') {
@@ -116,8 +128,10 @@ export async function writeBatch(
     const now = Date.now();
     const nearest = Math.min(...open.map((i) => requests[i]!.deadline?.getTime() ?? Infinity));
     const late = new Set(open.filter((i) => (requests[i]!.deadline?.getTime() ?? Infinity) <= Math.max(now, nearest)));
-    for (const i of late) settle(i, failed(cancelledAtDeadline()));
-    open = open.filter((i) => !late.has(i));
+    // Nobody's deadline to blame (a clock that moved back): every member is refused rather
+    // than sent again and again.
+    for (const i of late.size > 0 ? late : open) settle(i, failed(cancelledAtDeadline()));
+    open = late.size > 0 ? open.filter((i) => !late.has(i)) : [];
   }
   for (const i of conflicts) settle(i, { ok: true, value: { kind: 'conflict' } });
 }
@@ -153,25 +167,37 @@ async function writeOnce(
     // Every message's answer, in the order sent; member k's at memberAt[k].
     const sent: Promise<QueryResult>[] = [];
     const memberAt: number[] = [];
+    // Every message is made before the first is sent: one that cannot be made (a tenant name
+    // scopeTo refuses) must not leave the others in flight, unanswered.
     const timeout = boundMs === undefined ? '' : `; SET LOCAL statement_timeout = ${Math.ceil(boundMs)}`;
-    sent.push(session.query(`BEGIN${timeout}; SELECT 1 FROM event_log_head WHERE id = 1 FOR UPDATE`));
+    const messages: (string | QueryConfig)[] = [
+      `BEGIN${timeout}; SELECT 1 FROM event_log_head WHERE id = 1 FOR UPDATE`,
+    ];
     let scope: string | undefined;
     members.forEach((member, k) => {
       if (member.tenant !== scope) {
-        sent.push(session.query(scopeTo(member.tenant)));
+        messages.push(scopeTo(member.tenant));
         scope = member.tenant;
       }
-      memberAt[k] = sent.length;
-      sent.push(session.query(statements[k]!));
+      memberAt[k] = messages.length;
+      messages.push(statements[k]!);
     });
-    sent.push(session.query('COMMIT'));
+    messages.push('COMMIT');
+    for (const message of messages) sent.push(session.query(message as QueryConfig));
     const answers = await Promise.allSettled(sent);
+    const commit = answers[answers.length - 1]!;
+    const committed = commit.status === 'fulfilled' && commit.value.command === 'COMMIT';
     const firstFailure = answers.findIndex((a) => a.status === 'rejected');
-    if (firstFailure === -1) {
-      return {
-        kind: 'committed',
-        rows: memberAt.map((at) => (answers[at] as PromiseFulfilledResult<QueryResult<AppendRow>>).value.rows[0]),
-      };
+    if (firstFailure === -1 || committed) {
+      // Committed. A statement pg refused before sending it (a value it could not serialise)
+      // did not abort the transaction: its member alone failed, and the rest were written.
+      const outcomes = memberAt.map((at): Settled<AppendRow | undefined> => {
+        const answer = answers[at]!;
+        return answer.status === 'fulfilled'
+          ? { ok: true, value: (answer.value as QueryResult<AppendRow>).rows[0] }
+          : { ok: false, error: answer.reason };
+      });
+      return { kind: 'committed', members: outcomes };
     }
     const err = (answers[firstFailure] as PromiseRejectedResult).reason as unknown;
     // Past the first failure PostgreSQL only refused the rest of the aborted transaction, and

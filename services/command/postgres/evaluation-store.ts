@@ -1,49 +1,12 @@
 import type { Pool } from 'pg';
-import type { Status } from '../../../shared/domain';
 import { UnavailableError } from '../../../shared/errors';
-import { postgresUnavailableCause, preparedStatement, queryAs } from '../../../shared/postgres';
+import { postgresUnavailableCause } from '../../../shared/postgres';
 import { createGroupCommit } from '../application/group-commit';
 import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
-import type { EvaluationSnapshot, LoggedCommand } from '../domain';
 import { writeBatch } from './batch-append';
+import { loadBatch, type Loaded, type LoadRequest } from './batch-load';
 
 export { appendStatement } from './append-statement';
-
-// One round trip: the evaluation with its first and latest command, and the earlier command
-// with this request id (which may belong to another evaluation). $1 eval_id, $2 request_id.
-// Exported for the bench's command floor, which must run the very statements it is a floor of.
-export const LOAD_SQL = `
-  SELECT 'state' AS source, e.eval_id, e.status, e.revision::text AS revision,
-         cur.position::text AS position, cur.command_hash,
-         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
-         e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id
-    FROM evaluations e
-    JOIN evaluation_events cur ON cur.eval_id = e.eval_id AND cur.revision = e.revision
-    JOIN evaluation_events sub ON sub.eval_id = e.eval_id AND sub.revision = 1
-   WHERE e.eval_id = $1
-  UNION ALL
-  SELECT 'request', r.eval_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL
-    FROM evaluation_events r
-   WHERE $2::text IS NOT NULL AND r.request_id = $2`;
-
-interface LoadRow {
-  source: 'state' | 'request';
-  eval_id: string;
-  status: Status | null;
-  revision: string;
-  position: string;
-  command_hash: string;
-  submitted_position: string | null;
-  submitted_hash: string | null;
-  created_at: Date | null;
-  completed_at: Date | null;
-  metric_names: string[] | null;
-  stdout_bytes: string | null;
-  stderr_bytes: string | null;
-  executor_id: string | null;
-}
 
 /** How commands are grouped into batches (see createGroupCommit). */
 export interface GroupCommitLimits {
@@ -101,57 +64,16 @@ export function createPostgresEvaluationStore(
     ...(options.onBatch !== undefined ? { onBatch: options.onBatch } : {}),
   });
 
+  // Loads are batched the same way: the loads that arrive while one batch of them is in flight
+  // go together, one statement per tenant, in one round trip (./batch-load.ts).
+  const load = createGroupCommit<LoadRequest, Loaded>(
+    (batch, settle) => readOrUnavailable('load', () => loadBatch(() => pool.connect(), batch, settle)),
+    { maxBatch: limits.maxBatch, maxBatchBytes: Infinity, sizeOf: () => 1 },
+  );
+
   return {
     append,
-    load(evalId, requestId, tenant) {
-      return readOrUnavailable('load', async () => {
-        const { rows } = await queryAs<LoadRow>(
-          pool,
-          tenant,
-          preparedStatement(LOAD_SQL, [evalId ?? '', requestId ?? null]),
-        );
-        let snapshot: EvaluationSnapshot | undefined;
-        let priorRequest: LoggedCommand | undefined;
-        for (const row of rows) {
-          const latest = {
-            evalId: row.eval_id,
-            revision: row.revision,
-            position: row.position,
-            commandHash: row.command_hash,
-          };
-          if (row.source === 'request') {
-            priorRequest = latest;
-          } else if (
-            row.status !== null &&
-            row.submitted_position !== null &&
-            row.submitted_hash !== null &&
-            row.created_at !== null
-          ) {
-            snapshot = {
-              evalId: row.eval_id,
-              status: row.status,
-              revision: row.revision,
-              createdAt: row.created_at,
-              ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
-              metricNames: row.metric_names ?? [],
-              logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
-              ...(row.executor_id !== null ? { executorId: row.executor_id } : {}),
-              latest,
-              submitted: {
-                evalId: row.eval_id,
-                revision: '1',
-                position: row.submitted_position,
-                commandHash: row.submitted_hash,
-              },
-            };
-          }
-        }
-        return {
-          ...(snapshot !== undefined ? { snapshot } : {}),
-          ...(priorRequest !== undefined ? { priorRequest } : {}),
-        };
-      });
-    },
+    load: (evalId, requestId, tenant) => load({ evalId, requestId, tenant }),
   };
 }
 

@@ -25,9 +25,9 @@ export function createRedisChangePublisher(redis: Redis, keyPrefix: string): Eve
   async function flush(): Promise<void> {
     const batch = pending;
     pending = [];
-    const pipeline = redis.pipeline();
-    for (const { message } of batch) pipeline.publish(channel, message);
     try {
+      const pipeline = redis.pipeline();
+      for (const { message } of batch) pipeline.publish(channel, message);
       const replies = (await pipeline.exec()) ?? [];
       batch.forEach((p, i) => {
         const err = replies[i]?.[0];

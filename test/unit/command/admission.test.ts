@@ -161,6 +161,32 @@ describe('command admission', () => {
     expect(started).to.deep.equal(['first', 'next']);
   });
 
+  it('drops a waiting command at its deadline, not only when its turn comes, and no longer counts it as waiting', async () => {
+    const clock = manualClock();
+    const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 }, clock.now);
+    const started: string[] = [];
+    const first = heldWork(started, 'first');
+    const running = admission.admit(first.work);
+    let cleanedUp = false;
+    const expiring = admission.admit(heldWork(started, 'expiring').work, {
+      deadline: new Date(clock.now() + 20),
+      beforeRefusal: () => Promise.resolve(void (cleanedUp = true)),
+    });
+    const later = admission.admit(() => Promise.resolve('later'));
+    expect(admission.load()).to.deep.equal({ inProgress: 1, queued: 2 });
+
+    // The first is still in progress: the deadline alone ends the wait.
+    expect(await rejection(expiring)).to.be.instanceOf(DeadlineError);
+    expect(cleanedUp).to.equal(true);
+    expect(admission.load()).to.deep.equal({ inProgress: 1, queued: 1 });
+
+    first.done.resolve();
+    await running;
+    expect(await later).to.equal('later');
+    expect(started).to.deep.equal(['first']);
+    expect(admission.load()).to.deep.equal({ inProgress: 0, queued: 0 });
+  });
+
   it('frees the place of a command that fails, for the next in the queue', async () => {
     const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 });
     const failing = admission.admit(() => Promise.reject(new Error('boom')));

@@ -46,6 +46,10 @@ describe('PostgreSQL error classification', () => {
     );
   });
 
+  it('treats a deadlock PostgreSQL broke (40P01) as unavailable: the write was rolled back, and a retry succeeds', () => {
+    expect(postgresUnavailableCause(pgError('deadlock detected', { code: '40P01' }))).to.match(/deadlock/);
+  });
+
   it('does not treat bugs and constraint violations as unavailable', () => {
     for (const code of ['23505', '42P01', '42601', '22P02', '40001', '25P02']) {
       expect(isPostgresUnavailable(pgError('error', { code })), code).to.equal(false);

@@ -1,0 +1,147 @@
+import type { PoolClient, QueryResult } from 'pg';
+import type { Status } from '../../../shared/domain';
+import { holdingSession, preparedStatement, scopeTo } from '../../../shared/postgres';
+import type { Settled } from '../application/group-commit';
+import type { EvaluationSnapshot, LoggedCommand } from '../domain';
+
+/** What one command loads: its evaluation and the earlier command with its request id, as its tenant sees them. */
+export interface LoadRequest {
+  readonly evalId: string | undefined;
+  readonly requestId: string | undefined;
+  readonly tenant: string;
+}
+
+export interface Loaded {
+  readonly snapshot?: EvaluationSnapshot;
+  readonly priorRequest?: LoggedCommand;
+}
+
+// Every evaluation of $1 with its first and latest command, and every earlier command with a
+// request id of $2 (which may belong to another evaluation): one statement for a batch of
+// loads of one tenant. Each id is looked up on its own (LATERAL, kept apart by LIMIT 1: a
+// request id is unique within a tenant), so that the plan is index lookups whatever the
+// number of ids: with "= ANY ($1)" a cached generic plan may join the whole event table. Exported for the bench's command floor, which must run the very
+// statements it is a floor of.
+export const LOAD_BATCH_SQL = `
+  SELECT 'state' AS source, e.eval_id, NULL::text AS request_id, e.status, e.revision::text AS revision,
+         cur.position::text AS position, cur.command_hash,
+         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
+         e.created_at, e.completed_at, e.metric_names,
+         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id
+    FROM unnest($1::text[]) AS wanted (eval_id)
+   CROSS JOIN LATERAL (SELECT * FROM evaluations WHERE eval_id = wanted.eval_id LIMIT 1) e
+   CROSS JOIN LATERAL (SELECT position, command_hash FROM evaluation_events
+                        WHERE eval_id = e.eval_id AND revision = e.revision LIMIT 1) cur
+   CROSS JOIN LATERAL (SELECT position, command_hash FROM evaluation_events
+                        WHERE eval_id = e.eval_id AND revision = 1 LIMIT 1) sub
+  UNION ALL
+  SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
+         NULL, NULL, NULL, NULL, NULL, NULL
+    FROM unnest($2::text[]) AS wanted (request_id)
+   CROSS JOIN LATERAL (SELECT eval_id, request_id, revision, position, command_hash FROM evaluation_events
+                        WHERE request_id = wanted.request_id LIMIT 1) r`;
+
+interface LoadRow {
+  source: 'state' | 'request';
+  eval_id: string;
+  request_id: string | null;
+  status: Status | null;
+  revision: string;
+  position: string;
+  command_hash: string;
+  submitted_position: string | null;
+  submitted_hash: string | null;
+  created_at: Date | null;
+  completed_at: Date | null;
+  metric_names: string[] | null;
+  stdout_bytes: string | null;
+  stderr_bytes: string | null;
+  executor_id: string | null;
+}
+
+/**
+ * Loads a batch of commands' states in one transaction and one round trip: `BEGIN`, for each
+ * tenant among them its scope and one statement for all of its loads, `COMMIT`, sent at once on
+ * the pipelined session. Any failure is every member's (it throws): reads change nothing.
+ */
+export async function loadBatch(
+  connect: () => Promise<PoolClient>,
+  requests: readonly LoadRequest[],
+  settle: (index: number, outcome: Settled<Loaded>) => void,
+): Promise<void> {
+  const byTenant = new Map<string, number[]>();
+  requests.forEach((request, i) => {
+    const members = byTenant.get(request.tenant);
+    if (members === undefined) byTenant.set(request.tenant, [i]);
+    else members.push(i);
+  });
+  const client = await connect();
+  const results = await holdingSession(client, async (session) => {
+    const sent: Promise<QueryResult>[] = [session.query('BEGIN')];
+    const statementOf = new Map<string, number>();
+    for (const [tenant, members] of byTenant) {
+      const evalIds = [...new Set(members.flatMap((i) => requests[i]!.evalId ?? []))];
+      const requestIds = [...new Set(members.flatMap((i) => requests[i]!.requestId ?? []))];
+      sent.push(session.query(scopeTo(tenant)));
+      statementOf.set(tenant, sent.length);
+      sent.push(session.query(preparedStatement(LOAD_BATCH_SQL, [evalIds, requestIds])));
+    }
+    sent.push(session.query('COMMIT'));
+    const answers = await Promise.allSettled(sent);
+    const failure = answers.find((a) => a.status === 'rejected');
+    if (failure !== undefined) throw (failure).reason;
+    return new Map(
+      [...statementOf].map(([tenant, at]) => [
+        tenant,
+        (answers[at] as PromiseFulfilledResult<QueryResult<LoadRow>>).value.rows,
+      ]),
+    );
+  });
+  for (const [tenant, members] of byTenant) {
+    const states = new Map<string, EvaluationSnapshot>();
+    const commands = new Map<string, LoggedCommand>();
+    for (const row of results.get(tenant) ?? []) {
+      if (row.source === 'request' && row.request_id !== null) commands.set(row.request_id, loggedCommandOf(row));
+      const snapshot = row.source === 'state' ? snapshotOf(row) : undefined;
+      if (snapshot !== undefined) states.set(row.eval_id, snapshot);
+    }
+    for (const i of members) {
+      const { evalId, requestId } = requests[i]!;
+      const snapshot = evalId === undefined ? undefined : states.get(evalId);
+      const priorRequest = requestId === undefined ? undefined : commands.get(requestId);
+      settle(i, {
+        ok: true,
+        value: {
+          ...(snapshot !== undefined ? { snapshot } : {}),
+          ...(priorRequest !== undefined ? { priorRequest } : {}),
+        },
+      });
+    }
+  }
+}
+
+function loggedCommandOf(row: LoadRow): LoggedCommand {
+  return { evalId: row.eval_id, revision: row.revision, position: row.position, commandHash: row.command_hash };
+}
+
+function snapshotOf(row: LoadRow): EvaluationSnapshot | undefined {
+  if (row.status === null || row.submitted_position === null || row.submitted_hash === null || row.created_at === null)
+    return undefined;
+  return {
+    evalId: row.eval_id,
+    status: row.status,
+    revision: row.revision,
+    createdAt: row.created_at,
+    ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
+    metricNames: row.metric_names ?? [],
+    logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
+    ...(row.executor_id !== null ? { executorId: row.executor_id } : {}),
+    latest: loggedCommandOf(row),
+    submitted: {
+      evalId: row.eval_id,
+      revision: '1',
+      position: row.submitted_position,
+      commandHash: row.submitted_hash,
+    },
+  };
+}
