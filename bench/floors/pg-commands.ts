@@ -11,7 +11,7 @@ import {
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import type { AppendRequest } from '../../services/command/application/ports';
 import { appendStatement } from '../../services/command/postgres/evaluation-store';
-import { LOAD_BATCH_SQL } from '../../services/command/postgres/batch-load';
+import { LOAD_ONE_SQL } from '../../services/command/postgres/batch-load';
 import { DEFAULT_TENANT, type EvaluationEvent, type Status } from '../../shared/domain';
 import { preparedStatement, queryAs } from '../../shared/postgres';
 import { requiredEnv, serveFloor } from './serve';
@@ -41,7 +41,7 @@ async function load(evalId: string): Promise<{ revision: string } | undefined> {
   const { rows } = await queryAs<{ source: string; revision: string }>(
     pool,
     DEFAULT_TENANT,
-    preparedStatement(LOAD_BATCH_SQL, [[evalId], []]),
+    preparedStatement(LOAD_ONE_SQL, [evalId, null]),
   );
   return rows.find((r) => r.source === 'state');
 }
