@@ -10,6 +10,8 @@ export interface AdmissionLimits {
 export interface AdmitOptions {
   /** The call's deadline: a command that would wait past it is refused at once. */
   readonly deadline?: Date | undefined;
+  /** Fires when the caller goes away: a command still waiting then leaves the queue, never run. */
+  readonly signal?: AbortSignal | undefined;
   /** Runs before a refusal (a streamed completion deletes the output it uploaded). */
   readonly beforeRefusal?: () => Promise<void>;
 }
@@ -29,7 +31,7 @@ export interface Admission {
 
 interface Queued {
   readonly deadline: number;
-  /** Left the queue at its deadline; its place is skipped. */
+  /** Out of the queue: started, or left at its deadline or its caller's going away (its place is skipped). */
   gone: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   start(): void;
@@ -51,10 +53,9 @@ const DURATION_WEIGHT = 0.02;
  * (Little's law); before any command has finished there is no estimate and none is refused
  * for its deadline.
  *
- * A waiting command leaves the queue when its deadline passes, not only when its turn comes:
- * while it waits, its request is counted against MAX_REQUEST_BYTES_IN_FLIGHT
- * (shared/grpc/admission.ts) as its call is open, which bounds the queue's bytes. (A call
- * without a deadline whose client goes away stays queued until its turn, and is then run.)
+ * A waiting command leaves the queue when its deadline passes or its caller goes away, not
+ * only when its turn comes: while it waits, its call is open and its request is counted against
+ * MAX_REQUEST_BYTES_IN_FLIGHT (shared/grpc/admission.ts), which bounds the queue's bytes.
  */
 export function createAdmission(limits: AdmissionLimits, now: () => number = Date.now): Admission {
   let inProgress = 0;
@@ -77,6 +78,8 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       const next = queue[head]!;
       head += 1;
       if (next.gone) continue;
+      // Out of the queue now: its timer and its caller's going away no longer concern it.
+      next.gone = true;
       waiting -= 1;
       clearTimeout(next.timer);
       if (next.deadline <= now()) {
@@ -139,18 +142,33 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
           options,
         );
       }
+      const { signal } = options;
+      if (signal?.aborted === true) throw new UnavailableError('the caller went away before the command was admitted');
+      let leave: (() => void) | undefined;
       try {
         await new Promise<void>((start, reject) => {
           const expire = (): void =>
             reject(new DeadlineError("the call's deadline passed while the command waited its turn"));
           const entry: Queued = { deadline, gone: false, timer: undefined, start, expire };
+          const drop = (err: Error): void => {
+            if (entry.gone) return;
+            entry.gone = true;
+            waiting -= 1;
+            clearTimeout(entry.timer);
+            reject(err);
+          };
           if (Number.isFinite(deadline)) {
-            entry.timer = setTimeout(() => {
-              entry.gone = true;
-              waiting -= 1;
-              expire();
-            }, deadline - now());
+            entry.timer = setTimeout(
+              () => drop(new DeadlineError("the call's deadline passed while the command waited its turn")),
+              deadline - now(),
+            );
             entry.timer.unref();
+          }
+          if (signal !== undefined) {
+            const onAbort = (): void =>
+              drop(new UnavailableError('the caller went away while the command waited its turn'));
+            signal.addEventListener('abort', onAbort, { once: true });
+            leave = () => signal.removeEventListener('abort', onAbort);
           }
           queue.push(entry);
           waiting += 1;
@@ -158,6 +176,8 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       } catch (err) {
         await options.beforeRefusal?.();
         throw err;
+      } finally {
+        leave?.();
       }
       return run(work);
     },

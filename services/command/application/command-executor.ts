@@ -58,7 +58,8 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call), discard);
 
   return {
-    execute: (command, call) => admission.admit(() => run(command, call), { deadline: call?.deadline }),
+    execute: (command, call) =>
+      admission.admit(() => run(command, call), { deadline: call?.deadline, signal: call?.signal }),
     async completeStreamed(header, chunks, call) {
       // Another executor's bytes are not taken in at all (they would go to S3 before the
       // decision refused them): the binding is checked first, and again by the decision.
@@ -73,12 +74,13 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       const uploaded = output instanceof UploadedOutput ? output : undefined;
       return admission.admit(() => run(command, call), {
         deadline: call?.deadline,
+        signal: call?.signal,
         ...(uploaded !== undefined ? { beforeRefusal: () => discard(uploaded) } : {}),
       });
     },
     appendLogs(target, chunks, call) {
       const execute = (command: Command): Promise<CommandResult> =>
-        admission.admit(() => run(command, call), { deadline: call?.deadline });
+        admission.admit(() => run(command, call), { deadline: call?.deadline, signal: call?.signal });
       const appender = { store: deps.store, execute, limits: deps.limits, logger: deps.logger };
       return appendLogs(appender, target, chunks, tenantOfCall(call ?? {}));
     },

@@ -50,6 +50,8 @@ export const SERVICE_REPORTER = 'crucible-storage';
 export interface CommandCall {
   /** The call's deadline: the command's write does not commit after it. */
   readonly deadline?: Date | undefined;
+  /** Fires when the caller goes away (a command still waiting for admission is then dropped). */
+  readonly signal?: AbortSignal | undefined;
   /** Who sends it; undefined for the service's own commands. */
   readonly caller?: Caller | undefined;
   /**

@@ -187,6 +187,33 @@ describe('command admission', () => {
     expect(admission.load()).to.deep.equal({ inProgress: 0, queued: 0 });
   });
 
+  it('drops a waiting command when its caller goes away, never running it, and the next one takes its turn', async () => {
+    const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 });
+    const started: string[] = [];
+    const first = heldWork(started, 'first');
+    const running = admission.admit(first.work);
+    const caller = new AbortController();
+    const abandoned = admission.admit(heldWork(started, 'abandoned').work, { signal: caller.signal });
+    const next = admission.admit(() => {
+      started.push('next');
+      return Promise.resolve('next');
+    });
+    caller.abort();
+
+    expect(await rejection(abandoned)).to.be.instanceOf(UnavailableError);
+    expect(admission.load()).to.deep.equal({ inProgress: 1, queued: 1 });
+    first.done.resolve();
+    await running;
+    expect(await next).to.equal('next');
+    expect(started).to.deep.equal(['first', 'next']);
+    // A caller that goes away once its command runs changes nothing in the count.
+    const late = new AbortController();
+    const ran = admission.admit(() => Promise.resolve('ran'), { signal: late.signal });
+    late.abort();
+    expect(await ran).to.equal('ran');
+    expect(admission.load()).to.deep.equal({ inProgress: 0, queued: 0 });
+  });
+
   it('frees the place of a command that fails, for the next in the queue', async () => {
     const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 });
     const failing = admission.admit(() => Promise.reject(new Error('boom')));
