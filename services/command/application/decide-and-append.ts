@@ -31,6 +31,9 @@ export const MAX_ROUNDS = 8;
 /** What one load gives the decision: the evaluation, and the earlier command with the request id. */
 export type Loaded = Awaited<ReturnType<EvaluationStore['load']>>;
 
+/** A load that found neither: what a submit's first round guesses. */
+const NOTHING_LOADED: Loaded = {};
+
 type Append = Extract<Decision, { kind: 'append' }>;
 
 export interface DecideAndAppendDeps {
@@ -96,9 +99,17 @@ export async function decideAndAppend(
   const tenant = tenantOfCall(call);
   // A submit without an id gets one fresh id, so that every round retries the same id.
   const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
-  // The first load goes out before the hashing below (tens of ms for a 16 MiB output), so
-  // PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
-  let firstLoad: Promise<Loaded> | undefined = store.load(evalId, command.requestId, tenant);
+  // A submit whose code stays in PostgreSQL is first decided against "nothing there", without
+  // a load: its write inserts only if the id and the request id are free, so when they are not
+  // it conflicts and the next round loads and decides again; a refusal of that guess is decided
+  // again against a load too. A new evaluation (the common case) costs one round trip, not two.
+  const guessFirst =
+    command.type === 'SubmitEvaluation' && Buffer.byteLength(command.code, 'utf8') <= limits.inlineCodeMaxBytes;
+  // Otherwise the first load goes out before the hashing below (tens of ms for a 16 MiB
+  // output), so PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
+  let firstLoad: Promise<Loaded> | undefined = guessFirst
+    ? Promise.resolve(NOTHING_LOADED)
+    : store.load(evalId, command.requestId, tenant);
   firstLoad.catch(() => undefined);
   let prepared = prepareCommand(command, evalId, limits);
   let unknown: CommitOutcomeUnknownError | undefined;
@@ -108,6 +119,7 @@ export async function decideAndAppend(
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
+    const guess = round === 1 && guessFirst;
     let loaded: Loaded;
     try {
       loaded = await (firstLoad ?? store.load(evalId, command.requestId, tenant));
@@ -115,8 +127,14 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
-    let decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
+    if (!guess) invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
+    let decision: Decision;
+    try {
+      decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
+    } catch (err) {
+      if (guess) continue;
+      throw err;
+    }
     if (decision.kind === 'unchanged') return decision.result;
     const { plan } = prepared;
     if (plan?.storage === 's3') {

@@ -208,10 +208,13 @@ describe('command executor: overload, with no admission queue', function () {
   }
 
   it('refuses commands past MAX_PENDING_COMMANDS at once with UNAVAILABLE, writes none of them, and admits again', async () => {
+    // Two commands held at their load stay in progress (a submit of a new id would not load).
+    await h.commands.submit({ evalId: 'busy-1' });
+    await h.commands.submit({ evalId: 'busy-2' });
     const gated = gatedStore(() => true);
     const commands = commandsOf(h.executorWith({ store: gated.store }), h.env.config.limits);
-    const first = commands.submit({ evalId: 'busy-1' });
-    const second = commands.submit({ evalId: 'busy-2' });
+    const first = commands.cancel({ evalId: 'busy-1', reason: 'held' });
+    const second = commands.cancel({ evalId: 'busy-2', reason: 'held' });
     await gated.twoArrived;
 
     const refused = await rejection(commands.submit({ evalId: 'refused' }));
@@ -252,8 +255,10 @@ describe('command executor: overload, with no admission queue', function () {
     await sentFirst;
 
     // Both slots are free for commands while the bytes arrive.
-    const first = commands.submit({ evalId: 'slot-1' });
-    const second = commands.submit({ evalId: 'slot-2' });
+    await h.commands.submit({ evalId: 'slot-1' });
+    await h.commands.submit({ evalId: 'slot-2' });
+    const first = commands.cancel({ evalId: 'slot-1', reason: 'held' });
+    const second = commands.cancel({ evalId: 'slot-2', reason: 'held' });
     await gated.twoArrived;
 
     release();

@@ -8,7 +8,8 @@ import { commandsOf, createHarness, denseLog, eventsOf, racingStore, until, type
 /**
  * Group commit (services/command/postgres/batch-append.ts) against a real PostgreSQL: batches
  * are forced, not hoped for. racingStore holds every racer's load until all have loaded, so
- * their writes reach the store in one turn and go as one batch; a transaction of the test's own
+ * their writes reach the store in one turn and go as one batch (submits of new ids load
+ * nothing first: started in one turn, they reach the store in one turn by themselves); a transaction of the test's own
  * holding `event_log_head` holds a batch in flight where needed. `onBatch` says how the store
  * grouped them.
  */
@@ -41,7 +42,7 @@ describe('command executor: group commit', function () {
   }
 
   it('writes 32 commands that arrive together as one transaction, each at its own dense position', async () => {
-    const { commands, batches } = batching(32);
+    const { commands, batches } = batching(0);
     const { values, errors } = await settledAll(
       Array.from({ length: 32 }, (_, i) => commands.submit({ evalId: `together-${i}` })),
     );
@@ -94,7 +95,7 @@ describe('command executor: group commit', function () {
   });
 
   it('tells a second command with a request id already in its batch that it conflicts, without sending it', async () => {
-    const { commands, batches } = batching(4);
+    const { commands, batches } = batching(0);
     const settled = await Promise.allSettled([
       commands.submit({ evalId: 'dedup-0' }),
       commands.submit({ evalId: 'dedup-1', requestId: 'dedup-shared' }),
@@ -162,7 +163,7 @@ describe('command executor: group commit', function () {
       const secondBatches: number[] = [];
       const second = racingStore(
         createPostgresEvaluationStore(h.pool, { onBatch: (size) => secondBatches.push(size) }),
-        3,
+        0,
       );
       const firstCommands = commandsOf(h.executorWith({ store: first }), h.env.config.limits);
       const secondCommands = commandsOf(h.executorWith({ store: second.store }), h.env.config.limits);
@@ -201,7 +202,7 @@ describe('command executor: group commit', function () {
     it('refuses the member whose deadline the batch outlasts, and writes its neighbour once the lock is free', async () => {
       const batches: number[] = [];
       const store = createPostgresEvaluationStore(h.pool, { onBatch: (size) => batches.push(size) });
-      const race = racingStore(store, 2);
+      const race = racingStore(store, 0);
       const executor = h.executorWith({ store: race.store });
       const lock = await holdAppendLock();
       let released = false;
@@ -243,7 +244,7 @@ describe('command executor: group commit', function () {
     it('loses nothing when the batch session is killed mid-write: each member learns its outcome again and is written once', async () => {
       const batches: number[] = [];
       const store = createPostgresEvaluationStore(h.pool, { onBatch: (size) => batches.push(size) });
-      const race = racingStore(store, 5);
+      const race = racingStore(store, 0);
       const commands = commandsOf(h.executorWith({ store: race.store }), h.env.config.limits);
       const lock = await holdAppendLock();
       let released = false;

@@ -99,6 +99,16 @@ describe('PostgreSQL hangs and ambiguity', function () {
     return pool;
   }
 
+  /**
+   * A pool with a session open already: a submit of a new id writes without loading first, and
+   * its write must not be what opens the connection (whose handshake a test's proxy would drop).
+   */
+  async function connectedPool(url: string): Promise<Pool> {
+    const pool = poolWith({}, url);
+    await pool.query('SELECT 1');
+    return pool;
+  }
+
   function executorOver(pool: Pool, wrap: (store: EvaluationStore) => EvaluationStore = (s) => s): CommandExecutor {
     return h.executorWith({ store: wrap(createPostgresEvaluationStore(pool)) });
   }
@@ -308,7 +318,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
 
     for (const deadline of [undefined, 'with a deadline'] as const) {
       it(`reads it back and answers as committed, writing once (${deadline ?? 'autocommitted'})`, async () => {
-        const executor = executorOver(poolWith({}, proxiedUrl), loseFirstAnswer());
+        const executor = executorOver(await connectedPool(proxiedUrl), loseFirstAnswer());
         const count = await eventCount(h.sql);
         const result = await executor.execute(
           submitOf(undefined),
@@ -325,7 +335,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
 
     it('says the outcome is unknown when PostgreSQL cannot be reached to read it back; a retry with the request_id answers it', async () => {
       const executor = executorOver(
-        poolWith({}, proxiedUrl),
+        await connectedPool(proxiedUrl),
         loseFirstAnswer(() => proxy.refuse()),
       );
       try {
@@ -348,7 +358,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
 
     it('names the id a submit without request_id or eval_id would have, and says a blind retry may duplicate', async () => {
       const executor = executorOver(
-        poolWith({}, proxiedUrl),
+        await connectedPool(proxiedUrl),
         loseFirstAnswer(() => proxy.refuse()),
       );
       try {

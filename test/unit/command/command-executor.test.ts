@@ -119,12 +119,12 @@ const header = (outputSize: number, options: CompletionHeader['options'] = {}): 
 
 describe('command executor', () => {
   describe('a command that is appended', () => {
-    it('appends a submit, then publishes its event, and answers with the position the store returned', async () => {
+    it('appends a submit of a new id without loading first, then publishes its event, and answers with the position the store returned', async () => {
       const w = world();
       const result = await w.executor.execute(SUBMIT);
 
       expect(result).to.deep.equal({ evalId: 'e1', revision: '1', position: '41' });
-      expect(w.journal).to.deep.equal(['store.load e1', 'store.append e1@1', 'publish 41']);
+      expect(w.journal).to.deep.equal(['store.append e1@1', 'publish 41']);
       expect(w.publisher.published).to.deep.equal(w.store.events);
       expect(w.store.events[0]).to.include({ position: '41', evalId: 'e1', revision: '1' });
       expect(w.store.events[0]?.event.type).to.equal('EvaluationQueued');
@@ -151,12 +151,41 @@ describe('command executor', () => {
       expect(result).to.deep.equal({ evalId: 'id-1', revision: '1', position: '41' });
       expect(w.newId.issued).to.deep.equal(['id-1']);
       expect(w.journal).to.deep.equal([
-        'store.load id-1',
         'store.conflict id-1@1',
         'store.load id-1',
         'store.append id-1@1',
         'publish 41',
       ]);
+    });
+  });
+
+  describe("a submit's first guess (nothing there)", () => {
+    it('is decided again against a load when it is refused: an id taken with other content is ALREADY_EXISTS, not a revision conflict', async () => {
+      const w = world();
+      await w.executor.execute(SUBMIT);
+      w.mark();
+      const err = await rejection(w.executor.execute({ ...SUBMIT, code: 'print("other")', expectedRevision: '3' }));
+
+      expect(err).to.be.instanceOf(AlreadyExistsError);
+      // The guess refused itself (expected revision 3 of nothing) before writing: no conflict, one load.
+      expect(w.journal).to.deep.equal(['store.load e1']);
+      expect(w.store.events).to.have.length(1);
+    });
+
+    it('conflicts when the id is taken, and the load then answers a retry of the same submit as the first time', async () => {
+      const w = world();
+      const first = await w.executor.execute(SUBMIT);
+      w.mark();
+      expect(await w.executor.execute(SUBMIT)).to.deep.equal(first);
+      expect(w.journal).to.deep.equal(['store.conflict e1@1', 'store.load e1']);
+      expect(w.store.events).to.have.length(1);
+    });
+
+    it('is not made for code kept in S3: that submit loads first, before uploading anything', async () => {
+      const w = world();
+      const code = 'x'.repeat(LIMITS.inlineCodeMaxBytes + 1);
+      await w.executor.execute({ ...SUBMIT, code });
+      expect(w.journal[0]).to.equal('store.load e1');
     });
   });
 
@@ -168,7 +197,8 @@ describe('command executor', () => {
       const again = await w.executor.execute({ ...SUBMIT, requestId: 'r1' });
 
       expect(again).to.deep.equal(first);
-      expect(w.journal).to.deep.equal(['store.load e1']);
+      // The submit's guess (nothing there) conflicts, writing nothing; the load then finds the request.
+      expect(w.journal).to.deep.equal(['store.conflict e1@1', 'store.load e1']);
       expect(w.store.events).to.have.length(1);
       expect(w.publisher.published).to.have.length(1);
     });
@@ -357,15 +387,17 @@ describe('command executor', () => {
 
     it('surfaces UnavailableError from a load, writing and publishing nothing', async () => {
       const w = world();
+      await w.executor.execute(SUBMIT);
+      w.mark();
       w.store.beforeLoad = () => {
         throw down;
       };
-      const err = await rejection(w.executor.execute(SUBMIT));
+      const err = await rejection(w.executor.execute(START));
 
       expect(err).to.equal(down);
       expect(codeOf(err)).to.equal(GrpcStatus.UNAVAILABLE);
-      expect(w.store.events).to.deep.equal([]);
-      expect(w.publisher.published).to.deep.equal([]);
+      expect(w.store.events).to.have.length(1);
+      expect(w.journal).to.deep.equal(['store.load e1']);
     });
 
     it('surfaces UnavailableError from an append, publishing nothing and not retrying', async () => {
@@ -376,7 +408,7 @@ describe('command executor', () => {
       const err = await rejection(w.executor.execute(SUBMIT));
 
       expect(err).to.equal(down);
-      expect(w.journal).to.deep.equal(['store.load e1']);
+      expect(w.journal).to.deep.equal([]);
       expect(w.publisher.published).to.deep.equal([]);
     });
   });
@@ -404,7 +436,7 @@ describe('command executor', () => {
       const result = await w.executor.execute(ANONYMOUS);
 
       expect(result).to.deep.equal({ evalId: 'id-1', revision: '1', position: '41' });
-      expect(w.journal).to.deep.equal(['store.load id-1', 'store.append id-1@1', 'store.load id-1']);
+      expect(w.journal).to.deep.equal(['store.append id-1@1', 'store.load id-1']);
       expect(w.store.events).to.have.length(1);
       expect((await warned).msg).to.equal('write outcome unknown; reading it back');
     });
@@ -416,7 +448,7 @@ describe('command executor', () => {
 
       expect(result).to.deep.equal({ evalId: 'id-1', revision: '1', position: '41' });
       expect(w.newId.issued).to.deep.equal(['id-1']);
-      expect(w.journal).to.deep.equal(['store.load id-1', 'store.load id-1', 'store.append id-1@1', 'publish 41']);
+      expect(w.journal).to.deep.equal(['store.load id-1', 'store.append id-1@1', 'publish 41']);
     });
 
     it('says the outcome is unknown when the read-back fails: for a submit without ids, the id it would have and the risk of a duplicate', async () => {
@@ -424,7 +456,8 @@ describe('command executor', () => {
       loseNextAnswer(w, { committed: true });
       let loads = 0;
       w.store.beforeLoad = () => {
-        if (++loads === 2) throw new UnavailableError('PostgreSQL is unavailable (load): test; retry');
+        // The first load is the read-back: a new submit does not load before its write.
+        if (++loads === 1) throw new UnavailableError('PostgreSQL is unavailable (load): test; retry');
       };
       const err = await rejection(w.executor.execute(ANONYMOUS));
 
@@ -465,7 +498,7 @@ describe('command executor', () => {
       const err = await rejection(w.executor.execute(SUBMIT));
 
       expect(err).to.be.instanceOf(CommitOutcomeUnknownError);
-      expect(w.journal).to.deep.equal(['store.load e1', 'store.load e1']);
+      expect(w.journal).to.deep.equal(['store.load e1']);
     });
 
     it('keeps a streamed upload when the write read back turns out committed: its row refers to it', async () => {
