@@ -31,12 +31,17 @@ export interface Admission {
 
 interface Queued {
   readonly deadline: number;
-  /** Out of the queue: started, or left at its deadline or its caller's going away (its place is skipped). */
-  gone: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Takes it out of the queue (to start it, or at its deadline, or when its caller goes away):
+   * false when it was out already, its place then only skipped.
+   */
+  take(): boolean;
   start(): void;
-  expire(): void;
+  reject(err: Error): void;
 }
+
+const waitedPastDeadline = (): DeadlineError =>
+  new DeadlineError("the call's deadline passed while the command waited its turn");
 
 // Weight of the newest command's duration in the running mean: heavy enough to follow a
 // change of load within a few hundred commands, light enough that one slow command does not
@@ -63,10 +68,9 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   // compacted once the taken part is most of it.
   const queue: Queued[] = [];
   let head = 0;
-  // Waiting, not counting those gone at their deadline (still in the array until reached).
+  // Waiting, not counting those taken out early (still in the array until reached).
   let waiting = 0;
   let meanDurationMs: number | undefined;
-  const queued = (): number => waiting;
 
   function expectedWaitMs(ahead: number): number | undefined {
     if (meanDurationMs === undefined) return undefined;
@@ -77,13 +81,9 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
     while (inProgress < limits.maxInProgress && head < queue.length) {
       const next = queue[head]!;
       head += 1;
-      if (next.gone) continue;
-      // Out of the queue now: its timer and its caller's going away no longer concern it.
-      next.gone = true;
-      waiting -= 1;
-      clearTimeout(next.timer);
+      if (!next.take()) continue;
       if (next.deadline <= now()) {
-        next.expire();
+        next.reject(waitedPastDeadline());
         continue;
       }
       // Its place is taken now, before it runs on a later tick.
@@ -117,15 +117,15 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   }
 
   return {
-    load: () => ({ inProgress, queued: queued() }),
+    load: () => ({ inProgress, queued: waiting }),
     async admit(work, options = {}) {
       // Checked and counted before the first await, so that commands arriving together cannot
       // all pass the check before any of them is counted.
-      if (inProgress < limits.maxInProgress && queued() === 0) {
+      if (inProgress < limits.maxInProgress && waiting === 0) {
         inProgress += 1;
         return run(work);
       }
-      const ahead = queued();
+      const ahead = waiting;
       const wait = expectedWaitMs(ahead);
       if (ahead >= limits.maxQueued) {
         return refuse(
@@ -143,30 +143,35 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
         );
       }
       const { signal } = options;
-      if (signal?.aborted === true) throw new UnavailableError('the caller went away before the command was admitted');
       let leave: (() => void) | undefined;
       try {
+        if (signal?.aborted === true)
+          throw new UnavailableError('the caller went away before the command was admitted');
         await new Promise<void>((start, reject) => {
-          const expire = (): void =>
-            reject(new DeadlineError("the call's deadline passed while the command waited its turn"));
-          const entry: Queued = { deadline, gone: false, timer: undefined, start, expire };
-          const drop = (err: Error): void => {
-            if (entry.gone) return;
-            entry.gone = true;
-            waiting -= 1;
-            clearTimeout(entry.timer);
-            reject(err);
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          let out = false;
+          const entry: Queued = {
+            deadline,
+            start,
+            reject,
+            take() {
+              if (out) return false;
+              out = true;
+              waiting -= 1;
+              clearTimeout(timer);
+              return true;
+            },
+          };
+          const leaveEarly = (err: Error): void => {
+            if (entry.take()) reject(err);
           };
           if (Number.isFinite(deadline)) {
-            entry.timer = setTimeout(
-              () => drop(new DeadlineError("the call's deadline passed while the command waited its turn")),
-              deadline - now(),
-            );
-            entry.timer.unref();
+            timer = setTimeout(() => leaveEarly(waitedPastDeadline()), deadline - now());
+            timer.unref();
           }
           if (signal !== undefined) {
             const onAbort = (): void =>
-              drop(new UnavailableError('the caller went away while the command waited its turn'));
+              leaveEarly(new UnavailableError('the caller went away while the command waited its turn'));
             signal.addEventListener('abort', onAbort, { once: true });
             leave = () => signal.removeEventListener('abort', onAbort);
           }
