@@ -68,23 +68,16 @@ export function createGroupCommit<Req, Out>(
     if (writing || queue.length === 0) return;
     writing = true;
     let batch: Waiting<Req, Out>[] = [];
-    try {
-      batch = takeBatch();
-      options.onBatch?.(batch.length);
-    } catch (err) {
-      // A hook that throws fails its batch, not every later one.
-      for (const waiting of batch.length > 0 ? batch : queue.splice(0, 1)) waiting.reject(err);
-      writing = false;
-      schedule();
-      return;
-    }
-    const open = new Set(batch.keys());
+    const open = new Set<number>();
     const settle = (i: number, outcome: Settled<Out>): void => {
       if (!open.delete(i)) return;
       if (outcome.ok) batch[i]!.resolve(outcome.value);
       else batch[i]!.reject(outcome.error);
     };
     try {
+      batch = takeBatch();
+      for (const i of batch.keys()) open.add(i);
+      options.onBatch?.(batch.length);
       await write(
         batch.map((w) => w.request),
         settle,
@@ -92,6 +85,9 @@ export function createGroupCommit<Req, Out>(
       for (const i of open)
         settle(i, { ok: false, error: new Error(`the batch writer gave no outcome for member ${i}`) });
     } catch (err) {
+      // A sizeOf that throws before a batch is taken fails the first waiting request: the queue
+      // must move on rather than try the same batch again and again.
+      if (batch.length === 0) queue.shift()?.reject(err);
       for (const i of open) settle(i, { ok: false, error: err });
     } finally {
       writing = false;

@@ -63,12 +63,15 @@ export async function writeBatch(
   // state from before it and losing once more.
   const conflicts: number[] = [];
   const requestIds = new Set<string>();
+  // Whoever's deadline has passed is not sent (again): refused, nothing written.
+  const stillInTime = (i: number): boolean => {
+    const boundMs = deadlineBound(requests[i]!.deadline, target.sessionTimeoutMs);
+    if (boundMs === undefined || boundMs > 0) return true;
+    settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
+    return false;
+  };
   requests.forEach((request, i) => {
-    const boundMs = deadlineBound(request.deadline, target.sessionTimeoutMs);
-    if (boundMs !== undefined && boundMs <= 0) {
-      settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
-      return;
-    }
+    if (!stillInTime(i)) return;
     if (request.requestId !== undefined) {
       // A second command with a request id already in the batch would break its unique key
       // and cost the batch a round trip: a conflict at once (its caller answers as the first).
@@ -89,12 +92,7 @@ export async function writeBatch(
   });
   while (open.length > 0) {
     // A retry is a new attempt: whoever's deadline passed meanwhile is not sent again.
-    open = open.filter((i) => {
-      const boundMs = deadlineBound(requests[i]!.deadline, target.sessionTimeoutMs);
-      if (boundMs === undefined || boundMs > 0) return true;
-      settle(i, failed(new DeadlineError("the call's deadline passed before the write was sent; nothing was written")));
-      return false;
-    });
+    open = open.filter(stillInTime);
     if (open.length === 0) break;
     const members = open.map((i) => requests[i]!);
     let attempt: Attempt;

@@ -16,17 +16,24 @@ export interface Loaded {
   readonly priorRequest?: LoggedCommand;
 }
 
+// The two kinds of row a load reads (LoadRow), from an evaluation e with its latest command cur
+// and its submit sub, and from an earlier command r with the request id: the same in both
+// statements below.
+const STATE_ROW = `SELECT 'state' AS source, e.eval_id, NULL::text AS request_id, e.status, e.revision::text AS revision,
+         cur.position::text AS position, cur.command_hash,
+         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
+         e.created_at, e.completed_at, e.metric_names,
+         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id`;
+const REQUEST_ROW = `SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash,
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
+
 // Every evaluation of $1 with its first and latest command, and every earlier command with a
 // request id of $2 (which may belong to another evaluation): one statement for a batch of
 // loads of one tenant. Each id is looked up on its own (LATERAL, kept apart by LIMIT 1: a
 // request id is unique within a tenant), so that the plan is index lookups whatever the
 // number of ids: with "= ANY ($1)" a cached generic plan may join the whole event table.
 const LOAD_BATCH_SQL = `
-  SELECT 'state' AS source, e.eval_id, NULL::text AS request_id, e.status, e.revision::text AS revision,
-         cur.position::text AS position, cur.command_hash,
-         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
-         e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id
+  ${STATE_ROW}
     FROM unnest($1::text[]) AS wanted (eval_id)
    CROSS JOIN LATERAL (SELECT * FROM evaluations WHERE eval_id = wanted.eval_id LIMIT 1) e
    CROSS JOIN LATERAL (SELECT position, command_hash FROM evaluation_events
@@ -34,8 +41,7 @@ const LOAD_BATCH_SQL = `
    CROSS JOIN LATERAL (SELECT position, command_hash FROM evaluation_events
                         WHERE eval_id = e.eval_id AND revision = 1 LIMIT 1) sub
   UNION ALL
-  SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL
+  ${REQUEST_ROW}
     FROM unnest($2::text[]) AS wanted (request_id)
    CROSS JOIN LATERAL (SELECT eval_id, request_id, revision, position, command_hash FROM evaluation_events
                         WHERE request_id = wanted.request_id LIMIT 1) r`;
@@ -45,18 +51,13 @@ const LOAD_BATCH_SQL = `
 // a 1.2 ms command at concurrency 1). Exported for the bench's command floor, which runs one
 // load per command.
 export const LOAD_ONE_SQL = `
-  SELECT 'state' AS source, e.eval_id, NULL::text AS request_id, e.status, e.revision::text AS revision,
-         cur.position::text AS position, cur.command_hash,
-         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
-         e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id
+  ${STATE_ROW}
     FROM evaluations e
     JOIN evaluation_events cur ON cur.eval_id = e.eval_id AND cur.revision = e.revision
     JOIN evaluation_events sub ON sub.eval_id = e.eval_id AND sub.revision = 1
    WHERE e.eval_id = $1
   UNION ALL
-  SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL
+  ${REQUEST_ROW}
     FROM evaluation_events r
    WHERE $2::text IS NOT NULL AND r.request_id = $2`;
 

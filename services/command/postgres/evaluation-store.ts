@@ -8,21 +8,13 @@ import { loadBatch, type Loaded, type LoadRequest } from './batch-load';
 
 export { appendStatement } from './append-statement';
 
-/** How commands are grouped into batches (see createGroupCommit). */
-export interface GroupCommitLimits {
-  /** Most commands in one transaction. */
-  readonly maxBatch: number;
-  /** Most bytes of bodies, log chunks and metric points in one transaction (a larger command goes alone). */
-  readonly maxBatchBytes: number;
-}
-
-export const DEFAULT_GROUP_COMMIT: GroupCommitLimits = { maxBatch: 256, maxBatchBytes: 8 * 1024 * 1024 };
+/** Most commands (and loads) in one batch. */
+const MAX_BATCH = 256;
+/** Most bytes of bodies, log chunks and metric points in one transaction (a larger command goes alone). */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 
 export interface PostgresEvaluationStoreOptions {
-  /** The pool batches are written through (one session at a time); `pool` unless given. */
-  readonly writes?: Pool;
-  readonly groupCommit?: GroupCommitLimits;
-  /** Told of each batch's size as it is written. */
+  /** Told of each batch's size as it is written (tests). */
   readonly onBatch?: (size: number) => void;
 }
 
@@ -52,14 +44,12 @@ export function createPostgresEvaluationStore(
 ): EvaluationStore {
   // The sessions' own statement_timeout (shared/postgres/pool.ts): a deadline further away
   // than this needs no bound of its own.
-  const writes = options.writes ?? pool;
-  const sessionTimeout = writes.options.statement_timeout;
+  const sessionTimeout = pool.options.statement_timeout;
   const sessionTimeoutMs = typeof sessionTimeout === 'number' && sessionTimeout > 0 ? sessionTimeout : Infinity;
-  const limits = options.groupCommit ?? DEFAULT_GROUP_COMMIT;
-  const target = { sessionTimeoutMs, connect: () => readOrUnavailable('append', () => writes.connect()) };
+  const target = { sessionTimeoutMs, connect: () => readOrUnavailable('append', () => pool.connect()) };
   const append = createGroupCommit<AppendRequest, AppendOutcome>((batch, settle) => writeBatch(target, batch, settle), {
-    maxBatch: limits.maxBatch,
-    maxBatchBytes: limits.maxBatchBytes,
+    maxBatch: MAX_BATCH,
+    maxBatchBytes: MAX_BATCH_BYTES,
     sizeOf: bytesOf,
     ...(options.onBatch !== undefined ? { onBatch: options.onBatch } : {}),
   });
@@ -68,7 +58,7 @@ export function createPostgresEvaluationStore(
   // go together, one statement per tenant, in one round trip (./batch-load.ts).
   const load = createGroupCommit<LoadRequest, Loaded>(
     (batch, settle) => readOrUnavailable('load', () => loadBatch(() => pool.connect(), batch, settle)),
-    { maxBatch: limits.maxBatch, maxBatchBytes: Infinity, sizeOf: () => 1 },
+    { maxBatch: MAX_BATCH, maxBatchBytes: Infinity, sizeOf: () => 1 },
   );
 
   return {
