@@ -155,6 +155,7 @@ export function createQueryService(
       metadata.clear();
       setServing(serving);
     },
+    onReplayedOverLoss: () => indexes.sweep(),
     stallReason: redisRefusesWrites,
   });
   const indexes = keepIndexes({

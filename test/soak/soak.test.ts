@@ -39,10 +39,14 @@ import {
  * checker is clean, and no read answered wrong (an answer is wrong when it is not the
  * evaluation's state at some position of the log at or past what its reader had written).
  *
- * SOAK_SECONDS (default 180) and SOAK_SEED (default fixed) choose the run.
+ * SOAK_SECONDS (default 180) and SOAK_SEED (default fixed) choose the run; SOAK_FAULTS (names
+ * separated by commas, e.g. `delete random read-model keys`) narrows the faults to reproduce one,
+ * and SOAK_FAULT_GAP_MS (default 3000) the shortest pause between two of them (the longest is 3⅓×).
  */
 const SECONDS = Number(process.env.SOAK_SECONDS ?? '180');
 const SEED = Number(process.env.SOAK_SEED ?? '20261201');
+const ONLY_FAULTS = process.env.SOAK_FAULTS?.split(',').map((name) => name.trim()) ?? [];
+const FAULT_GAP_MS = Number(process.env.SOAK_FAULT_GAP_MS ?? '3000');
 
 const SHAPES: readonly (readonly Step[])[] = [
   ['submit', 'start', 'metrics', 'complete'],
@@ -309,10 +313,13 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         await stack.postgres.start();
       },
     };
+    const unknown = ONLY_FAULTS.filter((name) => !(name in faults));
+    if (unknown.length > 0) throw new Error(`SOAK_FAULTS names no fault: ${unknown.join(', ')}`);
+    const chosen = ONLY_FAULTS.length > 0 ? ONLY_FAULTS : Object.keys(faults);
     const scheduler = (async () => {
       while (Date.now() < deadline - 10_000) {
-        await sleep(3_000 + rng() * 7_000);
-        const name = pick(Object.keys(faults));
+        await sleep(FAULT_GAP_MS * (1 + (rng() * 7) / 3));
+        const name = pick(chosen);
         figures.faults.set(name, (figures.faults.get(name) ?? 0) + 1);
         process.stdout.write(
           `      [soak ${Math.round((SECONDS * 1000 - (deadline - Date.now())) / 1000)} s] ${name}\n`,

@@ -114,15 +114,17 @@ export function createProjectionApplier(deps: {
       let applied = 0;
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
         const loaded = await store.load(idsByPartition);
-        const snapshots = loaded.map((snapshot, partition) => {
+        const snapshots = loaded.map((snapshot, partition): PartitionSnapshot => {
           let states: Map<string, Evaluation> | undefined;
+          const fromLog = new Set<string>();
           for (const [evalId, repair] of repairs) {
             if (layout.partitionOf(evalId) !== partition || repair.checkpoint !== snapshot.checkpoint) continue;
             states ??= new Map(snapshot.states);
             if (repair.state === undefined) states.delete(evalId);
             else states.set(evalId, repair.state);
+            fromLog.add(evalId);
           }
-          return states === undefined ? snapshot : { checkpoint: snapshot.checkpoint, states };
+          return states === undefined ? snapshot : { checkpoint: snapshot.checkpoint, states, fromLog };
         });
         let plan;
         try {

@@ -9,13 +9,7 @@ import { Evaluation, type EvaluationUpdate } from '../../../shared/generated/cru
 import { changeLogWrites } from '../read-models/change-log';
 import { historyDrop, historyWrites } from '../read-models/evaluation-history';
 import { storesMetadata } from '../read-models/stored-update';
-import {
-  facetMarker,
-  indexKeysOfEvaluation,
-  indexWrites,
-  listMember,
-  possibleIndexKeys,
-} from '../read-models/evaluation-list';
+import { facetMarker, indexReset, indexWrites } from '../read-models/evaluation-list';
 import { recordWrites } from '../read-models/evaluation-record';
 import type { KeyLayout } from '../read-models/keys';
 import { eventMark } from '../read-models/checkpoints';
@@ -29,6 +23,12 @@ export interface PartitionSnapshot {
   readonly checkpoint: bigint;
   /** States of the batch's evaluations that live in this partition; absent = unknown. */
   readonly states: ReadonlyMap<string, Evaluation>;
+  /**
+   * Evaluations whose state in `states` was taken from the log because the stored record
+   * disagreed with it (a replay over records ahead of a lost checkpoint, a lost record): their
+   * index memberships follow that record, not the state, so their moves reset them whole.
+   */
+  readonly fromLog?: ReadonlySet<string>;
 }
 
 /** The batch does not start right after the lowest partition checkpoint: read from the log. */
@@ -165,7 +165,7 @@ export function planBatch(
       failures,
     );
     if (failures.length > 0) return; // nothing is written; the rest is folded to find them all
-    const { ops, applied } = partitionWriteSet(keys, partition, fold, changed);
+    const { ops, applied } = partitionWriteSet(keys, partition, fold, snapshot.fromLog, changed);
     // Facet indexes built from the first event on are whole (evaluation-list.ts `facetMarker`).
     if (snapshot.checkpoint === 0n) ops.set(keys.facets(partition), Buffer.from(facetMarker(layout)));
     writes.push({
@@ -219,10 +219,7 @@ export function planRepair(
     else
       for (const { revision, update } of updates) historyWrites(layout, partition, state.evalId, revision, update, ops);
     recordWrites(layout, partition, state, ops);
-    const member = listMember(state);
-    const wanted = indexKeysOfEvaluation(layout, partition, state);
-    for (const key of wanted) ops.zadd(key, member);
-    for (const key of possibleIndexKeys(layout, partition, state)) if (!wanted.includes(key)) ops.zrem(key, member);
+    indexReset(layout, partition, state, ops);
   }
   return { partition, expectedCheckpoint: checkpoint, newCheckpoint: checkpoint, ops };
 }
@@ -345,6 +342,7 @@ function partitionWriteSet(
   keys: KeyLayout,
   partition: number,
   { states, folded, records, updates }: PartitionFold,
+  fromLog: ReadonlySet<string> | undefined,
   changed: Map<string, Evaluation>,
 ): { ops: WriteSet; applied: number } {
   const ops = new WriteSet();
@@ -370,7 +368,9 @@ function partitionWriteSet(
   }
   for (const [evalId, before] of firstBefore) {
     const state = states.get(evalId);
-    if (state !== undefined) indexWrites(keys, partition, before, state, ops);
+    if (state === undefined) continue;
+    if (fromLog?.has(evalId) === true) indexReset(keys, partition, state, ops);
+    else indexWrites(keys, partition, before, state, ops);
   }
   for (const [evalId, { start, end }] of records) {
     const state = states.get(evalId);

@@ -67,6 +67,13 @@ export interface ProjectorOptions {
    * ProjectorStatus.stalled), NOT_SERVING otherwise.
    */
   readonly onServingChange?: (serving: boolean) => void;
+  /**
+   * Told once the projection reached the log's end again after the read models went backwards
+   * (Redis lost data, a checkpoint deleted): the replay folded the log over what was left, and
+   * index members that left keys put there without a record saying so are only found by a sweep
+   * (redis/index-counts.ts).
+   */
+  readonly onReplayedOverLoss?: () => void;
   /** Why a failed step means the read models cannot move (undefined: an ordinary failure). */
   readonly stallReason?: (err: unknown) => string | undefined;
   readonly clock?: () => number;
@@ -219,6 +226,8 @@ interface StepDeps {
   readonly clock: () => number;
   readonly serving: ServingState;
   readonly rebuild: () => Promise<void>;
+  /** The read models went backwards: a replay over what was left of them starts. */
+  readonly lostData: () => void;
 }
 
 /** The read models were built from another event log than the one PostgreSQL has now. */
@@ -268,6 +277,7 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
         previous: serving.checkpoint.toString(),
       });
       serving.stopServing(await eventLog.headPosition());
+      deps.lostData();
     }
     let batch: EventBatch;
     try {
@@ -332,6 +342,7 @@ export function createProjector(options: ProjectorOptions): Projector {
   let loop: Promise<void> | undefined;
   let catchUpReason: string | undefined = 'start';
   const pendingRepairs = new Set<string>();
+  let replayingOverLoss = false;
 
   const requestCatchUp = (reason: string): void => {
     catchUpReason ??= reason;
@@ -346,6 +357,9 @@ export function createProjector(options: ProjectorOptions): Projector {
     clock,
     serving,
     rebuild: options.rebuild,
+    lostData: () => {
+      replayingOverLoss = true;
+    },
   };
 
   const addRepair = (evalId: string): void => {
@@ -378,6 +392,10 @@ export function createProjector(options: ProjectorOptions): Projector {
           const reason = catchUpReason;
           catchUpReason = undefined;
           await catchUp(steps, reason);
+          if (replayingOverLoss) {
+            replayingOverLoss = false;
+            options.onReplayedOverLoss?.();
+          }
           serving.setStalled(undefined);
           if (failures > 0)
             logger.info('projection recovered', { failures, checkpoint: serving.checkpoint.toString() });

@@ -123,6 +123,18 @@ export function indexWrites(
   for (const key of wanted) if (!had.includes(key)) out.zadd(key, member);
 }
 
+/**
+ * Puts the evaluation into the indexes `state` belongs in and takes it out of every other one it
+ * could be in: for an evaluation whose memberships are unknown (its record was lost, or was not
+ * the state its move starts from), where `indexWrites` would only undo what `before` implies.
+ */
+export function indexReset(layout: KeyLayout, partition: number, state: Evaluation, out: WriteSink): void {
+  const member = listMember(state);
+  const wanted = indexKeysOfEvaluation(layout, partition, state);
+  for (const key of wanted) out.zadd(key, member);
+  for (const key of possibleIndexKeys(layout, partition, state)) if (!wanted.includes(key)) out.zrem(key, member);
+}
+
 /** What a list or count selects (ListEvaluations' filter, validated). */
 export interface ListFilter {
   /** The caller's: only its indexes are read. */

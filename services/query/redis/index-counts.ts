@@ -40,7 +40,13 @@ export interface IndexCounts {
    * Partitions (with a checkpoint) any of whose indexes differs from its count, and those with
    * no counts at all: one MULTI each.
    */
-  audit(): Promise<{ readonly damaged: number[]; readonly uncounted: number[]; readonly unmarked: number[] }>;
+  audit(): Promise<{
+    /** Every partition with a checkpoint. */
+    readonly projected: number[];
+    readonly damaged: number[];
+    readonly uncounted: number[];
+    readonly unmarked: number[];
+  }>;
   /** Puts the partition's indexes right from its records, and their counts. */
   repair(partition: number): Promise<{ readonly added: number; readonly removed: number }>;
   /** Sets every count of the partition to its index's size (one atomic script). */
@@ -185,6 +191,7 @@ export function createIndexCounts(deps: {
 
   return {
     async audit() {
+      const projected: number[] = [];
       const damaged: number[] = [];
       const uncounted: number[] = [];
       const unmarked: number[] = [];
@@ -193,6 +200,7 @@ export function createIndexCounts(deps: {
         partitionNumbers(layout).map(async (p) => {
           const found = await readCountedIndexes(redis, layout, p);
           if (found.checkpoint === null) return; // nothing projected, or a replay under way
+          projected.push(p);
           if (found.facets !== marker) unmarked.push(p);
           if (found.counts.size === 0) {
             if (found.sizes.some((size) => size > 0)) uncounted.push(p);
@@ -201,6 +209,7 @@ export function createIndexCounts(deps: {
       );
       const ascending = (a: number, b: number): number => a - b;
       return {
+        projected: projected.sort(ascending),
         damaged: damaged.sort(ascending),
         uncounted: uncounted.sort(ascending),
         unmarked: unmarked.sort(ascending),
@@ -224,16 +233,20 @@ export function createIndexCounts(deps: {
 /**
  * Keeps the indexes whole: audits every partition every `intervalMs` and whenever asked (a list
  * read that saw an index differ from its count, a keyspace event for an index key), and repairs
- * what the audit finds, one run at a time.
+ * what the audit finds, one run at a time. A sweep repairs every partition whatever its counts
+ * say: after a replay over read models that lost data (a deleted checkpoint), where a member
+ * the replay put in an index is counted and yet its evaluation may have left that index
+ * without the replay knowing it was there (its record was lost too).
  */
 export function keepIndexes(deps: {
   readonly counts: IndexCounts;
   readonly intervalMs: number;
   readonly logger: Logger;
-}): { start(): void; check(): void; stop(): Promise<void> } {
+}): { start(): void; check(): void; sweep(): void; stop(): Promise<void> } {
   const { counts, logger } = deps;
   let running: Promise<void> | undefined;
   let again = false;
+  let sweepAsked = false;
   let stopped = false;
   let failures = 0;
   let wake = (): void => undefined;
@@ -241,8 +254,10 @@ export function keepIndexes(deps: {
   const run = async (): Promise<void> => {
     do {
       again = false;
+      const sweeping = sweepAsked;
+      sweepAsked = false;
       try {
-        const { damaged, uncounted, unmarked } = await counts.audit();
+        const { projected, damaged, uncounted, unmarked } = await counts.audit();
         for (const p of uncounted) {
           await counts.recount(p);
           logger.info('indexes without counts (written by an older version) counted', { partition: p });
@@ -251,6 +266,12 @@ export function keepIndexes(deps: {
           const { added, removed } = await counts.repair(p);
           logger.warn('an index differed from its count; repaired from the records', { partition: p, added, removed });
         }
+        if (sweeping)
+          for (const p of projected.filter((q) => !damaged.includes(q))) {
+            const { added, removed } = await counts.repair(p);
+            if (added + removed > 0)
+              logger.warn('indexes swept after a replay over lost data', { partition: p, added, removed });
+          }
         // Facet indexes a version without them, or an earlier INDEXED_METADATA_KEYS, left
         // incomplete: the same repair fills them in (and takes out those of keys no longer
         // indexed), then the marker says they are whole.
@@ -261,6 +282,7 @@ export function keepIndexes(deps: {
         }
         failures = 0;
       } catch (err) {
+        sweepAsked ||= sweeping;
         failures += 1;
         if (failures === 1 || failures % 20 === 0)
           logger.warn('checking the indexes failed; retrying', { err, failures });
@@ -293,6 +315,10 @@ export function keepIndexes(deps: {
       check();
     },
     check,
+    sweep() {
+      sweepAsked = true;
+      check();
+    },
     async stop() {
       stopped = true;
       clearInterval(timer);

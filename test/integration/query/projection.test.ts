@@ -5,6 +5,7 @@ import { changeChannel, encodeChange } from '../../../shared/changes';
 import type { RecordedEvent } from '../../../shared/domain';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
+import { createPool } from '../../../shared/postgres';
 import { createPostgresEventLog } from '../../../services/query/postgres/event-log';
 import { createProjectionApplier } from '../../../services/query/projection/applier';
 import { rebuildReadModels } from '../../../services/query/projection/rebuild';
@@ -225,6 +226,65 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     expect(await h.redis.xlen(layout.changeLog(0))).to.equal(xlen);
     expect(await h.redis.llen(layout.history(0, 'start-0'))).to.equal(history);
     await replica.close();
+  });
+
+  it('replays over records ahead of a lost checkpoint without leaving an evaluation in an index it has left', async () => {
+    const replica = await h.startReplica();
+    const queued = await Promise.all(['ahead-0', 'ahead-1'].map((id) => h.writer.submit(id, { publish: true })));
+    await reached(replica, queued[1]?.position ?? 0n);
+    await replica.close();
+    // The checkpoint is lost while the records stay: both are queued in their records and indexes.
+    // Then they start, and one replay batch holds both their submits and their starts.
+    await h.redis.del(...partitionNumbers(layout).map((p) => layout.checkpoint(p)));
+    for (const id of ['ahead-0', 'ahead-1']) await h.writer.start(id, { publish: false });
+    const pool = createPool({
+      url: h.config.queryDatabaseUrl,
+      readOnly: true,
+      poolSize: 1,
+      applicationName: 'crucible-query-it',
+    });
+    try {
+      const eventLog = createPostgresEventLog(pool);
+      const applier = createProjectionApplier({
+        store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
+        eventLog,
+        layout,
+        logger: silentLogger,
+      });
+      const { events } = await eventLog.readAfter(0n, 100_000);
+      await applier.apply(events);
+    } finally {
+      await pool.end();
+    }
+    const queuedIndex = layout.indexStatus(
+      layout.partitionOf('ahead-0'),
+      'default',
+      EvaluationStatus.EVALUATION_STATUS_QUEUED,
+    );
+    const members = await h.redis.zrange(queuedIndex, 0, -1);
+    expect(members.filter((m) => m.includes('ahead-'))).to.deep.equal([]);
+    expect(await consistency(h, layout)).to.deep.equal([]);
+  });
+
+  it('sweeps the indexes after a replay over lost data: an evaluation whose record went with the checkpoint leaves the index it left', async () => {
+    const replica = await h.startReplica();
+    try {
+      const submitted = await h.writer.submit('swept-0', { publish: true });
+      await reached(replica, submitted.position);
+      // Started unannounced, then the checkpoint and the record go: the replay folds the
+      // submit and the start from nothing, unaware that the queued index holds the evaluation.
+      const started = await h.writer.start('swept-0', { publish: false });
+      const p = layout.partitionOf('swept-0');
+      expect(await h.redis.del(layout.checkpoint(p), layout.record(p, 'swept-0'))).to.equal(2);
+      await reached(replica, started.position);
+      const queuedIndex = layout.indexStatus(p, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED);
+      await until('the sweep took swept-0 out of the queued index', async () =>
+        (await h.redis.zrange(queuedIndex, 0, -1)).every((member) => !member.endsWith(':swept-0')),
+      );
+      expect(await consistency(h, layout)).to.deep.equal([]);
+    } finally {
+      await replica.close();
+    }
   });
 
   it('keeps two racing appliers from applying anything twice', async () => {
