@@ -14,7 +14,15 @@ import {
   type Closeable,
 } from '../../shared/runtime';
 import { createServerAccess } from '../../shared/grpc';
-import { createS3Client } from '../../shared/s3';
+import { createS3Client, observeS3Requests } from '../../shared/s3';
+import {
+  createMetricsRegistry,
+  redisErrorCounter,
+  s3RequestObserver,
+  serveMetrics,
+  watchPostgresPool,
+} from '../../shared/metrics';
+import { createCommandMetrics } from './metrics';
 import { createCommandExecutor } from './application/command-executor';
 import { createReaper, reaperRulesOf } from './application/reaper';
 import { createPostgresEvaluationStore } from './postgres/evaluation-store';
@@ -29,7 +37,7 @@ import { createDirectUploads } from './application/direct-uploads';
 import { createS3DirectUploads } from './blobs/s3-direct-uploads';
 import { createPostgresUploadRecords } from './postgres/output-uploads';
 import { createFallbackStore } from './blobs/fallback-store';
-import { createPostgresFallbackBlobs } from './postgres/fallback-blobs';
+import { countFallbackBlobs, createPostgresFallbackBlobs } from './postgres/fallback-blobs';
 import { createCommandServer } from './server';
 
 const SUMMARY = `crucible-storage command service (gRPC crucible.storage.v1.EvaluationCommandService)
@@ -67,12 +75,17 @@ async function main(): Promise<void> {
     (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
   );
   resources.push({ name: 'postgres', close: () => pool.end() });
+  const registry = createMetricsRegistry('command');
+  const metrics = createCommandMetrics(registry);
+  watchPostgresPool(registry, pool);
+  const redisError = redisErrorCounter(registry);
 
   // Publishing never waits for a reconnect (no offline queue): the event is durable in
   // PostgreSQL and the query side catches up from the log.
   const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   let redisDown = false;
   redis.on('error', (err: Error) => {
+    redisError('publisher');
     if (!redisDown)
       logger.warn('redis unavailable; changes reach the query side through catch-up, health reports are refused', {
         err: err.message,
@@ -86,6 +99,7 @@ async function main(): Promise<void> {
   resources.push({ name: 'redis', close: async () => void (await redis.quit().catch(() => redis.disconnect())) });
 
   const s3 = createS3Client(config.s3, logger);
+  observeS3Requests(s3, s3RequestObserver(registry));
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
 
   const s3Store = createS3BlobStore(s3, config.s3.bucket, config.s3.sse, config.s3.multipart);
@@ -97,7 +111,7 @@ async function main(): Promise<void> {
   const fallbackStore = config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined;
   const newUlid = monotonicFactory();
   const clock = { now: () => new Date() };
-  const evaluationStore = createPostgresEvaluationStore(pool);
+  const evaluationStore = createPostgresEvaluationStore(pool, { onBatch: metrics.batchWritten });
   const executor = createCommandExecutor({
     store: evaluationStore,
     blobs: createFallbackStore({
@@ -137,12 +151,24 @@ async function main(): Promise<void> {
     logger,
     uploads,
     executorHealth: { healthReports: executorHealth, clock, executors: config.executors },
+    rpcMetrics: metrics.rpc,
   });
+  metrics.watch({
+    load: () => executor.load(),
+    ...(fallbackStore !== undefined ? { fallbackBacklog: () => countFallbackBlobs(pool, 100_000) } : {}),
+  });
+  // Before the gRPC port: whoever waits for "listening" finds the metrics served.
+  const metricsEndpoint =
+    config.commandMetricsPort === undefined
+      ? undefined
+      : await serveMetrics({ registry, host: config.host, port: config.commandMetricsPort, logger });
+  if (metricsEndpoint !== undefined) resources.push({ name: 'metrics', close: () => metricsEndpoint.close() });
   const port = await server.listen(config.host, config.commandPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
   createLogger('info', { service: 'command' }).info('listening', {
     host: config.host,
     port,
+    ...(metricsEndpoint !== undefined ? { metricsPort: metricsEndpoint.port } : {}),
     environment: config.environment,
   });
 
@@ -154,6 +180,7 @@ async function main(): Promise<void> {
     clock,
     rules: reaperRulesOf(config.executors),
     logger: logger.child({ component: 'reaper' }),
+    onSweep: metrics.reaperSwept,
   });
   if (config.executors.lostGraceSeconds > 0) reaper.start();
   const mover =

@@ -5,6 +5,7 @@ import {
   unary,
   type GrpcServer,
   type ServerAccess,
+  type RpcMetrics,
 } from '../../shared/grpc';
 import {
   EvaluationCommandServiceService,
@@ -44,12 +45,13 @@ export interface CommandServerDeps extends CommandHandlerDeps {
    */
   readonly executorHealth?: ReportExecutorHealthDeps;
   /** Direct uploads (main.ts always passes them); without, CreateOutputUpload is UNAVAILABLE. */
-  readonly uploads?: DirectUploads;
+  readonly uploads?: DirectUploads; /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
+  readonly rpcMetrics?: RpcMetrics;
 }
 
 export function createCommandServer(deps: CommandServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls = createCalls(logger, deps.access.gate);
+  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics);
   const reportExecutorHealth =
     deps.executorHealth === undefined
       ? () => Promise.reject(new UnavailableError('this server keeps no executor health'))

@@ -1,3 +1,10 @@
+import {
+  createMetricsRegistry,
+  redisErrorCounter,
+  s3RequestObserver,
+  serveMetrics,
+  watchPostgresPool,
+} from '../../shared/metrics';
 import { Redis, type RedisOptions } from 'ioredis';
 import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger, type Logger } from '../../shared/logging';
@@ -12,7 +19,7 @@ import {
   type Closeable,
 } from '../../shared/runtime';
 import { createServerAccess } from '../../shared/grpc';
-import { createS3Client } from '../../shared/s3';
+import { createS3Client, observeS3Requests } from '../../shared/s3';
 import { createQueryService } from './query-service';
 
 const SUMMARY = `crucible-storage query service (gRPC crucible.storage.v1.EvaluationQueryService)
@@ -48,28 +55,29 @@ async function main(): Promise<void> {
     (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
   );
   resources.push({ name: 'postgres', close: () => pool.end() });
+  const registry = createMetricsRegistry('query');
+  watchPostgresPool(registry, pool);
+  const redisError = redisErrorCounter(registry);
+  const connectRedis = (url: string, options: RedisOptions): Redis =>
+    connectRedisCounted(url, options, logger, redisError);
   await retryAtStartup('connecting to PostgreSQL', () => pool.query('SELECT 1'), logger);
   // Four Redis connections, each for one kind of work: reads and the projection (each its own,
   // so that a large replay never holds a projection step behind it) fail fast when Redis is
   // down so calls get UNAVAILABLE and steps retry; the subscriber can run nothing but pub/sub;
   // the blocking one is held by XREAD BLOCK and waits out an outage.
-  const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 }, logger);
+  const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 });
   resources.push({ name: 'redis', close: () => closeRedis(redis) });
-  const projection = connectRedis(
-    config.redisUrl,
-    { connectionName: 'crucible-query-projection', maxRetriesPerRequest: 1 },
-    logger,
-  );
+  const projection = connectRedis(config.redisUrl, {
+    connectionName: 'crucible-query-projection',
+    maxRetriesPerRequest: 1,
+  });
   resources.push({ name: 'redis projection', close: () => closeRedis(projection) });
-  const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' }, logger);
+  const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' });
   resources.push({ name: 'redis pub/sub', close: () => closeRedis(subscriber) });
-  const blocking = connectRedis(
-    config.redisUrl,
-    { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null },
-    logger,
-  );
+  const blocking = connectRedis(config.redisUrl, { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null });
   resources.push({ name: 'redis tail', close: () => Promise.resolve(blocking.disconnect()) });
   const s3 = createS3Client(config.s3, logger);
+  observeS3Requests(s3, s3RequestObserver(registry));
   resources.push({ name: 's3', close: () => Promise.resolve(s3.destroy()) });
   const s3Public =
     config.s3.publicEndpoint !== '' ? createS3Client({ ...config.s3, endpoint: config.s3.publicEndpoint }, logger) : s3;
@@ -77,10 +85,20 @@ async function main(): Promise<void> {
     resources.push({ name: 's3 (public endpoint)', close: () => Promise.resolve(s3Public.destroy()) });
 
   const connections = { access, pool, redis, projection, subscriber, blocking, s3, s3Public };
-  const service = createQueryService(config, connections, logger);
+  const service = createQueryService(config, connections, logger, { registry });
+  // Before the gRPC port: whoever waits for "listening" finds the metrics served.
+  const metricsEndpoint =
+    config.queryMetricsPort === undefined
+      ? undefined
+      : await serveMetrics({ registry, host: config.host, port: config.queryMetricsPort, logger });
+  if (metricsEndpoint !== undefined) resources.push({ name: 'metrics', close: () => metricsEndpoint.close() });
   const port = await service.start(config.host, config.queryPort);
   // Always printed, whatever LOG_LEVEL says: process supervisors and tests wait for this line.
-  createLogger('info', { service: 'query' }).info('listening', { host: config.host, port });
+  createLogger('info', { service: 'query' }).info('listening', {
+    host: config.host,
+    port,
+    ...(metricsEndpoint !== undefined ? { metricsPort: metricsEndpoint.port } : {}),
+  });
 
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
@@ -94,10 +112,16 @@ async function main(): Promise<void> {
   });
 }
 
-function connectRedis(url: string, options: RedisOptions, logger: Logger): Redis {
+function connectRedisCounted(
+  url: string,
+  options: RedisOptions,
+  logger: Logger,
+  counted: (connection: string) => void,
+): Redis {
   const client = new Redis(url, options);
   let failing = false;
   client.on('error', (err: unknown) => {
+    counted(options.connectionName ?? 'unnamed');
     // ioredis reports every failed reconnect attempt; log the outage once, and its end.
     if (!failing) logger.warn('redis connection failed; reconnecting', { connection: options.connectionName, err });
     failing = true;

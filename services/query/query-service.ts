@@ -39,7 +39,9 @@ import { watchLostKeys, type LostKeysWatch } from './redis/lost-keys';
 import { redisRefusesWrites } from './redis/errors';
 import { createS3OutputUrls } from './blobs/output-urls';
 import { createQueryServer } from './server';
+import type { Registry } from 'prom-client';
 import { createShutdown } from './live/shutdown';
+import { createQueryMetrics } from './metrics';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
 export interface QueryServiceConnections {
@@ -97,6 +99,8 @@ const INDEX_AUDIT_PERIODS = 5;
 export interface QueryServiceOptions {
   /** Events per catch-up batch (default 500). */
   readonly batchSize?: number;
+  /** Where the service's metrics go (main.ts serves them); left out: nowhere. */
+  readonly registry?: Registry;
   /** Told when a firehose client is too slow and falls back to catch-up reads (tests). */
   readonly onSlowConsumer?: () => void;
 }
@@ -117,6 +121,7 @@ export function createQueryService(
   const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
   const shutdown = createShutdown();
 
+  const metrics = options.registry === undefined ? undefined : createQueryMetrics(options.registry);
   const eventLog = createPostgresEventLog(pool);
   const checkpoints = createCheckpoints(redis, layout);
   // One count and one rate-limited log line for every reader that skips an undecodable entry.
@@ -144,7 +149,18 @@ export function createQueryService(
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
     rebuild: async () => {
-      await rebuildReadModels({ redis: projection, layout, eventLog, store, logger: projectionLogger });
+      try {
+        await rebuildReadModels({
+          redis: projection,
+          layout,
+          eventLog,
+          store,
+          logger: projectionLogger,
+          ...(metrics !== undefined ? { onProgress: metrics.rebuildProgressed } : {}),
+        });
+      } finally {
+        metrics?.rebuildEnded();
+      }
     },
     catchUpIntervalMs: config.catchUpIntervalMs,
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
@@ -173,6 +189,7 @@ export function createQueryService(
     logger: logger.child({ component: 'tail' }),
   });
 
+  const openCalls = createOpenCalls(config.streams);
   const server = createQueryServer({
     access: connections.access,
     records,
@@ -182,7 +199,7 @@ export function createQueryService(
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),
-    openCalls: createOpenCalls(config.streams),
+    openCalls,
     guard: createReadGuard({
       projection: projector,
       firstPositionOf: (evalId) => eventLog.firstPositionOf(evalId),
@@ -212,6 +229,12 @@ export function createQueryService(
     shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),
+    ...(metrics !== undefined ? { rpcMetrics: metrics.rpc } : {}),
+  });
+  metrics?.watch({
+    projection: () => projector.status(),
+    openCalls: () => openCalls.count,
+    watchers: () => hub.listenerCount,
   });
   setServing = (serving) => server.setServing(serving);
 

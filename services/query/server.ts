@@ -6,6 +6,7 @@ import {
   unary,
   type GrpcServer,
   type ServerAccess,
+  type RpcMetrics,
 } from '../../shared/grpc';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
@@ -81,7 +82,8 @@ export interface QueryServerDeps {
   /** Transport, gate and reflection (shared/grpc/access.ts). */
   readonly access: ServerAccess;
   /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
-  readonly onSlowConsumer?: () => void;
+  readonly onSlowConsumer?: () => void; /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
+  readonly rpcMetrics?: RpcMetrics;
 }
 
 /**
@@ -90,7 +92,7 @@ export interface QueryServerDeps {
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls = createCalls(logger, deps.access.gate);
+  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics);
   const implementation: QueryServiceImplementation = {
     getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), calls),
     listEvaluations: unary('ListEvaluations', createListEvaluations(deps), calls),

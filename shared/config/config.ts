@@ -178,6 +178,9 @@ export interface Config {
   readonly host: string;
   readonly commandPort: number;
   readonly queryPort: number;
+  /** Where each service serves its Prometheus metrics; undefined: it does not. */
+  readonly commandMetricsPort: number | undefined;
+  readonly queryMetricsPort: number | undefined;
   readonly databaseUrl: string;
   /** The query side reads the event log through this URL (a read-only role in production). */
   readonly queryDatabaseUrl: string;
@@ -379,6 +382,8 @@ export function loadConfig(env: Env): Config {
     host: v.HOST,
     commandPort: v.COMMAND_PORT,
     queryPort: v.QUERY_PORT,
+    commandMetricsPort: v.COMMAND_METRICS_PORT,
+    queryMetricsPort: v.QUERY_METRICS_PORT,
     databaseUrl: v.DATABASE_URL,
     queryDatabaseUrl: v.QUERY_DATABASE_URL,
     migrationDatabaseUrl: v.MIGRATION_DATABASE_URL,

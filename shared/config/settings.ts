@@ -126,6 +126,14 @@ export const list: Parser<readonly string[]> = {
   },
 };
 
+/** A port to listen on, or none (empty: off). */
+const optionalPort: Parser<number | undefined> = {
+  parse(raw) {
+    if (raw.trim() === '') return undefined;
+    return wholeNumber(0, 65535).parse(raw);
+  },
+};
+
 const regularExpression: Parser<RegExp> = {
   parse(raw) {
     try {
@@ -336,6 +344,20 @@ export const SETTINGS = {
     parser: wholeNumber(0, 65535),
     defaults: { all: '50052' },
     help: 'query service port (0 picks a free one)',
+  }),
+  // Prometheus scrapes each service on a port of its own. Off in tests unless asked for: several
+  // services of one test run share a host.
+  COMMAND_METRICS_PORT: setting({
+    parser: optionalPort,
+    defaults: { development: '9464', test: '', production: '9464' },
+    shownDefault: 'development and production `9464`; test: off',
+    help: 'command service Prometheus metrics at `GET /metrics` on this port, on HOST (empty: off; 0 picks a free one)',
+  }),
+  QUERY_METRICS_PORT: setting({
+    parser: optionalPort,
+    defaults: { development: '9465', test: '', production: '9465' },
+    shownDefault: 'development and production `9465`; test: off',
+    help: 'query service Prometheus metrics at `GET /metrics` on this port, on HOST (empty: off; 0 picks a free one)',
   }),
   // Who may call what (docs/security.md). Development and test may run without credentials,
   // loudly; production has no default, and refuses `none`.

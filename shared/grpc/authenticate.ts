@@ -1,4 +1,5 @@
 import {
+  status as Status,
   Metadata,
   ResponderBuilder,
   ServerInterceptingCall,
@@ -8,6 +9,7 @@ import {
 import type { Admission, Gate } from '../auth';
 import { toStatus } from './status';
 import type { CallLog } from './call-log';
+import type { RpcMetrics } from './rpc-metrics';
 
 /** Services every caller may use without a credential: they describe the server, never its data. */
 const OPEN_SERVICES = ['/grpc.health.v1.Health/', '/grpc.reflection.'];
@@ -25,18 +27,22 @@ export interface Admissions {
  * call refused (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED) never has its request
  * read or decoded, and takes no share of the byte budget. The admission travels to the call
  * adapter with the metadata; what it holds (an open stream) is released when the call ends.
+ * Every call it sees is counted in `rpc` with the status it ended with (its own interceptor
+ * would cost each open stream another set of listeners).
  */
-export function authenticateCalls(gate: Gate, log: CallLog): Admissions {
+export function authenticateCalls(gate: Gate, log: CallLog, rpc: RpcMetrics): Admissions {
   const admissions = new WeakMap<Metadata, Admission>();
   const interceptor: ServerInterceptor = (method, next) => {
     if (OPEN_SERVICES.some((prefix) => method.path.startsWith(prefix))) return new ServerInterceptingCall(next);
     const name = method.path.slice(method.path.lastIndexOf('/') + 1);
     const kind = method.requestStream || method.responseStream ? 'stream' : 'unary';
+    const counted = rpc.begin(name, method.responseStream);
     let admission: Admission | undefined;
     let ended = false;
-    const end = (): void => {
+    const end = (code: Status): void => {
       ended = true;
       admission?.release();
+      counted(code);
     };
     const listener = new ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, pass) => {
@@ -57,12 +63,12 @@ export function authenticateCalls(gate: Gate, log: CallLog): Admissions {
             },
           );
       })
-      .withOnCancel(end)
+      .withOnCancel(() => end(Status.CANCELLED))
       .build();
     const responder = new ResponderBuilder()
       .withStart((start) => start(listener))
       .withSendStatus((status, pass) => {
-        end();
+        end(status.code);
         pass(status);
       })
       .build();

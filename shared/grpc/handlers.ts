@@ -14,6 +14,7 @@ import type { Logger } from '../logging';
 import { authenticateCalls, type Admissions } from './authenticate';
 import { createCallLog, type CallLog } from './call-log';
 import { toStatus } from './status';
+import { NO_RPC_METRICS, type RpcMetrics } from './rpc-metrics';
 
 /**
  * What every call of a server goes through: the gate (run on its metadata by `admissions`'
@@ -25,9 +26,9 @@ export interface Calls {
   readonly admissions: Admissions;
 }
 
-export function createCalls(logger: Logger, gate: Gate): Calls {
+export function createCalls(logger: Logger, gate: Gate, rpc: RpcMetrics = NO_RPC_METRICS): Calls {
   const log = createCallLog(logger);
-  return { log, gate, admissions: authenticateCalls(gate, log) };
+  return { log, gate, admissions: authenticateCalls(gate, log, rpc) };
 }
 
 /** What a handler may know of its call: a signal that fires when the client goes away. */

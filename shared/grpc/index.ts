@@ -15,3 +15,5 @@ export type { CallLog } from './call-log';
 export type { StatusObject } from './status';
 export { createServerAccess, openAccess, serverCredentialsOf } from './access';
 export type { ServerAccess } from './access';
+export { createRpcMetrics, NO_RPC_METRICS } from './rpc-metrics';
+export type { RpcMetrics } from './rpc-metrics';

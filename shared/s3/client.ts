@@ -69,3 +69,29 @@ export function createS3Client(config: S3Config, logger?: Logger, options: S3Cli
     },
   });
 }
+
+/**
+ * Tells `observe` how long each of the client's commands took and whether it succeeded (an SDK
+ * middleware around the whole command, its retries included).
+ */
+export function observeS3Requests(
+  client: S3Client,
+  observe: (operation: string, seconds: number, ok: boolean) => void,
+): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const started = process.hrtime.bigint();
+      const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+      const operation = typeof context.commandName === 'string' ? context.commandName : 'unknown';
+      try {
+        const result = await next(args);
+        observe(operation, seconds(), true);
+        return result;
+      } catch (err) {
+        observe(operation, seconds(), false);
+        throw err;
+      }
+    },
+    { step: 'initialize', name: 'crucibleRequestMetrics' },
+  );
+}

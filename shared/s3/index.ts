@@ -1,1 +1,1 @@
-export { createS3Client, type S3ClientOptions } from './client';
+export { createS3Client, observeS3Requests, type S3ClientOptions } from './client';

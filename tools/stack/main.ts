@@ -88,6 +88,12 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
       ctx.progress.ok(
         `up: command on ${config.host}:${config.commandPort}, query on ${config.host}:${config.queryPort}; Ctrl-C stops everything`,
       );
+      const metricsAt = (port: number | undefined): string =>
+        port === undefined ? 'off' : `http://${config.host}:${port}/metrics`;
+      ctx.progress.ok(
+        `metrics: command ${metricsAt(config.commandMetricsPort)}, query ${metricsAt(config.queryMetricsPort)} ` +
+          '(Grafana dashboard and alert rules in deploy/)',
+      );
       return holdUntilStopped(ctx);
     }
     case 'test': {

@@ -25,8 +25,17 @@ export interface Admission {
    * passes while it waits ends with DEADLINE_EXCEEDED, never having run.
    */
   admit<T>(work: () => Promise<T>, options?: AdmitOptions): Promise<T>;
-  /** In progress and waiting, now. */
-  load(): { inProgress: number; queued: number };
+  /** In progress and waiting, now, and the commands refused so far, by why. */
+  load(): AdmissionLoad;
+}
+
+export interface AdmissionLoad {
+  readonly inProgress: number;
+  readonly queued: number;
+  /** Refused because the queue was full. */
+  readonly shedQueueFull: number;
+  /** Refused because they could not start before their deadline (expected, or found waiting). */
+  readonly shedDeadline: number;
 }
 
 interface Queued {
@@ -71,6 +80,8 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   // Waiting, not counting those taken out early (still in the array until reached).
   let waiting = 0;
   let meanDurationMs: number | undefined;
+  let shedQueueFull = 0;
+  let shedDeadline = 0;
 
   function expectedWaitMs(ahead: number): number | undefined {
     if (meanDurationMs === undefined) return undefined;
@@ -83,6 +94,7 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       head += 1;
       if (!next.take()) continue;
       if (next.deadline <= now()) {
+        shedDeadline += 1;
         next.reject(waitedPastDeadline());
         continue;
       }
@@ -117,7 +129,7 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
   }
 
   return {
-    load: () => ({ inProgress, queued: waiting }),
+    load: () => ({ inProgress, queued: waiting, shedQueueFull, shedDeadline }),
     async admit(work, options = {}) {
       // Checked and counted before the first await, so that commands arriving together cannot
       // all pass the check before any of them is counted.
@@ -128,6 +140,7 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       const ahead = waiting;
       const wait = expectedWaitMs(ahead);
       if (ahead >= limits.maxQueued) {
+        shedQueueFull += 1;
         return refuse(
           `${inProgress} commands in progress (MAX_PENDING_COMMANDS) and ${ahead} waiting (MAX_QUEUED_COMMANDS)`,
           wait ?? 1000,
@@ -136,6 +149,7 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       }
       const deadline = options.deadline?.getTime() ?? Infinity;
       if (wait !== undefined && now() + wait > deadline) {
+        shedDeadline += 1;
         return refuse(
           `${ahead} commands are waiting ahead of this one, about ${Math.ceil(wait)} ms, past the call's deadline`,
           wait,
@@ -166,7 +180,12 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
             if (entry.take()) reject(err);
           };
           if (Number.isFinite(deadline)) {
-            timer = setTimeout(() => leaveEarly(waitedPastDeadline()), deadline - now());
+            timer = setTimeout(() => {
+              if (entry.take()) {
+                shedDeadline += 1;
+                reject(waitedPastDeadline());
+              }
+            }, deadline - now());
             timer.unref();
           }
           if (signal !== undefined) {

@@ -8,7 +8,7 @@ import {
   type CompletionHeader,
   type LogsTarget,
 } from '../domain';
-import { createAdmission, type AdmissionLimits } from './admission';
+import { createAdmission, type AdmissionLimits, type AdmissionLoad } from './admission';
 import { decideAndAppend, tenantOfCall, type CommandCall, type WriteTracker } from './decide-and-append';
 
 export type { CommandCall } from './decide-and-append';
@@ -44,6 +44,8 @@ export interface CommandExecutor {
    * is not.
    */
   appendLogs(target: LogsTarget, chunks: AsyncIterable<LogChunkIn>, call?: CommandCall): Promise<LogsAppended>;
+  /** Commands in progress and waiting, and those refused so far (./admission). */
+  load(): AdmissionLoad;
 }
 
 /**
@@ -58,6 +60,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     runDiscardingUnkeptUpload(command, (write) => decideAndAppend(deps, command, write, call), discard);
 
   return {
+    load: () => admission.load(),
     execute: (command, call) =>
       admission.admit(() => run(command, call), { deadline: call?.deadline, signal: call?.signal }),
     async completeStreamed(header, chunks, call) {

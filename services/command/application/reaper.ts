@@ -172,6 +172,8 @@ export interface ReaperDeps<C> {
   readonly logger: Logger;
   readonly intervalMs?: number;
   readonly pageSize?: number;
+  /** Told what each sweep did (the service's metrics count it). */
+  readonly onSweep?: (result: SweepResult) => void;
 }
 
 /**
@@ -273,6 +275,11 @@ export function createReaper<C>(deps: ReaperDeps<C>): Reaper {
     return { examined, failed, preempted };
   }
 
-  const periodic = createPeriodic(sweep, intervalMs, (err) => logger.error('reaper sweep failed', { err }));
-  return { sweep, start: () => periodic.start(), stop: () => periodic.stop() };
+  const sweepAndTell = async (): Promise<SweepResult> => {
+    const result = await sweep();
+    deps.onSweep?.(result);
+    return result;
+  };
+  const periodic = createPeriodic(sweepAndTell, intervalMs, (err) => logger.error('reaper sweep failed', { err }));
+  return { sweep: sweepAndTell, start: () => periodic.start(), stop: () => periodic.stop() };
 }

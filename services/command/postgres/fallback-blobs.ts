@@ -20,6 +20,20 @@ const STILL_THERE_SQL = `
   SELECT 1 FROM evaluation_log_segments
    WHERE eval_id = $1 AND stream = $2 AND start_offset = $3::bigint AND s3_key = $4 AND blob_store = 'file'`;
 
+// Along the same partial indexes, each count stopped at $1.
+const BACKLOG_SQL = `
+  SELECT (SELECT count(*) FROM (SELECT 1 FROM evaluation_bodies WHERE blob_store = 'file' LIMIT $1) AS b)
+       + (SELECT count(*) FROM (SELECT 1 FROM evaluation_log_segments WHERE blob_store = 'file' LIMIT $1) AS s)
+         AS blobs`;
+
+/** How many blobs wait in the fallback store for the mover, counted up to `limit` of each kind. */
+export async function countFallbackBlobs(pool: Pool, limit: number): Promise<number> {
+  return readOrUnavailable('counting the fallback store', async () => {
+    const { rows } = await queryAs<{ blobs: string }>(pool, ALL_TENANTS, preparedStatement(BACKLOG_SQL, [limit]));
+    return Number(rows[0]?.blobs ?? 0);
+  });
+}
+
 interface ListRow {
   eval_id: string;
   tenant_id: string;

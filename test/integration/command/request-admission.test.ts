@@ -43,6 +43,7 @@ function gatedExecutor(): { executor: CommandExecutor; seen: string[]; open: () 
       execute: (command) => answer(command.evalId ?? ''),
       completeStreamed: (header) => answer(header.evalId),
       appendLogs: async (target) => ({ size: 0, result: await answer(target.evalId) }),
+      load: () => ({ inProgress: 0, queued: 0, shedQueueFull: 0, shedDeadline: 0 }),
     },
   };
 }

@@ -10,6 +10,7 @@ import {
   type RunningEvaluation,
   type RunningEvaluations,
   type RunningPage,
+  type SweepResult,
 } from '../../../services/command/application/reaper';
 import type { Command, CommandResult, FailEvaluation } from '../../../services/command/domain';
 import { deferred, recordingLogger } from './in-memory-ports';
@@ -206,7 +207,14 @@ describe('reaper', () => {
       f.state.lastSeen.set('exec-1', T0);
       f.state.lastSeen.set('exec-2', T0 + 200 * SECOND);
       const clock = manualClock(0);
-      const reaper = createReaper({ ...f, clock, rules: RULES, logger: recordingLogger() });
+      const told: SweepResult[] = [];
+      const reaper = createReaper({
+        ...f,
+        clock,
+        rules: RULES,
+        logger: recordingLogger(),
+        onSweep: (swept) => told.push(swept),
+      });
       clock.set(200 * SECOND);
       const result = await reaper.sweep();
       expect(result).to.deep.equal({
@@ -214,6 +222,7 @@ describe('reaper', () => {
         failed: [{ evalId: 'lost', reason: 'executor_lost' }],
         preempted: 0,
       });
+      expect(told).to.deep.equal([result]);
       expect(f.state.commands).to.have.length(1);
       expect(f.state.commands[0]).to.deep.include({
         type: 'FailEvaluation',

@@ -1,0 +1,84 @@
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
+import { gaugeOf } from '../../shared/metrics';
+import type { AdmissionLoad } from './application/admission';
+import type { SweepResult } from './application/reaper';
+
+/**
+ * The command service's own metrics (docs/operations.md lists them all), beside the process',
+ * PostgreSQL's, Redis' and S3's (shared/metrics). Hooks for what happens (a batch written, a
+ * sweep); `watch` for what is read when Prometheus scrapes.
+ */
+export interface CommandMetrics {
+  readonly rpc: RpcMetrics;
+  /** Group commit wrote one batch of `size` commands. */
+  readonly batchWritten: (size: number) => void;
+  readonly reaperSwept: (result: SweepResult) => void;
+  watch(sources: {
+    readonly load: () => AdmissionLoad;
+    /** Blobs waiting in the fallback store (absent: no fallback store). */
+    readonly fallbackBacklog?: () => Promise<number>;
+  }): void;
+}
+
+export function createCommandMetrics(registry: Registry): CommandMetrics {
+  const batches = new Histogram({
+    name: 'crucible_group_commit_batch_commands',
+    help: 'Commands per group-commit batch (one transaction, one round trip)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [registry],
+  });
+  const reaped = new Counter({
+    name: 'crucible_reaper_failed_total',
+    help: 'Evaluations the reaper failed, by reason (executor_lost, timeout)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const skipped = new Counter({
+    name: 'crucible_reaper_sweeps_skipped_total',
+    help: 'Reaper sweeps skipped because a dependency was down, by dependency',
+    labelNames: ['dependency'],
+    registers: [registry],
+  });
+  return {
+    rpc: createRpcMetrics(registry),
+    batchWritten: (size) => batches.observe(size),
+    reaperSwept: (result) => {
+      for (const { reason } of result.failed) reaped.inc({ reason: reason.toLowerCase() });
+      if (result.skipped !== undefined) skipped.inc({ dependency: result.skipped });
+    },
+    watch({ load, fallbackBacklog }) {
+      gaugeOf(
+        registry,
+        { name: 'crucible_commands_in_progress', help: 'Commands admitted and not yet answered' },
+        () => load().inProgress,
+      );
+      gaugeOf(
+        registry,
+        { name: 'crucible_commands_queued', help: 'Commands waiting for a place (MAX_QUEUED_COMMANDS bounds them)' },
+        () => load().queued,
+      );
+      new Counter({
+        name: 'crucible_commands_shed_total',
+        help: 'Commands refused UNAVAILABLE by admission, by why: queue_full, or deadline (could not start in time)',
+        labelNames: ['reason'],
+        registers: [registry],
+        collect() {
+          const { shedQueueFull, shedDeadline } = load();
+          this.reset();
+          this.inc({ reason: 'queue_full' }, shedQueueFull);
+          this.inc({ reason: 'deadline' }, shedDeadline);
+        },
+      });
+      if (fallbackBacklog !== undefined)
+        gaugeOf(
+          registry,
+          {
+            name: 'crucible_blob_fallback_backlog',
+            help: 'Blobs written to BLOB_FALLBACK_DIR while S3 was down, not yet moved to S3',
+          },
+          fallbackBacklog,
+        );
+    },
+  };
+}
