@@ -15,6 +15,7 @@ import {
 } from '../../shared/runtime';
 import { createServerAccess } from '../../shared/grpc';
 import { createS3Client, observeS3Requests } from '../../shared/s3';
+import { createTracing } from '../../shared/tracing';
 import {
   createMetricsRegistry,
   redisErrorCounter,
@@ -75,6 +76,8 @@ async function main(): Promise<void> {
     (err) => logger.warn('an idle PostgreSQL connection failed; it is replaced on next use', { err: err.message }),
   );
   resources.push({ name: 'postgres', close: () => pool.end() });
+  const tracing = createTracing({ service: 'command', ...config.tracing });
+  resources.push({ name: 'tracing', close: () => tracing.shutdown() });
   const registry = createMetricsRegistry('command');
   const metrics = createCommandMetrics(registry);
   watchPostgresPool(registry, pool);
@@ -152,6 +155,7 @@ async function main(): Promise<void> {
     uploads,
     executorHealth: { healthReports: executorHealth, clock, executors: config.executors },
     rpcMetrics: metrics.rpc,
+    tracing,
   });
   metrics.watch({
     load: () => executor.load(),

@@ -13,6 +13,7 @@ import {
 } from '../../shared/generated/crucible/storage/v1/command_service';
 import { UnavailableError } from '../../shared/errors';
 import type { DirectUploads } from './application/direct-uploads';
+import type { Tracing } from '../../shared/tracing';
 import type { Logger } from '../../shared/logging';
 import {
   createAppendLogs,
@@ -45,13 +46,16 @@ export interface CommandServerDeps extends CommandHandlerDeps {
    */
   readonly executorHealth?: ReportExecutorHealthDeps;
   /** Direct uploads (main.ts always passes them); without, CreateOutputUpload is UNAVAILABLE. */
-  readonly uploads?: DirectUploads; /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
+  readonly uploads?: DirectUploads;
+  /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
   readonly rpcMetrics?: RpcMetrics;
+  /** A span per call (shared/tracing); left out: none. */
+  readonly tracing?: Tracing;
 }
 
 export function createCommandServer(deps: CommandServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics);
+  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics, deps.tracing);
   const reportExecutorHealth =
     deps.executorHealth === undefined
       ? () => Promise.reject(new UnavailableError('this server keeps no executor health'))

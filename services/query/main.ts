@@ -20,6 +20,7 @@ import {
 } from '../../shared/runtime';
 import { createServerAccess } from '../../shared/grpc';
 import { createS3Client, observeS3Requests } from '../../shared/s3';
+import { createTracing } from '../../shared/tracing';
 import { createQueryService } from './query-service';
 
 const SUMMARY = `crucible-storage query service (gRPC crucible.storage.v1.EvaluationQueryService)
@@ -85,7 +86,9 @@ async function main(): Promise<void> {
     resources.push({ name: 's3 (public endpoint)', close: () => Promise.resolve(s3Public.destroy()) });
 
   const connections = { access, pool, redis, projection, subscriber, blocking, s3, s3Public };
-  const service = createQueryService(config, connections, logger, { registry });
+  const tracing = createTracing({ service: 'query', ...config.tracing });
+  resources.push({ name: 'tracing', close: () => tracing.shutdown() });
+  const service = createQueryService(config, connections, logger, { registry, tracing });
   // Before the gRPC port: whoever waits for "listening" finds the metrics served.
   const metricsEndpoint =
     config.queryMetricsPort === undefined

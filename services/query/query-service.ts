@@ -42,6 +42,8 @@ import { createQueryServer } from './server';
 import type { Registry } from 'prom-client';
 import { createShutdown } from './live/shutdown';
 import { createQueryMetrics } from './metrics';
+import { createChangeTraces } from './live/change-traces';
+import { NO_TRACING, type Tracing } from '../../shared/tracing';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
 export interface QueryServiceConnections {
@@ -101,6 +103,8 @@ export interface QueryServiceOptions {
   readonly batchSize?: number;
   /** Where the service's metrics go (main.ts serves them); left out: nowhere. */
   readonly registry?: Registry;
+  /** Where its spans go (shared/tracing); left out: nowhere. */
+  readonly tracing?: Tracing;
   /** Told when a firehose client is too slow and falls back to catch-up reads (tests). */
   readonly onSlowConsumer?: () => void;
 }
@@ -122,6 +126,7 @@ export function createQueryService(
   const shutdown = createShutdown();
 
   const metrics = options.registry === undefined ? undefined : createQueryMetrics(options.registry);
+  const traces = createChangeTraces(options.tracing ?? NO_TRACING);
   const eventLog = createPostgresEventLog(pool);
   const checkpoints = createCheckpoints(redis, layout);
   // One count and one rate-limited log line for every reader that skips an undecodable entry.
@@ -187,6 +192,7 @@ export function createQueryService(
     undecodable,
     metadata,
     logger: logger.child({ component: 'tail' }),
+    onPublished: (position, startedAt) => traces.delivered(position, startedAt, hub.listenerCount),
   });
 
   const openCalls = createOpenCalls(config.streams);
@@ -230,6 +236,7 @@ export function createQueryService(
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),
     ...(metrics !== undefined ? { rpcMetrics: metrics.rpc } : {}),
+    ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
   });
   metrics?.watch({
     projection: () => projector.status(),
@@ -252,7 +259,10 @@ export function createQueryService(
         subscriber,
         config.redisKeyPrefix,
         {
-          onChange: (position) => projector.notify(position),
+          onChange: (position, traceparent) => {
+            if (traceparent !== undefined) traces.heard(position, traceparent);
+            projector.notify(position);
+          },
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
         },
         logger,

@@ -8,6 +8,7 @@ import {
   type ServerAccess,
   type RpcMetrics,
 } from '../../shared/grpc';
+import type { Tracing } from '../../shared/tracing';
 import type { Logger } from '../../shared/logging';
 import { createGetEvaluation } from './handlers/get-evaluation';
 import { createGetEvaluationEvents, type EvaluationEvents } from './handlers/get-evaluation-events';
@@ -82,8 +83,11 @@ export interface QueryServerDeps {
   /** Transport, gate and reflection (shared/grpc/access.ts). */
   readonly access: ServerAccess;
   /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
-  readonly onSlowConsumer?: () => void; /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
+  readonly onSlowConsumer?: () => void;
+  /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
   readonly rpcMetrics?: RpcMetrics;
+  /** A span per call (shared/tracing); left out: none. */
+  readonly tracing?: Tracing;
 }
 
 /**
@@ -92,7 +96,7 @@ export interface QueryServerDeps {
  */
 export function createQueryServer(deps: QueryServerDeps): GrpcServer {
   const { logger } = deps;
-  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics);
+  const calls = createCalls(logger, deps.access.gate, deps.rpcMetrics, deps.tracing);
   const implementation: QueryServiceImplementation = {
     getEvaluation: unary('GetEvaluation', createGetEvaluation(deps), calls),
     listEvaluations: unary('ListEvaluations', createListEvaluations(deps), calls),

@@ -14,11 +14,30 @@ export function changeChannel(keyPrefix: string): string {
 /**
  * Encodes a recorded event as a pub/sub message (JSON: small, and readable in redis-cli). The
  * position comes first, whatever order the event's own keys are in: announcedPosition reads it
- * from there.
+ * from there; the traceparent of the call that wrote it (when traced) comes last, where
+ * announcedTraceparent reads it.
  */
-export function encodeChange(event: RecordedEvent): string {
+export function encodeChange(event: RecordedEvent, traceparent?: string): string {
   const { position, evalId, revision, recordedAt } = event;
-  return JSON.stringify({ position, evalId, revision, recordedAt, event: event.event });
+  return JSON.stringify({
+    position,
+    evalId,
+    revision,
+    recordedAt,
+    event: event.event,
+    ...(traceparent !== undefined ? { traceparent } : {}),
+  });
+}
+
+/** `"traceparent":"00-…"` last: encodeChange writes it after everything else. */
+const TRAILING_TRACEPARENT = /,"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"\}$/;
+
+/**
+ * The traceparent a message carries, or undefined. Read from its end without parsing the rest,
+ * as the position is read from its start; a forged one at most adds spans to someone's trace.
+ */
+export function announcedTraceparent(message: string): string | undefined {
+  return TRAILING_TRACEPARENT.exec(message)?.[1];
 }
 
 /** `"position":"<digits>"` first: encodeChange writes the position before anything else. */

@@ -1,1 +1,1 @@
-export { announcedPosition, changeChannel, encodeChange, decodeChange } from './change-feed';
+export { announcedPosition, announcedTraceparent, changeChannel, encodeChange, decodeChange } from './change-feed';

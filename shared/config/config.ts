@@ -178,6 +178,8 @@ export interface Config {
   readonly host: string;
   readonly commandPort: number;
   readonly queryPort: number;
+  /** Where traces go (an empty endpoint: nowhere) and how many are kept. */
+  readonly tracing: { readonly endpoint: string; readonly sampleRatio: number };
   /** Where each service serves its Prometheus metrics; undefined: it does not. */
   readonly commandMetricsPort: number | undefined;
   readonly queryMetricsPort: number | undefined;
@@ -382,6 +384,7 @@ export function loadConfig(env: Env): Config {
     host: v.HOST,
     commandPort: v.COMMAND_PORT,
     queryPort: v.QUERY_PORT,
+    tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, sampleRatio: v.TRACE_SAMPLE_RATIO },
     commandMetricsPort: v.COMMAND_METRICS_PORT,
     queryMetricsPort: v.QUERY_METRICS_PORT,
     databaseUrl: v.DATABASE_URL,

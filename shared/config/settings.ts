@@ -126,6 +126,16 @@ export const list: Parser<readonly string[]> = {
   },
 };
 
+/** A share, from 0 to 1. */
+const ratio: Parser<number> = {
+  parse(raw) {
+    const value = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(value) || value < 0 || value > 1)
+      throw new Problem('be a number from 0 to 1');
+    return value;
+  },
+};
+
 /** A port to listen on, or none (empty: off). */
 const optionalPort: Parser<number | undefined> = {
   parse(raw) {
@@ -358,6 +368,18 @@ export const SETTINGS = {
     defaults: { development: '9465', test: '', production: '9465' },
     shownDefault: 'development and production `9465`; test: off',
     help: 'query service Prometheus metrics at `GET /metrics` on this port, on HOST (empty: off; 0 picks a free one)',
+  }),
+  // Traces (docs/operations.md): the standard OpenTelemetry variable, off unless set.
+  OTEL_EXPORTER_OTLP_ENDPOINT: setting({
+    parser: url(['http:', 'https:'], { optional: true }),
+    defaults: { all: '' },
+    shownDefault: 'none (tracing off)',
+    help: 'OTLP/HTTP collector traces are sent to (`/v1/traces` is added), e.g. `http://127.0.0.1:4318`',
+  }),
+  TRACE_SAMPLE_RATIO: setting({
+    parser: ratio,
+    defaults: { all: '1' },
+    help: "share of traces begun by a service that are kept (a caller's sampled `traceparent` is always followed)",
   }),
   // Who may call what (docs/security.md). Development and test may run without credentials,
   // loudly; production has no default, and refuses `none`.

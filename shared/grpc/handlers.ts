@@ -15,6 +15,7 @@ import { authenticateCalls, type Admissions } from './authenticate';
 import { createCallLog, type CallLog } from './call-log';
 import { toStatus } from './status';
 import { NO_RPC_METRICS, type RpcMetrics } from './rpc-metrics';
+import { isTraceparent, NO_TRACING, type Tracing } from '../tracing';
 
 /**
  * What every call of a server goes through: the gate (run on its metadata by `admissions`'
@@ -24,11 +25,18 @@ export interface Calls {
   readonly log: CallLog;
   readonly gate: Gate;
   readonly admissions: Admissions;
+  /** A server span per call (shared/tracing). */
+  readonly tracing: Tracing;
 }
 
-export function createCalls(logger: Logger, gate: Gate, rpc: RpcMetrics = NO_RPC_METRICS): Calls {
+export function createCalls(
+  logger: Logger,
+  gate: Gate,
+  rpc: RpcMetrics = NO_RPC_METRICS,
+  tracing: Tracing = NO_TRACING,
+): Calls {
   const log = createCallLog(logger);
-  return { log, gate, admissions: authenticateCalls(gate, log, rpc) };
+  return { log, gate, admissions: authenticateCalls(gate, log, rpc), tracing };
 }
 
 /** What a handler may know of its call: a signal that fires when the client goes away. */
@@ -41,6 +49,8 @@ export interface CallContext {
   readonly metadata: Metadata;
   /** The client's address and port: one per connection. */
   readonly peer: string;
+  /** The call's span, as a W3C traceparent: what it causes elsewhere is traced under it. */
+  readonly traceparent?: string | undefined;
 }
 
 export type UnaryHandler<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
@@ -87,10 +97,16 @@ function admitted<T>(
   call: AnyCall,
   method: string,
   calls: Calls,
-): { context: (run: (context: CallContext) => Promise<T>) => Promise<T>; signal: AbortSignal; dispose: () => void } {
+): {
+  context: (run: (context: CallContext) => Promise<T>) => Promise<T>;
+  signal: AbortSignal;
+  dispose: (code: Status) => void;
+} {
   const controller = new AbortController();
   const onCancel = (): void => controller.abort();
   call.on('cancelled', onCancel);
+  const parent = call.metadata.get('traceparent')[0];
+  const span = calls.tracing.serverSpan(method, isTraceparent(parent) ? parent : undefined);
   return {
     signal: controller.signal,
     context: async (run) => {
@@ -104,6 +120,7 @@ function admitted<T>(
         deadline: deadlineOf(call),
         metadata: call.metadata,
         peer,
+        traceparent: span.traceparent,
       };
       try {
         return await run(context);
@@ -112,7 +129,10 @@ function admitted<T>(
         throw err;
       }
     },
-    dispose: () => call.off('cancelled', onCancel),
+    dispose: (code) => {
+      call.off('cancelled', onCancel);
+      span.end(code);
+    },
   };
 }
 
@@ -133,13 +153,18 @@ function answerOnce<Res>(
   const { context, signal, dispose } = admitted<Res>(call, method, calls);
   new Promise<Res>((resolve) => resolve(context(run))).then(
     (response) => {
-      dispose();
+      dispose(Status.OK);
       callback(null, response);
     },
     (err: unknown) => {
-      dispose();
-      if (quietOnCancel && signal.aborted) callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
-      else callback(toStatus(err, calls.log, method));
+      if (quietOnCancel && signal.aborted) {
+        dispose(Status.CANCELLED);
+        callback({ code: Status.CANCELLED, details: 'cancelled by the client' });
+        return;
+      }
+      const status = toStatus(err, calls.log, method);
+      dispose(status.code);
+      callback(status);
     },
   );
 }
@@ -257,12 +282,17 @@ export function serverStream<Req, Res>(
     const sink = new CallSink(call, signal);
     new Promise<void>((resolve) => resolve(context((ctx) => handler(call.request, sink, ctx)))).then(
       () => {
-        dispose();
+        dispose(signal.aborted ? Status.CANCELLED : Status.OK);
         if (!signal.aborted) call.end();
       },
       (err: unknown) => {
-        dispose();
-        if (!signal.aborted) call.emit('error', toStatus(err, calls.log, method));
+        if (signal.aborted) {
+          dispose(Status.CANCELLED);
+          return;
+        }
+        const status = toStatus(err, calls.log, method);
+        dispose(status.code);
+        call.emit('error', status);
       },
     );
   };

@@ -62,6 +62,8 @@ export interface CommandCall {
    * acts in its own tenant; with neither, DEFAULT_TENANT.
    */
   readonly tenant?: string | undefined;
+  /** The call's span (a W3C traceparent): its change is announced with it (shared/tracing). */
+  readonly traceparent?: string | undefined;
 }
 
 /** The tenant a command is decided and written in. */
@@ -160,7 +162,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     if (outcome.kind === 'appended') {
-      publishAfterCommit(deps, outcome.event);
+      publishAfterCommit(deps, outcome.event, call.traceparent);
       return answerOf(decision, outcome.event);
     }
     // A conflict wrote nothing; but a write of unknown outcome before it may have.
@@ -243,8 +245,12 @@ function answerOf(decision: Append, event: RecordedEvent): CommandResult {
  * Announces a committed event without waiting for it: a failure is logged, never thrown, since
  * the event is durable in PostgreSQL already and the query side catches up from the log.
  */
-function publishAfterCommit(deps: Pick<DecideAndAppendDeps, 'publisher' | 'logger'>, event: RecordedEvent): void {
-  deps.publisher.publish(event).catch((err: unknown) => {
+function publishAfterCommit(
+  deps: Pick<DecideAndAppendDeps, 'publisher' | 'logger'>,
+  event: RecordedEvent,
+  traceparent: string | undefined,
+): void {
+  deps.publisher.publish(event, traceparent).catch((err: unknown) => {
     deps.logger.warn('publish failed; the query side will catch up from the event log', {
       position: event.position,
       err,

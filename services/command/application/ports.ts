@@ -77,7 +77,8 @@ export interface BlobStore {
 
 /** Announces committed events to the query side (best effort: the log is the truth). */
 export interface EventPublisher {
-  publish(event: RecordedEvent): Promise<void>;
+  /** `traceparent`: the span of the call that wrote it, carried to the query side (shared/tracing). */
+  publish(event: RecordedEvent, traceparent?: string): Promise<void>;
 }
 
 export interface Clock {

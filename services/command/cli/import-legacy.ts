@@ -47,8 +47,10 @@ function parseArgs(args: readonly string[]): Options | string {
   let concurrency = 8;
   for (let i = 0; i < args.length; i += 1) {
     const arg = args[i] as string;
-    if (arg === '--address') address = args[++i];
-    else if (arg === '--tls') tls = true;
+    if (arg === '--address') {
+      address = args[++i];
+      if (address === undefined || !/^[^\s:]+:\d+$/.test(address)) return '--address must be HOST:PORT';
+    } else if (arg === '--tls') tls = true;
     else if (arg === '--concurrency') {
       concurrency = Number(args[++i]);
       if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 256)

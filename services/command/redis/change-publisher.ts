@@ -40,9 +40,9 @@ export function createRedisChangePublisher(redis: Redis, keyPrefix: string): Eve
   }
 
   return {
-    publish(event: RecordedEvent) {
+    publish(event: RecordedEvent, traceparent?: string) {
       return new Promise<void>((resolve, reject) => {
-        pending.push({ message: encodeChange(event), resolve, reject });
+        pending.push({ message: encodeChange(event, traceparent), resolve, reject });
         if (pending.length === 1) setImmediate(() => void flush());
       });
     },

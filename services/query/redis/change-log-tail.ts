@@ -38,6 +38,8 @@ export interface ChangeLogTailOptions {
   readonly undecodable: UndecodableEntries;
   /** Puts back the metadata updates are stored without (read-models/stored-update.ts). */
   readonly metadata: MetadataSource;
+  /** Told after each change went to the hub's watchers: its position, and when its delivery began (ms). */
+  readonly onPublished?: (position: bigint, startedAt: number) => void;
 }
 
 /**
@@ -105,7 +107,9 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
     const publishReady = (): void => {
       for (let entry = pending.get(next); entry !== undefined; entry = pending.get(next)) {
         pending.delete(next);
+        const startedAt = options.onPublished === undefined ? 0 : Date.now();
         hub.publish(entry.change);
+        options.onPublished?.(next, startedAt);
         next += 1n;
       }
     };

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { announcedPosition, changeChannel } from '../../../shared/changes';
+import { announcedPosition, announcedTraceparent, changeChannel } from '../../../shared/changes';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
@@ -23,7 +23,7 @@ const MALFORMED_LOG_INTERVAL_MS = 60_000;
 export function subscribeToChanges(
   subscriber: Redis,
   keyPrefix: string,
-  handlers: { onChange(position: bigint): void; onReconnect(): void },
+  handlers: { onChange(position: bigint, traceparent: string | undefined): void; onReconnect(): void },
   logger: Logger,
   clock: () => number = Date.now,
 ): ChangeSubscription {
@@ -42,7 +42,7 @@ export function subscribeToChanges(
       }
       return;
     }
-    handlers.onChange(position);
+    handlers.onChange(position, announcedTraceparent(message));
   };
   const onReady = (): void => {
     if (readyOnce) handlers.onReconnect();

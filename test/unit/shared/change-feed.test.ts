@@ -1,5 +1,11 @@
 import { expect } from 'chai';
-import { announcedPosition, changeChannel, decodeChange, encodeChange } from '../../../shared/changes';
+import {
+  announcedPosition,
+  announcedTraceparent,
+  changeChannel,
+  decodeChange,
+  encodeChange,
+} from '../../../shared/changes';
 import type { RecordedEvent } from '../../../shared/domain';
 
 const EVENT: RecordedEvent = {
@@ -35,6 +41,16 @@ describe('change feed', () => {
     ]) {
       expect(decodeChange(message), message).to.equal(undefined);
     }
+  });
+
+  it("carries the writing call's traceparent last, read from the end; none when untraced or malformed", () => {
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const traced = encodeChange(EVENT, traceparent);
+    expect(announcedTraceparent(traced)).to.equal(traceparent);
+    expect(announcedPosition(traced)).to.equal(BigInt(EVENT.position));
+    expect(decodeChange(traced)).to.deep.include({ position: EVENT.position, evalId: EVENT.evalId });
+    expect(announcedTraceparent(encodeChange(EVENT))).to.equal(undefined);
+    expect(announcedTraceparent(traced.replace(traceparent, '00-zz-b7ad6b7169203331-01'))).to.equal(undefined);
   });
 
   it('reads the announced position from the start of a message, whatever the event key order', () => {
