@@ -10,7 +10,8 @@ import {
   type ReadOutputResponse,
   type EvaluationQueryServiceClient,
 } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, createClients, readStream, type Clients } from '../support/clients';
+import { call, createClients, readBytes, type Clients } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { createTestEnvironment, type TestEnvironment } from '../support/environment';
 import { startService, waitForServing, type RunningService } from '../support/processes';
 import { QUERY_SERVICE, startServices, type RunningServices } from '../support/services';
@@ -68,18 +69,10 @@ async function answers(query: EvaluationQueryServiceClient, evalIds: readonly st
 }
 
 async function readOutput(query: EvaluationQueryServiceClient, evalId: string, kind: OutputKind): Promise<string> {
-  const stream = readStream<ReadOutputResponse>(query.readOutput({ evalId, kind, offset: '0', length: '0' }));
-  const chunks: Buffer[] = [];
-  for (;;) {
-    try {
-      chunks.push(Buffer.from((await stream.next()).chunk));
-    } catch {
-      break;
-    }
-  }
-  const failed = await stream.finished;
-  if (failed !== undefined) throw failed;
-  const bytes = Buffer.concat(chunks);
+  const bytes = await readBytes(
+    query.readOutput({ evalId, kind, offset: '0', length: '0' }),
+    (message: ReadOutputResponse) => message.chunk,
+  );
   return `${bytes.length} bytes, ${bytes.subarray(0, 32).toString('hex')}`;
 }
 
@@ -113,15 +106,7 @@ describe('e2e: backup and restore (docs/operations.md): a pg_dump restored besid
       evalIds.push(evalId);
       const code = i === 1 ? LARGE.toString('latin1') : `print(${i})`;
       last = (
-        await call(command, command.submitEvaluation, {
-          evalId,
-          code,
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 30,
-          metadata: { suite: 'backup' },
-          requestId: '',
-        })
+        await call(command, command.submitEvaluation, aSubmission({ evalId, code, metadata: { suite: 'backup' } }))
       ).position;
       if (i % 4 === 3) continue; // left queued
       last = (
@@ -176,15 +161,11 @@ describe('e2e: backup and restore (docs/operations.md): a pg_dump restored besid
     expect(await answers(restoredClients.query, evalIds)).to.deep.equal(before);
 
     // The restored system takes commands at the next position of the same log.
-    const next = await call(restoredClients.command, restoredClients.command.submitEvaluation, {
-      evalId: 'after-restore',
-      code: 'print(1)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 30,
-      metadata: {},
-      requestId: '',
-    });
+    const next = await call(
+      restoredClients.command,
+      restoredClients.command.submitEvaluation,
+      aSubmission({ evalId: 'after-restore' }),
+    );
     expect(BigInt(next.position)).to.equal(BigInt(last) + 1n);
   });
 });

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { Client } from 'pg';
 import { EvaluationStatus } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind, type ReadOutputResponse } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, readStream } from '../support/clients';
+import { call, readBytes } from '../support/clients';
 import { startServices, type RunningServices } from '../support/services';
 
 const CLI = join(__dirname, '..', '..', 'services', 'command', 'cli', 'import-legacy.js');
@@ -140,19 +140,11 @@ describe('e2e: npm run import-legacy (the old platform file store, through the c
         expect(evaluation?.metadata).to.deep.include({ user: `user-${i}`, tags: ['legacy', 'migrated'] });
       if (status === 'failed') expect(evaluation?.errorPreview).to.equal(`Traceback: boom ${i}`);
     }
-    const output = readStream<ReadOutputResponse>(
+    const output = await readBytes(
       query.readOutput({ evalId: 'old-002', kind: OutputKind.OUTPUT_KIND_OUTPUT, offset: '0', length: '0' }),
+      (message: ReadOutputResponse) => message.chunk,
     );
-    const chunks: Buffer[] = [];
-    for (;;) {
-      try {
-        chunks.push(Buffer.from((await output.next()).chunk));
-      } catch {
-        break;
-      }
-    }
-    expect(await output.finished).to.equal(undefined);
-    expect(Buffer.concat(chunks).toString()).to.equal(LARGE_OUTPUT);
+    expect(output.toString()).to.equal(LARGE_OUTPUT);
     const completed = await call(query, query.countEvaluations, {
       filter: {
         statuses: [EvaluationStatus.EVALUATION_STATUS_COMPLETED],

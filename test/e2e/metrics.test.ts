@@ -4,6 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { load } from 'js-yaml';
 import { call, expectError } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import type { RunningService } from '../support/processes';
 import { startServices, type RunningServices } from '../support/services';
 
@@ -75,15 +76,7 @@ describe('e2e: Prometheus metrics (COMMAND_METRICS_PORT, QUERY_METRICS_PORT), th
 
   it('counts every call by method and code, refusals included, and the group-commit batches', async () => {
     const { command } = services.clients;
-    const submitted = await call(command, command.submitEvaluation, {
-      evalId: 'metrics-1',
-      code: 'print(1)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 30,
-      metadata: {},
-      requestId: '',
-    });
+    const submitted = await call(command, command.submitEvaluation, aSubmission({ evalId: 'metrics-1' }));
     expect(submitted.revision).to.equal('1');
     const refused = await expectError(
       call(command, command.startEvaluation, { evalId: '', executorId: 'e', containerId: '', requestId: '' }),
@@ -105,15 +98,7 @@ describe('e2e: Prometheus metrics (COMMAND_METRICS_PORT, QUERY_METRICS_PORT), th
 
   it('shows the projection caught up, lookups by code, and each open stream until it ends', async () => {
     const { command, query } = services.clients;
-    const submitted = await call(command, command.submitEvaluation, {
-      evalId: 'metrics-2',
-      code: 'print(2)',
-      language: 'python',
-      engine: 'docker',
-      timeoutSeconds: 30,
-      metadata: {},
-      requestId: '',
-    });
+    const submitted = await call(command, command.submitEvaluation, aSubmission({ evalId: 'metrics-2' }));
     await call(query, query.getEvaluation, { evalId: 'metrics-2', minPosition: submitted.position });
     const missing = await expectError(call(query, query.getEvaluation, { evalId: 'nobody' }));
     expect(missing.code).to.equal(status.NOT_FOUND);

@@ -6,6 +6,7 @@ import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { SubmitEvaluationResponse } from '../../shared/generated/crucible/storage/v1/command_service';
 import { call } from '../support/clients';
+import { aSubmission } from '../support/requests';
 import { startServices, type RunningServices } from '../support/services';
 
 interface ReceivedSpan {
@@ -110,18 +111,8 @@ describe('e2e: traces from a command to its watchers (OTEL_EXPORTER_OTLP_ENDPOIN
     metadata.set('traceparent', `00-${traceId}-${callerSpan}-01`);
     const { command } = services.clients;
     const submitted = await new Promise<SubmitEvaluationResponse>((resolve, reject) =>
-      command.submitEvaluation(
-        {
-          evalId: 'traced-1',
-          code: 'print(1)',
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 30,
-          metadata: {},
-          requestId: '',
-        },
-        metadata,
-        (err, answer) => (err !== null ? reject(err) : resolve(answer)),
+      command.submitEvaluation(aSubmission({ evalId: 'traced-1' }), metadata, (err, answer) =>
+        err !== null ? reject(err) : resolve(answer),
       ),
     );
 

@@ -112,6 +112,28 @@ export function readStream<T>(stream: ClientReadableStream<T>): StreamReader<T> 
   };
 }
 
+/**
+ * Reads a stream of byte chunks (ReadOutput, ReadLogs) to its end: the bytes `chunkOf` takes
+ * from each message, concatenated; rejects with the stream's error.
+ */
+export async function readBytes<T>(
+  stream: ClientReadableStream<T>,
+  chunkOf: (message: T) => Uint8Array,
+): Promise<Buffer> {
+  const reader = readStream(stream);
+  const chunks: Buffer[] = [];
+  for (;;) {
+    try {
+      chunks.push(Buffer.from(chunkOf(await reader.next())));
+    } catch {
+      break;
+    }
+  }
+  const failed = await reader.finished;
+  if (failed !== undefined) throw failed;
+  return Buffer.concat(chunks);
+}
+
 export interface Clients {
   readonly command: EvaluationCommandServiceClient;
   readonly query: EvaluationQueryServiceClient;

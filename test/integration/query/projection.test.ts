@@ -7,7 +7,8 @@ import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/
 import { silentLogger } from '../../../shared/logging';
 import { createPool } from '../../../shared/postgres';
 import { createPostgresEventLog } from '../../../services/query/postgres/event-log';
-import { createProjectionApplier } from '../../../services/query/projection/applier';
+import { createProjectionApplier, type ProjectionApplier } from '../../../services/query/projection/applier';
+import type { EventLog } from '../../../services/query/projection/event-log';
 import { rebuildReadModels } from '../../../services/query/projection/rebuild';
 import { createCheckpoints } from '../../../services/query/redis/checkpoints';
 import { createKeyLayout, partitionNumbers, type KeyLayout } from '../../../services/query/read-models/keys';
@@ -50,6 +51,16 @@ async function lifecycles(h: QueryHarness, count: number, prefix: string, publis
 }
 
 const consistency = (h: QueryHarness, layout: KeyLayout): Promise<string[]> => h.differences(layout);
+
+/** An applier of its own (outside any replica) on `redis`, reading `eventLog`. */
+function applierOn(h: QueryHarness, layout: KeyLayout, redis: Redis, eventLog: EventLog): ProjectionApplier {
+  return createProjectionApplier({
+    store: createRedisProjectionStore(redis, layout, h.config.streams.changeLogRetention),
+    eventLog,
+    layout,
+    logger: silentLogger,
+  });
+}
 
 describe('query projection (PostgreSQL event log → Redis read models)', function () {
   this.timeout(60_000);
@@ -212,12 +223,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     const replica = await h.startReplica();
     await replica.service.projector.whenCaughtUp();
     const eventLog = createPostgresEventLog(replica.pool);
-    const applier = createProjectionApplier({
-      store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
-      eventLog,
-      layout,
-      logger: silentLogger,
-    });
+    const applier = applierOn(h, layout, h.redis, eventLog);
     const { events } = await eventLog.readAfter(0n, 1000);
     const xlen = await h.redis.xlen(layout.changeLog(0));
     const history = await h.redis.llen(layout.history(0, 'start-0'));
@@ -245,12 +251,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     });
     try {
       const eventLog = createPostgresEventLog(pool);
-      const applier = createProjectionApplier({
-        store: createRedisProjectionStore(h.redis, layout, h.config.streams.changeLogRetention),
-        eventLog,
-        layout,
-        logger: silentLogger,
-      });
+      const applier = applierOn(h, layout, h.redis, eventLog);
       const { events } = await eventLog.readAfter(0n, 100_000);
       await applier.apply(events);
     } finally {
@@ -300,14 +301,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     try {
       const from = (await createCheckpoints(h.redis, layout).readAll())[0] ?? 0n;
       const { events: batch } = await eventLog.readAfter(from, 10_000);
-      const appliers = connections.map((redis) =>
-        createProjectionApplier({
-          store: createRedisProjectionStore(redis, layout, h.config.streams.changeLogRetention),
-          eventLog,
-          layout,
-          logger: silentLogger,
-        }),
-      );
+      const appliers = connections.map((redis) => applierOn(h, layout, redis, eventLog));
       const results = await Promise.all(appliers.map((a) => a.apply(batch)));
       // The probe replica may also have applied some (it was catching up): never more than once.
       await probe.service.projector.whenCaughtUp();
