@@ -15,5 +15,5 @@ COPY --from=build /app/dist ./dist
 # Server reflection is fed from the descriptor set `npm run generate` commits next to the code.
 COPY --from=build /app/shared/generated/crucible.binpb ./shared/generated/crucible.binpb
 USER node
-EXPOSE 50051 50052
+EXPOSE 50051 50052 9464 9465
 CMD ["node", "--enable-source-maps", "dist/services/command/main.js"]

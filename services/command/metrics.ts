@@ -60,7 +60,7 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
       );
       new Counter({
         name: 'crucible_commands_shed_total',
-        help: 'Commands refused UNAVAILABLE by admission, by why: queue_full, or deadline (could not start in time)',
+        help: 'Commands refused by admission, by why: queue_full, or deadline (could not start before the call deadline)',
         labelNames: ['reason'],
         registers: [registry],
         collect() {

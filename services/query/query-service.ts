@@ -154,6 +154,7 @@ export function createQueryService(
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
     rebuild: async () => {
+      metrics?.rebuildProgressed(0, 0n);
       try {
         await rebuildReadModels({
           redis: projection,

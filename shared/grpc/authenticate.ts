@@ -63,7 +63,9 @@ export function authenticateCalls(gate: Gate, log: CallLog, rpc: RpcMetrics): Ad
             },
           );
       })
-      .withOnCancel(() => end(Status.CANCELLED))
+      // grpc-js ends a call past its deadline by itself, unseen by sendStatus: what is heard
+      // then is the cancel, and it is a deadline.
+      .withOnCancel(() => end(pastDeadline(call.getDeadline()) ? Status.DEADLINE_EXCEEDED : Status.CANCELLED))
       .build();
     const responder = new ResponderBuilder()
       .withStart((start) => start(listener))
@@ -76,4 +78,9 @@ export function authenticateCalls(gate: Gate, log: CallLog, rpc: RpcMetrics): Ad
     return call;
   };
   return { interceptor, of: (metadata) => admissions.get(metadata) };
+}
+
+function pastDeadline(deadline: Date | number): boolean {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) && at <= Date.now();
 }

@@ -56,6 +56,7 @@ function writeLegacyTree(dir: string): { broken: Record<string, string> } {
   write('evaluations', 'bad-events.json', { id: 'bad-events', status: 'queued', code: 'x' });
   write('events', 'bad-events.json', { not: 'a list' });
   write('evaluations', 'bad id!.json', { id: 'bad id!', status: 'queued', code: 'x' });
+  mkdirSync(join(dir, 'evaluations', 'a-directory.json'));
   return {
     broken: {
       'broken-json.json': 'the evaluation file is not JSON',
@@ -64,6 +65,7 @@ function writeLegacyTree(dir: string): { broken: Record<string, string> } {
       'wrong-name.json': 'does not match the file name',
       'bad-events.json': 'its events file must hold a JSON list',
       'bad id!.json': 'the service refused its submit: INVALID_ARGUMENT',
+      'a-directory.json': 'cannot be read: EISDIR',
     },
   };
 }
@@ -123,7 +125,7 @@ describe('e2e: npm run import-legacy (the old platform file store, through the c
       const line = run.stdout.split('\n').find((l) => l.startsWith(`skipped ${join(full, 'evaluations', file)}:`));
       expect(line, `${file} in\n${run.stdout}`).to.be.a('string').and.contain(reason);
     }
-    expect(run.stdout).to.contain(`${GOOD} evaluations imported (now or by an earlier run), 6 skipped, 0 not reached`);
+    expect(run.stdout).to.contain(`${GOOD} evaluations imported (now or by an earlier run), 7 skipped, 0 not reached`);
     const events = await eventCount();
 
     const { query } = services.clients;
@@ -160,13 +162,13 @@ describe('e2e: npm run import-legacy (the old platform file store, through the c
     // Again: the same report, and not one event more.
     const again = await importLegacy(full, services.command.address);
     expect(again.code).to.equal(2);
-    expect(again.stdout).to.contain(`${GOOD} evaluations imported (now or by an earlier run), 6 skipped`);
+    expect(again.stdout).to.contain(`${GOOD} evaluations imported (now or by an earlier run), 7 skipped`);
     expect(await eventCount()).to.equal(events);
   });
 
   it('says what is wrong with its arguments', async () => {
     const missing = await importLegacy(join(root, 'nowhere'), services.command.address);
-    expect(missing.code).to.equal(2);
+    expect(missing.code).to.equal(64);
     expect(missing.stderr).to.contain('has no evaluations/ directory');
   });
 });

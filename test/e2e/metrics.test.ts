@@ -102,6 +102,11 @@ describe('e2e: Prometheus metrics (COMMAND_METRICS_PORT, QUERY_METRICS_PORT), th
     await call(query, query.getEvaluation, { evalId: 'metrics-2', minPosition: submitted.position });
     const missing = await expectError(call(query, query.getEvaluation, { evalId: 'nobody' }));
     expect(missing.code).to.equal(status.NOT_FOUND);
+    // A wait for a position nobody wrote, ended by its deadline (whoever of grpc-js and the handler ends it).
+    const late = await expectError(
+      call(query, query.getEvaluation, { evalId: 'metrics-2', minPosition: '1000000' }, 300),
+    );
+    expect(late.code).to.equal(status.DEADLINE_EXCEEDED);
 
     const watch = query.watchEvaluation({ evalId: 'metrics-2' });
     const first = new Promise<void>((resolve, reject) => {
@@ -115,6 +120,9 @@ describe('e2e: Prometheus metrics (COMMAND_METRICS_PORT, QUERY_METRICS_PORT), th
     );
     expect(
       valueOf(samples, 'crucible_rpc_duration_seconds_count', { method: 'GetEvaluation', code: 'NOT_FOUND' }),
+    ).to.equal(1);
+    expect(
+      valueOf(samples, 'crucible_rpc_duration_seconds_count', { method: 'GetEvaluation', code: 'DEADLINE_EXCEEDED' }),
     ).to.equal(1);
     expect(valueOf(samples, 'crucible_rpc_streams_open', { method: 'WatchEvaluation' })).to.equal(1);
     expect(valueOf(samples, 'crucible_projection_caught_up')).to.equal(1);

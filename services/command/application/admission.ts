@@ -139,8 +139,10 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       }
       const ahead = waiting;
       const wait = expectedWaitMs(ahead);
+      // A caller already gone was not refused: it left.
+      const gone = options.signal?.aborted === true;
       if (ahead >= limits.maxQueued) {
-        shedQueueFull += 1;
+        if (!gone) shedQueueFull += 1;
         return refuse(
           `${inProgress} commands in progress (MAX_PENDING_COMMANDS) and ${ahead} waiting (MAX_QUEUED_COMMANDS)`,
           wait ?? 1000,
@@ -149,7 +151,7 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
       }
       const deadline = options.deadline?.getTime() ?? Infinity;
       if (wait !== undefined && now() + wait > deadline) {
-        shedDeadline += 1;
+        if (!gone) shedDeadline += 1;
         return refuse(
           `${ahead} commands are waiting ahead of this one, about ${Math.ceil(wait)} ms, past the call's deadline`,
           wait,
@@ -189,8 +191,16 @@ export function createAdmission(limits: AdmissionLimits, now: () => number = Dat
             timer.unref();
           }
           if (signal !== undefined) {
-            const onAbort = (): void =>
+            const onAbort = (): void => {
+              // grpc-js cancels a call at its deadline, often before our own timer fires: that
+              // is a command that could not start in time, not a caller that left.
+              if (now() >= deadline && entry.take()) {
+                shedDeadline += 1;
+                reject(waitedPastDeadline());
+                return;
+              }
               leaveEarly(new UnavailableError('the caller went away while the command waited its turn'));
+            };
             signal.addEventListener('abort', onAbort, { once: true });
             leave = () => signal.removeEventListener('abort', onAbort);
           }

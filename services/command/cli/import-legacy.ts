@@ -22,11 +22,22 @@ reported with its path and why, and the rest goes on.
   CRUCIBLE_TOKEN a bearer token for AUTH_MODE=jwt (an admin's: it starts and ends evaluations)
 
 Exit status: 0 when every file was imported, 2 when some were skipped (listed), 1 when the
-service stayed unreachable (run it again to resume).`;
+service stayed unreachable (run it again to resume), 64 for a usage error.`;
 
 /** Tries of a command the service refused as unavailable before the import stops. */
 const ATTEMPTS = 6;
-const RETRYABLE = new Set<number>([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.RESOURCE_EXHAUSTED]);
+const RETRYABLE = new Set<number>([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]);
+/** A usage error (sysexits' EX_USAGE): apart from 2, "some files were skipped". */
+const USAGE_ERROR = 64;
+
+/**
+ * Worth trying again: the service was unavailable, or refused for now (RESOURCE_EXHAUSTED with
+ * a RetryInfo, as a rate limit does; without one it is a request too large, which stays so).
+ */
+function retryable(err: ServiceError): boolean {
+  if (RETRYABLE.has(err.code)) return true;
+  return err.code === Status.RESOURCE_EXHAUSTED && err.metadata?.get('grpc-status-details-bin').length > 0;
+}
 
 /** The service stayed unavailable: the import stops (and resumes when run again). */
 class Unreachable extends Error {
@@ -142,7 +153,7 @@ function sender(client: EvaluationCommandServiceClient, token: string | undefine
         return;
       } catch (err) {
         const code = (err as ServiceError).code;
-        if (!RETRYABLE.has(code)) throw err;
+        if (!retryable(err as ServiceError)) throw err;
         if (attempt >= ATTEMPTS)
           throw new Unreachable(`${command.kind} of ${evalId}: ${Status[code]}: ${(err as ServiceError).details}`);
         await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
@@ -181,7 +192,7 @@ async function main(): Promise<number> {
   const options = parseArgs(args);
   if (typeof options === 'string') {
     process.stderr.write(`${options}\n\n${USAGE}\n`);
-    return 2;
+    return USAGE_ERROR;
   }
   const files = readdirSync(join(options.dir, 'evaluations'))
     .filter((name) => name.endsWith('.json'))
@@ -226,8 +237,10 @@ async function main(): Promise<number> {
       imported += 1;
     } catch (err) {
       if (err instanceof Unreachable) throw err;
-      if (!(err instanceof LegacyFormatError)) throw err;
-      skipped.push({ path, reason: err.message });
+      // A file that cannot be read (a directory, no permission) is skipped like a malformed one.
+      const unreadable = typeof (err as NodeJS.ErrnoException).code === 'string';
+      if (!(err instanceof LegacyFormatError) && !unreadable) throw err;
+      skipped.push({ path, reason: unreadable ? `cannot be read: ${(err as Error).message}` : (err as Error).message });
     }
   };
 

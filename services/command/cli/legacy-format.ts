@@ -66,8 +66,9 @@ const STATUSES: Readonly<Record<string, LegacyStatus>> = {
 
 /** A completed run's error text kept in the metadata, at most this long (the metadata is bounded). */
 const ERROR_IN_METADATA_CHARS = 8 * 1024;
-/** Old event messages kept, at most this many (the first ones: how it began). */
+/** Old event messages kept, at most this many (the first ones: how it began), each this long. */
 const EVENTS_IN_METADATA = 100;
+const EVENT_MESSAGE_CHARS = 1024;
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -140,7 +141,7 @@ export function legacyEvaluation(
       const timestamp = optionalTime(event, 'timestamp');
       return {
         type: optionalText(event, 'type') ?? '',
-        message: optionalText(event, 'message') ?? '',
+        message: (optionalText(event, 'message') ?? '').slice(0, EVENT_MESSAGE_CHARS),
         ...(timestamp !== undefined ? { timestamp } : {}),
       };
     });
@@ -149,6 +150,10 @@ export function legacyEvaluation(
   if (texts.metadata !== undefined) {
     const parsed = parse('its metadata file', texts.metadata);
     if (!isObject(parsed)) throw new LegacyFormatError('its metadata file must hold a JSON object');
+    if ('legacy' in parsed)
+      throw new LegacyFormatError(
+        'its metadata file has a key "legacy", where the import keeps what the lifecycle cannot',
+      );
     metadata = parsed;
   }
 

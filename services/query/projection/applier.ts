@@ -29,6 +29,8 @@ export interface ApplyResult {
   /** The lowest partition checkpoint after the call. */
   readonly checkpoint: bigint;
   readonly partitionCheckpoints: readonly bigint[];
+  /** Evaluations whose stored state disagreed with the log, taken from the log instead. */
+  readonly fromLog: number;
 }
 
 export interface ProjectionApplier {
@@ -136,7 +138,7 @@ export function createProjectionApplier(deps: {
         }
         const checkpoints = snapshots.map((s) => s.checkpoint);
         if (plan.writes.length === 0)
-          return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints };
+          return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints, fromLog: repairs.size };
         const results = await store.write(plan.writes);
         let conflicted = false;
         results.forEach((result, i) => {
@@ -149,7 +151,8 @@ export function createProjectionApplier(deps: {
             checkpoints[write.partition] = result;
           }
         });
-        if (!conflicted) return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints };
+        if (!conflicted)
+          return { applied, checkpoint: min(checkpoints), partitionCheckpoints: checkpoints, fromLog: repairs.size };
         logger.debug('another replica moved a checkpoint first; re-reading', { attempt });
       }
       throw new Error(`projection step kept conflicting after ${MAX_ATTEMPTS} attempts`);

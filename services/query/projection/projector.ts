@@ -68,10 +68,10 @@ export interface ProjectorOptions {
    */
   readonly onServingChange?: (serving: boolean) => void;
   /**
-   * Told once the projection reached the log's end again after the read models went backwards
-   * (Redis lost data, a checkpoint deleted): the replay folded the log over what was left, and
-   * index members that left keys put there without a record saying so are only found by a sweep
-   * (redis/index-counts.ts).
+   * Told once the projection reached the log's end after the read models went backwards (Redis lost data, a checkpoint deleted): the replay folded the
+   * log over whatever was left, and index members that left keys put there without a record
+   * saying so are only found by a sweep (redis/index-counts.ts). A replay from 0 that finds
+   * records ahead of it counts too: a replica that starts after the loss knows of it no other way.
    */
   readonly onReplayedOverLoss?: () => void;
   /** Why a failed step means the read models cannot move (undefined: an ordinary failure). */
@@ -226,7 +226,7 @@ interface StepDeps {
   readonly clock: () => number;
   readonly serving: ServingState;
   readonly rebuild: () => Promise<void>;
-  /** The read models went backwards: a replay over what was left of them starts. */
+  /** A replay over what may be left of earlier read models starts (see onReplayedOverLoss). */
   readonly lostData: () => void;
 }
 
@@ -267,9 +267,11 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
     serving.startServingAt(target);
     logger.info('projection starting', { head: target.toString() });
   }
+  let fromZero: boolean | undefined;
   for (;;) {
     const marks = await checkpoints.readMarks();
     const from = minCheckpoint(marks.map((m) => m.position));
+    fromZero ??= from === 0n;
     if (from < serving.checkpoint) {
       // The read models went backwards: Redis was flushed or restarted without its data.
       logger.warn('read models are behind what this replica applied before (Redis lost data); rebuilding', {
@@ -299,6 +301,9 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
     }
     serving.seeHead(BigInt(last.position));
     const result = await applier.apply(events);
+    // Records ahead of a replay from 0: earlier read models are left (a replica that starts
+    // after a checkpoint was lost cannot tell it from none otherwise).
+    if (fromZero && result.fromLog > 0) deps.lostData();
     serving.countCatchUp(result.applied);
     serving.setCheckpoint(result.checkpoint);
     const fields = {

@@ -288,6 +288,27 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     }
   });
 
+  it('sweeps as well when it starts after the loss, having found records ahead of its replay', async () => {
+    const before = await h.startReplica();
+    const submitted = await h.writer.submit('swept-1', { publish: true });
+    await reached(before, submitted.position);
+    await before.close();
+    await h.writer.start('swept-1', { publish: false });
+    const p = layout.partitionOf('swept-1');
+    expect(await h.redis.del(layout.checkpoint(p), layout.record(p, 'swept-1'))).to.equal(2);
+    const replica = await h.startReplica();
+    try {
+      await replica.service.projector.whenCaughtUp();
+      const queuedIndex = layout.indexStatus(p, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED);
+      await until('the sweep took swept-1 out of the queued index', async () =>
+        (await h.redis.zrange(queuedIndex, 0, -1)).every((member) => !member.endsWith(':swept-1')),
+      );
+      expect(await consistency(h, layout)).to.deep.equal([]);
+    } finally {
+      await replica.close();
+    }
+  });
+
   it('keeps two racing appliers from applying anything twice', async () => {
     await lifecycles(h, 40, 'race', false);
     const replica = await h.startReplica({ overrides: { CATCH_UP_INTERVAL_MS: '60000' } });

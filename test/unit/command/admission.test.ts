@@ -218,6 +218,25 @@ describe('command admission', () => {
     expect(admission.load()).to.include({ inProgress: 0, queued: 0 });
   });
 
+  it('counts a waiting command whose call is cancelled at its deadline as shed for the deadline, not as gone', async () => {
+    const clock = manualClock();
+    const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 }, clock.now);
+    const first = heldWork([], 'first');
+    const running = admission.admit(first.work);
+    const call = new AbortController();
+    const waiting = admission.admit(() => Promise.resolve('never'), {
+      deadline: new Date(clock.now() + 50),
+      signal: call.signal,
+    });
+    // grpc-js cancels the call at its deadline, before the queue's own timer fires.
+    clock.advance(50);
+    call.abort();
+    expect(await rejection(waiting)).to.be.instanceOf(DeadlineError);
+    expect(admission.load()).to.include({ shedDeadline: 1, shedQueueFull: 0, queued: 0 });
+    first.done.resolve();
+    await running;
+  });
+
   it('frees the place of a command that fails, for the next in the queue', async () => {
     const admission = createAdmission({ maxInProgress: 1, maxQueued: 10 });
     const failing = admission.admit(() => Promise.reject(new Error('boom')));

@@ -65,7 +65,7 @@ function world(logSize: number) {
         }
       }
       for (const w of waiters.filter((w) => w.position <= checkpoint)) w.resolve();
-      return Promise.resolve({ applied, checkpoint, partitionCheckpoints: [checkpoint] });
+      return Promise.resolve({ applied, checkpoint, partitionCheckpoints: [checkpoint], fromLog: 0 });
     },
   };
   return {

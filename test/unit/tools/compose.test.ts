@@ -1,13 +1,23 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { composeProblems } from '../../../tools/check-compose';
+import { composeProblems, dockerfileEnv } from '../../../tools/check-compose';
 
-const COMPOSE = readFileSync(join(__dirname, '..', '..', '..', '..', 'docker-compose.yml'), 'utf8');
+const ROOT = join(__dirname, '..', '..', '..', '..');
+const COMPOSE = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
+const IMAGE_ENV = dockerfileEnv(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
 
 describe('tools/check-compose: docker-compose.yml holds together', () => {
   it('finds nothing wrong with the repository compose file', () => {
-    expect(composeProblems(COMPOSE)).to.deep.equal([]);
+    expect(composeProblems(COMPOSE, IMAGE_ENV)).to.deep.equal([]);
+    expect(IMAGE_ENV).to.include({ ENVIRONMENT: 'production' });
+  });
+
+  it("starts from the image's environment: a compose file that leaves ENVIRONMENT to the image must configure production", () => {
+    const problems = composeProblems(COMPOSE.replace('  ENVIRONMENT: development\n', ''), IMAGE_ENV);
+    expect(
+      problems.some((p) => p.startsWith('services.command.environment is refused') && p.includes('AUTH_MODE')),
+    ).to.equal(true);
   });
 
   it('names what breaks it: a missing dependency, a typo in a setting, a refused value, an unpublished port', () => {
@@ -25,7 +35,7 @@ describe('tools/check-compose: docker-compose.yml holds together', () => {
         (p) => p.startsWith('services.query.environment is refused by the service') && p.includes('LOG_LEVEL'),
       ),
     ).to.equal(true);
-    const unpublished = composeProblems(COMPOSE.replace("      - '9465:9465'", "      - '9466:9466'"));
+    const unpublished = composeProblems(COMPOSE.replace("      - '127.0.0.1:9465:9465'", "      - '9466:9466/tcp'"));
     expect(unpublished).to.deep.equal([
       'services.query listens on 9465 (its environment says), which its ports do not publish',
     ]);
