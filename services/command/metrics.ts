@@ -1,6 +1,6 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
-import { gaugeOf } from '../../shared/metrics';
+import { counterOf, gaugeOf } from '../../shared/metrics';
 import type { AdmissionLoad } from './application/admission';
 import type { SweepResult } from './application/reaper';
 
@@ -58,18 +58,21 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
         { name: 'crucible_commands_queued', help: 'Commands waiting for a place (MAX_QUEUED_COMMANDS bounds them)' },
         () => load().queued,
       );
-      new Counter({
-        name: 'crucible_commands_shed_total',
-        help: 'Commands refused by admission, by why: queue_full, or deadline (could not start before the call deadline)',
-        labelNames: ['reason'],
-        registers: [registry],
-        collect() {
-          const { shedQueueFull, shedDeadline } = load();
-          this.reset();
-          this.inc({ reason: 'queue_full' }, shedQueueFull);
-          this.inc({ reason: 'deadline' }, shedDeadline);
+      counterOf(
+        registry,
+        {
+          name: 'crucible_commands_shed_total',
+          help: 'Commands refused by admission, by why: queue_full, or deadline (could not start before the call deadline)',
+          labelNames: ['reason'],
         },
-      });
+        () => {
+          const { shedQueueFull, shedDeadline } = load();
+          return [
+            { labels: { reason: 'queue_full' }, value: shedQueueFull },
+            { labels: { reason: 'deadline' }, value: shedDeadline },
+          ];
+        },
+      );
       if (fallbackBacklog !== undefined)
         gaugeOf(
           registry,

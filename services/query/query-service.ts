@@ -126,7 +126,9 @@ export function createQueryService(
   const shutdown = createShutdown();
 
   const metrics = options.registry === undefined ? undefined : createQueryMetrics(options.registry);
-  const traces = createChangeTraces(options.tracing ?? NO_TRACING);
+  // Nothing to keep, and no clock read per delivered change, unless spans go somewhere.
+  const traces =
+    options.tracing === undefined || options.tracing === NO_TRACING ? undefined : createChangeTraces(options.tracing);
   const eventLog = createPostgresEventLog(pool);
   const checkpoints = createCheckpoints(redis, layout);
   // One count and one rate-limited log line for every reader that skips an undecodable entry.
@@ -193,7 +195,12 @@ export function createQueryService(
     undecodable,
     metadata,
     logger: logger.child({ component: 'tail' }),
-    onPublished: (position, startedAt) => traces.delivered(position, startedAt, hub.listenerCount),
+    ...(traces !== undefined
+      ? {
+          onPublished: (position: bigint, startedAt: number) =>
+            traces.delivered(position, startedAt, hub.listenerCount),
+        }
+      : {}),
   });
 
   const openCalls = createOpenCalls(config.streams);
@@ -261,7 +268,7 @@ export function createQueryService(
         config.redisKeyPrefix,
         {
           onChange: (position, traceparent) => {
-            if (traceparent !== undefined) traces.heard(position, traceparent);
+            if (traceparent !== undefined) traces?.heard(position, traceparent);
             projector.notify(position);
           },
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),

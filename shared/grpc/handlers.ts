@@ -15,7 +15,7 @@ import { authenticateCalls, type Admissions } from './authenticate';
 import { createCallLog, type CallLog } from './call-log';
 import { toStatus } from './status';
 import { NO_RPC_METRICS, type RpcMetrics } from './rpc-metrics';
-import { isTraceparent, NO_TRACING, type Tracing } from '../tracing';
+import { NO_TRACING, type Tracing } from '../tracing';
 
 /**
  * What every call of a server goes through: the gate (run on its metadata by `admissions`'
@@ -105,8 +105,7 @@ function admitted<T>(
   const controller = new AbortController();
   const onCancel = (): void => controller.abort();
   call.on('cancelled', onCancel);
-  const parent = call.metadata.get('traceparent')[0];
-  const span = calls.tracing.serverSpan(method, isTraceparent(parent) ? parent : undefined);
+  const span = calls.tracing.serverSpan(method, call.metadata);
   return {
     signal: controller.signal,
     context: async (run) => {

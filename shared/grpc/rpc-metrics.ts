@@ -15,12 +15,6 @@ export const NO_RPC_METRICS: RpcMetrics = { begin: () => () => undefined };
 // From half a millisecond (a lookup from Redis) to ten seconds (a large output through S3).
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-const CODE_NAMES = new Map<number, string>(
-  Object.entries(Status)
-    .filter((entry): entry is [string, number] => typeof entry[1] === 'number')
-    .map(([name, code]) => [code, name]),
-);
-
 export function createRpcMetrics(registry: Registry): RpcMetrics {
   const duration = new Histogram({
     name: 'crucible_rpc_duration_seconds',
@@ -49,7 +43,8 @@ export function createRpcMetrics(registry: Registry): RpcMetrics {
       return (code) => {
         if (ended) return;
         ended = true;
-        const labels = { method, code: CODE_NAMES.get(code) ?? String(code) };
+        // grpc-js' Status is a numeric enum: indexed by a code, it names it.
+        const labels = { method, code: Status[code] ?? String(code) };
         if (!streaming) {
           duration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
           return;

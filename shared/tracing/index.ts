@@ -1,2 +1,2 @@
-export { createTracing, isTraceparent, NO_TRACING } from './tracing';
+export { createTracing, NO_TRACING } from './tracing';
 export type { CallSpan, Tracing } from './tracing';

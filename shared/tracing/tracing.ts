@@ -22,8 +22,8 @@ import { status as Status } from '@grpc/grpc-js';
  * provider is registered. Off (every call a no-op) unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
  */
 export interface Tracing {
-  /** A server span for one call; `parent` the caller's traceparent (gRPC metadata). */
-  serverSpan(method: string, parent: string | undefined): CallSpan;
+  /** A server span for one call, under the caller's `traceparent` when its metadata carry one. */
+  serverSpan(method: string, metadata: CallMetadata): CallSpan;
   /**
    * A span under `parent` (a traceparent from another process) that ran from `startedAt` (ms
    * since the epoch) until now.
@@ -37,6 +37,11 @@ export interface CallSpan {
   /** This span's traceparent (undefined when it is not sampled, or tracing is off). */
   readonly traceparent: string | undefined;
   end(code: Status): void;
+}
+
+/** What a span needs of a call's gRPC metadata (grpc-js' Metadata has it). */
+interface CallMetadata {
+  get(key: string): unknown[];
 }
 
 const NO_SPAN: CallSpan = { traceparent: undefined, end: () => undefined };
@@ -83,7 +88,9 @@ export function createTracing(options: {
   });
   const tracer = provider.getTracer('crucible-storage');
   return {
-    serverSpan(method, parent) {
+    serverSpan(method, metadata) {
+      const [sent] = metadata.get('traceparent');
+      const parent = isTraceparent(sent) ? sent : undefined;
       const span = tracer.startSpan(
         method,
         { kind: SpanKind.SERVER, attributes: { 'rpc.method': method } },
@@ -108,7 +115,7 @@ export function createTracing(options: {
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
-/** Whether `value` is a W3C traceparent this code writes (version 00): anything else is dropped. */
-export function isTraceparent(value: unknown): value is string {
+/** Whether a caller's `value` is a W3C traceparent of version 00: anything else is dropped. */
+function isTraceparent(value: unknown): value is string {
   return typeof value === 'string' && TRACEPARENT.test(value);
 }

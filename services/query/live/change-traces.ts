@@ -1,4 +1,4 @@
-import { NO_TRACING, type Tracing } from '../../../shared/tracing';
+import type { Tracing } from '../../../shared/tracing';
 
 /** Changes heard of and not yet delivered, at most (a change caught up without a hint never is). */
 const CAPACITY = 10_000;
@@ -15,10 +15,7 @@ export interface ChangeTraces {
   delivered(position: bigint, startedAt: number, watchers: number): void;
 }
 
-const UNTRACED: ChangeTraces = { heard: () => undefined, delivered: () => undefined };
-
 export function createChangeTraces(tracing: Tracing, clock: () => number = Date.now): ChangeTraces {
-  if (tracing === NO_TRACING) return UNTRACED;
   const heard = new Map<bigint, { readonly traceparent: string; readonly at: number }>();
   return {
     heard(position, traceparent) {

@@ -117,16 +117,16 @@ export function createProjectionApplier(deps: {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
         const loaded = await store.load(idsByPartition);
         const snapshots = loaded.map((snapshot, partition): PartitionSnapshot => {
-          let states: Map<string, Evaluation> | undefined;
-          const fromLog = new Set<string>();
+          // Made only for a partition with repairs: most steps have none.
+          let repaired: { states: Map<string, Evaluation>; fromLog: Set<string> } | undefined;
           for (const [evalId, repair] of repairs) {
             if (layout.partitionOf(evalId) !== partition || repair.checkpoint !== snapshot.checkpoint) continue;
-            states ??= new Map(snapshot.states);
-            if (repair.state === undefined) states.delete(evalId);
-            else states.set(evalId, repair.state);
-            fromLog.add(evalId);
+            repaired ??= { states: new Map(snapshot.states), fromLog: new Set() };
+            if (repair.state === undefined) repaired.states.delete(evalId);
+            else repaired.states.set(evalId, repair.state);
+            repaired.fromLog.add(evalId);
           }
-          return states === undefined ? snapshot : { checkpoint: snapshot.checkpoint, states, fromLog };
+          return repaired === undefined ? snapshot : { checkpoint: snapshot.checkpoint, ...repaired };
         });
         let plan;
         try {

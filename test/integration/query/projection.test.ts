@@ -267,6 +267,19 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     expect(await consistency(h, layout)).to.deep.equal([]);
   });
 
+  /** Waits until the sweep took `evalId` out of its partition's queued index; then the read models are whole. */
+  async function untilSweptFromQueued(evalId: string): Promise<void> {
+    const queuedIndex = layout.indexStatus(
+      layout.partitionOf(evalId),
+      'default',
+      EvaluationStatus.EVALUATION_STATUS_QUEUED,
+    );
+    await until(`the sweep took ${evalId} out of the queued index`, async () =>
+      (await h.redis.zrange(queuedIndex, 0, -1)).every((member) => !member.endsWith(`:${evalId}`)),
+    );
+    expect(await consistency(h, layout)).to.deep.equal([]);
+  }
+
   it('sweeps the indexes after a replay over lost data: an evaluation whose record went with the checkpoint leaves the index it left', async () => {
     const replica = await h.startReplica();
     try {
@@ -278,11 +291,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
       const p = layout.partitionOf('swept-0');
       expect(await h.redis.del(layout.checkpoint(p), layout.record(p, 'swept-0'))).to.equal(2);
       await reached(replica, started.position);
-      const queuedIndex = layout.indexStatus(p, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED);
-      await until('the sweep took swept-0 out of the queued index', async () =>
-        (await h.redis.zrange(queuedIndex, 0, -1)).every((member) => !member.endsWith(':swept-0')),
-      );
-      expect(await consistency(h, layout)).to.deep.equal([]);
+      await untilSweptFromQueued('swept-0');
     } finally {
       await replica.close();
     }
@@ -299,11 +308,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     const replica = await h.startReplica();
     try {
       await replica.service.projector.whenCaughtUp();
-      const queuedIndex = layout.indexStatus(p, 'default', EvaluationStatus.EVALUATION_STATUS_QUEUED);
-      await until('the sweep took swept-1 out of the queued index', async () =>
-        (await h.redis.zrange(queuedIndex, 0, -1)).every((member) => !member.endsWith(':swept-1')),
-      );
-      expect(await consistency(h, layout)).to.deep.equal([]);
+      await untilSweptFromQueued('swept-1');
     } finally {
       await replica.close();
     }
