@@ -16,6 +16,7 @@ import { Lz4Bodies1763877600014 } from './1763877600014-Lz4Bodies';
 import { EventReporters1763877600015 } from './1763877600015-EventReporters';
 import { ServiceRoles1763877600016 } from './1763877600016-ServiceRoles';
 import { TenantRows1763877600017 } from './1763877600017-TenantRows';
+import { Retention1763877600018 } from './1763877600018-Retention';
 
 /** Every migration, in order. TypeORM records applied ones in the `migrations` table. */
 export const MIGRATIONS = [
@@ -37,4 +38,5 @@ export const MIGRATIONS = [
   EventReporters1763877600015,
   ServiceRoles1763877600016,
   TenantRows1763877600017,
+  Retention1763877600018,
 ];

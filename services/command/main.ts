@@ -33,6 +33,8 @@ import { createRedisExecutorHealth } from './redis/executor-health';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobMover } from './application/blob-mover';
 import { sweepAllOrphans } from './application/orphan-sweeper';
+import { runRetention } from './application/retention';
+import { createPostgresRetentionStore } from './postgres/retention-store';
 import { createPostgresBlobReferences } from './postgres/blob-references';
 import { createDirectUploads } from './application/direct-uploads';
 import { createS3DirectUploads } from './blobs/s3-direct-uploads';
@@ -225,6 +227,39 @@ async function main(): Promise<void> {
     (err) => orphanLogger.warn('orphan sweep failed; the next one retries', { err }),
   );
   if (config.orphans.intervalMs > 0) orphanSweep.start();
+  // Retention, on its own small pool of the owner's role: the service's role may delete nothing.
+  let retention: ReturnType<typeof createPeriodic> | undefined;
+  if (config.retention.intervalMs > 0) {
+    const ownerPool = createPool({
+      url: config.migrationDatabaseUrl,
+      applicationName: 'crucible-retention',
+      poolSize: 2,
+      session: config.postgres,
+    });
+    resources.push({ name: 'postgres (retention)', close: () => ownerPool.end() });
+    const retentionStore = createPostgresRetentionStore(ownerPool);
+    const retentionLogger = logger.child({ component: 'retention' });
+    retention = createPeriodic(
+      async () => {
+        const report = await retentionStore.exclusively(() =>
+          runRetention({
+            store: retentionStore,
+            blobs: s3Store,
+            policy: config.retention,
+            now: new Date(),
+            dryRun: false,
+            logger: retentionLogger,
+          }),
+        );
+        if (report === undefined) return retentionLogger.debug('another instance is running retention');
+        metrics.retentionRan(report);
+        retentionLogger.info('retention run ended', { ...report });
+      },
+      config.retention.intervalMs,
+      (err) => retentionLogger.warn('retention run failed; the next one resumes it', { err }),
+    );
+    retention.start();
+  }
   // Expired direct uploads are aborted within a minute (or half their expiry) of expiring.
   const uploadExpiry = createPeriodic(
     () => uploads.abortExpired(),
@@ -236,7 +271,7 @@ async function main(): Promise<void> {
   onShutdownSignal((signal) => {
     logger.info('shutting down', { signal });
     // First, so that no failure is written while the server drains and the pool closes.
-    void Promise.all([reaper.stop(), mover?.stop(), orphanSweep.stop(), uploadExpiry.stop()])
+    void Promise.all([reaper.stop(), mover?.stop(), orphanSweep.stop(), retention?.stop(), uploadExpiry.stop()])
       .then(() => server.shutdown(config.shutdownGraceMs))
       .then(() => closeAll(resources, logger))
       .then(() => {

@@ -3,6 +3,7 @@ import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
 import { counterOf, gaugeOf } from '../../shared/metrics';
 import type { AdmissionLoad } from './application/admission';
 import type { SweepResult } from './application/reaper';
+import type { RetentionReport } from './application/retention';
 
 /**
  * The command service's own metrics (docs/operations.md lists them all), beside the process',
@@ -14,6 +15,8 @@ export interface CommandMetrics {
   /** Group commit wrote one batch of `size` commands. */
   readonly batchWritten: (size: number) => void;
   readonly reaperSwept: (result: SweepResult) => void;
+  /** A retention run (not a dry one) ended. */
+  readonly retentionRan: (report: RetentionReport) => void;
   watch(sources: {
     readonly load: () => AdmissionLoad;
     /** Blobs waiting in the fallback store (absent: no fallback store). */
@@ -40,8 +43,28 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
     labelNames: ['dependency'],
     registers: [registry],
   });
+  const retention = new Counter({
+    name: 'crucible_retention_actions_total',
+    help: 'What retention runs did, by action (archived, rearchived, events_deleted, log_segments_moved, log_segments_deleted, security_records_purged)',
+    labelNames: ['action'],
+    registers: [registry],
+  });
+  const retentionRuns = new Counter({
+    name: 'crucible_retention_runs_total',
+    help: 'Retention runs that ended',
+    registers: [registry],
+  });
   return {
     rpc: createRpcMetrics(registry),
+    retentionRan: (report) => {
+      retentionRuns.inc();
+      retention.inc({ action: 'archived' }, report.archived);
+      retention.inc({ action: 'rearchived' }, report.rearchived);
+      retention.inc({ action: 'events_deleted' }, report.eventsDeleted);
+      retention.inc({ action: 'log_segments_moved' }, report.logSegmentsMoved);
+      retention.inc({ action: 'log_segments_deleted' }, report.logSegmentsDeleted);
+      retention.inc({ action: 'security_records_purged' }, report.securityRecordsPurged);
+    },
     batchWritten: (size) => batches.observe(size),
     reaperSwept: (result) => {
       for (const { reason } of result.failed) reaped.inc({ reason: reason.toLowerCase() });

@@ -66,6 +66,20 @@ export interface OrphanSweepConfig {
   readonly intervalMs: number;
 }
 
+/** Retention and tiering (docs/operations.md "Retention"), every age in ms. */
+export interface RetentionConfig {
+  /** Terminal evaluations leave Redis this long after their last change. */
+  readonly hotMs: number;
+  /** How often the query service sweeps them out (0: never). */
+  readonly hotSweepIntervalMs: number;
+  readonly activeMs: number;
+  readonly logHotMs: number;
+  readonly logMs: number;
+  readonly securityMs: number;
+  /** How often the command service runs the retention job (0: never). */
+  readonly intervalMs: number;
+}
+
 export interface OutputUrlConfig {
   readonly defaultExpirySeconds: number;
   readonly maxExpirySeconds: number;
@@ -203,6 +217,7 @@ export interface Config {
   readonly outputUrls: OutputUrlConfig;
   readonly blobFallback: BlobFallbackConfig;
   readonly orphans: OrphanSweepConfig;
+  readonly retention: RetentionConfig;
   readonly limits: Limits;
   readonly streams: StreamConfig;
   /** How often the query side polls the event log when pub/sub is quiet. */
@@ -280,6 +295,11 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
     problems.push(
       `OUTPUT_URL_DEFAULT_EXPIRY_SECONDS (${defaultExpiry}) must not exceed OUTPUT_URL_MAX_EXPIRY_SECONDS (${maxExpiry})`,
     );
+  }
+  const logHot = values.LOG_HOT_RETENTION as number | undefined;
+  const logKept = values.LOG_RETENTION as number | undefined;
+  if (logHot !== undefined && logKept !== undefined && logHot > logKept) {
+    problems.push('LOG_HOT_RETENTION must not exceed LOG_RETENTION (logs move to S3 before they are deleted)');
   }
   problems.push(...securityProblems(values, environment));
   return { values: values as SettingValues, problems };
@@ -417,6 +437,15 @@ export function loadConfig(env: Env): Config {
     orphans: Object.freeze({
       graceMs: v.ORPHAN_GRACE_SECONDS * 1000,
       intervalMs: v.ORPHAN_SWEEP_INTERVAL_SECONDS * 1000,
+    }),
+    retention: Object.freeze({
+      hotMs: v.HOT_RETENTION,
+      hotSweepIntervalMs: v.HOT_SWEEP_INTERVAL_SECONDS * 1000,
+      activeMs: v.ACTIVE_RETENTION,
+      logHotMs: v.LOG_HOT_RETENTION,
+      logMs: v.LOG_RETENTION,
+      securityMs: v.SECURITY_RETENTION,
+      intervalMs: v.RETENTION_INTERVAL_SECONDS * 1000,
     }),
     outputUrls: Object.freeze({
       defaultExpirySeconds: v.OUTPUT_URL_DEFAULT_EXPIRY_SECONDS,

@@ -12,6 +12,7 @@ export type {
   PostgresSessionConfig,
   BlobFallbackConfig,
   OrphanSweepConfig,
+  RetentionConfig,
   OutputUrlConfig,
   S3Config,
   ServerSideEncryption,

@@ -144,6 +144,23 @@ const optionalPort: Parser<number | undefined> = {
   },
 };
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** A duration in whole seconds, minutes, hours or days ("90d", "24h", "45s"; a bare number is seconds), as ms. */
+function duration(minSeconds: number, maxSeconds: number): Parser<number> {
+  return {
+    parse(raw) {
+      const match = /^(\d+)([smhd]?)$/.exec(raw.trim());
+      const seconds = match === null ? NaN : Number(match[1]) * (DURATION_UNITS[match[2] || 's'] ?? NaN);
+      if (!Number.isSafeInteger(seconds) || seconds < minSeconds || seconds > maxSeconds)
+        throw new Problem(
+          `be a duration from ${minSeconds} s to ${maxSeconds / 86_400} days: a whole number with s, m, h or d ("90d", "24h")`,
+        );
+      return seconds * 1000;
+    },
+  };
+}
+
 const regularExpression: Parser<RegExp> = {
   parse(raw) {
     try {
@@ -292,6 +309,41 @@ export const SETTINGS = {
     parser: wholeNumber(0, 30 * 86_400),
     defaults: { all: '3600' },
     help: 'how often the command service deletes orphaned blobs from S3 and the fallback directory (0: never; `npm run sweep-orphans -- --dry-run` shows them)',
+  }),
+  HOT_RETENTION: setting({
+    parser: duration(1, 3650 * 86_400),
+    defaults: { all: '24h' },
+    help: 'a terminal evaluation leaves the Redis read models (lists, counts, watch replays) this long after its last change; GetEvaluation then reads it from PostgreSQL or the archive',
+  }),
+  HOT_SWEEP_INTERVAL_SECONDS: setting({
+    parser: wholeNumber(0, 86_400),
+    defaults: { all: '300', test: '0' },
+    help: 'how often the query service takes evaluations past HOT_RETENTION out of Redis (0: never)',
+  }),
+  ACTIVE_RETENTION: setting({
+    parser: duration(1, 36_500 * 86_400),
+    defaults: { all: '90d' },
+    help: 'a terminal evaluation untouched this long is archived to S3 (compressed NDJSON) with its events, bodies and metrics, and leaves the hot PostgreSQL tables',
+  }),
+  LOG_HOT_RETENTION: setting({
+    parser: duration(1, 36_500 * 86_400),
+    defaults: { all: '30d' },
+    help: 'log bytes kept in PostgreSQL move to S3 once this old',
+  }),
+  LOG_RETENTION: setting({
+    parser: duration(1, 36_500 * 86_400),
+    defaults: { all: '365d' },
+    help: 'logs are deleted once this old (ReadLogs then says they expired)',
+  }),
+  SECURITY_RETENTION: setting({
+    parser: duration(1, 36_500 * 86_400),
+    defaults: { all: '2557d' },
+    help: 'security records (security_audit, security_events) are purged once this old (2557 days: seven years)',
+  }),
+  RETENTION_INTERVAL_SECONDS: setting({
+    parser: wholeNumber(0, 30 * 86_400),
+    defaults: { all: '0' },
+    help: 'how often the command service runs the retention job (0: never; `npm run retention -- --dry-run` shows what it would do)',
   }),
   S3_MULTIPART_THRESHOLD_BYTES: setting({
     parser: wholeNumber(1024, 5 * GiB),
