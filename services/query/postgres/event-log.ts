@@ -119,6 +119,13 @@ export function createPostgresEventLog(pool: Pool, options: { maxBatchBytes?: nu
         );
         return BigInt(rows[0]?.position ?? '0');
       }),
+    horizon: () =>
+      readOrUnavailable("reading the event log's horizon", async () => {
+        const { rows } = await pool.query<{ position: string }>(
+          `SELECT position::text AS position FROM event_log_horizon`,
+        );
+        return BigInt(rows[0]?.position ?? '0');
+      }),
     eventsOf: (evalIds, upTo) =>
       readOrUnavailable("reading evaluations' events", async () => {
         const { rows } = await everyTenant<EventRow>(pool, {

@@ -2,7 +2,7 @@ import { evolve, type RecordedEvent } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
-import type { PartitionWrite } from '../read-models/write-ops';
+import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
 import type { EventLog } from './event-log';
 import { FoldError, planBatch, planRepair, type PartitionSnapshot } from './plan';
 
@@ -49,6 +49,12 @@ export interface ProjectionApplier {
    * have nothing to repair).
    */
   repair(evalIds: readonly string[]): Promise<number>;
+  /**
+   * Moves every partition checkpoint below `horizon` up to it, writing nothing else: the events
+   * at or below the log's horizon left it (retention), and read models starting from nothing
+   * start there. A partition another replica moved first is left as it is.
+   */
+  skipTo(horizon: bigint): Promise<void>;
 }
 
 /**
@@ -109,6 +115,15 @@ export function createProjectionApplier(deps: {
   }
 
   return {
+    async skipTo(horizon) {
+      const snapshots = await store.load(new Map());
+      const writes: PartitionWrite[] = [];
+      snapshots.forEach(({ checkpoint }, partition) => {
+        if (checkpoint < horizon)
+          writes.push({ partition, expectedCheckpoint: checkpoint, newCheckpoint: horizon, ops: new WriteSet() });
+      });
+      if (writes.length > 0) await store.write(writes);
+    },
     async apply(events) {
       const idsByPartition = evalIdsByPartition(events, layout);
       // States repaired from the log, valid for the checkpoint they were folded at.

@@ -24,6 +24,11 @@ export interface EventLog {
   readAfter(after: bigint, limit: number): Promise<EventBatch>;
   /** The highest committed position (0 for an empty log). */
   headPosition(): Promise<bigint>;
+  /**
+   * The position at or below which events may have left the log (archived by retention; 0
+   * when none did). They leave only as a prefix: every position above it is still there.
+   */
+  horizon(): Promise<bigint>;
   /** The events of the given evaluations up to and including position `upTo`, in position order (repairs). */
   eventsOf(evalIds: readonly string[], upTo: bigint): Promise<RecordedEvent[]>;
   /** The position of the evaluation's first event, or undefined when the log has none. */

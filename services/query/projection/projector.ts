@@ -251,6 +251,8 @@ async function readVerified(
   const { events, full } = await deps.eventLog.readAfter(from - 1n, deps.batchSize + 1);
   const [at, ...after] = events;
   if (at === undefined || at.position !== from.toString() || eventMark(at) !== expected) {
+    // The event the checkpoint names left the log with retention: what follows it is all there.
+    if (from === (await deps.eventLog.horizon())) return deps.eventLog.readAfter(from, deps.batchSize);
     throw new LogChangedError(
       `the read models are at position ${from}, event ${expected}, but the event log has ` +
         (at === undefined || at.position !== from.toString() ? 'no event there' : `${eventMark(at)} there`),
@@ -280,6 +282,18 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
       });
       serving.stopServing(await eventLog.headPosition());
       deps.lostData();
+    }
+    if (from === 0n) {
+      // Read models that start from nothing start at the log's horizon (retention): the
+      // events at or below it left the log, and only archived evaluations had them.
+      const horizon = await eventLog.horizon();
+      if (horizon > 0n) {
+        logger.info('starting at the event log horizon: the events below it were archived', {
+          horizon: horizon.toString(),
+        });
+        await applier.skipTo(horizon);
+        continue;
+      }
     }
     let batch: EventBatch;
     try {

@@ -5,7 +5,7 @@ import type { Logger } from '../../../shared/logging';
 import { minCheckpoint, type Checkpoints } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
-import type { PartitionWrite } from '../read-models/write-ops';
+import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
 import { createProjectionApplier, type ProjectionApplier, type ProjectionStore } from './applier';
 import type { EventBatch, EventLog } from './event-log';
 import { takeRebuildFence } from '../redis/rebuild-fence';
@@ -105,6 +105,25 @@ async function rebuildBehindFence(deps: RebuildOptions, fenceToken: string): Pro
     cache: createStateCache(cacheSize),
   };
   const pipeline = createWritePipeline();
+  // The events at or below the log's horizon left it (retention): the read models start there.
+  const horizon = await eventLog.horizon();
+  if (horizon > 0n) {
+    const skip: PlannedBatch = {
+      writes: partitions.map((partition) => ({
+        partition,
+        expectedCheckpoint: 0n,
+        newCheckpoint: horizon,
+        ops: new WriteSet(),
+      })),
+      eventsPerPartition: new Map(),
+      states: new Map(),
+    };
+    pipeline.send(
+      deletion.done.then(() => sendWrites(store, skip)),
+      horizon,
+    );
+    expected.checkpoints = partitions.map(() => horizon);
+  }
   const resync = (upTo: bigint, reason: string): Promise<void> =>
     resyncFromLog({ pipeline, expected, checkpointReader, eventLog, applier, batchSize, logger }, upTo, reason);
   const chunks: ChunkWriterDeps = { layout, partitions, store, deletion, pipeline, expected, resync };

@@ -5,6 +5,7 @@ import { silentLogger } from '../../../shared/logging';
 import type { ApplyResult, ProjectionApplier } from '../../../services/query/projection/applier';
 import type { EventLog } from '../../../services/query/projection/event-log';
 import { GapError } from '../../../services/query/projection/plan';
+import { eventMark } from '../../../services/query/read-models/checkpoints';
 import { createProjector, type Projector } from '../../../services/query/projection/projector';
 
 const event = (position: number): RecordedEvent => ({
@@ -27,9 +28,13 @@ const event = (position: number): RecordedEvent => ({
 });
 
 /** An in-memory log and read model: the applier applies the next positions, like the real one. */
-function world(logSize: number) {
+function world(logSize: number, options: { marks?: boolean } = {}) {
   const log = Array.from({ length: logSize }, (_, i) => event(i + 1));
+  // What checkpoints name when they record their event (read-models/checkpoints.ts).
+  const markOf = (position: bigint): string | undefined =>
+    options.marks === true && position > 0n ? eventMark(event(Number(position))) : undefined;
   let checkpoint = 0n;
+  let horizon = 0n;
   let logFailures = 0;
   const reads: bigint[] = [];
   const waiters: { position: bigint; resolve: () => void }[] = [];
@@ -43,13 +48,18 @@ function world(logSize: number) {
       const events = log.filter((e) => BigInt(e.position) > after).slice(0, limit);
       return Promise.resolve({ events, full: events.length === limit });
     },
-    headPosition: () => Promise.resolve(BigInt(log.length)),
+    headPosition: () => Promise.resolve(BigInt(log.at(-1)?.position ?? horizon)),
+    horizon: () => Promise.resolve(horizon),
     eventsOf: () => Promise.resolve([]),
     firstPositionOf: () => Promise.resolve(undefined),
     recordedAt: () => Promise.resolve(undefined),
   };
   const repaired: string[][] = [];
   const applier: ProjectionApplier = {
+    skipTo(position) {
+      if (checkpoint < position) checkpoint = position;
+      return Promise.resolve();
+    },
     repair(evalIds) {
       repaired.push([...evalIds]);
       return Promise.resolve(evalIds.length);
@@ -74,12 +84,17 @@ function world(logSize: number) {
     repaired,
     eventLog,
     applier,
-    checkpoints: { readMarks: () => Promise.resolve([{ position: checkpoint, event: undefined }]) },
+    checkpoints: { readMarks: () => Promise.resolve([{ position: checkpoint, event: markOf(checkpoint) }]) },
     get checkpoint() {
       return checkpoint;
     },
     /** Simulates Redis losing its data. */
     reset: () => (checkpoint = 0n),
+    /** Simulates retention: the events up to `position` leave the log. */
+    archiveThrough: (position: number) => {
+      horizon = BigInt(position);
+      log.splice(0, log.findIndex((e) => BigInt(e.position) > horizon));
+    },
     failLogReads: (n: number) => (logFailures = n),
     appended: (position: number) => {
       const e = event(position);
@@ -125,6 +140,30 @@ describe('projector', () => {
     expect(w.reads).to.deep.equal([0n, 10n, 20n]);
     expect(serving).to.deep.equal([true]);
     expect(projector.status()).to.include({ caughtUp: true, checkpoint: 25n, head: 25n, catchUpEvents: 25n });
+  });
+
+  it('starts at the log horizon when it starts from nothing, and reads the log after it whole', async () => {
+    const w = world(25);
+    w.archiveThrough(12);
+    const serving: boolean[] = [];
+    projector = projectorOf(w, serving);
+    projector.start();
+    await projector.whenCaughtUp();
+    expect(w.checkpoint).to.equal(25n);
+    expect(w.reads, 'no read below the horizon').to.deep.equal([12n, 22n]);
+    expect(serving).to.deep.equal([true]);
+  });
+
+  it('reads on from a checkpoint whose event left the log with retention, without taking the log for another', async () => {
+    const w = world(12, { marks: true });
+    projector = projectorOf(w, []);
+    projector.start();
+    await projector.whenCaughtUp();
+    w.archiveThrough(12);
+    w.appended(13);
+    projector.notify(13n);
+    await w.applied(13);
+    expect(w.checkpoint).to.equal(13n);
   });
 
   it('reads what a pub/sub hint announces from the log, and ignores hints at or below the checkpoint', async () => {
