@@ -2,6 +2,8 @@ import type { ServerAccess } from '../../shared/grpc';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobReaders } from './blobs/blob-readers';
+import { createArchiveReader } from './archive/archive-reader';
+import { createRetiredEvaluations } from './archive/retired-evaluations';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Config } from '../../shared/config';
@@ -204,9 +206,13 @@ export function createQueryService(
   });
 
   const openCalls = createOpenCalls(config.streams);
+  const s3Blobs = createS3BlobStore(s3, config.s3.bucket);
+  const archives = createArchiveReader(s3Blobs);
+  const retired = createRetiredEvaluations({ pool, archives, hotMs: config.retention.hotMs });
   const server = createQueryServer({
     access: connections.access,
     records,
+    retired,
     list: createEvaluationList(redis, layout, records),
     history: createEvaluationHistory(redis, layout, undecodable),
     changeLog: createChangeLog(redis, layout, undecodable, metadata),
@@ -222,7 +228,7 @@ export function createQueryService(
     }),
     projector,
     eventLog,
-    evaluationEvents: createPostgresEvaluationEvents(pool),
+    evaluationEvents: createPostgresEvaluationEvents(pool, retired),
     metrics: createPostgresMetricSeries(pool),
     securityEvents: createPostgresSecurityEvents(pool),
     queue: createQueueMetrics(redis, layout),
@@ -230,7 +236,7 @@ export function createQueryService(
     indexedMetadataKeys: config.indexedMetadataKeys,
     bodies: createPostgresBodyStore(pool),
     blobs: createBlobReaders(
-      createS3BlobStore(s3, config.s3.bucket),
+      s3Blobs,
       config.blobFallback.dir !== '' ? createFileBlobStore(config.blobFallback.dir) : undefined,
     ),
     logs: createPostgresLogs(pool),

@@ -36,6 +36,7 @@ import type { ChangeLog } from './read-models/change-log';
 import type { Checkpoints } from './read-models/checkpoints';
 import type { EvaluationHistory } from './read-models/evaluation-history';
 import type { EvaluationList } from './read-models/evaluation-list';
+import type { RetiredEvaluations } from './archive/retired-evaluations';
 import type { EvaluationRecords } from './read-models/evaluation-record';
 import { EvaluationQueryServiceWire, type QueryServiceImplementation } from './wire/encoded-messages';
 import type { Shutdown } from './live/shutdown';
@@ -53,6 +54,8 @@ export interface QueryServerDeps {
   /** CONNECTION_IDLE_MS (shared/grpc/server.ts). */
   readonly connectionIdleMs: number;
   readonly records: EvaluationRecords;
+  /** Evaluations that left the read models (HOT_RETENTION, the archive). */
+  readonly retired: RetiredEvaluations;
   readonly list: EvaluationList;
   readonly history: EvaluationHistory;
   readonly changeLog: ChangeLog;

@@ -4,6 +4,7 @@ import type { GetEvaluationOut } from '../wire/encoded-messages';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
+import type { RetiredEvaluations } from '../archive/retired-evaluations';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
@@ -20,6 +21,7 @@ import type { Shutdown } from '../live/shutdown';
  */
 export function createGetEvaluation(deps: {
   readonly records: EvaluationRecords;
+  readonly retired: RetiredEvaluations;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;

@@ -8,6 +8,7 @@ import type { OpenCalls } from '../live/open-calls';
 import type { ReadGuard } from '../live/read-guard';
 import type { Readiness } from '../live/readiness';
 import type { Shutdown } from '../live/shutdown';
+import type { RetiredEvaluations } from '../archive/retired-evaluations';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import { readEvaluation } from '../live/evaluation-read';
 import type { WaitEvaluationOut } from '../wire/encoded-messages';
@@ -128,6 +129,7 @@ export function listenForWakeUps(
  */
 export function createWaitEvaluation(deps: {
   readonly records: EvaluationRecords;
+  readonly retired: RetiredEvaluations;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;

@@ -15,6 +15,8 @@ import { encodeUpdates } from '../projection/plan';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { fromBytes, type Encoded } from '../wire/encoded';
 import type { Shutdown } from '../live/shutdown';
+import { readRetired } from '../live/evaluation-read';
+import type { RetiredEvaluations } from '../archive/retired-evaluations';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import { recordVisibleTo, updateVisibleTo } from '../read-models/tenancy';
 import type { ReadGuard } from '../live/read-guard';
@@ -35,6 +37,7 @@ const ALL_POSITIONS = 2n ** 63n - 1n;
 export function createWatchEvaluation(deps: {
   readonly history: EvaluationHistory;
   readonly records: EvaluationRecords;
+  readonly retired: RetiredEvaluations;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;
   readonly hub: ChangeHub;
@@ -102,11 +105,16 @@ export function createWatchEvaluation(deps: {
         (record !== undefined && BigInt(record.message.revision) > latest.revision)
       )
         deps.guard.reportLost([evalId]);
-    } else {
-      if (record === undefined) {
+    } else if (record === undefined) {
+      // Left the read models (HOT_RETENTION, archived): it ended, and its last update is its end.
+      const retired = await readRetired(deps, evalId, context.caller.tenant);
+      const ended = retired && lastUpdateOfEnded(retired);
+      if (ended === undefined) {
         await deps.guard.confirmMissing(evalId, checkpoint);
         throw new NotFoundError(`evaluation ${evalId} not found`);
       }
+      latest = changeOf(ended);
+    } else {
       // No history: the evaluation ended (maybe just after its record was read: read it again),
       // or the history was lost.
       const ended =

@@ -1,17 +1,19 @@
 import { NotFoundError } from '../../../shared/errors';
-import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import type { RetiredEvaluations } from '../archive/retired-evaluations';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
 import { recordVisibleTo } from '../read-models/tenancy';
-import type { Encoded } from '../wire/encoded';
+import { encodeOnce, type Encoded } from '../wire/encoded';
 import type { ReadGuard } from './read-guard';
 
 /**
  * One evaluation's record as GetEvaluation and WaitEvaluation read it: fresh (the read guard,
- * also against `minPosition` when given), NOT_FOUND only when the log agrees that there is no
- * such evaluation, and NOT_FOUND for another tenant's, as for an id nobody has.
+ * also against `minPosition` when given); for one that left the read models (HOT_RETENTION,
+ * archived), what PostgreSQL or the archive folds to; NOT_FOUND only when the log agrees that
+ * there is no such evaluation, and NOT_FOUND for another tenant's, as for an id nobody has.
  */
 export async function readEvaluation(
-  deps: { readonly records: EvaluationRecords; readonly guard: ReadGuard },
+  deps: { readonly records: EvaluationRecords; readonly guard: ReadGuard; readonly retired: RetiredEvaluations },
   evalId: string,
   tenant: string,
   minPosition?: bigint,
@@ -20,9 +22,21 @@ export async function readEvaluation(
   const { record, checkpoint } = await deps.records.get(evalId);
   fresh(checkpoint, minPosition);
   if (record === undefined) {
+    const retired = await readRetired(deps, evalId, tenant);
+    if (retired !== undefined) return retired;
     await deps.guard.confirmMissing(evalId, checkpoint);
     throw new NotFoundError(`evaluation ${evalId} not found`);
   }
   if (!recordVisibleTo(record, tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
   return record;
+}
+
+/** The record of an evaluation that left the read models, as they held it; undefined for any other. */
+export async function readRetired(
+  deps: { readonly retired: RetiredEvaluations },
+  evalId: string,
+  tenant: string,
+): Promise<Encoded<Evaluation> | undefined> {
+  const state = await deps.retired.evaluation(tenant, evalId);
+  return state === undefined ? undefined : encodeOnce(Evaluation, state);
 }

@@ -4,6 +4,8 @@ import { EVENT_TYPE_TO_PROTO, type EvaluationEventType } from '../../../shared/d
 import { EventType } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EventLogEntry } from '../../../shared/generated/crucible/storage/v1/query_service';
 import type { EvaluationEvents, EventPage } from '../handlers/get-evaluation-events';
+import type { ArchivedEvent } from '../../../shared/archive';
+import type { RetiredEvaluations } from '../archive/retired-evaluations';
 import { readOrUnavailable } from './event-log';
 
 /**
@@ -28,8 +30,9 @@ export const EVENT_PAGE_BYTES = 1024 * 1024;
  */
 export const EVENTS_PAGE_SQL = `SELECT e.position::text AS position, e.revision::text AS revision, e.event_type,
        CASE WHEN e.bytes_before < $4 THEN e.data END AS data, e.recorded_at, e.reporter,
-       e.bytes_before < $4 AS fits
+       e.bytes_before < $4 AS fits, arch.archive_key, arch.sha256, arch.last_position::text AS last_position
   FROM evaluations AS known
+  LEFT JOIN archived_evaluations AS arch ON arch.eval_id = known.eval_id
   LEFT JOIN LATERAL (
     SELECT position, revision, event_type, data, recorded_at, reporter,
            sum(data_bytes) OVER running - data_bytes AS bytes_before,
@@ -53,6 +56,10 @@ interface EventPageRow {
   /** NULL for events written before reporters were recorded. */
   readonly reporter: string | null;
   readonly fits: boolean | null;
+  /** Set on every row of an archived evaluation (the trail is then the archive's). */
+  readonly archive_key?: string | null;
+  readonly sha256?: string | null;
+  readonly last_position?: string | null;
 }
 
 /**
@@ -74,8 +81,10 @@ function structOf(data: unknown): Record<string, unknown> | undefined {
 
 /** A row that holds an event (on the row of NULLs every column is NULL). */
 type EventRow = {
-  readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter'>]: NonNullable<EventPageRow[K]>;
-} & Pick<EventPageRow, 'data' | 'reporter'>;
+  readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter' | ArchiveColumn>]: NonNullable<EventPageRow[K]>;
+} & Pick<EventPageRow, 'data' | 'reporter' | ArchiveColumn>;
+
+type ArchiveColumn = 'archive_key' | 'sha256' | 'last_position';
 
 function holdsEvent(row: EventPageRow): row is EventRow {
   return row.position !== null && row.revision !== null && row.event_type !== null;
@@ -103,8 +112,40 @@ export function pageOf(rows: readonly EventPageRow[], pageSize: number): EventPa
   return { events, more: stored.length > events.length };
 }
 
-/** The audit trail from the event log, through the query side's read-only connection. */
-export function createPostgresEvaluationEvents(pool: Pool, options: { maxPageBytes?: number } = {}): EvaluationEvents {
+/**
+ * A page of an archived evaluation's trail (every event, from the archive and the log): the
+ * same page the log would give, by the same budget (JSON text of the data, as `data_bytes`).
+ */
+export function archivedPageOf(
+  events: readonly ArchivedEvent[],
+  afterRevision: bigint,
+  pageSize: number,
+  maxPageBytes: number,
+): EventPage {
+  const after = events.filter((e) => BigInt(e.revision) > afterRevision);
+  const page: EventLogEntry[] = [];
+  let bytes = 0;
+  for (const event of after) {
+    if (page.length >= pageSize || (page.length > 0 && bytes >= maxPageBytes)) break;
+    bytes += JSON.stringify(event.event.data).length;
+    page.push({
+      eventType: eventTypeOf(event.event.type),
+      revision: event.revision,
+      position: event.position,
+      recordedAt: new Date(event.recordedAt),
+      data: structOf(event.event.data),
+      reporter: event.reporter ?? '',
+    });
+  }
+  return { events: page, more: after.length > page.length };
+}
+
+/** The audit trail from the event log (or the archive), through the query side's read-only connection. */
+export function createPostgresEvaluationEvents(
+  pool: Pool,
+  retired: Pick<RetiredEvaluations, 'archivedEvents'>,
+  options: { maxPageBytes?: number } = {},
+): EvaluationEvents {
   const maxPageBytes = options.maxPageBytes ?? EVENT_PAGE_BYTES;
   return {
     page: (tenant, evalId, afterRevision, pageSize) =>
@@ -113,6 +154,15 @@ export function createPostgresEvaluationEvents(pool: Pool, options: { maxPageByt
           text: EVENTS_PAGE_SQL,
           values: [evalId, afterRevision.toString(), pageSize + 1, maxPageBytes],
         });
+        const archived = rows[0];
+        if (archived?.archive_key != null && archived.sha256 != null && archived.last_position != null) {
+          const events = await retired.archivedEvents(evalId, {
+            key: archived.archive_key,
+            sha256: archived.sha256,
+            lastPosition: BigInt(archived.last_position),
+          });
+          return archivedPageOf(events, afterRevision, pageSize, maxPageBytes);
+        }
         return pageOf(rows, pageSize);
       }),
   };

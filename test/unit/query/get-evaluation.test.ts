@@ -2,6 +2,7 @@ import { ANONYMOUS_ADMIN } from '../../../shared/auth';
 import { Metadata } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { NotFoundError, UnavailableError } from '../../../shared/errors';
+import { Evaluation, EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
 import { createGetEvaluation } from '../../../services/query/handlers/get-evaluation';
 import { createChangeHub } from '../../../services/query/live/change-hub';
@@ -32,6 +33,16 @@ function replicaRefillingAfterFlush() {
     records: {
       get: () => Promise.resolve({ record: undefined, checkpoint: 0n }),
       getMany: () => Promise.resolve([]),
+    },
+    // 'retired' left the read models: PostgreSQL (or the archive) has it, ended.
+    retired: {
+      evaluation: (_tenant, evalId) =>
+        Promise.resolve(
+          evalId === 'retired'
+            ? Evaluation.fromPartial({ evalId, status: EvaluationStatus.EVALUATION_STATUS_COMPLETED, revision: '3' })
+            : undefined,
+        ),
+      archivedEvents: () => Promise.resolve([]),
     },
     guard,
     openCalls: createOpenCalls({ maxOpen: 10, maxOpenPerConnection: 10 }),
@@ -67,5 +78,16 @@ describe('GetEvaluation with min_position over a Redis being refilled', () => {
     expect(unknown).to.be.instanceOf(NotFoundError);
     const notYet = await getEvaluation({ evalId: 'mine' }, context).catch((err: unknown) => err);
     expect(notYet).to.be.instanceOf(NotFoundError); // the truth at checkpoint 0, below its submit
+  });
+
+  it('answers an evaluation that left the read models from what PostgreSQL or the archive folds to, asking no repair', async () => {
+    const { getEvaluation, context, repairs } = replicaRefillingAfterFlush();
+    const { evaluation } = await getEvaluation({ evalId: 'retired' }, context);
+    expect(evaluation.message).to.include({
+      evalId: 'retired',
+      status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
+      revision: '3',
+    });
+    expect(repairs).to.deep.equal([]);
   });
 });

@@ -240,6 +240,7 @@ function fakeReplica(options: { status: EvaluationStatus | undefined; maxOpen?: 
     logger: silentLogger,
   });
   const waitEvaluation = createWaitEvaluation({
+    retired: { evaluation: () => Promise.resolve(undefined), archivedEvents: () => Promise.resolve([]) },
     records: {
       get: () => {
         reads += 1;

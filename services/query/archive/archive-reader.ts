@@ -1,0 +1,47 @@
+import { decodeArchive, type EvaluationArchive } from '../../../shared/archive';
+import type { BlobStore } from '../../../shared/blobs';
+
+/** The S3 archive of evaluations that left PostgreSQL (shared/archive), as the query side reads it. */
+export interface ArchiveReader {
+  /**
+   * The archive at `key` whose object has the SHA-256 `sha256` (archived_evaluations says which);
+   * rejects UNAVAILABLE while S3 is down, INTERNAL when it is missing.
+   */
+  read(key: string, sha256: string): Promise<EvaluationArchive>;
+}
+
+/** Archives kept decoded: a client paging an archived evaluation's events reads one object once. */
+const CACHED = 32;
+
+/**
+ * Reads an archive whole (one evaluation: its events, inline bodies and metric points) and keeps
+ * the last few decoded. An archive is written again only with more events (a write that raced
+ * it), under the same key: the cache is keyed by the key and the object's digest.
+ */
+export function createArchiveReader(store: Pick<BlobStore, 'open'>): ArchiveReader {
+  const cache = new Map<string, Promise<EvaluationArchive>>();
+  async function fetch(key: string): Promise<EvaluationArchive> {
+    const download = await store.open(key, new AbortController().signal);
+    if (download === 'replaced') throw new Error(`archive ${key} changed while it was read`);
+    const parts: Buffer[] = [];
+    for await (const part of download.bytes) parts.push(Buffer.from(part));
+    return decodeArchive(Buffer.concat(parts));
+  }
+  return {
+    read(key, sha256) {
+      const version = `${key}#${sha256}`;
+      const cached = cache.get(version);
+      if (cached !== undefined) {
+        cache.delete(version);
+        cache.set(version, cached);
+        return cached;
+      }
+      const reading = fetch(key);
+      cache.set(version, reading);
+      // A failed read is not kept: the next one tries S3 again.
+      reading.catch(() => cache.delete(version));
+      while (cache.size > CACHED) cache.delete(cache.keys().next().value as string);
+      return reading;
+    },
+  };
+}
