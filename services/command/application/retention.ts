@@ -1,5 +1,11 @@
-import { archiveKey, encodeArchive } from '../../../shared/archive';
-import type { BlobStore } from '../../../shared/blobs';
+import {
+  archiveKey,
+  decodeArchive,
+  encodeArchive,
+  type ArchivedMetric,
+  type EvaluationArchive,
+} from '../../../shared/archive';
+import { BlobNotFoundError, type BlobStore } from '../../../shared/blobs';
 import type { Logger } from '../../../shared/logging';
 import type { ExpiredLogSegment, RetentionStore } from '../postgres/retention-store';
 
@@ -111,15 +117,36 @@ export async function runRetention(deps: {
 
   // 3 and 4. The archive.
   async function archive(ref: { evalId: string; tenant: string }, again: boolean): Promise<void> {
-    const content = await store.archiveOf(ref);
-    if (content === undefined) return;
+    const current = await store.archiveOf(ref);
+    if (current === undefined) return;
+    const key = archiveKey(ref.tenant, ref.evalId);
+    let content = current;
+    if (again) {
+      // The first archive took the inline bodies and metric points out of PostgreSQL, and the
+      // horizon may have taken its first events: PostgreSQL holds only part of the evaluation
+      // now, the archive the rest. The new archive is the old one and what was written since.
+      let previous: EvaluationArchive;
+      try {
+        previous = await readArchive(blobs, key);
+      } catch (err) {
+        if (!(err instanceof BlobNotFoundError)) throw err;
+        // Written over, it would hold only what PostgreSQL still has: leave it for a person.
+        logger.error('an archived evaluation gained events, but its archive is missing; not archived again', {
+          evalId: ref.evalId,
+          key,
+        });
+        skipped += 1;
+        return;
+      }
+      content = mergeArchives(previous, current);
+    }
     const encoded = encodeArchive(content);
     if (dryRun) {
-      archived += 1;
+      if (again) rearchived += 1;
+      else archived += 1;
       archiveBytes += encoded.bytes.length;
       return;
     }
-    const key = archiveKey(ref.tenant, ref.evalId);
     await blobs.put(key, encoded.bytes, encoded.sha256);
     const recorded = await store.recordArchive({
       ...ref,
@@ -195,4 +222,43 @@ async function deleteObjects(blobs: BlobStore, segments: readonly ExpiredLogSegm
       logger.warn('an expired log object was not deleted; the orphan sweep will', { key: segment.key, err });
     }
   }
+}
+
+async function readArchive(blobs: BlobStore, key: string): Promise<EvaluationArchive> {
+  const download = await blobs.open(key, new AbortController().signal);
+  if (download === 'replaced') throw new Error(`archive ${key} was replaced while read`);
+  const parts: Buffer[] = [];
+  for await (const part of download.bytes) parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+  return decodeArchive(Buffer.concat(parts));
+}
+
+/** The order archiveOf reads metric points in (a series after another, each in step and time order). */
+function seriesOrder(a: ArchivedMetric, b: ArchivedMetric): number {
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  const step = BigInt(a.step ?? -1) - BigInt(b.step ?? -1);
+  if (step !== 0n) return step < 0n ? -1 : 1;
+  const time = a.measuredAt.getTime() - b.measuredAt.getTime();
+  if (time !== 0) return time;
+  const id = BigInt(a.id) - BigInt(b.id);
+  return id === 0n ? 0 : id < 0n ? -1 : 1;
+}
+
+/**
+ * An archive written again (its evaluation gained events after it): `current`, what PostgreSQL
+ * holds now, completed by `previous`, the archive written before: its events below the first
+ * one PostgreSQL still has (the horizon took them), its bodies and metric points (the first
+ * archive took them out of PostgreSQL). What both hold, PostgreSQL's copy of it.
+ */
+function mergeArchives(previous: EvaluationArchive, current: EvaluationArchive): EvaluationArchive {
+  const first = BigInt(current.events[0]?.position ?? '0');
+  const kinds = new Set(current.bodies.map((b) => b.kind));
+  const ids = new Set(current.metrics.map((m) => m.id));
+  return {
+    ...current,
+    events: [...previous.events.filter((e) => BigInt(e.position) < first), ...current.events],
+    bodies: [...previous.bodies.filter((b) => !kinds.has(b.kind)), ...current.bodies].sort((a, b) =>
+      a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0,
+    ),
+    metrics: [...previous.metrics.filter((m) => !ids.has(m.id)), ...current.metrics].sort(seriesOrder),
+  };
 }

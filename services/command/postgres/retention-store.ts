@@ -142,8 +142,10 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
           recorded_at: Date;
           reporter: string | null;
         }>(
+          // Ordered by the column, not by the text alias of the same name (which ORDER BY would
+          // take: '10' before '9').
           `SELECT position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter
-             FROM evaluation_events WHERE eval_id = $1 ORDER BY position`,
+             FROM evaluation_events ev WHERE eval_id = $1 ORDER BY ev.position`,
           [evalId],
         );
         if (row.rows[0] === undefined || events.rows.length === 0) return undefined;
@@ -164,8 +166,8 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
         }>(
           `SELECT id::text AS id, metric_name, metric_value, unit, step::text AS step, measured_at, recorded_at,
                   revision::text AS revision
-             FROM evaluation_metrics WHERE eval_id = $1
-            ORDER BY metric_name, COALESCE(step, -1), measured_at, id`,
+             FROM evaluation_metrics m WHERE eval_id = $1
+            ORDER BY m.metric_name, COALESCE(m.step, -1), m.measured_at, m.id`,
           [evalId],
         );
         return {

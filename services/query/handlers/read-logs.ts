@@ -13,6 +13,8 @@ import { listenForWakeUps } from './wait-evaluation';
 export interface LogState {
   readonly size: number;
   readonly ended: boolean;
+  /** When LOG_RETENTION deleted the evaluation's logs (their size stays on record). */
+  readonly expiredAt?: Date;
 }
 
 /** Some bytes of a log: in hand (kept in PostgreSQL), or a range of a segment in the object store. */
@@ -89,6 +91,10 @@ export function createReadLogs(deps: {
       for (;;) {
         const state = await deps.logs.state(tenant, evalId, log);
         if (state === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
+        if (state.expiredAt !== undefined && state.size > 0)
+          throw new NotFoundError(
+            `the logs of evaluation ${evalId} were deleted at ${state.expiredAt.toISOString()}, past LOG_RETENTION`,
+          );
         if (at > state.size && (wakeUps === undefined || state.ended)) {
           throw new OutOfRangeError(
             `offset ${at} is past the end of the ${log} log of ${evalId} (${state.size} bytes)`,

@@ -6,7 +6,7 @@ import type { LogPart, LogState, StoredLogs } from '../handlers/read-logs';
 import { readOrUnavailable } from './event-log';
 
 /** The stream's stored size and whether the evaluation has ended. $1 eval_id. */
-const STATE_SQL = `SELECT status, stdout_bytes::text AS stdout_bytes, stderr_bytes::text AS stderr_bytes
+const STATE_SQL = `SELECT status, stdout_bytes::text AS stdout_bytes, stderr_bytes::text AS stderr_bytes, logs_expired_at
                      FROM evaluations WHERE eval_id = $1`;
 
 /**
@@ -55,7 +55,12 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
     state: (tenant, evalId, stream) =>
       shared(`s\0${tenant}\0${evalId}\0${stream}`, () =>
         readOrUnavailable('reading a log', async (): Promise<LogState | 'unknown-evaluation'> => {
-          const { rows } = await queryAs<{ status: Status; stdout_bytes: string; stderr_bytes: string }>(
+          const { rows } = await queryAs<{
+            status: Status;
+            stdout_bytes: string;
+            stderr_bytes: string;
+            logs_expired_at: Date | null;
+          }>(
             pool,
             tenant,
             preparedStatement(STATE_SQL, [evalId]),
@@ -63,7 +68,11 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
           const row = rows[0];
           if (row === undefined) return 'unknown-evaluation';
           const size = Number(stream === 'stdout' ? row.stdout_bytes : row.stderr_bytes);
-          return { size, ended: isTerminal(row.status) };
+          return {
+            size,
+            ended: isTerminal(row.status),
+            ...(row.logs_expired_at !== null ? { expiredAt: row.logs_expired_at } : {}),
+          };
         }),
       ),
     window: (tenant: string, evalId: string, stream: LogStream, from: number, to: number) =>

@@ -1,6 +1,8 @@
 import type { Pool } from 'pg';
 import { preparedStatement, queryAs } from '../../../shared/postgres';
-import type { MetricSeries, MetricSeriesPage, SeriesCursor } from '../handlers/get-evaluation-metrics';
+import type { ArchivedMetric } from '../../../shared/archive';
+import type { ArchiveReader } from '../archive/archive-reader';
+import type { MetricSeries, MetricSeriesPage, SeriesCursor, SeriesFilter } from '../handlers/get-evaluation-metrics';
 import { readOrUnavailable } from './event-log';
 
 /**
@@ -12,8 +14,9 @@ import { readOrUnavailable } from './event-log';
  */
 const PAGE_SQL = `
   SELECT m.id::text AS id, m.metric_name, m.metric_value, m.unit, m.step::text AS step,
-         m.measured_at, m.revision::text AS revision
+         m.measured_at, m.revision::text AS revision, a.archive_key, a.sha256
     FROM evaluations e
+    LEFT JOIN archived_evaluations a ON a.eval_id = e.eval_id
     LEFT JOIN LATERAL (
       SELECT * FROM evaluation_metrics m
        WHERE m.eval_id = e.eval_id
@@ -34,10 +37,44 @@ interface PageRow {
   step: string | null;
   measured_at: Date;
   revision: string;
+  /** Set when the evaluation is archived: its points are the archive's. */
+  archive_key: string | null;
+  sha256: string | null;
 }
 
-/** Metric points (`evaluation_metrics`) through the read-only connection. */
-export function createPostgresMetricSeries(pool: Pool): MetricSeries {
+/**
+ * A page of an archived evaluation's points: the archive holds them in series order (as
+ * PostgreSQL sorted them, its collation included), so a page starts after the point the cursor
+ * names (ids are unique).
+ */
+export function archivedSeriesPage(
+  points: readonly ArchivedMetric[],
+  filter: SeriesFilter,
+  after: SeriesCursor | undefined,
+  limit: number,
+): MetricSeriesPage {
+  const start = after === undefined ? 0 : points.findIndex((p) => p.id === after.id) + 1;
+  const page: MetricSeriesPage = [];
+  for (const point of points.slice(start)) {
+    if (page.length >= limit) break;
+    if (filter.names.length > 0 && !filter.names.includes(point.name)) continue;
+    if (filter.afterStep !== undefined && (point.step === undefined || BigInt(point.step) <= BigInt(filter.afterStep)))
+      continue;
+    page.push({
+      id: point.id,
+      name: point.name,
+      value: point.value,
+      unit: point.unit,
+      ...(point.step !== undefined ? { step: point.step } : {}),
+      measuredAt: point.measuredAt,
+      revision: point.revision,
+    });
+  }
+  return page;
+}
+
+/** Metric points (`evaluation_metrics`, or the archive) through the read-only connection. */
+export function createPostgresMetricSeries(pool: Pool, archives: ArchiveReader): MetricSeries {
   return {
     page: (tenant, evalId, filter, after, limit) =>
       readOrUnavailable('reading metrics', async (): Promise<MetricSeriesPage | 'unknown-evaluation'> => {
@@ -56,6 +93,11 @@ export function createPostgresMetricSeries(pool: Pool): MetricSeries {
           ]),
         );
         if (rows.length === 0) return 'unknown-evaluation';
+        const archived = rows[0];
+        if (archived?.archive_key != null && archived.sha256 !== null) {
+          const archive = await archives.read(archived.archive_key, archived.sha256);
+          return archivedSeriesPage(archive.metrics, filter, after, limit);
+        }
         const points: MetricSeriesPage = [];
         for (const row of rows) {
           if (row.id === null) continue;
