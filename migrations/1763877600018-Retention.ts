@@ -98,8 +98,12 @@ export class Retention1763877600018 implements MigrationInterface {
         FOR EACH ROW EXECUTE FUNCTION security_records_purge()`);
     }
     // The retention job finds what aged along these.
-    await q.query(`CREATE INDEX evaluations_updated_idx ON evaluations (updated_at) WHERE status IN ('completed', 'failed', 'cancelled')`);
-    await q.query(`CREATE INDEX evaluation_log_segments_inline_idx ON evaluation_log_segments (recorded_at) WHERE content IS NOT NULL`);
+    await q.query(
+      `CREATE INDEX evaluations_updated_idx ON evaluations (updated_at) WHERE status IN ('completed', 'failed', 'cancelled')`,
+    );
+    await q.query(
+      `CREATE INDEX evaluation_log_segments_inline_idx ON evaluation_log_segments (recorded_at) WHERE content IS NOT NULL`,
+    );
     await q.query(`CREATE INDEX security_audit_recorded_idx ON security_audit (recorded_at)`);
     await q.query(`CREATE INDEX security_events_recorded_idx ON security_events (recorded_at)`);
   }

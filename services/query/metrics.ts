@@ -1,4 +1,4 @@
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
 import { counterOf, gaugeOf } from '../../shared/metrics';
 import type { ProjectorStatus } from './projection/projector';
@@ -13,6 +13,8 @@ export interface QueryMetrics {
   /** A rebuild of the read models applied `applied` events, up to `position`. */
   readonly rebuildProgressed: (applied: number, position: bigint) => void;
   rebuildEnded(): void;
+  /** A HOT_RETENTION sweep took `evicted` ended evaluations out of the read models. */
+  readonly hotRetentionSwept: (evicted: number) => void;
   watch(sources: {
     readonly projection: () => ProjectorStatus;
     /** Streams and min_position waits held open (MAX_STREAMS counts them). */
@@ -37,8 +39,22 @@ export function createQueryMetrics(registry: Registry, clock: () => number = Dat
   gaugeOf(registry, { name: 'crucible_rebuild_position', help: 'Log position the rebuild under way has reached' }, () =>
     Number(rebuild?.position ?? 0n),
   );
+  const evicted = new Counter({
+    name: 'crucible_hot_retention_evicted_total',
+    help: 'Ended evaluations taken out of the Redis read models past HOT_RETENTION',
+    registers: [registry],
+  });
+  const sweeps = new Counter({
+    name: 'crucible_hot_retention_sweeps_total',
+    help: 'HOT_RETENTION sweeps that ended',
+    registers: [registry],
+  });
   return {
     rpc: createRpcMetrics(registry),
+    hotRetentionSwept: (n) => {
+      sweeps.inc();
+      evicted.inc(n);
+    },
     rebuildProgressed: (applied, position) => {
       rebuild = { applied, position };
     },

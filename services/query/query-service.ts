@@ -2,6 +2,10 @@ import type { ServerAccess } from '../../shared/grpc';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
 import { createBlobReaders } from './blobs/blob-readers';
+import { createPeriodic, type Periodic } from '../../shared/runtime';
+import type { Evaluation } from '../../shared/generated/crucible/storage/v1/evaluation';
+import { pastHotRetention } from './read-models/hot-retention';
+import { createHotRetentionSweep, type HotRetentionSweep } from './redis/hot-retention-sweep';
 import { createArchiveReader } from './archive/archive-reader';
 import { createRetiredEvaluations } from './archive/retired-evaluations';
 import type { Redis } from 'ioredis';
@@ -43,7 +47,7 @@ import { createS3OutputUrls } from './blobs/output-urls';
 import { createQueryServer } from './server';
 import type { Registry } from 'prom-client';
 import { createShutdown } from './live/shutdown';
-import { createQueryMetrics } from './metrics';
+import { createQueryMetrics, type QueryMetrics } from './metrics';
 import { createChangeTraces } from './live/change-traces';
 import { NO_TRACING, type Tracing } from '../../shared/tracing';
 
@@ -117,6 +121,24 @@ export interface QueryServiceOptions {
  * apart from main.ts (process concerns: env, signals, exit codes) so that tests compose the
  * very same service in-process.
  */
+/** The sweep on a timer; a failed one is logged and the next tries again. */
+function createPeriodicSweep(
+  sweep: HotRetentionSweep,
+  intervalMs: number,
+  logger: Logger,
+  metrics: QueryMetrics | undefined,
+): Periodic {
+  return createPeriodic(
+    async () => {
+      const evicted = await sweep.sweep();
+      metrics?.hotRetentionSwept(evicted);
+      if (evicted > 0) logger.info('ended evaluations past HOT_RETENTION left the read models', { evicted });
+    },
+    intervalMs,
+    (err) => logger.warn('the HOT_RETENTION sweep failed; the next one retries', { err }),
+  );
+}
+
 export function createQueryService(
   config: Config,
   connections: QueryServiceConnections,
@@ -146,6 +168,16 @@ export function createQueryService(
 
   let setServing: (serving: boolean) => void = () => undefined;
   const store = createRedisProjectionStore(projection, layout, config.streams.changeLogRetention);
+  // HOT_RETENTION: ended evaluations leave Redis (read-models/hot-retention.ts), unless the sweep is off.
+  const hotSweep =
+    config.retention.hotSweepIntervalMs > 0
+      ? createPeriodicSweep(
+          createHotRetentionSweep({ redis: projection, store, layout, hotMs: config.retention.hotMs }),
+          config.retention.hotSweepIntervalMs,
+          logger.child({ component: 'hot-retention' }),
+          metrics,
+        )
+      : undefined;
   const projectionLogger = logger.child({ component: 'projection' });
   const projector = createProjector({
     eventLog,
@@ -154,6 +186,9 @@ export function createQueryService(
       eventLog,
       layout,
       logger: projectionLogger,
+      ...(hotSweep !== undefined
+        ? { keepsOut: (state: Evaluation) => pastHotRetention(state, Date.now(), config.retention.hotMs) }
+        : {}),
     }),
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
@@ -208,7 +243,11 @@ export function createQueryService(
   const openCalls = createOpenCalls(config.streams);
   const s3Blobs = createS3BlobStore(s3, config.s3.bucket);
   const archives = createArchiveReader(s3Blobs);
-  const retired = createRetiredEvaluations({ pool, archives, hotMs: config.retention.hotMs });
+  const retired = createRetiredEvaluations({
+    pool,
+    archives,
+    hotMs: hotSweep !== undefined ? config.retention.hotMs : undefined,
+  });
   const server = createQueryServer({
     access: connections.access,
     records,
@@ -234,6 +273,7 @@ export function createQueryService(
     queue: createQueueMetrics(redis, layout),
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
     indexedMetadataKeys: config.indexedMetadataKeys,
+    ...(hotSweep !== undefined ? { coversEndedSince: () => new Date(Date.now() - config.retention.hotMs) } : {}),
     bodies: createPostgresBodyStore(pool, archives),
     blobs: createBlobReaders(
       s3Blobs,
@@ -301,6 +341,7 @@ export function createQueryService(
       ]);
       projector.start();
       indexes.start();
+      hotSweep?.start();
       // The live tail starts where the read models are.
       tail.start(async () => minCheckpoint(await checkpoints.readAll()));
       return bound;
@@ -312,6 +353,7 @@ export function createQueryService(
       await subscription?.close();
       await lostKeys?.close();
       await indexes.stop();
+      await hotSweep?.stop();
       await projector.stop();
       await tail.stop();
     },

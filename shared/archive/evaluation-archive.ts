@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import type { EvaluationEvent, RecordedEvent } from '../domain';
+import type { RecordedEvent } from '../domain';
 
 /**
  * The cold tier: an evaluation that aged past ACTIVE_RETENTION, written by the retention job
@@ -105,7 +105,7 @@ export function decodeArchive(bytes: Buffer): EvaluationArchive {
         break;
       case 'event': {
         const { position, evalId, revision, recordedAt, event, reporter } = record as unknown as ArchivedEvent;
-        events.push({ position, evalId, revision, recordedAt, event: event as EvaluationEvent, reporter });
+        events.push({ position, evalId, revision, recordedAt, event, reporter });
         break;
       }
       case 'body':

@@ -88,7 +88,7 @@ export async function runRetention(deps: {
   let securityRecordsPurged = 0;
 
   // 1. Log bytes to S3.
-  for (let done = false; !done; ) {
+  for (let done = false; !done;) {
     const segments = await store.inlineLogSegments(before(policy.logHotMs), BATCH);
     done = segments.length < BATCH || dryRun;
     for (const segment of segments) {
@@ -103,7 +103,7 @@ export async function runRetention(deps: {
   }
 
   // 2. Logs past LOG_RETENTION.
-  for (let done = false; !done; ) {
+  for (let done = false; !done;) {
     const segments = await store.expiredLogSegments(before(policy.logMs), BATCH);
     done = segments.length < BATCH || dryRun;
     if (dryRun) {
@@ -176,7 +176,7 @@ export async function runRetention(deps: {
 
   // 5. The horizon.
   let eventsDeleted = 0;
-  let horizon = '0';
+  let horizon: string;
   for (;;) {
     const move = await store.advanceHorizon(HORIZON_STEP, dryRun);
     eventsDeleted += move.events;

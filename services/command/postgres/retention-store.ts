@@ -183,18 +183,16 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
             reporter: e.reporter,
           })),
           bodies: bodies.rows.map((b) => ({ kind: b.kind, size: Number(b.size), content: b.content })),
-          metrics: metrics.rows.map(
-            (m): ArchivedMetric => ({
-              id: m.id,
-              name: m.metric_name,
-              value: m.metric_value,
-              unit: m.unit,
-              ...(m.step !== null ? { step: m.step } : {}),
-              measuredAt: m.measured_at,
-              recordedAt: m.recorded_at,
-              revision: m.revision,
-            }),
-          ),
+          metrics: metrics.rows.map((m): ArchivedMetric => ({
+            id: m.id,
+            name: m.metric_name,
+            value: m.metric_value,
+            unit: m.unit,
+            ...(m.step !== null ? { step: m.step } : {}),
+            measuredAt: m.measured_at,
+            recordedAt: m.recorded_at,
+            revision: m.revision,
+          })),
         };
       });
     },

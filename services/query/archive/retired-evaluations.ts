@@ -4,6 +4,7 @@ import { ALL_TENANTS, evolve, isTerminal, type EvaluationEvent, type Status } fr
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { queryAs } from '../../../shared/postgres';
 import { readOrUnavailable } from '../postgres/event-log';
+import { pastHotRetention } from '../read-models/hot-retention';
 import type { ArchiveReader } from './archive-reader';
 
 /** Where an archived evaluation's archive is, and which of its events it holds. */
@@ -51,8 +52,8 @@ interface EventRow {
 export function createRetiredEvaluations(deps: {
   readonly pool: Pool;
   readonly archives: ArchiveReader;
-  /** HOT_RETENTION, ms. */
-  readonly hotMs: number;
+  /** HOT_RETENTION, ms; undefined while no evaluation leaves Redis for it (the sweep is off). */
+  readonly hotMs: number | undefined;
   readonly clock?: () => number;
 }): RetiredEvaluations {
   const { pool, archives, hotMs } = deps;
@@ -98,19 +99,24 @@ export function createRetiredEvaluations(deps: {
         });
         const row = rows[0];
         if (row === undefined) return undefined;
-        let events: readonly ArchivedEvent[];
-        if (row.archive_key !== null && row.sha256 !== null && row.last_position !== null)
-          events = await retired.archivedEvents(evalId, {
-            key: row.archive_key,
-            sha256: row.sha256,
-            lastPosition: BigInt(row.last_position),
-          });
-        else if (isTerminal(row.status) && row.updated_at.getTime() < clock() - hotMs)
-          events = await logEvents(evalId, 0n);
-        else return undefined;
+        const archived = row.archive_key !== null && row.sha256 !== null && row.last_position !== null;
+        // Only an ended one can have left; `updated_at` is a cheap first look (the rule is the fold's).
+        if (
+          !archived &&
+          (hotMs === undefined || !isTerminal(row.status) || row.updated_at.getTime() >= clock() - hotMs)
+        )
+          return undefined;
+        const events = archived
+          ? await retired.archivedEvents(evalId, {
+              key: row.archive_key as string,
+              sha256: row.sha256 as string,
+              lastPosition: BigInt(row.last_position as string),
+            })
+          : await logEvents(evalId, 0n);
         let state: Evaluation | undefined;
         for (const event of events) state = evolve(state, event);
-        return state;
+        if (state === undefined) return undefined;
+        return archived || (hotMs !== undefined && pastHotRetention(state, clock(), hotMs)) ? state : undefined;
       }),
   };
   return retired;

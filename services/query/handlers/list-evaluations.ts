@@ -31,6 +31,11 @@ interface ListDeps {
   readonly shutdown: Shutdown;
   /** INDEXED_METADATA_KEYS: the metadata keys a filter may name. */
   readonly indexedMetadataKeys: readonly string[];
+  /**
+   * Since when ended evaluations are surely in the read models (HOT_RETENTION); undefined
+   * while none leave them (the sweep is off).
+   */
+  readonly coversEndedSince?: () => Date;
 }
 
 /**
@@ -84,6 +89,7 @@ export function createListEvaluations(deps: ListDeps) {
     return {
       evaluations: view === ListView.LIST_VIEW_SUMMARY ? page.evaluations.map(summaryOf) : page.evaluations,
       nextPageToken: page.next === undefined ? '' : encodeScopedToken(scope, [page.next]),
+      ...(deps.coversEndedSince !== undefined ? { coversEndedSince: deps.coversEndedSince() } : {}),
     };
   };
 }
@@ -123,6 +129,7 @@ export function createCountEvaluations(deps: ListDeps) {
       count: String(counted.count),
       exact: counted.exact,
       position: minCheckpoint(counted.checkpoints).toString(),
+      ...(deps.coversEndedSince !== undefined ? { coversEndedSince: deps.coversEndedSince() } : {}),
     };
   };
 }

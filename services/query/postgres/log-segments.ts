@@ -60,11 +60,7 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
             stdout_bytes: string;
             stderr_bytes: string;
             logs_expired_at: Date | null;
-          }>(
-            pool,
-            tenant,
-            preparedStatement(STATE_SQL, [evalId]),
-          );
+          }>(pool, tenant, preparedStatement(STATE_SQL, [evalId]));
           const row = rows[0];
           if (row === undefined) return 'unknown-evaluation';
           const size = Number(stream === 'stdout' ? row.stdout_bytes : row.stderr_bytes);

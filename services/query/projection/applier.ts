@@ -74,8 +74,22 @@ export function createProjectionApplier(deps: {
   readonly eventLog: EventLog;
   readonly layout: KeyLayout;
   readonly logger: Logger;
+  /**
+   * States the read models do not hold (past HOT_RETENTION: read-models/hot-retention.ts): a
+   * repair leaves them out, so that a record the sweep took out is not written back.
+   */
+  readonly keepsOut?: (state: Evaluation) => boolean;
 }): ProjectionApplier {
-  const { store, eventLog, layout, logger } = deps;
+  const { store, eventLog, layout, logger, keepsOut } = deps;
+
+  /** The events of the evaluations whose state at the end of them the read models hold. */
+  function heldOnly(events: readonly RecordedEvent[]): readonly RecordedEvent[] {
+    if (keepsOut === undefined) return events;
+    const states = new Map<string, Evaluation>();
+    for (const event of events) states.set(event.evalId, evolve(states.get(event.evalId), event));
+    const out = new Set([...states.values()].filter(keepsOut).map((state) => state.evalId));
+    return out.size === 0 ? events : events.filter((event) => !out.has(event.evalId));
+  }
 
   /** The states the evaluations must have at `checkpoint`, folded from the log (repairs only). */
   async function foldFromLog(evalIds: readonly string[], checkpoint: bigint): Promise<Map<string, Evaluation>> {
@@ -183,7 +197,7 @@ export function createProjectionApplier(deps: {
         const writes = await Promise.all(
           [...pending].map(async ([partition, ids]) => {
             const checkpoint = snapshots[partition]?.checkpoint ?? 0n;
-            const events = await eventLog.eventsOf(ids, checkpoint);
+            const events = heldOnly(await eventLog.eventsOf(ids, checkpoint));
             return {
               ids,
               evaluations: new Set(events.map((e) => e.evalId)).size,

@@ -396,11 +396,13 @@ export function createProjector(options: ProjectorOptions): Projector {
           pendingRepairs.clear();
           try {
             const repaired = await options.applier.repair(evalIds);
-            logger.warn('read models found lost by a read were rewritten from the log', {
-              asked: evalIds.length,
-              repaired,
-              first: evalIds[0],
-            });
+            // None rewritten: they were past HOT_RETENTION (taken out on purpose) or unknown.
+            if (repaired > 0)
+              logger.warn('read models found lost by a read were rewritten from the log', {
+                asked: evalIds.length,
+                repaired,
+                first: evalIds[0],
+              });
           } catch (err) {
             for (const evalId of evalIds) addRepair(evalId);
             throw err;

@@ -16,6 +16,7 @@ import {
   type WatchEvaluationsRequest,
 } from '../../../shared/generated/crucible/storage/v1/query_service';
 import type { Encoded } from './encoded';
+import { Timestamp } from '../../../shared/generated/google/protobuf/timestamp';
 import { varintSize, writeVarintAt } from './varint';
 
 /** GetEvaluation's answer: the record's bytes, written as they were read. */
@@ -32,6 +33,7 @@ export interface WaitEvaluationOut {
 export interface ListEvaluationsOut {
   readonly evaluations: readonly Encoded<Evaluation>[];
   readonly nextPageToken: string;
+  readonly coversEndedSince?: Date;
 }
 
 /** A WatchEvaluation(s) message: an update already encoded (one encoding for every watcher), or a marker. */
@@ -39,6 +41,12 @@ export type WatchOut =
   | { readonly update: Encoded<EvaluationUpdate> }
   | { readonly caughtUp: CaughtUp }
   | { readonly progress: StreamProgress };
+
+/** As ts-proto's generated toTimestamp (the encoded-messages test compares the bytes). */
+function timestampOf(date: Date): Timestamp {
+  const ms = date.getTime();
+  return { seconds: Math.trunc(ms / 1000).toString(), nanos: (ms % 1000) * 1_000_000 };
+}
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -142,6 +150,9 @@ export const EvaluationQueryServiceWire = {
       const writer = new BinaryWriter();
       for (const evaluation of value.evaluations) fieldOne(evaluation.bytes, writer);
       if (value.nextPageToken !== '') writer.uint32(18).string(value.nextPageToken);
+      // Field 3, a Timestamp, as ts-proto writes it.
+      if (value.coversEndedSince !== undefined)
+        Timestamp.encode(timestampOf(value.coversEndedSince), writer.uint32(26).fork()).join();
       return toBuffer(writer.finish());
     },
   },

@@ -46,6 +46,19 @@ describe('wire: responses write the bytes the read models hold', () => {
           ListEvaluationsResponse.encode({ evaluations: [evaluation, evaluation], nextPageToken: 'next' }).finish(),
         ),
       );
+      for (const coversEndedSince of [new Date('2026-12-06T10:11:12.345Z'), new Date(-1500)]) {
+        expect(
+          EvaluationQueryServiceWire.listEvaluations.responseSerialize({ ...page, coversEndedSince }),
+        ).to.deep.equal(
+          Buffer.from(
+            ListEvaluationsResponse.encode({
+              evaluations: [evaluation, evaluation],
+              nextPageToken: 'next',
+              coversEndedSince,
+            }).finish(),
+          ),
+        );
+      }
     }
   });
 

@@ -93,7 +93,10 @@ function world(logSize: number, options: { marks?: boolean } = {}) {
     /** Simulates retention: the events up to `position` leave the log. */
     archiveThrough: (position: number) => {
       horizon = BigInt(position);
-      log.splice(0, log.findIndex((e) => BigInt(e.position) > horizon));
+      log.splice(
+        0,
+        log.findIndex((e) => BigInt(e.position) > horizon),
+      );
     },
     failLogReads: (n: number) => (logFailures = n),
     appended: (position: number) => {

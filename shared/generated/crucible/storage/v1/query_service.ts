@@ -314,6 +314,12 @@ export interface ListEvaluationsResponse {
   evaluations: Evaluation[];
   /** Token for the next page; empty on the last page. */
   nextPageToken: string;
+  /**
+   * What the list covers: every evaluation that has not ended, and every ended one that last
+   * changed at or after this time. Ended ones older than that leave the read models
+   * (HOT_RETENTION) and may be missing; GetEvaluation still reads them. Unset when none leave.
+   */
+  coversEndedSince?: Date | undefined;
 }
 
 /** CountEvaluationsRequest selects what to count. */
@@ -337,6 +343,8 @@ export interface CountEvaluationsResponse {
   exact: boolean;
   /** The read models' position the count is at. */
   position: string;
+  /** What the count covers, as ListEvaluationsResponse.covers_ended_since. */
+  coversEndedSince?: Date | undefined;
 }
 
 /** ReadOutputRequest names the body, or the range of it, to stream. */
@@ -1417,7 +1425,7 @@ export const EvaluationFilter_MetadataEntry: MessageFns<EvaluationFilter_Metadat
 };
 
 function createBaseListEvaluationsResponse(): ListEvaluationsResponse {
-  return { evaluations: [], nextPageToken: "" };
+  return { evaluations: [], nextPageToken: "", coversEndedSince: undefined };
 }
 
 export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
@@ -1427,6 +1435,9 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.coversEndedSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.coversEndedSince), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1460,6 +1471,14 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.coversEndedSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1482,6 +1501,11 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      coversEndedSince: isSet(object.coversEndedSince)
+        ? fromJsonTimestamp(object.coversEndedSince)
+        : isSet(object.covers_ended_since)
+        ? fromJsonTimestamp(object.covers_ended_since)
+        : undefined,
     };
   },
 
@@ -1493,6 +1517,9 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.coversEndedSince !== undefined) {
+      obj.coversEndedSince = message.coversEndedSince.toISOString();
+    }
     return obj;
   },
 
@@ -1503,6 +1530,7 @@ export const ListEvaluationsResponse: MessageFns<ListEvaluationsResponse> = {
     const message = createBaseListEvaluationsResponse();
     message.evaluations = object.evaluations?.map((e) => Evaluation.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.coversEndedSince = object.coversEndedSince ?? undefined;
     return message;
   },
 };
@@ -1599,7 +1627,7 @@ export const CountEvaluationsRequest: MessageFns<CountEvaluationsRequest> = {
 };
 
 function createBaseCountEvaluationsResponse(): CountEvaluationsResponse {
-  return { count: "0", exact: false, position: "0" };
+  return { count: "0", exact: false, position: "0", coversEndedSince: undefined };
 }
 
 export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
@@ -1612,6 +1640,9 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
     }
     if (message.position !== "0") {
       writer.uint32(24).int64(message.position);
+    }
+    if (message.coversEndedSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.coversEndedSince), writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1653,6 +1684,14 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
             message.position = reader.int64().toString();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.coversEndedSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1670,6 +1709,11 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
       count: isSet(object.count) ? globalThis.String(object.count) : "0",
       exact: isSet(object.exact) ? globalThis.Boolean(object.exact) : false,
       position: isSet(object.position) ? globalThis.String(object.position) : "0",
+      coversEndedSince: isSet(object.coversEndedSince)
+        ? fromJsonTimestamp(object.coversEndedSince)
+        : isSet(object.covers_ended_since)
+        ? fromJsonTimestamp(object.covers_ended_since)
+        : undefined,
     };
   },
 
@@ -1684,6 +1728,9 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
     if (message.position !== "0") {
       obj.position = message.position;
     }
+    if (message.coversEndedSince !== undefined) {
+      obj.coversEndedSince = message.coversEndedSince.toISOString();
+    }
     return obj;
   },
 
@@ -1695,6 +1742,7 @@ export const CountEvaluationsResponse: MessageFns<CountEvaluationsResponse> = {
     message.count = object.count ?? "0";
     message.exact = object.exact ?? false;
     message.position = object.position ?? "0";
+    message.coversEndedSince = object.coversEndedSince ?? undefined;
     return message;
   },
 };
