@@ -254,7 +254,7 @@ export function createQueryService(
     retired,
     list: createEvaluationList(redis, layout, records),
     history: createEvaluationHistory(redis, layout, undecodable),
-    changeLog: createChangeLog(redis, layout, undecodable, metadata),
+    changeLog: createChangeLog(redis, layout, undecodable, metadata, () => eventLog.horizon()),
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),

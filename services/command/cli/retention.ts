@@ -7,7 +7,7 @@ import { createS3Client } from '../../../shared/s3';
 import { runRetention } from '../application/retention';
 import { createPostgresRetentionStore } from '../postgres/retention-store';
 
-const USAGE = `usage: npm run retention -- [--dry-run] [--limit N]
+const USAGE = `usage: npm run retention -- [--dry-run] [--limit N] [--as-of TIME]
 
 Runs the retention job once over every tier (docs/operations.md "Retention"): log bytes older
 than LOG_HOT_RETENTION move from PostgreSQL to S3, logs older than LOG_RETENTION are deleted,
@@ -15,11 +15,14 @@ terminal evaluations untouched for ACTIVE_RETENTION are archived to S3 and leave
 tables, and security records older than SECURITY_RETENTION are purged. Prints one line per
 evaluation archived, then the report (also kept in the retention_runs table). Safe to stop at
 any point and run again. --dry-run changes nothing and reports what the first batch of each
-step would do; --limit caps the evaluations archived (default 10000). Connects with
+step would do; --limit caps the evaluations archived (default 10000); --as-of judges ages as
+if it were TIME (ISO 8601), not now: with --dry-run, what a run then will do. Connects with
 MIGRATION_DATABASE_URL: the services' own roles may delete nothing. The command service runs
 the same job every RETENTION_INTERVAL_SECONDS when that is set.
 
 exit status: 0 done, 3 another run holds the retention lock, 64 bad arguments`;
+
+const VALUED = ['--limit', '--as-of'];
 
 function limitOf(args: readonly string[]): number | undefined {
   const at = args.indexOf('--limit');
@@ -27,6 +30,16 @@ function limitOf(args: readonly string[]): number | undefined {
   const limit = Number(args[at + 1]);
   if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError('--limit must be a whole number from 1');
   return limit;
+}
+
+function asOf(args: readonly string[]): Date {
+  const at = args.indexOf('--as-of');
+  if (at < 0) return new Date();
+  const text = args[at + 1] ?? '';
+  const time = new Date(text);
+  if (!/^\d{4}-\d\d-\d\dT/.test(text) || Number.isNaN(time.getTime()))
+    throw new UsageError(`--as-of must be an ISO 8601 time (2027-03-01T00:00:00Z), not ${JSON.stringify(text)}`);
+  return time;
 }
 
 class UsageError extends Error {}
@@ -37,11 +50,15 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const unknown = args.filter((a, i) => !['--dry-run', '--limit'].includes(a) && args[i - 1] !== '--limit');
+  const unknown = args.filter(
+    (a, i) => a !== '--dry-run' && !VALUED.includes(a) && !VALUED.includes(args[i - 1] ?? ''),
+  );
   let limit: number | undefined;
+  let now: Date;
   try {
     if (unknown.length > 0) throw new UsageError(`unknown argument ${unknown.join(', ')}`);
     limit = limitOf(args);
+    now = asOf(args);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`${err.message}\n${USAGE}\n`);
@@ -64,7 +81,7 @@ async function main(): Promise<number> {
         store,
         blobs: createS3BlobStore(s3, config.s3.bucket, config.s3.sse, config.s3.multipart),
         policy: config.retention,
-        now: new Date(),
+        now,
         dryRun,
         logger,
         ...(limit !== undefined ? { limit } : {}),

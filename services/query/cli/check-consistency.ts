@@ -4,6 +4,8 @@ import { createPool } from '../../../shared/postgres';
 import { exitOnFailure } from '../../../shared/runtime';
 import { createPostgresEvaluationSource } from '../postgres/event-log';
 import { checkConsistency } from '../projection/consistency-check';
+import { pastHotRetention } from '../read-models/hot-retention';
+import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { createKeyLayout } from '../read-models/keys';
 
 /**
@@ -23,7 +25,15 @@ async function main(): Promise<number> {
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
-    const report = await checkConsistency({ source: createPostgresEvaluationSource(pool), redis, layout });
+    const { hotMs, hotSweepIntervalMs } = config.retention;
+    const now = Date.now();
+    const report = await checkConsistency({
+      source: createPostgresEvaluationSource(pool),
+      redis,
+      layout,
+      // As the query service sweeps: with HOT_SWEEP_INTERVAL_SECONDS 0, nothing leaves Redis.
+      ...(hotSweepIntervalMs > 0 ? { keepsOut: (state: Evaluation) => pastHotRetention(state, now, hotMs) } : {}),
+    });
     for (const difference of report.differences) process.stdout.write(`${difference}\n`);
     process.stdout.write(
       `checked ${report.evaluations} evaluations at checkpoints ${report.partitionCheckpoints.join(', ')}: ` +

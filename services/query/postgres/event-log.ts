@@ -187,10 +187,21 @@ export function createPostgresEvaluationSource(pool: Pool): EvaluationSource {
     evaluationIds: (after, limit) =>
       readOrUnavailable('listing evaluations', async () => {
         const { rows } = await everyTenant<{ eval_id: string }>(pool, {
-          text: `SELECT eval_id FROM evaluations WHERE eval_id > $1 ORDER BY eval_id LIMIT $2`,
+          text: `SELECT eval_id FROM evaluations e WHERE eval_id > $1
+                    AND NOT EXISTS (SELECT 1 FROM archived_evaluations a WHERE a.eval_id = e.eval_id)
+                  ORDER BY eval_id LIMIT $2`,
           values: [after, limit],
         });
         return rows.map((r) => r.eval_id);
+      }),
+    archived: (evalIds) =>
+      readOrUnavailable('looking up archived evaluations', async () => {
+        if (evalIds.length === 0) return new Set<string>();
+        const { rows } = await everyTenant<{ eval_id: string }>(pool, {
+          text: `SELECT eval_id FROM archived_evaluations WHERE eval_id = ANY ($1)`,
+          values: [evalIds],
+        });
+        return new Set(rows.map((r) => r.eval_id));
       }),
     eventsOfMany: (evalIds, upTo) =>
       readOrUnavailable('reading events', async () => {

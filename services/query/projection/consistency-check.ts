@@ -10,8 +10,10 @@ import { idsByPartition, indexKeysOf, partitionNumbers, type KeyLayout } from '.
 
 /** What the checker reads from the source of truth (PostgreSQL: postgres/event-log.ts). */
 export interface EvaluationSource {
-  /** Evaluation ids above `after` in id order, at most `limit`. */
+  /** Evaluation ids above `after` in id order, at most `limit`; archived ones are not (the archive holds them). */
   evaluationIds(after: string, limit: number): Promise<string[]>;
+  /** Those of `evalIds` that are archived (their events may have left the log). */
+  archived(evalIds: readonly string[]): Promise<ReadonlySet<string>>;
   /** The events of these evaluations with a position up to `upTo`, in position order. */
   eventsOfMany(evalIds: readonly string[], upTo: bigint): Promise<RecordedEvent[]>;
 }
@@ -73,8 +75,11 @@ export async function checkConsistency(deps: {
   readonly redis: Redis;
   readonly layout: KeyLayout;
   readonly pageSize?: number;
+  /** States the read models do not hold: past HOT_RETENTION (read-models/hot-retention.ts), when swept. */
+  readonly keepsOut?: (state: Evaluation) => boolean;
 }): Promise<ConsistencyReport> {
   const { source, redis, layout } = deps;
+  const keepsOut = deps.keepsOut ?? ((): boolean => false);
   const pageSize = deps.pageSize ?? 500;
   // The lowest checkpoint each partition was compared at (all equal once the projection rests).
   const compared: (bigint | undefined)[] = partitionNumbers(layout).map(() => undefined);
@@ -104,7 +109,7 @@ export async function checkConsistency(deps: {
       const p = layout.partitionOf(id);
       const seen = compared[p];
       if (seen === undefined || snapshot.checkpoint < seen) compared[p] = snapshot.checkpoint;
-      differences.push(...compare(id, eventsOf.get(id) ?? [], snapshot, layout).map((d) => `${id}: ${d}`));
+      differences.push(...compare(id, eventsOf.get(id) ?? [], snapshot, layout, keepsOut).map((d) => `${id}: ${d}`));
     }
   }
 
@@ -118,8 +123,11 @@ export async function checkConsistency(deps: {
     const members = (await Promise.all(allIndexes.map((key) => redis.zrange(key, 0, -1)))).flat();
     const unknown = members.map((member) => member.slice(member.indexOf(':') + 1)).filter((id) => !known.has(id));
     const inLog = new Set((await source.eventsOfMany(unknown, ALL_POSITIONS)).map((e) => e.evalId));
+    // An archived evaluation's record may stay until the HOT_RETENTION sweep takes it out.
+    const archived = await source.archived(unknown.filter((id) => !inLog.has(id)));
     for (const id of unknown)
-      if (!inLog.has(id)) differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
+      if (!inLog.has(id) && !archived.has(id))
+        differences.push(`${id}: in the read model (partition ${p}) but not in the event log`);
     // Every index the size its count says (redis/index-counts.ts).
     keys.forEach((key, k) => {
       const count = counts.get(key) ?? 0;
@@ -186,7 +194,13 @@ async function readSnapshots(
 }
 
 /** What is wrong with one evaluation's read model, given its events and its snapshot. */
-function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapshot, layout: KeyLayout): string[] {
+function compare(
+  id: string,
+  events: readonly RecordedEvent[],
+  snapshot: Snapshot,
+  layout: KeyLayout,
+  keepsOut: (state: Evaluation) => boolean,
+): string[] {
   const differences: string[] = [];
   const p = layout.partitionOf(id);
   let want: Evaluation | undefined;
@@ -219,8 +233,11 @@ function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapsho
       differences.push(`the read model has a record before its first event (checkpoint ${snapshot.checkpoint})`);
     return differences;
   }
-  if (record === undefined) differences.push(`record missing (expected revision ${want.revision})`);
-  else differences.push(...fieldDifferences(want, record));
+  // Taken out past HOT_RETENTION: neither the record nor any index membership is expected.
+  const out = record === undefined && keepsOut(want);
+  if (record === undefined) {
+    if (!out) differences.push(`record missing (expected revision ${want.revision})`);
+  } else differences.push(...fieldDifferences(want, record));
   if (isTerminalProto(want.status)) {
     // An ended evaluation keeps no history (read-models/evaluation-history.ts).
     if (history.length > 0)
@@ -239,7 +256,7 @@ function compare(id: string, events: readonly RecordedEvent[], snapshot: Snapsho
     if (lastUpdate !== undefined && canonical(lastUpdate) !== canonical(want))
       differences.push('the latest history entry differs from the state folded from the log');
   }
-  const listedIn = new Set(indexKeysOfEvaluation(layout, p, want));
+  const listedIn = new Set(out ? [] : indexKeysOfEvaluation(layout, p, want));
   for (const [key, present] of snapshot.inIndex) {
     const wanted = listedIn.has(key);
     if (present !== wanted) {

@@ -138,6 +138,9 @@ export interface ChangeLog {
    * decode comes in its place, marked `unreadable` (and reported).
    */
   readAfter(after: bigint, count: number): Promise<{ entries: ChangeLogEntry[]; complete: boolean }>;
-  /** The smallest position a client may resume after (0 while nothing was trimmed). */
+  /**
+   * The smallest position a client may resume after (0 while nothing was trimmed or archived):
+   * never below the event log's horizon, whose changes were archived with their evaluations.
+   */
   oldestResumable(): Promise<bigint>;
 }

@@ -32,14 +32,19 @@ export function createChangeLog(
   layout: KeyLayout,
   undecodable: UndecodableEntries,
   metadata: MetadataSource,
+  /** The event log's horizon (retention: projection/event-log.ts); 0 when none is given. */
+  horizon: () => Promise<bigint> = () => Promise.resolve(0n),
 ): ChangeLog {
   const partitions = partitionNumbers(layout);
   const boundedRange = createBoundedRangeReader(redis);
   const partitionBytes = partitionShare(CHANGE_LOG_READ_BYTES, partitions.length);
 
   const oldestResumable = async (): Promise<bigint> => {
-    const bounds = await Promise.all(
-      partitions.map(async (p) => {
+    const bounds = await Promise.all([
+      // Read models built after retention start at the horizon: what was below it is in no
+      // stream, untrimmed as they look. Those built before may still hold it: gone all the same.
+      horizon(),
+      ...partitions.map(async (p) => {
         let info: unknown;
         try {
           info = await redis.xinfo('STREAM', layout.changeLog(p));
@@ -58,7 +63,7 @@ export function createChangeLog(
         const lastId = xinfoField(info, 'last-generated-id');
         return positionOfEntryId(typeof lastId === 'string' ? lastId : '0-0');
       }),
-    );
+    ]);
     return bounds.reduce((max, b) => (b > max ? b : max), 0n);
   };
 
