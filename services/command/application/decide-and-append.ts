@@ -1,6 +1,12 @@
 import type { Caller } from '../../../shared/auth';
 import { DEFAULT_TENANT, type RecordedEvent } from '../../../shared/domain';
-import { AlreadyExistsError, CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
+import {
+  AlreadyExistsError,
+  CommitOutcomeUnknownError,
+  FailedPreconditionError,
+  NotFoundError,
+  UnavailableError,
+} from '../../../shared/errors';
 import type { Logger } from '../../../shared/logging';
 import {
   decideChange,
@@ -119,6 +125,18 @@ export async function decideAndAppend(
   let invisible = false;
   // After a write of unknown outcome, no failure may be reported as "nothing was written".
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
+  /** An evaluation not found may be one whose events left the log with its archive: say so. */
+  async function archivedOr(err: unknown): Promise<unknown> {
+    if (!(err instanceof NotFoundError) || command.type === 'SubmitEvaluation' || store.archivedAt === undefined)
+      return err;
+    const archivedAt = await store.archivedAt(command.evalId, tenant);
+    if (archivedAt === undefined) return err;
+    return new FailedPreconditionError(
+      command.evalId,
+      'EVALUATION_ARCHIVED',
+      `evaluation ${command.evalId} was archived at ${archivedAt.toISOString()} (ACTIVE_RETENTION) and takes no more commands`,
+    );
+  }
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
     const guess = round === 1 && guessFirst;
@@ -135,7 +153,7 @@ export async function decideAndAppend(
       decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
     } catch (err) {
       if (guess) continue;
-      throw err;
+      throw failure(await archivedOr(err));
     }
     if (decision.kind === 'unchanged') return decision.result;
     const { plan } = prepared;

@@ -59,6 +59,11 @@ export interface EvaluationStore {
    * was sent); any other UnavailableError, and DeadlineError, mean it wrote nothing.
    */
   append(request: AppendRequest): Promise<AppendOutcome>;
+  /**
+   * When `tenant`'s evaluation was archived by retention (undefined when it was not): asked only
+   * for a command whose evaluation the load did not find, whose events may have left the log.
+   */
+  archivedAt?(evalId: string, tenant: string): Promise<Date | undefined>;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import { UnavailableError } from '../../../shared/errors';
-import { postgresUnavailableCause } from '../../../shared/postgres';
+import { postgresUnavailableCause, queryAs } from '../../../shared/postgres';
 import { createGroupCommit } from '../application/group-commit';
 import type { AppendOutcome, AppendRequest, EvaluationStore } from '../application/ports';
 import { writeBatch } from './batch-append';
@@ -64,6 +64,14 @@ export function createPostgresEvaluationStore(
   return {
     append,
     load: (evalId, requestId, tenant) => load({ evalId, requestId, tenant }),
+    archivedAt: (evalId, tenant) =>
+      readOrUnavailable('archive lookup', async () => {
+        const { rows } = await queryAs<{ archived_at: Date }>(pool, tenant, {
+          text: `SELECT archived_at FROM archived_evaluations WHERE eval_id = $1`,
+          values: [evalId],
+        });
+        return rows[0]?.archived_at;
+      }),
   };
 }
 

@@ -10,6 +10,7 @@ import {
 } from '../../../shared/archive';
 import { createS3BlobStore, type BlobStore } from '../../../shared/blobs';
 import type { EvaluationEvent } from '../../../shared/domain';
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../../../shared/errors';
 import { Severity, ViolationType } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { silentLogger } from '../../../shared/logging';
 import type { LogChunkIn } from '../../../services/command/application/log-appender';
@@ -472,6 +473,23 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     // The log goes on from its head: no position is used twice.
     expect((await h.commands.submit({ evalId: 'after' })).position).to.equal('7');
     await expectNoHoleAboveHorizon();
+  });
+
+  it('refuses a command on an evaluation whose events left the log with its archive: FAILED_PRECONDITION, not NOT_FOUND', async () => {
+    await h.commands.submit({ evalId: 'gone' });
+    await h.commands.cancel({ evalId: 'gone' });
+    const report = await retain(clockAfterNow());
+    expect(withoutRunId(report)).to.deep.include({ archived: 1, eventsDeleted: 2 });
+    const refused = await rejection(() =>
+      h.commands.recordSecurityEvent({
+        resourceViolation: { evalId: 'gone', containerId: 'gone-ctr', violationType: ViolationType.VIOLATION_TYPE_CPU },
+      }),
+    );
+    expect(refused).to.be.instanceOf(FailedPreconditionError).and.include({ reason: 'EVALUATION_ARCHIVED' });
+    expect((refused as Error).message).to.match(/^evaluation gone was archived at .+ and takes no more commands$/);
+    // An id nobody has is still NOT_FOUND, and the archived id is not free for a new submit.
+    expect(await rejection(() => h.commands.start({ evalId: 'never' }))).to.be.instanceOf(NotFoundError);
+    expect(await rejection(() => h.commands.submit({ evalId: 'gone' }))).to.be.instanceOf(AlreadyExistsError);
   });
 
   it('is idempotent: a second run with the same clock archives and deletes nothing, and leaves the objects', async () => {
