@@ -1,7 +1,8 @@
 import type { Logger } from '../../../shared/logging';
 import type { Checkpoints } from '../read-models/checkpoints';
 import { eventMark, minCheckpoint, type CheckpointMark } from '../read-models/checkpoints';
-import type { ProjectionApplier } from './applier';
+import type { ApplyResult, ProjectionApplier } from './applier';
+import { GapError } from './plan';
 import type { EventBatch, EventLog } from './event-log';
 import { createWaker } from '../live/waker';
 
@@ -314,7 +315,23 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
       return;
     }
     serving.seeHead(BigInt(last.position));
-    const result = await applier.apply(events);
+    let result: ApplyResult;
+    try {
+      result = await applier.apply(events);
+    } catch (err) {
+      // Read models below the log's horizon (a checkpoint that names no event, on a replica
+      // that slept while retention moved the horizon past it) missed archived events.
+      if (!(err instanceof GapError) || from >= (await eventLog.horizon())) throw err;
+      logger.error(
+        'the read models are behind the event log horizon (archived events they never applied); rebuilding',
+        {
+          checkpoint: from.toString(),
+        },
+      );
+      serving.stopServing(await eventLog.headPosition());
+      await deps.rebuild();
+      continue;
+    }
     // Records ahead of a replay from 0: earlier read models are left (a replica that starts
     // after a checkpoint was lost cannot tell it from none otherwise).
     if (fromZero && result.fromLog > 0) deps.lostData();

@@ -169,6 +169,37 @@ describe('projector', () => {
     expect(w.checkpoint).to.equal(13n);
   });
 
+  it('rebuilds read models whose checkpoint fell below the horizon while it slept, instead of retrying the gap', async () => {
+    const w = world(5);
+    let rebuilds = 0;
+    const replica = (): Projector =>
+      createProjector({
+        eventLog: w.eventLog,
+        applier: w.applier,
+        checkpoints: w.checkpoints,
+        logger: silentLogger,
+        catchUpIntervalMs: 60_000,
+        rebuild: () => {
+          rebuilds += 1;
+          w.reset();
+          return Promise.resolve();
+        },
+        batchSize: 10,
+      });
+    projector = replica();
+    projector.start();
+    await projector.whenCaughtUp();
+    await projector.stop();
+    // Asleep while the log grew and retention archived the first 12 events.
+    for (let position = 6; position <= 15; position += 1) w.appended(position);
+    w.archiveThrough(12);
+    projector = replica();
+    projector.start();
+    await w.applied(15);
+    expect(rebuilds).to.equal(1);
+    expect(w.checkpoint).to.equal(15n);
+  });
+
   it('reads what a pub/sub hint announces from the log, and ignores hints at or below the checkpoint', async () => {
     const w = world(3);
     projector = projectorOf(w, []);
