@@ -113,14 +113,10 @@ export interface QueryServiceOptions {
   readonly tracing?: Tracing;
   /** Told when a firehose client is too slow and falls back to catch-up reads (tests). */
   readonly onSlowConsumer?: () => void;
+  /** What HOT_RETENTION judges ages by (ms since the epoch); tests age data with their own. */
+  readonly clock?: () => number;
 }
 
-/**
- * Wires the query side from its connections: read models over Redis, the projector fed by
- * pub/sub and PostgreSQL, the replica's change-log tail and hub, and the gRPC server. Kept
- * apart from main.ts (process concerns: env, signals, exit codes) so that tests compose the
- * very same service in-process.
- */
 /** The sweep on a timer; a failed one is logged and the next tries again. */
 function createPeriodicSweep(
   sweep: HotRetentionSweep,
@@ -139,6 +135,12 @@ function createPeriodicSweep(
   );
 }
 
+/**
+ * Wires the query side from its connections: read models over Redis, the projector fed by
+ * pub/sub and PostgreSQL, the replica's change-log tail and hub, and the gRPC server. Kept
+ * apart from main.ts (process concerns: env, signals, exit codes) so that tests compose the
+ * very same service in-process.
+ */
 export function createQueryService(
   config: Config,
   connections: QueryServiceConnections,
@@ -148,6 +150,7 @@ export function createQueryService(
   const { pool, redis, projection, subscriber, blocking, s3 } = connections;
   const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
   const shutdown = createShutdown();
+  const clock = options.clock ?? Date.now;
 
   const metrics = options.registry === undefined ? undefined : createQueryMetrics(options.registry);
   // Nothing to keep, and no clock read per delivered change, unless spans go somewhere.
@@ -172,7 +175,7 @@ export function createQueryService(
   const hotSweep =
     config.retention.hotSweepIntervalMs > 0
       ? createPeriodicSweep(
-          createHotRetentionSweep({ redis: projection, store, layout, hotMs: config.retention.hotMs }),
+          createHotRetentionSweep({ redis: projection, store, layout, hotMs: config.retention.hotMs, clock }),
           config.retention.hotSweepIntervalMs,
           logger.child({ component: 'hot-retention' }),
           metrics,
@@ -187,7 +190,7 @@ export function createQueryService(
       layout,
       logger: projectionLogger,
       ...(hotSweep !== undefined
-        ? { keepsOut: (state: Evaluation) => pastHotRetention(state, Date.now(), config.retention.hotMs) }
+        ? { keepsOut: (state: Evaluation) => pastHotRetention(state, clock(), config.retention.hotMs) }
         : {}),
     }),
     checkpoints: createCheckpoints(projection, layout),
@@ -247,6 +250,7 @@ export function createQueryService(
     pool,
     archives,
     hotMs: hotSweep !== undefined ? config.retention.hotMs : undefined,
+    clock,
   });
   const server = createQueryServer({
     access: connections.access,
@@ -273,7 +277,7 @@ export function createQueryService(
     queue: createQueueMetrics(redis, layout),
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
     indexedMetadataKeys: config.indexedMetadataKeys,
-    ...(hotSweep !== undefined ? { coversEndedSince: () => new Date(Date.now() - config.retention.hotMs) } : {}),
+    ...(hotSweep !== undefined ? { coversEndedSince: () => new Date(clock() - config.retention.hotMs) } : {}),
     bodies: createPostgresBodyStore(pool, archives),
     blobs: createBlobReaders(
       s3Blobs,
