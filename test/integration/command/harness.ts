@@ -262,16 +262,7 @@ export async function denseLog(sql: Client): Promise<{ ok: boolean; count: numbe
   return { ok: problems.length === 0, count: rows.length, problems };
 }
 
-/**
- * Repeats `probe` until it returns true, or fails after `timeoutMs`. For conditions no event
- * announces (e.g. "that backend now waits on a lock"); each probe is a round trip, not a sleep.
- */
-export async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-  }
-}
+export { until } from '../../support/until';
 
 /** Settles a promise into a value, so tests can race without unhandled rejections. */
 export type Settled<T> = { status: 'fulfilled'; value: T } | { status: 'rejected'; reason: unknown };

@@ -19,14 +19,7 @@ import { call, expectError } from '../../support/clients';
 import { waitForServing } from '../../support/processes';
 import { createQueryHarness, type QueryHarness, type Replica } from './harness';
 import { createShutdown } from '../../../services/query/live/shutdown';
-
-/** Repeats a probe (a round trip each time, never a sleep) until it holds. */
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-  }
-}
+import { until } from '../../support/until';
 
 /** Resolves once the replica's read models have applied `position` (an awaited event). */
 async function reached(replica: Replica, position: string | bigint): Promise<void> {
