@@ -2,6 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
 import { counterOf, gaugeOf } from '../../shared/metrics';
 import type { ProjectorStatus } from './projection/projector';
+import type { StreamBuffers } from './live/stream-buffers';
 
 /**
  * The query service's own metrics (docs/operations.md lists them all), beside the process',
@@ -21,6 +22,8 @@ export interface QueryMetrics {
     readonly openCalls: () => number;
     /** Watchers waiting on the replica's live changes. */
     readonly watchers: () => number;
+    /** What the watch streams' live buffers hold. */
+    readonly streamBuffers?: StreamBuffers;
   }): void;
 }
 
@@ -61,7 +64,7 @@ export function createQueryMetrics(registry: Registry, clock: () => number = Dat
     rebuildEnded() {
       rebuild = undefined;
     },
-    watch({ projection, openCalls, watchers }) {
+    watch({ projection, openCalls, watchers, streamBuffers }) {
       const gauges: [string, string, (s: ProjectorStatus) => number][] = [
         [
           'crucible_projection_checkpoint',
@@ -102,6 +105,23 @@ export function createQueryMetrics(registry: Registry, clock: () => number = Dat
         openCalls,
       );
       gaugeOf(registry, { name: 'crucible_watchers', help: 'Watchers waiting on the live changes' }, watchers);
+      if (streamBuffers === undefined) return;
+      gaugeOf(
+        registry,
+        {
+          name: 'crucible_stream_buffered_changes',
+          help: "Changes held in the watch streams' live buffers for their clients (STREAM_BUFFER_LIMIT each at most)",
+        },
+        () => streamBuffers.buffered(),
+      );
+      counterOf(
+        registry,
+        {
+          name: 'crucible_stream_slow_client_fallbacks_total',
+          help: 'Watch streams whose client fell behind their buffer: it was dropped and they re-read from Redis',
+        },
+        () => streamBuffers.fallbacks,
+      );
     },
   };
 }

@@ -16,6 +16,7 @@ import { createChangeHub, type ChangeHub } from './live/change-hub';
 import { createReadiness } from './live/readiness';
 import { createReadGuard } from './live/read-guard';
 import { createOpenCalls } from './live/open-calls';
+import { createStreamBuffers } from './live/stream-buffers';
 import { createPostgresBodyStore } from './postgres/body-store';
 import { createPostgresLogs } from './postgres/log-segments';
 import { createPostgresMetricSeries } from './postgres/metric-series';
@@ -244,6 +245,7 @@ export function createQueryService(
   });
 
   const openCalls = createOpenCalls(config.streams);
+  const streamBuffers = metrics !== undefined ? createStreamBuffers() : undefined;
   const s3Blobs = createS3BlobStore(s3, config.s3.bucket);
   const archives = createArchiveReader(s3Blobs);
   const retired = createRetiredEvaluations({
@@ -293,6 +295,7 @@ export function createQueryService(
     shutdown: shutdown.shutdown,
     logger,
     ...(options.onSlowConsumer !== undefined ? { onSlowConsumer: options.onSlowConsumer } : {}),
+    ...(streamBuffers !== undefined ? { streamBuffers } : {}),
     ...(metrics !== undefined ? { rpcMetrics: metrics.rpc } : {}),
     ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
   });
@@ -300,6 +303,7 @@ export function createQueryService(
     projection: () => projector.status(),
     openCalls: () => openCalls.count,
     watchers: () => hub.listenerCount,
+    ...(streamBuffers !== undefined ? { streamBuffers } : {}),
   });
   setServing = (serving) => server.setServing(serving);
 

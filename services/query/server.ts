@@ -37,6 +37,7 @@ import type { Checkpoints } from './read-models/checkpoints';
 import type { EvaluationHistory } from './read-models/evaluation-history';
 import type { EvaluationList } from './read-models/evaluation-list';
 import type { RetiredEvaluations } from './archive/retired-evaluations';
+import type { StreamBuffers } from './live/stream-buffers';
 import type { EvaluationRecords } from './read-models/evaluation-record';
 import { EvaluationQueryServiceWire, type QueryServiceImplementation } from './wire/encoded-messages';
 import type { Shutdown } from './live/shutdown';
@@ -87,6 +88,8 @@ export interface QueryServerDeps {
   readonly access: ServerAccess;
   /** Told when a WatchEvaluations client is too slow and falls back to catch-up reads. */
   readonly onSlowConsumer?: () => void;
+  /** Where the watch streams' buffers are counted (metrics). */
+  readonly streamBuffers?: StreamBuffers;
   /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
   readonly rpcMetrics?: RpcMetrics;
   /** A span per call (shared/tracing); left out: none. */

@@ -9,6 +9,7 @@ import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
+import type { StreamBuffers } from '../live/stream-buffers';
 import { lastUpdateOfEnded, type EvaluationHistory } from '../read-models/evaluation-history';
 import type { EventLog } from '../projection/event-log';
 import { encodeUpdates } from '../projection/plan';
@@ -44,6 +45,8 @@ export function createWatchEvaluation(deps: {
   readonly readiness: Readiness;
   readonly streams: StreamConfig;
   readonly shutdown: Shutdown;
+  /** Where the open streams' buffers are counted (metrics). */
+  readonly streamBuffers?: StreamBuffers;
   readonly eventLog: Pick<EventLog, 'eventsOf'>;
 }) {
   const { history, hub } = deps;
@@ -172,11 +175,14 @@ export function createWatchEvaluation(deps: {
       describe: (revision) => `revision ${revision}`,
       signal: context.signal,
       shutdown: deps.shutdown,
+      ...(deps.streamBuffers !== undefined ? { onFallback: () => deps.streamBuffers?.fellBack() } : {}),
     });
     const unsubscribe = hub.onEvaluation(evalId, (change) => stream.offer(change));
+    const untrack = deps.streamBuffers?.track(stream);
     try {
       await stream.run();
     } finally {
+      untrack?.();
       unsubscribe();
     }
   }

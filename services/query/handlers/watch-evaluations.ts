@@ -9,6 +9,7 @@ import type { ChangeHub } from '../live/change-hub';
 import type { Readiness } from '../live/readiness';
 import type { OpenCalls } from '../live/open-calls';
 import { createResumableStream } from '../live/resumable-stream';
+import type { StreamBuffers } from '../live/stream-buffers';
 import { outOfRange, type ChangeLog } from '../read-models/change-log';
 import type { Shutdown } from '../live/shutdown';
 
@@ -28,6 +29,8 @@ export function createWatchEvaluations(deps: {
   readonly openCalls: OpenCalls;
   readonly streams: StreamConfig;
   readonly shutdown: Shutdown;
+  /** Where the open streams' buffers are counted (metrics). */
+  readonly streamBuffers?: StreamBuffers;
   /** Told when a slow client's buffer is dropped (tests). */
   readonly onFallback?: () => void;
 }) {
@@ -108,12 +111,17 @@ export function createWatchEvaluations(deps: {
       describe: (position) => `position ${position}`,
       signal: context.signal,
       shutdown: deps.shutdown,
-      ...(deps.onFallback !== undefined ? { onFallback: deps.onFallback } : {}),
+      onFallback: () => {
+        deps.streamBuffers?.fellBack();
+        deps.onFallback?.();
+      },
     });
     const unsubscribe = hub.onAny((change) => stream.offer(change));
+    const untrack = deps.streamBuffers?.track(stream);
     try {
       await stream.run();
     } finally {
+      untrack?.();
       unsubscribe();
     }
   }

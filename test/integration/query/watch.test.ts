@@ -1,5 +1,6 @@
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
+import { Registry } from 'prom-client';
 import { EvaluationStatus, EventType } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type {
   WatchEvaluationResponse,
@@ -292,7 +293,8 @@ describe('query streams: a slow WatchEvaluations client', function () {
   it('stays bounded: its buffer is dropped, it re-reads, and still gets every change once, in order', async () => {
     let onFallback: () => void = () => undefined;
     const fellBack = new Promise<void>((resolve) => (onFallback = resolve));
-    const replica = await h.startReplica({ service: { onSlowConsumer: () => onFallback() } });
+    const registry = new Registry();
+    const replica = await h.startReplica({ service: { registry, onSlowConsumer: () => onFallback() } });
     await replica.service.projector.whenCaughtUp();
     const stream = replica.client.watchEvaluations({ statuses: [], evalIds: [] });
     const client = slowClient(stream);
@@ -302,6 +304,11 @@ describe('query streams: a slow WatchEvaluations client', function () {
     for (let i = 0; i < 300; i += 1)
       written.push((await h.writer.submit(`slow-${i}`, { publish: true, metadata: BIG })).position);
     await fellBack;
+    // The metrics see it: one fallback, and never more held than the limit.
+    const metric = async (name: string): Promise<number | undefined> =>
+      (await registry.getSingleMetric(name)?.get())?.values[0]?.value;
+    expect(await metric('crucible_stream_slow_client_fallbacks_total')).to.be.at.least(1);
+    expect(await metric('crucible_stream_buffered_changes')).to.be.within(0, 5);
     let onAll: () => void = () => undefined;
     const all = new Promise<void>((resolve) => (onAll = resolve));
     stream.on('data', () => {
