@@ -67,7 +67,10 @@ export async function runRetention(deps: {
   readonly store: RetentionStore;
   readonly blobs: BlobStore;
   readonly policy: RetentionPolicy;
+  /** What ages are judged by. */
   readonly now: Date;
+  /** When the run happens, as what it writes records it (archived_at, logs_expired_at); default `now`. */
+  readonly recordedAt?: Date;
   readonly dryRun: boolean;
   readonly logger: Logger;
   /** Most evaluations archived per run (the rest wait for the next). */
@@ -76,6 +79,7 @@ export async function runRetention(deps: {
   readonly onArchived?: (evalId: string) => void;
 }): Promise<RetentionReport> {
   const { store, blobs, policy, now, dryRun, logger } = deps;
+  const recordedAt = deps.recordedAt ?? now;
   const limit = deps.limit ?? 10_000;
   const before = (ms: number): Date => new Date(now.getTime() - ms);
   const runId = dryRun ? 'dry-run' : await store.startRun(now, dryRun);
@@ -111,7 +115,7 @@ export async function runRetention(deps: {
       continue;
     }
     if (segments.length === 0) break;
-    logSegmentsDeleted += await store.deleteLogSegments(segments, now);
+    logSegmentsDeleted += await store.deleteLogSegments(segments, recordedAt);
     await deleteObjects(blobs, segments, logger);
   }
 
@@ -156,7 +160,7 @@ export async function runRetention(deps: {
       firstPosition: content.events[0]?.position ?? '0',
       lastPosition: content.events[content.events.length - 1]?.position ?? '0',
       events: content.events.length,
-      archivedAt: now,
+      archivedAt: recordedAt,
     });
     if (!recorded) {
       skipped += 1;

@@ -82,6 +82,8 @@ async function main(): Promise<number> {
         blobs: createS3BlobStore(s3, config.s3.bucket, config.s3.sse, config.s3.multipart),
         policy: config.retention,
         now,
+        // With --as-of, what the run writes still says when it ran.
+        recordedAt: new Date(),
         dryRun,
         logger,
         ...(limit !== undefined ? { limit } : {}),

@@ -30,6 +30,11 @@ export interface RetiredEvaluations {
   evaluation(tenant: string, evalId: string): Promise<Evaluation | undefined>;
   /** Every event of an archived evaluation, the archive's and any written after it, in position order. */
   archivedEvents(evalId: string, archive: ArchiveLocation): Promise<ArchivedEvent[]>;
+  /**
+   * Every event of the evaluation, from its archive when it has one, else from the log (a
+   * replay of one that ended: the caller found it visible to its tenant already).
+   */
+  eventsOf(evalId: string): Promise<ArchivedEvent[]>;
 }
 
 interface LocatedRow {
@@ -63,7 +68,7 @@ export function createRetiredEvaluations(deps: {
     // Every tenant: the caller found the evaluation as its tenant's already.
     const { rows } = await queryAs<EventRow>(pool, ALL_TENANTS, {
       text: `SELECT position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter
-               FROM evaluation_events WHERE eval_id = $1 AND position > $2 ORDER BY position`,
+               FROM evaluation_events WHERE eval_id = $1 AND position > $2 ORDER BY evaluation_events.position`,
       values: [evalId, after.toString()],
     });
     return rows.map((row) => ({
@@ -88,6 +93,27 @@ export function createRetiredEvaluations(deps: {
       const seen = new Set(archived.events.map((e) => e.position));
       return [...archived.events, ...later.filter((e) => !seen.has(e.position))];
     },
+
+    eventsOf: (evalId) =>
+      readOrUnavailable("reading an evaluation's events", async () => {
+        const { rows } = await queryAs<Pick<LocatedRow, 'archive_key' | 'sha256' | 'last_position'>>(
+          pool,
+          ALL_TENANTS,
+          {
+            text: `SELECT archive_key, sha256, last_position::text AS last_position
+                     FROM archived_evaluations WHERE eval_id = $1`,
+            values: [evalId],
+          },
+        );
+        const row = rows[0];
+        if (row?.archive_key == null || row.sha256 === null || row.last_position === null)
+          return logEvents(evalId, 0n);
+        return retired.archivedEvents(evalId, {
+          key: row.archive_key,
+          sha256: row.sha256,
+          lastPosition: BigInt(row.last_position),
+        });
+      }),
 
     evaluation: (tenant, evalId) =>
       readOrUnavailable('reading an evaluation that left the read models', async () => {

@@ -11,7 +11,6 @@ import type { Readiness } from '../live/readiness';
 import { createResumableStream } from '../live/resumable-stream';
 import type { StreamBuffers } from '../live/stream-buffers';
 import { lastUpdateOfEnded, type EvaluationHistory } from '../read-models/evaluation-history';
-import type { EventLog } from '../projection/event-log';
 import { encodeUpdates } from '../projection/plan';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { fromBytes, type Encoded } from '../wire/encoded';
@@ -22,9 +21,6 @@ import type { EvaluationRecords } from '../read-models/evaluation-record';
 import { recordVisibleTo, updateVisibleTo } from '../read-models/tenancy';
 import type { ReadGuard } from '../live/read-guard';
 import type { OpenCalls } from '../live/open-calls';
-
-/** Every position: an evaluation's events are read whole from the log. */
-const ALL_POSITIONS = 2n ** 63n - 1n;
 
 /**
  * WatchEvaluation: one evaluation's updates. Without `after_revision` the current state comes
@@ -47,7 +43,6 @@ export function createWatchEvaluation(deps: {
   readonly shutdown: Shutdown;
   /** Where the open streams' buffers are counted (metrics). */
   readonly streamBuffers?: StreamBuffers;
-  readonly eventLog: Pick<EventLog, 'eventsOf'>;
 }) {
   const { history, hub } = deps;
   return async function watchEvaluation(
@@ -195,7 +190,8 @@ export function createWatchEvaluation(deps: {
     const stored = await history.after(evalId, revision);
     if (stored !== undefined) return stored;
     if (isTerminalProto(latest.status) && revision === latest.revision - 1n) return [latest.update];
-    const events = await deps.eventLog.eventsOf([evalId], ALL_POSITIONS);
+    // Its events: from the archive once retention took them out of the log.
+    const events = await deps.retired.eventsOf(evalId);
     return encodeUpdates(events)
       .slice(Number(revision))
       .map((bytes) => fromBytes(EvaluationUpdate, bytes));

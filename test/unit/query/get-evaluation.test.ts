@@ -43,6 +43,7 @@ function replicaRefillingAfterFlush() {
             : undefined,
         ),
       archivedEvents: () => Promise.resolve([]),
+      eventsOf: () => Promise.resolve([]),
     },
     guard,
     openCalls: createOpenCalls({ maxOpen: 10, maxOpenPerConnection: 10 }),

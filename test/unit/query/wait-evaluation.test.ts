@@ -240,7 +240,11 @@ function fakeReplica(options: { status: EvaluationStatus | undefined; maxOpen?: 
     logger: silentLogger,
   });
   const waitEvaluation = createWaitEvaluation({
-    retired: { evaluation: () => Promise.resolve(undefined), archivedEvents: () => Promise.resolve([]) },
+    retired: {
+      evaluation: () => Promise.resolve(undefined),
+      archivedEvents: () => Promise.resolve([]),
+      eventsOf: () => Promise.resolve([]),
+    },
     records: {
       get: () => {
         reads += 1;
