@@ -106,8 +106,7 @@ export function createRetiredEvaluations(deps: {
           },
         );
         const row = rows[0];
-        if (row?.archive_key == null || row.sha256 === null || row.last_position === null)
-          return logEvents(evalId, 0n);
+        if (row?.archive_key == null || row.sha256 === null || row.last_position === null) return logEvents(evalId, 0n);
         return retired.archivedEvents(evalId, {
           key: row.archive_key,
           sha256: row.sha256,
