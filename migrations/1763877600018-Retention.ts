@@ -12,6 +12,10 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *   every position above it is still there and a reader of the log after it never meets a hole.
  * - `retention_runs`: each run's report.
  * - `evaluations.logs_expired_at`: when LOG_RETENTION deleted the evaluation's logs.
+ * - `evaluations.archived_at`: set in the transaction that records the archive. The command
+ *   service's UPDATE of the row requires it NULL (append-statement.ts), and PostgreSQL re-checks
+ *   that on the row it waited for: no event is appended to an evaluation once it is archived,
+ *   so an archive always holds every event of its evaluation. The writer may not set it.
  * - The append-only triggers let exactly that through: a DELETE of events at or below the
  *   horizon whose evaluation is archived, and a DELETE of security records older than what the
  *   session names as the purge line (`crucible.security_purge_before`, set by the retention job
@@ -54,7 +58,7 @@ export class Retention1763877600018 implements MigrationInterface {
         report       jsonb NOT NULL DEFAULT '{}'
       )`);
     // Set once LOG_RETENTION deleted an evaluation's logs: ReadLogs then says so.
-    await q.query(`ALTER TABLE evaluations ADD COLUMN logs_expired_at timestamptz`);
+    await q.query(`ALTER TABLE evaluations ADD COLUMN logs_expired_at timestamptz, ADD COLUMN archived_at timestamptz`);
     await q.query(`GRANT SELECT ON archived_evaluations, event_log_horizon TO crucible_reader`);
     await q.query(`GRANT SELECT ON archived_evaluations TO crucible_writer`);
 
@@ -67,7 +71,8 @@ export class Retention1763877600018 implements MigrationInterface {
       CREATE FUNCTION evaluation_events_retire() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
         IF OLD.position <= (SELECT position FROM event_log_horizon)
-           AND EXISTS (SELECT 1 FROM archived_evaluations WHERE eval_id = OLD.eval_id) THEN
+           AND EXISTS (SELECT 1 FROM archived_evaluations
+                        WHERE eval_id = OLD.eval_id AND OLD.position <= last_position) THEN
           RETURN OLD;
         END IF;
         RAISE EXCEPTION 'evaluation_events is append-only: only archived events at or below the horizon leave it (position % refused)', OLD.position;
@@ -99,11 +104,14 @@ export class Retention1763877600018 implements MigrationInterface {
     }
     // The retention job finds what aged along these.
     await q.query(
-      `CREATE INDEX evaluations_updated_idx ON evaluations (updated_at) WHERE status IN ('completed', 'failed', 'cancelled')`,
+      `CREATE INDEX evaluations_unarchived_idx ON evaluations (updated_at)
+        WHERE status IN ('completed', 'failed', 'cancelled') AND archived_at IS NULL`,
     );
     await q.query(
       `CREATE INDEX evaluation_log_segments_inline_idx ON evaluation_log_segments (recorded_at) WHERE content IS NOT NULL`,
     );
+    await q.query(`CREATE INDEX evaluation_log_segments_recorded_idx ON evaluation_log_segments (recorded_at)`);
+    await q.query(`CREATE INDEX archived_evaluations_first_idx ON archived_evaluations (first_position)`);
     await q.query(`CREATE INDEX security_audit_recorded_idx ON security_audit (recorded_at)`);
     await q.query(`CREATE INDEX security_events_recorded_idx ON security_events (recorded_at)`);
   }
@@ -114,8 +122,9 @@ export class Retention1763877600018 implements MigrationInterface {
       throw new Error('evaluations were archived (their events left the log): this migration cannot be undone');
     await q.query(`DROP INDEX security_events_recorded_idx`);
     await q.query(`DROP INDEX security_audit_recorded_idx`);
+    await q.query(`DROP INDEX evaluation_log_segments_recorded_idx`);
     await q.query(`DROP INDEX evaluation_log_segments_inline_idx`);
-    await q.query(`DROP INDEX evaluations_updated_idx`);
+    await q.query(`DROP INDEX evaluations_unarchived_idx`);
     for (const table of ['security_audit', 'security_events']) {
       await q.query(`DROP TRIGGER ${table}_purge ON ${table}`);
       await q.query(`DROP TRIGGER ${table}_append_only ON ${table}`);
@@ -132,7 +141,7 @@ export class Retention1763877600018 implements MigrationInterface {
       CREATE TRIGGER evaluation_events_append_only
       BEFORE UPDATE OR DELETE OR TRUNCATE ON evaluation_events
       FOR EACH STATEMENT EXECUTE FUNCTION evaluation_events_append_only()`);
-    await q.query(`ALTER TABLE evaluations DROP COLUMN logs_expired_at`);
+    await q.query(`ALTER TABLE evaluations DROP COLUMN logs_expired_at, DROP COLUMN archived_at`);
     await q.query(`DROP TABLE retention_runs`);
     await q.query(`DROP TABLE event_log_horizon`);
     await q.query(`DROP TABLE archived_evaluations`);

@@ -45,7 +45,7 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
   });
   const retention = new Counter({
     name: 'crucible_retention_actions_total',
-    help: 'What retention runs did, by action (archived, rearchived, events_deleted, log_segments_moved, log_segments_deleted, security_records_purged)',
+    help: 'What retention runs did, by action (archived, events_deleted, log_segments_moved, log_segments_deleted, security_records_purged)',
     labelNames: ['action'],
     registers: [registry],
   });
@@ -59,7 +59,6 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
     retentionRan: (report) => {
       retentionRuns.inc();
       retention.inc({ action: 'archived' }, report.archived);
-      retention.inc({ action: 'rearchived' }, report.rearchived);
       retention.inc({ action: 'events_deleted' }, report.eventsDeleted);
       retention.inc({ action: 'log_segments_moved' }, report.logSegmentsMoved);
       retention.inc({ action: 'log_segments_deleted' }, report.logSegmentsDeleted);

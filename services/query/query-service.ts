@@ -273,13 +273,16 @@ export function createQueryService(
     }),
     projector,
     eventLog,
-    evaluationEvents: createPostgresEvaluationEvents(pool, retired),
+    evaluationEvents: createPostgresEvaluationEvents(pool, archives),
     metrics: createPostgresMetricSeries(pool, archives),
     securityEvents: createPostgresSecurityEvents(pool),
     queue: createQueueMetrics(redis, layout),
     executors: createLiveExecutors(redis, config.redisKeyPrefix),
     indexedMetadataKeys: config.indexedMetadataKeys,
-    ...(hotSweep !== undefined ? { coversEndedSince: () => new Date(clock() - config.retention.hotMs) } : {}),
+    // Ended evaluations leave past HOT_RETENTION when swept, and past ACTIVE_RETENTION anyway
+    // (archived: a rebuild no longer finds them in the log).
+    coversEndedSince: () =>
+      new Date(clock() - (hotSweep !== undefined ? config.retention.hotMs : config.retention.activeMs)),
     bodies: createPostgresBodyStore(pool, archives),
     blobs: createBlobReaders(
       s3Blobs,

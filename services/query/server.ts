@@ -90,6 +90,8 @@ export interface QueryServerDeps {
   readonly onSlowConsumer?: () => void;
   /** Where the watch streams' buffers are counted (metrics). */
   readonly streamBuffers?: StreamBuffers;
+  /** Since when ended evaluations are surely in the read models (ListEvaluations, CountEvaluations). */
+  readonly coversEndedSince?: () => Date;
   /** Where every call is counted (shared/grpc/rpc-metrics.ts); left out: nowhere. */
   readonly rpcMetrics?: RpcMetrics;
   /** A span per call (shared/tracing); left out: none. */

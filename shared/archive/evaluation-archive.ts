@@ -78,7 +78,8 @@ export function encodeArchive(archive: EvaluationArchive): EncodedArchive {
       JSON.stringify({ kind: 'body', bodyKind: body.kind, size: body.size, content: body.content.toString('base64') }),
     );
   for (const metric of archive.metrics) lines.push(JSON.stringify({ kind: 'metric', ...metric }));
-  // Fixed mtime and level: the same archive is the same bytes, whoever writes it.
+  // zlib writes no modification time into the header: with a fixed level, the same archive is
+  // the same bytes, whoever writes it (a run that writes it again changes nothing).
   const bytes = gzipSync(`${lines.join('\n')}\n`, { level: 6 });
   return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
 }

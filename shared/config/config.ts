@@ -296,6 +296,12 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
       `OUTPUT_URL_DEFAULT_EXPIRY_SECONDS (${defaultExpiry}) must not exceed OUTPUT_URL_MAX_EXPIRY_SECONDS (${maxExpiry})`,
     );
   }
+  const active = values.ACTIVE_RETENTION as number | undefined;
+  for (const grace of ['METRICS_AFTER_TERMINAL_SECONDS', 'LOGS_AFTER_TERMINAL_SECONDS'] as const) {
+    const seconds = values[grace] as number | undefined;
+    if (active !== undefined && seconds !== undefined && active <= seconds * 1000)
+      problems.push(`ACTIVE_RETENTION must exceed ${grace}: an archived evaluation takes no more writes`);
+  }
   const logHot = values.LOG_HOT_RETENTION as number | undefined;
   const logKept = values.LOG_RETENTION as number | undefined;
   if (logHot !== undefined && logKept !== undefined && logHot > logKept) {

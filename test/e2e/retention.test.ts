@@ -531,13 +531,12 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
         count(db, `evaluation_log_segments WHERE eval_id = $1 AND content IS NOT NULL`, [ids.a]),
       );
       expect(inlineLogs, 'the logs were kept in PostgreSQL').to.equal(3);
-      const run = await retentionToEnd(services.environment.env, ['--as-of', daysAhead(100)]);
+      const run = await retentionToEnd(services.environment.env, ['--early', '--as-of', daysAhead(100)]);
       const report = reportOf(run);
       expect(archivedIdsOf(run).sort()).to.deep.equal(ended);
       expect(report).to.include({
         dryRun: false,
         archived: 3,
-        rearchived: 0,
         skipped: 0,
         eventsDeleted: endedEvents,
         horizon: String(liveFirst - 1n),
@@ -595,10 +594,9 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
         ).rows.map((r) => r.s3_key),
       );
       expect(logKeys).to.have.length(3);
-      const run = await retentionToEnd(services.environment.env, ['--as-of', daysAhead(400)]);
+      const run = await retentionToEnd(services.environment.env, ['--early', '--as-of', daysAhead(400)]);
       expect(reportOf(run)).to.include({
         archived: 0,
-        rearchived: 0,
         logSegmentsMoved: 0,
         logSegmentsDeleted: 3,
         horizon,
@@ -754,7 +752,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
       expect(counts).to.include({ archived: 0, horizon: '0', runs: 0 });
       const run = await retentionToEnd(services.environment.env, ['--dry-run', '--as-of', daysAhead(100)]);
       const report = reportOf(run);
-      expect(report).to.include({ dryRun: true, archived: ENDED, rearchived: 0 });
+      expect(report).to.include({ dryRun: true, archived: ENDED });
       expect(report.archiveBytes).to.be.greaterThan(0);
       expect(archivedIdsOf(run)).to.deep.equal([]);
       expect(await tableCounts()).to.deep.equal(counts);
@@ -765,7 +763,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
       const counts = await tableCounts();
       const run = await withDatabase(ownerUrl, async (db) => {
         await db.query(`SELECT pg_advisory_lock(hashtext('crucible-retention'))`);
-        return retention(services.environment.env, ['--as-of', daysAhead(100)]);
+        return retention(services.environment.env, ['--early', '--as-of', daysAhead(100)]);
       });
       expect(run.code, run.stderr).to.equal(3);
       expect(run.stderr).to.contain('another retention run holds the lock');
@@ -776,7 +774,9 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
 
     it('kill -9 after the first archived, run again: every evaluation archived once, whole, reads the same', async () => {
       const asOf = daysAhead(100);
-      const killed = await retention(services.environment.env, ['--as-of', asOf], { killOnFirstArchived: true });
+      const killed = await retention(services.environment.env, ['--early', '--as-of', asOf], {
+        killOnFirstArchived: true,
+      });
       const printed = archivedIdsOf(killed);
       const afterKill = await withDatabase(ownerUrl, (db) => count(db, 'archived_evaluations'));
       // Whether the kill landed mid-run is timing: said, not asserted.
@@ -787,9 +787,9 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
       expect(printed.length).to.be.greaterThan(0);
       expect(afterKill).to.be.at.least(printed.length);
 
-      const second = await retentionToEnd(services.environment.env, ['--as-of', asOf]);
+      const second = await retentionToEnd(services.environment.env, ['--early', '--as-of', asOf]);
       const report = reportOf(second);
-      expect(report).to.include({ archived: ENDED - afterKill, rearchived: 0, skipped: 0 });
+      expect(report).to.include({ archived: ENDED - afterKill, skipped: 0 });
       const all = [...printed, ...archivedIdsOf(second)];
       expect(new Set(all).size, 'no evaluation archived twice').to.equal(all.length);
 
@@ -839,5 +839,9 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
     expect(run.stderr).to.contain('--as-of must be an ISO 8601 time');
     expect(run.stderr).to.contain('"nope"');
     expect(run.stdout).to.equal('');
+    // A time to come deletes early: only with --dry-run, or --early said out loud.
+    const ahead = await retention({ ENVIRONMENT: 'test' }, ['--as-of', daysAhead(400)]);
+    expect(ahead.code).to.equal(64);
+    expect(ahead.stderr).to.contain('--as-of a time to come archives and deletes early');
   });
 });

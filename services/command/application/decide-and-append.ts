@@ -125,17 +125,18 @@ export async function decideAndAppend(
   let invisible = false;
   // After a write of unknown outcome, no failure may be reported as "nothing was written".
   const failure = (err: unknown): unknown => (unknown === undefined ? err : outcomeUnknown(command, evalId, err));
+  const archivedError = (archivedAt: Date): FailedPreconditionError =>
+    new FailedPreconditionError(
+      evalId,
+      'EVALUATION_ARCHIVED',
+      `evaluation ${evalId} was archived at ${archivedAt.toISOString()} (ACTIVE_RETENTION) and takes no more commands`,
+    );
   /** An evaluation not found may be one whose events left the log with its archive: say so. */
   async function archivedOr(err: unknown): Promise<unknown> {
     if (!(err instanceof NotFoundError) || command.type === 'SubmitEvaluation' || store.archivedAt === undefined)
       return err;
-    const archivedAt = await store.archivedAt(command.evalId, tenant);
-    if (archivedAt === undefined) return err;
-    return new FailedPreconditionError(
-      command.evalId,
-      'EVALUATION_ARCHIVED',
-      `evaluation ${command.evalId} was archived at ${archivedAt.toISOString()} (ACTIVE_RETENTION) and takes no more commands`,
-    );
+    const archivedAt = await store.archivedAt(evalId, tenant);
+    return archivedAt === undefined ? err : archivedError(archivedAt);
   }
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
@@ -156,6 +157,9 @@ export async function decideAndAppend(
       throw failure(await archivedOr(err));
     }
     if (decision.kind === 'unchanged') return decision.result;
+    // Archived: a repeat of an earlier command is answered (above), nothing new is appended.
+    const archivedAt = loaded.snapshot?.archivedAt;
+    if (archivedAt !== undefined) throw failure(archivedError(archivedAt));
     const { plan } = prepared;
     if (plan?.storage === 's3') {
       // Uploaded before the append: if the write then fails, an unreferenced object is left

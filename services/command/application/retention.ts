@@ -1,11 +1,5 @@
-import {
-  archiveKey,
-  decodeArchive,
-  encodeArchive,
-  type ArchivedMetric,
-  type EvaluationArchive,
-} from '../../../shared/archive';
-import { BlobNotFoundError, type BlobStore } from '../../../shared/blobs';
+import { archiveKey, encodeArchive } from '../../../shared/archive';
+import type { BlobStore } from '../../../shared/blobs';
 import type { Logger } from '../../../shared/logging';
 import type { ExpiredLogSegment, RetentionStore } from '../postgres/retention-store';
 
@@ -29,8 +23,6 @@ export interface RetentionReport {
   readonly clock: string;
   /** Evaluations written to the archive and removed from the hot tables. */
   readonly archived: number;
-  /** Archives written again: a write reached the evaluation while its archive was made. */
-  readonly rearchived: number;
   readonly archiveBytes: number;
   /** Evaluations left for the next run (changed while archived, or refused by S3). */
   readonly skipped: number;
@@ -54,14 +46,16 @@ const HORIZON_STEP = 10_000;
  * 2. Logs older than LOG_RETENTION are deleted (rows first, the evaluation marked; the objects
  *    after: one left by a killed run is an orphan the sweeper deletes).
  * 3. Terminal evaluations untouched for ACTIVE_RETENTION are archived: the archive is uploaded
- *    under its fixed key, then one transaction records it and removes what it holds from the
- *    hot tables, unless the evaluation changed meanwhile. Killed between the two, the next run
- *    uploads the same archive again: nothing is archived twice, nothing is lost.
- * 4. Archives that a racing write outgrew are written again.
- * 5. The log's horizon moves over the archived events, which are deleted.
- * 6. Security records older than SECURITY_RETENTION are purged.
+ *    under its fixed key, then one transaction marks the evaluation archived (it takes no event
+ *    from then on), records the archive and removes what it holds from the hot tables, unless
+ *    the evaluation gained an event meanwhile (the next run archives it with it). Killed between
+ *    the two, the next run uploads the same archive again: nothing is archived twice, nothing is
+ *    lost.
+ * 4. The log's horizon moves over the archived events, which are deleted.
+ * 5. Security records older than SECURITY_RETENTION are purged.
  *
- * A dry run reads and counts (up to `limit` per step) and changes nothing.
+ * A dry run reads and counts (the first batch of each step) and changes nothing; its horizon
+ * step counts what the log allows now, without the archives the run would write.
  */
 export async function runRetention(deps: {
   readonly store: RetentionStore;
@@ -84,7 +78,6 @@ export async function runRetention(deps: {
   const before = (ms: number): Date => new Date(now.getTime() - ms);
   const runId = dryRun ? 'dry-run' : await store.startRun(now, dryRun);
   let archived = 0;
-  let rearchived = 0;
   let archiveBytes = 0;
   let skipped = 0;
   let logSegmentsMoved = 0;
@@ -119,38 +112,17 @@ export async function runRetention(deps: {
     await deleteObjects(blobs, segments, logger);
   }
 
-  // 3 and 4. The archive.
-  async function archive(ref: { evalId: string; tenant: string }, again: boolean): Promise<void> {
-    const current = await store.archiveOf(ref);
-    if (current === undefined) return;
-    const key = archiveKey(ref.tenant, ref.evalId);
-    let content = current;
-    if (again) {
-      // The first archive took the inline bodies and metric points out of PostgreSQL, and the
-      // horizon may have taken its first events: PostgreSQL holds only part of the evaluation
-      // now, the archive the rest. The new archive is the old one and what was written since.
-      let previous: EvaluationArchive;
-      try {
-        previous = await readArchive(blobs, key);
-      } catch (err) {
-        if (!(err instanceof BlobNotFoundError)) throw err;
-        // Written over, it would hold only what PostgreSQL still has: leave it for a person.
-        logger.error('an archived evaluation gained events, but its archive is missing; not archived again', {
-          evalId: ref.evalId,
-          key,
-        });
-        skipped += 1;
-        return;
-      }
-      content = mergeArchives(previous, current);
-    }
+  // 3. The archive.
+  async function archive(ref: { evalId: string; tenant: string }): Promise<void> {
+    const content = await store.archiveOf(ref);
+    if (content === undefined) return;
     const encoded = encodeArchive(content);
+    archiveBytes += encoded.bytes.length;
     if (dryRun) {
-      if (again) rearchived += 1;
-      else archived += 1;
-      archiveBytes += encoded.bytes.length;
+      archived += 1;
       return;
     }
+    const key = archiveKey(ref.tenant, ref.evalId);
     await blobs.put(key, encoded.bytes, encoded.sha256);
     const recorded = await store.recordArchive({
       ...ref,
@@ -163,22 +135,21 @@ export async function runRetention(deps: {
       archivedAt: recordedAt,
     });
     if (!recorded) {
+      // A write reached it while its archive was made: the next run archives it with that.
+      archiveBytes -= encoded.bytes.length;
       skipped += 1;
       return;
     }
-    if (again) rearchived += 1;
-    else archived += 1;
-    archiveBytes += encoded.bytes.length;
+    archived += 1;
     deps.onArchived?.(ref.evalId);
   }
-  for (const ref of await store.outgrownArchives(BATCH)) await archive(ref, true);
   while (archived + skipped < limit) {
     const aged = await store.agedEvaluations(before(policy.activeMs), Math.min(BATCH, limit - archived - skipped));
-    for (const ref of aged) await archive(ref, false);
+    for (const ref of aged) await archive(ref);
     if (aged.length < BATCH || dryRun) break;
   }
 
-  // 5. The horizon.
+  // 4. The horizon.
   let eventsDeleted = 0;
   let horizon: string;
   for (;;) {
@@ -188,7 +159,7 @@ export async function runRetention(deps: {
     if (move.events < HORIZON_STEP || dryRun) break;
   }
 
-  // 6. Security records.
+  // 5. Security records.
   const securityLine = before(policy.securityMs);
   if (dryRun) securityRecordsPurged = await store.countSecurityRecords(securityLine);
   else
@@ -203,7 +174,6 @@ export async function runRetention(deps: {
     dryRun,
     clock: now.toISOString(),
     archived,
-    rearchived,
     archiveBytes,
     skipped,
     eventsDeleted,
@@ -226,43 +196,4 @@ async function deleteObjects(blobs: BlobStore, segments: readonly ExpiredLogSegm
       logger.warn('an expired log object was not deleted; the orphan sweep will', { key: segment.key, err });
     }
   }
-}
-
-async function readArchive(blobs: BlobStore, key: string): Promise<EvaluationArchive> {
-  const download = await blobs.open(key, new AbortController().signal);
-  if (download === 'replaced') throw new Error(`archive ${key} was replaced while read`);
-  const parts: Buffer[] = [];
-  for await (const part of download.bytes) parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
-  return decodeArchive(Buffer.concat(parts));
-}
-
-/** The order archiveOf reads metric points in (a series after another, each in step and time order). */
-function seriesOrder(a: ArchivedMetric, b: ArchivedMetric): number {
-  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
-  const step = BigInt(a.step ?? -1) - BigInt(b.step ?? -1);
-  if (step !== 0n) return step < 0n ? -1 : 1;
-  const time = a.measuredAt.getTime() - b.measuredAt.getTime();
-  if (time !== 0) return time;
-  const id = BigInt(a.id) - BigInt(b.id);
-  return id === 0n ? 0 : id < 0n ? -1 : 1;
-}
-
-/**
- * An archive written again (its evaluation gained events after it): `current`, what PostgreSQL
- * holds now, completed by `previous`, the archive written before: its events below the first
- * one PostgreSQL still has (the horizon took them), its bodies and metric points (the first
- * archive took them out of PostgreSQL). What both hold, PostgreSQL's copy of it.
- */
-function mergeArchives(previous: EvaluationArchive, current: EvaluationArchive): EvaluationArchive {
-  const first = BigInt(current.events[0]?.position ?? '0');
-  const kinds = new Set(current.bodies.map((b) => b.kind));
-  const ids = new Set(current.metrics.map((m) => m.id));
-  return {
-    ...current,
-    events: [...previous.events.filter((e) => BigInt(e.position) < first), ...current.events],
-    bodies: [...previous.bodies.filter((b) => !kinds.has(b.kind)), ...current.bodies].sort((a, b) =>
-      a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0,
-    ),
-    metrics: [...previous.metrics.filter((m) => !ids.has(m.id)), ...current.metrics].sort(seriesOrder),
-  };
 }

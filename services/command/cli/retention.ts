@@ -7,7 +7,7 @@ import { createS3Client } from '../../../shared/s3';
 import { runRetention } from '../application/retention';
 import { createPostgresRetentionStore } from '../postgres/retention-store';
 
-const USAGE = `usage: npm run retention -- [--dry-run] [--limit N] [--as-of TIME]
+const USAGE = `usage: npm run retention -- [--dry-run] [--limit N] [--as-of TIME [--early]]
 
 Runs the retention job once over every tier (docs/operations.md "Retention"): log bytes older
 than LOG_HOT_RETENTION move from PostgreSQL to S3, logs older than LOG_RETENTION are deleted,
@@ -16,13 +16,15 @@ tables, and security records older than SECURITY_RETENTION are purged. Prints on
 evaluation archived, then the report (also kept in the retention_runs table). Safe to stop at
 any point and run again. --dry-run changes nothing and reports what the first batch of each
 step would do; --limit caps the evaluations archived (default 10000); --as-of judges ages as
-if it were TIME (ISO 8601), not now: with --dry-run, what a run then will do. Connects with
+if it were TIME (ISO 8601), not now: a time to come needs --dry-run (what a run then will do)
+or --early (do it now, as if every retention were that much shorter). Connects with
 MIGRATION_DATABASE_URL: the services' own roles may delete nothing. The command service runs
 the same job every RETENTION_INTERVAL_SECONDS when that is set.
 
 exit status: 0 done, 3 another run holds the retention lock, 64 bad arguments`;
 
 const VALUED = ['--limit', '--as-of'];
+const FLAGS = ['--dry-run', '--early'];
 
 function limitOf(args: readonly string[]): number | undefined {
   const at = args.indexOf('--limit');
@@ -51,7 +53,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const unknown = args.filter(
-    (a, i) => a !== '--dry-run' && !VALUED.includes(a) && !VALUED.includes(args[i - 1] ?? ''),
+    (a, i) => !FLAGS.includes(a) && !VALUED.includes(a) && !VALUED.includes(args[i - 1] ?? ''),
   );
   let limit: number | undefined;
   let now: Date;
@@ -59,6 +61,11 @@ async function main(): Promise<number> {
     if (unknown.length > 0) throw new UsageError(`unknown argument ${unknown.join(', ')}`);
     limit = limitOf(args);
     now = asOf(args);
+    // Ahead of time, a run would delete logs and security records before their retention ends.
+    if (now.getTime() > Date.now() && !args.includes('--dry-run') && !args.includes('--early'))
+      throw new UsageError(
+        '--as-of a time to come archives and deletes early: add --dry-run to see what a run then will do, or --early to do it now',
+      );
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`${err.message}\n${USAGE}\n`);

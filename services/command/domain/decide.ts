@@ -61,6 +61,8 @@ export interface EvaluationSnapshot {
   readonly logBytes: Readonly<Record<LogStream, number>>;
   /** The executor it is bound to (StartEvaluation's): who alone may report for it from then on. */
   readonly executorId?: string;
+  /** When retention archived it: it takes no more events (only repeats of earlier commands are answered). */
+  readonly archivedAt?: Date;
 }
 
 /** How RecordMetrics is bounded by the evaluation it measures (config: MAX_METRIC_NAMES, …). */

@@ -144,7 +144,7 @@ export function appendStatement(request: AppendRequest): { text: string; values:
     assignments.push(`updated_at = ${recordedAt}`, `revision = ${toRevision}`);
     ctes.push(`changed AS (
       UPDATE evaluations SET ${assignments.join(', ')}
-       WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)}
+       WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)} AND archived_at IS NULL
       RETURNING eval_id)`);
   }
   if (request.body !== undefined && decision.log === undefined) {

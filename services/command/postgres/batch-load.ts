@@ -23,9 +23,9 @@ const STATE_ROW = `SELECT 'state' AS source, e.eval_id, NULL::text AS request_id
          cur.position::text AS position, cur.command_hash,
          sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
          e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id`;
+         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id, e.archived_at`;
 const REQUEST_ROW = `SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash,
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
 
 // Every evaluation of $1 with its first and latest command, and every earlier command with a
 // request id of $2 (which may belong to another evaluation): one statement for a batch of
@@ -77,6 +77,7 @@ interface LoadRow {
   stdout_bytes: string | null;
   stderr_bytes: string | null;
   executor_id: string | null;
+  archived_at: Date | null;
 }
 
 /**
@@ -162,6 +163,7 @@ function snapshotOf(row: LoadRow): EvaluationSnapshot | undefined {
     metricNames: row.metric_names ?? [],
     logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
     ...(row.executor_id !== null ? { executorId: row.executor_id } : {}),
+    ...(row.archived_at !== null ? { archivedAt: row.archived_at } : {}),
     latest: loggedCommandOf(row),
     submitted: {
       evalId: row.eval_id,

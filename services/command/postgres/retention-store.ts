@@ -49,14 +49,14 @@ export interface HorizonMove {
 export interface RetentionStore {
   /** Terminal evaluations last changed before `before`, not archived, with no blob in the fallback directory. */
   agedEvaluations(before: Date, limit: number): Promise<EvaluationRef[]>;
-  /** Archived evaluations whose log gained events after their archive was written (a write that raced it). */
-  outgrownArchives(limit: number): Promise<EvaluationRef[]>;
   /** Everything of the evaluation the archive holds; undefined when it has no events (left the log). */
   archiveOf(ref: EvaluationRef): Promise<EvaluationArchive | undefined>;
   /**
-   * In one transaction: records the archive (or its newer version) and deletes what it now
-   * holds from the hot tables (inline bodies, metric points). False when the evaluation changed
-   * since `archiveOf` read it (its last event is not `entry.lastPosition`): nothing is done.
+   * In one transaction: marks the evaluation archived (from then on it takes no event: the
+   * command service's UPDATE of its row requires it unmarked), records the archive and deletes
+   * what it holds from the hot tables (inline bodies, metric points). False, with nothing done,
+   * when the evaluation gained an event since `archiveOf` read it (its last event is not
+   * `entry.lastPosition`).
    */
   recordArchive(entry: ArchiveEntry): Promise<boolean>;
   /**
@@ -106,22 +106,11 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
     async agedEvaluations(before, limit) {
       const { rows } = await pool.query<{ eval_id: string; tenant_id: string }>(
         `SELECT e.eval_id, e.tenant_id FROM evaluations e
-          WHERE e.status IN ${TERMINAL} AND e.updated_at < $1
-            AND NOT EXISTS (SELECT 1 FROM archived_evaluations a WHERE a.eval_id = e.eval_id)
+          WHERE e.status IN ${TERMINAL} AND e.archived_at IS NULL AND e.updated_at < $1
             AND NOT EXISTS (SELECT 1 FROM evaluation_bodies b WHERE b.eval_id = e.eval_id AND b.blob_store = 'file')
             AND NOT EXISTS (SELECT 1 FROM evaluation_log_segments s WHERE s.eval_id = e.eval_id AND s.blob_store = 'file')
           ORDER BY e.updated_at LIMIT $2`,
         [before, limit],
-      );
-      return rows.map((r) => ({ evalId: r.eval_id, tenant: r.tenant_id }));
-    },
-
-    async outgrownArchives(limit) {
-      const { rows } = await pool.query<{ eval_id: string; tenant_id: string }>(
-        `SELECT a.eval_id, a.tenant_id FROM archived_evaluations a
-          WHERE EXISTS (SELECT 1 FROM evaluation_events e WHERE e.eval_id = a.eval_id AND e.position > a.last_position)
-          LIMIT $1`,
-        [limit],
       );
       return rows.map((r) => ({ evalId: r.eval_id, tenant: r.tenant_id }));
     },
@@ -197,39 +186,32 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
       });
     },
 
-    recordArchive(entry) {
-      return inTransaction(pool, async (client) => {
-        // The evaluation's row, locked: a command on it waits for this transaction, and one that
-        // committed since archiveOf shows as a last event other than the archive's.
-        const { rows } = await client.query<{ last: string | null }>(
-          `SELECT (SELECT max(position) FROM evaluation_events WHERE eval_id = $1)::text AS last
-             FROM evaluations WHERE eval_id = $1 FOR UPDATE`,
-          [entry.evalId],
-        );
-        if (rows[0]?.last !== entry.lastPosition) return false;
-        await client.query(
-          `INSERT INTO archived_evaluations
-             (eval_id, tenant_id, archive_key, archived_at, first_position, last_position, events, bytes, sha256)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (eval_id) DO UPDATE SET archive_key = excluded.archive_key, archived_at = excluded.archived_at,
-             last_position = excluded.last_position, events = excluded.events, bytes = excluded.bytes,
-             sha256 = excluded.sha256`,
-          [
+    async recordArchive(entry) {
+      try {
+        return await inTransaction(pool, async (client) => {
+          // The mark first: it locks the row, so a command in flight on it commits before this
+          // goes on (and one after it finds the row marked). The next statement has a snapshot of
+          // its own, taken after that wait: a command that committed since archiveOf shows there.
+          await client.query(`UPDATE evaluations SET archived_at = $2 WHERE eval_id = $1`, [
             entry.evalId,
-            entry.tenant,
-            entry.key,
             entry.archivedAt,
-            entry.firstPosition,
-            entry.lastPosition,
-            entry.events,
-            entry.bytes,
-            entry.sha256,
-          ],
-        );
-        await client.query(`DELETE FROM evaluation_bodies WHERE eval_id = $1 AND content IS NOT NULL`, [entry.evalId]);
-        await client.query(`DELETE FROM evaluation_metrics WHERE eval_id = $1`, [entry.evalId]);
-        return true;
-      });
+          ]);
+          const { rows } = await client.query<{ last: string | null }>(
+            `SELECT max(position)::text AS last FROM evaluation_events WHERE eval_id = $1`,
+            [entry.evalId],
+          );
+          if (rows[0]?.last !== entry.lastPosition) throw new ChangedSinceRead();
+          await insertArchive(client, entry);
+          await client.query(`DELETE FROM evaluation_bodies WHERE eval_id = $1 AND content IS NOT NULL`, [
+            entry.evalId,
+          ]);
+          await client.query(`DELETE FROM evaluation_metrics WHERE eval_id = $1`, [entry.evalId]);
+          return true;
+        });
+      } catch (err) {
+        if (err instanceof ChangedSinceRead) return false;
+        throw err;
+      }
     },
 
     advanceHorizon(maxEvents, dryRun) {
@@ -241,8 +223,8 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
         // The events after the horizon, in order, as long as each is covered by its evaluation's
         // archive: the first that is not (a live evaluation's, or one written after its archive)
         // stops the horizon below it. Walks the primary key from the horizon on.
-        const { rows: moved } = await client.query<{ to: string | null; events: string }>(
-          `SELECT max(position)::text AS to, count(*)::text AS events FROM (
+        const { rows: moved } = await client.query<{ to: string | null }>(
+          `SELECT max(position)::text AS to FROM (
              SELECT e.position, bool_and(a.eval_id IS NOT NULL AND e.position <= a.last_position)
                       OVER (ORDER BY e.position ROWS UNBOUNDED PRECEDING) AS covered
                FROM (SELECT position, eval_id FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT $2) e
@@ -250,8 +232,22 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
            ) walk WHERE covered`,
           [from, maxEvents],
         );
-        const to = moved[0]?.to ?? from;
-        const events = Number(moved[0]?.events ?? 0);
+        let to = moved[0]?.to ?? from;
+        // Nor may it split an archived evaluation: one whose first event is at or below it and
+        // its last above (events interleave) keeps them all until the horizon passes its last, so
+        // that read models starting at the horizon never meet an evaluation without its start.
+        for (;;) {
+          const { rows: split } = await client.query<{ first: string | null }>(
+            `SELECT min(first_position)::text AS first FROM archived_evaluations
+              WHERE first_position > $1 AND first_position <= $2 AND last_position > $2`,
+            [from, to],
+          );
+          const first = split[0]?.first;
+          if (first == null) break;
+          to = (BigInt(first) - 1n).toString();
+        }
+        // Every position above the horizon is in the log: the ones passed are to - from.
+        const events = Number(BigInt(to) - BigInt(from));
         if (dryRun || events === 0) return { from, to, events };
         // The horizon first: the trigger lets only events at or below it go.
         await client.query(`UPDATE event_log_horizon SET position = $1`, [to]);
@@ -362,6 +358,8 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
 
     async exclusively(work) {
       const client = await pool.connect();
+      // A session whose unlock failed goes, not back to the pool: its lock goes with it.
+      let broken: Error | undefined;
       try {
         const { rows } = await client.query<{ held: boolean }>(
           `SELECT pg_try_advisory_lock(hashtext('crucible-retention')) AS held`,
@@ -370,10 +368,12 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
         try {
           return await work();
         } finally {
-          await client.query(`SELECT pg_advisory_unlock(hashtext('crucible-retention'))`);
+          await client.query(`SELECT pg_advisory_unlock(hashtext('crucible-retention'))`).catch((err: Error) => {
+            broken = err;
+          });
         }
       } finally {
-        client.release();
+        client.release(broken);
       }
     },
 
@@ -392,4 +392,28 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
       ]);
     },
   };
+}
+
+/** Rolls the archive's transaction back: the evaluation gained an event since it was read. */
+class ChangedSinceRead extends Error {
+  override name = 'ChangedSinceRead';
+}
+
+async function insertArchive(client: PoolClient, entry: ArchiveEntry): Promise<void> {
+  await client.query(
+    `INSERT INTO archived_evaluations
+       (eval_id, tenant_id, archive_key, archived_at, first_position, last_position, events, bytes, sha256)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+    [
+      entry.evalId,
+      entry.tenant,
+      entry.key,
+      entry.archivedAt,
+      entry.firstPosition,
+      entry.lastPosition,
+      entry.events,
+      entry.bytes,
+      entry.sha256,
+    ],
+  );
 }

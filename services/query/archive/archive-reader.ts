@@ -1,5 +1,5 @@
 import { decodeArchive, type EvaluationArchive } from '../../../shared/archive';
-import type { BlobStore } from '../../../shared/blobs';
+import { unavailableOr, type BlobStore } from '../../../shared/blobs';
 
 /** The S3 archive of evaluations that left PostgreSQL (shared/archive), as the query side reads it. */
 export interface ArchiveReader {
@@ -22,9 +22,15 @@ export function createArchiveReader(store: Pick<BlobStore, 'open'>): ArchiveRead
   const cache = new Map<string, Promise<EvaluationArchive>>();
   async function fetch(key: string): Promise<EvaluationArchive> {
     const download = await store.open(key, new AbortController().signal);
+    // Unreachable: no version is asked for.
     if (download === 'replaced') throw new Error(`archive ${key} changed while it was read`);
     const parts: Buffer[] = [];
-    for await (const part of download.bytes) parts.push(Buffer.from(part));
+    try {
+      for await (const part of download.bytes) parts.push(Buffer.from(part));
+    } catch (err) {
+      // The connection failed half-way (open() maps only the failures before the body).
+      throw unavailableOr(err);
+    }
     return decodeArchive(Buffer.concat(parts));
   }
   return {

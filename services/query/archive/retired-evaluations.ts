@@ -7,29 +7,40 @@ import { readOrUnavailable } from '../postgres/event-log';
 import { pastHotRetention } from '../read-models/hot-retention';
 import type { ArchiveReader } from './archive-reader';
 
-/** Where an archived evaluation's archive is, and which of its events it holds. */
+/**
+ * Where an archived evaluation's archive is (archived_evaluations). An archived evaluation
+ * takes no more events (the command service's write requires `evaluations.archived_at` unset),
+ * so its archive holds every event it has.
+ */
 export interface ArchiveLocation {
   readonly key: string;
   readonly sha256: string;
-  /** Its last event when it was written: later ones (a write that raced it) are still in the log. */
-  readonly lastPosition: bigint;
 }
+
+/** The archive a row joined to archived_evaluations names, if any. */
+export function archiveLocationOf(row: {
+  readonly archive_key?: string | null;
+  readonly sha256?: string | null;
+}): ArchiveLocation | undefined {
+  return row.archive_key == null || row.sha256 == null ? undefined : { key: row.archive_key, sha256: row.sha256 };
+}
+
+/** An evaluation the read models do not have: none of the tenant's, one they should hold, or one that left them. */
+export type RetiredRead = 'unknown' | 'held' | Evaluation;
 
 /**
  * Evaluations that left the Redis read models: terminal ones past HOT_RETENTION (the query
- * service sweeps them out, read-models/hot-retention.ts), and archived ones (the retention job).
+ * service sweeps them out, redis/hot-retention-sweep.ts), and archived ones (the retention job).
  * They are read from PostgreSQL, and from the S3 archive once their events left the log, and
  * folded with the same `evolve` the projection uses: the same state the record held.
  */
 export interface RetiredEvaluations {
   /**
-   * The evaluation as its events fold, when it is `tenant`'s and has left the read models;
-   * undefined when it is unknown to `tenant` or should still be in Redis (a missing record
-   * there is then the read guard's business).
+   * For an evaluation whose record Redis does not have: 'unknown' when `tenant` has no such
+   * evaluation (NOT_FOUND, whatever another tenant has), 'held' when the read models should
+   * hold it (a missing record is then the read guard's business), else its state.
    */
-  evaluation(tenant: string, evalId: string): Promise<Evaluation | undefined>;
-  /** Every event of an archived evaluation, the archive's and any written after it, in position order. */
-  archivedEvents(evalId: string, archive: ArchiveLocation): Promise<ArchivedEvent[]>;
+  evaluation(tenant: string, evalId: string): Promise<RetiredRead>;
   /**
    * Every event of the evaluation, from its archive when it has one, else from the log (a
    * replay of one that ended: the caller found it visible to its tenant already).
@@ -42,7 +53,6 @@ interface LocatedRow {
   updated_at: Date;
   archive_key: string | null;
   sha256: string | null;
-  last_position: string | null;
 }
 
 interface EventRow {
@@ -64,12 +74,12 @@ export function createRetiredEvaluations(deps: {
   const { pool, archives, hotMs } = deps;
   const clock = deps.clock ?? Date.now;
 
-  async function logEvents(evalId: string, after: bigint): Promise<ArchivedEvent[]> {
+  async function logEvents(evalId: string): Promise<ArchivedEvent[]> {
     // Every tenant: the caller found the evaluation as its tenant's already.
     const { rows } = await queryAs<EventRow>(pool, ALL_TENANTS, {
       text: `SELECT position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter
-               FROM evaluation_events WHERE eval_id = $1 AND position > $2 ORDER BY evaluation_events.position`,
-      values: [evalId, after.toString()],
+               FROM evaluation_events WHERE eval_id = $1 ORDER BY evaluation_events.position`,
+      values: [evalId],
     });
     return rows.map((row) => ({
       position: row.position,
@@ -81,68 +91,42 @@ export function createRetiredEvaluations(deps: {
     }));
   }
 
-  const retired: RetiredEvaluations = {
-    async archivedEvents(evalId, archive) {
-      const [archived, later] = await Promise.all([
-        archives.read(archive.key, archive.sha256),
-        readOrUnavailable("reading an archived evaluation's later events", () =>
-          logEvents(evalId, archive.lastPosition),
-        ),
-      ]);
-      // A newer version of the archive may hold some of the later ones already.
-      const seen = new Set(archived.events.map((e) => e.position));
-      return [...archived.events, ...later.filter((e) => !seen.has(e.position))];
-    },
+  const eventsFrom = async (evalId: string, archive: ArchiveLocation | undefined): Promise<ArchivedEvent[]> =>
+    archive === undefined ? logEvents(evalId) : [...(await archives.read(archive.key, archive.sha256)).events];
 
+  return {
     eventsOf: (evalId) =>
       readOrUnavailable("reading an evaluation's events", async () => {
-        const { rows } = await queryAs<Pick<LocatedRow, 'archive_key' | 'sha256' | 'last_position'>>(
-          pool,
-          ALL_TENANTS,
-          {
-            text: `SELECT archive_key, sha256, last_position::text AS last_position
-                     FROM archived_evaluations WHERE eval_id = $1`,
-            values: [evalId],
-          },
-        );
-        const row = rows[0];
-        if (row?.archive_key == null || row.sha256 === null || row.last_position === null) return logEvents(evalId, 0n);
-        return retired.archivedEvents(evalId, {
-          key: row.archive_key,
-          sha256: row.sha256,
-          lastPosition: BigInt(row.last_position),
+        const { rows } = await queryAs<Pick<LocatedRow, 'archive_key' | 'sha256'>>(pool, ALL_TENANTS, {
+          text: `SELECT archive_key, sha256 FROM archived_evaluations WHERE eval_id = $1`,
+          values: [evalId],
         });
+        return eventsFrom(evalId, rows[0] === undefined ? undefined : archiveLocationOf(rows[0]));
       }),
 
     evaluation: (tenant, evalId) =>
       readOrUnavailable('reading an evaluation that left the read models', async () => {
         const { rows } = await queryAs<LocatedRow>(pool, tenant, {
-          text: `SELECT e.status, e.updated_at, a.archive_key, a.sha256, a.last_position::text AS last_position
+          text: `SELECT e.status, e.updated_at, a.archive_key, a.sha256
                    FROM evaluations e LEFT JOIN archived_evaluations a ON a.eval_id = e.eval_id
                   WHERE e.eval_id = $1`,
           values: [evalId],
         });
         const row = rows[0];
-        if (row === undefined) return undefined;
-        const archived = row.archive_key !== null && row.sha256 !== null && row.last_position !== null;
+        if (row === undefined) return 'unknown';
+        const archive = archiveLocationOf(row);
         // Only an ended one can have left; `updated_at` is a cheap first look (the rule is the fold's).
         if (
-          !archived &&
+          archive === undefined &&
           (hotMs === undefined || !isTerminal(row.status) || row.updated_at.getTime() >= clock() - hotMs)
         )
-          return undefined;
-        const events = archived
-          ? await retired.archivedEvents(evalId, {
-              key: row.archive_key as string,
-              sha256: row.sha256 as string,
-              lastPosition: BigInt(row.last_position as string),
-            })
-          : await logEvents(evalId, 0n);
+          return 'held';
         let state: Evaluation | undefined;
-        for (const event of events) state = evolve(state, event);
-        if (state === undefined) return undefined;
-        return archived || (hotMs !== undefined && pastHotRetention(state, clock(), hotMs)) ? state : undefined;
+        for (const event of await eventsFrom(evalId, archive)) state = evolve(state, event);
+        if (state === undefined) return 'held';
+        return archive !== undefined || (hotMs !== undefined && pastHotRetention(state, clock(), hotMs))
+          ? state
+          : 'held';
       }),
   };
-  return retired;
 }

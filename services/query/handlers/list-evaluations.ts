@@ -31,10 +31,7 @@ interface ListDeps {
   readonly shutdown: Shutdown;
   /** INDEXED_METADATA_KEYS: the metadata keys a filter may name. */
   readonly indexedMetadataKeys: readonly string[];
-  /**
-   * Since when ended evaluations are surely in the read models (HOT_RETENTION); undefined
-   * while none leave them (the sweep is off).
-   */
+  /** Since when ended evaluations are surely in the read models (HOT_RETENTION, ACTIVE_RETENTION). */
   readonly coversEndedSince?: () => Date;
 }
 

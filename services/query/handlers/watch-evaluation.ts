@@ -106,11 +106,9 @@ export function createWatchEvaluation(deps: {
     } else if (record === undefined) {
       // Left the read models (HOT_RETENTION, archived): it ended, and its last update is its end.
       const retired = await readRetired(deps, evalId, context.caller.tenant);
-      const ended = retired && lastUpdateOfEnded(retired);
-      if (ended === undefined) {
-        await deps.guard.confirmMissing(evalId, checkpoint);
-        throw new NotFoundError(`evaluation ${evalId} not found`);
-      }
+      if (retired === 'held') await deps.guard.confirmMissing(evalId, checkpoint);
+      const ended = typeof retired === 'string' ? undefined : lastUpdateOfEnded(retired);
+      if (ended === undefined) throw new NotFoundError(`evaluation ${evalId} not found`);
       latest = changeOf(ended);
     } else {
       // No history: the evaluation ended (maybe just after its record was read: read it again),

@@ -23,20 +23,23 @@ export async function readEvaluation(
   fresh(checkpoint, minPosition);
   if (record === undefined) {
     const retired = await readRetired(deps, evalId, tenant);
-    if (retired !== undefined) return retired;
-    await deps.guard.confirmMissing(evalId, checkpoint);
-    throw new NotFoundError(`evaluation ${evalId} not found`);
+    if (retired === 'held') await deps.guard.confirmMissing(evalId, checkpoint);
+    if (retired === 'unknown' || retired === 'held') throw new NotFoundError(`evaluation ${evalId} not found`);
+    return retired;
   }
   if (!recordVisibleTo(record, tenant)) throw new NotFoundError(`evaluation ${evalId} not found`);
   return record;
 }
 
-/** The record of an evaluation that left the read models, as they held it; undefined for any other. */
+/**
+ * For an evaluation Redis has no record of: its record as the read models held it when it left
+ * them; 'unknown' when `tenant` has no such evaluation; 'held' when the read models should have it.
+ */
 export async function readRetired(
   deps: { readonly retired: RetiredEvaluations },
   evalId: string,
   tenant: string,
-): Promise<Encoded<Evaluation> | undefined> {
+): Promise<Encoded<Evaluation> | 'unknown' | 'held'> {
   const state = await deps.retired.evaluation(tenant, evalId);
-  return state === undefined ? undefined : encodeOnce(Evaluation, state);
+  return typeof state === 'string' ? state : encodeOnce(Evaluation, state);
 }

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import type { BlobHome } from '../../../shared/domain';
 import type { ArchiveReader } from '../archive/archive-reader';
+import { archiveLocationOf } from '../archive/retired-evaluations';
 import type { BodyKind, BodyStore } from '../handlers/read-output';
 import { queryAs } from '../../../shared/postgres';
 import { readOrUnavailable } from './event-log';
@@ -17,9 +18,10 @@ interface ArchiveColumns {
  * stay where they were, their rows too.
  */
 export function createPostgresBodyStore(pool: Pool, archives: ArchiveReader): BodyStore {
-  async function archivedBody(archive: ArchiveColumns, kind: BodyKind): Promise<Buffer | undefined> {
-    if (archive.archive_key === null || archive.sha256 === null) return undefined;
-    const { bodies } = await archives.read(archive.archive_key, archive.sha256);
+  async function archivedBody(row: ArchiveColumns, kind: BodyKind): Promise<Buffer | undefined> {
+    const archive = archiveLocationOf(row);
+    if (archive === undefined) return undefined;
+    const { bodies } = await archives.read(archive.key, archive.sha256);
     return bodies.find((body) => body.kind === kind)?.content;
   }
 

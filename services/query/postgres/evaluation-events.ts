@@ -5,7 +5,8 @@ import { EventType } from '../../../shared/generated/crucible/storage/v1/evaluat
 import type { EventLogEntry } from '../../../shared/generated/crucible/storage/v1/query_service';
 import type { EvaluationEvents, EventPage } from '../handlers/get-evaluation-events';
 import type { ArchivedEvent } from '../../../shared/archive';
-import type { RetiredEvaluations } from '../archive/retired-evaluations';
+import type { ArchiveReader } from '../archive/archive-reader';
+import { archiveLocationOf } from '../archive/retired-evaluations';
 import { readOrUnavailable } from './event-log';
 
 /**
@@ -30,7 +31,7 @@ export const EVENT_PAGE_BYTES = 1024 * 1024;
  */
 export const EVENTS_PAGE_SQL = `SELECT e.position::text AS position, e.revision::text AS revision, e.event_type,
        CASE WHEN e.bytes_before < $4 THEN e.data END AS data, e.recorded_at, e.reporter,
-       e.bytes_before < $4 AS fits, arch.archive_key, arch.sha256, arch.last_position::text AS last_position
+       e.bytes_before < $4 AS fits, arch.archive_key, arch.sha256
   FROM evaluations AS known
   LEFT JOIN archived_evaluations AS arch ON arch.eval_id = known.eval_id
   LEFT JOIN LATERAL (
@@ -59,7 +60,6 @@ interface EventPageRow {
   /** Set on every row of an archived evaluation (the trail is then the archive's). */
   readonly archive_key?: string | null;
   readonly sha256?: string | null;
-  readonly last_position?: string | null;
 }
 
 /**
@@ -84,7 +84,7 @@ type EventRow = {
   readonly [K in Exclude<keyof EventPageRow, 'data' | 'reporter' | ArchiveColumn>]: NonNullable<EventPageRow[K]>;
 } & Pick<EventPageRow, 'data' | 'reporter' | ArchiveColumn>;
 
-type ArchiveColumn = 'archive_key' | 'sha256' | 'last_position';
+type ArchiveColumn = 'archive_key' | 'sha256';
 
 function holdsEvent(row: EventPageRow): row is EventRow {
   return row.position !== null && row.revision !== null && row.event_type !== null;
@@ -113,8 +113,10 @@ export function pageOf(rows: readonly EventPageRow[], pageSize: number): EventPa
 }
 
 /**
- * A page of an archived evaluation's trail (every event, from the archive and the log): the
- * same page the log would give, by the same budget (JSON text of the data, as `data_bytes`).
+ * A page of an archived evaluation's trail, from its archive: the same events in the same
+ * order as the log gave, by a budget measured as close as JavaScript can (the length of the
+ * data's JSON text, where `data_bytes` is PostgreSQL's jsonb text): pages may break a little
+ * differently, and every page token stays valid (it holds a revision).
  */
 export function archivedPageOf(
   events: readonly ArchivedEvent[],
@@ -143,7 +145,7 @@ export function archivedPageOf(
 /** The audit trail from the event log (or the archive), through the query side's read-only connection. */
 export function createPostgresEvaluationEvents(
   pool: Pool,
-  retired: Pick<RetiredEvaluations, 'archivedEvents'>,
+  archives: ArchiveReader,
   options: { maxPageBytes?: number } = {},
 ): EvaluationEvents {
   const maxPageBytes = options.maxPageBytes ?? EVENT_PAGE_BYTES;
@@ -154,13 +156,9 @@ export function createPostgresEvaluationEvents(
           text: EVENTS_PAGE_SQL,
           values: [evalId, afterRevision.toString(), pageSize + 1, maxPageBytes],
         });
-        const archived = rows[0];
-        if (archived?.archive_key != null && archived.sha256 != null && archived.last_position != null) {
-          const events = await retired.archivedEvents(evalId, {
-            key: archived.archive_key,
-            sha256: archived.sha256,
-            lastPosition: BigInt(archived.last_position),
-          });
+        const archive = rows[0] === undefined ? undefined : archiveLocationOf(rows[0]);
+        if (archive !== undefined) {
+          const { events } = await archives.read(archive.key, archive.sha256);
           return archivedPageOf(events, afterRevision, pageSize, maxPageBytes);
         }
         return pageOf(rows, pageSize);

@@ -2,6 +2,7 @@ import type { Pool } from 'pg';
 import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { ArchivedMetric } from '../../../shared/archive';
 import type { ArchiveReader } from '../archive/archive-reader';
+import { archiveLocationOf } from '../archive/retired-evaluations';
 import type { MetricSeries, MetricSeriesPage, SeriesCursor, SeriesFilter } from '../handlers/get-evaluation-metrics';
 import { readOrUnavailable } from './event-log';
 
@@ -93,11 +94,9 @@ export function createPostgresMetricSeries(pool: Pool, archives: ArchiveReader):
           ]),
         );
         if (rows.length === 0) return 'unknown-evaluation';
-        const archived = rows[0];
-        if (archived?.archive_key != null && archived.sha256 !== null) {
-          const archive = await archives.read(archived.archive_key, archived.sha256);
-          return archivedSeriesPage(archive.metrics, filter, after, limit);
-        }
+        const archive = rows[0] === undefined ? undefined : archiveLocationOf(rows[0]);
+        if (archive !== undefined)
+          return archivedSeriesPage((await archives.read(archive.key, archive.sha256)).metrics, filter, after, limit);
         const points: MetricSeriesPage = [];
         for (const row of rows) {
           if (row.id === null) continue;

@@ -92,6 +92,9 @@ async function rebuildBehindFence(deps: RebuildOptions, fenceToken: string): Pro
   const cacheSize = deps.stateCacheSize ?? 100_000;
   const started = process.hrtime.bigint();
 
+  // The events at or below the log's horizon left it (retention): the read models start there.
+  // Read before the first read of the log, which starts above it.
+  const horizon = await eventLog.horizon();
   const reads = prefetching(eventLog, batchSize);
   // The first writes are planned while the old keys are deleted, and sent once they are.
   const deletion = startDeletion(redis, layout, logger);
@@ -105,8 +108,6 @@ async function rebuildBehindFence(deps: RebuildOptions, fenceToken: string): Pro
     cache: createStateCache(cacheSize),
   };
   const pipeline = createWritePipeline();
-  // The events at or below the log's horizon left it (retention): the read models start there.
-  const horizon = await eventLog.horizon();
   if (horizon > 0n) {
     const skip: PlannedBatch = {
       writes: partitions.map((partition) => ({

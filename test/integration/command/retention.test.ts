@@ -97,7 +97,6 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
       dryRun: false,
       clock: now.toISOString(),
       archived: 0,
-      rearchived: 0,
       archiveBytes: 0,
       skipped: 0,
       eventsDeleted: 0,
@@ -312,8 +311,6 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     const killedRun = await rejection(() => retain(clockAfterNow(), {}, { store: killed }));
     expect((killedRun as Error).message).to.equal('killed before the horizon');
     const archivedEvents = (await eventsAsArchived('dry-archived')).length;
-    // And written to since: its archive is due to be written again.
-    await violation('dry-archived');
 
     // Due now: an aged evaluation, inline log bytes past both log retentions, security records.
     await finished('dry-aged');
@@ -330,15 +327,14 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
       dryRun: true,
       clock: now.toISOString(),
       archived: 1,
-      rearchived: 1,
       skipped: 0,
-      // The archived evaluation's events, up to its write (which no archive holds: a dry run writes none).
+      // The archived evaluation's events (not dry-aged's: a dry run writes no archive).
       eventsDeleted: archivedEvents,
       horizon: String(archivedEvents),
       logSegmentsMoved: 1,
       logSegmentsDeleted: 1,
-      // The two containers created, the violation.
-      securityRecordsPurged: 3,
+      // The two containers created.
+      securityRecordsPurged: 2,
     });
     expect(report.archiveBytes).to.be.greaterThan(0);
     expect(await world()).to.deep.equal(before);
@@ -436,10 +432,10 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     ]);
   });
 
-  it("moves the horizon only over archived events below every other evaluation's first event, and deletes them", async () => {
-    const a1 = await h.commands.submit({ evalId: 'a-1' });
-    const live = await h.commands.submit({ evalId: 'live' });
-    await h.commands.cancel({ evalId: 'a-1', reason: 'not needed' });
+  it("moves the horizon only over whole archived evaluations below every other evaluation's first event", async () => {
+    await h.commands.submit({ evalId: 'a-1' });
+    await h.commands.submit({ evalId: 'live' });
+    await h.commands.cancel({ evalId: 'a-1' });
     // Wholly above the live evaluation's first event.
     await h.commands.submit({ evalId: 'a-2' });
     const a2Done = await h.commands.cancel({ evalId: 'a-2' });
@@ -448,28 +444,20 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     const a2Events = await eventsAsArchived('a-2');
 
     const first = await retain(now);
-    expect(withoutRunId(first)).to.deep.include({ archived: 2, eventsDeleted: 1, horizon: a1.position });
-    expect(a1.position).to.equal(String(Number(live.position) - 1));
-    expect(await horizon()).to.equal(a1.position);
-    expect(await positions(), "a-1's second event and a-2's stay, above live's first").to.deep.equal([
-      '2',
-      '3',
-      '4',
-      '5',
-    ]);
-    expect(await eventsAsArchived('a-2')).to.deep.equal(a2Events);
+    // a-1 began below live's submit and ended above it: the horizon waits below a-1.
+    expect(withoutRunId(first)).to.deep.include({ archived: 2, eventsDeleted: 0, horizon: '0' });
+    expect(await positions()).to.deep.equal(['1', '2', '3', '4', '5']);
     expect(await archivedRow('a-2')).to.deep.include({ last_position: a2Done.position, events: 2 });
     expect((await archiveIn('a-1')).archive.events).to.deep.equal(a1Events);
-    await expectNoHoleAboveHorizon();
+    expect((await archiveIn('a-2')).archive.events).to.deep.equal(a2Events);
 
-    // Once the live evaluation is archived too, a later run takes the rest.
+    // Once the live evaluation is archived too, a later run takes them all.
     await h.commands.cancel({ evalId: 'live' });
     const later = clockAfterNow();
     const second = await retain(later);
-    expect(withoutRunId(second)).to.deep.include({ archived: 1, eventsDeleted: 5, horizon: '6' });
+    expect(withoutRunId(second)).to.deep.include({ archived: 1, eventsDeleted: 6, horizon: '6' });
     expect(await positions()).to.deep.equal([]);
     expect(await horizon()).to.equal('6');
-    expect((await archiveIn('a-2')).archive.events).to.deep.equal(a2Events);
     // The log goes on from its head: no position is used twice.
     expect((await h.commands.submit({ evalId: 'after' })).position).to.equal('7');
     await expectNoHoleAboveHorizon();
@@ -581,77 +569,44 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     expect(await archivedRow('racer')).to.deep.include({ last_position: '6', events: 6, sha256: sha256(bytes) });
   });
 
-  it('archives again an evaluation written to after its archive, keeping what the first archive took', async () => {
+  it('refuses every write to an archived evaluation, its events still in the log or not: its archive holds them all', async () => {
     // A live evaluation's first event keeps the horizon below the archived one's events.
-    await h.commands.submit({ evalId: 'grown-live' });
-    await finished('grown');
-    const hot = await hotData('grown');
+    await h.commands.submit({ evalId: 'sealed-live' });
+    await finished('sealed');
+    const hot = await hotData('sealed');
     const now = clockAfterNow();
     expect(withoutRunId(await retain(now))).to.deep.include({ archived: 1, eventsDeleted: 0, horizon: '0' });
-    const firstArchive = await archiveIn('grown');
-
-    const late = await violation('grown');
-    const again = await retain(now);
-    const { bytes, archive } = await archiveIn('grown');
-    expect(withoutRunId(again)).to.deep.equal(reportOf(now, { rearchived: 1, archiveBytes: bytes.length }));
-    expect(archive.events.map((e) => e.position)).to.deep.equal(['2', '3', '4', '5', '6', late.position]);
-    expect(archive.events.slice(0, 5)).to.deep.equal(hot.events);
-    expect(archive.events[5]).to.deep.include({ position: late.position, revision: '6' });
-    expect(archive.events[5]?.event.type).to.equal('EvaluationSecurityViolation');
-    // The bodies and points the first archive took out of PostgreSQL are in the new one too.
-    expect(contentOf(archive).bodies).to.deep.equal(hot.bodies);
-    expect(archive.metrics).to.deep.equal(firstArchive.archive.metrics);
-    expect(archive.metrics).to.deep.equal(hot.metrics);
-    expect(await archivedRow('grown')).to.deep.include({
-      first_position: '2',
-      last_position: late.position,
-      events: 6,
-      bytes: String(bytes.length),
-      sha256: sha256(bytes),
-    });
-    expect(withoutRunId(await retain(now)), 'and not again').to.deep.equal(reportOf(now));
+    const refused = await rejection(() => violation('sealed'));
+    expect(refused).to.be.instanceOf(FailedPreconditionError).and.include({ reason: 'EVALUATION_ARCHIVED' });
+    expect(
+      (await eventsAsArchived('sealed')).map((e) => e.position),
+      'nothing appended',
+    ).to.deep.equal(hot.events.map((e) => e.position));
+    const { archive } = await archiveIn('sealed');
+    expect(archive.events).to.deep.equal(hot.events);
+    expect(withoutRunId(await retain(now)), 'and nothing more to do').to.deep.equal(reportOf(now));
   });
 
-  it('never moves the horizon over an event its archive does not hold, and archives it again before it does', async () => {
-    await h.commands.submit({ evalId: 'outrun-live' });
-    await finished('outrun');
-    const hot = await hotData('outrun');
+  it('never splits an archived evaluation with the horizon: one interleaved with a live one keeps every event', async () => {
+    const gone = await h.commands.submit({ evalId: 'whole-1' });
+    await h.commands.cancel({ evalId: 'whole-1' });
+    const straddling = await h.commands.submit({ evalId: 'straddling' });
+    const live = await h.commands.submit({ evalId: 'later-live' });
+    await h.commands.cancel({ evalId: 'straddling' });
+    expect([gone.position, straddling.position, live.position]).to.deep.equal(['1', '3', '4']);
+    const straddlingEvents = await eventsAsArchived('straddling');
+
     const now = clockAfterNow();
-    expect(withoutRunId(await retain(now))).to.deep.include({ archived: 1, horizon: '0' });
-    await h.commands.cancel({ evalId: 'outrun-live' });
+    const first = await retain(now);
+    // The walk stops below later-live's submit (4); straddling began at 3 and ends at 5: below 3.
+    expect(withoutRunId(first)).to.deep.include({ archived: 2, eventsDeleted: 2, horizon: '2' });
+    expect(await positions()).to.deep.equal(['3', '4', '5']);
+    expect(await eventsAsArchived('straddling'), 'all of it, or none').to.deep.equal(straddlingEvents);
+    await expectNoHoleAboveHorizon();
 
-    // A write after the run's look for outgrown archives, before its horizon step.
-    let late: CommandResult | undefined;
-    const racing: RetentionStore = {
-      ...store,
-      async advanceHorizon(maxEvents, dryRun) {
-        late ??= await violation('outrun');
-        return store.advanceHorizon(maxEvents, dryRun);
-      },
-    };
+    await h.commands.cancel({ evalId: 'later-live' });
     const later = clockAfterNow();
-    const second = await retain(later, {}, { store: racing });
-    expect(late?.position).to.equal('8');
-    expect(withoutRunId(second)).to.deep.include({ archived: 1, rearchived: 0, eventsDeleted: 7, horizon: '7' });
-    expect(await positions(), 'the write is above the horizon').to.deep.equal(['8']);
-    expect(await archivedRow('outrun')).to.deep.include({ last_position: '6' });
-
-    const third = await retain(later);
-    const { bytes, archive } = await archiveIn('outrun');
-    expect(withoutRunId(third)).to.deep.equal(
-      reportOf(later, { rearchived: 1, archiveBytes: bytes.length, eventsDeleted: 1, horizon: '8' }),
-    );
-    // Everything, though only the write was still in the log.
-    expect(archive.events.map((e) => e.position)).to.deep.equal(['2', '3', '4', '5', '6', '8']);
-    expect(archive.events.slice(0, 5)).to.deep.equal(hot.events);
-    expect(contentOf(archive).bodies).to.deep.equal(hot.bodies);
-    expect(archive.metrics).to.deep.equal(hot.metrics);
-    expect(await archivedRow('outrun')).to.deep.include({
-      first_position: '2',
-      last_position: '8',
-      events: 6,
-      sha256: sha256(bytes),
-    });
+    expect(withoutRunId(await retain(later))).to.deep.include({ archived: 1, eventsDeleted: 4, horizon: '6' });
     expect(await positions()).to.deep.equal([]);
   });
 

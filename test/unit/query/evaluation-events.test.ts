@@ -221,7 +221,7 @@ describe('the audit trail reader (postgres/evaluation-events.ts)', () => {
   it('answers UNAVAILABLE when PostgreSQL cannot be reached', async () => {
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
     const pool = { connect: () => Promise.reject(refused) } as unknown as Pool;
-    const noArchive = { archivedEvents: () => Promise.reject(new Error('no archive in this test')) };
+    const noArchive = { read: () => Promise.reject(new Error('no archive in this test')) };
     const err = await createPostgresEvaluationEvents(pool, noArchive)
       .page('default', 'e-1', 0n, 10)
       .catch((e: unknown) => e);

@@ -25,7 +25,8 @@ function replicaRefillingAfterFlush() {
       requestCatchUp: () => undefined,
       repair: (evalIds) => void repairs.push([...evalIds]),
     },
-    firstPositionOf: (evalId) => Promise.resolve(evalId === 'mine' ? 5n : undefined),
+    // 'theirs' is another tenant's: the log has it, the caller must not learn so.
+    firstPositionOf: (evalId) => Promise.resolve(evalId === 'mine' ? 5n : evalId === 'theirs' ? 0n : undefined),
     checkIndexes: () => undefined,
     logger: silentLogger,
   });
@@ -34,15 +35,17 @@ function replicaRefillingAfterFlush() {
       get: () => Promise.resolve({ record: undefined, checkpoint: 0n }),
       getMany: () => Promise.resolve([]),
     },
-    // 'retired' left the read models: PostgreSQL (or the archive) has it, ended.
+    // 'retired' left the read models: PostgreSQL (or the archive) has it, ended. 'mine' is the
+    // caller's, which the read models should hold; anything else is none of the caller's.
     retired: {
       evaluation: (_tenant, evalId) =>
         Promise.resolve(
           evalId === 'retired'
             ? Evaluation.fromPartial({ evalId, status: EvaluationStatus.EVALUATION_STATUS_COMPLETED, revision: '3' })
-            : undefined,
+            : evalId === 'mine'
+              ? 'held'
+              : 'unknown',
         ),
-      archivedEvents: () => Promise.resolve([]),
       eventsOf: () => Promise.resolve([]),
     },
     guard,
@@ -89,6 +92,13 @@ describe('GetEvaluation with min_position over a Redis being refilled', () => {
       status: EvaluationStatus.EVALUATION_STATUS_COMPLETED,
       revision: '3',
     });
+    expect(repairs).to.deep.equal([]);
+  });
+
+  it("answers NOT_FOUND for another tenant's evaluation missing from Redis, without a repair or an UNAVAILABLE", async () => {
+    const { getEvaluation, context, repairs } = replicaRefillingAfterFlush();
+    const theirs = await getEvaluation({ evalId: 'theirs' }, context).catch((err: unknown) => err);
+    expect(theirs).to.be.instanceOf(NotFoundError);
     expect(repairs).to.deep.equal([]);
   });
 });

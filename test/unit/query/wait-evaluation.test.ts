@@ -241,8 +241,7 @@ function fakeReplica(options: { status: EvaluationStatus | undefined; maxOpen?: 
   });
   const waitEvaluation = createWaitEvaluation({
     retired: {
-      evaluation: () => Promise.resolve(undefined),
-      archivedEvents: () => Promise.resolve([]),
+      evaluation: () => Promise.resolve('held'),
       eventsOf: () => Promise.resolve([]),
     },
     records: {

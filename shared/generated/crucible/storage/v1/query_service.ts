@@ -317,7 +317,8 @@ export interface ListEvaluationsResponse {
   /**
    * What the list covers: every evaluation that has not ended, and every ended one that last
    * changed at or after this time. Ended ones older than that leave the read models
-   * (HOT_RETENTION) and may be missing; GetEvaluation still reads them. Unset when none leave.
+   * (HOT_RETENTION, or ACTIVE_RETENTION when they are archived) and may be missing;
+   * GetEvaluation still reads them.
    */
   coversEndedSince?: Date | undefined;
 }
