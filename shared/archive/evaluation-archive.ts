@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import type { RecordedEvent } from '../domain';
+import type { EvaluationEvent, RecordedEvent } from '../domain';
 
 /**
  * The cold tier: an evaluation that aged past ACTIVE_RETENTION, written by the retention job
@@ -27,6 +27,34 @@ export function archiveKey(tenant: string, evalId: string): string {
 
 export interface ArchivedEvent extends RecordedEvent {
   readonly reporter: string | null;
+}
+
+/** An `evaluation_events` row as ARCHIVED_EVENT_COLUMNS select it. */
+export interface ArchivedEventRow {
+  readonly position: string;
+  readonly revision: string;
+  readonly event_type: EvaluationEvent['type'];
+  readonly data: EvaluationEvent['data'];
+  readonly recorded_at: Date;
+  readonly reporter: string | null;
+}
+
+/**
+ * The columns of `evaluation_events` an archived event is made of. Order such rows by the table's
+ * column (`ORDER BY evaluation_events.position`), not by the text alias of the same name ('10'
+ * before '9').
+ */
+export const ARCHIVED_EVENT_COLUMNS = `position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter`;
+
+export function archivedEventOf(evalId: string, row: ArchivedEventRow): ArchivedEvent {
+  return {
+    position: row.position,
+    evalId,
+    revision: row.revision,
+    recordedAt: row.recorded_at.toISOString(),
+    event: { type: row.event_type, data: row.data } as EvaluationEvent,
+    reporter: row.reporter,
+  };
 }
 
 export interface ArchivedBody {

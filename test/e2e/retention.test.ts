@@ -28,7 +28,7 @@ import {
   type WatchEvaluationsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { createS3Client } from '../../shared/s3';
-import { call, expectError, readBytes, readStream, untilAnswered, type Clients } from '../support/clients';
+import { call, drainStream, expectError, readBytes, readStream, untilAnswered, type Clients } from '../support/clients';
 import { deleteKeys } from '../support/redis-keys';
 import { aSubmission } from '../support/requests';
 import { startServices, type RunningServices } from '../support/services';
@@ -121,16 +121,7 @@ async function until(what: string, condition: () => Promise<boolean>, timeoutMs 
 
 /** Every message of a server stream that ends by itself (within the call's deadline), or its error. */
 async function drain<T>(stream: ClientReadableStream<T>): Promise<T[]> {
-  const reader = readStream(stream);
-  const messages: T[] = [];
-  for (;;) {
-    try {
-      messages.push(await reader.next());
-    } catch {
-      break;
-    }
-  }
-  const failed = await reader.finished;
+  const { messages, failed } = await drainStream(stream);
   if (failed !== undefined) throw failed;
   return messages;
 }

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import { EvaluationStatus, ExecutorStatus, LogStream } from '../../shared/generated/crucible/storage/v1/evaluation';
 import { OutputKind, type WatchEvaluationsResponse } from '../../shared/generated/crucible/storage/v1/query_service';
-import { call, expectError, readStream, type Clients } from '../support/clients';
+import { call, drainStream, expectError, readStream, type Clients } from '../support/clients';
 import { startJwtDeployment, type JwtDeployment } from '../support/jwt-deployment';
 import { aSubmission } from '../support/requests';
 
@@ -24,16 +24,7 @@ interface Tenant {
 
 /** The messages of a server stream until it ends, and how it ended. */
 async function drain<T>(stream: ClientReadableStream<T>): Promise<{ messages: T[]; code: status | 'OK' }> {
-  const reader = readStream(stream);
-  const messages: T[] = [];
-  for (;;) {
-    try {
-      messages.push(await reader.next());
-    } catch {
-      break;
-    }
-  }
-  const failed = await reader.finished;
+  const { messages, failed } = await drainStream(stream);
   return { messages, code: failed === undefined ? 'OK' : failed.code };
 }
 

@@ -112,6 +112,22 @@ export function readStream<T>(stream: ClientReadableStream<T>): StreamReader<T> 
   };
 }
 
+/** Every message of a server stream until it ends by itself, and its final error (undefined: OK). */
+export async function drainStream<T>(
+  stream: ClientReadableStream<T>,
+): Promise<{ messages: T[]; failed: ServiceError | undefined }> {
+  const reader = readStream(stream);
+  const messages: T[] = [];
+  for (;;) {
+    try {
+      messages.push(await reader.next());
+    } catch {
+      break;
+    }
+  }
+  return { messages, failed: await reader.finished };
+}
+
 /**
  * Reads a stream of byte chunks (ReadOutput, ReadLogs) to its end: the bytes `chunkOf` takes
  * from each message, concatenated; rejects with the stream's error.
@@ -120,18 +136,9 @@ export async function readBytes<T>(
   stream: ClientReadableStream<T>,
   chunkOf: (message: T) => Uint8Array,
 ): Promise<Buffer> {
-  const reader = readStream(stream);
-  const chunks: Buffer[] = [];
-  for (;;) {
-    try {
-      chunks.push(Buffer.from(chunkOf(await reader.next())));
-    } catch {
-      break;
-    }
-  }
-  const failed = await reader.finished;
+  const { messages, failed } = await drainStream(stream);
   if (failed !== undefined) throw failed;
-  return Buffer.concat(chunks);
+  return Buffer.concat(messages.map((m) => Buffer.from(chunkOf(m))));
 }
 
 export interface Clients {

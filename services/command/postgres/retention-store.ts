@@ -1,6 +1,13 @@
 import type { Pool, PoolClient } from 'pg';
-import type { ArchivedBody, ArchivedMetric, EvaluationArchive } from '../../../shared/archive';
-import type { BlobHome, EvaluationEvent, LogStream } from '../../../shared/domain';
+import {
+  ARCHIVED_EVENT_COLUMNS,
+  archivedEventOf,
+  type ArchivedBody,
+  type ArchivedEventRow,
+  type ArchivedMetric,
+  type EvaluationArchive,
+} from '../../../shared/archive';
+import type { BlobHome, LogStream } from '../../../shared/domain';
 
 /** An evaluation the retention job acts on. */
 export interface EvaluationRef {
@@ -123,18 +130,8 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
           `SELECT to_jsonb(e) - 'tenant_id' AS row FROM evaluations e WHERE eval_id = $1`,
           [evalId],
         );
-        const events = await client.query<{
-          position: string;
-          revision: string;
-          event_type: EvaluationEvent['type'];
-          data: EvaluationEvent['data'];
-          recorded_at: Date;
-          reporter: string | null;
-        }>(
-          // Ordered by the column, not by the text alias of the same name (which ORDER BY would
-          // take: '10' before '9').
-          `SELECT position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter
-             FROM evaluation_events ev WHERE eval_id = $1 ORDER BY ev.position`,
+        const events = await client.query<ArchivedEventRow>(
+          `SELECT ${ARCHIVED_EVENT_COLUMNS} FROM evaluation_events WHERE eval_id = $1 ORDER BY evaluation_events.position`,
           [evalId],
         );
         if (row.rows[0] === undefined || events.rows.length === 0) return undefined;
@@ -163,14 +160,7 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
           evalId,
           tenant,
           row: row.rows[0].row,
-          events: events.rows.map((e) => ({
-            position: e.position,
-            evalId,
-            revision: e.revision,
-            recordedAt: e.recorded_at.toISOString(),
-            event: { type: e.event_type, data: e.data } as EvaluationEvent,
-            reporter: e.reporter,
-          })),
+          events: events.rows.map((e) => archivedEventOf(evalId, e)),
           bodies: bodies.rows.map((b) => ({ kind: b.kind, size: Number(b.size), content: b.content })),
           metrics: metrics.rows.map((m): ArchivedMetric => ({
             id: m.id,
@@ -260,25 +250,13 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
     },
 
     async inlineLogSegments(before, limit) {
-      const { rows } = await pool.query<{
-        eval_id: string;
-        tenant_id: string;
-        stream: LogStream;
-        start_offset: string;
-        content: Buffer;
-      }>(
+      const { rows } = await pool.query<SegmentRow & { content: Buffer }>(
         `SELECT eval_id, tenant_id, stream, start_offset::text AS start_offset, content
            FROM evaluation_log_segments WHERE content IS NOT NULL AND recorded_at < $1
           ORDER BY recorded_at LIMIT $2`,
         [before, limit],
       );
-      return rows.map((r) => ({
-        evalId: r.eval_id,
-        tenant: r.tenant_id,
-        stream: r.stream,
-        startOffset: r.start_offset,
-        content: r.content,
-      }));
+      return rows.map((r) => ({ ...segmentOf(r), content: r.content }));
     },
 
     async moveLogSegment(segment, key) {
@@ -291,26 +269,12 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
     },
 
     async expiredLogSegments(before, limit) {
-      const { rows } = await pool.query<{
-        eval_id: string;
-        tenant_id: string;
-        stream: LogStream;
-        start_offset: string;
-        s3_key: string | null;
-        blob_store: BlobHome;
-      }>(
+      const { rows } = await pool.query<SegmentRow & { s3_key: string | null; blob_store: BlobHome }>(
         `SELECT eval_id, tenant_id, stream, start_offset::text AS start_offset, s3_key, blob_store
            FROM evaluation_log_segments WHERE recorded_at < $1 ORDER BY recorded_at LIMIT $2`,
         [before, limit],
       );
-      return rows.map((r) => ({
-        evalId: r.eval_id,
-        tenant: r.tenant_id,
-        stream: r.stream,
-        startOffset: r.start_offset,
-        key: r.s3_key,
-        home: r.blob_store,
-      }));
+      return rows.map((r) => ({ ...segmentOf(r), key: r.s3_key, home: r.blob_store }));
     },
 
     deleteLogSegments(segments, at) {
@@ -416,4 +380,16 @@ async function insertArchive(client: PoolClient, entry: ArchiveEntry): Promise<v
       entry.sha256,
     ],
   );
+}
+
+/** What names a log segment, as the segment queries select it. */
+interface SegmentRow {
+  eval_id: string;
+  tenant_id: string;
+  stream: LogStream;
+  start_offset: string;
+}
+
+function segmentOf(row: SegmentRow): EvaluationRef & { stream: LogStream; startOffset: string } {
+  return { evalId: row.eval_id, tenant: row.tenant_id, stream: row.stream, startOffset: row.start_offset };
 }

@@ -1,6 +1,11 @@
 import type { Pool } from 'pg';
-import type { ArchivedEvent } from '../../../shared/archive';
-import { ALL_TENANTS, evolve, isTerminal, type EvaluationEvent, type Status } from '../../../shared/domain';
+import {
+  ARCHIVED_EVENT_COLUMNS,
+  archivedEventOf,
+  type ArchivedEvent,
+  type ArchivedEventRow,
+} from '../../../shared/archive';
+import { ALL_TENANTS, evolve, isTerminal, type Status } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { queryAs } from '../../../shared/postgres';
 import { readOrUnavailable } from '../postgres/event-log';
@@ -55,15 +60,6 @@ interface LocatedRow {
   sha256: string | null;
 }
 
-interface EventRow {
-  position: string;
-  revision: string;
-  event_type: EvaluationEvent['type'];
-  data: EvaluationEvent['data'];
-  recorded_at: Date;
-  reporter: string | null;
-}
-
 export function createRetiredEvaluations(deps: {
   readonly pool: Pool;
   readonly archives: ArchiveReader;
@@ -76,19 +72,11 @@ export function createRetiredEvaluations(deps: {
 
   async function logEvents(evalId: string): Promise<ArchivedEvent[]> {
     // Every tenant: the caller found the evaluation as its tenant's already.
-    const { rows } = await queryAs<EventRow>(pool, ALL_TENANTS, {
-      text: `SELECT position::text AS position, revision::text AS revision, event_type, data, recorded_at, reporter
-               FROM evaluation_events WHERE eval_id = $1 ORDER BY evaluation_events.position`,
+    const { rows } = await queryAs<ArchivedEventRow>(pool, ALL_TENANTS, {
+      text: `SELECT ${ARCHIVED_EVENT_COLUMNS} FROM evaluation_events WHERE eval_id = $1 ORDER BY evaluation_events.position`,
       values: [evalId],
     });
-    return rows.map((row) => ({
-      position: row.position,
-      evalId,
-      revision: row.revision,
-      recordedAt: row.recorded_at.toISOString(),
-      event: { type: row.event_type, data: row.data } as EvaluationEvent,
-      reporter: row.reporter,
-    }));
+    return rows.map((row) => archivedEventOf(evalId, row));
   }
 
   const eventsFrom = async (evalId: string, archive: ArchiveLocation | undefined): Promise<ArchivedEvent[]> =>
