@@ -84,6 +84,11 @@ describe('e2e: each service as its PostgreSQL login of least privilege', functio
       `UPDATE evaluation_metrics SET metric_value = 0`,
       `DELETE FROM evaluations WHERE eval_id = '${evalId}'`,
       `UPDATE evaluation_bodies SET content = 'forged' WHERE eval_id = '${evalId}'`,
+      // Retention's alone: the owner archives, and deletes what it archived.
+      `UPDATE evaluations SET archived_at = now() WHERE eval_id = '${evalId}'`,
+      `UPDATE evaluations SET archived_at = NULL WHERE eval_id = '${evalId}'`,
+      `INSERT INTO archived_evaluations SELECT * FROM archived_evaluations WHERE false`,
+      `UPDATE event_log_horizon SET position = position`,
       `TRUNCATE evaluation_events`,
       `CREATE TABLE intruder (x int)`,
     ];
