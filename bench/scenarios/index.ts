@@ -10,6 +10,7 @@ import { output } from './output';
 import { propagation } from './propagation';
 import { rebuild } from './rebuild';
 import { redisMemory } from './redis-memory';
+import { retention } from './retention';
 
 /** Every scenario, in the order a run measures them. */
 export const SCENARIOS: readonly Scenario[] = [
@@ -24,4 +25,5 @@ export const SCENARIOS: readonly Scenario[] = [
   output,
   bytes,
   redisMemory,
+  retention,
 ];

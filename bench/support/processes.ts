@@ -20,6 +20,8 @@ export interface StartOptions {
   readonly name: string;
   /** Compiled entry point (a .js file). */
   readonly script: string;
+  /** Its command-line arguments (a CLI's). */
+  readonly args?: readonly string[];
   readonly env: Record<string, string>;
   readonly nodeArgs?: readonly string[];
   readonly timeoutMs?: number;
@@ -66,7 +68,7 @@ export async function runToCompletion(options: StartOptions): Promise<{ seconds:
   const child = options.owner.adopt(
     await startChild({
       command: process.execPath,
-      args: [...(options.nodeArgs ?? []), '--enable-source-maps', options.script],
+      args: [...(options.nodeArgs ?? []), '--enable-source-maps', options.script, ...(options.args ?? [])],
       cwd: process.cwd(),
       env: { ...process.env, ...options.env },
       output: 'capture',
