@@ -29,6 +29,7 @@ import { createMetadataSource } from './redis/metadata-source';
 import { createIndexCounts, keepIndexes } from './redis/index-counts';
 import { createProjectionApplier } from './projection/applier';
 import { createProjector, type Projector } from './projection/projector';
+import type { EventLog } from './projection/event-log';
 import { rebuildReadModels } from './projection/rebuild';
 import { minCheckpoint } from './read-models/checkpoints';
 import { createChangeLog } from './redis/change-log';
@@ -118,6 +119,22 @@ export interface QueryServiceOptions {
   readonly clock?: () => number;
 }
 
+/**
+ * The event log's horizon, read again each time and, while PostgreSQL cannot say, the last one
+ * it said (the horizon only moves up): a watch resuming from Redis needs no PostgreSQL then.
+ */
+function lastKnownHorizon(eventLog: Pick<EventLog, 'horizon'>): () => Promise<bigint> {
+  let known: bigint | undefined;
+  return async () => {
+    try {
+      known = await eventLog.horizon();
+    } catch (err) {
+      if (known === undefined) throw err;
+    }
+    return known;
+  };
+}
+
 /** The sweep on a timer; a failed one is logged and the next tries again. */
 function createPeriodicSweep(
   sweep: HotRetentionSweep,
@@ -172,11 +189,13 @@ export function createQueryService(
 
   let setServing: (serving: boolean) => void = () => undefined;
   const store = createRedisProjectionStore(projection, layout, config.streams.changeLogRetention);
-  // HOT_RETENTION: ended evaluations leave Redis (read-models/hot-retention.ts), unless the sweep is off.
+  // HOT_RETENTION: ended evaluations leave Redis (read-models/hot-retention.ts), unless the
+  // sweep is off; then `hotMs` is undefined and nothing is judged by it.
+  const hotMs = config.retention.hotSweepIntervalMs > 0 ? config.retention.hotMs : undefined;
   const hotSweep =
-    config.retention.hotSweepIntervalMs > 0
+    hotMs !== undefined
       ? createPeriodicSweep(
-          createHotRetentionSweep({ redis: projection, store, layout, hotMs: config.retention.hotMs, clock }),
+          createHotRetentionSweep({ redis: projection, store, layout, hotMs, clock }),
           config.retention.hotSweepIntervalMs,
           logger.child({ component: 'hot-retention' }),
           metrics,
@@ -190,9 +209,7 @@ export function createQueryService(
       eventLog,
       layout,
       logger: projectionLogger,
-      ...(hotSweep !== undefined
-        ? { keepsOut: (state: Evaluation) => pastHotRetention(state, clock(), config.retention.hotMs) }
-        : {}),
+      ...(hotMs !== undefined ? { keepsOut: (state: Evaluation) => pastHotRetention(state, clock(), hotMs) } : {}),
     }),
     checkpoints: createCheckpoints(projection, layout),
     logger: projectionLogger,
@@ -251,7 +268,7 @@ export function createQueryService(
   const retired = createRetiredEvaluations({
     pool,
     archives,
-    hotMs: hotSweep !== undefined ? config.retention.hotMs : undefined,
+    hotMs,
     clock,
   });
   const server = createQueryServer({
@@ -260,7 +277,7 @@ export function createQueryService(
     retired,
     list: createEvaluationList(redis, layout, records),
     history: createEvaluationHistory(redis, layout, undecodable),
-    changeLog: createChangeLog(redis, layout, undecodable, metadata, () => eventLog.horizon()),
+    changeLog: createChangeLog(redis, layout, undecodable, metadata, lastKnownHorizon(eventLog)),
     checkpoints,
     hub,
     readiness: createReadiness(projector, shutdown.shutdown),
@@ -281,8 +298,7 @@ export function createQueryService(
     indexedMetadataKeys: config.indexedMetadataKeys,
     // Ended evaluations leave past HOT_RETENTION when swept, and past ACTIVE_RETENTION anyway
     // (archived: a rebuild no longer finds them in the log).
-    coversEndedSince: () =>
-      new Date(clock() - (hotSweep !== undefined ? config.retention.hotMs : config.retention.activeMs)),
+    coversEndedSince: () => new Date(clock() - (hotMs ?? config.retention.activeMs)),
     bodies: createPostgresBodyStore(pool, archives),
     blobs: createBlobReaders(
       s3Blobs,

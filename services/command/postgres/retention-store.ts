@@ -211,29 +211,45 @@ export function createPostgresRetentionStore(pool: Pool): RetentionStore {
         );
         const from = rows[0]?.horizon ?? '0';
         // The events after the horizon, in order, as long as each is covered by its evaluation's
-        // archive: the first that is not (a live evaluation's, or one written after its archive)
-        // stops the horizon below it. Walks the primary key from the horizon on.
-        const { rows: moved } = await client.query<{ to: string | null }>(
-          `SELECT max(position)::text AS to FROM (
-             SELECT e.position, bool_and(a.eval_id IS NOT NULL AND e.position <= a.last_position)
-                      OVER (ORDER BY e.position ROWS UNBOUNDED PRECEDING) AS covered
-               FROM (SELECT position, eval_id FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT $2) e
-               LEFT JOIN archived_evaluations a ON a.eval_id = e.eval_id
-           ) walk WHERE covered`,
-          [from, maxEvents],
-        );
-        let to = moved[0]?.to ?? from;
+        // archive: the first that is not (a live evaluation's) stops the horizon below it. Walks
+        // the primary key from the horizon on, `limit` events at most.
+        const walk = async (limit: number): Promise<string> => {
+          const { rows: moved } = await client.query<{ to: string | null }>(
+            `SELECT max(position)::text AS to FROM (
+               SELECT e.position, bool_and(a.eval_id IS NOT NULL AND e.position <= a.last_position)
+                        OVER (ORDER BY e.position ROWS UNBOUNDED PRECEDING) AS covered
+                 FROM (SELECT position, eval_id FROM evaluation_events WHERE position > $1 ORDER BY position LIMIT $2) e
+                 LEFT JOIN archived_evaluations a ON a.eval_id = e.eval_id
+             ) walk WHERE covered`,
+            [from, limit],
+          );
+          return moved[0]?.to ?? from;
+        };
         // Nor may it split an archived evaluation: one whose first event is at or below it and
         // its last above (events interleave) keeps them all until the horizon passes its last, so
         // that read models starting at the horizon never meet an evaluation without its start.
-        for (;;) {
-          const { rows: split } = await client.query<{ first: string | null }>(
-            `SELECT min(first_position)::text AS first FROM archived_evaluations
+        const straddling = async (at: string): Promise<{ first: string | null; last: string | null }> => {
+          const { rows: split } = await client.query<{ first: string | null; last: string | null }>(
+            `SELECT min(first_position)::text AS first, max(last_position)::text AS last FROM archived_evaluations
               WHERE first_position > $1 AND first_position <= $2 AND last_position > $2`,
-            [from, to],
+            [from, at],
           );
-          const first = split[0]?.first;
-          if (first == null) break;
+          return split[0] ?? { first: null, last: null };
+        };
+        let limit = maxEvents;
+        let walked = await walk(limit);
+        // A walk cut short by its limit inside an archived evaluation longer than the limit would
+        // stop the horizon below it on every run: it walks on to that evaluation's end instead.
+        for (;;) {
+          const cut = await straddling(walked);
+          if (cut.last === null || BigInt(walked) - BigInt(from) < BigInt(limit)) break;
+          limit = Number(BigInt(cut.last) - BigInt(from));
+          walked = await walk(limit);
+        }
+        let to = walked;
+        for (;;) {
+          const { first } = await straddling(to);
+          if (first === null) break;
           to = (BigInt(first) - 1n).toString();
         }
         // Every position above the horizon is in the log: the ones passed are to - from.

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { decodeArchive, type EvaluationArchive } from '../../../shared/archive';
 import { unavailableOr, type BlobStore } from '../../../shared/blobs';
 
@@ -14,13 +15,13 @@ export interface ArchiveReader {
 const CACHED = 32;
 
 /**
- * Reads an archive whole (one evaluation: its events, inline bodies and metric points) and keeps
- * the last few decoded. An archive is written again only with more events (a write that raced
- * it), under the same key: the cache is keyed by the key and the object's digest.
+ * Reads an archive whole (one evaluation: its events, inline bodies and metric points), checks
+ * it against the digest recorded with it, and keeps the last few decoded (keyed by key and
+ * digest: an object written over is never served from the cache).
  */
 export function createArchiveReader(store: Pick<BlobStore, 'open'>): ArchiveReader {
   const cache = new Map<string, Promise<EvaluationArchive>>();
-  async function fetch(key: string): Promise<EvaluationArchive> {
+  async function fetch(key: string, sha256: string): Promise<EvaluationArchive> {
     const download = await store.open(key, new AbortController().signal);
     // Unreachable: no version is asked for.
     if (download === 'replaced') throw new Error(`archive ${key} changed while it was read`);
@@ -31,7 +32,11 @@ export function createArchiveReader(store: Pick<BlobStore, 'open'>): ArchiveRead
       // The connection failed half-way (open() maps only the failures before the body).
       throw unavailableOr(err);
     }
-    return decodeArchive(Buffer.concat(parts));
+    const bytes = Buffer.concat(parts);
+    // Not what was archived (replaced, truncated): lost data, INTERNAL, never served.
+    if (createHash('sha256').update(bytes).digest('hex') !== sha256)
+      throw new Error(`archive ${key} does not match the SHA-256 recorded when it was written`);
+    return decodeArchive(bytes);
   }
   return {
     read(key, sha256) {
@@ -42,7 +47,7 @@ export function createArchiveReader(store: Pick<BlobStore, 'open'>): ArchiveRead
         cache.set(version, cached);
         return cached;
       }
-      const reading = fetch(key);
+      const reading = fetch(key, sha256);
       cache.set(version, reading);
       // A failed read is not kept: the next one tries S3 again.
       reading.catch(() => cache.delete(version));

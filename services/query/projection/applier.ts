@@ -2,9 +2,9 @@ import { evolve, type RecordedEvent } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
-import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
+import type { PartitionWrite } from '../read-models/write-ops';
 import type { EventLog } from './event-log';
-import { FoldError, planBatch, planRepair, type PartitionSnapshot } from './plan';
+import { FoldError, planBatch, planRepair, planSkip, type PartitionSnapshot } from './plan';
 
 /** Where the projection keeps the read models (Redis: redis/projection-store.ts). */
 export interface ProjectionStore {
@@ -131,11 +131,11 @@ export function createProjectionApplier(deps: {
   return {
     async skipTo(horizon) {
       const snapshots = await store.load(new Map());
-      const writes: PartitionWrite[] = [];
-      snapshots.forEach(({ checkpoint }, partition) => {
-        if (checkpoint < horizon)
-          writes.push({ partition, expectedCheckpoint: checkpoint, newCheckpoint: horizon, ops: new WriteSet() });
-      });
+      const writes = planSkip(
+        snapshots.map((s) => s.checkpoint),
+        horizon,
+        layout,
+      );
       if (writes.length > 0) await store.write(writes);
     },
     async apply(events) {

@@ -224,6 +224,23 @@ export function planRepair(
   return { partition, expectedCheckpoint: checkpoint, newCheckpoint: checkpoint, ops };
 }
 
+/**
+ * The writes that move each partition below `horizon` (the event log's: the events at or below
+ * it left the log with their archived evaluations) up to it and write nothing else, but the
+ * facet marker of an empty partition (as planBatch's first step on one does): read models that
+ * start from nothing start there. `checkpoints`: each partition's, in partition order.
+ */
+export function planSkip(checkpoints: readonly bigint[], horizon: bigint, layout: KeyLayout): PartitionWrite[] {
+  const writes: PartitionWrite[] = [];
+  checkpoints.forEach((checkpoint, partition) => {
+    if (checkpoint >= horizon) return;
+    const ops = new WriteSet();
+    if (checkpoint === 0n) ops.set(layout.facets(partition), Buffer.from(facetMarker(layout)));
+    writes.push({ partition, expectedCheckpoint: checkpoint, newCheckpoint: horizon, ops });
+  });
+  return writes;
+}
+
 /** Throws unless event i is at position `firstPosition + i`. */
 function assertConsecutive(events: readonly RecordedEvent[], firstPosition: bigint): void {
   events.forEach((event, i) => {

@@ -288,11 +288,21 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
       // Read models that start from nothing start at the log's horizon (retention): the
       // events at or below it left the log, and only archived evaluations had them.
       const horizon = await eventLog.horizon();
-      if (horizon > 0n) {
+      if (horizon > 0n && marks.every((m) => m.position === 0n)) {
         logger.info('starting at the event log horizon: the events below it were archived', {
           horizon: horizon.toString(),
         });
         await applier.skipTo(horizon);
+        continue;
+      }
+      if (horizon > 0n) {
+        // One partition lost its checkpoint while others hold data: neither a replay from 0
+        // (the log starts above the horizon) nor a skip (the others may be below it) is whole.
+        logger.error('a partition of the read models starts from nothing below the event log horizon; rebuilding', {
+          horizon: horizon.toString(),
+        });
+        serving.stopServing(await eventLog.headPosition());
+        await deps.rebuild();
         continue;
       }
     }

@@ -5,11 +5,11 @@ import type { Logger } from '../../../shared/logging';
 import { minCheckpoint, type Checkpoints } from '../read-models/checkpoints';
 import { createCheckpoints } from '../redis/checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
-import { WriteSet, type PartitionWrite } from '../read-models/write-ops';
+import type { PartitionWrite } from '../read-models/write-ops';
 import { createProjectionApplier, type ProjectionApplier, type ProjectionStore } from './applier';
 import type { EventBatch, EventLog } from './event-log';
 import { takeRebuildFence } from '../redis/rebuild-fence';
-import { FoldError, GapError, planBatch, type PlannedBatch } from './plan';
+import { FoldError, GapError, planBatch, planSkip, type PlannedBatch } from './plan';
 
 export interface RebuildResult {
   readonly deletedKeys: number;
@@ -110,12 +110,7 @@ async function rebuildBehindFence(deps: RebuildOptions, fenceToken: string): Pro
   const pipeline = createWritePipeline();
   if (horizon > 0n) {
     const skip: PlannedBatch = {
-      writes: partitions.map((partition) => ({
-        partition,
-        expectedCheckpoint: 0n,
-        newCheckpoint: horizon,
-        ops: new WriteSet(),
-      })),
+      writes: planSkip(expected.checkpoints, horizon, layout),
       eventsPerPartition: new Map(),
       states: new Map(),
     };

@@ -610,6 +610,23 @@ describe('retention: the archive, the horizon, logs and security records (Postgr
     expect(await positions()).to.deep.equal([]);
   });
 
+  it('walks past its step to the end of an archived evaluation longer than the step, instead of stopping below it for good', async () => {
+    await h.commands.submit({ evalId: 'long' });
+    await h.commands.submit({ evalId: 'short' });
+    await h.commands.cancel({ evalId: 'short' });
+    await h.commands.cancel({ evalId: 'long' });
+    // Archived, the horizon left where it is.
+    const archiveOnly: RetentionStore = {
+      ...store,
+      advanceHorizon: () => Promise.resolve({ from: '0', to: '0', events: 0 }),
+    };
+    expect(withoutRunId(await retain(clockAfterNow(), {}, { store: archiveOnly }))).to.deep.include({ archived: 2 });
+    // A step of 2 ends inside 'long' (1 to 4): it walks on to 4 rather than back to 0.
+    expect(await store.advanceHorizon(2, false)).to.deep.equal({ from: '0', to: '4', events: 4 });
+    expect(await positions()).to.deep.equal([]);
+    expect(await horizon()).to.equal('4');
+  });
+
   it('lets only retention delete: archived events at or below the horizon, security records past the purge line', async () => {
     await h.commands.submit({ evalId: 'trig-live' });
     await finished('trig');

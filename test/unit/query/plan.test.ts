@@ -12,6 +12,7 @@ import {
   planRepair,
   GapError,
   planBatch,
+  planSkip,
   updateFor,
   type PartitionSnapshot,
 } from '../../../services/query/projection/plan';
@@ -621,5 +622,18 @@ describe('encodeStruct', () => {
       expect(Buffer.from(encodeStruct(object)).equals(expected)).to.equal(true, JSON.stringify(object));
     }
     expect(() => encodeStruct({ f: () => 1 })).to.throw(/Unsupported any value type/);
+  });
+});
+
+describe('planSkip (read models starting at the event log horizon)', () => {
+  it('moves each partition below the horizon up to it, marking an empty one whole as a first step does', () => {
+    const three = createKeyLayout('p', 3, ['suite']);
+    const writes = planSkip([0n, 5n, 12n], 10n, three);
+    expect(writes.map((w) => [w.partition, w.expectedCheckpoint, w.newCheckpoint, w.checkpointEvent])).to.deep.equal([
+      [0, 0n, 10n, undefined],
+      [1, 5n, 10n, undefined],
+    ]);
+    expect([...(writes[0]?.ops.sets ?? [])]).to.deep.equal([[three.facets(0), Buffer.from(facetMarker(three))]]);
+    expect(writes[1]?.ops.sets.size, 'a partition with data keeps its marker as it is').to.equal(0);
   });
 });
