@@ -117,9 +117,9 @@ export async function runRetention(deps: {
     const content = await store.archiveOf(ref);
     if (content === undefined) return;
     const encoded = encodeArchive(content);
-    archiveBytes += encoded.bytes.length;
     if (dryRun) {
       archived += 1;
+      archiveBytes += encoded.bytes.length;
       return;
     }
     const key = archiveKey(ref.tenant, ref.evalId);
@@ -136,11 +136,11 @@ export async function runRetention(deps: {
     });
     if (!recorded) {
       // A write reached it while its archive was made: the next run archives it with that.
-      archiveBytes -= encoded.bytes.length;
       skipped += 1;
       return;
     }
     archived += 1;
+    archiveBytes += encoded.bytes.length;
     deps.onArchived?.(ref.evalId);
   }
   while (archived + skipped < limit) {

@@ -61,15 +61,8 @@ export function archivedSeriesPage(
     if (filter.names.length > 0 && !filter.names.includes(point.name)) continue;
     if (filter.afterStep !== undefined && (point.step === undefined || BigInt(point.step) <= BigInt(filter.afterStep)))
       continue;
-    page.push({
-      id: point.id,
-      name: point.name,
-      value: point.value,
-      unit: point.unit,
-      ...(point.step !== undefined ? { step: point.step } : {}),
-      measuredAt: point.measuredAt,
-      revision: point.revision,
-    });
+    // An archived point is a stored point with its recording time besides.
+    page.push(point);
   }
   return page;
 }
