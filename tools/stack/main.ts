@@ -102,7 +102,10 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
       await ensureDependencies(config, ctx);
       const failed = await runSuites(suites, dependencyEnv(config), ctx);
       if (failed.length > 0) {
-        ctx.progress.warn(`failed: ${failed.map((s) => `test:${s}`).join(', ')}`);
+        for (const { suite, failures } of failed) {
+          if (failures !== '') process.stdout.write(`\n[stack] test:${suite} failed:\n${failures}\n\n`);
+        }
+        ctx.progress.warn(`failed: ${failed.map(({ suite }) => `test:${suite}`).join(', ')}`);
         return 1;
       }
       ctx.progress.ok('all test suites passed');

@@ -27,12 +27,40 @@ function npmCommand(): [string, string[]] {
   return cli !== undefined && cli.endsWith('.js') ? [process.execPath, [cli]] : ['npm', []];
 }
 
+/** A suite that did not pass, with mocha's list of its failures (empty if none was printed). */
+export interface FailedSuite {
+  readonly suite: Suite;
+  readonly failures: string;
+}
+
+/** Output kept per suite: enough for mocha's failure list, which it prints last. */
+const KEPT_OUTPUT = 256 * 1024;
+/** Characters of one suite's failure list repeated at the end. */
+const RECAP_LIMIT = 24 * 1024;
+
+/**
+ * Mocha's failure list ("N failing" and what follows) from the end of a suite's output. A long
+ * run's later suites push it far above the end of the log, where CI shows only the tail: the
+ * stack repeats it once every suite has run.
+ */
+export function failureList(output: string): string {
+  const matches = [...output.matchAll(/^\s*\d+ failing\b/gm)];
+  const last = matches.at(-1);
+  if (last?.index === undefined) return '';
+  const list = output.slice(last.index).trim();
+  return list.length > RECAP_LIMIT ? `${list.slice(0, RECAP_LIMIT)}\n… (cut; the whole list is above)` : list;
+}
+
 /**
  * Runs the suites one after the other (they share the servers; each spec isolates itself),
- * with their output passed through. Returns the names of the suites that failed.
+ * with their output passed through. Returns the suites that failed, with their failure lists.
  */
-export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv, ctx: StackContext): Promise<Suite[]> {
-  const failed: Suite[] = [];
+export async function runSuites(
+  suites: readonly Suite[],
+  env: NodeJS.ProcessEnv,
+  ctx: StackContext,
+): Promise<FailedSuite[]> {
+  const failed: FailedSuite[] = [];
   const [npm, npmArgs] = npmCommand();
   for (const suite of suites) {
     ctx.signal.throwIfAborted();
@@ -40,7 +68,7 @@ export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv
     if (!hasTestFiles(dir)) {
       // A suite asked for that has nothing to run is a broken build, not a pass.
       ctx.progress.warn(`test:${suite}: failed: no compiled test files in dist/test/${suite} (run npm run build)`);
-      failed.push(suite);
+      failed.push({ suite, failures: '' });
       continue;
     }
     ctx.progress.step(`test:${suite}: running`);
@@ -50,7 +78,8 @@ export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv
       cwd: ctx.projectRoot,
       env,
       detached: false,
-      output: 'inherit',
+      output: 'forward',
+      captureLimit: KEPT_OUTPUT,
     });
     // A terminal's Ctrl-C reaches the suite directly (same process group); SIGTERM sent to us
     // only is passed on, so the suite can end and we can stop what we started.
@@ -62,7 +91,7 @@ export async function runSuites(suites: readonly Suite[], env: NodeJS.ProcessEnv
       ctx.progress.ok(`test:${suite}: passed`);
     } else {
       ctx.progress.warn(`test:${suite}: failed (${describeExit(status)})`);
-      failed.push(suite);
+      failed.push({ suite, failures: failureList(child.output()) });
     }
   }
   return failed;

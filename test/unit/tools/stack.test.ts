@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { createResourceStack } from '../../../tools/stack/processes';
 import { createProgress, StackError } from '../../../tools/stack/progress';
-import { parseSuites } from '../../../tools/stack/suites';
+import { failureList, parseSuites } from '../../../tools/stack/suites';
 import { cannotStart, isConnectionRefused } from '../../../tools/stack/system';
 
 const quiet = createProgress(() => undefined);
@@ -35,6 +35,25 @@ describe('stack tool', () => {
 
     it('rejects an unknown suite, naming the known ones', () => {
       expect(() => parseSuites(['smoke'])).to.throw(StackError, 'smoke');
+    });
+
+    it("keeps mocha's failure list, the last one printed, to repeat at the end of the run", () => {
+      const output = [
+        '  retention',
+        '    1) archives an evaluation',
+        '  12 passing (3s)',
+        '  1 failing',
+        '',
+        '  1) retention',
+        '       archives an evaluation:',
+        '     AssertionError: expected 1 to equal 2',
+        '',
+      ].join('\n');
+      expect(failureList(output)).to.equal(
+        '1 failing\n\n  1) retention\n       archives an evaluation:\n     AssertionError: expected 1 to equal 2',
+      );
+      expect(failureList('  3 passing (1s)\n')).to.equal('');
+      expect(failureList(`  1 failing\n${'x'.repeat(100_000)}`)).to.have.length.below(30_000);
     });
   });
 
