@@ -3,7 +3,8 @@ import { openLoop, type OpenLoopResult } from '../support/load';
 import { createLatencyRecorder, type LatencySummary } from '../support/stats';
 
 /**
- * Floor for update propagation: Redis PUBLISH on one connection → message on a subscribed
+ * Floor for update propagation: Redis SPUBLISH (sharded pub/sub, as the services announce
+ * changes) on one connection → message on a subscribed
  * connection, at a fixed rate; latency from just before PUBLISH to the message's arrival.
  */
 export async function measurePubSubRoundTrip(
@@ -16,11 +17,11 @@ export async function measurePubSubRoundTrip(
   // A subscribed connection can run no other command, hence its own.
   const subscriber = new Redis(redisUrl);
   try {
-    await subscriber.subscribe(channel);
+    await subscriber.ssubscribe(channel);
     const sentAt = new Map<string, bigint>();
     const latency = createLatencyRecorder();
     const pending = new Map<string, () => void>();
-    subscriber.on('message', (_channel: string, message: string) => {
+    subscriber.on('smessage', (_channel: string, message: string) => {
       const sent = sentAt.get(message);
       if (sent === undefined) return;
       latency.recordNs(Number(process.hrtime.bigint() - sent));
@@ -36,7 +37,7 @@ export async function measurePubSubRoundTrip(
           const message = `${index}:${padding}`;
           pending.set(message, resolve);
           sentAt.set(message, process.hrtime.bigint());
-          publisher.publish(channel, message).catch(reject);
+          publisher.spublish(channel, message).catch(reject);
         }),
     });
     return { latency: latency.summary(), rate };

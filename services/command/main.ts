@@ -1,8 +1,8 @@
-import { Redis } from 'ioredis';
 import { monotonicFactory } from 'ulid';
 import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger } from '../../shared/logging';
 import { createPool, runMigrations } from '../../shared/postgres';
+import { createRedisClient, redisTargetOf } from '../../shared/redis';
 import {
   closeAll,
   createPeriodic,
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
 
   // Publishing never waits for a reconnect (no offline queue): the event is durable in
   // PostgreSQL and the query side catches up from the log.
-  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  const redis = createRedisClient(redisTargetOf(config), { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   let redisDown = false;
   redis.on('error', (err: Error) => {
     redisError('publisher');
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
       now: Date.now,
       logger,
     }),
-    publisher: createRedisChangePublisher(redis, config.redisKeyPrefix),
+    publisher: createRedisChangePublisher(redis, config.redisKeyPrefix, config.readModelPartitions),
     clock,
     newId: () => newUlid(),
     limits: config.limits,

@@ -5,10 +5,11 @@ import {
   serveMetrics,
   watchPostgresPool,
 } from '../../shared/metrics';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { loadConfig, settingsHelp } from '../../shared/config';
 import { createLogger, type Logger } from '../../shared/logging';
 import { createPool } from '../../shared/postgres';
+import { createRedisClient, redisTargetOf, type RedisClient, type RedisTarget } from '../../shared/redis';
 import {
   closeAll,
   exitOnFailure,
@@ -59,23 +60,23 @@ async function main(): Promise<void> {
   const registry = createMetricsRegistry('query');
   watchPostgresPool(registry, pool);
   const redisError = redisErrorCounter(registry);
-  const connectRedis = (url: string, options: RedisOptions): Redis =>
-    connectRedisCounted(url, options, logger, redisError);
+  const target = redisTargetOf(config);
+  const connectRedis = (options: RedisOptions): RedisClient => connectRedisCounted(target, options, logger, redisError);
   await retryAtStartup('connecting to PostgreSQL', () => pool.query('SELECT 1'), logger);
   // Four Redis connections, each for one kind of work: reads and the projection (each its own,
   // so that a large replay never holds a projection step behind it) fail fast when Redis is
   // down so calls get UNAVAILABLE and steps retry; the subscriber can run nothing but pub/sub;
   // the blocking one is held by XREAD BLOCK and waits out an outage.
-  const redis = connectRedis(config.redisUrl, { connectionName: 'crucible-query', maxRetriesPerRequest: 1 });
+  const redis = connectRedis({ connectionName: 'crucible-query', maxRetriesPerRequest: 1 });
   resources.push({ name: 'redis', close: () => closeRedis(redis) });
-  const projection = connectRedis(config.redisUrl, {
+  const projection = connectRedis({
     connectionName: 'crucible-query-projection',
     maxRetriesPerRequest: 1,
   });
   resources.push({ name: 'redis projection', close: () => closeRedis(projection) });
-  const subscriber = connectRedis(config.redisUrl, { connectionName: 'crucible-query-pubsub' });
+  const subscriber = connectRedis({ connectionName: 'crucible-query-pubsub' });
   resources.push({ name: 'redis pub/sub', close: () => closeRedis(subscriber) });
-  const blocking = connectRedis(config.redisUrl, { connectionName: 'crucible-query-tail', maxRetriesPerRequest: null });
+  const blocking = connectRedis({ connectionName: 'crucible-query-tail', maxRetriesPerRequest: null });
   resources.push({ name: 'redis tail', close: () => Promise.resolve(blocking.disconnect()) });
   const s3 = createS3Client(config.s3, logger);
   observeS3Requests(s3, s3RequestObserver(registry));
@@ -116,12 +117,12 @@ async function main(): Promise<void> {
 }
 
 function connectRedisCounted(
-  url: string,
+  target: RedisTarget,
   options: RedisOptions,
   logger: Logger,
   counted: (connection: string) => void,
-): Redis {
-  const client = new Redis(url, options);
+): RedisClient {
+  const client = createRedisClient(target, options);
   let failing = false;
   client.on('error', (err: unknown) => {
     counted(options.connectionName ?? 'unnamed');
@@ -136,7 +137,7 @@ function connectRedisCounted(
   return client;
 }
 
-async function closeRedis(client: Redis): Promise<void> {
+async function closeRedis(client: RedisClient): Promise<void> {
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, 1000).unref());
   await Promise.race([
     client.quit().then(

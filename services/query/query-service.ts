@@ -1,6 +1,7 @@
 import type { ServerAccess } from '../../shared/grpc';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createFileBlobStore, createS3BlobStore } from '../../shared/blobs';
+import { changeChannels } from '../../shared/changes';
 import { createBlobReaders } from './blobs/blob-readers';
 import { createPeriodic, type Periodic } from '../../shared/runtime';
 import type { Evaluation } from '../../shared/generated/crucible/storage/v1/evaluation';
@@ -8,7 +9,7 @@ import { pastHotRetention } from './read-models/hot-retention';
 import { createHotRetentionSweep, type HotRetentionSweep } from './redis/hot-retention-sweep';
 import { createArchiveReader } from './archive/archive-reader';
 import { createRetiredEvaluations } from './archive/retired-evaluations';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../shared/redis';
 import type { Pool } from 'pg';
 import type { Config } from '../../shared/config';
 import type { Logger } from '../../shared/logging';
@@ -60,17 +61,17 @@ export interface QueryServiceConnections {
   /** Read-only sessions over the event log. */
   readonly pool: Pool;
   /** Reads: lookups, lists, replays, the read guard's checkpoints. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /**
    * The projection's own: its reads, scripts and rebuilds. Replies come in order on a
    * connection, so a replay from position 0 (MiBs of change log) on the readers' connection
    * would hold the projection's next step behind it.
    */
-  readonly projection: Redis;
+  readonly projection: RedisClient;
   /** Pub/sub only: a subscribed connection can run nothing else. */
-  readonly subscriber: Redis;
+  readonly subscriber: RedisClient;
   /** XREAD BLOCK only: a blocked connection holds every command behind it. */
-  readonly blocking: Redis;
+  readonly blocking: RedisClient;
   readonly s3: S3Client;
   /**
    * Signs GetOutputUrl's URLs when clients reach S3 by another address (S3_PUBLIC_ENDPOINT);
@@ -239,6 +240,7 @@ export function createQueryService(
     },
     onReplayedOverLoss: () => indexes.sweep(),
     stallReason: redisRefusesWrites,
+    onStep: () => tail.nudge(),
   });
   const indexes = keepIndexes({
     counts: createIndexCounts({ redis: projection, store, layout, onLost: (evalIds) => projector.repair(evalIds) }),
@@ -338,7 +340,7 @@ export function createQueryService(
       const bound = await server.listen(host, port);
       subscription = subscribeToChanges(
         subscriber,
-        config.redisKeyPrefix,
+        changeChannels(config.redisKeyPrefix, config.readModelPartitions),
         {
           onChange: (position, traceparent) => {
             if (traceparent !== undefined) traces?.heard(position, traceparent);

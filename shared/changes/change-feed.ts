@@ -1,14 +1,26 @@
 import type { RecordedEvent } from '../domain';
+import { partitionTag } from '../partitions';
 
 /**
- * The Redis pub/sub channel on which the command side announces each committed event.
+ * The sharded pub/sub channel (SPUBLISH, Redis 7.0+) on which the command side announces each
+ * committed event of an evaluation of read-model partition `partition`.
+ *
+ * One channel per partition, tagged as the partition's keys are: on a Redis Cluster each
+ * channel lives on the shard that holds its partition, so a message crosses no other node
+ * (classic PUBLISH is forwarded to every node of a cluster), and a query replica needs one
+ * subscriber connection per shard.
  *
  * Pub/sub delivers at most once, and anyone who can reach Redis can publish on it, so a
  * message is only a wake-up call: the query side reads what it applies from the event log in
  * PostgreSQL, the source of truth, and believes nothing else of the message.
  */
-export function changeChannel(keyPrefix: string): string {
-  return `${keyPrefix}:changes`;
+export function changeChannel(keyPrefix: string, partition: number | '*'): string {
+  return `${keyPrefix}:${partitionTag(keyPrefix, partition)}:changed`;
+}
+
+/** Every partition's change channel, partition 0 first (`changeChannel(prefix, '*')` is their glob). */
+export function changeChannels(keyPrefix: string, partitions: number): string[] {
+  return Array.from({ length: partitions }, (_, p) => changeChannel(keyPrefix, p));
 }
 
 /**

@@ -1,1 +1,8 @@
-export { announcedPosition, announcedTraceparent, changeChannel, encodeChange, decodeChange } from './change-feed';
+export {
+  announcedPosition,
+  announcedTraceparent,
+  changeChannel,
+  changeChannels,
+  encodeChange,
+  decodeChange,
+} from './change-feed';

@@ -12,12 +12,13 @@ import {
   REQUIRED,
   SETTINGS,
   type Environment,
+  type HostPort,
   type Setting,
   type SettingKey,
   type SettingValues,
 } from './settings';
 
-export type { Environment };
+export type { Environment, HostPort };
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type ChecksumMode = 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
 
@@ -204,6 +205,8 @@ export interface Config {
   readonly migrationDatabaseUrl: string;
   readonly postgres: PostgresSessionConfig;
   readonly redisUrl: string;
+  /** Seed nodes of a Redis Cluster; empty: one Redis at `redisUrl` (shared/redis/connect.ts). */
+  readonly redisClusterNodes: readonly HostPort[];
   /** Every Redis key and channel starts with this, so deployments can share one Redis. */
   readonly redisKeyPrefix: string;
   readonly readModelPartitions: number;
@@ -306,6 +309,15 @@ function parseSettings(env: Env): { values: SettingValues; problems: string[] } 
   const logKept = values.LOG_RETENTION as number | undefined;
   if (logHot !== undefined && logKept !== undefined && logHot > logKept) {
     problems.push('LOG_HOT_RETENTION must not exceed LOG_RETENTION (logs move to S3 before they are deleted)');
+  }
+  const clusterNodes = values.REDIS_CLUSTER_NODES as readonly HostPort[] | undefined;
+  const redisUrl = values.REDIS_URL as string | undefined;
+  if (clusterNodes !== undefined && clusterNodes.length > 0 && redisUrl !== undefined) {
+    const database = new URL(redisUrl).pathname.replace(/^\//, '');
+    if (database !== '' && database !== '0')
+      problems.push(
+        `REDIS_URL must name database 0 (or none) with REDIS_CLUSTER_NODES: a Redis Cluster has no other, not ${database}`,
+      );
   }
   problems.push(...securityProblems(values, environment));
   return { values: values as SettingValues, problems };
@@ -418,6 +430,7 @@ export function loadConfig(env: Env): Config {
     migrationDatabaseUrl: v.MIGRATION_DATABASE_URL,
     postgres: postgresSessionOf(v),
     redisUrl: v.REDIS_URL,
+    redisClusterNodes: v.REDIS_CLUSTER_NODES,
     redisKeyPrefix: v.REDIS_KEY_PREFIX,
     readModelPartitions: v.READ_MODEL_PARTITIONS,
     indexedMetadataKeys: v.INDEXED_METADATA_KEYS,

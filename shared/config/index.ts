@@ -5,6 +5,7 @@ export type {
   TransportConfig,
   Config,
   Environment,
+  HostPort,
   ExecutorConfig,
   LogLevel,
   MultipartConfig,

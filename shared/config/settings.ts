@@ -90,6 +90,31 @@ export function url(protocols: readonly string[], options: { optional?: boolean 
   };
 }
 
+/** A Redis node's address. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Comma-separated `host:port` addresses (IPv6 in brackets); empty: none. */
+export const hostPorts: Parser<readonly HostPort[]> = {
+  parse(raw) {
+    const items = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    return Object.freeze(
+      items.map((item) => {
+        const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(item);
+        const port = Number(match?.[2]);
+        if (match === null || port < 1 || port > 65535)
+          throw new Problem(`list host:port addresses separated by commas (${JSON.stringify(item)} is not one)`);
+        return Object.freeze({ host: (match[1] as string).replace(/^\[|\]$/g, ''), port });
+      }),
+    );
+  },
+};
+
 export function matching(pattern: RegExp, description: string): Parser<string> {
   return {
     parse(raw) {
@@ -227,6 +252,12 @@ export const SETTINGS = {
     parser: url(['redis:', 'rediss:']),
     defaults: LOCAL('redis://127.0.0.1:6379/0'),
     help: 'Redis URL',
+  }),
+  REDIS_CLUSTER_NODES: setting({
+    parser: hostPorts,
+    defaults: { all: '' },
+    shownDefault: 'none: one Redis at REDIS_URL',
+    help: 'comma-separated host:port of some nodes of a Redis Cluster (7.0+): the services then use the cluster (REDIS_URL gives only its user, password and TLS, and must name database 0); `make up` starts a local one when local addresses named here do not answer',
   }),
   REDIS_KEY_PREFIX: setting({
     parser: matching(/^[A-Za-z0-9:_.-]{1,64}$/, '1-64 characters of [A-Za-z0-9:_.-]'),

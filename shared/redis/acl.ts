@@ -21,8 +21,21 @@ export interface RedisUser {
   readonly rules: readonly string[];
 }
 
-/** What any client of ours sends on connecting (ioredis: HELLO/AUTH, CLIENT SETNAME, SELECT, the INFO of its ready check). Not CLIENT SETINFO: Redis 7.0 knows no such command (ioredis ignores its refusal on 7.2+). */
-const CONNECTING = ['+hello', '+auth', '+ping', '+select', '+info', '+client|setname'];
+/**
+ * What any client of ours sends on connecting (ioredis: HELLO/AUTH, CLIENT SETNAME, SELECT, the
+ * INFO of its ready check; on a cluster, CLUSTER SLOTS for the topology and CLUSTER INFO for its
+ * state). Not CLIENT SETINFO: Redis 7.0 knows no such command (ioredis ignores its refusal on 7.2+).
+ */
+const CONNECTING = [
+  '+hello',
+  '+auth',
+  '+ping',
+  '+select',
+  '+info',
+  '+client|setname',
+  '+cluster|slots',
+  '+cluster|info',
+];
 
 export function serviceRedisUsers(
   prefix: string,
@@ -37,10 +50,11 @@ export function serviceRedisUsers(
       password: passwords.command,
       rules: [
         `~${executorKeys(prefix).pattern}`,
-        `&${changeChannel(prefix)}`,
+        // Every partition's channel (shared/changes), whatever READ_MODEL_PARTITIONS is.
+        `&${changeChannel(prefix, '*')}`,
         '-@all',
         ...CONNECTING,
-        '+publish',
+        '+spublish',
         '+multi',
         '+exec',
         '+discard',

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../shared/redis';
 import {
   EvaluationStatus,
   EventType,
@@ -33,12 +33,12 @@ describe('e2e: metrics, security events and the queue, from command to query', f
   let services: RunningServices;
   let environment: TestEnvironment;
   let clients: Clients;
-  let redis: Redis;
+  let redis: RedisClient;
 
   before(async () => {
     services = await startServices();
     ({ environment, clients } = services);
-    redis = new Redis(environment.config.redisUrl);
+    redis = createRedisClient(redisTargetOf(environment.config));
   });
 
   after(async () => {

@@ -1,12 +1,16 @@
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
 import { EvaluationStatus, ExecutorStatus } from '../../shared/generated/crucible/storage/v1/evaluation';
 import {
   asRedisUser,
+  createRedisClient,
   deleteRedisUsers,
   enableKeyspaceEvents,
+  onEveryNode,
+  redisTargetOf,
   serviceRedisUsers,
   setRedisUsers,
+  type RedisClient,
+  type RedisTarget,
   type RedisUser,
 } from '../../shared/redis';
 import { call, createClients, readStream, type Clients } from '../support/clients';
@@ -18,11 +22,14 @@ import type { WatchEvaluationResponse } from '../../shared/generated/crucible/st
 
 /** The error a command gets as `user` (undefined when it ran). */
 async function refusalAs(
-  url: string,
+  target: RedisTarget,
   user: RedisUser,
   ...command: [string, ...(string | number)[]]
 ): Promise<string | undefined> {
-  const redis = new Redis(asRedisUser(url, user), { lazyConnect: true, maxRetriesPerRequest: 0 });
+  const redis = createRedisClient(
+    { ...target, url: asRedisUser(target.url, user) },
+    { lazyConnect: true, maxRetriesPerRequest: 0 },
+  );
   try {
     await redis.connect();
     await redis.call(...command);
@@ -41,7 +48,7 @@ async function refusalAs(
 describe('e2e: each service as its Redis ACL user', function () {
   this.timeout(60_000);
   let environment: TestEnvironment;
-  let admin: Redis;
+  let admin: RedisClient;
   let users: ReturnType<typeof serviceRedisUsers>;
   let command: RunningService | undefined;
   let query: RunningService | undefined;
@@ -49,11 +56,12 @@ describe('e2e: each service as its Redis ACL user', function () {
 
   before(async () => {
     environment = await createTestEnvironment();
-    admin = new Redis(environment.config.redisUrl);
+    admin = createRedisClient(redisTargetOf(environment.config));
     users = serviceRedisUsers(environment.config.redisKeyPrefix);
-    await setRedisUsers(admin, [users.command, users.query]);
+    // On every node of a cluster: each keeps its own users and configuration.
+    await onEveryNode(admin, (node) => setRedisUsers(node, [users.command, users.query]));
     // What the query service's user may not do itself, as make up does it.
-    await enableKeyspaceEvents(admin);
+    await onEveryNode(admin, enableKeyspaceEvents);
     const url = environment.config.redisUrl;
     command = await startService('command', { ...environment.env, REDIS_URL: asRedisUser(url, users.command) });
     query = await startService('query', { ...environment.env, REDIS_URL: asRedisUser(url, users.query) });
@@ -66,7 +74,7 @@ describe('e2e: each service as its Redis ACL user', function () {
     clients?.close();
     await query?.stop();
     await command?.stop();
-    if (users !== undefined) await deleteRedisUsers(admin, [users.command, users.query]);
+    if (users !== undefined) await onEveryNode(admin, (node) => deleteRedisUsers(node, [users.command, users.query]));
     admin?.disconnect();
     await environment?.close();
   });
@@ -112,26 +120,28 @@ describe('e2e: each service as its Redis ACL user', function () {
   });
 
   it("refuses the command service's user every read model, other channels, and admin commands", async () => {
-    const url = environment.config.redisUrl;
+    const target = redisTargetOf(environment.config);
     const prefix = environment.config.redisKeyPrefix;
     for (const command of [
       ['GET', `${prefix}:p0:evaluation:x`],
       ['HGETALL', `${prefix}:anything`],
       ['PUBLISH', 'other:changes', 'x'],
+      ['SPUBLISH', 'other:{other:0}:changed', 'x'],
       ['SUBSCRIBE', `${prefix}:changes`],
       ['FLUSHALL'],
       ['CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'],
       ['KEYS', '*'],
     ] as [string, ...string[]][]) {
-      expect(await refusalAs(url, users.command, ...command), command.join(' ')).to.match(/NOPERM/);
+      expect(await refusalAs(target, users.command, ...command), command.join(' ')).to.match(/NOPERM/);
     }
   });
 
   it("refuses the query service's user other deployments' keys and channels, and dangerous or admin commands", async () => {
-    const url = environment.config.redisUrl;
+    const target = redisTargetOf(environment.config);
     for (const command of [
       ['GET', 'another-deployment:p0:evaluation:x'],
       ['PUBLISH', 'another-deployment:changes', 'x'],
+      ['SPUBLISH', 'another-deployment:{another-deployment:0}:changed', 'x'],
       ['FLUSHALL'],
       ['FLUSHDB'],
       ['CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'],
@@ -139,7 +149,7 @@ describe('e2e: each service as its Redis ACL user', function () {
       ['ACL', 'LIST'],
       ['SHUTDOWN'],
     ] as [string, ...string[]][]) {
-      expect(await refusalAs(url, users.query, ...command), command.join(' ')).to.match(/NOPERM/);
+      expect(await refusalAs(target, users.query, ...command), command.join(' ')).to.match(/NOPERM/);
     }
   });
 });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../shared/redis';
 import { Client } from 'pg';
 import { createKeyLayout, type KeyLayout } from '../../services/query/read-models/keys';
 import { archiveKey, decodeArchive } from '../../shared/archive';
@@ -323,7 +323,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
   describe('an evaluation of each kind, from Redis to PostgreSQL to the S3 archive to expired logs', () => {
     let services: RunningServices;
     let clients: Clients;
-    let redis: Redis;
+    let redis: RedisClient;
     let s3: S3Client;
     let layout: KeyLayout;
     let ownerUrl: string;
@@ -349,7 +349,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
       services = await startServices({ overrides: OVERRIDES });
       clients = services.clients;
       const { config } = services.environment;
-      redis = new Redis(config.redisUrl);
+      redis = createRedisClient(redisTargetOf(config));
       s3 = createS3Client(config.s3);
       layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
       ownerUrl = config.databaseUrl;
@@ -663,7 +663,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
     const ENDED = 40;
     let services: RunningServices;
     let clients: Clients;
-    let redis: Redis;
+    let redis: RedisClient;
     let layout: KeyLayout;
     let s3: S3Client;
     let ownerUrl: string;
@@ -680,7 +680,7 @@ describe('e2e: retention and tiering (npm run retention, HOT_RETENTION): every r
       services = await startServices({ overrides: OVERRIDES });
       clients = services.clients;
       const { config } = services.environment;
-      redis = new Redis(config.redisUrl);
+      redis = createRedisClient(redisTargetOf(config));
       layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions);
       s3 = createS3Client(config.s3);
       ownerUrl = config.databaseUrl;

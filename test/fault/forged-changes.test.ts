@@ -34,13 +34,13 @@ describe('fault: the change channel is flooded with garbage and forged events du
     const { stack, redis: publisher } = f;
     const firehose = recordFirehose(query, { afterPosition: '0' });
     await firehose.whenCaughtUp();
-    const channel = changeChannel(stack.env.REDIS_KEY_PREFIX ?? 'fault');
+    const channel = changeChannel(stack.env.REDIS_KEY_PREFIX ?? 'fault', 0);
     let flooding = true;
     let sent = 0;
     const flood = (async () => {
       while (flooding) {
         for (const message of await forgedChangeMessages(stack.databaseUrl, 'flood-0')) {
-          await publisher.publish(channel, message);
+          await publisher.spublish(channel, message);
           sent += 1;
         }
       }

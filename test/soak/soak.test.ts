@@ -1,3 +1,4 @@
+import { changeChannel } from '../../shared/changes';
 import { credentials, status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
@@ -305,7 +306,7 @@ describe(`soak: ${SECONDS} s of mixed load under random faults (seed ${SEED})`, 
         // Garbage, and well-formed events PostgreSQL does not have, one at the next position:
         // pub/sub carries hints only, so none may reach a read model (the checker says).
         for (const message of await forgedChangeMessages(stack.databaseUrl, 'soak-0'))
-          await redis?.publish(`${prefix}:changes`, message);
+          await redis?.spublish(changeChannel(prefix, 0), message);
       },
       'stop PostgreSQL': async () => {
         await stack.postgres.stop();

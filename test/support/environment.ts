@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { Client } from 'pg';
 import {
   CreateBucketCommand,
@@ -14,6 +13,8 @@ import {
 import { loadConfig, type Config } from '../../shared/config';
 import { ensureServiceLogins, runMigrations, serviceDatabaseUrls } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
+import { createRedisClient, redisTargetOf } from '../../shared/redis';
+import { deleteKeys } from './redis-keys';
 
 /**
  * Per-spec isolation on the shared test servers: each spec file gets its own database, Redis
@@ -61,6 +62,10 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     ENVIRONMENT: 'test',
     DATABASE_URL: withDatabase(base.databaseUrl, database),
     REDIS_URL: base.redisUrl,
+    // The suites run against one Redis and against a cluster (tools/stack/suites.ts).
+    ...(base.redisClusterNodes.length > 0
+      ? { REDIS_CLUSTER_NODES: base.redisClusterNodes.map((n) => `${n.host}:${n.port}`).join(',') }
+      : {}),
     REDIS_KEY_PREFIX: keyPrefix,
     S3_ENDPOINT: base.s3.endpoint,
     S3_BUCKET: bucket,
@@ -94,7 +99,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     config,
     env: { ...env, ...logins, ...options.overrides },
     async close() {
-      await deleteRedisKeys(config.redisUrl, keyPrefix);
+      await deleteRedisKeys(config, keyPrefix);
       await emptyAndDeleteBucket(s3, bucket);
       s3.destroy();
       rmSync(fallbackDir, { recursive: true, force: true });
@@ -106,15 +111,10 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
   };
 }
 
-async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url);
+async function deleteRedisKeys(config: Config, prefix: string): Promise<void> {
+  const redis = createRedisClient(redisTargetOf(config));
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
+    await deleteKeys(redis, `${prefix}:*`);
   } finally {
     redis.disconnect();
   }

@@ -236,6 +236,8 @@ export async function startPrivateStack(options: PrivateStackOptions = {}): Prom
       ENVIRONMENT: 'test',
       DATABASE_URL: databaseUrl,
       REDIS_URL: redis.url,
+      // Its own Redis, whatever the suite runs against (a cluster: tools/stack/suites.ts).
+      REDIS_CLUSTER_NODES: '',
       REDIS_KEY_PREFIX: 'fault',
       S3_ENDPOINT: ownS3?.endpoint ?? base.s3.endpoint,
       S3_BUCKET: bucket,

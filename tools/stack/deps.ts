@@ -4,6 +4,7 @@ import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { applyMigrations, ensureDatabase, ensureLogins, ensurePostgres } from './postgres';
 import { ensureRedis } from './redis';
+import { ensureRedisCluster } from './redis-cluster';
 import { ensureS3 } from './s3';
 
 /**
@@ -17,7 +18,9 @@ export async function ensureDependencies(
 ): Promise<void> {
   await ensurePostgres(config.databaseUrl, ctx);
   ctx.signal.throwIfAborted();
-  await ensureRedis(config.redisUrl, ctx, redisUsers);
+  if (config.redisClusterNodes.length > 0)
+    await ensureRedisCluster(config.redisUrl, config.redisClusterNodes, ctx, redisUsers);
+  else await ensureRedis(config.redisUrl, ctx, redisUsers);
   ctx.signal.throwIfAborted();
   await ensureS3(config.s3, ctx);
   ctx.signal.throwIfAborted();
@@ -41,6 +44,9 @@ export function dependencyEnv(config: Config): NodeJS.ProcessEnv {
     ENVIRONMENT: config.environment,
     DATABASE_URL: config.databaseUrl,
     REDIS_URL: config.redisUrl,
+    ...(config.redisClusterNodes.length > 0
+      ? { REDIS_CLUSTER_NODES: config.redisClusterNodes.map((n) => `${n.host}:${n.port}`).join(',') }
+      : {}),
     S3_ENDPOINT: config.s3.endpoint,
     S3_BUCKET: config.s3.bucket,
     S3_REGION: config.s3.region,

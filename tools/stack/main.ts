@@ -82,7 +82,7 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
         new URL(config.redisUrl).username === '' ? serviceRedisUsers(config.redisKeyPrefix) : undefined;
       await ensureDependencies(config, ctx, redisUsers === undefined ? [] : [redisUsers.command, redisUsers.query]);
       const env = serviceEnv(config);
-      const redis = await serviceRedisUrls(config.redisUrl, redisUsers, ctx.progress);
+      const redis = await serviceRedisUrls(config.redisUrl, config.redisClusterNodes, redisUsers, ctx.progress);
       await startService('command', { ...env, REDIS_URL: redis.command }, config.shutdownGraceMs, ctx);
       await startService('query', { ...env, REDIS_URL: redis.query }, config.shutdownGraceMs, ctx);
       ctx.progress.ok(

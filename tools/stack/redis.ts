@@ -1,9 +1,12 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import Redis from 'ioredis';
+import type { HostPort } from '../../shared/config';
 import {
   asRedisUser,
+  createRedisClient,
   enableKeyspaceEvents,
+  onEveryNode,
   KEYSPACE_EVENT_FLAGS,
   setRedisUsers,
   type RedisUser,
@@ -15,7 +18,8 @@ import { describeExit, startChild, supervise, type Child } from '../process';
 import { indent, tail, waitUntil } from './processes';
 import { aptInstall, cannotStart, canInstallPackages, findExecutable, isConnectionRefused, type Probe } from './system';
 
-async function probe(url: string): Promise<Probe> {
+/** Whether one Redis answers at `url` (and if not, why). */
+export async function probeRedis(url: string): Promise<Probe> {
   const client = new Redis(url, {
     lazyConnect: true,
     connectTimeout: 2000,
@@ -59,7 +63,7 @@ export async function ensureRedis(
 ): Promise<void> {
   const where = describe(redisUrl);
   const url = new URL(redisUrl);
-  const found = await probe(redisUrl);
+  const found = await probeRedis(redisUrl);
   if (found.kind === 'answers') {
     ctx.progress.ok(`redis: ${where} answers; using it`);
     return;
@@ -71,7 +75,7 @@ export async function ensureRedis(
   if (refusal !== undefined) throw refusal;
 
   ctx.progress.step(`redis: nothing answers on ${where}; starting redis-server`);
-  const binary = await findOrInstall(ctx);
+  const binary = await findRedisServer(ctx);
   const dir = join(ctx.dataDir, 'redis');
   mkdirSync(dir, { recursive: true });
   const logFile = join(dir, 'redis.log');
@@ -100,7 +104,7 @@ export async function ensureRedis(
   const start = async (): Promise<Child> => {
     const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
     try {
-      await waitUntil(`redis: ${name}`, async () => (await probe(redisUrl)).kind === 'answers', {
+      await waitUntil(`redis: ${name}`, async () => (await probeRedis(redisUrl)).kind === 'answers', {
         timeoutMs: 15_000,
         signal: ctx.signal,
         giveUp: child.exited.then(describeExit),
@@ -120,7 +124,8 @@ export async function ensureRedis(
   ctx.progress.ok(`redis: started redis-server on ${where} (log in ${shown})`);
 }
 
-async function findOrInstall(ctx: StackContext): Promise<string> {
+/** redis-server: on PATH or in Debian's places, else installed with apt-get (as root only). */
+export async function findRedisServer(ctx: StackContext): Promise<string> {
   const dirs = ['/usr/bin', '/usr/sbin', '/usr/local/bin'];
   const found = findExecutable('redis-server', dirs);
   if (found !== undefined) return found;
@@ -136,20 +141,25 @@ async function findOrInstall(ctx: StackContext): Promise<string> {
  * The Redis URL of each service as its ACL user of least privilege (`users`, from
  * serviceRedisUsers), set up on a Redis we did not start (one we start has them from its ACL
  * file, restarts included), with the keyspace events the query side follows switched on (its
- * user may not). Without users (a REDIS_URL that names one: the operator's choice), or when this
- * Redis does not let us set them up, both services keep REDIS_URL as given.
+ * user may not); on a cluster, on every node (ACL users and CONFIG are each node's own, replicas
+ * included, so that a failover keeps them). Without users (a REDIS_URL that names one: the
+ * operator's choice), or when this Redis does not let us set them up, both services keep
+ * REDIS_URL as given.
  */
 export async function serviceRedisUrls(
   redisUrl: string,
+  clusterNodes: readonly HostPort[],
   users: { readonly command: RedisUser; readonly query: RedisUser } | undefined,
   progress: Progress,
 ): Promise<{ readonly command: string; readonly query: string }> {
   if (users === undefined) return { command: redisUrl, query: redisUrl };
-  const admin = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const admin = createRedisClient({ url: redisUrl, clusterNodes }, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await admin.connect();
-    await setRedisUsers(admin, [users.command, users.query]);
-    await enableKeyspaceEvents(admin);
+    await onEveryNode(admin, async (node) => {
+      await setRedisUsers(node, [users.command, users.query]);
+      await enableKeyspaceEvents(node);
+    });
     progress.ok(`redis: ACL users ${users.command.name}, ${users.query.name} set up (docs/security.md)`);
     return { command: asRedisUser(redisUrl, users.command), query: asRedisUser(redisUrl, users.query) };
   } catch (err) {

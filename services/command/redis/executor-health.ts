@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import type { ExecutorConfig } from '../../../shared/config';
 import { UnavailableError } from '../../../shared/errors';
 import { encodeExecutorHealth, executorKeys, type ExecutorHealthReport } from '../../../shared/executors';
@@ -36,7 +36,7 @@ function checkedExec(replies: [Error | null, unknown][] | null): void {
  * an outage fails a report at once instead of holding it until Redis is back.
  */
 export function createRedisExecutorHealth(
-  redis: Redis,
+  redis: RedisClient,
   keyPrefix: string,
   config: ExecutorConfig,
 ): RedisExecutorHealth {

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf } from '../../../shared/redis';
 import { loadConfig } from '../../../shared/config';
 import { createPool } from '../../../shared/postgres';
 import { exitOnFailure } from '../../../shared/runtime';
@@ -22,7 +22,7 @@ async function main(): Promise<number> {
     poolSize: 2,
     session: config.postgres,
   });
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
+  const redis = createRedisClient(redisTargetOf(config), { maxRetriesPerRequest: 1 });
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
     const { hotMs, hotSweepIntervalMs } = config.retention;

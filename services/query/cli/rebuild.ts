@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf } from '../../../shared/redis';
 import { loadConfig } from '../../../shared/config';
 import { createLogger } from '../../../shared/logging';
 import { createPool } from '../../../shared/postgres';
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     poolSize: 2,
     session: config.postgres,
   });
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
+  const redis = createRedisClient(redisTargetOf(config), { maxRetriesPerRequest: 1 });
   try {
     const layout = createKeyLayout(config.redisKeyPrefix, config.readModelPartitions, config.indexedMetadataKeys);
     const eventLog = createPostgresEventLog(pool);

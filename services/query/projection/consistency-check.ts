@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { compareCodeUnits, DEFAULT_TENANT, evolve, isTerminalProto, type RecordedEvent } from '../../../shared/domain';
 import { Evaluation, EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
@@ -72,7 +72,7 @@ interface Snapshot {
  */
 export async function checkConsistency(deps: {
   readonly source: EvaluationSource;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly layout: KeyLayout;
   readonly pageSize?: number;
   /** States the read models do not hold: past HOT_RETENTION (read-models/hot-retention.ts), when swept. */
@@ -153,7 +153,7 @@ function groupByEvaluation(events: readonly RecordedEvent[]): Map<string, Record
 
 /** Per partition one MULTI: its checkpoint, then each evaluation's record, history and memberships. */
 async function readSnapshots(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   ids: readonly string[],
   eventsOf: ReadonlyMap<string, readonly RecordedEvent[]>,

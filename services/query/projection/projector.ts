@@ -77,6 +77,8 @@ export interface ProjectorOptions {
   readonly onReplayedOverLoss?: () => void;
   /** Why a failed step means the read models cannot move (undefined: an ordinary failure). */
   readonly stallReason?: (err: unknown) => string | undefined;
+  /** Told after each step that applied events or found them applied by another replica. */
+  readonly onStep?: () => void;
   readonly clock?: () => number;
 }
 
@@ -229,6 +231,7 @@ interface StepDeps {
   readonly rebuild: () => Promise<void>;
   /** A replay over what may be left of earlier read models starts (see onReplayedOverLoss). */
   readonly lostData: () => void;
+  readonly onStep?: () => void;
 }
 
 /** The read models were built from another event log than the one PostgreSQL has now. */
@@ -347,6 +350,7 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
     if (fromZero && result.fromLog > 0) deps.lostData();
     serving.countCatchUp(result.applied);
     serving.setCheckpoint(result.checkpoint);
+    deps.onStep?.();
     const fields = {
       reason,
       from: from.toString(),
@@ -406,6 +410,7 @@ export function createProjector(options: ProjectorOptions): Projector {
     lostData: () => {
       replayingOverLoss = true;
     },
+    ...(options.onStep !== undefined ? { onStep: options.onStep } : {}),
   };
 
   const addRepair = (evalId: string): void => {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisClient } from '../../../shared/redis';
 import { isTerminalProto, type RecordedEvent } from '../../../shared/domain';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { Logger } from '../../../shared/logging';
@@ -20,7 +20,7 @@ export interface RebuildResult {
 }
 
 export interface RebuildOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly layout: KeyLayout;
   readonly eventLog: EventLog;
   readonly store: ProjectionStore;
@@ -360,7 +360,7 @@ interface Deletion {
   readonly deleting: boolean;
 }
 
-function startDeletion(redis: Redis, layout: KeyLayout, logger: Logger): Deletion {
+function startDeletion(redis: RedisClient, layout: KeyLayout, logger: Logger): Deletion {
   let deleting = true;
   const done = deleteReadModels(redis, layout).then((deletedKeys) => {
     deleting = false;
@@ -449,22 +449,27 @@ function prefetching(eventLog: EventLog, batchSize: number): { next(): Promise<E
 
 /**
  * The checkpoints first, then SCAN + UNLINK of every other read-model key of the layout but the
- * fences (UNLINK frees big values off the main thread).
+ * fences (UNLINK frees big values off the main thread): on a cluster, SCAN on every primary and
+ * one UNLINK per partition found (a partition's keys share a slot; no command crosses slots).
  */
-async function deleteReadModels(redis: Redis, layout: KeyLayout): Promise<number> {
+async function deleteReadModels(redis: RedisClient, layout: KeyLayout): Promise<number> {
   const partitions = partitionNumbers(layout);
   const fences = new Set(partitions.map((p) => layout.fence(p)));
   // One DEL per partition: the checkpoints sit in different slots on a cluster.
   const checkpoints = await Promise.all(partitions.map((p) => redis.del(layout.checkpoint(p))));
   const unlinks: Promise<number>[] = [Promise.resolve(checkpoints.reduce((sum, n) => sum + n, 0))];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', layout.scanPattern, 'COUNT', SCAN_COUNT);
-    const keys = found.filter((key) => !fences.has(key));
-    cursor = next;
+  for await (const found of scanKeys(redis, layout.scanPattern, SCAN_COUNT)) {
+    const byPartition = new Map<number, string[]>();
+    for (const key of found) {
+      const partition = layout.describe(key)?.partition;
+      if (partition === undefined || fences.has(key)) continue;
+      const keys = byPartition.get(partition);
+      if (keys === undefined) byPartition.set(partition, [key]);
+      else keys.push(key);
+    }
     // Not awaited one by one: the next SCAN goes out while Redis unlinks.
-    if (keys.length > 0) unlinks.push(redis.unlink(...keys));
-  } while (cursor !== '0');
+    for (const keys of byPartition.values()) unlinks.push(redis.unlink(...keys));
+  }
   const counts = await Promise.all(unlinks);
   return counts.reduce((sum, n) => sum + n, 0);
 }

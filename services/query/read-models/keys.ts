@@ -1,3 +1,4 @@
+import { partitionOf, partitionTag } from '../../../shared/partitions';
 import { parseStatus, statusOfProto, statusToProto, STATUSES, TENANT_PATTERN } from '../../../shared/domain';
 import type { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 
@@ -80,16 +81,6 @@ export type DescribedKey =
 /** The statuses that have an index (every stored status), each named as shared/domain names it. */
 export const INDEXED_STATUSES: readonly EvaluationStatus[] = STATUSES.map(statusToProto);
 
-/** 32-bit FNV-1a over the UTF-8 bytes: stable across processes, versions and platforms. */
-export function fnv1a32(text: string): number {
-  let hash = 0x811c9dc5;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    hash ^= byte;
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash >>> 0;
-}
-
 export function createKeyLayout(
   prefix: string,
   partitions: number,
@@ -97,12 +88,12 @@ export function createKeyLayout(
 ): KeyLayout {
   if (!Number.isInteger(partitions) || partitions < 1)
     throw new RangeError(`partitions must be >= 1, not ${partitions}`);
-  const base = (partition: number): string => `${prefix}:{${prefix}:${partition}}`;
+  const base = (partition: number): string => `${prefix}:${partitionTag(prefix, partition)}`;
   return Object.freeze({
     prefix,
     partitions,
     indexedMetadataKeys,
-    partitionOf: (evalId: string) => (partitions === 1 ? 0 : fnv1a32(evalId) % partitions),
+    partitionOf: (evalId: string) => partitionOf(evalId, partitions),
     checkpoint: (p: number) => `${base(p)}:checkpoint`,
     fence: (p: number) => `${base(p)}:fence`,
     record: (p: number, evalId: string) => `${base(p)}:eval:${evalId}`,

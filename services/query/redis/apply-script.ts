@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import type { EncodedScriptCall } from '../read-models/write-ops';
 
 /**
@@ -121,7 +121,7 @@ export class FencedError extends Error {
  * applied, or the checkpoint found instead; throws FencedError while a rebuild holds the
  * partition for another writer.
  */
-export function createApplyScript(redis: Redis): (call: EncodedScriptCall) => Promise<true | bigint> {
+export function createApplyScript(redis: RedisClient): (call: EncodedScriptCall) => Promise<true | bigint> {
   redis.defineCommand(COMMAND, { lua: APPLY_LUA });
   const run = (redis as unknown as Record<string, ScriptRunner>)[COMMAND]?.bind(redis);
   if (run === undefined) throw new Error('ioredis did not define the apply script');

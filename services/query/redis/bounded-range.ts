@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 
 /**
  * XRANGE stopped at a byte budget as well as a count, inside Redis: Redis has no byte limit of
@@ -56,7 +56,7 @@ export type BoundedRangeReader = (key: string, start: string, count: number, max
 type ScriptRunner = (numKeys: number, ...args: (string | number)[]) => Promise<unknown>;
 
 /** Binds the script to a connection (EVALSHA, loading it on NOSCRIPT). */
-export function createBoundedRangeReader(redis: Redis): BoundedRangeReader {
+export function createBoundedRangeReader(redis: RedisClient): BoundedRangeReader {
   redis.defineCommand(COMMAND, { lua: BOUNDED_RANGE_LUA });
   const run = (redis as unknown as Record<string, ScriptRunner>)[`${COMMAND}Buffer`]?.bind(redis);
   if (run === undefined) throw new Error('ioredis did not define the bounded range script');

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { minCheckpoint } from '../read-models/checkpoints';
 import { createCheckpoints } from './checkpoints';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
@@ -11,7 +11,7 @@ import { partitionNumbers, type KeyLayout } from '../read-models/keys';
  * entry written after that read cannot be mistaken for a missing one. Trimmed positions are
  * holes too; callers that know the trim horizon ask about later positions only.
  */
-export async function isChangeLogHole(redis: Redis, layout: KeyLayout, position: bigint): Promise<boolean> {
+export async function isChangeLogHole(redis: RedisClient, layout: KeyLayout, position: bigint): Promise<boolean> {
   if (minCheckpoint(await createCheckpoints(redis, layout).readAll()) < position) return false;
   const id = `${position}-0`;
   // One command per partition: their keys sit in different slots on a cluster.

@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient } from '../../../shared/redis';
+import { createWaker } from '../live/waker';
 import type { Logger } from '../../../shared/logging';
 import type { ChangeHub } from '../live/change-hub';
 import { decodeChangeLogEntry, positionOfEntryId, type ChangeLogEntry } from '../read-models/change-log';
@@ -14,21 +15,31 @@ export interface ChangeLogTail {
    * Redis answers: normally the read models' checkpoint). Returns at once.
    */
   start(from: () => Promise<bigint>): void;
+  /**
+   * The change log may have grown (this replica's projector took a step). Ends the wait of a
+   * tail that polls (on a cluster); one that blocks in XREAD needs no telling.
+   */
+  nudge(): void;
   stop(): Promise<void>;
 }
 
 export interface ChangeLogTailOptions {
   /**
    * A connection used for nothing else: XREAD BLOCK holds it for up to `blockMs`, and every
-   * other command sent on it would wait behind the block.
+   * other command sent on it would wait behind the block. A cluster client is not blocked on
+   * (one XREAD cannot name keys of several slots, and a blocked node connection would hold
+   * every other command to that node): the tail then polls each partition, when nudged and
+   * every `pollMs`.
    */
-  readonly blocking: Redis;
+  readonly blocking: RedisClient;
   /** A normal connection, to CLIENT UNBLOCK the blocking one on stop. */
-  readonly commands: Redis;
+  readonly commands: RedisClient;
   readonly layout: KeyLayout;
   readonly hub: ChangeHub;
   readonly logger: Logger;
   readonly blockMs?: number;
+  /** How long a polling tail waits for a nudge before it reads anyway. */
+  readonly pollMs?: number;
   /** Entries per partition the blocking XREAD returns (it has no byte bound: keep it small). */
   readonly count?: number;
   /**
@@ -71,11 +82,20 @@ const DRAIN_BYTES = 4 * 1024 * 1024;
  *
  * An entry no client could decode is published in its place, marked `unreadable` (streams send
  * a progress message for it), and reported: it never stops the feed.
+ *
+ * On a Redis Cluster the tail polls instead of blocking (see `blocking`): each read is a drain
+ * step, one bounded read per partition, after a nudge from the replica's projector (every
+ * change is applied, or found applied, by each replica's projector soon after its commit) or
+ * after `pollMs` at the latest.
  */
 export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTail {
   const { blocking, commands, layout, hub, logger } = options;
   const { undecodable, metadata } = options;
   const blockMs = options.blockMs ?? 5000;
+  const polling = isCluster(blocking);
+  const pollMs = options.pollMs ?? 1000;
+  const waker = createWaker();
+  let nudged = false;
   const count = options.count ?? 16;
   const partitions = partitionNumbers(layout);
   const keys = partitions.map((p) => layout.changeLog(p));
@@ -121,9 +141,14 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
           lastIds = partitions.map(() => `${from}-0`);
           next = from + 1n;
         }
-        clientId ??= Number(await blocking.client('ID'));
+        if (!polling) clientId ??= Number(await blocking.client('ID'));
         let reply: (readonly [partition: number, entries: [Buffer, Buffer[]][]])[];
-        if (draining) {
+        if (polling && !draining) {
+          if (!nudged) await waker.sleep(pending.size > 0 ? HOLE_WAIT_MS : pollMs);
+          nudged = false;
+          if (stopped) break;
+        }
+        if (draining || polling) {
           const pages = await Promise.all(
             keys.map((key, p) => boundedRange(key, `(${lastIds[p]}`, DRAIN_COUNT, drainBytes)),
           );
@@ -230,9 +255,14 @@ export function createChangeLogTail(options: ChangeLogTailOptions): ChangeLogTai
       if (loop !== undefined) return;
       loop = run(from);
     },
+    nudge() {
+      nudged = true;
+      waker.wake();
+    },
     async stop() {
       stopped = true;
       stopTimer?.();
+      waker.wake();
       if (loop === undefined) return;
       if (clientId !== undefined) {
         // Wake the blocked XREAD now instead of waiting up to blockMs.

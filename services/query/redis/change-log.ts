@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import {
   CHANGE_LOG_READ_BYTES,
   contiguousRun,
@@ -28,7 +28,7 @@ function xinfoField(reply: unknown, name: string): unknown {
  * Updates stored without their metadata get it back from `metadata`.
  */
 export function createChangeLog(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   undecodable: UndecodableEntries,
   metadata: MetadataSource,

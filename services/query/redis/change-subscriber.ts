@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { announcedPosition, announcedTraceparent, changeChannel } from '../../../shared/changes';
+import { isCluster, type RedisClient } from '../../../shared/redis';
+import { announcedPosition, announcedTraceparent } from '../../../shared/changes';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
@@ -12,33 +12,38 @@ export interface ChangeSubscription {
 }
 
 /**
- * Listens to the command side's pub/sub channel on a dedicated connection (a subscribed
- * connection can run no other command). A message is only a wake-up call: `onChange` gets the
+ * Listens to the command side's change channels (SSUBSCRIBE, one per read-model partition:
+ * shared/changes) on a dedicated client (a subscribed connection can run no other command; on
+ * a cluster, ioredis keeps one such connection per shard and follows the slots when they move). A message is only a wake-up call: `onChange` gets the
  * position it announces, nothing else of it is believed. A message that names no position
  * (garbage, a forged or older format) is dropped and counted, logged once per minute at most.
- * After a reconnect (messages may have been lost meanwhile) `onReconnect` asks for a catch-up.
+ * After a reconnect, or a cluster's subscribers being set up again after a topology change
+ * (messages may have been lost meanwhile), `onReconnect` asks for a catch-up.
  */
 const MALFORMED_LOG_INTERVAL_MS = 60_000;
 
 export function subscribeToChanges(
-  subscriber: Redis,
-  keyPrefix: string,
+  subscriber: RedisClient,
+  channels: readonly string[],
   handlers: { onChange(position: bigint, traceparent: string | undefined): void; onReconnect(): void },
   logger: Logger,
   clock: () => number = Date.now,
 ): ChangeSubscription {
-  const channel = changeChannel(keyPrefix);
+  const listened = new Set(channels);
+  // A cluster's subscribers are connections of their own, set up again (and re-subscribed)
+  // after each topology change; one Redis' subscriber is the client's own connection.
+  const readyEvent = isCluster(subscriber) ? 'subscribersReady' : 'ready';
   let readyOnce = subscriber.status === 'ready';
   let malformed = 0;
   let malformedLoggedAt = -Infinity;
   const onMessage = (from: string, message: string): void => {
-    if (from !== channel) return;
+    if (!listened.has(from)) return;
     const position = announcedPosition(message);
     if (position === undefined) {
       malformed += 1;
       if (clock() - malformedLoggedAt >= MALFORMED_LOG_INTERVAL_MS) {
         malformedLoggedAt = clock();
-        logger.warn('ignoring malformed change messages', { channel, malformedSoFar: malformed });
+        logger.warn('ignoring malformed change messages', { channel: from, malformedSoFar: malformed });
       }
       return;
     }
@@ -48,14 +53,15 @@ export function subscribeToChanges(
     if (readyOnce) handlers.onReconnect();
     readyOnce = true;
   };
-  subscriber.on('message', onMessage);
-  subscriber.on('ready', onReady);
+  subscriber.on('smessage', onMessage);
+  subscriber.on(readyEvent, onReady);
+  // One SSUBSCRIBE per channel: on a cluster the channels live on different shards.
   const subscribe = (): Promise<void> =>
-    subscriber.subscribe(channel).then(
+    Promise.all(channels.map((channel) => subscriber.ssubscribe(channel))).then(
       () => undefined,
       (err: unknown) => {
         // ioredis re-subscribes by itself once the connection is back; the timer covers the gap.
-        logger.warn('could not subscribe to changes yet', { channel, err });
+        logger.warn('could not subscribe to changes yet', { channels: channels.length, err });
       },
     );
   // Not before the connection is ready: ioredis 5.8+ may interleave a SUBSCRIBE sent while it
@@ -68,9 +74,9 @@ export function subscribeToChanges(
   return {
     ready,
     async close() {
-      subscriber.off('message', onMessage);
-      subscriber.off('ready', onReady);
-      await subscriber.unsubscribe(channel).catch(() => undefined);
+      subscriber.off('smessage', onMessage);
+      subscriber.off(readyEvent, onReady);
+      await Promise.all(channels.map((channel) => subscriber.sunsubscribe(channel))).catch(() => undefined);
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationHistory } from '../read-models/evaluation-history';
@@ -25,7 +25,7 @@ function wholeUpdates(first: Buffer): (update: Buffer) => Uint8Array {
  * latest update refused as UNAVAILABLE rather than answered with an older one.
  */
 export function createEvaluationHistory(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   undecodable: UndecodableEntries,
 ): EvaluationHistory {

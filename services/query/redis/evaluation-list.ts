@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
@@ -88,7 +88,7 @@ type IndexCountRunner = (
 const FILTER_ROUNDS = 8;
 
 export function createEvaluationList(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   records: EvaluationRecords,
   pageBytes = LIST_PAGE_BYTES,

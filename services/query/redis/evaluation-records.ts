@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { UnavailableError } from '../../../shared/errors';
 import { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationRecords } from '../read-models/evaluation-record';
@@ -16,7 +16,7 @@ import type { UndecodableEntries } from './undecodable-entries';
  * leaves out; it is not "missing" (the record is there).
  */
 export function createEvaluationRecords(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   undecodable: UndecodableEntries,
 ): EvaluationRecords {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { decodeExecutorHealth, executorKeys, type StoredExecutorHealth } from '../../../shared/executors';
 import { mappingOutages } from './errors';
 
@@ -15,7 +15,7 @@ const CHUNK = 500;
  * Every executor `last-seen` names whose report key still exists (its TTL is the command side's
  * health TTL: an expired report is an executor gone). A report no reader can decode is skipped.
  */
-export function createLiveExecutors(redis: Redis, prefix: string): LiveExecutors {
+export function createLiveExecutors(redis: RedisClient, prefix: string): LiveExecutors {
   const keys = executorKeys(prefix);
   return mappingOutages<LiveExecutors>('listing executors', {
     async list() {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { isTerminalProto } from '../../../shared/domain';
 import type { ProjectionStore } from '../projection/applier';
 import { indexKeysOfEvaluation, listMember } from '../read-models/evaluation-list';
@@ -27,7 +27,7 @@ export interface HotRetentionSweep {
  * Safe on several replicas at once: the condition makes the second a no-op.
  */
 export function createHotRetentionSweep(deps: {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly store: ProjectionStore;
   readonly layout: KeyLayout;
   readonly hotMs: number;

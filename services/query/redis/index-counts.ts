@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DEFAULT_TENANT } from '../../../shared/domain';
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisClient } from '../../../shared/redis';
 import type { Logger } from '../../../shared/logging';
 import type { ProjectionStore } from '../projection/applier';
 import { decodeRecord } from '../read-models/evaluation-record';
@@ -67,7 +67,7 @@ class RecordsChanged extends Error {
 const sha1 = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('hex');
 
 export function createIndexCounts(deps: {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly store: ProjectionStore;
   readonly layout: KeyLayout;
   readonly onLost: (evalIds: readonly string[]) => void;
@@ -163,12 +163,8 @@ export function createIndexCounts(deps: {
   const pass = async (p: number): Promise<{ added: number; removed: number }> => {
     let added = 0;
     let removed = 0;
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${layout.record(p, '')}*`, 'COUNT', PAGE);
-      if (keys.length > 0) added += await untilLanded(() => fromRecords(p, keys));
-      cursor = next;
-    } while (cursor !== '0');
+    for await (const keys of scanKeys(redis, `${layout.record(p, '')}*`, PAGE))
+      added += await untilLanded(() => fromRecords(p, keys));
     // Every index but the tenants' `all`: a member with its record is always rightly there.
     const listing = (await knownIndexKeys(p)).filter((key) => layout.describeIndex(key)?.status !== undefined);
     for (const key of listing) {
@@ -346,7 +342,7 @@ export function withCountedIndexes(layout: KeyLayout, p: number, counted: Iterab
  * in one MULTI, again while that MULTI names a facet index the first read did not.
  */
 export async function readCountedIndexes(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   p: number,
 ): Promise<{

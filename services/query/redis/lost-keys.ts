@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
+import { isCluster, onEveryPrimary, type RedisClient } from '../../../shared/redis';
 import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
 import { isTerminalProto } from '../../../shared/domain';
@@ -27,13 +28,14 @@ export interface LostKeysWatch {
  * rebuild's deletions do, and their repairs rewrite what the rebuild wrote.
  *
  * The events must be switched on (`notify-keyspace-events`): done at start and after every
- * reconnect of `config` (a Redis restarted empty forgets it). A Redis that refuses CONFIG (a
+ * reconnect of `config` (a Redis restarted empty forgets it); on a cluster, on every primary, and
+ * every primary is followed (keyspace events are the node's own: see followKeyEvents). A Redis that refuses CONFIG (a
  * managed one) is warned about: lost keys are then found by reads only. Events are at most once
  * (missed while the subscriber reconnects), which reads still cover.
  */
 export function watchLostKeys(deps: {
-  readonly subscriber: Redis;
-  readonly config: Redis;
+  readonly subscriber: RedisClient;
+  readonly config: RedisClient;
   readonly layout: KeyLayout;
   readonly logger: Logger;
   readonly onLost: (evalId: string) => void;
@@ -42,14 +44,15 @@ export function watchLostKeys(deps: {
   readonly onIndexLost: () => void;
 }): LostKeysWatch {
   const { subscriber, config, layout, logger } = deps;
-  const db = subscriber.options.db ?? 0;
+  // A cluster has database 0 only.
+  const db = isCluster(subscriber) ? 0 : (subscriber.options.db ?? 0);
   const channels = EVENTS.map((event) => `__keyevent@${db}__:${event}`);
   let warned = false;
 
   const enable = async (): Promise<void> => {
     try {
       // A set that has what is needed is left alone (and a user not allowed CONFIG SET is fine then).
-      await enableKeyspaceEvents(config);
+      await onEveryPrimary(config, enableKeyspaceEvents);
     } catch (err) {
       if (!warned) logger.warn('cannot switch on Redis keyspace events; lost keys are found by reads only', { err });
       warned = true;
@@ -97,6 +100,27 @@ export function watchLostKeys(deps: {
     else if (described.kind === 'index' || described.kind === 'counts' || described.kind === 'facets')
       deps.onIndexLost();
   };
+  const following = isCluster(subscriber)
+    ? followEveryPrimary(subscriber, channels, onMessage, enable, logger)
+    : followOne(subscriber, channels, onMessage, logger);
+  const ready = Promise.all([enable(), following.ready]).then(() => undefined);
+  return {
+    ready,
+    async close() {
+      config.off('ready', onReady);
+      await following.close();
+    },
+  };
+}
+
+interface Following {
+  readonly ready: Promise<void>;
+  close(): Promise<void>;
+}
+
+type OnMessage = (channel: string, key: string) => void;
+
+function followOne(subscriber: Redis, channels: readonly string[], onMessage: OnMessage, logger: Logger): Following {
   subscriber.on('message', onMessage);
   const subscribe = (): Promise<void> =>
     subscriber.subscribe(...channels).then(
@@ -104,18 +128,83 @@ export function watchLostKeys(deps: {
       (err: unknown) => logger.warn('could not subscribe to keyspace events yet', { err }),
     );
   // As the change subscription: not before the connection is ready (redis/ioredis#2037).
-  const ready = Promise.all([
-    enable(),
+  const ready =
     subscriber.status === 'ready'
       ? subscribe()
-      : new Promise<void>((resolve) => subscriber.once('ready', () => resolve(subscribe()))),
-  ]).then(() => undefined);
+      : new Promise<void>((resolve) => subscriber.once('ready', () => resolve(subscribe())));
   return {
     ready,
     async close() {
-      config.off('ready', onReady);
       subscriber.off('message', onMessage);
       await subscriber.unsubscribe(...channels).catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * A cluster node publishes the keyspace events of its own keys only: one subscriber connection
+ * per primary, set again whenever ioredis refreshes the topology (a failover promotes a replica,
+ * which gets the events switched on and a subscriber of its own; a node gone loses its own).
+ */
+function followEveryPrimary(
+  cluster: Cluster,
+  channels: readonly string[],
+  onMessage: OnMessage,
+  enable: () => Promise<void>,
+  logger: Logger,
+): Following {
+  const subscribers = new Map<string, Redis>();
+  let closed = false;
+  const nodeKey = (node: Redis): string => `${node.options.host ?? ''}:${node.options.port ?? ''}`;
+  const follow = async (): Promise<void> => {
+    if (closed) return;
+    const primaries = cluster.nodes('master');
+    const wanted = new Set(primaries.map(nodeKey));
+    for (const [key, connection] of subscribers) {
+      if (wanted.has(key)) continue;
+      subscribers.delete(key);
+      connection.disconnect();
+    }
+    const added = primaries.filter((node) => !subscribers.has(nodeKey(node)));
+    if (added.length === 0) return;
+    await enable();
+    await Promise.all(
+      added.map(async (node) => {
+        const connection = new Redis({
+          ...node.options,
+          connectionName: 'crucible-query-keyevents',
+          lazyConnect: false,
+          enableOfflineQueue: true,
+          readOnly: false,
+        });
+        connection.on('error', () => undefined); // the cluster client reports the node's outages
+        connection.on('message', onMessage);
+        subscribers.set(nodeKey(node), connection);
+        await new Promise<void>((resolve) => connection.once('ready', () => resolve()));
+        await connection.subscribe(...channels).catch((err: unknown) => {
+          logger.warn('could not subscribe to keyspace events yet', { node: nodeKey(node), err });
+        });
+      }),
+    );
+  };
+  const onTopology = (): void => void follow();
+  cluster.on('refresh', onTopology);
+  cluster.on('+node', onTopology);
+  cluster.on('-node', onTopology);
+  const ready =
+    cluster.status === 'ready'
+      ? follow()
+      : new Promise<void>((resolve) => cluster.once('ready', () => resolve(follow())));
+  return {
+    ready,
+    close() {
+      closed = true;
+      cluster.off('refresh', onTopology);
+      cluster.off('+node', onTopology);
+      cluster.off('-node', onTopology);
+      for (const connection of subscribers.values()) connection.disconnect();
+      subscribers.clear();
+      return Promise.resolve();
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { UnavailableError } from '../../../shared/errors';
 import { EvaluationUpdate } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import type { ChangeLogEntry } from '../read-models/change-log';
@@ -45,7 +45,7 @@ const ENTRY_OVERHEAD = 128;
  * is gone (a lost key being repaired), from its submit event in the log.
  */
 export function createMetadataSource(deps: {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly layout: KeyLayout;
   readonly fromLog: MetadataFromLog;
   readonly maxBytes: number;

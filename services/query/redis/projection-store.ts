@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import type { Evaluation } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { UnavailableError } from '../../../shared/errors';
 import type { ProjectionStore } from '../projection/applier';
@@ -11,7 +11,7 @@ import { createApplyScript } from './apply-script';
 
 /** The projection's view of Redis: atomic per-partition reads and compare-and-set writes. */
 export function createRedisProjectionStore(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   changeLogRetention: number,
 ): ProjectionStore {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
 import { parseCheckpoint } from '../read-models/checkpoints';
 import { CREATED_DIGITS, facetMarker } from '../read-models/evaluation-list';
@@ -69,7 +69,7 @@ type QueueRunner = (
 ) => Promise<[string | null, (string | number)[], string[], string | null]>;
 
 /** The queue's counts from the status and facet indexes of every partition (read-models/evaluation-list.ts). */
-export function createQueueMetrics(redis: Redis, layout: KeyLayout): QueueMetrics {
+export function createQueueMetrics(redis: RedisClient, layout: KeyLayout): QueueMetrics {
   redis.defineCommand(COMMAND, { lua: QUEUE_LUA });
   const run = (redis as unknown as Record<string, QueueRunner>)[COMMAND]?.bind(redis);
   if (run === undefined) throw new Error('ioredis did not define the queue script');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../shared/redis';
 import type { Logger } from '../../../shared/logging';
 import { partitionNumbers, type KeyLayout } from '../read-models/keys';
 
@@ -41,7 +41,7 @@ return 0
  * in their partition's slot, as the apply script that reads them needs.
  */
 export async function takeRebuildFence(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   logger: Logger,
   ttlMs = DEFAULT_TTL_MS,

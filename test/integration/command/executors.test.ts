@@ -1,7 +1,7 @@
 import { openAccess } from '../../../shared/grpc';
 import { credentials, status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf } from '../../../shared/redis';
 import { decodeExecutorHealth, executorKeys } from '../../../shared/executors';
 import {
   EvaluationCommandServiceClient,
@@ -167,7 +167,7 @@ describe('command service: executor health and the reaper', function () {
 
     it('answers UNAVAILABLE when Redis cannot take the report', async () => {
       // Never connected and no offline queue, as main.ts's connection during an outage.
-      const offline = new Redis(h.env.config.redisUrl, { lazyConnect: true, enableOfflineQueue: false });
+      const offline = createRedisClient(redisTargetOf(h.env.config), { lazyConnect: true, enableOfflineQueue: false });
       const down = createCommandServer({
         access: openAccess(silentLogger),
         executor: h.executor,

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
 import { Client, type Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Limits } from '../../../shared/config';
@@ -136,7 +136,7 @@ export interface Harness {
   readonly sql: Client;
   readonly s3: S3Client;
   /** The publisher's connection (no offline queue, as in main.ts). */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly store: EvaluationStore;
   readonly blobs: BlobStore;
   readonly publisher: EventPublisher;
@@ -165,7 +165,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
     });
     await sql.connect();
     closers.push(() => sql.end());
-    const redis = new Redis(env.config.redisUrl, {
+    const redis = createRedisClient(redisTargetOf(env.config), {
       enableOfflineQueue: false,
       lazyConnect: true,
       maxRetriesPerRequest: 1,
@@ -177,7 +177,7 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
 
     const store = createPostgresEvaluationStore(pool);
     const blobs = s3Only(createS3BlobStore(s3, env.config.s3.bucket, env.config.s3.sse, env.config.s3.multipart));
-    const publisher = createRedisChangePublisher(redis, env.config.redisKeyPrefix);
+    const publisher = createRedisChangePublisher(redis, env.config.redisKeyPrefix, env.config.readModelPartitions);
     const clock = steppingClock();
     const issuedIds: string[] = [];
     const newId = (): string => {

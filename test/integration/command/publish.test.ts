@@ -1,6 +1,7 @@
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
-import { changeChannel, decodeChange } from '../../../shared/changes';
+import { changeChannel, changeChannels, decodeChange } from '../../../shared/changes';
+import { partitionOf } from '../../../shared/partitions';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
 import type { RecordedEvent } from '../../../shared/domain';
 import { createRedisChangePublisher } from '../../../services/command/redis/change-publisher';
 import { commandsOf, createHarness, eventCount, eventsOf, type Harness } from './harness';
@@ -13,11 +14,11 @@ interface ChangeListener {
   next(count: number): Promise<RecordedEvent[]>;
 }
 
-function listen(subscriber: Redis, channel: string): ChangeListener {
+function listen(subscriber: RedisClient, channel: string): ChangeListener {
   const received: RecordedEvent[] = [];
   const undecodable: string[] = [];
   const waiters: { count: number; resolve: (events: RecordedEvent[]) => void }[] = [];
-  subscriber.on('message', (from: string, message: string) => {
+  subscriber.on('smessage', (from: string, message: string) => {
     if (from !== channel) return;
     const change = decodeChange(message);
     if (change === undefined) {
@@ -43,17 +44,19 @@ function listen(subscriber: Redis, channel: string): ChangeListener {
 describe('command executor: publishing changes on Redis', function () {
   let h: Harness;
   // A subscribed connection can run no other command, so the test listens on its own.
-  let subscriber: Redis;
+  let subscriber: RedisClient;
   let changes: ChangeListener;
 
   before(async () => {
     h = await createHarness();
-    subscriber = new Redis(h.env.config.redisUrl, { lazyConnect: true });
+    subscriber = createRedisClient(redisTargetOf(h.env.config), { lazyConnect: true });
     await subscriber.connect();
-    const channel = changeChannel(h.env.config.redisKeyPrefix);
-    expect(channel).to.equal(`${h.env.config.redisKeyPrefix}:changes`);
+    // One partition (the default): one channel.
+    const channel = changeChannel(h.env.config.redisKeyPrefix, 0);
+    const prefix = h.env.config.redisKeyPrefix;
+    expect(channel).to.equal(`${prefix}:{${prefix}:0}:changed`);
     changes = listen(subscriber, channel);
-    await subscriber.subscribe(channel);
+    await subscriber.ssubscribe(channel);
   });
 
   afterEach(() => {
@@ -65,7 +68,7 @@ describe('command executor: publishing changes on Redis', function () {
     await h.close();
   });
 
-  it('publishes each committed event, in order, on `${prefix}:changes`', async () => {
+  it("publishes each committed event, in order, on its partition's sharded channel `${prefix}:{${prefix}:n}:changed`", async () => {
     const submitted = await h.commands.submit({ evalId: 'pub-1', metadata: { k: 'v' } });
     const started = await h.commands.start({ evalId: 'pub-1', executorId: 'exec-p' });
     const completed = await h.commands.complete({ evalId: 'pub-1', output: Buffer.from('published'), exitCode: 0 });
@@ -95,9 +98,9 @@ describe('command executor: publishing changes on Redis', function () {
 
   it('answers the command even when publishing fails: the event is durable in PostgreSQL', async () => {
     // Never connected and no offline queue: every publish is refused at once.
-    const offline = new Redis(h.env.config.redisUrl, { lazyConnect: true, enableOfflineQueue: false });
+    const offline = createRedisClient(redisTargetOf(h.env.config), { lazyConnect: true, enableOfflineQueue: false });
     try {
-      const failing = createRedisChangePublisher(offline, h.env.config.redisKeyPrefix);
+      const failing = createRedisChangePublisher(offline, h.env.config.redisKeyPrefix, 1);
       const published = failing.publish({
         position: '1',
         evalId: 'x',
@@ -117,6 +120,43 @@ describe('command executor: publishing changes on Redis', function () {
       expect(await eventCount(h.sql)).to.equal(count + 1);
     } finally {
       offline.disconnect();
+    }
+  });
+
+  it("announces each evaluation's events on its own partition's channel, each channel in commit order", async () => {
+    const partitions = 4;
+    const prefix = h.env.config.redisKeyPrefix;
+    const channels = changeChannels(prefix, partitions);
+    const listener = createRedisClient(redisTargetOf(h.env.config), { lazyConnect: true });
+    const publisher = createRedisClient(redisTargetOf(h.env.config), { lazyConnect: true });
+    await Promise.all([listener.connect(), publisher.connect()]);
+    try {
+      const heard = channels.map((channel) => listen(listener, channel));
+      for (const channel of channels) await listener.ssubscribe(channel);
+      const publishing = createRedisChangePublisher(publisher, prefix, partitions);
+      const events: RecordedEvent[] = Array.from({ length: 40 }, (_, i) => ({
+        position: String(i + 1),
+        evalId: `part-${i % 13}`,
+        revision: String(Math.floor(i / 13) + 1),
+        recordedAt: new Date().toISOString(),
+        event: { type: 'EvaluationCancelled', data: { reason: '', cancelledAt: new Date().toISOString() } },
+      }));
+      // Asked for in one turn, as a group commit's events are: one flush, one pipeline per channel.
+      await Promise.all(events.map((event) => publishing.publish(event)));
+      const expected = channels.map((_, p) => events.filter((e) => partitionOf(e.evalId, partitions) === p));
+      expect(expected.filter((list) => list.length > 0).length, 'the ids spread over several partitions').to.be.above(
+        1,
+      );
+      const received = await Promise.all(heard.map((l, p) => l.next(expected[p]?.length ?? 0)));
+      received.forEach((list, p) => {
+        expect(
+          list.map((e) => e.position),
+          `partition ${p}`,
+        ).to.deep.equal(expected[p]?.map((e) => e.position));
+      });
+    } finally {
+      listener.disconnect();
+      publisher.disconnect();
     }
   });
 });

@@ -1,6 +1,6 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf } from '../../../shared/redis';
 import {
   EvaluationStatus,
   EvaluationUpdate,
@@ -60,7 +60,7 @@ describe('holes in the change log (entries deleted): resumes say OUT_OF_RANGE, t
   it('the tail skips a deleted position, even beside an idle partition, and waits for one not yet written', async () => {
     const prefix = `${h.config.redisKeyPrefix}holes`;
     const layout: KeyLayout = createKeyLayout(prefix, 2);
-    const blocking = new Redis(h.config.redisUrl, { maxRetriesPerRequest: null });
+    const blocking = createRedisClient(redisTargetOf(h.config), { maxRetriesPerRequest: null });
     const hub = createChangeHub();
     const published: bigint[] = [];
     hub.onAny((change) => published.push(change.position));

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Client } from 'pg';
 import { changeChannel, encodeChange } from '../../../shared/changes';
+import type { Config } from '../../../shared/config';
+import { partitionOf } from '../../../shared/partitions';
+import type { RedisClient } from '../../../shared/redis';
 import type { BodyKind, BodyRef, EvaluationEvent, RecordedEvent } from '../../../shared/domain';
 
 /**
@@ -41,8 +43,8 @@ const STATUS_OF: Record<EvaluationEvent['type'], string | null> = {
 
 export function createEventWriter(
   sql: Client,
-  redis: Redis,
-  keyPrefix: string,
+  redis: RedisClient,
+  announceAs: Pick<Config, 'redisKeyPrefix' | 'readModelPartitions'>,
   clock: () => Date = () => new Date(),
 ): EventWriter {
   // One transaction at a time on this connection (pg queues queries, not transactions).
@@ -98,7 +100,10 @@ export function createEventWriter(
         );
         await sql.query('COMMIT');
         const recorded: RecordedEvent = { position, evalId, revision, recordedAt: recordedAt.toISOString(), event };
-        if (options.publish === true) await redis.publish(changeChannel(keyPrefix), encodeChange(recorded));
+        if (options.publish === true) {
+          const partition = partitionOf(evalId, announceAs.readModelPartitions);
+          await redis.spublish(changeChannel(announceAs.redisKeyPrefix, partition), encodeChange(recorded));
+        }
         return recorded;
       } catch (err) {
         await sql.query('ROLLBACK');

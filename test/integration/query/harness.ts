@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListBucketsCommand } from '@aws-sdk/client-s3';
 import { credentials } from '@grpc/grpc-js';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
 import { Client, Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../../shared/config';
@@ -25,9 +25,9 @@ export interface Replica {
   readonly service: QueryService;
   readonly client: EvaluationQueryServiceClient;
   readonly address: string;
-  readonly redis: Redis;
-  readonly blocking: Redis;
-  readonly subscriber: Redis;
+  readonly redis: RedisClient;
+  readonly blocking: RedisClient;
+  readonly subscriber: RedisClient;
   readonly pool: Pool;
   /** Shuts the service down and closes its connections (idempotent). */
   close(): Promise<void>;
@@ -39,7 +39,7 @@ export interface QueryHarness {
   /** Inspection / event-writing connection to the spec's database. */
   readonly sql: Client;
   /** Inspection connection to Redis. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly writer: EventWriter;
   readonly s3: S3Client;
   /** Starts a replica over the spec's database and prefix (config keys may be overridden). */
@@ -71,14 +71,14 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
     const sql = new Client({ connectionString: env.config.databaseUrl, application_name: 'crucible-query-it' });
     await sql.connect();
     closers.push(() => sql.end());
-    const redis = new Redis(env.config.redisUrl, { maxRetriesPerRequest: 1 });
+    const redis = createRedisClient(redisTargetOf(env.config), { maxRetriesPerRequest: 1 });
     closers.push(async () => {
       await deleteKeys(redis, `${env.config.redisKeyPrefix}*`);
       redis.disconnect();
     });
     const s3 = createS3Client(env.config.s3);
     closers.push(() => Promise.resolve(s3.destroy()));
-    const writer = createEventWriter(sql, redis, env.config.redisKeyPrefix);
+    const writer = createEventWriter(sql, redis, env.config);
 
     return {
       env,
@@ -95,11 +95,12 @@ export async function createQueryHarness(overrides: Record<string, string> = {})
           applicationName: 'crucible-query-it',
           poolSize: 4,
         });
-        const quiet = (client: Redis): Redis => client.on('error', () => undefined);
-        const replicaRedis = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: 1 }));
-        const projection = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: 1 }));
-        const subscriber = quiet(new Redis(config.redisUrl));
-        const blocking = quiet(new Redis(config.redisUrl, { maxRetriesPerRequest: null }));
+        const target = redisTargetOf(config);
+        const quiet = (client: RedisClient): RedisClient => client.on('error', () => undefined);
+        const replicaRedis = quiet(createRedisClient(target, { maxRetriesPerRequest: 1 }));
+        const projection = quiet(createRedisClient(target, { maxRetriesPerRequest: 1 }));
+        const subscriber = quiet(createRedisClient(target));
+        const blocking = quiet(createRedisClient(target, { maxRetriesPerRequest: null }));
         const replicaS3 = createS3Client(config.s3);
         const service = createQueryService(
           config,

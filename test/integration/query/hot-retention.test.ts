@@ -29,7 +29,7 @@ describe('HOT_RETENTION: ended evaluations leave Redis, and are read from Postgr
   beforeEach(async () => {
     now = Date.UTC(2026, 0, 1);
     h = await createQueryHarness(RETENTION);
-    writer = createEventWriter(h.sql, h.redis, h.config.redisKeyPrefix, () => new Date(now));
+    writer = createEventWriter(h.sql, h.redis, h.config, () => new Date(now));
     layout = createKeyLayout(h.config.redisKeyPrefix, h.config.readModelPartitions, h.config.indexedMetadataKeys);
     replica = await h.startReplica({ overrides: RETENTION, service: { clock: () => now } });
   });

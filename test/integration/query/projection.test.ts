@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, scanKeys, type RedisClient } from '../../../shared/redis';
 import { Client } from 'pg';
 import { changeChannel, encodeChange } from '../../../shared/changes';
 import type { RecordedEvent } from '../../../shared/domain';
@@ -46,7 +46,7 @@ async function lifecycles(h: QueryHarness, count: number, prefix: string, publis
 const consistency = (h: QueryHarness, layout: KeyLayout): Promise<string[]> => h.differences(layout);
 
 /** An applier of its own (outside any replica) on `redis`, reading `eventLog`. */
-function applierOn(h: QueryHarness, layout: KeyLayout, redis: Redis, eventLog: EventLog): ProjectionApplier {
+function applierOn(h: QueryHarness, layout: KeyLayout, redis: RedisClient, eventLog: EventLog): ProjectionApplier {
   return createProjectionApplier({
     store: createRedisProjectionStore(redis, layout, h.config.streams.changeLogRetention),
     eventLog,
@@ -114,7 +114,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
 
     // Garbage, a non-numeric position, and well-formed events PostgreSQL does not have, one of
     // them at the very position the next real event takes.
-    const channel = changeChannel(h.config.redisKeyPrefix);
+    const channel = changeChannel(h.config.redisKeyPrefix, 0);
     const forged = (evalId: string, position: bigint): RecordedEvent => ({
       ...first,
       evalId,
@@ -131,7 +131,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
       }),
       encodeChange(forged('forged-2', head + 1_000n)),
     ])
-      await h.redis.publish(channel, message);
+      await h.redis.spublish(channel, message);
     // Messages on one channel arrive in order: once the real next event is applied, every
     // forged one before it has been handled.
     await h.writer.start('hint-1', { publish: false }); // a lost message
@@ -316,7 +316,7 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
     await lifecycles(h, 40, 'race2', false);
     const probe = await h.startReplica();
     const eventLog = createPostgresEventLog(probe.pool);
-    const connections = [new Redis(h.config.redisUrl), new Redis(h.config.redisUrl)];
+    const connections = [createRedisClient(redisTargetOf(h.config)), createRedisClient(redisTargetOf(h.config))];
     try {
       const from = (await createCheckpoints(h.redis, layout).readAll())[0] ?? 0n;
       const { events: batch } = await eventLog.readAfter(from, 10_000);
@@ -386,14 +386,9 @@ describe('query projection (PostgreSQL event log → Redis read models)', functi
 });
 
 /** Every read-model key of the layout and its content, read back logically (key names without the prefix). */
-async function readModels(redis: Redis, layout: KeyLayout): Promise<Map<string, string>> {
+async function readModels(redis: RedisClient, layout: KeyLayout): Promise<Map<string, string>> {
   const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', layout.scanPattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== '0');
+  for await (const found of scanKeys(redis, layout.scanPattern, 1000)) keys.push(...found);
   const contents = new Map<string, string>();
   for (const key of keys.sort()) {
     const type = await redis.type(key);
@@ -449,7 +444,7 @@ describe('query projection with partitioned read models', function () {
     const replica = await h.startReplica();
     const eventLog = createPostgresEventLog(replica.pool);
     const retention = h.config.streams.changeLogRetention;
-    const racer = new Redis(h.config.redisUrl, { maxRetriesPerRequest: 1 });
+    const racer = createRedisClient(redisTargetOf(h.config), { maxRetriesPerRequest: 1 });
     try {
       await replica.service.projector.stop();
       const head = await eventLog.headPosition();

@@ -80,7 +80,9 @@ describe('query projection across a Redis restart (a private Redis that loses it
 
   it('reconnects, rebuilds what was lost, applies what was committed meanwhile, and serves again', async () => {
     for (let i = 0; i < 20; i += 1) await h.writer.submit(`rr-${i}`);
-    const replica = await h.startReplica({ overrides: { REDIS_URL: redis.url, CATCH_UP_INTERVAL_MS: '100' } });
+    const replica = await h.startReplica({
+      overrides: { REDIS_URL: redis.url, REDIS_CLUSTER_NODES: '', CATCH_UP_INTERVAL_MS: '100' },
+    });
     await replica.service.projector.whenCaughtUp();
 
     await redis.kill();

@@ -1,6 +1,6 @@
 import { status as grpcStatus, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
 import {
   Evaluation,
   EvaluationStatus,
@@ -201,7 +201,7 @@ describe('undecodable read-model entries are skipped and reported, never a wedge
     const prefix = `${h.config.redisKeyPrefix}tail`;
     const tailLayout = createKeyLayout(prefix, 1);
     const key = tailLayout.changeLog(0);
-    const blocking = new Redis(h.config.redisUrl, { maxRetriesPerRequest: null });
+    const blocking = createRedisClient(redisTargetOf(h.config), { maxRetriesPerRequest: null });
     const lines: LogFields[] = [];
     const hub = createChangeHub();
     const published: Change[] = [];
@@ -260,7 +260,7 @@ describe('undecodable read-model entries are skipped and reported, never a wedge
 
 /** Rewrites every change-log entry (fields as name/value pairs) in one MULTI, as if written so. */
 async function rewriteChangeLog(
-  redis: Redis,
+  redis: RedisClient,
   layout: KeyLayout,
   rewrite: (position: bigint, fields: (string | Buffer)[]) => (string | Buffer)[],
 ): Promise<void> {

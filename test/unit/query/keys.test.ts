@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { EvaluationStatus } from '../../../shared/generated/crucible/storage/v1/evaluation';
-import { createKeyLayout, fnv1a32, INDEXED_STATUSES, partitionNumbers } from '../../../services/query/read-models/keys';
+import { createKeyLayout, INDEXED_STATUSES, partitionNumbers } from '../../../services/query/read-models/keys';
+import { fnv1a32 } from '../../../shared/partitions';
 
 /** The hash slot a key maps to is decided by its first non-empty {...} section. */
 function hashTag(key: string): string {

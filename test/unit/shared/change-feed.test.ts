@@ -3,6 +3,7 @@ import {
   announcedPosition,
   announcedTraceparent,
   changeChannel,
+  changeChannels,
   decodeChange,
   encodeChange,
 } from '../../../shared/changes';
@@ -20,9 +21,13 @@ const EVENT: RecordedEvent = {
 };
 
 describe('change feed', () => {
-  it('names the channel after the key prefix', () => {
-    expect(changeChannel('crucible')).to.equal('crucible:changes');
-    expect(changeChannel('t1')).to.not.equal(changeChannel('t2'));
+  it("names each partition's channel after the key prefix, with the partition's hash tag", () => {
+    expect(changeChannel('crucible', 0)).to.equal('crucible:{crucible:0}:changed');
+    expect(changeChannel('crucible', 7)).to.equal('crucible:{crucible:7}:changed');
+    expect(changeChannel('t1', 0)).to.not.equal(changeChannel('t2', 0));
+    expect(changeChannels('crucible', 3)).to.deep.equal([0, 1, 2].map((p) => changeChannel('crucible', p)));
+    // The ACL glob of every partition's channel.
+    expect(changeChannel('crucible', '*')).to.equal('crucible:{crucible:*}:changed');
   });
 
   it('round-trips a recorded event, keeping 64-bit positions exact', () => {

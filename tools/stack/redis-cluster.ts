@@ -1,0 +1,180 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { Redis } from 'ioredis';
+import type { HostPort } from '../../shared/config';
+import { KEYSPACE_EVENT_FLAGS, type RedisUser } from '../../shared/redis';
+import type { StackContext } from './context';
+import { StackError } from './progress';
+import { describeExit, startChild, supervise, type Child } from '../process';
+import { indent, runChecked, tail, waitUntil } from './processes';
+import { findRedisServer, probeRedis } from './redis';
+import { cannotStart, findExecutable } from './system';
+
+/** Nodes of a local cluster: three primaries, each with one replica. */
+export const LOCAL_CLUSTER_SIZE = 6;
+/**
+ * How long a primary may be unreachable before its replica takes over. Short, for a local
+ * cluster whose failovers are tests; Redis' default is 15 s.
+ */
+const NODE_TIMEOUT_MS = 2000;
+
+const where = (node: HostPort): string => `${node.host}:${node.port}`;
+
+function nodeUrl(redisUrl: string, node: HostPort): string {
+  const url = new URL(redisUrl);
+  url.hostname = node.host.includes(':') ? `[${node.host}]` : node.host;
+  url.port = String(node.port);
+  url.pathname = '';
+  return url.toString();
+}
+
+/** Whether every node of the cluster says the cluster is up (`cluster_state:ok`). */
+async function clusterIsUp(redisUrl: string, nodes: readonly HostPort[]): Promise<boolean> {
+  const states = await Promise.all(
+    nodes.map(async (node) => {
+      const client = new Redis(nodeUrl(redisUrl, node), {
+        lazyConnect: true,
+        connectTimeout: 2000,
+        commandTimeout: 2000,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        enableOfflineQueue: false,
+      });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        return /cluster_state:ok/.test(String(await client.call('CLUSTER', 'INFO')));
+      } catch {
+        return false;
+      } finally {
+        client.disconnect();
+      }
+    }),
+  );
+  return states.every(Boolean);
+}
+
+/**
+ * Makes the Redis Cluster REDIS_CLUSTER_NODES names answer: uses it when it is up; otherwise,
+ * when every node named is a local address where nothing listens, starts `redis-server` on each
+ * (cluster mode, no persistence, the services' users and keyspace events as a single Redis we
+ * start has them) and joins them with `redis-cli --cluster create --cluster-replicas 1`. A node
+ * that dies is started again with its nodes.conf and rejoins (empty: the query side rebuilds
+ * what it held from the event log).
+ */
+export async function ensureRedisCluster(
+  redisUrl: string,
+  nodes: readonly HostPort[],
+  ctx: StackContext,
+  users: readonly RedisUser[] = [],
+): Promise<void> {
+  const named = nodes.map(where).join(', ');
+  if (await clusterIsUp(redisUrl, nodes)) {
+    ctx.progress.ok(`redis cluster: ${named} answers; using it`);
+    return;
+  }
+  for (const node of nodes) {
+    const found = await probeRedis(nodeUrl(redisUrl, node));
+    if (found.kind === 'answers') {
+      throw new StackError(
+        `redis cluster: ${where(node)} answers but the cluster REDIS_CLUSTER_NODES names is not up`,
+        'repair the cluster (redis-cli --cluster check), or stop what runs on those ports so that a local cluster can be started',
+      );
+    }
+    const refusal = cannotStart(
+      { what: 'a Redis Cluster node', variable: 'REDIS_CLUSTER_NODES', host: node.host, port: String(node.port) },
+      found,
+    );
+    if (refusal !== undefined) throw refusal;
+  }
+  if (nodes.length !== LOCAL_CLUSTER_SIZE) {
+    throw new StackError(
+      `redis cluster: nothing answers on ${named}, and a local cluster needs ${LOCAL_CLUSTER_SIZE} addresses (three primaries, three replicas), not ${nodes.length}`,
+      `name ${LOCAL_CLUSTER_SIZE} local host:port addresses in REDIS_CLUSTER_NODES, or point it at a running cluster`,
+    );
+  }
+
+  ctx.progress.step(`redis cluster: nothing answers on ${named}; starting ${nodes.length} redis-server nodes`);
+  const binary = await findRedisServer(ctx);
+  const cli = findExecutable('redis-cli', ['/usr/bin', '/usr/local/bin']);
+  if (cli === undefined)
+    throw new StackError('redis cluster: redis-cli not found', 'install Redis (apt-get install redis-server)');
+  const root = join(ctx.dataDir, 'redis-cluster');
+  // A cluster is created from empty nodes: what an earlier run left (nodes.conf) is not it.
+  rmSync(root, { recursive: true, force: true });
+  const password = decodeURIComponent(new URL(redisUrl).password);
+  for (const node of nodes)
+    await startNode(binary, node, join(root, String(node.port)), password, users, redisUrl, ctx);
+
+  const auth = password === '' ? [] : ['-a', password, '--no-auth-warning'];
+  await runChecked(
+    cli,
+    [...auth, '--cluster', 'create', ...nodes.map(where), '--cluster-replicas', '1', '--cluster-yes'],
+    ctx.projectRoot,
+    "see the nodes' logs in .data/redis-cluster/<port>/redis.log",
+  );
+  await waitUntil('redis cluster: cluster_state:ok on every node', () => clusterIsUp(redisUrl, nodes), {
+    timeoutMs: 30_000,
+    signal: ctx.signal,
+    advice: `see the nodes' logs in ${relative(ctx.projectRoot, root)}/<port>/redis.log`,
+  });
+  ctx.progress.ok(`redis cluster: started on ${named} (3 primaries, 3 replicas)`);
+}
+
+async function startNode(
+  binary: string,
+  node: HostPort,
+  dir: string,
+  password: string,
+  users: readonly RedisUser[],
+  redisUrl: string,
+  ctx: StackContext,
+): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const logFile = join(dir, 'redis.log');
+  const aclFile = join(dir, 'users.acl');
+  const userLines = [
+    `user default on ${password === '' ? 'nopass' : `>${password}`} ~* &* +@all`,
+    ...users.map((u) => ['user', u.name, 'on', `>${u.password}`, 'resetchannels', ...u.rules].join(' ')),
+  ];
+  writeFileSync(aclFile, `${userLines.join('\n')}\n`, { mode: 0o600 });
+  // prettier-ignore
+  const args = [
+    '--port', String(node.port),
+    '--bind', node.host,
+    '--save', '',
+    '--appendonly', 'no',
+    '--dir', dir,
+    '--logfile', logFile,
+    '--aclfile', aclFile,
+    '--notify-keyspace-events', KEYSPACE_EVENT_FLAGS.join(''),
+    '--cluster-enabled', 'yes',
+    '--cluster-config-file', 'nodes.conf',
+    '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
+    // The nodes of a local cluster share one machine: a replica that has been cut off briefly
+    // still takes over (the default refuses one disconnected for ten node timeouts).
+    '--cluster-replica-validity-factor', '0',
+    ...(password === '' ? [] : ['--masterauth', password]),
+  ];
+  const name = `redis-server (cluster) on ${where(node)}`;
+  const url = nodeUrl(redisUrl, node);
+  const start = async (): Promise<Child> => {
+    const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
+    try {
+      await waitUntil(`redis: ${name}`, async () => (await probeRedis(url)).kind === 'answers', {
+        timeoutMs: 15_000,
+        signal: ctx.signal,
+        giveUp: child.exited.then(describeExit),
+        advice: `see ${relative(ctx.projectRoot, logFile)}`,
+      });
+    } catch (err) {
+      await child.stop('SIGKILL', 0);
+      if (!(err instanceof StackError)) throw err;
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+      throw new StackError(`${err.message}\n${indent(tail(`${child.output()}${log}`))}`, err.advice);
+    }
+    return child;
+  };
+  const server = await supervise({ name, start, log: (line) => ctx.progress.warn(`redis cluster: ${line}`) });
+  ctx.resources.add({ name, stop: () => server.stop('SIGTERM', 10_000) });
+}
