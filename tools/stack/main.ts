@@ -7,7 +7,8 @@ import { serviceRedisUrls } from './redis';
 import { createResourceStack } from './processes';
 import { createProgress, StackError } from './progress';
 import { assertBuilt, startService } from './services';
-import { parseSuites, runSuites, SUITES } from './suites';
+import { parseSuites, runSuites, SUITES, TEST_CLUSTER_NODES } from './suites';
+import { ensureRedisCluster } from './redis-cluster';
 
 /**
  * The local stack: `deps`, `migrate`, `up` and `test` (see USAGE). Composition root: the only
@@ -28,7 +29,14 @@ commands:
                      (after 0.5 s, doubling to 30 s while it keeps failing; reset after a
                      minute of running), the others untouched
   test [suite...]    deps with ENVIRONMENT=test, then run the suites in order (default: all of
-                     ${SUITES.join(', ')}); a suite without compiled test files fails
+                     ${SUITES.join(', ')}); a suite without compiled test files fails.
+                     The cluster suite runs the integration and e2e suites and test/cluster
+                     against the Redis Cluster REDIS_CLUSTER_NODES names, or a local one on
+                     ${TEST_CLUSTER_NODES.split(',')[0] ?? ''}… (six nodes) started for it
+
+With REDIS_CLUSTER_NODES set, deps and up use that Redis Cluster instead of REDIS_URL's Redis,
+starting a local one (three primaries, three replicas) when the six local addresses it names
+do not answer.
 
 Progress goes to stderr. Servers are started only for local addresses (127.0.0.1, localhost),
 with their data under STACK_DATA_DIR (default: .data/ in the checkout).
@@ -100,7 +108,16 @@ async function run(command: string, args: readonly string[], ctx: StackContext):
       const suites = parseSuites(args);
       const config = loadConfig({ ...process.env, ENVIRONMENT: 'test' });
       await ensureDependencies(config, ctx);
-      const failed = await runSuites(suites, dependencyEnv(config), ctx);
+      const env = dependencyEnv(config);
+      // The cluster suite's cluster: the one REDIS_CLUSTER_NODES names, or a local one.
+      const clusterConfig =
+        config.redisClusterNodes.length > 0
+          ? config
+          : loadConfig({ ...process.env, ENVIRONMENT: 'test', REDIS_CLUSTER_NODES: TEST_CLUSTER_NODES });
+      if (suites.includes('cluster') && clusterConfig !== config)
+        await ensureRedisCluster(clusterConfig.redisUrl, clusterConfig.redisClusterNodes, ctx);
+      const clusterEnv = dependencyEnv(clusterConfig);
+      const failed = await runSuites(suites, (suite) => (suite === 'cluster' ? clusterEnv : env), ctx);
       if (failed.length > 0) {
         for (const { suite, failures } of failed) {
           if (failures !== '') process.stdout.write(`\n[stack] test:${suite} failed:\n${failures}\n\n`);

@@ -4,8 +4,15 @@ import type { StackContext } from './context';
 import { StackError } from './progress';
 import { describeExit, startChild, type Child } from '../process';
 
-/** Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>. */
-export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'fuzz', 'soak'] as const;
+/**
+ * Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>.
+ * `cluster` runs the integration and e2e suites again, and dist/test/cluster's topology faults,
+ * against a Redis Cluster (TEST_CLUSTER_NODES, started when nothing answers there).
+ */
+export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'cluster', 'fuzz', 'soak'] as const;
+
+/** Where the cluster suite's Redis Cluster runs unless REDIS_CLUSTER_NODES names one. */
+export const TEST_CLUSTER_NODES = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005,127.0.0.1:7006';
 export type Suite = (typeof SUITES)[number];
 
 export function parseSuites(names: readonly string[]): Suite[] {
@@ -57,7 +64,7 @@ export function failureList(output: string): string {
  */
 export async function runSuites(
   suites: readonly Suite[],
-  env: NodeJS.ProcessEnv,
+  envOf: (suite: Suite) => NodeJS.ProcessEnv,
   ctx: StackContext,
 ): Promise<FailedSuite[]> {
   const failed: FailedSuite[] = [];
@@ -76,7 +83,7 @@ export async function runSuites(
       command: npm,
       args: [...npmArgs, 'run', `test:${suite}`],
       cwd: ctx.projectRoot,
-      env,
+      env: envOf(suite),
       detached: false,
       output: 'forward',
       captureLimit: KEPT_OUTPUT,

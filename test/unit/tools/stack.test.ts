@@ -28,7 +28,7 @@ describe('stack tool', () => {
 
   describe('suites', () => {
     it('runs every suite in order by default, and only the named ones otherwise', () => {
-      expect(parseSuites([])).to.deep.equal(['unit', 'integration', 'e2e', 'fault', 'fuzz', 'soak']);
+      expect(parseSuites([])).to.deep.equal(['unit', 'integration', 'e2e', 'fault', 'cluster', 'fuzz', 'soak']);
       expect(parseSuites(['soak', 'fault'])).to.deep.equal(['fault', 'soak']);
       expect(parseSuites(['e2e', 'unit'])).to.deep.equal(['unit', 'e2e']);
     });
