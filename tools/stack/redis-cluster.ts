@@ -5,7 +5,7 @@ import type { HostPort } from '../../shared/config';
 import { KEYSPACE_EVENT_FLAGS, type RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, startChild, supervise, type Child } from '../process';
+import { describeExit, startChild, supervise, type Child, type RestartPolicy } from '../process';
 import { indent, runChecked, tail, waitUntil } from './processes';
 import { findRedisServer, probeRedis } from './redis';
 import { cannotStart, findExecutable } from './system';
@@ -17,6 +17,17 @@ export const LOCAL_CLUSTER_SIZE = 6;
  * cluster whose failovers are tests; Redis' default is 15 s.
  */
 const NODE_TIMEOUT_MS = 2000;
+/**
+ * A node that dies is started again only after its replica has had time to take over (the
+ * node timeout, the failure reports, the election): started sooner, a primary without
+ * persistence comes back empty before anyone marked it failed, stays primary, and its replica
+ * resyncs from it and empties itself, so the shard loses every key.
+ */
+const NODE_RESTART_POLICY: RestartPolicy = {
+  initialDelayMs: 4 * NODE_TIMEOUT_MS,
+  maxDelayMs: 30_000,
+  resetAfterMs: 60_000,
+};
 
 const where = (node: HostPort): string => `${node.host}:${node.port}`;
 
@@ -175,6 +186,11 @@ async function startNode(
     }
     return child;
   };
-  const server = await supervise({ name, start, log: (line) => ctx.progress.warn(`redis cluster: ${line}`) });
+  const server = await supervise({
+    name,
+    start,
+    policy: NODE_RESTART_POLICY,
+    log: (line) => ctx.progress.warn(`redis cluster: ${line}`),
+  });
   ctx.resources.add({ name, stop: () => server.stop('SIGTERM', 10_000) });
 }

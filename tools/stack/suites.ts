@@ -12,7 +12,8 @@ import { describeExit, startChild, type Child } from '../process';
 export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'cluster', 'fuzz', 'soak'] as const;
 
 /** Where the cluster suite's Redis Cluster runs unless REDIS_CLUSTER_NODES names one. */
-export const TEST_CLUSTER_NODES = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005,127.0.0.1:7006';
+export const TEST_CLUSTER_NODES =
+  '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005,127.0.0.1:7006';
 export type Suite = (typeof SUITES)[number];
 
 export function parseSuites(names: readonly string[]): Suite[] {
