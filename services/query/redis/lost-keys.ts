@@ -4,7 +4,6 @@ import type { Logger } from '../../../shared/logging';
 import type { KeyLayout } from '../read-models/keys';
 import { isTerminalProto } from '../../../shared/domain';
 import { statusOfEvaluation } from '../wire/metadata';
-import { checkedReplies } from './errors';
 import { enableKeyspaceEvents } from '../../../shared/redis';
 
 const EVENTS = ['del', 'expired', 'evicted'];
@@ -21,9 +20,11 @@ export interface LostKeysWatch {
  * Hears of read-model keys that disappear — deleted by hand, evicted, expired — from Redis'
  * keyspace events, so that they are repaired within moments, whether or not a read ever meets
  * them: a record or history is rewritten from the log (`onLost`), a lost checkpoint makes the
- * projector replay (`onCheckpointLost`), a lost index is rebuilt from the records (`onIndexLost`). The projection deletes one kind of key itself, the
- * history of an evaluation that ended: a deleted history whose record is terminal is therefore
- * taken as that, not as a loss (one MGET per partition for the deletions heard at once). Lists
+ * projector replay (`onCheckpointLost`), a lost index is rebuilt from the records (`onIndexLost`).
+ * A deletion is checked against the record first (one pipeline per partition for the deletions
+ * heard at once): the projection deletes one kind of key itself, the history of an evaluation
+ * that ended, so a deleted history whose record is terminal is taken as that; and a record or
+ * history that is still there (moved to another node by a slot migration) is not lost. Lists
  * are otherwise rewritten in place, so the projection's own writes raise no other event; a
  * rebuild's deletions do, and their repairs rewrite what the rebuild wrote.
  *
@@ -61,42 +62,50 @@ export function watchLostKeys(deps: {
   const onReady = (): void => void enable();
   config.on('ready', onReady);
 
-  // Histories heard deleted, per partition, checked against their records in one go.
-  let deletedHistories = new Map<number, Set<string>>();
-  const checkHistories = async (): Promise<void> => {
-    const batch = deletedHistories;
-    deletedHistories = new Map();
+  // Records and histories heard deleted, per partition (id → whether its history was), checked
+  // against the records in one go: a DEL is not always a loss. The projection deletes the
+  // history of an evaluation that ended, and on a cluster a slot migration deletes what it
+  // moved from the source node (MIGRATE), which the record read through the cluster client
+  // then finds on the target.
+  let deleted = new Map<number, Map<string, boolean>>();
+  const checkDeleted = async (): Promise<void> => {
+    const batch = deleted;
+    deleted = new Map();
     for (const [partition, ids] of batch) {
       const all = [...ids];
       for (let from = 0; from < all.length; from += 1000) await checkRecords(partition, all.slice(from, from + 1000));
     }
   };
-  const checkRecords = async (partition: number, evalIds: readonly string[]): Promise<void> => {
-    try {
-      // The status is the record's second field, right behind its id: the head of
-      // each record is enough (a whole one may hold a MiB of metadata).
-      const pipeline = config.pipeline();
-      for (const id of evalIds) pipeline.getrangeBuffer(layout.record(partition, id), 0, RECORD_HEAD_BYTES - 1);
-      const heads = checkedReplies(await pipeline.exec()) as Buffer[];
-      heads.forEach((bytes, i) => {
-        // GETRANGE of a missing key is empty, as no record is.
-        if (bytes.length === 0 || !isTerminalProto(statusOfEvaluation(bytes))) deps.onLost(evalIds[i] as string);
-      });
-    } catch {
-      for (const id of evalIds) deps.onLost(id); // the repair finds out for itself
-    }
+  const checkRecords = async (partition: number, heard: readonly [string, boolean][]): Promise<void> => {
+    // The status is the record's second field, right behind its id: the head of each record is
+    // enough (a whole one may hold a MiB of metadata). One command each, sent together: on a
+    // cluster each follows its own ASK or MOVED when the slot is being migrated.
+    const read = async ([id, historyDeleted]: [string, boolean]): Promise<boolean> => {
+      const head = await config.getrangeBuffer(layout.record(partition, id), 0, RECORD_HEAD_BYTES - 1);
+      // GETRANGE of a missing key is empty, as no record is.
+      if (head.length === 0) return true;
+      if (!historyDeleted || isTerminalProto(statusOfEvaluation(head))) return false;
+      return (await config.exists(layout.history(partition, id))) === 0;
+    };
+    const lost = await Promise.allSettled(heard.map(read));
+    // A failed read: the repair finds out for itself.
+    lost.forEach((verdict, i) => {
+      if (verdict.status === 'rejected' || verdict.value) deps.onLost((heard[i] as [string, boolean])[0]);
+    });
+  };
+  const heardDeleted = (partition: number, evalId: string, history: boolean): void => {
+    if (deleted.size === 0) setImmediate(() => void checkDeleted());
+    const ids = deleted.get(partition) ?? new Map<string, boolean>();
+    deleted.set(partition, ids);
+    ids.set(evalId, history || (ids.get(evalId) ?? false));
   };
   const onMessage = (channel: string, key: string): void => {
     if (!channels.includes(channel)) return;
     const described = layout.describe(key);
     if (described === undefined) return;
-    if (described.kind === 'record') deps.onLost(described.evalId);
-    else if (described.kind === 'history') {
-      if (deletedHistories.size === 0) setImmediate(() => void checkHistories());
-      const ids = deletedHistories.get(described.partition);
-      if (ids === undefined) deletedHistories.set(described.partition, new Set([described.evalId]));
-      else ids.add(described.evalId);
-    } else if (described.kind === 'checkpoint') deps.onCheckpointLost();
+    if (described.kind === 'record' || described.kind === 'history')
+      heardDeleted(described.partition, described.evalId, described.kind === 'history');
+    else if (described.kind === 'checkpoint') deps.onCheckpointLost();
     else if (described.kind === 'index' || described.kind === 'counts' || described.kind === 'facets')
       deps.onIndexLost();
   };
