@@ -11,6 +11,7 @@ import { propagation } from './propagation';
 import { rebuild } from './rebuild';
 import { redisMemory } from './redis-memory';
 import { retention } from './retention';
+import { scaleOut } from './scale-out';
 
 /** Every scenario, in the order a run measures them. */
 export const SCENARIOS: readonly Scenario[] = [
@@ -26,4 +27,5 @@ export const SCENARIOS: readonly Scenario[] = [
   bytes,
   redisMemory,
   retention,
+  scaleOut,
 ];

@@ -1,9 +1,5 @@
-import type { ClientReadableStream } from '@grpc/grpc-js';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import {
-  EvaluationQueryServiceClient,
-  type WatchEvaluationsResponse,
-} from '../../shared/generated/crucible/storage/v1/query_service';
+import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
 import { availableParallelism } from 'node:os';
 import { measurePubSubRoundTrip } from '../floors/redis-pubsub';
 import { cpuPerUnit, measureCpu, type CpuUse } from '../support/cpu';
@@ -14,6 +10,7 @@ import { figure, type Check, type Row } from '../support/report';
 import type { Scenario } from '../support/scenario';
 import { createBenchStack } from '../support/stack';
 import { createLatencyRecorder, type LatencySummary } from '../support/stats';
+import { watchPositions } from '../support/watch-positions';
 
 /** The second floor of each row: the command half alone (no projection, no watcher). */
 const COMMAND_FLOOR = 'bare grpc-js + pg, same SQL, open loop (command half alone): ack latency';
@@ -24,36 +21,6 @@ const RATES = [
   { perSecond: 1000, durationMs: 5_000 },
 ];
 const SMOKE_RATES = RATES.map((r) => ({ ...r, durationMs: 300 }));
-
-/**
- * A WatchEvaluations firehose that resolves, per position, when the update arrives
- * (process.hrtime.bigint()).
- */
-function watchPositions(stream: ClientReadableStream<WatchEvaluationsResponse>): {
-  caughtUp: Promise<void>;
-  arrival(position: string): Promise<bigint>;
-} {
-  const arrived = new Map<string, bigint>();
-  const waiting = new Map<string, (at: bigint) => void>();
-  let caughtUp: () => void = () => undefined;
-  const caughtUpPromise = new Promise<void>((resolve) => (caughtUp = resolve));
-  stream.on('data', (message: WatchEvaluationsResponse) => {
-    if (message.caughtUp !== undefined) caughtUp();
-    if (message.update === undefined) return;
-    const at = process.hrtime.bigint();
-    const waiter = waiting.get(message.update.position);
-    if (waiter !== undefined) waiter(at);
-    else arrived.set(message.update.position, at);
-  });
-  return {
-    caughtUp: caughtUpPromise,
-    arrival: (position) => {
-      const at = arrived.get(position);
-      if (at !== undefined) return Promise.resolve(at);
-      return new Promise((resolve) => waiting.set(position, resolve));
-    },
-  };
-}
 
 /** What one update (or command) cost in CPU, and where the machine's cores saturate at that cost. */
 function cpuNote(what: string, perSecond: number, cpu: CpuUse, count: number, unit = 'updates'): string {
@@ -204,7 +171,7 @@ export const propagation: Scenario = {
           case: `${perSecond}/s`,
           subject: { name: 'command → query → WatchEvaluations', figures: latencyFigures(service, offered) },
           floors: [
-            { name: 'Redis PUBLISH → subscriber', figures: latencyFigures(floor.latency, floor.rate) },
+            { name: 'Redis SPUBLISH → subscriber', figures: latencyFigures(floor.latency, floor.rate) },
             { name: COMMAND_FLOOR, figures: latencyFigures(ackLatency.summary(), floorOffered) },
           ],
           // Latency: the floor's p99 over the service's, so that higher is better as elsewhere.

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { createKeyLayout } from '../../../services/query/read-models/keys';
+import { scanKeys } from '../../../shared/redis';
 import { createQueryHarness, type QueryHarness } from './harness';
 
 const CLI = join(__dirname, '..', '..', '..', 'services', 'query', 'cli');
@@ -60,5 +61,29 @@ describe('query CLIs: rebuild-read-models and check-consistency', function () {
     const again = await run('rebuild.js', h.env.env);
     expect(again.code).to.equal(0);
     expect((await run('check-consistency.js', h.env.env)).code).to.equal(0);
+  });
+
+  it('applies a changed READ_MODEL_PARTITIONS: the rebuild re-homes every evaluation, nothing of the old layout is left', async () => {
+    const before = createKeyLayout(h.config.redisKeyPrefix, 2);
+    const after = createKeyLayout(h.config.redisKeyPrefix, 5);
+    const moved = Array.from({ length: 40 }, (_, i) => `cli-${i}`).filter(
+      (id) => before.partitionOf(id) !== after.partitionOf(id),
+    );
+    expect(moved.length, 'evaluations whose partition changes').to.be.above(0);
+    const env = { ...h.env.env, READ_MODEL_PARTITIONS: '5' };
+    const rebuilt = await run('rebuild.js', env);
+    expect(rebuilt.code, rebuilt.stderr).to.equal(0);
+    const checked = await run('check-consistency.js', env);
+    expect(checked.code, checked.stdout + checked.stderr).to.equal(0);
+    expect(checked.stdout).to.contain('checked 40 evaluations at checkpoints 60, 60, 60, 60, 60: no differences');
+    // Every read-model key is of a partition of the new layout, each evaluation's record in its new one.
+    const keys: string[] = [];
+    for await (const found of scanKeys(h.redis, before.scanPattern, 1000)) keys.push(...found);
+    const partitionsSeen = new Set(keys.map((key) => after.describe(key)?.partition));
+    expect([...partitionsSeen].every((p) => p !== undefined && p < 5), [...partitionsSeen].join()).to.equal(true);
+    for (const id of moved) {
+      expect(await h.redis.exists(after.record(after.partitionOf(id), id)), `${id} in its new partition`).to.equal(1);
+      expect(await h.redis.exists(before.record(before.partitionOf(id), id)), `${id} in its old partition`).to.equal(0);
+    }
   });
 });
