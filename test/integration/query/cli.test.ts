@@ -80,7 +80,10 @@ describe('query CLIs: rebuild-read-models and check-consistency', function () {
     const keys: string[] = [];
     for await (const found of scanKeys(h.redis, before.scanPattern, 1000)) keys.push(...found);
     const partitionsSeen = new Set(keys.map((key) => after.describe(key)?.partition));
-    expect([...partitionsSeen].every((p) => p !== undefined && p < 5), [...partitionsSeen].join()).to.equal(true);
+    expect(
+      [...partitionsSeen].every((p) => p !== undefined && p < 5),
+      [...partitionsSeen].join(),
+    ).to.equal(true);
     for (const id of moved) {
       expect(await h.redis.exists(after.record(after.partitionOf(id), id)), `${id} in its new partition`).to.equal(1);
       expect(await h.redis.exists(before.record(before.partitionOf(id), id)), `${id} in its old partition`).to.equal(0);
