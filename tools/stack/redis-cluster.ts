@@ -1,13 +1,13 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Redis } from 'ioredis';
 import type { HostPort } from '../../shared/config';
-import { KEYSPACE_EVENT_FLAGS, type RedisUser } from '../../shared/redis';
+import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
-import { describeExit, startChild, supervise, type Child, type RestartPolicy } from '../process';
-import { indent, runChecked, tail, waitUntil } from './processes';
-import { findRedisServer, probeRedis } from './redis';
+import type { RestartPolicy } from '../process';
+import { runChecked, waitUntil } from './processes';
+import { findRedisServer, probeRedis, startRedisServer } from './redis';
 import { cannotStart, findExecutable } from './system';
 
 /** Nodes of a local cluster: three primaries, each with one replica. */
@@ -114,8 +114,7 @@ export async function ensureRedisCluster(
   // A cluster is created from empty nodes: what an earlier run left (nodes.conf) is not it.
   rmSync(root, { recursive: true, force: true });
   const password = decodeURIComponent(new URL(redisUrl).password);
-  for (const node of nodes)
-    await startNode(binary, node, join(root, String(node.port)), password, users, redisUrl, ctx);
+  for (const node of nodes) await startNode(binary, node, join(root, String(node.port)), users, redisUrl, ctx);
 
   const auth = password === '' ? [] : ['-a', password, '--no-auth-warning'];
   await runChecked(
@@ -136,61 +135,29 @@ async function startNode(
   binary: string,
   node: HostPort,
   dir: string,
-  password: string,
   users: readonly RedisUser[],
   redisUrl: string,
   ctx: StackContext,
 ): Promise<void> {
-  mkdirSync(dir, { recursive: true });
-  const logFile = join(dir, 'redis.log');
-  const aclFile = join(dir, 'users.acl');
-  const userLines = [
-    `user default on ${password === '' ? 'nopass' : `>${password}`} ~* &* +@all`,
-    ...users.map((u) => ['user', u.name, 'on', `>${u.password}`, 'resetchannels', ...u.rules].join(' ')),
-  ];
-  writeFileSync(aclFile, `${userLines.join('\n')}\n`, { mode: 0o600 });
-  // prettier-ignore
-  const args = [
-    '--port', String(node.port),
-    '--bind', node.host,
-    '--save', '',
-    '--appendonly', 'no',
-    '--dir', dir,
-    '--logfile', logFile,
-    '--aclfile', aclFile,
-    '--notify-keyspace-events', KEYSPACE_EVENT_FLAGS.join(''),
-    '--cluster-enabled', 'yes',
-    '--cluster-config-file', 'nodes.conf',
-    '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
-    // The nodes of a local cluster share one machine: a replica that has been cut off briefly
-    // still takes over (the default refuses one disconnected for ten node timeouts).
-    '--cluster-replica-validity-factor', '0',
-    ...(password === '' ? [] : ['--masterauth', password]),
-  ];
-  const name = `redis-server (cluster) on ${where(node)}`;
-  const url = nodeUrl(redisUrl, node);
-  const start = async (): Promise<Child> => {
-    const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
-    try {
-      await waitUntil(`redis: ${name}`, async () => (await probeRedis(url)).kind === 'answers', {
-        timeoutMs: 15_000,
-        signal: ctx.signal,
-        giveUp: child.exited.then(describeExit),
-        advice: `see ${relative(ctx.projectRoot, logFile)}`,
-      });
-    } catch (err) {
-      await child.stop('SIGKILL', 0);
-      if (!(err instanceof StackError)) throw err;
-      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
-      throw new StackError(`${err.message}\n${indent(tail(`${child.output()}${log}`))}`, err.advice);
-    }
-    return child;
-  };
-  const server = await supervise({
-    name,
-    start,
+  const password = decodeURIComponent(new URL(redisUrl).password);
+  await startRedisServer({
+    binary,
+    url: nodeUrl(redisUrl, node),
+    dir,
+    users,
+    // prettier-ignore
+    extraArgs: [
+      '--cluster-enabled', 'yes',
+      '--cluster-config-file', 'nodes.conf',
+      '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
+      // The nodes of a local cluster share one machine: a replica that has been cut off briefly
+      // still takes over (the default refuses one disconnected for ten node timeouts).
+      '--cluster-replica-validity-factor', '0',
+      ...(password === '' ? [] : ['--masterauth', password]),
+    ],
+    name: `redis-server (cluster) on ${where(node)}`,
     policy: NODE_RESTART_POLICY,
     log: (line) => ctx.progress.warn(`redis cluster: ${line}`),
+    ctx,
   });
-  ctx.resources.add({ name, stop: () => server.stop('SIGTERM', 10_000) });
 }

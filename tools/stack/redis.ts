@@ -14,7 +14,7 @@ import {
 import type { StackContext } from './context';
 import type { Progress } from './progress';
 import { StackError } from './progress';
-import { describeExit, startChild, supervise, type Child } from '../process';
+import { describeExit, startChild, supervise, type Child, type RestartPolicy } from '../process';
 import { indent, tail, waitUntil } from './processes';
 import { aptInstall, cannotStart, canInstallPackages, findExecutable, isConnectionRefused, type Probe } from './system';
 
@@ -75,8 +75,42 @@ export async function ensureRedis(
   if (refusal !== undefined) throw refusal;
 
   ctx.progress.step(`redis: nothing answers on ${where}; starting redis-server`);
-  const binary = await findRedisServer(ctx);
-  const dir = join(ctx.dataDir, 'redis');
+  const shown = await startRedisServer({
+    binary: await findRedisServer(ctx),
+    url: redisUrl,
+    dir: join(ctx.dataDir, 'redis'),
+    users,
+    name: `redis-server on ${where}`,
+    log: (line) => ctx.progress.warn(`redis: ${line}`),
+    ctx,
+  });
+  ctx.progress.ok(`redis: started redis-server on ${where} (log in ${shown})`);
+}
+
+export interface RedisServerOptions {
+  readonly binary: string;
+  /** Where it listens (host, port) and the default user's password. */
+  readonly url: string;
+  /** Its directory: log, ACL file and whatever it writes (nodes.conf of a cluster node). */
+  readonly dir: string;
+  /** ACL users besides the default one. */
+  readonly users: readonly RedisUser[];
+  /** Arguments after the common ones (a cluster node's). */
+  readonly extraArgs?: readonly string[];
+  readonly name: string;
+  readonly policy?: RestartPolicy;
+  readonly log: (line: string) => void;
+  readonly ctx: StackContext;
+}
+
+/**
+ * Runs `redis-server` as a supervised child without persistence (the read models it holds are
+ * rebuilt from PostgreSQL's event log) and waits until it answers; the stack stops it.
+ * Returns where its log is, relative to the checkout.
+ */
+export async function startRedisServer(options: RedisServerOptions): Promise<string> {
+  const { binary, dir, ctx } = options;
+  const url = new URL(options.url);
   mkdirSync(dir, { recursive: true });
   const logFile = join(dir, 'redis.log');
   // The services' users and the keyspace events the query side follows come back with every
@@ -85,7 +119,7 @@ export async function ensureRedis(
   const password = decodeURIComponent(url.password);
   const userLines = [
     `user default on ${password === '' ? 'nopass' : `>${password}`} ~* &* +@all`,
-    ...users.map((u) => ['user', u.name, 'on', `>${u.password}`, 'resetchannels', ...u.rules].join(' ')),
+    ...options.users.map((u) => ['user', u.name, 'on', `>${u.password}`, 'resetchannels', ...u.rules].join(' ')),
   ];
   writeFileSync(aclFile, `${userLines.join('\n')}\n`, { mode: 0o600 });
   // prettier-ignore
@@ -98,13 +132,13 @@ export async function ensureRedis(
     '--logfile', logFile,
     '--aclfile', aclFile,
     '--notify-keyspace-events', KEYSPACE_EVENT_FLAGS.join(''),
+    ...(options.extraArgs ?? []),
   ];
   const shown = relative(ctx.projectRoot, logFile);
-  const name = `redis-server on ${where}`;
   const start = async (): Promise<Child> => {
     const child = await startChild({ command: binary, args, cwd: ctx.projectRoot, detached: true, output: 'capture' });
     try {
-      await waitUntil(`redis: ${name}`, async () => (await probeRedis(redisUrl)).kind === 'answers', {
+      await waitUntil(`redis: ${options.name}`, async () => (await probeRedis(options.url)).kind === 'answers', {
         timeoutMs: 15_000,
         signal: ctx.signal,
         giveUp: child.exited.then(describeExit),
@@ -119,9 +153,14 @@ export async function ensureRedis(
     return child;
   };
   // Restarted empty when it dies (it keeps nothing on disk): the query side rebuilds from the log.
-  const server = await supervise({ name, start, log: (line) => ctx.progress.warn(`redis: ${line}`) });
-  ctx.resources.add({ name, stop: () => server.stop('SIGTERM', 10_000) });
-  ctx.progress.ok(`redis: started redis-server on ${where} (log in ${shown})`);
+  const server = await supervise({
+    name: options.name,
+    start,
+    log: options.log,
+    ...(options.policy !== undefined ? { policy: options.policy } : {}),
+  });
+  ctx.resources.add({ name: options.name, stop: () => server.stop('SIGTERM', 10_000) });
+  return shown;
 }
 
 /** redis-server: on PATH or in Debian's places, else installed with apt-get (as root only). */
