@@ -2,6 +2,9 @@ import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { createTestEnvironment, type TestEnvironment } from '../../test/support/environment';
 import { waitForServing, type ServiceKind } from '../../test/support/processes';
+import { deleteKeys } from '../../test/support/redis-keys';
+
+export { deleteKeys };
 import { startListening, type ListeningProcess } from './processes';
 import type { BenchContext } from './scenario';
 
@@ -82,14 +85,4 @@ export async function createBenchStack(ctx: BenchContext, overrides: Record<stri
       await environment.close();
     },
   };
-}
-
-/** Removes every key matching `pattern` (SCAN + UNLINK: never blocks Redis for long). */
-export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 5000);
-    if (keys.length > 0) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
 }

@@ -89,14 +89,17 @@ async function main(): Promise<void> {
   // PostgreSQL and the query side catches up from the log.
   const redis = createRedisClient(redisTargetOf(config), { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   let redisDown = false;
-  redis.on('error', (err: Error) => {
+  // A cluster reports a node's failure as "node error", the whole cluster's as "error".
+  const onRedisError = (err: Error): void => {
     redisError('publisher');
     if (!redisDown)
       logger.warn('redis unavailable; changes reach the query side through catch-up, health reports are refused', {
         err: err.message,
       });
     redisDown = true;
-  });
+  };
+  redis.on('error', onRedisError);
+  redis.on('node error', onRedisError);
   redis.on('ready', () => {
     if (redisDown) logger.info('redis available again');
     redisDown = false;

@@ -124,12 +124,15 @@ function connectRedisCounted(
 ): RedisClient {
   const client = createRedisClient(target, options);
   let failing = false;
-  client.on('error', (err: unknown) => {
+  const onError = (err: unknown): void => {
     counted(options.connectionName ?? 'unnamed');
     // ioredis reports every failed reconnect attempt; log the outage once, and its end.
     if (!failing) logger.warn('redis connection failed; reconnecting', { connection: options.connectionName, err });
     failing = true;
-  });
+  };
+  client.on('error', onError);
+  // A cluster reports a node's failure as "node error", the whole cluster's as "error".
+  client.on('node error', onError);
   client.on('ready', () => {
     if (failing) logger.info('redis connection back', { connection: options.connectionName });
     failing = false;

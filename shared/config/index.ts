@@ -20,4 +20,4 @@ export type {
   StreamConfig,
   ChecksumMode,
 } from './config';
-export { SETTINGS, settingsHelp, settingsTable } from './settings';
+export { formatHostPort, SETTINGS, settingsHelp, settingsTable } from './settings';

@@ -96,6 +96,11 @@ export interface HostPort {
   readonly port: number;
 }
 
+/** `host:port`, an IPv6 host in brackets: what hostPorts reads back. */
+export function formatHostPort({ host, port }: HostPort): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Comma-separated `host:port` addresses (IPv6 in brackets); empty: none. */
 export const hostPorts: Parser<readonly HostPort[]> = {
   parse(raw) {
@@ -283,7 +288,7 @@ export const SETTINGS = {
   READ_MODEL_PARTITIONS: setting({
     parser: wholeNumber(1, 1024),
     defaults: { all: '1' },
-    help: 'read-model partitions for Redis Cluster, 1-1024',
+    help: 'read-model partitions (spread over a Redis Cluster\'s slots), 1-1024; both services must be given the same count (the command side announces each change on its partition\'s channel), and changing it takes a rebuild (docs/read-models.md)',
   }),
   S3_ENDPOINT: setting({
     parser: url([], { optional: true }),

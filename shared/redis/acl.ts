@@ -23,8 +23,8 @@ export interface RedisUser {
 
 /**
  * What any client of ours sends on connecting (ioredis: HELLO/AUTH, CLIENT SETNAME, SELECT, the
- * INFO of its ready check; on a cluster, CLUSTER SLOTS for the topology and CLUSTER INFO for its
- * state). Not CLIENT SETINFO: Redis 7.0 knows no such command (ioredis ignores its refusal on 7.2+).
+ * INFO of its ready check; on a cluster, CLUSTER SLOTS for the topology, CLUSTER INFO for its
+ * state and ASKING while a slot migrates). Not CLIENT SETINFO: Redis 7.0 knows no such command (ioredis ignores its refusal on 7.2+).
  */
 const CONNECTING = [
   '+hello',
@@ -35,6 +35,8 @@ const CONNECTING = [
   '+client|setname',
   '+cluster|slots',
   '+cluster|info',
+  // Sent before a command retried on the node an -ASK names (a slot being migrated).
+  '+asking',
 ];
 
 export function serviceRedisUsers(

@@ -4,7 +4,7 @@ import { status, type ClientReadableStream, type ServiceError } from '@grpc/grpc
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { Pool } from 'pg';
-import type { HostPort } from '../../shared/config';
+import { formatHostPort, type HostPort } from '../../shared/config';
 import type { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
 import type {
@@ -62,7 +62,7 @@ interface ClusterNode {
   readonly migrations: readonly string[];
 }
 
-const where = (node: HostPort): string => `${node.host}:${node.port}`;
+const where = formatHostPort;
 const isPrimary = (node: ClusterNode): boolean => node.flags.includes('master');
 const isFailing = (node: ClusterNode): boolean =>
   node.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'handshake' || f === 'noaddr');

@@ -123,11 +123,14 @@ describe('e2e: each service as its Redis ACL user', function () {
     const target = redisTargetOf(environment.config);
     const prefix = environment.config.redisKeyPrefix;
     for (const command of [
-      ['GET', `${prefix}:p0:evaluation:x`],
+      // Commands it may run, on keys and channels it may not touch: the key and channel rules refuse them.
+      ['SET', `${prefix}:{${prefix}:0}:eval:x`, 'v'],
+      ['ZADD', `${prefix}:{${prefix}:0}:index:default/all`, '0', 'm'],
+      ['SPUBLISH', 'other:{other:0}:changed', 'x'],
+      // Commands it may not run at all.
+      ['GET', `${prefix}:{${prefix}:0}:eval:x`],
       ['HGETALL', `${prefix}:anything`],
       ['PUBLISH', 'other:changes', 'x'],
-      ['SPUBLISH', 'other:{other:0}:changed', 'x'],
-      ['SUBSCRIBE', `${prefix}:changes`],
       ['FLUSHALL'],
       ['CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'],
       ['KEYS', '*'],

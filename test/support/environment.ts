@@ -10,7 +10,7 @@ import {
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { loadConfig, type Config } from '../../shared/config';
+import { formatHostPort, loadConfig, type Config } from '../../shared/config';
 import { ensureServiceLogins, runMigrations, serviceDatabaseUrls } from '../../shared/postgres';
 import { createS3Client } from '../../shared/s3';
 import { createRedisClient, redisTargetOf } from '../../shared/redis';
@@ -64,7 +64,7 @@ export async function createTestEnvironment(options: TestEnvironmentOptions = {}
     REDIS_URL: base.redisUrl,
     // The suites run against one Redis and against a cluster (tools/stack/suites.ts).
     ...(base.redisClusterNodes.length > 0
-      ? { REDIS_CLUSTER_NODES: base.redisClusterNodes.map((n) => `${n.host}:${n.port}`).join(',') }
+      ? { REDIS_CLUSTER_NODES: base.redisClusterNodes.map(formatHostPort).join(',') }
       : {}),
     REDIS_KEY_PREFIX: keyPrefix,
     S3_ENDPOINT: base.s3.endpoint,

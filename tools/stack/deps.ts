@@ -1,4 +1,4 @@
-import type { Config } from '../../shared/config';
+import { formatHostPort, type Config } from '../../shared/config';
 import { serviceDatabaseUrls } from '../../shared/postgres';
 import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
@@ -45,7 +45,7 @@ export function dependencyEnv(config: Config): NodeJS.ProcessEnv {
     DATABASE_URL: config.databaseUrl,
     REDIS_URL: config.redisUrl,
     ...(config.redisClusterNodes.length > 0
-      ? { REDIS_CLUSTER_NODES: config.redisClusterNodes.map((n) => `${n.host}:${n.port}`).join(',') }
+      ? { REDIS_CLUSTER_NODES: config.redisClusterNodes.map(formatHostPort).join(',') }
       : {}),
     S3_ENDPOINT: config.s3.endpoint,
     S3_BUCKET: config.s3.bucket,

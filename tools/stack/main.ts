@@ -30,9 +30,10 @@ commands:
                      minute of running), the others untouched
   test [suite...]    deps with ENVIRONMENT=test, then run the suites in order (default: all of
                      ${SUITES.join(', ')}); a suite without compiled test files fails.
-                     The cluster suite runs the integration and e2e suites and test/cluster
-                     against the Redis Cluster REDIS_CLUSTER_NODES names, or a local one on
-                     ${TEST_CLUSTER_NODES.split(',')[0] ?? ''}… (six nodes) started for it
+                     The cluster suite runs the command and query integration tests, the e2e
+                     suite and test/cluster against the Redis Cluster REDIS_CLUSTER_NODES
+                     names, or a local one on ${TEST_CLUSTER_NODES.split(',')[0] ?? ''}… (six
+                     nodes) started for it
 
 With REDIS_CLUSTER_NODES set, deps and up use that Redis Cluster instead of REDIS_URL's Redis,
 starting a local one (three primaries, three replicas) when the six local addresses it names

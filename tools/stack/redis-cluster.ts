@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Redis } from 'ioredis';
-import type { HostPort } from '../../shared/config';
+import { formatHostPort, type HostPort } from '../../shared/config';
 import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
@@ -29,7 +29,7 @@ const NODE_RESTART_POLICY: RestartPolicy = {
   resetAfterMs: 60_000,
 };
 
-const where = (node: HostPort): string => `${node.host}:${node.port}`;
+const where = formatHostPort;
 
 function nodeUrl(redisUrl: string, node: HostPort): string {
   const url = new URL(redisUrl);

@@ -6,8 +6,9 @@ import { describeExit, startChild, type Child } from '../process';
 
 /**
  * Test suites in the order they run; each is `npm run test:<name>` over dist/test/<name>.
- * `cluster` runs the integration and e2e suites again, and dist/test/cluster's topology faults,
- * against a Redis Cluster (TEST_CLUSTER_NODES, started when nothing answers there).
+ * `cluster` runs the integration suites that use Redis (command, query) and the e2e suite
+ * again, and dist/test/cluster's topology faults, against a Redis Cluster (TEST_CLUSTER_NODES,
+ * started when nothing answers there).
  */
 export const SUITES = ['unit', 'integration', 'e2e', 'fault', 'cluster', 'fuzz', 'soak'] as const;
 

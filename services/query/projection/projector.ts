@@ -77,7 +77,10 @@ export interface ProjectorOptions {
   readonly onReplayedOverLoss?: () => void;
   /** Why a failed step means the read models cannot move (undefined: an ordinary failure). */
   readonly stallReason?: (err: unknown) => string | undefined;
-  /** Told after each step that applied events or found them applied by another replica. */
+  /**
+   * Told after each step that applied events, or found the checkpoint moved on by another
+   * replica: the change log grew (a polling tail reads it then: redis/change-log-tail.ts).
+   */
   readonly onStep?: () => void;
   readonly clock?: () => number;
 }
@@ -324,6 +327,8 @@ async function catchUp(deps: StepDeps, reason: string): Promise<void> {
     const { events, full } = batch;
     const last = events[events.length - 1];
     if (last === undefined) {
+      // Another replica applied what this step came for: the change log has grown all the same.
+      if (from > serving.status().checkpoint) deps.onStep?.();
       serving.setCheckpoint(from);
       return;
     }

@@ -450,7 +450,7 @@ function prefetching(eventLog: EventLog, batchSize: number): { next(): Promise<E
 /**
  * The checkpoints first, then SCAN + UNLINK of every other read-model key of the layout but the
  * fences (UNLINK frees big values off the main thread): on a cluster, SCAN on every primary and
- * one UNLINK per partition found (a partition's keys share a slot; no command crosses slots).
+ * one UNLINK per hash tag found (a partition's keys share a slot; no command crosses slots).
  */
 async function deleteReadModels(redis: RedisClient, layout: KeyLayout): Promise<number> {
   const partitions = partitionNumbers(layout);
@@ -459,12 +459,14 @@ async function deleteReadModels(redis: RedisClient, layout: KeyLayout): Promise<
   const checkpoints = await Promise.all(partitions.map((p) => redis.del(layout.checkpoint(p))));
   const unlinks: Promise<number>[] = [Promise.resolve(checkpoints.reduce((sum, n) => sum + n, 0))];
   for await (const found of scanKeys(redis, layout.scanPattern, SCAN_COUNT)) {
-    const byPartition = new Map<number, string[]>();
+    // By hash tag, not by this layout's partitions: keys of a layout with more partitions (the
+    // count was lowered) go too.
+    const byPartition = new Map<string, string[]>();
     for (const key of found) {
-      const partition = layout.describe(key)?.partition;
-      if (partition === undefined || fences.has(key)) continue;
-      const keys = byPartition.get(partition);
-      if (keys === undefined) byPartition.set(partition, [key]);
+      if (fences.has(key)) continue;
+      const tag = /\{[^}]*\}/.exec(key)?.[0] ?? key;
+      const keys = byPartition.get(tag);
+      if (keys === undefined) byPartition.set(tag, [key]);
       else keys.push(key);
     }
     // Not awaited one by one: the next SCAN goes out while Redis unlinks.

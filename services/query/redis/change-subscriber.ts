@@ -50,7 +50,13 @@ export function subscribeToChanges(
     handlers.onChange(position, announcedTraceparent(message));
   };
   const onReady = (): void => {
-    if (readyOnce) handlers.onReconnect();
+    if (readyOnce) {
+      handlers.onReconnect();
+      // ioredis says a cluster's subscribers are ready before its own re-SSUBSCRIBE is answered,
+      // and forgets a channel whose slot had no owner when first asked: ask again (a repeat is
+      // a no-op for Redis).
+      if (isCluster(subscriber)) void subscribe();
+    }
     readyOnce = true;
   };
   subscriber.on('smessage', onMessage);

@@ -21,7 +21,7 @@ export interface LostKeysWatch {
  * keyspace events, so that they are repaired within moments, whether or not a read ever meets
  * them: a record or history is rewritten from the log (`onLost`), a lost checkpoint makes the
  * projector replay (`onCheckpointLost`), a lost index is rebuilt from the records (`onIndexLost`).
- * A deletion is checked against the record first (one pipeline per partition for the deletions
+ * A deletion is checked against the record first (one GETRANGE per deletion, sent together, for the deletions
  * heard at once): the projection deletes one kind of key itself, the history of an evaluation
  * that ended, so a deleted history whose record is terminal is taken as that; and a record or
  * history that is still there (moved to another node by a slot migration) is not lost. Lists
@@ -50,10 +50,18 @@ export function watchLostKeys(deps: {
   const channels = EVENTS.map((event) => `__keyevent@${db}__:${event}`);
   let warned = false;
 
-  const enable = async (): Promise<void> => {
+  const enableOn = async (node: Redis): Promise<void> => {
     try {
       // A set that has what is needed is left alone (and a user not allowed CONFIG SET is fine then).
-      await onEveryPrimary(config, enableKeyspaceEvents);
+      await enableKeyspaceEvents(node);
+    } catch (err) {
+      if (!warned) logger.warn('cannot switch on Redis keyspace events; lost keys are found by reads only', { err });
+      warned = true;
+    }
+  };
+  const enable = async (): Promise<void> => {
+    try {
+      await onEveryPrimary(config, enableOn);
     } catch (err) {
       if (!warned) logger.warn('cannot switch on Redis keyspace events; lost keys are found by reads only', { err });
       warned = true;
@@ -110,7 +118,7 @@ export function watchLostKeys(deps: {
       deps.onIndexLost();
   };
   const following = isCluster(subscriber)
-    ? followEveryPrimary(subscriber, channels, onMessage, enable, logger)
+    ? followEveryPrimary(subscriber, channels, onMessage, enableOn, logger)
     : followOne(subscriber, channels, onMessage, logger);
   const ready = Promise.all([enable(), following.ready]).then(() => undefined);
   return {
@@ -154,19 +162,54 @@ function followOne(subscriber: Redis, channels: readonly string[], onMessage: On
  * A cluster node publishes the keyspace events of its own keys only: one subscriber connection
  * per primary, set again whenever ioredis refreshes the topology (a failover promotes a replica,
  * which gets the events switched on and a subscriber of its own; a node gone loses its own).
+ * Each connection reconnects by itself (and re-subscribes: ioredis' autoResubscribe), switching
+ * the events on again each time (a node restarted empty forgot them). The subscribers are set
+ * without waiting on anything, so the events of a failover (-node, +node, refresh) that come
+ * together open one connection per primary, not one each.
  */
 function followEveryPrimary(
   cluster: Cluster,
   channels: readonly string[],
   onMessage: OnMessage,
-  enable: () => Promise<void>,
+  enableOn: (node: Redis) => Promise<void>,
   logger: Logger,
 ): Following {
   const subscribers = new Map<string, Redis>();
   let closed = false;
   const nodeKey = (node: Redis): string => `${node.options.host ?? ''}:${node.options.port ?? ''}`;
-  const follow = async (): Promise<void> => {
-    if (closed) return;
+  /** A subscriber for `node`; resolves once subscribed (or refused: then it warns). */
+  const open = (node: Redis): { connection: Redis; subscribed: Promise<void> } => {
+    const connection = new Redis({
+      ...node.options,
+      connectionName: 'crucible-query-keyevents',
+      lazyConnect: false,
+      enableOfflineQueue: true,
+      readOnly: false,
+      // The cluster's own node connections never reconnect (it replaces them); this one must.
+      retryStrategy: (times: number) => Math.min(100 * times, 2000),
+    });
+    connection.on('error', () => undefined); // the cluster client reports the node's outages
+    connection.on('message', onMessage);
+    connection.on('ready', () => void enableOn(connection));
+    // Not before the connection is ready (redis/ioredis#2037); later reconnects re-subscribe by themselves.
+    const subscribed = new Promise<void>((resolve) =>
+      connection.once('ready', () =>
+        resolve(
+          connection.subscribe(...channels).then(
+            () => undefined,
+            (err: unknown) => logger.warn('could not subscribe to keyspace events yet', { node: nodeKey(node), err }),
+          ),
+        ),
+      ),
+    );
+    return { connection, subscribed };
+  };
+  /**
+   * Subscribers for the primaries known now, none for others (synchronously: concurrent calls
+   * cannot open two for a node); resolves once the new ones subscribed.
+   */
+  const reconcile = (): Promise<unknown> => {
+    if (closed) return Promise.resolve();
     const primaries = cluster.nodes('master');
     const wanted = new Set(primaries.map(nodeKey));
     for (const [key, connection] of subscribers) {
@@ -174,36 +217,23 @@ function followEveryPrimary(
       subscribers.delete(key);
       connection.disconnect();
     }
-    const added = primaries.filter((node) => !subscribers.has(nodeKey(node)));
-    if (added.length === 0) return;
-    await enable();
-    await Promise.all(
-      added.map(async (node) => {
-        const connection = new Redis({
-          ...node.options,
-          connectionName: 'crucible-query-keyevents',
-          lazyConnect: false,
-          enableOfflineQueue: true,
-          readOnly: false,
-        });
-        connection.on('error', () => undefined); // the cluster client reports the node's outages
-        connection.on('message', onMessage);
-        subscribers.set(nodeKey(node), connection);
-        await new Promise<void>((resolve) => connection.once('ready', () => resolve()));
-        await connection.subscribe(...channels).catch((err: unknown) => {
-          logger.warn('could not subscribe to keyspace events yet', { node: nodeKey(node), err });
-        });
-      }),
-    );
+    const subscribing: Promise<void>[] = [];
+    for (const node of primaries) {
+      if (subscribers.has(nodeKey(node))) continue;
+      const { connection, subscribed } = open(node);
+      subscribers.set(nodeKey(node), connection);
+      subscribing.push(subscribed);
+    }
+    return Promise.all(subscribing);
   };
-  const onTopology = (): void => void follow();
+  const onTopology = (): void => void reconcile();
   cluster.on('refresh', onTopology);
   cluster.on('+node', onTopology);
   cluster.on('-node', onTopology);
   const ready =
     cluster.status === 'ready'
-      ? follow()
-      : new Promise<void>((resolve) => cluster.once('ready', () => resolve(follow())));
+      ? reconcile().then(() => undefined)
+      : new Promise<void>((resolve) => cluster.once('ready', () => resolve(reconcile().then(() => undefined))));
   return {
     ready,
     close() {

@@ -89,4 +89,19 @@ describe('query CLIs: rebuild-read-models and check-consistency', function () {
       expect(await h.redis.exists(before.record(before.partitionOf(id), id)), `${id} in its old partition`).to.equal(0);
     }
   });
+
+  it('applies a lowered READ_MODEL_PARTITIONS: the keys of the partitions that no longer exist are gone', async () => {
+    const wider = createKeyLayout(h.config.redisKeyPrefix, 5);
+    const narrower = createKeyLayout(h.config.redisKeyPrefix, 2);
+    await run('rebuild.js', { ...h.env.env, READ_MODEL_PARTITIONS: '5' });
+    const rebuilt = await run('rebuild.js', h.env.env);
+    expect(rebuilt.code, rebuilt.stderr).to.equal(0);
+    const checked = await run('check-consistency.js', h.env.env);
+    expect(checked.code, checked.stdout + checked.stderr).to.equal(0);
+    const keys: string[] = [];
+    for await (const found of scanKeys(h.redis, wider.scanPattern, 1000)) keys.push(...found);
+    const stale = keys.filter((key) => (wider.describe(key)?.partition ?? 0) >= 2);
+    expect(stale, 'keys of partitions 2-4').to.deep.equal([]);
+    expect(keys.every((key) => narrower.describe(key) !== undefined)).to.equal(true);
+  });
 });

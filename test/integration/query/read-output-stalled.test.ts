@@ -4,7 +4,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { credentials, status as grpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
+import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
 import { loadConfig } from '../../../shared/config';
 import {
   EvaluationQueryServiceClient,
@@ -171,8 +171,8 @@ describe('ReadOutput: readers that stall do not hold the S3 connection pool', fu
       applicationName: 'crucible-query-it',
       poolSize: 4,
     });
-    const redis = (options: { maxRetriesPerRequest?: number | null } = {}): Redis => {
-      const client = new Redis(config.redisUrl, options).on('error', () => undefined);
+    const redis = (options: { maxRetriesPerRequest?: number | null } = {}): RedisClient => {
+      const client = createRedisClient(redisTargetOf(config), options).on('error', () => undefined);
       closers.push(() => client.disconnect());
       return client;
     };

@@ -7,7 +7,14 @@ import {
   settingsHelp,
   settingsTable,
 } from '../../../shared/config';
-import { defaultIn, ENVIRONMENTS, REQUIRED, type Setting, type SettingKey } from '../../../shared/config/settings';
+import {
+  defaultIn,
+  ENVIRONMENTS,
+  formatHostPort,
+  REQUIRED,
+  type Setting,
+  type SettingKey,
+} from '../../../shared/config/settings';
 
 function problemsOf(env: Record<string, string>): readonly string[] {
   try {
@@ -100,6 +107,32 @@ describe('loadConfig', () => {
     expect(problems).to.deep.equal([
       'DATABASE_URL must start with postgres:// or postgresql://, not "mysql://app:***@db.internal/x"',
       'REDIS_URL must be a valid URL, not "redis://:***@"',
+    ]);
+  });
+
+  it('reads the nodes of a Redis Cluster (none: one Redis), IPv6 in brackets, and refuses what cannot work', () => {
+    expect(loadConfig({ ENVIRONMENT: 'test' }).redisClusterNodes).to.deep.equal([]);
+    const nodes = loadConfig({
+      ENVIRONMENT: 'test',
+      REDIS_CLUSTER_NODES: ' 10.0.0.1:7000,[::1]:7001 ,cache-2:6380',
+    }).redisClusterNodes;
+    expect(nodes).to.deep.equal([
+      { host: '10.0.0.1', port: 7000 },
+      { host: '::1', port: 7001 },
+      { host: 'cache-2', port: 6380 },
+    ]);
+    // Written back as read: what the stack hands its children parses to the same nodes.
+    const written = nodes.map(formatHostPort).join(',');
+    expect(written).to.equal('10.0.0.1:7000,[::1]:7001,cache-2:6380');
+    expect(loadConfig({ ENVIRONMENT: 'test', REDIS_CLUSTER_NODES: written }).redisClusterNodes).to.deep.equal(nodes);
+    expect(problemsOf({ ENVIRONMENT: 'test', REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2' })).to.deep.equal([
+      'REDIS_CLUSTER_NODES must list host:port addresses separated by commas ("10.0.0.2" is not one), not "10.0.0.1:7000,10.0.0.2"',
+    ]);
+    expect(problemsOf({ ENVIRONMENT: 'test', REDIS_CLUSTER_NODES: 'a:70000' })[0]).to.contain('"a:70000" is not one');
+    expect(
+      problemsOf({ ENVIRONMENT: 'test', REDIS_CLUSTER_NODES: 'a:7000', REDIS_URL: 'redis://127.0.0.1:6379/2' }),
+    ).to.deep.equal([
+      'REDIS_URL must name database 0 (or none) with REDIS_CLUSTER_NODES: a Redis Cluster has no other, not 2',
     ]);
   });
 
