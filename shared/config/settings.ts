@@ -288,7 +288,7 @@ export const SETTINGS = {
   READ_MODEL_PARTITIONS: setting({
     parser: wholeNumber(1, 1024),
     defaults: { all: '1' },
-    help: 'read-model partitions (spread over a Redis Cluster\'s slots), 1-1024; both services must be given the same count (the command side announces each change on its partition\'s channel), and changing it takes a rebuild (docs/read-models.md)',
+    help: "read-model partitions (spread over a Redis Cluster's slots), 1-1024; both services must be given the same count (the command side announces each change on its partition's channel), and changing it takes a rebuild (docs/read-models.md)",
   }),
   S3_ENDPOINT: setting({
     parser: url([], { optional: true }),
