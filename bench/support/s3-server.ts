@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import S3rver from 's3rver';
+import { createS3rver } from '../../tools/stack/local-s3';
 import { announceListening } from './processes';
 
 /**
@@ -11,7 +11,7 @@ import { announceListening } from './processes';
  */
 async function main(): Promise<void> {
   const directory = mkdtempSync(join(tmpdir(), 'crucible-bench-s3-'));
-  const server = new S3rver({ address: '127.0.0.1', port: 0, directory, silent: true });
+  const server = createS3rver({ address: '127.0.0.1', port: 0, directory, silent: true });
   const { port } = await server.run();
   announceListening(port);
   process.once('SIGTERM', () => {

@@ -3,7 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import { mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
-import S3rver from 's3rver';
+import { createS3rver } from './local-s3';
 import type { S3Config } from '../../shared/config';
 import { createS3Client } from '../../shared/s3';
 import type { StackContext } from './context';
@@ -72,7 +72,7 @@ async function startS3rver(address: string, port: number, ctx: StackContext): Pr
   const directory = join(ctx.dataDir, 's3');
   mkdirSync(directory, { recursive: true });
   ctx.progress.step(`s3: nothing answers on ${address}:${port}; starting s3rver`);
-  const server = new S3rver({ address, port, directory, silent: true });
+  const server = createS3rver({ address, port, directory, silent: true });
   await server.run();
   ctx.resources.add({ name: `s3rver on ${address}:${port}`, stop: () => server.close() });
   ctx.progress.ok(`s3: started s3rver on ${address}:${port} (files in ${relative(ctx.projectRoot, directory)})`);

@@ -19,3 +19,14 @@ declare module 's3rver' {
 
   export = S3rver;
 }
+
+/** The part of s3rver's file store that tools/stack/local-s3.ts replaces. */
+declare module 's3rver/lib/stores/filesystem' {
+  class FilesystemStore {
+    getResourcePath(bucket: string, key: string, resource: string): string;
+    putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
+    putObject(object: unknown): Promise<{ size: number; md5: string }>;
+  }
+
+  export = FilesystemStore;
+}

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ListBucketsCommand } from '@aws-sdk/client-s3';
 import { credentials } from '@grpc/grpc-js';
 import { createRedisClient, redisTargetOf, type RedisClient } from '../../../shared/redis';
+import { createS3rver } from '../../../tools/stack/local-s3';
 import { Client, Pool } from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { loadConfig, type Config } from '../../../shared/config';
@@ -188,9 +189,7 @@ async function acquireS3(): Promise<void> {
     }
     const url = new URL(config.s3.endpoint);
     s3Directory = mkdtempSync(join(tmpdir(), 'crucible-s3-'));
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const S3rver = require('s3rver') as new (options: object) => { run(): Promise<unknown>; close(): Promise<void> };
-    const server = new S3rver({ address: url.hostname, port: Number(url.port), silent: true, directory: s3Directory });
+    const server = createS3rver({ address: url.hostname, port: Number(url.port), silent: true, directory: s3Directory });
     await server.run();
     s3Server = server;
   })();
