@@ -189,7 +189,12 @@ async function acquireS3(): Promise<void> {
     }
     const url = new URL(config.s3.endpoint);
     s3Directory = mkdtempSync(join(tmpdir(), 'crucible-s3-'));
-    const server = createS3rver({ address: url.hostname, port: Number(url.port), silent: true, directory: s3Directory });
+    const server = createS3rver({
+      address: url.hostname,
+      port: Number(url.port),
+      silent: true,
+      directory: s3Directory,
+    });
     await server.run();
     s3Server = server;
   })();
