@@ -5,7 +5,6 @@ import { partitionOf } from '../../../shared/partitions';
 import type { EventPublisher } from '../application/ports';
 
 interface Pending {
-  readonly channel: string;
   readonly message: Buffer | string;
   resolve(): void;
   reject(err: unknown): void;
@@ -20,11 +19,18 @@ interface Pending {
  * Publication is batched as the writes are: the events of one group commit are announced in
  * the same turn of the event loop, and the publishes of one turn go to Redis as one pipeline
  * per channel (one write to the socket, one round trip; a cluster's pipeline must stay on one
- * node), each in the order they were asked for.
+ * node). Each channel has at most one pipeline in flight, and what is asked for meanwhile goes
+ * in the next: a cluster client retries a pipeline that met MOVED or TRYAGAIN after a later one
+ * went out, so two in flight could arrive out of order. Each channel's messages therefore go in
+ * the order they were asked for.
  */
 export function createRedisChangePublisher(redis: RedisClient, keyPrefix: string, partitions: number): EventPublisher {
   const channels = Array.from({ length: partitions }, (_, p) => changeChannel(keyPrefix, p));
-  let pending: Pending[] = [];
+  /** Per channel: what waits for the next pipeline. */
+  const waiting = new Map<string, Pending[]>();
+  /** Channels with a pipeline in flight (their sender takes what waits when it returns). */
+  const sending = new Set<string>();
+  let scheduled = false;
 
   async function publishOn(channel: string, batch: readonly Pending[]): Promise<void> {
     try {
@@ -41,23 +47,32 @@ export function createRedisChangePublisher(redis: RedisClient, keyPrefix: string
     }
   }
 
-  async function flush(): Promise<void> {
-    const byChannel = new Map<string, Pending[]>();
-    for (const p of pending) {
-      const batch = byChannel.get(p.channel);
-      if (batch === undefined) byChannel.set(p.channel, [p]);
-      else batch.push(p);
+  async function send(channel: string): Promise<void> {
+    sending.add(channel);
+    for (let batch = waiting.get(channel); batch !== undefined; batch = waiting.get(channel)) {
+      waiting.delete(channel);
+      await publishOn(channel, batch);
     }
-    pending = [];
-    await Promise.all([...byChannel].map(([channel, batch]) => publishOn(channel, batch)));
+    sending.delete(channel);
+  }
+
+  function flush(): void {
+    scheduled = false;
+    for (const channel of waiting.keys()) if (!sending.has(channel)) void send(channel);
   }
 
   return {
     publish(event: RecordedEvent, traceparent?: string) {
       return new Promise<void>((resolve, reject) => {
         const channel = channels[partitionOf(event.evalId, partitions)] as string;
-        pending.push({ channel, message: encodeChange(event, traceparent), resolve, reject });
-        if (pending.length === 1) setImmediate(() => void flush());
+        const batch = waiting.get(channel);
+        const pending = { message: encodeChange(event, traceparent), resolve, reject };
+        if (batch === undefined) waiting.set(channel, [pending]);
+        else batch.push(pending);
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
       });
     },
   };
