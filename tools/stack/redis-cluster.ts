@@ -1,13 +1,12 @@
 import { rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { Redis } from 'ioredis';
 import { formatHostPort, type HostPort } from '../../shared/config';
 import type { RedisUser } from '../../shared/redis';
 import type { StackContext } from './context';
 import { StackError } from './progress';
 import type { RestartPolicy } from '../process';
 import { runChecked, waitUntil } from './processes';
-import { findRedisServer, probeRedis, startRedisServer } from './redis';
+import { findRedisServer, probeConnection, probeRedis, startRedisServer } from './redis';
 import { cannotStart, findExecutable } from './system';
 
 /** Nodes of a local cluster: three primaries, each with one replica. */
@@ -43,14 +42,7 @@ function nodeUrl(redisUrl: string, node: HostPort): string {
 async function clusterIsUp(redisUrl: string, nodes: readonly HostPort[]): Promise<boolean> {
   const states = await Promise.all(
     nodes.map(async (node) => {
-      const client = new Redis(nodeUrl(redisUrl, node), {
-        lazyConnect: true,
-        connectTimeout: 2000,
-        commandTimeout: 2000,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-        enableOfflineQueue: false,
-      });
+      const client = probeConnection(nodeUrl(redisUrl, node));
       client.on('error', () => undefined);
       try {
         await client.connect();

@@ -18,9 +18,12 @@ import { describeExit, startChild, supervise, type Child, type RestartPolicy } f
 import { indent, tail, waitUntil } from './processes';
 import { aptInstall, cannotStart, canInstallPackages, findExecutable, isConnectionRefused, type Probe } from './system';
 
-/** Whether one Redis answers at `url` (and if not, why). */
-export async function probeRedis(url: string): Promise<Probe> {
-  const client = new Redis(url, {
+/**
+ * A connection for one question to a server that may not be there: not yet connected, and
+ * failing at once (no retries, no reconnects, no queue) instead of waiting for it.
+ */
+export function probeConnection(url: string): Redis {
+  return new Redis(url, {
     lazyConnect: true,
     connectTimeout: 2000,
     // Something that accepts connections but never answers is not a usable Redis.
@@ -29,6 +32,11 @@ export async function probeRedis(url: string): Promise<Probe> {
     retryStrategy: () => null,
     enableOfflineQueue: false,
   });
+}
+
+/** Whether one Redis answers at `url` (and if not, why). */
+export async function probeRedis(url: string): Promise<Probe> {
+  const client = probeConnection(url);
   // ioredis rejects connect() with a bare "Connection is closed."; the cause comes as an event.
   let connectionError: unknown;
   client.on('error', (err: unknown) => (connectionError ??= err));
