@@ -92,6 +92,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     // Each open connection holds a socket and its HTTP/2 session: without a bound, clients that
     // connect and never call (or leak their channels) add up without end.
     'grpc.max_connection_idle_ms': options.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
+    // No channelz service is served, so its per-call tracking (an object and four closures on
+    // every open stream) would only cost memory: docs/benchmarks.md "Lean streams".
+    'grpc.enable_channelz': 0,
     // The first is the innermost (nearest the transport): admission unwraps measured messages
     // before the others see them. The last is nearest the handler: it passes a call's metadata on
     // only once the caller is admitted, and the handler asks for the request only after them.
