@@ -26,6 +26,7 @@ import {
 import { createCommandMetrics } from './metrics';
 import { createCommandExecutor } from './application/command-executor';
 import { createReaper, reaperRulesOf } from './application/reaper';
+import { createRecentStates } from './application/recent-states';
 import { createPostgresEvaluationStore } from './postgres/evaluation-store';
 import { createPostgresRunningEvaluations } from './postgres/running-evaluations';
 import { createRedisChangePublisher } from './redis/change-publisher';
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
     clock,
     newId: () => newUlid(),
     limits: config.limits,
+    recentStates: createRecentStates(config.commandStateCacheEntries),
     admission: { maxInProgress: config.maxPendingCommands, maxQueued: config.maxQueuedCommands },
     logger,
   });

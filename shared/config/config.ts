@@ -230,6 +230,8 @@ export interface Config {
   readonly maxPendingCommands: number;
   /** Commands waiting past those before more are refused (UNAVAILABLE with a retry delay). */
   readonly maxQueuedCommands: number;
+  /** Evaluations whose latest state the command service keeps as the first guess of their next command (0: none). */
+  readonly commandStateCacheEntries: number;
   readonly executors: ExecutorConfig;
   readonly auth: AuthConfig;
   readonly identityLimits: IdentityLimits;
@@ -505,6 +507,7 @@ export function loadConfig(env: Env): Config {
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     maxPendingCommands: v.MAX_PENDING_COMMANDS,
     maxQueuedCommands: v.MAX_QUEUED_COMMANDS,
+    commandStateCacheEntries: v.COMMAND_STATE_CACHE_ENTRIES,
     executors: Object.freeze({
       healthTtlSeconds: v.EXECUTOR_HEALTH_TTL_SECONDS,
       lostGraceSeconds: v.EXECUTOR_LOST_GRACE_SECONDS,

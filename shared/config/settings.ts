@@ -671,6 +671,11 @@ export const SETTINGS = {
     defaults: { all: '256' },
     help: 'commands in progress at once; more wait their turn (MAX_QUEUED_COMMANDS); a streamed output counts once its bytes are in',
   }),
+  COMMAND_STATE_CACHE_ENTRIES: setting({
+    parser: wholeNumber(0, 10_000_000),
+    defaults: { all: '10000' },
+    help: 'evaluations whose latest state the command service keeps to decide their next command without reading it first (the write still checks the revision; a stale one costs a read and a retry); 0 reads every time',
+  }),
   MAX_QUEUED_COMMANDS: setting({
     parser: wholeNumber(0, 10_000_000),
     defaults: { all: '20000' },

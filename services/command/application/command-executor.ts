@@ -9,6 +9,7 @@ import {
   type LogsTarget,
 } from '../domain';
 import { createAdmission, type AdmissionLimits, type AdmissionLoad } from './admission';
+import type { RecentStates } from './recent-states';
 import { decideAndAppend, tenantOfCall, type CommandCall, type WriteTracker } from './decide-and-append';
 
 export type { CommandCall } from './decide-and-append';
@@ -23,6 +24,8 @@ export interface CommandExecutorDeps {
   readonly clock: Clock;
   readonly newId: IdGenerator;
   readonly limits: Limits;
+  /** The states of evaluations read or written lately: a command's first guess (recent-states.ts). */
+  readonly recentStates: RecentStates;
   /** Commands in progress at once, and waiting past those, before more are refused (see createAdmission). */
   readonly admission: AdmissionLimits;
   readonly logger: Logger;

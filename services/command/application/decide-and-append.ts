@@ -17,9 +17,11 @@ import {
   type MetricRules,
   type CommandResult,
   type Decision,
+  type EvaluationSnapshot,
 } from '../domain';
 import { outcomeUnknown } from './outcome-unknown';
 import { prepareCommand, relocated, type PreparedCommand } from './prepared-command';
+import type { RecentStates } from './recent-states';
 import type {
   AppendOutcome,
   AppendRequest,
@@ -49,6 +51,8 @@ export interface DecideAndAppendDeps {
   readonly clock: Clock;
   readonly newId: IdGenerator;
   readonly limits: BodyLimits & MetricRules & LogRules;
+  /** What a command is first decided against when its evaluation was read or written here lately. */
+  readonly recentStates: RecentStates;
   readonly logger: Logger;
 }
 
@@ -103,21 +107,28 @@ export async function decideAndAppend(
   write: WriteTracker = { maybeWritten: false },
   call: CommandCall = {},
 ): Promise<CommandResult> {
-  const { store, blobs, clock, limits, logger } = deps;
+  const { store, blobs, clock, limits, logger, recentStates } = deps;
   const tenant = tenantOfCall(call);
   // A submit without an id gets one fresh id, so that every round retries the same id.
   const evalId = command.type === 'SubmitEvaluation' ? (command.evalId ?? deps.newId()) : command.evalId;
-  // A submit whose code stays in PostgreSQL is first decided against "nothing there", without
-  // a load: its write inserts only if the id and the request id are free, so when they are not
-  // it conflicts and the next round loads and decides again; a refusal of that guess is decided
-  // again against a load too. A new evaluation (the common case) costs one round trip, not two.
-  const guessFirst =
-    command.type === 'SubmitEvaluation' && Buffer.byteLength(command.code, 'utf8') <= limits.inlineCodeMaxBytes;
+  // The first round may decide against a guess instead of a load. The write of a decision
+  // only succeeds when the guess was right: it inserts only if the id and the request id are
+  // free, and updates only the revision it was decided at. When the guess was wrong the write
+  // conflicts, and the next round loads and decides again; anything but a write (a refusal, a
+  // repeat) is decided again against a load too. One round trip instead of two, for
+  // - a submit whose code stays in PostgreSQL, guessed to find nothing there (a new evaluation,
+  //   the common case);
+  // - a command on an evaluation this instance read or wrote lately (RecentStates).
+  const guessed: Loaded | undefined =
+    command.type === 'SubmitEvaluation'
+      ? Buffer.byteLength(command.code, 'utf8') <= limits.inlineCodeMaxBytes
+        ? NOTHING_LOADED
+        : undefined
+      : recentOf(recentStates.get(tenant, evalId));
   // Otherwise the first load goes out before the hashing below (tens of ms for a 16 MiB
   // output), so PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
-  let firstLoad: Promise<Loaded> | undefined = guessFirst
-    ? Promise.resolve(NOTHING_LOADED)
-    : store.load(evalId, command.requestId, tenant);
+  let firstLoad: Promise<Loaded> | undefined =
+    guessed !== undefined ? Promise.resolve(guessed) : store.load(evalId, command.requestId, tenant);
   firstLoad.catch(() => undefined);
   let prepared = prepareCommand(command, evalId, limits);
   let unknown: CommitOutcomeUnknownError | undefined;
@@ -140,7 +151,7 @@ export async function decideAndAppend(
   }
   for (let round = 1; round <= MAX_ROUNDS; round += 1) {
     const now = clock.now();
-    const guess = round === 1 && guessFirst;
+    const guess = round === 1 && guessed !== undefined;
     let loaded: Loaded;
     try {
       loaded = await (firstLoad ?? store.load(evalId, command.requestId, tenant));
@@ -148,7 +159,11 @@ export async function decideAndAppend(
       throw failure(err);
     }
     firstLoad = undefined;
-    if (!guess) invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
+    if (!guess) {
+      invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
+      if (loaded.snapshot !== undefined) recentStates.remember(tenant, loaded.snapshot);
+      else recentStates.forget(tenant, evalId);
+    }
     let decision: Decision;
     try {
       decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
@@ -156,7 +171,10 @@ export async function decideAndAppend(
       if (guess) continue;
       throw failure(await archivedOr(err));
     }
-    if (decision.kind === 'unchanged') return decision.result;
+    if (decision.kind === 'unchanged') {
+      if (guess) continue;
+      return decision.result;
+    }
     // Archived: a repeat of an earlier command is answered (above), nothing new is appended.
     const archivedAt = loaded.snapshot?.archivedAt;
     if (archivedAt !== undefined) throw failure(archivedError(archivedAt));
@@ -168,7 +186,10 @@ export async function decideAndAppend(
       const home = await blobs.put(plan.key, plan.content, plan.digest);
       prepared = relocated(prepared, home);
       if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
-      if (decision.kind === 'unchanged') return decision.result;
+      if (decision.kind === 'unchanged') {
+        if (guess) continue;
+        return decision.result;
+      }
     }
     const request = appendRequestOf(command, decision, prepared, now, call, tenant);
     write.maybeWritten = true;
@@ -184,6 +205,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     if (outcome.kind === 'appended') {
+      recentStates.remember(tenant, outcome.state);
       publishAfterCommit(deps, outcome.event, call.traceparent);
       return answerOf(decision, outcome.event);
     }
@@ -210,6 +232,11 @@ export async function decideAndAppend(
       `gave up on ${command.type} for ${evalId} after ${MAX_ROUNDS} conflicting rounds; retry with backoff`,
     ),
   );
+}
+
+/** A recent state as the guess of a load (it knows nothing of request ids: a repeat is found by the load after). */
+function recentOf(state: EvaluationSnapshot | undefined): Loaded | undefined {
+  return state === undefined ? undefined : { snapshot: state };
 }
 
 /** The pure decision for one round, against what was just loaded. */

@@ -38,7 +38,8 @@ export interface AppendRequest {
 }
 
 export type AppendOutcome =
-  | { readonly kind: 'appended'; readonly event: RecordedEvent }
+  /** `state`: the evaluation as the write left it, as a load would read it now (RecentStates keeps it). */
+  | { readonly kind: 'appended'; readonly event: RecordedEvent; readonly state: EvaluationSnapshot }
   /** Someone else changed the evaluation (or took the id, or the request id) first: decide again. */
   | { readonly kind: 'conflict' };
 

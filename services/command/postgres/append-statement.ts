@@ -1,6 +1,7 @@
 import type { EvaluationEvent } from '../../../shared/domain';
 import type { AppendRequest } from '../application/ports';
 import type { Decision } from '../domain';
+import { STATE_ROW } from './state-row';
 
 type AppendDecision = Extract<Decision, { kind: 'append' }>;
 
@@ -117,8 +118,9 @@ function movedRow(data: Extract<EvaluationEvent, { type: 'EvaluationBlobMoved' }
 
 /**
  * The one statement that appends a command (see createPostgresEvaluationStore), with its
- * parameters: state change, body, next position, event. It returns the new position, or no
- * row when the state row did not match (a conflict). Exported for the bench's command floor.
+ * parameters: state change, body, next position, event. It returns the state it leaves (a
+ * StateRow, the event's position in `position`), or no row when the state row did not match
+ * (a conflict). Exported for the bench's command floor.
  */
 export function appendStatement(request: AppendRequest): { text: string; values: unknown[] } {
   const { decision } = request;
@@ -138,14 +140,14 @@ export function appendStatement(request: AppendRequest): { text: string; values:
               ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
               ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision})
       ON CONFLICT (eval_id) DO NOTHING
-      RETURNING eval_id)`);
+      RETURNING *)`);
   } else {
     const assignments = Object.entries(columnsOf(decision)).map(([column, value]) => `${column} = ${p.add(value)}`);
     assignments.push(`updated_at = ${recordedAt}`, `revision = ${toRevision}`);
     ctes.push(`changed AS (
       UPDATE evaluations SET ${assignments.join(', ')}
        WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)} AND archived_at IS NULL
-      RETURNING eval_id)`);
+      RETURNING *)`);
   }
   if (request.body !== undefined && decision.log === undefined) {
     ctes.push(`body AS (
@@ -192,12 +194,22 @@ export function appendStatement(request: AppendRequest): { text: string; values:
              ${toRevision}, head.position, ${recordedAt}
         FROM head)`);
   }
-  const text = `WITH ${ctes.join(',\n')}
+  ctes.push(`logged AS (
     INSERT INTO evaluation_events (position, eval_id, revision, event_type, data, request_id, command_hash, recorded_at,
                                    reporter)
     SELECT head.position, ${evalId}, ${toRevision}, ${p.add(event.type)}, ${p.add(JSON.stringify(event.data))},
            ${p.add(request.requestId ?? null)}, ${p.add(request.commandHash)}, ${recordedAt}, ${p.add(request.reporter)}
       FROM head
-    RETURNING position::text AS position`;
+    RETURNING position, command_hash)`);
+  // The state the write leaves, as a load would read it: the statement's own snapshot cannot
+  // see the event it inserts, so a submit's first command is the one just logged.
+  const submitted =
+    event.type === 'EvaluationQueued'
+      ? 'logged sub'
+      : `LATERAL (SELECT position, command_hash FROM evaluation_events
+                   WHERE eval_id = e.eval_id AND revision = 1 LIMIT 1) sub`;
+  const text = `WITH ${ctes.join(',\n')}
+    ${STATE_ROW}
+      FROM changed e, logged cur, ${submitted}`;
   return { text, values: p.values };
 }

@@ -12,8 +12,9 @@ import {
 import type { Settled } from '../application/group-commit';
 import type { AppendOutcome, AppendRequest } from '../application/ports';
 import { appendStatement } from './append-statement';
+import { snapshotOf, type StateRow } from './state-row';
 
-type AppendRow = { position: string };
+type AppendRow = StateRow;
 
 /** Where a batch's writes go, and the sessions' own statement_timeout (Infinity: none). */
 export interface BatchTarget {
@@ -148,7 +149,9 @@ function outcomeOf(request: AppendRequest, row: AppendRow | undefined): AppendOu
     recordedAt: request.recordedAt.toISOString(),
     event: decision.event,
   };
-  return { kind: 'appended', event };
+  const state = snapshotOf(row);
+  if (state === undefined) throw new Error(`the append of ${decision.evalId} returned no state`);
+  return { kind: 'appended', event, state };
 }
 
 /** One attempt at the batch: one transaction, one round trip. */

@@ -1,8 +1,8 @@
 import type { PoolClient, QueryResult } from 'pg';
-import type { Status } from '../../../shared/domain';
 import { holdingSession, preparedStatement, scopeTo } from '../../../shared/postgres';
 import type { Settled } from '../application/group-commit';
 import type { EvaluationSnapshot, LoggedCommand } from '../domain';
+import { loggedCommandOf, snapshotOf, STATE_ROW, type StateRow } from './state-row';
 
 /** What one command loads: its evaluation and the earlier command with its request id, as its tenant sees them. */
 export interface LoadRequest {
@@ -16,14 +16,8 @@ export interface Loaded {
   readonly priorRequest?: LoggedCommand;
 }
 
-// The two kinds of row a load reads (LoadRow), from an evaluation e with its latest command cur
-// and its submit sub, and from an earlier command r with the request id: the same in both
-// statements below.
-const STATE_ROW = `SELECT 'state' AS source, e.eval_id, NULL::text AS request_id, e.status, e.revision::text AS revision,
-         cur.position::text AS position, cur.command_hash,
-         sub.position::text AS submitted_position, sub.command_hash AS submitted_hash,
-         e.created_at, e.completed_at, e.metric_names,
-         e.stdout_bytes::text AS stdout_bytes, e.stderr_bytes::text AS stderr_bytes, e.executor_id, e.archived_at`;
+// The two kinds of row a load reads (StateRow): an evaluation's state (STATE_ROW, from e, cur
+// and sub), and an earlier command r with the request id: the same in both statements below.
 const REQUEST_ROW = `SELECT 'request', r.eval_id, r.request_id, NULL, r.revision::text, r.position::text, r.command_hash,
          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
 
@@ -60,25 +54,6 @@ export const LOAD_ONE_SQL = `
   ${REQUEST_ROW}
     FROM evaluation_events r
    WHERE $2::text IS NOT NULL AND r.request_id = $2`;
-
-interface LoadRow {
-  source: 'state' | 'request';
-  eval_id: string;
-  request_id: string | null;
-  status: Status | null;
-  revision: string;
-  position: string;
-  command_hash: string;
-  submitted_position: string | null;
-  submitted_hash: string | null;
-  created_at: Date | null;
-  completed_at: Date | null;
-  metric_names: string[] | null;
-  stdout_bytes: string | null;
-  stderr_bytes: string | null;
-  executor_id: string | null;
-  archived_at: Date | null;
-}
 
 /**
  * Loads a batch of commands' states in one transaction and one round trip: `BEGIN`, for each
@@ -120,7 +95,7 @@ export async function loadBatch(
     return new Map(
       [...statementOf].map(([tenant, at]) => [
         tenant,
-        (answers[at] as PromiseFulfilledResult<QueryResult<LoadRow>>).value.rows,
+        (answers[at] as PromiseFulfilledResult<QueryResult<StateRow>>).value.rows,
       ]),
     );
   });
@@ -145,31 +120,4 @@ export async function loadBatch(
       });
     }
   }
-}
-
-function loggedCommandOf(row: LoadRow): LoggedCommand {
-  return { evalId: row.eval_id, revision: row.revision, position: row.position, commandHash: row.command_hash };
-}
-
-function snapshotOf(row: LoadRow): EvaluationSnapshot | undefined {
-  if (row.status === null || row.submitted_position === null || row.submitted_hash === null || row.created_at === null)
-    return undefined;
-  return {
-    evalId: row.eval_id,
-    status: row.status,
-    revision: row.revision,
-    createdAt: row.created_at,
-    ...(row.completed_at !== null ? { endedAt: row.completed_at } : {}),
-    metricNames: row.metric_names ?? [],
-    logBytes: { stdout: Number(row.stdout_bytes ?? 0), stderr: Number(row.stderr_bytes ?? 0) },
-    ...(row.executor_id !== null ? { executorId: row.executor_id } : {}),
-    ...(row.archived_at !== null ? { archivedAt: row.archived_at } : {}),
-    latest: loggedCommandOf(row),
-    submitted: {
-      evalId: row.eval_id,
-      revision: '1',
-      position: row.submitted_position,
-      commandHash: row.submitted_hash,
-    },
-  };
 }

@@ -20,6 +20,7 @@ import { silentLogger } from '../../../shared/logging';
 import { createPool, type EvaluationEventRow } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
+import { createRecentStates } from '../../../services/command/application/recent-states';
 import type { BlobStore, EvaluationStore, EventPublisher } from '../../../services/command/application/ports';
 import {
   validateCancel,
@@ -193,6 +194,8 @@ export async function createHarness(overrides: Record<string, string> = {}): Pro
         clock,
         newId,
         limits: env.config.limits,
+        // Each executor is an instance of its own: it keeps its own recent states.
+        recentStates: createRecentStates(env.config.commandStateCacheEntries),
         admission: { maxInProgress: env.config.maxPendingCommands, maxQueued: env.config.maxQueuedCommands },
         logger: silentLogger,
       });

@@ -15,6 +15,7 @@ import type { Caller } from '../../../shared/auth';
 import { createCallLog, toStatus } from '../../../shared/grpc';
 import { silentLogger } from '../../../shared/logging';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
+import { createRecentStates } from '../../../services/command/application/recent-states';
 import { MAX_ROUNDS } from '../../../services/command/application/decide-and-append';
 import type {
   CancelEvaluation,
@@ -57,8 +58,12 @@ const complete = (output: Buffer): CompleteEvaluation => ({
 });
 const FAIL: FailEvaluation = { type: 'FailEvaluation', evalId: 'e1', error: 'boom', exitCode: 1, reason: 'timeout' };
 
-/** The executor over in-memory ports, the store's positions starting at 41. */
-function world({ maxPending = 100, maxQueued = 0 } = {}) {
+/**
+ * The executor over in-memory ports, the store's positions starting at 41. `recentStates`: how
+ * many states it keeps as first guesses (0: every command loads first, as the journals below
+ * expect unless they say otherwise).
+ */
+function world({ maxPending = 100, maxQueued = 0, recentStates = 0 } = {}) {
   const journal: Journal = [];
   const store = createInMemoryEvaluationStore(journal, 41n);
   const blobs = createInMemoryBlobStore(journal);
@@ -75,7 +80,7 @@ function world({ maxPending = 100, maxQueued = 0 } = {}) {
     admission: { maxInProgress: maxPending, maxQueued },
     logger,
   };
-  const executor = createCommandExecutor(deps);
+  const executor = createCommandExecutor({ ...deps, recentStates: createRecentStates(recentStates) });
   return {
     journal,
     store,
@@ -85,7 +90,8 @@ function world({ maxPending = 100, maxQueued = 0 } = {}) {
     logger,
     executor,
     /** Another executor on the same ports: a concurrent writer. */
-    other: (): CommandExecutor => createCommandExecutor({ ...deps, newId: sequentialIds() }),
+    other: (): CommandExecutor =>
+      createCommandExecutor({ ...deps, newId: sequentialIds(), recentStates: createRecentStates(recentStates) }),
     /** Forgets the journal so far (the set-up's side effects). */
     mark: (): void => void journal.splice(0),
   };
@@ -277,6 +283,36 @@ describe('command executor', () => {
       expect(result).to.deep.equal({ evalId: 'e1', revision: '1', position: '41' });
       expect(w.store.events).to.have.length(1);
       expect(w.publisher.published).to.have.length(1);
+    });
+
+    it('decides a change on an evaluation it wrote lately without a load, when it keeps recent states', async () => {
+      const w = world({ recentStates: 10 });
+      await w.executor.execute(SUBMIT);
+      await w.executor.execute(START);
+      expect(w.journal).to.deep.equal(['store.append e1@1', 'publish 41', 'store.append e1@2', 'publish 42']);
+    });
+
+    it('loads and decides again when another instance moved the evaluation its recent state shows', async () => {
+      const w = world({ recentStates: 10 });
+      await w.executor.execute(SUBMIT);
+      await w.other().execute(CANCEL);
+      w.mark();
+      const err = await rejection(w.executor.execute(START));
+
+      // Decided against its own revision 1 (a start), the write conflicted; the load showed the cancel.
+      expect(err).to.be.instanceOf(IllegalTransitionError);
+      expect(w.journal).to.deep.equal(['store.conflict e1@2', 'store.load e1']);
+      expect(w.store.events).to.have.length(2);
+    });
+
+    it('loads before answering a repeat or a refusal that only its recent state shows', async () => {
+      const w = world({ recentStates: 10 });
+      await w.executor.execute(SUBMIT);
+      const started = await w.executor.execute({ ...START, requestId: 'r-start' });
+      w.mark();
+      // Its recent state (running) refuses a start; the load finds the request id: a repeat.
+      expect(await w.executor.execute({ ...START, requestId: 'r-start' })).to.deep.equal(started);
+      expect(w.journal).to.deep.equal(['store.load e1']);
     });
 
     it(`gives up after ${MAX_ROUNDS} conflicting rounds, having written and published nothing more`, async () => {

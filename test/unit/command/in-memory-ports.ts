@@ -141,7 +141,7 @@ export function createInMemoryEvaluationStore(journal: Journal, firstPosition = 
       };
       events.push(event);
       journal.push(`store.append ${decision.evalId}@${decision.toRevision}`);
-      return { kind: 'appended', event };
+      return { kind: 'appended', event, state: evaluations.get(decision.evalId)! };
     },
   };
   return store;

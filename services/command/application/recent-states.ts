@@ -1,0 +1,47 @@
+import type { EvaluationSnapshot } from '../domain';
+
+/**
+ * The state this instance last read or wrote of recent evaluations, by tenant and id, at most
+ * `capacity` of them (least recently used out first; 0 keeps none). A command on one of them is
+ * first decided against it without a load: a start or a completion right after the submit is
+ * then one round trip, not two.
+ *
+ * Never the truth, only a guess: the write itself checks the revision it was decided at (and
+ * the request id's uniqueness), so a state another instance has moved since makes the write a
+ * conflict, and the command is decided again against a load (decide-and-append.ts). Anything
+ * but a write decided against a guess is decided again against a load as well.
+ */
+export interface RecentStates {
+  get(tenant: string, evalId: string): EvaluationSnapshot | undefined;
+  /** Keeps `state` as the latest of its evaluation (an archived one takes no commands: dropped). */
+  remember(tenant: string, state: EvaluationSnapshot): void;
+  forget(tenant: string, evalId: string): void;
+}
+
+export function createRecentStates(capacity: number): RecentStates {
+  // A Map iterates in insertion order: deleting and setting again moves an entry to the end,
+  // so the first entry is always the least recently used.
+  const states = new Map<string, EvaluationSnapshot>();
+  const keyOf = (tenant: string, evalId: string): string => `${tenant}/${evalId}`;
+  return {
+    get(tenant, evalId) {
+      const key = keyOf(tenant, evalId);
+      const state = states.get(key);
+      if (state !== undefined) {
+        states.delete(key);
+        states.set(key, state);
+      }
+      return state;
+    },
+    remember(tenant, state) {
+      const key = keyOf(tenant, state.evalId);
+      states.delete(key);
+      if (capacity === 0 || state.archivedAt !== undefined) return;
+      states.set(key, state);
+      if (states.size > capacity) states.delete(states.keys().next().value as string);
+    },
+    forget(tenant, evalId) {
+      states.delete(keyOf(tenant, evalId));
+    },
+  };
+}
