@@ -121,6 +121,7 @@ async function main(): Promise<void> {
   const newUlid = monotonicFactory();
   const clock = { now: () => new Date() };
   const evaluationStore = createPostgresEvaluationStore(pool, { onBatch: metrics.batchWritten });
+  const recentStates = createRecentStates(config.commandStateCacheEntries);
   const executor = createCommandExecutor({
     store: evaluationStore,
     blobs: createFallbackStore({
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
     clock,
     newId: () => newUlid(),
     limits: config.limits,
-    recentStates: createRecentStates(config.commandStateCacheEntries),
+    recentStates,
     admission: { maxInProgress: config.maxPendingCommands, maxQueued: config.maxQueuedCommands },
     logger,
   });
@@ -166,6 +167,7 @@ async function main(): Promise<void> {
   });
   metrics.watch({
     load: () => executor.load(),
+    guesses: () => recentStates.counts,
     ...(fallbackStore !== undefined ? { fallbackBacklog: () => countFallbackBlobs(pool, 100_000) } : {}),
   });
   // Before the gRPC port: whoever waits for "listening" finds the metrics served.

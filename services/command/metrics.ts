@@ -2,6 +2,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { createRpcMetrics, type RpcMetrics } from '../../shared/grpc';
 import { counterOf, gaugeOf } from '../../shared/metrics';
 import type { AdmissionLoad } from './application/admission';
+import type { GuessCounts } from './application/recent-states';
 import type { SweepResult } from './application/reaper';
 import type { RetentionReport } from './application/retention';
 
@@ -19,6 +20,8 @@ export interface CommandMetrics {
   readonly retentionRan: (report: RetentionReport) => void;
   watch(sources: {
     readonly load: () => AdmissionLoad;
+    /** How the recent states served as commands' first guesses. */
+    readonly guesses: () => GuessCounts;
     /** Blobs waiting in the fallback store (absent: no fallback store). */
     readonly fallbackBacklog?: () => Promise<number>;
   }): void;
@@ -69,7 +72,7 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
       for (const { reason } of result.failed) reaped.inc({ reason: reason.toLowerCase() });
       if (result.skipped !== undefined) skipped.inc({ dependency: result.skipped });
     },
-    watch({ load, fallbackBacklog }) {
+    watch({ load, guesses, fallbackBacklog }) {
       gaugeOf(
         registry,
         { name: 'crucible_commands_in_progress', help: 'Commands admitted and not yet answered' },
@@ -92,6 +95,22 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
           return [
             { labels: { reason: 'queue_full' }, value: shedQueueFull },
             { labels: { reason: 'deadline' }, value: shedDeadline },
+          ];
+        },
+      );
+      counterOf(
+        registry,
+        {
+          name: 'crucible_command_state_guesses_total',
+          help: 'Commands on an existing evaluation by their first guess (COMMAND_STATE_CACHE_ENTRIES): hit (a recent state was kept, the command was decided against it without a load), miss (none kept: loaded first), reloaded (of the hits, those that needed a load after all: the write conflicted because another instance moved the evaluation, or the decision was a refusal or a repeat, which only a load confirms)',
+          labelNames: ['result'],
+        },
+        () => {
+          const { hits, misses, reloaded } = guesses();
+          return [
+            { labels: { result: 'hit' }, value: hits },
+            { labels: { result: 'miss' }, value: misses },
+            { labels: { result: 'reloaded' }, value: reloaded },
           ];
         },
       );

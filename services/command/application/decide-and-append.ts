@@ -119,12 +119,17 @@ export async function decideAndAppend(
   // - a submit whose code stays in PostgreSQL, guessed to find nothing there (a new evaluation,
   //   the common case);
   // - a command on an evaluation this instance read or wrote lately (RecentStates).
+  const recent = command.type === 'SubmitEvaluation' ? undefined : recentStates.get(tenant, evalId);
   const guessed: Loaded | undefined =
     command.type === 'SubmitEvaluation'
       ? Buffer.byteLength(command.code, 'utf8') <= limits.inlineCodeMaxBytes
         ? NOTHING_LOADED
         : undefined
-      : recentOf(recentStates.get(tenant, evalId));
+      : recentOf(recent);
+  // The guess did not decide the command (the next round loads): a recent state's is counted.
+  const guessWrong = (): void => {
+    if (recent !== undefined) recentStates.reloaded(tenant, evalId);
+  };
   // Otherwise the first load goes out before the hashing below (tens of ms for a 16 MiB
   // output), so PostgreSQL answers while this process hashes. Rejections are awaited in round 1.
   let firstLoad: Promise<Loaded> | undefined =
@@ -168,12 +173,16 @@ export async function decideAndAppend(
     try {
       decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
     } catch (err) {
-      if (guess) continue;
+      if (guess) {
+        guessWrong();
+        continue;
+      }
       throw failure(await archivedOr(err));
     }
     if (decision.kind === 'unchanged') {
-      if (guess) continue;
-      return decision.result;
+      if (!guess) return decision.result;
+      guessWrong();
+      continue;
     }
     // Archived: a repeat of an earlier command is answered (above), nothing new is appended.
     const archivedAt = loaded.snapshot?.archivedAt;
@@ -187,8 +196,9 @@ export async function decideAndAppend(
       prepared = relocated(prepared, home);
       if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
       if (decision.kind === 'unchanged') {
-        if (guess) continue;
-        return decision.result;
+        if (!guess) return decision.result;
+        guessWrong();
+        continue;
       }
     }
     const request = appendRequestOf(command, decision, prepared, now, call, tenant);
@@ -211,6 +221,7 @@ export async function decideAndAppend(
     }
     // A conflict wrote nothing; but a write of unknown outcome before it may have.
     if (unknown === undefined) write.maybeWritten = false;
+    if (guess) guessWrong();
     logger.debug('write conflict; deciding again', { evalId, round });
   }
   if (command.type === 'SubmitEvaluation' && invisible) {

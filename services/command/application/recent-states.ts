@@ -16,6 +16,20 @@ export interface RecentStates {
   /** Keeps `state` as the latest of its evaluation (an archived one takes no commands: dropped). */
   remember(tenant: string, state: EvaluationSnapshot): void;
   forget(tenant: string, evalId: string): void;
+  /**
+   * The state `get` gave did not decide the command: the write conflicted (another instance
+   * moved the evaluation), or the decision was a refusal or a repeat, which only a load can
+   * confirm. Forgets it and counts it.
+   */
+  reloaded(tenant: string, evalId: string): void;
+  /** Since start: `get`s that found a state, that found none, and found states that needed a load after all. */
+  readonly counts: GuessCounts;
+}
+
+export interface GuessCounts {
+  readonly hits: number;
+  readonly misses: number;
+  readonly reloaded: number;
 }
 
 export function createRecentStates(capacity: number): RecentStates {
@@ -23,14 +37,19 @@ export function createRecentStates(capacity: number): RecentStates {
   // so the first entry is always the least recently used.
   const states = new Map<string, EvaluationSnapshot>();
   const keyOf = (tenant: string, evalId: string): string => `${tenant}/${evalId}`;
+  const counts = { hits: 0, misses: 0, reloaded: 0 };
   return {
+    counts,
     get(tenant, evalId) {
       const key = keyOf(tenant, evalId);
       const state = states.get(key);
-      if (state !== undefined) {
-        states.delete(key);
-        states.set(key, state);
+      if (state === undefined) {
+        counts.misses += 1;
+        return undefined;
       }
+      counts.hits += 1;
+      states.delete(key);
+      states.set(key, state);
       return state;
     },
     remember(tenant, state) {
@@ -41,6 +60,10 @@ export function createRecentStates(capacity: number): RecentStates {
       if (states.size > capacity) states.delete(states.keys().next().value as string);
     },
     forget(tenant, evalId) {
+      states.delete(keyOf(tenant, evalId));
+    },
+    reloaded(tenant, evalId) {
+      counts.reloaded += 1;
       states.delete(keyOf(tenant, evalId));
     },
   };

@@ -80,7 +80,8 @@ function world({ maxPending = 100, maxQueued = 0, recentStates = 0 } = {}) {
     admission: { maxInProgress: maxPending, maxQueued },
     logger,
   };
-  const executor = createCommandExecutor({ ...deps, recentStates: createRecentStates(recentStates) });
+  const kept = createRecentStates(recentStates);
+  const executor = createCommandExecutor({ ...deps, recentStates: kept });
   return {
     journal,
     store,
@@ -89,6 +90,7 @@ function world({ maxPending = 100, maxQueued = 0, recentStates = 0 } = {}) {
     newId,
     logger,
     executor,
+    recentStates: kept,
     /** Another executor on the same ports: a concurrent writer. */
     other: (): CommandExecutor =>
       createCommandExecutor({ ...deps, newId: sequentialIds(), recentStates: createRecentStates(recentStates) }),
@@ -290,6 +292,7 @@ describe('command executor', () => {
       await w.executor.execute(SUBMIT);
       await w.executor.execute(START);
       expect(w.journal).to.deep.equal(['store.append e1@1', 'publish 41', 'store.append e1@2', 'publish 42']);
+      expect(w.recentStates.counts).to.deep.equal({ hits: 1, misses: 0, reloaded: 0 });
     });
 
     it('loads and decides again when another instance moved the evaluation its recent state shows', async () => {
@@ -303,6 +306,7 @@ describe('command executor', () => {
       expect(err).to.be.instanceOf(IllegalTransitionError);
       expect(w.journal).to.deep.equal(['store.conflict e1@2', 'store.load e1']);
       expect(w.store.events).to.have.length(2);
+      expect(w.recentStates.counts).to.deep.equal({ hits: 1, misses: 0, reloaded: 1 });
     });
 
     it('loads before answering a repeat or a refusal that only its recent state shows', async () => {
@@ -313,6 +317,7 @@ describe('command executor', () => {
       // Its recent state (running) refuses a start; the load finds the request id: a repeat.
       expect(await w.executor.execute({ ...START, requestId: 'r-start' })).to.deep.equal(started);
       expect(w.journal).to.deep.equal(['store.load e1']);
+      expect(w.recentStates.counts.reloaded, 'a refusal by the guess is confirmed by a load').to.equal(1);
     });
 
     it(`gives up after ${MAX_ROUNDS} conflicting rounds, having written and published nothing more`, async () => {

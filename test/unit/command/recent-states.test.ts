@@ -39,6 +39,16 @@ describe('recent states', () => {
     expect(recent.get('t', 'c')?.evalId).to.equal('c');
   });
 
+  it('counts the states it found, those it did not, and those that needed a load after all (which it forgets)', () => {
+    const recent = createRecentStates(5);
+    recent.remember('t', state('a'));
+    recent.get('t', 'a');
+    recent.get('t', 'b');
+    recent.reloaded('t', 'a');
+    expect(recent.get('t', 'a')).to.equal(undefined);
+    expect(recent.counts).to.deep.equal({ hits: 1, misses: 2, reloaded: 1 });
+  });
+
   it('forgets on request, keeps nothing archived, and nothing at all at capacity 0', () => {
     const recent = createRecentStates(5);
     recent.remember('t', state('a', '3'));
