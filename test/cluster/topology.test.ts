@@ -1,34 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import { formatHostPort, type HostPort } from '../../shared/config';
-import type { EvaluationUpdate } from '../../shared/generated/crucible/storage/v1/evaluation';
-import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import type {
-  EvaluationQueryServiceClient,
-  WatchEvaluationsResponse,
-} from '../../shared/generated/crucible/storage/v1/query_service';
 import { createPool } from '../../shared/postgres';
 import { partitionTag } from '../../shared/partitions';
 import { createRedisClient, redisTargetOf } from '../../shared/redis';
 import { createPostgresEvaluationSource } from '../../services/query/postgres/event-log';
 import { checkConsistency } from '../../services/query/projection/consistency-check';
 import { createKeyLayout, type KeyLayout } from '../../services/query/read-models/keys';
-import {
-  describeLogged,
-  expectSameAsLog,
-  plansFor,
-  pollUntil,
-  readEventLog,
-  runStep,
-  waitForProjection,
-  type LoggedEvent,
-  type Plan,
-  type Step,
-} from '../fault/harness';
+import { pollUntil, waitForProjection } from '../fault/harness';
+import { expectBurstInLog, startAckedBurst, type Ack } from '../support/bursts';
+import { plansFor } from '../support/commands';
+import { readEventLog, type LoggedEvent } from '../support/event-log';
+import { ResumingWatcher } from '../support/watchers';
 import { call, createClients, type Clients } from '../support/clients';
 import { createTestEnvironment, type TestEnvironment } from '../support/environment';
 import { startService, waitForServing, type RunningService } from '../support/processes';
@@ -308,262 +295,11 @@ async function migrateSlot(
 // Commands: each with a request id of its own, sent again (same id: idempotent) while the
 // service answers UNAVAILABLE or the call times out.
 
-const LOGGED: Record<Step, string> = {
-  submit: 'EvaluationQueued',
-  start: 'EvaluationStarted',
-  complete: 'EvaluationCompleted',
-  fail: 'EvaluationFailed',
-  cancel: 'EvaluationCancelled',
-  metrics: 'EvaluationMetricsRecorded',
-  violation: 'EvaluationSecurityViolation',
-};
-
-interface Ack {
-  readonly evalId: string;
-  readonly step: Step;
-  readonly revision: bigint;
-  readonly position: bigint;
-}
-
-interface Burst {
-  readonly acks: readonly Ack[];
-  readonly failures: readonly string[];
-  /** Commands sent again, by the status that made them. */
-  readonly retries: Readonly<Record<string, number>>;
-  /** Resolves once `count` commands were acknowledged, or the burst ended. */
-  whenAcked(count: number): Promise<void>;
-  readonly done: Promise<void>;
-}
-
-const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.DEADLINE_EXCEEDED]);
-const MAX_ATTEMPTS = 20;
-
-function startBurst(
-  command: EvaluationCommandServiceClient,
-  plans: readonly Plan[],
-  concurrency: number,
-  onAck: (ack: Ack) => void = () => undefined,
-): Burst {
-  const acks: Ack[] = [];
-  const failures: string[] = [];
-  const retries: Record<string, number> = {};
-  const waiters: { count: number; resolve: () => void }[] = [];
-  let finished = false;
-  const notify = (): void => {
-    for (const waiter of [...waiters]) {
-      if (!finished && acks.length < waiter.count) continue;
-      waiters.splice(waiters.indexOf(waiter), 1);
-      waiter.resolve();
-    }
-  };
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let plan = plans[next++]; plan !== undefined; plan = plans[next++]) {
-      for (const step of plan.steps) {
-        const requestId = `${plan.evalId}:${step}`;
-        let answer: Awaited<ReturnType<typeof runStep>> | undefined;
-        for (let attempt = 1; answer === undefined; attempt += 1) {
-          try {
-            answer = await runStep(command, plan.evalId, step, { requestId, deadlineMs: 5_000 });
-          } catch (err) {
-            const e = err as ServiceError;
-            const code = status[e.code] ?? String(e.code);
-            if (!RETRYABLE.has(e.code) || attempt >= MAX_ATTEMPTS) {
-              failures.push(`${step} ${plan.evalId} (attempt ${attempt}): ${code} ${e.details}`);
-              break;
-            }
-            retries[code] = (retries[code] ?? 0) + 1;
-            // Back off (a retry, not a wait for something): the service said it cannot now.
-            await sleep(Math.min(500, 25 * attempt));
-          }
-        }
-        if (answer === undefined) break;
-        const ack = {
-          evalId: answer.evalId,
-          step,
-          revision: BigInt(answer.revision),
-          position: BigInt(answer.position),
-        };
-        acks.push(ack);
-        onAck(ack);
-        notify();
-      }
-    }
-  };
-  const done = Promise.all(Array.from({ length: concurrency }, () => worker())).then(() => {
-    finished = true;
-    notify();
-  });
-  return {
-    acks,
-    failures,
-    retries,
-    whenAcked(count) {
-      if (finished || acks.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
-    done,
-  };
-}
-
-/**
- * Every command of the plans was acknowledged, each at the position and revision the log has
- * for it, with its event type; the plans' evaluations have no other event in the log (a retry
- * wrote nothing twice); and the log's positions are 1..N.
- */
-function expectAcksInLog(burst: Burst, plans: readonly Plan[], log: readonly LoggedEvent[]): void {
-  expect(burst.failures, burst.failures.slice(0, 10).join('\n')).to.deep.equal([]);
-  const commands = plans.reduce((n, p) => n + p.steps.length, 0);
-  expect(burst.acks.length, 'acknowledged commands').to.equal(commands);
-  const wrong = log.findIndex((e, i) => e.position !== BigInt(i + 1));
-  expect(wrong, `position at index ${wrong}: ${log[wrong]?.position} (dense positions expected)`).to.equal(-1);
-  const byPosition = new Map(log.map((e) => [e.position, e]));
-  for (const ack of burst.acks) {
-    const logged = byPosition.get(ack.position);
-    expect(logged && describeLogged(logged), `${ack.step} of ${ack.evalId}, acknowledged at ${ack.position}`).to.equal(
-      `${ack.position} ${ack.evalId}@${ack.revision} ${LOGGED[ack.step]}`,
-    );
-  }
-  const planned = new Set(plans.map((p) => p.evalId));
-  expect(log.filter((e) => planned.has(e.evalId)).length, "the burst's events in the log").to.equal(commands);
-}
+const RETRY = { on: [status.UNAVAILABLE, status.DEADLINE_EXCEEDED], attempts: 20 };
+/** A call the failover holds up times out after this, and is sent again (DEADLINE_EXCEEDED is retried). */
+const COMMAND_DEADLINE_MS = 5_000;
 
 // ---------------------------------------------------------------------------------------------
-// Watchers of every change that resume after the last position they saw whenever their stream
-// ends, as a client of the firehose does.
-
-const MAX_RESUMES = 100;
-
-class ResumingWatcher {
-  readonly updates: EvaluationUpdate[] = [];
-  /** How each of its streams ended: "UNAVAILABLE: …". */
-  readonly endings: string[] = [];
-  /** The position it started after: the one asked for, or its first caught-up marker's. */
-  from: bigint | undefined;
-  /** The highest position an update, progress or caught-up message carried (where to resume). */
-  reached: bigint;
-  private current: ClientReadableStream<WatchEvaluationsResponse> | undefined;
-  private stopped = false;
-  private failure: Error | undefined;
-  private inARow = 0;
-  private readonly waiters = new Set<{ ready: () => boolean; resolve: () => void; reject: (e: Error) => void }>();
-
-  constructor(
-    private readonly query: EvaluationQueryServiceClient,
-    readonly name: string,
-    after: bigint | undefined,
-  ) {
-    this.from = after;
-    this.reached = after ?? 0n;
-    this.open(after);
-  }
-
-  private open(after: bigint | undefined): void {
-    const stream = this.query.watchEvaluations({
-      statuses: [],
-      evalIds: [],
-      ...(after !== undefined ? { afterPosition: after.toString() } : {}),
-    });
-    this.current = stream;
-    let ended = false;
-    const see = (position: string): void => {
-      if (BigInt(position) > this.reached) this.reached = BigInt(position);
-    };
-    stream.on('data', (message: WatchEvaluationsResponse) => {
-      this.inARow = 0;
-      if (message.update !== undefined) {
-        this.updates.push(message.update);
-        see(message.update.position);
-      } else if (message.progress !== undefined) {
-        see(message.progress.position);
-      } else if (message.caughtUp !== undefined) {
-        this.from ??= BigInt(message.caughtUp.position);
-        see(message.caughtUp.position);
-      }
-      this.notify();
-    });
-    const end = (how: string): void => {
-      if (ended) return;
-      ended = true;
-      if (this.stopped) return;
-      this.endings.push(how);
-      if (this.endings.length > MAX_RESUMES) {
-        this.fail(
-          new Error(`${this.name}: more than ${MAX_RESUMES} resumes; last ends: ${this.endings.slice(-3).join(' / ')}`),
-        );
-        return;
-      }
-      this.inARow += 1;
-      // A live watcher that never caught up starts live again; any other resumes after what it saw.
-      const resumeAfter = this.from === undefined ? undefined : this.reached;
-      setTimeout(() => this.stopped || this.open(resumeAfter), Math.min(1000, 50 * (this.inARow - 1)));
-    };
-    stream.on('error', (err: ServiceError) => end(`${status[err.code] ?? err.code}: ${err.details}`));
-    // 'end' can come before the status; an error, if any, arrives as 'error' first.
-    stream.on('end', () => setImmediate(() => end('OK (the server ended the stream)')));
-  }
-
-  private notify(): void {
-    for (const waiter of [...this.waiters]) {
-      if (!waiter.ready()) continue;
-      this.waiters.delete(waiter);
-      waiter.resolve();
-    }
-  }
-
-  private fail(err: Error): void {
-    this.failure = err;
-    for (const waiter of [...this.waiters]) waiter.reject(err);
-    this.waiters.clear();
-  }
-
-  private waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<void> {
-    if (ready()) return Promise.resolve();
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(waiter);
-        reject(
-          new Error(
-            `${this.name}: no ${what} within ${timeoutMs / 1000}s (reached ${this.reached}, ` +
-              `${this.endings.length} resumes, last ends: ${this.endings.slice(-3).join(' / ') || 'none'})`,
-          ),
-        );
-      }, timeoutMs);
-      const waiter = {
-        ready,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (err: Error) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      this.waiters.add(waiter);
-    });
-  }
-
-  whenCaughtUp(timeoutMs = 20_000): Promise<void> {
-    return this.waitFor('caught-up marker', () => this.from !== undefined, timeoutMs);
-  }
-
-  whenReached(position: bigint, timeoutMs = 30_000): Promise<void> {
-    return this.waitFor(`position ${position}`, () => this.reached >= position, timeoutMs);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.current?.cancel();
-  }
-
-  /** What it got is the log after where it started: every change once, in position order. */
-  expectSawLog(log: readonly LoggedEvent[]): void {
-    if (this.from === undefined) throw new Error(`${this.name} never caught up`);
-    expectSameAsLog(this.updates, log, this.from, `${this.name} (after ${this.from}, ${this.endings.length} resumes)`);
-  }
-}
 
 /** What a service logged at warn or error since `from` (an offset in its log): "msg ×n", by message. */
 function warnings(service: RunningService, from: number): string {
@@ -771,7 +507,7 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
 
     // Part 1: the primary dies a third of the way in; the rest runs while the cluster fails over.
     const plans1 = plansFor('kill', 240);
-    const burst1 = startBurst(command, plans1, 8);
+    const burst1 = startAckedBurst(command, plans1, { concurrency: 8, retry: RETRY, deadlineMs: COMMAND_DEADLINE_MS });
     await burst1.whenAcked(80);
     expect(burst1.acks.length, 'commands acknowledged before the kill').to.be.at.least(80);
     const keysBefore = await keysCount(victim);
@@ -801,12 +537,12 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
 
     // Part 2: commands on the cluster after the failover.
     const plans2 = plansFor('after-kill', 120);
-    const burst2 = startBurst(command, plans2, 8);
+    const burst2 = startAckedBurst(command, plans2, { concurrency: 8, retry: RETRY, deadlineMs: COMMAND_DEADLINE_MS });
     await burst2.done;
 
     const { log, head } = await headOfLog();
-    expectAcksInLog(burst1, plans1, log);
-    expectAcksInLog(burst2, plans2, log);
+    expectBurstInLog(burst1, plans1, log);
+    expectBurstInLog(burst2, plans2, log);
     await Promise.all(watchers.map((w) => w.whenReached(head, 30_000)));
     for (const w of watchers) w.expectSawLog(log);
     await expectConsistent(head);
@@ -904,7 +640,7 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
         } catch (err) {
           const e = err as ServiceError;
           const code = status[e.code] ?? String(e.code);
-          if (!RETRYABLE.has(e.code) || attempt >= MAX_ATTEMPTS) {
+          if (!RETRY.on.includes(e.code) || attempt >= RETRY.attempts) {
             readProblems.push(
               `GetEvaluation ${ack.evalId} at ${ack.position} (attempt ${attempt}): ${code} ${e.details}`,
             );
@@ -917,7 +653,12 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
     };
 
     const plans = plansFor('reshard', 360);
-    const burst = startBurst(command, plans, 6, (ack) => reads.push(readBack(ack)));
+    const burst = startAckedBurst(command, plans, {
+      concurrency: 6,
+      retry: RETRY,
+      deadlineMs: COMMAND_DEADLINE_MS,
+      onAck: (ack) => reads.push(readBack(ack)),
+    });
     await burst.whenAcked(40);
     const migrations: string[] = [];
     for (const move of moves) {
@@ -952,7 +693,7 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
           .map((s, i) => `      ${i === 0 ? 'command' : 'query'} service: ${warnings(s, logFrom[i] ?? 0)}`)
           .join('\n'),
     );
-    expectAcksInLog(burst, plans, log);
+    expectBurstInLog(burst, plans, log);
     expect(migratedAt, 'commands acknowledged when the last slot had moved (the burst went on after)').to.be.lessThan(
       burst.acks.length,
     );

@@ -5,47 +5,10 @@ import { expect } from 'chai';
 import { load } from 'js-yaml';
 import { call, expectError } from '../support/clients';
 import { aSubmission } from '../support/requests';
-import type { RunningService } from '../support/processes';
+import { metricsPortOf, scrape, valueOf } from '../support/metrics-scrape';
 import { startServices, type RunningServices } from '../support/services';
 
 const ROOT = join(__dirname, '..', '..', '..');
-
-/** The metrics port a service logged in its "listening" line. */
-function metricsPortOf(service: RunningService): number {
-  for (const line of service.logs().split('\n')) {
-    if (!line.includes('"listening"')) continue;
-    const port = (JSON.parse(line) as { metricsPort?: number }).metricsPort;
-    if (port !== undefined) return port;
-  }
-  throw new Error(`no metricsPort in the listening line:\n${service.logs()}`);
-}
-
-/** One scrape: every sample by its series (name and labels, as Prometheus writes it), and the families' types. */
-async function scrape(port: number): Promise<{ samples: Map<string, number>; families: Map<string, string> }> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(response.status).to.equal(200);
-  expect(response.headers.get('content-type')).to.contain('text/plain');
-  const samples = new Map<string, number>();
-  const families = new Map<string, string>();
-  for (const line of (await response.text()).split('\n')) {
-    const type = /^# TYPE (\S+) (\S+)$/.exec(line);
-    if (type !== null) families.set(type[1] as string, type[2] as string);
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return { samples, families };
-}
-
-/** The value of the one series of `name` whose labels include every one of `labels`. */
-function valueOf(samples: Map<string, number>, name: string, labels: Record<string, string> = {}): number | undefined {
-  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
-  for (const [series, value] of samples) {
-    if (series !== name && !series.startsWith(`${name}{`)) continue;
-    if (wanted.every((label) => series.includes(label))) return value;
-  }
-  return undefined;
-}
 
 /** Metric names a PromQL expression uses (ours and the process' own). */
 function metricNamesIn(expression: string): string[] {

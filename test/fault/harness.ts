@@ -15,32 +15,46 @@ import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { Client } from 'pg';
 import { encodeChange } from '../../shared/changes';
-import { EVENT_TYPE_TO_PROTO, parseStatus, statusToProto } from '../../shared/domain';
-import {
-  FailureReason,
-  Severity,
-  ViolationType,
-  type EvaluationStatus,
-  type EventType,
-  type EvaluationUpdate,
-} from '../../shared/generated/crucible/storage/v1/evaluation';
+import { parseStatus, statusToProto } from '../../shared/domain';
+import type { EvaluationStatus } from '../../shared/generated/crucible/storage/v1/evaluation';
 import type { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import type {
-  EvaluationQueryServiceClient,
-  WatchEvaluationResponse,
-  WatchEvaluationsRequest,
-  WatchEvaluationsResponse,
-} from '../../shared/generated/crucible/storage/v1/query_service';
+import type { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
+import { runPlans } from '../support/bursts';
 import { call, createClients, type Clients } from '../support/clients';
+import { plansFor, runStep, type Plan, type Step } from '../support/commands';
+import { readEventLog, withDatabase } from '../support/event-log';
 import { startService, waitForServing, type RunningService } from '../support/processes';
 import { freePort, startPrivateStack, type PrivateStack } from '../support/private-servers';
+import { cancelOpenStreams, Recorder, track } from '../support/watchers';
 
 /**
  * What the fault specs share: services as processes, bursts of commands, watchers that record
  * everything they receive, and the event log in PostgreSQL as the reference to compare with.
  */
+
+// The commands, the event log and the watchers live in test/support, shared with the cluster
+// and e2e specs; they are exported here too, so that a fault spec finds all it needs in one place.
+export { plansFor, runStep, type CommandResult, type Plan, type Step, type StepOptions } from '../support/commands';
+export {
+  describeLogged,
+  describeUpdate,
+  expectSameAsLog,
+  logEventType,
+  readEventLog,
+  withDatabase,
+  type LoggedEvent,
+} from '../support/event-log';
+export {
+  cancelOpenStreams,
+  readFirehoseThrough,
+  recordEvaluationWatch,
+  recordFirehose,
+  Recorder,
+  type EvaluationWatchRecord,
+  type FirehoseRecord,
+  type StreamRecord,
+} from '../support/watchers';
 
 export const COMMAND_SERVICE = 'crucible.storage.v1.EvaluationCommandService';
 export const QUERY_SERVICE = 'crucible.storage.v1.EvaluationQueryService';
@@ -131,141 +145,6 @@ export function startQueryService(env: Record<string, string>, timeoutMs = 30_00
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-/** `metrics` and `violation` record without moving the status (RecordMetrics, RecordSecurityEvent). */
-export type Step = 'submit' | 'start' | 'complete' | 'fail' | 'cancel' | 'metrics' | 'violation';
-
-/** One evaluation's life as a list of commands, run in order. */
-export interface Plan {
-  readonly evalId: string;
-  readonly steps: readonly Step[];
-}
-
-const SHAPES: readonly (readonly Step[])[] = [
-  ['submit', 'start', 'metrics', 'complete'],
-  ['submit', 'start', 'violation', 'fail'],
-  ['submit', 'cancel'],
-  ['submit', 'metrics', 'start', 'cancel'],
-];
-
-/** Languages and executors the plans spread over, so that the facet indexes and queue counts move too. */
-const LANGUAGES = ['python', 'go', 'rust'];
-const spread = <T>(evalId: string, values: readonly T[]): T => {
-  let hash = 0;
-  for (const c of evalId) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-  return values[hash % values.length] as T;
-};
-
-/** Plans for evaluations `<prefix>-0`, `<prefix>-1` …, cycling through four life shapes, with at least `commands` commands in all. */
-export function plansFor(prefix: string, commands: number): Plan[] {
-  const plans: Plan[] = [];
-  for (let total = 0, i = 0; total < commands; i += 1) {
-    const shape = SHAPES[i % SHAPES.length] ?? SHAPES[0] ?? [];
-    const steps = shape.slice(0, Math.min(shape.length, commands - total));
-    plans.push({ evalId: `${prefix}-${i}`, steps });
-    total += steps.length;
-  }
-  return plans;
-}
-
-export interface CommandResult {
-  readonly evalId: string;
-  readonly revision: string;
-  readonly position: string;
-}
-
-export interface StepOptions {
-  readonly requestId?: string;
-  readonly metadata?: Record<string, unknown>;
-  readonly deadlineMs?: number;
-}
-
-/** Runs one command of an evaluation's life through the command service. */
-export function runStep(
-  command: EvaluationCommandServiceClient,
-  evalId: string,
-  step: Step,
-  options: StepOptions = {},
-): Promise<CommandResult> {
-  const requestId = options.requestId ?? '';
-  const deadline = options.deadlineMs ?? 15_000;
-  switch (step) {
-    case 'submit':
-      return call(
-        command,
-        command.submitEvaluation,
-        {
-          evalId,
-          code: `print(${JSON.stringify(evalId)})`,
-          language: spread(evalId, LANGUAGES),
-          engine: 'docker',
-          timeoutSeconds: 60,
-          metadata: options.metadata ?? { suite: 'fault' },
-          requestId,
-        },
-        deadline,
-      );
-    case 'start':
-      return call(
-        command,
-        command.startEvaluation,
-        { evalId, executorId: spread(evalId, ['executor-1', 'executor-2']), containerId: `c-${evalId}`, requestId },
-        deadline,
-      );
-    case 'complete':
-      return call(
-        command,
-        command.completeEvaluation,
-        { evalId, output: Buffer.from(`${evalId} done\n`), exitCode: 0, requestId },
-        deadline,
-      );
-    case 'fail':
-      return call(
-        command,
-        command.failEvaluation,
-        { evalId, error: `${evalId} broke`, exitCode: 3, reason: FailureReason.FAILURE_REASON_ERROR, requestId },
-        deadline,
-      );
-    case 'cancel':
-      return call(command, command.cancelEvaluation, { evalId, reason: 'fault test', requestId }, deadline);
-    case 'metrics':
-      return call(
-        command,
-        command.recordMetrics,
-        {
-          evalId,
-          metrics: [
-            { name: 'loss', value: 0.5, unit: '', step: '1' },
-            { name: 'loss', value: 0.25, unit: '', step: '2' },
-            { name: 'eval/accuracy', value: 0.75, unit: '%' },
-          ],
-          requestId,
-        },
-        deadline,
-      );
-    case 'violation':
-      return call(
-        command,
-        command.recordSecurityEvent,
-        {
-          resourceViolation: {
-            evalId,
-            containerId: `c-${evalId}`,
-            violationType: ViolationType.VIOLATION_TYPE_MEMORY,
-            details: { observedBytes: 1024 },
-            actionTaken: 'logged',
-            severity: Severity.SEVERITY_LOW,
-          },
-          requestId,
-        },
-        deadline,
-      );
-    default: {
-      const unreachable: never = step;
-      throw new Error(`unknown step ${String(unreachable)}`);
-    }
-  }
-}
-
 export interface CommandFailure {
   readonly evalId: string;
   readonly step: Step;
@@ -308,28 +187,18 @@ export function startBurst(
       }
     }
   };
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let plan = plans[next++]; plan !== undefined; plan = plans[next++]) {
-      for (const step of plan.steps) {
-        try {
-          await runStep(
-            command,
-            plan.evalId,
-            step,
-            options.metadata !== undefined ? { metadata: options.metadata } : {},
-          );
-          succeeded += 1;
-          settle();
-        } catch (err) {
-          failures.push({ evalId: plan.evalId, step, error: err as ServiceError });
-          break;
-        }
-      }
+  const runOne = async (plan: Plan, step: Step): Promise<boolean> => {
+    try {
+      await runStep(command, plan.evalId, step, options.metadata !== undefined ? { metadata: options.metadata } : {});
+      succeeded += 1;
+      settle();
+      return true;
+    } catch (err) {
+      failures.push({ evalId: plan.evalId, step, error: err as ServiceError });
+      return false;
     }
   };
-  const concurrency = options.concurrency ?? 8;
-  const done = Promise.all(Array.from({ length: concurrency }, () => worker())).then(() => {
+  const done = runPlans(plans, options.concurrency ?? 8, runOne).then(() => {
     for (const waiter of waiters.splice(0)) {
       waiter.reject(new Error(`the burst ended after ${succeeded} successful commands, before ${waiter.count}`));
     }
@@ -410,38 +279,6 @@ export function describeFailures(failures: readonly CommandFailure[]): string {
 // ---------------------------------------------------------------------------------------------
 // The event log in PostgreSQL: the reference every read model and watcher is compared with.
 
-export interface LoggedEvent {
-  readonly position: bigint;
-  readonly evalId: string;
-  readonly revision: bigint;
-  readonly eventType: string;
-}
-
-export async function withDatabase<T>(databaseUrl: string, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: databaseUrl, application_name: 'crucible-fault-test' });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-export function readEventLog(databaseUrl: string): Promise<LoggedEvent[]> {
-  return withDatabase(databaseUrl, async (client) => {
-    const { rows } = await client.query<{ position: string; eval_id: string; revision: string; event_type: string }>(
-      `SELECT e.position::text AS position, e.eval_id, e.revision::text AS revision, e.event_type FROM evaluation_events e ORDER BY e.position`,
-    );
-    return rows.map((r) => ({
-      position: BigInt(r.position),
-      evalId: r.eval_id,
-      revision: BigInt(r.revision),
-      eventType: r.event_type,
-    }));
-  });
-}
-
 export interface StoredEvaluation {
   readonly evalId: string;
   readonly status: string;
@@ -462,13 +299,6 @@ export function wireStatus(stored: string): EvaluationStatus {
   const status = parseStatus(stored);
   if (status === undefined) throw new Error(`unknown stored status ${stored}`);
   return statusToProto(status);
-}
-
-/** The wire's EventType as the log spells it (EVENT_TYPE_EVALUATION_QUEUED → EvaluationQueued). */
-export function logEventType(eventType: EventType): string {
-  return (
-    Object.entries(EVENT_TYPE_TO_PROTO).find(([, wire]) => wire === eventType)?.[0] ?? `unknown event type ${eventType}`
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,292 +394,6 @@ export async function pollUntil(
     if (await check()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
     await sleep(intervalMs);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Watchers that record everything.
-
-interface Waiter {
-  readonly ready: () => boolean;
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
-}
-
-/**
- * Streams still open. A grpc-js client's close() lets ongoing calls finish, so a stream left
- * open by a failed test would keep mocha's process alive for good: after hooks cancel them all.
- */
-const openStreams = new Set<{ cancel(): void }>();
-
-function track(stream: ClientReadableStream<unknown>): void {
-  openStreams.add(stream);
-  const forget = (): void => void openStreams.delete(stream);
-  stream.once('error', forget);
-  stream.once('end', forget);
-  stream.once('close', forget);
-}
-
-/** Cancels every stream a recorder opened and that is still open (for after hooks). */
-export function cancelOpenStreams(): void {
-  for (const stream of [...openStreams]) stream.cancel();
-  openStreams.clear();
-}
-
-/** Waiters on a condition over what a recorder saw, woken by `notify` (no polling). */
-export class Recorder {
-  private readonly waiters: Waiter[] = [];
-  ended: ServiceError | 'ok' | undefined;
-
-  notify(): void {
-    for (const waiter of [...this.waiters]) {
-      if (waiter.ready()) {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        waiter.resolve();
-      }
-    }
-  }
-
-  end(result: ServiceError | 'ok'): void {
-    this.ended = result;
-    this.notify();
-    for (const waiter of this.waiters.splice(0)) {
-      waiter.reject(
-        new Error(`the stream ended (${result === 'ok' ? 'OK' : `${status[result.code]}: ${result.details}`}) first`),
-      );
-    }
-  }
-
-  waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<void> {
-    if (ready()) return Promise.resolve();
-    if (this.ended !== undefined) return Promise.reject(new Error(`the stream ended before ${what}`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        reject(new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`));
-      }, timeoutMs);
-      const waiter: Waiter = {
-        ready,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      this.waiters.push(waiter);
-    });
-  }
-}
-
-export interface StreamRecord {
-  /** Updates in the order received. */
-  readonly updates: EvaluationUpdate[];
-  /** How the stream ended: undefined while open, 'ok' for a clean end, or the error. */
-  readonly ended: ServiceError | 'ok' | undefined;
-  /** Resolves when the stream ended (never rejects). */
-  readonly finished: Promise<ServiceError | 'ok'>;
-  readonly call: ClientReadableStream<unknown>;
-  cancel(): void;
-}
-
-export interface FirehoseRecord extends StreamRecord {
-  readonly request: Partial<WatchEvaluationsRequest>;
-  /** The highest position an update, progress or caught-up message carried (resume point). */
-  readonly reached: bigint;
-  readonly caughtUpAt: bigint | undefined;
-  whenReached(position: bigint, timeoutMs?: number): Promise<void>;
-  whenCaughtUp(timeoutMs?: number): Promise<void>;
-}
-
-export function recordFirehose(
-  query: EvaluationQueryServiceClient,
-  request: Partial<WatchEvaluationsRequest>,
-): FirehoseRecord {
-  const stream = query.watchEvaluations({ statuses: [], evalIds: [], ...request });
-  track(stream);
-  const recorder = new Recorder();
-  const updates: EvaluationUpdate[] = [];
-  let reached = BigInt(request.afterPosition ?? '0');
-  let caughtUpAt: bigint | undefined;
-  const see = (position: string | undefined): void => {
-    if (position !== undefined && BigInt(position) > reached) reached = BigInt(position);
-  };
-  stream.on('data', (message: WatchEvaluationsResponse) => {
-    if (message.update !== undefined) {
-      updates.push(message.update);
-      see(message.update.position);
-    } else if (message.progress !== undefined) {
-      see(message.progress.position);
-    } else if (message.caughtUp !== undefined) {
-      caughtUpAt ??= BigInt(message.caughtUp.position);
-      see(message.caughtUp.position);
-    }
-    recorder.notify();
-  });
-  const finished = new Promise<ServiceError | 'ok'>((resolve) => {
-    stream.on('error', (err: ServiceError) => {
-      recorder.end(err);
-      resolve(err);
-    });
-    stream.on('end', () => {
-      // 'end' can precede the status; an error (if any) arrives as 'error' instead.
-      setImmediate(() => {
-        if (recorder.ended === undefined) {
-          recorder.end('ok');
-          resolve('ok');
-        }
-      });
-    });
-  });
-  return {
-    request,
-    updates,
-    get ended() {
-      return recorder.ended;
-    },
-    finished,
-    call: stream,
-    cancel: () => stream.cancel(),
-    get reached() {
-      return reached;
-    },
-    get caughtUpAt() {
-      return caughtUpAt;
-    },
-    whenReached: (position, timeoutMs = 30_000) =>
-      recorder.waitFor(`position ${position} (reached ${reached})`, () => reached >= position, timeoutMs),
-    whenCaughtUp: (timeoutMs = 30_000) =>
-      recorder.waitFor('the caught-up marker', () => caughtUpAt !== undefined, timeoutMs),
-  };
-}
-
-export interface EvaluationWatchRecord extends StreamRecord {
-  /** The highest revision received. */
-  readonly lastRevision: bigint;
-  whenRevision(revision: bigint, timeoutMs?: number): Promise<void>;
-}
-
-export function recordEvaluationWatch(
-  query: EvaluationQueryServiceClient,
-  evalId: string,
-  afterRevision?: bigint,
-): EvaluationWatchRecord {
-  const stream = query.watchEvaluation({
-    evalId,
-    ...(afterRevision !== undefined ? { afterRevision: afterRevision.toString() } : {}),
-  });
-  track(stream);
-  const recorder = new Recorder();
-  const updates: EvaluationUpdate[] = [];
-  let lastRevision = afterRevision ?? 0n;
-  stream.on('data', (message: WatchEvaluationResponse) => {
-    if (message.update !== undefined) {
-      updates.push(message.update);
-      if (BigInt(message.update.revision) > lastRevision) lastRevision = BigInt(message.update.revision);
-    }
-    recorder.notify();
-  });
-  const finished = new Promise<ServiceError | 'ok'>((resolve) => {
-    stream.on('error', (err: ServiceError) => {
-      recorder.end(err);
-      resolve(err);
-    });
-    stream.on('end', () => {
-      setImmediate(() => {
-        if (recorder.ended === undefined) {
-          recorder.end('ok');
-          resolve('ok');
-        }
-      });
-    });
-  });
-  return {
-    updates,
-    get ended() {
-      return recorder.ended;
-    },
-    finished,
-    call: stream,
-    cancel: () => stream.cancel(),
-    get lastRevision() {
-      return lastRevision;
-    },
-    whenRevision: (revision, timeoutMs = 30_000) =>
-      recorder.waitFor(
-        `revision ${revision} of ${evalId} (last ${lastRevision})`,
-        () => lastRevision >= revision,
-        timeoutMs,
-      ),
-  };
-}
-
-/** Statuses a firehose client resumes on (from its last position). */
-const RESUMABLE = ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'];
-
-/**
- * Everything a firehose client gets up to `head`, as a client that resumes would: when the
- * stream ends with a resumable status it opens a new one after the last position it reached
- * (at most `maxResumes` times). Fails on any other end. Returns the updates and how many
- * times it resumed.
- */
-export async function readFirehoseThrough(
-  query: EvaluationQueryServiceClient,
-  first: FirehoseRecord,
-  head: bigint,
-  maxResumes = 5,
-  timeoutMs = 60_000,
-): Promise<{ updates: EvaluationUpdate[]; resumes: number }> {
-  const updates: EvaluationUpdate[] = [];
-  let record = first;
-  for (let resumes = 0; ; resumes += 1) {
-    const outcome = await Promise.race([
-      record.whenReached(head, timeoutMs).then(() => 'reached' as const),
-      record.finished,
-    ]);
-    updates.push(...record.updates);
-    if (outcome === 'reached') {
-      record.cancel();
-      return { updates, resumes };
-    }
-    const code = outcome === 'ok' ? 'OK' : (status[outcome.code] ?? String(outcome.code));
-    expect(code, `the firehose ended before position ${head} (reached ${record.reached})`).to.be.oneOf(RESUMABLE);
-    expect(resumes, 'resumes').to.be.lessThan(maxResumes);
-    record = recordFirehose(query, { ...first.request, afterPosition: record.reached.toString() });
-  }
-}
-
-/** Short form of updates for assertion messages and comparisons: "position evalId@revision EventType". */
-export function describeUpdate(u: EvaluationUpdate): string {
-  return `${u.position} ${u.evaluation?.evalId ?? '?'}@${u.revision} ${logEventType(u.eventType)}`;
-}
-
-export function describeLogged(e: LoggedEvent): string {
-  return `${e.position} ${e.evalId}@${e.revision} ${e.eventType}`;
-}
-
-/**
- * The updates a firehose delivered equal the log after `after`, one for one: same positions
- * (so no gap and no duplicate), same evaluation and revision at each.
- */
-export function expectSameAsLog(
-  updates: readonly EvaluationUpdate[],
-  log: readonly LoggedEvent[],
-  after = 0n,
-  what = 'firehose',
-): void {
-  const expected = log.filter((e) => e.position > after).map(describeLogged);
-  const actual = updates.map(describeUpdate);
-  if (actual.length !== expected.length || actual.some((a, i) => a !== expected[i])) {
-    const firstDiff = actual.findIndex((a, i) => a !== expected[i]);
-    const at = firstDiff === -1 ? Math.min(actual.length, expected.length) : firstDiff;
-    throw new Error(
-      `${what}: ${actual.length} updates vs ${expected.length} events in the log; first difference at index ${at}: ` +
-        `got ${actual.slice(Math.max(0, at - 2), at + 3).join(', ') || '(none)'}, ` +
-        `expected ${expected.slice(Math.max(0, at - 2), at + 3).join(', ') || '(none)'}`,
-    );
   }
 }
 
