@@ -59,6 +59,28 @@ describe('e2e: Prometheus metrics (COMMAND_METRICS_PORT, QUERY_METRICS_PORT), th
     expect(valueOf(samples, 'process_resident_memory_bytes')).to.be.greaterThan(0);
   });
 
+  it("counts how the command service's recent states served commands: a start after the submit needs no load", async () => {
+    const { command } = services.clients;
+    const guesses = async (): Promise<Record<string, number | undefined>> => {
+      const { samples } = await scrape(commandPort);
+      const of = (result: string): number | undefined =>
+        valueOf(samples, 'crucible_command_state_guesses_total', { result });
+      return { hit: of('hit'), miss: of('miss'), reloaded: of('reloaded') };
+    };
+    const before = await guesses();
+    await call(command, command.submitEvaluation, aSubmission({ evalId: 'metrics-guess' }));
+    await call(command, command.startEvaluation, {
+      evalId: 'metrics-guess',
+      executorId: 'exec-metrics',
+      containerId: 'c-1',
+      requestId: 'metrics-guess-start',
+    });
+    const after = await guesses();
+    expect((after.hit ?? 0) - (before.hit ?? 0), 'hits').to.equal(1);
+    expect(after.miss, 'misses').to.equal(before.miss);
+    expect(after.reloaded, 'reloaded').to.equal(before.reloaded);
+  });
+
   it('shows the projection caught up, lookups by code, and each open stream until it ends', async () => {
     const { command, query } = services.clients;
     const submitted = await call(command, command.submitEvaluation, aSubmission({ evalId: 'metrics-2' }));
