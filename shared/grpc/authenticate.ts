@@ -1,10 +1,9 @@
 import {
   status as Status,
-  Metadata,
-  ResponderBuilder,
-  ServerInterceptingCall,
-  ServerListenerBuilder,
-  type ServerInterceptor,
+  type Metadata,
+  type ServerInterceptingCall,
+  type ServerMethodDefinition,
+  type StatusObject,
 } from '@grpc/grpc-js';
 import type { Admission, Gate } from '../auth';
 import { toStatus } from './status';
@@ -14,70 +13,104 @@ import type { RpcMetrics } from './rpc-metrics';
 /** Services every caller may use without a credential: they describe the server, never its data. */
 const OPEN_SERVICES = ['/grpc.health.v1.Health/', '/grpc.reflection.'];
 
-/** What the authenticating interceptor hands the call adapters: the caller of each call, by its metadata. */
-export interface Admissions {
-  readonly interceptor: ServerInterceptor;
-  /** The admission of the call whose metadata this is; undefined for a call the interceptor did not admit. */
-  of(metadata: Metadata): Admission | undefined;
+/** The call a {@link CallAuthentication} admits (the server's guard, grpc/guard.ts). */
+export interface AuthenticatingCall {
+  getAuthContext(): ReturnType<ServerInterceptingCall['getAuthContext']>;
+  getPeer(): string;
+  /** The caller is admitted: its metadata go on to the handler, which only then asks for the request. */
+  passMetadata(metadata: Metadata): void;
+  sendStatus(status: StatusObject): void;
 }
 
 /**
- * Runs the gate on a call's metadata, before anything else of the call happens: its metadata
+ * The gate of a server's calls, and the caller of each call it admitted, by the call's metadata
+ * (the call adapters of handlers.ts find it there).
+ */
+export class Admissions {
+  private readonly admitted = new WeakMap<Metadata, Admission>();
+
+  constructor(
+    readonly gate: Gate,
+    readonly log: CallLog,
+    readonly rpc: RpcMetrics,
+  ) {}
+
+  /** The admission of the call whose metadata this is; undefined for a call the guard did not admit. */
+  of(metadata: Metadata): Admission | undefined {
+    return this.admitted.get(metadata);
+  }
+
+  /** What authenticates one call; undefined for a call to an open service (health, reflection). */
+  begin(method: ServerMethodDefinition<unknown, unknown>, name: string): CallAuthentication | undefined {
+    if (OPEN_SERVICES.some((prefix) => method.path.startsWith(prefix))) return undefined;
+    const kind = method.requestStream || method.responseStream ? 'stream' : 'unary';
+    return new CallAuthentication(this, name, kind, this.rpc.begin(name, method.responseStream));
+  }
+
+  /** Called by CallAuthentication only. */
+  remember(metadata: Metadata, admission: Admission): void {
+    this.admitted.set(metadata, admission);
+  }
+}
+
+/**
+ * Runs the gate on one call's metadata, before anything else of the call happens: its metadata
  * reach the handler (which only then asks for the request) once the caller is admitted, so a
  * call refused (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED) never has its request
  * read or decoded, and takes no share of the byte budget. The admission travels to the call
  * adapter with the metadata; what it holds (an open stream) is released when the call ends.
- * Every call it sees is counted in `rpc` with the status it ended with (its own interceptor
- * would cost each open stream another set of listeners).
+ * Every call it sees is counted in `rpc` with the status it ended with.
  */
-export function authenticateCalls(gate: Gate, log: CallLog, rpc: RpcMetrics): Admissions {
-  const admissions = new WeakMap<Metadata, Admission>();
-  const interceptor: ServerInterceptor = (method, next) => {
-    if (OPEN_SERVICES.some((prefix) => method.path.startsWith(prefix))) return new ServerInterceptingCall(next);
-    const name = method.path.slice(method.path.lastIndexOf('/') + 1);
-    const kind = method.requestStream || method.responseStream ? 'stream' : 'unary';
-    const counted = rpc.begin(name, method.responseStream);
-    let admission: Admission | undefined;
-    let ended = false;
-    const end = (code: Status): void => {
-      ended = true;
-      admission?.release();
-      counted(code);
-    };
-    const listener = new ServerListenerBuilder()
-      .withOnReceiveMetadata((metadata, pass) => {
-        gate
-          .admit(name, { metadata, certificate: call.getAuthContext().sslPeerCertificate, peer: call.getPeer() }, kind)
-          .then(
-            (admitted) => {
-              admission = admitted;
-              if (ended) {
-                admitted.release();
-                return;
-              }
-              admissions.set(metadata, admitted);
-              pass(metadata);
-            },
-            (err: unknown) => {
-              if (!ended) call.sendStatus(toStatus(err, log, name));
-            },
-          );
-      })
-      // grpc-js ends a call past its deadline by itself, unseen by sendStatus: what is heard
-      // then is the cancel, and it is a deadline.
-      .withOnCancel(() => end(pastDeadline(call.getDeadline()) ? Status.DEADLINE_EXCEEDED : Status.CANCELLED))
-      .build();
-    const responder = new ResponderBuilder()
-      .withStart((start) => start(listener))
-      .withSendStatus((status, pass) => {
-        end(status.code);
-        pass(status);
-      })
-      .build();
-    const call = new ServerInterceptingCall(next, responder);
-    return call;
-  };
-  return { interceptor, of: (metadata) => admissions.get(metadata) };
+export class CallAuthentication {
+  private admission: Admission | undefined;
+  private over = false;
+
+  constructor(
+    private readonly admissions: Admissions,
+    private readonly name: string,
+    private readonly kind: 'unary' | 'stream',
+    private readonly counted: (code: Status) => void,
+  ) {}
+
+  metadata(metadata: Metadata, call: AuthenticatingCall): void {
+    const { gate, log } = this.admissions;
+    gate
+      .admit(
+        this.name,
+        { metadata, certificate: call.getAuthContext().sslPeerCertificate, peer: call.getPeer() },
+        this.kind,
+      )
+      .then(
+        (admitted) => {
+          this.admission = admitted;
+          if (this.over) {
+            admitted.release();
+            return;
+          }
+          this.admissions.remember(metadata, admitted);
+          call.passMetadata(metadata);
+        },
+        (err: unknown) => {
+          if (!this.over) call.sendStatus(toStatus(err, log, this.name));
+        },
+      );
+  }
+
+  /** The call ended with `code`: the first end counts, and releases what the admission holds. */
+  ended(code: Status): void {
+    if (this.over) return;
+    this.over = true;
+    this.admission?.release();
+    this.counted(code);
+  }
+
+  /**
+   * The call ended without a status of ours: the client went away, or grpc-js ended it past its
+   * deadline by itself (unseen by sendStatus), which is a deadline.
+   */
+  cancelled(deadline: Date | number): void {
+    this.ended(pastDeadline(deadline) ? Status.DEADLINE_EXCEEDED : Status.CANCELLED);
+  }
 }
 
 function pastDeadline(deadline: Date | number): boolean {

@@ -11,15 +11,16 @@ import {
 import type { Caller, Gate } from '../auth';
 import { DeadlineError, PermissionDeniedError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logging';
-import { authenticateCalls, type Admissions } from './authenticate';
+import { Admissions } from './authenticate';
 import { createCallLog, type CallLog } from './call-log';
 import { toStatus } from './status';
 import { NO_RPC_METRICS, type RpcMetrics } from './rpc-metrics';
 import { NO_TRACING, type Tracing } from '../tracing';
 
 /**
- * What every call of a server goes through: the gate (run on its metadata by `admissions`'
- * interceptor, which createGrpcServer installs) before its handler, the log after.
+ * What every call of a server goes through: the gate (run on its metadata by the server's guard,
+ * grpc/guard.ts, which createGrpcServer installs, through `admissions`) before its handler, the
+ * log after.
  */
 export interface Calls {
   readonly log: CallLog;
@@ -36,7 +37,7 @@ export function createCalls(
   tracing: Tracing = NO_TRACING,
 ): Calls {
   const log = createCallLog(logger);
-  return { log, gate, admissions: authenticateCalls(gate, log, rpc), tracing };
+  return { log, gate, admissions: new Admissions(gate, log, rpc), tracing };
 }
 
 /** What a handler may know of its call: a signal that fires when the client goes away. */

@@ -14,9 +14,10 @@ import {
 import type { Logger } from '../logging';
 import type { ServerAccess } from './access';
 import type { Calls } from './handlers';
-import { admitRequests, measuredDefinition } from './admission';
+import { measuredDefinition } from './admission';
+import { guardCalls } from './guard';
 import { createByteBudget, type ByteBudget } from './byte-budget';
-import { refuseMalformedCalls, tolerantDefinition } from './malformed';
+import { tolerantDefinition } from './malformed';
 
 export interface ServiceRegistration {
   /** Full service name, e.g. "crucible.storage.v1.EvaluationQueryService". */
@@ -95,17 +96,15 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     // No channelz service is served, so its per-call tracking (an object and four closures on
     // every open stream) would only cost memory: docs/benchmarks.md "Lean streams".
     'grpc.enable_channelz': 0,
-    // The first is the innermost (nearest the transport): admission unwraps measured messages
-    // before the others see them. The last is nearest the handler: it passes a call's metadata on
-    // only once the caller is admitted, and the handler asks for the request only after them.
     interceptors: [
-      admitRequests(
-        budget,
-        options.maxReceiveMessageBytes,
-        options.requestReadTimeoutMs ?? DEFAULT_REQUEST_READ_TIMEOUT_MS,
+      guardCalls(
+        {
+          budget,
+          maxMessageBytes: options.maxReceiveMessageBytes,
+          readTimeoutMs: options.requestReadTimeoutMs ?? DEFAULT_REQUEST_READ_TIMEOUT_MS,
+        },
+        options.calls.admissions,
       ),
-      refuseMalformedCalls,
-      options.calls.admissions.interceptor,
     ],
   });
   // Health and reflection add their own services: they get this server's addService only.

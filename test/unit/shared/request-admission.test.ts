@@ -1,7 +1,12 @@
 import { Metadata, status, type ServerInterceptingCallInterface, type StatusObject } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { admitRequests, measuredDefinition } from '../../../shared/grpc/admission';
+import { openGate } from '../../../shared/auth';
+import { createCallLog, NO_RPC_METRICS } from '../../../shared/grpc';
+import { measuredDefinition } from '../../../shared/grpc/admission';
+import { Admissions } from '../../../shared/grpc/authenticate';
 import { createByteBudget, type ByteBudget } from '../../../shared/grpc/byte-budget';
+import { guardCalls } from '../../../shared/grpc/guard';
+import { silentLogger } from '../../../shared/logging';
 
 /** Lets grants already made start their reads (grants resolve promises). */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -33,10 +38,10 @@ function measured(bytes: number): unknown {
 }
 
 /**
- * One call through the admission interceptor, over a stand-in for grpc-js' own call: `reads`
- * counts the reads that got through to it, `arrive` delivers what grpc-js would deliver, and
- * the handler side asks for reads as grpc-js' handlers do (after the metadata and after each
- * message).
+ * One call through the server's guard (an open gate: every caller admitted), over a stand-in
+ * for grpc-js' own call: `reads` counts the reads that got through to it, `arrive` delivers what
+ * grpc-js would deliver, and the handler side asks for reads as grpc-js' handlers do (after the
+ * metadata and after each message).
  */
 function openCall(budget: ByteBudget, requestStream: boolean, readTimeoutMs = 60_000) {
   let listener: InterceptingServerListener | undefined;
@@ -47,15 +52,18 @@ function openCall(budget: ByteBudget, requestStream: boolean, readTimeoutMs = 60
     startRead: () => void (inner.reads += 1),
     sendStatus: (status: Partial<StatusObject>) => statusSent(status),
     status: new Promise<Partial<StatusObject>>((resolve) => (statusSent = resolve)),
+    getAuthContext: () => ({}),
+    getPeer: () => '127.0.0.1:1',
+    getDeadline: () => Infinity,
   };
   const method = { path: '/t.T/M', requestStream, responseStream: false } as Parameters<
-    ReturnType<typeof admitRequests>
+    ReturnType<typeof guardCalls>
   >[0];
-  const call = admitRequests(
-    budget,
-    MAX_MESSAGE,
-    readTimeoutMs,
-  )(method, inner as unknown as ServerInterceptingCallInterface);
+  const admissions = new Admissions(openGate(silentLogger), createCallLog(silentLogger), NO_RPC_METRICS);
+  const call = guardCalls({ budget, maxMessageBytes: MAX_MESSAGE, readTimeoutMs }, admissions)(
+    method,
+    inner as unknown as ServerInterceptingCallInterface,
+  );
   const handled: unknown[] = [];
   call.start({
     onReceiveMetadata: () => call.startRead(),
@@ -80,7 +88,7 @@ function openCall(budget: ByteBudget, requestStream: boolean, readTimeoutMs = 60
   };
 }
 
-describe('request admission interceptor', () => {
+describe("request admission (the server guard's reads)", () => {
   it("holds a unary call's read until the largest message fits, and counts its request until the call ends", async () => {
     const budget = createByteBudget(150);
     const a = openCall(budget, false);
