@@ -1,6 +1,7 @@
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Client } from 'pg';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RetryInfo } from '../../shared/generated/google/rpc/error_details';
 import { Status } from '../../shared/generated/google/rpc/status';
 import { call, type Clients } from '../support/clients';
@@ -140,10 +141,13 @@ describe('e2e: command admission (a burst waits its turn instead of being refuse
 
     it('refuses at once, with the expected wait as its retry delay, a command that could not start before its deadline', async () => {
       const { command } = clients;
-      // The first command waits for the lock: its duration is the service's first estimate.
+      // The first command waits for the lock: its duration (held at least 100 ms here) is the
+      // service's first estimate, so 100 commands queued behind one in progress are expected to
+      // take 10 s or more, well past the probe's 1 s deadline below.
       let release = await holdAppendLock();
       const first = call(command, command.submitEvaluation, submission(0), 30_000);
       await commandWaitingForLock();
+      await sleep(100);
       await release();
       await first;
 
@@ -154,7 +158,9 @@ describe('e2e: command admission (a burst waits its turn instead of being refuse
       const queued = Array.from({ length: 100 }, (_, i) =>
         call(command, command.submitEvaluation, submission(2 + i), 30_000),
       );
-      const err = await call(command, command.submitEvaluation, submission(-1), 100).then(
+      // A deadline the refusal beats by far even on a loaded machine (the 100 queued calls reach
+      // the service first), and the expected wait outlasts by far.
+      const err = await call(command, command.submitEvaluation, submission(-1), 1_000).then(
         () => undefined,
         (e: unknown) => e as ServiceError,
       );
@@ -166,7 +172,7 @@ describe('e2e: command admission (a burst waits its turn instead of being refuse
       expect(err!.details).to.match(
         /100 commands are waiting ahead of this one, about \d+ ms, past the call's deadline/,
       );
-      expect(retryDelayMs(err!)).to.be.greaterThan(100);
+      expect(retryDelayMs(err!)).to.be.greaterThan(1_000);
       expect(rest.filter((r) => r.status === 'rejected')).to.deep.equal([]);
     });
   });
