@@ -38,8 +38,11 @@ export interface AppendRequest {
 }
 
 export type AppendOutcome =
-  /** `state`: the evaluation as the write left it, as a load would read it now (RecentStates keeps it). */
-  | { readonly kind: 'appended'; readonly event: RecordedEvent; readonly state: EvaluationSnapshot }
+  /**
+   * `state`: the evaluation as the write left it, as a load would read it now (RecentStates keeps
+   * it); undefined when the write could not tell (its submit's event was not found).
+   */
+  | { readonly kind: 'appended'; readonly event: RecordedEvent; readonly state?: EvaluationSnapshot }
   /** Someone else changed the evaluation (or took the id, or the request id) first: decide again. */
   | { readonly kind: 'conflict' };
 

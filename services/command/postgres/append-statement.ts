@@ -102,18 +102,29 @@ function securityRow(
 
 /**
  * The blob row a move changes: the body, or the log segment, whose key is in the fallback store
- * still. No row matched (moved already, or another key), no event: the write reports a conflict.
+ * still, as a table and a condition on its rows `t`. The evaluation's row changes only when it
+ * matches (moved already, or another key: no row changes, no event, the write reports a
+ * conflict); a condition on the blob's own UPDATE alone would come too late, since every
+ * data-modifying CTE runs whether or not what follows it matches.
  */
-function movedRow(data: Extract<EvaluationEvent, { type: 'EvaluationBlobMoved' }>['data'], p: Params): string {
-  const target =
+function blobRow(
+  data: Extract<EvaluationEvent, { type: 'EvaluationBlobMoved' }>['data'],
+  evalId: string,
+  p: Params,
+): { table: string; matches: string; to: string } {
+  const row =
     data.kind === 'stdout' || data.kind === 'stderr'
-      ? `evaluation_log_segments t SET blob_store = ${p.add(data.to)} FROM changed
-          WHERE t.eval_id = changed.eval_id AND t.stream = ${p.add(data.kind)} AND t.start_offset = ${p.add(data.offset ?? 0)}`
-      : `evaluation_bodies t SET blob_store = ${p.add(data.to)} FROM changed
-          WHERE t.eval_id = changed.eval_id AND t.kind = ${p.add(data.kind)}`;
-  return `moved AS (
-    UPDATE ${target} AND t.s3_key = ${p.add(data.key)} AND t.blob_store <> ${p.add(data.to)}
-    RETURNING 1)`;
+      ? {
+          table: 'evaluation_log_segments',
+          which: `t.stream = ${p.add(data.kind)} AND t.start_offset = ${p.add(data.offset ?? 0)}`,
+        }
+      : { table: 'evaluation_bodies', which: `t.kind = ${p.add(data.kind)}` };
+  const to = p.add(data.to);
+  return {
+    table: row.table,
+    matches: `t.eval_id = ${evalId} AND ${row.which} AND t.s3_key = ${p.add(data.key)} AND t.blob_store <> ${to}`,
+    to,
+  };
 }
 
 /**
@@ -131,22 +142,33 @@ export function appendStatement(request: AppendRequest): { text: string; values:
   const recordedAt = p.add(request.recordedAt.toISOString());
   const ctes: string[] = [];
 
+  // A request id already logged (a retry decided against a guess, not a load) changes nothing:
+  // a conflict, after which the command loads and answers as a repeat. Left to the unique index
+  // alone, it would abort the whole batch's transaction, and every neighbour would be sent again.
+  const requestIdFree =
+    request.requestId === undefined
+      ? 'TRUE'
+      : `NOT EXISTS (SELECT 1 FROM evaluation_events WHERE request_id = ${p.add(request.requestId)})`;
+  const blob = event.type === 'EvaluationBlobMoved' ? blobRow(event.data, evalId, p) : undefined;
   if (event.type === 'EvaluationQueued') {
     const d = event.data;
     ctes.push(`changed AS (
       INSERT INTO evaluations (eval_id, status, code_hash, code_size, language, engine,
                                timeout_seconds, metadata, created_at, updated_at, revision)
-      VALUES (${evalId}, 'queued', ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
-              ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
-              ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision})
+      SELECT ${evalId}, 'queued', ${p.add(d.codeHash)}, ${p.add(d.codeSize)},
+             ${p.add(d.language)}, ${p.add(d.engine)}, ${p.add(d.timeoutSeconds)}, ${p.add(JSON.stringify(d.metadata))},
+             ${p.add(d.createdAt)}, ${recordedAt}, ${toRevision}
+       WHERE ${requestIdFree}
       ON CONFLICT (eval_id) DO NOTHING
       RETURNING *)`);
   } else {
     const assignments = Object.entries(columnsOf(decision)).map(([column, value]) => `${column} = ${p.add(value)}`);
     assignments.push(`updated_at = ${recordedAt}`, `revision = ${toRevision}`);
+    const blobMatches = blob === undefined ? '' : ` AND EXISTS (SELECT 1 FROM ${blob.table} t WHERE ${blob.matches})`;
     ctes.push(`changed AS (
       UPDATE evaluations SET ${assignments.join(', ')}
        WHERE eval_id = ${evalId} AND revision = ${p.add(decision.fromRevision)} AND archived_at IS NULL
+         AND ${requestIdFree}${blobMatches}
       RETURNING *)`);
   }
   if (request.body !== undefined && decision.log === undefined) {
@@ -169,7 +191,13 @@ export function appendStatement(request: AppendRequest): { text: string; values:
                     ${p.add(points.map((m) => m.timestamp))}::timestamptz[]) AS p(name, value, unit, step, measured_at)
       RETURNING 1)`);
   }
-  const moved = event.type === 'EvaluationBlobMoved' ? movedRow(event.data, p) : undefined;
+  const moved =
+    blob === undefined
+      ? undefined
+      : `moved AS (
+    UPDATE ${blob.table} t SET blob_store = ${blob.to}
+      FROM changed WHERE ${blob.matches}
+    RETURNING 1)`;
   if (moved !== undefined) ctes.push(moved);
   ctes.push(`head AS (
     UPDATE event_log_head SET position = position + 1
@@ -203,13 +231,15 @@ export function appendStatement(request: AppendRequest): { text: string; values:
     RETURNING position, command_hash)`);
   // The state the write leaves, as a load would read it: the statement's own snapshot cannot
   // see the event it inserts, so a submit's first command is the one just logged.
+  // A LEFT JOIN: a committed write must return its row whatever else is missing, or it would
+  // read as a conflict and be decided again.
   const submitted =
     event.type === 'EvaluationQueued'
-      ? 'logged sub'
-      : `LATERAL (SELECT position, command_hash FROM evaluation_events
-                   WHERE eval_id = e.eval_id AND revision = 1 LIMIT 1) sub`;
+      ? 'CROSS JOIN logged sub'
+      : `LEFT JOIN LATERAL (SELECT position, command_hash FROM evaluation_events
+                             WHERE eval_id = e.eval_id AND revision = 1 LIMIT 1) sub ON TRUE`;
   const text = `WITH ${ctes.join(',\n')}
     ${STATE_ROW}
-      FROM changed e, logged cur, ${submitted}`;
+      FROM changed e CROSS JOIN logged cur ${submitted}`;
   return { text, values: p.values };
 }

@@ -150,8 +150,7 @@ function outcomeOf(request: AppendRequest, row: AppendRow | undefined): AppendOu
     event: decision.event,
   };
   const state = snapshotOf(row);
-  if (state === undefined) throw new Error(`the append of ${decision.evalId} returned no state`);
-  return { kind: 'appended', event, state };
+  return { kind: 'appended', event, ...(state !== undefined ? { state } : {}) };
 }
 
 /** One attempt at the batch: one transaction, one round trip. */

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { Client } from 'pg';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
+import type { AppendRequest, EvaluationStore } from '../../../services/command/application/ports';
+import { DEFAULT_TENANT } from '../../../shared/domain';
 import type { CommandResult, SubmitEvaluation } from '../../../services/command/domain';
 import { CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
 import { commandsOf, createHarness, denseLog, eventsOf, racingStore, until, type Harness } from './harness';
@@ -13,6 +15,57 @@ import { commandsOf, createHarness, denseLog, eventsOf, racingStore, until, type
  * holding `event_log_head` holds a batch in flight where needed. `onBatch` says how the store
  * grouped them.
  */
+/**
+ * A submit's write request, decided by hand, with a revision the evaluations table's CHECK
+ * refuses (23514): a member whose own row PostgreSQL refuses.
+ */
+function refusedSubmit(evalId: string): AppendRequest {
+  return {
+    tenant: DEFAULT_TENANT,
+    commandHash: `hash-${evalId}`,
+    recordedAt: new Date(),
+    reporter: 'group-commit-test',
+    decision: {
+      kind: 'append',
+      evalId,
+      fromRevision: '0',
+      toRevision: '0',
+      status: 'queued',
+      event: {
+        type: 'EvaluationQueued',
+        data: {
+          codeHash: 'c'.repeat(64),
+          codeSize: 1,
+          language: 'python',
+          engine: 'docker',
+          timeoutSeconds: 30,
+          metadata: {},
+          createdAt: new Date().toISOString(),
+          tenantId: DEFAULT_TENANT,
+        },
+      },
+    },
+  };
+}
+
+/** `store` with its first `parties` appends held until all have come, then sent in one turn: one batch. */
+function appendingTogether(store: EvaluationStore, parties: number): EvaluationStore {
+  const held: (() => void)[] = [];
+  let released = false;
+  return {
+    ...store,
+    append: (request) => {
+      if (released) return store.append(request);
+      return new Promise((resolve, reject) => {
+        held.push(() => void store.append(request).then(resolve, reject));
+        if (held.length < parties) return;
+        released = true;
+        for (const send of held.splice(0)) send();
+      });
+    },
+  };
+}
+
 describe('command executor: group commit', function () {
   this.timeout(60_000);
   let h: Harness;
@@ -155,18 +208,19 @@ describe('command executor: group commit', function () {
       return rows[0]?.n ?? 0;
     }
 
-    it("never fails a neighbour: a member whose row breaks a unique key another instance's batch took first is taken out, and the batch goes again without it", async () => {
-      // Two stores are two command instances. Each holds a batch at the append lock; the
-      // first to get it takes request id iso-shared, and the second's member with it breaks
-      // the (request_id, tenant) key (23505), aborting that whole transaction.
+    it("never fails a neighbour: a member whose request id another instance's batch took first is a plain conflict, and one whose own row PostgreSQL refuses is taken out and the batch goes again without it", async () => {
+      // Two stores are two command instances. Each holds a batch at the append lock; the first
+      // to get it takes request id iso-shared. In the second, the member with that request id
+      // finds it logged (its statement checks) and changes nothing; the member whose row breaks
+      // a CHECK (23514) aborts that whole transaction, and is taken out.
       const first = createPostgresEvaluationStore(h.pool);
       const secondBatches: number[] = [];
-      const second = racingStore(
+      const second = appendingTogether(
         createPostgresEvaluationStore(h.pool, { onBatch: (size) => secondBatches.push(size) }),
-        0,
+        4,
       );
       const firstCommands = commandsOf(h.executorWith({ store: first }), h.env.config.limits);
-      const secondCommands = commandsOf(h.executorWith({ store: second.store }), h.env.config.limits);
+      const secondCommands = commandsOf(h.executorWith({ store: second }), h.env.config.limits);
       const lock = await holdAppendLock();
       let released = false;
       try {
@@ -175,6 +229,7 @@ describe('command executor: group commit', function () {
         const neighbours = [
           secondCommands.submit({ evalId: 'iso-0' }),
           secondCommands.submit({ evalId: 'iso-loser', requestId: 'iso-shared' }),
+          second.append(refusedSubmit('iso-refused')),
           secondCommands.submit({ evalId: 'iso-1' }),
         ];
         // It queues behind the first waiter (pg_blocking_pids names that waiter, not the holder).
@@ -183,15 +238,17 @@ describe('command executor: group commit', function () {
         released = true;
         expect((await winner).evalId).to.equal('iso-winner');
         const settled = await Promise.allSettled(neighbours);
-        expect(secondBatches[0]).to.equal(3);
-        expect(settled.map((r) => r.status)).to.deep.equal(['fulfilled', 'rejected', 'fulfilled']);
+        expect(secondBatches[0]).to.equal(4);
+        expect(settled.map((r) => r.status)).to.deep.equal(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+        expect(String((settled[2] as PromiseRejectedResult).reason)).to.match(/check constraint/i);
       } finally {
         if (!released) await lock.release();
       }
       expect(await eventsOf(h.sql, 'iso-0')).to.have.length(1);
       expect(await eventsOf(h.sql, 'iso-1')).to.have.length(1);
       expect(await eventsOf(h.sql, 'iso-loser')).to.have.length(0);
-      // The two neighbours were written by one transaction: the batch sent again without the loser.
+      expect(await eventsOf(h.sql, 'iso-refused')).to.have.length(0);
+      // The two neighbours were written by one transaction: the batch sent again without the refused member.
       const { rows } = await h.sql.query<{ n: number }>(
         `SELECT count(DISTINCT transaction_id)::int AS n FROM evaluation_events WHERE eval_id IN ('iso-0', 'iso-1')`,
       );
