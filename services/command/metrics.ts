@@ -102,7 +102,7 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
         registry,
         {
           name: 'crucible_command_state_guesses_total',
-          help: 'Commands on an existing evaluation by their first guess (COMMAND_STATE_CACHE_ENTRIES): hit (a recent state was kept, the command was decided against it without a load), miss (none kept: loaded first), reloaded (of the hits, those that needed a load after all: the write conflicted because another instance moved the evaluation, or the decision was a refusal or a repeat, which only a load confirms)',
+          help: 'Commands on an existing evaluation by their first guess (COMMAND_STATE_CACHE_ENTRIES): hit (a recent state was kept, the command was decided against it without a load), miss (none kept: loaded first), reloaded (of the hits, those that needed a load after all: the write conflicted because another instance moved the evaluation or the request id was logged already, a retry; or the decision was a refusal or a repeat, which only a load confirms)',
           labelNames: ['result'],
         },
         () => {

@@ -671,15 +671,15 @@ export const SETTINGS = {
     defaults: { all: '256' },
     help: 'commands in progress at once; more wait their turn (MAX_QUEUED_COMMANDS); a streamed output counts once its bytes are in',
   }),
-  COMMAND_STATE_CACHE_ENTRIES: setting({
-    parser: wholeNumber(0, 10_000_000),
-    defaults: { all: '10000' },
-    help: 'evaluations whose latest state the command service keeps to decide their next command without reading it first (the write still checks the revision; a stale one costs a read and a retry); 0 reads every time',
-  }),
   MAX_QUEUED_COMMANDS: setting({
     parser: wholeNumber(0, 10_000_000),
     defaults: { all: '20000' },
     help: 'commands waiting past MAX_PENDING_COMMANDS; one more, or one whose expected wait outlasts its deadline, is refused at once with `UNAVAILABLE` and a retry delay',
+  }),
+  COMMAND_STATE_CACHE_ENTRIES: setting({
+    parser: wholeNumber(0, 10_000_000),
+    defaults: { all: '10000' },
+    help: 'evaluations whose latest state the command service keeps to decide their next command without reading it first (the write still checks the revision; a stale one costs a read and a retry); 0 reads every time',
   }),
   // An executor reports well within the TTL (every third of it survives two lost reports); one
   // that misses it drops out of ListExecutors, and its evaluations are judged only after the

@@ -30,7 +30,7 @@ interface InterceptingServerListener {
  *
  * One interceptor, not three, and one object per call that is grpc-js's listener as well as
  * its intercepting call: each interceptor costs every call (and so every open stream) an
- * intercepting call, a listener and a responder object and their closures, about 0.8 KiB a
+ * intercepting call, a listener and a responder object and their closures, about 1 KiB a
  * level (docs/benchmarks.md, "Lean streams").
  */
 export function guardCalls(reads: ReadBudget, admissions: Admissions): ServerInterceptor {

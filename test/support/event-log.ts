@@ -19,7 +19,7 @@ export interface LoggedEvent {
 
 /** Runs `fn` on a connection of its own, closed afterwards (an error on an idle connection is not the test's). */
 export async function withDatabase<T>(databaseUrl: string, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: databaseUrl, application_name: 'crucible-fault-test' });
+  const client = new Client({ connectionString: databaseUrl, application_name: 'crucible-test-inspect' });
   client.on('error', () => undefined);
   await client.connect();
   try {

@@ -126,8 +126,8 @@ export async function decideAndAppend(
         ? NOTHING_LOADED
         : undefined
       : recentOf(recent);
-  // The guess did not decide the command (the next round loads): a recent state's is counted.
-  const guessWrong = (): void => {
+  // The guess did not settle the command (the next round loads): a recent state's is counted.
+  const guessUnconfirmed = (): void => {
     if (recent !== undefined) recentStates.reloaded(tenant, evalId);
   };
   // Otherwise the first load goes out before the hashing below (tens of ms for a 16 MiB
@@ -174,14 +174,14 @@ export async function decideAndAppend(
       decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
     } catch (err) {
       if (guess) {
-        guessWrong();
+        guessUnconfirmed();
         continue;
       }
       throw failure(await archivedOr(err));
     }
     if (decision.kind === 'unchanged') {
       if (!guess) return decision.result;
-      guessWrong();
+      guessUnconfirmed();
       continue;
     }
     // Archived: a repeat of an earlier command is answered (above), nothing new is appended.
@@ -197,7 +197,7 @@ export async function decideAndAppend(
       if (home !== 's3') decision = decideCommand(command, evalId, prepared, limits, now, loaded, call.caller, tenant);
       if (decision.kind === 'unchanged') {
         if (!guess) return decision.result;
-        guessWrong();
+        guessUnconfirmed();
         continue;
       }
     }
@@ -210,18 +210,20 @@ export async function decideAndAppend(
       if (err instanceof CommitOutcomeUnknownError && unknown === undefined) {
         unknown = err;
         logger.warn('write outcome unknown; reading it back', { evalId, err });
+        if (guess) guessUnconfirmed();
         continue;
       }
       throw failure(err);
     }
     if (outcome.kind === 'appended') {
-      recentStates.remember(tenant, outcome.state);
+      if (outcome.state !== undefined) recentStates.remember(tenant, outcome.state);
+      else recentStates.forget(tenant, evalId);
       publishAfterCommit(deps, outcome.event, call.traceparent);
       return answerOf(decision, outcome.event);
     }
     // A conflict wrote nothing; but a write of unknown outcome before it may have.
     if (unknown === undefined) write.maybeWritten = false;
-    if (guess) guessWrong();
+    if (guess) guessUnconfirmed();
     logger.debug('write conflict; deciding again', { evalId, round });
   }
   if (command.type === 'SubmitEvaluation' && invisible) {

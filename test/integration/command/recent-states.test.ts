@@ -3,7 +3,7 @@ import { DEFAULT_TENANT } from '../../../shared/domain';
 import { IllegalTransitionError, RevisionConflictError } from '../../../shared/errors';
 import type { AppendOutcome, EvaluationStore } from '../../../services/command/application/ports';
 import type { EvaluationSnapshot } from '../../../services/command/domain';
-import { commandsOf, createHarness, denseLog, eventCount, eventsOf, type Harness } from './harness';
+import { commandsOf, createHarness, denseLog, eventCount, eventsOf, rejection, type Harness } from './harness';
 
 /** The store, counting its loads and keeping the state each append reports. */
 function watched(store: EvaluationStore) {
@@ -16,18 +16,11 @@ function watched(store: EvaluationStore) {
     },
     append: async (request) => {
       const outcome: AppendOutcome = await store.append(request);
-      if (outcome.kind === 'appended') seen.states.push(outcome.state);
+      if (outcome.kind === 'appended' && outcome.state !== undefined) seen.states.push(outcome.state);
       return outcome;
     },
   };
   return { store: wrapped, seen };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    (value) => expect.fail(`expected a rejection, got ${JSON.stringify(value)}`),
-    (err: unknown) => err,
-  );
 }
 
 describe('command executor: recent states (a command decided without a load first)', function () {
@@ -121,7 +114,7 @@ describe('command executor: recent states (a command decided without a load firs
     await other.cancel({ evalId: 'rs-moved', reason: 'stopped elsewhere' });
     const count = await eventCount(h.sql);
 
-    const err = await rejection(commands.complete({ evalId: 'rs-moved', output: Buffer.from('late') }));
+    const err = await rejection(() => commands.complete({ evalId: 'rs-moved', output: Buffer.from('late') }));
     expect(err).to.be.instanceOf(IllegalTransitionError);
     expect(mine.seen.loads, 'the stale guess was replaced by one load').to.equal(1);
     expect(await eventCount(h.sql)).to.equal(count);
@@ -154,7 +147,7 @@ describe('command executor: recent states (a command decided without a load firs
     // Its own guess says revision 2; the evaluation is at 3.
     const done = await commands.complete({ evalId: 'rs-expected', output: Buffer.from('ok'), expectedRevision: '3' });
     expect(done.revision).to.equal('4');
-    const refused = await rejection(
+    const refused = await rejection(() =>
       commands.cancel({ evalId: 'rs-expected', reason: 'too late', expectedRevision: '3' }),
     );
     expect(refused).to.be.instanceOf(RevisionConflictError);

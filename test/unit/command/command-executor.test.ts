@@ -314,10 +314,11 @@ describe('command executor', () => {
       await w.executor.execute(SUBMIT);
       const started = await w.executor.execute({ ...START, requestId: 'r-start' });
       w.mark();
-      // Its recent state (running) refuses a start; the load finds the request id: a repeat.
+      // Its recent state shows this very start as the latest command: a repeat, which only a load
+      // (finding the request id) may confirm.
       expect(await w.executor.execute({ ...START, requestId: 'r-start' })).to.deep.equal(started);
       expect(w.journal).to.deep.equal(['store.load e1']);
-      expect(w.recentStates.counts.reloaded, 'a refusal by the guess is confirmed by a load').to.equal(1);
+      expect(w.recentStates.counts.reloaded, 'a repeat by the guess is confirmed by a load').to.equal(1);
     });
 
     it(`gives up after ${MAX_ROUNDS} conflicting rounds, having written and published nothing more`, async () => {

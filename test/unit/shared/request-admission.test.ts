@@ -171,7 +171,7 @@ describe("request admission (the server guard's reads)", () => {
     b.metadata();
     await settle();
     expect(b.inner.reads).to.equal(1);
-    b.end(); // e.g. the message was too large, or did not decode: grpc-js or refuseMalformedCalls ended it
+    b.end(); // e.g. the message was too large, or did not decode: grpc-js or the guard's shape check ended it
     expect(budget.reserved).to.equal(0);
   });
 
