@@ -3,21 +3,9 @@ import type { Client, QueryResult } from 'pg';
 import { DEFAULT_TENANT } from '../../../shared/domain';
 import type { AppendRequest } from '../../../services/command/application/ports';
 import { appendStatement } from '../../../services/command/postgres/evaluation-store';
-import { createHarness, type Harness } from './harness';
+import { createHarness, handWrittenRequest, type Harness } from './harness';
 
 type Decision = AppendRequest['decision'];
-
-/** A request to write `decision` as the service would send it. */
-function requestOf(decision: Decision, requestId?: string): AppendRequest {
-  return {
-    decision,
-    tenant: DEFAULT_TENANT,
-    commandHash: `hash-${decision.evalId}-${decision.toRevision}`,
-    recordedAt: new Date(),
-    reporter: 'append-statement-test',
-    ...(requestId !== undefined ? { requestId } : {}),
-  };
-}
 
 describe('the append statement: a write that finds no row to change changes nothing', function () {
   let h: Harness;
@@ -65,34 +53,16 @@ describe('the append statement: a write that finds no row to change changes noth
       status: 'cancelled',
       event: { type: 'EvaluationCancelled', data: { reason: 'again', cancelledAt: new Date().toISOString() } },
     };
-    const { returned, row } = await runAlone(requestOf(decision, 'as-retry-cancel'));
+    const { returned, row } = await runAlone(handWrittenRequest(decision, 'as-retry-cancel'));
     expect(returned).to.equal(0);
     expect(row.revision).to.equal('2');
 
-    const submit: Decision = {
-      kind: 'append',
-      evalId: 'as-retry-new',
-      fromRevision: '0',
-      toRevision: '1',
-      status: 'queued',
-      event: {
-        type: 'EvaluationQueued',
-        data: {
-          codeHash: 'c'.repeat(64),
-          codeSize: 1,
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 30,
-          metadata: {},
-          createdAt: new Date().toISOString(),
-          tenantId: DEFAULT_TENANT,
-        },
-      },
-    };
     await h.sql.query('BEGIN');
     try {
       await h.sql.query(`SET LOCAL crucible.tenant = '${DEFAULT_TENANT}'`);
-      const inserted = await h.sql.query(appendStatement(requestOf(submit, 'as-retry-cancel')));
+      const inserted = await h.sql.query(
+        appendStatement(handWrittenRequest({ submit: 'as-retry-new' }, 'as-retry-cancel')),
+      );
       expect(inserted.rowCount, 'a submit with a logged request id').to.equal(0);
       const { rows } = await h.sql.query('SELECT 1 FROM evaluations WHERE eval_id = $1', ['as-retry-new']);
       expect(rows).to.have.length(0);
@@ -121,7 +91,7 @@ describe('the append statement: a write that finds no row to change changes noth
       status: 'completed',
       event: { type: 'EvaluationBlobMoved', data: { kind: 'output', key: rows[0]!.s3_key, to: 's3' } },
     };
-    const { returned, row } = await runAlone(requestOf(decision));
+    const { returned, row } = await runAlone(handWrittenRequest(decision));
     expect(returned).to.equal(0);
     expect(row.revision, 'no revision without its event').to.equal('3');
   });

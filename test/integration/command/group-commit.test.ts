@@ -1,11 +1,19 @@
 import { expect } from 'chai';
 import { Client } from 'pg';
 import { createPostgresEvaluationStore } from '../../../services/command/postgres/evaluation-store';
-import type { AppendRequest, EvaluationStore } from '../../../services/command/application/ports';
-import { DEFAULT_TENANT } from '../../../shared/domain';
+import type { EvaluationStore } from '../../../services/command/application/ports';
 import type { CommandResult, SubmitEvaluation } from '../../../services/command/domain';
 import { CommitOutcomeUnknownError, UnavailableError } from '../../../shared/errors';
-import { commandsOf, createHarness, denseLog, eventsOf, racingStore, until, type Harness } from './harness';
+import {
+  commandsOf,
+  createHarness,
+  denseLog,
+  eventsOf,
+  handWrittenRequest,
+  racingStore,
+  until,
+  type Harness,
+} from './harness';
 
 /**
  * Group commit (services/command/postgres/batch-append.ts) against a real PostgreSQL: batches
@@ -15,39 +23,6 @@ import { commandsOf, createHarness, denseLog, eventsOf, racingStore, until, type
  * holding `event_log_head` holds a batch in flight where needed. `onBatch` says how the store
  * grouped them.
  */
-/**
- * A submit's write request, decided by hand, with a revision the evaluations table's CHECK
- * refuses (23514): a member whose own row PostgreSQL refuses.
- */
-function refusedSubmit(evalId: string): AppendRequest {
-  return {
-    tenant: DEFAULT_TENANT,
-    commandHash: `hash-${evalId}`,
-    recordedAt: new Date(),
-    reporter: 'group-commit-test',
-    decision: {
-      kind: 'append',
-      evalId,
-      fromRevision: '0',
-      toRevision: '0',
-      status: 'queued',
-      event: {
-        type: 'EvaluationQueued',
-        data: {
-          codeHash: 'c'.repeat(64),
-          codeSize: 1,
-          language: 'python',
-          engine: 'docker',
-          timeoutSeconds: 30,
-          metadata: {},
-          createdAt: new Date().toISOString(),
-          tenantId: DEFAULT_TENANT,
-        },
-      },
-    },
-  };
-}
-
 /** `store` with its first `parties` appends held until all have come, then sent in one turn: one batch. */
 function appendingTogether(store: EvaluationStore, parties: number): EvaluationStore {
   const held: (() => void)[] = [];
@@ -229,7 +204,8 @@ describe('command executor: group commit', function () {
         const neighbours = [
           secondCommands.submit({ evalId: 'iso-0' }),
           secondCommands.submit({ evalId: 'iso-loser', requestId: 'iso-shared' }),
-          second.append(refusedSubmit('iso-refused')),
+          // A revision the evaluations table's CHECK refuses (23514): a row PostgreSQL refuses.
+          second.append(handWrittenRequest({ submit: 'iso-refused', toRevision: '0' })),
           secondCommands.submit({ evalId: 'iso-1' }),
         ];
         // It queues behind the first waiter (pg_blocking_pids names that waiter, not the holder).

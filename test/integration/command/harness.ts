@@ -16,12 +16,18 @@ import {
   type ContainerLimits,
   type ResourceViolation,
 } from '../../../shared/generated/crucible/storage/v1/evaluation';
+import { DEFAULT_TENANT } from '../../../shared/domain';
 import { silentLogger } from '../../../shared/logging';
 import { createPool, type EvaluationEventRow } from '../../../shared/postgres';
 import { createS3Client } from '../../../shared/s3';
 import { createCommandExecutor, type CommandExecutor } from '../../../services/command/application/command-executor';
 import { createRecentStates } from '../../../services/command/application/recent-states';
-import type { BlobStore, EvaluationStore, EventPublisher } from '../../../services/command/application/ports';
+import type {
+  AppendRequest,
+  BlobStore,
+  EvaluationStore,
+  EventPublisher,
+} from '../../../services/command/application/ports';
 import {
   validateCancel,
   validateComplete,
@@ -328,4 +334,45 @@ export async function rejection(command: () => Promise<unknown>): Promise<unknow
     return err;
   }
   throw new Error('expected the command to be refused');
+}
+
+/**
+ * A write request decided by hand (to test the store's statement itself): `decision`, or a
+ * submit of `evalId` from nothing to `toRevision`, in the default tenant.
+ */
+export function handWrittenRequest(
+  decision: AppendRequest['decision'] | { readonly submit: string; readonly toRevision?: string },
+  requestId?: string,
+): AppendRequest {
+  const written: AppendRequest['decision'] =
+    'submit' in decision
+      ? {
+          kind: 'append',
+          evalId: decision.submit,
+          fromRevision: '0',
+          toRevision: decision.toRevision ?? '1',
+          status: 'queued',
+          event: {
+            type: 'EvaluationQueued',
+            data: {
+              codeHash: 'c'.repeat(64),
+              codeSize: 1,
+              language: 'python',
+              engine: 'docker',
+              timeoutSeconds: 30,
+              metadata: {},
+              createdAt: new Date().toISOString(),
+              tenantId: DEFAULT_TENANT,
+            },
+          },
+        }
+      : decision;
+  return {
+    decision: written,
+    tenant: DEFAULT_TENANT,
+    commandHash: `hash-${written.evalId}-${written.toRevision}`,
+    recordedAt: new Date(),
+    reporter: 'hand-written',
+    ...(requestId !== undefined ? { requestId } : {}),
+  };
 }
