@@ -166,8 +166,7 @@ export async function decideAndAppend(
     firstLoad = undefined;
     if (!guess) {
       invisible = loaded.snapshot === undefined && loaded.priorRequest === undefined;
-      if (loaded.snapshot !== undefined) recentStates.remember(tenant, loaded.snapshot);
-      else recentStates.forget(tenant, evalId);
+      recentStates.remember(tenant, evalId, loaded.snapshot);
     }
     let decision: Decision;
     try {
@@ -216,8 +215,7 @@ export async function decideAndAppend(
       throw failure(err);
     }
     if (outcome.kind === 'appended') {
-      if (outcome.state !== undefined) recentStates.remember(tenant, outcome.state);
-      else recentStates.forget(tenant, evalId);
+      recentStates.remember(tenant, evalId, outcome.state);
       publishAfterCommit(deps, outcome.event, call.traceparent);
       return answerOf(decision, outcome.event);
     }

@@ -13,9 +13,11 @@ import type { EvaluationSnapshot } from '../domain';
  */
 export interface RecentStates {
   get(tenant: string, evalId: string): EvaluationSnapshot | undefined;
-  /** Keeps `state` as the latest of its evaluation (an archived one takes no commands: dropped). */
-  remember(tenant: string, state: EvaluationSnapshot): void;
-  forget(tenant: string, evalId: string): void;
+  /**
+   * Keeps `state` as the latest of `evalId`; undefined (none there, or the write could not tell)
+   * forgets it, and so does an archived state (it takes no commands).
+   */
+  remember(tenant: string, evalId: string, state: EvaluationSnapshot | undefined): void;
   /**
    * The state `get` gave did not decide the command: the write conflicted (another instance
    * moved the evaluation), or the decision was a refusal or a repeat, which only a load can
@@ -52,15 +54,12 @@ export function createRecentStates(capacity: number): RecentStates {
       states.set(key, state);
       return state;
     },
-    remember(tenant, state) {
-      const key = keyOf(tenant, state.evalId);
+    remember(tenant, evalId, state) {
+      const key = keyOf(tenant, evalId);
       states.delete(key);
-      if (capacity === 0 || state.archivedAt !== undefined) return;
+      if (capacity === 0 || state === undefined || state.archivedAt !== undefined) return;
       states.set(key, state);
       if (states.size > capacity) states.delete(states.keys().next().value as string);
-    },
-    forget(tenant, evalId) {
-      states.delete(keyOf(tenant, evalId));
     },
     reloaded(tenant, evalId) {
       counts.reloaded += 1;
