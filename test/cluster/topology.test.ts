@@ -652,7 +652,9 @@ describe('cluster: topology faults under load (kill -9 of a primary, resharding)
       }
     };
 
-    const plans = plansFor('reshard', 360);
+    // Long enough to outlast the resharding: commands on an evaluation this instance just wrote
+    // take one round trip now (recent states), and 360 once ran out before the last slot moved.
+    const plans = plansFor('reshard', 1_080);
     const burst = startAckedBurst(command, plans, {
       concurrency: 6,
       retry: RETRY,
