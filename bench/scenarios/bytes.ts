@@ -10,22 +10,20 @@ import {
 } from '@aws-sdk/client-s3';
 import { Client } from 'pg';
 import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import { LogStream } from '../../shared/generated/crucible/storage/v1/evaluation';
 import {
   EvaluationQueryServiceClient,
   OutputKind,
-  type ReadLogsResponse,
   type ReadOutputResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { createS3Client } from '../../shared/s3';
 import { measureCpu, type CpuUse } from '../support/cpu';
-import { completeRequest, startRequest, submitRequest } from '../support/evaluations';
+import { completeRequest, runningEvaluation } from '../support/evaluations';
 import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { watchPeakMemory } from '../support/memory';
-import { figure, type Check, type Measured, type Row } from '../support/report';
+import { figure, type Check, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
 import { createBenchStack, type BenchStack } from '../support/stack';
-import { createLatencyRecorder, median } from '../support/stats';
+import { median } from '../support/stats';
 import { textOutput } from '../../test/support/text';
 
 const MB = 1e6;
@@ -47,22 +45,6 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
 interface Clients {
   readonly command: EvaluationCommandServiceClient;
   readonly query: EvaluationQueryServiceClient;
-}
-
-/**
- * A running evaluation, its output not given yet. `timeoutSeconds` must outlast the transfer:
- * the service fails an evaluation that runs past it (and its grace) with TIMEOUT.
- */
-async function runningEvaluation(clients: Clients, n: number, timeoutSeconds = 600): Promise<string> {
-  const { command } = clients;
-  const { evalId } = await unary(
-    command,
-    command.submitEvaluation,
-    { ...submitRequest(n), timeoutSeconds },
-    SETUP_DEADLINE_MS,
-  );
-  await unary(command, command.startEvaluation, startRequest(evalId), SETUP_DEADLINE_MS);
-  return evalId;
 }
 
 /** CompleteEvaluationStream of `size` bytes that `chunkAt(offset)` makes as they are sent (never held whole). */
@@ -212,115 +194,10 @@ async function directUpload(
 
 const cpuMs = (use: CpuUse, name: string): number => (use.groups.find((g) => g.name === name)?.seconds ?? 0) * 1000;
 
-interface LogsResult {
-  readonly appendToReceipt: ReturnType<ReturnType<typeof createLatencyRecorder>['summary']>;
-  readonly ackToReceipt: ReturnType<ReturnType<typeof createLatencyRecorder>['summary']>;
-  readonly commandGrowthMiB: number;
-  readonly queryGrowthMiB: number;
-  readonly bytes: number;
-}
-
-/**
- * `writers` executors each append 64 KiB/s to their own evaluation's stdout for `durationMs`:
- * a chunk every 250 ms, four chunks per AppendLogs call (so a call is acknowledged, once its
- * bytes are stored, about once a second), while a follower per evaluation reads the log live.
- * Measured: from a chunk's send to its receipt by the follower (what the service takes to make
- * it durable and readable), and from the call's acknowledgement to the follower's receipt of its
- * last byte (0 when the follower had it first).
- */
-async function measureLogs(
-  clients: Clients,
-  services: { command: number; query: number },
-  writers: number,
-  durationMs: number,
-): Promise<LogsResult> {
-  const chunkBytes = 16 * 1024;
-  const appendToReceipt = createLatencyRecorder();
-  const ackToReceipt = createLatencyRecorder();
-  const evalIds: string[] = [];
-  for (let i = 0; i < writers; i += 1) evalIds.push(await runningEvaluation(clients, 10_000 + i));
-  const commandMemory = watchPeakMemory(services.command);
-  const queryMemory = watchPeakMemory(services.query);
-  let bytes = 0;
-  const followers = evalIds.map((evalId) => {
-    const sentAt = new Map<number, number>(); // end offset of a chunk -> when it was sent
-    const ackedAt = new Map<number, number>(); // end offset of a call -> when it was acknowledged
-    let received = 0;
-    const stream = clients.query.readLogs({
-      evalId,
-      stream: LogStream.LOG_STREAM_STDOUT,
-      offset: '0',
-      length: '0',
-      follow: true,
-    });
-    stream.on('data', (m: ReadLogsResponse) => {
-      received += m.data.length;
-      const now = performance.now();
-      for (const [end, at] of sentAt) {
-        if (end > received) continue;
-        appendToReceipt.recordMs(now - at);
-        sentAt.delete(end);
-      }
-      for (const [end, at] of ackedAt) {
-        if (end > received) continue;
-        ackToReceipt.recordMs(Math.max(0, now - at));
-        ackedAt.delete(end);
-      }
-    });
-    stream.on('error', () => undefined);
-    const ended = new Promise<void>((resolve) => stream.on('close', () => resolve()));
-    return { evalId, sentAt, ackedAt, stream, ended, received: () => received };
-  });
-  const chunk = textOutput(chunkBytes);
-  const stopAt = performance.now() + durationMs;
-  await Promise.all(
-    followers.map(async (follower) => {
-      let offset = 0;
-      while (performance.now() < stopAt) {
-        let settle: (err: Error | null) => void = () => undefined;
-        const answered = new Promise<void>((resolve, reject) => {
-          settle = (err) => (err !== null ? reject(err) : resolve());
-        });
-        const call = clients.command.appendLogs((err) => settle(err));
-        call.write({ header: { evalId: follower.evalId, stream: LogStream.LOG_STREAM_STDOUT } });
-        for (let i = 0; i < 4; i += 1) {
-          if (i > 0) await new Promise((resolve) => setTimeout(resolve, 250));
-          follower.sentAt.set(offset + chunkBytes, performance.now());
-          call.write({ chunk: { offset: String(offset), data: chunk } });
-          offset += chunkBytes;
-          bytes += chunkBytes;
-        }
-        // Ended with its last chunk (the writer's next chunk comes 250 ms later, in the next call).
-        const endedAt = performance.now();
-        call.end();
-        await answered;
-        follower.ackedAt.set(offset, performance.now());
-        await new Promise((resolve) => setTimeout(resolve, Math.max(0, 250 - (performance.now() - endedAt))));
-      }
-    }),
-  );
-  for (const follower of followers) {
-    await unary(
-      clients.command,
-      clients.command.completeEvaluation,
-      completeRequest(follower.evalId),
-      SETUP_DEADLINE_MS,
-    );
-  }
-  await Promise.all(followers.map((f) => f.ended));
-  return {
-    appendToReceipt: appendToReceipt.summary(),
-    ackToReceipt: ackToReceipt.summary(),
-    commandGrowthMiB: commandMemory.stop().growthMiB,
-    queryGrowthMiB: queryMemory.stop().growthMiB,
-    bytes,
-  };
-}
-
 export const bytes: Scenario = {
   name: 'bytes',
   description:
-    'presigned GETs and direct multipart uploads beside raw S3, a 1 MiB range of a large output beside a 1 MiB output, live logs from many writers to their followers, compression of text and random bodies, and (full runs) a 6 GiB streamed output',
+    'presigned GETs and direct multipart uploads beside raw S3, a 1 MiB range of a large output beside a 1 MiB output, compression of text and random bodies, and (full runs) a 6 GiB streamed output',
   async run(ctx: BenchContext) {
     const smoke = ctx.smoke;
     const large = smoke ? 16 * MiB : 256 * MiB;
@@ -331,7 +208,6 @@ export const bytes: Scenario = {
       S3_PART_BYTES: String(PART_BYTES),
       S3_PARTS_IN_FLIGHT: String(PARTS_IN_FLIGHT),
       MAX_STREAMED_OUTPUT_BYTES: String(8 * GiB),
-      LOG_FLUSH_MS: '1000',
     });
     const s3 = createS3Client(stack.environment.config.s3);
     const bucket = stack.environment.config.s3.bucket;
@@ -348,7 +224,7 @@ export const bytes: Scenario = {
         // --- Presigned GET of a large output, and a range of it ---------------------------------
         const body = randomBytes(large);
         const bodySha = sha256(body);
-        const largeId = await runningEvaluation(clients, 1);
+        const largeId = await runningEvaluation(clients.command, 1);
         ctx.progress(`bytes: storing a ${sizeName(large)} output`);
         await completeStreamed(clients.command, largeId, large, (at, length) => body.subarray(at, at + length));
         const signed = await unary(
@@ -385,7 +261,7 @@ export const bytes: Scenario = {
         });
 
         const small = randomBytes(MiB);
-        const smallId = await runningEvaluation(clients, 2);
+        const smallId = await runningEvaluation(clients.command, 2);
         await unary(
           clients.command,
           clients.command.completeEvaluation,
@@ -423,7 +299,7 @@ export const bytes: Scenario = {
         const rawUpload: number[] = [];
         for (let round = 0; round < rounds; round += 1) {
           ctx.progress(`bytes: direct upload and raw multipart of ${sizeName(large)}, round ${round + 1}/${rounds}`);
-          const evalId = await runningEvaluation(clients, 100 + round);
+          const evalId = await runningEvaluation(clients.command, 100 + round);
           const timed = await directUpload(clients, evalId, body);
           direct.push(timed.put + timed.complete);
           directPut.push(timed.put);
@@ -449,37 +325,6 @@ export const bytes: Scenario = {
           'Direct upload: the completion reads the object back once to check its size and SHA-256 against what CreateOutputUpload was promised; "parts alone" is the PUTs of the parts to their presigned URLs, the part of the upload that a raw multipart upload does too.',
         );
 
-        // --- Live logs ---------------------------------------------------------------------------
-        const writers = smoke ? 10 : 100;
-        const durationMs = smoke ? 3000 : 20_000;
-        ctx.progress(`bytes: ${writers} writers appending 64 KiB/s for ${durationMs / 1000} s, a follower each`);
-        const logs = await measureLogs(clients, { command: command.pid, query: query.pid }, writers, durationMs);
-        const latency = (name: string, s: LogsResult['appendToReceipt']): Measured => ({
-          name,
-          figures: [figure('p50', s.p50Ms, 'ms'), figure('p99', s.p99Ms, 'ms'), figure('max', s.maxMs, 'ms')],
-        });
-        rows.push({
-          scenario: 'bytes: AppendLogs → ReadLogs (follow)',
-          case: `${writers} writers × 64 KiB/s, ${durationMs / 1000} s`,
-          subject: latency('ack → follower', logs.ackToReceipt),
-          floors: [latency('append → follower (durable, readable)', logs.appendToReceipt)],
-        });
-        checks.push(
-          {
-            target: `AppendLogs, ${writers} writers at 64 KiB/s: p99 acknowledgement → follower ≤ 50 ms`,
-            actual: `${logs.ackToReceipt.p99Ms.toFixed(1)} ms`,
-            met: logs.ackToReceipt.p99Ms <= 50,
-          },
-          {
-            target: `AppendLogs, ${writers} writers at 64 KiB/s: p99 append → durable (a follower has it) ≤ 1,100 ms`,
-            actual: `${logs.appendToReceipt.p99Ms.toFixed(0)} ms`,
-            met: logs.appendToReceipt.p99Ms <= 1100,
-          },
-        );
-        notes.push(
-          `Live logs: ${(logs.bytes / MiB).toFixed(1)} MiB appended; peak RSS growth command +${logs.commandGrowthMiB.toFixed(0)} MiB, query +${logs.queryGrowthMiB.toFixed(0)} MiB. A call carries four 16 KiB chunks sent 250 ms apart; LOG_FLUSH_MS is 1,000.`,
-        );
-
         // --- Compression (lz4 TOAST of bodies kept in PostgreSQL) ---------------------------------
         const sample = 400 * 1024;
         const pg = new Client({ connectionString: stack.environment.config.databaseUrl });
@@ -491,7 +336,7 @@ export const bytes: Scenario = {
           ] as const) {
             const ids: string[] = [];
             for (let i = 0; i < 10; i += 1)
-              ids.push(await runningEvaluation(clients, 500 + i + (name === 'text' ? 0 : 100)));
+              ids.push(await runningEvaluation(clients.command, 500 + i + (name === 'text' ? 0 : 100)));
             const cpu = measureCpu([{ name: 'postgres', comm: 'postgres' }]);
             for (const evalId of ids) {
               await unary(
@@ -527,7 +372,7 @@ export const bytes: Scenario = {
           };
           const expected = createHash('sha256');
           for (let at = 0; at < size; at += MiB) expected.update(chunkAt(at, Math.min(MiB, size - at)));
-          const evalId = await runningEvaluation(clients, 9000, 3600);
+          const evalId = await runningEvaluation(clients.command, 9000, 3600);
           ctx.progress('bytes: a 6 GiB output, streamed in and read back');
           const commandMemory = watchPeakMemory(command.pid);
           const write = await seconds(() => completeStreamed(clients.command, evalId, size, chunkAt));

@@ -5,6 +5,7 @@ import { commands } from './commands';
 import { fanout } from './fanout';
 import { getEvaluation } from './get-evaluation';
 import { idleStreams } from './idle-streams';
+import { liveLogs } from './live-logs';
 import { metrics } from './metrics';
 import { output } from './output';
 import { propagation } from './propagation';
@@ -25,6 +26,7 @@ export const SCENARIOS: readonly Scenario[] = [
   rebuild,
   output,
   bytes,
+  liveLogs,
   redisMemory,
   retention,
   scaleOut,

@@ -32,6 +32,25 @@ export function completeRequest(evalId: string, output: Buffer = SMALL_OUTPUT): 
   return { evalId, output, exitCode: 0, requestId: '' };
 }
 
+/**
+ * A running evaluation (submitted and started). `timeoutSeconds` must outlast what the caller
+ * does with it: the service fails an evaluation that runs past it (and its grace) with TIMEOUT.
+ */
+export async function runningEvaluation(
+  command: EvaluationCommandServiceClient,
+  n: number,
+  timeoutSeconds = 600,
+): Promise<string> {
+  const { evalId } = await unary(
+    command,
+    command.submitEvaluation,
+    { ...submitRequest(n), timeoutSeconds },
+    SETUP_DEADLINE_MS,
+  );
+  await unary(command, command.startEvaluation, startRequest(evalId), SETUP_DEADLINE_MS);
+  return evalId;
+}
+
 /** Runs `count` whole lifecycles (submit, start, complete); resolves with the ids and the last position. */
 export async function seedCompletedEvaluations(
   command: EvaluationCommandServiceClient,
