@@ -52,6 +52,7 @@ import type { Registry } from 'prom-client';
 import { createShutdown } from './live/shutdown';
 import { createQueryMetrics, type QueryMetrics } from './metrics';
 import { createChangeTraces } from './live/change-traces';
+import { createLogHints } from './live/log-hints';
 import { NO_TRACING, type Tracing } from '../../shared/tracing';
 
 /** Everything that holds a socket, created (and closed) by main.ts or a test. */
@@ -273,6 +274,7 @@ export function createQueryService(
     hotMs,
     clock,
   });
+  const logHints = createLogHints();
   const server = createQueryServer({
     access: connections.access,
     records,
@@ -282,6 +284,7 @@ export function createQueryService(
     changeLog: createChangeLog(redis, layout, undecodable, metadata, lastKnownHorizon(eventLog)),
     checkpoints,
     hub,
+    logHints,
     readiness: createReadiness(projector, shutdown.shutdown),
     openCalls,
     guard: createReadGuard({
@@ -346,6 +349,7 @@ export function createQueryService(
             if (traceparent !== undefined) traces?.heard(position, traceparent);
             projector.notify(position);
           },
+          onLogsAppended: (evalId) => logHints.hint(evalId),
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
         },
         logger,

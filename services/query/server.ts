@@ -27,6 +27,7 @@ import { createWaitEvaluation } from './handlers/wait-evaluation';
 import { createWatchEvaluation } from './handlers/watch-evaluation';
 import { createWatchEvaluations } from './handlers/watch-evaluations';
 import type { ChangeHub } from './live/change-hub';
+import type { LogHints } from './live/log-hints';
 import type { Readiness } from './live/readiness';
 import type { ReadGuard } from './live/read-guard';
 import type { OpenCalls } from './live/open-calls';
@@ -62,6 +63,8 @@ export interface QueryServerDeps {
   readonly changeLog: ChangeLog;
   readonly checkpoints: Checkpoints;
   readonly hub: ChangeHub;
+  /** Wake-ups of live log followers, straight from the command side's announcements. */
+  readonly logHints: LogHints;
   readonly readiness: Readiness;
   readonly guard: ReadGuard;
   readonly openCalls: OpenCalls;

@@ -65,6 +65,26 @@ export function announcedPosition(message: string): bigint | undefined {
   return match?.[1] === undefined ? undefined : BigInt(match[1]);
 }
 
+/** The start of a message announcing a log append: encodeChange writes position, evalId, …, then the event, its type first. */
+const LEADING_EVALUATION = /^\{"position":"[1-9]\d{0,18}","evalId":("(?:[^"\\]|\\.){1,512}"),/;
+const LOGS_APPENDED = '"event":{"type":"EvaluationLogsAppended",';
+
+/**
+ * The evaluation a message says stored some of its logs, or undefined (another event, or no
+ * such message). Only a hint that its log followers may find new bytes in PostgreSQL (read from
+ * the message's start and one substring, without parsing it): they read the log there, as they
+ * would on the read model's change that comes later; a forged message costs them one read.
+ */
+export function announcedLogsAppended(message: string): string | undefined {
+  const match = LEADING_EVALUATION.exec(message);
+  if (match?.[1] === undefined || !message.includes(LOGS_APPENDED)) return undefined;
+  try {
+    return JSON.parse(match[1]) as string;
+  } catch {
+    return undefined; // a forged escape
+  }
+}
+
 /** Decodes a pub/sub message; undefined when it is not a recorded event (never trust a channel). */
 export function decodeChange(message: string): RecordedEvent | undefined {
   try {

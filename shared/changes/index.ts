@@ -1,4 +1,5 @@
 export {
+  announcedLogsAppended,
   announcedPosition,
   announcedTraceparent,
   changeChannel,

@@ -220,6 +220,28 @@ describe('e2e: live logs — AppendLogs while running, ReadLogs following them',
     ]);
   });
 
+  it('reads and follows a log longer than a window (1 MiB), window after window, every byte once and in order', async () => {
+    const { command, query } = clients;
+    await running('logs-long');
+    const line = (i: number): string => `${String(i).padStart(8, '0')} ${'x'.repeat(55)}\n`; // 64 B
+    const text = Array.from({ length: 40_000 }, (_, i) => line(i)).join(''); // 2.5 MB
+    const follower = follow(query, 'logs-long');
+    const messages = [header('logs-long')];
+    for (let at = 0; at < text.length; at += 200_000) messages.push(chunk(at, text.slice(at, at + 200_000)));
+    expect(Number((await append(command, messages)).size)).to.equal(text.length);
+    expect(await readLogs(query, 'logs-long', 0, 0)).to.equal(text);
+    expect(await readLogs(query, 'logs-long', 1_000_000, 1_200_000)).to.equal(text.slice(1_000_000, 2_200_000));
+    await follower.until(text.length);
+    await call(command, command.completeEvaluation, {
+      evalId: 'logs-long',
+      output: Buffer.from('done'),
+      exitCode: 0,
+      requestId: '',
+    });
+    expect(await follower.ended).to.equal(undefined);
+    expect(follower.text()).to.equal(text);
+  });
+
   it('refuses logs of an unknown, a queued evaluation and a call without its header; takes late lines after the end', async () => {
     const { command } = clients;
     const unknown = await expectError(append(command, [header('nobody'), chunk(0, 'x')]));

@@ -4,6 +4,7 @@ import type { CallContext, StreamSink } from '../../../shared/grpc';
 import type { ReadLogsRequest, ReadLogsResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
 import type { ChangeHub } from '../live/change-hub';
+import type { LogHints } from '../live/log-hints';
 import type { OpenCalls } from '../live/open-calls';
 import type { Shutdown } from '../live/shutdown';
 import type { BlobReaders } from './read-output';
@@ -26,12 +27,26 @@ export type LogPart =
       readonly blob: { readonly home: BlobHome; readonly key: string; readonly from: number };
     };
 
+/** A log's state and some of its stored bytes, read together (one snapshot). */
+export interface LogWindow {
+  readonly state: LogState;
+  /** The stored bytes asked for, in order (contiguous; none past the state's size). */
+  readonly parts: LogPart[];
+}
+
 /** The stored logs in PostgreSQL (read-only connection): postgres/log-segments.ts. */
 export interface StoredLogs {
-  /** 'unknown-evaluation' when none of `tenant`'s evaluations has the id. */
-  state(tenant: string, evalId: string, stream: LogStream): Promise<LogState | 'unknown-evaluation'>;
-  /** The bytes [from, to) of the stream that are stored, in order (at most to - from of them). */
-  window(tenant: string, evalId: string, stream: LogStream, from: number, to: number): Promise<LogPart[]>;
+  /**
+   * The stream's state and its stored bytes [from, to) (at most to - from of them), in one
+   * read; 'unknown-evaluation' when none of `tenant`'s evaluations has the id.
+   */
+  read(
+    tenant: string,
+    evalId: string,
+    stream: LogStream,
+    from: number,
+    to: number,
+  ): Promise<LogWindow | 'unknown-evaluation'>;
 }
 
 /**
@@ -47,7 +62,8 @@ const RECHECK_MS = 30_000;
 /**
  * ReadLogs: sends a log from `offset`, up to `length` bytes (0: all), window by window from
  * PostgreSQL (and S3 for large segments), each message with its offset. With `follow` it then
- * waits for the evaluation's changes (the hub's, an awaited event; and every {@link RECHECK_MS})
+ * waits for the evaluation's changes (the command side's hint that logs were stored and the
+ * hub's change, both awaited events; and every {@link RECHECK_MS})
  * and sends what was appended, until the evaluation has ended and everything stored by then was
  * sent. It counts as an open stream; a shutdown ends it UNAVAILABLE naming the offset to resume
  * at. NOT_FOUND for an unknown evaluation; OUT_OF_RANGE for an offset past what is stored (when
@@ -57,6 +73,7 @@ export function createReadLogs(deps: {
   readonly logs: StoredLogs;
   readonly blobs: BlobReaders;
   readonly hub: ChangeHub;
+  readonly logHints: LogHints;
   readonly openCalls: OpenCalls;
   readonly shutdown: Shutdown;
   readonly clock?: () => number;
@@ -84,13 +101,16 @@ export function createReadLogs(deps: {
     const close = deps.openCalls.open(context.peer, 'a ReadLogs stream');
     // Subscribed before the first read: no change can fall between it and the wait.
     const wakeUps = request.follow
-      ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now)
+      ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now, (changed) =>
+          deps.logHints.on(evalId, changed),
+        )
       : undefined;
     let at = offset;
     try {
       for (;;) {
-        const state = await deps.logs.state(tenant, evalId, log);
-        if (state === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
+        const window = await deps.logs.read(tenant, evalId, log, at, Math.min(limit, at + LOG_WINDOW_BYTES));
+        if (window === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
+        const { state, parts } = window;
         if (state.expiredAt !== undefined && state.size > 0)
           throw new NotFoundError(
             `the logs of evaluation ${evalId} were deleted at ${state.expiredAt.toISOString()}, past LOG_RETENTION`,
@@ -100,7 +120,15 @@ export function createReadLogs(deps: {
             `offset ${at} is past the end of the ${log} log of ${evalId} (${state.size} bytes)`,
           );
         }
-        at = await send(tenant, evalId, log, at, Math.min(state.size, limit), sink, context.signal);
+        const to = Math.min(state.size, limit);
+        if (at < to) {
+          if (parts[0]?.offset !== at) {
+            throw new UnavailableError(`the ${log} log of ${evalId} has no bytes stored at offset ${at}; read again`);
+          }
+          at = await send(parts, sink, context.signal);
+          // More is stored than one window: the next one at once.
+          if (at < to && !context.signal.aborted) continue;
+        }
         if (wakeUps === undefined || at >= limit || state.ended || context.signal.aborted) return;
         const why = await nextWakeUp(wakeUps);
         if (why === 'cancelled') return;
@@ -131,28 +159,18 @@ export function createReadLogs(deps: {
     }
   }
 
-  /** Sends the stored bytes [from, to), a window at a time; returns where it got to. */
+  /** Sends a window's parts, in order; returns the offset after the last byte sent. */
   async function send(
-    tenant: string,
-    evalId: string,
-    stream: LogStream,
-    from: number,
-    to: number,
+    parts: readonly LogPart[],
     sink: StreamSink<ReadLogsResponse>,
     signal: AbortSignal,
   ): Promise<number> {
-    let at = from;
-    while (at < to && !signal.aborted) {
-      const parts = await deps.logs.window(tenant, evalId, stream, at, Math.min(to, at + LOG_WINDOW_BYTES));
-      if (parts.length === 0 || parts[0]?.offset !== at) {
-        throw new UnavailableError(`the ${stream} log of ${evalId} has no bytes stored at offset ${at}; read again`);
-      }
-      for (const part of parts) {
-        if (signal.aborted) break;
-        if ('bytes' in part) await write(sink, part.bytes, part.offset);
-        else await sendObjectRange(part, sink, signal);
-        at = part.offset + part.length;
-      }
+    let at = parts[0]?.offset ?? 0;
+    for (const part of parts) {
+      if (signal.aborted) break;
+      if ('bytes' in part) await write(sink, part.bytes, part.offset);
+      else await sendObjectRange(part, sink, signal);
+      at = part.offset + part.length;
     }
     return at;
   }

@@ -65,8 +65,9 @@ export interface WakeUps {
 /**
  * Subscribes to what ends a wait: the hub's changes of `evalId` (a listener only sets a flag, so
  * the changes that land during a read cost one more read, not one each), the client's cancel,
- * the shutdown, and a timer for `at`. Subscribed before the record is read, so that no change
- * can fall between the read and the subscription.
+ * the shutdown, and a timer for `at`; `alsoOn` subscribes another source of changes (ReadLogs:
+ * live/log-hints.ts). Subscribed before the record is read, so that no change can fall between
+ * the read and the subscription.
  */
 export function listenForWakeUps(
   deps: { readonly hub: ChangeHub; readonly shutdown: Shutdown },
@@ -74,6 +75,7 @@ export function listenForWakeUps(
   signal: AbortSignal,
   at: number,
   now: () => number,
+  alsoOn?: (changed: () => void) => () => void,
 ): WakeUps {
   let changed = false;
   let ended: Ending | undefined;
@@ -88,10 +90,12 @@ export function listenForWakeUps(
     raise();
   };
   const onCancel = (): void => end('cancelled');
-  const unsubscribeChanges = deps.hub.onEvaluation(evalId, () => {
+  const onChanged = (): void => {
     changed = true;
     raise();
-  });
+  };
+  const unsubscribeChanges = deps.hub.onEvaluation(evalId, onChanged);
+  const unsubscribeAlso = alsoOn?.(onChanged);
   const unsubscribeShutdown = deps.shutdown.subscribe(() => end('shutdown'));
   signal.addEventListener('abort', onCancel);
   const timer = setTimeout(() => end('due'), Math.min(MAX_TIMER_MS, Math.max(0, at - now())));
@@ -112,6 +116,7 @@ export function listenForWakeUps(
       signal.removeEventListener('abort', onCancel);
       unsubscribeShutdown();
       unsubscribeChanges();
+      unsubscribeAlso?.();
     },
   };
 }

@@ -2,32 +2,41 @@ import type { Pool } from 'pg';
 import type { BlobHome, LogStream } from '../../../shared/domain';
 import { isTerminal, type Status } from '../../../shared/domain';
 import { preparedStatement, queryAs } from '../../../shared/postgres';
-import type { LogPart, LogState, StoredLogs } from '../handlers/read-logs';
+import type { LogState, LogWindow, StoredLogs } from '../handlers/read-logs';
 import { readOrUnavailable } from './event-log';
 
-/** The stream's stored size and whether the evaluation has ended. $1 eval_id. */
-const STATE_SQL = `SELECT status, stdout_bytes::text AS stdout_bytes, stderr_bytes::text AS stderr_bytes, logs_expired_at
-                     FROM evaluations WHERE eval_id = $1`;
-
 /**
- * The bytes [$3, $4) of a stream, a row per segment they touch, each cut to them: the segments
- * are contiguous, so the rows hold at most $4 - $3 bytes in all. A segment in S3 gives its key
- * and the range of it instead. $1 eval_id, $2 stream.
+ * Several reads in one statement (one snapshot, one round trip): read n asks for the bytes
+ * [$3[n], $4[n]) of stream $2[n] of evaluation $1[n]. A row per segment each range touches, cut
+ * to it (the segments are contiguous, so read n's rows hold at most $4[n] - $3[n] bytes), with
+ * its evaluation's state; a read whose range touches no segment has one row with the segment's
+ * columns NULL, one whose evaluation is not there (or not the tenant's) none. A segment in S3
+ * gives its key and the range of it instead of bytes.
  */
-const WINDOW_SQL = `
-  SELECT start_offset::text AS start_offset, s3_key, blob_store,
-         greatest($3::bigint, start_offset)::text AS from_offset,
-         least(start_offset + size, $4::bigint)::text AS to_offset,
-         CASE WHEN content IS NOT NULL THEN
-           substring(content FROM (greatest($3::bigint, start_offset) - start_offset + 1)::int
-                             FOR (least(start_offset + size, $4::bigint) - greatest($3::bigint, start_offset))::int)
+const READ_SQL = `
+  SELECT a.n::int AS n, e.status, e.logs_expired_at,
+         (CASE WHEN a.stream = 'stdout' THEN e.stdout_bytes ELSE e.stderr_bytes END)::text AS stream_bytes,
+         s.start_offset::text AS start_offset, s.s3_key, s.blob_store,
+         greatest(a.from_offset, s.start_offset)::text AS from_offset,
+         least(s.start_offset + s.size, a.to_offset)::text AS to_offset,
+         CASE WHEN s.content IS NOT NULL THEN
+           substring(s.content FROM (greatest(a.from_offset, s.start_offset) - s.start_offset + 1)::int
+                               FOR (least(s.start_offset + s.size, a.to_offset) - greatest(a.from_offset, s.start_offset))::int)
          END AS part
-    FROM evaluation_log_segments
-   WHERE eval_id = $1 AND stream = $2 AND start_offset < $4::bigint AND start_offset + size > $3::bigint
-   ORDER BY start_offset`;
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+           WITH ORDINALITY AS a(eval_id, stream, from_offset, to_offset, n)
+    JOIN evaluations e ON e.eval_id = a.eval_id
+    LEFT JOIN evaluation_log_segments s
+      ON s.eval_id = a.eval_id AND s.stream = a.stream
+     AND s.start_offset < a.to_offset AND s.start_offset + s.size > a.from_offset
+   ORDER BY a.n, s.start_offset`;
 
-interface WindowRow {
-  start_offset: string;
+interface ReadRow {
+  n: number;
+  status: Status;
+  logs_expired_at: Date | null;
+  stream_bytes: string;
+  start_offset: string | null;
   s3_key: string | null;
   blob_store: BlobHome;
   from_offset: string;
@@ -36,58 +45,113 @@ interface WindowRow {
 }
 
 /**
- * Log segments (`evaluation_log_segments`) through the read-only connection. Reads of the same
- * thing at the same time share one query: the followers of one log all wake on the same
- * change and ask for the same bytes, and 1,000 of them cost a query each way, not 1,000.
+ * Reads that wait while others are in flight go together, this many at most: each asks for up
+ * to a window (LOG_WINDOW_BYTES), so a statement holds at most this many windows.
+ */
+const READS_PER_STATEMENT = 32;
+/** Statements in flight at once (the pool has more sessions: other reads are not starved). */
+const STATEMENTS_IN_FLIGHT = 4;
+
+interface Asked {
+  readonly tenant: string;
+  readonly evalId: string;
+  readonly stream: LogStream;
+  readonly from: number;
+  readonly to: number;
+  readonly resolve: (window: LogWindow | 'unknown-evaluation') => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * Log segments (`evaluation_log_segments`) through the read-only connection. Followers wake
+ * together (those of one log on each of its changes, those of many logs when their writers
+ * flush at once), so reads are shared and grouped: the same read asked again while it is in
+ * flight is shared (1,000 followers of one log cost one read), and reads asked while
+ * {@link STATEMENTS_IN_FLIGHT} statements run wait and then go together, one statement for up
+ * to {@link READS_PER_STATEMENT} of them of one tenant (a burst of 100 followers of 100 logs
+ * costs a few statements, not 100 queued for the pool's sessions).
  */
 export function createPostgresLogs(pool: Pool): StoredLogs {
-  const inFlight = new Map<string, Promise<unknown>>();
-  function shared<T>(key: string, read: () => Promise<T>): Promise<T> {
-    const running = inFlight.get(key);
-    if (running !== undefined) return running as Promise<T>;
-    const started = read().finally(() => inFlight.delete(key));
-    inFlight.set(key, started);
-    return started;
-  }
+  const shared = new Map<string, Promise<LogWindow | 'unknown-evaluation'>>();
+  const waiting: Asked[] = [];
+  let inFlight = 0;
+
+  const runNext = (): void => {
+    while (inFlight < STATEMENTS_IN_FLIGHT && waiting.length > 0) {
+      const tenant = (waiting[0] as Asked).tenant;
+      const batch: Asked[] = [];
+      for (let i = 0; i < waiting.length && batch.length < READS_PER_STATEMENT;) {
+        const asked = waiting[i] as Asked;
+        if (asked.tenant === tenant) {
+          batch.push(asked);
+          waiting.splice(i, 1);
+        } else i += 1;
+      }
+      inFlight += 1;
+      void readTogether(tenant, batch).finally(() => {
+        inFlight -= 1;
+        runNext();
+      });
+    }
+  };
+
+  const readTogether = async (tenant: string, batch: readonly Asked[]): Promise<void> => {
+    try {
+      const windows = await readOrUnavailable('reading a log', () => read(tenant, batch));
+      batch.forEach((asked, i) => asked.resolve(windows[i] ?? 'unknown-evaluation'));
+    } catch (err) {
+      for (const asked of batch) asked.reject(err);
+    }
+  };
+
+  const read = async (tenant: string, batch: readonly Asked[]): Promise<(LogWindow | undefined)[]> => {
+    const { rows } = await queryAs<ReadRow>(
+      pool,
+      tenant,
+      preparedStatement(READ_SQL, [
+        batch.map((a) => a.evalId),
+        batch.map((a) => a.stream),
+        batch.map((a) => a.from),
+        batch.map((a) => a.to),
+      ]),
+    );
+    const windows: (LogWindow | undefined)[] = [];
+    for (const row of rows) {
+      let window = windows[row.n - 1];
+      if (window === undefined) {
+        const state: LogState = {
+          size: Number(row.stream_bytes),
+          ended: isTerminal(row.status),
+          ...(row.logs_expired_at !== null ? { expiredAt: row.logs_expired_at } : {}),
+        };
+        window = { state, parts: [] };
+        windows[row.n - 1] = window;
+      }
+      if (row.start_offset === null) continue;
+      const start = Number(row.start_offset);
+      const offset = Number(row.from_offset);
+      const length = Number(row.to_offset) - offset;
+      window.parts.push(
+        row.part !== null
+          ? { offset, length, bytes: row.part }
+          : { offset, length, blob: { home: row.blob_store, key: row.s3_key ?? '', from: offset - start } },
+      );
+    }
+    return windows;
+  };
 
   return {
-    // The key names the tenant: a read is shared only with readers who could make it.
-    state: (tenant, evalId, stream) =>
-      shared(`s\0${tenant}\0${evalId}\0${stream}`, () =>
-        readOrUnavailable('reading a log', async (): Promise<LogState | 'unknown-evaluation'> => {
-          const { rows } = await queryAs<{
-            status: Status;
-            stdout_bytes: string;
-            stderr_bytes: string;
-            logs_expired_at: Date | null;
-          }>(pool, tenant, preparedStatement(STATE_SQL, [evalId]));
-          const row = rows[0];
-          if (row === undefined) return 'unknown-evaluation';
-          const size = Number(stream === 'stdout' ? row.stdout_bytes : row.stderr_bytes);
-          return {
-            size,
-            ended: isTerminal(row.status),
-            ...(row.logs_expired_at !== null ? { expiredAt: row.logs_expired_at } : {}),
-          };
-        }),
-      ),
-    window: (tenant: string, evalId: string, stream: LogStream, from: number, to: number) =>
-      shared(`w\0${tenant}\0${evalId}\0${stream}\0${from}\0${to}`, () =>
-        readOrUnavailable('reading a log', async (): Promise<LogPart[]> => {
-          const { rows } = await queryAs<WindowRow>(
-            pool,
-            tenant,
-            preparedStatement(WINDOW_SQL, [evalId, stream, from, to]),
-          );
-          return rows.map((row) => {
-            const start = Number(row.start_offset);
-            const offset = Number(row.from_offset);
-            const length = Number(row.to_offset) - offset;
-            return row.part !== null
-              ? { offset, length, bytes: row.part }
-              : { offset, length, blob: { home: row.blob_store, key: row.s3_key ?? '', from: offset - start } };
-          });
-        }),
-      ),
+    read(tenant, evalId, stream, from, to) {
+      // The key names the tenant: a read is shared only with readers who could make it.
+      const key = `${tenant}\0${evalId}\0${stream}\0${from}\0${to}`;
+      const running = shared.get(key);
+      if (running !== undefined) return running;
+      const started = new Promise<LogWindow | 'unknown-evaluation'>((resolve, reject) => {
+        waiting.push({ tenant, evalId, stream, from, to, resolve, reject });
+        runNext();
+      }).finally(() => shared.delete(key));
+      shared.set(key, started);
+      return started;
+    },
   };
 }

@@ -1,5 +1,5 @@
 import { isCluster, type RedisClient } from '../../../shared/redis';
-import { announcedPosition, announcedTraceparent } from '../../../shared/changes';
+import { announcedLogsAppended, announcedPosition, announcedTraceparent } from '../../../shared/changes';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
@@ -25,7 +25,12 @@ const MALFORMED_LOG_INTERVAL_MS = 60_000;
 export function subscribeToChanges(
   subscriber: RedisClient,
   channels: readonly string[],
-  handlers: { onChange(position: bigint, traceparent: string | undefined): void; onReconnect(): void },
+  handlers: {
+    onChange(position: bigint, traceparent: string | undefined): void;
+    /** The message announces that `evalId` stored some of its logs (a hint for live/log-hints.ts). */
+    onLogsAppended(evalId: string): void;
+    onReconnect(): void;
+  },
   logger: Logger,
   clock: () => number = Date.now,
 ): ChangeSubscription {
@@ -48,6 +53,8 @@ export function subscribeToChanges(
       return;
     }
     handlers.onChange(position, announcedTraceparent(message));
+    const logsOf = announcedLogsAppended(message);
+    if (logsOf !== undefined) handlers.onLogsAppended(logsOf);
   };
   const onReady = (): void => {
     if (readyOnce) {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import {
+  announcedLogsAppended,
   announcedPosition,
   announcedTraceparent,
   changeChannel,
@@ -79,6 +80,28 @@ describe('change feed', () => {
       JSON.stringify({ evalId: 'e1', position: '5' }),
     ]) {
       expect(announcedPosition(message), message).to.equal(undefined);
+    }
+  });
+
+  it('names the evaluation of a log append, from the message alone; nothing for other events or forgeries', () => {
+    const appended: RecordedEvent = {
+      ...EVENT,
+      evalId: 'run.7-"quoted"',
+      event: { type: 'EvaluationLogsAppended', data: { stream: 'stdout', offset: 0, length: 10 } },
+    };
+    expect(announcedLogsAppended(encodeChange(appended))).to.equal('run.7-"quoted"');
+    expect(
+      announcedLogsAppended(encodeChange(appended, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')),
+    ).to.equal('run.7-"quoted"');
+    expect(announcedLogsAppended(encodeChange(EVENT))).to.equal(undefined);
+    for (const forged of [
+      'not json',
+      '{"evalId":"x","event":{"type":"EvaluationLogsAppended",}',
+      '{"position":"0","evalId":"x","event":{"type":"EvaluationLogsAppended",',
+      '{"position":"1","evalId":"\\u12","event":{"type":"EvaluationLogsAppended",',
+      '{"position":"1","evalId":"","event":{"type":"EvaluationLogsAppended",',
+    ]) {
+      expect(announcedLogsAppended(forged), forged).to.equal(undefined);
     }
   });
 });

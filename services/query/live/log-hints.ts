@@ -1,0 +1,34 @@
+/**
+ * Wake-ups for the followers of live logs (ReadLogs with `follow`), straight from the command
+ * side's announcement that an evaluation stored some of its logs (shared/changes,
+ * announcedLogsAppended). A follower reads the log from PostgreSQL, not from the read models,
+ * so it need not wait for the projection to apply the change and the change log to carry it
+ * (tens of ms under load): the announcement comes as soon as the segment committed. Only a
+ * hint: one lost is made up by the hub's change of the same event, one forged costs a read.
+ */
+export interface LogHints {
+  /** Calls `listener` on each hint for `evalId`. Returns the unsubscribe function. */
+  on(evalId: string, listener: () => void): () => void;
+  /** Wakes `evalId`'s followers on this replica (the change subscriber's). */
+  hint(evalId: string): void;
+}
+
+export function createLogHints(): LogHints {
+  const listeners = new Map<string, Set<() => void>>();
+  return {
+    on(evalId, listener) {
+      let set = listeners.get(evalId);
+      if (set === undefined) listeners.set(evalId, (set = new Set()));
+      set.add(listener);
+      return () => {
+        set.delete(listener);
+        if (set.size === 0 && listeners.get(evalId) === set) listeners.delete(evalId);
+      };
+    },
+    hint(evalId) {
+      const set = listeners.get(evalId);
+      if (set === undefined) return;
+      for (const listener of [...set]) listener();
+    },
+  };
+}
