@@ -5,7 +5,7 @@ import {
   type ReadLogsResponse,
 } from '../../shared/generated/crucible/storage/v1/query_service';
 import { completeRequest, runningEvaluation } from '../support/evaluations';
-import { closeAll, createClients, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
@@ -134,8 +134,8 @@ export const liveLogs: Scenario = {
     try {
       const command = await stack.start('command');
       const query = await stack.start('query');
-      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1);
-      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1);
+      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
+      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
       const clients = { command: commandClient!, query: queryClient! };
       const rows: Row[] = [];
       const checks: Check[] = [];
