@@ -1,8 +1,15 @@
-import { logStreamOfProto, logStreamViolation, type BlobHome, type LogStream } from '../../../shared/domain';
+import {
+  isTerminalProto,
+  logStreamOfProto,
+  logStreamViolation,
+  type BlobHome,
+  type LogStream,
+} from '../../../shared/domain';
 import { NotFoundError, OutOfRangeError, UnavailableError } from '../../../shared/errors';
 import type { CallContext, StreamSink } from '../../../shared/grpc';
 import type { ReadLogsRequest, ReadLogsResponse } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
+import type { Change } from '../live/change';
 import type { ChangeHub } from '../live/change-hub';
 import type { LogHints } from '../live/log-hints';
 import type { OpenCalls } from '../live/open-calls';
@@ -98,14 +105,17 @@ export function createReadLogs(deps: {
     const { tenant } = context.caller;
     const limit = length === 0 ? Infinity : offset + length;
 
+    let at = offset;
     const close = deps.openCalls.open(context.peer, 'a ReadLogs stream');
     // Subscribed before the first read: no change can fall between it and the wait.
     const wakeUps = request.follow
-      ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now, (changed) =>
-          deps.logHints.on(evalId, changed),
-        )
+      ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now, {
+          on: (changed) => deps.logHints.on(evalId, changed),
+          // The hint of a log append comes first: its change, applied later, is read again for
+          // only when it shows bytes this follower has not sent (or the evaluation's end).
+          wants: (change) => isTerminalProto(change.status) || loggedBytes(change, log) > at,
+        })
       : undefined;
-    let at = offset;
     try {
       for (;;) {
         const window = await deps.logs.read(tenant, evalId, log, at, Math.min(limit, at + LOG_WINDOW_BYTES));
@@ -194,6 +204,13 @@ export function createReadLogs(deps: {
         throw new UnavailableError(`the output store failed at offset ${offset}; resume there`, { cause: err });
     }
   }
+}
+
+/** The size of `stream` a change shows; unknown (a change that would not decode) reads as more. */
+function loggedBytes(change: Change, stream: LogStream): number {
+  const evaluation = change.update.unreadable === undefined ? change.update.message.evaluation : undefined;
+  if (evaluation === undefined) return Infinity;
+  return Number(stream === 'stdout' ? evaluation.stdoutBytes : evaluation.stderrBytes);
 }
 
 /** `bytes` at `offset`, in messages of at most {@link MESSAGE_BYTES}. */

@@ -3,6 +3,7 @@ import { UnavailableError } from '../../../shared/errors';
 import type { CallContext } from '../../../shared/grpc';
 import type { WaitEvaluationRequest } from '../../../shared/generated/crucible/storage/v1/query_service';
 import { RequestChecks } from '../domain/requests';
+import type { Change } from '../live/change';
 import type { ChangeHub } from '../live/change-hub';
 import type { OpenCalls } from '../live/open-calls';
 import type { ReadGuard } from '../live/read-guard';
@@ -65,8 +66,8 @@ export interface WakeUps {
 /**
  * Subscribes to what ends a wait: the hub's changes of `evalId` (a listener only sets a flag, so
  * the changes that land during a read cost one more read, not one each), the client's cancel,
- * the shutdown, and a timer for `at`; `alsoOn` subscribes another source of changes (ReadLogs:
- * live/log-hints.ts). Subscribed before the record is read, so that no change can fall between
+ * the shutdown, and a timer for `at`; `also` adds another source of changes and a filter of the
+ * hub's (ReadLogs). Subscribed before the record is read, so that no change can fall between
  * the read and the subscription.
  */
 export function listenForWakeUps(
@@ -75,7 +76,12 @@ export function listenForWakeUps(
   signal: AbortSignal,
   at: number,
   now: () => number,
-  alsoOn?: (changed: () => void) => () => void,
+  also: {
+    /** Subscribes another source of changes (ReadLogs: live/log-hints.ts); returns the unsubscribe. */
+    readonly on?: (changed: () => void) => () => void;
+    /** Whether a hub change is one to read again for (default: every change is). */
+    readonly wants?: (change: Change) => boolean;
+  } = {},
 ): WakeUps {
   let changed = false;
   let ended: Ending | undefined;
@@ -94,8 +100,12 @@ export function listenForWakeUps(
     changed = true;
     raise();
   };
-  const unsubscribeChanges = deps.hub.onEvaluation(evalId, onChanged);
-  const unsubscribeAlso = alsoOn?.(onChanged);
+  const { wants } = also;
+  const unsubscribeChanges = deps.hub.onEvaluation(
+    evalId,
+    wants === undefined ? onChanged : (change) => (wants(change) ? onChanged() : undefined),
+  );
+  const unsubscribeAlso = also.on?.(onChanged);
   const unsubscribeShutdown = deps.shutdown.subscribe(() => end('shutdown'));
   signal.addEventListener('abort', onCancel);
   const timer = setTimeout(() => end('due'), Math.min(MAX_TIMER_MS, Math.max(0, at - now())));

@@ -28,7 +28,7 @@ describe('log hints: live log followers woken by the command side', () => {
       new AbortController().signal,
       Date.now() + 60_000,
       Date.now,
-      (changed) => hints.on('e-1', changed),
+      { on: (changed) => hints.on('e-1', changed) },
     );
     const woken = wakeUps.next();
     hints.hint('e-2');
