@@ -41,6 +41,7 @@ async function measureLogs(
   services: { command: number; query: number },
   writers: number,
   durationMs: number,
+  inStep: boolean,
 ): Promise<LogsResult> {
   const chunkBytes = 16 * 1024;
   const appendToReceipt = createLatencyRecorder();
@@ -82,7 +83,9 @@ async function measureLogs(
   const chunk = textOutput(chunkBytes);
   const stopAt = performance.now() + durationMs;
   await Promise.all(
-    followers.map(async (follower) => {
+    followers.map(async (follower, i) => {
+      // Spread: writer i starts i/writers of a second late, so that the flushes spread over each second.
+      if (!inStep) await new Promise((resolve) => setTimeout(resolve, (i * 1000) / writers));
       let offset = 0;
       while (performance.now() < stopAt) {
         let settle: (err: Error | null) => void = () => undefined;
@@ -146,33 +149,49 @@ export const liveLogs: Scenario = {
       try {
         const writers = smoke ? 10 : 100;
         const durationMs = smoke ? 3000 : 20_000;
-        ctx.progress(`live logs: ${writers} writers appending 64 KiB/s for ${durationMs / 1000} s, a follower each`);
-        const logs = await measureLogs(clients, { command: command.pid, query: query.pid }, writers, durationMs);
         const latency = (name: string, s: LogsResult['appendToReceipt']): Measured => ({
           name,
           figures: [figure('p50', s.p50Ms, 'ms'), figure('p99', s.p99Ms, 'ms'), figure('max', s.maxMs, 'ms')],
         });
-        rows.push({
-          scenario: 'live logs: AppendLogs → ReadLogs (follow)',
-          case: `${writers} writers × 64 KiB/s, ${durationMs / 1000} s`,
-          subject: latency('ack → follower', logs.ackToReceipt),
-          floors: [latency('append → follower (durable, readable)', logs.appendToReceipt)],
-        });
-        checks.push(
-          {
-            target: `AppendLogs, ${writers} writers at 64 KiB/s: p99 acknowledgement → follower ≤ 50 ms`,
-            actual: `${logs.ackToReceipt.p99Ms.toFixed(1)} ms`,
-            met: logs.ackToReceipt.p99Ms <= 50,
-          },
-          {
-            target: `AppendLogs, ${writers} writers at 64 KiB/s: p99 append → durable (a follower has it) ≤ 1,100 ms`,
-            actual: `${logs.appendToReceipt.p99Ms.toFixed(0)} ms`,
-            met: logs.appendToReceipt.p99Ms <= 1100,
-          },
-        );
-        notes.push(
-          `Live logs: ${(logs.bytes / MiB).toFixed(1)} MiB appended; peak RSS growth command +${logs.commandGrowthMiB.toFixed(0)} MiB, query +${logs.queryGrowthMiB.toFixed(0)} MiB. A call carries four 16 KiB chunks sent 250 ms apart; LOG_FLUSH_MS is 1,000.`,
-        );
+        // In step (every writer flushes in the same few ms: the worst case, which the targets
+        // are judged on), then spread over the second as independent executors would be.
+        for (const inStep of [true, false]) {
+          const phase = inStep ? 'in step' : 'spread';
+          ctx.progress(
+            `live logs: ${writers} writers (${phase}) appending 64 KiB/s for ${durationMs / 1000} s, a follower each`,
+          );
+          const logs = await measureLogs(
+            clients,
+            { command: command.pid, query: query.pid },
+            writers,
+            durationMs,
+            inStep,
+          );
+          rows.push({
+            scenario: 'live logs: AppendLogs → ReadLogs (follow)',
+            case: `${writers} writers × 64 KiB/s, ${phase}, ${durationMs / 1000} s`,
+            subject: latency('ack → follower', logs.ackToReceipt),
+            floors: [latency('append → follower (durable, readable)', logs.appendToReceipt)],
+          });
+          if (inStep) {
+            checks.push(
+              {
+                target: `AppendLogs, ${writers} writers at 64 KiB/s in step: p99 acknowledgement → follower ≤ 50 ms`,
+                actual: `${logs.ackToReceipt.p99Ms.toFixed(1)} ms`,
+                met: logs.ackToReceipt.p99Ms <= 50,
+              },
+              {
+                target: `AppendLogs, ${writers} writers at 64 KiB/s in step: p99 append → durable (a follower has it) ≤ 1,100 ms`,
+                actual: `${logs.appendToReceipt.p99Ms.toFixed(0)} ms`,
+                met: logs.appendToReceipt.p99Ms <= 1100,
+              },
+            );
+          }
+          notes.push(
+            `Live logs, ${phase}: ${(logs.bytes / MiB).toFixed(1)} MiB appended; peak RSS growth command +${logs.commandGrowthMiB.toFixed(0)} MiB, query +${logs.queryGrowthMiB.toFixed(0)} MiB.`,
+          );
+        }
+        notes.push('Live logs: a call carries four 16 KiB chunks sent 250 ms apart; LOG_FLUSH_MS is 1,000.');
         return { rows, checks, notes };
       } finally {
         closeAll([commandClient!, queryClient!]);
