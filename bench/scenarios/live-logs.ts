@@ -133,7 +133,8 @@ async function measureLogs(
 
 export const liveLogs: Scenario = {
   name: 'live-logs',
-  description: 'many executors appending 64 KiB/s each to their logs, a follower reading each log live',
+  description:
+    'many executors appending 64 KiB/s each to their logs (flushing in step, then spread over each second), a follower reading each log live',
   async run(ctx: BenchContext) {
     const smoke = ctx.smoke;
     const stack = await createBenchStack(ctx, { LOG_FLUSH_MS: '1000' });
