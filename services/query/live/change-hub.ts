@@ -1,5 +1,6 @@
 import { DeadlineError, UnavailableError } from '../../../shared/errors';
 import type { Change } from './change';
+import { createKeyedListeners } from './keyed-listeners';
 import type { Shutdown } from './shutdown';
 
 export type ChangeListener = (change: Change) => void;
@@ -45,7 +46,7 @@ interface Waiter {
 export function createChangeHub(onListenerError: (err: unknown) => void = () => undefined): ChangeHub {
   let applied = 0n;
   const anyListeners = new Set<ChangeListener>();
-  const byEvaluation = new Map<string, Set<ChangeListener>>();
+  const byEvaluation = createKeyedListeners<ChangeListener>();
   // Sorted by position, so that a dispatch releases a prefix.
   let waiters: Waiter[] = [];
 
@@ -57,7 +58,7 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
   };
 
   const dispatch = (listeners: Iterable<ChangeListener>, change: Change): void => {
-    for (const listener of [...listeners]) {
+    for (const listener of listeners) {
       try {
         listener(change);
       } catch (err) {
@@ -72,29 +73,20 @@ export function createChangeHub(onListenerError: (err: unknown) => void = () => 
       return applied;
     },
     get listenerCount() {
-      let n = anyListeners.size;
-      for (const set of byEvaluation.values()) n += set.size;
-      return n;
+      return anyListeners.size + byEvaluation.size;
     },
     onAny(listener) {
       anyListeners.add(listener);
       return () => anyListeners.delete(listener);
     },
     onEvaluation(evalId, listener) {
-      let set = byEvaluation.get(evalId);
-      if (set === undefined) byEvaluation.set(evalId, (set = new Set()));
-      set.add(listener);
-      return () => {
-        set.delete(listener);
-        if (set.size === 0 && byEvaluation.get(evalId) === set) byEvaluation.delete(evalId);
-      };
+      return byEvaluation.add(evalId, listener);
     },
     publish(change) {
       if (change.position <= applied) return;
       applied = change.position;
-      const own = byEvaluation.get(change.evalId);
-      if (own !== undefined) dispatch(own, change);
-      dispatch(anyListeners, change);
+      dispatch(byEvaluation.of(change.evalId), change);
+      dispatch([...anyListeners], change);
       release();
     },
     advanceTo(position) {

@@ -1,3 +1,5 @@
+import { createKeyedListeners } from './keyed-listeners';
+
 /**
  * Wake-ups for the followers of live logs (ReadLogs with `follow`), straight from the command
  * side's announcement that an evaluation stored some of its logs (shared/changes,
@@ -14,21 +16,11 @@ export interface LogHints {
 }
 
 export function createLogHints(): LogHints {
-  const listeners = new Map<string, Set<() => void>>();
+  const listeners = createKeyedListeners<() => void>();
   return {
-    on(evalId, listener) {
-      let set = listeners.get(evalId);
-      if (set === undefined) listeners.set(evalId, (set = new Set()));
-      set.add(listener);
-      return () => {
-        set.delete(listener);
-        if (set.size === 0 && listeners.get(evalId) === set) listeners.delete(evalId);
-      };
-    },
+    on: (evalId, listener) => listeners.add(evalId, listener),
     hint(evalId) {
-      const set = listeners.get(evalId);
-      if (set === undefined) return;
-      for (const listener of [...set]) listener();
+      for (const listener of listeners.of(evalId)) listener();
     },
   };
 }
