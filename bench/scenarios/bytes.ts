@@ -18,11 +18,11 @@ import {
 import { createS3Client } from '../../shared/s3';
 import { measureCpu, type CpuUse } from '../support/cpu';
 import { completeRequest, runningEvaluation } from '../support/evaluations';
-import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
-import { createBenchStack, type BenchStack } from '../support/stack';
+import { createBenchStack, startForBytes, type BenchStack, type ServiceClients } from '../support/stack';
 import { median } from '../support/stats';
 import { textOutput } from '../../test/support/text';
 
@@ -40,11 +40,6 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await work();
   return (performance.now() - start) / 1000;
-}
-
-interface Clients {
-  readonly command: EvaluationCommandServiceClient;
-  readonly query: EvaluationQueryServiceClient;
 }
 
 /** CompleteEvaluationStream of `size` bytes that `chunkAt(offset)` makes as they are sent (never held whole). */
@@ -160,7 +155,7 @@ async function rawMultipart(s3: S3Client, bucket: string, key: string, body: Buf
 
 /** A direct upload through the service: CreateOutputUpload, the parts PUT to their URLs, CompleteEvaluation. */
 async function directUpload(
-  clients: Clients,
+  clients: ServiceClients,
   evalId: string,
   body: Buffer,
 ): Promise<{ put: number; complete: number }> {
@@ -212,11 +207,7 @@ export const bytes: Scenario = {
     const s3 = createS3Client(stack.environment.config.s3);
     const bucket = stack.environment.config.s3.bucket;
     try {
-      const command = await stack.start('command');
-      const query = await stack.start('query');
-      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
-      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
-      const clients = { command: commandClient!, query: queryClient! };
+      const { command, query, clients, closeClients } = await startForBytes(stack);
       const rows: Row[] = [];
       const checks: Check[] = [];
       const notes: string[] = [];
@@ -400,7 +391,7 @@ export const bytes: Scenario = {
           notes.push('The 6 GiB streamed output runs in full runs only (make bench).');
         }
       } finally {
-        closeAll([commandClient!, queryClient!]);
+        closeClients();
       }
       return { rows, checks, notes };
     } finally {

@@ -1,24 +1,15 @@
 import { LogStream } from '../../shared/generated/crucible/storage/v1/evaluation';
-import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
-import {
-  EvaluationQueryServiceClient,
-  type ReadLogsResponse,
-} from '../../shared/generated/crucible/storage/v1/query_service';
+import type { ReadLogsResponse } from '../../shared/generated/crucible/storage/v1/query_service';
 import { completeRequest, runningEvaluation } from '../support/evaluations';
-import { closeAll, createClients, LARGE_MESSAGES, SETUP_DEADLINE_MS, unary } from '../support/grpc';
+import { SETUP_DEADLINE_MS, unary } from '../support/grpc';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
-import { createBenchStack } from '../support/stack';
+import { createBenchStack, startForBytes, type ServiceClients } from '../support/stack';
 import { createLatencyRecorder } from '../support/stats';
 import { textOutput } from '../../test/support/text';
 
 const MiB = 1024 * 1024;
-
-interface Clients {
-  readonly command: EvaluationCommandServiceClient;
-  readonly query: EvaluationQueryServiceClient;
-}
 
 interface LogsResult {
   readonly appendToReceipt: ReturnType<ReturnType<typeof createLatencyRecorder>['summary']>;
@@ -37,7 +28,7 @@ interface LogsResult {
  * last byte (0 when the follower had it first).
  */
 async function measureLogs(
-  clients: Clients,
+  clients: ServiceClients,
   services: { command: number; query: number },
   writers: number,
   durationMs: number,
@@ -139,11 +130,7 @@ export const liveLogs: Scenario = {
     const smoke = ctx.smoke;
     const stack = await createBenchStack(ctx, { LOG_FLUSH_MS: '1000' });
     try {
-      const command = await stack.start('command');
-      const query = await stack.start('query');
-      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
-      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
-      const clients = { command: commandClient!, query: queryClient! };
+      const { command, query, clients, closeClients } = await startForBytes(stack);
       const rows: Row[] = [];
       const checks: Check[] = [];
       const notes: string[] = [];
@@ -195,7 +182,7 @@ export const liveLogs: Scenario = {
         notes.push('Live logs: a call carries four 16 KiB chunks sent 250 ms apart; LOG_FLUSH_MS is 1,000.');
         return { rows, checks, notes };
       } finally {
-        closeAll([commandClient!, queryClient!]);
+        closeClients();
       }
     } finally {
       await stack.close();

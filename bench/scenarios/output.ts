@@ -18,7 +18,7 @@ import { cpuPerUnit, measureCpu, sumCpu, type CpuUse } from '../support/cpu';
 import { watchPeakMemory } from '../support/memory';
 import { figure, type Check, type Measured, type Row } from '../support/report';
 import type { BenchContext, Scenario } from '../support/scenario';
-import { createBenchStack, type BenchStack } from '../support/stack';
+import { createBenchStack, startForBytes, type BenchStack, type ServiceClients } from '../support/stack';
 import { median } from '../support/stats';
 
 const MB = 1e6;
@@ -106,7 +106,7 @@ const sizeName = (size: number): string => `${(size / MiB).toFixed(0)} MiB`;
 async function measureCase(
   stack: BenchStack,
   ctx: BenchContext,
-  clients: { command: EvaluationCommandServiceClient; query: EvaluationQueryServiceClient },
+  clients: ServiceClients,
   services: { command: number; query: number },
   outputCase: OutputCase,
   rounds: number,
@@ -239,10 +239,7 @@ export const output: Scenario = {
         { transfer: 'stream', size: largestUnary, read: false },
         { transfer: 'stream', size: largestCase, read: true },
       ];
-      const command = await stack.start('command');
-      const query = await stack.start('query');
-      const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
-      const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
+      const { command, query, clients, closeClients } = await startForBytes(stack);
       const results: CaseResult[] = [];
       try {
         for (const outputCase of cases) {
@@ -250,7 +247,7 @@ export const output: Scenario = {
             await measureCase(
               stack,
               ctx,
-              { command: commandClient!, query: queryClient! },
+              clients,
               { command: command.pid, query: query.pid },
               outputCase,
               ctx.smoke ? 1 : 3,
@@ -258,7 +255,7 @@ export const output: Scenario = {
           );
         }
       } finally {
-        closeAll([commandClient!, queryClient!]);
+        closeClients();
       }
 
       const rows: Row[] = [];

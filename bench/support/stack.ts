@@ -5,6 +5,9 @@ import { waitForServing, type ServiceKind } from '../../test/support/processes';
 import { deleteKeys } from '../../test/support/redis-keys';
 
 export { deleteKeys };
+import { EvaluationCommandServiceClient } from '../../shared/generated/crucible/storage/v1/command_service';
+import { EvaluationQueryServiceClient } from '../../shared/generated/crucible/storage/v1/query_service';
+import { closeAll, createClients, LARGE_MESSAGES } from './grpc';
 import { startListening, type ListeningProcess } from './processes';
 import type { BenchContext } from './scenario';
 
@@ -85,4 +88,29 @@ export async function createBenchStack(ctx: BenchContext, overrides: Record<stri
       await environment.close();
     },
   };
+}
+
+/** A client of each service. */
+export interface ServiceClients {
+  readonly command: EvaluationCommandServiceClient;
+  readonly query: EvaluationQueryServiceClient;
+}
+
+/**
+ * Both services started on `stack`, with a client of each on its own connection that takes
+ * messages of any size and has a 16 MiB flow-control window (LARGE_MESSAGES): what the
+ * scenarios that move bytes need. `closeClients` closes the clients; the stack stops the services.
+ */
+export async function startForBytes(stack: BenchStack): Promise<{
+  readonly command: ListeningProcess;
+  readonly query: ListeningProcess;
+  readonly clients: ServiceClients;
+  closeClients(): void;
+}> {
+  const command = await stack.start('command');
+  const query = await stack.start('query');
+  const [commandClient] = createClients(EvaluationCommandServiceClient, command.address, 1, LARGE_MESSAGES);
+  const [queryClient] = createClients(EvaluationQueryServiceClient, query.address, 1, LARGE_MESSAGES);
+  const clients = { command: commandClient!, query: queryClient! };
+  return { command, query, clients, closeClients: () => closeAll([clients.command, clients.query]) };
 }
