@@ -17,6 +17,8 @@ interface LogsResult {
   readonly commandGrowthMiB: number;
   readonly queryGrowthMiB: number;
   readonly bytes: number;
+  /** Followers whose stream failed (each then stops adding samples: the figures would flatter). */
+  readonly failedFollowers: number;
 }
 
 /**
@@ -42,6 +44,7 @@ async function measureLogs(
   const commandMemory = watchPeakMemory(services.command);
   const queryMemory = watchPeakMemory(services.query);
   let bytes = 0;
+  let failedFollowers = 0;
   const followers = evalIds.map((evalId) => {
     const sentAt = new Map<number, number>(); // end offset of a chunk -> when it was sent
     const ackedAt = new Map<number, number>(); // end offset of a call -> when it was acknowledged
@@ -67,7 +70,7 @@ async function measureLogs(
         ackedAt.delete(end);
       }
     });
-    stream.on('error', () => undefined);
+    stream.on('error', () => (failedFollowers += 1));
     const ended = new Promise<void>((resolve) => stream.on('close', () => resolve()));
     return { evalId, sentAt, ackedAt, stream, ended, received: () => received };
   });
@@ -119,6 +122,7 @@ async function measureLogs(
     commandGrowthMiB: commandMemory.stop().growthMiB,
     queryGrowthMiB: queryMemory.stop().growthMiB,
     bytes,
+    failedFollowers,
   };
 }
 
@@ -160,6 +164,11 @@ export const liveLogs: Scenario = {
             case: `${writers} writers × 64 KiB/s, ${phase}, ${durationMs / 1000} s`,
             subject: latency('ack → follower', logs.ackToReceipt),
             floors: [latency('append → follower (durable, readable)', logs.appendToReceipt)],
+          });
+          checks.push({
+            target: `Live logs (${phase}): every follower reads to the end`,
+            actual: `${logs.failedFollowers} of ${writers} failed`,
+            met: logs.failedFollowers === 0,
           });
           if (inStep) {
             checks.push(

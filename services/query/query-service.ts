@@ -349,7 +349,7 @@ export function createQueryService(
             if (traceparent !== undefined) traces?.heard(position, traceparent);
             projector.notify(position);
           },
-          onLogsAppended: (evalId) => logHints.hint(evalId),
+          onLogsAppended: (evalId, stream) => logHints.hint(evalId, stream),
           onReconnect: () => projector.requestCatchUp('pub/sub reconnected'),
         },
         logger,

@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../domain';
+import type { LogStream, RecordedEvent } from '../domain';
 import { partitionTag } from '../partitions';
 
 /**
@@ -65,21 +65,25 @@ export function announcedPosition(message: string): bigint | undefined {
   return match?.[1] === undefined ? undefined : BigInt(match[1]);
 }
 
-/** The start of a message announcing a log append: encodeChange writes position, evalId, …, then the event, its type first. */
-const LEADING_EVALUATION = /^\{"position":"[1-9]\d{0,18}","evalId":("(?:[^"\\]|\\.){1,512}"),/;
-const LOGS_APPENDED = '"event":{"type":"EvaluationLogsAppended",';
+/**
+ * The start of a message announcing a log append, as encodeChange writes it: position, evalId,
+ * revision, recordedAt, then the event, its type first and its data's stream first (the unit
+ * test of decideChange's AppendLogSegment fails when that order changes).
+ */
+const LOGS_APPENDED =
+  /^\{"position":"[1-9]\d{0,18}","evalId":("(?:[^"\\]|\\.){1,512}"),"revision":"\d{1,19}","recordedAt":"[^"\\]{1,64}","event":\{"type":"EvaluationLogsAppended","data":\{"stream":"(stdout|stderr)"/;
 
 /**
- * The evaluation a message says stored some of its logs, or undefined (another event, or no
- * such message). Only a hint that its log followers may find new bytes in PostgreSQL (read from
- * the message's start and one substring, without parsing it): they read the log there, as they
- * would on the read model's change that comes later; a forged message costs them one read.
+ * The log a message says was appended to, or undefined (another event, or no such message).
+ * Only a hint that its followers may find new bytes in PostgreSQL, read from the message's start
+ * without parsing it: they read the log there, as they would on the read model's change that
+ * comes later; a forged message costs them one read.
  */
-export function announcedLogsAppended(message: string): string | undefined {
-  const match = LEADING_EVALUATION.exec(message);
-  if (match?.[1] === undefined || !message.includes(LOGS_APPENDED)) return undefined;
+export function announcedLogsAppended(message: string): { evalId: string; stream: LogStream } | undefined {
+  const match = LOGS_APPENDED.exec(message);
+  if (match?.[1] === undefined || match[2] === undefined) return undefined;
   try {
-    return JSON.parse(match[1]) as string;
+    return { evalId: JSON.parse(match[1]) as string, stream: match[2] as LogStream };
   } catch {
     return undefined; // a forged escape
   }

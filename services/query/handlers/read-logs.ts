@@ -57,10 +57,16 @@ export interface StoredLogs {
 }
 
 /**
- * Bytes read per query: what one follower (or the followers of one log, who share the read)
+ * Bytes asked for per read: what one reader (or the readers of one log, who share the read)
  * holds at a time, however large the log.
  */
 export const LOG_WINDOW_BYTES = 1024 * 1024;
+/**
+ * Bytes asked for by a follower that had everything stored: what a flush usually adds is far
+ * less, and reads are grouped by the bytes they ask for (postgres/log-segments.ts). More than
+ * this stored meanwhile is read on at once, a window at a time.
+ */
+const CAUGHT_UP_WINDOW_BYTES = 256 * 1024;
 /** The largest message: a window goes out in a few of them. */
 const MESSAGE_BYTES = 256 * 1024;
 /** A follower rechecks the log this often even when no change was heard (a change missed is late, never lost). */
@@ -110,15 +116,17 @@ export function createReadLogs(deps: {
     // Subscribed before the first read: no change can fall between it and the wait.
     const wakeUps = request.follow
       ? listenForWakeUps(deps, evalId, context.signal, Number.MAX_SAFE_INTEGER, now, {
-          on: (changed) => deps.logHints.on(evalId, changed),
+          on: (changed) => deps.logHints.on(evalId, log, changed),
           // The hint of a log append comes first: its change, applied later, is read again for
           // only when it shows bytes this follower has not sent (or the evaluation's end).
           wants: (change) => isTerminalProto(change.status) || loggedBytes(change, log) > at,
         })
       : undefined;
+    let caughtUp = false;
     try {
       for (;;) {
-        const window = await deps.logs.read(tenant, evalId, log, at, Math.min(limit, at + LOG_WINDOW_BYTES));
+        const ask = caughtUp ? CAUGHT_UP_WINDOW_BYTES : LOG_WINDOW_BYTES;
+        const window = await deps.logs.read(tenant, evalId, log, at, Math.min(limit, at + ask));
         if (window === 'unknown-evaluation') throw new NotFoundError(`evaluation ${evalId} not found`);
         const { state, parts } = window;
         if (state.expiredAt !== undefined && state.size > 0)
@@ -136,9 +144,13 @@ export function createReadLogs(deps: {
             throw new UnavailableError(`the ${log} log of ${evalId} has no bytes stored at offset ${at}; read again`);
           }
           at = await send(parts, sink, context.signal);
-          // More is stored than one window: the next one at once.
-          if (at < to && !context.signal.aborted) continue;
+          // More is stored than one window: the next one (a whole one) at once.
+          if (at < to && !context.signal.aborted) {
+            caughtUp = false;
+            continue;
+          }
         }
+        caughtUp = true;
         if (wakeUps === undefined || at >= limit || state.ended || context.signal.aborted) return;
         const why = await nextWakeUp(wakeUps);
         if (why === 'cancelled') return;
@@ -178,6 +190,7 @@ export function createReadLogs(deps: {
     let at = parts[0]?.offset ?? 0;
     for (const part of parts) {
       if (signal.aborted) break;
+      if (part.offset !== at) throw new UnavailableError(`the log has no bytes stored at offset ${at}; read again`);
       if ('bytes' in part) await write(sink, part.bytes, part.offset);
       else await sendObjectRange(part, sink, signal);
       at = part.offset + part.length;
@@ -208,9 +221,14 @@ export function createReadLogs(deps: {
 
 /** The size of `stream` a change shows; unknown (a change that would not decode) reads as more. */
 function loggedBytes(change: Change, stream: LogStream): number {
-  const evaluation = change.update.unreadable === undefined ? change.update.message.evaluation : undefined;
-  if (evaluation === undefined) return Infinity;
-  return Number(stream === 'stdout' ? evaluation.stdoutBytes : evaluation.stderrBytes);
+  try {
+    // Decoded once per change (Encoded keeps it), for all of its followers.
+    const evaluation = change.update.unreadable === undefined ? change.update.message.evaluation : undefined;
+    if (evaluation === undefined) return Infinity;
+    return Number(stream === 'stdout' ? evaluation.stdoutBytes : evaluation.stderrBytes);
+  } catch {
+    return Infinity;
+  }
 }
 
 /** `bytes` at `offset`, in messages of at most {@link MESSAGE_BYTES}. */

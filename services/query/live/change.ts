@@ -5,7 +5,8 @@ import { tenantOfUpdate } from '../wire/metadata';
 /**
  * One applied change as the live path carries it (tail → hub → streams): what routing,
  * filters and cursors need, beside the encoded update that every watcher is sent as it is.
- * The change log stores the same fields beside the update, so the live path decodes nothing.
+ * The change log stores the same fields beside the update, so the live path decodes nothing
+ * (but for ReadLogs' followers, who read a change of their evaluation's log sizes: decoded once).
  */
 export interface Change {
   readonly position: bigint;

@@ -1,3 +1,4 @@
+import type { LogStream } from '../../../shared/domain';
 import { createKeyedListeners } from './keyed-listeners';
 
 /**
@@ -9,18 +10,18 @@ import { createKeyedListeners } from './keyed-listeners';
  * hint: one lost is made up by the hub's change of the same event, one forged costs a read.
  */
 export interface LogHints {
-  /** Calls `listener` on each hint for `evalId`. Returns the unsubscribe function. */
-  on(evalId: string, listener: () => void): () => void;
-  /** Wakes `evalId`'s followers on this replica (the change subscriber's). */
-  hint(evalId: string): void;
+  /** Calls `listener` on each hint for `evalId`'s `stream`. Returns the unsubscribe function. */
+  on(evalId: string, stream: LogStream, listener: () => void): () => void;
+  /** Wakes the followers of `evalId`'s `stream` on this replica (the change subscriber's). */
+  hint(evalId: string, stream: LogStream): void;
 }
 
 export function createLogHints(): LogHints {
   const listeners = createKeyedListeners<() => void>();
   return {
-    on: (evalId, listener) => listeners.add(evalId, listener),
-    hint(evalId) {
-      for (const listener of listeners.of(evalId)) listener();
+    on: (evalId, stream, listener) => listeners.add(`${stream}\0${evalId}`, listener),
+    hint(evalId, stream) {
+      for (const listener of listeners.of(`${stream}\0${evalId}`)) listener();
     },
   };
 }

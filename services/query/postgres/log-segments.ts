@@ -3,6 +3,7 @@ import type { BlobHome, LogStream } from '../../../shared/domain';
 import { isTerminal, type Status } from '../../../shared/domain';
 import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { LogState, LogWindow, StoredLogs } from '../handlers/read-logs';
+import { UnavailableError } from '../../../shared/errors';
 import { readOrUnavailable } from './event-log';
 
 /**
@@ -44,15 +45,18 @@ interface ReadRow {
   part: Buffer | null;
 }
 
-/**
- * Reads that wait while others are in flight go together, this many at most: each asks for up
- * to a window (LOG_WINDOW_BYTES), so a statement holds at most this many windows.
- */
+/** Reads of one statement, at most. */
 const READS_PER_STATEMENT = 32;
+/**
+ * Bytes the reads of one statement may ask for in all (at least one read goes): what a statement
+ * can hold. A caught-up follower asks for little (read-logs.ts), a reader catching up for a window.
+ */
+const STATEMENT_BYTES = 8 * 1024 * 1024;
 /** Statements in flight at once (the pool has more sessions: other reads are not starved). */
 const STATEMENTS_IN_FLIGHT = 4;
 
 interface Asked {
+  readonly key: string;
   readonly tenant: string;
   readonly evalId: string;
   readonly stream: LogStream;
@@ -65,26 +69,43 @@ interface Asked {
 /**
  * Log segments (`evaluation_log_segments`) through the read-only connection. Followers wake
  * together (those of one log on each of its changes, those of many logs when their writers
- * flush at once), so reads are shared and grouped: the same read asked again while it is in
- * flight is shared (1,000 followers of one log cost one read), and reads asked while
- * {@link STATEMENTS_IN_FLIGHT} statements run wait and then go together, one statement for up
- * to {@link READS_PER_STATEMENT} of them of one tenant (a burst of 100 followers of 100 logs
- * costs a few statements, not 100 queued for the pool's sessions).
+ * flush at once), so reads are shared and grouped. Reads asked in one turn of the event loop,
+ * or while {@link STATEMENTS_IN_FLIGHT} statements run, wait; then the reads of one tenant go
+ * together, one statement for up to {@link READS_PER_STATEMENT} of them asking
+ * {@link STATEMENT_BYTES} in all (a burst of 100 followers of 100 logs costs a few statements,
+ * not 100 queued for the pool's sessions; at most STATEMENTS_IN_FLIGHT × STATEMENT_BYTES are
+ * read at once). The same read asked again while it waits is shared (1,000 followers of one log
+ * cost one read); once its statement is sent it is not, since a reader woken by a commit must
+ * not get a snapshot taken before it.
  */
 export function createPostgresLogs(pool: Pool): StoredLogs {
-  const shared = new Map<string, Promise<LogWindow | 'unknown-evaluation'>>();
+  const waitingByKey = new Map<string, Promise<LogWindow | 'unknown-evaluation'>>();
   const waiting: Asked[] = [];
   let inFlight = 0;
+  let scheduled = false;
+
+  const schedule = (): void => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      runNext();
+    });
+  };
 
   const runNext = (): void => {
     while (inFlight < STATEMENTS_IN_FLIGHT && waiting.length > 0) {
       const tenant = (waiting[0] as Asked).tenant;
       const batch: Asked[] = [];
+      let bytes = 0;
       for (let i = 0; i < waiting.length && batch.length < READS_PER_STATEMENT;) {
         const asked = waiting[i] as Asked;
-        if (asked.tenant === tenant) {
+        const size = asked.to - asked.from;
+        if (asked.tenant === tenant && (batch.length === 0 || bytes + size <= STATEMENT_BYTES)) {
           batch.push(asked);
+          bytes += size;
           waiting.splice(i, 1);
+          waitingByKey.delete(asked.key);
         } else i += 1;
       }
       inFlight += 1;
@@ -100,7 +121,13 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
       const windows = await readOrUnavailable('reading a log', () => read(tenant, batch));
       batch.forEach((asked, i) => asked.resolve(windows[i] ?? 'unknown-evaluation'));
     } catch (err) {
-      for (const asked of batch) asked.reject(err);
+      if (batch.length === 1 || err instanceof UnavailableError) {
+        for (const asked of batch) asked.reject(err);
+        return;
+      }
+      // Not an outage: perhaps one log's data (a damaged segment). Each read again on its own,
+      // so that only the followers of that log hear of it.
+      for (const asked of batch) await readTogether(tenant, [asked]);
     }
   };
 
@@ -144,14 +171,14 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
     read(tenant, evalId, stream, from, to) {
       // The key names the tenant: a read is shared only with readers who could make it.
       const key = `${tenant}\0${evalId}\0${stream}\0${from}\0${to}`;
-      const running = shared.get(key);
-      if (running !== undefined) return running;
-      const started = new Promise<LogWindow | 'unknown-evaluation'>((resolve, reject) => {
-        waiting.push({ tenant, evalId, stream, from, to, resolve, reject });
-        runNext();
-      }).finally(() => shared.delete(key));
-      shared.set(key, started);
-      return started;
+      const queued = waitingByKey.get(key);
+      if (queued !== undefined) return queued;
+      const answer = new Promise<LogWindow | 'unknown-evaluation'>((resolve, reject) => {
+        waiting.push({ key, tenant, evalId, stream, from, to, resolve, reject });
+      });
+      waitingByKey.set(key, answer);
+      schedule();
+      return answer;
     },
   };
 }

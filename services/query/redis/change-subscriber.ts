@@ -1,5 +1,6 @@
 import { isCluster, type RedisClient } from '../../../shared/redis';
 import { announcedLogsAppended, announcedPosition, announcedTraceparent } from '../../../shared/changes';
+import type { LogStream } from '../../../shared/domain';
 import type { Logger } from '../../../shared/logging';
 
 export interface ChangeSubscription {
@@ -27,8 +28,8 @@ export function subscribeToChanges(
   channels: readonly string[],
   handlers: {
     onChange(position: bigint, traceparent: string | undefined): void;
-    /** The message announces that `evalId` stored some of its logs (a hint for live/log-hints.ts). */
-    onLogsAppended(evalId: string): void;
+    /** The message announces that `evalId` stored some of its `stream` log (a hint for live/log-hints.ts). */
+    onLogsAppended(evalId: string, stream: LogStream): void;
     onReconnect(): void;
   },
   logger: Logger,
@@ -53,8 +54,8 @@ export function subscribeToChanges(
       return;
     }
     handlers.onChange(position, announcedTraceparent(message));
-    const logsOf = announcedLogsAppended(message);
-    if (logsOf !== undefined) handlers.onLogsAppended(logsOf);
+    const appended = announcedLogsAppended(message);
+    if (appended !== undefined) handlers.onLogsAppended(appended.evalId, appended.stream);
   };
   const onReady = (): void => {
     if (readyOnce) {

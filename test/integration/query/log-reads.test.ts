@@ -100,35 +100,60 @@ describe('live log reads: one statement for many followers', function () {
     ).to.equal(true);
   });
 
-  it("answers unknown for an evaluation of another tenant, even asked with the owner's reads", async () => {
+  it("groups reads by tenant: another tenant's read of an evaluation, asked with the owner's, finds nothing", async () => {
     const stored = createPostgresLogs(pool);
-    const [mine, theirs, none] = await Promise.all([
+    // Asked in one turn: they wait together, so a statement could hold reads of both tenants.
+    const [mine, theirs, none, theirsToo] = await Promise.all([
       stored.read(DEFAULT_TENANT, 'reads-3', 'stdout', 0, 100),
       stored.read('someone-else', 'reads-3', 'stdout', 0, 100),
       stored.read(DEFAULT_TENANT, 'no-such-evaluation', 'stdout', 0, 100),
+      stored.read('someone-else', 'reads-4', 'stdout', 0, 100),
     ]);
     expect(mine).to.not.equal('unknown-evaluation');
-    expect((mine as LogWindow).parts.length).to.be.greaterThan(0);
+    expect((await bytesOf(h, (mine as LogWindow).parts)).equals(logs.get('reads-3')!.stdout.subarray(0, 100))).to.equal(
+      true,
+    );
     expect(theirs).to.equal('unknown-evaluation');
     expect(none).to.equal('unknown-evaluation');
+    expect(theirsToo).to.equal('unknown-evaluation');
   });
 
-  it('fails every read of a statement that fails, UNAVAILABLE, and serves the next ones', async () => {
-    const broken = createPool({ url: 'postgres://nobody@127.0.0.1:1/none', applicationName: 'log-reads-it' });
-    try {
-      const stored = createPostgresLogs(broken);
-      const results = await Promise.allSettled([
-        stored.read(DEFAULT_TENANT, 'reads-1', 'stdout', 0, 10),
-        stored.read(DEFAULT_TENANT, 'reads-2', 'stdout', 0, 10),
-      ]);
-      for (const result of results) {
-        expect(result.status).to.equal('rejected');
-        expect((result as PromiseRejectedResult).reason).to.be.instanceOf(UnavailableError);
-      }
-    } finally {
-      await broken.end();
+  it('fails only the read whose own data fails its statement, not those asked with it', async () => {
+    const stored = createPostgresLogs(pool);
+    // A range that ends before it starts makes substring() refuse: an error of that read's data.
+    const [before, broken, after] = await Promise.allSettled([
+      stored.read(DEFAULT_TENANT, 'reads-5', 'stdout', 0, 50),
+      stored.read(DEFAULT_TENANT, 'reads-5', 'stdout', 60, 50),
+      stored.read(DEFAULT_TENANT, 'reads-6', 'stdout', 0, 50),
+    ]);
+    expect(broken.status).to.equal('rejected');
+    expect((broken as PromiseRejectedResult).reason).to.not.be.instanceOf(UnavailableError);
+    for (const [result, evalId] of [
+      [before, 'reads-5'],
+      [after, 'reads-6'],
+    ] as const) {
+      expect(result.status, evalId).to.equal('fulfilled');
+      const window = (result as PromiseFulfilledResult<LogWindow>).value;
+      expect((await bytesOf(h, window.parts)).equals(logs.get(evalId)!.stdout.subarray(0, 50))).to.equal(true);
     }
-    const window = await createPostgresLogs(pool).read(DEFAULT_TENANT, 'reads-1', 'stdout', 0, 10);
+  });
+
+  it('fails every read of a statement UNAVAILABLE when PostgreSQL cannot be reached, then serves the next ones', async () => {
+    let down = true;
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    const flaky = { connect: () => (down ? Promise.reject(refused) : pool.connect()) } as unknown as Pool;
+    const stored = createPostgresLogs(flaky);
+    const results = await Promise.allSettled([
+      stored.read(DEFAULT_TENANT, 'reads-1', 'stdout', 0, 10),
+      stored.read(DEFAULT_TENANT, 'reads-2', 'stdout', 0, 10),
+    ]);
+    for (const result of results) {
+      expect(result.status).to.equal('rejected');
+      expect((result as PromiseRejectedResult).reason).to.be.instanceOf(UnavailableError);
+    }
+    down = false;
+    const window = await stored.read(DEFAULT_TENANT, 'reads-1', 'stdout', 0, 10);
     expect(window).to.not.equal('unknown-evaluation');
+    expect((window as LogWindow).parts[0]?.offset).to.equal(0);
   });
 });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
+import { announcedLogsAppended, encodeChange } from '../../../shared/changes';
 import { STATUSES, type BodyRef, type Status } from '../../../shared/domain';
 import {
   AlreadyExistsError,
@@ -463,6 +464,16 @@ describe('decide', () => {
       });
       expect(decision.log).to.deep.equal({ stream: 'stdout', offset: 10, length: 6 });
       expect([decision.status, decision.toRevision]).to.deep.equal(['running', '3']);
+      // The query side's log followers are woken by reading the announcement's start, which
+      // holds as long as the event keeps this shape and key order (shared/changes).
+      const announced = encodeChange({
+        position: '40',
+        evalId: 'e1',
+        revision: decision.toRevision,
+        recordedAt: NOW.toISOString(),
+        event: decision.event,
+      });
+      expect(announcedLogsAppended(announced)).to.deep.equal({ evalId: 'e1', stream: 'stdout' });
     });
 
     it('acknowledges a segment stored already, and refuses one that starts elsewhere, naming the offset', () => {

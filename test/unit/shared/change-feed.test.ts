@@ -83,23 +83,31 @@ describe('change feed', () => {
     }
   });
 
-  it('names the evaluation of a log append, from the message alone; nothing for other events or forgeries', () => {
+  it('names the log of a log append, from the message alone; nothing for other events or forgeries', () => {
     const appended: RecordedEvent = {
       ...EVENT,
       evalId: 'run.7-"quoted"',
-      event: { type: 'EvaluationLogsAppended', data: { stream: 'stdout', offset: 0, length: 10 } },
+      event: { type: 'EvaluationLogsAppended', data: { stream: 'stderr', offset: 0, length: 10 } },
     };
-    expect(announcedLogsAppended(encodeChange(appended))).to.equal('run.7-"quoted"');
-    expect(
-      announcedLogsAppended(encodeChange(appended, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')),
-    ).to.equal('run.7-"quoted"');
+    const log = { evalId: 'run.7-"quoted"', stream: 'stderr' };
+    expect(announcedLogsAppended(encodeChange(appended))).to.deep.equal(log);
+    const traced = encodeChange(appended, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    expect(announcedLogsAppended(traced)).to.deep.equal(log);
     expect(announcedLogsAppended(encodeChange(EVENT))).to.equal(undefined);
+    const start = '{"position":"1","evalId":"x","revision":"2","recordedAt":"2025-01-01T00:00:00.000Z","event":';
+    expect(announcedLogsAppended(`${start}{"type":"EvaluationLogsAppended","data":{"stream":"stdout",`)).to.deep.equal({
+      evalId: 'x',
+      stream: 'stdout',
+    });
     for (const forged of [
       'not json',
-      '{"evalId":"x","event":{"type":"EvaluationLogsAppended",}',
-      '{"position":"0","evalId":"x","event":{"type":"EvaluationLogsAppended",',
-      '{"position":"1","evalId":"\\u12","event":{"type":"EvaluationLogsAppended",',
-      '{"position":"1","evalId":"","event":{"type":"EvaluationLogsAppended",',
+      `${start}{"type":"EvaluationLogsAppended","data":{"stream":"stdin",`,
+      `${start}{"type":"EvaluationStarted","data":{"stream":"stdout",`,
+      // The type further in (in metadata, say) is not the event's.
+      `{"position":"1","evalId":"x","revision":"2","recordedAt":"t","event":{"type":"EvaluationQueued","data":{"m":"\\"event\\":{\\"type\\":\\"EvaluationLogsAppended\\""}}}`,
+      start.replace('"position":"1"', '"position":"0"') + '{"type":"EvaluationLogsAppended","data":{"stream":"stdout",',
+      start.replace('"evalId":"x"', '"evalId":"\\u12"') + '{"type":"EvaluationLogsAppended","data":{"stream":"stdout",',
+      start.replace('"evalId":"x"', '"evalId":""') + '{"type":"EvaluationLogsAppended","data":{"stream":"stdout",',
     ]) {
       expect(announcedLogsAppended(forged), forged).to.equal(undefined);
     }
