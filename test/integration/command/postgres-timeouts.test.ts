@@ -34,14 +34,18 @@ import { commandsOf, createHarness, denseLog, eventCount, until, type Harness } 
 const APP = 'crucible-it-timeouts';
 
 /**
- * The kernel's timer on the TCP socket whose local port is `port` (Linux: /proc/net/tcp, field
+ * The kernel's timer on the TCP connection from local port `port` to `serverPort` (Linux: /proc/net/tcp, field
  * `tr:tm->when`): its kind (2 is keepalive) and the seconds until it fires (clock ticks of 1/100 s).
  */
-function socketTimer(port: number): { kind: number; seconds: number } | undefined {
+function socketTimer(port: number, serverPort: number): { kind: number; seconds: number } | undefined {
+  const portOf = (address: string): number => parseInt(address.split(':')[1] ?? '', 16);
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const [, local, , , , timer] = line.trim().split(/\s+/);
-      if (local === undefined || timer === undefined || parseInt(local.split(':')[1] ?? '', 16) !== port) continue;
+      const [, local, remote, state, , timer] = line.trim().split(/\s+/);
+      if (local === undefined || remote === undefined || timer === undefined) continue;
+      // The live connection only (state 01, ESTABLISHED, to the server): an earlier socket that
+      // had the same local port may linger in TIME_WAIT (timer kind 3), as CI once found.
+      if (state !== '01' || portOf(local) !== port || portOf(remote) !== serverPort) continue;
       const [kind = '', when = ''] = timer.split(':');
       return { kind: parseInt(kind, 16), seconds: parseInt(when, 16) / 100 };
     }
@@ -164,7 +168,7 @@ describe('PostgreSQL hangs and ambiguity', function () {
       );
       expect(rows[0]).to.deep.include({ statement: '1500ms', lock: '250ms', idle: '2s' });
       // The kernel's view of that session's socket: a keepalive timer, due within the delay.
-      const timer = socketTimer(rows[0]?.port ?? 0);
+      const timer = socketTimer(rows[0]?.port ?? 0, Number(new URL(h.env.config.databaseUrl).port || 5432));
       expect(timer, 'the socket of that session').to.not.equal(undefined);
       expect(timer?.kind, 'timer kind 2: keepalive').to.equal(2);
       expect(timer?.seconds).to.be.at.most(7);
