@@ -71,7 +71,7 @@ export function announcedPosition(message: string): bigint | undefined {
  * test of decideChange's AppendLogSegment fails when that order changes).
  */
 const LOGS_APPENDED =
-  /^\{"position":"[1-9]\d{0,18}","evalId":("(?:[^"\\]|\\.){1,512}"),"revision":"\d{1,19}","recordedAt":"[^"\\]{1,64}","event":\{"type":"EvaluationLogsAppended","data":\{"stream":"(stdout|stderr)"/;
+  /^\{"position":"[1-9]\d{0,18}","evalId":("(?:[^"\\]|\\.){1,768}"),"revision":"\d{1,19}","recordedAt":"[^"\\]{1,64}","event":\{"type":"EvaluationLogsAppended","data":\{"stream":"(stdout|stderr)"/;
 
 /**
  * The log a message says was appended to, or undefined (another event, or no such message).

@@ -143,7 +143,7 @@ export function createReadLogs(deps: {
           if (parts[0]?.offset !== at) {
             throw new UnavailableError(`the ${log} log of ${evalId} has no bytes stored at offset ${at}; read again`);
           }
-          at = await send(parts, sink, context.signal);
+          at = await send(parts, sink, context.signal, `the ${log} log of ${evalId}`);
           // More is stored than one window: the next one (a whole one) at once.
           if (at < to && !context.signal.aborted) {
             caughtUp = false;
@@ -186,11 +186,12 @@ export function createReadLogs(deps: {
     parts: readonly LogPart[],
     sink: StreamSink<ReadLogsResponse>,
     signal: AbortSignal,
+    what: string,
   ): Promise<number> {
     let at = parts[0]?.offset ?? 0;
     for (const part of parts) {
       if (signal.aborted) break;
-      if (part.offset !== at) throw new UnavailableError(`the log has no bytes stored at offset ${at}; read again`);
+      if (part.offset !== at) throw new UnavailableError(`${what} has no bytes stored at offset ${at}; read again`);
       if ('bytes' in part) await write(sink, part.bytes, part.offset);
       else await sendObjectRange(part, sink, signal);
       at = part.offset + part.length;
@@ -222,7 +223,7 @@ export function createReadLogs(deps: {
 /** The size of `stream` a change shows; unknown (a change that would not decode) reads as more. */
 function loggedBytes(change: Change, stream: LogStream): number {
   try {
-    // Decoded once per change (Encoded keeps it), for all of its followers.
+    // Decoded once per change for all of its followers (Encoded keeps a message that decodes).
     const evaluation = change.update.unreadable === undefined ? change.update.message.evaluation : undefined;
     if (evaluation === undefined) return Infinity;
     return Number(stream === 'stdout' ? evaluation.stdoutBytes : evaluation.stderrBytes);

@@ -3,7 +3,6 @@ import type { BlobHome, LogStream } from '../../../shared/domain';
 import { isTerminal, type Status } from '../../../shared/domain';
 import { preparedStatement, queryAs } from '../../../shared/postgres';
 import type { LogState, LogWindow, StoredLogs } from '../handlers/read-logs';
-import { UnavailableError } from '../../../shared/errors';
 import { readOrUnavailable } from './event-log';
 
 /**
@@ -54,6 +53,12 @@ const READS_PER_STATEMENT = 32;
 const STATEMENT_BYTES = 8 * 1024 * 1024;
 /** Statements in flight at once (the pool has more sessions: other reads are not starved). */
 const STATEMENTS_IN_FLIGHT = 4;
+
+/** An error of the data a statement read (SQLSTATE class 22, or XX001/XX002: a damaged page or index). */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && (code.startsWith('22') || code === 'XX001' || code === 'XX002');
+}
 
 interface Asked {
   readonly key: string;
@@ -121,13 +126,24 @@ export function createPostgresLogs(pool: Pool): StoredLogs {
       const windows = await readOrUnavailable('reading a log', () => read(tenant, batch));
       batch.forEach((asked, i) => asked.resolve(windows[i] ?? 'unknown-evaluation'));
     } catch (err) {
-      if (batch.length === 1 || err instanceof UnavailableError) {
+      if (batch.length === 1 || !isDataError(err)) {
         for (const asked of batch) asked.reject(err);
         return;
       }
-      // Not an outage: perhaps one log's data (a damaged segment). Each read again on its own,
-      // so that only the followers of that log hear of it.
-      for (const asked of batch) await readTogether(tenant, [asked]);
+      // One log's data (a damaged segment): each read again on its own, so that only the
+      // followers of that log hear of it; an outage meanwhile fails the rest at once.
+      for (const [i, asked] of batch.entries()) {
+        try {
+          const [window] = await readOrUnavailable('reading a log', () => read(tenant, [asked]));
+          asked.resolve(window ?? 'unknown-evaluation');
+        } catch (alone) {
+          asked.reject(alone);
+          if (!isDataError(alone)) {
+            for (const rest of batch.slice(i + 1)) rest.reject(alone);
+            return;
+          }
+        }
+      }
     }
   };
 

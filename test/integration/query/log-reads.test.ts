@@ -140,13 +140,21 @@ describe('live log reads: one statement for many followers', function () {
 
   it('fails every read of a statement UNAVAILABLE when PostgreSQL cannot be reached, then serves the next ones', async () => {
     let down = true;
+    let connects = 0;
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
-    const flaky = { connect: () => (down ? Promise.reject(refused) : pool.connect()) } as unknown as Pool;
+    const flaky = {
+      connect: () => {
+        connects += 1;
+        return down ? Promise.reject(refused) : pool.connect();
+      },
+    } as unknown as Pool;
     const stored = createPostgresLogs(flaky);
     const results = await Promise.allSettled([
       stored.read(DEFAULT_TENANT, 'reads-1', 'stdout', 0, 10),
       stored.read(DEFAULT_TENANT, 'reads-2', 'stdout', 0, 10),
+      stored.read(DEFAULT_TENANT, 'reads-3', 'stdout', 0, 10),
     ]);
+    expect(connects, 'one statement tried: an outage is not retried read by read').to.equal(1);
     for (const result of results) {
       expect(result.status).to.equal('rejected');
       expect((result as PromiseRejectedResult).reason).to.be.instanceOf(UnavailableError);
