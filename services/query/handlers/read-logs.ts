@@ -140,10 +140,7 @@ export function createReadLogs(deps: {
         }
         const to = Math.min(state.size, limit);
         if (at < to) {
-          if (parts[0]?.offset !== at) {
-            throw new UnavailableError(`the ${log} log of ${evalId} has no bytes stored at offset ${at}; read again`);
-          }
-          at = await send(parts, sink, context.signal, `the ${log} log of ${evalId}`);
+          at = await send(at, parts, sink, context.signal, `the ${log} log of ${evalId}`);
           // More is stored than one window: the next one (a whole one) at once.
           if (at < to && !context.signal.aborted) {
             caughtUp = false;
@@ -181,14 +178,19 @@ export function createReadLogs(deps: {
     }
   }
 
-  /** Sends a window's parts, in order; returns the offset after the last byte sent. */
+  /**
+   * Sends a window's parts from `from`, in order; returns the offset after the last byte sent.
+   * UNAVAILABLE when the window does not continue the log there (none stored, or a gap).
+   */
   async function send(
+    from: number,
     parts: readonly LogPart[],
     sink: StreamSink<ReadLogsResponse>,
     signal: AbortSignal,
     what: string,
   ): Promise<number> {
-    let at = parts[0]?.offset ?? 0;
+    if (parts.length === 0) throw new UnavailableError(`${what} has no bytes stored at offset ${from}; read again`);
+    let at = from;
     for (const part of parts) {
       if (signal.aborted) break;
       if (part.offset !== at) throw new UnavailableError(`${what} has no bytes stored at offset ${at}; read again`);
